@@ -1,0 +1,276 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/client/train"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// TrainerCapability is the trainer name a site advertises when it holds the
+// pooled data a job's centralized arm trains on.
+const TrainerCapability = "centralized"
+
+// Config configures an Agent.
+type Config struct {
+	// Name is the site's name; with TLS it must equal its certificate's CN.
+	Name string
+	// Targets are the coordinators' addresses, tried in turn.
+	Targets []string
+	// DialOptions are passed to grpc.NewClient (credentials among them).
+	DialOptions []grpc.DialOption
+	// Version is reported in Join.
+	Version string
+	// Capabilities are advertised in Join.
+	Capabilities *pb.Capabilities
+	// BackoffInitial and BackoffMax bound the reconnect backoff (defaults
+	// 250ms and 30s); each wait is jittered.
+	BackoffInitial, BackoffMax time.Duration
+	// ProgressInterval is the least time between progress messages (1s).
+	ProgressInterval time.Duration
+	// Logger receives the agent's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DataSource gives the agent the data a task trains and evaluates on.
+type DataSource interface {
+	// Load returns the training and test data of dataset for a task kind.
+	// It is called for every task and should cache.
+	Load(ctx context.Context, dataset string, kind pb.TaskKind) (trainSet, testSet *data.Dataset, err error)
+}
+
+// TrainerFactory builds the trainer a model spec names.
+type TrainerFactory interface {
+	Trainer(spec *pb.ModelSpec) (train.Trainer, error)
+}
+
+// Agent is a site agent. Create it with [New] and run it with [Agent.Run].
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	data     DataSource
+	trainers TrainerFactory
+	meter    Meter
+
+	mu    sync.Mutex
+	tasks map[string]context.CancelFunc
+	wg    sync.WaitGroup
+}
+
+// New returns an Agent. meter may be nil: the agent then reports no energy.
+func New(cfg Config, ds DataSource, tf TrainerFactory, meter Meter) (*Agent, error) {
+	var errs []error
+	if cfg.Name == "" {
+		errs = append(errs, errors.New("site name is empty: set name in the site's config"))
+	}
+	if len(cfg.Targets) == 0 {
+		errs = append(errs, errors.New("no coordinator address: list at least one in the site's config"))
+	}
+	if ds == nil || tf == nil {
+		errs = append(errs, errors.New("a data source and a trainer factory are required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("configuring site agent: %w", err)
+	}
+	if cfg.BackoffInitial <= 0 {
+		cfg.BackoffInitial = 250 * time.Millisecond
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 30 * time.Second
+	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Capabilities == nil {
+		cfg.Capabilities = &pb.Capabilities{}
+	}
+	return &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger.With("site", cfg.Name),
+		data:     ds,
+		trainers: tf,
+		meter:    meter,
+		tasks:    make(map[string]context.CancelFunc),
+	}, nil
+}
+
+// Run keeps the agent connected and serving tasks until ctx is cancelled; it
+// then cancels running tasks, waits for them and returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	conns := make([]*grpc.ClientConn, len(a.cfg.Targets))
+	for i, t := range a.cfg.Targets {
+		cc, err := grpc.NewClient(t, a.cfg.DialOptions...)
+		if err != nil {
+			return fmt.Errorf("site %s: coordinator address %q: %w", a.cfg.Name, t, err)
+		}
+		conns[i] = cc
+	}
+	defer func() {
+		for _, cc := range conns {
+			cc.Close()
+		}
+	}()
+	defer a.wg.Wait()
+	backoff := a.cfg.BackoffInitial
+	for i := 0; ; i = (i + 1) % len(conns) {
+		started := time.Now()
+		err := a.serve(ctx, conns[i])
+		if ctx.Err() != nil {
+			a.cancelAll()
+			return nil
+		}
+		if time.Since(started) > 10*a.cfg.BackoffInitial+time.Second {
+			backoff = a.cfg.BackoffInitial // the session was up for a while
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		a.log.Warn("session_lost", "coordinator", a.cfg.Targets[i], "err", err, "retry_in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			a.cancelAll()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, a.cfg.BackoffMax)
+	}
+}
+
+func (a *Agent) cancelAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.tasks {
+		c()
+	}
+}
+
+// session is one open Session stream; Send is serialised.
+type session struct {
+	mu     sync.Mutex
+	stream grpc.BidiStreamingClient[pb.SiteMessage, pb.CoordinatorMessage]
+}
+
+func (s *session) send(m *pb.SiteMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(m)
+}
+
+// serve joins through cc and serves one session until it breaks.
+func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn) error {
+	cli := pb.NewCoordinatorServiceClient(cc)
+	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	jr, err := cli.Join(jctx, &pb.JoinRequest{SiteName: a.cfg.Name, Version: a.cfg.Version, Capabilities: a.cfg.Capabilities})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("joining: %w", err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cli.Session(sctx)
+	if err != nil {
+		return fmt.Errorf("opening session: %w", err)
+	}
+	s := &session{stream: stream}
+	if err := s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Hello{Hello: &pb.SessionHello{SessionId: jr.GetSessionId(), SiteName: a.cfg.Name}}}); err != nil {
+		return fmt.Errorf("sending hello: %w", err)
+	}
+	a.log.Info("session_open", "coordinator", cc.Target())
+
+	hb := time.Duration(jr.GetHeartbeatIntervalMs()) * time.Millisecond
+	if hb <= 0 {
+		hb = 5 * time.Second
+	}
+	go func() {
+		t := time.NewTicker(hb)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case now := <-t.C:
+				if err := s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Heartbeat{Heartbeat: &pb.Heartbeat{UnixMs: now.UnixMilli(), RunningTasks: a.running()}}}); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return errors.New("coordinator closed the session")
+		}
+		if err != nil {
+			return fmt.Errorf("session: %w", err)
+		}
+		switch msg := m.Msg.(type) {
+		case *pb.CoordinatorMessage_Task:
+			a.startTask(sctx, cli, s, msg.Task)
+		case *pb.CoordinatorMessage_Cancel:
+			a.cancelTask(msg.Cancel.GetTaskId(), msg.Cancel.GetReason())
+		default:
+			a.log.Warn("unknown_message_from_coordinator")
+		}
+	}
+}
+
+func (a *Agent) running() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := make([]string, 0, len(a.tasks))
+	for id := range a.tasks {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func (a *Agent) cancelTask(id, reason string) {
+	a.mu.Lock()
+	c, ok := a.tasks[id]
+	a.mu.Unlock()
+	if ok {
+		a.log.Info("task_cancelled", "task", id, "reason", reason)
+		c()
+	}
+}
+
+func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task) {
+	tctx, cancel := context.WithCancel(ctx)
+	if t.GetDeadlineUnixMs() > 0 {
+		tctx, cancel = context.WithDeadline(ctx, time.UnixMilli(t.GetDeadlineUnixMs()))
+	}
+	a.mu.Lock()
+	a.tasks[t.GetTaskId()] = cancel
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.mu.Lock()
+			delete(a.tasks, t.GetTaskId())
+			a.mu.Unlock()
+			cancel()
+		}()
+		log := a.log.With("task", t.GetTaskId(), "arm", t.GetArm(), "round", t.GetRound())
+		log.Debug("task_started", "kind", t.GetKind().String())
+		if err := a.runTask(tctx, cli, s, t, log); err != nil {
+			log.Warn("task_failed", "err", err)
+			if ctx.Err() == nil {
+				_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: t.GetTaskId(), Reason: err.Error()}}})
+			}
+		}
+	}()
+}

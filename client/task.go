@@ -1,0 +1,174 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// Meter measures the energy of one task: Start begins a measurement and
+// the returned function ends it and returns the report the update carries.
+type Meter interface {
+	Start(ctx context.Context) (stop func() *pb.EnergyReport, err error)
+}
+
+const chunkSize = 1 << 20
+
+func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, log *slog.Logger) error {
+	switch t.GetKind() {
+	case pb.TaskKind_TASK_KIND_TRAIN, pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN:
+	default:
+		return fmt.Errorf("task kind %s is not supported by this site (version %s)", t.GetKind(), a.cfg.Version)
+	}
+	global, err := fetchModel(ctx, cli, t)
+	if err != nil {
+		return err
+	}
+	trainSet, testSet, err := a.data.Load(ctx, t.GetDataset(), t.GetKind())
+	if err != nil {
+		return fmt.Errorf("loading dataset %q: %w", t.GetDataset(), err)
+	}
+	tr, err := a.trainers.Trainer(t.GetModel())
+	if err != nil {
+		return fmt.Errorf("building trainer: %w", err)
+	}
+	metrics := make(map[string]float64)
+	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
+		ev, err := tr.Evaluate(ctx, global, testSet)
+		if err != nil {
+			return fmt.Errorf("evaluating the global model: %w", err)
+		}
+		metrics["eval_loss"] = ev.Loss
+		metrics["eval_accuracy"] = ev.Accuracy
+		metrics["eval_samples"] = float64(ev.NumSamples)
+	}
+
+	p := t.GetTrain()
+	var lastProgress time.Time
+	cfg := train.TrainConfig{
+		Epochs:      int(p.GetEpochs()),
+		BatchSize:   int(p.GetBatchSize()),
+		LR:          p.GetLr(),
+		Momentum:    p.GetMomentum(),
+		WeightDecay: p.GetWeightDecay(),
+		Mu:          p.GetMu(),
+		Seed:        p.GetSeed(),
+		Progress: func(epoch, batch, batches int, loss float64) {
+			if time.Since(lastProgress) < a.cfg.ProgressInterval {
+				return
+			}
+			lastProgress = time.Now()
+			_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Progress{Progress: &pb.TaskProgress{
+				TaskId: t.GetTaskId(), Epoch: int32(epoch), Batch: int32(batch), Batches: int32(batches), Loss: loss,
+			}}})
+		},
+	}
+	var stop func() *pb.EnergyReport
+	if a.meter != nil {
+		if stop, err = a.meter.Start(ctx); err != nil {
+			log.Warn("energy_meter_failed", "err", err)
+			stop = nil
+		}
+	}
+	updated, res, err := tr.Train(ctx, global, trainSet, cfg)
+	var report *pb.EnergyReport
+	if stop != nil {
+		report = stop()
+	}
+	if err != nil {
+		return fmt.Errorf("training: %w", err)
+	}
+	metrics["train_loss"] = res.Loss
+	metrics["train_seconds"] = res.Seconds
+	metrics["num_samples"] = float64(res.NumSamples)
+	metrics["train_steps"] = float64(res.Steps)
+	if err := updated.CheckFinite(); err != nil {
+		return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
+	}
+	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
+	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report)
+}
+
+// fetchModel downloads and verifies the task's global model.
+func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (*model.Weights, error) {
+	stream, err := cli.FetchModel(ctx, &pb.FetchModelRequest{ModelId: t.GetModelId(), TaskId: t.GetTaskId()})
+	if err != nil {
+		return nil, fmt.Errorf("fetching model: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, fmt.Errorf("fetching model: %w", err)
+	}
+	asm, err := model.NewAssembler(first.GetTotalSize())
+	if err != nil {
+		return nil, fmt.Errorf("fetching model: %w", err)
+	}
+	sum := first.GetSha256()
+	for m := first; ; {
+		if err := asm.Write(m.GetData()); err != nil {
+			return nil, fmt.Errorf("fetching model: %w", err)
+		}
+		m, err = stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetching model: %w", err)
+		}
+	}
+	b, err := asm.Finish(sum)
+	if err != nil {
+		return nil, fmt.Errorf("fetching model: %w", err)
+	}
+	w, _, err := model.UnmarshalSafetensors(b)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the global model: %w", err)
+	}
+	return w, nil
+}
+
+// pushUpdate uploads trained weights with their metrics and energy report.
+func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64, metrics map[string]float64, rep *pb.EnergyReport) error {
+	b, err := model.MarshalSafetensors(w, nil)
+	if err != nil {
+		return fmt.Errorf("encoding update: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	stream, err := cli.PushUpdate(ctx)
+	if err != nil {
+		return fmt.Errorf("pushing update: %w", err)
+	}
+	h := &pb.UpdateHeader{
+		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
+		NumSamples: n, TotalSize: int64(len(b)), Sha256: sum[:], Metrics: metrics,
+		Energy: rep,
+	}
+	if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
+		return fmt.Errorf("pushing update header: %w", err)
+	}
+	for off := 0; off < len(b); off += chunkSize {
+		end := min(off+chunkSize, len(b))
+		if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: b[off:end]}}); err != nil {
+			if errors.Is(err, io.EOF) {
+				break // the server answered early; CloseAndRecv has its reason
+			}
+			return fmt.Errorf("pushing update chunk at %d: %w", off, err)
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return fmt.Errorf("pushing update: %w", err)
+	}
+	if !resp.GetAccepted() {
+		return fmt.Errorf("the coordinator refused the update: %s", resp.GetReason())
+	}
+	return nil
+}

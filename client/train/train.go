@@ -1,0 +1,100 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/model"
+)
+
+// ErrConfig is returned by [New] for a model configuration it cannot build.
+var ErrConfig = errors.New("invalid model config")
+
+// Config describes a model.
+type Config struct {
+	// Kind is logreg, mlp or cnn.
+	Kind string
+	// Hidden are an mlp's hidden layer widths.
+	Hidden []int
+	// Conv are a cnn's convolution channels (default [32 64]).
+	Conv []int
+	// InputShape is one sample's shape, e.g. [1 28 28].
+	InputShape []int
+	// Classes is the number of classes.
+	Classes int
+}
+
+// TrainConfig is one local training task.
+type TrainConfig struct {
+	Epochs      int
+	BatchSize   int
+	LR          float64
+	Momentum    float64
+	WeightDecay float64
+	// Mu adds μ/2·‖w − w_anchor‖² to the loss (FedProx); the anchor is the
+	// weights passed to Train.
+	Mu float64
+	// Seed seeds the shuffling: the same seed and inputs give the same result.
+	Seed int64
+	// Progress, if set, is called after every batch.
+	Progress func(epoch, batch, batches int, loss float64)
+}
+
+// TrainResult summarises a training task.
+type TrainResult struct {
+	NumSamples int64
+	Loss       float64 // mean training loss of the last epoch
+	Epochs     int
+	Seconds    float64
+	Steps      int
+}
+
+// EvalResult is a model's loss and accuracy on a dataset.
+type EvalResult struct {
+	NumSamples int64
+	Loss       float64
+	Accuracy   float64
+}
+
+// Trainer trains and evaluates one model architecture. Implementations are
+// safe for concurrent use: several simulated sites share one.
+type Trainer interface {
+	// Init returns fresh initial weights, the same for the same seed.
+	Init(seed int64) (*model.Weights, error)
+	// Train returns w trained on ds; w is not modified. It stops between
+	// batches when ctx is done.
+	Train(ctx context.Context, w *model.Weights, ds *data.Dataset, cfg TrainConfig) (*model.Weights, TrainResult, error)
+	// Evaluate returns w's loss and accuracy on ds.
+	Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) (EvalResult, error)
+}
+
+// New returns the trainer cfg describes.
+func New(cfg Config) (Trainer, error) {
+	in := 1
+	for _, d := range cfg.InputShape {
+		if d <= 0 {
+			return nil, fmt.Errorf("%w: input shape %v", ErrConfig, cfg.InputShape)
+		}
+		in *= d
+	}
+	if len(cfg.InputShape) == 0 {
+		return nil, fmt.Errorf("%w: no input shape", ErrConfig)
+	}
+	if cfg.Classes < 2 {
+		return nil, fmt.Errorf("%w: %d classes; need at least 2", ErrConfig, cfg.Classes)
+	}
+	switch cfg.Kind {
+	case "logreg":
+		return newDense(in, nil, cfg.Classes)
+	case "mlp":
+		if len(cfg.Hidden) == 0 {
+			return nil, fmt.Errorf("%w: an mlp needs hidden layer widths", ErrConfig)
+		}
+		return newDense(in, cfg.Hidden, cfg.Classes)
+	case "cnn":
+		return newCNN(cfg)
+	}
+	return nil, fmt.Errorf("%w: model kind %q; use logreg, mlp or cnn (or exec for an external trainer)", ErrConfig, cfg.Kind)
+}

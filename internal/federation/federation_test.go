@@ -1,0 +1,111 @@
+package federation
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// subset is the stratified Fashion-MNIST subset shipped in the repository.
+var subset, _ = filepath.Abs("../../client/data/testdata/fmnist-subset")
+
+const quickJob = `
+name: e2e
+seed: 7
+tracking: {experiment: e2e}
+data: {dataset: fashion-mnist, path: %q, partition: {kind: dirichlet, alpha: 1.0}}
+model: {kind: mlp, hidden: [32]}
+sites: {count: 3}
+rounds: 2
+train: {epochs: 1, batch_size: 32, lr: 0.05}
+arms:
+  - {name: centralized, centralized: {epochs: 2}}
+  - {name: fedavg, strategy: fedavg}
+  - {name: fedprox, strategy: {name: fedprox, mu: 0.1}}
+deadline: {round: 2m}
+`
+
+// TestRunEndToEnd runs a real job: a coordinator on loopback TCP, three
+// site agents and a pooled-data site, gorgonia training on the shipped
+// subset, and the SQLite tracking store.
+func TestRunEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "cohort.db")
+	var progress bytes.Buffer
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	src := []byte(strings.Replace(quickJob, "%q", `"`+subset+`"`, 1))
+	res, err := Run(ctx, src, Options{DBPath: db, Progress: &progress, Logger: log, Version: "test"})
+	t.Logf("progress:\n%s", progress.String())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := len(res.Comparison.Arms); got != 3 {
+		t.Fatalf("comparison has %d arms, want 3", got)
+	}
+	for _, a := range res.Comparison.Arms {
+		if a.Rounds != 2 {
+			t.Errorf("arm %s: %d rounds logged, want 2", a.Name, a.Rounds)
+		}
+		// 10 classes: chance is 0.1. Two passes over 5,400 images with a
+		// small MLP reach well above 0.6 in every arm.
+		if a.FinalAccuracy < 0.6 {
+			t.Errorf("arm %s: final accuracy %.3f, want ≥ 0.6", a.Name, a.FinalAccuracy)
+		}
+		if a.Federated && !(a.BytesSent > 0 && a.BytesReceived > 0) {
+			t.Errorf("arm %s: bytes sent %v received %v, want both > 0", a.Name, a.BytesSent, a.BytesReceived)
+		}
+	}
+	for _, want := range []string{"arm centralized", "arm fedavg", "arm fedprox", "2/2"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress output lacks %q", want)
+		}
+	}
+
+	// The tracking file holds the whole tree: job → 3 arms → 3 sites under
+	// each federated arm, each with 2 rounds of train_loss.
+	store, err := tracking.OpenSQLite(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	jobRun, err := store.GetRun(context.Background(), res.Job.GetTrackingRunId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jobRun.Info.Status != tracking.StatusFinished {
+		t.Errorf("job run status = %s, want FINISHED", jobRun.Info.Status)
+	}
+	if v, ok := jobRun.Data.Param("train.lr"); !ok || v != "0.05" {
+		t.Errorf("job run param train.lr = %q, %v; want 0.05", v, ok)
+	}
+	arms, _ := store.ChildRuns(context.Background(), jobRun.Info.RunID)
+	for _, arm := range arms {
+		sites, _ := store.ChildRuns(context.Background(), arm.Info.RunID)
+		kind, _ := arm.Data.Tag(tracking.TagKind)
+		want := 3
+		if kind == tracking.KindCentralized {
+			want = 1
+		}
+		if len(sites) != want {
+			t.Errorf("arm %s has %d site runs, want %d", arm.Info.RunName, len(sites), want)
+		}
+		for _, s := range sites {
+			h, _ := store.GetMetricHistory(context.Background(), s.Info.RunID, tracking.MetricTrainLoss)
+			if len(h) != 2 {
+				t.Errorf("site run %s: %d train_loss points, want 2", s.Info.RunName, len(h))
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "artifacts")); err != nil {
+		t.Errorf("no artifacts folder beside the database: %v", err)
+	}
+}

@@ -1,0 +1,217 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server"
+)
+
+// Trainers builds gorgonia trainers from model specs, one per distinct
+// spec, shared by every site of the process. It implements the site agent's
+// TrainerFactory.
+type Trainers struct {
+	mu    sync.Mutex
+	cache map[string]train.Trainer
+}
+
+// Trainer returns the trainer for spec.
+func (t *Trainers) Trainer(spec *pb.ModelSpec) (train.Trainer, error) {
+	cfg := trainConfig(spec)
+	key := fmt.Sprint(cfg)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tr, ok := t.cache[key]; ok {
+		return tr, nil
+	}
+	tr, err := train.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if t.cache == nil {
+		t.cache = make(map[string]train.Trainer)
+	}
+	t.cache[key] = tr
+	return tr, nil
+}
+
+func ints(xs []int32) []int {
+	out := make([]int, len(xs))
+	for i, x := range xs {
+		out[i] = int(x)
+	}
+	return out
+}
+
+func int32s(xs []int) []int32 {
+	out := make([]int32, len(xs))
+	for i, x := range xs {
+		out[i] = int32(x)
+	}
+	return out
+}
+
+func trainConfig(spec *pb.ModelSpec) train.Config {
+	return train.Config{
+		Kind:       spec.GetKind(),
+		Hidden:     ints(spec.GetHidden()),
+		Conv:       ints(spec.GetConv()),
+		InputShape: ints(spec.GetInputShape()),
+		Classes:    int(spec.GetClasses()),
+	}
+}
+
+// Datasets is a job's data as `cohort run` splits it: one partition per
+// site, each with its local test split, the pooled training data of the
+// centralized arm and the coordinator's test set.
+type Datasets struct {
+	// Sites holds each site's train and local test data, by site name.
+	Sites map[string]SiteData
+	// Pooled is every site's training data together.
+	Pooled *data.Dataset
+	// Test is the coordinator's held-out test set.
+	Test *data.Dataset
+}
+
+// SiteData is one site's data.
+type SiteData struct {
+	Train, Test *data.Dataset
+}
+
+// Load reads and partitions a job's dataset.
+func Load(ctx context.Context, spec *job.Spec, baseDir string) (*Datasets, error) {
+	var parts []*data.Dataset
+	var test *data.Dataset
+	switch spec.Data.Dataset {
+	case job.DatasetFashionMNIST:
+		path := resolve(spec.Data.Path, baseDir)
+		trainSet, testSet, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: path})
+		if err != nil {
+			return nil, err
+		}
+		test = testSet
+		p := spec.Data.Partition
+		parts, err = data.Partition(trainSet, data.PartitionSpec{Kind: p.Kind, Alpha: p.Alpha, Labels: p.Labels, ShardsPerSite: p.ShardsPerSite}, spec.Sites.Count, spec.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("partitioning %s: %w", spec.Data.Dataset, err)
+		}
+	case job.DatasetSynthetic:
+		s := spec.Data.Synthetic
+		var err error
+		parts, err = data.Synthetic(data.SyntheticConfig{
+			Alpha: s.Alpha, Beta: s.Beta, Dim: s.Dim, Classes: s.Classes,
+			Devices: spec.Sites.Count, SamplesPerDevice: s.SamplesPerSite,
+		}, spec.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("generating synthetic data: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("dataset %q is not known to `cohort run`", spec.Data.Dataset)
+	}
+	ds := &Datasets{Sites: make(map[string]SiteData, len(parts))}
+	var trains, tests []*data.Dataset
+	for i, p := range parts {
+		tr, te := p, (*data.Dataset)(nil)
+		if spec.Data.TestFraction > 0 {
+			tr, te = p.Split(spec.Data.TestFraction, spec.Seed+int64(i))
+			tests = append(tests, te)
+		}
+		trains = append(trains, tr)
+		ds.Sites[spec.Sites.Names[i]] = SiteData{Train: tr, Test: te}
+	}
+	ds.Pooled = data.Concat(trains...)
+	ds.Test = test
+	if ds.Test == nil && len(tests) > 0 {
+		ds.Test = data.Concat(tests...)
+	}
+	return ds, nil
+}
+
+// resolve finds a relative data path against the working directory first,
+// as a site would, then against baseDir (the job file's folder).
+func resolve(path, baseDir string) string {
+	if path == "" || filepath.IsAbs(path) || baseDir == "" {
+		return path
+	}
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if alt := filepath.Join(baseDir, path); exists(alt) {
+		return alt
+	}
+	return path
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// siteSource serves one site's data to its agent.
+type siteSource struct {
+	train, test *data.Dataset
+}
+
+func (s siteSource) Load(ctx context.Context, dataset string, kind pb.TaskKind) (*data.Dataset, *data.Dataset, error) {
+	if s.train == nil {
+		return nil, nil, fmt.Errorf("this site holds no data for %q", dataset)
+	}
+	return s.train, s.test, nil
+}
+
+// models prepares a job's model for the coordinator: initial weights from
+// the trainer, evaluation on the coordinator's test set.
+type models struct {
+	trainers *Trainers
+	test     *data.Dataset
+	shape    []int
+	classes  int
+}
+
+var _ server.ModelProvider = (*models)(nil)
+
+func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared, error) {
+	ms := &pb.ModelSpec{
+		Kind:       spec.Model.Kind,
+		Hidden:     int32s(spec.Model.Hidden),
+		Conv:       int32s(spec.Model.Conv),
+		InputShape: int32s(m.shape),
+		Classes:    int32(m.classes),
+		Command:    spec.Model.Command,
+		Env:        spec.Model.Env,
+	}
+	tr, err := m.trainers.Trainer(ms)
+	if err != nil {
+		return nil, err
+	}
+	w, err := tr.Init(spec.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("initial weights: %w", err)
+	}
+	p := &server.Prepared{Spec: ms, Initial: w}
+	if m.test != nil && m.test.N > 0 {
+		p.Evaluator = evaluator{tr: tr, test: m.test}
+	}
+	return p, nil
+}
+
+type evaluator struct {
+	tr   train.Trainer
+	test *data.Dataset
+}
+
+func (e evaluator) Evaluate(ctx context.Context, w *model.Weights) (server.Evaluation, error) {
+	r, err := e.tr.Evaluate(ctx, w, e.test)
+	if err != nil {
+		return server.Evaluation{}, err
+	}
+	return server.Evaluation{Loss: r.Loss, Accuracy: r.Accuracy, NumSamples: r.NumSamples}, nil
+}

@@ -1,0 +1,191 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// Options configures [Run].
+type Options struct {
+	// BaseDir resolves the job's relative data path (the job file's folder).
+	BaseDir string
+	// DBPath overrides the job's tracking.uri ("sqlite:PATH").
+	DBPath string
+	// Progress receives the human-readable progress; nil discards it.
+	Progress io.Writer
+	// Logger receives the coordinator's and sites' logs; nil discards them.
+	Logger *slog.Logger
+	// Meter, if set, meters every site's tasks.
+	Meter client.Meter
+	// Version is reported by the coordinator and the sites.
+	Version string
+}
+
+// Result is what a finished local run leaves behind.
+type Result struct {
+	Job        *pb.Job
+	DBPath     string
+	Comparison tracking.Comparison
+}
+
+// Run runs the job file src on this machine and returns when the job has
+// ended. The job goes to the coordinator through the Jobs API, as it would
+// from `cohort submit`.
+func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
+	spec, err := job.Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dbPath := opts.DBPath
+	if dbPath == "" {
+		p, ok := strings.CutPrefix(spec.Tracking.URI, "sqlite:")
+		if !ok {
+			return nil, fmt.Errorf("tracking.uri %q: `cohort run` logs into the embedded store; use sqlite:FILE", spec.Tracking.URI)
+		}
+		dbPath = p
+	}
+	fmt.Fprintf(opts.Progress, "loading %s …\n", spec.Data.Dataset)
+	ds, err := Load(ctx, spec, opts.BaseDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range spec.Sites.Names {
+		s := ds.Sites[n]
+		fmt.Fprintf(opts.Progress, "  %-10s %6d train %5d test  labels %v\n", n, s.Train.N, nTest(s), s.Train.LabelHistogram())
+	}
+	store, err := tracking.OpenSQLite(ctx, dbPath)
+	if err != nil {
+		return nil, fmt.Errorf("opening tracking store %s: %w", dbPath, err)
+	}
+	defer store.Close()
+
+	trainers := &Trainers{}
+	shape := ds.Pooled.Shape
+	coord, err := server.New(server.Config{Version: opts.Version, Logger: log.With("component", "coordinator")},
+		server.Deps{Tracker: store, Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listening on loopback: %w", err)
+	}
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	coord.Register(gs)
+	addr := lis.Addr().String()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			gs.Stop()
+		}
+		return nil
+	})
+	g.Go(func() error { return coord.Run(gctx) })
+
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	sites := append([]string(nil), spec.Sites.Names...)
+	for _, name := range sites {
+		sd := ds.Sites[name]
+		if err := startAgent(gctx, g, name, false, siteSource{train: sd.Train, test: sd.Test}, trainers, opts, addr, dial, log); err != nil {
+			return nil, err
+		}
+	}
+	if hasCentralized(spec) {
+		if err := startAgent(gctx, g, "central", true, siteSource{train: ds.Pooled, test: ds.Test}, trainers, opts, addr, dial, log); err != nil {
+			return nil, err
+		}
+	}
+
+	res, runErr := submitAndWatch(ctx, src, addr, dial, opts.Progress)
+	cancel()
+	if err := g.Wait(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if res == nil {
+		return nil, runErr
+	}
+	out := &Result{Job: res, DBPath: dbPath}
+	if res.GetTrackingRunId() != "" {
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer ccancel()
+		cmp, err := tracking.Compare(cctx, store, res.GetTrackingRunId())
+		if err == nil {
+			out.Comparison = cmp
+		} else if runErr == nil {
+			runErr = fmt.Errorf("reading the comparison: %w", err)
+		}
+	}
+	if runErr == nil && res.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		runErr = fmt.Errorf("job %s %s: %s", res.GetJobId(), strings.ToLower(strings.TrimPrefix(res.GetState().String(), "JOB_STATE_")), res.GetError())
+	}
+	return out, runErr
+}
+
+func nTest(s SiteData) int {
+	if s.Test == nil {
+		return 0
+	}
+	return s.Test.N
+}
+
+func hasCentralized(spec *job.Spec) bool {
+	for _, a := range spec.Arms {
+		if a.Centralized != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func startAgent(ctx context.Context, g *errgroup.Group, name string, central bool, src siteSource, tf client.TrainerFactory, opts Options, addr string, dial []grpc.DialOption, log *slog.Logger) error {
+	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn"}, EnergySources: []string{"estimate"}}
+	if central {
+		caps.Trainers = append(caps.Trainers, client.TrainerCapability)
+	}
+	a, err := client.New(client.Config{
+		Name: name, Targets: []string{addr}, DialOptions: dial, Version: opts.Version,
+		Capabilities: caps, Logger: log.With("component", "site"),
+	}, src, tf, opts.Meter)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return a.Run(ctx) })
+	return nil
+}

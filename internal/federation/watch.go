@@ -1,0 +1,109 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// submitAndWatch submits the job through the Jobs API, prints its events as
+// progress lines until it ends, and returns its final status.
+func submitAndWatch(ctx context.Context, src []byte, addr string, dial []grpc.DialOption, out io.Writer) (*pb.Job, error) {
+	cc, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the coordinator: %w", err)
+	}
+	defer cc.Close()
+	jobs := pb.NewJobsServiceClient(cc)
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	resp, err := jobs.SubmitJob(sctx, &pb.SubmitJobRequest{JobYaml: src})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("submitting the job: %w", err)
+	}
+	id := resp.GetJob().GetJobId()
+	fmt.Fprintf(out, "job %s submitted\n", id)
+	stream, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
+	if err != nil {
+		return nil, fmt.Errorf("watching job %s: %w", id, err)
+	}
+	p := &printer{out: out, started: time.Now()}
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				// Interrupted: ask the coordinator to stop the job and say so.
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				_, _ = jobs.CancelJob(cctx, &pb.CancelJobRequest{JobId: id, Reason: "interrupted"})
+				cancel()
+				return nil, fmt.Errorf("job %s interrupted: %w", id, ctx.Err())
+			}
+			return nil, fmt.Errorf("watching job %s: %w", id, err)
+		}
+		p.event(ev)
+	}
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	got, err := jobs.GetJob(gctx, &pb.GetJobRequest{JobId: id})
+	if err != nil {
+		return nil, fmt.Errorf("reading job %s: %w", id, err)
+	}
+	return got.GetJob(), nil
+}
+
+// printer turns job events into progress lines.
+type printer struct {
+	out      io.Writer
+	started  time.Time
+	armStart time.Time
+}
+
+func (p *printer) event(ev *pb.JobEvent) {
+	m := ev.GetMetrics()
+	switch ev.GetKind() {
+	case "arm_started":
+		p.armStart = time.Now()
+		fmt.Fprintf(p.out, "arm %s: %d %s\n", ev.GetArm(), ev.GetRounds(), unit(ev))
+	case "round_committed":
+		elapsed := time.Since(p.armStart)
+		eta := ""
+		if r := ev.GetRound(); r > 0 && ev.GetRounds() > r {
+			left := time.Duration(float64(elapsed) / float64(r) * float64(ev.GetRounds()-r))
+			eta = fmt.Sprintf("  eta %s", left.Round(time.Second))
+		}
+		fmt.Fprintf(p.out, "  %s %3d/%d  sites %d  acc %.4f  loss %.4f  %5.1fs%s\n",
+			ev.GetArm(), ev.GetRound(), ev.GetRounds(), int(m["sites"]), m["test_accuracy"], m["test_loss"], m["round_seconds"], eta)
+	case "site_failed", "round_failed", "waiting", "job_finished":
+		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
+	case "arm_finished":
+		fmt.Fprintf(p.out, "arm %s done in %.1fs: accuracy %.4f\n", ev.GetArm(), m["wall_seconds"], m["test_accuracy"])
+	}
+}
+
+func unit(ev *pb.JobEvent) string {
+	if strings.Contains(ev.GetMessage(), "centralized") {
+		return "epochs"
+	}
+	return "rounds"
+}
+
+// sortedKeys is used by tests that print metric maps.
+func sortedKeys(m map[string]float64) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,36 @@
+// Package job reads the YAML job file that describes one Cohort experiment:
+// the data and how it is split across sites, the model, the rounds, the
+// training settings, the arms to compare (a centralized baseline and
+// federated strategies such as FedAvg and FedProx), the round deadline, the
+// energy settings and where to log it all. [Parse] and [Load] decode the file
+// strictly (unknown keys, wrong types and impossible values are errors that
+// name the line, the key and the fix), fill in the documented defaults and
+// validate the result; [Spec.Flatten] turns the spec into the dotted
+// parameters logged on the job's tracking run.
+//
+// Every key, with its default ("required" where there is none):
+//
+//	name: my-job                     # required
+//	seed: 0
+//	tracking: {uri: "sqlite:cohort.db", experiment: <name>}   # or uri: https://mlflow:5000
+//	data:
+//	  dataset: fashion-mnist         # required: fashion-mnist | synthetic
+//	  path: ""                       # "" = $COHORT_DATA, /usr/share/datasets/..., download
+//	  partition: {kind: iid}         # iid | dirichlet (alpha) | labels (labels) | shards (shards_per_site: 2)
+//	  test_fraction: 0.1             # each site's local test split
+//	  synthetic: {alpha: 0, beta: 0, dim: 60, classes: 10, samples_per_site: 0}   # synthetic only
+//	model: {kind: mlp, hidden: [200]}   # required: logreg | mlp (hidden) | cnn (conv: [32, 64]) | exec (command, env)
+//	sites: {count: 4, names: [site-1, ...], fraction: 1.0, min_per_round: <selected>}   # count or names required
+//	rounds: 20                       # required
+//	train: {epochs: 1, batch_size: 32, lr: 0.05, momentum: 0, weight_decay: 0}
+//	arms:                            # required, at least one
+//	  - {name: centralized, centralized: {epochs: <rounds × epochs>}}
+//	  - {name: fedavg, strategy: {name: fedavg, server_lr: 1}}            # or strategy: fedavg
+//	  - {name: fedprox, strategy: {name: fedprox, mu: 0.01}, train: {lr: 0.1}}   # per-arm train overrides
+//	eval: {every: 1}
+//	deadline: {round: 10m}
+//	energy: {interval: 100ms, carbon_g_per_kwh: 475, pue: 1.0, cpu_watts_per_core: 10}
+//
+// Anchors, aliases and "<<" merge keys work; top-level keys starting with
+// "x-" are ignored so that they can hold anchors.
+package job

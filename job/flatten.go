@@ -1,0 +1,154 @@
+package job
+
+import (
+	"encoding/json"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Flatten returns the spec as dotted keys (the YAML key paths, list items by
+// 0-based index) to string values, for the job run's tracking params:
+// "train.lr" → "0.05", "arms.2.strategy.mu" → "0.01", "model.hidden" →
+// "[200]". Settings that do not apply are left out (model.conv for an mlp,
+// strategy.mu for fedavg, data.synthetic for Fashion-MNIST). Two values are
+// redacted because jobs are shared: a password in tracking.uri is replaced by
+// "xxxxx", and model.env lists the variables' names only, since their values
+// often carry tokens. Arm train overrides appear as written
+// ("arms.1.train.lr"); the effective settings are [Spec.ArmTrain].
+func (s *Spec) Flatten() map[string]string {
+	m := map[string]string{}
+	str := func(k, v string) { m[k] = v }
+	num := func(k string, v int) { m[k] = strconv.Itoa(v) }
+	flt := func(k string, v float64) { m[k] = strconv.FormatFloat(v, 'g', -1, 64) }
+	dur := func(k string, v time.Duration) { m[k] = v.String() }
+
+	str("name", s.Name)
+	m["seed"] = strconv.FormatInt(s.Seed, 10)
+	num("rounds", s.Rounds)
+	str("tracking.uri", redactURI(s.Tracking.URI))
+	str("tracking.experiment", s.Tracking.Experiment)
+
+	d := s.Data
+	str("data.dataset", d.Dataset)
+	flt("data.test_fraction", d.TestFraction)
+	if d.Dataset == DatasetSynthetic {
+		flt("data.synthetic.alpha", d.Synthetic.Alpha)
+		flt("data.synthetic.beta", d.Synthetic.Beta)
+		num("data.synthetic.dim", d.Synthetic.Dim)
+		num("data.synthetic.classes", d.Synthetic.Classes)
+		num("data.synthetic.samples_per_site", d.Synthetic.SamplesPerSite)
+	} else {
+		str("data.path", d.Path)
+		str("data.partition.kind", d.Partition.Kind)
+		switch d.Partition.Kind {
+		case PartitionDirichlet:
+			flt("data.partition.alpha", d.Partition.Alpha)
+		case PartitionLabels:
+			num("data.partition.labels", d.Partition.Labels)
+		case PartitionShards:
+			num("data.partition.shards_per_site", d.Partition.ShardsPerSite)
+		}
+	}
+
+	mo := s.Model
+	str("model.kind", mo.Kind)
+	if len(mo.Hidden) > 0 {
+		str("model.hidden", jsonList(mo.Hidden))
+	}
+	if len(mo.Conv) > 0 {
+		str("model.conv", jsonList(mo.Conv))
+	}
+	if len(mo.Command) > 0 {
+		str("model.command", jsonList(mo.Command))
+	}
+	if len(mo.Env) > 0 {
+		keys := make([]string, 0, len(mo.Env))
+		for k := range mo.Env {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		str("model.env", jsonList(keys))
+	}
+
+	num("sites.count", s.Sites.Count)
+	str("sites.names", jsonList(s.Sites.Names))
+	num("sites.min_per_round", s.Sites.MinPerRound)
+	flt("sites.fraction", s.Sites.Fraction)
+
+	t := s.Train
+	num("train.epochs", t.Epochs)
+	num("train.batch_size", t.BatchSize)
+	flt("train.lr", t.LR)
+	flt("train.momentum", t.Momentum)
+	flt("train.weight_decay", t.WeightDecay)
+
+	for i, a := range s.Arms {
+		p := "arms." + strconv.Itoa(i) + "."
+		str(p+"name", a.Name)
+		if c := a.Centralized; c != nil {
+			num(p+"centralized.epochs", c.Epochs)
+		}
+		if st := a.Strategy; st != nil {
+			str(p+"strategy.name", st.Name)
+			if st.Name == StrategyFedProx || st.Mu != 0 {
+				flt(p+"strategy.mu", st.Mu)
+			}
+			flt(p+"strategy.server_lr", st.ServerLR)
+		}
+		if o := a.Train; o != nil {
+			if o.Epochs != nil {
+				num(p+"train.epochs", *o.Epochs)
+			}
+			if o.BatchSize != nil {
+				num(p+"train.batch_size", *o.BatchSize)
+			}
+			if o.LR != nil {
+				flt(p+"train.lr", *o.LR)
+			}
+			if o.Momentum != nil {
+				flt(p+"train.momentum", *o.Momentum)
+			}
+			if o.WeightDecay != nil {
+				flt(p+"train.weight_decay", *o.WeightDecay)
+			}
+		}
+	}
+
+	num("eval.every", s.Eval.Every)
+	dur("deadline.round", s.Deadline.Round)
+	dur("energy.interval", s.Energy.Interval)
+	flt("energy.carbon_g_per_kwh", s.Energy.CarbonGPerKWh)
+	flt("energy.pue", s.Energy.PUE)
+	flt("energy.cpu_watts_per_core", s.Energy.CPUWattsPerCore)
+	return m
+}
+
+// jsonList writes a list compactly as JSON: [200,100] or ["a","b"].
+func jsonList[T any](v []T) string {
+	if v == nil {
+		v = []T{}
+	}
+	b, err := json.Marshal(v)
+	if err != nil { // ints and strings always marshal
+		return ""
+	}
+	return string(b)
+}
+
+// redactURI hides the password of an http(s) URI with user info.
+func redactURI(uri string) string {
+	if !strings.Contains(uri, "@") {
+		return uri
+	}
+	u, err := url.Parse(uri)
+	switch {
+	case err != nil:
+		return "xxxxx" // cannot tell the password apart; show nothing
+	case u.User == nil:
+		return uri
+	}
+	return u.Redacted()
+}

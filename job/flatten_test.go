@@ -1,0 +1,122 @@
+package job
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestFlatten(t *testing.T) {
+	s, err := Load("testdata/design.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"name":                      "fmnist-fedavg-vs-fedprox",
+		"seed":                      "42",
+		"rounds":                    "20",
+		"tracking.uri":              "sqlite:cohort.db",
+		"tracking.experiment":       "fashion-mnist",
+		"data.dataset":              "fashion-mnist",
+		"data.path":                 "",
+		"data.test_fraction":        "0.1",
+		"data.partition.kind":       "dirichlet",
+		"data.partition.alpha":      "0.5",
+		"model.kind":                "mlp",
+		"model.hidden":              "[200]",
+		"sites.count":               "4",
+		"sites.names":               `["site-1","site-2","site-3","site-4"]`,
+		"sites.min_per_round":       "3",
+		"sites.fraction":            "1",
+		"train.epochs":              "1",
+		"train.batch_size":          "32",
+		"train.lr":                  "0.05",
+		"train.momentum":            "0",
+		"train.weight_decay":        "0",
+		"arms.0.name":               "centralized",
+		"arms.0.centralized.epochs": "20",
+		"arms.1.name":               "fedavg",
+		"arms.1.strategy.name":      "fedavg",
+		"arms.1.strategy.server_lr": "1",
+		"arms.2.name":               "fedprox",
+		"arms.2.strategy.name":      "fedprox",
+		"arms.2.strategy.mu":        "0.01",
+		"arms.2.strategy.server_lr": "1",
+		"eval.every":                "1",
+		"deadline.round":            "10m0s",
+		"energy.interval":           "100ms",
+		"energy.carbon_g_per_kwh":   "380",
+		"energy.pue":                "1",
+		"energy.cpu_watts_per_core": "10",
+	}
+	if diff := cmp.Diff(want, s.Flatten()); diff != "" {
+		t.Errorf("Flatten() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestFlattenKinds(t *testing.T) {
+	tests := []struct {
+		file string
+		want map[string]string // a subset of the flattened keys
+		gone []string          // keys that must not appear
+	}{
+		{"testdata/exec.good.yaml", map[string]string{
+			"model.command":                  `["python3","examples/pytorch/train.py","--amp"]`,
+			"model.env":                      `["CUDA_VISIBLE_DEVICES","OMP_NUM_THREADS"]`,
+			"data.partition.shards_per_site": "2",
+			"sites.names":                    `["kit","unibo","inria"]`,
+			"tracking.uri":                   "https://mlflow.example.org:5000",
+			"arms.0.centralized.epochs":      "10",
+			"arms.1.strategy.server_lr":      "0.5",
+			"deadline.round":                 "1h30m0s",
+			"energy.cpu_watts_per_core":      "0",
+		}, []string{"model.hidden", "arms.1.strategy.mu", "data.synthetic.alpha"}},
+		{"testdata/synthetic.good.yaml", map[string]string{
+			"data.synthetic.alpha":            "1",
+			"data.synthetic.dim":              "60",
+			"data.synthetic.classes":          "10",
+			"data.synthetic.samples_per_site": "200",
+			"arms.1.strategy.mu":              "1",
+			"eval.every":                      "10",
+		}, []string{"data.partition.kind", "data.path", "model.hidden"}},
+		{"testdata/anchors.good.yaml", map[string]string{
+			"arms.0.train.lr":       "0.01",
+			"arms.0.train.momentum": "0.9",
+			"arms.2.train.momentum": "0",
+			"arms.2.strategy.mu":    "0",
+			"model.conv":            "[16,32]",
+			"data.partition.labels": "2",
+			"data.test_fraction":    "0",
+		}, []string{"arms.1.train.lr", "model.hidden"}},
+	}
+	for _, tt := range tests {
+		s, err := Load(tt.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.Flatten()
+		for k, want := range tt.want {
+			if got[k] != want {
+				t.Errorf("Flatten(%s)[%q] = %q, want %q", tt.file, k, got[k], want)
+			}
+		}
+		for _, k := range tt.gone {
+			if v, ok := got[k]; ok {
+				t.Errorf("Flatten(%s)[%q] = %q, want no such key", tt.file, k, v)
+			}
+		}
+	}
+}
+
+func TestFlattenRedacts(t *testing.T) {
+	s := goSpec()
+	s.Tracking.URI = "https://alice:s3cret@mlflow.example.org"
+	s.Model = Model{Kind: ModelExec, Command: []string{"run"}, Env: map[string]string{"HF_TOKEN": "hf_abc"}}
+	f := s.Flatten()
+	if got, want := f["tracking.uri"], "https://alice:xxxxx@mlflow.example.org"; got != want {
+		t.Errorf("Flatten()[tracking.uri] = %q, want %q", got, want)
+	}
+	if got, want := f["model.env"], `["HF_TOKEN"]`; got != want {
+		t.Errorf("Flatten()[model.env] = %q, want %q", got, want)
+	}
+}

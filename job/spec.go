@@ -1,0 +1,464 @@
+package job
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Known values of the job's enumerated settings.
+const (
+	// DatasetFashionMNIST is Zalando's Fashion-MNIST (IDX files, 10 classes).
+	DatasetFashionMNIST = "fashion-mnist"
+	// DatasetSynthetic is Synthetic(α,β), generated per site as in the
+	// FedProx paper (Li et al., 2020).
+	DatasetSynthetic = "synthetic"
+
+	// PartitionIID splits the samples uniformly at random.
+	PartitionIID = "iid"
+	// PartitionDirichlet draws each site's class mix from Dirichlet(α).
+	PartitionDirichlet = "dirichlet"
+	// PartitionLabels gives each site samples of Partition.Labels classes.
+	PartitionLabels = "labels"
+	// PartitionShards sorts by label and deals Partition.ShardsPerSite
+	// contiguous shards to each site (McMahan et al., 2017).
+	PartitionShards = "shards"
+
+	// ModelLogReg is multinomial logistic regression.
+	ModelLogReg = "logreg"
+	// ModelMLP is a multilayer perceptron with Model.Hidden ReLU layers.
+	ModelMLP = "mlp"
+	// ModelCNN is a convolutional network with Model.Conv channels.
+	ModelCNN = "cnn"
+	// ModelExec is an external trainer process started with Model.Command.
+	ModelExec = "exec"
+
+	// StrategyFedAvg is federated averaging (McMahan et al., 2017).
+	StrategyFedAvg = "fedavg"
+	// StrategyFedProx is FedAvg with a proximal term μ (Li et al., 2020).
+	StrategyFedProx = "fedprox"
+)
+
+// Defaults filled in by [Parse] and [Spec.ApplyDefaults] for settings the
+// job leaves out.
+const (
+	// DefaultTrackingURI is the embedded SQLite store in the working directory.
+	DefaultTrackingURI = "sqlite:cohort.db"
+	// DefaultTestFraction is the share of each site's partition held out as
+	// its local test split.
+	DefaultTestFraction = 0.1
+	// DefaultShardsPerSite is McMahan et al.'s pathological non-IID split:
+	// two label-sorted shards per site.
+	DefaultShardsPerSite = 2
+	// DefaultSyntheticDim and DefaultSyntheticClasses are the FedProx
+	// paper's Synthetic(α,β) sizes: 60 features, 10 classes.
+	DefaultSyntheticDim     = 60
+	DefaultSyntheticClasses = 10
+	// DefaultEpochs, DefaultBatchSize and DefaultLR are the local training
+	// settings of the shipped Fashion-MNIST examples: one epoch of SGD with
+	// batches of 32 at 0.05 per round. Tune them per model.
+	DefaultEpochs    = 1
+	DefaultBatchSize = 32
+	DefaultLR        = 0.05
+	// DefaultServerLR applies the averaged update as is (plain FedAvg).
+	DefaultServerLR = 1.0
+	// DefaultEvalEvery evaluates the global model after every round.
+	DefaultEvalEvery = 1
+	// DefaultRoundDeadline is how long a round waits for stragglers.
+	DefaultRoundDeadline = 10 * time.Minute
+	// DefaultEnergyInterval is the power-timeline sampling interval (10 Hz).
+	DefaultEnergyInterval = 100 * time.Millisecond
+	// MinEnergyInterval is the shortest sampling interval accepted (100 Hz):
+	// faster sampling costs CPU without adding information, as NVML's
+	// readings themselves refresh more slowly (its energy counter about
+	// every 100 ms).
+	MinEnergyInterval = 10 * time.Millisecond
+	// DefaultCarbonGPerKWh is the world-average carbon intensity of
+	// electricity generation, 475 gCO2/kWh, from the IEA's Global Energy &
+	// CO2 Status Report 2019 (figure for 2018). Set the job's
+	// energy.carbon_g_per_kwh to your grid's figure (e.g. from Ember or
+	// electricityMaps) for real accounting.
+	DefaultCarbonGPerKWh = 475.0
+	// DefaultPUE assumes no data-centre overhead; set energy.pue to the
+	// facility's power usage effectiveness (typically 1.1-1.6).
+	DefaultPUE = 1.0
+	// DefaultCPUWattsPerCore is the wattage per busy core used for the
+	// `estimated` CPU energy when nothing can be measured. It is TDP divided
+	// by core count of common parts, rounded up: a 150 W 16-core server CPU
+	// is 9.4 W per core, a 65 W 8-core desktop CPU 8.1 W, a 280 W 64-core
+	// one 4.4 W. Green Algorithms (Lannelongue et al., 2021) estimates the
+	// same way, from per-core TDP. Set energy.cpu_watts_per_core to your
+	// part's TDP / cores for a better estimate; 0 turns the estimate off.
+	DefaultCPUWattsPerCore = 10.0
+	// defaultMLPHidden is the width of the FedAvg paper's "2NN" hidden
+	// layers (it has two; the default here has one). The CNN default,
+	// [32, 64], is that paper's CNN's channels.
+	defaultMLPHidden = 200
+)
+
+// Limits on sizes, so that a typo cannot ask for an impossible allocation.
+const (
+	// MaxSize is the largest job file accepted, in bytes.
+	MaxSize = 1 << 20
+	// MaxSites is the most sites a job may have.
+	MaxSites = 100_000
+	// MaxRounds bounds rounds, epochs and eval.every.
+	MaxRounds = 1_000_000
+	// MaxLayerWidth bounds one hidden layer's units or one convolution's
+	// channels.
+	MaxLayerWidth = 1 << 20
+)
+
+// Spec is one job: what to train, on which sites, and which arms to compare.
+// [Parse] returns it with every default filled in and validated; a Spec built
+// in Go should go through [Spec.ApplyDefaults] and [Spec.Validate] too.
+type Spec struct {
+	// Name names the job; it is required and is the default experiment.
+	Name string
+	// Seed seeds every random choice (partitioning, initial weights, site
+	// selection), so a job reruns identically.
+	Seed     int64
+	Tracking Tracking
+	Data     Data
+	Model    Model
+	Sites    Sites
+	// Rounds is the number of federated rounds, at least 1.
+	Rounds int
+	// Train holds the local training settings every arm uses unless the
+	// arm overrides them.
+	Train Train
+	// Arms are the runs to compare; each becomes a child run of the job's
+	// tracking run.
+	Arms     []Arm
+	Eval     Eval
+	Deadline Deadline
+	Energy   Energy
+
+	// lines maps each dotted key path present in the file to its line.
+	lines map[string]int
+}
+
+// Tracking says where the job's runs are logged.
+type Tracking struct {
+	// URI is "sqlite:FILE" for the embedded store (default
+	// "sqlite:cohort.db") or "http(s)://HOST[:PORT]" of an MLflow server.
+	URI string
+	// Experiment is the experiment the job's run goes under; default Name.
+	Experiment string
+}
+
+// Data says which dataset each site loads and how it is split.
+type Data struct {
+	// Dataset is "fashion-mnist" or "synthetic".
+	Dataset string
+	// Path is a folder holding the dataset's files. Empty means the
+	// loader's search order: $COHORT_DATA, /usr/share/datasets/..., then a
+	// download into the user cache. A relative path is resolved by each
+	// site against its working directory.
+	Path string
+	// Partition says how the samples are split across sites (not used for
+	// synthetic data, which is generated per site).
+	Partition Partition
+	// TestFraction is the share of each site's partition it holds out as
+	// its local test split, 0 ≤ f < 1; default 0.1.
+	TestFraction float64
+	// Synthetic holds Synthetic(α,β)'s parameters; only for dataset
+	// "synthetic".
+	Synthetic Synthetic
+}
+
+// Partition says how a dataset is split across sites.
+type Partition struct {
+	// Kind is "iid" (default), "dirichlet", "labels" or "shards".
+	Kind string
+	// Alpha is the Dirichlet concentration for kind "dirichlet", > 0;
+	// small values (0.1) are very skewed, large ones (100) nearly IID.
+	Alpha float64
+	// Labels is the number of classes each site holds for kind "labels",
+	// 1 ≤ k ≤ classes.
+	Labels int
+	// ShardsPerSite is the number of label-sorted shards each site gets for
+	// kind "shards"; default 2.
+	ShardsPerSite int
+}
+
+// Synthetic holds the parameters of the FedProx paper's Synthetic(α,β).
+type Synthetic struct {
+	// Alpha controls how much the local models differ across sites, ≥ 0.
+	Alpha float64
+	// Beta controls how much the local data differ across sites, ≥ 0.
+	Beta float64
+	// Dim is the number of features; default 60.
+	Dim int
+	// Classes is the number of classes; default 10.
+	Classes int
+	// SamplesPerSite fixes every site's sample count; 0 draws it from the
+	// paper's power law (lognormal(4, 2) + 50, as in its code).
+	SamplesPerSite int
+}
+
+// Model says which model the sites train.
+type Model struct {
+	// Kind is "logreg", "mlp", "cnn" or "exec".
+	Kind string
+	// Hidden lists the hidden layers' widths of an "mlp"; default [200].
+	Hidden []int
+	// Conv lists the channels of a "cnn"'s 5×5 convolutions; default
+	// [32, 64].
+	Conv []int
+	// Command is the argv of an "exec" trainer; required for it.
+	Command []string
+	// Env adds environment variables to an "exec" trainer.
+	Env map[string]string
+}
+
+// Sites says how many sites take part and how many each round needs.
+type Sites struct {
+	// Count is the number of sites; default len(Names).
+	Count int
+	// Names are the sites' names (their certificates' CNs in a
+	// deployment); default "site-1" … "site-N".
+	Names []string
+	// MinPerRound is the quorum: a round commits once this many selected
+	// sites report; default every selected site ([Sites.PerRound]).
+	MinPerRound int
+	// Fraction of the sites selected each round, 0 < f ≤ 1; default 1.
+	Fraction float64
+}
+
+// PerRound returns how many sites a round selects: ceil(Fraction × Count),
+// at least 1 and at most Count. An out-of-range Fraction counts as 1.
+func (s Sites) PerRound() int {
+	if s.Count <= 0 {
+		return 0
+	}
+	f := s.Fraction
+	if !(f > 0 && f <= 1) {
+		return s.Count
+	}
+	n := int(math.Ceil(f*float64(s.Count) - 1e-9))
+	return min(max(n, 1), s.Count)
+}
+
+// Train holds local training settings.
+type Train struct {
+	// Epochs over the local data per round; default 1.
+	Epochs int
+	// BatchSize of local SGD; default 32.
+	BatchSize int
+	// LR is the SGD learning rate, > 0; default 0.05.
+	LR float64
+	// Momentum of SGD, 0 ≤ m < 1; default 0.
+	Momentum float64
+	// WeightDecay is the L2 penalty, ≥ 0; default 0.
+	WeightDecay float64
+}
+
+// TrainOverride overrides some of the job's [Train] settings for one arm;
+// nil fields keep the job's value.
+type TrainOverride struct {
+	Epochs      *int
+	BatchSize   *int
+	LR          *float64
+	Momentum    *float64
+	WeightDecay *float64
+}
+
+// Arm is one run to compare: exactly one of Centralized and Strategy is set.
+type Arm struct {
+	// Name is a simple identifier (letters, digits, '_' and '-'), unique in
+	// the job; default "centralized" or the strategy's name.
+	Name string
+	// Centralized trains one model on all sites' data pooled.
+	Centralized *Centralized
+	// Strategy runs federated rounds with this aggregation strategy.
+	Strategy *Strategy
+	// Train overrides the job's training settings for this arm.
+	Train *TrainOverride
+}
+
+// Federated reports whether the arm runs federated rounds.
+func (a Arm) Federated() bool { return a.Strategy != nil }
+
+// Centralized is the centralized baseline.
+type Centralized struct {
+	// Epochs over the pooled data; default Rounds × the arm's train epochs,
+	// the same number of passes over the data as the federated arms.
+	Epochs int
+}
+
+// Strategy is a federated aggregation strategy.
+type Strategy struct {
+	// Name is "fedavg" or "fedprox".
+	Name string
+	// Mu is FedProx's proximal coefficient μ ≥ 0 (0 is FedAvg); fedprox only.
+	Mu float64
+	// ServerLR scales the averaged update applied to the global model;
+	// default 1.
+	ServerLR float64
+}
+
+// Eval says when the global model is evaluated.
+type Eval struct {
+	// Every N rounds (and always after the last); default 1.
+	Every int
+}
+
+// Deadline bounds a round.
+type Deadline struct {
+	// Round is how long a round waits; sites that have not reported by
+	// then are dropped from it. Default 10m.
+	Round time.Duration
+}
+
+// Energy holds the energy-measurement and carbon settings.
+type Energy struct {
+	// Interval between power samples, ≥ 10ms; default 100ms.
+	Interval time.Duration
+	// CarbonGPerKWh is the grid's carbon intensity in gCO2/kWh, ≥ 0;
+	// default [DefaultCarbonGPerKWh].
+	CarbonGPerKWh float64
+	// PUE is the facility's power usage effectiveness, ≥ 1; default 1.
+	PUE float64
+	// CPUWattsPerCore is the wattage per busy core behind the `estimated`
+	// figure, ≥ 0; default [DefaultCPUWattsPerCore].
+	CPUWattsPerCore float64
+}
+
+// ArmTrain returns the job's training settings with a's overrides applied.
+func (s *Spec) ArmTrain(a Arm) Train {
+	t := s.Train
+	o := a.Train
+	if o == nil {
+		return t
+	}
+	if o.Epochs != nil {
+		t.Epochs = *o.Epochs
+	}
+	if o.BatchSize != nil {
+		t.BatchSize = *o.BatchSize
+	}
+	if o.LR != nil {
+		t.LR = *o.LR
+	}
+	if o.Momentum != nil {
+		t.Momentum = *o.Momentum
+	}
+	if o.WeightDecay != nil {
+		t.WeightDecay = *o.WeightDecay
+	}
+	return t
+}
+
+// ApplyDefaults fills in every setting left at its zero value with its
+// documented default. Settings that [Parse] found written in the file keep
+// their value even when it is zero (test_fraction: 0 means no local test
+// split), so calling it again on a parsed Spec changes nothing.
+func (s *Spec) ApplyDefaults() {
+	set := func(path string) bool {
+		_, ok := s.lines[path]
+		return ok
+	}
+	if s.Tracking.URI == "" && !set("tracking.uri") {
+		s.Tracking.URI = DefaultTrackingURI
+	}
+	if s.Tracking.Experiment == "" && !set("tracking.experiment") {
+		s.Tracking.Experiment = s.Name
+	}
+
+	d := &s.Data
+	if d.Partition.Kind == "" && !set("data.partition.kind") {
+		d.Partition.Kind = PartitionIID
+	}
+	if d.Partition.Kind == PartitionShards && d.Partition.ShardsPerSite == 0 && !set("data.partition.shards_per_site") {
+		d.Partition.ShardsPerSite = DefaultShardsPerSite
+	}
+	if d.TestFraction == 0 && !set("data.test_fraction") {
+		d.TestFraction = DefaultTestFraction
+	}
+	if d.Dataset == DatasetSynthetic {
+		if d.Synthetic.Dim == 0 && !set("data.synthetic.dim") {
+			d.Synthetic.Dim = DefaultSyntheticDim
+		}
+		if d.Synthetic.Classes == 0 && !set("data.synthetic.classes") {
+			d.Synthetic.Classes = DefaultSyntheticClasses
+		}
+	}
+
+	m := &s.Model
+	if m.Kind == ModelMLP && len(m.Hidden) == 0 && !set("model.hidden") {
+		m.Hidden = []int{defaultMLPHidden}
+	}
+	if m.Kind == ModelCNN && len(m.Conv) == 0 && !set("model.conv") {
+		m.Conv = []int{32, 64}
+	}
+
+	st := &s.Sites
+	if st.Count == 0 && !set("sites.count") {
+		st.Count = len(st.Names)
+	}
+	if len(st.Names) == 0 && !set("sites.names") && st.Count > 0 && st.Count <= MaxSites {
+		st.Names = make([]string, st.Count)
+		for i := range st.Names {
+			st.Names[i] = fmt.Sprintf("site-%d", i+1)
+		}
+	}
+	if st.Fraction == 0 && !set("sites.fraction") {
+		st.Fraction = 1
+	}
+	if st.MinPerRound == 0 && !set("sites.min_per_round") {
+		st.MinPerRound = st.PerRound()
+	}
+
+	t := &s.Train
+	if t.Epochs == 0 && !set("train.epochs") {
+		t.Epochs = DefaultEpochs
+	}
+	if t.BatchSize == 0 && !set("train.batch_size") {
+		t.BatchSize = DefaultBatchSize
+	}
+	if t.LR == 0 && !set("train.lr") {
+		t.LR = DefaultLR
+	}
+
+	for i := range s.Arms {
+		a := &s.Arms[i]
+		p := fmt.Sprintf("arms.%d", i)
+		if a.Name == "" && !set(p+".name") {
+			switch {
+			case a.Centralized != nil && a.Strategy == nil:
+				a.Name = "centralized"
+			case a.Strategy != nil && a.Centralized == nil:
+				a.Name = a.Strategy.Name
+			}
+		}
+		if a.Strategy != nil && a.Strategy.ServerLR == 0 && !set(p+".strategy.server_lr") {
+			a.Strategy.ServerLR = DefaultServerLR
+		}
+		if c := a.Centralized; c != nil && c.Epochs == 0 && !set(p+".centralized.epochs") {
+			if e := s.ArmTrain(*a).Epochs; s.Rounds > 0 && s.Rounds <= MaxRounds && e > 0 && e <= MaxRounds {
+				c.Epochs = s.Rounds * e
+			}
+		}
+	}
+
+	if s.Eval.Every == 0 && !set("eval.every") {
+		s.Eval.Every = DefaultEvalEvery
+	}
+	if s.Deadline.Round == 0 && !set("deadline.round") {
+		s.Deadline.Round = DefaultRoundDeadline
+	}
+	e := &s.Energy
+	if e.Interval == 0 && !set("energy.interval") {
+		e.Interval = DefaultEnergyInterval
+	}
+	if e.CarbonGPerKWh == 0 && !set("energy.carbon_g_per_kwh") {
+		e.CarbonGPerKWh = DefaultCarbonGPerKWh
+	}
+	if e.PUE == 0 && !set("energy.pue") {
+		e.PUE = DefaultPUE
+	}
+	if e.CPUWattsPerCore == 0 && !set("energy.cpu_watts_per_core") {
+		e.CPUWattsPerCore = DefaultCPUWattsPerCore
+	}
+}

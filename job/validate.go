@@ -1,0 +1,396 @@
+package job
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// knownX list the accepted values of each enumerated setting, in the order
+// messages show them.
+func knownDatasets() []string { return []string{DatasetFashionMNIST, DatasetSynthetic} }
+func knownPartitions() []string {
+	return []string{PartitionIID, PartitionDirichlet, PartitionLabels, PartitionShards}
+}
+func knownModels() []string     { return []string{ModelLogReg, ModelMLP, ModelCNN, ModelExec} }
+func knownStrategies() []string { return []string{StrategyFedAvg, StrategyFedProx} }
+
+// fashionMNISTClasses is Fashion-MNIST's number of classes.
+const fashionMNISTClasses = 10
+
+// armName is what an arm's name may look like: it names a tracking run and
+// appears in metric keys and file names.
+var armName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
+
+// siteName is what a site's name may look like: it is a certificate CN, a
+// run name and a path component.
+var siteName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Validate reports every problem in s, joined with [errors.Join]; each is a
+// [*FieldError] naming the key path (and its line, when s came from a file)
+// and the fix. It expects defaults applied ([Spec.ApplyDefaults]); it does not
+// change s.
+func (s *Spec) Validate() error {
+	return s.validate().err()
+}
+
+func (s *Spec) validate() *problems {
+	p := &problems{lines: s.lines}
+
+	switch {
+	case strings.TrimSpace(s.Name) == "":
+		p.add("name", "missing; name the job, e.g. name: fmnist-fedavg-vs-fedprox")
+	case hasControl(s.Name):
+		p.add("name", "%q holds control characters; use printable text", s.Name)
+	}
+	s.validateTracking(p)
+	s.validateData(p)
+	s.validateModel(p)
+	s.validateSites(p)
+
+	switch {
+	case s.Rounds <= 0:
+		if _, ok := s.lines["rounds"]; !ok && s.Rounds == 0 {
+			p.add("rounds", "missing; set the number of federated rounds, e.g. rounds: 20")
+		} else {
+			p.add("rounds", "%d must be at least 1", s.Rounds)
+		}
+	case s.Rounds > MaxRounds:
+		p.add("rounds", "%d is more than %d; lower it", s.Rounds, MaxRounds)
+	}
+
+	validateTrain(p, "train", s.Train)
+	s.validateArms(p)
+
+	if e := s.Eval.Every; e < 1 || e > MaxRounds {
+		p.add("eval.every", "%d must be between 1 and %d (rounds between evaluations of the global model)", e, MaxRounds)
+	}
+	if d := s.Deadline.Round; d <= 0 {
+		p.add("deadline.round", "%s must be positive; set how long a round waits for its sites, e.g. 10m", d)
+	}
+	en := s.Energy
+	if en.Interval < MinEnergyInterval {
+		p.add("energy.interval", "%s is shorter than %s, faster than the power readings refresh; use 100ms (the default) or more", en.Interval, MinEnergyInterval)
+	}
+	if en.CarbonGPerKWh < 0 {
+		p.add("energy.carbon_g_per_kwh", "%g must not be negative; set your grid's intensity in gCO2/kWh (0 for fully renewable)", en.CarbonGPerKWh)
+	}
+	if !(en.PUE >= 1) {
+		p.add("energy.pue", "%g must be at least 1 (1 is no facility overhead; data centres run 1.1-1.6)", en.PUE)
+	}
+	if en.CPUWattsPerCore < 0 {
+		p.add("energy.cpu_watts_per_core", "%g must not be negative; use your CPU's TDP / cores, or 0 to turn the estimate off", en.CPUWattsPerCore)
+	}
+	return p
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// enum checks that val is one of known; it reports a missing or unknown
+// value (with the closest known one) and returns whether val is known.
+func enum(p *problems, path, val, what string, known []string) bool {
+	for _, k := range known {
+		if val == k {
+			return true
+		}
+	}
+	list := strings.Join(known, ", ")
+	if val == "" {
+		p.add(path, "missing; set the %s, one of %s", what, list)
+		return false
+	}
+	msg := fmt.Sprintf("%q is not a known %s; use one of %s", val, what, list)
+	if c := closest(val, known); c != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", c)
+	}
+	p.add(path, "%s", msg)
+	return false
+}
+
+func (s *Spec) validateTracking(p *problems) {
+	uri := s.Tracking.URI
+	scheme, rest, ok := strings.Cut(uri, ":")
+	switch {
+	case uri == "":
+		p.add("tracking.uri", "empty; use %q or the http(s):// address of an MLflow server", DefaultTrackingURI)
+	case !ok:
+		p.add("tracking.uri", "%q has no scheme; write \"sqlite:%s\" for the embedded store or http(s)://HOST for an MLflow server", uri, uri)
+	case strings.EqualFold(scheme, "sqlite"):
+		if strings.TrimSpace(strings.TrimPrefix(rest, "//")) == "" {
+			p.add("tracking.uri", "%q names no database file; write e.g. %q", uri, DefaultTrackingURI)
+		}
+	case strings.EqualFold(scheme, "http"), strings.EqualFold(scheme, "https"):
+		u, err := url.Parse(uri)
+		if err != nil || u.Host == "" {
+			p.add("tracking.uri", "%q is not an http(s)://HOST[:PORT] address of an MLflow server", redactURI(uri))
+		}
+	default:
+		p.add("tracking.uri", "scheme %q is not supported; use sqlite:FILE for the embedded store or http(s)://HOST for an MLflow server", scheme)
+	}
+	if s.Tracking.Experiment == "" && strings.TrimSpace(s.Name) != "" {
+		p.add("tracking.experiment", "empty; name the experiment or leave the key out to use the job's name")
+	}
+}
+
+// classes returns the number of classes of the job's dataset, or 0 if it is
+// not known.
+func (d Data) classes() int {
+	switch d.Dataset {
+	case DatasetFashionMNIST:
+		return fashionMNISTClasses
+	case DatasetSynthetic:
+		return d.Synthetic.Classes
+	}
+	return 0
+}
+
+func (s *Spec) validateData(p *problems) {
+	d := s.Data
+	enum(p, "data.dataset", d.Dataset, "dataset", knownDatasets())
+	synthetic := d.Dataset == DatasetSynthetic
+	if !(d.TestFraction >= 0 && d.TestFraction < 1) {
+		p.add("data.test_fraction", "%g must be at least 0 and below 1 (the share of each site's data held out for testing)", d.TestFraction)
+	}
+
+	pt := d.Partition
+	if synthetic {
+		if pt.Kind != PartitionIID && pt.Kind != "" {
+			p.add("data.partition.kind", "synthetic data is generated per site, not partitioned; remove data.partition")
+		}
+		if d.Path != "" {
+			p.add("data.path", "synthetic data is generated, not loaded; remove data.path")
+		}
+		sy := d.Synthetic
+		if !(sy.Alpha >= 0) {
+			p.add("data.synthetic.alpha", "%g must not be negative (the FedProx paper uses 0, 0.5 and 1)", sy.Alpha)
+		}
+		if !(sy.Beta >= 0) {
+			p.add("data.synthetic.beta", "%g must not be negative (the FedProx paper uses 0, 0.5 and 1)", sy.Beta)
+		}
+		if sy.Dim < 1 || sy.Dim > MaxLayerWidth {
+			p.add("data.synthetic.dim", "%d must be between 1 and %d features (the paper uses 60)", sy.Dim, MaxLayerWidth)
+		}
+		if sy.Classes < 2 || sy.Classes > MaxLayerWidth {
+			p.add("data.synthetic.classes", "%d must be between 2 and %d (the paper uses 10)", sy.Classes, MaxLayerWidth)
+		}
+		if sy.SamplesPerSite < 0 {
+			p.add("data.synthetic.samples_per_site", "%d must not be negative; 0 draws each site's count from the paper's power law", sy.SamplesPerSite)
+		}
+	} else if d.Synthetic != (Synthetic{}) {
+		p.add("data.synthetic", "only used by dataset synthetic; remove it or set data.dataset: synthetic")
+	}
+
+	if synthetic || !enum(p, "data.partition.kind", pt.Kind, "partition kind", knownPartitions()) {
+		return
+	}
+	if pt.Kind == PartitionDirichlet {
+		if _, set := s.lines["data.partition.alpha"]; !set && pt.Alpha == 0 {
+			p.add("data.partition.alpha", "missing for kind dirichlet; set the concentration, e.g. alpha: 0.5 (0.1 is very skewed, 100 nearly IID)")
+		} else if !(pt.Alpha > 0) {
+			p.add("data.partition.alpha", "%g must be above 0; 0.1 is very skewed, 0.5 moderately, 100 nearly IID", pt.Alpha)
+		}
+	} else if pt.Alpha != 0 {
+		p.add("data.partition.alpha", "only used by kind dirichlet; remove it or set data.partition.kind: dirichlet")
+	}
+	if pt.Kind == PartitionLabels {
+		if _, set := s.lines["data.partition.labels"]; !set && pt.Labels == 0 {
+			p.add("data.partition.labels", "missing for kind labels; set how many classes each site holds, e.g. labels: 2")
+		} else if c := d.classes(); c > 0 && (pt.Labels < 1 || pt.Labels > c) {
+			p.add("data.partition.labels", "%d must be between 1 and %d, the dataset's classes (classes per site)", pt.Labels, c)
+		}
+	} else if pt.Labels != 0 {
+		p.add("data.partition.labels", "only used by kind labels; remove it or set data.partition.kind: labels")
+	}
+	if pt.Kind == PartitionShards {
+		if pt.ShardsPerSite < 1 || pt.ShardsPerSite > MaxLayerWidth {
+			p.add("data.partition.shards_per_site", "%d must be at least 1 (McMahan et al. use 2)", pt.ShardsPerSite)
+		}
+	} else if pt.ShardsPerSite != 0 {
+		p.add("data.partition.shards_per_site", "only used by kind shards; remove it or set data.partition.kind: shards")
+	}
+}
+
+func (s *Spec) validateModel(p *problems) {
+	m := s.Model
+	enum(p, "model.kind", m.Kind, "model kind", knownModels())
+	layers := func(key string, ws []int, example string) {
+		if len(ws) == 0 {
+			p.add(key, "empty; list the sizes, e.g. %s", example)
+		}
+		for i, w := range ws {
+			if w < 1 || w > MaxLayerWidth {
+				p.add(fmt.Sprintf("%s.%d", key, i), "%d must be between 1 and %d", w, MaxLayerWidth)
+			}
+		}
+	}
+	switch {
+	case m.Kind == ModelMLP:
+		layers("model.hidden", m.Hidden, "hidden: [200] (or use kind: logreg for none)")
+	case len(m.Hidden) > 0:
+		p.add("model.hidden", "only used by kind mlp; remove it or set model.kind: mlp")
+	}
+	switch {
+	case m.Kind == ModelCNN:
+		layers("model.conv", m.Conv, "conv: [32, 64]")
+	case len(m.Conv) > 0:
+		p.add("model.conv", "only used by kind cnn; remove it or set model.kind: cnn")
+	}
+	if m.Kind == ModelExec {
+		switch {
+		case len(m.Command) == 0:
+			p.add("model.command", "missing; an exec model needs the trainer's command, e.g. command: [python3, train.py]")
+		case strings.TrimSpace(m.Command[0]) == "":
+			p.add("model.command.0", "empty program name; put the program first, e.g. [python3, train.py]")
+		}
+		for k, v := range m.Env {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
+				p.add("model.env", "%q is not a valid variable name; use letters, digits and '_'", k)
+			}
+			if strings.ContainsRune(v, 0) {
+				p.add("model.env."+k, "the value holds a NUL byte; remove it")
+			}
+		}
+	} else {
+		if len(m.Command) > 0 {
+			p.add("model.command", "only used by kind exec; remove it or set model.kind: exec")
+		}
+		if len(m.Env) > 0 {
+			p.add("model.env", "only used by kind exec; remove it or set model.kind: exec")
+		}
+	}
+}
+
+func (s *Spec) validateSites(p *problems) {
+	st := s.Sites
+	_, countSet := s.lines["sites.count"]
+	_, namesSet := s.lines["sites.names"]
+	switch {
+	case namesSet && len(st.Names) == 0:
+		p.add("sites.names", "empty; list the sites' names or remove the key")
+		return
+	case st.Count == 0 && len(st.Names) == 0 && !countSet:
+		p.add("sites.count", "missing; set the number of sites (sites: {count: 4}) or list them (sites: {names: [kit, unibo]})")
+		return
+	case st.Count < 1:
+		p.add("sites.count", "%d must be at least 1", st.Count)
+		return
+	case st.Count > MaxSites:
+		p.add("sites.count", "%d is more than %d; lower it", st.Count, MaxSites)
+		return
+	case len(st.Names) > 0 && len(st.Names) != st.Count:
+		p.add("sites.count", "%d does not match the %d sites in sites.names; remove sites.count or make them agree", st.Count, len(st.Names))
+	}
+	seen := map[string]int{}
+	for i, n := range st.Names {
+		path := "sites.names." + strconv.Itoa(i)
+		if first, dup := seen[n]; dup {
+			p.add(path, "%q is listed twice (also sites.names.%d); site names must be unique", n, first)
+			continue
+		}
+		seen[n] = i
+		if !siteName.MatchString(n) {
+			p.add(path, "%q is not a valid site name; use letters, digits, '.', '_' and '-' (it is the site's certificate name)", n)
+		}
+	}
+	if !(st.Fraction > 0 && st.Fraction <= 1) {
+		p.add("sites.fraction", "%g must be above 0 and at most 1 (the share of sites selected each round)", st.Fraction)
+		return
+	}
+	per := st.PerRound()
+	switch {
+	case st.MinPerRound < 1:
+		p.add("sites.min_per_round", "%d must be at least 1", st.MinPerRound)
+	case st.MinPerRound > st.Count:
+		p.add("sites.min_per_round", "%d is more than sites.count (%d); lower it or add sites", st.MinPerRound, st.Count)
+	case st.MinPerRound > per:
+		p.add("sites.min_per_round", "%d is more than the %d sites selected per round (sites.fraction %g of %d); lower it or raise sites.fraction", st.MinPerRound, per, st.Fraction, st.Count)
+	}
+}
+
+// validateTrain checks training settings under prefix ("train").
+func validateTrain(p *problems, prefix string, t Train) {
+	if t.Epochs < 1 || t.Epochs > MaxRounds {
+		p.add(prefix+".epochs", "%d must be between 1 and %d (local epochs per round)", t.Epochs, MaxRounds)
+	}
+	if t.BatchSize < 1 {
+		p.add(prefix+".batch_size", "%d must be at least 1, e.g. batch_size: 32", t.BatchSize)
+	}
+	if !(t.LR > 0) {
+		p.add(prefix+".lr", "%g must be above 0, e.g. lr: 0.05", t.LR)
+	}
+	if !(t.Momentum >= 0 && t.Momentum < 1) {
+		p.add(prefix+".momentum", "%g must be at least 0 and below 1, e.g. momentum: 0.9", t.Momentum)
+	}
+	if !(t.WeightDecay >= 0) {
+		p.add(prefix+".weight_decay", "%g must not be negative, e.g. weight_decay: 0.0001", t.WeightDecay)
+	}
+}
+
+func (s *Spec) validateArms(p *problems) {
+	if len(s.Arms) == 0 {
+		p.add("arms", "missing; list the arms to compare, e.g. [{name: centralized, centralized: {}}, {name: fedavg, strategy: {name: fedavg}}]")
+		return
+	}
+	names := map[string]int{}
+	for i, a := range s.Arms {
+		path := "arms." + strconv.Itoa(i)
+		switch {
+		case a.Centralized != nil && a.Strategy != nil:
+			p.add(path, "has both centralized and strategy; an arm is one or the other, split it into two arms")
+		case a.Centralized == nil && a.Strategy == nil:
+			p.add(path, "needs centralized: {} or strategy: {name: fedavg}")
+		}
+
+		switch first, dup := names[a.Name]; {
+		case a.Name == "":
+			p.add(path+".name", "missing; name the arm, e.g. name: fedavg")
+		case dup:
+			p.add(path+".name", "%q is also the name of arms.%d; arm names must be unique", a.Name, first)
+		case !armName.MatchString(a.Name):
+			p.add(path+".name", "%q is not a simple name; use up to 64 letters, digits, '_' and '-', starting with a letter", a.Name)
+		}
+		if _, dup := names[a.Name]; !dup {
+			names[a.Name] = i
+		}
+
+		if c := a.Centralized; c != nil && s.Rounds > 0 {
+			if c.Epochs < 1 || c.Epochs > MaxRounds {
+				p.add(path+".centralized.epochs", "%d must be between 1 and %d (epochs over the pooled data)", c.Epochs, MaxRounds)
+			}
+		}
+		if st := a.Strategy; st != nil {
+			sp := path + ".strategy"
+			if enum(p, sp+".name", st.Name, "strategy", knownStrategies()) && st.Name != StrategyFedProx && st.Mu != 0 {
+				p.add(sp+".mu", "only used by fedprox; remove it or set name: fedprox")
+			}
+			if !(st.Mu >= 0) {
+				p.add(sp+".mu", "%g must not be negative (FedProx's proximal term; the paper uses 0.001-1)", st.Mu)
+			}
+			if !(st.ServerLR > 0) {
+				p.add(sp+".server_lr", "%g must be above 0 (1 applies the averaged update as is)", st.ServerLR)
+			}
+		}
+		if o := a.Train; o != nil {
+			t := s.ArmTrain(a)
+			tp := path + ".train"
+			sub := &problems{lines: p.lines}
+			validateTrain(sub, tp, t)
+			// Report only what the override itself set; the job's own
+			// train settings are reported under train.
+			for _, e := range sub.list {
+				if (strings.HasSuffix(e.Path, ".epochs") && o.Epochs != nil) ||
+					(strings.HasSuffix(e.Path, ".batch_size") && o.BatchSize != nil) ||
+					(strings.HasSuffix(e.Path, ".lr") && o.LR != nil) ||
+					(strings.HasSuffix(e.Path, ".momentum") && o.Momentum != nil) ||
+					(strings.HasSuffix(e.Path, ".weight_decay") && o.WeightDecay != nil) {
+					p.addAt(e.Line, e.Path, e.Msg)
+				}
+			}
+		}
+	}
+}

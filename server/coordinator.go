@@ -1,0 +1,471 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// Config configures a Coordinator. The zero value of every field is usable.
+type Config struct {
+	// Version is reported to sites in JoinResponse.
+	Version string
+	// HeartbeatInterval is how often sites should heartbeat (default 5s).
+	HeartbeatInterval time.Duration
+	// ChunkSize is the size of model chunks sent to sites (default 1 MiB).
+	ChunkSize int
+	// MaxUpdateBytes bounds one uploaded update (default 0: no bound but the
+	// size of the global model the task was sent, times two).
+	MaxUpdateBytes int64
+	// SiteWait is how long a job waits for its sites to connect before it
+	// fails (default 10m).
+	SiteWait time.Duration
+	// Logger receives the coordinator's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.ChunkSize <= 0 {
+		c.ChunkSize = 1 << 20
+	}
+	if c.SiteWait <= 0 {
+		c.SiteWait = 10 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Coordinator runs federated jobs across the sites that connect to it. It
+// implements both gRPC services; register it with [Coordinator.Register] and
+// run its job queue with [Coordinator.Run].
+type Coordinator struct {
+	pb.UnimplementedCoordinatorServiceServer
+	pb.UnimplementedJobsServiceServer
+
+	cfg    Config
+	log    *slog.Logger
+	deps   Deps
+	models *modelStore
+
+	mu       sync.Mutex
+	pending  map[string]pendingJoin // by session id, between Join and Session
+	sites    map[string]*siteConn // connected sites by name
+	tasks    map[string]*pendingTask
+	siteCond chan struct{} // closed and replaced whenever the set of sites changes
+
+	jobs *jobQueue
+}
+
+// siteConn is one connected site's session.
+type siteConn struct {
+	name      string
+	sessionID string
+	caps      *pb.Capabilities
+	send      chan *pb.CoordinatorMessage
+	done      chan struct{} // closed when the session ends
+}
+
+// pendingJoin is a site that joined and has yet to open its session.
+type pendingJoin struct {
+	name string
+	caps *pb.Capabilities
+}
+
+// pendingTask is a task sent to a site whose answer the runner awaits.
+type pendingTask struct {
+	id     string
+	site   string
+	round  *roundRun
+	global *storedModel
+}
+
+// New returns a Coordinator. deps supplies what the coordinator needs to know
+// about models and where it logs runs; see [Deps].
+func New(cfg Config, deps Deps) (*Coordinator, error) {
+	cfg.setDefaults()
+	if err := deps.validate(); err != nil {
+		return nil, err
+	}
+	c := &Coordinator{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		deps:     deps,
+		models:   newModelStore(),
+		pending:  make(map[string]pendingJoin),
+		sites:    make(map[string]*siteConn),
+		tasks:    make(map[string]*pendingTask),
+		siteCond: make(chan struct{}),
+	}
+	c.jobs = newJobQueue()
+	return c, nil
+}
+
+// Register registers the coordinator's services on s.
+func (c *Coordinator) Register(s *grpc.Server) {
+	pb.RegisterCoordinatorServiceServer(s, c)
+	pb.RegisterJobsServiceServer(s, c)
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// peerCommonName returns the CN of the client certificate of the call, or ""
+// without TLS.
+func peerCommonName(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.AuthInfo == nil {
+		return ""
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return ""
+	}
+	return ti.State.PeerCertificates[0].Subject.CommonName
+}
+
+// Join implements CoordinatorService.Join.
+func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
+	name := req.GetSiteName()
+	if name == "" {
+		return nil, toStatus(badInput("join: site_name is empty; set the site's name in its config"))
+	}
+	if cn := peerCommonName(ctx); cn != "" && cn != name {
+		c.log.Warn("join_refused", "site", name, "certificate_cn", cn)
+		return nil, toStatus(badInput("join: site name %q does not match its certificate's CN %q", name, cn))
+	}
+	id := newID()
+	c.mu.Lock()
+	c.pending[id] = pendingJoin{name: name, caps: req.GetCapabilities()}
+	c.mu.Unlock()
+	c.log.Info("site_joined", "site", name, "version", req.GetVersion(),
+		"trainers", req.GetCapabilities().GetTrainers(), "gpus", len(req.GetCapabilities().GetGpus()))
+	return &pb.JoinResponse{
+		SessionId:           id,
+		HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds(),
+		CoordinatorVersion:  c.cfg.Version,
+	}, nil
+}
+
+// Session implements CoordinatorService.Session.
+func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb.CoordinatorMessage]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return toStatus(fmt.Errorf("session: reading hello: %w", err))
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return toStatus(badInput("session: the first message must be a hello with the session id from Join"))
+	}
+	c.mu.Lock()
+	pj, ok := c.pending[hello.GetSessionId()]
+	delete(c.pending, hello.GetSessionId())
+	c.mu.Unlock()
+	name := pj.name
+	if !ok {
+		return toStatus(fmt.Errorf("session %q: %w: call Join first", hello.GetSessionId(), ErrUnknownSite))
+	}
+	conn := &siteConn{
+		name:      name,
+		caps:      pj.caps,
+		sessionID: hello.GetSessionId(),
+		send:      make(chan *pb.CoordinatorMessage, 64),
+		done:      make(chan struct{}),
+	}
+	c.addSite(conn)
+	defer c.removeSite(conn)
+
+	ctx := stream.Context()
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				sendErr <- ctx.Err()
+				return
+			case <-conn.done:
+				sendErr <- nil
+				return
+			case m := <-conn.send:
+				if err := stream.Send(m); err != nil {
+					sendErr <- err
+					return
+				}
+			}
+		}
+	}()
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			c.handleSiteMessage(conn, m)
+		}
+	}()
+	select {
+	case err = <-recvErr:
+	case err = <-sendErr:
+	}
+	if errors.Is(err, io.EOF) || err == nil {
+		c.log.Info("site_left", "site", name)
+		return nil
+	}
+	c.log.Info("site_disconnected", "site", name, "err", err)
+	return toStatus(err)
+}
+
+func (c *Coordinator) addSite(conn *siteConn) {
+	c.mu.Lock()
+	old := c.sites[conn.name]
+	c.sites[conn.name] = conn
+	c.notifySitesLocked()
+	c.mu.Unlock()
+	if old != nil {
+		// A site that reconnects replaces its old session; tasks sent on the
+		// old one are lost with it.
+		c.log.Info("site_replaced_session", "site", conn.name)
+		c.failSiteTasks(old.name, "site reconnected; the task's session ended")
+		close(old.done)
+	}
+	c.log.Info("site_connected", "site", conn.name)
+}
+
+func (c *Coordinator) removeSite(conn *siteConn) {
+	c.mu.Lock()
+	current := c.sites[conn.name] == conn
+	if current {
+		delete(c.sites, conn.name)
+		c.notifySitesLocked()
+	}
+	c.mu.Unlock()
+	if current {
+		close(conn.done)
+		c.failSiteTasks(conn.name, "site disconnected")
+	}
+}
+
+func (c *Coordinator) notifySitesLocked() {
+	close(c.siteCond)
+	c.siteCond = make(chan struct{})
+}
+
+// connected returns the names of the connected sites, sorted, and a channel
+// closed at the next change.
+func (c *Coordinator) connected() ([]string, map[string]*pb.Capabilities, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.sites))
+	caps := make(map[string]*pb.Capabilities, len(c.sites))
+	for n, s := range c.sites {
+		names = append(names, n)
+		caps[n] = s.caps
+	}
+	sort.Strings(names)
+	return names, caps, c.siteCond
+}
+
+// sendTo queues a message for a connected site.
+func (c *Coordinator) sendTo(site string, m *pb.CoordinatorMessage) error {
+	c.mu.Lock()
+	conn, ok := c.sites[site]
+	c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sending to %q: %w", site, ErrUnknownSite)
+	}
+	select {
+	case conn.send <- m:
+		return nil
+	case <-conn.done:
+		return fmt.Errorf("sending to %q: %w (session ended)", site, ErrUnknownSite)
+	}
+}
+
+func (c *Coordinator) handleSiteMessage(conn *siteConn, m *pb.SiteMessage) {
+	switch msg := m.Msg.(type) {
+	case *pb.SiteMessage_Heartbeat:
+		// Liveness is the stream itself; heartbeats keep proxies from idling it out.
+	case *pb.SiteMessage_Progress:
+		if t := c.task(msg.Progress.GetTaskId()); t != nil && t.site == conn.name {
+			t.round.progress(conn.name, msg.Progress)
+		}
+	case *pb.SiteMessage_Failed:
+		if t := c.task(msg.Failed.GetTaskId()); t != nil && t.site == conn.name {
+			t.round.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason()})
+		}
+	case *pb.SiteMessage_Hello:
+		c.log.Warn("site_sent_second_hello", "site", conn.name)
+	default:
+		c.log.Warn("site_sent_unknown_message", "site", conn.name)
+	}
+}
+
+func (c *Coordinator) task(id string) *pendingTask {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tasks[id]
+}
+
+func (c *Coordinator) addTask(t *pendingTask) {
+	c.mu.Lock()
+	c.tasks[t.id] = t
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) removeTask(id string) {
+	c.mu.Lock()
+	delete(c.tasks, id)
+	c.mu.Unlock()
+}
+
+// failSiteTasks tells every round waiting on the site that it is gone.
+func (c *Coordinator) failSiteTasks(site, reason string) {
+	c.mu.Lock()
+	var ts []*pendingTask
+	for _, t := range c.tasks {
+		if t.site == site {
+			ts = append(ts, t)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range ts {
+		t.round.deliver(roundEvent{kind: evDisconnected, site: site, taskID: t.id, reason: reason})
+	}
+}
+
+// FetchModel implements CoordinatorService.FetchModel.
+func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerStreamingServer[pb.ModelChunk]) error {
+	m, ok := c.models.get(req.GetModelId())
+	if !ok {
+		return toStatus(fmt.Errorf("fetching model %q: %w", req.GetModelId(), ErrUnknownModel))
+	}
+	size := c.cfg.ChunkSize
+	total := int64(len(m.data))
+	for off := 0; off < len(m.data) || off == 0; off += size {
+		end := min(off+size, len(m.data))
+		ch := &pb.ModelChunk{Offset: int64(off), Data: m.data[off:end]}
+		if off == 0 {
+			ch.TotalSize = total
+			ch.Sha256 = m.sum[:]
+		}
+		if err := stream.Send(ch); err != nil {
+			return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
+		}
+		if t := c.task(req.GetTaskId()); t != nil {
+			t.round.addBytesSent(int64(end - off))
+		}
+		if len(m.data) == 0 {
+			break
+		}
+	}
+	return nil
+}
+
+// receivedUpdate is a decoded, validated update from a site.
+type receivedUpdate struct {
+	weights    *model.Weights
+	numSamples int64
+	metrics    map[string]float64
+	energy     *pb.EnergyReport
+	bytes      int64
+}
+
+// PushUpdate implements CoordinatorService.PushUpdate.
+func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChunk, pb.PushUpdateResponse]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return toStatus(fmt.Errorf("push update: reading header: %w", err))
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return toStatus(badInput("push update: the first message must be the header"))
+	}
+	t := c.task(h.GetTaskId())
+	if t == nil {
+		return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrUnknownTask))
+	}
+	limit := c.cfg.MaxUpdateBytes
+	if limit <= 0 {
+		limit = 2*int64(len(t.global.data)) + 1<<20
+	}
+	if h.GetTotalSize() <= 0 || h.GetTotalSize() > limit {
+		err := badInput("push update: declared size %d bytes is outside 1..%d (the global model is %d bytes)", h.GetTotalSize(), limit, len(t.global.data))
+		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+		return toStatus(err)
+	}
+	asm, err := model.NewAssembler(h.GetTotalSize())
+	if err != nil {
+		return toStatus(badInput("push update: %v", err))
+	}
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// A site that disconnects mid-upload loses this update; the
+			// round hears of it from the session.
+			c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", err)
+			return toStatus(fmt.Errorf("push update: receiving chunks: %w", err))
+		}
+		if err := asm.Write(m.GetData()); err != nil {
+			err = badInput("push update: %v", err)
+			t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+			return toStatus(err)
+		}
+	}
+	data, err := asm.Finish(h.GetSha256())
+	if err != nil {
+		err = badInput("push update: %v", err)
+		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+		return toStatus(err)
+	}
+	w, _, err := model.UnmarshalSafetensors(data)
+	if err != nil {
+		err = badInput("push update: decoding safetensors: %v", err)
+		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+		return toStatus(err)
+	}
+	up := &receivedUpdate{
+		weights:    w,
+		numSamples: h.GetNumSamples(),
+		metrics:    h.GetMetrics(),
+		energy:     h.GetEnergy(),
+		bytes:      int64(len(data)),
+	}
+	reply := make(chan error, 1)
+	if !t.round.deliver(roundEvent{kind: evUpdate, site: t.site, taskID: t.id, update: up, reply: reply}) {
+		return toStatus(fmt.Errorf("push update for task %q: %w", t.id, ErrStaleRound))
+	}
+	select {
+	case err = <-reply:
+	case <-stream.Context().Done():
+		return toStatus(stream.Context().Err())
+	}
+	if err != nil {
+		return stream.SendAndClose(&pb.PushUpdateResponse{Accepted: false, Reason: err.Error()})
+	}
+	return stream.SendAndClose(&pb.PushUpdateResponse{Accepted: true})
+}

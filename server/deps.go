@@ -1,0 +1,85 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// Deps are the parts the coordinator is handed rather than builds: where it
+// logs runs, and what it needs to know about a job's model.
+type Deps struct {
+	// Tracker receives the job's runs, params and metrics.
+	Tracker Tracker
+	// Models prepares each job's model: initial weights, the spec sites build,
+	// and the coordinator-side evaluation.
+	Models ModelProvider
+	// Meter, if set, meters the coordinator's own aggregation.
+	Meter Meter
+}
+
+func (d Deps) validate() error {
+	var errs []error
+	if d.Tracker == nil {
+		errs = append(errs, errors.New("coordinator: no tracking store configured"))
+	}
+	if d.Models == nil {
+		errs = append(errs, errors.New("coordinator: no model provider configured"))
+	}
+	return errors.Join(errs...)
+}
+
+// Tracker is the part of a tracking store the coordinator logs into;
+// *tracking.SQLiteStore is one.
+type Tracker interface {
+	EnsureExperiment(ctx context.Context, name string) (string, error)
+	CreateRun(ctx context.Context, req tracking.CreateRun) (tracking.Run, error)
+	UpdateRun(ctx context.Context, runID string, status tracking.RunStatus, end time.Time, name string) error
+	LogBatch(ctx context.Context, runID string, metrics []tracking.Metric, params []tracking.Param, tags []tracking.Tag) error
+	LogArtifact(ctx context.Context, runID, relPath string, r io.Reader) error
+	// The job run ends with the comparison of its arms, read back.
+	tracking.RunReader
+}
+
+// ModelProvider prepares a job's model.
+type ModelProvider interface {
+	// Prepare returns the initial global model of a job, the spec the sites
+	// build their trainer from, and the coordinator's evaluator.
+	Prepare(ctx context.Context, spec *job.Spec) (*Prepared, error)
+}
+
+// Prepared is a job's model, ready to run.
+type Prepared struct {
+	// Spec is what the sites build (kind, layer sizes, input shape, classes).
+	Spec *pb.ModelSpec
+	// Initial is the global model before round 1.
+	Initial *model.Weights
+	// Evaluator evaluates global models on the coordinator's test set; nil
+	// when the coordinator holds none (federated evaluation only).
+	Evaluator Evaluator
+}
+
+// Evaluator evaluates a model on a held-out test set.
+type Evaluator interface {
+	Evaluate(ctx context.Context, w *model.Weights) (Evaluation, error)
+}
+
+// Evaluation is the result of evaluating a model.
+type Evaluation struct {
+	Loss       float64
+	Accuracy   float64
+	NumSamples int64
+}
+
+// Meter measures the energy of the coordinator's own work.
+type Meter interface {
+	// Measure starts a measurement; the returned function stops it and
+	// returns the joules measured and the method ("measured", "estimated").
+	Measure(ctx context.Context) (stop func() (joules float64, method string))
+}

@@ -1,0 +1,258 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// jobRun is one submitted job: its spec, its live status and its event log.
+type jobRun struct {
+	id   string
+	spec *job.Spec
+
+	mu      sync.Mutex
+	info    *pb.Job
+	events  []*pb.JobEvent
+	changed chan struct{} // closed and replaced on every new event or state
+	cancel  context.CancelFunc
+	reason  string // why it was cancelled
+}
+
+func (j *jobRun) snapshot() *pb.Job {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return proto.Clone(j.info).(*pb.Job)
+}
+
+func terminal(s pb.JobState) bool {
+	return s == pb.JobState_JOB_STATE_SUCCEEDED || s == pb.JobState_JOB_STATE_FAILED || s == pb.JobState_JOB_STATE_CANCELLED
+}
+
+// emit appends an event and applies update to the job's status under lock.
+func (j *jobRun) emit(ev *pb.JobEvent, update func(*pb.Job)) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if update != nil {
+		update(j.info)
+	}
+	if ev != nil {
+		ev.JobId = j.id
+		if ev.UnixMs == 0 {
+			ev.UnixMs = time.Now().UnixMilli()
+		}
+		ev.State = j.info.State
+		j.events = append(j.events, ev)
+	}
+	close(j.changed)
+	j.changed = make(chan struct{})
+}
+
+// eventsFrom returns the events from index i on, whether the job has ended,
+// and a channel closed at the next change.
+func (j *jobRun) eventsFrom(i int) ([]*pb.JobEvent, bool, <-chan struct{}) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var evs []*pb.JobEvent
+	if i < len(j.events) {
+		evs = append(evs, j.events[i:]...)
+	}
+	return evs, terminal(j.info.State), j.changed
+}
+
+// jobQueue holds every job the coordinator knows and the queue of those
+// waiting to run.
+type jobQueue struct {
+	mu     sync.Mutex
+	jobs   map[string]*jobRun
+	queued chan *jobRun
+}
+
+func newJobQueue() *jobQueue {
+	return &jobQueue{jobs: make(map[string]*jobRun), queued: make(chan *jobRun, 1024)}
+}
+
+func (q *jobQueue) get(id string) (*jobRun, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	j, ok := q.jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("job %q: %w; `cohort jobs` lists the jobs", id, ErrUnknownJob)
+	}
+	return j, nil
+}
+
+// Submit queues a parsed job and returns its id.
+func (c *Coordinator) Submit(spec *job.Spec) (*pb.Job, error) {
+	j := &jobRun{
+		id:      newID()[:12],
+		spec:    spec,
+		changed: make(chan struct{}),
+	}
+	j.info = &pb.Job{
+		JobId:         j.id,
+		Name:          spec.Name,
+		State:         pb.JobState_JOB_STATE_QUEUED,
+		CreatedUnixMs: time.Now().UnixMilli(),
+	}
+	c.jobs.mu.Lock()
+	c.jobs.jobs[j.id] = j
+	c.jobs.mu.Unlock()
+	select {
+	case c.jobs.queued <- j:
+	default:
+		return nil, fmt.Errorf("submitting job: the queue is full (%d jobs); wait for some to finish", cap(c.jobs.queued))
+	}
+	j.emit(&pb.JobEvent{Kind: "job_queued", Message: "queued"}, nil)
+	c.log.Info("job_submitted", "job", j.id, "name", spec.Name)
+	return j.snapshot(), nil
+}
+
+// Run runs queued jobs one after another until ctx is cancelled. It returns
+// nil on a clean cancel.
+func (c *Coordinator) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case j := <-c.jobs.queued:
+			c.execute(ctx, j)
+		}
+	}
+}
+
+func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	j.mu.Lock()
+	if j.info.State != pb.JobState_JOB_STATE_QUEUED { // cancelled while queued
+		j.mu.Unlock()
+		return
+	}
+	j.cancel = cancel
+	j.mu.Unlock()
+	j.emit(&pb.JobEvent{Kind: "job_started", Message: "started"}, func(info *pb.Job) {
+		info.State = pb.JobState_JOB_STATE_RUNNING
+	})
+	err := c.runJob(jctx, j)
+	state, msg := pb.JobState_JOB_STATE_SUCCEEDED, "finished"
+	switch {
+	case err != nil && jctx.Err() != nil:
+		j.mu.Lock()
+		reason := j.reason
+		j.mu.Unlock()
+		if reason == "" {
+			reason = "coordinator shutting down"
+		}
+		state, msg = pb.JobState_JOB_STATE_CANCELLED, "cancelled: "+reason
+	case err != nil:
+		state, msg = pb.JobState_JOB_STATE_FAILED, err.Error()
+	}
+	c.log.Info("job_finished", "job", j.id, "state", state.String(), "message", msg)
+	j.emit(&pb.JobEvent{Kind: "job_finished", Message: msg}, func(info *pb.Job) {
+		info.State = state
+		if state != pb.JobState_JOB_STATE_SUCCEEDED {
+			info.Error = msg
+		}
+	})
+}
+
+// SubmitJob implements JobsService.SubmitJob.
+func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
+	spec, err := job.Parse(req.GetJobYaml())
+	if err != nil {
+		return nil, toStatus(badInput("%v", err))
+	}
+	info, err := c.Submit(spec)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.SubmitJobResponse{Job: info}, nil
+}
+
+// ListJobs implements JobsService.ListJobs.
+func (c *Coordinator) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
+	c.jobs.mu.Lock()
+	js := make([]*jobRun, 0, len(c.jobs.jobs))
+	for _, j := range c.jobs.jobs {
+		js = append(js, j)
+	}
+	c.jobs.mu.Unlock()
+	resp := &pb.ListJobsResponse{}
+	for _, j := range js {
+		resp.Jobs = append(resp.Jobs, j.snapshot())
+	}
+	sort.Slice(resp.Jobs, func(a, b int) bool { return resp.Jobs[a].CreatedUnixMs < resp.Jobs[b].CreatedUnixMs })
+	return resp, nil
+}
+
+// GetJob implements JobsService.GetJob.
+func (c *Coordinator) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+	j, err := c.jobs.get(req.GetJobId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetJobResponse{Job: j.snapshot()}, nil
+}
+
+// CancelJob implements JobsService.CancelJob.
+func (c *Coordinator) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (*pb.CancelJobResponse, error) {
+	j, err := c.jobs.get(req.GetJobId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "cancelled by an admin"
+	}
+	j.mu.Lock()
+	state := j.info.State
+	cancel := j.cancel
+	j.reason = reason
+	j.mu.Unlock()
+	switch {
+	case terminal(state):
+	case cancel != nil:
+		cancel()
+	default: // still queued
+		j.emit(&pb.JobEvent{Kind: "job_finished", Message: "cancelled: " + reason}, func(info *pb.Job) {
+			info.State = pb.JobState_JOB_STATE_CANCELLED
+			info.Error = "cancelled: " + reason
+		})
+	}
+	return &pb.CancelJobResponse{Job: j.snapshot()}, nil
+}
+
+// WatchJob implements JobsService.WatchJob.
+func (c *Coordinator) WatchJob(req *pb.WatchJobRequest, stream grpc.ServerStreamingServer[pb.JobEvent]) error {
+	j, err := c.jobs.get(req.GetJobId())
+	if err != nil {
+		return toStatus(err)
+	}
+	next := 0
+	for {
+		evs, done, changed := j.eventsFrom(next)
+		for _, ev := range evs {
+			if err := stream.Send(ev); err != nil {
+				return toStatus(err)
+			}
+		}
+		next += len(evs)
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-stream.Context().Done():
+			return toStatus(stream.Context().Err())
+		}
+	}
+}

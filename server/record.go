@@ -1,0 +1,187 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// siteRun returns the tracking run of a site under an arm, creating it the
+// first time the site takes part.
+func (c *Coordinator) siteRun(ctx context.Context, a *armRun, site string) (string, error) {
+	if id, ok := a.siteRuns[site]; ok {
+		return id, nil
+	}
+	run, err := c.deps.Tracker.CreateRun(ctx, tracking.CreateRun{
+		ExperimentID: a.expID, Name: a.arm.Name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID,
+		Tags: map[string]string{tracking.TagJobID: a.j.id, tracking.TagArm: a.arm.Name, tracking.TagSite: site, tracking.TagKind: "site"},
+	})
+	if err != nil {
+		c.log.Warn("tracking_create_failed", "site", site, "err", err)
+		return "", err
+	}
+	a.siteRuns[site] = run.Info.RunID
+	return run.Info.RunID, nil
+}
+
+// siteEnergy sums a site's energy report into the figures tracking logs.
+type siteEnergy struct {
+	gpuJ, cpuJ, estimatedJ float64
+	powerAvg, powerMax     float64
+	util                   float64
+	memMax                 float64
+	measured               bool
+	gpus                   int
+}
+
+func energyOf(r *pb.EnergyReport) siteEnergy {
+	var e siteEnergy
+	if r == nil {
+		return e
+	}
+	for _, g := range r.GetGpus() {
+		e.gpuJ += g.GetJoules()
+		e.powerAvg += g.GetPowerAvgWatts()
+		e.powerMax = math.Max(e.powerMax, g.GetPowerMaxWatts())
+		e.util += g.GetUtilizationAvgPercent()
+		e.memMax = math.Max(e.memMax, float64(g.GetMemoryMaxBytes()))
+		e.gpus++
+	}
+	if e.gpus > 0 {
+		e.util /= float64(e.gpus)
+	}
+	for _, d := range r.GetCpu() {
+		e.cpuJ += d.GetJoules()
+	}
+	e.measured = e.gpus > 0 || len(r.GetCpu()) > 0
+	e.estimatedJ = r.GetEstimated().GetJoules()
+	return e
+}
+
+// siteReported records an aggregated update on the site's run.
+func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedUpdate) {
+	c, a := x.c, x.a
+	now := time.Now().UnixMilli()
+	step := int64(x.r)
+	ms := []tracking.Metric{
+		{Key: "accepted", Value: 1, Timestamp: now, Step: step},
+		{Key: tracking.MetricNumSamples, Value: float64(up.numSamples), Timestamp: now, Step: step},
+		{Key: "update_bytes", Value: float64(up.bytes), Timestamp: now, Step: step},
+	}
+	for k, v := range up.metrics {
+		if k == "num_samples" {
+			continue
+		}
+		ms = append(ms, tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step})
+	}
+	e := energyOf(up.energy)
+	if e.measured {
+		ms = append(ms,
+			tracking.Metric{Key: tracking.MetricGPUEnergyJoules, Value: e.gpuJ, Timestamp: now, Step: step},
+			tracking.Metric{Key: tracking.MetricCPUEnergyJoules, Value: e.cpuJ, Timestamp: now, Step: step},
+		)
+		x.measuredJ += e.gpuJ + e.cpuJ
+	} else {
+		x.allMeasured = false
+	}
+	if e.gpus > 0 {
+		ms = append(ms,
+			tracking.Metric{Key: tracking.MetricGPUPowerWattsAvg, Value: e.powerAvg, Timestamp: now, Step: step},
+			tracking.Metric{Key: tracking.MetricGPUPowerWattsMax, Value: e.powerMax, Timestamp: now, Step: step},
+			tracking.Metric{Key: tracking.MetricGPUUtilizationPercent, Value: e.util, Timestamp: now, Step: step},
+			tracking.Metric{Key: tracking.MetricGPUMemoryBytesMax, Value: e.memMax, Timestamp: now, Step: step},
+		)
+	}
+	if up.energy != nil {
+		ms = append(ms, tracking.Metric{Key: "estimated_energy_joules", Value: e.estimatedJ, Timestamp: now, Step: step})
+		x.estimatedJ += e.estimatedJ
+	}
+	if n := up.metrics["eval_samples"]; n > 0 {
+		x.fedEvalN += n
+		x.fedEvalAcc += n * up.metrics["eval_accuracy"]
+		x.fedEvalLoss += n * up.metrics["eval_loss"]
+	}
+	var tags []tracking.Tag
+	if up.energy != nil {
+		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: up.energy.GetMethod()})
+	}
+	if runID, err := c.siteRun(ctx, a, site); err == nil {
+		if err := c.deps.Tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
+			c.log.Warn("tracking_log_failed", "site", site, "err", err)
+		}
+	}
+	a.j.emit(&pb.JobEvent{Kind: "site_reported", Arm: a.arm.Name, Round: int32(x.r), Site: site,
+		Metrics: map[string]float64{"train_loss": up.metrics["train_loss"], "num_samples": float64(up.numSamples)}},
+		func(info *pb.Job) { info.SitesReporting++ })
+}
+
+// finish publishes the committed model, evaluates it and logs the round.
+func (x *roundExec) finish(ctx context.Context) error {
+	c, a := x.c, x.a
+	spec := a.j.spec
+	if x.next == nil {
+		return fmt.Errorf("round committed without a model")
+	}
+	a.global = x.next
+	seconds := time.Since(x.started).Seconds()
+	sent := x.rr.bytesSent.Load()
+	a.bytesSent += sent
+	a.bytesReceived += x.bytesReceived
+	now := time.Now().UnixMilli()
+	step := int64(x.r)
+	m := func(k string, v float64) tracking.Metric { return tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step} }
+	ms := []tracking.Metric{
+		m(tracking.MetricRoundSeconds, seconds),
+		m("elapsed_seconds", time.Since(a.started).Seconds()),
+		m(tracking.MetricBytesSent, float64(sent)),
+		m(tracking.MetricBytesReceived, float64(x.bytesReceived)),
+		m("bytes_sent_cumulative", float64(a.bytesSent)),
+		m("bytes_received_cumulative", float64(a.bytesReceived)),
+		m("sites", float64(len(x.commit.Contributors))),
+		m("num_samples", float64(x.commit.NumSamples)),
+	}
+	for k, v := range x.serverMetrics {
+		ms = append(ms, m("server_"+k, v))
+	}
+	// Measured and estimated energy are never summed together: a round
+	// counts as measured only when every contributor measured.
+	roundJ, method := x.estimatedJ, "estimated"
+	if x.allMeasured && x.measuredJ > 0 {
+		roundJ, method = x.measuredJ, "measured"
+		a.measuredAny = true
+	}
+	a.energyJ += roundJ
+	ms = append(ms, m(tracking.MetricEnergyJoules, roundJ), m("energy_joules_cumulative", a.energyJ))
+	co2 := roundJ / 3.6e6 * spec.Energy.PUE * spec.Energy.CarbonGPerKWh
+	a.co2Grams += co2
+	ms = append(ms, m(tracking.MetricCO2Grams, co2), m("co2_grams_cumulative", a.co2Grams))
+	if x.fedEvalN > 0 {
+		// The sites evaluated the model they received: the previous round's.
+		ms = append(ms,
+			tracking.Metric{Key: "federated_accuracy", Value: x.fedEvalAcc / x.fedEvalN, Timestamp: now, Step: step - 1},
+			tracking.Metric{Key: "federated_loss", Value: x.fedEvalLoss / x.fedEvalN, Timestamp: now, Step: step - 1},
+		)
+	}
+	evMetrics := map[string]float64{"round_seconds": seconds, "sites": float64(len(x.commit.Contributors)), "energy_joules": roundJ}
+	every := max(spec.Eval.Every, 1)
+	if a.prep.Evaluator != nil && (x.r%every == 0 || x.r == x.rounds) {
+		ev, err := a.prep.Evaluator.Evaluate(ctx, a.global)
+		if err != nil {
+			return fmt.Errorf("evaluating the global model: %w", err)
+		}
+		ms = append(ms, m(tracking.MetricTestAccuracy, ev.Accuracy), m(tracking.MetricTestLoss, ev.Loss))
+		evMetrics["test_accuracy"], evMetrics["test_loss"] = ev.Accuracy, ev.Loss
+		a.lastAcc = ev.Accuracy
+	}
+	if err := c.deps.Tracker.LogBatch(ctx, a.runID, ms, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}}); err != nil {
+		return fmt.Errorf("tracking: logging round %d: %w", x.r, err)
+	}
+	c.log.Info("round_committed", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "sites", len(x.commit.Contributors), "accuracy", a.lastAcc)
+	a.j.emit(&pb.JobEvent{Kind: "round_committed", Arm: a.arm.Name, Round: int32(x.r), Rounds: int32(x.rounds), Metrics: evMetrics},
+		func(info *pb.Job) { info.Accuracy = a.lastAcc })
+	return nil
+}

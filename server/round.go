@@ -1,0 +1,298 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cohortfl/cohort/aggregators"
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/round"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// roundExec carries out one round: it feeds the state machine of
+// server/round with what the sites do and performs the actions it returns.
+type roundExec struct {
+	c      *Coordinator
+	a      *armRun
+	r      int
+	rounds int
+	sm     *round.Round
+	rr     *roundRun
+	agg    aggregators.Round
+	stored *storedModel
+
+	tasks   map[string]*pendingTask // by site
+	updates map[string]*receivedUpdate
+	replies map[string]chan error
+	timer   *time.Timer
+	queue   []round.Event // events the actions themselves produced
+
+	started       time.Time
+	bytesReceived int64
+	measuredJ     float64
+	estimatedJ    float64
+	allMeasured   bool
+	fedEvalN      float64
+	fedEvalAcc    float64
+	fedEvalLoss   float64
+	next          *model.Weights
+	serverMetrics map[string]float64
+	commit        *round.Commit
+}
+
+func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) error {
+	spec := a.j.spec
+	cands, err := c.candidates(ctx, a, r == 1)
+	if err != nil {
+		return err
+	}
+	fraction, quorum := spec.Sites.Fraction, spec.Sites.MinPerRound
+	if a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN {
+		fraction, quorum = 1, 1
+	}
+	sm, err := round.New(round.Config{
+		Round: r, Candidates: cands, Fraction: fraction, MinPerRound: quorum,
+		Deadline: spec.Deadline.Round, Seed: spec.Seed,
+	})
+	if err != nil {
+		return err
+	}
+	stored, err := c.models.put(a.global)
+	if err != nil {
+		return err
+	}
+	defer c.models.release(stored)
+	agg, err := a.strategy.Begin(a.global)
+	if err != nil {
+		return fmt.Errorf("starting aggregation: %w", err)
+	}
+	x := &roundExec{
+		c: c, a: a, r: r, rounds: rounds, sm: sm, agg: agg, stored: stored,
+		tasks:       make(map[string]*pendingTask),
+		updates:     make(map[string]*receivedUpdate),
+		replies:     make(map[string]chan error),
+		started:     time.Now(),
+		allMeasured: true,
+	}
+	x.rr = newRoundRun(func(site string, p *pb.TaskProgress) {})
+	x.timer = time.NewTimer(time.Hour)
+	x.timer.Stop()
+	defer x.cleanup()
+
+	a.j.emit(&pb.JobEvent{Kind: "round_started", Arm: a.arm.Name, Round: int32(r), Rounds: int32(rounds)}, func(info *pb.Job) {
+		info.Arm, info.Round, info.Rounds, info.SitesReporting = a.arm.Name, int32(r), int32(rounds), 0
+	})
+	x.apply(ctx, sm.Start(time.Now()))
+	for !sm.Done() {
+		select {
+		case ev := <-x.rr.events:
+			x.handle(ctx, ev)
+		case now := <-x.timer.C:
+			x.apply(ctx, sm.Tick(now))
+		case <-ctx.Done():
+			x.apply(ctx, sm.Step(time.Now(), round.Cancel{Reason: "job cancelled"}))
+		}
+	}
+	out := sm.Outcome()
+	if out.Phase != round.PhaseCommitted {
+		a.j.emit(&pb.JobEvent{Kind: "round_failed", Arm: a.arm.Name, Round: int32(r), Rounds: int32(rounds),
+			Message: fmt.Sprintf("%s round %d failed: %v", a.arm.Name, r, out.Err)}, nil)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return out.Err
+	}
+	return x.finish(ctx)
+}
+
+// cleanup forgets the round's tasks and closes its mailbox, answering any
+// upload still waiting.
+func (x *roundExec) cleanup() {
+	x.timer.Stop()
+	for _, t := range x.tasks {
+		x.c.removeTask(t.id)
+	}
+	close(x.rr.closed)
+	for site, reply := range x.replies {
+		reply <- fmt.Errorf("%w: round %d of %s ended before the update was used", ErrStaleRound, x.r, x.a.arm.Name)
+		delete(x.replies, site)
+	}
+}
+
+// handle turns a gRPC-side event into state machine events.
+func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
+	now := time.Now()
+	switch ev.kind {
+	case evUpdate:
+		up := ev.update
+		if old, ok := x.replies[ev.site]; ok {
+			old <- fmt.Errorf("superseded by a newer upload")
+		}
+		x.replies[ev.site] = ev.reply
+		if err := x.validate(up); err != nil {
+			x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: ev.site, Reason: err.Error()}))
+		} else {
+			x.updates[ev.site] = up
+			x.apply(ctx, x.sm.Step(now, round.UpdateReceived{Site: ev.site, NumSamples: up.numSamples}))
+		}
+		// An update the round neither aggregated nor rejected was ignored.
+		if reply, ok := x.replies[ev.site]; ok && reply == ev.reply {
+			reply <- fmt.Errorf("update ignored by round %d (already answered, not selected, or late)", x.r)
+			delete(x.replies, ev.site)
+		}
+		delete(x.updates, ev.site)
+	case evRejected:
+		x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: ev.site, Reason: ev.reason}))
+	case evFailed:
+		x.apply(ctx, x.sm.Step(now, round.SiteFailed{Site: ev.site, Reason: ev.reason}))
+	case evDisconnected:
+		x.apply(ctx, x.sm.Step(now, round.SiteDisconnected{Site: ev.site}))
+	}
+}
+
+// validate checks an update against the global model before the round sees it.
+func (x *roundExec) validate(up *receivedUpdate) error {
+	if up.numSamples < 1 {
+		return fmt.Errorf("update reports %d samples; a site must train on at least one", up.numSamples)
+	}
+	if err := x.a.global.Compatible(up.weights); err != nil {
+		return fmt.Errorf("update does not match the global model: %w", err)
+	}
+	if err := up.weights.CheckFinite(); err != nil {
+		return fmt.Errorf("update holds non-finite values: %w", err)
+	}
+	return nil
+}
+
+// apply performs actions, then any events they produced, until none is left.
+func (x *roundExec) apply(ctx context.Context, acts []round.Action) {
+	for {
+		for _, act := range acts {
+			x.do(ctx, act)
+		}
+		if len(x.queue) == 0 {
+			return
+		}
+		ev := x.queue[0]
+		x.queue = x.queue[1:]
+		acts = x.sm.Step(time.Now(), ev)
+	}
+}
+
+func (x *roundExec) do(ctx context.Context, act round.Action) {
+	c, a := x.c, x.a
+	switch act := act.(type) {
+	case round.SendTask:
+		x.sendTask(act.Site)
+	case round.SetTimer:
+		x.timer.Reset(time.Until(act.At))
+	case round.Aggregate:
+		up := x.updates[act.Site]
+		if up == nil {
+			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: "update vanished before aggregation"})
+			return
+		}
+		stop := c.meterAggregation(ctx)
+		err := x.agg.Add(up.weights, act.NumSamples)
+		x.account(stop())
+		if err != nil {
+			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: err.Error()})
+			return
+		}
+		x.bytesReceived += up.bytes
+		x.siteReported(ctx, act.Site, up)
+		if reply, ok := x.replies[act.Site]; ok {
+			reply <- nil
+			delete(x.replies, act.Site)
+		}
+		x.queue = append(x.queue, round.UpdateAggregated{Site: act.Site})
+	case round.CancelTask:
+		if t, ok := x.tasks[act.Site]; ok {
+			_ = c.sendTo(act.Site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Cancel{Cancel: &pb.CancelTask{TaskId: t.id, Reason: act.Reason}}})
+		}
+	case round.RecordSite:
+		if act.Status == round.StatusOK {
+			return
+		}
+		if reply, ok := x.replies[act.Site]; ok {
+			reply <- fmt.Errorf("%s: %s", act.Status, act.Reason)
+			delete(x.replies, act.Site)
+		}
+		msg := fmt.Sprintf("%s round %d: site %s %s: %s", a.arm.Name, x.r, act.Site, act.Status, act.Reason)
+		c.log.Warn("site_not_counted", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "status", act.Status.String(), "reason", act.Reason)
+		a.j.emit(&pb.JobEvent{Kind: "site_failed", Arm: a.arm.Name, Round: int32(x.r), Site: act.Site, Message: msg}, nil)
+		if runID, err := c.siteRun(ctx, a, act.Site); err == nil {
+			now := time.Now().UnixMilli()
+			_ = c.deps.Tracker.LogBatch(ctx, runID,
+				[]tracking.Metric{{Key: "accepted", Value: 0, Timestamp: now, Step: int64(x.r)}}, nil,
+				[]tracking.Tag{{Key: fmt.Sprintf("cohort.round_%d.status", x.r), Value: act.Status.String() + ": " + truncate(act.Reason, 4000)}})
+		}
+	case round.Ignored:
+		c.log.Warn("round_ignored_event", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "reason", act.Reason)
+	case round.Commit:
+		stop := c.meterAggregation(ctx)
+		next, metrics, err := x.agg.Result()
+		x.account(stop())
+		if err != nil {
+			// Nothing usable came out of the aggregate: fail the round.
+			x.queue = append(x.queue, round.Cancel{Reason: "aggregation failed: " + err.Error()})
+			return
+		}
+		x.next, x.serverMetrics, x.commit = next, metrics, &act
+	case round.Fail:
+		c.log.Warn("round_failed", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "err", act.Err)
+	}
+}
+
+func (c *Coordinator) meterAggregation(ctx context.Context) func() (float64, string) {
+	if c.deps.Meter == nil {
+		return func() (float64, string) { return 0, "" }
+	}
+	return c.deps.Meter.Measure(ctx)
+}
+
+// account adds the coordinator's own energy to the round.
+func (x *roundExec) account(joules float64, method string) {
+	switch method {
+	case "measured":
+		x.measuredJ += joules
+	case "estimated":
+		x.estimatedJ += joules
+	}
+}
+
+func (x *roundExec) sendTask(site string) {
+	c, a := x.c, x.a
+	spec := a.j.spec
+	tp := spec.ArmTrain(a.arm)
+	mu := 0.0
+	if a.arm.Strategy != nil {
+		mu = a.arm.Strategy.Mu
+	}
+	epochs := tp.Epochs
+	if a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN {
+		epochs = 1
+	}
+	t := &pendingTask{id: newID(), site: site, round: x.rr, global: x.stored}
+	x.tasks[site] = t
+	c.addTask(t)
+	task := &pb.Task{
+		TaskId: t.id, JobId: a.j.id, Arm: a.arm.Name, Round: int32(x.r), Kind: a.kind,
+		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: int64(len(x.stored.data)),
+		Model: a.prep.Spec,
+		Train: &pb.TrainParams{
+			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: tp.LR, Momentum: tp.Momentum,
+			WeightDecay: tp.WeightDecay, Mu: mu, Seed: spec.Seed*1_000_003 + int64(x.r),
+		},
+		Dataset:          spec.Data.Dataset,
+		DeadlineUnixMs:   x.started.Add(spec.Deadline.Round).UnixMilli(),
+		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN,
+		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
+	}
+	if err := c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}}); err != nil {
+		x.queue = append(x.queue, round.SiteFailed{Site: site, Reason: err.Error()})
+	}
+}

@@ -1,0 +1,378 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cohortfl/cohort/aggregators"
+	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+type evKind int
+
+const (
+	evUpdate evKind = iota
+	evRejected
+	evFailed
+	evDisconnected
+)
+
+// roundEvent is what the gRPC handlers tell a running round.
+type roundEvent struct {
+	kind   evKind
+	site   string
+	taskID string
+	reason string
+	update *receivedUpdate
+	reply  chan error // for evUpdate: nil when accepted
+}
+
+// roundRun is the mailbox of one running round.
+type roundRun struct {
+	events    chan roundEvent
+	closed    chan struct{}
+	bytesSent atomic.Int64
+	onProg    func(site string, p *pb.TaskProgress)
+}
+
+func newRoundRun(onProg func(string, *pb.TaskProgress)) *roundRun {
+	return &roundRun{events: make(chan roundEvent), closed: make(chan struct{}), onProg: onProg}
+}
+
+// deliver hands an event to the round; false when the round has closed.
+func (r *roundRun) deliver(ev roundEvent) bool {
+	select {
+	case r.events <- ev:
+		return true
+	case <-r.closed:
+		return false
+	}
+}
+
+func (r *roundRun) addBytesSent(n int64) { r.bytesSent.Add(n) }
+
+func (r *roundRun) progress(site string, p *pb.TaskProgress) {
+	if r.onProg != nil {
+		r.onProg(site, p)
+	}
+}
+
+// armRun is the state of one arm of a running job.
+type armRun struct {
+	j        *jobRun
+	arm      job.Arm
+	prep     *Prepared
+	expID    string
+	runID    string
+	strategy aggregators.Strategy
+	kind     pb.TaskKind
+	global   *model.Weights
+	siteRuns map[string]string
+
+	started       time.Time
+	energyJ       float64 // cumulative, measured where every site measured
+	co2Grams      float64 // cumulative
+	measuredAny   bool
+	bytesSent     int64
+	bytesReceived int64
+	lastAcc       float64
+}
+
+func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
+	spec := j.spec
+	prep, err := c.deps.Models.Prepare(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("preparing the model: %w", err)
+	}
+	tr := c.deps.Tracker
+	expID, err := tr.EnsureExperiment(ctx, spec.Tracking.Experiment)
+	if err != nil {
+		return fmt.Errorf("tracking: experiment %q: %w", spec.Tracking.Experiment, err)
+	}
+	run, err := tr.CreateRun(ctx, tracking.CreateRun{
+		ExperimentID: expID,
+		Name:         spec.Name,
+		StartTime:    time.Now(),
+		Tags: map[string]string{
+			tracking.TagJobID:  j.id,
+			tracking.TagKind:    "job",
+			"cohort.version": c.cfg.Version,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("tracking: creating the job run: %w", err)
+	}
+	jobRunID := run.Info.RunID
+	j.emit(&pb.JobEvent{Kind: "tracking", Message: "job run " + jobRunID}, func(info *pb.Job) {
+		info.TrackingRunId = jobRunID
+		info.ExperimentId = expID
+	})
+	if err := c.logParams(ctx, jobRunID, spec.Flatten()); err != nil {
+		return err
+	}
+	runErr := func() error {
+		for _, arm := range spec.Arms {
+			if err := c.runArm(ctx, j, prep, arm, expID, jobRunID); err != nil {
+				return fmt.Errorf("arm %s: %w", arm.Name, err)
+			}
+		}
+		return nil
+	}()
+	c.finishJobRun(j, jobRunID, runErr, ctx.Err() != nil)
+	return runErr
+}
+
+// finishJobRun ends the job run whatever happened, with a context of its own
+// so that a cancelled job still records how it ended.
+func (c *Coordinator) finishJobRun(j *jobRun, runID string, runErr error, cancelled bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	status := tracking.StatusFinished
+	switch {
+	case cancelled:
+		status = tracking.StatusKilled
+	case runErr != nil:
+		status = tracking.StatusFailed
+	}
+	var tags []tracking.Tag
+	if runErr != nil {
+		tags = append(tags, tracking.Tag{Key: "cohort.error", Value: truncate(runErr.Error(), 5000)})
+	}
+	if cmp, err := tracking.Compare(ctx, c.deps.Tracker, runID); err == nil {
+		var buf bytes.Buffer
+		if err := cmp.WriteTable(&buf); err == nil {
+			if err := c.deps.Tracker.LogArtifact(ctx, runID, "comparison.txt", &buf); err != nil {
+				c.log.Warn("tracking_artifact_failed", "job", j.id, "err", err)
+			}
+		}
+		var ms []tracking.Metric
+		now := time.Now().UnixMilli()
+		for _, a := range cmp.Arms {
+			ms = append(ms,
+				tracking.Metric{Key: a.Name + ".final_test_accuracy", Value: a.FinalAccuracy, Timestamp: now},
+				tracking.Metric{Key: a.Name + ".wall_seconds", Value: a.WallSeconds, Timestamp: now},
+				tracking.Metric{Key: a.Name + ".energy_joules", Value: a.EnergyJoules, Timestamp: now},
+			)
+		}
+		if err := c.deps.Tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
+			c.log.Warn("tracking_log_failed", "job", j.id, "err", err)
+		}
+	} else if err := c.deps.Tracker.LogBatch(ctx, runID, nil, nil, tags); err != nil {
+		c.log.Warn("tracking_log_failed", "job", j.id, "err", err)
+	}
+	if err := c.deps.Tracker.UpdateRun(ctx, runID, status, time.Now(), ""); err != nil {
+		c.log.Warn("tracking_update_failed", "job", j.id, "err", err)
+	}
+}
+
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func (c *Coordinator) logParams(ctx context.Context, runID string, flat map[string]string) error {
+	keys := make([]string, 0, len(flat))
+	for k := range flat {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for len(keys) > 0 {
+		n := min(100, len(keys))
+		ps := make([]tracking.Param, 0, n)
+		for _, k := range keys[:n] {
+			ps = append(ps, tracking.Param{Key: k, Value: truncate(flat[k], 6000)})
+		}
+		if err := c.deps.Tracker.LogBatch(ctx, runID, nil, ps, nil); err != nil {
+			return fmt.Errorf("tracking: logging params: %w", err)
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
+func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm job.Arm, expID, jobRunID string) error {
+	spec := j.spec
+	a := &armRun{
+		j: j, arm: arm, prep: prep, expID: expID,
+		global:   prep.Initial.Clone(),
+		siteRuns: make(map[string]string),
+		started:  time.Now(),
+	}
+	kindTag := tracking.KindFederated
+	rounds := spec.Rounds
+	params := map[string]string{"arm": arm.Name}
+	strategyName := "fedavg"
+	sp := map[string]float64{}
+	if arm.Centralized != nil {
+		kindTag = tracking.KindCentralized
+		rounds = arm.Centralized.Epochs
+		a.kind = pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN
+		params["epochs"] = strconv.Itoa(rounds)
+	} else {
+		a.kind = pb.TaskKind_TASK_KIND_TRAIN
+		strategyName = arm.Strategy.Name
+		sp["mu"] = arm.Strategy.Mu
+		sp["server_lr"] = arm.Strategy.ServerLR
+		params["strategy"] = strategyName
+		params["mu"] = strconv.FormatFloat(arm.Strategy.Mu, 'g', -1, 64)
+		params["rounds"] = strconv.Itoa(rounds)
+	}
+	st, err := aggregators.New(strategyName, sp)
+	if err != nil {
+		return err
+	}
+	a.strategy = st
+	run, err := c.deps.Tracker.CreateRun(ctx, tracking.CreateRun{
+		ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID,
+		Tags: map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag},
+	})
+	if err != nil {
+		return fmt.Errorf("tracking: creating the arm run: %w", err)
+	}
+	a.runID = run.Info.RunID
+	tr := spec.ArmTrain(arm)
+	for k, v := range map[string]string{
+		"train.epochs": strconv.Itoa(tr.Epochs), "train.batch_size": strconv.Itoa(tr.BatchSize),
+		"train.lr": strconv.FormatFloat(tr.LR, 'g', -1, 64), "train.momentum": strconv.FormatFloat(tr.Momentum, 'g', -1, 64),
+	} {
+		params[k] = v
+	}
+	if err := c.logParams(ctx, a.runID, params); err != nil {
+		return err
+	}
+	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag}, func(info *pb.Job) {
+		info.Arm, info.Round, info.Rounds = arm.Name, 0, int32(rounds)
+	})
+	// Step 0: the initial model, so every curve starts at the same point.
+	if prep.Evaluator != nil {
+		if ev, err := prep.Evaluator.Evaluate(ctx, a.global); err == nil {
+			_ = c.deps.Tracker.LogBatch(ctx, a.runID, []tracking.Metric{
+				{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: time.Now().UnixMilli(), Step: 0},
+				{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: time.Now().UnixMilli(), Step: 0},
+			}, nil, nil)
+		}
+	}
+	var armErr error
+	for r := 1; r <= rounds; r++ {
+		if err := c.runRound(ctx, a, r, rounds); err != nil {
+			armErr = fmt.Errorf("round %d: %w", r, err)
+			break
+		}
+	}
+	status := tracking.StatusFinished
+	if armErr != nil {
+		status = tracking.StatusFailed
+		if ctx.Err() != nil {
+			status = tracking.StatusKilled
+		}
+	}
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for site, id := range a.siteRuns {
+		if err := c.deps.Tracker.UpdateRun(endCtx, id, status, time.Now(), ""); err != nil {
+			c.log.Warn("tracking_update_failed", "site", site, "err", err)
+		}
+	}
+	method := "estimated"
+	if a.measuredAny {
+		method = "measured"
+	}
+	_ = c.deps.Tracker.LogBatch(endCtx, a.runID, nil, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}})
+	if err := c.deps.Tracker.UpdateRun(endCtx, a.runID, status, time.Now(), ""); err != nil {
+		c.log.Warn("tracking_update_failed", "arm", arm.Name, "err", err)
+	}
+	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: arm.Name, Metrics: map[string]float64{
+		tracking.MetricTestAccuracy: a.lastAcc, "wall_seconds": time.Since(a.started).Seconds(),
+	}}, nil)
+	return armErr
+}
+
+// candidates returns the sites a round may select. The first round of an
+// arm waits for every site of the job (up to SiteWait, then settles for
+// min_per_round); later rounds take whoever of them is connected, as long
+// as that is at least min_per_round.
+func (c *Coordinator) candidates(ctx context.Context, a *armRun, first bool) ([]string, error) {
+	spec := a.j.spec
+	centralized := a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN
+	need, want := spec.Sites.MinPerRound, spec.Sites.Count
+	if centralized {
+		need, want = 1, 1
+	}
+	if !first {
+		want = need
+	}
+	deadline := time.NewTimer(c.cfg.SiteWait)
+	defer deadline.Stop()
+	var logged time.Time
+	for {
+		names, caps, changed := c.connected()
+		cands := eligible(spec, names, caps, centralized)
+		if len(cands) >= want {
+			return cands, nil
+		}
+		if time.Since(logged) > 10*time.Second {
+			logged = time.Now()
+			msg := fmt.Sprintf("waiting for sites: %d of %d connected", len(cands), want)
+			if centralized {
+				msg = "waiting for a site that holds the pooled data (trainer capability \"centralized\")"
+			}
+			a.j.emit(&pb.JobEvent{Kind: "waiting", Arm: a.arm.Name, Message: msg}, nil)
+			c.log.Info("waiting_for_sites", "job", a.j.id, "connected", len(cands), "want", want)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			if len(cands) >= need {
+				return cands, nil
+			}
+			return nil, fmt.Errorf("only %d of the %d sites needed connected within %s; start the missing sites or lower sites.min_per_round", len(cands), need, c.cfg.SiteWait)
+		case <-changed:
+		}
+	}
+}
+
+// eligible picks, from the connected sites, those a job's arm may use: the
+// job's named sites (or any, up to sites.count) for a federated arm, one
+// site holding the pooled data for a centralized arm.
+func eligible(spec *job.Spec, names []string, caps map[string]*pb.Capabilities, centralized bool) []string {
+	var out []string
+	want := make(map[string]bool, len(spec.Sites.Names))
+	for _, n := range spec.Sites.Names {
+		want[n] = true
+	}
+	for _, n := range names {
+		pooled := hasString(caps[n].GetTrainers(), "centralized")
+		switch {
+		case centralized && pooled:
+			return []string{n}
+		case centralized || pooled:
+		case len(want) == 0 || want[n]:
+			out = append(out, n)
+		}
+	}
+	if len(out) > spec.Sites.Count {
+		out = out[:spec.Sites.Count]
+	}
+	return out
+}
+
+func hasString(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

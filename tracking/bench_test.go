@@ -1,0 +1,50 @@
+package tracking
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// BenchmarkLogBatch measures metric points per second through the Go API:
+// batches of 1000 points in one transaction (10 keys × 100 steps, as a
+// job's rounds are logged, and 1000 distinct keys, the worst case for the
+// latest-value table), against the baseline of one point per transaction.
+// Compare the points/s of the sub-benchmarks of one run.
+func BenchmarkLogBatch(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		batch int
+		keys  int
+	}{
+		{"batch=1000/keys=10", 1000, 10},
+		{"batch=1000/keys=1000", 1000, 1000},
+		{"single", 1, 1},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, _ := openStore(b)
+			run := mustCreateRun(b, s, CreateRun{}).Info.RunID
+			keys := make([]string, c.keys)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("site/metric_%d", i)
+			}
+			batch := make([]Metric, c.batch)
+			step := int64(0)
+			points := 0
+			for b.Loop() {
+				for i := range batch {
+					batch[i] = Metric{Key: keys[i%c.keys], Value: float64(step), Timestamp: step, Step: step}
+					if (i+1)%c.keys == 0 {
+						step++
+					}
+				}
+				if err := s.LogBatch(ctx, run, batch, nil, nil); err != nil {
+					b.Fatal(err)
+				}
+				points += len(batch)
+			}
+			b.ReportMetric(float64(points)/b.Elapsed().Seconds(), "points/s")
+		})
+	}
+}

@@ -1,0 +1,202 @@
+package tracking
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// LogBatch logs metrics, params and tags to a run in one transaction: all
+// or nothing. Within a call at most [MaxMetricsPerBatch] metrics,
+// [MaxParamsTagsPerBatch] params and as many tags, [MaxEntitiesPerBatch] in
+// all (MLflow's limits); split larger sets across calls.
+//
+// Metrics append to each key's history (the very same point twice is kept
+// once) and update the key's latest value when the new point has a higher
+// (step, timestamp, value). Params are immutable: a key logged again with
+// the same value is fine, with a different one [ErrParamConflict]. Tags
+// overwrite; the last of a key in tags wins, and [TagRunName] renames the
+// run. A deleted run is [ErrRunDeleted]; a finished one takes writes, as
+// in MLflow.
+func (s *SQLiteStore) LogBatch(ctx context.Context, runID string, metrics []Metric, params []Param, tags []Tag) error {
+	what := fmt.Sprintf("logging to run %s", runID)
+	if err := validateBatch(metrics, params, tags); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return s.write(ctx, what, func(tx *sql.Tx) error {
+		if err := checkRunActive(ctx, tx, runID); err != nil {
+			return err
+		}
+		if err := s.logParams(ctx, tx, runID, params); err != nil {
+			return err
+		}
+		if err := s.setTags(ctx, tx, runID, tags); err != nil {
+			return err
+		}
+		return s.logMetrics(ctx, tx, runID, metrics)
+	})
+}
+
+// LogMetric logs one metric point; see LogBatch.
+func (s *SQLiteStore) LogMetric(ctx context.Context, runID string, m Metric) error {
+	return s.LogBatch(ctx, runID, []Metric{m}, nil, nil)
+}
+
+// LogParam logs one param; see LogBatch.
+func (s *SQLiteStore) LogParam(ctx context.Context, runID string, p Param) error {
+	return s.LogBatch(ctx, runID, nil, []Param{p}, nil)
+}
+
+// SetTag sets (or overwrites) one tag; see LogBatch.
+func (s *SQLiteStore) SetTag(ctx context.Context, runID string, t Tag) error {
+	return s.LogBatch(ctx, runID, nil, nil, []Tag{t})
+}
+
+// DeleteTag removes a tag from a run; [ErrNotFound] when the run has no
+// such tag.
+func (s *SQLiteStore) DeleteTag(ctx context.Context, runID, key string) error {
+	return s.write(ctx, fmt.Sprintf("deleting tag %q of run %s", key, runID), func(tx *sql.Tx) error {
+		if err := checkRunActive(ctx, tx, runID); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE run_uuid = ? AND key = ?`, runID, key)
+		return mustAffect(res, err)
+	})
+}
+
+// GetMetricHistory returns every point logged under key in a run, by step
+// then timestamp; none (and no error) when the run never logged key.
+func (s *SQLiteStore) GetMetricHistory(ctx context.Context, runID, key string) ([]Metric, error) {
+	var hist []Metric
+	err := s.read(ctx, fmt.Sprintf("getting history of metric %q of run %s", key, runID), func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM runs WHERE run_uuid = ?`, runID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		// The primary key's order is (run, key, step, timestamp, …).
+		return eachRow(ctx, tx, `SELECT value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ? AND key = ?
+			ORDER BY step, timestamp, value, is_nan`, []any{runID, key}, func(rows *sql.Rows) error {
+			m := Metric{Key: key}
+			var isNaN bool
+			if err := rows.Scan(&m.Value, &m.Timestamp, &m.Step, &isNaN); err != nil {
+				return err
+			}
+			if isNaN {
+				m.Value = math.NaN()
+			}
+			hist = append(hist, m)
+			return nil
+		})
+	})
+	return hist, err
+}
+
+func (s *SQLiteStore) logParams(ctx context.Context, tx *sql.Tx, runID string, params []Param) error {
+	if len(params) == 0 {
+		return nil
+	}
+	ins, sel := tx.StmtContext(ctx, s.insertParam), tx.StmtContext(ctx, s.selectParam)
+	for _, p := range params {
+		res, err := ins.ExecContext(ctx, runID, p.Key, p.Value)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			continue
+		}
+		var old string
+		if err := sel.QueryRowContext(ctx, runID, p.Key).Scan(&old); err != nil {
+			return err
+		}
+		if old != p.Value {
+			return fmt.Errorf("%w: param %q is %.80q, cannot change it to %.80q; log it under another key or in a new run", ErrParamConflict, p.Key, old, p.Value)
+		}
+	}
+	return nil
+}
+
+func (s *SQLiteStore) setTags(ctx context.Context, tx *sql.Tx, runID string, tags []Tag) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	up := tx.StmtContext(ctx, s.upsertTag)
+	for _, t := range tags {
+		if _, err := up.ExecContext(ctx, runID, t.Key, t.Value); err != nil {
+			return err
+		}
+		if t.Key == TagRunName {
+			if _, err := tx.ExecContext(ctx, `UPDATE runs SET name = ? WHERE run_uuid = ?`, t.Value, runID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// logMetrics appends every point and then raises each key's latest value
+// once, to the batch's greatest point of that key.
+func (s *SQLiteStore) logMetrics(ctx context.Context, tx *sql.Tx, runID string, metrics []Metric) error {
+	if len(metrics) == 0 {
+		return nil
+	}
+	ins := tx.StmtContext(ctx, s.insertMetric)
+	latest := make(map[string]storedMetric, 8)
+	var order []string // keys in first-seen order, so writes are deterministic
+	for _, m := range metrics {
+		sm := storeMetric(m)
+		if _, err := ins.ExecContext(ctx, runID, m.Key, sm.Step, sm.Timestamp, sm.value, sm.isNaN); err != nil {
+			return fmt.Errorf("metric %q: %w", m.Key, err)
+		}
+		cur, ok := latest[m.Key]
+		if !ok {
+			order = append(order, m.Key)
+		}
+		if !ok || sm.after(cur) {
+			latest[m.Key] = sm
+		}
+	}
+	up := tx.StmtContext(ctx, s.upsertLatest)
+	for _, k := range order {
+		sm := latest[k]
+		if _, err := up.ExecContext(ctx, runID, k, sm.Step, sm.Timestamp, sm.value, sm.isNaN); err != nil {
+			return fmt.Errorf("metric %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// storedMetric is a metric as stored: a NaN becomes value 0 with isNaN set.
+type storedMetric struct {
+	Metric
+	value float64
+	isNaN bool
+}
+
+func storeMetric(m Metric) storedMetric {
+	if math.IsNaN(m.Value) {
+		return storedMetric{Metric: m, isNaN: true}
+	}
+	return storedMetric{Metric: m, value: m.Value}
+}
+
+// after reports whether a is later than b in MLflow's latest-value order:
+// step, then timestamp, then value, then NaN after the same stored value.
+// It matches the WHERE clause of the latest_metrics upsert.
+func (a storedMetric) after(b storedMetric) bool {
+	c := cmp.Or(cmp.Compare(a.Step, b.Step), cmp.Compare(a.Timestamp, b.Timestamp), cmp.Compare(a.value, b.value))
+	if c == 0 && a.isNaN && !b.isNaN {
+		c = 1
+	}
+	return c > 0
+}

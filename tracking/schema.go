@@ -1,0 +1,83 @@
+package tracking
+
+// migrations are the schema's versions in order: migrations[i] takes a
+// database from PRAGMA user_version i to i+1. Append only; never edit a
+// released entry.
+//
+// Choices worth knowing:
+//   - Times are Unix milliseconds (INTEGER), as MLflow's.
+//   - A metric value is a REAL. SQLite stores ±Inf in a REAL but turns NaN
+//     into NULL, so a NaN is stored as value 0 with is_nan = 1, the same
+//     column MLflow's SQL store has. Negative zero reads back as zero.
+//   - metrics keeps every point; its primary key is the whole point, so
+//     logging the very same point twice stores it once (as MLflow).
+//     latest_metrics holds, per run and key, the point with the highest
+//     (step, timestamp, value, is_nan), updated in the same transaction.
+//   - experiment 0, "Default", is inserted at open time because its
+//     artifact location depends on the store's artifact root.
+var migrations = []string{
+	// 1: the MLflow tracking entities.
+	`
+CREATE TABLE experiments (
+	experiment_id     INTEGER PRIMARY KEY,
+	name              TEXT    NOT NULL UNIQUE,
+	artifact_location TEXT    NOT NULL,
+	lifecycle_stage   TEXT    NOT NULL DEFAULT 'active' CHECK (lifecycle_stage IN ('active', 'deleted')),
+	creation_time     INTEGER NOT NULL,
+	last_update_time  INTEGER NOT NULL
+);
+CREATE TABLE experiment_tags (
+	experiment_id INTEGER NOT NULL REFERENCES experiments (experiment_id) ON DELETE CASCADE,
+	key           TEXT    NOT NULL,
+	value         TEXT    NOT NULL,
+	PRIMARY KEY (experiment_id, key)
+) WITHOUT ROWID;
+CREATE TABLE runs (
+	run_uuid        TEXT    NOT NULL PRIMARY KEY,
+	name            TEXT    NOT NULL,
+	experiment_id   INTEGER NOT NULL REFERENCES experiments (experiment_id),
+	user_id         TEXT    NOT NULL DEFAULT '',
+	status          TEXT    NOT NULL CHECK (status IN ('RUNNING', 'SCHEDULED', 'FINISHED', 'FAILED', 'KILLED')),
+	start_time      INTEGER NOT NULL,
+	end_time        INTEGER,
+	artifact_uri    TEXT    NOT NULL,
+	lifecycle_stage TEXT    NOT NULL DEFAULT 'active' CHECK (lifecycle_stage IN ('active', 'deleted')),
+	deleted_time    INTEGER
+);
+CREATE INDEX runs_by_experiment ON runs (experiment_id, start_time DESC, run_uuid);
+CREATE TABLE params (
+	run_uuid TEXT NOT NULL REFERENCES runs (run_uuid) ON DELETE CASCADE,
+	key      TEXT NOT NULL,
+	value    TEXT NOT NULL,
+	PRIMARY KEY (run_uuid, key)
+) WITHOUT ROWID;
+CREATE TABLE tags (
+	run_uuid TEXT NOT NULL REFERENCES runs (run_uuid) ON DELETE CASCADE,
+	key      TEXT NOT NULL,
+	value    TEXT NOT NULL,
+	PRIMARY KEY (run_uuid, key)
+) WITHOUT ROWID;
+CREATE INDEX tags_by_key_value ON tags (key, value);
+CREATE TABLE metrics (
+	run_uuid  TEXT    NOT NULL REFERENCES runs (run_uuid) ON DELETE CASCADE,
+	key       TEXT    NOT NULL,
+	step      INTEGER NOT NULL,
+	timestamp INTEGER NOT NULL,
+	value     REAL    NOT NULL,
+	is_nan    INTEGER NOT NULL DEFAULT 0 CHECK (is_nan IN (0, 1)),
+	PRIMARY KEY (run_uuid, key, step, timestamp, value, is_nan)
+) WITHOUT ROWID;
+CREATE TABLE latest_metrics (
+	run_uuid  TEXT    NOT NULL REFERENCES runs (run_uuid) ON DELETE CASCADE,
+	key       TEXT    NOT NULL,
+	step      INTEGER NOT NULL,
+	timestamp INTEGER NOT NULL,
+	value     REAL    NOT NULL,
+	is_nan    INTEGER NOT NULL DEFAULT 0 CHECK (is_nan IN (0, 1)),
+	PRIMARY KEY (run_uuid, key)
+) WITHOUT ROWID;
+`,
+}
+
+// schemaVersion is the user_version a fully migrated database has.
+var schemaVersion = len(migrations)
