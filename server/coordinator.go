@@ -67,7 +67,7 @@ type Coordinator struct {
 
 	mu       sync.Mutex
 	pending  map[string]pendingJoin // by session id, between Join and Session
-	sites    map[string]*siteConn // connected sites by name
+	sites    map[string]*siteConn   // connected sites by name
 	tasks    map[string]*pendingTask
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
 

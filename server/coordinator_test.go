@@ -314,7 +314,6 @@ func waitJob(t *testing.T, c *cluster, id string) *pb.Job {
 	return got.GetJob()
 }
 
-
 func TestFedAvgRoundsOverTheWire(t *testing.T) {
 	c := newCluster(t)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -133,7 +133,9 @@ func (x *roundExec) finish(ctx context.Context) error {
 	a.bytesReceived += x.bytesReceived
 	now := time.Now().UnixMilli()
 	step := int64(x.r)
-	m := func(k string, v float64) tracking.Metric { return tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step} }
+	m := func(k string, v float64) tracking.Metric {
+		return tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step}
+	}
 	ms := []tracking.Metric{
 		m(tracking.MetricRoundSeconds, seconds),
 		m("elapsed_seconds", time.Since(a.started).Seconds()),

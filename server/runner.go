@@ -102,9 +102,9 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 		Name:         spec.Name,
 		StartTime:    time.Now(),
 		Tags: map[string]string{
-			tracking.TagJobID:  j.id,
-			tracking.TagKind:    "job",
-			"cohort.version": c.cfg.Version,
+			tracking.TagJobID: j.id,
+			tracking.TagKind:  "job",
+			"cohort.version":  c.cfg.Version,
 		},
 	})
 	if err != nil {
@@ -172,7 +172,6 @@ func (c *Coordinator) finishJobRun(j *jobRun, runID string, runErr error, cancel
 		c.log.Warn("tracking_update_failed", "job", j.id, "err", err)
 	}
 }
-
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
