@@ -37,15 +37,16 @@ func runJob(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	meter, closeMeter := newMeter(log)
+	siteMeter, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
 	res, err := federation.Run(ctx, src, federation.Options{
-		BaseDir:  filepath.Dir(path),
-		DBPath:   *db,
-		Progress: stdout,
-		Logger:   log,
-		Meter:    meter,
-		Version:  version,
+		BaseDir:    filepath.Dir(path),
+		DBPath:     *db,
+		Progress:   stdout,
+		Logger:     log,
+		Meter:      siteMeter,
+		CoordMeter: coordMeter,
+		Version:    version,
 	})
 	if res != nil && len(res.Comparison.Arms) > 0 {
 		fmt.Fprintln(stdout)

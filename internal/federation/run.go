@@ -33,6 +33,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Meter, if set, meters every site's tasks.
 	Meter client.Meter
+	// CoordMeter, if set, meters the coordinator's aggregation.
+	CoordMeter server.Meter
 	// Version is reported by the coordinator and the sites.
 	Version string
 }
@@ -85,7 +87,7 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	trainers := &Trainers{}
 	shape := ds.Pooled.Shape
 	coord, err := server.New(server.Config{Version: opts.Version, Logger: log.With("component", "coordinator")},
-		server.Deps{Tracker: store, Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
+		server.Deps{Tracker: store, Meter: opts.CoordMeter, Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
 	if err != nil {
 		return nil, err
 	}

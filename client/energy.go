@@ -1,0 +1,60 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"runtime"
+
+	"github.com/cohortfl/cohort/energy"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// EnergyMeter adapts an energy.Meter to the agent's [Meter].
+func EnergyMeter(m *energy.Meter) Meter { return energyMeter{m} }
+
+type energyMeter struct{ m *energy.Meter }
+
+// Start begins a measurement. The calling goroutine, which trains, is
+// locked to its OS thread until stop, so that the CPU-time estimate counts
+// this task's work only, not that of other sites in the same process; stop
+// must be called on the same goroutine.
+func (e energyMeter) Start(ctx context.Context) (func() *pb.EnergyReport, error) {
+	runtime.LockOSThread()
+	x, err := e.m.StartWithCPUTime(ctx, energy.ThreadCPUTime)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	return func() *pb.EnergyReport {
+		defer runtime.UnlockOSThread()
+		return ReportToProto(x.Stop())
+	}, nil
+}
+
+// ReportToProto converts an energy report for the wire; the full report
+// also travels as JSON for tracking artifacts.
+func ReportToProto(r energy.Report) *pb.EnergyReport {
+	out := &pb.EnergyReport{
+		Seconds:       r.Seconds,
+		LowConfidence: r.LowConfidence,
+		Method:        r.Method(),
+		Estimated: &pb.EnergyEstimate{
+			CpuSeconds: r.Estimated.CPUSeconds, WattsPerCore: r.Estimated.WattsPerCore, Joules: r.Estimated.Joules,
+		},
+	}
+	for _, g := range r.GPUs {
+		out.Gpus = append(out.Gpus, &pb.GPUEnergy{
+			Uuid: g.UUID, Index: int32(g.Index), Name: g.Name, Joules: g.Joules, Method: g.Method,
+			PowerAvgWatts: g.PowerAvgW, PowerMaxWatts: g.PowerMaxW, UtilizationAvgPercent: g.UtilAvgPct,
+			MemoryMaxBytes: g.MemMaxBytes, Samples: int32(g.Samples), IntervalMs: r.Interval.Milliseconds(),
+			Shared: g.Shared, Resets: int32(g.Resets), DriverVersion: g.DriverVersion,
+		})
+	}
+	for _, c := range r.CPU {
+		out.Cpu = append(out.Cpu, &pb.DomainEnergy{Name: c.Name, Joules: c.Joules, Method: c.Method, Wraps: int32(c.Wraps)})
+	}
+	if b, err := json.Marshal(r); err == nil {
+		out.Json = b
+	}
+	return out
+}
