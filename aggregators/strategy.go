@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/cohortfl/cohort/model"
 )
@@ -127,10 +129,7 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 	}
 	wt := float64(n)
 	for i, t := range u.Tensors {
-		a := r.acc[i]
-		for j, v := range t.Data {
-			a[j] += wt * float64(v)
-		}
+		parallel(len(t.Data), func(lo, hi int) { axpy64(r.acc[i][lo:hi], wt, t.Data[lo:hi]) })
 	}
 	r.total += wt
 	r.updates++
@@ -143,20 +142,65 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 	}
 	next := r.global.ZerosLike()
 	var norm2 float64
+	var mu sync.Mutex
 	for i, t := range next.Tensors {
 		g := r.global.Tensors[i].Data
 		a := r.acc[i]
-		for j := range t.Data {
-			avg := a[j] / r.total
-			v := float64(g[j]) + r.lr*(avg-float64(g[j]))
-			t.Data[j] = float32(v)
-			d := v - float64(g[j])
-			norm2 += d * d
-		}
+		parallel(len(t.Data), func(lo, hi int) {
+			var n2 float64
+			for j := lo; j < hi; j++ {
+				avg := a[j] / r.total
+				v := float64(g[j]) + r.lr*(avg-float64(g[j]))
+				t.Data[j] = float32(v)
+				d := v - float64(g[j])
+				n2 += d * d
+			}
+			mu.Lock()
+			norm2 += n2
+			mu.Unlock()
+		})
 	}
 	return next, map[string]float64{
 		"updates":     float64(r.updates),
 		"samples":     r.total,
 		"update_norm": math.Sqrt(norm2),
 	}, nil
+}
+
+// axpy64 sets a += w·x, accumulating float32 values in float64.
+func axpy64(a []float64, w float64, x []float32) {
+	a = a[:len(x)]
+	j := 0
+	for ; j+4 <= len(x); j += 4 {
+		a[j] += w * float64(x[j])
+		a[j+1] += w * float64(x[j+1])
+		a[j+2] += w * float64(x[j+2])
+		a[j+3] += w * float64(x[j+3])
+	}
+	for ; j < len(x); j++ {
+		a[j] += w * float64(x[j])
+	}
+}
+
+// parallelMin is the length below which splitting work across cores costs
+// more than it saves.
+const parallelMin = 1 << 16
+
+// parallel runs f over [0, n) in one contiguous range per core.
+func parallel(n int, f func(lo, hi int)) {
+	p := runtime.GOMAXPROCS(0)
+	if n < parallelMin || p == 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (n + p - 1) / p
+	for lo := 0; lo < n; lo += step {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			f(lo, hi)
+		}(lo, min(lo+step, n))
+	}
+	wg.Wait()
 }

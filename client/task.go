@@ -40,6 +40,22 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}
+	// The measurement covers the whole task on the site: evaluating the
+	// received model and training.
+	var stop func() *pb.EnergyReport
+	if a.meter != nil {
+		if stop, err = a.meter.Start(ctx); err != nil {
+			log.Warn("energy_meter_failed", "err", err)
+			stop = nil
+		}
+	}
+	var report *pb.EnergyReport
+	stopMeter := func() {
+		if stop != nil && report == nil {
+			report = stop()
+		}
+	}
+	defer stopMeter()
 	metrics := make(map[string]float64)
 	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
 		ev, err := tr.Evaluate(ctx, global, testSet)
@@ -71,18 +87,8 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 			}}})
 		},
 	}
-	var stop func() *pb.EnergyReport
-	if a.meter != nil {
-		if stop, err = a.meter.Start(ctx); err != nil {
-			log.Warn("energy_meter_failed", "err", err)
-			stop = nil
-		}
-	}
 	updated, res, err := tr.Train(ctx, global, trainSet, cfg)
-	var report *pb.EnergyReport
-	if stop != nil {
-		report = stop()
-	}
+	stopMeter()
 	if err != nil {
 		return fmt.Errorf("training: %w", err)
 	}

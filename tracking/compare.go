@@ -57,6 +57,15 @@ func (a ArmSummary) MegabytesMoved() float64 {
 	return (zeroIfNaN(a.BytesSent) + zeroIfNaN(a.BytesReceived)) / 1e6
 }
 
+// AccuracyPerKJ is the final accuracy per kilojoule of energy; NaN when
+// either is unknown or the energy is zero.
+func (a ArmSummary) AccuracyPerKJ() float64 {
+	if math.IsNaN(a.FinalAccuracy) || math.IsNaN(a.EnergyJoules) || a.EnergyJoules <= 0 {
+		return math.NaN()
+	}
+	return a.FinalAccuracy / (a.EnergyJoules / 1000)
+}
+
 // Compare reads the arm runs nested under the job run jobRunID (its child
 // runs) into a Comparison. The job run must exist; a job without arms
 // gives an empty Comparison.
@@ -152,10 +161,11 @@ func lastPerStep(h []Metric) []Metric {
 
 // WriteTable writes the comparison as an aligned text table, one row per
 // arm: arm, kind, final and best test accuracy, rounds, wall seconds, MB
-// moved, energy in joules with its method, grams of CO2. Figures an arm
-// did not log show as "-".
+// moved, energy in joules with its method, accuracy per kJ (final accuracy
+// divided by energy), milligrams of CO2. Figures an arm did not log show
+// as "-".
 func (c Comparison) WriteTable(w io.Writer) error {
-	header := []string{"arm", "kind", "final acc", "best acc", "rounds", "wall s", "MB moved", "energy J", "energy method", "CO2 g"}
+	header := []string{"arm", "kind", "final acc", "best acc", "rounds", "wall s", "MB moved", "energy J", "energy method", "acc/kJ", "CO2 mg"}
 	leftAligned := map[int]bool{0: true, 1: true, 8: true}
 	rows := [][]string{header}
 	for _, a := range c.Arms {
@@ -168,7 +178,8 @@ func (c Comparison) WriteTable(w io.Writer) error {
 			formatFigure(a.FinalAccuracy, 4), formatFigure(a.BestAccuracy, 4),
 			strconv.Itoa(a.Rounds),
 			formatFigure(a.WallSeconds, 1), formatFigure(a.MegabytesMoved(), 2),
-			formatFigure(a.EnergyJoules, 1), cmp.Or(a.EnergyMethod, "-"), formatFigure(a.CO2Grams, 3),
+			formatFigure(a.EnergyJoules, 1), cmp.Or(a.EnergyMethod, "-"),
+			formatFigure(a.AccuracyPerKJ(), 3), formatFigure(a.CO2Grams*1000, 2),
 		})
 	}
 	widths := make([]int, len(header))

@@ -97,10 +97,10 @@ func TestCompare(t *testing.T) {
 	if err := c.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	wantTable := `arm          kind         final acc  best acc  rounds  wall s  MB moved  energy J  energy method  CO2 g
-centralized  centralized     0.8800    0.8800       2     6.0         -     300.0  estimated      0.030
-fedavg       federated       0.8700    0.8700       3     7.0     12.00     200.0  nvml-counter   0.020
-fedprox      federated       0.7500    0.7500       1     2.0      2.00         -  -                  -
+	wantTable := `arm          kind         final acc  best acc  rounds  wall s  MB moved  energy J  energy method  acc/kJ  CO2 mg
+centralized  centralized     0.8800    0.8800       2     6.0         -     300.0  estimated       2.933   30.00
+fedavg       federated       0.8700    0.8700       3     7.0     12.00     200.0  nvml-counter    4.350   20.00
+fedprox      federated       0.7500    0.7500       1     2.0      2.00         -  -                   -       -
 `
 	if diff := cmp.Diff(wantTable, b.String()); diff != "" {
 		t.Errorf("WriteTable mismatch (-want +got):\n%s", diff)
