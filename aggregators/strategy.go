@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 

@@ -30,7 +30,7 @@ type Options struct {
 	// Logger receives the meter's logs; nil discards them.
 	Logger *slog.Logger
 
-	gpus gpuBackend // tests inject fakes; nil opens NVML
+	gpus  gpuBackend // tests inject fakes; nil opens NVML
 	noGPU bool
 }
 

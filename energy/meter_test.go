@@ -43,7 +43,7 @@ func (g *fakeGPU) powerMW() (uint32, string, error) {
 	return g.mw, "instant", nil
 }
 func (g *fakeGPU) utilization() (uint32, error) { return g.util, nil }
-func (g *fakeGPU) memoryUsed() (uint64, error) { return g.mem, nil }
+func (g *fakeGPU) memoryUsed() (uint64, error)  { return g.mem, nil }
 func (g *fakeGPU) set(mj uint64) {
 	g.mu.Lock()
 	g.mj = mj
