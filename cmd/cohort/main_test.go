@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRunQuickExample runs the README's first command end to end: the
+// shipped quick job over real loopback TCP, through the sub-command.
+func TestRunQuickExample(t *testing.T) {
+	var out, errOut bytes.Buffer
+	db := filepath.Join(t.TempDir(), "cohort.db")
+	err := run(context.Background(), []string{"run", "--db", db, "../../examples/fashion-mnist/quick.yaml"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("cohort run: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	for _, want := range []string{"arm centralized", "arm fedavg", "arm fedprox", "final acc", "acc/kJ", "tracking: " + db} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCommandErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"run"}, "one job file"},
+		{[]string{"run", "/no/such/job.yaml"}, "reading the job file"},
+		{[]string{"run", "--log-level", "loud", "../../examples/fashion-mnist/quick.yaml"}, "--log-level"},
+		{[]string{"energy"}, "energy probe"},
+		{[]string{"energy", "probe", "--seconds", "0"}, "--seconds"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), tt.args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("cohort %v = %v, want an error mentioning %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+func TestEnergyProbe(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"energy", "probe", "--seconds", "0.2"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"energy sources:", "nvml", "rapl", "estimate", "measured energy:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("probe output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
