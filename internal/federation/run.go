@@ -76,7 +76,9 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	}
 	for _, n := range spec.Sites.Names {
 		s := ds.Sites[n]
-		fmt.Fprintf(opts.Progress, "  %-10s %6d train %5d test  labels %v\n", n, s.Train.N, nTest(s), s.Train.LabelHistogram())
+		hist := s.Train.LabelHistogram()
+		fmt.Fprintf(opts.Progress, "  %-10s %6d train %5d test  labels %v\n", n, s.Train.N, nTest(s), hist)
+		log.Info("site_partition", "site", n, "train", s.Train.N, "test", nTest(s), "labels", hist)
 	}
 	store, err := tracking.OpenSQLite(ctx, dbPath)
 	if err != nil {
