@@ -397,8 +397,9 @@ func TestExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := q.Arms[0].Centralized.Epochs, 3; got != want {
-		t.Errorf("quick.yaml centralized epochs = %d, want %d", got, want)
+	// The centralized arm defaults to rounds × epochs passes over the data.
+	if got, want := q.Arms[0].Centralized.Epochs, q.Rounds*q.Train.Epochs; got != want {
+		t.Errorf("quick.yaml centralized epochs = %d, want rounds × epochs = %d", got, want)
 	}
 }
 
