@@ -17,10 +17,6 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
-// TrainerCapability is the trainer name a site advertises when it holds the
-// pooled data a job's centralized arm trains on.
-const TrainerCapability = "centralized"
-
 // Config configures an Agent.
 type Config struct {
 	// Name is the site's name; with TLS it must equal its certificate's CN.
@@ -268,7 +264,9 @@ func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, 
 		log.Debug("task_started", "kind", t.GetKind().String())
 		if err := a.runTask(tctx, cli, s, t, log); err != nil {
 			log.Warn("task_failed", "err", err)
-			if ctx.Err() == nil {
+			// A refused update was already recorded by the coordinator.
+			var refused *RefusedError
+			if ctx.Err() == nil && !errors.As(err, &refused) {
 				_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: t.GetTaskId(), Reason: err.Error()}}})
 			}
 		}

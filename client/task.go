@@ -141,6 +141,14 @@ func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	return w, nil
 }
 
+// RefusedError is returned for an update the coordinator received and
+// refused (wrong shapes, non-finite values, a round already closed).
+type RefusedError struct {
+	Reason string
+}
+
+func (e *RefusedError) Error() string { return "the coordinator refused the update: " + e.Reason }
+
 // pushUpdate uploads trained weights with their metrics and energy report.
 func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64, metrics map[string]float64, rep *pb.EnergyReport) error {
 	b, err := model.MarshalSafetensors(w, nil)
@@ -174,7 +182,7 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 		return fmt.Errorf("pushing update: %w", err)
 	}
 	if !resp.GetAccepted() {
-		return fmt.Errorf("the coordinator refused the update: %s", resp.GetReason())
+		return &RefusedError{Reason: resp.GetReason()}
 	}
 	return nil
 }

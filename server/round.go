@@ -77,7 +77,10 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) er
 		started:     time.Now(),
 		allMeasured: true,
 	}
-	x.rr = newRoundRun(func(site string, p *pb.TaskProgress) {})
+	x.rr = newRoundRun(func(site string, p *pb.TaskProgress) {
+		c.log.Debug("site_progress", "job", a.j.id, "arm", a.arm.Name, "round", r, "site", site,
+			"epoch", p.GetEpoch(), "batch", p.GetBatch(), "batches", p.GetBatches(), "loss", p.GetLoss())
+	})
 	x.timer = time.NewTimer(time.Hour)
 	x.timer.Stop()
 	defer x.cleanup()

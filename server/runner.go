@@ -324,7 +324,7 @@ func (c *Coordinator) candidates(ctx context.Context, a *armRun, first bool) ([]
 			logged = time.Now()
 			msg := fmt.Sprintf("waiting for sites: %d of %d connected", len(cands), want)
 			if centralized {
-				msg = "waiting for a site that holds the pooled data (trainer capability \"centralized\")"
+				msg = "waiting for a site that holds the pooled data (trainer capability " + pb.PooledDataTrainer + ")"
 			}
 			a.j.emit(&pb.JobEvent{Kind: "waiting", Arm: a.arm.Name, Message: msg}, nil)
 			c.log.Info("waiting_for_sites", "job", a.j.id, "connected", len(cands), "want", want)
@@ -352,7 +352,7 @@ func eligible(spec *job.Spec, names []string, caps map[string]*pb.Capabilities, 
 		want[n] = true
 	}
 	for _, n := range names {
-		pooled := hasString(caps[n].GetTrainers(), "centralized")
+		pooled := hasString(caps[n].GetTrainers(), pb.PooledDataTrainer)
 		switch {
 		case centralized && pooled:
 			return []string{n}

@@ -181,7 +181,7 @@ func hasCentralized(spec *job.Spec) bool {
 func startAgent(ctx context.Context, g *errgroup.Group, name string, central bool, src siteSource, tf client.TrainerFactory, opts Options, addr string, dial []grpc.DialOption, log *slog.Logger) error {
 	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn"}, EnergySources: []string{"estimate"}}
 	if central {
-		caps.Trainers = append(caps.Trainers, client.TrainerCapability)
+		caps.Trainers = append(caps.Trainers, pb.PooledDataTrainer)
 	}
 	a, err := client.New(client.Config{
 		Name: name, Targets: []string{addr}, DialOptions: dial, Version: opts.Version,
