@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Errors returned by this package.
@@ -35,6 +37,15 @@ type LoadOptions struct {
 	Getenv func(string) string
 	// SystemDir overrides [SystemFashionMNIST] (for tests).
 	SystemDir string
+	// CacheDir is where downloads go (default: the user cache
+	// dir/cohort/fashion-mnist).
+	CacheDir string
+	// NoDownload stops the loader from downloading when nothing is found.
+	NoDownload bool
+	// BaseURL overrides [FashionMNISTURL] (for tests and mirrors).
+	BaseURL string
+	// HTTPClient downloads (default: one with a 5-minute timeout).
+	HTTPClient *http.Client
 }
 
 var fmnistFiles = [4]string{"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
@@ -60,8 +71,21 @@ func LoadFashionMNIST(ctx context.Context, opts LoadOptions) (train, test *Datas
 			dirs = append(dirs, d, filepath.Join(d, "fashion-mnist"))
 		}
 		dirs = append(dirs, sys)
-		if c, err := os.UserCacheDir(); err == nil {
-			dirs = append(dirs, filepath.Join(c, "cohort", "fashion-mnist"))
+		cache := opts.CacheDir
+		if cache == "" {
+			if c, err := os.UserCacheDir(); err == nil {
+				cache = filepath.Join(c, "cohort", "fashion-mnist")
+			}
+		}
+		if cache != "" {
+			dirs = append(dirs, cache)
+			if !opts.NoDownload {
+				defer func() {
+					if err != nil && errors.Is(err, ErrNotFound) {
+						train, test, err = download(ctx, opts, cache, err)
+					}
+				}()
+			}
 		}
 	}
 	for _, d := range dirs {
@@ -82,6 +106,35 @@ func LoadFashionMNIST(ctx context.Context, opts LoadOptions) (train, test *Datas
 	return nil, nil, fmt.Errorf("%w: Fashion-MNIST's four IDX files (plain or .gz) are in none of %s; "+
 		"install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist), or point data.path or $COHORT_DATA at a folder holding %s",
 		ErrNotFound, strings.Join(dirs, ", "), strings.Join(fmnistFiles[:], ", "))
+}
+
+// download fetches the dataset into cache and loads it; on failure the
+// error says where the loader looked and why the download failed.
+func download(ctx context.Context, opts LoadOptions, cache string, notFound error) (*Dataset, *Dataset, error) {
+	client := opts.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 5 * time.Minute}
+	}
+	base := opts.BaseURL
+	if base == "" {
+		base = FashionMNISTURL
+	}
+	if err := downloadFashionMNIST(ctx, client, base, cache); err != nil {
+		return nil, nil, fmt.Errorf("%w; downloading it failed too: %v", notFound, err)
+	}
+	paths, ok := findFiles(cache)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w; the download to %s left files missing", notFound, cache)
+	}
+	train, err := readPair("fashion-mnist/train", paths[0], paths[1])
+	if err != nil {
+		return nil, nil, err
+	}
+	test, err := readPair("fashion-mnist/test", paths[2], paths[3])
+	if err != nil {
+		return nil, nil, err
+	}
+	return train, test, nil
 }
 
 func findFiles(dir string) ([4]string, bool) {
