@@ -1,0 +1,296 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/model"
+)
+
+var subset = sync.OnceValues(func() ([2]*data.Dataset, error) {
+	tr, te, err := data.LoadFashionMNIST(context.Background(), data.LoadOptions{Path: "../data/testdata/fmnist-subset"})
+	return [2]*data.Dataset{tr, te}, err
+})
+
+func fmnist(t testing.TB) (*data.Dataset, *data.Dataset) {
+	t.Helper()
+	ds, err := subset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds[0], ds[1]
+}
+
+// blobs is a small separable problem: class c is centred at e_c·3.
+func blobs(n, features, classes int, seed uint64) *data.Dataset {
+	r := rand.New(rand.NewPCG(seed, 1))
+	ds := &data.Dataset{N: n, Features: features, Shape: []int{features}, Classes: classes,
+		X: make([]float32, n*features), Y: make([]uint8, n)}
+	for i := 0; i < n; i++ {
+		c := r.IntN(classes)
+		ds.Y[i] = uint8(c)
+		for j := 0; j < features; j++ {
+			v := r.NormFloat64() * 0.5
+			if j == c {
+				v += 3
+			}
+			ds.X[i*features+j] = float32(v)
+		}
+	}
+	return ds
+}
+
+func mustNew(t testing.TB, cfg Config) Trainer {
+	t.Helper()
+	tr, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// lossOf is the mean cross-entropy of w on ds.
+func lossOf(t *testing.T, tr Trainer, w *model.Weights, ds *data.Dataset) float64 {
+	t.Helper()
+	r, err := tr.Evaluate(context.Background(), w, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Loss
+}
+
+// TestGradients compares one SGD step's change with finite differences of
+// the loss: with lr = h, the step moves each weight by −h·∂L/∂w.
+func TestGradients(t *testing.T) {
+	for _, cfg := range []Config{
+		{Kind: "logreg", InputShape: []int{5}, Classes: 3},
+		{Kind: "mlp", Hidden: []int{7, 4}, InputShape: []int{5}, Classes: 3},
+	} {
+		t.Run(cfg.Kind, func(t *testing.T) {
+			tr := mustNew(t, cfg)
+			ds := blobs(6, 5, 3, 9)
+			w, _ := tr.Init(3)
+			const lr = 1e-3
+			// One full-batch step with lr: Δw = −lr·g.
+			next, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: ds.N, LR: lr, Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked := 0
+			for ti, tn := range w.Tensors {
+				for _, i := range []int{0, len(tn.Data) / 2, len(tn.Data) - 1} {
+					analytic := float64(w.Tensors[ti].Data[i]-next.Tensors[ti].Data[i]) / lr
+					plus, minus := w.Clone(), w.Clone()
+					const h = 1e-2
+					plus.Tensors[ti].Data[i] += h
+					minus.Tensors[ti].Data[i] -= h
+					numeric := (lossOf(t, tr, plus, ds) - lossOf(t, tr, minus, ds)) / (2 * h)
+					if d := math.Abs(analytic - numeric); d > 2e-2*math.Max(1, math.Abs(numeric)) {
+						t.Errorf("%s[%d]: gradient %.5f, finite difference %.5f", tn.Name, i, analytic, numeric)
+					}
+					checked++
+				}
+			}
+			if checked == 0 {
+				t.Fatal("checked nothing")
+			}
+		})
+	}
+}
+
+func TestMLPLearnsFashionMNIST(t *testing.T) {
+	train, test := fmnist(t)
+	tr := mustNew(t, Config{Kind: "mlp", Hidden: []int{64}, InputShape: train.Shape, Classes: 10})
+	w, _ := tr.Init(1)
+	before, _ := tr.Evaluate(context.Background(), w, test)
+	w, res, err := tr.Train(context.Background(), w, train, TrainConfig{Epochs: 2, BatchSize: 32, LR: 0.05, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := tr.Evaluate(context.Background(), w, test)
+	if after.Accuracy < 0.75 || before.Accuracy > 0.25 {
+		t.Errorf("test accuracy %.3f → %.3f after 2 epochs, want from chance to ≥ 0.75", before.Accuracy, after.Accuracy)
+	}
+	if res.NumSamples != 6000 || res.Steps != 2*188 || res.Epochs != 2 {
+		t.Errorf("result = %+v, want 6000 samples, 376 steps", res)
+	}
+}
+
+func TestDeterminism(t *testing.T) {
+	ds := blobs(200, 8, 4, 1)
+	tr := mustNew(t, Config{Kind: "mlp", Hidden: []int{16}, InputShape: []int{8}, Classes: 4})
+	w0, _ := tr.Init(5)
+	w0b, _ := tr.Init(5)
+	w0c, _ := tr.Init(6)
+	if !cmp.Equal(w0, w0b) || cmp.Equal(w0, w0c) {
+		t.Error("Init is not a function of the seed")
+	}
+	cfg := TrainConfig{Epochs: 2, BatchSize: 16, LR: 0.1, Momentum: 0.9, Seed: 7}
+	a, _, _ := tr.Train(context.Background(), w0, ds, cfg)
+	b, _, _ := tr.Train(context.Background(), w0, ds, cfg)
+	cfg.Seed = 8
+	c, _, _ := tr.Train(context.Background(), w0, ds, cfg)
+	if !cmp.Equal(a, b) {
+		t.Error("the same seed gave different weights")
+	}
+	if cmp.Equal(a, c) {
+		t.Error("a different seed gave the same weights")
+	}
+	if !cmp.Equal(w0, w0b) {
+		t.Error("Train modified its input weights")
+	}
+}
+
+func TestFedProxStaysNearAnchor(t *testing.T) {
+	ds := blobs(300, 8, 4, 2)
+	tr := mustNew(t, Config{Kind: "mlp", Hidden: []int{16}, InputShape: []int{8}, Classes: 4})
+	anchor, _ := tr.Init(1)
+	dist := func(mu float64) float64 {
+		w, _, err := tr.Train(context.Background(), anchor, ds, TrainConfig{Epochs: 3, BatchSize: 10, LR: 0.05, Mu: mu, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := model.Sub(w, anchor)
+		return d.L2Norm()
+	}
+	free, prox := dist(0), dist(10)
+	if !(prox < 0.5*free) {
+		t.Errorf("‖w − anchor‖ = %.3f with μ=10, %.3f with μ=0; want the proximal term to hold it at less than half", prox, free)
+	}
+}
+
+func TestCancellation(t *testing.T) {
+	train, _ := fmnist(t)
+	tr := mustNew(t, Config{Kind: "mlp", Hidden: []int{32}, InputShape: train.Shape, Classes: 10})
+	w, _ := tr.Init(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := TrainConfig{Epochs: 100, BatchSize: 32, LR: 0.05, Progress: func(e, b, n int, l float64) {
+		if b == 10 {
+			cancel()
+		}
+	}}
+	_, res, err := tr.Train(ctx, w, train, cfg)
+	if !errors.Is(err, context.Canceled) || res.Steps > 11 {
+		t.Errorf("Train after cancel = %v after %d steps, want context.Canceled right away", err, res.Steps)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	ds := blobs(20, 8, 4, 3)
+	tr := mustNew(t, Config{Kind: "mlp", Hidden: []int{5}, InputShape: []int{8}, Classes: 4})
+	w, _ := tr.Init(1)
+	other := mustNew(t, Config{Kind: "mlp", Hidden: []int{6}, InputShape: []int{8}, Classes: 4})
+	wrong, _ := other.Init(1)
+	good := TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1}
+	tests := []struct {
+		name string
+		w    *model.Weights
+		ds   *data.Dataset
+		cfg  TrainConfig
+		want string
+	}{
+		{"wrong shapes", wrong, ds, good, "do not fit"},
+		{"wrong features", w, blobs(5, 9, 4, 1), good, "9 features"},
+		{"empty data", w, &data.Dataset{Features: 8}, good, "no data"},
+		{"epochs", w, ds, TrainConfig{BatchSize: 4, LR: 0.1}, "epochs"},
+		{"lr", w, ds, TrainConfig{Epochs: 1, BatchSize: 4}, "learning rate"},
+		{"momentum", w, ds, TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1, Momentum: 1}, "momentum"},
+		{"diverges", w, ds, TrainConfig{Epochs: 3, BatchSize: 4, LR: 1e30}, "diverged"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := tr.Train(context.Background(), tt.w, tt.ds, tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Train = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+	for _, cfg := range []Config{
+		{Kind: "svm", InputShape: []int{8}, Classes: 4},
+		{Kind: "mlp", InputShape: []int{8}, Classes: 4},
+		{Kind: "mlp", Hidden: []int{-1}, InputShape: []int{8}, Classes: 4},
+		{Kind: "logreg", InputShape: []int{8}, Classes: 1},
+		{Kind: "logreg", Classes: 3},
+	} {
+		if _, err := New(cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("New(%+v) = %v, want ErrConfig", cfg, err)
+		}
+	}
+}
+
+func TestInitNamesAndShapes(t *testing.T) {
+	w, _ := mustNew(t, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}).Init(1)
+	var got []string
+	for _, tn := range w.Tensors {
+		got = append(got, tn.Name+fmtShape(tn.Shape))
+	}
+	want := []string{"fc1.weight[200 784]", "fc1.bias[200]", "fc2.weight[10 200]", "fc2.bias[10]"}
+	if !cmp.Equal(got, want) {
+		t.Errorf("tensors = %v, want PyTorch's nn.Linear names and layout %v", got, want)
+	}
+}
+
+func fmtShape(s []int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, d := range s {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.Itoa(d))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+
+func benchTrain(b *testing.B, cfg Config, batch int) {
+	train, _ := fmnist(b)
+	tr := mustNew(b, cfg)
+	w, _ := tr.Init(1)
+	ds := train.Subset(seq(2000))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: batch, LR: 0.05}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(ds.N)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+func BenchmarkTrainMLP32(b *testing.B) {
+	benchTrain(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 32)
+}
+
+func BenchmarkTrainMLP128(b *testing.B) {
+	benchTrain(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 128)
+}
+
+func BenchmarkEvaluateMLP(b *testing.B) {
+	_, test := fmnist(b)
+	tr := mustNew(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10})
+	w, _ := tr.Init(1)
+	for b.Loop() {
+		if _, err := tr.Evaluate(context.Background(), w, test); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(test.N)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+}
