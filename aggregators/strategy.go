@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+
+	"gonum.org/v1/gonum/blas/blas32"
 
 	"github.com/cohortfl/cohort/model"
 )
@@ -88,15 +91,11 @@ func (f *FedAvg) Begin(global *model.Weights) (Round, error) {
 	if global == nil {
 		return nil, errors.New("fedavg: no global model")
 	}
-	acc := make([][]float64, len(global.Tensors))
-	for i, t := range global.Tensors {
-		acc[i] = make([]float64, len(t.Data))
-	}
 	lr := f.ServerLR
 	if lr == 0 {
 		lr = 1
 	}
-	return &avgRound{global: global, acc: acc, lr: lr}, nil
+	return &avgRound{global: global, lr: lr}, nil
 }
 
 // FedProx is FedAvg on the server; Mu is forwarded to the sites, whose
@@ -111,7 +110,8 @@ func (f *FedProx) Name() string { return "fedprox" }
 
 type avgRound struct {
 	global  *model.Weights
-	acc     [][]float64 // Σ n_k · w_k, in float64
+	acc     [][]float32 // Σ n_k/n_0 · w_k (scaled by the first update's count)
+	scale   float64     // n_0: the weights are relative to it, to keep magnitudes near 1
 	total   float64     // Σ n_k
 	updates int
 	lr      float64
@@ -127,11 +127,25 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 	if err := u.CheckFinite(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
-	wt := float64(n)
-	for i, t := range u.Tensors {
-		parallel(len(t.Data), func(lo, hi int) { axpy64(r.acc[i][lo:hi], wt, t.Data[lo:hi]) })
+	if r.updates == 0 {
+		// The first update has weight 1 (weights are relative to its
+		// count): the accumulator starts as a copy of it.
+		r.scale = float64(n)
+		r.acc = make([][]float32, len(u.Tensors))
+		for i, t := range u.Tensors {
+			r.acc[i] = slices.Clone(t.Data)
+		}
+		r.total, r.updates = float64(n), 1
+		return nil
 	}
-	r.total += wt
+	wt := float32(float64(n) / r.scale)
+	for i, t := range u.Tensors {
+		a := r.acc[i]
+		parallel(len(t.Data), func(lo, hi int) {
+			blas32.Axpy(wt, blas32.Vector{N: hi - lo, Inc: 1, Data: t.Data[lo:hi]}, blas32.Vector{N: hi - lo, Inc: 1, Data: a[lo:hi]})
+		})
+	}
+	r.total += float64(n)
 	r.updates++
 	return nil
 }
@@ -148,8 +162,9 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 		a := r.acc[i]
 		parallel(len(t.Data), func(lo, hi int) {
 			var n2 float64
+			inv := r.scale / r.total
 			for j := lo; j < hi; j++ {
-				avg := a[j] / r.total
+				avg := float64(a[j]) * inv
 				v := float64(g[j]) + r.lr*(avg-float64(g[j]))
 				t.Data[j] = float32(v)
 				d := v - float64(g[j])
@@ -165,21 +180,6 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 		"samples":     r.total,
 		"update_norm": math.Sqrt(norm2),
 	}, nil
-}
-
-// axpy64 sets a += w·x, accumulating float32 values in float64.
-func axpy64(a []float64, w float64, x []float32) {
-	a = a[:len(x)]
-	j := 0
-	for ; j+4 <= len(x); j += 4 {
-		a[j] += w * float64(x[j])
-		a[j+1] += w * float64(x[j+1])
-		a[j+2] += w * float64(x[j+2])
-		a[j+3] += w * float64(x[j+3])
-	}
-	for ; j < len(x); j++ {
-		a[j] += w * float64(x[j])
-	}
 }
 
 // parallelMin is the length below which splitting work across cores costs

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 )
 
 // Errors returned by this package.
@@ -88,17 +90,63 @@ func (w *Weights) Compatible(other *Weights) error {
 	return nil
 }
 
-// CheckFinite returns an error naming the first NaN or ±Inf.
+// CheckFinite returns an error naming the first NaN or ±Inf. Large
+// tensors are scanned on every core.
 func (w *Weights) CheckFinite() error {
 	for _, t := range w.Tensors {
-		for i, v := range t.Data {
-			// An all-ones exponent is NaN or ±Inf.
-			if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
-				return fmt.Errorf("%w: tensor %q holds %v at index %d", ErrNotFinite, t.Name, v, i)
-			}
+		if i := firstNonFinite(t.Data); i >= 0 {
+			return fmt.Errorf("%w: tensor %q holds %v at index %d", ErrNotFinite, t.Name, t.Data[i], i)
 		}
 	}
 	return nil
+}
+
+// firstNonFinite returns the index of the first NaN or ±Inf in d, or −1.
+func firstNonFinite(d []float32) int {
+	const chunk = 1 << 18
+	if len(d) <= chunk || runtime.GOMAXPROCS(0) == 1 {
+		return scanNonFinite(d, 0)
+	}
+	n := (len(d) + chunk - 1) / chunk
+	found := make([]int, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for c := 0; c < n; c++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(c int) {
+			defer func() { <-sem; wg.Done() }()
+			lo := c * chunk
+			found[c] = scanNonFinite(d[lo:min(lo+chunk, len(d))], lo)
+		}(c)
+	}
+	wg.Wait()
+	for _, i := range found {
+		if i >= 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// scanNonFinite scans d, whose first element is at index base; an
+// all-ones exponent is NaN or ±Inf.
+func scanNonFinite(d []float32, base int) int {
+	const exp = 0x7f800000
+	i := 0
+	for ; i+4 <= len(d); i += 4 {
+		a, b := math.Float32bits(d[i])&exp, math.Float32bits(d[i+1])&exp
+		c, e := math.Float32bits(d[i+2])&exp, math.Float32bits(d[i+3])&exp
+		if a == exp || b == exp || c == exp || e == exp {
+			break
+		}
+	}
+	for ; i < len(d); i++ {
+		if math.Float32bits(d[i])&exp == exp {
+			return base + i
+		}
+	}
+	return -1
 }
 
 // Axpy sets w += alpha·x.

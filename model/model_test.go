@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -291,5 +292,20 @@ func BenchmarkUnmarshalSafetensors(b *testing.B) {
 		if _, _, err := UnmarshalSafetensors(enc); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestCheckFiniteLarge(t *testing.T) {
+	for _, at := range []int{0, 1 << 18, 3<<18 + 5, 1<<20 - 1} {
+		w := &Weights{Tensors: []Tensor{{Name: "big", Shape: []int{1 << 20}, Data: make([]float32, 1<<20)}}}
+		w.Tensors[0].Data[at] = float32(math.NaN())
+		w.Tensors[0].Data[1<<20-1] = float32(math.Inf(1))
+		err := w.CheckFinite()
+		if !errors.Is(err, ErrNotFinite) || !strings.Contains(err.Error(), fmt.Sprintf("index %d", at)) {
+			t.Errorf("NaN at %d: CheckFinite = %v, want the first one named", at, err)
+		}
+	}
+	if err := (&Weights{Tensors: []Tensor{{Name: "ok", Shape: []int{1 << 20}, Data: make([]float32, 1<<20)}}}).CheckFinite(); err != nil {
+		t.Errorf("CheckFinite(zeros) = %v", err)
 	}
 }

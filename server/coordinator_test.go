@@ -392,7 +392,7 @@ func TestBadUpdatesAreRejectedAndRecorded(t *testing.T) {
 		want string // substring of the push error
 	}{
 		{"nan", &fakeSite{update: nan}, "non-finite"},
-		{"shape", &fakeSite{update: shape}, "does not match"},
+		{"shape", &fakeSite{update: shape}, "incompatible weights"},
 		{"truncated", &fakeSite{update: plusOne(10), push: truncated}, "truncated"},
 		{"checksum", &fakeSite{update: plusOne(10), push: badSum}, "checksum"},
 		{"zero samples", &fakeSite{update: plusOne(0)}, "0 samples"},
