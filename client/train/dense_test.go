@@ -252,7 +252,6 @@ func fmtShape(s []int) string {
 	return b.String()
 }
 
-
 func benchTrain(b *testing.B, cfg Config, batch int) {
 	train, _ := fmnist(b)
 	tr := mustNew(b, cfg)
