@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"time"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -82,10 +81,11 @@ func (d *dense) check(w *model.Weights, ds *data.Dataset) error {
 type pass struct {
 	acts  [][]float32 // acts[0] = input, acts[l+1] = layer l's output (after ReLU)
 	grads [][]float32 // per layer, d loss / d pre-activation
+	y     []uint8     // the batch's labels
 }
 
 func (d *dense) newPass(batch int) *pass {
-	p := &pass{acts: make([][]float32, len(d.sizes)), grads: make([][]float32, d.layers())}
+	p := &pass{acts: make([][]float32, len(d.sizes)), grads: make([][]float32, d.layers()), y: make([]uint8, batch)}
 	for i, s := range d.sizes {
 		p.acts[i] = make([]float32, batch*s)
 	}
@@ -124,8 +124,13 @@ func (d *dense) forward(w *model.Weights, p *pass, n int) {
 // scale) in the last gradient buffer.
 func (d *dense) lossAndGrad(p *pass, y []uint8, n int, scale float32) (float64, int) {
 	k := d.sizes[len(d.sizes)-1]
-	logits := p.acts[len(p.acts)-1]
-	g := p.grads[len(p.grads)-1]
+	return softmaxCE(p.acts[len(p.acts)-1], y, n, k, p.grads[len(p.grads)-1], scale)
+}
+
+// softmaxCE computes the softmax cross-entropy of n rows of k logits
+// against labels y. It returns the summed loss and the number of correct
+// predictions, and writes d loss/d logits, divided by scale, into grad.
+func softmaxCE(logits []float32, y []uint8, n, k int, grad []float32, scale float32) (float64, int) {
 	var loss float64
 	correct := 0
 	for i := 0; i < n; i++ {
@@ -144,7 +149,7 @@ func (d *dense) lossAndGrad(p *pass, y []uint8, n int, scale float32) (float64, 
 			sum += math.Exp(float64(v - mx))
 		}
 		loss += math.Log(sum) - float64(row[y[i]]-mx)
-		gr := g[i*k : (i+1)*k]
+		gr := grad[i*k : (i+1)*k]
 		for j, v := range row {
 			gr[j] = float32(math.Exp(float64(v-mx))/sum) / scale
 		}
@@ -187,62 +192,36 @@ func (d *dense) load(p *pass, ds *data.Dataset, idx []int) {
 	}
 }
 
-// Train runs minibatch SGD. The last partial batch of an epoch is used,
-// with its own size.
+// batch computes one batch's summed loss and correct count; with grad
+// non-nil it also fills grad with d mean loss/d w.
+func (d *dense) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch any) (float64, int) {
+	p := scratch.(*pass)
+	n := len(idx)
+	d.load(p, ds, idx)
+	y := p.y[:n]
+	for i, j := range idx {
+		y[i] = ds.Y[j]
+	}
+	d.forward(w, p, n)
+	scale := float32(1)
+	if grad != nil {
+		scale = float32(n)
+	}
+	loss, correct := d.lossAndGrad(p, y, n, scale)
+	if grad != nil {
+		d.backward(w, grad, p, n)
+	}
+	return loss, correct
+}
+
+func (d *dense) scratch(batch int) any { return d.newPass(batch) }
+
+// Train runs minibatch SGD (see [runSGD]).
 func (d *dense) Train(ctx context.Context, w *model.Weights, ds *data.Dataset, cfg TrainConfig) (*model.Weights, TrainResult, error) {
 	if err := d.check(w, ds); err != nil {
 		return nil, TrainResult{}, err
 	}
-	if err := checkTrainConfig(cfg); err != nil {
-		return nil, TrainResult{}, err
-	}
-	start := time.Now()
-	cur := w.Clone()
-	grad := w.ZerosLike()
-	var vel *model.Weights
-	if cfg.Momentum > 0 {
-		vel = w.ZerosLike()
-	}
-	bs := min(cfg.BatchSize, ds.N)
-	p := d.newPass(bs)
-	r := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x7a1))
-	perm := make([]int, ds.N)
-	y := make([]uint8, bs)
-	res := TrainResult{NumSamples: int64(ds.N), Epochs: cfg.Epochs}
-	batches := (ds.N + bs - 1) / bs
-	for e := 0; e < cfg.Epochs; e++ {
-		for i := range perm {
-			perm[i] = i
-		}
-		r.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
-		var epochLoss float64
-		for b := 0; b < batches; b++ {
-			if err := ctx.Err(); err != nil {
-				return nil, res, fmt.Errorf("training stopped at epoch %d batch %d: %w", e+1, b+1, err)
-			}
-			idx := perm[b*bs : min((b+1)*bs, ds.N)]
-			n := len(idx)
-			d.load(p, ds, idx)
-			for i, j := range idx {
-				y[i] = ds.Y[j]
-			}
-			d.forward(cur, p, n)
-			loss, _ := d.lossAndGrad(p, y, n, float32(n))
-			d.backward(cur, grad, p, n)
-			step(cur, grad, vel, w, cfg)
-			epochLoss += loss
-			res.Steps++
-			if cfg.Progress != nil {
-				cfg.Progress(e+1, b+1, batches, loss/float64(n))
-			}
-		}
-		res.Loss = epochLoss / float64(ds.N)
-		if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
-			return nil, res, fmt.Errorf("training diverged in epoch %d (loss %v); lower train.lr", e+1, res.Loss)
-		}
-	}
-	res.Seconds = time.Since(start).Seconds()
-	return cur, res, nil
+	return runSGD(ctx, d, w, ds, cfg)
 }
 
 // Evaluate computes loss and accuracy in batches of 500.
@@ -250,26 +229,7 @@ func (d *dense) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset
 	if err := d.check(w, ds); err != nil {
 		return EvalResult{}, err
 	}
-	bs := min(500, ds.N)
-	p := d.newPass(bs)
-	var loss float64
-	correct := 0
-	idx := make([]int, 0, bs)
-	for lo := 0; lo < ds.N; lo += bs {
-		if err := ctx.Err(); err != nil {
-			return EvalResult{}, fmt.Errorf("evaluation stopped: %w", err)
-		}
-		idx = idx[:0]
-		for j := lo; j < min(lo+bs, ds.N); j++ {
-			idx = append(idx, j)
-		}
-		d.load(p, ds, idx)
-		d.forward(w, p, len(idx))
-		l, c := d.lossAndGrad(p, ds.Y[lo:lo+len(idx)], len(idx), 1)
-		loss += l
-		correct += c
-	}
-	return EvalResult{NumSamples: int64(ds.N), Loss: loss / float64(ds.N), Accuracy: float64(correct) / float64(ds.N)}, nil
+	return evaluate(ctx, d, w, ds, 500)
 }
 
 func checkTrainConfig(cfg TrainConfig) error {
