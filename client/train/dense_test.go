@@ -293,3 +293,74 @@ func BenchmarkEvaluateMLP(b *testing.B) {
 	}
 	b.ReportMetric(float64(test.N)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// TestCNNGradients checks the CNN's gradients by finite differences on a
+// tiny image problem.
+func TestCNNGradients(t *testing.T) {
+	cfg := Config{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{2, 8, 8}, Classes: 3}
+	tr := mustNew(t, cfg)
+	r := rand.New(rand.NewPCG(4, 4))
+	ds := &data.Dataset{N: 4, Features: 128, Shape: []int{2, 8, 8}, Classes: 3, X: make([]float32, 4*128), Y: []uint8{0, 1, 2, 1}}
+	for i := range ds.X {
+		ds.X[i] = float32(r.NormFloat64())
+	}
+	w, _ := tr.Init(2)
+	const lr = 1e-3
+	next, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: 4, LR: lr, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ti, tn := range w.Tensors {
+		for _, i := range []int{0, len(tn.Data) / 3, len(tn.Data) - 1} {
+			analytic := float64(w.Tensors[ti].Data[i]-next.Tensors[ti].Data[i]) / lr
+			plus, minus := w.Clone(), w.Clone()
+			const h = 1e-2
+			plus.Tensors[ti].Data[i] += h
+			minus.Tensors[ti].Data[i] -= h
+			numeric := (lossOf(t, tr, plus, ds) - lossOf(t, tr, minus, ds)) / (2 * h)
+			if d := math.Abs(analytic - numeric); d > 3e-2*math.Max(1, math.Abs(numeric)) {
+				t.Errorf("%s[%d]: gradient %.5f, finite difference %.5f", tn.Name, i, analytic, numeric)
+			}
+		}
+	}
+	var names []string
+	for _, tn := range w.Tensors {
+		names = append(names, tn.Name+fmtShape(tn.Shape))
+	}
+	want := []string{"conv1.weight[3 2 5 5]", "conv1.bias[3]", "conv2.weight[4 3 5 5]", "conv2.bias[4]",
+		"fc1.weight[512 16]", "fc1.bias[512]", "fc2.weight[3 512]", "fc2.bias[3]"}
+	if !cmp.Equal(names, want) {
+		t.Errorf("CNN tensors = %v, want %v", names, want)
+	}
+}
+
+func TestCNNLearns(t *testing.T) {
+	train, test := fmnist(t)
+	tr := mustNew(t, Config{Kind: "cnn", Conv: []int{8, 16}, InputShape: train.Shape, Classes: 10})
+	w, _ := tr.Init(1)
+	small := train.Subset(seq(600))
+	w, _, err := tr.Train(context.Background(), w, small, TrainConfig{Epochs: 1, BatchSize: 20, LR: 0.05, Momentum: 0.9, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := tr.Evaluate(context.Background(), w, test.Subset(seq(300)))
+	if r.Accuracy < 0.4 {
+		t.Errorf("CNN accuracy after one epoch on 600 images = %.3f, want ≥ 0.4 (chance is 0.1)", r.Accuracy)
+	}
+	if _, err := New(Config{Kind: "cnn", InputShape: []int{784}, Classes: 10}); !errors.Is(err, ErrConfig) {
+		t.Errorf("cnn on flat input: %v, want ErrConfig", err)
+	}
+}
+
+func BenchmarkTrainCNN(b *testing.B) {
+	train, _ := fmnist(b)
+	tr := mustNew(b, Config{Kind: "cnn", InputShape: []int{1, 28, 28}, Classes: 10})
+	w, _ := tr.Init(1)
+	ds := train.Subset(seq(64))
+	for b.Loop() {
+		if _, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: 32, LR: 0.05}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(ds.N)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+}
