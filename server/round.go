@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,7 +44,14 @@ type roundExec struct {
 	commit        *round.Commit
 }
 
-func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) error {
+func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (err error) {
+	defer func() {
+		// The state machine's errors say "round N" themselves.
+		if err != nil && !errors.Is(err, round.ErrQuorumUnreachable) && !errors.Is(err, round.ErrDeadlineExceeded) &&
+			!errors.Is(err, round.ErrCanceled) && !errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("round %d: %w", r, err)
+		}
+	}()
 	spec := a.j.spec
 	cands, err := c.candidates(ctx, a, r == 1)
 	if err != nil {

@@ -265,7 +265,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	var armErr error
 	for r := 1; r <= rounds; r++ {
 		if err := c.runRound(ctx, a, r, rounds); err != nil {
-			armErr = fmt.Errorf("round %d: %w", r, err)
+			armErr = err // round errors name their round
 			break
 		}
 	}
