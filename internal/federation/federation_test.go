@@ -33,7 +33,7 @@ deadline: {round: 2m}
 `
 
 // TestRunEndToEnd runs a real job: a coordinator on loopback TCP, three
-// site agents and a pooled-data site, gorgonia training on the shipped
+// site agents and a pooled-data site, real training on the shipped
 // subset, and the SQLite tracking store.
 func TestRunEndToEnd(t *testing.T) {
 	dir := t.TempDir()

@@ -15,7 +15,7 @@ import (
 	"github.com/cohortfl/cohort/server"
 )
 
-// Trainers builds gorgonia trainers from model specs, one per distinct
+// Trainers builds client/train trainers from model specs, one per distinct
 // spec, shared by every site of the process. It implements the site agent's
 // TrainerFactory.
 type Trainers struct {
