@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"runtime"
 
 	"github.com/cohortfl/cohort/energy"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -14,21 +13,13 @@ func EnergyMeter(m *energy.Meter) Meter { return energyMeter{m} }
 
 type energyMeter struct{ m *energy.Meter }
 
-// Start begins a measurement. The calling goroutine, which trains, is
-// locked to its OS thread until stop, so that the CPU-time estimate counts
-// this task's work only, not that of other sites in the same process; stop
-// must be called on the same goroutine.
+// Start begins a measurement of the task on the calling goroutine.
 func (e energyMeter) Start(ctx context.Context) (func() *pb.EnergyReport, error) {
-	runtime.LockOSThread()
-	x, err := e.m.StartWithCPUTime(ctx, energy.ThreadCPUTime)
+	x, err := e.m.Start(ctx)
 	if err != nil {
-		runtime.UnlockOSThread()
 		return nil, err
 	}
-	return func() *pb.EnergyReport {
-		defer runtime.UnlockOSThread()
-		return ReportToProto(x.Stop())
-	}, nil
+	return func() *pb.EnergyReport { return ReportToProto(x.Stop()) }, nil
 }
 
 // ReportToProto converts an energy report for the wire; the full report

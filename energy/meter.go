@@ -51,9 +51,9 @@ type Meter struct {
 	rapl    []raplDomain
 	sources []SourceInfo
 
-	mu     sync.Mutex
-	active int
-	live   map[*Measurement]struct{}
+	mu      sync.Mutex
+	live    map[*Measurement]struct{}
+	lastCPU time.Duration // process CPU time at the last Start or Stop
 }
 
 // NewMeter discovers the energy sources once. Missing hardware is not an
@@ -124,6 +124,19 @@ func (m *Meter) Close() error {
 	return nil
 }
 
+// shareCPU credits the process CPU time spent since the last call equally
+// to the live measurements. m.mu must be held.
+func (m *Meter) shareCPU() {
+	now := m.opts.CPUTime()
+	if n := len(m.live); n > 0 {
+		share := (now - m.lastCPU) / time.Duration(n)
+		for x := range m.live {
+			x.cpuShare += share
+		}
+	}
+	m.lastCPU = now
+}
+
 // processCPUTime is this process's user plus system CPU time.
 func processCPUTime() time.Duration {
 	var ru syscall.Rusage
@@ -154,8 +167,7 @@ type gpuTrack struct {
 type Measurement struct {
 	m        *Meter
 	start    time.Time
-	cpuTime  func() time.Duration
-	cpuStart time.Duration
+	cpuShare time.Duration // guarded by m.mu
 	gpus     []*gpuTrack
 	rapl     []*raplCounter
 	overlap  int
@@ -169,18 +181,15 @@ type Measurement struct {
 
 // Start begins measuring; call Stop when the task's work has ended. ctx
 // bounds the sampler (it stops with ctx, and Stop still reports).
+//
+// The estimate's CPU time is this process's, shared out among the
+// measurements running at the time: between any two Starts or Stops, each
+// live measurement is credited an equal share of the CPU time the process
+// spent. When the process does nothing but its measured tasks (a site, or
+// `cohort run`'s simulated sites training side by side) that is each task's
+// own CPU time up to the imbalance between concurrent tasks.
 func (m *Meter) Start(ctx context.Context) (*Measurement, error) {
-	return m.StartWithCPUTime(ctx, m.opts.CPUTime)
-}
-
-// StartWithCPUTime is Start with the CPU-time source of this measurement's
-// estimate, e.g. [ThreadCPUTime] for a goroutine locked to its thread, or a
-// child process's CPU time.
-func (m *Meter) StartWithCPUTime(ctx context.Context, cpuTime func() time.Duration) (*Measurement, error) {
-	if cpuTime == nil {
-		cpuTime = m.opts.CPUTime
-	}
-	x := &Measurement{m: m, start: time.Now(), cpuTime: cpuTime, cpuStart: cpuTime(), done: make(chan struct{})}
+	x := &Measurement{m: m, start: time.Now(), done: make(chan struct{})}
 	if m.gpus != nil {
 		for _, d := range m.gpus.devices() {
 			t := &gpuTrack{dev: d}
@@ -198,6 +207,7 @@ func (m *Meter) StartWithCPUTime(ctx context.Context, cpuTime func() time.Durati
 		}
 	}
 	m.mu.Lock()
+	m.shareCPU()
 	for o := range m.live {
 		o.noteOverlap(len(m.live))
 	}
@@ -281,6 +291,7 @@ func (x *Measurement) Stop() Report {
 		x.sample(end)
 		m := x.m
 		m.mu.Lock()
+		m.shareCPU()
 		delete(m.live, x)
 		m.mu.Unlock()
 		x.mu.Lock()
@@ -316,7 +327,7 @@ func (x *Measurement) Stop() Report {
 			c.update()
 			r.CPU = append(r.CPU, DomainReport{Name: c.d.name, Joules: float64(c.total) / 1e6, Method: MethodCounter, Wraps: c.wraps})
 		}
-		cpu := (x.cpuTime() - x.cpuStart).Seconds()
+		cpu := x.cpuShare.Seconds()
 		r.Estimated = Estimate{CPUSeconds: cpu, WattsPerCore: math.Max(m.opts.CPUWattsPerCore, 0), Method: MethodEstimated}
 		r.Estimated.Joules = cpu * r.Estimated.WattsPerCore
 		x.report = r

@@ -292,3 +292,23 @@ func BenchmarkSample(b *testing.B) {
 		x.sample(now)
 	}
 }
+
+// TestCPUTimeIsShared: between Starts and Stops, the process's CPU time is
+// split equally among the live measurements.
+func TestCPUTimeIsShared(t *testing.T) {
+	var cpu time.Duration
+	m, _ := NewMeter(Options{PowercapRoot: t.TempDir(), noGPU: true, CPUWattsPerCore: 1, CPUTime: func() time.Duration { return cpu }})
+	a, _ := m.Start(context.Background()) // cpu 0
+	cpu = 2 * time.Second
+	b, _ := m.Start(context.Background()) // a: 2
+	cpu = 6 * time.Second
+	rb := b.Stop() // a: 2+2, b: 2
+	cpu = 7 * time.Second
+	ra := a.Stop() // a: 4+1
+	if ra.Estimated.CPUSeconds != 5 || rb.Estimated.CPUSeconds != 2 {
+		t.Errorf("CPU seconds a=%v b=%v, want 5 and 2", ra.Estimated.CPUSeconds, rb.Estimated.CPUSeconds)
+	}
+	if ra.Estimated.Joules != 5 {
+		t.Errorf("estimate = %v J, want 5 CPU s × 1 W", ra.Estimated.Joules)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"time"
 
 	"github.com/cohortfl/cohort/client"
@@ -50,14 +49,11 @@ func newMeter(log *slog.Logger) (client.Meter, server.Meter, func()) {
 type coordinatorMeter struct{ m *energy.Meter }
 
 func (c coordinatorMeter) Measure(ctx context.Context) func() (float64, string) {
-	runtime.LockOSThread() // see client.EnergyMeter: count this goroutine's CPU only
-	x, err := c.m.StartWithCPUTime(ctx, energy.ThreadCPUTime)
+	x, err := c.m.Start(ctx)
 	if err != nil {
-		runtime.UnlockOSThread()
 		return func() (float64, string) { return 0, "" }
 	}
 	return func() (float64, string) {
-		defer runtime.UnlockOSThread()
 		r := x.Stop()
 		if r.Method() == energy.MethodMeasured {
 			return r.MeasuredJoules(), "measured"
