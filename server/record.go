@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -112,6 +113,14 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 	if runID, err := c.siteRun(ctx, a, site); err == nil {
 		if err := c.deps.Tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
 			c.log.Warn("tracking_log_failed", "site", site, "err", err)
+		}
+		// The full report (method, window and interval of every figure)
+		// is kept as an artifact beside the metrics.
+		if js := up.energy.GetJson(); len(js) > 0 {
+			name := fmt.Sprintf("energy/round-%04d.json", x.r)
+			if err := c.deps.Tracker.LogArtifact(ctx, runID, name, bytes.NewReader(js)); err != nil {
+				c.log.Warn("tracking_artifact_failed", "site", site, "err", err)
+			}
 		}
 	}
 	a.j.emit(&pb.JobEvent{Kind: "site_reported", Arm: a.arm.Name, Round: int32(x.r), Site: site,

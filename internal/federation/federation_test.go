@@ -3,6 +3,7 @@ package federation
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/energy"
 	"github.com/cohortfl/cohort/tracking"
 )
 
@@ -43,7 +46,12 @@ func TestRunEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	src := []byte(strings.Replace(quickJob, "%q", `"`+subset+`"`, 1))
-	res, err := Run(ctx, src, Options{DBPath: db, Progress: &progress, Logger: log, Version: "test"})
+	meter, err := energy.NewMeter(energy.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer meter.Close()
+	res, err := Run(ctx, src, Options{DBPath: db, Progress: &progress, Logger: log, Version: "test", Meter: client.EnergyMeter(meter)})
 	t.Logf("progress:\n%s", progress.String())
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -107,5 +115,30 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "artifacts")); err != nil {
 		t.Errorf("no artifacts folder beside the database: %v", err)
+	}
+	// Every site's energy report is kept per round; the estimate is there
+	// even on a machine with nothing to measure.
+	site := func() tracking.Run {
+		for _, arm := range arms {
+			if sites, _ := store.ChildRuns(context.Background(), arm.Info.RunID); len(sites) > 0 {
+				return sites[0]
+			}
+		}
+		t.Fatal("no site runs")
+		return tracking.Run{}
+	}()
+	rc, err := store.OpenArtifact(context.Background(), site.Info.RunID, "energy/round-0001.json")
+	if err != nil {
+		t.Fatalf("energy report artifact: %v", err)
+	}
+	defer rc.Close()
+	var rep struct {
+		Seconds   float64 `json:"seconds"`
+		Estimated struct {
+			Method string `json:"method"`
+		} `json:"estimated"`
+	}
+	if err := json.NewDecoder(rc).Decode(&rep); err != nil || rep.Estimated.Method != "estimated" || rep.Seconds <= 0 {
+		t.Errorf("energy report = %+v, %v; want a window and an estimate", rep, err)
 	}
 }
