@@ -6,6 +6,7 @@ import (
 	"github.com/cohortfl/cohort/model"
 )
 
+// The DESIGN's aggregation benchmark: N = 10 updates of P = 10M params.
 const benchParams, benchSites = 10_000_000, 10
 
 func benchUpdates() (*model.Weights, []*model.Weights) {
@@ -20,16 +21,20 @@ func benchUpdates() (*model.Weights, []*model.Weights) {
 	return g, us
 }
 
-// BenchmarkFedAvg streams N=10 updates of P=10M params; bytes are update
-// bytes read (b.SetBytes), so ns/op converts to GB/s.
+// BenchmarkFedAvg is a whole round: Begin, 10 validated Adds, Result.
+// Bytes are update bytes read (N × 4P), so MB/s compares directly with
+// BenchmarkNaiveAverage.
 func BenchmarkFedAvg(b *testing.B) {
 	g, us := benchUpdates()
 	b.SetBytes(int64(benchSites) * g.Bytes())
 	b.ReportAllocs()
 	for b.Loop() {
-		r, _ := (&FedAvg{}).Begin(g)
+		r, err := (&FedAvg{}).Begin(g)
+		if err != nil {
+			b.Fatal(err)
+		}
 		for _, u := range us {
-			if err := r.Add(u, 100); err != nil {
+			if err := r.Add(u, 100+int64(len(us))); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -39,21 +44,91 @@ func BenchmarkFedAvg(b *testing.B) {
 	}
 }
 
-// BenchmarkNaiveAverage is the baseline: hold every update, then average
-// parameter by parameter across them (what collecting then averaging does).
+// BenchmarkFedAvgAdd is one Add in steady state: validation and fold of
+// one 10M-parameter update; allocs/op is what an Add allocates.
+func BenchmarkFedAvgAdd(b *testing.B) {
+	g, us := benchUpdates()
+	r, err := (&FedAvg{}).Begin(g)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(g.Bytes())
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := r.Add(us[i%len(us)], 100); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkNaiveAverage is the baseline: every update held, then a second
+// pass averages each parameter across them in float64 (collect all, then
+// average), validating each update first as Add does.
 func BenchmarkNaiveAverage(b *testing.B) {
 	g, us := benchUpdates()
 	b.SetBytes(int64(benchSites) * g.Bytes())
 	b.ReportAllocs()
 	for b.Loop() {
-		out := g.ZerosLike()
-		d := out.Tensors[0].Data
-		for j := range d {
-			var s float64
-			for _, u := range us {
-				s += 100 * float64(u.Tensors[0].Data[j])
+		counts := make([]float64, len(us))
+		var total float64
+		for k, u := range us {
+			if err := g.Compatible(u); err != nil {
+				b.Fatal(err)
 			}
-			d[j] = float32(s / float64(100*len(us)))
+			if err := u.CheckFinite(); err != nil {
+				b.Fatal(err)
+			}
+			counts[k] = float64(100 + len(us))
+			total += counts[k]
+		}
+		out := g.ZerosLike()
+		for i, t := range out.Tensors {
+			for j := range t.Data {
+				var s float64
+				for k, u := range us {
+					s += counts[k] * float64(u.Tensors[i].Data[j])
+				}
+				t.Data[j] = float32(s / total)
+			}
+		}
+	}
+}
+
+// BenchmarkAccumulateFloat32 and BenchmarkAccumulateFloat64 are the two
+// accumulator choices alone, on one core: the 10 updates folded into a
+// float32 sum (SIMD axpy, what Add does) or a float64 one (the fastest
+// plain Go loop). Bytes are update bytes read.
+func BenchmarkAccumulateFloat32(b *testing.B) {
+	_, us := benchUpdates()
+	acc := make([]float32, benchParams)
+	b.SetBytes(int64(benchSites) * benchParams * 4)
+	for b.Loop() {
+		for _, u := range us {
+			model.AxpyFlat(3, u.Tensors[0].Data, acc)
+		}
+	}
+}
+
+func BenchmarkAccumulateFloat64(b *testing.B) {
+	_, us := benchUpdates()
+	acc := make([]float64, benchParams)
+	b.SetBytes(int64(benchSites) * benchParams * 4)
+	for b.Loop() {
+		for _, u := range us {
+			x := u.Tensors[0].Data
+			y := acc[:len(x)]
+			i := 0
+			for ; i+4 <= len(x); i += 4 {
+				y[i] += 3 * float64(x[i])
+				y[i+1] += 3 * float64(x[i+1])
+				y[i+2] += 3 * float64(x[i+2])
+				y[i+3] += 3 * float64(x[i+3])
+			}
+			for ; i < len(x); i++ {
+				y[i] += 3 * float64(x[i])
+			}
 		}
 	}
 }

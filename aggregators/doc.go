@@ -1,10 +1,21 @@
-// Package aggregators holds the [Strategy] interface the coordinator
-// aggregates a round's updates through, and the strategies: FedAvg
-// (McMahan et al., 2017), weighted by sample count, and FedProx (Li et al.,
-// 2020), whose server side is FedAvg's and whose proximal coefficient μ the
-// coordinator forwards to the sites. Aggregation streams: each update is
-// folded into an accumulator as it arrives, so memory is O(params)
-// whatever the number of sites. The accumulator is float32 with weights
-// relative to the first update's sample count (so magnitudes stay near 1),
-// folded with gonum's SIMD axpy; the average is taken in float64.
+// Package aggregators holds the [Strategy] interface through which the
+// coordinator folds a round's site updates into the next global model, and
+// the strategies: [FedAvg] (McMahan et al., 2017), the average of the
+// sites' weights weighted by their sample counts, optionally applied with a
+// server learning rate, and [FedProx] (Li et al., 2020), whose server side
+// is FedAvg's and whose proximal coefficient μ the coordinator forwards to
+// the sites. [New] builds one by its job-file name.
+//
+// Aggregation streams: each update is validated and folded into a running
+// sum as it arrives, so memory is O(params) however many sites report, and
+// an Add allocates nothing that grows with the model. The sum is float32,
+// folded with SIMD axpy on every core; sample counts and the final
+// division are float64. The choice was measured: a float64 sum moves 20
+// bytes per parameter and update instead of 12 and ran 1.7× (AVX2 kernel)
+// to 2× (plain Go, BenchmarkAccumulateFloat64) slower, while the float32
+// sum stays within 0.6, 1.5 and 4.6 float32 ulps of the exact weighted mean
+// on average over 10, 100 and 1,000 sites, and never further from it than
+// 1e-6 of the largest weight's magnitude (TestAccuracy) — less than
+// training can tell apart. An update whose values, times its sample count,
+// could overflow the sum is refused.
 package aggregators

@@ -4,267 +4,560 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
+	"unicode/utf8"
+	"unsafe"
 )
 
 // MaxHeaderSize bounds a safetensors header, as the reference
 // implementation does (100 MB).
 const MaxHeaderSize = 100_000_000
 
-type tensorHeader struct {
-	DType       string   `json:"dtype"`
-	Shape       []int    `json:"shape"`
-	DataOffsets [2]int64 `json:"data_offsets"`
-}
+// metadataKey is the header key that holds the file's string metadata.
+const metadataKey = "__metadata__"
 
-// EncodeSafetensors writes ws in the safetensors format (F32 tensors, in
-// ws's order) with optional string metadata.
+// nativeLittleEndian is true where float32 memory is already safetensors'
+// byte order, so tensor data is copied, not converted.
+var nativeLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// dtypeSizes lists the dtypes Cohort reads and their sizes in bytes.
+var dtypeSizes = map[string]uint64{"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+
+// EncodeSafetensors writes ws to w in the safetensors format: tensors as
+// F32, in ws's order, with meta as the header's "__metadata__" (omitted when
+// empty). The header is padded with spaces so that the data starts 8-byte
+// aligned, as the reference implementation writes it. The tensor data is
+// written straight from ws, without an intermediate copy.
 func EncodeSafetensors(w io.Writer, ws *Weights, meta map[string]string) error {
-	b, err := MarshalSafetensors(ws, meta)
+	h, err := encodeHeader(ws, meta)
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(b)
-	return err
+	if _, err := w.Write(h); err != nil {
+		return fmt.Errorf("encoding safetensors: writing the header: %w", err)
+	}
+	var scratch []byte
+	for _, t := range ws.Tensors {
+		if len(t.Data) == 0 {
+			continue
+		}
+		if nativeLittleEndian {
+			if _, err := w.Write(floatBytes(t.Data)); err != nil {
+				return fmt.Errorf("encoding safetensors: writing tensor %q: %w", t.Name, err)
+			}
+			continue
+		}
+		if scratch == nil {
+			scratch = make([]byte, 1<<16)
+		}
+		for lo := 0; lo < len(t.Data); lo += len(scratch) / 4 {
+			d := t.Data[lo:min(lo+len(scratch)/4, len(t.Data))]
+			for i, v := range d {
+				binary.LittleEndian.PutUint32(scratch[4*i:], math.Float32bits(v))
+			}
+			if _, err := w.Write(scratch[:4*len(d)]); err != nil {
+				return fmt.Errorf("encoding safetensors: writing tensor %q: %w", t.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
-// MarshalSafetensors returns ws encoded as safetensors.
+// MarshalSafetensors returns ws encoded as by [EncodeSafetensors].
 func MarshalSafetensors(ws *Weights, meta map[string]string) ([]byte, error) {
-	// The header is a JSON object; write it by hand so that tensors keep
-	// ws's order (the data follows in the same order).
-	var h bytes.Buffer
-	h.WriteByte('{')
-	if len(meta) > 0 {
-		mb, err := json.Marshal(meta)
-		if err != nil {
-			return nil, fmt.Errorf("encoding metadata: %w", err)
-		}
-		h.WriteString(`"__metadata__":`)
-		h.Write(mb)
+	h, err := encodeHeader(ws, meta)
+	if err != nil {
+		return nil, err
 	}
-	var off int64
-	seen := make(map[string]bool, len(ws.Tensors))
-	for i, t := range ws.Tensors {
-		if t.Name == "" || t.Name == "__metadata__" || seen[t.Name] {
-			return nil, fmt.Errorf("encoding tensor %d: name %q is empty, reserved or repeated", i, t.Name)
-		}
-		seen[t.Name] = true
-		n, err := shapeElems(t.Shape)
-		if err != nil || n != int64(len(t.Data)) {
-			return nil, fmt.Errorf("encoding tensor %q: shape %v does not hold %d values", t.Name, t.Shape, len(t.Data))
-		}
-		shape := t.Shape
-		if shape == nil {
-			shape = []int{}
-		}
-		th, _ := json.Marshal(tensorHeader{DType: "F32", Shape: shape, DataOffsets: [2]int64{off, off + 4*n}})
-		if h.Len() > 1 {
-			h.WriteByte(',')
-		}
-		nb, _ := json.Marshal(t.Name)
-		h.Write(nb)
-		h.WriteByte(':')
-		h.Write(th)
-		off += 4 * n
-	}
-	h.WriteByte('}')
-	for h.Len()%8 != 0 { // align the data to 8 bytes, as the reference does
-		h.WriteByte(' ')
-	}
-	out := make([]byte, 8+h.Len()+int(off))
-	binary.LittleEndian.PutUint64(out, uint64(h.Len()))
-	copy(out[8:], h.Bytes())
-	p := out[8+h.Len():]
+	out := make([]byte, len(h), int64(len(h))+ws.Bytes())
+	copy(out, h)
 	for _, t := range ws.Tensors {
+		if nativeLittleEndian {
+			out = append(out, floatBytes(t.Data)...)
+			continue
+		}
 		for _, v := range t.Data {
-			binary.LittleEndian.PutUint32(p, math.Float32bits(v))
-			p = p[4:]
+			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
 		}
 	}
 	return out, nil
 }
 
-func shapeElems(shape []int) (int64, error) {
-	n := int64(1)
-	for _, d := range shape {
-		if d < 0 {
-			return 0, fmt.Errorf("negative dimension %d", d)
-		}
-		if d != 0 && n > math.MaxInt32/int64(d) {
-			return 0, fmt.Errorf("shape %v is too large", shape)
-		}
-		n *= int64(d)
+// encodeHeader validates ws and returns the 8-byte length and the padded
+// JSON header. The header is written by hand so that tensors appear in ws's
+// order, with increasing data offsets.
+func encodeHeader(ws *Weights, meta map[string]string) ([]byte, error) {
+	if err := ws.Validate(); err != nil {
+		return nil, fmt.Errorf("encoding safetensors: %w", err)
 	}
-	return n, nil
-}
-
-// DecodeSafetensors reads a whole safetensors stream.
-func DecodeSafetensors(r io.Reader) (*Weights, map[string]string, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading safetensors: %w", err)
+	if _, ok := ws.Lookup(metadataKey); ok {
+		return nil, fmt.Errorf("encoding safetensors: %w: %q is reserved for the metadata; rename the tensor", ErrInvalid, metadataKey)
 	}
-	return UnmarshalSafetensors(b)
-}
-
-// UnmarshalSafetensors decodes safetensors bytes. F32, F16, BF16 and F64
-// tensors are read (converted to float32); tensors come back in the order
-// of their data offsets. Any inconsistency is an error wrapping
-// [ErrMalformed] or [ErrTruncated]; nothing panics.
-func UnmarshalSafetensors(b []byte) (*Weights, map[string]string, error) {
-	if len(b) < 8 {
-		return nil, nil, fmt.Errorf("%w: %d bytes, too short for the 8-byte header length", ErrTruncated, len(b))
-	}
-	hl := binary.LittleEndian.Uint64(b)
-	if hl > MaxHeaderSize {
-		return nil, nil, fmt.Errorf("%w: header length %d exceeds %d", ErrMalformed, hl, MaxHeaderSize)
-	}
-	if uint64(len(b)-8) < hl {
-		return nil, nil, fmt.Errorf("%w: header says %d bytes, got %d", ErrTruncated, hl, len(b)-8)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b[8:8+hl], &raw); err != nil {
-		return nil, nil, fmt.Errorf("%w: header JSON: %v", ErrMalformed, err)
-	}
-	data := b[8+hl:]
-	var meta map[string]string
-	type entry struct {
-		name string
-		h    tensorHeader
-	}
-	var entries []entry
-	for name, msg := range raw {
-		if name == "__metadata__" {
-			if err := json.Unmarshal(msg, &meta); err != nil {
-				return nil, nil, fmt.Errorf("%w: __metadata__ must map strings to strings: %v", ErrMalformed, err)
+	h := make([]byte, 8, 8+64*len(ws.Tensors)+64)
+	h = append(h, '{')
+	if len(meta) > 0 {
+		keys := make([]string, 0, len(meta))
+		for k, v := range meta {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return nil, fmt.Errorf("encoding safetensors: metadata %q is not valid UTF-8", k)
 			}
-			continue
+			keys = append(keys, k)
 		}
-		var th tensorHeader
-		if err := json.Unmarshal(msg, &th); err != nil {
-			return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrMalformed, name, err)
+		sort.Strings(keys)
+		h = appendJSONString(h, metadataKey)
+		h = append(h, ":{"...)
+		for i, k := range keys {
+			if i > 0 {
+				h = append(h, ',')
+			}
+			h = appendJSONString(h, k)
+			h = append(h, ':')
+			h = appendJSONString(h, meta[k])
 		}
-		entries = append(entries, entry{name, th})
+		h = append(h, '}')
 	}
-	sort.Slice(entries, func(i, j int) bool {
-		if entries[i].h.DataOffsets[0] != entries[j].h.DataOffsets[0] {
-			return entries[i].h.DataOffsets[0] < entries[j].h.DataOffsets[0]
+	var off uint64
+	for i, t := range ws.Tensors {
+		if i > 0 || len(meta) > 0 {
+			h = append(h, ',')
 		}
-		return entries[i].name < entries[j].name
-	})
-	ws := &Weights{Tensors: make([]Tensor, 0, len(entries))}
-	var next int64
-	for _, e := range entries {
-		size, ok := dtypeSize[e.h.DType]
-		if !ok {
-			return nil, nil, fmt.Errorf("%w: tensor %q has dtype %q; Cohort reads F32, F16, BF16 and F64", ErrMalformed, e.name, e.h.DType)
+		h = appendJSONString(h, t.Name)
+		h = append(h, `:{"dtype":"F32","shape":[`...)
+		for j, d := range t.Shape {
+			if j > 0 {
+				h = append(h, ',')
+			}
+			h = strconv.AppendInt(h, int64(d), 10)
 		}
-		n, err := shapeElems(e.h.Shape)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrMalformed, e.name, err)
-		}
-		begin, end := e.h.DataOffsets[0], e.h.DataOffsets[1]
-		if begin != next || end < begin || end-begin != n*size {
-			return nil, nil, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] do not follow on from %d with %d bytes for shape %v",
-				ErrMalformed, e.name, begin, end, next, n*size, e.h.Shape)
-		}
-		if end > int64(len(data)) {
-			return nil, nil, fmt.Errorf("%w: tensor %q ends at byte %d of the data, got %d bytes", ErrTruncated, e.name, end, len(data))
-		}
-		ws.Tensors = append(ws.Tensors, Tensor{Name: e.name, Shape: append([]int{}, e.h.Shape...), Data: convert(e.h.DType, data[begin:end], int(n))})
-		next = end
+		h = append(h, `],"data_offsets":[`...)
+		h = strconv.AppendUint(h, off, 10)
+		off += 4 * uint64(len(t.Data))
+		h = append(h, ',')
+		h = strconv.AppendUint(h, off, 10)
+		h = append(h, "]}"...)
 	}
-	if next != int64(len(data)) {
-		return nil, nil, fmt.Errorf("%w: %d bytes of data after the last tensor", ErrMalformed, int64(len(data))-next)
+	h = append(h, '}')
+	for len(h)%8 != 0 { // 8 + header: the data starts 8-byte aligned
+		h = append(h, ' ')
 	}
-	return ws, meta, nil
+	binary.LittleEndian.PutUint64(h, uint64(len(h)-8))
+	return h, nil
 }
 
-var dtypeSize = map[string]int64{"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
-
-func convert(dtype string, b []byte, n int) []float32 {
-	out := make([]float32, n)
-	switch dtype {
-	case "F32":
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-	case "F64":
-		for i := range out {
-			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
-		}
-	case "BF16":
-		for i := range out {
-			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
-		}
-	case "F16":
-		for i := range out {
-			out[i] = halfToFloat(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-	}
-	return out
+// appendJSONString appends s as a JSON string, escaping what JSON requires
+// (and nothing for HTML, unlike encoding/json's default).
+func appendJSONString(b []byte, s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
-// halfToFloat converts an IEEE 754 binary16 value.
-func halfToFloat(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal
-		f := float32(frac) / 1024 / 16384
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
+// floatBytes views d's memory as bytes (native order).
+func floatBytes(d []float32) []byte {
+	if len(d) == 0 {
+		return nil
 	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
+	return unsafe.Slice((*byte)(unsafe.Pointer(&d[0])), 4*len(d))
 }
 
-// ReadSafetensorsFile reads a safetensors file.
+// DecodeSafetensors reads one safetensors file from r, reading no further
+// than its end; to also refuse bytes after it, check that r is at EOF.
+// limit bounds the whole file in bytes, header included ([ErrTooLarge]
+// past it). Within a limit, tensors are allocated as the header announces
+// them; with limit ≤ 0, no bound, memory grows as data arrives instead, so
+// a header that lies costs no more memory than the bytes actually sent.
+// Otherwise it decodes as [UnmarshalSafetensors] does.
+func DecodeSafetensors(r io.Reader, limit int64) (*Weights, map[string]string, error) {
+	if limit <= 0 {
+		return decode(r, -1, math.MaxInt64, false)
+	}
+	return decode(r, -1, limit, true)
+}
+
+// UnmarshalSafetensors decodes a whole safetensors file. F32, F16, BF16 and
+// F64 tensors are read (converted to float32); other dtypes are refused.
+// Tensors come back in the order of their data offsets (so the order
+// [EncodeSafetensors] wrote), and the metadata as written (nil when absent).
+// Any inconsistency is an error wrapping [ErrMalformed] or [ErrTruncated]
+// that names the problem; nothing panics.
+func UnmarshalSafetensors(b []byte) (*Weights, map[string]string, error) {
+	return decode(bytes.NewReader(b), int64(len(b)), int64(len(b)), true)
+}
+
+// ReadSafetensorsFile reads a safetensors file, as [UnmarshalSafetensors]
+// does, without holding the encoded bytes in memory.
 func ReadSafetensorsFile(path string) (*Weights, map[string]string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading weights: %w", err)
 	}
-	w, meta, err := UnmarshalSafetensors(b)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading weights: %w", err)
+	}
+	w, meta, err := decode(f, st.Size(), st.Size(), true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading weights %s: %w", path, err)
 	}
 	return w, meta, nil
 }
 
-// WriteSafetensorsFile writes ws to path atomically (temp file + rename).
-func WriteSafetensorsFile(path string, ws *Weights, meta map[string]string) error {
-	b, err := MarshalSafetensors(ws, meta)
-	if err != nil {
-		return err
+// WriteSafetensorsFile writes ws to path as [EncodeSafetensors] does,
+// atomically for readers: to a temporary file in the same folder, then
+// renamed over path, so a reader sees the old file or the whole new one.
+// The file is not synced to disk (a power cut may lose it; sync the folder
+// where that matters). On error path is untouched and no temporary file is
+// left.
+func WriteSafetensorsFile(path string, ws *Weights, meta map[string]string) (err error) {
+	if _, err := encodeHeader(ws, meta); err != nil { // fail before creating anything
+		return fmt.Errorf("writing weights %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*.safetensors")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("writing weights: %w", err)
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return fmt.Errorf("writing weights %s: %w", path, err)
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			err = fmt.Errorf("writing weights %s: %w", path, err)
+		}
+	}()
+	if err := EncodeSafetensors(f, ws, meta); err != nil {
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return err
 	}
 	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("writing weights %s: %w", path, err)
+		return err
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("writing weights %s: %w", path, err)
+	return os.Rename(f.Name(), path)
+}
+
+// entry is one tensor of a header, as validated by parseHeader.
+type entry struct {
+	name       string
+	dtype      string
+	shape      []int
+	n          uint64 // elements
+	begin, end uint64 // byte offsets into the data
+}
+
+// decode reads a safetensors file of size bytes from r (size −1: unknown,
+// read to the last tensor's end), refusing files above limit. trusted says
+// that allocating what the header announces is safe (it is bounded by size
+// or by a limit the caller chose).
+func decode(r io.Reader, size, limit int64, trusted bool) (*Weights, map[string]string, error) {
+	var lenBuf [8]byte
+	if n, err := io.ReadFull(r, lenBuf[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, nil, fmt.Errorf("%w: %d bytes, too short for the 8-byte header length", ErrTruncated, n)
+		}
+		return nil, nil, fmt.Errorf("reading the safetensors header length: %w", err)
 	}
-	return nil
+	hl := binary.LittleEndian.Uint64(lenBuf[:])
+	switch {
+	case hl > MaxHeaderSize:
+		return nil, nil, fmt.Errorf("%w: header length %d exceeds the %d-byte limit (is this a safetensors file?)", ErrMalformed, hl, MaxHeaderSize)
+	case size >= 0 && 8+hl > uint64(size):
+		return nil, nil, fmt.Errorf("%w: header says %d bytes of header, got %d", ErrTruncated, hl, size-8)
+	case 8+hl > uint64(limit):
+		return nil, nil, fmt.Errorf("%w: header says %d bytes of header, the limit is %d bytes in all", ErrTooLarge, hl, limit)
+	}
+	header, err := io.ReadAll(io.LimitReader(r, int64(hl))) // grows as bytes arrive
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the safetensors header: %w", err)
+	}
+	if uint64(len(header)) < hl {
+		return nil, nil, fmt.Errorf("%w: header says %d bytes of header, got %d", ErrTruncated, hl, len(header))
+	}
+	entries, meta, err := parseHeader(header)
+	if err != nil {
+		return nil, nil, err
+	}
+	var dataLen uint64
+	if len(entries) > 0 {
+		dataLen = entries[len(entries)-1].end
+	}
+	total := 8 + hl + dataLen // hl ≤ 1e8 and dataLen < 2^63: no overflow
+	switch {
+	case size >= 0 && total < uint64(size):
+		return nil, nil, fmt.Errorf("%w: header says %d bytes, got %d: %d bytes after the last tensor", ErrMalformed, total, size, uint64(size)-total)
+	case size >= 0 && total > uint64(size):
+		return nil, nil, fmt.Errorf("%w: header says %d bytes, got %d", ErrTruncated, total, size)
+	case total > uint64(limit):
+		return nil, nil, fmt.Errorf("%w: header says %d bytes, the limit is %d", ErrTooLarge, total, limit)
+	}
+	cr := &countingReader{r: r}
+	ws := &Weights{Tensors: make([]Tensor, len(entries))}
+	var scratch []byte
+	for i, e := range entries {
+		data, err := readTensor(cr, e, trusted, &scratch)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, nil, fmt.Errorf("%w: header says %d bytes, got %d (tensor %q is cut)", ErrTruncated, total, 8+hl+cr.n, e.name)
+			}
+			return nil, nil, fmt.Errorf("reading tensor %q: %w", e.name, err)
+		}
+		ws.Tensors[i] = Tensor{Name: e.name, Shape: e.shape, Data: data}
+	}
+	return ws, meta, nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += uint64(n)
+	return n, err
+}
+
+// readChunk is how many bytes a tensor is read in when its memory grows as
+// data arrives, and the size of the conversion buffer for other dtypes.
+const readChunk = 4 << 20
+
+// readTensor reads e's data from r. With trusted sizes (bounded by the
+// input's length or the caller's limit) the tensor is allocated at once;
+// otherwise it grows as data arrives, so a lying header cannot make the
+// decoder allocate more than about twice what was sent. On a short read it
+// returns the values read so far with the error.
+func readTensor(r io.Reader, e entry, trusted bool, scratch *[]byte) ([]float32, error) {
+	size := dtypeSizes[e.dtype]
+	capHint := e.n
+	if !trusted {
+		capHint = min(e.n, readChunk/4)
+	}
+	out := make([]float32, 0, capHint)
+	for uint64(len(out)) < e.n {
+		k := int(min(e.n-uint64(len(out)), readChunk/4))
+		out = slices.Grow(out, k)
+		dst := out[len(out) : len(out)+k]
+		if e.dtype == "F32" && nativeLittleEndian {
+			n, err := io.ReadFull(r, floatBytes(dst))
+			out = out[:len(out)+n/4]
+			if err != nil {
+				return out, err
+			}
+			continue
+		}
+		if len(*scratch) < k*int(size) {
+			*scratch = make([]byte, readChunk*2) // F64: 8 bytes per value
+		}
+		raw := (*scratch)[:k*int(size)]
+		n, err := io.ReadFull(r, raw)
+		k = n / int(size)
+		convert(e.dtype, raw[:k*int(size)], dst[:k])
+		out = out[:len(out)+k]
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// convert decodes len(dst) little-endian values of dtype from b.
+func convert(dtype string, b []byte, dst []float32) {
+	switch dtype {
+	case "F32":
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	case "F64":
+		for i := range dst {
+			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
+		}
+	case "BF16":
+		for i := range dst {
+			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+		}
+	case "F16":
+		for i := range dst {
+			dst[i] = halfToFloat(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	}
+}
+
+// halfToFloat converts an IEEE 754 binary16 value exactly.
+func halfToFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch {
+	case exp == 0: // zero or subnormal: frac × 2⁻²⁴, exact in float32
+		f := float32(frac) * (1.0 / (1 << 24))
+		return math.Float32frombits(sign | math.Float32bits(f))
+	case exp == 0x1f: // ±Inf, NaN (payload kept)
+		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
+}
+
+// parseHeader parses and validates a safetensors JSON header: valid UTF-8,
+// one object, no repeated key, "__metadata__" a map of strings, every
+// other key a tensor with a known dtype, a shape and data offsets that,
+// sorted, cover the data contiguously from 0. Entries come back in data
+// order (ties, zero-size tensors, in header order).
+func parseHeader(h []byte) ([]entry, map[string]string, error) {
+	if !utf8.Valid(h) {
+		return nil, nil, fmt.Errorf("%w: the header is not valid UTF-8", ErrMalformed)
+	}
+	if t := bytes.TrimLeft(h, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return nil, nil, fmt.Errorf("%w: the header is not a JSON object (is this a safetensors file?)", ErrMalformed)
+	}
+	dec := json.NewDecoder(bytes.NewReader(h))
+	dec.UseNumber()
+	if _, err := dec.Token(); err != nil { // '{'
+		return nil, nil, fmt.Errorf("%w: header JSON: %v", ErrMalformed, err)
+	}
+	var (
+		meta    map[string]string
+		entries []entry
+		seen    = make(map[string]struct{})
+	)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: header JSON: %v", ErrMalformed, err)
+		}
+		name, _ := tok.(string) // object keys are strings
+		if _, dup := seen[name]; dup {
+			return nil, nil, fmt.Errorf("%w: the header repeats the key %q", ErrMalformed, name)
+		}
+		seen[name] = struct{}{}
+		if name == metadataKey {
+			if err := dec.Decode(&meta); err != nil {
+				return nil, nil, fmt.Errorf("%w: %s must map strings to strings: %v", ErrMalformed, metadataKey, err)
+			}
+			continue
+		}
+		var raw map[string]json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, nil, fmt.Errorf("%w: tensor %q: header JSON: %v", ErrMalformed, name, err)
+		}
+		e, err := parseEntry(name, raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrMalformed, name, err)
+		}
+		entries = append(entries, e)
+	}
+	if _, err := dec.Token(); err != nil { // '}'
+		return nil, nil, fmt.Errorf("%w: header JSON: %v", ErrMalformed, err)
+	}
+	if tok, err := dec.Token(); err != io.EOF {
+		return nil, nil, fmt.Errorf("%w: header JSON: %v after the object", ErrMalformed, tokenOrErr(tok, err))
+	}
+	sort.SliceStable(entries, func(i, j int) bool {
+		if entries[i].begin != entries[j].begin {
+			return entries[i].begin < entries[j].begin
+		}
+		return entries[i].end < entries[j].end
+	})
+	var next uint64
+	for _, e := range entries {
+		if e.begin != next {
+			what := "overlaps the previous tensor"
+			if e.begin > next {
+				what = "leaves a gap after the previous tensor"
+			}
+			return nil, nil, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] %s, which ends at %d", ErrMalformed, e.name, e.begin, e.end, what, next)
+		}
+		next = e.end
+	}
+	return entries, meta, nil
+}
+
+func tokenOrErr(tok json.Token, err error) any {
+	if err != nil {
+		return err
+	}
+	return tok
+}
+
+// parseEntry validates one tensor's header fields. Unknown fields are
+// ignored, as the reference does; names are matched exactly.
+func parseEntry(name string, raw map[string]json.RawMessage) (entry, error) {
+	e := entry{name: name}
+	for _, k := range []string{"dtype", "shape", "data_offsets"} {
+		if _, ok := raw[k]; !ok {
+			return e, fmt.Errorf("no %q", k)
+		}
+	}
+	if err := json.Unmarshal(raw["dtype"], &e.dtype); err != nil {
+		return e, fmt.Errorf("dtype: %v", err)
+	}
+	size, ok := dtypeSizes[e.dtype]
+	if !ok {
+		return e, fmt.Errorf("dtype %q is not read by Cohort, which reads F32, F16, BF16 and F64; convert the tensor to float32 before saving", e.dtype)
+	}
+	dims, err := parseUints(raw["shape"])
+	if err != nil {
+		return e, fmt.Errorf("shape: %v", err)
+	}
+	if len(dims) > 0 { // a scalar keeps Shape nil
+		e.shape = make([]int, len(dims))
+	}
+	for i, d := range dims {
+		if d > math.MaxInt64 {
+			return e, fmt.Errorf("shape %v is too large", dims)
+		}
+		e.shape[i] = int(d)
+	}
+	if e.n, err = NumElements(e.shape); err != nil {
+		return e, err
+	}
+	hi, nbytes := bits.Mul64(e.n, size)
+	if hi != 0 || nbytes > math.MaxInt64 {
+		return e, fmt.Errorf("shape %v is too large", e.shape)
+	}
+	offs, err := parseUints(raw["data_offsets"])
+	if err != nil || len(offs) != 2 {
+		return e, fmt.Errorf("data_offsets must be two byte offsets [begin, end]: %s", raw["data_offsets"])
+	}
+	e.begin, e.end = offs[0], offs[1]
+	if e.end < e.begin || e.end-e.begin != nbytes {
+		return e, fmt.Errorf("data_offsets [%d, %d] hold %d bytes, but shape %v of %s needs %d", e.begin, e.end, int64(e.end-e.begin), e.shape, e.dtype, nbytes)
+	}
+	if e.end > math.MaxInt64 {
+		return e, fmt.Errorf("data_offsets [%d, %d] are too large", e.begin, e.end)
+	}
+	return e, nil
+}
+
+// parseUints decodes a JSON array of non-negative integers.
+func parseUints(raw json.RawMessage) ([]uint64, error) {
+	var nums []json.Number
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&nums); err != nil {
+		return nil, err
+	}
+	if nums == nil {
+		return nil, errors.New("null, want an array of integers")
+	}
+	out := make([]uint64, len(nums))
+	for i, n := range nums {
+		v, err := strconv.ParseUint(string(n), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s is not a non-negative integer below 2^64", n)
+		}
+		out[i] = v
+	}
+	return out, nil
 }

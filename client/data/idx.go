@@ -4,242 +4,187 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"path/filepath"
-	"strings"
-	"time"
 )
 
-// Errors returned by this package.
-var (
-	// ErrNotFound is returned when a dataset's files are in none of the
-	// places the loader looks.
-	ErrNotFound = errors.New("dataset not found")
-	// ErrMalformed is returned for a file that is not valid IDX.
-	ErrMalformed = errors.New("malformed IDX file")
+// IDX magic numbers of the unsigned-byte files MNIST-style datasets use:
+// two zero bytes, the element type (0x08, unsigned byte), the number of
+// dimensions.
+const (
+	// MagicLabels is a labels file: one dimension, the number of samples.
+	MagicLabels uint32 = 0x00000801
+	// MagicImages is an images file: samples × rows × columns.
+	MagicImages uint32 = 0x00000803
 )
 
-// SystemFashionMNIST is where Debian's dataset-fashion-mnist package puts
-// the files.
-const SystemFashionMNIST = "/usr/share/datasets/fashion-mnist"
+// MaxIDXBytes is the most data ReadIDX accepts from one file (4 GiB).
+const MaxIDXBytes = 1 << 32
 
-// LoadOptions configures [LoadFashionMNIST].
-type LoadOptions struct {
-	// Path is the job's data.path; when set, only it is searched.
-	Path string
-	// Getenv looks up $COHORT_DATA; nil uses os.Getenv.
-	Getenv func(string) string
-	// SystemDir overrides [SystemFashionMNIST] (for tests).
-	SystemDir string
-	// CacheDir is where downloads go (default: the user cache
-	// dir/cohort/fashion-mnist).
-	CacheDir string
-	// NoDownload stops the loader from downloading when nothing is found.
-	NoDownload bool
-	// BaseURL overrides [FashionMNISTURL] (for tests and mirrors).
-	BaseURL string
-	// HTTPClient downloads (default: one with a 5-minute timeout).
-	HTTPClient *http.Client
-}
+// gzipMagic starts every gzip stream (RFC 1952).
+var gzipMagic = []byte{0x1f, 0x8b}
 
-var fmnistFiles = [4]string{"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
-
-// LoadFashionMNIST finds and reads Fashion-MNIST's training and test sets.
-func LoadFashionMNIST(ctx context.Context, opts LoadOptions) (train, test *Dataset, err error) {
-	getenv := opts.Getenv
-	if getenv == nil {
-		getenv = os.Getenv
+// ReadIDX decodes an IDX file of unsigned bytes whose magic number must be
+// want ([MagicImages], [MagicLabels] or another 0x000008nn), from r: plain
+// or gzip-compressed, told apart by gzip's magic bytes, not by any name.
+// It returns the data, row-major, and the dimensions. A file that ends
+// early wraps [ErrTruncated] and says how many bytes the header declares
+// and how many there are; any other problem wraps [ErrMalformed]. The
+// whole input is read, so a gzip stream's checksum is verified and bytes
+// after the data are an error.
+func ReadIDX(r io.Reader, want uint32) (data []byte, dims []int, err error) {
+	if want>>8 != 0x08 || want&0xff == 0 {
+		return nil, nil, fmt.Errorf("%w: magic number %#08x is not an IDX file of unsigned bytes", ErrInvalid, want)
 	}
-	sys := opts.SystemDir
-	if sys == "" {
-		sys = SystemFashionMNIST
-	}
-	var dirs []string
-	if opts.Path != "" {
-		if _, err := os.Stat(opts.Path); err != nil {
-			return nil, nil, fmt.Errorf("data.path %q: %w; fix the path or leave it empty to search the usual places", opts.Path, err)
-		}
-		dirs = []string{opts.Path, filepath.Join(opts.Path, "fashion-mnist")}
-	} else {
-		if d := getenv("COHORT_DATA"); d != "" {
-			dirs = append(dirs, d, filepath.Join(d, "fashion-mnist"))
-		}
-		dirs = append(dirs, sys)
-		cache := opts.CacheDir
-		if cache == "" {
-			if c, err := os.UserCacheDir(); err == nil {
-				cache = filepath.Join(c, "cohort", "fashion-mnist")
-			}
-		}
-		if cache != "" {
-			dirs = append(dirs, cache)
-			if !opts.NoDownload {
-				defer func() {
-					if err != nil && errors.Is(err, ErrNotFound) {
-						train, test, err = download(ctx, opts, cache, err)
-					}
-				}()
-			}
-		}
-	}
-	for _, d := range dirs {
-		paths, ok := findFiles(d)
-		if !ok {
-			continue
-		}
-		train, err := readPair("fashion-mnist/train", paths[0], paths[1])
-		if err != nil {
-			return nil, nil, err
-		}
-		test, err := readPair("fashion-mnist/test", paths[2], paths[3])
-		if err != nil {
-			return nil, nil, err
-		}
-		return train, test, nil
-	}
-	return nil, nil, fmt.Errorf("%w: Fashion-MNIST's four IDX files (plain or .gz) are in none of %s; "+
-		"install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist), or point data.path or $COHORT_DATA at a folder holding %s",
-		ErrNotFound, strings.Join(dirs, ", "), strings.Join(fmnistFiles[:], ", "))
-}
-
-// download fetches the dataset into cache and loads it; on failure the
-// error says where the loader looked and why the download failed.
-func download(ctx context.Context, opts LoadOptions, cache string, notFound error) (*Dataset, *Dataset, error) {
-	client := opts.HTTPClient
-	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Minute}
-	}
-	base := opts.BaseURL
-	if base == "" {
-		base = FashionMNISTURL
-	}
-	if err := downloadFashionMNIST(ctx, client, base, cache); err != nil {
-		return nil, nil, fmt.Errorf("%w; downloading it failed too: %v", notFound, err)
-	}
-	paths, ok := findFiles(cache)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w; the download to %s left files missing", notFound, cache)
-	}
-	train, err := readPair("fashion-mnist/train", paths[0], paths[1])
-	if err != nil {
-		return nil, nil, err
-	}
-	test, err := readPair("fashion-mnist/test", paths[2], paths[3])
-	if err != nil {
-		return nil, nil, err
-	}
-	return train, test, nil
-}
-
-func findFiles(dir string) ([4]string, bool) {
-	var out [4]string
-	for i, name := range fmnistFiles {
-		found := false
-		for _, cand := range []string{name + ".gz", name, strings.Replace(name, "-idx", ".idx", 1)} {
-			p := filepath.Join(dir, cand)
-			if st, err := os.Stat(p); err == nil && !st.IsDir() {
-				out[i], found = p, true
-				break
-			}
-		}
-		if !found {
-			return out, false
-		}
-	}
-	return out, true
-}
-
-func readPair(name, imagesPath, labelsPath string) (*Dataset, error) {
-	imgs, dims, err := readIDXFile(imagesPath, 0x0803)
-	if err != nil {
-		return nil, err
-	}
-	labels, _, err := readIDXFile(labelsPath, 0x0801)
-	if err != nil {
-		return nil, err
-	}
-	n := dims[0]
-	if len(labels) != n {
-		return nil, fmt.Errorf("%w: %s has %d images but %s has %d labels", ErrMalformed, imagesPath, n, labelsPath, len(labels))
-	}
-	feat := 1
-	for _, d := range dims[1:] {
-		feat *= d
-	}
-	ds := &Dataset{Name: name, N: n, Features: feat, Shape: append([]int{1}, dims[1:]...), Classes: 10,
-		X: make([]float32, len(imgs)), Y: make([]uint8, n)}
-	for i, p := range imgs {
-		ds.X[i] = float32(p) / 255
-	}
-	for i, l := range labels {
-		if l >= 10 {
-			return nil, fmt.Errorf("%w: %s: label %d of sample %d is not a class 0-9", ErrMalformed, labelsPath, l, i)
-		}
-		ds.Y[i] = l
-	}
-	return ds, nil
-}
-
-func readIDXFile(path string, magic uint32) ([]byte, []int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading dataset: %w", err)
-	}
-	defer f.Close()
-	b, dims, err := ReadIDX(f, magic)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return b, dims, nil
-}
-
-// ReadIDX reads an IDX file of unsigned bytes (plain or gzip, detected by
-// its magic bytes) and checks its magic number: 0x0801 for labels, 0x0803
-// for images. It returns the data and the dimensions.
-func ReadIDX(r io.Reader, magic uint32) ([]byte, []int, error) {
-	br := bufio.NewReader(r)
-	if head, err := br.Peek(2); err == nil && head[0] == 0x1f && head[1] == 0x8b {
+	br := bufio.NewReaderSize(r, 64<<10)
+	src := io.Reader(br)
+	gzipped := false
+	if head, _ := br.Peek(2); bytes.Equal(head, gzipMagic) {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: gzip: %v", ErrMalformed, err)
+			return nil, nil, fmt.Errorf("%w: gzip header: %v", ErrMalformed, err)
 		}
 		defer gz.Close()
-		br = bufio.NewReader(gz)
+		gz.Multistream(false) // one member, as the datasets ship; more is checked below as trailing bytes
+		src, gzipped = gz, true
 	}
-	var m uint32
-	if err := binary.Read(br, binary.BigEndian, &m); err != nil {
-		return nil, nil, fmt.Errorf("%w: truncated before the magic number", ErrMalformed)
+	what := "the file"
+	if gzipped {
+		what = "the decompressed file"
 	}
-	if m != magic {
-		return nil, nil, fmt.Errorf("%w: magic number %#08x, want %#08x", ErrMalformed, m, magic)
+
+	var head [4]byte
+	if n, err := io.ReadFull(src, head[:]); err != nil {
+		return nil, nil, streamError(err, gzipped, "%s has %d bytes, too few for the 4-byte magic number", what, n)
 	}
-	nd := int(magic & 0xff)
-	dims := make([]int, nd)
-	total := int64(1)
+	m := binary.BigEndian.Uint32(head[:])
+	if m != want {
+		return nil, nil, fmt.Errorf("%w: magic number %#08x (%s), want %#08x (%s)", ErrMalformed, m, describeMagic(m), want, describeMagic(want))
+	}
+
+	nd := int(want & 0xff)
+	raw := make([]byte, 4*nd)
+	if n, err := io.ReadFull(src, raw); err != nil {
+		return nil, nil, streamError(err, gzipped, "%s ends inside the dimensions: %d of %d header bytes", what, 4+n, 4+len(raw))
+	}
+	dims = make([]int, nd)
+	total := uint64(1)
 	for i := range dims {
-		var d uint32
-		if err := binary.Read(br, binary.BigEndian, &d); err != nil {
-			return nil, nil, fmt.Errorf("%w: truncated in the dimensions", ErrMalformed)
-		}
+		d := binary.BigEndian.Uint32(raw[4*i:])
 		dims[i] = int(d)
-		total *= int64(d)
-		if total > 1<<32 {
-			return nil, nil, fmt.Errorf("%w: dimensions %v are too large", ErrMalformed, dims[:i+1])
+		total *= uint64(d)
+		if total > MaxIDXBytes {
+			return nil, nil, fmt.Errorf("%w: dimensions %v declare more than %d bytes", ErrMalformed, dims[:i+1], uint64(MaxIDXBytes))
 		}
 	}
+
+	// Grow as the data arrives rather than trusting the header with the
+	// allocation: a 20-byte file may declare 4 GiB.
 	var buf bytes.Buffer
-	n, err := io.CopyN(&buf, br, total)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	buf.Grow(int(min(total, 1<<20)))
+	n, err := io.CopyN(&buf, src, int64(total))
+	if err != nil {
+		hdr := 4 + len(raw)
+		return nil, nil, streamError(err, gzipped, "dimensions %v declare %d data bytes (%d with the header), %s has %d (%d with the header)",
+			dims, total, uint64(hdr)+total, what, n, int64(hdr)+n)
 	}
-	if n != total {
-		return nil, nil, fmt.Errorf("%w: truncated: dimensions %v need %d bytes, got %d", ErrMalformed, dims, total, n)
+	extra, err := io.Copy(io.Discard, src)
+	if err != nil {
+		return nil, nil, streamError(err, gzipped, "after the %d data bytes", total)
+	}
+	if extra > 0 {
+		return nil, nil, fmt.Errorf("%w: %d bytes after the %d data bytes that dimensions %v declare", ErrMalformed, extra, total, dims)
+	}
+	if gzipped {
+		extra, err := io.Copy(io.Discard, br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("after the gzip stream: %w", err)
+		}
+		if extra > 0 {
+			return nil, nil, fmt.Errorf("%w: %d bytes after the gzip stream", ErrMalformed, extra)
+		}
 	}
 	return buf.Bytes(), dims, nil
+}
+
+// streamError classifies a read error: a plain file's or gzip stream's
+// early end is ErrTruncated, a corrupt gzip stream ErrMalformed, anything
+// else (the reader's own failure) is wrapped as it is.
+func streamError(err error, gzipped bool, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		if gzipped {
+			msg += " (the gzip stream ends early)"
+		}
+		return fmt.Errorf("%w: %s", ErrTruncated, msg)
+	case gzipped && (errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader)):
+		return fmt.Errorf("%w: %s: gzip: %v", ErrMalformed, msg, err)
+	case gzipped:
+		return fmt.Errorf("%w: %s: %w", ErrMalformed, msg, err)
+	default:
+		return fmt.Errorf("%s: %w", msg, err)
+	}
+}
+
+// describeMagic names what an IDX magic number holds.
+func describeMagic(m uint32) string {
+	switch {
+	case m == MagicLabels:
+		return "a labels file"
+	case m == MagicImages:
+		return "an images file"
+	case m>>16 != 0:
+		return "not an IDX file"
+	default:
+		return fmt.Sprintf("IDX of element type %#02x and %d dimensions", m>>8&0xff, m&0xff)
+	}
+}
+
+// WriteIDX encodes data as an uncompressed IDX file of unsigned bytes with
+// the given magic number and dimensions, whose product must be len(data).
+// Wrap w in a [gzip.Writer] for the .gz form.
+func WriteIDX(w io.Writer, magic uint32, dims []int, data []byte) error {
+	if magic>>8 != 0x08 || int(magic&0xff) != len(dims) {
+		return fmt.Errorf("writing IDX: %w: magic number %#08x does not describe %d dimensions of unsigned bytes", ErrInvalid, magic, len(dims))
+	}
+	total := uint64(1)
+	head := binary.BigEndian.AppendUint32(nil, magic)
+	for _, d := range dims {
+		if d < 0 || uint64(d) > MaxIDXBytes {
+			return fmt.Errorf("writing IDX: %w: dimension %d is out of range", ErrInvalid, d)
+		}
+		total *= uint64(d)
+		if total > MaxIDXBytes {
+			return fmt.Errorf("writing IDX: %w: dimensions %v exceed %d bytes", ErrInvalid, dims, uint64(MaxIDXBytes))
+		}
+		head = binary.BigEndian.AppendUint32(head, uint32(d))
+	}
+	if total != uint64(len(data)) {
+		return fmt.Errorf("writing IDX: %w: dimensions %v need %d bytes, got %d", ErrInvalid, dims, total, len(data))
+	}
+	if _, err := w.Write(head); err != nil {
+		return fmt.Errorf("writing IDX: %w", err)
+	}
+	if _, err := w.Write(data); err != nil {
+		return fmt.Errorf("writing IDX: %w", err)
+	}
+	return nil
+}
+
+// readIDXFile reads one IDX file; its errors name the file.
+func readIDXFile(path string, want uint32) ([]byte, []int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	b, dims, err := ReadIDX(f, want)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return b, dims, nil
 }
