@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -17,24 +19,50 @@ import (
 // (logreg when there are none). Layer i's weight is "fc<i>.weight" with
 // shape [out, in] and its bias "fc<i>.bias" [out], PyTorch's layout and
 // names, so an external PyTorch trainer exchanges the same files.
+//
+// With 32 or more units in the first layer, training and evaluation hold
+// that layer's weight transposed, [in, out], so that its products run
+// over the input's non-zero values only (half of a Fashion-MNIST image is
+// background): the forward pass adds a weight row per non-zero pixel, the
+// gradient a row of d out per non-zero pixel. The exchanged weights keep
+// PyTorch's layout.
 type dense struct {
-	sizes []int // in, hidden..., classes
+	sizes  []int // in, hidden..., classes
+	layout []model.Tensor
+	firstT bool // the first layer runs transposed
 }
 
 var _ Trainer = (*dense)(nil)
 
 func newDense(in int, hidden []int, classes int) (*dense, error) {
+	if in <= 0 || in > maxParams {
+		return nil, fmt.Errorf("%w: %d input features; the input shape must multiply out to between 1 and %d", ErrConfig, in, maxParams)
+	}
 	sizes := []int{in}
 	for _, h := range hidden {
-		if h <= 0 || h > 1<<20 {
-			return nil, fmt.Errorf("%w: hidden width %d", ErrConfig, h)
+		if h <= 0 {
+			return nil, fmt.Errorf("%w: hidden width %d; widths must be positive (mlp hidden %v)", ErrConfig, h, hidden)
 		}
 		sizes = append(sizes, h)
 	}
-	return &dense{sizes: append(sizes, classes)}, nil
+	d := &dense{sizes: append(sizes, classes)}
+	d.firstT = d.sizes[1] >= 32
+	var count paramCounter
+	for l := 0; l < d.layers(); l++ {
+		in, out := d.sizes[l], d.sizes[l+1]
+		count.add(out, in+1)
+		d.layout = append(d.layout,
+			model.Tensor{Name: fmt.Sprintf("fc%d.weight", l+1), Shape: []int{out, in}},
+			model.Tensor{Name: fmt.Sprintf("fc%d.bias", l+1), Shape: []int{out}})
+	}
+	if count.bad {
+		return nil, fmt.Errorf("%w: layers %v hold more than %d parameters; use an external trainer (model kind exec) for models this large", ErrConfig, d.sizes, maxParams)
+	}
+	return d, nil
 }
 
-func (d *dense) layers() int { return len(d.sizes) - 1 }
+func (d *dense) layers() int  { return len(d.sizes) - 1 }
+func (d *dense) classes() int { return d.sizes[len(d.sizes)-1] }
 
 // Init draws He-uniform weights (Kaiming, as PyTorch's nn.Linear default
 // bound 1/sqrt(in) for biases) from the seed.
@@ -57,24 +85,10 @@ func (d *dense) Init(seed int64) (*model.Weights, error) {
 			b[i] = float32((2*r.Float64() - 1) * bb)
 		}
 		w.Tensors = append(w.Tensors,
-			model.Tensor{Name: fmt.Sprintf("fc%d.weight", l+1), Shape: []int{out, in}, Data: wt},
-			model.Tensor{Name: fmt.Sprintf("fc%d.bias", l+1), Shape: []int{out}, Data: b})
+			model.Tensor{Name: d.layout[2*l].Name, Shape: []int{out, in}, Data: wt},
+			model.Tensor{Name: d.layout[2*l+1].Name, Shape: []int{out}, Data: b})
 	}
 	return w, nil
-}
-
-func (d *dense) check(w *model.Weights, ds *data.Dataset) error {
-	want, _ := d.Init(0)
-	if err := want.Compatible(w); err != nil {
-		return fmt.Errorf("weights do not fit this model: %w", err)
-	}
-	if ds == nil || ds.N == 0 {
-		return fmt.Errorf("no data")
-	}
-	if ds.Features != d.sizes[0] {
-		return fmt.Errorf("data has %d features per sample, the model takes %d", ds.Features, d.sizes[0])
-	}
-	return nil
 }
 
 // pass holds one batch's activations and gradients.
@@ -99,24 +113,84 @@ func gen(rows, cols int, data []float32) blas32.General {
 	return blas32.General{Rows: rows, Cols: cols, Stride: cols, Data: data[:rows*cols]}
 }
 
-// forward computes the logits of n samples already in p.acts[0].
+// forward computes the logits of n samples already in p.acts[0]; w is
+// in the working layout (see [dense.work]).
 func (d *dense) forward(w *model.Weights, p *pass, n int) {
 	for l := 0; l < d.layers(); l++ {
 		in, out := d.sizes[l], d.sizes[l+1]
 		W, b := w.Tensors[2*l].Data, w.Tensors[2*l+1].Data
 		z := p.acts[l+1][:n*out]
+		hidden := l < d.layers()-1
+		if l == 0 && d.firstT {
+			x := p.acts[0]
+			k := min(n, runtime.GOMAXPROCS(0))
+			parallel(k, func(c int) {
+				lo, hi := chunkRange(c, k, n)
+				for i := lo; i < hi; i++ {
+					zr := z[i*out : (i+1)*out]
+					copy(zr, b)
+					for j, v := range x[i*in : (i+1)*in] {
+						if v != 0 {
+							axpy(v, W[j*out:(j+1)*out], zr)
+						}
+					}
+					if hidden {
+						relu(zr)
+					}
+				}
+			})
+			continue
+		}
 		for i := 0; i < n; i++ {
 			copy(z[i*out:(i+1)*out], b)
 		}
 		blas32.Gemm(blas.NoTrans, blas.Trans, 1, gen(n, in, p.acts[l]), gen(out, in, W), 1, gen(n, out, z))
-		if l < d.layers()-1 {
-			for i, v := range z {
-				if v < 0 {
-					z[i] = 0
+		if hidden {
+			relu(z)
+		}
+	}
+}
+
+// axpy sets y += a·x.
+func axpy(a float32, x, y []float32) {
+	blas32.Implementation().Saxpy(len(x), a, x, 1, y, 1)
+}
+
+// work returns w in the layout training runs on: the first layer's
+// weight transposed when d.firstT. The result shares w's other tensors.
+func (d *dense) work(w *model.Weights) *model.Weights {
+	if !d.firstT {
+		return w
+	}
+	out := &model.Weights{Tensors: slices.Clone(w.Tensors)}
+	out.Tensors[0].Data = transpose(w.Tensors[0].Data, d.sizes[1], d.sizes[0])
+	return out
+}
+
+// exchange undoes work: PyTorch's layout again.
+func (d *dense) exchange(w *model.Weights) *model.Weights {
+	if !d.firstT {
+		return w
+	}
+	out := &model.Weights{Tensors: slices.Clone(w.Tensors)}
+	out.Tensors[0].Data = transpose(w.Tensors[0].Data, d.sizes[0], d.sizes[1])
+	return out
+}
+
+// transpose returns the cols×rows transpose of a rows×cols matrix.
+func transpose(m []float32, rows, cols int) []float32 {
+	out := make([]float32, len(m))
+	const blk = 32
+	for r0 := 0; r0 < rows; r0 += blk {
+		for c0 := 0; c0 < cols; c0 += blk {
+			for r := r0; r < min(r0+blk, rows); r++ {
+				for c := c0; c < min(c0+blk, cols); c++ {
+					out[c*rows+r] = m[r*cols+c]
 				}
 			}
 		}
 	}
+	return out
 }
 
 // lossAndGrad turns the logits into softmax cross-entropy: it returns the
@@ -158,12 +232,31 @@ func softmaxCE(logits []float32, y []uint8, n, k int, grad []float32, scale floa
 	return loss, correct
 }
 
-// backward fills grad (shaped like w) from the last layer's gradient.
+// backward fills grad (in w's working layout) from the last layer's
+// gradient.
 func (d *dense) backward(w, grad *model.Weights, p *pass, n int) {
 	for l := d.layers() - 1; l >= 0; l-- {
 		in, out := d.sizes[l], d.sizes[l+1]
 		dz := p.grads[l][:n*out]
-		blas32.Gemm(blas.Trans, blas.NoTrans, 1, gen(n, out, dz), gen(n, in, p.acts[l]), 0, gen(out, in, grad.Tensors[2*l].Data))
+		if l == 0 && d.firstT {
+			// d Wᵀ [in, out]: row j = Σ_i x[i, j]·dz[i, :] over non-zero x.
+			x, gw := p.acts[0], grad.Tensors[0].Data
+			k := min(in, runtime.GOMAXPROCS(0))
+			parallel(k, func(c int) {
+				lo, hi := chunkRange(c, k, in)
+				for j := lo; j < hi; j++ {
+					row := gw[j*out : (j+1)*out]
+					clear(row)
+					for i := 0; i < n; i++ {
+						if v := x[i*in+j]; v != 0 {
+							axpy(v, dz[i*out:(i+1)*out], row)
+						}
+					}
+				}
+			})
+		} else {
+			blas32.Gemm(blas.Trans, blas.NoTrans, 1, gen(n, out, dz), gen(n, in, p.acts[l]), 0, gen(out, in, grad.Tensors[2*l].Data))
+		}
 		gb := grad.Tensors[2*l+1].Data
 		clear(gb)
 		for i := 0; i < n; i++ {
@@ -176,8 +269,7 @@ func (d *dense) backward(w, grad *model.Weights, p *pass, n int) {
 		}
 		prev := p.grads[l-1][:n*in]
 		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, gen(n, out, dz), gen(out, in, w.Tensors[2*l].Data), 0, gen(n, in, prev))
-		a := p.acts[l][:n*in]
-		for i, v := range a {
+		for i, v := range p.acts[l][:n*in] {
 			if v <= 0 {
 				prev[i] = 0
 			}
@@ -218,7 +310,10 @@ func (d *dense) scratch(batch int) any { return d.newPass(batch) }
 
 // Train runs minibatch SGD (see [runSGD]).
 func (d *dense) Train(ctx context.Context, w *model.Weights, ds *data.Dataset, cfg TrainConfig) (*model.Weights, TrainResult, error) {
-	if err := d.check(w, ds); err != nil {
+	if err := checkTrainConfig(cfg); err != nil {
+		return nil, TrainResult{}, fmt.Errorf("checking the training config: %w", err)
+	}
+	if err := checkInputs(d.layout, d.sizes[0], d.classes(), w, ds); err != nil {
 		return nil, TrainResult{}, err
 	}
 	return runSGD(ctx, d, w, ds, cfg)
@@ -226,46 +321,8 @@ func (d *dense) Train(ctx context.Context, w *model.Weights, ds *data.Dataset, c
 
 // Evaluate computes loss and accuracy in batches of 500.
 func (d *dense) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) (EvalResult, error) {
-	if err := d.check(w, ds); err != nil {
+	if err := checkInputs(d.layout, d.sizes[0], d.classes(), w, ds); err != nil {
 		return EvalResult{}, err
 	}
 	return evaluate(ctx, d, w, ds, 500)
-}
-
-func checkTrainConfig(cfg TrainConfig) error {
-	switch {
-	case cfg.Epochs < 1:
-		return fmt.Errorf("epochs %d: need at least 1", cfg.Epochs)
-	case cfg.BatchSize < 1:
-		return fmt.Errorf("batch size %d: need at least 1", cfg.BatchSize)
-	case !(cfg.LR > 0):
-		return fmt.Errorf("learning rate %v: must be > 0", cfg.LR)
-	case cfg.Momentum < 0 || cfg.Momentum >= 1:
-		return fmt.Errorf("momentum %v: must be in [0, 1)", cfg.Momentum)
-	case cfg.Mu < 0 || cfg.WeightDecay < 0:
-		return fmt.Errorf("mu %v and weight decay %v must be ≥ 0", cfg.Mu, cfg.WeightDecay)
-	}
-	return nil
-}
-
-// step applies one SGD update to cur from grad: weight decay and FedProx's
-// proximal gradient μ(w − anchor) are added to the gradient, then momentum.
-func step(cur, grad, vel, anchor *model.Weights, cfg TrainConfig) {
-	lr, m := float32(cfg.LR), float32(cfg.Momentum)
-	wd, mu := float32(cfg.WeightDecay), float32(cfg.Mu)
-	for t := range cur.Tensors {
-		w, g, a := cur.Tensors[t].Data, grad.Tensors[t].Data, anchor.Tensors[t].Data
-		var v []float32
-		if vel != nil {
-			v = vel.Tensors[t].Data
-		}
-		for i := range w {
-			gi := g[i] + wd*w[i] + mu*(w[i]-a[i])
-			if v != nil {
-				v[i] = m*v[i] + gi
-				gi = v[i]
-			}
-			w[i] -= lr * gi
-		}
-	}
 }

@@ -68,41 +68,54 @@ func lossOf(t *testing.T, tr Trainer, w *model.Weights, ds *data.Dataset) float6
 	return r.Loss
 }
 
-// TestGradients compares one SGD step's change with finite differences of
-// the loss: with lr = h, the step moves each weight by −h·∂L/∂w.
+// checkGradients compares one SGD step's change with central finite
+// differences of Evaluate's loss: with lr = η the step moves each weight
+// by −η·∂L/∂w. It checks every value of tensors of up to 64 values and 16
+// spread over larger ones.
+func checkGradients(t *testing.T, tr Trainer, w *model.Weights, ds *data.Dataset, tol float64) {
+	t.Helper()
+	const lr = 1e-3
+	next, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: ds.N, LR: lr, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for ti, tn := range w.Tensors {
+		stride := max(1, len(tn.Data)/16)
+		if len(tn.Data) <= 64 {
+			stride = 1
+		}
+		for i := 0; i < len(tn.Data); i += stride {
+			analytic := float64(w.Tensors[ti].Data[i]-next.Tensors[ti].Data[i]) / lr
+			plus, minus := w.Clone(), w.Clone()
+			const h = 2e-3 // small enough not to cross ReLU kinks and pooling switches, large for float32
+			plus.Tensors[ti].Data[i] += h
+			minus.Tensors[ti].Data[i] -= h
+			numeric := (lossOf(t, tr, plus, ds) - lossOf(t, tr, minus, ds)) / (2 * h)
+			if d := math.Abs(analytic - numeric); d > tol*math.Max(1, math.Abs(numeric)) {
+				t.Errorf("%s[%d]: gradient %.5f, finite difference %.5f", tn.Name, i, analytic, numeric)
+			}
+			checked++
+		}
+	}
+	if checked < len(w.Tensors) {
+		t.Fatalf("checked %d values of %d tensors", checked, len(w.Tensors))
+	}
+}
+
 func TestGradients(t *testing.T) {
 	for _, cfg := range []Config{
 		{Kind: "logreg", InputShape: []int{5}, Classes: 3},
 		{Kind: "mlp", Hidden: []int{7, 4}, InputShape: []int{5}, Classes: 3},
+		{Kind: "mlp", Hidden: []int{40, 6}, InputShape: []int{5}, Classes: 3}, // first layer transposed
+		{Kind: "mlp", Hidden: []int{32}, InputShape: []int{5}, Classes: 3},
+		{Kind: "logreg", InputShape: []int{5}, Classes: 33}, // the output layer transposed
 	} {
-		t.Run(cfg.Kind, func(t *testing.T) {
+		t.Run(cfg.Kind+fmtShape(cfg.Hidden)+strconv.Itoa(cfg.Classes), func(t *testing.T) {
 			tr := mustNew(t, cfg)
-			ds := blobs(6, 5, 3, 9)
 			w, _ := tr.Init(3)
-			const lr = 1e-3
-			// One full-batch step with lr: Δw = −lr·g.
-			next, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: ds.N, LR: lr, Seed: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			checked := 0
-			for ti, tn := range w.Tensors {
-				for _, i := range []int{0, len(tn.Data) / 2, len(tn.Data) - 1} {
-					analytic := float64(w.Tensors[ti].Data[i]-next.Tensors[ti].Data[i]) / lr
-					plus, minus := w.Clone(), w.Clone()
-					const h = 1e-2
-					plus.Tensors[ti].Data[i] += h
-					minus.Tensors[ti].Data[i] -= h
-					numeric := (lossOf(t, tr, plus, ds) - lossOf(t, tr, minus, ds)) / (2 * h)
-					if d := math.Abs(analytic - numeric); d > 2e-2*math.Max(1, math.Abs(numeric)) {
-						t.Errorf("%s[%d]: gradient %.5f, finite difference %.5f", tn.Name, i, analytic, numeric)
-					}
-					checked++
-				}
-			}
-			if checked == 0 {
-				t.Fatal("checked nothing")
-			}
+			checkGradients(t, tr, w, blobs(6, 5, 3, 9), 2e-2)
+			checkGradients(t, tr, w, images(6, []int{5}, 3, 9), 2e-2) // with zero inputs
 		})
 	}
 }
@@ -185,44 +198,114 @@ func TestCancellation(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	ds := blobs(20, 8, 4, 3)
-	tr := mustNew(t, Config{Kind: "mlp", Hidden: []int{5}, InputShape: []int{8}, Classes: 4})
-	w, _ := tr.Init(1)
-	other := mustNew(t, Config{Kind: "mlp", Hidden: []int{6}, InputShape: []int{8}, Classes: 4})
-	wrong, _ := other.Init(1)
-	good := TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1}
-	tests := []struct {
-		name string
-		w    *model.Weights
-		ds   *data.Dataset
-		cfg  TrainConfig
-		want string
-	}{
-		{"wrong shapes", wrong, ds, good, "do not fit"},
-		{"wrong features", w, blobs(5, 9, 4, 1), good, "9 features"},
-		{"empty data", w, &data.Dataset{Features: 8}, good, "no data"},
-		{"epochs", w, ds, TrainConfig{BatchSize: 4, LR: 0.1}, "epochs"},
-		{"lr", w, ds, TrainConfig{Epochs: 1, BatchSize: 4}, "learning rate"},
-		{"momentum", w, ds, TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1, Momentum: 1}, "momentum"},
-		{"diverges", w, ds, TrainConfig{Epochs: 3, BatchSize: 4, LR: 1e30}, "diverged"},
+	for _, cfg := range []Config{
+		{Kind: "mlp", Hidden: []int{5}, InputShape: []int{1, 4, 4}, Classes: 4},
+		{Kind: "cnn", Conv: []int{2}, InputShape: []int{1, 4, 4}, Classes: 4},
+	} {
+		t.Run(cfg.Kind, func(t *testing.T) { testBadInput(t, cfg) })
 	}
+}
+
+func testBadInput(t *testing.T, cfg Config) {
+	ds := images(20, cfg.InputShape, cfg.Classes, 3)
+	tr := mustNew(t, cfg)
+	w, _ := tr.Init(1)
+	other := cfg
+	other.Hidden, other.Conv = []int{6}, []int{3}
+	wrong, _ := mustNew(t, other).Init(1)
+	renamed := w.Clone()
+	renamed.Tensors[0].Name = "layer1.weight"
+	short := w.Clone()
+	short.Tensors[1].Data = short.Tensors[1].Data[:1]
+	nan := w.Clone()
+	nan.Tensors[2].Data[0] = float32(math.NaN())
+	shortX, shortY, badLabel := ds.Subset(seq(20)), ds.Subset(seq(20)), ds.Subset(seq(20))
+	shortX.X = shortX.X[:len(shortX.X)-1]
+	shortY.Y = shortY.Y[:19]
+	badLabel.Y[7] = 4
+	tests := []struct {
+		name   string
+		w      *model.Weights
+		ds     *data.Dataset
+		target error  // errors.Is target, or nil
+		want   string // in the message
+	}{
+		{"wrong shapes", wrong, ds, model.ErrIncompatible, "shape"},
+		{"renamed", renamed, ds, model.ErrIncompatible, `"layer1.weight"`},
+		{"too few values", short, ds, model.ErrIncompatible, "holds 1 values"},
+		{"no weights", nil, ds, model.ErrIncompatible, "no weights"},
+		{"non-finite weights", nan, ds, model.ErrNotFinite, "NaN"},
+		{"wrong features", w, images(5, []int{17}, 4, 1), nil, "17 features"},
+		{"nil data", w, nil, nil, "no data"},
+		{"empty data", w, &data.Dataset{Features: 16}, nil, "no data"},
+		{"short X", w, shortX, nil, "holds 319 values"},
+		{"short Y", w, shortY, nil, "19 labels for 20 samples"},
+		{"label out of range", w, badLabel, nil, "sample 7 has label 4"},
+	}
+	good := TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := tr.Train(context.Background(), tt.w, tt.ds, tt.cfg)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Train = %v, want an error mentioning %q", err, tt.want)
+			_, _, err := tr.Train(context.Background(), tt.w, tt.ds, good)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || (tt.target != nil && !errors.Is(err, tt.target)) {
+				t.Errorf("Train = %v, want an error mentioning %q (errors.Is %v)", err, tt.want, tt.target)
+			}
+			_, err = tr.Evaluate(context.Background(), tt.w, tt.ds)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || (tt.target != nil && !errors.Is(err, tt.target)) {
+				t.Errorf("Evaluate = %v, want an error mentioning %q (errors.Is %v)", err, tt.want, tt.target)
 			}
 		})
 	}
+
+	configs := []struct {
+		name string
+		cfg  TrainConfig
+		want []string
+	}{
+		{"zero", TrainConfig{}, []string{"epochs 0", "batch size 0", "learning rate 0"}},
+		{"lr NaN", TrainConfig{Epochs: 1, BatchSize: 4, LR: math.NaN()}, []string{"learning rate NaN"}},
+		{"lr Inf", TrainConfig{Epochs: 1, BatchSize: 4, LR: math.Inf(1)}, []string{"learning rate +Inf"}},
+		{"momentum 1", TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1, Momentum: 1}, []string{"momentum 1"}},
+		{"momentum NaN", TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1, Momentum: math.NaN()}, []string{"momentum NaN"}},
+		{"negative", TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1, Mu: -1, WeightDecay: -1}, []string{"mu -1", "weight decay -1"}},
+		{"mu NaN", TrainConfig{Epochs: 1, BatchSize: 4, LR: 0.1, Mu: math.NaN()}, []string{"mu NaN"}},
+		{"diverges", TrainConfig{Epochs: 3, BatchSize: 4, LR: 1e30}, []string{"diverged"}},
+	}
+	for _, tt := range configs {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := tr.Train(context.Background(), w, ds, tt.cfg)
+			for _, want := range tt.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Train(%s) = %v, want an error mentioning %q", tt.name, err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRejectsBadConfigs(t *testing.T) {
 	for _, cfg := range []Config{
 		{Kind: "svm", InputShape: []int{8}, Classes: 4},
+		{Kind: "", InputShape: []int{8}, Classes: 4},
 		{Kind: "mlp", InputShape: []int{8}, Classes: 4},
 		{Kind: "mlp", Hidden: []int{-1}, InputShape: []int{8}, Classes: 4},
+		{Kind: "mlp", Hidden: []int{10, 0}, InputShape: []int{8}, Classes: 4},
+		{Kind: "mlp", Hidden: []int{1 << 40}, InputShape: []int{8}, Classes: 4},
+		{Kind: "mlp", Hidden: []int{1 << 20, 1 << 20}, InputShape: []int{8}, Classes: 4},
+		{Kind: "mlp", Hidden: []int{10}, InputShape: []int{1 << 31, 1 << 31}, Classes: 4},
+		{Kind: "mlp", Hidden: []int{10}, InputShape: []int{1 << 32, 1 << 32}, Classes: 4},
 		{Kind: "logreg", InputShape: []int{8}, Classes: 1},
+		{Kind: "logreg", InputShape: []int{8}, Classes: 1 << 40},
 		{Kind: "logreg", Classes: 3},
+		{Kind: "logreg", InputShape: []int{0, 3}, Classes: 3},
+		{Kind: "cnn", InputShape: []int{784}, Classes: 10},
+		{Kind: "cnn", InputShape: []int{1, 28, 28}, Conv: []int{0}, Classes: 10},
+		{Kind: "cnn", InputShape: []int{1, 28, 28}, Conv: []int{8, 8, 8, 8, 8}, Classes: 10},
+		{Kind: "cnn", InputShape: []int{1, 1 << 20, 1 << 20}, Classes: 10},
+		{Kind: "cnn", InputShape: []int{1 << 40, 4, 4}, Classes: 10},
+		{Kind: "cnn", InputShape: []int{3, 512, 512}, Conv: []int{4096}, Classes: 10},
 	} {
-		if _, err := New(cfg); !errors.Is(err, ErrConfig) {
-			t.Errorf("New(%+v) = %v, want ErrConfig", cfg, err)
+		if tr, err := New(cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("New(%+v) = %v, %v; want ErrConfig", cfg, tr, err)
 		}
 	}
 }
@@ -252,12 +335,11 @@ func fmtShape(s []int) string {
 	return b.String()
 }
 
-func benchTrain(b *testing.B, cfg Config, batch int) {
+func benchTrain(b *testing.B, cfg Config, n, batch int) {
 	train, _ := fmnist(b)
 	tr := mustNew(b, cfg)
 	w, _ := tr.Init(1)
-	ds := train.Subset(seq(2000))
-	b.ResetTimer()
+	ds := train.Subset(seq(n))
 	for b.Loop() {
 		if _, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: batch, LR: 0.05}); err != nil {
 			b.Fatal(err)
@@ -274,12 +356,18 @@ func seq(n int) []int {
 	return s
 }
 
-func BenchmarkTrainMLP32(b *testing.B) {
-	benchTrain(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 32)
+// BenchmarkTrainMLP trains the example job's MLP, 784-200-10, for one
+// epoch over 2,000 Fashion-MNIST images.
+func BenchmarkTrainMLP(b *testing.B) {
+	for _, batch := range []int{32, 128} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			benchTrain(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 2000, batch)
+		})
+	}
 }
 
-func BenchmarkTrainMLP128(b *testing.B) {
-	benchTrain(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 128)
+func BenchmarkTrainLogreg(b *testing.B) {
+	benchTrain(b, Config{Kind: "logreg", InputShape: []int{1, 28, 28}, Classes: 10}, 2000, 32)
 }
 
 func BenchmarkEvaluateMLP(b *testing.B) {
@@ -294,35 +382,41 @@ func BenchmarkEvaluateMLP(b *testing.B) {
 	b.ReportMetric(float64(test.N)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 }
 
-// TestCNNGradients checks the CNN's gradients by finite differences on a
-// tiny image problem.
+// TestCNNGradients checks the CNN's gradients by finite differences on
+// tiny images: two input channels, and odd sizes that pooling floors.
 func TestCNNGradients(t *testing.T) {
-	cfg := Config{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{2, 8, 8}, Classes: 3}
-	tr := mustNew(t, cfg)
-	r := rand.New(rand.NewPCG(4, 4))
-	ds := &data.Dataset{N: 4, Features: 128, Shape: []int{2, 8, 8}, Classes: 3, X: make([]float32, 4*128), Y: []uint8{0, 1, 2, 1}}
+	for _, cfg := range []Config{
+		{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{2, 8, 8}, Classes: 3},
+		{Kind: "cnn", Conv: []int{2, 3}, InputShape: []int{1, 9, 7}, Classes: 4},
+		{Kind: "cnn", Conv: []int{3}, InputShape: []int{3, 5, 6}, Classes: 2},
+	} {
+		t.Run(fmtShape(cfg.InputShape), func(t *testing.T) {
+			tr := mustNew(t, cfg)
+			ds := images(5, cfg.InputShape, cfg.Classes, 4)
+			w, _ := tr.Init(2)
+			checkGradients(t, tr, w, ds, 3e-2)
+		})
+	}
+}
+
+// images returns n random images of the given shape, about half of
+// their pixels 0 as in real images, with labels cycling through the
+// classes.
+func images(n int, shape []int, classes int, seed uint64) *data.Dataset {
+	r := rand.New(rand.NewPCG(seed, seed))
+	f := numel(shape)
+	ds := &data.Dataset{N: n, Features: f, Shape: shape, Classes: classes, X: make([]float32, n*f), Y: make([]uint8, n)}
 	for i := range ds.X {
-		ds.X[i] = float32(r.NormFloat64())
+		ds.X[i] = float32(max(0, r.NormFloat64()))
 	}
-	w, _ := tr.Init(2)
-	const lr = 1e-3
-	next, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: 4, LR: lr, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
+	for i := range ds.Y {
+		ds.Y[i] = uint8(i % classes)
 	}
-	for ti, tn := range w.Tensors {
-		for _, i := range []int{0, len(tn.Data) / 3, len(tn.Data) - 1} {
-			analytic := float64(w.Tensors[ti].Data[i]-next.Tensors[ti].Data[i]) / lr
-			plus, minus := w.Clone(), w.Clone()
-			const h = 1e-2
-			plus.Tensors[ti].Data[i] += h
-			minus.Tensors[ti].Data[i] -= h
-			numeric := (lossOf(t, tr, plus, ds) - lossOf(t, tr, minus, ds)) / (2 * h)
-			if d := math.Abs(analytic - numeric); d > 3e-2*math.Max(1, math.Abs(numeric)) {
-				t.Errorf("%s[%d]: gradient %.5f, finite difference %.5f", tn.Name, i, analytic, numeric)
-			}
-		}
-	}
+	return ds
+}
+
+func TestCNNNames(t *testing.T) {
+	w, _ := mustNew(t, Config{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{2, 8, 8}, Classes: 3}).Init(1)
 	var names []string
 	for _, tn := range w.Tensors {
 		names = append(names, tn.Name+fmtShape(tn.Shape))
@@ -352,13 +446,19 @@ func TestCNNLearns(t *testing.T) {
 	}
 }
 
+// BenchmarkTrainCNN trains the FedAvg CNN (conv 32, 64, FC 512) for one
+// epoch over 128 images.
 func BenchmarkTrainCNN(b *testing.B) {
-	train, _ := fmnist(b)
+	benchTrain(b, Config{Kind: "cnn", InputShape: []int{1, 28, 28}, Classes: 10}, 128, 32)
+}
+
+func BenchmarkEvaluateCNN(b *testing.B) {
+	_, test := fmnist(b)
 	tr := mustNew(b, Config{Kind: "cnn", InputShape: []int{1, 28, 28}, Classes: 10})
 	w, _ := tr.Init(1)
-	ds := train.Subset(seq(64))
+	ds := test.Subset(seq(200))
 	for b.Loop() {
-		if _, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Epochs: 1, BatchSize: 32, LR: 0.05}); err != nil {
+		if _, err := tr.Evaluate(context.Background(), w, ds); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -4,17 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/model"
 )
 
-// ErrConfig is returned by [New] for a model configuration it cannot build.
-var ErrConfig = errors.New("invalid model config")
+// Errors returned by the trainers.
+var (
+	// ErrConfig is returned by [New] for a model configuration it cannot build.
+	ErrConfig = errors.New("invalid model config")
+	// ErrCommandNotFound is returned by the exec trainer when its program
+	// does not exist or cannot be executed.
+	ErrCommandNotFound = errors.New("trainer command not found")
+	// ErrTrainerFailed is returned by the exec trainer when its process
+	// exits with a non-zero code or is killed by a signal.
+	ErrTrainerFailed = errors.New("trainer process failed")
+	// ErrTrainerOutput is returned by the exec trainer when its process
+	// exits cleanly but its weights or metrics are missing or invalid.
+	ErrTrainerOutput = errors.New("invalid trainer output")
+)
 
 // Config describes a model.
 type Config struct {
-	// Kind is logreg, mlp or cnn.
+	// Kind is logreg, mlp, cnn or exec.
 	Kind string
 	// Hidden are an mlp's hidden layer widths.
 	Hidden []int
@@ -24,6 +37,23 @@ type Config struct {
 	InputShape []int
 	// Classes is the number of classes.
 	Classes int
+
+	// Command is an exec trainer's argv, run once per Init, Train and
+	// Evaluate call (see [Exec] and docs/trainer-protocol.md).
+	Command []string
+	// Env adds variables to the exec trainer's environment, over the
+	// site's own.
+	Env map[string]string
+	// Dir is the exec trainer's working directory: relative paths in
+	// Command resolve against it. Empty means the site's working directory.
+	Dir string
+	// WorkDir is the exec trainer's scratch folder for the files it
+	// exchanges with the process; empty means a new temporary folder,
+	// removed by [Exec.Close].
+	WorkDir string
+	// Logger receives the exec trainer's process output, line by line;
+	// nil discards it.
+	Logger *slog.Logger
 }
 
 // TrainConfig is one local training task.
@@ -38,7 +68,9 @@ type TrainConfig struct {
 	Mu float64
 	// Seed seeds the shuffling: the same seed and inputs give the same result.
 	Seed int64
-	// Progress, if set, is called after every batch.
+	// Progress, if set, is called after every batch; an exec trainer calls
+	// it for each progress line its process prints, from another goroutine
+	// but never concurrently with itself, and before Train returns.
 	Progress func(epoch, batch, batches int, loss float64)
 }
 
@@ -49,6 +81,13 @@ type TrainResult struct {
 	Epochs     int
 	Seconds    float64
 	Steps      int
+	// CPUSeconds is the CPU time (user + system) of the external process
+	// that trained, for trainers that run one (exec); 0 for in-process
+	// trainers, whose CPU time is the site's own.
+	CPUSeconds float64
+	// Metrics holds any further metrics the trainer reported (an exec
+	// trainer's extra metrics keys); nil when none.
+	Metrics map[string]float64
 }
 
 // EvalResult is a model's loss and accuracy on a dataset.
@@ -56,6 +95,9 @@ type EvalResult struct {
 	NumSamples int64
 	Loss       float64
 	Accuracy   float64
+	// CPUSeconds is the CPU time of the external process that evaluated,
+	// as in [TrainResult].
+	CPUSeconds float64
 }
 
 // Trainer trains and evaluates one model architecture. Implementations are
@@ -95,6 +137,12 @@ func New(cfg Config) (Trainer, error) {
 		return newDense(in, cfg.Hidden, cfg.Classes)
 	case "cnn":
 		return newCNN(cfg)
+	case "exec":
+		e, err := NewExec(cfg)
+		if err != nil { // not a typed nil in the interface
+			return nil, err
+		}
+		return e, nil
 	}
 	return nil, fmt.Errorf("%w: model kind %q; use logreg, mlp or cnn (or exec for an external trainer)", ErrConfig, cfg.Kind)
 }

@@ -2,7 +2,10 @@ package federation
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,6 +22,13 @@ import (
 // spec, shared by every site of the process. It implements the site agent's
 // TrainerFactory.
 type Trainers struct {
+	// Dir is the working directory of exec trainers, against which their
+	// command's relative paths resolve (the job file's folder); empty
+	// means the process's.
+	Dir string
+	// Logger receives exec trainers' process output; nil discards it.
+	Logger *slog.Logger
+
 	mu    sync.Mutex
 	cache map[string]train.Trainer
 }
@@ -26,6 +36,9 @@ type Trainers struct {
 // Trainer returns the trainer for spec.
 func (t *Trainers) Trainer(spec *pb.ModelSpec) (train.Trainer, error) {
 	cfg := trainConfig(spec)
+	if cfg.Kind == job.ModelExec {
+		cfg.Dir, cfg.Logger = t.Dir, t.Logger
+	}
 	key := fmt.Sprint(cfg)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -41,6 +54,20 @@ func (t *Trainers) Trainer(spec *pb.ModelSpec) (train.Trainer, error) {
 	}
 	t.cache[key] = tr
 	return tr, nil
+}
+
+// Close removes what the trainers left on disk (exec trainers' scratch
+// files). No trainer may be in use.
+func (t *Trainers) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, tr := range t.cache {
+		if c, ok := tr.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func ints(xs []int32) []int {
@@ -66,6 +93,8 @@ func trainConfig(spec *pb.ModelSpec) train.Config {
 		Conv:       ints(spec.GetConv()),
 		InputShape: ints(spec.GetInputShape()),
 		Classes:    int(spec.GetClasses()),
+		Command:    spec.GetCommand(),
+		Env:        spec.GetEnv(),
 	}
 }
 

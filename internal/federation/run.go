@@ -23,7 +23,8 @@ import (
 
 // Options configures [Run].
 type Options struct {
-	// BaseDir resolves the job's relative data path (the job file's folder).
+	// BaseDir is the job file's folder: the job's relative data path
+	// resolves against it, and an exec model's command runs in it.
 	BaseDir string
 	// DBPath overrides the job's tracking.uri ("sqlite:PATH").
 	DBPath string
@@ -86,7 +87,8 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	}
 	defer store.Close()
 
-	trainers := &Trainers{}
+	trainers := &Trainers{Dir: opts.BaseDir, Logger: log.With("component", "trainer")}
+	defer trainers.Close()
 	shape := ds.Pooled.Shape
 	coord, err := server.New(server.Config{Version: opts.Version, Logger: log.With("component", "coordinator")},
 		server.Deps{Tracker: store, Meter: opts.CoordMeter, Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
@@ -179,7 +181,7 @@ func hasCentralized(spec *job.Spec) bool {
 }
 
 func startAgent(ctx context.Context, g *errgroup.Group, name string, central bool, src siteSource, tf client.TrainerFactory, opts Options, addr string, dial []grpc.DialOption, log *slog.Logger) error {
-	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn"}, EnergySources: []string{"estimate"}}
+	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn", "exec"}, EnergySources: []string{"estimate"}}
 	if central {
 		caps.Trainers = append(caps.Trainers, pb.PooledDataTrainer)
 	}

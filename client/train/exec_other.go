@@ -1,0 +1,8 @@
+//go:build !linux
+
+package train
+
+// waitExited reports that it cannot wait without reaping on this system:
+// the caller reaps the process first, then kills what is left of its
+// group.
+func waitExited(pid int) bool { return false }

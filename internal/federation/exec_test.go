@@ -1,0 +1,66 @@
+package federation
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunPyTorchExample runs examples/pytorch-fmnist/quick.yaml as
+// `cohort run` does: every init, train and evaluate task is a real
+// PyTorch process (train.py on the CPU) started by the exec trainer.
+func TestRunPyTorchExample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the PyTorch example in -short mode: it starts about 30 Python processes")
+	}
+	const python = "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import torch").CombinedOutput(); err != nil {
+		t.Skipf("skipping the PyTorch example: %s cannot import torch (apt-get install python3-torch): %v\n%s", python, err, out)
+	}
+	dir, err := filepath.Abs("../../examples/pytorch-fmnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(dir, "quick.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // the trainer's scratch folder goes here
+	db := filepath.Join(t.TempDir(), "cohort.db")
+	var progress bytes.Buffer
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, src, Options{BaseDir: dir, DBPath: db, Progress: &progress, Logger: log, Version: "test"})
+	t.Logf("progress:\n%s", progress.String())
+	if err != nil {
+		t.Fatalf("Run(quick.yaml): %v", err)
+	}
+	if got := len(res.Comparison.Arms); got != 3 {
+		t.Fatalf("comparison has %d arms, want 3", got)
+	}
+	for _, a := range res.Comparison.Arms {
+		if a.Rounds != 2 {
+			t.Errorf("arm %s: %d rounds logged, want 2", a.Name, a.Rounds)
+		}
+		// Chance is 0.1; two passes of a small CNN over the 6,000 images
+		// reach about 0.7.
+		if a.FinalAccuracy < 0.3 {
+			t.Errorf("arm %s: final accuracy %.3f, want ≥ 0.3", a.Name, a.FinalAccuracy)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("TMPDIR holds %s after the run; the trainers' scratch folders should be gone", strings.Join(names, ", "))
+	}
+}
