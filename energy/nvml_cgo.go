@@ -5,151 +5,241 @@ package energy
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
+// NVML is the NVIDIA Management Library as go-nvml exposes it; tests pass
+// go-nvml's mock (github.com/NVIDIA/go-nvml/pkg/nvml/mock) in
+// [Options.NVML]. In builds without cgo it is an empty interface that is
+// ignored.
+type NVML = nvml.Interface
+
+// Symbols newer than the oldest drivers: go-nvml calls straight into the
+// library, so calling one the installed driver lacks would crash the
+// process. Each is looked up before its first call.
+const (
+	symEnergy      = "nvmlDeviceGetTotalEnergyConsumption" // Volta, R410
+	symFieldValues = "nvmlDeviceGetFieldValues"
+	symMigMode     = "nvmlDeviceGetMigMode" // R450
+	symMigCount    = "nvmlDeviceGetMaxMigDeviceCount"
+	symMigHandle   = "nvmlDeviceGetMigDeviceHandleByIndex"
+)
+
 // openNVML initialises NVML (lib nil: the real library, loaded now) and
-// returns the visible GPUs, or the reason there are none. Nothing in
-// go-nvml is called before a successful Init.
-func openNVML(lib nvml.Interface, visible string) (gpuBackend, string) {
+// returns the GPUs visible under spec (all of them when !limited), or the
+// reason there are none. Nothing in go-nvml is called before a successful
+// Init.
+func openNVML(lib nvml.Interface, spec string, limited bool) (gpuBackend, string) {
 	if lib == nil {
 		lib = nvml.New()
 	}
-	if ret := lib.Init(); ret != nvml.SUCCESS {
-		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
-			return nil, "libnvidia-ml not found: no NVIDIA driver on this machine"
-		}
-		return nil, fmt.Sprintf("NVML init failed: %s", lib.ErrorString(ret))
+	switch ret := lib.Init(); ret {
+	case nvml.SUCCESS:
+	case nvml.ERROR_LIBRARY_NOT_FOUND:
+		return nil, "libnvidia-ml.so.1 not found: no NVIDIA driver on this machine (if it has an NVIDIA GPU, install the driver; otherwise nothing to do)"
+	case nvml.ERROR_DRIVER_NOT_LOADED:
+		return nil, "the NVIDIA kernel driver is not loaded (check `nvidia-smi`; in a container, run it with the NVIDIA runtime, e.g. `docker run --gpus all`)"
+	case nvml.ERROR_NO_PERMISSION:
+		return nil, "no permission to open the NVIDIA devices (/dev/nvidia*): add the site's user to their group"
+	default:
+		return nil, fmt.Sprintf("NVML init failed: %s", nvml.ErrorString(ret))
 	}
 	b := &nvmlBackend{lib: lib}
+	has := func(sym string) bool { return lib.Extensions().LookupSymbol(sym) == nil }
 	if v, ret := lib.SystemGetDriverVersion(); ret == nvml.SUCCESS {
 		b.drv = v
 	}
 	n, ret := lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {
 		lib.Shutdown()
-		return nil, fmt.Sprintf("NVML device count: %s", lib.ErrorString(ret))
+		return nil, fmt.Sprintf("counting GPUs through NVML: %s", nvml.ErrorString(ret))
 	}
-	show := visibleFilter(visible)
+	var (
+		devs []*nvmlDevice
+		ids  []gpuID
+	)
 	for i := 0; i < n; i++ {
 		d, ret := lib.DeviceGetHandleByIndex(i)
 		if ret != nvml.SUCCESS {
-			continue
+			continue // lost or not permitted: CUDA will not see it either
 		}
-		info := gpuInfo{index: i}
-		info.uuid, _ = d.GetUUID()
-		info.name, _ = d.GetName()
+		dev := &nvmlDevice{b: b, d: d, inf: gpuInfo{index: i, power: PowerAverage}}
+		dev.inf.uuid, _ = d.GetUUID()
+		dev.inf.name, _ = d.GetName()
 		if m, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
-			info.memory = m.Total
+			dev.inf.memory = m.Total
 		}
-		if mig, ret := d.IsMigDeviceHandle(); ret == nvml.SUCCESS {
-			info.mig = mig
+		if has(symEnergy) {
+			_, ret := d.GetTotalEnergyConsumption()
+			dev.inf.counter = ret == nvml.SUCCESS
 		}
-		if !show(i, info.uuid) {
-			continue
+		if has(symFieldValues) {
+			if _, ok := dev.instant(); ok {
+				dev.inf.power = PowerInstant
+			}
 		}
-		b.devs = append(b.devs, &nvmlDevice{d: d, inf: info})
+		if has(symMigMode) {
+			if cur, _, ret := d.GetMigMode(); ret == nvml.SUCCESS && cur == nvml.DEVICE_MIG_ENABLE {
+				dev.inf.mig = true
+				if has(symMigCount) && has(symMigHandle) {
+					dev.inf.migs = migUUIDs(d)
+				}
+			}
+		}
+		devs = append(devs, dev)
+		ids = append(ids, gpuID{uuid: dev.inf.uuid, migs: dev.inf.migs})
+	}
+	picked := make([]selected, len(devs))
+	for i := range devs {
+		picked[i] = selected{pos: i}
+	}
+	stop := ""
+	if limited {
+		picked, stop = selectVisible(spec, ids)
+	}
+	for _, s := range picked {
+		d := devs[s.pos]
+		if len(s.migs) > 0 {
+			d.inf.migs = s.migs // the instances this process was given
+		}
+		b.devs = append(b.devs, d)
 	}
 	if len(b.devs) == 0 {
 		lib.Shutdown()
-		return nil, fmt.Sprintf("NVML sees %d GPUs, none visible (CUDA_VISIBLE_DEVICES=%q)", n, visible)
+		why := fmt.Sprintf("NVML sees %d GPUs, none visible to this process (CUDA_VISIBLE_DEVICES=%q)", n, spec)
+		if stop != "" {
+			why += ": " + stop
+		}
+		return nil, why
 	}
 	return b, ""
 }
 
-type nvmlBackend struct {
-	lib  nvml.Interface
-	drv  string
-	devs []gpuDevice
+// migUUIDs lists the UUIDs of a GPU's MIG devices.
+func migUUIDs(d nvml.Device) []string {
+	n, ret := d.GetMaxMigDeviceCount()
+	if ret != nvml.SUCCESS {
+		return nil
+	}
+	var out []string
+	for i := 0; i < n; i++ {
+		m, ret := d.GetMigDeviceHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			continue // an empty slot
+		}
+		if u, ret := m.GetUUID(); ret == nvml.SUCCESS {
+			out = append(out, u)
+		}
+	}
+	return out
 }
+
+// nvmlBackend is an initialised NVML. Its read lock is held around every
+// device call so that close cannot unload the library under one.
+type nvmlBackend struct {
+	lib    nvml.Interface
+	drv    string
+	devs   []gpuDevice
+	mu     sync.RWMutex
+	closed bool
+}
+
+var _ gpuBackend = (*nvmlBackend)(nil)
 
 func (b *nvmlBackend) devices() []gpuDevice { return b.devs }
 func (b *nvmlBackend) driver() string       { return b.drv }
-func (b *nvmlBackend) close()               { b.lib.Shutdown() }
+
+func (b *nvmlBackend) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.closed = true
+		b.lib.Shutdown()
+	}
+}
+
+// call runs f unless NVML is shut down.
+func (b *nvmlBackend) call(f func() nvml.Return) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return errClosed
+	}
+	return retErr(f())
+}
 
 type nvmlDevice struct {
-	d       nvml.Device
-	inf     gpuInfo
-	noField bool // FI_DEV_POWER_INSTANT unsupported: fall back to GetPowerUsage
+	b   *nvmlBackend
+	d   nvml.Device
+	inf gpuInfo // fixed once opened
 }
+
+var _ gpuDevice = (*nvmlDevice)(nil)
 
 func (d *nvmlDevice) info() gpuInfo { return d.inf }
 
 func (d *nvmlDevice) energyMJ() (uint64, error) {
-	v, ret := d.d.GetTotalEnergyConsumption()
-	if ret != nvml.SUCCESS {
-		return 0, retErr(ret)
+	if !d.inf.counter {
+		return 0, errUnsupported
 	}
-	return v, nil
+	var v uint64
+	err := d.b.call(func() (ret nvml.Return) { v, ret = d.d.GetTotalEnergyConsumption(); return ret })
+	return v, err
 }
 
-func (d *nvmlDevice) powerMW() (uint32, string, error) {
-	if !d.noField {
-		fv := []nvml.FieldValue{{FieldId: nvml.FI_DEV_POWER_INSTANT}}
-		if ret := d.d.GetFieldValues(fv); ret == nvml.SUCCESS && nvml.Return(fv[0].NvmlReturn) == nvml.SUCCESS {
-			if v, ok := fieldValue(fv[0]); ok {
-				return uint32(v), "instant", nil
+func (d *nvmlDevice) powerMW() (uint32, error) {
+	var v uint32
+	err := d.b.call(func() nvml.Return {
+		if d.inf.power == PowerInstant {
+			mw, ok := d.instant()
+			if !ok {
+				return nvml.ERROR_UNKNOWN
 			}
+			v = uint32(math.Min(mw, math.MaxUint32))
+			return nvml.SUCCESS
 		}
-		d.noField = true
+		var ret nvml.Return
+		v, ret = d.d.GetPowerUsage()
+		return ret
+	})
+	return v, err
+}
+
+// instant reads FI_DEV_POWER_INSTANT in milliwatts.
+func (d *nvmlDevice) instant() (float64, bool) {
+	fv := []nvml.FieldValue{{FieldId: nvml.FI_DEV_POWER_INSTANT}}
+	if ret := d.d.GetFieldValues(fv); ret != nvml.SUCCESS || nvml.Return(fv[0].NvmlReturn) != nvml.SUCCESS {
+		return 0, false
 	}
-	v, ret := d.d.GetPowerUsage()
-	if ret != nvml.SUCCESS {
-		return 0, "", retErr(ret)
-	}
-	return v, "average", nil
+	v, ok := fieldValue(fv[0].ValueType, fv[0].Value)
+	return v, ok && v >= 0
 }
 
 func (d *nvmlDevice) utilization() (uint32, error) {
-	u, ret := d.d.GetUtilizationRates()
-	if ret != nvml.SUCCESS {
-		return 0, retErr(ret)
-	}
-	return u.Gpu, nil
+	var v uint32
+	err := d.b.call(func() nvml.Return { u, ret := d.d.GetUtilizationRates(); v = u.Gpu; return ret })
+	return v, err
 }
 
 func (d *nvmlDevice) memoryUsed() (uint64, error) {
-	m, ret := d.d.GetMemoryInfo()
-	if ret != nvml.SUCCESS {
-		return 0, retErr(ret)
-	}
-	return m.Used, nil
+	var v uint64
+	err := d.b.call(func() nvml.Return { m, ret := d.d.GetMemoryInfo(); v = m.Used; return ret })
+	return v, err
 }
 
 func retErr(ret nvml.Return) error {
-	if ret == nvml.ERROR_NOT_SUPPORTED || ret == nvml.ERROR_FUNCTION_NOT_FOUND {
+	switch ret {
+	case nvml.SUCCESS:
+		return nil
+	case nvml.ERROR_NOT_SUPPORTED, nvml.ERROR_FUNCTION_NOT_FOUND:
 		return errUnsupported
 	}
 	return fmt.Errorf("nvml: %s", nvml.ErrorString(ret))
 }
 
-// fieldValue decodes a field value (milliwatts for power fields).
-func fieldValue(f nvml.FieldValue) (float64, bool) {
-	b := f.Value
-	le := func(n int) uint64 {
-		var v uint64
-		for i := n - 1; i >= 0; i-- {
-			v = v<<8 | uint64(b[i])
-		}
-		return v
-	}
-	switch nvml.ValueType(f.ValueType) {
-	case nvml.VALUE_TYPE_DOUBLE:
-		return math.Float64frombits(le(8)), true
-	case nvml.VALUE_TYPE_UNSIGNED_INT:
-		return float64(uint32(le(4))), true
-	case nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG:
-		return float64(le(8)), true
-	case nvml.VALUE_TYPE_SIGNED_LONG_LONG:
-		return float64(int64(le(8))), true
-	case nvml.VALUE_TYPE_SIGNED_INT:
-		return float64(int32(uint32(le(4)))), true
-	case nvml.VALUE_TYPE_UNSIGNED_SHORT:
-		return float64(uint16(le(2))), true
-	}
-	return 0, false
+// defaultGPUs opens the real NVML, or lib when it is an nvml.Interface.
+func defaultGPUs(lib NVML, spec string, limited bool) (gpuBackend, string) {
+	return openNVML(lib, spec, limited)
 }
-
-// defaultGPUs opens the real NVML.
-func defaultGPUs(visible string) (gpuBackend, string) { return openNVML(nil, visible) }

@@ -2,7 +2,12 @@
 
 package energy
 
+// NVML stands in for go-nvml's nvml.Interface in builds without cgo (or
+// not for Linux), where NVML cannot be loaded: a value in [Options.NVML]
+// is ignored.
+type NVML interface{}
+
 // defaultGPUs reports that this build cannot read NVIDIA GPUs.
-func defaultGPUs(visible string) (gpuBackend, string) {
-	return nil, "built without cgo (or not for Linux): NVML is unavailable in this binary"
+func defaultGPUs(NVML, string, bool) (gpuBackend, string) {
+	return nil, "this cohort binary was built without cgo (or not for Linux), so it cannot load NVML; build it with CGO_ENABLED=1 on Linux to measure NVIDIA GPUs"
 }

@@ -1,79 +1,124 @@
 package energy
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Methods: how a figure was obtained.
 const (
 	// MethodCounter is the difference of a hardware energy counter (NVML's
-	// total energy, RAPL's energy_uj) read at the task's start and end.
+	// total energy, RAPL's energy_uj) read at the task's start and end and
+	// every Options.CounterInterval in between.
 	MethodCounter = "counter"
-	// MethodIntegrated is the trapezoidal integral of sampled instant power,
-	// used for GPUs without an energy counter (before Volta).
+	// MethodIntegrated is the trapezoidal integral of sampled power, used
+	// for GPUs without an energy counter (before Volta).
 	MethodIntegrated = "integrated"
-	// MethodEstimated is process CPU time × a per-core wattage.
+	// MethodEstimated is process CPU time × a per-core wattage: a model,
+	// not a measurement.
 	MethodEstimated = "estimated"
-	// MethodMeasured labels a report with any counter or integrated figure.
+	// MethodMeasured is what [Report.Method] says of a report with any
+	// counter or integrated figure.
 	MethodMeasured = "measured"
-	// MethodNone labels a report with nothing measured.
+	// MethodNone is what [Report.Method] says of a report with nothing
+	// measured (no GPU, no readable RAPL): only the estimate stands.
 	MethodNone = "none"
 )
 
-// LowConfidenceBelow is the task length under which figures are flagged:
-// NVML's counter ticks about every 100 ms, so short windows are coarse.
+// LowConfidenceBelow is the window under which a report is flagged
+// low-confidence: NVML's energy counter and power readings refresh about
+// every 100 ms, so a shorter task's figures are a few readings at best.
 const LowConfidenceBelow = time.Second
 
-// Report is what a Measurement measured. It is JSON-serialisable with
-// stable snake_case keys.
+// Report is what a [Measurement] measured, or the sum of several (see
+// [Report.Merge]). Device figures (GPUs, CPU) are whole-device: they
+// include whatever else ran on the device during the window. It is
+// JSON-serialisable with stable snake_case keys; durations are integer
+// nanoseconds in keys ending in _ns.
 type Report struct {
-	Start   time.Time `json:"start"`
-	End     time.Time `json:"end"`
-	Seconds float64   `json:"seconds"`
-	// LowConfidence is set for windows shorter than [LowConfidenceBelow].
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Seconds is the window's length (after Merge, the windows' total).
+	Seconds float64 `json:"seconds"`
+	// LowConfidence is set for a window shorter than [LowConfidenceBelow].
 	LowConfidence bool `json:"low_confidence"`
-	// Concurrent is the most other measurements of this Meter that
-	// overlapped this one: their figures cover the same devices, so they
-	// must not be summed as if independent.
-	Concurrent int            `json:"concurrent"`
-	Interval   time.Duration  `json:"interval_ns"`
-	GPUs       []GPUReport    `json:"gpus,omitempty"`
-	CPU        []DomainReport `json:"cpu,omitempty"`
-	// Estimated is always filled, separately from the measured figures.
+	// Concurrent is the most other measurements of the same Meter that
+	// overlapped this one: they saw the same devices, so their device
+	// figures must not be summed as if independent.
+	Concurrent int `json:"concurrent"`
+	// Measurements is how many windows the report covers: 1, or more after
+	// Merge.
+	Measurements int `json:"measurements"`
+	// Interval is the power timeline's sampling interval.
+	Interval time.Duration `json:"interval_ns"`
+	// CounterInterval is how often energy counters were read between the
+	// window's ends.
+	CounterInterval time.Duration `json:"counter_interval_ns"`
+	// GPUs has one entry per visible NVIDIA GPU, in NVML order.
+	GPUs []GPUReport `json:"gpus,omitempty"`
+	// CPU has one entry per readable RAPL package or DRAM domain.
+	CPU []DomainReport `json:"cpu,omitempty"`
+	// Estimated is always filled, and never part of MeasuredJoules.
 	Estimated Estimate `json:"estimated"`
 }
 
 // GPUReport is one GPU's figures over the window.
 type GPUReport struct {
-	UUID          string  `json:"uuid"`
-	Index         int     `json:"index"`
-	Name          string  `json:"name"`
-	Joules        float64 `json:"joules"`
-	Method        string  `json:"method"`
-	PowerAvgW     float64 `json:"power_avg_w"`
-	PowerMaxW     float64 `json:"power_max_w"`
-	IntegratedJ   float64 `json:"integrated_joules"` // ∫ instant power, beside the counter
-	UtilAvgPct    float64 `json:"util_avg_pct"`
-	MemMaxBytes   uint64  `json:"mem_max_bytes"`
-	Samples       int     `json:"samples"`
-	Shared        bool    `json:"shared"` // a MIG device: whole-GPU figures
-	Resets        int     `json:"resets"` // counter went backwards (driver reset)
-	DriverVersion string  `json:"driver_version"`
-	PowerSource   string  `json:"power_source"` // instant or average (GetPowerUsage)
-}
-
-// DomainReport is one RAPL domain's energy over the window.
-type DomainReport struct {
-	Name   string  `json:"name"` // package-0, dram, ...
+	UUID  string `json:"uuid"`
+	Index int    `json:"index"` // NVML's index (PCI bus order)
+	Name  string `json:"name"`
+	// Joules is the GPU's energy over the window, by Method.
 	Joules float64 `json:"joules"`
-	Method string  `json:"method"`
-	Wraps  int     `json:"wraps"`
+	// Method is MethodCounter (NVML's total-energy counter) or
+	// MethodIntegrated (the integral of the power timeline).
+	Method string `json:"method"`
+	// PowerAvgW is the time-weighted mean of the power timeline; PowerMaxW
+	// its largest sample.
+	PowerAvgW float64 `json:"power_avg_w"`
+	PowerMaxW float64 `json:"power_max_w"`
+	// IntegratedJ is the power timeline's integral, kept beside a counter
+	// figure as a cross-check.
+	IntegratedJ float64 `json:"integrated_joules"`
+	// PowerSource is PowerInstant or PowerAverage.
+	PowerSource string `json:"power_source"`
+	// UtilAvgPct is the mean of the sampled utilization (percent of time a
+	// kernel ran); MemMaxBytes the most device memory in use.
+	UtilAvgPct  float64 `json:"util_avg_pct"`
+	MemMaxBytes uint64  `json:"mem_max_bytes"`
+	// Samples is how many power readings the timeline has, taken every
+	// Interval.
+	Samples  int           `json:"samples"`
+	Interval time.Duration `json:"interval_ns"`
+	// Shared marks a GPU in MIG mode: the figures are the whole GPU's,
+	// shared by its MIG instances; MIG lists the instances this process
+	// was given, where CUDA_VISIBLE_DEVICES named them.
+	Shared bool     `json:"shared"`
+	MIG    []string `json:"mig,omitempty"`
+	// Resets counts energy counter readings that went backwards (a driver
+	// reload): the span around each is integrated from the power timeline.
+	Resets        int    `json:"resets"`
+	DriverVersion string `json:"driver_version"`
+	// Notes are facts about the figures worth knowing (a reading that
+	// failed, a source that stopped).
+	Notes []string `json:"notes,omitempty"`
 }
 
-// Estimate is the CPU-time estimate.
+// DomainReport is one RAPL domain's energy over the window: the whole
+// package's (or its DRAM's), whatever ran on it.
+type DomainReport struct {
+	Name   string   `json:"name"` // package-0, package-0/dram, ...
+	Joules float64  `json:"joules"`
+	Method string   `json:"method"` // MethodCounter
+	Wraps  int      `json:"wraps"`  // counter wrap-arounds counted in
+	Notes  []string `json:"notes,omitempty"`
+}
+
+// Estimate is the CPU-time estimate: CPUSeconds × WattsPerCore.
 type Estimate struct {
 	CPUSeconds   float64 `json:"cpu_seconds"`
 	WattsPerCore float64 `json:"watts_per_core"`
 	Joules       float64 `json:"joules"`
-	Method       string  `json:"method"`
+	Method       string  `json:"method"` // MethodEstimated
 }
 
 // GPUJoules returns the GPUs' joules summed.
@@ -94,10 +139,12 @@ func (r Report) CPUJoules() float64 {
 	return s
 }
 
-// MeasuredJoules returns GPU plus CPU measured joules (never the estimate).
+// MeasuredJoules returns the GPU plus CPU measured joules; never the
+// estimate.
 func (r Report) MeasuredJoules() float64 { return r.GPUJoules() + r.CPUJoules() }
 
-// Method returns MethodMeasured when anything was measured, else MethodNone.
+// Method returns MethodMeasured when any figure was measured, else
+// MethodNone (the estimate alone stands).
 func (r Report) Method() string {
 	if len(r.GPUs) > 0 || len(r.CPU) > 0 {
 		return MethodMeasured
@@ -105,7 +152,128 @@ func (r Report) Method() string {
 	return MethodNone
 }
 
-// CO2Grams converts joules to grams of CO2: kWh × PUE × carbon intensity.
+// CO2Grams converts joules to grams of CO2: kWh × PUE × carbon intensity
+// (gCO2 per kWh).
 func CO2Grams(joules, pue, gPerKWh float64) float64 {
 	return joules / 3.6e6 * pue * gPerKWh
+}
+
+// Merge returns the sum of two reports of successive tasks metered by the
+// same Meter (say the evaluation and the training of one round on one
+// site): joules, samples and CPU seconds add up; maxima and flags carry
+// over; averages are weighted by window length; the window spans both, and
+// Seconds is the windows' total. A GPU that one report measured by counter
+// and the other by integral is labelled integrated. Reports of overlapping
+// tasks should not be merged: their device figures count the same energy.
+// The zero Report is Merge's identity.
+func (r Report) Merge(o Report) Report {
+	if r.Measurements == 0 && r.Start.IsZero() {
+		return o.clone()
+	}
+	if o.Measurements == 0 && o.Start.IsZero() {
+		return r.clone()
+	}
+	out := r.clone()
+	if o.Start.Before(out.Start) {
+		out.Start = o.Start
+	}
+	if o.End.After(out.End) {
+		out.End = o.End
+	}
+	out.Seconds = r.Seconds + o.Seconds
+	out.LowConfidence = r.LowConfidence || o.LowConfidence
+	out.Concurrent = max(r.Concurrent, o.Concurrent)
+	out.Measurements = max(r.Measurements, 1) + max(o.Measurements, 1)
+	out.Interval = max(r.Interval, o.Interval)
+	out.CounterInterval = max(r.CounterInterval, o.CounterInterval)
+	wr, wo := weights(r.Seconds, o.Seconds)
+	for _, g := range o.GPUs {
+		i := slices.IndexFunc(out.GPUs, func(x GPUReport) bool { return x.UUID == g.UUID })
+		if i < 0 {
+			out.GPUs = append(out.GPUs, g.clone())
+			continue
+		}
+		a := &out.GPUs[i]
+		a.Joules += g.Joules
+		if a.Method != g.Method {
+			a.Method = MethodIntegrated
+		}
+		a.PowerAvgW = a.PowerAvgW*wr + g.PowerAvgW*wo
+		a.UtilAvgPct = a.UtilAvgPct*wr + g.UtilAvgPct*wo
+		a.PowerMaxW = max(a.PowerMaxW, g.PowerMaxW)
+		a.MemMaxBytes = max(a.MemMaxBytes, g.MemMaxBytes)
+		a.IntegratedJ += g.IntegratedJ
+		a.Samples += g.Samples
+		a.Interval = max(a.Interval, g.Interval)
+		a.Shared = a.Shared || g.Shared
+		a.MIG = union(a.MIG, g.MIG)
+		a.Resets += g.Resets
+		if a.DriverVersion == "" {
+			a.DriverVersion = g.DriverVersion
+		}
+		a.Notes = union(a.Notes, g.Notes)
+	}
+	for _, d := range o.CPU {
+		i := slices.IndexFunc(out.CPU, func(x DomainReport) bool { return x.Name == d.Name })
+		if i < 0 {
+			out.CPU = append(out.CPU, d.clone())
+			continue
+		}
+		a := &out.CPU[i]
+		a.Joules += d.Joules
+		a.Wraps += d.Wraps
+		a.Notes = union(a.Notes, d.Notes)
+	}
+	e := &out.Estimated
+	e.CPUSeconds += o.Estimated.CPUSeconds
+	e.Joules += o.Estimated.Joules
+	if e.WattsPerCore != o.Estimated.WattsPerCore && e.CPUSeconds > 0 {
+		e.WattsPerCore = e.Joules / e.CPUSeconds // the effective rate
+	}
+	if e.Method == "" {
+		e.Method = o.Estimated.Method
+	}
+	return out
+}
+
+// weights returns the shares of two windows in their total (halves when
+// both are empty).
+func weights(a, b float64) (float64, float64) {
+	if a+b <= 0 {
+		return 0.5, 0.5
+	}
+	return a / (a + b), b / (a + b)
+}
+
+// union appends to a the strings of b it lacks.
+func union(a, b []string) []string {
+	for _, s := range b {
+		if !slices.Contains(a, s) {
+			a = append(a, s)
+		}
+	}
+	return a
+}
+
+// clone returns a copy that shares no slice with r.
+func (r Report) clone() Report {
+	r.GPUs = slices.Clone(r.GPUs)
+	for i := range r.GPUs {
+		r.GPUs[i] = r.GPUs[i].clone()
+	}
+	r.CPU = slices.Clone(r.CPU)
+	for i := range r.CPU {
+		r.CPU[i] = r.CPU[i].clone()
+	}
+	return r
+}
+
+func (g GPUReport) clone() GPUReport {
+	g.MIG, g.Notes = slices.Clone(g.MIG), slices.Clone(g.Notes)
+	return g
+}
+
+func (d DomainReport) clone() DomainReport {
+	d.Notes = slices.Clone(d.Notes)
+	return d
 }
