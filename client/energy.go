@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/cohortfl/cohort/energy"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -13,9 +14,12 @@ func EnergyMeter(m *energy.Meter) Meter { return energyMeter{m} }
 
 type energyMeter struct{ m *energy.Meter }
 
-// Start begins a measurement of the task on the calling goroutine.
-func (e energyMeter) Start(ctx context.Context) (func() *pb.EnergyReport, error) {
-	x, err := e.m.Start(ctx)
+// Start begins a measurement of the task with the job's sampling interval
+// and estimate wattage.
+func (e energyMeter) Start(ctx context.Context, t *pb.Task) (func() *pb.EnergyReport, error) {
+	x, err := e.m.Start(ctx,
+		energy.WithInterval(time.Duration(t.GetEnergyIntervalMs())*time.Millisecond),
+		energy.WithCPUWattsPerCore(t.GetCpuWattsPerCore()))
 	if err != nil {
 		return nil, err
 	}

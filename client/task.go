@@ -14,10 +14,11 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
-// Meter measures the energy of one task: Start begins a measurement and
-// the returned function ends it and returns the report the update carries.
+// Meter measures the energy of one task: Start begins a measurement (with
+// the task's energy settings) and the returned function ends it and returns
+// the report the update carries.
 type Meter interface {
-	Start(ctx context.Context) (stop func() *pb.EnergyReport, err error)
+	Start(ctx context.Context, t *pb.Task) (stop func() *pb.EnergyReport, err error)
 }
 
 const chunkSize = 1 << 20
@@ -44,7 +45,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	// received model and training.
 	var stop func() *pb.EnergyReport
 	if a.meter != nil {
-		if stop, err = a.meter.Start(ctx); err != nil {
+		if stop, err = a.meter.Start(ctx, t); err != nil {
 			log.Warn("energy_meter_failed", "err", err)
 			stop = nil
 		}
@@ -96,6 +97,14 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	metrics["train_seconds"] = res.Seconds
 	metrics["num_samples"] = float64(res.NumSamples)
 	metrics["train_steps"] = float64(res.Steps)
+	if res.CPUSeconds > 0 {
+		metrics["train_cpu_seconds"] = res.CPUSeconds
+	}
+	for k, v := range res.Metrics { // an external trainer's extras
+		if _, taken := metrics[k]; !taken {
+			metrics[k] = v
+		}
+	}
 	if err := updated.CheckFinite(); err != nil {
 		return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
 	}

@@ -297,6 +297,7 @@ func (x *roundExec) sendTask(site string) {
 		DeadlineUnixMs:   x.started.Add(spec.Deadline.Round).UnixMilli(),
 		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN,
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
+		CpuWattsPerCore:  spec.Energy.CPUWattsPerCore,
 	}
 	if err := c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}}); err != nil {
 		x.queue = append(x.queue, round.SiteFailed{Site: site, Reason: err.Error()})

@@ -1029,8 +1029,10 @@ type Task struct {
 	// test split before training and report it with the update.
 	EvaluateGlobal   bool  `protobuf:"varint,13,opt,name=evaluate_global,json=evaluateGlobal,proto3" json:"evaluate_global,omitempty"`
 	EnergyIntervalMs int64 `protobuf:"varint,14,opt,name=energy_interval_ms,json=energyIntervalMs,proto3" json:"energy_interval_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// cpu_watts_per_core is the job's wattage for the CPU-time estimate.
+	CpuWattsPerCore float64 `protobuf:"fixed64,15,opt,name=cpu_watts_per_core,json=cpuWattsPerCore,proto3" json:"cpu_watts_per_core,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -1157,6 +1159,13 @@ func (x *Task) GetEvaluateGlobal() bool {
 func (x *Task) GetEnergyIntervalMs() int64 {
 	if x != nil {
 		return x.EnergyIntervalMs
+	}
+	return 0
+}
+
+func (x *Task) GetCpuWattsPerCore() float64 {
+	if x != nil {
+		return x.CpuWattsPerCore
 	}
 	return 0
 }
@@ -2660,7 +2669,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\bmomentum\x18\x04 \x01(\x01R\bmomentum\x12!\n" +
 	"\fweight_decay\x18\x05 \x01(\x01R\vweightDecay\x12\x0e\n" +
 	"\x02mu\x18\x06 \x01(\x01R\x02mu\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x03R\x04seed\"\xd9\x03\n" +
+	"\x04seed\x18\a \x01(\x03R\x04seed\"\x86\x04\n" +
 	"\x04Task\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -2677,7 +2686,8 @@ const file_cohort_proto_rawDesc = "" +
 	"\adataset\x18\v \x01(\tR\adataset\x12(\n" +
 	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\x12'\n" +
 	"\x0fevaluate_global\x18\r \x01(\bR\x0eevaluateGlobal\x12,\n" +
-	"\x12energy_interval_ms\x18\x0e \x01(\x03R\x10energyIntervalMs\"=\n" +
+	"\x12energy_interval_ms\x18\x0e \x01(\x03R\x10energyIntervalMs\x12+\n" +
+	"\x12cpu_watts_per_core\x18\x0f \x01(\x01R\x0fcpuWattsPerCore\"=\n" +
 	"\n" +
 	"CancelTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
