@@ -22,7 +22,7 @@
 //	model: {kind: mlp, hidden: [200]}   # required: logreg | mlp (hidden) | cnn (conv: [32, 64]) | exec (command, env)
 //	sites: {count: 4, names: [site-1, ...], fraction: 1.0, min_per_round: <selected>}   # count or names required
 //	rounds: 20                       # required
-//	train: {epochs: 1, batch_size: 32, lr: 0.05, momentum: 0, weight_decay: 0}
+//	train: {epochs: 1, batch_size: 32, lr: 0.05, momentum: 0, weight_decay: 0, lr_decay: 1}   # lr × lr_decay^(round−1)
 //	arms:                            # required, at least one
 //	  - {name: centralized, centralized: {epochs: <rounds × epochs>}}
 //	  - {name: fedavg, strategy: {name: fedavg, server_lr: 1}}            # or strategy: fedavg

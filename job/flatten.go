@@ -84,6 +84,7 @@ func (s *Spec) Flatten() map[string]string {
 	flt("train.lr", t.LR)
 	flt("train.momentum", t.Momentum)
 	flt("train.weight_decay", t.WeightDecay)
+	flt("train.lr_decay", t.LRDecay)
 
 	for i, a := range s.Arms {
 		p := "arms." + strconv.Itoa(i) + "."

@@ -33,6 +33,7 @@ func TestFlatten(t *testing.T) {
 		"train.lr":                  "0.05",
 		"train.momentum":            "0",
 		"train.weight_decay":        "0",
+		"train.lr_decay":            "1",
 		"arms.0.name":               "centralized",
 		"arms.0.centralized.epochs": "20",
 		"arms.1.name":               "fedavg",

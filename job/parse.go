@@ -606,6 +606,7 @@ func (d *decoder) train(path string, n *yaml.Node, t *Train) {
 		{"lr", func(p string, v *yaml.Node) { d.float(p, v, &t.LR) }},
 		{"momentum", func(p string, v *yaml.Node) { d.float(p, v, &t.Momentum) }},
 		{"weight_decay", func(p string, v *yaml.Node) { d.float(p, v, &t.WeightDecay) }},
+		{"lr_decay", func(p string, v *yaml.Node) { d.float(p, v, &t.LRDecay) }},
 	})
 }
 

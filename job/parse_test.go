@@ -100,7 +100,7 @@ func TestParseDesignExample(t *testing.T) {
 		Model:  Model{Kind: ModelMLP, Hidden: []int{200}},
 		Sites:  Sites{Count: 4, Names: []string{"site-1", "site-2", "site-3", "site-4"}, MinPerRound: 3, Fraction: 1},
 		Rounds: 20,
-		Train:  Train{Epochs: 1, BatchSize: 32, LR: 0.05},
+		Train:  Train{Epochs: 1, BatchSize: 32, LR: 0.05, LRDecay: 1},
 		Arms: []Arm{
 			{Name: "centralized", Centralized: &Centralized{Epochs: 20}},
 			{Name: "fedavg", Strategy: &Strategy{Name: StrategyFedAvg, ServerLR: 1}},
@@ -132,7 +132,7 @@ func TestParseDefaults(t *testing.T) {
 		Model:    Model{Kind: ModelMLP, Hidden: []int{200}},
 		Sites:    Sites{Count: 4, Names: []string{"site-1", "site-2", "site-3", "site-4"}, MinPerRound: 4, Fraction: 1},
 		Rounds:   5,
-		Train:    Train{Epochs: 1, BatchSize: 32, LR: 0.05},
+		Train:    Train{Epochs: 1, BatchSize: 32, LR: 0.05, LRDecay: 1},
 		Arms:     []Arm{{Name: "fedavg", Strategy: &Strategy{Name: StrategyFedAvg, ServerLR: 1}}},
 		Eval:     Eval{Every: 1},
 		Deadline: Deadline{Round: 10 * time.Minute},
@@ -156,14 +156,14 @@ func TestParseExplicitZeros(t *testing.T) {
 	if got, want := s.Sites.PerRound(), 5; got != want {
 		t.Errorf("Sites.PerRound() = %d, want %d", got, want)
 	}
-	job := Train{Epochs: 2, BatchSize: 64, LR: 0.1, Momentum: 0.9, WeightDecay: 0.0001}
+	job := Train{Epochs: 2, BatchSize: 64, LR: 0.1, Momentum: 0.9, WeightDecay: 0.0001, LRDecay: 1}
 	tests := []struct {
 		arm  int
 		want Train
 	}{
-		{0, Train{Epochs: 2, BatchSize: 64, LR: 0.01, Momentum: 0.9, WeightDecay: 0.0001}},
+		{0, Train{Epochs: 2, BatchSize: 64, LR: 0.01, Momentum: 0.9, WeightDecay: 0.0001, LRDecay: 1}},
 		{1, job},
-		{2, Train{Epochs: 2, BatchSize: 64, LR: 0.2, Momentum: 0, WeightDecay: 0.0001}},
+		{2, Train{Epochs: 2, BatchSize: 64, LR: 0.2, Momentum: 0, WeightDecay: 0.0001, LRDecay: 1}},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, s.ArmTrain(s.Arms[tt.arm])); diff != "" {
@@ -274,7 +274,7 @@ arms:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Train{Epochs: 1, BatchSize: 8, LR: 0.2}
+	want := Train{Epochs: 1, BatchSize: 8, LR: 0.2, LRDecay: 1}
 	if diff := cmp.Diff(want, s.ArmTrain(s.Arms[0])); diff != "" {
 		t.Errorf("ArmTrain with merge keys mismatch (-want +got):\n%s", diff)
 	}

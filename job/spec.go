@@ -252,6 +252,20 @@ type Train struct {
 	Momentum float64
 	// WeightDecay is the L2 penalty, ≥ 0; default 0.
 	WeightDecay float64
+	// LRDecay multiplies the learning rate after every round (every epoch
+	// of a centralized arm): round r trains with LR·LRDecay^(r−1), in
+	// (0, 1]; default 1, no decay. A decaying rate lets the last rounds
+	// settle instead of ending wherever constant-rate SGD's noise leaves
+	// the model.
+	LRDecay float64
+}
+
+// RoundLR returns the learning rate of round (or epoch) r, from 1.
+func (t Train) RoundLR(r int) float64 {
+	if t.LRDecay <= 0 || t.LRDecay >= 1 || r <= 1 {
+		return t.LR
+	}
+	return t.LR * math.Pow(t.LRDecay, float64(r-1))
 }
 
 // TrainOverride overrides some of the job's [Train] settings for one arm;
@@ -416,6 +430,9 @@ func (s *Spec) ApplyDefaults() {
 	}
 	if t.BatchSize == 0 && !set("train.batch_size") {
 		t.BatchSize = DefaultBatchSize
+	}
+	if t.LRDecay == 0 && !set("train.lr_decay") {
+		t.LRDecay = 1
 	}
 	if t.LR == 0 && !set("train.lr") {
 		t.LR = DefaultLR

@@ -329,6 +329,9 @@ func validateTrain(p *problems, prefix string, t Train) {
 	if !(t.WeightDecay >= 0) {
 		p.add(prefix+".weight_decay", "%g must not be negative, e.g. weight_decay: 0.0001", t.WeightDecay)
 	}
+	if !(t.LRDecay > 0 && t.LRDecay <= 1) {
+		p.add(prefix+".lr_decay", "%g must be above 0 and at most 1 (1: no decay), e.g. lr_decay: 0.9", t.LRDecay)
+	}
 }
 
 func (s *Spec) validateArms(p *problems) {

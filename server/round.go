@@ -290,7 +290,7 @@ func (x *roundExec) sendTask(site string) {
 		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: int64(len(x.stored.data)),
 		Model: a.prep.Spec,
 		Train: &pb.TrainParams{
-			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: tp.LR, Momentum: tp.Momentum,
+			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: tp.RoundLR(x.r), Momentum: tp.Momentum,
 			WeightDecay: tp.WeightDecay, Mu: mu, Seed: spec.Seed*1_000_003 + int64(x.r),
 		},
 		Dataset:          spec.Data.Dataset,
