@@ -1,6 +1,9 @@
 package data
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by this package, matched with [errors.Is].
 var (
@@ -12,8 +15,9 @@ var (
 	// bytes after the data, a label out of range.
 	ErrMalformed = errors.New("malformed dataset file")
 	// ErrTruncated is returned when an IDX file ends before the data its
-	// header declares.
-	ErrTruncated = errors.New("truncated dataset file")
+	// header declares. It wraps ErrMalformed, so errors.Is(err,
+	// ErrMalformed) holds for every damaged file, cut short or not.
+	ErrTruncated = fmt.Errorf("%w: truncated", ErrMalformed)
 	// ErrChecksum is returned when a downloaded file's MD5 is not the
 	// published one.
 	ErrChecksum = errors.New("dataset checksum mismatch")

@@ -324,6 +324,9 @@ func TestLoadDamagedFiles(t *testing.T) {
 	}{
 		{"truncated images", "t10k-images-idx3-ubyte", full[:len(full)-100], ErrTruncated,
 			"dimensions [10 28 28] declare 7840 data bytes (7856 with the header), the"},
+		{"truncated images, actual size", "t10k-images-idx3-ubyte", full[:len(full)-100], ErrTruncated, "file has 7740 (7756 with the header)"},
+		{"header cut", "t10k-images-idx3-ubyte", full[:10], ErrTruncated, "ends inside the dimensions: 10 of 16 header bytes"},
+		{"labels cut", "train-labels-idx1-ubyte", labels(20, 1)[:15], ErrTruncated, "declare 20 data bytes (28 with the header), the"},
 		{"labels for images", "t10k-images-idx3-ubyte", labels(10, 1), ErrMalformed, "(a labels file), want 0x00000803 (an images file)"},
 		{"images for labels", "t10k-labels-idx1-ubyte", full, ErrMalformed, "(an images file), want 0x00000801 (a labels file)"},
 		{"count mismatch", "t10k-labels-idx1-ubyte", labels(3, 1), ErrMalformed, "has 10 images but"},
@@ -350,6 +353,9 @@ func TestLoadDamagedFiles(t *testing.T) {
 				_, _, err := LoadFashionMNIST(context.Background(), LoadOptions{Path: dir})
 				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.msg) || !strings.Contains(err.Error(), filepath.Base(path)) {
 					t.Errorf("LoadFashionMNIST = %v, want %v naming %s and mentioning %q", err, tt.wantErr, filepath.Base(path), tt.msg)
+				}
+				if !errors.Is(err, ErrMalformed) {
+					t.Errorf("LoadFashionMNIST = %v, want it to match ErrMalformed, as every damaged file does", err)
 				}
 			})
 		}

@@ -31,17 +31,19 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // want ([MagicImages], [MagicLabels] or another 0x000008nn), from r: plain
 // or gzip-compressed, told apart by gzip's magic bytes, not by any name.
 // It returns the data, row-major, and the dimensions. A file that ends
-// early wraps [ErrTruncated] and says how many bytes the header declares
-// and how many there are; any other problem wraps [ErrMalformed]. The
-// whole input is read, so a gzip stream's checksum is verified and bytes
-// after the data are an error.
+// early wraps [ErrTruncated] (itself an [ErrMalformed]) and says how many
+// bytes the header declares and how many there are; any other problem with
+// the bytes wraps [ErrMalformed]. The whole input is read, so a gzip
+// stream's checksum is verified and bytes after the data are an error.
+// Memory grows with the data that arrive, not with what the header
+// declares.
 func ReadIDX(r io.Reader, want uint32) (data []byte, dims []int, err error) {
 	if want>>8 != 0x08 || want&0xff == 0 {
 		return nil, nil, fmt.Errorf("%w: magic number %#08x is not an IDX file of unsigned bytes", ErrInvalid, want)
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	src := io.Reader(br)
-	gzipped := false
+	var gzipped *gzipSource
 	if head, _ := br.Peek(2); bytes.Equal(head, gzipMagic) {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
@@ -49,10 +51,11 @@ func ReadIDX(r io.Reader, want uint32) (data []byte, dims []int, err error) {
 		}
 		defer gz.Close()
 		gz.Multistream(false) // one member, as the datasets ship; more is checked below as trailing bytes
-		src, gzipped = gz, true
+		gzipped = &gzipSource{r: gz}
+		src = gzipped
 	}
 	what := "the file"
-	if gzipped {
+	if gzipped != nil {
 		what = "the decompressed file"
 	}
 
@@ -98,7 +101,7 @@ func ReadIDX(r io.Reader, want uint32) (data []byte, dims []int, err error) {
 	if extra > 0 {
 		return nil, nil, fmt.Errorf("%w: %d bytes after the %d data bytes that dimensions %v declare", ErrMalformed, extra, total, dims)
 	}
-	if gzipped {
+	if gzipped != nil {
 		extra, err := io.Copy(io.Discard, br)
 		if err != nil {
 			return nil, nil, fmt.Errorf("after the gzip stream: %w", err)
@@ -110,20 +113,37 @@ func ReadIDX(r io.Reader, want uint32) (data []byte, dims []int, err error) {
 	return buf.Bytes(), dims, nil
 }
 
+// gzipSource reads a gzip stream and keeps the first error it met, which
+// tells a complete stream holding a short file (io.EOF) from a stream cut
+// short (io.ErrUnexpectedEOF).
+type gzipSource struct {
+	r   io.Reader
+	err error
+}
+
+func (g *gzipSource) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	if err != nil && g.err == nil {
+		g.err = err
+	}
+	return n, err
+}
+
 // streamError classifies a read error: a plain file's or gzip stream's
 // early end is ErrTruncated, a corrupt gzip stream ErrMalformed, anything
-// else (the reader's own failure) is wrapped as it is.
-func streamError(err error, gzipped bool, format string, args ...any) error {
+// else (the reader's own failure) is wrapped as it is. gzipped is nil for
+// a plain file.
+func streamError(err error, gzipped *gzipSource, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		if gzipped {
+		if gzipped != nil && errors.Is(gzipped.err, io.ErrUnexpectedEOF) {
 			msg += " (the gzip stream ends early)"
 		}
 		return fmt.Errorf("%w: %s", ErrTruncated, msg)
-	case gzipped && (errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader)):
+	case gzipped != nil && (errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader)):
 		return fmt.Errorf("%w: %s: gzip: %v", ErrMalformed, msg, err)
-	case gzipped:
+	case gzipped != nil:
 		return fmt.Errorf("%w: %s: %w", ErrMalformed, msg, err)
 	default:
 		return fmt.Errorf("%s: %w", msg, err)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -67,6 +68,10 @@ func TestReadIDX(t *testing.T) {
 				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.msg) {
 					t.Fatalf("ReadIDX = %v, want %v mentioning %q", err, tt.wantErr, tt.msg)
 				}
+				// Every damaged file, cut short or not, is ErrMalformed.
+				if tt.wantErr == ErrTruncated && !errors.Is(err, ErrMalformed) {
+					t.Errorf("ReadIDX = %v, want it to match ErrMalformed too", err)
+				}
 				return
 			}
 			if err != nil {
@@ -120,6 +125,14 @@ func FuzzReadIDX(f *testing.F) {
 	f.Add(gzipBytes(idxBytes(MagicLabels, []uint32{2}, []byte{9, 0})), true)
 	f.Add([]byte{0, 0, 8, 3}, false)
 	f.Add([]byte{0x1f, 0x8b}, true)
+	f.Add(idxBytes(MagicImages, []uint32{2, 2}, nil), false)                          // cut in the dimensions
+	f.Add(idxBytes(MagicImages, []uint32{1 << 16, 1 << 8, 1 << 8}, []byte{1}), false) // declares 4 GiB
+	f.Add(idxBytes(MagicImages, []uint32{1 << 31, 1 << 31, 4}, nil), false)           // declares more
+	f.Add(append(idxBytes(MagicLabels, []uint32{1}, []byte{4}), 5), true)             // trailing byte
+	gz := gzipBytes(idxBytes(MagicLabels, []uint32{4}, []byte{1, 2, 3, 4}))
+	f.Add(gz[:len(gz)-5], true) // gzip cut in its trailer
+	f.Add(append(bytes.Clone(gz), gz...), true)
+	f.Add(gzipBytes(idxBytes(MagicLabels, []uint32{1 << 20}, nil)), true) // gzip declaring 1 MiB, holding none
 	f.Fuzz(func(t *testing.T, in []byte, labels bool) {
 		want := MagicImages
 		if labels {
@@ -127,8 +140,8 @@ func FuzzReadIDX(f *testing.F) {
 		}
 		data, dims, err := ReadIDX(bytes.NewReader(in), want)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTruncated) {
-				t.Fatalf("ReadIDX error %v wraps neither ErrMalformed nor ErrTruncated", err)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ReadIDX error %v does not wrap ErrMalformed", err)
 			}
 			return
 		}
@@ -153,4 +166,55 @@ func FuzzReadIDX(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReadIDXAllocation checks that ReadIDX trusts a header with no more
+// than a megabyte: a 17-byte file that declares 4 GiB must not make it
+// allocate them, nor the 64 MiB a larger up-front buffer would take.
+func TestReadIDXAllocation(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		in   []byte
+	}{
+		{"plain", idxBytes(MagicImages, []uint32{1 << 16, 1 << 8, 1 << 8}, []byte{1})},
+		{"gzip", gzipBytes(idxBytes(MagicImages, []uint32{1 << 16, 1 << 8, 1 << 8}, []byte{1}))},
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, _, err := ReadIDX(bytes.NewReader(tt.in), MagicImages)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrTruncated) {
+			t.Errorf("ReadIDX(%s, 4 GiB declared, 1 byte given) = %v, want ErrTruncated", tt.name, err)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Errorf("ReadIDX(%s, 4 GiB declared, 1 byte given) allocated %d bytes, want ≤ 4 MiB", tt.name, got)
+		}
+	}
+}
+
+// TestReadIDXGzipCut tells a gzip stream cut short from a complete stream
+// around a short file: only the first says the stream ends early.
+func TestReadIDXGzipCut(t *testing.T) {
+	good := idxBytes(MagicLabels, []uint32{200}, bytes.Repeat([]byte{3, 1, 4, 1, 5, 9, 2, 6}, 25))
+	gz := gzipBytes(good)
+	for _, tt := range []struct {
+		name    string
+		in      []byte
+		wantCut bool
+	}{
+		{"stream cut", gz[:len(gz)/2], true},
+		{"trailer cut", gz[:len(gz)-4], true},
+		{"short file, whole stream", gzipBytes(good[:100]), false},
+		{"short header, whole stream", gzipBytes(good[:6]), false},
+	} {
+		_, _, err := ReadIDX(bytes.NewReader(tt.in), MagicLabels)
+		if !errors.Is(err, ErrTruncated) {
+			t.Errorf("ReadIDX(%s) = %v, want ErrTruncated", tt.name, err)
+			continue
+		}
+		if got := strings.Contains(err.Error(), "gzip stream ends early"); got != tt.wantCut {
+			t.Errorf("ReadIDX(%s) = %v; says the stream ends early: %v, want %v", tt.name, err, got, tt.wantCut)
+		}
+	}
 }

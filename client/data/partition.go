@@ -59,9 +59,22 @@ func (p PartitionSpec) String() string {
 // are redrawn, as Hsu et al.'s and NIID-Bench's implementations do.
 const MinSamplesPerSite = 10
 
-// maxDirichletDraws bounds the redraws before a dirichlet partition gives
-// up as too skewed for the number of sites.
-const maxDirichletDraws = 1000
+// Bounds on the redraws before a dirichlet partition gives up as too
+// skewed for the number of sites: at most maxDirichletDraws, and no more
+// than dirichletBudget Gamma draws in all (about a second), so thousands of
+// sites fail in a second rather than a minute; but at least
+// minDirichletDraws.
+const (
+	maxDirichletDraws = 1000
+	minDirichletDraws = 10
+	dirichletBudget   = 10_000_000
+)
+
+// dirichletDraws is how many draws of sites×classes proportions a
+// dirichlet partition tries.
+func dirichletDraws(classes, sites int) int {
+	return max(minDirichletDraws, min(maxDirichletDraws, dirichletBudget/max(1, classes*sites)))
+}
 
 // Partition splits ds across sites as p says, with a generator seeded by
 // seed: the same dataset, spec, sites and seed give the same parts, each
@@ -92,10 +105,10 @@ func Partition(ds *Dataset, p PartitionSpec, sites int, seed int64) ([]*Dataset,
 		if !(p.Alpha > 0) || math.IsInf(p.Alpha, 0) {
 			return nil, fail("alpha %v must be a positive number (0.1 is very skewed, 100 nearly IID)", p.Alpha)
 		}
-		var ok bool
-		if idx, ok = dirichletSplit(ds, p.Alpha, sites, r); !ok {
+		var tries int
+		if idx, tries = dirichletSplit(ds, p.Alpha, sites, r); idx == nil {
 			return nil, fail("no draw in %d gave every site at least %d samples; raise alpha or use fewer sites",
-				maxDirichletDraws, min(MinSamplesPerSite, ds.N/sites))
+				tries, min(MinSamplesPerSite, ds.N/sites))
 		}
 	case PartitionLabels:
 		present := 0
@@ -124,7 +137,7 @@ func Partition(ds *Dataset, p PartitionSpec, sites int, seed int64) ([]*Dataset,
 		}
 	case PartitionShards:
 		k := cmp.Or(p.ShardsPerSite, 2)
-		if k < 1 || k*sites > ds.N {
+		if k < 1 || k > ds.N/sites { // k·sites ≤ N, without k·sites overflowing
 			return nil, fail("%d shards per site must be ≥ 1, and %d·%d shards at most the samples", k, k, sites)
 		}
 		idx = shardSplit(ds, k, sites, r)
@@ -153,11 +166,13 @@ func classIndex(ds *Dataset, r *rand.Rand) [][]int {
 
 // dirichletSplit deals each class's samples to the sites in proportions
 // drawn from Dirichlet(α), redrawing until every site has its minimum.
-func dirichletSplit(ds *Dataset, alpha float64, sites int, r *rand.Rand) ([][]int, bool) {
+// It returns nil and the number of draws tried when none did.
+func dirichletSplit(ds *Dataset, alpha float64, sites int, r *rand.Rand) ([][]int, int) {
 	classes := classIndex(ds, r)
 	need := min(MinSamplesPerSite, ds.N/sites)
 	props := make([]float64, sites)
-	for range maxDirichletDraws {
+	tries := dirichletDraws(len(classes), sites)
+	for try := range tries {
 		idx := make([][]int, sites)
 		for _, c := range classes {
 			dirichletDraw(r, alpha, props)
@@ -174,10 +189,10 @@ func dirichletSplit(ds *Dataset, alpha float64, sites int, r *rand.Rand) ([][]in
 			}
 		}
 		if slices.IndexFunc(idx, func(ix []int) bool { return len(ix) < need }) < 0 {
-			return idx, true
+			return idx, try + 1
 		}
 	}
-	return nil, false
+	return nil, tries
 }
 
 // labelSplit gives each site k distinct classes, dealt round-robin from a

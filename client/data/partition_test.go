@@ -319,6 +319,8 @@ func TestPartitionErrors(t *testing.T) {
 		{"labels leaves a site short", toyDataset(24, 10), PartitionSpec{Kind: PartitionLabels, Labels: 2}, 12, "fewer samples than the sites sharing it"},
 		{"too many shards", ds, PartitionSpec{Kind: PartitionShards, ShardsPerSite: 30}, 4, "30·4 shards at most the samples"},
 		{"negative shards", ds, PartitionSpec{Kind: PartitionShards, ShardsPerSite: -1}, 4, "must be ≥ 1"},
+		{"shards overflowing int", ds, PartitionSpec{Kind: PartitionShards, ShardsPerSite: math.MaxInt/2 + 1}, 2, "shards at most the samples"},
+		{"shards on one site", ds, PartitionSpec{Kind: PartitionShards, ShardsPerSite: 101}, 1, "101·1 shards at most the samples"},
 		{"unknown kind", ds, PartitionSpec{Kind: "zipf"}, 4, `unknown kind "zipf"; use iid, dirichlet, labels or shards`},
 		{"inconsistent dataset", bad, PartitionSpec{Kind: PartitionIID}, 2, "label 12 of sample 3"},
 	}
@@ -406,6 +408,74 @@ func BenchmarkPartitionDirichlet(b *testing.B) {
 	for b.Loop() {
 		if _, err := Partition(train, PartitionSpec{Kind: PartitionDirichlet, Alpha: 0.5}, 10, 1); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestDirichletDraws(t *testing.T) {
+	for _, tt := range []struct{ classes, sites, want int }{
+		{10, 1, 1000},
+		{10, 100, 1000},
+		{10, 1000, 1000},
+		{10, 6000, 166},
+		{10, 60000, 16},
+		{256, 60000, 10},
+		{0, 5, 1000},
+	} {
+		if got := dirichletDraws(tt.classes, tt.sites); got != tt.want {
+			t.Errorf("dirichletDraws(%d classes, %d sites) = %d, want %d", tt.classes, tt.sites, got, tt.want)
+		}
+	}
+}
+
+// TestPartitionFashionMNIST partitions the shipped subset as jobs do.
+func TestPartitionFashionMNIST(t *testing.T) {
+	train, _ := loadSubset(t)
+	classesHeld := func(p *Dataset) int {
+		n := 0
+		for _, c := range p.LabelHistogram() {
+			if c > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	tests := []struct {
+		p              PartitionSpec
+		sites          int
+		maxClasses     int     // per site
+		lo, hi         float64 // mean largest-class share
+		wantSizesEqual bool
+	}{
+		{PartitionSpec{Kind: PartitionIID}, 4, 10, 0.1, 0.13, true},
+		{PartitionSpec{Kind: PartitionDirichlet, Alpha: 0.1}, 10, 10, 0.5, 1, false},
+		{PartitionSpec{Kind: PartitionDirichlet, Alpha: 100}, 10, 10, 0.1, 0.2, false},
+		{PartitionSpec{Kind: PartitionLabels, Labels: 2}, 5, 2, 0.5, 0.5, true},
+		{PartitionSpec{Kind: PartitionShards}, 10, 2, 0.5, 1, true},
+		// 14 shards of 428 over classes of 600: a shard may straddle two.
+		{PartitionSpec{Kind: PartitionShards}, 7, 4, 0.4, 1, false},
+	}
+	for _, tt := range tests {
+		parts := mustPartition(t, train, tt.p, tt.sites, 1)
+		hist := make([]int, 10)
+		sizes := map[int]bool{}
+		for s, p := range parts {
+			if held := classesHeld(p); held > tt.maxClasses {
+				t.Errorf("Partition(subset, %v, %d sites): site %d holds %d classes, want ≤ %d", tt.p, tt.sites, s, held, tt.maxClasses)
+			}
+			for c, n := range p.LabelHistogram() {
+				hist[c] += n
+			}
+			sizes[p.N] = true
+		}
+		if !cmp.Equal(hist, train.LabelHistogram()) {
+			t.Errorf("Partition(subset, %v, %d sites) classes = %v, want %v", tt.p, tt.sites, hist, train.LabelHistogram())
+		}
+		if s := meanMaxShare(parts); s < tt.lo || s > tt.hi {
+			t.Errorf("Partition(subset, %v, %d sites): mean largest-class share %.3f, want in [%g, %g]", tt.p, tt.sites, s, tt.lo, tt.hi)
+		}
+		if tt.wantSizesEqual && len(sizes) != 1 {
+			t.Errorf("Partition(subset, %v, %d sites): sizes %v, want all equal", tt.p, tt.sites, sizes)
 		}
 	}
 }

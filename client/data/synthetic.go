@@ -20,6 +20,11 @@ const (
 	// 60 features are 250 MB, and the paper's lognormal(4, 2) + 50 exceeds
 	// it with odds of 5·10⁻⁷ per device.
 	MaxSyntheticSamples = 1 << 20
+	// MaxSyntheticDevices bounds the number of devices.
+	MaxSyntheticDevices = 1 << 20
+	// MaxSyntheticValues bounds the features of all devices' samples
+	// together: 2^30 float32 values are 4 GiB.
+	MaxSyntheticValues = 1 << 30
 )
 
 // SyntheticConfig configures [Synthetic], the FedProx paper's
@@ -57,8 +62,10 @@ type SyntheticConfig struct {
 // each device's model and samples. As in the paper, α changes no sample:
 // u_k shifts every entry of W_k and b_k alike, which adds u_k·(Σx + 1) to
 // every class's logit and leaves the argmax where it was; the devices'
-// data differ through their own W_k, b_k (for any α) and through β. Datasets have Features = Dim, Shape
-// [Dim] and Classes classes. Bad settings are errors wrapping [ErrInvalid].
+// data differ through their own W_k, b_k (for any α) and through β.
+// Datasets have Features = Dim, Shape [Dim] and Classes classes. Bad
+// settings, and federations of more than [MaxSyntheticValues] features in
+// all, are errors wrapping [ErrInvalid].
 func Synthetic(cfg SyntheticConfig, seed int64) ([]*Dataset, error) {
 	cfg.Dim = cmp.Or(cfg.Dim, DefaultSyntheticDim)
 	cfg.Classes = cmp.Or(cfg.Classes, DefaultSyntheticClasses)
@@ -80,8 +87,8 @@ func Synthetic(cfg SyntheticConfig, seed int64) ([]*Dataset, error) {
 	if cfg.Classes < 2 || cfg.Classes > 256 {
 		problems = append(problems, fmt.Sprintf("classes %d must be between 2 and 256", cfg.Classes))
 	}
-	if cfg.Devices < 1 {
-		problems = append(problems, fmt.Sprintf("devices %d must be at least 1", cfg.Devices))
+	if cfg.Devices < 1 || cfg.Devices > MaxSyntheticDevices {
+		problems = append(problems, fmt.Sprintf("devices %d must be between 1 and %d", cfg.Devices, MaxSyntheticDevices))
 	}
 	if cfg.SamplesPerDevice < 0 || cfg.SamplesPerDevice > MaxSyntheticSamples {
 		problems = append(problems, fmt.Sprintf("samples per device %d must be between 0 (power law) and %d", cfg.SamplesPerDevice, MaxSyntheticSamples))
@@ -101,6 +108,14 @@ func Synthetic(cfg SyntheticConfig, seed int64) ([]*Dataset, error) {
 			continue
 		}
 		sizes[k] = int(min(math.Exp(normal(4, 2))+50, MaxSyntheticSamples))
+	}
+	total := 0
+	for _, n := range sizes {
+		total += n
+	}
+	if total > MaxSyntheticValues/dim {
+		return nil, fmt.Errorf("generating %s: %w: %d devices hold %d samples of %d features, more than the %d values (4 GiB) one federation may hold; use fewer devices, samples per device or dimensions",
+			name, ErrInvalid, devices, total, dim, MaxSyntheticValues)
 	}
 	u := make([]float64, devices)       // mean of W_k and b_k
 	means := make([][]float64, devices) // v_k

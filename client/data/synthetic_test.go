@@ -225,7 +225,10 @@ func TestSyntheticErrors(t *testing.T) {
 		{SyntheticConfig{Alpha: -1}, "alpha -1 must be ≥ 0"},
 		{SyntheticConfig{Beta: math.NaN()}, "beta NaN must be ≥ 0"},
 		{SyntheticConfig{Alpha: math.Inf(1)}, "alpha +Inf"},
-		{SyntheticConfig{Devices: -2}, "devices -2"},
+		{SyntheticConfig{Devices: -2}, "devices -2 must be between 1 and 1048576"},
+		{SyntheticConfig{Devices: MaxSyntheticDevices + 1}, "devices 1048577"},
+		{SyntheticConfig{Devices: 1000, SamplesPerDevice: MaxSyntheticSamples}, "1000 devices hold 1048576000 samples of 60 features, more than the 1073741824 values"},
+		{SyntheticConfig{Devices: 400, Dim: 1 << 16}, "use fewer devices, samples per device or dimensions"}, // power-law sizes ≥ 50: ≥ 1.3·10⁹ values
 		{SyntheticConfig{Classes: 1}, "classes 1 must be between 2 and 256"},
 		{SyntheticConfig{Classes: 300}, "classes 300"},
 		{SyntheticConfig{Dim: -1}, "dim -1"},
@@ -243,5 +246,29 @@ func BenchmarkSynthetic(b *testing.B) {
 		if _, err := Synthetic(SyntheticConfig{Alpha: 1, Beta: 1}, 1); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSyntheticAlphaBeta compares Synthetic(0,0) with Synthetic(1,1), and
+// each with itself, for one seed: the heterogeneous settings give other
+// data, device by device.
+func TestSyntheticAlphaBeta(t *testing.T) {
+	cfg := func(ab float64) SyntheticConfig {
+		return SyntheticConfig{Alpha: ab, Beta: ab, Devices: 4, SamplesPerDevice: 50}
+	}
+	zero, one := mustSynthetic(t, cfg(0), 1), mustSynthetic(t, cfg(1), 1)
+	for k := range zero {
+		if zero[k].Digest() == one[k].Digest() {
+			t.Errorf("device %d: Synthetic(0,0) and Synthetic(1,1) gave the same data", k)
+		}
+	}
+	if !slices.Equal(digests(zero), digests(mustSynthetic(t, cfg(0), 1))) {
+		t.Error("Synthetic(0,0) twice with seed 1 gave different data")
+	}
+	// Synthetic(0,0) still gives each device its own model (W_k, b_k ~
+	// N(0, 1)) and features (v_k ~ N(0, 1)): not the IID federation.
+	iid := mustSynthetic(t, SyntheticConfig{IID: true, Devices: 4, SamplesPerDevice: 50}, 1)
+	if slices.Equal(digests(zero), digests(iid)) {
+		t.Error("Synthetic(0,0) = Synthetic-IID, want devices with their own models")
 	}
 }
