@@ -143,12 +143,20 @@ func toFloat64(w *model.Weights) [][]float64 {
 	return out
 }
 
-// refLoss is the mean softmax cross-entropy of ds under w (tensors in the
-// model's order) computed in float64 as PyTorch defines the layers:
-// Conv2d(k=5, padding=2) as cross-correlation over [out, in, 5, 5], ReLU,
-// MaxPool2d(2) (floor), flatten channel-major, Linear as x·Wᵀ + b.
+// refLoss is the mean softmax cross-entropy of ds under w (see refEval).
 func refLoss(cfg Config, w [][]float64, ds *data.Dataset) float64 {
+	loss, _ := refEval(cfg, w, ds)
+	return loss
+}
+
+// refEval is the mean softmax cross-entropy and the accuracy of ds under w
+// (tensors in the model's order) computed in float64 as PyTorch defines
+// the layers: Conv2d(k=5, padding=2) as cross-correlation over
+// [out, in, 5, 5], ReLU, MaxPool2d(2) (floor), flatten channel-major,
+// Linear as x·Wᵀ + b. Ties in the prediction go to the first class.
+func refEval(cfg Config, w [][]float64, ds *data.Dataset) (loss, acc float64) {
 	var total float64
+	correct := 0
 	for s := 0; s < ds.N; s++ {
 		x := make([]float64, ds.Features)
 		for i := range x {
@@ -176,17 +184,23 @@ func refLoss(cfg Config, w [][]float64, ds *data.Dataset) float64 {
 			}
 			x = out
 		}
-		mx := math.Inf(-1)
-		for _, v := range x {
-			mx = math.Max(mx, v)
+		best := 0
+		for j, v := range x {
+			if v > x[best] {
+				best = j
+			}
 		}
+		if best == int(ds.Y[s]) {
+			correct++
+		}
+		mx := x[best]
 		var sum float64
 		for _, v := range x {
 			sum += math.Exp(v - mx)
 		}
 		total += math.Log(sum) + mx - x[ds.Y[s]]
 	}
-	return total / float64(ds.N)
+	return total / float64(ds.N), float64(correct) / float64(ds.N)
 }
 
 // refConvBlock is conv 5×5 (padding 2) + ReLU + 2×2 max-pool of a

@@ -181,93 +181,9 @@ func TestMatchesReference(t *testing.T) {
 }
 
 // referenceEval computes the mean cross-entropy and accuracy in float64
-// with plain loops.
+// with plain loops (refEval in kinds_test.go).
 func referenceEval(cfg Config, w *model.Weights, ds *data.Dataset) (loss, acc float64) {
-	tensor := func(i int) []float64 {
-		out := make([]float64, len(w.Tensors[i].Data))
-		for j, v := range w.Tensors[i].Data {
-			out[j] = float64(v)
-		}
-		return out
-	}
-	linear := func(x []float64, li int, relu bool) []float64 {
-		W, b := tensor(li), tensor(li+1)
-		out := make([]float64, len(b))
-		for o := range out {
-			out[o] = b[o]
-			for i, v := range x {
-				out[o] += W[o*len(x)+i] * v
-			}
-			if relu && out[o] < 0 {
-				out[o] = 0
-			}
-		}
-		return out
-	}
-	correct := 0
-	for s := 0; s < ds.N; s++ {
-		x := make([]float64, ds.Features)
-		for i := range x {
-			x[i] = float64(ds.X[s*ds.Features+i])
-		}
-		li := 0
-		if cfg.Kind == "cnn" {
-			c, h, wd := cfg.InputShape[0], cfg.InputShape[1], cfg.InputShape[2]
-			for range cfg.Conv {
-				W, b := tensor(li), tensor(li+1)
-				cout := len(b)
-				conv := make([]float64, cout*h*wd)
-				for o := 0; o < cout; o++ {
-					for y := 0; y < h; y++ {
-						for xx := 0; xx < wd; xx++ {
-							v := b[o]
-							for ci := 0; ci < c; ci++ {
-								for ky := 0; ky < 5; ky++ {
-									for kx := 0; kx < 5; kx++ {
-										sy, sx := y+ky-2, xx+kx-2
-										if sy >= 0 && sy < h && sx >= 0 && sx < wd {
-											v += W[((o*c+ci)*5+ky)*5+kx] * x[(ci*h+sy)*wd+sx]
-										}
-									}
-								}
-							}
-							conv[(o*h+y)*wd+xx] = math.Max(v, 0)
-						}
-					}
-				}
-				oh, ow := h/2, wd/2
-				pooled := make([]float64, cout*oh*ow)
-				for o := 0; o < cout; o++ {
-					for y := 0; y < oh; y++ {
-						for xx := 0; xx < ow; xx++ {
-							m := math.Inf(-1)
-							for _, d := range [][2]int{{0, 0}, {0, 1}, {1, 0}, {1, 1}} {
-								m = math.Max(m, conv[(o*h+2*y+d[0])*wd+2*xx+d[1]])
-							}
-							pooled[(o*oh+y)*ow+xx] = m
-						}
-					}
-				}
-				x, c, h, wd = pooled, cout, oh, ow
-				li += 2
-			}
-		}
-		for ; li < len(w.Tensors); li += 2 {
-			x = linear(x, li, li+2 < len(w.Tensors))
-		}
-		best, sum := 0, 0.0
-		for j, v := range x {
-			sum += math.Exp(v)
-			if v > x[best] {
-				best = j
-			}
-		}
-		loss += math.Log(sum) - x[ds.Y[s]]
-		if best == int(ds.Y[s]) {
-			correct++
-		}
-	}
-	return loss / float64(ds.N), float64(correct) / float64(ds.N)
+	return refEval(cfg, toFloat64(w), ds)
 }
 
 // FuzzTrainInput feeds Train and Evaluate datasets built from arbitrary
