@@ -21,8 +21,6 @@ type Meter interface {
 	Start(ctx context.Context, t *pb.Task) (stop func() *pb.EnergyReport, err error)
 }
 
-const chunkSize = 1 << 20
-
 func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, log *slog.Logger) error {
 	switch t.GetKind() {
 	case pb.TaskKind_TASK_KIND_TRAIN, pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN:
@@ -177,9 +175,8 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
 		return fmt.Errorf("pushing update header: %w", err)
 	}
-	for off := 0; off < len(b); off += chunkSize {
-		end := min(off+chunkSize, len(b))
-		if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: b[off:end]}}); err != nil {
+	for off, data := range model.Chunks(b, model.ChunkSize) {
+		if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: data}}); err != nil {
 			if errors.Is(err, io.EOF) {
 				break // the server answered early; CloseAndRecv has its reason
 			}

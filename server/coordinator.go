@@ -43,7 +43,7 @@ func (c *Config) setDefaults() {
 		c.HeartbeatInterval = 5 * time.Second
 	}
 	if c.ChunkSize <= 0 {
-		c.ChunkSize = 1 << 20
+		c.ChunkSize = model.ChunkSize
 	}
 	if c.SiteWait <= 0 {
 		c.SiteWait = 10 * time.Minute
@@ -361,23 +361,28 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 	if !ok {
 		return toStatus(fmt.Errorf("fetching model %q: %w", req.GetModelId(), ErrUnknownModel))
 	}
-	size := c.cfg.ChunkSize
-	total := int64(len(m.data))
-	for off := 0; off < len(m.data) || off == 0; off += size {
-		end := min(off+size, len(m.data))
-		ch := &pb.ModelChunk{Offset: int64(off), Data: m.data[off:end]}
-		if off == 0 {
-			ch.TotalSize = total
-			ch.Sha256 = m.sum[:]
-		}
+	// The first chunk announces the size and checksum, even of an empty model.
+	first := &pb.ModelChunk{TotalSize: int64(len(m.data)), Sha256: m.sum[:]}
+	t := c.task(req.GetTaskId())
+	send := func(ch *pb.ModelChunk) error {
 		if err := stream.Send(ch); err != nil {
 			return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
 		}
-		if t := c.task(req.GetTaskId()); t != nil {
-			t.round.addBytesSent(int64(end - off))
+		if t != nil {
+			t.round.addBytesSent(int64(len(ch.Data)))
 		}
-		if len(m.data) == 0 {
-			break
+		return nil
+	}
+	if len(m.data) == 0 {
+		return send(first)
+	}
+	for off, data := range model.Chunks(m.data, c.cfg.ChunkSize) {
+		ch := &pb.ModelChunk{Offset: off, Data: data}
+		if off == 0 {
+			ch.TotalSize, ch.Sha256 = first.TotalSize, first.Sha256
+		}
+		if err := send(ch); err != nil {
+			return err
 		}
 	}
 	return nil

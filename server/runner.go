@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -352,7 +353,7 @@ func eligible(spec *job.Spec, names []string, caps map[string]*pb.Capabilities, 
 		want[n] = true
 	}
 	for _, n := range names {
-		pooled := hasString(caps[n].GetTrainers(), pb.PooledDataTrainer)
+		pooled := slices.Contains(caps[n].GetTrainers(), pb.PooledDataTrainer)
 		switch {
 		case centralized && pooled:
 			return []string{n}
@@ -365,13 +366,4 @@ func eligible(spec *job.Spec, names []string, caps map[string]*pb.Capabilities, 
 		out = out[:spec.Sites.Count]
 	}
 	return out
-}
-
-func hasString(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

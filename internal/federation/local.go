@@ -170,16 +170,16 @@ func resolve(path, baseDir string) string {
 	if path == "" || filepath.IsAbs(path) || baseDir == "" {
 		return path
 	}
-	if _, err := os.Stat(path); err == nil {
+	if fileExists(path) {
 		return path
 	}
-	if alt := filepath.Join(baseDir, path); exists(alt) {
+	if alt := filepath.Join(baseDir, path); fileExists(alt) {
 		return alt
 	}
 	return path
 }
 
-func exists(p string) bool {
+func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -96,14 +95,4 @@ func unit(ev *pb.JobEvent) string {
 		return "epochs"
 	}
 	return "rounds"
-}
-
-// sortedKeys is used by tests that print metric maps.
-func sortedKeys(m map[string]float64) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
