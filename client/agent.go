@@ -60,7 +60,10 @@ type Agent struct {
 
 	mu    sync.Mutex
 	tasks map[string]context.CancelFunc
-	wg    sync.WaitGroup
+
+	digestMu sync.Mutex
+	digests  map[*data.Dataset]string // of the datasets tasks trained on
+	wg       sync.WaitGroup
 }
 
 // New returns an Agent. meter may be nil: the agent then reports no energy.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/client/train"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -107,7 +108,24 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
 	}
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
-	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report)
+	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
+	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, ds)
+}
+
+// digest returns the SHA-256 of a dataset the site trains on, computed once
+// per dataset (the data source caches datasets, so tasks share them).
+func (a *Agent) digest(d *data.Dataset) string {
+	a.digestMu.Lock()
+	defer a.digestMu.Unlock()
+	if s, ok := a.digests[d]; ok {
+		return s
+	}
+	s := d.Digest()
+	if a.digests == nil {
+		a.digests = make(map[*data.Dataset]string)
+	}
+	a.digests[d] = s
+	return s
 }
 
 // fetchModel downloads and verifies the task's global model.
@@ -157,7 +175,7 @@ type RefusedError struct {
 func (e *RefusedError) Error() string { return "the coordinator refused the update: " + e.Reason }
 
 // pushUpdate uploads trained weights with their metrics and energy report.
-func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64, metrics map[string]float64, rep *pb.EnergyReport) error {
+func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64, metrics map[string]float64, rep *pb.EnergyReport, ds *pb.DatasetInfo) error {
 	b, err := model.MarshalSafetensors(w, nil)
 	if err != nil {
 		return fmt.Errorf("encoding update: %w", err)
@@ -170,7 +188,7 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	h := &pb.UpdateHeader{
 		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
 		NumSamples: n, TotalSize: int64(len(b)), Sha256: sum[:], Metrics: metrics,
-		Energy: rep,
+		Energy: rep, Dataset: ds,
 	}
 	if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
 		return fmt.Errorf("pushing update header: %w", err)

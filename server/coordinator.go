@@ -34,6 +34,11 @@ type Config struct {
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
 	SiteWait time.Duration
+	// StateDir, if set, is where the coordinator keeps its jobs, so that
+	// a restarted coordinator lists them again, queues again those that
+	// had not started, and marks failed, with the reason, those that were
+	// running. Empty keeps jobs in memory only.
+	StateDir string
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -71,7 +76,8 @@ type Coordinator struct {
 	tasks    map[string]*pendingTask
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
 
-	jobs *jobQueue
+	jobs  *jobQueue
+	store *jobStore // nil without Config.StateDir
 }
 
 // siteConn is one connected site's session.
@@ -115,6 +121,16 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		siteCond: make(chan struct{}),
 	}
 	c.jobs = newJobQueue()
+	if cfg.StateDir != "" {
+		st, err := newJobStore(cfg.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		c.store = st
+		if err := c.restoreJobs(); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -394,6 +410,7 @@ type receivedUpdate struct {
 	numSamples int64
 	metrics    map[string]float64
 	energy     *pb.EnergyReport
+	dataset    *pb.DatasetInfo
 	bytes      int64
 }
 
@@ -458,6 +475,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		numSamples: h.GetNumSamples(),
 		metrics:    h.GetMetrics(),
 		energy:     h.GetEnergy(),
+		dataset:    h.GetDataset(),
 		bytes:      int64(len(data)),
 	}
 	reply := make(chan error, 1)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -15,8 +16,14 @@ import (
 // Deps are the parts the coordinator is handed rather than builds: where it
 // logs runs, and what it needs to know about a job's model.
 type Deps struct {
-	// Tracker receives the job's runs, params and metrics.
+	// Tracker receives the job's runs, params and metrics, for every job
+	// whose tracking.uri OpenTracker does not take.
 	Tracker Tracker
+	// OpenTracker, if set, opens the tracking backend a job's tracking.uri
+	// names (an MLflow server, another SQLite file) for the length of the
+	// job; close flushes and releases it. It returns (nil, nil, nil) to
+	// leave the job to Tracker.
+	OpenTracker func(ctx context.Context, uri string) (t Tracker, close func(context.Context) error, err error)
 	// Models prepares each job's model: initial weights, the spec sites build,
 	// and the coordinator-side evaluation.
 	Models ModelProvider
@@ -26,7 +33,7 @@ type Deps struct {
 
 func (d Deps) validate() error {
 	var errs []error
-	if d.Tracker == nil {
+	if d.Tracker == nil && d.OpenTracker == nil {
 		errs = append(errs, errors.New("coordinator: no tracking store configured"))
 	}
 	if d.Models == nil {
@@ -82,4 +89,32 @@ type Meter interface {
 	// Measure starts a measurement; the returned function stops it and
 	// returns the joules measured and the method ("measured", "estimated").
 	Measure(ctx context.Context) (stop func() (joules float64, method string))
+}
+
+// openTracker returns the tracker of a job and the function that ends its
+// use.
+func (c *Coordinator) openTracker(ctx context.Context, spec *job.Spec) (Tracker, func(), error) {
+	noop := func() {}
+	if c.deps.OpenTracker != nil {
+		t, closeFn, err := c.deps.OpenTracker(ctx, spec.Tracking.URI)
+		if err != nil {
+			return nil, noop, fmt.Errorf("tracking: opening %s: %w", spec.Tracking.URI, err)
+		}
+		if t != nil {
+			return t, func() {
+				if closeFn == nil {
+					return
+				}
+				cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := closeFn(cctx); err != nil {
+					c.log.Warn("tracking_close_failed", "uri", spec.Tracking.URI, "err", err)
+				}
+			}, nil
+		}
+	}
+	if c.deps.Tracker == nil {
+		return nil, noop, fmt.Errorf("tracking: this coordinator has no tracking store for %q", spec.Tracking.URI)
+	}
+	return c.deps.Tracker, noop, nil
 }

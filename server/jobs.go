@@ -18,6 +18,10 @@ import (
 type jobRun struct {
 	id   string
 	spec *job.Spec
+	src  []byte // the job file as submitted
+
+	// tracker is where the job logs; set when it starts running.
+	tracker Tracker
 
 	mu      sync.Mutex
 	info    *pb.Job
@@ -25,6 +29,10 @@ type jobRun struct {
 	changed chan struct{} // closed and replaced on every new event or state
 	cancel  context.CancelFunc
 	reason  string // why it was cancelled
+
+	// persist, if set, saves the job's status; called under mu on every
+	// change of state.
+	persist func(info *pb.Job, src []byte)
 }
 
 func (j *jobRun) snapshot() *pb.Job {
@@ -51,6 +59,9 @@ func (j *jobRun) emit(ev *pb.JobEvent, update func(*pb.Job)) {
 		}
 		ev.State = j.info.State
 		j.events = append(j.events, ev)
+	}
+	if update != nil && j.persist != nil {
+		j.persist(j.info, j.src)
 	}
 	close(j.changed)
 	j.changed = make(chan struct{})
@@ -92,10 +103,18 @@ func (q *jobQueue) get(id string) (*jobRun, error) {
 
 // Submit queues a parsed job and returns its id.
 func (c *Coordinator) Submit(spec *job.Spec) (*pb.Job, error) {
+	return c.submit(spec, nil)
+}
+
+// submit queues a job; src, the job file, is kept with it so that a
+// restarted coordinator can queue it again.
+func (c *Coordinator) submit(spec *job.Spec, src []byte) (*pb.Job, error) {
 	j := &jobRun{
 		id:      newID()[:12],
 		spec:    spec,
+		src:     src,
 		changed: make(chan struct{}),
+		persist: c.persistFunc(),
 	}
 	j.info = &pb.Job{
 		JobId:         j.id,
@@ -111,7 +130,7 @@ func (c *Coordinator) Submit(spec *job.Spec) (*pb.Job, error) {
 	default:
 		return nil, fmt.Errorf("submitting job: the queue is full (%d jobs); wait for some to finish", cap(c.jobs.queued))
 	}
-	j.emit(&pb.JobEvent{Kind: "job_queued", Message: "queued"}, nil)
+	j.emit(&pb.JobEvent{Kind: "job_queued", Message: "queued"}, func(*pb.Job) {})
 	c.log.Info("job_submitted", "job", j.id, "name", spec.Name)
 	return j.snapshot(), nil
 }
@@ -171,7 +190,7 @@ func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (
 	if err != nil {
 		return nil, toStatus(badInput("%v", err))
 	}
-	info, err := c.Submit(spec)
+	info, err := c.submit(spec, req.GetJobYaml())
 	if err != nil {
 		return nil, toStatus(err)
 	}

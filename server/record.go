@@ -3,8 +3,10 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -17,7 +19,7 @@ func (c *Coordinator) siteRun(ctx context.Context, a *armRun, site string) (stri
 	if id, ok := a.siteRuns[site]; ok {
 		return id, nil
 	}
-	run, err := c.deps.Tracker.CreateRun(ctx, tracking.CreateRun{
+	run, err := a.j.tracker.CreateRun(ctx, tracking.CreateRun{
 		ExperimentID: a.expID, Name: a.arm.Name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID,
 		Tags: map[string]string{tracking.TagJobID: a.j.id, tracking.TagArm: a.arm.Name, tracking.TagSite: site, tracking.TagKind: "site"},
 	})
@@ -89,6 +91,7 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 	} else {
 		x.allMeasured = false
 	}
+	ms = append(ms, systemMetrics(site, up.energy, now, step)...)
 	if e.gpus > 0 {
 		ms = append(ms,
 			tracking.Metric{Key: tracking.MetricGPUPowerWattsAvg, Value: e.powerAvg, Timestamp: now, Step: step},
@@ -111,14 +114,15 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: up.energy.GetMethod()})
 	}
 	if runID, err := c.siteRun(ctx, a, site); err == nil {
-		if err := c.deps.Tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
+		if err := a.j.tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
 			c.log.Warn("tracking_log_failed", "site", site, "err", err)
 		}
+		c.logDataset(ctx, a, site, runID, up.dataset)
 		// The full report (method, window and interval of every figure)
 		// is kept as an artifact beside the metrics.
 		if js := up.energy.GetJson(); len(js) > 0 {
 			name := fmt.Sprintf("energy/round-%04d.json", x.r)
-			if err := c.deps.Tracker.LogArtifact(ctx, runID, name, bytes.NewReader(js)); err != nil {
+			if err := a.j.tracker.LogArtifact(ctx, runID, name, bytes.NewReader(js)); err != nil {
 				c.log.Warn("tracking_artifact_failed", "site", site, "err", err)
 			}
 		}
@@ -188,11 +192,68 @@ func (x *roundExec) finish(ctx context.Context) error {
 		evMetrics["test_accuracy"], evMetrics["test_loss"] = ev.Accuracy, ev.Loss
 		a.lastAcc = ev.Accuracy
 	}
-	if err := c.deps.Tracker.LogBatch(ctx, a.runID, ms, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}}); err != nil {
+	if err := a.j.tracker.LogBatch(ctx, a.runID, ms, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}}); err != nil {
 		return fmt.Errorf("tracking: logging round %d: %w", x.r, err)
 	}
 	c.log.Info("round_committed", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "sites", len(x.commit.Contributors), "accuracy", a.lastAcc)
 	a.j.emit(&pb.JobEvent{Kind: "round_committed", Arm: a.arm.Name, Round: int32(x.r), Rounds: int32(x.rounds), Metrics: evMetrics},
 		func(info *pb.Job) { info.Accuracy = a.lastAcc })
 	return nil
+}
+
+// systemMetrics are a site's GPU figures under MLflow's system-metric names
+// (system/<site>/gpu_<i>_power_usage_watts, …), so MLflow's own UI shows
+// them in its system-metrics view beside Cohort's own names.
+func systemMetrics(site string, r *pb.EnergyReport, now, step int64) []tracking.Metric {
+	var ms []tracking.Metric
+	for i, g := range r.GetGpus() {
+		idx := int(g.GetIndex())
+		if idx < 0 {
+			idx = i
+		}
+		p := fmt.Sprintf("system/%s/gpu_%d_", site, idx)
+		ms = append(ms,
+			tracking.Metric{Key: p + "power_usage_watts", Value: g.GetPowerAvgWatts(), Timestamp: now, Step: step},
+			tracking.Metric{Key: p + "utilization_percentage", Value: g.GetUtilizationAvgPercent(), Timestamp: now, Step: step},
+			tracking.Metric{Key: p + "memory_usage_megabytes", Value: float64(g.GetMemoryMaxBytes()) / (1 << 20), Timestamp: now, Step: step},
+		)
+	}
+	return ms
+}
+
+// logDataset records, once per run and dataset, which data a site trained
+// on: as the site run's input and as an input of the arm run tagged with
+// the site. Backends without inputs (tracking.InputLogger) skip it.
+func (c *Coordinator) logDataset(ctx context.Context, a *armRun, site, siteRunID string, ds *pb.DatasetInfo) {
+	il, ok := a.j.tracker.(tracking.InputLogger)
+	if !ok || ds.GetSha256() == "" {
+		return
+	}
+	key := site + "\x00" + ds.GetSha256()
+	if a.inputs[key] {
+		return
+	}
+	if a.inputs == nil {
+		a.inputs = make(map[string]bool)
+	}
+	a.inputs[key] = true
+	digest := ds.GetSha256()
+	if len(digest) > tracking.MaxDatasetDigestLength {
+		digest = digest[:tracking.MaxDatasetDigestLength]
+	}
+	profile, _ := json.Marshal(map[string]any{"num_samples": ds.GetNumSamples(), "sha256": ds.GetSha256(), "site": site})
+	source, _ := json.Marshal(map[string]string{"site": site, "name": ds.GetName(), "path": ds.GetSource()})
+	in := tracking.DatasetInput{
+		Tags:    []tracking.InputTag{{Key: tracking.TagDatasetContext, Value: "training"}},
+		Dataset: tracking.Dataset{Name: ds.GetName(), Digest: digest, SourceType: "cohort-site", Source: string(source), Profile: string(profile)},
+	}
+	if err := il.LogInputs(ctx, siteRunID, []tracking.DatasetInput{in}); err != nil {
+		c.log.Warn("tracking_inputs_failed", "site", site, "err", err)
+	}
+	armIn := in
+	armIn.Tags = append(slices.Clone(in.Tags), tracking.InputTag{Key: "cohort.site", Value: site})
+	armIn.Dataset.Name = site + ":" + ds.GetName()
+	if err := il.LogInputs(ctx, a.runID, []tracking.DatasetInput{armIn}); err != nil {
+		c.log.Warn("tracking_inputs_failed", "arm", a.arm.Name, "err", err)
+	}
 }

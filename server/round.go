@@ -232,7 +232,7 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		a.j.emit(&pb.JobEvent{Kind: "site_failed", Arm: a.arm.Name, Round: int32(x.r), Site: act.Site, Message: msg}, nil)
 		if runID, err := c.siteRun(ctx, a, act.Site); err == nil {
 			now := time.Now().UnixMilli()
-			_ = c.deps.Tracker.LogBatch(ctx, runID,
+			_ = a.j.tracker.LogBatch(ctx, runID,
 				[]tracking.Metric{{Key: "accepted", Value: 0, Timestamp: now, Step: int64(x.r)}}, nil,
 				[]tracking.Tag{{Key: fmt.Sprintf("cohort.round_%d.status", x.r), Value: act.Status.String() + ": " + truncate(act.Reason, 4000)}})
 		}

@@ -77,6 +77,7 @@ type armRun struct {
 	kind     pb.TaskKind
 	global   *model.Weights
 	siteRuns map[string]string
+	inputs   map[string]bool // site and dataset digests logged as inputs
 
 	started       time.Time
 	energyJ       float64 // cumulative, measured where every site measured
@@ -93,7 +94,12 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 	if err != nil {
 		return fmt.Errorf("preparing the model: %w", err)
 	}
-	tr := c.deps.Tracker
+	tr, closeTracker, err := c.openTracker(ctx, spec)
+	if err != nil {
+		return err
+	}
+	defer closeTracker()
+	j.tracker = tr
 	expID, err := tr.EnsureExperiment(ctx, spec.Tracking.Experiment)
 	if err != nil {
 		return fmt.Errorf("tracking: experiment %q: %w", spec.Tracking.Experiment, err)
@@ -116,7 +122,7 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 		info.TrackingRunId = jobRunID
 		info.ExperimentId = expID
 	})
-	if err := c.logParams(ctx, jobRunID, spec.Flatten()); err != nil {
+	if err := c.logParams(ctx, tr, jobRunID, spec.Flatten()); err != nil {
 		return err
 	}
 	runErr := func() error {
@@ -147,10 +153,10 @@ func (c *Coordinator) finishJobRun(j *jobRun, runID string, runErr error, cancel
 	if runErr != nil {
 		tags = append(tags, tracking.Tag{Key: "cohort.error", Value: truncate(runErr.Error(), 5000)})
 	}
-	if cmp, err := tracking.Compare(ctx, c.deps.Tracker, runID); err == nil {
+	if cmp, err := tracking.Compare(ctx, j.tracker, runID); err == nil {
 		var buf bytes.Buffer
 		if err := cmp.WriteTable(&buf); err == nil {
-			if err := c.deps.Tracker.LogArtifact(ctx, runID, "comparison.txt", &buf); err != nil {
+			if err := j.tracker.LogArtifact(ctx, runID, "comparison.txt", &buf); err != nil {
 				c.log.Warn("tracking_artifact_failed", "job", j.id, "err", err)
 			}
 		}
@@ -163,13 +169,13 @@ func (c *Coordinator) finishJobRun(j *jobRun, runID string, runErr error, cancel
 				tracking.Metric{Key: a.Name + ".energy_joules", Value: a.EnergyJoules, Timestamp: now},
 			)
 		}
-		if err := c.deps.Tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
+		if err := j.tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
 			c.log.Warn("tracking_log_failed", "job", j.id, "err", err)
 		}
-	} else if err := c.deps.Tracker.LogBatch(ctx, runID, nil, nil, tags); err != nil {
+	} else if err := j.tracker.LogBatch(ctx, runID, nil, nil, tags); err != nil {
 		c.log.Warn("tracking_log_failed", "job", j.id, "err", err)
 	}
-	if err := c.deps.Tracker.UpdateRun(ctx, runID, status, time.Now(), ""); err != nil {
+	if err := j.tracker.UpdateRun(ctx, runID, status, time.Now(), ""); err != nil {
 		c.log.Warn("tracking_update_failed", "job", j.id, "err", err)
 	}
 }
@@ -181,7 +187,7 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-func (c *Coordinator) logParams(ctx context.Context, runID string, flat map[string]string) error {
+func (c *Coordinator) logParams(ctx context.Context, tr Tracker, runID string, flat map[string]string) error {
 	keys := make([]string, 0, len(flat))
 	for k := range flat {
 		keys = append(keys, k)
@@ -193,7 +199,7 @@ func (c *Coordinator) logParams(ctx context.Context, runID string, flat map[stri
 		for _, k := range keys[:n] {
 			ps = append(ps, tracking.Param{Key: k, Value: truncate(flat[k], 6000)})
 		}
-		if err := c.deps.Tracker.LogBatch(ctx, runID, nil, ps, nil); err != nil {
+		if err := tr.LogBatch(ctx, runID, nil, ps, nil); err != nil {
 			return fmt.Errorf("tracking: logging params: %w", err)
 		}
 		keys = keys[n:]
@@ -233,7 +239,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		return err
 	}
 	a.strategy = st
-	run, err := c.deps.Tracker.CreateRun(ctx, tracking.CreateRun{
+	run, err := j.tracker.CreateRun(ctx, tracking.CreateRun{
 		ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID,
 		Tags: map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag},
 	})
@@ -248,7 +254,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	} {
 		params[k] = v
 	}
-	if err := c.logParams(ctx, a.runID, params); err != nil {
+	if err := c.logParams(ctx, j.tracker, a.runID, params); err != nil {
 		return err
 	}
 	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag}, func(info *pb.Job) {
@@ -257,7 +263,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	// Step 0: the initial model, so every curve starts at the same point.
 	if prep.Evaluator != nil {
 		if ev, err := prep.Evaluator.Evaluate(ctx, a.global); err == nil {
-			_ = c.deps.Tracker.LogBatch(ctx, a.runID, []tracking.Metric{
+			_ = j.tracker.LogBatch(ctx, a.runID, []tracking.Metric{
 				{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: time.Now().UnixMilli(), Step: 0},
 				{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: time.Now().UnixMilli(), Step: 0},
 			}, nil, nil)
@@ -280,7 +286,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	for site, id := range a.siteRuns {
-		if err := c.deps.Tracker.UpdateRun(endCtx, id, status, time.Now(), ""); err != nil {
+		if err := j.tracker.UpdateRun(endCtx, id, status, time.Now(), ""); err != nil {
 			c.log.Warn("tracking_update_failed", "site", site, "err", err)
 		}
 	}
@@ -288,8 +294,8 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	if a.measuredAny {
 		method = "measured"
 	}
-	_ = c.deps.Tracker.LogBatch(endCtx, a.runID, nil, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}})
-	if err := c.deps.Tracker.UpdateRun(endCtx, a.runID, status, time.Now(), ""); err != nil {
+	_ = j.tracker.LogBatch(endCtx, a.runID, nil, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}})
+	if err := j.tracker.UpdateRun(endCtx, a.runID, status, time.Now(), ""); err != nil {
 		c.log.Warn("tracking_update_failed", "arm", arm.Name, "err", err)
 	}
 	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: arm.Name, Metrics: map[string]float64{

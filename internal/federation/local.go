@@ -28,6 +28,10 @@ type Trainers struct {
 	Dir string
 	// Logger receives exec trainers' process output; nil discards it.
 	Logger *slog.Logger
+	// ExecRefused, when not empty, refuses exec models (commands a job
+	// asks to run) with this reason: a deployed site runs them only when
+	// its config allows.
+	ExecRefused string
 
 	mu    sync.Mutex
 	cache map[string]train.Trainer
@@ -37,6 +41,9 @@ type Trainers struct {
 func (t *Trainers) Trainer(spec *pb.ModelSpec) (train.Trainer, error) {
 	cfg := trainConfig(spec)
 	if cfg.Kind == job.ModelExec {
+		if t.ExecRefused != "" {
+			return nil, fmt.Errorf("the job's model runs the command %q: %s", cfg.Command, t.ExecRefused)
+		}
 		cfg.Dir, cfg.Logger = t.Dir, t.Logger
 	}
 	key := fmt.Sprint(cfg)

@@ -30,6 +30,14 @@ func submitAndWatch(ctx context.Context, src []byte, addr string, dial []grpc.Di
 	}
 	id := resp.GetJob().GetJobId()
 	fmt.Fprintf(out, "job %s submitted\n", id)
+	return WatchJob(ctx, jobs, id, out, true)
+}
+
+// WatchJob prints a job's events as progress lines (arm, round i/N, sites
+// reporting, accuracy, ETA) until the job ends, and returns its final
+// status. If ctx ends first and cancelOnInterrupt is set, it asks the
+// coordinator to cancel the job.
+func WatchJob(ctx context.Context, jobs pb.JobsServiceClient, id string, out io.Writer, cancelOnInterrupt bool) (*pb.Job, error) {
 	stream, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
 	if err != nil {
 		return nil, fmt.Errorf("watching job %s: %w", id, err)
@@ -42,10 +50,12 @@ func submitAndWatch(ctx context.Context, src []byte, addr string, dial []grpc.Di
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				// Interrupted: ask the coordinator to stop the job and say so.
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				_, _ = jobs.CancelJob(cctx, &pb.CancelJobRequest{JobId: id, Reason: "interrupted"})
-				cancel()
+				if cancelOnInterrupt {
+					// Interrupted: ask the coordinator to stop the job and say so.
+					cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+					_, _ = jobs.CancelJob(cctx, &pb.CancelJobRequest{JobId: id, Reason: "interrupted"})
+					cancel()
+				}
 				return nil, fmt.Errorf("job %s interrupted: %w", id, ctx.Err())
 			}
 			return nil, fmt.Errorf("watching job %s: %w", id, err)

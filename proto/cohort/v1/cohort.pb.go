@@ -1713,16 +1713,18 @@ func (x *EnergyReport) GetJson() []byte {
 }
 
 type UpdateHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Arm           string                 `protobuf:"bytes,3,opt,name=arm,proto3" json:"arm,omitempty"`
-	Round         int32                  `protobuf:"varint,4,opt,name=round,proto3" json:"round,omitempty"`
-	NumSamples    int64                  `protobuf:"varint,5,opt,name=num_samples,json=numSamples,proto3" json:"num_samples,omitempty"`
-	TotalSize     int64                  `protobuf:"varint,6,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
-	Sha256        []byte                 `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Metrics       map[string]float64     `protobuf:"bytes,8,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"` // train_loss, train_seconds, eval_* ...
-	Energy        *EnergyReport          `protobuf:"bytes,9,opt,name=energy,proto3" json:"energy,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TaskId     string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	JobId      string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Arm        string                 `protobuf:"bytes,3,opt,name=arm,proto3" json:"arm,omitempty"`
+	Round      int32                  `protobuf:"varint,4,opt,name=round,proto3" json:"round,omitempty"`
+	NumSamples int64                  `protobuf:"varint,5,opt,name=num_samples,json=numSamples,proto3" json:"num_samples,omitempty"`
+	TotalSize  int64                  `protobuf:"varint,6,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	Sha256     []byte                 `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Metrics    map[string]float64     `protobuf:"bytes,8,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"` // train_loss, train_seconds, eval_* ...
+	Energy     *EnergyReport          `protobuf:"bytes,9,opt,name=energy,proto3" json:"energy,omitempty"`
+	// dataset is the data the update was trained on, for the run's lineage.
+	Dataset       *DatasetInfo `protobuf:"bytes,10,opt,name=dataset,proto3" json:"dataset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1820,6 +1822,83 @@ func (x *UpdateHeader) GetEnergy() *EnergyReport {
 	return nil
 }
 
+func (x *UpdateHeader) GetDataset() *DatasetInfo {
+	if x != nil {
+		return x.Dataset
+	}
+	return nil
+}
+
+// DatasetInfo names the exact data a site trained on; it never carries
+// the data itself.
+type DatasetInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`     // e.g. fashion-mnist/train
+	Sha256        string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"` // hex SHA-256 of the samples and labels, in order
+	NumSamples    int64                  `protobuf:"varint,3,opt,name=num_samples,json=numSamples,proto3" json:"num_samples,omitempty"`
+	Source        string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"` // where the site read it: a path or URL
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DatasetInfo) Reset() {
+	*x = DatasetInfo{}
+	mi := &file_cohort_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DatasetInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DatasetInfo) ProtoMessage() {}
+
+func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
+func (*DatasetInfo) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DatasetInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DatasetInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *DatasetInfo) GetNumSamples() int64 {
+	if x != nil {
+		return x.NumSamples
+	}
+	return 0
+}
+
+func (x *DatasetInfo) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 type UpdateChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1833,7 +1912,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1924,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1937,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -1912,7 +1991,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2003,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2016,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -1974,7 +2053,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2065,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2078,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Job) GetJobId() string {
@@ -2095,7 +2174,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2186,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2199,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -2139,7 +2218,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2230,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2243,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -2182,7 +2261,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2273,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2286,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 type ListJobsResponse struct {
@@ -2219,7 +2298,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2310,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2323,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -2263,7 +2342,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2354,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2367,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2307,7 +2386,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2398,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2411,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -2352,7 +2431,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2443,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2456,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -2403,7 +2482,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2494,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2507,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -2447,7 +2526,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2538,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2551,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -2500,7 +2579,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2512,7 +2591,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2525,7 +2604,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -2736,7 +2815,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\x04gpus\x18\x04 \x03(\v2\x14.cohort.v1.GPUEnergyR\x04gpus\x12)\n" +
 	"\x03cpu\x18\x05 \x03(\v2\x17.cohort.v1.DomainEnergyR\x03cpu\x127\n" +
 	"\testimated\x18\x06 \x01(\v2\x19.cohort.v1.EnergyEstimateR\testimated\x12\x12\n" +
-	"\x04json\x18\a \x01(\fR\x04json\"\xeb\x02\n" +
+	"\x04json\x18\a \x01(\fR\x04json\"\x9d\x03\n" +
 	"\fUpdateHeader\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -2748,10 +2827,18 @@ const file_cohort_proto_rawDesc = "" +
 	"total_size\x18\x06 \x01(\x03R\ttotalSize\x12\x16\n" +
 	"\x06sha256\x18\a \x01(\fR\x06sha256\x12>\n" +
 	"\ametrics\x18\b \x03(\v2$.cohort.v1.UpdateHeader.MetricsEntryR\ametrics\x12/\n" +
-	"\x06energy\x18\t \x01(\v2\x17.cohort.v1.EnergyReportR\x06energy\x1a:\n" +
+	"\x06energy\x18\t \x01(\v2\x17.cohort.v1.EnergyReportR\x06energy\x120\n" +
+	"\adataset\x18\n" +
+	" \x01(\v2\x16.cohort.v1.DatasetInfoR\adataset\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"]\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"r\n" +
+	"\vDatasetInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1f\n" +
+	"\vnum_samples\x18\x03 \x01(\x03R\n" +
+	"numSamples\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"]\n" +
 	"\vUpdateChunk\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.cohort.v1.UpdateHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
@@ -2845,7 +2932,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),              // 0: cohort.v1.TaskKind
 	(JobState)(0),              // 1: cohort.v1.JobState
@@ -2870,22 +2957,23 @@ var file_cohort_proto_goTypes = []any{
 	(*EnergyEstimate)(nil),     // 20: cohort.v1.EnergyEstimate
 	(*EnergyReport)(nil),       // 21: cohort.v1.EnergyReport
 	(*UpdateHeader)(nil),       // 22: cohort.v1.UpdateHeader
-	(*UpdateChunk)(nil),        // 23: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil), // 24: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                // 25: cohort.v1.Job
-	(*SubmitJobRequest)(nil),   // 26: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),  // 27: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),    // 28: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),   // 29: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),      // 30: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),     // 31: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),   // 32: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),  // 33: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),    // 34: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),           // 35: cohort.v1.JobEvent
-	nil,                        // 36: cohort.v1.ModelSpec.EnvEntry
-	nil,                        // 37: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                        // 38: cohort.v1.JobEvent.MetricsEntry
+	(*DatasetInfo)(nil),        // 23: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),        // 24: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil), // 25: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                // 26: cohort.v1.Job
+	(*SubmitJobRequest)(nil),   // 27: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),  // 28: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),    // 29: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),   // 30: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),      // 31: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),     // 32: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),   // 33: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),  // 34: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),    // 35: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),           // 36: cohort.v1.JobEvent
+	nil,                        // 37: cohort.v1.ModelSpec.EnvEntry
+	nil,                        // 38: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                        // 39: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
 	2,  // 0: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
@@ -2896,46 +2984,47 @@ var file_cohort_proto_depIdxs = []int32{
 	10, // 5: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
 	14, // 6: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
 	15, // 7: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	36, // 8: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	37, // 8: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
 	0,  // 9: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
 	12, // 10: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
 	13, // 11: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
 	18, // 12: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
 	19, // 13: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
 	20, // 14: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	37, // 15: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	38, // 15: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
 	21, // 16: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	22, // 17: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
-	1,  // 18: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	25, // 19: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	25, // 20: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	25, // 21: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	25, // 22: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	38, // 23: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
-	1,  // 24: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	4,  // 25: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	6,  // 26: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	16, // 27: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	23, // 28: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	26, // 29: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	28, // 30: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	30, // 31: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	32, // 32: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	34, // 33: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	5,  // 34: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	11, // 35: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	17, // 36: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	24, // 37: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	27, // 38: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	29, // 39: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	31, // 40: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	33, // 41: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	35, // 42: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	34, // [34:43] is the sub-list for method output_type
-	25, // [25:34] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	23, // 17: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	22, // 18: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	1,  // 19: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	26, // 20: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	26, // 21: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	26, // 22: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	26, // 23: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	39, // 24: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	1,  // 25: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
+	4,  // 26: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	6,  // 27: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	16, // 28: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	24, // 29: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	27, // 30: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	29, // 31: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	31, // 32: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	33, // 33: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	35, // 34: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	5,  // 35: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	11, // 36: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	17, // 37: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	25, // 38: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	28, // 39: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	30, // 40: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	32, // 41: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	34, // 42: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	36, // 43: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	35, // [35:44] is the sub-list for method output_type
+	26, // [26:35] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -2953,7 +3042,7 @@ func file_cohort_proto_init() {
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[21].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[22].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -2963,7 +3052,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
