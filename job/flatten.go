@@ -77,6 +77,7 @@ func (s *Spec) Flatten() map[string]string {
 	str("sites.names", jsonList(s.Sites.Names))
 	num("sites.min_per_round", s.Sites.MinPerRound)
 	flt("sites.fraction", s.Sites.Fraction)
+	flt("sites.over_select", s.Sites.OverSelect)
 
 	t := s.Train
 	num("train.epochs", t.Epochs)
@@ -120,6 +121,7 @@ func (s *Spec) Flatten() map[string]string {
 
 	num("eval.every", s.Eval.Every)
 	dur("deadline.round", s.Deadline.Round)
+	num("deadline.retries", s.Deadline.Retries)
 	dur("energy.interval", s.Energy.Interval)
 	flt("energy.carbon_g_per_kwh", s.Energy.CarbonGPerKWh)
 	flt("energy.pue", s.Energy.PUE)

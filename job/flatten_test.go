@@ -28,6 +28,8 @@ func TestFlatten(t *testing.T) {
 		"sites.names":               `["site-1","site-2","site-3","site-4"]`,
 		"sites.min_per_round":       "3",
 		"sites.fraction":            "1",
+		"sites.over_select":         "0",
+		"deadline.retries":          "0",
 		"train.epochs":              "1",
 		"train.batch_size":          "32",
 		"train.lr":                  "0.05",

@@ -538,8 +538,9 @@ func (d *decoder) spec(n *yaml.Node, s *Spec) {
 			})
 		}},
 		{"deadline", func(p string, v *yaml.Node) {
-			d.mapping(p, v, "{round: 10m}", []field{
+			d.mapping(p, v, "{round: 10m, retries: 0}", []field{
 				{"round", func(p string, v *yaml.Node) { d.duration(p, v, &s.Deadline.Round) }},
+				{"retries", func(p string, v *yaml.Node) { d.int(p, v, &s.Deadline.Retries) }},
 			})
 		}},
 		{"energy", func(p string, v *yaml.Node) { d.energy(p, v, &s.Energy) }},
@@ -596,6 +597,7 @@ func (d *decoder) sites(path string, n *yaml.Node, s *Sites) {
 		{"names", func(p string, v *yaml.Node) { d.strs(p, v, "[kit, unibo]", &s.Names) }},
 		{"min_per_round", func(p string, v *yaml.Node) { d.int(p, v, &s.MinPerRound) }},
 		{"fraction", func(p string, v *yaml.Node) { d.float(p, v, &s.Fraction) }},
+		{"over_select", func(p string, v *yaml.Node) { d.float(p, v, &s.OverSelect) }},
 	})
 }
 

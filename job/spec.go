@@ -224,6 +224,11 @@ type Sites struct {
 	MinPerRound int
 	// Fraction of the sites selected each round, 0 < f ≤ 1; default 1.
 	Fraction float64
+	// OverSelect, ≥ 0, selects that share more sites than a round needs
+	// (ceil(k × (1 + over_select)), at most every site) so that
+	// stragglers and dropouts cost less; the round still aggregates every
+	// update that arrives in time. Default 0.
+	OverSelect float64
 }
 
 // PerRound returns how many sites a round selects: ceil(Fraction × Count),
@@ -323,6 +328,10 @@ type Deadline struct {
 	// Round is how long a round waits; sites that have not reported by
 	// then are dropped from it. Default 10m.
 	Round time.Duration
+	// Retries is how many times a round that failed for want of
+	// min_per_round updates (dropouts, stragglers past the deadline) is
+	// run again, with a fresh selection, before the job fails; default 0.
+	Retries int
 }
 
 // Energy holds the energy-measurement and carbon settings.

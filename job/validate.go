@@ -71,6 +71,9 @@ func (s *Spec) validate() *problems {
 	if d := s.Deadline.Round; d <= 0 {
 		p.add("deadline.round", "%s must be positive; set how long a round waits for its sites, e.g. 10m", d)
 	}
+	if r := s.Deadline.Retries; r < 0 || r > 100 {
+		p.add("deadline.retries", "%d must be between 0 and 100 (times a round short of min_per_round is run again before the job fails)", r)
+	}
 	en := s.Energy
 	if en.Interval < MinEnergyInterval {
 		p.add("energy.interval", "%s is shorter than %s, faster than the power readings refresh; use 100ms (the default) or more", en.Interval, MinEnergyInterval)
@@ -300,6 +303,9 @@ func (s *Spec) validateSites(p *problems) {
 	if !(st.Fraction > 0 && st.Fraction <= 1) {
 		p.add("sites.fraction", "%g must be above 0 and at most 1 (the share of sites selected each round)", st.Fraction)
 		return
+	}
+	if !(st.OverSelect >= 0 && st.OverSelect <= 10) {
+		p.add("sites.over_select", "%g must be between 0 and 10 (the extra share of sites selected per round; 0.25 selects a quarter more)", st.OverSelect)
 	}
 	per := st.PerRound()
 	switch {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -462,6 +463,49 @@ func TestQuorumUnreachableFailsTheJob(t *testing.T) {
 	}
 	if run.Info.Status != tracking.StatusFailed {
 		t.Errorf("job run status = %s, want FAILED", run.Info.Status)
+	}
+}
+
+// With deadline.retries, a round short of its quorum runs again: a site
+// whose first try fails (a transient error) makes it on the second, and
+// the job succeeds with every round committed once.
+func TestQuorumShortRoundIsRetried(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	tries := map[int32]int{}
+	flaky := func(t *pb.Task, g *model.Weights) (*model.Weights, int64, error) {
+		mu.Lock()
+		tries[t.GetRound()]++
+		n := tries[t.GetRound()]
+		mu.Unlock()
+		if t.GetRound() == 2 && n == 1 {
+			return nil, 0, errors.New("transient: disk busy")
+		}
+		return plusOne(100)(t, g)
+	}
+	fail := func(t *pb.Task, g *model.Weights) (*model.Weights, int64, error) {
+		return nil, 0, errors.New("CUDA out of memory")
+	}
+	c.startSite(t, ctx, &fakeSite{name: "site-1", update: plusOne(100)})
+	c.startSite(t, ctx, &fakeSite{name: "site-2", update: flaky})
+	c.startSite(t, ctx, &fakeSite{name: "site-3", update: fail})
+	src := strings.Replace(fmt.Sprintf(testJob, 2, "30s"), "deadline: {round: 30s}", "deadline: {round: 30s, retries: 1}", 1)
+	j := submit(t, c, src)
+	got := waitJob(t, c, j.GetJobId())
+	if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job state = %v (%s), want SUCCEEDED after one retry", got.GetState(), got.GetError())
+	}
+	// Three committed rounds of two +1 updates each: 6, not 7 or 8 (no
+	// round applied twice).
+	if v := c.models.last().Tensors[0].Data[0]; v != 3 {
+		t.Errorf("global weight = %v, want 3 (three rounds averaging +1 updates)", v)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if tries[2] != 2 {
+		t.Errorf("site-2 was asked %d times in round 2, want 2 (the first try and the retry)", tries[2])
 	}
 }
 

@@ -63,7 +63,7 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 	}
 	sm, err := round.New(round.Config{
 		Round: r, Candidates: cands, Fraction: fraction, MinPerRound: quorum,
-		Deadline: spec.Deadline.Round, Seed: spec.Seed,
+		Deadline: spec.Deadline.Round, Seed: spec.Seed, OverSelect: spec.Sites.OverSelect,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -14,6 +15,7 @@ import (
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/round"
 	"github.com/cohortfl/cohort/tracking"
 )
 
@@ -270,8 +272,18 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		}
 	}
 	var armErr error
+	retries := spec.Deadline.Retries
 	for r := 1; r <= rounds; r++ {
-		if err := c.runRound(ctx, a, r, rounds); err != nil {
+		err := c.runRound(ctx, a, r, rounds)
+		if err != nil && retries > 0 && ctx.Err() == nil && retryable(err) {
+			retries--
+			msg := fmt.Sprintf("%s round %d runs again (%d retries left): %v", arm.Name, r, retries, err)
+			c.log.Warn("round_retry", "job", j.id, "arm", arm.Name, "round", r, "retries_left", retries, "err", err)
+			j.emit(&pb.JobEvent{Kind: "round_retry", Arm: arm.Name, Round: int32(r), Rounds: int32(rounds), Message: msg}, nil)
+			r--
+			continue
+		}
+		if err != nil {
 			armErr = err // round errors name their round
 			break
 		}
@@ -372,4 +384,10 @@ func eligible(spec *job.Spec, names []string, caps map[string]*pb.Capabilities, 
 		out = out[:spec.Sites.Count]
 	}
 	return out
+}
+
+// retryable reports whether a round failed for want of updates (sites
+// that dropped out or missed the deadline), which deadline.retries covers.
+func retryable(err error) bool {
+	return errors.Is(err, round.ErrQuorumUnreachable) || errors.Is(err, round.ErrDeadlineExceeded)
 }
