@@ -23,7 +23,7 @@ import (
 
 // startCoordinator serves a coordinator on addr until the returned stop is
 // called.
-func startCoordinator(t *testing.T, addr string, ds *Datasets, store *tracking.SQLiteStore, log *slog.Logger) (stop func()) {
+func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.SQLiteStore, log *slog.Logger) (stop func()) {
 	t.Helper()
 	coord, err := server.New(server.Config{Logger: log, SiteWait: 30 * time.Second},
 		server.Deps{Tracker: store, Models: &models{trainers: &Trainers{}, test: ds.Test, shape: ds.Pooled.Shape, classes: ds.Pooled.Classes}})

@@ -1,0 +1,171 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// BenchmarkThousandSites connects 1,000 site agents, each with its own
+// gRPC connection over loopback TCP, to one coordinator and runs rounds of
+// a small model (logistic regression on Synthetic(0,0), 20 samples a
+// site). It reports the orchestration overhead of a round — its wall time
+// beyond the slowest site's task — and the memory each idle connected
+// site costs (coordinator and agent together, as both run in this
+// process).
+//
+//	go test -run XXX -bench ThousandSites -benchtime 1x ./internal/federation
+func BenchmarkThousandSites(b *testing.B) {
+	const sites, rounds = 1000, 3
+	log := slog.New(slog.DiscardHandler)
+	src := []byte(fmt.Sprintf(`
+name: scale
+seed: 1
+data: {dataset: synthetic, synthetic: {alpha: 0, beta: 0, samples_per_site: 20}, test_fraction: 0}
+model: {kind: logreg}
+sites: {count: %d}
+rounds: %d
+train: {epochs: 1, batch_size: 10, lr: 0.05}
+eval: {every: %d}
+arms: [{name: fedavg, strategy: fedavg}]
+deadline: {round: 2m}
+`, sites, rounds, rounds))
+	spec, err := job.Parse(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ds, err := Load(context.Background(), spec, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "cohort.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	probe, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := probe.Addr().String()
+	probe.Close()
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	stop := startCoordinator(b, addr, ds, store, log)
+	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	trainers := &Trainers{}
+	for _, name := range spec.Sites.Names {
+		sd := ds.Sites[name]
+		a, err := client.New(client.Config{
+			Name: name, Targets: []string{addr}, Logger: log,
+			DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		}, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.Run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	cc, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	jobs := pb.NewJobsServiceClient(cc)
+	// Wait until every site has joined: a job that names 1,000 sites
+	// starts its first round then.
+	time.Sleep(2 * time.Second)
+	runtime.GC()
+	var idle runtime.MemStats
+	runtime.ReadMemStats(&idle)
+	idleKiB := float64(idle.HeapInuse-before.HeapInuse) / sites / 1024
+	goroutines := float64(runtime.NumGoroutine()) / sites
+
+	b.ResetTimer()
+	var overhead, wall []float64
+	for b.Loop() {
+		resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := resp.GetJob().GetJobId()
+		st, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var started time.Time
+		var jobWall []float64
+		for {
+			ev, err := st.Recv()
+			if err != nil {
+				break
+			}
+			switch ev.GetKind() {
+			case "round_started":
+				started = time.UnixMilli(ev.GetUnixMs())
+			case "round_committed":
+				if ev.GetRound() == 1 {
+					continue // the first round waits for every site to connect
+				}
+				jobWall = append(jobWall, time.UnixMilli(ev.GetUnixMs()).Sub(started).Seconds())
+			}
+		}
+		got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
+		if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+			b.Fatalf("job: %v %v", got.GetJob(), err)
+		}
+		// The slowest site's task, from its site run's train_seconds.
+		arms, err := store.ChildRuns(ctx, got.GetJob().GetTrackingRunId())
+		if err != nil || len(arms) != 1 {
+			b.Fatalf("arm runs: %v %v", arms, err)
+		}
+		siteRuns, err := store.ChildRuns(ctx, arms[0].Info.RunID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		slowest := make(map[int64]float64)
+		for _, sr := range siteRuns {
+			h, err := store.GetMetricHistory(ctx, sr.Info.RunID, "train_seconds")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, m := range h {
+				slowest[m.Step] = max(slowest[m.Step], m.Value)
+			}
+		}
+		for i, w := range jobWall {
+			wall = append(wall, w)
+			overhead = append(overhead, w-slowest[int64(i+2)])
+		}
+	}
+	b.StopTimer()
+	mean := func(xs []float64) float64 {
+		s := 0.0
+		for _, x := range xs {
+			s += x
+		}
+		return s / float64(max(1, len(xs)))
+	}
+	b.ReportMetric(idleKiB, "KiB/idle-site")
+	b.ReportMetric(goroutines, "goroutines/site")
+	b.ReportMetric(mean(wall), "s/round")
+	b.ReportMetric(mean(overhead), "s-overhead/round")
+}
