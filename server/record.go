@@ -182,6 +182,9 @@ func (x *roundExec) finish(ctx context.Context) error {
 		)
 	}
 	evMetrics := map[string]float64{"round_seconds": seconds, "sites": float64(len(x.commit.Contributors)), "energy_joules": roundJ}
+	if x.fedEvalN > 0 {
+		evMetrics["federated_accuracy"] = x.fedEvalAcc / x.fedEvalN
+	}
 	every := max(spec.Eval.Every, 1)
 	if a.prep.Evaluator != nil && (x.r%every == 0 || x.r == x.rounds) {
 		ev, err := a.prep.Evaluator.Evaluate(ctx, a.global)

@@ -23,6 +23,19 @@ const usage = `cohort — federated learning with tracking and energy, in one bi
 Usage:
   cohort run [flags] JOB.yaml     run a job on this machine: a coordinator and one site
                                   per partition over loopback gRPC, tracking in ./cohort.db
+  cohort provision [-o DIR] project.yaml
+                                  a CA, certificates and startup kits for a deployment
+  cohort coordinator -c coordinator.yaml
+                                  a coordinator: job queue, sites over mutual TLS
+  cohort site -c site.yaml        a site agent at an institute (dials out only)
+  cohort submit [--watch] JOB.yaml | jobs | status [-f] ID | cancel ID | logs [-f] ID
+                                  talk to a coordinator with an admin kit (-c admin.yaml)
+  cohort data split --out DIR SITE...
+                                  one folder of Fashion-MNIST per site, for a walk-through
+  cohort ui [--db cohort.db] [--addr 127.0.0.1:5000]
+                                  the MLflow REST API and the web UI over a tracking store
+  cohort compare JOB_RUN_ID|EXPERIMENT [--db cohort.db] [--out comparison.png]
+                                  the comparison table and plot of a job's arms
   cohort energy probe [--seconds N]
                                   which energy sources this machine has, and a short reading
   cohort version                  print the version
@@ -50,6 +63,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "run":
 		return runJob(ctx, args[1:], stdout, stderr)
+	case "coordinator":
+		return coordinatorCmd(ctx, args[1:], stdout, stderr)
+	case "site":
+		return siteCmd(ctx, args[1:], stdout, stderr)
+	case "submit":
+		return submitCmd(ctx, args[1:], stdout, stderr)
+	case "jobs":
+		return jobsCmd(ctx, args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(ctx, args[1:], stdout, stderr)
+	case "cancel":
+		return cancelCmd(ctx, args[1:], stdout, stderr)
+	case "logs":
+		return logsCmd(ctx, args[1:], stdout, stderr)
+	case "data":
+		return dataCmd(ctx, args[1:], stdout, stderr)
 	case "energy":
 		return energyCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":

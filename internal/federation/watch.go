@@ -91,8 +91,14 @@ func (p *printer) event(ev *pb.JobEvent) {
 			left := time.Duration(float64(elapsed) / float64(r) * float64(ev.GetRounds()-r))
 			eta = fmt.Sprintf("  eta %s", left.Round(time.Second))
 		}
-		fmt.Fprintf(p.out, "  %s %3d/%d  sites %d  acc %.4f  loss %.4f  %5.1fs%s\n",
-			ev.GetArm(), ev.GetRound(), ev.GetRounds(), int(m["sites"]), m["test_accuracy"], m["test_loss"], m["round_seconds"], eta)
+		acc := fmt.Sprintf("acc %.4f  loss %.4f", m["test_accuracy"], m["test_loss"])
+		if _, ok := m["test_accuracy"]; !ok {
+			// No test set on the coordinator: the sites' own evaluation
+			// of the model they received.
+			acc = fmt.Sprintf("federated acc %.4f", m["federated_accuracy"])
+		}
+		fmt.Fprintf(p.out, "  %s %3d/%d  sites %d  %s  %5.1fs%s\n",
+			ev.GetArm(), ev.GetRound(), ev.GetRounds(), int(m["sites"]), acc, m["round_seconds"], eta)
 	case "site_failed", "round_failed", "waiting", "job_finished":
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	case "arm_finished":

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohortfl/cohort/deploy"
+	"github.com/cohortfl/cohort/internal/federation"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// EnvAdmin names the environment variable of the admin kit's config, read
+// when -c is not given.
+const EnvAdmin = "COHORT_ADMIN"
+
+// adminFlags are the flags every Jobs API command shares.
+type adminFlags struct {
+	fs     *flag.FlagSet
+	config *string
+}
+
+func newAdminFlags(name, usage string, stderr io.Writer) *adminFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := os.Getenv(EnvAdmin)
+	if def == "" {
+		def = "admin.yaml"
+	}
+	a := &adminFlags{fs: fs, config: fs.String("c", def, "the admin kit's config (default $"+EnvAdmin+", else ./admin.yaml)")}
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: cohort "+usage)
+		fs.PrintDefaults()
+	}
+	return a
+}
+
+// jobsClient connects to the first coordinator of the admin kit that
+// answers and returns its Jobs API.
+func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func(), error) {
+	cfg, err := deploy.LoadAdminConfig(*a.config)
+	if err != nil {
+		return nil, nil, err
+	}
+	dial, err := dialOptions(cfg.TLS, cfg.Coordinators)
+	if err != nil {
+		return nil, nil, err
+	}
+	var errs []error
+	for _, target := range cfg.Coordinators {
+		cc, err := grpc.NewClient(target, dial...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", target, err))
+			continue
+		}
+		cli := pb.NewJobsServiceClient(cc)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = cli.ListJobs(pctx, &pb.ListJobsRequest{}, grpc.WaitForReady(true))
+		cancel()
+		if err == nil {
+			return cli, func() { cc.Close() }, nil
+		}
+		cc.Close()
+		if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated) {
+			return nil, nil, fmt.Errorf("coordinator %s refused this kit: %s", target, s.Message())
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", target, err))
+	}
+	return nil, nil, fmt.Errorf("no coordinator of %s answered; check that one runs and that coordinators: lists its address: %w", *a.config, errors.Join(errs...))
+}
+
+func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("submit", "submit [-c admin.yaml] [--watch] JOB.yaml", stderr)
+	watch := a.fs.Bool("watch", false, "follow the job's progress until it ends")
+	if err := a.fs.Parse(args); err != nil {
+		return err
+	}
+	if a.fs.NArg() != 1 {
+		a.fs.Usage()
+		return fmt.Errorf("submit takes one job file, got %d arguments", a.fs.NArg())
+	}
+	src, err := os.ReadFile(a.fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("reading the job file: %w", err)
+	}
+	cli, done, err := a.jobsClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	resp, err := cli.SubmitJob(rctx, &pb.SubmitJobRequest{JobYaml: src})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("submitting %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+	}
+	id := resp.GetJob().GetJobId()
+	fmt.Fprintf(stdout, "job %s submitted (%s); follow it with: cohort status -f %s\n", id, resp.GetJob().GetName(), id)
+	if !*watch {
+		return nil
+	}
+	return finalState(federation.WatchJob(ctx, cli, id, stdout, false))
+}
+
+func finalState(j *pb.Job, err error) error {
+	if err != nil {
+		return err
+	}
+	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		return fmt.Errorf("job %s %s: %s", j.GetJobId(), stateName(j.GetState()), j.GetError())
+	}
+	return nil
+}
+
+func stateName(s pb.JobState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
+}
+
+func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("jobs", "jobs [-c admin.yaml]", stderr)
+	if err := a.fs.Parse(args); err != nil {
+		return err
+	}
+	cli, done, err := a.jobsClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := cli.ListJobs(rctx, &pb.ListJobsRequest{})
+	if err != nil {
+		return fmt.Errorf("listing jobs: %s", status.Convert(err).Message())
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tARM\tROUND\tSITES\tACCURACY\tCREATED")
+	for _, j := range resp.GetJobs() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%.4f\t%s\n", j.GetJobId(), j.GetName(), stateName(j.GetState()),
+			j.GetArm(), j.GetRound(), j.GetRounds(), j.GetSitesReporting(), j.GetAccuracy(),
+			time.UnixMilli(j.GetCreatedUnixMs()).UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("status", "status [-c admin.yaml] [-f] JOB_ID", stderr)
+	follow := a.fs.Bool("f", false, "follow the job's progress until it ends")
+	if err := a.fs.Parse(args); err != nil {
+		return err
+	}
+	if a.fs.NArg() != 1 {
+		a.fs.Usage()
+		return errors.New("status takes one job ID; `cohort jobs` lists them")
+	}
+	cli, done, err := a.jobsClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	resp, err := cli.GetJob(rctx, &pb.GetJobRequest{JobId: a.fs.Arg(0)})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+	}
+	j := resp.GetJob()
+	fmt.Fprintf(stdout, "job %s (%s): %s\n", j.GetJobId(), j.GetName(), stateName(j.GetState()))
+	if j.GetArm() != "" {
+		fmt.Fprintf(stdout, "  arm %s, round %d/%d, %d sites reporting, accuracy %.4f\n", j.GetArm(), j.GetRound(), j.GetRounds(), j.GetSitesReporting(), j.GetAccuracy())
+	}
+	if j.GetTrackingRunId() != "" {
+		fmt.Fprintf(stdout, "  tracking: experiment %s, job run %s\n", j.GetExperimentId(), j.GetTrackingRunId())
+	}
+	if j.GetError() != "" {
+		fmt.Fprintf(stdout, "  error: %s\n", j.GetError())
+	}
+	if !*follow {
+		return nil
+	}
+	return finalState(federation.WatchJob(ctx, cli, j.GetJobId(), stdout, false))
+}
+
+func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("cancel", "cancel [-c admin.yaml] [--reason TEXT] JOB_ID", stderr)
+	reason := a.fs.String("reason", "", "why, recorded with the job")
+	if err := a.fs.Parse(args); err != nil {
+		return err
+	}
+	if a.fs.NArg() != 1 {
+		a.fs.Usage()
+		return errors.New("cancel takes one job ID; `cohort jobs` lists them")
+	}
+	cli, done, err := a.jobsClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := cli.CancelJob(rctx, &pb.CancelJobRequest{JobId: a.fs.Arg(0), Reason: *reason})
+	if err != nil {
+		return fmt.Errorf("cancelling job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+	}
+	fmt.Fprintf(stdout, "job %s: %s\n", resp.GetJob().GetJobId(), stateName(resp.GetJob().GetState()))
+	return nil
+}
+
+func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("logs", "logs [-c admin.yaml] [-f] JOB_ID", stderr)
+	follow := a.fs.Bool("f", false, "keep printing events until the job ends")
+	if err := a.fs.Parse(args); err != nil {
+		return err
+	}
+	if a.fs.NArg() != 1 {
+		a.fs.Usage()
+		return errors.New("logs takes one job ID; `cohort jobs` lists them")
+	}
+	cli, done, err := a.jobsClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cli.WatchJob(wctx, &pb.WatchJobRequest{JobId: a.fs.Arg(0)})
+	if err != nil {
+		return fmt.Errorf("job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+	}
+	// Without -f, print what has happened so far: stop once no event
+	// arrives for a moment.
+	var idle *time.Timer
+	if !*follow {
+		idle = time.AfterFunc(2*time.Second, cancel)
+		defer idle.Stop()
+	}
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) || (err != nil && wctx.Err() != nil && ctx.Err() == nil) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+		}
+		if idle != nil {
+			idle.Reset(500 * time.Millisecond)
+		}
+		line := fmt.Sprintf("%s  %-16s", time.UnixMilli(ev.GetUnixMs()).UTC().Format("2006-01-02T15:04:05.000Z"), ev.GetKind())
+		if ev.GetArm() != "" {
+			line += fmt.Sprintf(" arm=%s", ev.GetArm())
+		}
+		if ev.GetRound() > 0 {
+			line += fmt.Sprintf(" round=%d/%d", ev.GetRound(), ev.GetRounds())
+		}
+		if ev.GetSite() != "" {
+			line += " site=" + ev.GetSite()
+		}
+		if ev.GetMessage() != "" {
+			line += "  " + ev.GetMessage()
+		}
+		fmt.Fprintln(stdout, line)
+	}
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohortfl/cohort/deploy"
+	"github.com/cohortfl/cohort/internal/federation"
+	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "coordinator.yaml", "the coordinator's config file (from its startup kit)")
+	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's log.level)")
+	format := fs.String("log-format", "", "log format: text or json (default: the config's log.format)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("coordinator takes no arguments, got %q; the config file goes after -c", fs.Args())
+	}
+	cfg, err := deploy.LoadCoordinatorConfig(*path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, pick(*level, cfg.Log.Level), pick(*format, cfg.Log.Format))
+	if err != nil {
+		return err
+	}
+	log = log.With("coordinator", cfg.Name)
+	creds, err := coordinatorCreds(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	defaultURI := cfg.Tracking.URI
+	store, err := openSQLiteURI(ctx, defaultURI)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	trainers := &federation.Trainers{Logger: log.With("component", "trainer"),
+		ExecRefused: "a deployed coordinator does not run job commands; give exec jobs initial weights from a site (not supported yet) or run them with `cohort run`"}
+	defer trainers.Close()
+	_, coordMeter, closeMeter := newMeter(log)
+	defer closeMeter()
+	coord, err := server.New(server.Config{
+		Version:  version,
+		SiteWait: cfg.SiteWait,
+		StateDir: cfg.StateDir,
+		Logger:   log,
+	}, server.Deps{
+		Tracker:     store,
+		OpenTracker: trackerOpener(defaultURI, log),
+		Models:      &federation.CoordinatorModels{Trainers: trainers, Paths: cfg.Data, Logger: log},
+		Meter:       coordMeter,
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w; change listen in %s or stop what holds the port", cfg.Listen, err, *path)
+	}
+	enforced := creds != nil
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(8 << 20),
+		grpc.ChainUnaryInterceptor(authorizeUnary(enforced, log)),
+		grpc.ChainStreamInterceptor(authorizeStream(enforced, log)),
+	}
+	if creds != nil {
+		opts = append(opts, creds)
+	}
+	gs := grpc.NewServer(opts...)
+	coord.Register(gs)
+	fmt.Fprintf(stdout, "coordinator %s listening on %s (tls: %v, state: %s)\n", cfg.Name, lis.Addr(), cfg.TLS != nil, cfg.StateDir)
+	log.Info("coordinator_listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil)
+	return serveGRPC(ctx, gs, lis, coord.Run)
+}
+
+// serveGRPC serves gs on lis and runs work beside it until ctx ends, then
+// stops gracefully (forcefully after 10 s).
+func serveGRPC(ctx context.Context, gs *grpc.Server, lis net.Listener, work func(context.Context) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serving gRPC: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		t := time.NewTimer(10 * time.Second)
+		defer t.Stop()
+		select {
+		case <-stopped:
+		case <-t.C:
+			gs.Stop()
+		}
+		return nil
+	})
+	g.Go(func() error { return work(gctx) })
+	return g.Wait()
+}
+
+func pick(flagValue, configValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return configValue
+}
+
+// coordinatorCreds returns the server option for TLS, or a warning and
+// plaintext on loopback.
+func coordinatorCreds(cfg *deploy.CoordinatorConfig, log *slog.Logger) (grpc.ServerOption, error) {
+	if cfg.TLS == nil {
+		log.Warn("plaintext_on_loopback", "listen", cfg.Listen, "hint", "without tls any local process can join as any site; use a startup kit for anything but a demo")
+		return nil, nil
+	}
+	tc, err := cfg.TLS.ServerConfig(deploy.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	return grpc.Creds(credentials.NewTLS(tc)), nil
+}
+
+// peerCert returns the client certificate of a call, if any. The
+// handshake has verified it against the CA (deploy's VerifyConnection), or
+// the call would not have reached here.
+func peerCert(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.AuthInfo == nil {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return nil
+	}
+	return ti.State.PeerCertificates[0]
+}
+
+// requiredRole is the certificate role a method needs: the Jobs API takes
+// admins only, the coordinator service sites only.
+func requiredRole(fullMethod string) string {
+	if strings.HasPrefix(fullMethod, "/"+pb.JobsService_ServiceDesc.ServiceName+"/") {
+		return deploy.RoleAdmin
+	}
+	return deploy.RoleSite
+}
+
+func authorize(ctx context.Context, enforced bool, fullMethod string, log *slog.Logger) error {
+	if !enforced {
+		return nil
+	}
+	want := requiredRole(fullMethod)
+	cert := peerCert(ctx)
+	if cert == nil {
+		return status.Error(codes.Unauthenticated, "no client certificate: use the startup kit's certificate")
+	}
+	if got := deploy.Role(cert); got != want {
+		log.Warn("call_refused", "method", fullMethod, "cn", cert.Subject.CommonName, "role", got, "want", want)
+		return status.Errorf(codes.PermissionDenied, "%s needs a %s certificate; %q is a %s certificate", fullMethod, want, cert.Subject.CommonName, got)
+	}
+	return nil
+}
+
+func authorizeUnary(enforced bool, log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if err := authorize(ctx, enforced, info.FullMethod, log); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}
+}
+
+func authorizeStream(enforced bool, log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := authorize(ss.Context(), enforced, info.FullMethod, log); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}
+}
+
+// openSQLiteURI opens the embedded store a sqlite: URI names.
+func openSQLiteURI(ctx context.Context, uri string) (*tracking.SQLiteStore, error) {
+	p, ok := strings.CutPrefix(uri, "sqlite:")
+	if !ok {
+		return nil, fmt.Errorf("tracking.uri %q: the coordinator's own store is sqlite:FILE; jobs may name an http(s) MLflow server", uri)
+	}
+	if dir := filepath.Dir(p); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("tracking store folder %s: %w", dir, err)
+		}
+	}
+	st, err := tracking.OpenSQLite(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("opening tracking store %s: %w", p, err)
+	}
+	return st, nil
+}
+
+// trackerOpener opens the tracking backend a job names: the coordinator's
+// own store for its default URI (or none), another SQLite file, or a remote
+// MLflow server.
+func trackerOpener(defaultURI string, log *slog.Logger) func(context.Context, string) (server.Tracker, func(context.Context) error, error) {
+	return func(ctx context.Context, uri string) (server.Tracker, func(context.Context) error, error) {
+		switch {
+		case uri == "" || uri == defaultURI || uri == job.DefaultTrackingURI:
+			// A job that names no tracking of its own logs into the coordinator's.
+
+			return nil, nil, nil
+		case strings.HasPrefix(uri, "sqlite:"):
+			st, err := openSQLiteURI(ctx, uri)
+			if err != nil {
+				return nil, nil, err
+			}
+			return st, func(context.Context) error { return st.Close() }, nil
+		case strings.HasPrefix(uri, "http://"), strings.HasPrefix(uri, "https://"):
+			return openMLflow(ctx, uri, log)
+		}
+		return nil, nil, fmt.Errorf("tracking.uri %q: use sqlite:FILE or an http(s) MLflow server", uri)
+	}
+}
