@@ -205,7 +205,7 @@ func (s *SQLiteStore) artifactDir(ctx context.Context, runID string, forWrite bo
 	case forWrite && stage == LifecycleDeleted:
 		return "", fmt.Errorf("%w: restore run %s with RestoreRun to write to it", ErrRunDeleted, runID)
 	}
-	return localPath(uri)
+	return s.resolveURI(uri)
 }
 
 // cleanArtifactPath checks a relative, slash-separated artifact path and
@@ -244,3 +244,25 @@ func cleanArtifactPath(p string, allowRoot bool) (string, error) {
 	}
 	return clean, nil
 }
+
+// CleanArtifactPath checks a relative, slash-separated artifact path as
+// the store does (no "..", not absolute, no backslash or NUL, not a name
+// the store keeps for files being written) and returns it cleaned; "" and
+// "." are the root ("."), allowed only when allowRoot. Errors are
+// [ErrInvalid].
+func CleanArtifactPath(p string, allowRoot bool) (string, error) {
+	return cleanArtifactPath(p, allowRoot)
+}
+
+// WriteArtifactFile writes r to rel (cleaned by [CleanArtifactPath]) inside
+// root the way LogArtifact does: into a temporary file that listings skip,
+// synced, then renamed into place, so readers see the old file or the
+// whole new one. Parent directories are created.
+func WriteArtifactFile(ctx context.Context, root *os.Root, rel string, r io.Reader) error {
+	return writeAtomic(ctx, root, rel, r)
+}
+
+// IsTempArtifactName reports whether name (a base name) is one of the
+// temporary files WriteArtifactFile and LogArtifact write, which listings
+// leave out.
+func IsTempArtifactName(name string) bool { return strings.HasPrefix(name, tmpPrefix) }

@@ -89,6 +89,9 @@ type Experiment struct {
 type Run struct {
 	Info RunInfo
 	Data RunData
+	// Inputs are the datasets the run used (MLflow's RunInputs), in the
+	// order they were first logged.
+	Inputs []DatasetInput
 }
 
 // RunInfo is MLflow's RunInfo entity. RunID is 32 lowercase hex characters
@@ -186,11 +189,23 @@ type CreateRun struct {
 	// ParentRunID, when not empty, nests the run under that run (which
 	// must exist, in the same experiment) by setting [TagParentRunID].
 	ParentRunID string
+	// ProxiedArtifacts gives the run the artifact URI
+	// mlflow-artifacts:/<experiment id>/<run id>/artifacts, as an MLflow
+	// server serving artifacts does, instead of one under the experiment's
+	// artifact location. The store resolves it under its proxy artifact
+	// root (see [WithProxyArtifactRoot]).
+	ProxiedArtifacts bool
 }
 
-// RunQuery selects runs for SearchRuns. Results are ordered as MLflow's
-// default: start time descending, then run ID.
+// RunQuery selects runs for SearchRuns. Results are ordered by OrderBy,
+// then as MLflow's default: start time descending, then run ID.
 type RunQuery struct {
+	// Filter is an MLflow search filter (see [ParseFilter]), e.g.
+	// "metrics.acc > 0.5 and params.algo = 'fedavg'"; "" selects all.
+	Filter string
+	// OrderBy are MLflow order-by clauses (see [ParseOrderBy]), e.g.
+	// "metrics.acc DESC"; runs missing the key sort last.
+	OrderBy []string
 	// ExperimentIDs restricts the search to these experiments; empty means
 	// every experiment.
 	ExperimentIDs []string

@@ -264,3 +264,139 @@ func sortedTags(m map[string]string) []Tag {
 	}
 	return tags
 }
+
+// ExperimentQuery selects experiments for SearchExperiments.
+type ExperimentQuery struct {
+	// Filter is an MLflow filter over the attributes name, creation_time
+	// and last_update_time and over experiment tags, e.g.
+	// "name LIKE 'fmnist%' AND tags.team = 'kit'"; "" selects all.
+	Filter string
+	// OrderBy are clauses over name, experiment_id, creation_time and
+	// last_update_time; the default is creation_time DESC, and
+	// experiment_id breaks ties.
+	OrderBy []string
+	// MaxResults is the page size: 0 means 1000, at most
+	// [MaxSearchResults].
+	MaxResults int
+	// PageToken continues a search from the token a previous call returned.
+	PageToken string
+	// ViewType selects active, deleted or all experiments.
+	ViewType ViewType
+}
+
+// SearchExperiments returns one page of the experiments q selects and the
+// token of the next page ("" on the last page).
+func (s *SQLiteStore) SearchExperiments(ctx context.Context, q ExperimentQuery) ([]Experiment, string, error) {
+	const what = "searching experiments"
+	fail := func(err error) ([]Experiment, string, error) { return nil, "", fmt.Errorf("%s: %w", what, err) }
+	var conds []string
+	var args []any
+	switch q.ViewType {
+	case ViewActiveOnly:
+		conds, args = append(conds, `lifecycle_stage = ?`), append(args, LifecycleActive)
+	case ViewDeletedOnly:
+		conds, args = append(conds, `lifecycle_stage = ?`), append(args, LifecycleDeleted)
+	case ViewAll:
+	default:
+		return fail(fmt.Errorf("%w: view type %d is none of ViewActiveOnly, ViewDeletedOnly, ViewAll", ErrInvalid, int(q.ViewType)))
+	}
+	clauses, err := ParseFilter(q.Filter)
+	if err != nil {
+		return fail(err)
+	}
+	fconds, fargs, err := experimentConditions(clauses)
+	if err != nil {
+		return fail(err)
+	}
+	conds, args = append(conds, fconds...), append(args, fargs...)
+	order, err := ParseOrderBy(q.OrderBy)
+	if err != nil {
+		return fail(err)
+	}
+	orderSQL, err := experimentOrder(order)
+	if err != nil {
+		return fail(err)
+	}
+	limit := q.MaxResults
+	switch {
+	case limit == 0:
+		limit = DefaultSearchResults
+	case limit < 0 || limit > MaxSearchResults:
+		return fail(fmt.Errorf("%w: MaxResults %d is outside 0 (the default, %d) to %d", ErrInvalid, limit, DefaultSearchResults, MaxSearchResults))
+	}
+	offset, err := decodePageToken(q.PageToken)
+	if err != nil {
+		return fail(err)
+	}
+	where := "1"
+	if len(conds) > 0 {
+		where = strings.Join(conds, " AND ")
+	}
+	var exps []Experiment
+	next := ""
+	err = s.read(ctx, what, func(tx *sql.Tx) error {
+		var ids []any
+		err := eachRow(ctx, tx, fmt.Sprintf(`SELECT experiment_id FROM experiments AS experiments WHERE %s ORDER BY %s LIMIT %d OFFSET %d`,
+			where, orderSQL, limit+1, offset), args, func(rows *sql.Rows) error {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(ids) > limit {
+			ids = ids[:limit]
+			next = encodePageToken(offset + limit)
+		}
+		for _, id := range ids {
+			e, err := queryExperiments(ctx, tx, `experiment_id = ?`, id)
+			if err != nil {
+				return err
+			}
+			exps = append(exps, e...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return exps, next, nil
+}
+
+// RenameExperiment gives an experiment a new name; a name another
+// experiment has is [ErrAlreadyExists], a deleted experiment
+// [ErrExperimentDeleted].
+func (s *SQLiteStore) RenameExperiment(ctx context.Context, id, newName string) error {
+	what := fmt.Sprintf("renaming experiment %s to %q", id, newName)
+	n, err := parseExperimentID(id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if strings.TrimSpace(newName) == "" || !utf8.ValidString(newName) {
+		return fmt.Errorf("%s: %w: an experiment name must be non-empty UTF-8 text", what, ErrInvalid)
+	}
+	return s.write(ctx, what, func(tx *sql.Tx) error {
+		var stage LifecycleStage
+		switch err := tx.QueryRowContext(ctx, `SELECT lifecycle_stage FROM experiments WHERE experiment_id = ?`, n).Scan(&stage); {
+		case errors.Is(err, sql.ErrNoRows):
+			return ErrNotFound
+		case err != nil:
+			return err
+		case stage == LifecycleDeleted:
+			return fmt.Errorf("%w: restore it first", ErrExperimentDeleted)
+		}
+		var other int64
+		switch err := tx.QueryRowContext(ctx, `SELECT experiment_id FROM experiments WHERE name = ?`, newName).Scan(&other); {
+		case err == nil && other != n:
+			return fmt.Errorf("%w: experiment %d has that name", ErrAlreadyExists, other)
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE experiments SET name = ?, last_update_time = ? WHERE experiment_id = ?`, newName, time.Now().UnixMilli(), n)
+		return err
+	})
+}

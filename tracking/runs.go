@@ -88,6 +88,9 @@ func (s *SQLiteStore) CreateRun(ctx context.Context, req CreateRun) (Run, error)
 			}
 		}
 		info.ArtifactURI = strings.TrimSuffix(loc, "/") + "/" + info.RunID + "/artifacts"
+		if req.ProxiedArtifacts {
+			info.ArtifactURI = fmt.Sprintf("%s:/%d/%s/artifacts", ProxyScheme, expID, info.RunID)
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
 			info.RunID, info.RunName, expID, info.UserID, info.Status, info.StartTime.UnixMilli(), info.ArtifactURI, info.LifecycleStage); err != nil {
 			return err
@@ -190,7 +193,7 @@ func (s *SQLiteStore) GetRun(ctx context.Context, runID string) (Run, error) {
 	var runs []Run
 	err := s.read(ctx, fmt.Sprintf("getting run %s", runID), func(tx *sql.Tx) error {
 		var err error
-		if runs, err = queryRuns(ctx, tx, `run_uuid = ?`, []any{runID}, ""); err != nil {
+		if runs, err = queryRuns(ctx, tx, `WHERE runs.run_uuid = ?`, []any{runID}, ""); err != nil {
 			return err
 		}
 		if len(runs) == 0 {
@@ -232,6 +235,15 @@ func (s *SQLiteStore) SearchRuns(ctx context.Context, q RunQuery) ([]Run, string
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", what, err)
 	}
+	order, err := ParseOrderBy(q.OrderBy)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", what, err)
+	}
+	joins, joinArgs, orderSQL, err := runOrder(order)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", what, err)
+	}
+	args = append(joinArgs, args...)
 	limit := q.MaxResults
 	switch {
 	case limit == 0:
@@ -247,8 +259,8 @@ func (s *SQLiteStore) SearchRuns(ctx context.Context, q RunQuery) ([]Run, string
 	next := ""
 	err = s.read(ctx, what, func(tx *sql.Tx) error {
 		// One more than a page tells whether there is a next page.
-		page := fmt.Sprintf(` ORDER BY start_time DESC, run_uuid LIMIT %d OFFSET %d`, limit+1, offset)
-		if runs, err = queryRuns(ctx, tx, where, args, page); err != nil {
+		page := fmt.Sprintf(` ORDER BY %s LIMIT %d OFFSET %d`, orderSQL, limit+1, offset)
+		if runs, err = queryRuns(ctx, tx, joins+` WHERE `+where, args, page); err != nil {
 			return err
 		}
 		if len(runs) > limit {
@@ -270,9 +282,9 @@ func (q RunQuery) where() (string, []any, error) {
 	var args []any
 	switch q.ViewType {
 	case ViewActiveOnly:
-		conds, args = append(conds, `lifecycle_stage = ?`), append(args, LifecycleActive)
+		conds, args = append(conds, `runs.lifecycle_stage = ?`), append(args, LifecycleActive)
 	case ViewDeletedOnly:
-		conds, args = append(conds, `lifecycle_stage = ?`), append(args, LifecycleDeleted)
+		conds, args = append(conds, `runs.lifecycle_stage = ?`), append(args, LifecycleDeleted)
 	case ViewAll:
 	default:
 		return "", nil, fmt.Errorf("%w: view type %d is none of ViewActiveOnly, ViewDeletedOnly, ViewAll", ErrInvalid, int(q.ViewType))
@@ -287,12 +299,21 @@ func (q RunQuery) where() (string, []any, error) {
 			marks[i] = "?"
 			args = append(args, n)
 		}
-		conds = append(conds, `experiment_id IN (`+strings.Join(marks, ", ")+`)`)
+		conds = append(conds, `runs.experiment_id IN (`+strings.Join(marks, ", ")+`)`)
 	}
 	if q.ParentRunID != "" {
-		conds = append(conds, `run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)`)
+		conds = append(conds, `runs.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)`)
 		args = append(args, TagParentRunID, q.ParentRunID)
 	}
+	clauses, err := ParseFilter(q.Filter)
+	if err != nil {
+		return "", nil, err
+	}
+	fconds, fargs, err := runConditions(clauses)
+	if err != nil {
+		return "", nil, err
+	}
+	conds, args = append(conds, fconds...), append(args, fargs...)
 	if len(conds) == 0 {
 		return "1", nil, nil
 	}
@@ -332,10 +353,14 @@ func (s *SQLiteStore) ChildRuns(ctx context.Context, parentRunID string) ([]Run,
 	return all, nil
 }
 
-// queryRuns reads the RunInfo of the runs matching where, in the order and
+// qualifiedRunColumns are runColumns of the table aliased runs.
+const qualifiedRunColumns = `runs.run_uuid, runs.name, runs.experiment_id, runs.user_id, runs.status, runs.start_time, runs.end_time, runs.artifact_uri, runs.lifecycle_stage`
+
+// queryRuns reads the RunInfo of the runs that joinsWhere (joins, then a
+// WHERE clause, on the runs table aliased runs) selects, in the order and
 // page tail says.
-func queryRuns(ctx context.Context, q querier, where string, args []any, tail string) ([]Run, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+runColumns+` FROM runs WHERE `+where+tail, args...)
+func queryRuns(ctx context.Context, q querier, joinsWhere string, args []any, tail string) ([]Run, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+qualifiedRunColumns+` FROM runs AS runs `+joinsWhere+tail, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +433,7 @@ func loadRunData(ctx context.Context, q querier, runs []Run) error {
 			}
 		}
 	}
-	return nil
+	return loadInputs(ctx, q, runs)
 }
 
 // eachRow runs query and calls fn on each row.

@@ -77,6 +77,33 @@ CREATE TABLE latest_metrics (
 	PRIMARY KEY (run_uuid, key)
 ) WITHOUT ROWID;
 `,
+	// 2: dataset inputs (MLflow's log-inputs), and the indexes that make
+	// filtered, ordered run searches fast (metrics.acc > 0.5,
+	// params.algo = 'fedavg').
+	`
+CREATE TABLE run_inputs (
+	run_uuid    TEXT NOT NULL REFERENCES runs (run_uuid) ON DELETE CASCADE,
+	name        TEXT NOT NULL,
+	digest      TEXT NOT NULL,
+	source_type TEXT NOT NULL,
+	source      TEXT NOT NULL,
+	schema      TEXT NOT NULL DEFAULT '',
+	profile     TEXT NOT NULL DEFAULT '',
+	context     TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (run_uuid, name, digest)
+);
+CREATE TABLE run_input_tags (
+	run_uuid TEXT NOT NULL,
+	name     TEXT NOT NULL,
+	digest   TEXT NOT NULL,
+	key      TEXT NOT NULL,
+	value    TEXT NOT NULL,
+	PRIMARY KEY (run_uuid, name, digest, key),
+	FOREIGN KEY (run_uuid, name, digest) REFERENCES run_inputs (run_uuid, name, digest) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX latest_metrics_by_key_value ON latest_metrics (key, is_nan, value);
+CREATE INDEX params_by_key_value ON params (key, value);
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.

@@ -20,6 +20,7 @@ type Option func(*options)
 
 type options struct {
 	artifactRoot string
+	proxyRoot    string
 	logger       *slog.Logger
 }
 
@@ -29,6 +30,15 @@ type options struct {
 // location they were created with.
 func WithArtifactRoot(dir string) Option {
 	return func(o *options) { o.artifactRoot = dir }
+}
+
+// WithProxyArtifactRoot sets the directory that artifact URIs of the form
+// mlflow-artifacts:/<path> resolve under (the root an MLflow-compatible
+// server's artifact proxy serves). The default is the artifact root, so a
+// run created with [CreateRun.ProxiedArtifacts] keeps its files where a
+// file:// run of the same experiment would.
+func WithProxyArtifactRoot(dir string) Option {
+	return func(o *options) { o.proxyRoot = dir }
 }
 
 // WithLogger sets the logger; nil (the default) discards logs.
@@ -55,6 +65,8 @@ const readConns = 4
 type SQLiteStore struct {
 	path string
 	root string // absolute artifact root for new experiments
+	// proxyRoot is the absolute directory mlflow-artifacts:/ URIs resolve under.
+	proxyRoot string
 	log  *slog.Logger
 	w    *sql.DB // one connection, BEGIN IMMEDIATE: every write
 	r    *sql.DB // read-only pool
@@ -93,7 +105,14 @@ func OpenSQLite(ctx context.Context, path string, opts ...Option) (*SQLiteStore,
 	if root, err = filepath.Abs(root); err != nil {
 		return nil, fmt.Errorf("opening tracking store %s: artifact root: %w", path, err)
 	}
-	s := &SQLiteStore{path: abs, root: root, log: o.logger}
+	proxy := o.proxyRoot
+	if proxy == "" {
+		proxy = root
+	}
+	if proxy, err = filepath.Abs(proxy); err != nil {
+		return nil, fmt.Errorf("opening tracking store %s: proxy artifact root: %w", path, err)
+	}
+	s := &SQLiteStore{path: abs, root: root, proxyRoot: proxy, log: o.logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -253,6 +272,32 @@ func (s *SQLiteStore) read(ctx context.Context, what string, fn func(*sql.Tx) er
 // fileURI turns an absolute local path into a file:// URI.
 func fileURI(path string) string {
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(path)}).String()
+}
+
+// ArtifactRoot returns the absolute directory new experiments keep their
+// artifacts under.
+func (s *SQLiteStore) ArtifactRoot() string { return s.root }
+
+// ProxyArtifactRoot returns the absolute directory that mlflow-artifacts:/
+// artifact URIs resolve under; see [WithProxyArtifactRoot].
+func (s *SQLiteStore) ProxyArtifactRoot() string { return s.proxyRoot }
+
+// ProxyScheme is the URI scheme of artifacts served through an
+// MLflow-compatible server's artifact proxy.
+const ProxyScheme = "mlflow-artifacts"
+
+// resolveURI turns an artifact URI (file://, an absolute path or
+// mlflow-artifacts:/) into a local path.
+func (s *SQLiteStore) resolveURI(uri string) (string, error) {
+	if rest, ok := strings.CutPrefix(uri, ProxyScheme+":"); ok {
+		rest = strings.TrimLeft(rest, "/")
+		clean, err := cleanArtifactPath(rest, true)
+		if err != nil {
+			return "", fmt.Errorf("artifact location %q: %w", uri, err)
+		}
+		return filepath.Join(s.proxyRoot, filepath.FromSlash(clean)), nil
+	}
+	return localPath(uri)
 }
 
 // localPath turns a file:// URI, or an absolute path (as MLflow stores

@@ -77,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cancelCmd(ctx, args[1:], stdout, stderr)
 	case "logs":
 		return logsCmd(ctx, args[1:], stdout, stderr)
+	case "ui":
+		return uiCmd(ctx, args[1:], stdout, stderr)
 	case "data":
 		return dataCmd(ctx, args[1:], stdout, stderr)
 	case "energy":

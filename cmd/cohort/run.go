@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/cohortfl/cohort/internal/federation"
+	"github.com/cohortfl/cohort/server"
 )
 
 func runJob(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -47,6 +48,9 @@ func runJob(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Meter:      siteMeter,
 		CoordMeter: coordMeter,
 		Version:    version,
+		OpenTracker: func(ctx context.Context, uri string) (server.Tracker, func(context.Context) error, error) {
+			return openMLflow(ctx, uri, log)
+		},
 	})
 	if res != nil && len(res.Comparison.Arms) > 0 {
 		fmt.Fprintln(stdout)

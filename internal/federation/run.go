@@ -38,11 +38,16 @@ type Options struct {
 	CoordMeter server.Meter
 	// Version is reported by the coordinator and the sites.
 	Version string
+	// OpenTracker, if set, opens a job's non-SQLite tracking.uri (a remote
+	// MLflow server); without it such a job is refused.
+	OpenTracker func(ctx context.Context, uri string) (server.Tracker, func(context.Context) error, error)
 }
 
 // Result is what a finished local run leaves behind.
 type Result struct {
-	Job        *pb.Job
+	Job *pb.Job
+	// DBPath is the SQLite file the job logged into, or the URI of the
+	// MLflow server.
 	DBPath     string
 	Comparison tracking.Comparison
 }
@@ -63,12 +68,17 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	dbPath := opts.DBPath
+	remote := false
 	if dbPath == "" {
 		p, ok := strings.CutPrefix(spec.Tracking.URI, "sqlite:")
-		if !ok {
-			return nil, fmt.Errorf("tracking.uri %q: `cohort run` logs into the embedded store; use sqlite:FILE", spec.Tracking.URI)
+		switch {
+		case ok:
+			dbPath = p
+		case opts.OpenTracker != nil && (strings.HasPrefix(spec.Tracking.URI, "http://") || strings.HasPrefix(spec.Tracking.URI, "https://")):
+			remote = true
+		default:
+			return nil, fmt.Errorf("tracking.uri %q: `cohort run` logs into sqlite:FILE or an http(s) MLflow server", spec.Tracking.URI)
 		}
-		dbPath = p
 	}
 	fmt.Fprintf(opts.Progress, "loading %s …\n", spec.Data.Dataset)
 	ds, err := Load(ctx, spec, opts.BaseDir)
@@ -81,17 +91,34 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 		fmt.Fprintf(opts.Progress, "  %-10s %6d train %5d test  labels %v\n", n, s.Train.N, nTest(s), hist)
 		log.Info("site_partition", "site", n, "train", s.Train.N, "test", nTest(s), "labels", hist)
 	}
-	store, err := tracking.OpenSQLite(ctx, dbPath)
-	if err != nil {
-		return nil, fmt.Errorf("opening tracking store %s: %w", dbPath, err)
+	var tr server.Tracker
+	if remote {
+		t, closeT, err := opts.OpenTracker(ctx, spec.Tracking.URI)
+		if err != nil {
+			return nil, fmt.Errorf("opening tracking server %s: %w", spec.Tracking.URI, err)
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := closeT(cctx); err != nil {
+				log.Warn("tracking_close_failed", "uri", spec.Tracking.URI, "err", err)
+			}
+		}()
+		tr = t
+	} else {
+		store, err := tracking.OpenSQLite(ctx, dbPath)
+		if err != nil {
+			return nil, fmt.Errorf("opening tracking store %s: %w", dbPath, err)
+		}
+		defer store.Close()
+		tr = store
 	}
-	defer store.Close()
 
 	trainers := &Trainers{Dir: opts.BaseDir, Logger: log.With("component", "trainer")}
 	defer trainers.Close()
 	shape := ds.Pooled.Shape
 	coord, err := server.New(server.Config{Version: opts.Version, Logger: log.With("component", "coordinator")},
-		server.Deps{Tracker: store, Meter: opts.CoordMeter, Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
+		server.Deps{Tracker: tr, Meter: opts.CoordMeter, Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
 	if err != nil {
 		return nil, err
 	}
@@ -148,10 +175,13 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 		return nil, runErr
 	}
 	out := &Result{Job: res, DBPath: dbPath}
+	if remote {
+		out.DBPath = spec.Tracking.URI
+	}
 	if res.GetTrackingRunId() != "" {
 		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer ccancel()
-		cmp, err := tracking.Compare(cctx, store, res.GetTrackingRunId())
+		cmp, err := tracking.Compare(cctx, tr, res.GetTrackingRunId())
 		if err == nil {
 			out.Comparison = cmp
 		} else if runErr == nil {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cohortfl/cohort/deploy"
+	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowserver"
+)
+
+// uiCmd serves a tracking store: MLflow's REST API 2.0 (so MLflow's own
+// clients log into it) and the web UI.
+func uiCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ui", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	db := fs.String("db", "cohort.db", "the tracking database (SQLite) to serve")
+	addr := fs.String("addr", "127.0.0.1:5000", "the address to listen on (MLflow's default port is 5000)")
+	artifacts := fs.String("artifacts", "", "the mlflow-artifacts proxy's folder (default: the store's artifact root beside the database)")
+	auth := fs.String("auth", "none", "authentication: none, basic or token (users from --users)")
+	users := fs.String("users", "", "the users file for --auth basic (name:sha256-hex lines) or token (name token lines)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: cohort ui [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("ui takes no arguments, got %q", fs.Args())
+	}
+	log, err := newLogger(stderr, *level, *format)
+	if err != nil {
+		return err
+	}
+	authn, err := mlflowserver.LoadAuth(*auth, *users)
+	if err != nil {
+		return err
+	}
+	var opts []tracking.Option
+	if *artifacts != "" {
+		opts = append(opts, tracking.WithProxyArtifactRoot(*artifacts))
+	}
+	opts = append(opts, tracking.WithLogger(log))
+	store, err := tracking.OpenSQLite(ctx, *db, opts...)
+	if err != nil {
+		return fmt.Errorf("opening tracking store %s: %w", *db, err)
+	}
+	defer store.Close()
+	h, err := trackingHandler(store, authn, log)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w; pick another --addr", *addr, err)
+	}
+	if authn == nil && !deploy.IsLoopback(lis.Addr().String()) {
+		log.Warn("tracking_server_open", "addr", lis.Addr().String(), "hint", "anyone who reaches this address can read and write every run; use --auth basic|token --users FILE")
+	}
+	fmt.Fprintf(stdout, "tracking server on http://%s — MLflow REST API at /api/2.0/mlflow (MLFLOW_TRACKING_URI=http://%s), web UI at /\n", lis.Addr(), lis.Addr())
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("tracking server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("stopping the tracking server: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// trackingHandler routes MLflow's API paths to the REST server and the
+// rest to the web UI.
+func trackingHandler(store *tracking.SQLiteStore, authn mlflowserver.Authenticator, log *slog.Logger) (http.Handler, error) {
+	api, err := mlflowserver.New(store, mlflowserver.Config{Auth: authn, Logger: log.With("component", "mlflow-api")})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	for _, p := range []string{"/api/", "/ajax-api/", "/health", "/version"} {
+		mux.Handle(p, api)
+	}
+	return mux, nil
+}

@@ -1,0 +1,614 @@
+package mlflowclient
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// placeholderPrefix starts the run IDs handed out while the server could
+// not be reached; MLflow's own IDs are 32 hex digits.
+const placeholderPrefix = "cohort-pending-"
+
+// maxDroppedKept bounds the refused writes Flush reports one by one.
+const maxDroppedKept = 100
+
+// Client logs runs into an MLflow tracking server. It is safe for
+// concurrent use.
+//
+// Writes (LogBatch, UpdateRun, LogInputs, LogArtifact) are checked against
+// MLflow's limits, appended to the spool (fsync'd) and return; [Client.Run]
+// or [Client.Flush] sends them in the order they were made, merging
+// consecutive metric batches of one run into one log-batch where MLflow's
+// limits allow. A write the server refuses (a 4xx other than 401, 403, 408
+// and 429) is logged, dropped and returned by the next Flush; one it
+// cannot take now (no answer, 408, 429, 5xx, 401/403) stays spooled and is
+// retried, so nothing is lost while the server is away. Within a process
+// each write reaches the server once; after a crash between a send and its
+// record in the spool, that one write is sent again.
+//
+// CreateRun asks the server directly (bounded by Config.CreateTimeout);
+// while the server is unreachable it hands out a placeholder run ID and
+// spools the creation, and every later write or read naming the
+// placeholder goes to the run the server created.
+//
+// Reads (GetRun, ChildRuns, GetMetricHistory) flush first, then ask the
+// server, so they see every earlier write; they wait for the server until
+// their ctx ends. EnsureExperiment asks the server directly, with retries.
+type Client struct {
+	cfg   Config
+	log   *slog.Logger
+	sleep func(ctx context.Context, d time.Duration) error
+
+	kick      chan struct{}
+	drainSem  chan struct{} // one drainer at a time, so ops go out in order; a channel, so waiting for it heeds ctx
+	unhealthy atomic.Bool
+
+	mu           sync.Mutex
+	sp           *spool
+	queue        []entry // pending ops, in order
+	closed       bool
+	dropped      []error // refused writes since the last Flush
+	droppedMore  int
+	droppedTotal int
+	artifactURIs map[string]string // server run ID → artifact URI
+	corruptBytes int64
+}
+
+// New opens the spool (replaying what an earlier process left in it) and
+// returns a client; it makes no request. Start [Client.Run] to send
+// spooled writes in the background.
+func New(cfg Config) (*Client, error) {
+	return newClient(cfg, os.Getenv)
+}
+
+// newClient is New with the environment given.
+func newClient(cfg Config, getenv func(string) string) (*Client, error) {
+	cfg, err := cfg.resolve(getenv)
+	if err != nil {
+		return nil, err
+	}
+	sp, rec, err := openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, cfg.SegmentBytes, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("mlflow client: %w", err)
+	}
+	c := &Client{
+		cfg: cfg, log: cfg.Logger, sleep: sleepCtx,
+		kick: make(chan struct{}, 1), drainSem: make(chan struct{}, 1), sp: sp, queue: rec.pending,
+		artifactURIs: map[string]string{}, corruptBytes: rec.corruptBytes,
+	}
+	for _, p := range rec.problems {
+		c.log.Error("mlflow_spool_corrupt", "dir", cfg.SpoolDir, "err", p)
+	}
+	if len(rec.pending) > 0 {
+		c.log.Info("mlflow_spool_replay", "dir", cfg.SpoolDir, "pending", len(rec.pending))
+		c.wake()
+	}
+	return c, nil
+}
+
+// SpoolStats describes the spool, for monitoring and tests.
+type SpoolStats struct {
+	Pending      int   // writes not yet sent
+	Bytes        int64 // on disk
+	Refused      int   // writes the server refused since New (each reported, then dropped)
+	CorruptBytes int64 // bytes of torn or corrupt records New found and cut off
+	Unreachable  bool  // the last attempt to send failed for want of the server
+}
+
+// Stats returns the state of the spool.
+func (c *Client) Stats() SpoolStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := SpoolStats{Pending: len(c.queue), Refused: c.droppedTotal, CorruptBytes: c.corruptBytes, Unreachable: c.unhealthy.Load()}
+	if c.sp != nil {
+		s.Bytes = c.sp.size
+	}
+	return s
+}
+
+// Close closes the spool. What was not sent stays on disk for the next
+// process with the same SpoolDir; call Flush (or cancel Run and let it
+// return) first to send it now. Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	if err := c.sp.close(); err != nil {
+		return fmt.Errorf("closing mlflow spool: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// spoolOps appends ops to the spool, in order.
+func (c *Client) spoolOps(ops ...*op) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	for _, o := range ops {
+		e, err := c.sp.appendOp(o)
+		if err != nil {
+			return err
+		}
+		c.queue = append(c.queue, e)
+	}
+	c.wake()
+	return nil
+}
+
+func isPlaceholder(id string) bool { return strings.HasPrefix(id, placeholderPrefix) }
+
+func newPlaceholder() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return placeholderPrefix + hex.EncodeToString(b[:])
+}
+
+// resolve returns the server's run ID for id, which may be a placeholder.
+func (c *Client) resolve(id string) (string, error) {
+	if !isPlaceholder(id) {
+		return id, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.sp.maps[id]
+	switch {
+	case !ok:
+		return "", fmt.Errorf("%w: run %s has not been created on the server yet (the server was unreachable at CreateRun)", tracking.ErrNotFound, id)
+	case m.Failed != "":
+		return "", fmt.Errorf("%w: %s: %s", ErrPlaceholder, id, m.Failed)
+	}
+	return m.RunID, nil
+}
+
+// EnsureExperiment returns the ID of the experiment with the given name,
+// creating it when there is none (another client creating it at the same
+// time is fine). A deleted experiment of that name is
+// [tracking.ErrExperimentDeleted]. It goes to the server directly.
+func (c *Client) EnsureExperiment(ctx context.Context, name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("ensuring experiment: %w: the name is empty", tracking.ErrInvalid)
+	}
+	for range 2 {
+		var got struct {
+			Experiment wireExperiment `json:"experiment"`
+		}
+		err := c.call(ctx, "GET", "experiments/get-by-name", url.Values{"experiment_name": {name}}, nil, &got)
+		switch {
+		case err == nil && got.Experiment.LifecycleStage == string(tracking.LifecycleDeleted):
+			return "", fmt.Errorf("ensuring experiment %q: %w; restore it (experiment %s) or pick another name", name, tracking.ErrExperimentDeleted, got.Experiment.ExperimentID)
+		case err == nil:
+			return got.Experiment.ExperimentID, nil
+		case !errors.Is(err, tracking.ErrNotFound):
+			return "", fmt.Errorf("ensuring experiment %q: %w", name, err)
+		}
+		var created struct {
+			ExperimentID string `json:"experiment_id"`
+		}
+		err = c.call(ctx, "POST", "experiments/create", nil, map[string]string{"name": name}, &created)
+		if err == nil {
+			return created.ExperimentID, nil
+		}
+		if !errors.Is(err, tracking.ErrAlreadyExists) {
+			return "", fmt.Errorf("ensuring experiment %q: %w", name, err)
+		}
+	}
+	return "", fmt.Errorf("ensuring experiment %q: it keeps being created and deleted concurrently", name)
+}
+
+// CreateRun starts a run. When the server answers within
+// Config.CreateTimeout, the run has the server's ID. When it cannot be
+// reached (or a parent run is itself still waiting to be created), the
+// run gets a placeholder ID ("cohort-pending-…") at once and its creation
+// is spooled: later writes naming the placeholder go to the server's run
+// once it exists, and reads accept the placeholder. A request the server
+// refuses is an error, as in the embedded store.
+func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (tracking.Run, error) {
+	if req.ExperimentID == "" {
+		req.ExperimentID = tracking.DefaultExperimentID
+	}
+	what := fmt.Sprintf("creating run in experiment %s", req.ExperimentID)
+	if err := ctx.Err(); err != nil {
+		return tracking.Run{}, fmt.Errorf("%s: %w", what, err)
+	}
+	tags := make(map[string]string, len(req.Tags)+3)
+	maps.Copy(tags, req.Tags)
+	for _, kv := range []struct{ key, value, field string }{
+		{tracking.TagRunName, req.Name, "Name"}, {tracking.TagParentRunID, req.ParentRunID, "ParentRunID"}, {tracking.TagUser, req.UserID, "UserID"},
+	} {
+		if kv.value == "" {
+			continue
+		}
+		if old, ok := tags[kv.key]; ok && old != kv.value {
+			return tracking.Run{}, fmt.Errorf("%s: %w: %s %q and tag %s %q disagree; set one of them", what, tracking.ErrInvalid, kv.field, kv.value, kv.key, old)
+		}
+		tags[kv.key] = kv.value
+	}
+	keys := slices.Sorted(maps.Keys(tags))
+	wreq := &createRunReq{ExperimentID: req.ExperimentID, UserID: tags[tracking.TagUser], RunName: tags[tracking.TagRunName]}
+	var sorted []tracking.Tag
+	for _, k := range keys {
+		t := tracking.Tag{Key: k, Value: tags[k]}
+		if err := validateTag(t); err != nil {
+			return tracking.Run{}, fmt.Errorf("%s: %w", what, err)
+		}
+		sorted = append(sorted, t)
+		wreq.Tags = append(wreq.Tags, wireKV{k, t.Value})
+	}
+	start := req.StartTime
+	if start.IsZero() {
+		start = time.Now()
+	}
+	wreq.StartTime = start.UnixMilli()
+
+	parent := tags[tracking.TagParentRunID]
+	direct := !c.unhealthy.Load()
+	if isPlaceholder(parent) {
+		if _, err := c.resolve(parent); err != nil {
+			direct = false
+		}
+	}
+	if direct {
+		run, err := c.createRun(ctx, wreq, c.cfg.CreateTimeout)
+		switch {
+		case err == nil:
+			return run, nil
+		case ctx.Err() != nil:
+			return tracking.Run{}, fmt.Errorf("%s: %w", what, err)
+		case !keepSpooled(err):
+			return tracking.Run{}, fmt.Errorf("%s: %w", what, err)
+		}
+		c.unhealthy.Store(true)
+		c.log.Warn("mlflow_unreachable", "op", "create_run", "err", err)
+	}
+	id := newPlaceholder()
+	if err := c.spoolOps(&op{Kind: opCreate, RunID: id, Create: wreq}); err != nil {
+		return tracking.Run{}, fmt.Errorf("%s: %w", what, err)
+	}
+	c.log.Info("mlflow_run_placeholder", "run", id, "name", wreq.RunName)
+	return tracking.Run{
+		Info: tracking.RunInfo{
+			RunID: id, RunName: wreq.RunName, ExperimentID: req.ExperimentID, UserID: wreq.UserID,
+			Status: tracking.StatusRunning, StartTime: time.UnixMilli(wreq.StartTime).UTC(), LifecycleStage: tracking.LifecycleActive,
+		},
+		Data: tracking.RunData{Tags: sorted},
+	}, nil
+}
+
+// createRun sends runs/create, with the parent ID (a tag) resolved.
+func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.Duration) (tracking.Run, error) {
+	r := *req
+	r.Tags = slices.Clone(req.Tags)
+	for i, t := range r.Tags {
+		if t.Key == tracking.TagParentRunID {
+			id, err := c.resolve(t.Value)
+			if err != nil {
+				return tracking.Run{}, err
+			}
+			r.Tags[i].Value = id
+		}
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var got struct {
+		Run wireRun `json:"run"`
+	}
+	if err := c.call(ctx, "POST", "runs/create", nil, &r, &got); err != nil {
+		var ae *APIError
+		if errors.As(err, &ae) && strings.Contains(ae.Message, "must be in the 'active' state") {
+			return tracking.Run{}, fmt.Errorf("%w: %w", tracking.ErrExperimentDeleted, err)
+		}
+		return tracking.Run{}, err
+	}
+	run := got.Run.run()
+	if run.Info.RunID == "" {
+		return tracking.Run{}, fmt.Errorf("mlflow POST runs/create: the response holds no run ID")
+	}
+	c.mu.Lock()
+	c.artifactURIs[run.Info.RunID] = run.Info.ArtifactURI
+	c.mu.Unlock()
+	return run, nil
+}
+
+// UpdateRun changes a run's status, end time and name; the zero value of
+// each leaves it unchanged. It is spooled.
+func (c *Client) UpdateRun(ctx context.Context, runID string, status tracking.RunStatus, end time.Time, name string) error {
+	what := fmt.Sprintf("updating run %s", runID)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if status != "" && !status.Valid() {
+		return fmt.Errorf("%s: %w: status %q is none of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", what, tracking.ErrInvalid, status)
+	}
+	if name != "" {
+		if err := validateTag(tracking.Tag{Key: tracking.TagRunName, Value: name}); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	if status == "" && end.IsZero() && name == "" {
+		return nil
+	}
+	u := &updateRunReq{RunID: runID, Status: string(status), RunName: name}
+	if !end.IsZero() {
+		u.EndTime = end.UnixMilli()
+	}
+	if err := c.spoolOps(&op{Kind: opUpdate, RunID: runID, Update: u}); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// LogBatch logs metrics, params and tags to a run. Each entity is checked
+// against MLflow's limits at once; the batch is then spooled as requests
+// of at most 1000 metrics, 100 params and 100 tags (1000 entities in
+// all), sent in order. NaN and ±Inf values are sent as MLflow sends them.
+func (c *Client) LogBatch(ctx context.Context, runID string, metrics []tracking.Metric, params []tracking.Param, tags []tracking.Tag) error {
+	what := fmt.Sprintf("logging to run %s", runID)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if runID == "" {
+		return fmt.Errorf("%s: %w: the run ID is empty", what, tracking.ErrInvalid)
+	}
+	if err := validateEntities(metrics, params, tags); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	wm := make([]wireMetric, len(metrics))
+	for i, m := range metrics {
+		wm[i] = fromMetric(m)
+	}
+	wp := make([]wireKV, len(params))
+	for i, p := range params {
+		wp[i] = wireKV{p.Key, p.Value}
+	}
+	wt := make([]wireKV, len(tags))
+	for i, t := range tags {
+		wt[i] = wireKV{t.Key, t.Value}
+	}
+	var ops []*op
+	for _, r := range splitBatch(wm, wp, wt) {
+		r.RunID = runID
+		ops = append(ops, &op{Kind: opBatch, RunID: runID, Batch: &r})
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := c.spoolOps(ops...); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// LogInputs records the datasets a run used (runs/log-inputs). It is
+// spooled.
+func (c *Client) LogInputs(ctx context.Context, runID string, inputs []tracking.DatasetInput) error {
+	what := fmt.Sprintf("logging inputs of run %s", runID)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := validateInputs(inputs); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if len(inputs) == 0 {
+		return nil
+	}
+	req := &logInputsReq{RunID: runID}
+	for _, in := range inputs {
+		d := in.Dataset
+		w := wireDatasetInput{Dataset: wireDataset{Name: d.Name, Digest: d.Digest, SourceType: d.SourceType, Source: d.Source, Schema: d.Schema, Profile: d.Profile}}
+		for _, t := range in.Tags {
+			w.Tags = append(w.Tags, wireKV{t.Key, t.Value})
+		}
+		req.Datasets = append(req.Datasets, w)
+	}
+	if err := c.spoolOps(&op{Kind: opInputs, RunID: runID, Inputs: req}); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// LogArtifact stores what r holds as the artifact relPath of a run,
+// through the server's artifact proxy (mlflow-artifacts). It reads r at
+// once and spools the content (meant for reports and plots: the content
+// is held in memory and counts against SpoolMaxBytes); a run whose artifact URI is known not to be
+// proxied is [ErrNoArtifactProxy] at once, otherwise when it is sent.
+func (c *Client) LogArtifact(ctx context.Context, runID, relPath string, r io.Reader) error {
+	what := fmt.Sprintf("logging artifact %q of run %s", relPath, runID)
+	rel, err := cleanArtifactPath(relPath)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, ctxReader{ctx, r}); err != nil {
+		return fmt.Errorf("%s: reading it: %w", what, err)
+	}
+	c.mu.Lock()
+	uri, known := c.artifactURIs[runID]
+	c.mu.Unlock()
+	if known {
+		if _, ok := proxiedPath(uri); !ok {
+			return fmt.Errorf("%s: artifact URI %s: %w", what, uri, ErrNoArtifactProxy)
+		}
+	}
+	if err := c.spoolOps(&op{Kind: opArtifact, RunID: runID, Path: rel, Artifact: buf.Bytes()}); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// proxiedPath returns the path under the artifact proxy of an
+// mlflow-artifacts:/… URI.
+func proxiedPath(uri string) (string, bool) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "mlflow-artifacts" {
+		return "", false
+	}
+	return strings.Trim(u.Path, "/"), true
+}
+
+// escapePath escapes each segment of a slash-separated path.
+func escapePath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
+}
+
+// Reads. They first flush the spool, so they see every write made before
+// them (read-your-writes, as with the embedded store), then ask the
+// server; while the server is unreachable they wait, until ctx ends.
+
+// GetRun returns a run with its latest metrics, params and tags. runID
+// may be a placeholder CreateRun handed out.
+func (c *Client) GetRun(ctx context.Context, runID string) (tracking.Run, error) {
+	if err := c.flushForRead(ctx); err != nil {
+		return tracking.Run{}, fmt.Errorf("getting run %s: %w", runID, err)
+	}
+	run, err := c.getRun(ctx, runID)
+	if err != nil {
+		return tracking.Run{}, fmt.Errorf("getting run %s: %w", runID, err)
+	}
+	return run, nil
+}
+
+func (c *Client) getRun(ctx context.Context, runID string) (tracking.Run, error) {
+	id, err := c.resolve(runID)
+	if err != nil {
+		return tracking.Run{}, err
+	}
+	var got struct {
+		Run wireRun `json:"run"`
+	}
+	if err := c.call(ctx, "GET", "runs/get", url.Values{"run_id": {id}}, nil, &got); err != nil {
+		return tracking.Run{}, err
+	}
+	run := got.Run.run()
+	c.mu.Lock()
+	c.artifactURIs[run.Info.RunID] = run.Info.ArtifactURI
+	c.mu.Unlock()
+	return run, nil
+}
+
+// ChildRuns returns every active run nested directly under parentRunID
+// (runs/search on tags.mlflow.parentRunId), oldest first (by start time,
+// then name, then ID), as the embedded store orders them.
+func (c *Client) ChildRuns(ctx context.Context, parentRunID string) ([]tracking.Run, error) {
+	what := fmt.Sprintf("listing child runs of %s", parentRunID)
+	if err := c.flushForRead(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	parent, err := c.getRun(ctx, parentRunID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	req := searchRunsReq{
+		ExperimentIDs: []string{parent.Info.ExperimentID},
+		Filter:        fmt.Sprintf("tags.%s = '%s'", tracking.TagParentRunID, strings.ReplaceAll(parent.Info.RunID, "'", "\\'")),
+		RunViewType:   "ACTIVE_ONLY",
+		MaxResults:    tracking.DefaultSearchResults,
+	}
+	var all []tracking.Run
+	for {
+		var got struct {
+			Runs          []wireRun `json:"runs"`
+			NextPageToken string    `json:"next_page_token"`
+		}
+		if err := c.call(ctx, "POST", "runs/search", nil, &req, &got); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		for _, r := range got.Runs {
+			all = append(all, r.run())
+		}
+		if got.NextPageToken == "" || got.NextPageToken == req.PageToken {
+			break
+		}
+		req.PageToken = got.NextPageToken
+	}
+	slices.SortStableFunc(all, func(a, b tracking.Run) int {
+		return cmp.Or(a.Info.StartTime.Compare(b.Info.StartTime), cmp.Compare(a.Info.RunName, b.Info.RunName), cmp.Compare(a.Info.RunID, b.Info.RunID))
+	})
+	return all, nil
+}
+
+// historyPage is the page size of GetMetricHistory.
+const historyPage = 25000
+
+// GetMetricHistory returns every point logged under key in a run, by step
+// then timestamp (metrics/get-history, every page).
+func (c *Client) GetMetricHistory(ctx context.Context, runID, key string) ([]tracking.Metric, error) {
+	what := fmt.Sprintf("getting history of metric %q of run %s", key, runID)
+	if err := c.flushForRead(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	id, err := c.resolve(runID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	q := url.Values{"run_id": {id}, "metric_key": {key}, "max_results": {fmt.Sprint(historyPage)}}
+	var hist []tracking.Metric
+	for {
+		var got struct {
+			Metrics       []wireMetric `json:"metrics"`
+			NextPageToken string       `json:"next_page_token"`
+		}
+		if err := c.call(ctx, "GET", "metrics/get-history", q, nil, &got); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		for _, m := range got.Metrics {
+			hist = append(hist, toMetric(m))
+		}
+		if got.NextPageToken == "" || got.NextPageToken == q.Get("page_token") {
+			break
+		}
+		q.Set("page_token", got.NextPageToken)
+	}
+	slices.SortStableFunc(hist, func(a, b tracking.Metric) int {
+		return cmp.Or(cmp.Compare(a.Step, b.Step), cmp.Compare(a.Timestamp, b.Timestamp))
+	})
+	return hist, nil
+}
