@@ -36,6 +36,16 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"run", "--log-level", "loud", "../../examples/fashion-mnist/quick.yaml"}, "--log-level"},
 		{[]string{"energy"}, "energy probe"},
 		{[]string{"energy", "probe", "--seconds", "0"}, "--seconds"},
+		{[]string{"coordinator", "-c", "/no/such/coordinator.yaml"}, "coordinator.yaml"},
+		{[]string{"site", "-c", "/no/such/site.yaml"}, "site.yaml"},
+		{[]string{"submit", "-c", "/no/such/admin.yaml", "../../examples/fashion-mnist/quick.yaml"}, "admin.yaml"},
+		{[]string{"submit", "-c", "/no/such/admin.yaml"}, "one job file"},
+		{[]string{"status"}, "one job ID"},
+		{[]string{"jobs", "-c", "/no/such/admin.yaml"}, "admin.yaml"},
+		{[]string{"data"}, "split"},
+		{[]string{"data", "split", "--out", "x"}, "at least one site"},
+		{[]string{"data", "split", "--out", "x", "../up"}, "folder name"},
+		{[]string{"ui", "--auth", "magic"}, "magic"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
