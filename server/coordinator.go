@@ -283,6 +283,21 @@ func (c *Coordinator) removeSite(conn *siteConn) {
 	}
 }
 
+// closeSessions ends every connected site's session.
+func (c *Coordinator) closeSessions() {
+	c.mu.Lock()
+	conns := make([]*siteConn, 0, len(c.sites))
+	for name, conn := range c.sites {
+		conns = append(conns, conn)
+		delete(c.sites, name)
+	}
+	c.notifySitesLocked()
+	c.mu.Unlock()
+	for _, conn := range conns {
+		close(conn.done)
+	}
+}
+
 func (c *Coordinator) notifySitesLocked() {
 	close(c.siteCond)
 	c.siteCond = make(chan struct{})

@@ -136,8 +136,11 @@ func (c *Coordinator) submit(spec *job.Spec, src []byte) (*pb.Job, error) {
 }
 
 // Run runs queued jobs one after another until ctx is cancelled. It returns
-// nil on a clean cancel.
+// nil on a clean cancel, after ending every site's session (so that a
+// graceful stop of the gRPC server does not wait on them, and the sites go
+// on to the next coordinator they know).
 func (c *Coordinator) Run(ctx context.Context) error {
+	defer c.closeSessions()
 	for {
 		select {
 		case <-ctx.Done():
