@@ -100,7 +100,7 @@ func FuzzParseFilter(f *testing.F) {
 			}
 			return
 		}
-		if _, _, err := runConditions(clauses); err != nil && !errors.Is(err, ErrInvalid) {
+		if _, _, err := runConditions(clauses, false); err != nil && !errors.Is(err, ErrInvalid) {
 			t.Fatalf("runConditions(%q) = %v, want ErrInvalid", filter, err)
 		}
 		if _, _, err := s.SearchRuns(ctx, RunQuery{Filter: filter, MaxResults: 1}); err != nil && !errors.Is(err, ErrInvalid) {

@@ -193,7 +193,7 @@ func (s *SQLiteStore) GetRun(ctx context.Context, runID string) (Run, error) {
 	var runs []Run
 	err := s.read(ctx, fmt.Sprintf("getting run %s", runID), func(tx *sql.Tx) error {
 		var err error
-		if runs, err = queryRuns(ctx, tx, `WHERE runs.run_uuid = ?`, []any{runID}, ""); err != nil {
+		if runs, err = queryRuns(ctx, tx, `runs AS runs WHERE runs.run_uuid = ?`, []any{runID}, ""); err != nil {
 			return err
 		}
 		if len(runs) == 0 {
@@ -235,15 +235,18 @@ func (s *SQLiteStore) SearchRuns(ctx context.Context, q RunQuery) ([]Run, string
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", what, err)
 	}
+	clauses, err := ParseFilter(q.Filter)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", what, err)
+	}
 	order, err := ParseOrderBy(q.OrderBy)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", what, err)
 	}
-	joins, joinArgs, orderSQL, err := runOrder(order)
+	from, args, orderSQL, err := runSearchSQL(where, args, clauses, order)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", what, err)
 	}
-	args = append(joinArgs, args...)
 	limit := q.MaxResults
 	switch {
 	case limit == 0:
@@ -260,7 +263,7 @@ func (s *SQLiteStore) SearchRuns(ctx context.Context, q RunQuery) ([]Run, string
 	err = s.read(ctx, what, func(tx *sql.Tx) error {
 		// One more than a page tells whether there is a next page.
 		page := fmt.Sprintf(` ORDER BY %s LIMIT %d OFFSET %d`, orderSQL, limit+1, offset)
-		if runs, err = queryRuns(ctx, tx, joins+` WHERE `+where, args, page); err != nil {
+		if runs, err = queryRuns(ctx, tx, from, args, page); err != nil {
 			return err
 		}
 		if len(runs) > limit {
@@ -275,8 +278,8 @@ func (s *SQLiteStore) SearchRuns(ctx context.Context, q RunQuery) ([]Run, string
 	return runs, next, nil
 }
 
-// where turns the query into a condition on the runs table. New filters
-// (MLflow's filter grammar) add conditions here.
+// where turns the query, but for its Filter (see runSearchSQL), into a
+// condition on the runs table.
 func (q RunQuery) where() (string, []any, error) {
 	var conds []string
 	var args []any
@@ -305,15 +308,6 @@ func (q RunQuery) where() (string, []any, error) {
 		conds = append(conds, `runs.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)`)
 		args = append(args, TagParentRunID, q.ParentRunID)
 	}
-	clauses, err := ParseFilter(q.Filter)
-	if err != nil {
-		return "", nil, err
-	}
-	fconds, fargs, err := runConditions(clauses)
-	if err != nil {
-		return "", nil, err
-	}
-	conds, args = append(conds, fconds...), append(args, fargs...)
 	if len(conds) == 0 {
 		return "1", nil, nil
 	}
@@ -356,11 +350,11 @@ func (s *SQLiteStore) ChildRuns(ctx context.Context, parentRunID string) ([]Run,
 // qualifiedRunColumns are runColumns of the table aliased runs.
 const qualifiedRunColumns = `runs.run_uuid, runs.name, runs.experiment_id, runs.user_id, runs.status, runs.start_time, runs.end_time, runs.artifact_uri, runs.lifecycle_stage`
 
-// queryRuns reads the RunInfo of the runs that joinsWhere (joins, then a
-// WHERE clause, on the runs table aliased runs) selects, in the order and
-// page tail says.
-func queryRuns(ctx context.Context, q querier, joinsWhere string, args []any, tail string) ([]Run, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+qualifiedRunColumns+` FROM runs AS runs `+joinsWhere+tail, args...)
+// queryRuns reads the RunInfo of the runs that from (a FROM clause, with
+// the runs table aliased runs, and its WHERE clause) selects, in the order
+// and page tail says.
+func queryRuns(ctx context.Context, q querier, from string, args []any, tail string) ([]Run, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+qualifiedRunColumns+` FROM `+from+tail, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package tracking
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -94,9 +95,63 @@ func numberCondition(expr string, c Clause) (string, []any, error) {
 	return expr + " " + c.Op + " ?", []any{c.Number}, nil
 }
 
+// runSearchSQL builds a run search: the FROM clause with its joins and
+// WHERE clause (base, the query's own conditions, and the filter's), its
+// arguments in order, and the ORDER BY list.
+//
+// When the first order-by key is a metric that a numeric filter clause
+// also compares (metrics.acc > 0.5 ordered by metrics.acc DESC, the usual
+// "best runs" search), the search is driven from the latest_metrics index
+// on (key, is_nan, value): rows come in the order asked and the page's
+// LIMIT stops the scan early, instead of every run of the experiment being
+// read and sorted. The other clauses are then checked per row.
+func runSearchSQL(base string, baseArgs []any, clauses []Clause, order []OrderBy) (string, []any, string, error) {
+	drive := -1
+	if len(order) > 0 && order[0].Entity == EntityMetric {
+		for i, c := range clauses {
+			if c.Entity == EntityMetric && c.Key == order[0].Key && c.Kind == ValueNumber {
+				drive = i
+				break
+			}
+		}
+	}
+	from := "runs AS runs"
+	var conds []string
+	var condArgs []any
+	rest := clauses
+	if drive >= 0 {
+		c := clauses[drive]
+		if _, _, err := numberCondition("value", c); err != nil {
+			return "", nil, "", err
+		}
+		rest = slices.Delete(slices.Clone(clauses), drive, drive+1)
+		from = "latest_metrics AS o0 CROSS JOIN runs AS runs ON runs.run_uuid = o0.run_uuid"
+		conds = append(conds, "o0.key = ? AND o0.is_nan = 0 AND o0.value "+c.Op+" ?")
+		condArgs = append(condArgs, c.Key, c.Number)
+	}
+	joins, args, orderSQL, err := runOrder(order, drive >= 0)
+	if err != nil {
+		return "", nil, "", err
+	}
+	fconds, fargs, err := runConditions(rest, drive >= 0)
+	if err != nil {
+		return "", nil, "", err
+	}
+	conds = append(append(conds, base), fconds...)
+	args = append(append(append(args, condArgs...), baseArgs...), fargs...)
+	return from + joins + " WHERE " + strings.Join(conds, " AND "), args, orderSQL, nil
+}
+
 // runConditions translates filter clauses into conditions on the runs
-// table (aliased runs).
-func runConditions(clauses []Clause) ([]string, []any, error) {
+// table (aliased runs): IN (subquery) lists, or, when correlated,
+// EXISTS probes of each row (cheaper when few rows are visited).
+func runConditions(clauses []Clause, correlated bool) ([]string, []any, error) {
+	sub := func(table, cond string) string {
+		if correlated {
+			return `EXISTS (SELECT 1 FROM ` + table + ` x WHERE x.run_uuid = runs.run_uuid AND ` + cond + `)`
+		}
+		return `runs.run_uuid IN (SELECT run_uuid FROM ` + table + ` WHERE ` + cond + `)`
+	}
 	var conds []string
 	var args []any
 	for _, c := range clauses {
@@ -106,7 +161,7 @@ func runConditions(clauses []Clause) ([]string, []any, error) {
 		switch c.Entity {
 		case EntityMetric:
 			cond, a, err = numberCondition("value", c)
-			cond = `runs.run_uuid IN (SELECT run_uuid FROM latest_metrics WHERE key = ? AND is_nan = 0 AND ` + cond + `)`
+			cond = sub("latest_metrics", `key = ? AND is_nan = 0 AND `+cond)
 			a = append([]any{c.Key}, a...)
 		case EntityParam, EntityTag:
 			table := "params"
@@ -114,7 +169,7 @@ func runConditions(clauses []Clause) ([]string, []any, error) {
 				table = "tags"
 			}
 			cond, a, err = stringCondition("value", c)
-			cond = `runs.run_uuid IN (SELECT run_uuid FROM ` + table + ` WHERE key = ? AND ` + cond + `)`
+			cond = sub(table, `key = ? AND `+cond)
 			a = append([]any{c.Key}, a...)
 		case EntityAttribute:
 			attr, ok := runAttributes[strings.ToLower(c.Key)]
@@ -133,7 +188,7 @@ func runConditions(clauses []Clause) ([]string, []any, error) {
 				break
 			}
 			cond, a, err = stringCondition(col, c)
-			cond = `runs.run_uuid IN (SELECT run_uuid FROM run_inputs WHERE ` + cond + `)`
+			cond = sub("run_inputs", cond)
 		default:
 			err = fmt.Errorf("%w: unknown entity %q", ErrInvalid, c.Entity)
 		}
@@ -149,7 +204,10 @@ func runConditions(clauses []Clause) ([]string, []any, error) {
 // arguments) and an ORDER BY list on runs, with MLflow's rules: a run
 // missing the key sorts last either way (and a NaN metric after the
 // numbers), then start time descending and run ID break ties.
-func runOrder(order []OrderBy) (joins string, args []any, orderBy string, err error) {
+//
+// When driven, the first clause is a metric whose latest value is o0 of
+// the FROM clause, filtered to numbers (see runSearchSQL).
+func runOrder(order []OrderBy, driven bool) (joins string, args []any, orderBy string, err error) {
 	var terms []string
 	var js strings.Builder
 	hasStart := false
@@ -163,6 +221,10 @@ func runOrder(order []OrderBy) (joins string, args []any, orderBy string, err er
 		alias := fmt.Sprintf("o%d", i)
 		switch o.Entity {
 		case EntityMetric:
+			if i == 0 && driven {
+				terms = append(terms, alias+`.value`+dir(o))
+				continue
+			}
 			fmt.Fprintf(&js, ` LEFT JOIN latest_metrics %[1]s ON %[1]s.run_uuid = runs.run_uuid AND %[1]s.key = ?`, alias)
 			terms = append(terms, `coalesce(`+alias+`.is_nan, 2) ASC`, alias+`.value`+dir(o))
 			args = append(args, o.Key)

@@ -67,9 +67,9 @@ type SQLiteStore struct {
 	root string // absolute artifact root for new experiments
 	// proxyRoot is the absolute directory mlflow-artifacts:/ URIs resolve under.
 	proxyRoot string
-	log  *slog.Logger
-	w    *sql.DB // one connection, BEGIN IMMEDIATE: every write
-	r    *sql.DB // read-only pool
+	log       *slog.Logger
+	w         *sql.DB // one connection, BEGIN IMMEDIATE: every write
+	r         *sql.DB // read-only pool
 
 	// Prepared on w, used by LogBatch.
 	insertMetric *sql.Stmt

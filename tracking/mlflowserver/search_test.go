@@ -146,6 +146,31 @@ func TestSearchRunsOrderAndPaging(t *testing.T) {
 			}
 		})
 	}
+	// Filtered and ordered by the same metric: the index-driven search.
+	for _, c := range []struct {
+		filter string
+		order  []string
+		want   []string
+	}{
+		{"metrics.acc > 0.5", []string{"metrics.acc DESC"}, []string{"r0", "r1", "r4"}},
+		{"metrics.acc > 0.5", []string{"metrics.acc ASC"}, []string{"r4", "r1", "r0"}},
+		{"metrics.acc > 0.5 and params.algo = 'fedavg'", []string{"metrics.acc DESC"}, []string{"r0", "r4"}},
+		{"params.algo = 'fedavg' AND metrics.acc != 0.9", []string{"metrics.acc DESC", "start_time ASC"}, []string{"r4", "r2"}},
+		{"metrics.loss >= 0 and tags.site LIKE 'k%'", []string{"metrics.loss DESC"}, []string{"r0"}},
+		{"metrics.acc > 'x'", []string{"metrics.acc DESC"}, nil},
+	} {
+		st, out := f.call("POST", api+"runs/search", map[string]any{"experiment_ids": []string{exp}, "filter": c.filter, "order_by": c.order})
+		if c.want == nil {
+			if st != 400 {
+				t.Errorf("filter %q order %q = %d %v; want 400", c.filter, c.order, st, out)
+			}
+			continue
+		}
+		got, _ := searchNames(t, f, map[string]any{"experiment_ids": []string{exp}, "filter": c.filter, "order_by": c.order}, names)
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("filter %q order %q (-want +got):\n%s", c.filter, c.order, diff)
+		}
+	}
 	// Paging: pages of 2 cover all five, in order, once.
 	var all []string
 	tok := ""
