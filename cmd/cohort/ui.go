@@ -25,7 +25,7 @@ func uiCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:5000", "the address to listen on (MLflow's default port is 5000)")
 	artifacts := fs.String("artifacts", "", "the mlflow-artifacts proxy's folder (default: the store's artifact root beside the database)")
 	auth := fs.String("auth", "none", "authentication: none, basic or token (users from --users)")
-	users := fs.String("users", "", "the users file: for --auth basic, lines user:sha256:HEX (printf %s "$PASSWORD" | sha256sum); for token, lines "user token"")
+	users := fs.String("users", "", `the users file: for --auth basic, lines user:sha256:HEX (HEX from: printf %s "$PASSWORD" | sha256sum); for token, lines "user token"`)
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
