@@ -93,14 +93,16 @@ func (p *problems) add(path, format string, args ...any) {
 	p.addAt(p.lineOf(path), path, format, args...)
 }
 
-// addAt records a problem about path at a known line.
+// addAt records a problem about path at a known line; the message is
+// prefixed with "path: " except for unknown and duplicate keys, which name
+// the key themselves.
 func (p *problems) addAt(line int, path, format string, args ...any) {
 	if len(p.list) >= maxProblems {
 		p.dropped++
 		return
 	}
 	msg := fmt.Sprintf(format, args...)
-	if path != "" {
+	if path != "" && !strings.HasPrefix(msg, "unknown key") && !strings.HasPrefix(msg, "duplicate key") {
 		msg = path + ": " + msg
 	}
 	p.list = append(p.list, &FieldError{File: p.file, Line: line, Path: path, Msg: msg})

@@ -185,9 +185,13 @@ func (f TLSFiles) ServerConfig(opts ...TLSOption) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{l.pair},
-		ClientAuth:   tls.RequireAnyClientCert,
-		ClientCAs:    l.pool,
-		Time:         o.now,
+		// No ClientCAs: the server then names no acceptable CA, so a client
+		// with a certificate from another CA still sends it (Go's client
+		// sends nothing when its certificate matches none of the names) and
+		// the refusal below can say whose it was. VerifyConnection checks
+		// the chain against the kit's CA.
+		ClientAuth: tls.RequireAnyClientCert,
+		Time:       o.now,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			err := verifyPeer(cs, l.pool, o.now(), x509.ExtKeyUsageClientAuth, "")
 			if err == nil {
@@ -240,7 +244,13 @@ func (f TLSFiles) ClientConfig(serverName string, opts ...TLSOption) (*tls.Confi
 		// the CA; crypto/tls's own check would only say "unknown authority".
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			err := verifyPeer(cs, l.pool, o.now(), x509.ExtKeyUsageServerAuth, serverName)
+			// grpc fills in the server name from the target it dials when
+			// serverName is empty; the name checked is the one sent.
+			name := serverName
+			if name == "" {
+				name = cs.ServerName
+			}
+			err := verifyPeer(cs, l.pool, o.now(), x509.ExtKeyUsageServerAuth, name)
 			if err == nil {
 				return nil
 			}

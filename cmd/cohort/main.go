@@ -63,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "run":
 		return runJob(ctx, args[1:], stdout, stderr)
+	case "provision":
+		return provisionCmd(ctx, args[1:], stdout, stderr)
 	case "coordinator":
 		return coordinatorCmd(ctx, args[1:], stdout, stderr)
 	case "site":
