@@ -54,8 +54,9 @@ type ExecConfig struct {
 	// Default false: such jobs are refused here.
 	Allow bool
 	// Workdir is the folder trainer commands run in (relative paths are
-	// resolved against the config file's folder); "" means a fresh
-	// temporary folder per task.
+	// resolved against the config file's folder), against which a
+	// command's relative paths resolve; "" means the site process's
+	// working directory.
 	Workdir string
 }
 
