@@ -79,6 +79,18 @@ func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func
 	return nil, nil, fmt.Errorf("no coordinator of %s answered; check that one runs and that coordinators: lists its address: %w", *a.config, errors.Join(errs...))
 }
 
+// parseJobID parses a command's flags and its one argument, a job ID.
+func (a *adminFlags) parseJobID(args []string) (string, error) {
+	if err := a.fs.Parse(args); err != nil {
+		return "", err
+	}
+	if a.fs.NArg() != 1 {
+		a.fs.Usage()
+		return "", fmt.Errorf("%s takes one job ID; `cohort jobs` lists them", a.fs.Name())
+	}
+	return a.fs.Arg(0), nil
+}
+
 func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("submit", "submit [-c admin.yaml] [--watch] JOB.yaml", stderr)
 	watch := a.fs.Bool("watch", false, "follow the job's progress until it ends")
@@ -155,12 +167,9 @@ func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("status", "status [-c admin.yaml] [-f] JOB_ID", stderr)
 	follow := a.fs.Bool("f", false, "follow the job's progress until it ends")
-	if err := a.fs.Parse(args); err != nil {
+	id, err := a.parseJobID(args)
+	if err != nil {
 		return err
-	}
-	if a.fs.NArg() != 1 {
-		a.fs.Usage()
-		return errors.New("status takes one job ID; `cohort jobs` lists them")
 	}
 	cli, done, err := a.jobsClient(ctx)
 	if err != nil {
@@ -168,10 +177,10 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer done()
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	resp, err := cli.GetJob(rctx, &pb.GetJobRequest{JobId: a.fs.Arg(0)})
+	resp, err := cli.GetJob(rctx, &pb.GetJobRequest{JobId: id})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+		return fmt.Errorf("job %s: %s", id, status.Convert(err).Message())
 	}
 	j := resp.GetJob()
 	fmt.Fprintf(stdout, "job %s (%s): %s\n", j.GetJobId(), j.GetName(), stateName(j.GetState()))
@@ -193,12 +202,9 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("cancel", "cancel [-c admin.yaml] [--reason TEXT] JOB_ID", stderr)
 	reason := a.fs.String("reason", "", "why, recorded with the job")
-	if err := a.fs.Parse(args); err != nil {
+	id, err := a.parseJobID(args)
+	if err != nil {
 		return err
-	}
-	if a.fs.NArg() != 1 {
-		a.fs.Usage()
-		return errors.New("cancel takes one job ID; `cohort jobs` lists them")
 	}
 	cli, done, err := a.jobsClient(ctx)
 	if err != nil {
@@ -207,9 +213,9 @@ func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer done()
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := cli.CancelJob(rctx, &pb.CancelJobRequest{JobId: a.fs.Arg(0), Reason: *reason})
+	resp, err := cli.CancelJob(rctx, &pb.CancelJobRequest{JobId: id, Reason: *reason})
 	if err != nil {
-		return fmt.Errorf("cancelling job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+		return fmt.Errorf("cancelling job %s: %s", id, status.Convert(err).Message())
 	}
 	fmt.Fprintf(stdout, "job %s: %s\n", resp.GetJob().GetJobId(), stateName(resp.GetJob().GetState()))
 	return nil
@@ -218,12 +224,9 @@ func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("logs", "logs [-c admin.yaml] [-f] JOB_ID", stderr)
 	follow := a.fs.Bool("f", false, "keep printing events until the job ends")
-	if err := a.fs.Parse(args); err != nil {
+	id, err := a.parseJobID(args)
+	if err != nil {
 		return err
-	}
-	if a.fs.NArg() != 1 {
-		a.fs.Usage()
-		return errors.New("logs takes one job ID; `cohort jobs` lists them")
 	}
 	cli, done, err := a.jobsClient(ctx)
 	if err != nil {
@@ -232,9 +235,9 @@ func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer done()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := cli.WatchJob(wctx, &pb.WatchJobRequest{JobId: a.fs.Arg(0)})
+	stream, err := cli.WatchJob(wctx, &pb.WatchJobRequest{JobId: id})
 	if err != nil {
-		return fmt.Errorf("job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+		return fmt.Errorf("job %s: %s", id, status.Convert(err).Message())
 	}
 	// Without -f, print what has happened so far: stop once no event
 	// arrives for a moment.
@@ -249,7 +252,7 @@ func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("job %s: %s", a.fs.Arg(0), status.Convert(err).Message())
+			return fmt.Errorf("job %s: %s", id, status.Convert(err).Message())
 		}
 		if idle != nil {
 			idle.Reset(500 * time.Millisecond)
