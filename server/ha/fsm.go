@@ -1,0 +1,462 @@
+package ha
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// JobStatus is where a job is in its life.
+type JobStatus string
+
+// The job statuses. Succeeded, failed and cancelled are terminal.
+const (
+	StatusQueued    JobStatus = "queued"
+	StatusRunning   JobStatus = "running"
+	StatusSucceeded JobStatus = "succeeded"
+	StatusFailed    JobStatus = "failed"
+	StatusCancelled JobStatus = "cancelled"
+)
+
+func (s JobStatus) terminal() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
+
+func (s JobStatus) valid() bool {
+	return s == StatusQueued || s == StatusRunning || s.terminal()
+}
+
+// RunIDs are a job's tracking runs, kept so that runs continue, not
+// restart, after a failover.
+type RunIDs struct {
+	Experiment string                       `json:"experiment,omitempty"`
+	Job        string                       `json:"job,omitempty"`
+	Arms       map[string]string            `json:"arms,omitempty"`  // by arm
+	Sites      map[string]map[string]string `json:"sites,omitempty"` // by arm, then site
+}
+
+// Commit is one committed round of an arm.
+type Commit struct {
+	Round  int    `json:"round"`
+	Digest string `json:"digest"`
+	At     int64  `json:"at"`
+}
+
+// Job is one replicated job.
+type Job struct {
+	ID          string    `json:"id"`
+	Spec        []byte    `json:"spec"`
+	Status      JobStatus `json:"status"`
+	Reason      string    `json:"reason,omitempty"`
+	SubmittedAt int64     `json:"submitted_at"`
+	UpdatedAt   int64     `json:"updated_at"`
+	RunIDs      RunIDs    `json:"run_ids"`
+	// Arms holds, per arm, its last committed rounds, oldest first (at most
+	// [keepRounds]).
+	Arms map[string][]Commit `json:"arms,omitempty"`
+}
+
+// Site is one registered site.
+type Site struct {
+	Name         string `json:"name"`
+	Capabilities []byte `json:"capabilities,omitempty"`
+	LastSeen     int64  `json:"last_seen"`
+}
+
+type blob struct {
+	Data   []byte `json:"data"`
+	Sealed bool   `json:"sealed"`
+	At     int64  `json:"at"` // last chunk or seal
+}
+
+// state is everything the FSM replicates; its JSON is the snapshot.
+type state struct {
+	Jobs  map[string]*Job  `json:"jobs"`
+	Sites map[string]*Site `json:"sites"`
+	Blobs map[string]*blob `json:"blobs"`
+}
+
+// keepRounds is how many committed rounds per arm keep their blob.
+const keepRounds = 2
+
+// blobGrace is how long (by command clocks) an unreferenced blob survives.
+const blobGrace int64 = 3600e9
+
+// FSM is Cohort's raft.FSM. Apply, Snapshot and Restore are called by raft
+// from one goroutine; the read accessors may be called concurrently with
+// them from any goroutine.
+type FSM struct {
+	mu sync.RWMutex
+	st state
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// NewFSM returns an empty FSM.
+func NewFSM() *FSM { return &FSM{st: newState()} }
+
+func newState() state {
+	return state{Jobs: map[string]*Job{}, Sites: map[string]*Site{}, Blobs: map[string]*blob{}}
+}
+
+// Apply applies one log entry and returns nil or the error that refused
+// it. It is deterministic: the same entries give the same state on every
+// node. Called by raft only.
+func (f *FSM) Apply(l *raft.Log) any {
+	c, err := Decode(l.Data)
+	if err != nil {
+		return fmt.Errorf("applying log entry %d: %w", l.Index, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.apply(c)
+}
+
+func (f *FSM) apply(c Command) error {
+	switch c.Type {
+	case CmdSubmitJob:
+		if c.JobID == "" {
+			return fmt.Errorf("submitting a job without an id: %w", ErrInvalid)
+		}
+		if _, ok := f.st.Jobs[c.JobID]; ok {
+			return fmt.Errorf("submitting job %s: %w", c.JobID, ErrJobExists)
+		}
+		f.st.Jobs[c.JobID] = &Job{ID: c.JobID, Spec: c.Spec, Status: StatusQueued, SubmittedAt: c.At, UpdatedAt: c.At}
+	case CmdSetJobStatus:
+		j, err := f.liveJob(c.JobID)
+		if err != nil {
+			return err
+		}
+		if !c.Status.valid() {
+			return fmt.Errorf("job %s: status %q: %w", c.JobID, c.Status, ErrInvalid)
+		}
+		j.Status, j.Reason, j.UpdatedAt = c.Status, c.Reason, c.At
+	case CmdSetRunIDs:
+		j, err := f.liveJob(c.JobID)
+		if err != nil {
+			return err
+		}
+		if c.RunIDs == nil {
+			return fmt.Errorf("job %s: no run ids: %w", c.JobID, ErrInvalid)
+		}
+		return mergeRunIDs(j, *c.RunIDs)
+	case CmdPutBlobChunk:
+		if !validDigest(c.Digest) {
+			return fmt.Errorf("blob chunk: digest %q: %w", c.Digest, ErrInvalid)
+		}
+		b := f.st.Blobs[c.Digest]
+		if b != nil && b.Sealed {
+			return nil // already held: a duplicate upload
+		}
+		if c.Offset == 0 || b == nil {
+			if c.Offset != 0 {
+				return fmt.Errorf("blob %s: chunk at %d of an upload not started: %w", c.Digest, c.Offset, ErrBlobCorrupt)
+			}
+			b = &blob{}
+			f.st.Blobs[c.Digest] = b
+		}
+		if c.Offset != int64(len(b.Data)) {
+			return fmt.Errorf("blob %s: chunk at %d, blob ends at %d: %w", c.Digest, c.Offset, len(b.Data), ErrBlobCorrupt)
+		}
+		b.Data = append(b.Data, c.Data...)
+		b.At = c.At
+	case CmdSealBlob:
+		b := f.st.Blobs[c.Digest]
+		if b == nil {
+			return fmt.Errorf("sealing blob %s: %w", c.Digest, ErrBlobMissing)
+		}
+		if b.Sealed {
+			return nil
+		}
+		sum := sha256.Sum256(b.Data)
+		if int64(len(b.Data)) != c.Size || hex.EncodeToString(sum[:]) != c.Digest {
+			delete(f.st.Blobs, c.Digest)
+			return fmt.Errorf("sealing blob %s: %d bytes received, %d announced, or digest mismatch: %w", c.Digest, len(b.Data), c.Size, ErrBlobCorrupt)
+		}
+		b.Sealed, b.At = true, c.At
+		f.gc(c.At)
+	case CmdCommitRound:
+		j, err := f.liveJob(c.JobID)
+		if err != nil {
+			return err
+		}
+		if c.Arm == "" {
+			return fmt.Errorf("job %s: commit without an arm: %w", c.JobID, ErrInvalid)
+		}
+		hist := j.Arms[c.Arm]
+		last := 0
+		if len(hist) > 0 {
+			last = hist[len(hist)-1].Round
+		}
+		if c.Round != last+1 {
+			return &RoundConflictError{JobID: c.JobID, Arm: c.Arm, Last: last, Round: c.Round}
+		}
+		if b := f.st.Blobs[c.Digest]; b == nil || !b.Sealed {
+			return fmt.Errorf("job %s arm %s round %d: model %s: %w", c.JobID, c.Arm, c.Round, c.Digest, ErrBlobMissing)
+		}
+		hist = append(hist, Commit{Round: c.Round, Digest: c.Digest, At: c.At})
+		if len(hist) > keepRounds {
+			hist = append([]Commit(nil), hist[len(hist)-keepRounds:]...)
+		}
+		if j.Arms == nil {
+			j.Arms = map[string][]Commit{}
+		}
+		j.Arms[c.Arm] = hist
+		j.UpdatedAt = c.At
+		f.gc(c.At)
+	case CmdRegisterSite:
+		if c.Site == nil || c.Site.Name == "" {
+			return fmt.Errorf("registering a site without a name: %w", ErrInvalid)
+		}
+		s := *c.Site
+		s.LastSeen = c.At
+		f.st.Sites[s.Name] = &s
+	default:
+		return fmt.Errorf("command type %d: %w", c.Type, ErrUnsupportedVersion)
+	}
+	return nil
+}
+
+func (f *FSM) liveJob(id string) (*Job, error) {
+	j, ok := f.st.Jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("job %s: %w", id, ErrUnknownJob)
+	}
+	if j.Status.terminal() {
+		return nil, fmt.Errorf("job %s is %s: %w", id, j.Status, ErrJobFinished)
+	}
+	return j, nil
+}
+
+func setOnce(dst *string, v, what string) error {
+	if v == "" || *dst == v {
+		return nil
+	}
+	if *dst != "" {
+		return fmt.Errorf("%s run is %s, not %s: %w", what, *dst, v, ErrRunIDConflict)
+	}
+	*dst = v
+	return nil
+}
+
+// mergeRunIDs sets the ids in add that are unset in j; an id set to
+// another value refuses the whole command, leaving j unchanged.
+func mergeRunIDs(j *Job, add RunIDs) error {
+	cur := j.RunIDs
+	next := RunIDs{Experiment: cur.Experiment, Job: cur.Job, Arms: map[string]string{}, Sites: map[string]map[string]string{}}
+	for k, v := range cur.Arms {
+		next.Arms[k] = v
+	}
+	for a, m := range cur.Sites {
+		next.Sites[a] = map[string]string{}
+		for s, v := range m {
+			next.Sites[a][s] = v
+		}
+	}
+	if err := setOnce(&next.Experiment, add.Experiment, "experiment"); err != nil {
+		return err
+	}
+	if err := setOnce(&next.Job, add.Job, "job"); err != nil {
+		return err
+	}
+	for a, v := range add.Arms {
+		x := next.Arms[a]
+		if err := setOnce(&x, v, "arm "+a); err != nil {
+			return err
+		}
+		next.Arms[a] = x
+	}
+	for a, m := range add.Sites {
+		if next.Sites[a] == nil {
+			next.Sites[a] = map[string]string{}
+		}
+		for s, v := range m {
+			x := next.Sites[a][s]
+			if err := setOnce(&x, v, "arm "+a+" site "+s); err != nil {
+				return err
+			}
+			next.Sites[a][s] = x
+		}
+	}
+	j.RunIDs = next
+	return nil
+}
+
+// gc drops blobs no arm's last keepRounds commits reference, once they
+// are blobGrace old by the command clock (so a model put but not yet
+// committed survives). Deterministic: it reads only state and now.
+func (f *FSM) gc(now int64) {
+	ref := map[string]bool{}
+	for _, j := range f.st.Jobs {
+		for _, hist := range j.Arms {
+			for _, c := range hist {
+				ref[c.Digest] = true
+			}
+		}
+	}
+	for d, b := range f.st.Blobs {
+		if !ref[d] && now-b.At > blobGrace {
+			delete(f.st.Blobs, d)
+		}
+	}
+}
+
+func validDigest(d string) bool {
+	if len(d) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(d)
+	return err == nil
+}
+
+// Job returns a copy of job id. Safe for concurrent use.
+func (f *FSM) Job(id string) (Job, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.st.Jobs[id]
+	if !ok {
+		return Job{}, fmt.Errorf("job %s: %w", id, ErrUnknownJob)
+	}
+	return cloneJob(j), nil
+}
+
+// Jobs returns copies of every job, by submission time then id. Safe for
+// concurrent use.
+func (f *FSM) Jobs() []Job {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]Job, 0, len(f.st.Jobs))
+	for _, j := range f.st.Jobs {
+		out = append(out, cloneJob(j))
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].SubmittedAt != out[b].SubmittedAt {
+			return out[a].SubmittedAt < out[b].SubmittedAt
+		}
+		return out[a].ID < out[b].ID
+	})
+	return out
+}
+
+func cloneJob(j *Job) Job {
+	b, _ := json.Marshal(j) // a Job always marshals
+	var c Job
+	_ = json.Unmarshal(b, &c)
+	return c
+}
+
+// LastRound returns the last committed round of a job's arm and its
+// model's digest; 0 and "" before the first commit. Safe for concurrent use.
+func (f *FSM) LastRound(jobID, arm string) (int, string, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.st.Jobs[jobID]
+	if !ok {
+		return 0, "", fmt.Errorf("job %s: %w", jobID, ErrUnknownJob)
+	}
+	hist := j.Arms[arm]
+	if len(hist) == 0 {
+		return 0, "", nil
+	}
+	c := hist[len(hist)-1]
+	return c.Round, c.Digest, nil
+}
+
+// Sites returns the registered sites by name. Safe for concurrent use.
+func (f *FSM) Sites() []Site {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]Site, 0, len(f.st.Sites))
+	for _, s := range f.st.Sites {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+// OpenModel returns a reader of the sealed blob digest. Safe for
+// concurrent use; the reader stays valid after the blob is collected.
+func (f *FSM) OpenModel(digest string) (io.ReadCloser, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b := f.st.Blobs[digest]
+	if b == nil || !b.Sealed {
+		return nil, fmt.Errorf("model %s: %w", digest, ErrBlobMissing)
+	}
+	return io.NopCloser(bytes.NewReader(b.Data)), nil
+}
+
+// Snapshot captures the state for raft. Called by raft only, never
+// concurrently with Apply; the returned snapshot is persisted concurrently
+// with later Applies and shares nothing mutable with them.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	p, err := json.Marshal(f.st) // maps marshal in key order: deterministic
+	if err != nil {
+		return nil, fmt.Errorf("encoding snapshot: %w", err)
+	}
+	b := make([]byte, 5, 5+len(p))
+	b[0] = encodingVersion
+	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(p, castagnoli))
+	return fsmSnapshot(append(b, p...)), nil
+}
+
+// Restore replaces the state with a snapshot written by Snapshot. A
+// damaged snapshot is an error wrapping [ErrBadSnapshot] and leaves the
+// state as it was. Called by raft only, never concurrently with Apply.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("reading snapshot: %w", err)
+	}
+	if len(b) < 5 {
+		return fmt.Errorf("restoring a snapshot of %d bytes: %w", len(b), ErrBadSnapshot)
+	}
+	if b[0] != encodingVersion {
+		return fmt.Errorf("restoring snapshot version %d (this node reads %d): %w", b[0], encodingVersion, ErrUnsupportedVersion)
+	}
+	p := b[5:]
+	if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(b[1:5]) {
+		return fmt.Errorf("restoring snapshot: checksum mismatch: %w", ErrBadSnapshot)
+	}
+	st := newState()
+	if err := json.Unmarshal(p, &st); err != nil {
+		return fmt.Errorf("restoring snapshot: %v: %w", err, ErrBadSnapshot)
+	}
+	for d, bl := range st.Blobs {
+		sum := sha256.Sum256(bl.Data)
+		if bl.Sealed && hex.EncodeToString(sum[:]) != d {
+			return fmt.Errorf("restoring snapshot: blob %s does not match its digest: %w", d, ErrBadSnapshot)
+		}
+	}
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	return nil
+}
+
+type fsmSnapshot []byte
+
+// Persist writes the snapshot to sink. Called by raft, concurrently with
+// Apply.
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+// Release does nothing. Called by raft.
+func (s fsmSnapshot) Release() {}
