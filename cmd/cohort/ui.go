@@ -14,6 +14,7 @@ import (
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/tracking"
 	"github.com/cohortfl/cohort/tracking/mlflowserver"
+	"github.com/cohortfl/cohort/tracking/ui"
 )
 
 // uiCmd serves a tracking store: MLflow's REST API 2.0 (so MLflow's own
@@ -95,9 +96,30 @@ func trackingHandler(store *tracking.SQLiteStore, authn mlflowserver.Authenticat
 	if err != nil {
 		return nil, err
 	}
+	web, err := ui.New(store, ui.Config{Logger: log.With("component", "ui")})
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	for _, p := range []string{"/api/", "/ajax-api/", "/health", "/version"} {
 		mux.Handle(p, api)
 	}
+	var page http.Handler = web
+	if authn != nil {
+		page = requireAuth(authn, web)
+	}
+	mux.Handle("/", page)
 	return mux, nil
+}
+
+// requireAuth asks for the same credentials as the REST API before a page.
+func requireAuth(a mlflowserver.Authenticator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := a.Authenticate(r); err != nil {
+			w.Header().Set("WWW-Authenticate", `Basic realm="cohort"`)
+			http.Error(w, "sign in: "+err.Error(), http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
