@@ -17,6 +17,7 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/round"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/plot"
 )
 
 type evKind int
@@ -161,6 +162,14 @@ func (c *Coordinator) finishJobRun(j *jobRun, runID string, runErr error, cancel
 			if err := j.tracker.LogArtifact(ctx, runID, "comparison.txt", &buf); err != nil {
 				c.log.Warn("tracking_artifact_failed", "job", j.id, "err", err)
 			}
+		}
+		var img bytes.Buffer
+		if err := plot.Comparison(ctx, j.tracker, runID, "png", &img); err == nil {
+			if err := j.tracker.LogArtifact(ctx, runID, "comparison.png", &img); err != nil {
+				c.log.Warn("tracking_artifact_failed", "job", j.id, "err", err)
+			}
+		} else {
+			c.log.Warn("comparison_plot_failed", "job", j.id, "err", err)
 		}
 		var ms []tracking.Metric
 		now := time.Now().UnixMilli()

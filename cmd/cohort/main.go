@@ -81,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return logsCmd(ctx, args[1:], stdout, stderr)
 	case "ui":
 		return uiCmd(ctx, args[1:], stdout, stderr)
+	case "compare":
+		return compareCmd(ctx, args[1:], stdout, stderr)
 	case "data":
 		return dataCmd(ctx, args[1:], stdout, stderr)
 	case "energy":

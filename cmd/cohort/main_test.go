@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cohortfl/cohort/tracking"
 )
 
 // TestRunQuickExample runs the README's first command end to end: the
@@ -22,6 +25,33 @@ func TestRunQuickExample(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
 	}
+
+	// cohort compare reads the same job back by its experiment's name.
+	out.Reset()
+	img := filepath.Join(t.TempDir(), "cmp.svg")
+	if err := run(context.Background(), []string{"compare", "--db", db, "--out", img, "fashion-mnist-quick"}, &out, &errOut); err != nil {
+		t.Fatalf("cohort compare: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"centralized", "fedavg", "fedprox", "final acc", "plot: " + img} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("compare output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if b, err := os.ReadFile(img); err != nil || !strings.Contains(string(b), "fedprox") {
+		t.Errorf("compare's plot %s: %v, or it lacks the fedprox series", img, err)
+	}
+	// The job run keeps the plot as an artifact.
+	store, err := tracking.OpenSQLite(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	id := strings.Fields(strings.TrimPrefix(strings.SplitN(out.String(), "\n", 2)[0], "job run "))[0]
+	rc, err := store.OpenArtifact(context.Background(), id, "comparison.png")
+	if err != nil {
+		t.Fatalf("job run %s has no comparison.png: %v", id, err)
+	}
+	rc.Close()
 }
 
 func TestCommandErrors(t *testing.T) {
@@ -43,6 +73,9 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"status"}, "one job ID"},
 		{[]string{"jobs", "-c", "/no/such/admin.yaml"}, "admin.yaml"},
 		{[]string{"data"}, "split"},
+		{[]string{"compare"}, "one job run ID"},
+		{[]string{"compare", "--db", "/no/such.db", "x"}, "/no/such.db"},
+		{[]string{"compare", "--out", "x.gif", "x"}, ".png or .svg"},
 		{[]string{"data", "split", "--out", "x"}, "at least one site"},
 		{[]string{"data", "split", "--out", "x", "../up"}, "folder name"},
 		{[]string{"ui", "--auth", "magic"}, "magic"},
