@@ -61,8 +61,11 @@ func niceTicks(lo, hi float64, n int) []float64 {
 			break
 		}
 	}
+	// The ticks enclose [lo, hi]: the first at or below lo, the last at or
+	// above hi, so no point falls outside the plot.
 	var ticks []float64
-	for v := math.Floor(lo/step) * step; v <= hi+step*1e-9; v += step {
+	top := math.Ceil(hi/step-1e-9) * step
+	for v := math.Floor(lo/step+1e-9) * step; v <= top+step*1e-9; v += step {
 		ticks = append(ticks, v)
 		if len(ticks) > 50 {
 			break

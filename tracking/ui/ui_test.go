@@ -152,3 +152,12 @@ func BenchmarkComparisonPage(b *testing.B) {
 		})
 	}
 }
+
+func TestNiceTicksEnclose(t *testing.T) {
+	for _, r := range [][2]float64{{0.38, 0.88}, {0, 1}, {-3.2, 7.9}, {10, 240}, {5, 5}} {
+		ts := niceTicks(r[0], r[1], 5)
+		if len(ts) < 2 || ts[0] > r[0] || ts[len(ts)-1] < r[1] {
+			t.Errorf("niceTicks(%v, %v) = %v: does not enclose the range", r[0], r[1], ts)
+		}
+	}
+}
