@@ -69,16 +69,21 @@ func (s *jobStore) save(info *pb.Job, src []byte) error {
 	return nil
 }
 
+// savedJob is a job record as loaded.
+type savedJob struct {
+	info *pb.Job
+	src  []byte
+}
+
 // load reads every job record, oldest first. A record that cannot be read
 // is reported with its file name and skipped: one bad file does not hide
 // the others.
-func (s *jobStore) load() ([]*pb.Job, [][]byte, error) {
+func (s *jobStore) load() ([]savedJob, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading job state %s: %w", s.dir, err)
+		return nil, fmt.Errorf("reading job state %s: %w", s.dir, err)
 	}
-	var infos []*pb.Job
-	var srcs [][]byte
+	var jobs []savedJob
 	var errs []error
 	for _, e := range ents {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
@@ -100,20 +105,10 @@ func (s *jobStore) load() ([]*pb.Job, [][]byte, error) {
 			errs = append(errs, fmt.Errorf("%s: not a job record (%v); move the file away to start without it", path, err))
 			continue
 		}
-		infos = append(infos, info)
-		srcs = append(srcs, []byte(rec.YAML))
+		jobs = append(jobs, savedJob{info: info, src: []byte(rec.YAML)})
 	}
-	idx := make([]int, len(infos))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return infos[idx[a]].GetCreatedUnixMs() < infos[idx[b]].GetCreatedUnixMs() })
-	sortedInfos := make([]*pb.Job, len(infos))
-	sortedSrcs := make([][]byte, len(infos))
-	for i, k := range idx {
-		sortedInfos[i], sortedSrcs[i] = infos[k], srcs[k]
-	}
-	return sortedInfos, sortedSrcs, errors.Join(errs...)
+	sort.SliceStable(jobs, func(a, b int) bool { return jobs[a].info.GetCreatedUnixMs() < jobs[b].info.GetCreatedUnixMs() })
+	return jobs, errors.Join(errs...)
 }
 
 // restoreJobs brings back the jobs of an earlier run of this coordinator:
@@ -121,18 +116,19 @@ func (s *jobStore) load() ([]*pb.Job, [][]byte, error) {
 // running marked failed with the reason (resuming them needs the HA state
 // of server/ha). Nothing silently vanishes.
 func (c *Coordinator) restoreJobs() error {
-	infos, srcs, loadErr := c.store.load()
+	saved, loadErr := c.store.load()
 	if loadErr != nil {
 		c.log.Error("job_state_unreadable", "err", loadErr)
 	}
 	now := time.Now()
-	for i, info := range infos {
-		j := &jobRun{id: info.GetJobId(), src: srcs[i], info: info, changed: make(chan struct{}), persist: c.persistFunc()}
+	for _, sj := range saved {
+		info := sj.info
+		j := &jobRun{id: info.GetJobId(), src: sj.src, info: info, changed: make(chan struct{}), persist: c.persistFunc()}
 		switch {
 		case terminal(info.GetState()):
 			j.events = []*pb.JobEvent{{JobId: j.id, Kind: "job_finished", State: info.GetState(), UnixMs: now.UnixMilli(), Message: "restored: " + stateWord(info.GetState())}}
-		case info.GetState() == pb.JobState_JOB_STATE_QUEUED && len(srcs[i]) > 0:
-			spec, err := job.Parse(srcs[i])
+		case info.GetState() == pb.JobState_JOB_STATE_QUEUED && len(sj.src) > 0:
+			spec, err := job.Parse(sj.src)
 			if err != nil {
 				c.failRestored(j, fmt.Sprintf("the job file no longer parses after a coordinator restart: %v", err))
 				break

@@ -52,7 +52,7 @@ func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func
 	if err != nil {
 		return nil, nil, err
 	}
-	dial, err := dialOptions(cfg.TLS, cfg.Coordinators)
+	dial, err := dialOptions(cfg.TLS)
 	if err != nil {
 		return nil, nil, err
 	}

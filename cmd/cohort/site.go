@@ -44,7 +44,7 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if v, ok := placeGPUs(cfg.GPUs, os.Setenv); ok {
 		log.Info("gpus", "cuda_visible_devices", v)
 	}
-	dial, err := siteDialOptions(cfg)
+	dial, err := dialOptions(cfg.TLS)
 	if err != nil {
 		return err
 	}
@@ -73,13 +73,10 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return a.Run(ctx)
 }
 
-// siteDialOptions returns how a site or admin reaches its coordinators:
-// mutual TLS from its kit, or plaintext to loopback.
-func siteDialOptions(cfg *deploy.SiteConfig) ([]grpc.DialOption, error) {
-	return dialOptions(cfg.TLS, cfg.Coordinators)
-}
-
-func dialOptions(files *deploy.TLSFiles, targets []string) ([]grpc.DialOption, error) {
+// dialOptions returns how a site or admin reaches its coordinators: mutual
+// TLS from its kit, or plaintext (which the config allows for loopback
+// coordinators only).
+func dialOptions(files *deploy.TLSFiles) ([]grpc.DialOption, error) {
 	if files == nil {
 		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
 	}

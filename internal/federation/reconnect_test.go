@@ -54,6 +54,28 @@ func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.S
 	}
 }
 
+// startAgents runs one site agent per name, each with its own connection
+// to addr and its partition of ds, until ctx ends; the returned function
+// waits for them. base supplies the other agent settings.
+func startAgents(tb testing.TB, ctx context.Context, names []string, ds *Datasets, addr string, log *slog.Logger, base client.Config) (wait func()) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	trainers := &Trainers{}
+	for _, name := range names {
+		sd := ds.Sites[name]
+		cfg := base
+		cfg.Name, cfg.Targets, cfg.Logger = name, []string{addr}, log
+		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		a, err := client.New(cfg, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.Run(ctx) }()
+	}
+	return wg.Wait
+}
+
 // TestSiteSurvivesCoordinatorRestart kills the coordinator under a
 // connected site, starts a new one on the same address, and runs a job
 // there: the site must have reconnected by itself.
@@ -86,21 +108,8 @@ arms: [{name: fedavg, strategy: fedavg}]
 
 	stopA := startCoordinator(t, addr, ds, store, log)
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, name := range spec.Sites.Names {
-		sd := ds.Sites[name]
-		a, err := client.New(client.Config{
-			Name: name, Targets: []string{addr}, Logger: log,
-			DialOptions:    []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-			BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		}, siteSource{train: sd.Train, test: sd.Test}, &Trainers{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = a.Run(ctx) }()
-	}
-	defer func() { cancel(); wg.Wait() }()
+	wait := startAgents(t, ctx, spec.Sites.Names, ds, addr, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	defer func() { cancel(); wait() }()
 	time.Sleep(100 * time.Millisecond) // let the sites join the first coordinator
 	stopA()
 

@@ -7,7 +7,6 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,21 +67,8 @@ deadline: {round: 2m}
 	stop := startCoordinator(b, addr, ds, store, log)
 	defer stop()
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	trainers := &Trainers{}
-	for _, name := range spec.Sites.Names {
-		sd := ds.Sites[name]
-		a, err := client.New(client.Config{
-			Name: name, Targets: []string{addr}, Logger: log,
-			DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		}, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = a.Run(ctx) }()
-	}
-	defer func() { cancel(); wg.Wait() }()
+	wait := startAgents(b, ctx, spec.Sites.Names, ds, addr, log, client.Config{})
+	defer func() { cancel(); wait() }()
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	cc, err := grpc.NewClient(addr, dial...)
 	if err != nil {
