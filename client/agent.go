@@ -10,7 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/client/train"
@@ -124,7 +127,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	defer a.wg.Wait()
 	backoff := a.cfg.BackoffInitial
-	for i := 0; ; i = (i + 1) % len(conns) {
+	for i := 0; ; {
 		started := time.Now()
 		err := a.serve(ctx, conns[i])
 		if ctx.Err() != nil {
@@ -134,8 +137,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		if time.Since(started) > 10*a.cfg.BackoffInitial+time.Second {
 			backoff = a.cfg.BackoffInitial // the session was up for a while
 		}
+		next, hinted := a.nextTarget(i, err)
 		wait := backoff/2 + rand.N(backoff/2+1)
-		a.log.Warn("session_lost", "coordinator", a.cfg.Targets[i], "err", err, "retry_in", wait.Round(time.Millisecond))
+		if hinted {
+			// A follower named its leader (or the cluster is electing
+			// one): go there soon, and keep the backoff short.
+			backoff = a.cfg.BackoffInitial
+			wait = backoff/2 + rand.N(backoff/2+1)
+		}
+		a.log.Warn("session_lost", "coordinator", a.cfg.Targets[i], "err", err, "next", a.cfg.Targets[next], "retry_in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -144,8 +154,41 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		backoff = min(2*backoff, a.cfg.BackoffMax)
+		if !hinted {
+			backoff = min(2*backoff, a.cfg.BackoffMax)
+		}
+		i = next
 	}
+}
+
+// nextTarget returns the coordinator to try after target i failed with
+// err: the leader a follower named, when the site lists it (hinted), else
+// the next in turn. A coordinator that is not the leader and knows none is
+// a cluster mid-election: the next in turn, also hinted (short wait).
+func (a *Agent) nextTarget(i int, err error) (next int, hinted bool) {
+	next = (i + 1) % len(a.cfg.Targets)
+	st, ok := status.FromError(err) // err wraps the status; its details survive
+	if !ok || st.Code() != codes.Unavailable {
+		return next, false
+	}
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.GetReason() != pb.NotLeaderReason || info.GetDomain() != pb.ErrorDomain {
+			continue
+		}
+		addr := info.GetMetadata()[pb.LeaderAddressKey]
+		if addr == "" {
+			return next, true
+		}
+		for k, t := range a.cfg.Targets {
+			if t == addr {
+				return k, true
+			}
+		}
+		a.log.Warn("leader_not_listed", "leader", addr, "fix", "add the leader's address to coordinators: in the site's config")
+		return next, true
+	}
+	return next, false
 }
 
 func (a *Agent) cancelAll() {

@@ -109,8 +109,48 @@ type CoordinatorConfig struct {
 	// SiteWait is how long a job waits for its sites to join before it
 	// fails; default 10m.
 	SiteWait time.Duration
+	// Cluster lists the coordinators that replicate the job state with
+	// Raft. nil (the key omitted) is a one-voter cluster of this
+	// coordinator alone, which resumes its jobs after a restart.
+	Cluster *ClusterConfig
 	// Log sets the coordinator's log output.
 	Log LogConfig
+}
+
+// ClusterConfig is the cluster: section of coordinator.yaml:
+//
+//	cluster:
+//	  id: coord-1   # this node, one of the peers; default: name
+//	  peers:
+//	    - {id: coord-1, raft: "10.0.0.1:7444", grpc: "10.0.0.1:7443"}
+//	    - {id: coord-2, raft: "10.0.0.2:7444", grpc: "10.0.0.2:7443"}
+//	    - {id: coord-3, raft: "10.0.0.3:7444", grpc: "10.0.0.3:7443"}
+//	  heartbeat_timeout: 1s
+//	  election_timeout: 1s
+//
+// Every coordinator of a cluster lists the same peers. The nodes talk
+// Raft over mutual TLS with the coordinators' certificates when tls: is
+// set.
+type ClusterConfig struct {
+	// ID is this node's id among Peers; default the coordinator's name.
+	ID string
+	// Peers are the cluster's voters, this node included.
+	Peers []ClusterPeer
+	// HeartbeatTimeout and ElectionTimeout are Raft's (default 1s each):
+	// a follower that hears nothing for this long calls an election.
+	HeartbeatTimeout, ElectionTimeout time.Duration
+}
+
+// ClusterPeer is one coordinator of a cluster.
+type ClusterPeer struct {
+	// ID is the node's id (conventionally the coordinator's name).
+	ID string
+	// Raft is the host:port the node's Raft transport listens on and the
+	// other nodes dial.
+	Raft string
+	// GRPC is the host:port sites and admins dial (its listen address as
+	// reachable from them): followers name it when they redirect.
+	GRPC string
 }
 
 // TrackingConfig names a tracking store.
@@ -262,6 +302,7 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 			})
 		}},
 		{"site_wait", func(p string, v *yaml.Node) { d.duration(p, v, &c.SiteWait) }},
+		{"cluster", func(p string, v *yaml.Node) { d.cluster(p, v, &c.Cluster) }},
 		{"log", func(p string, v *yaml.Node) { d.log(p, v, &c.Log) }},
 	})
 	if c.StateDir == "" {
@@ -287,6 +328,7 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 	}
 	d.tlsFiles("tls", c.TLS)
 	d.dataPaths("data", c.Data)
+	d.clusterValues("cluster", c.Cluster, c.Name, c.TLS == nil)
 	if c.SiteWait <= 0 {
 		d.check("site_wait", "must be positive, such as \"10m\"")
 	}
@@ -302,6 +344,73 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 	c.StateDir = resolve(dir, c.StateDir)
 	c.Data = resolveMap(dir, c.Data)
 	return c, nil
+}
+
+func (d *decoder) cluster(path string, n *yaml.Node, out **ClusterConfig) {
+	c := &ClusterConfig{}
+	const peerExample = `{id: coord-1, raft: "10.0.0.1:7444", grpc: "10.0.0.1:7443"}`
+	d.mapping(path, n, "{id: coord-1, peers: [...]}", []field{
+		{"id", func(p string, v *yaml.Node) { d.str(p, v, &c.ID) }},
+		{"peers", func(p string, v *yaml.Node) {
+			d.list(p, v, "["+peerExample+", ...]", func(p string, v *yaml.Node) {
+				var peer ClusterPeer
+				d.mapping(p, v, peerExample, []field{
+					{"id", func(p string, v *yaml.Node) { d.str(p, v, &peer.ID) }},
+					{"raft", func(p string, v *yaml.Node) { d.str(p, v, &peer.Raft) }},
+					{"grpc", func(p string, v *yaml.Node) { d.str(p, v, &peer.GRPC) }},
+				})
+				c.Peers = append(c.Peers, peer)
+			})
+		}},
+		{"heartbeat_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &c.HeartbeatTimeout) }},
+		{"election_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &c.ElectionTimeout) }},
+	})
+	*out = c
+}
+
+// clusterValues checks a cluster: section against the coordinator's name.
+func (d *decoder) clusterValues(path string, c *ClusterConfig, name string, plaintext bool) {
+	if c == nil {
+		return
+	}
+	if c.ID == "" {
+		c.ID = name
+	}
+	if len(c.Peers) == 0 {
+		d.check(join(path, "peers"), "missing; list every coordinator of the cluster, this one included, such as [{id: coord-1, raft: \"10.0.0.1:7444\", grpc: \"10.0.0.1:7443\"}, ...], or remove cluster: for a single coordinator")
+		return
+	}
+	ids, rafts, self := map[string]bool{}, map[string]bool{}, false
+	for i, p := range c.Peers {
+		pp := join(join(path, "peers"), strconv.Itoa(i))
+		if p.ID == "" {
+			d.check(join(pp, "id"), "missing; name the node, such as \"coord-%d\"", i+1)
+		} else if ids[p.ID] {
+			d.check(join(pp, "id"), "node id %q is listed twice; every node needs its own id", p.ID)
+		}
+		ids[p.ID] = true
+		self = self || p.ID == c.ID
+		for _, a := range []struct{ key, addr, example string }{{"raft", p.Raft, "10.0.0.1:7444"}, {"grpc", p.GRPC, "10.0.0.1:7443"}} {
+			switch err := checkAddress(a.addr, false); {
+			case a.addr == "":
+				d.check(join(pp, a.key), "missing; set the node's %s host:port, such as %q", a.key, a.example)
+			case err != nil:
+				d.check(join(pp, a.key), "%v", err)
+			case plaintext && !IsLoopback(a.addr):
+				d.check(join(pp, a.key), "%s is not a loopback address, so tls is required; add tls: from the coordinator's startup kit", a.addr)
+			}
+		}
+		if p.Raft != "" && rafts[p.Raft] {
+			d.check(join(pp, "raft"), "%s is listed twice; every node needs its own raft address", p.Raft)
+		}
+		rafts[p.Raft] = true
+	}
+	if !self {
+		d.check(join(path, "id"), "%q is not among the peers; set cluster.id to this node's id (default: the coordinator's name) or add this node to peers", c.ID)
+	}
+	if c.HeartbeatTimeout < 0 || c.ElectionTimeout < 0 {
+		d.check(path, "timeouts must be positive, such as \"1s\"")
+	}
 }
 
 func parseAdminConfig(file string, data []byte) (*AdminConfig, error) {

@@ -41,6 +41,10 @@ type ProjectCoordinator struct {
 	// Address is the host:port sites dial: the host goes into the
 	// certificate's SANs (DNS name or IP), the port is where it listens.
 	Address string
+	// Raft is the host:port the coordinator's Raft transport listens on
+	// when the project has several coordinators; default Address's host
+	// with the port after Address's.
+	Raft string
 }
 
 // ProjectSite is one site of a [Project].
@@ -89,6 +93,7 @@ func parseProject(file string, data []byte) (*Project, error) {
 				d.mapping(path, v, `{name: coord-1, address: "coord.example.org:7443"}`, []field{
 					{"name", func(path string, v *yaml.Node) { d.str(path, v, &c.Name) }},
 					{"address", func(path string, v *yaml.Node) { d.str(path, v, &c.Address) }},
+					{"raft", func(path string, v *yaml.Node) { d.str(path, v, &c.Raft) }},
 				})
 				p.Coordinators = append(p.Coordinators, c)
 			})
@@ -148,6 +153,11 @@ func parseProject(file string, data []byte) (*Project, error) {
 			d.check(ap, "missing; give the host:port sites dial, such as \"coord.example.org:7443\"")
 		} else if err := checkAddress(c.Address, false); err != nil {
 			d.check(ap, "%v", err)
+		}
+		if c.Raft != "" {
+			if err := checkAddress(c.Raft, false); err != nil {
+				d.check("coordinators."+strconv.Itoa(i)+".raft", "%v", err)
+			}
 		}
 	}
 	for i, s := range p.Sites {

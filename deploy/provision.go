@@ -98,14 +98,19 @@ func Provision(p *Project, outDir string, now time.Time) (*Result, error) {
 	}
 	res.CACreated = created
 	addrs := p.coordinatorAddresses()
+	peers := p.clusterPeers()
 	for _, c := range p.Coordinators {
 		host, port := splitAddress(c.Address)
 		listen := net.JoinHostPort("0.0.0.0", port)
 		if IsLoopback(host) {
 			listen = c.Address
 		}
-		k := kitSpec{role: RoleCoordinator, file: "coordinator", name: c.Name, hosts: []string{host},
-			config: coordinatorYAML(c.Name, listen), unit: unitFile(p.Name, "coordinator", c.Name)}
+		hosts := []string{host}
+		if rh, _ := splitAddress(c.Raft); c.Raft != "" && rh != host {
+			hosts = append(hosts, rh) // the peers dial and verify the raft host
+		}
+		k := kitSpec{role: RoleCoordinator, file: "coordinator", name: c.Name, hosts: hosts,
+			config: coordinatorYAML(c.Name, listen, peers), unit: unitFile(p.Name, "coordinator", c.Name)}
 		if err := provisionKit(res, ca, filepath.Join(outDir, "coordinators", c.Name), k, p, now, validity); err != nil {
 			return nil, err
 		}
@@ -393,7 +398,27 @@ func siteYAML(name string, coords []string, gpus []int) string {
 	return b.String()
 }
 
-func coordinatorYAML(name, listen string) string {
+// clusterPeers returns the Raft peers of a project with several
+// coordinators (nil for one): each raft address defaults to the port after
+// the coordinator's address.
+func (p *Project) clusterPeers() []ClusterPeer {
+	if len(p.Coordinators) < 2 {
+		return nil
+	}
+	var peers []ClusterPeer
+	for _, c := range p.Coordinators {
+		raft := c.Raft
+		if raft == "" {
+			host, port := splitAddress(c.Address)
+			n, _ := strconv.Atoi(port)
+			raft = net.JoinHostPort(host, strconv.Itoa(n+1))
+		}
+		peers = append(peers, ClusterPeer{ID: c.Name, Raft: raft, GRPC: c.Address})
+	}
+	return peers
+}
+
+func coordinatorYAML(name, listen string, peers []ClusterPeer) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Cohort coordinator config, written by cohort provision. Start with: cohort coordinator -c coordinator.yaml\n")
 	fmt.Fprintf(&b, "name: %s\n", name)
@@ -403,6 +428,14 @@ func coordinatorYAML(name, listen string) string {
 	fmt.Fprintf(&b, "# data: {fashion-mnist: /srv/data/fashion-mnist}   # for the coordinator's own test-set evaluation\n")
 	fmt.Fprintf(&b, "tracking: {uri: %s}   # default tracking for jobs that name none\n", strconv.Quote(DefaultTrackingURI))
 	fmt.Fprintf(&b, "site_wait: 10m\n")
+	if len(peers) > 0 {
+		fmt.Fprintf(&b, "# The coordinators replicate the job state with Raft (mutual TLS with the certificates above);\n")
+		fmt.Fprintf(&b, "# every coordinator lists the same peers. The leader runs the jobs; the others redirect to it.\n")
+		fmt.Fprintf(&b, "cluster:\n  id: %s\n  peers:\n", name)
+		for _, p := range peers {
+			fmt.Fprintf(&b, "    - {id: %s, raft: %s, grpc: %s}\n", p.ID, strconv.Quote(p.Raft), strconv.Quote(p.GRPC))
+		}
+	}
 	fmt.Fprintf(&b, "log: {format: text, level: info}\n")
 	return b.String()
 }

@@ -310,3 +310,29 @@ func roleWord(c *x509.Certificate) string {
 	}
 	return "client"
 }
+
+// PeerConfigs returns the TLS configs of a coordinator's Raft transport:
+// the server side refuses any certificate but a coordinator's of the
+// kit's CA, the client side verifies the dialled peer's certificate
+// against the CA and the host it dials.
+func (f TLSFiles) PeerConfigs(opts ...TLSOption) (server, client *tls.Config, err error) {
+	server, err = f.ServerConfig(opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	verify := server.VerifyConnection
+	server.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verify(cs); err != nil {
+			return err
+		}
+		if c := cs.PeerCertificates[0]; Role(c) != RoleCoordinator {
+			return fmt.Errorf("raft: a %s certificate (CN %q) may not join the coordinators' cluster; only coordinator certificates may", roleWord(c), c.Subject.CommonName)
+		}
+		return nil
+	}
+	client, err = f.ClientConfig("", opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return server, client, nil
+}

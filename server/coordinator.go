@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -34,11 +35,6 @@ type Config struct {
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
 	SiteWait time.Duration
-	// StateDir, if set, is where the coordinator keeps its jobs, so that
-	// a restarted coordinator lists them again, queues again those that
-	// had not started, and marks failed, with the reason, those that were
-	// running. Empty keeps jobs in memory only.
-	StateDir string
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -76,8 +72,11 @@ type Coordinator struct {
 	tasks    map[string]*pendingTask
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
 
-	jobs  *jobQueue
-	store *jobStore // nil without Config.StateDir
+	jobs *jobQueue
+	// rep is the replicated state (nil: jobs live in memory only); while
+	// it is set, the coordinator serves sites and admins only while leading.
+	rep     Replica
+	leading atomic.Bool
 }
 
 // siteConn is one connected site's session.
@@ -121,16 +120,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		siteCond: make(chan struct{}),
 	}
 	c.jobs = newJobQueue()
-	if cfg.StateDir != "" {
-		st, err := newJobStore(cfg.StateDir)
-		if err != nil {
-			return nil, err
-		}
-		c.store = st
-		if err := c.restoreJobs(); err != nil {
-			return nil, err
-		}
-	}
+	c.rep = deps.Replica
 	return c, nil
 }
 
@@ -162,6 +152,9 @@ func peerCommonName(ctx context.Context) string {
 
 // Join implements CoordinatorService.Join.
 func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
+	if err := c.notLeader(); err != nil {
+		return nil, err
+	}
 	name := req.GetSiteName()
 	if name == "" {
 		return nil, toStatus(badInput("join: site_name is empty; set the site's name in its config"))
@@ -210,6 +203,9 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 	}
 	c.addSite(conn)
 	defer c.removeSite(conn)
+	if err := c.notLeader(); err != nil {
+		return err // stepped down between Join and Session
+	}
 
 	ctx := stream.Context()
 	sendErr := make(chan error, 1)

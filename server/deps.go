@@ -29,6 +29,12 @@ type Deps struct {
 	Models ModelProvider
 	// Meter, if set, meters the coordinator's own aggregation.
 	Meter Meter
+	// Replica, if set, holds the jobs, their tracking run ids and each
+	// arm's committed rounds with their global models (server/ha's Node):
+	// the coordinator then serves only while its node leads, and the
+	// leader resumes running jobs at the round after their last committed
+	// one. nil keeps jobs in memory only.
+	Replica Replica
 }
 
 func (d Deps) validate() error {

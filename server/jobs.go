@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
 )
 
 // jobRun is one submitted job: its spec, its live status and its event log.
@@ -33,6 +35,12 @@ type jobRun struct {
 	// persist, if set, saves the job's status; called under mu on every
 	// change of state.
 	persist func(info *pb.Job, src []byte)
+
+	// resume is set on a job that was running when the coordinator that
+	// led it stopped: it continues at the round after the last committed
+	// one, logging into runIDs.
+	resume bool
+	runIDs ha.RunIDs
 }
 
 func (j *jobRun) snapshot() *pb.Job {
@@ -91,6 +99,21 @@ func newJobQueue() *jobQueue {
 	return &jobQueue{jobs: make(map[string]*jobRun), queued: make(chan *jobRun, 1024)}
 }
 
+// reset forgets every job: a coordinator that steps down rebuilds them
+// from the replicated state when it leads again.
+func (q *jobQueue) reset() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	clear(q.jobs)
+	for {
+		select {
+		case <-q.queued:
+		default:
+			return
+		}
+	}
+}
+
 func (q *jobQueue) get(id string) (*jobRun, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -101,20 +124,35 @@ func (q *jobQueue) get(id string) (*jobRun, error) {
 	return j, nil
 }
 
-// Submit queues a parsed job and returns its id.
+// Submit queues a parsed job and returns its id. A coordinator with a
+// [Replica] needs the job file: use the SubmitJob RPC.
 func (c *Coordinator) Submit(spec *job.Spec) (*pb.Job, error) {
-	return c.submit(spec, nil)
+	return c.submit(context.Background(), spec, nil)
 }
 
-// submit queues a job; src, the job file, is kept with it so that a
-// restarted coordinator can queue it again.
-func (c *Coordinator) submit(spec *job.Spec, src []byte) (*pb.Job, error) {
+// submit queues a job; src, the job file, is replicated with it so that
+// the next leader can run it.
+func (c *Coordinator) submit(ctx context.Context, spec *job.Spec, src []byte) (*pb.Job, error) {
 	j := &jobRun{
 		id:      newID()[:12],
 		spec:    spec,
 		src:     src,
 		changed: make(chan struct{}),
-		persist: c.persistFunc(),
+		persist: c.persistFunc(pb.JobState_JOB_STATE_QUEUED),
+	}
+	if c.rep != nil {
+		if len(src) == 0 {
+			return nil, badInput("submitting a job to a replicated coordinator needs its job file")
+		}
+		if len(c.jobs.queued) == cap(c.jobs.queued) {
+			return nil, fmt.Errorf("submitting job: the queue is full (%d jobs); wait for some to finish", cap(c.jobs.queued))
+		}
+		if err := c.rep.SubmitJob(ctx, j.id, src); err != nil {
+			if errors.Is(err, ha.ErrNotLeader) {
+				return nil, notLeaderStatus(c.rep.ID(), c.rep)
+			}
+			return nil, fmt.Errorf("replicating job %s: %w", j.id, err)
+		}
 	}
 	j.info = &pb.Job{
 		JobId:         j.id,
@@ -139,12 +177,23 @@ func (c *Coordinator) submit(spec *job.Spec, src []byte) (*pb.Job, error) {
 // nil on a clean cancel, after ending every site's session (so that a
 // graceful stop of the gRPC server does not wait on them, and the sites go
 // on to the next coordinator they know).
+//
+// With a [Replica], it runs jobs only while this node leads its cluster;
+// see runReplicated.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.closeSessions()
+	if c.rep != nil {
+		return c.runReplicated(ctx)
+	}
+	c.serveQueue(ctx)
+	return nil
+}
+
+func (c *Coordinator) serveQueue(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case j := <-c.jobs.queued:
 			c.execute(ctx, j)
 		}
@@ -155,7 +204,7 @@ func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	j.mu.Lock()
-	if j.info.State != pb.JobState_JOB_STATE_QUEUED { // cancelled while queued
+	if j.info.State != pb.JobState_JOB_STATE_QUEUED && !j.resume { // cancelled while queued
 		j.mu.Unlock()
 		return
 	}
@@ -165,6 +214,15 @@ func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
 		info.State = pb.JobState_JOB_STATE_RUNNING
 	})
 	err := c.runJob(jctx, j)
+	if c.interrupted(jctx, j, err) {
+		msg := fmt.Sprintf("interrupted on coordinator %s (it no longer leads its cluster, or stops); the next leader resumes the job at the round after the last committed one", c.rep.ID())
+		c.log.Warn("job_interrupted", "job", j.id, "err", err)
+		j.emit(&pb.JobEvent{Kind: "job_interrupted", Message: msg}, nil)
+		if ctx.Err() == nil {
+			c.requeue(j)
+		}
+		return
+	}
 	state, msg := pb.JobState_JOB_STATE_SUCCEEDED, "finished"
 	switch {
 	case err != nil && jctx.Err() != nil:
@@ -187,13 +245,33 @@ func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
 	})
 }
 
+// requeue queues again, to resume from the replicated state, a job that
+// was interrupted while this coordinator still leads (a proposal lost
+// with a leadership that came back at once).
+func (c *Coordinator) requeue(j *jobRun) {
+	hj, err := c.rep.FSM().Job(j.id)
+	if err != nil || hj.Status != ha.StatusRunning {
+		return
+	}
+	j.mu.Lock()
+	j.resume, j.runIDs, j.cancel = true, hj.RunIDs, nil
+	j.mu.Unlock()
+	select {
+	case c.jobs.queued <- j:
+	default:
+	}
+}
+
 // SubmitJob implements JobsService.SubmitJob.
 func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
+	if err := c.notLeader(); err != nil {
+		return nil, err
+	}
 	spec, err := job.Parse(req.GetJobYaml())
 	if err != nil {
 		return nil, toStatus(badInput("%v", err))
 	}
-	info, err := c.submit(spec, req.GetJobYaml())
+	info, err := c.submit(ctx, spec, req.GetJobYaml())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -202,6 +280,9 @@ func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (
 
 // ListJobs implements JobsService.ListJobs.
 func (c *Coordinator) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
+	if err := c.notLeader(); err != nil {
+		return nil, err
+	}
 	c.jobs.mu.Lock()
 	js := make([]*jobRun, 0, len(c.jobs.jobs))
 	for _, j := range c.jobs.jobs {
@@ -218,6 +299,9 @@ func (c *Coordinator) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*p
 
 // GetJob implements JobsService.GetJob.
 func (c *Coordinator) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+	if err := c.notLeader(); err != nil {
+		return nil, err
+	}
 	j, err := c.jobs.get(req.GetJobId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -227,6 +311,9 @@ func (c *Coordinator) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.Ge
 
 // CancelJob implements JobsService.CancelJob.
 func (c *Coordinator) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (*pb.CancelJobResponse, error) {
+	if err := c.notLeader(); err != nil {
+		return nil, err
+	}
 	j, err := c.jobs.get(req.GetJobId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -255,6 +342,9 @@ func (c *Coordinator) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (
 
 // WatchJob implements JobsService.WatchJob.
 func (c *Coordinator) WatchJob(req *pb.WatchJobRequest, stream grpc.ServerStreamingServer[pb.JobEvent]) error {
+	if err := c.notLeader(); err != nil {
+		return err
+	}
 	j, err := c.jobs.get(req.GetJobId())
 	if err != nil {
 		return toStatus(err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
 )
 
@@ -28,6 +29,9 @@ func (c *Coordinator) siteRun(ctx context.Context, a *armRun, site string) (stri
 		return "", err
 	}
 	a.siteRuns[site] = run.Info.RunID
+	if err := c.saveRunIDs(ctx, a.j, ha.RunIDs{Sites: map[string]map[string]string{a.arm.Name: {site: run.Info.RunID}}}); err != nil {
+		c.log.Warn("run_ids_replication_failed", "site", site, "err", err)
+	}
 	return run.Info.RunID, nil
 }
 
@@ -194,6 +198,12 @@ func (x *roundExec) finish(ctx context.Context) error {
 		ms = append(ms, m(tracking.MetricTestAccuracy, ev.Accuracy), m(tracking.MetricTestLoss, ev.Loss))
 		evMetrics["test_accuracy"], evMetrics["test_loss"] = ev.Accuracy, ev.Loss
 		a.lastAcc = ev.Accuracy
+	}
+	// The round commits to the cluster before tracking hears of it: a
+	// failover in between leaves a committed round without metrics, which
+	// the next leader marks (backfill), never a round logged twice.
+	if err := c.replicateRound(ctx, a, x.r); err != nil {
+		return err
 	}
 	if err := a.j.tracker.LogBatch(ctx, a.runID, ms, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}}); err != nil {
 		return fmt.Errorf("tracking: logging round %d: %w", x.r, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/server/round"
 	"github.com/cohortfl/cohort/tracking"
 	"github.com/cohortfl/cohort/tracking/plot"
@@ -103,31 +104,42 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 	}
 	defer closeTracker()
 	j.tracker = tr
-	expID, err := tr.EnsureExperiment(ctx, spec.Tracking.Experiment)
-	if err != nil {
-		return fmt.Errorf("tracking: experiment %q: %w", spec.Tracking.Experiment, err)
+	ids := j.runIDs
+	expID := ids.Experiment
+	if expID == "" {
+		if expID, err = tr.EnsureExperiment(ctx, spec.Tracking.Experiment); err != nil {
+			return fmt.Errorf("tracking: experiment %q: %w", spec.Tracking.Experiment, err)
+		}
 	}
-	run, err := tr.CreateRun(ctx, tracking.CreateRun{
-		ExperimentID: expID,
-		Name:         spec.Name,
-		StartTime:    time.Now(),
-		Tags: map[string]string{
-			tracking.TagJobID: j.id,
-			tracking.TagKind:  "job",
-			"cohort.version":  c.cfg.Version,
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("tracking: creating the job run: %w", err)
+	jobRunID := ids.Job
+	if jobRunID == "" {
+		run, err := tr.CreateRun(ctx, tracking.CreateRun{
+			ExperimentID: expID,
+			Name:         spec.Name,
+			StartTime:    time.Now(),
+			Tags: map[string]string{
+				tracking.TagJobID: j.id,
+				tracking.TagKind:  "job",
+				"cohort.version":  c.cfg.Version,
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("tracking: creating the job run: %w", err)
+		}
+		jobRunID = run.Info.RunID
+		if err := c.saveRunIDs(ctx, j, ha.RunIDs{Experiment: expID, Job: jobRunID}); err != nil {
+			return err
+		}
+		if err := c.logParams(ctx, tr, jobRunID, spec.Flatten()); err != nil {
+			return err
+		}
+	} else {
+		c.tagResumed(ctx, tr, jobRunID)
 	}
-	jobRunID := run.Info.RunID
 	j.emit(&pb.JobEvent{Kind: "tracking", Message: "job run " + jobRunID}, func(info *pb.Job) {
 		info.TrackingRunId = jobRunID
 		info.ExperimentId = expID
 	})
-	if err := c.logParams(ctx, tr, jobRunID, spec.Flatten()); err != nil {
-		return err
-	}
 	runErr := func() error {
 		for _, arm := range spec.Arms {
 			if err := c.runArm(ctx, j, prep, arm, expID, jobRunID); err != nil {
@@ -136,6 +148,9 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 		}
 		return nil
 	}()
+	if c.interrupted(ctx, j, runErr) {
+		return runErr // the next leader ends the job run
+	}
 	c.finishJobRun(j, jobRunID, runErr, ctx.Err() != nil)
 	return runErr
 }
@@ -250,29 +265,42 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		return err
 	}
 	a.strategy = st
-	run, err := j.tracker.CreateRun(ctx, tracking.CreateRun{
-		ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID,
-		Tags: map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag},
-	})
+	last, err := c.resumeArm(ctx, a)
 	if err != nil {
-		return fmt.Errorf("tracking: creating the arm run: %w", err)
-	}
-	a.runID = run.Info.RunID
-	tr := spec.ArmTrain(arm)
-	for k, v := range map[string]string{
-		"train.epochs": strconv.Itoa(tr.Epochs), "train.batch_size": strconv.Itoa(tr.BatchSize),
-		"train.lr": strconv.FormatFloat(tr.LR, 'g', -1, 64), "train.momentum": strconv.FormatFloat(tr.Momentum, 'g', -1, 64),
-	} {
-		params[k] = v
-	}
-	if err := c.logParams(ctx, j.tracker, a.runID, params); err != nil {
 		return err
 	}
+	if a.runID != "" && last >= rounds {
+		// The arm ended before the failover; its runs may still be open.
+		return c.endArm(ctx, a, nil)
+	}
+	if a.runID == "" {
+		run, err := j.tracker.CreateRun(ctx, tracking.CreateRun{
+			ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID,
+			Tags: map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag},
+		})
+		if err != nil {
+			return fmt.Errorf("tracking: creating the arm run: %w", err)
+		}
+		a.runID = run.Info.RunID
+		if err := c.saveRunIDs(ctx, j, ha.RunIDs{Arms: map[string]string{arm.Name: a.runID}}); err != nil {
+			return err
+		}
+		tr := spec.ArmTrain(arm)
+		for k, v := range map[string]string{
+			"train.epochs": strconv.Itoa(tr.Epochs), "train.batch_size": strconv.Itoa(tr.BatchSize),
+			"train.lr": strconv.FormatFloat(tr.LR, 'g', -1, 64), "train.momentum": strconv.FormatFloat(tr.Momentum, 'g', -1, 64),
+		} {
+			params[k] = v
+		}
+		if err := c.logParams(ctx, j.tracker, a.runID, params); err != nil {
+			return err
+		}
+	}
 	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag}, func(info *pb.Job) {
-		info.Arm, info.Round, info.Rounds = arm.Name, 0, int32(rounds)
+		info.Arm, info.Round, info.Rounds = arm.Name, int32(last), int32(rounds)
 	})
-	// Step 0: the initial model, so every curve starts at the same point.
-	if prep.Evaluator != nil {
+	if last == 0 && prep.Evaluator != nil {
+		// Step 0: the initial model, so every curve starts at the same point.
 		if ev, err := prep.Evaluator.Evaluate(ctx, a.global); err == nil {
 			_ = j.tracker.LogBatch(ctx, a.runID, []tracking.Metric{
 				{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: time.Now().UnixMilli(), Step: 0},
@@ -282,7 +310,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	}
 	var armErr error
 	retries := spec.Deadline.Retries
-	for r := 1; r <= rounds; r++ {
+	for r := last + 1; r <= rounds; r++ {
 		err := c.runRound(ctx, a, r, rounds)
 		if err != nil && retries > 0 && ctx.Err() == nil && retryable(err) {
 			retries--
@@ -297,6 +325,15 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 			break
 		}
 	}
+	if c.interrupted(ctx, j, armErr) {
+		return armErr // the runs stay open for the next leader
+	}
+	return c.endArm(ctx, a, armErr)
+}
+
+// endArm ends an arm's run and its site runs with the arm's outcome.
+func (c *Coordinator) endArm(ctx context.Context, a *armRun, armErr error) error {
+	j := a.j
 	status := tracking.StatusFinished
 	if armErr != nil {
 		status = tracking.StatusFailed
@@ -317,9 +354,9 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	}
 	_ = j.tracker.LogBatch(endCtx, a.runID, nil, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}})
 	if err := j.tracker.UpdateRun(endCtx, a.runID, status, time.Now(), ""); err != nil {
-		c.log.Warn("tracking_update_failed", "arm", arm.Name, "err", err)
+		c.log.Warn("tracking_update_failed", "arm", a.arm.Name, "err", err)
 	}
-	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: arm.Name, Metrics: map[string]float64{
+	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: a.arm.Name, Metrics: map[string]float64{
 		tracking.MetricTestAccuracy: a.lastAcc, "wall_seconds": time.Since(a.started).Seconds(),
 	}}, nil)
 	return armErr

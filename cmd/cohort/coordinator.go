@@ -23,9 +23,11 @@ import (
 
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/internal/federation"
+	"github.com/cohortfl/cohort/internal/hclogslog"
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
 )
 
@@ -66,16 +68,25 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer trainers.Close()
 	_, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
+	node, err := openReplica(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := node.Close(); err != nil {
+			log.Warn("raft_close_failed", "err", err)
+		}
+	}()
 	coord, err := server.New(server.Config{
 		Version:  version,
 		SiteWait: cfg.SiteWait,
-		StateDir: cfg.StateDir,
 		Logger:   log,
 	}, server.Deps{
 		Tracker:     store,
 		OpenTracker: trackerOpener(defaultURI, log),
 		Models:      &federation.CoordinatorModels{Trainers: trainers, Paths: cfg.Data, Logger: log},
 		Meter:       coordMeter,
+		Replica:     node,
 	})
 	if err != nil {
 		return err
@@ -95,9 +106,60 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	gs := grpc.NewServer(opts...)
 	coord.Register(gs)
-	fmt.Fprintf(stdout, "coordinator %s listening on %s (tls: %v, state: %s)\n", cfg.Name, lis.Addr(), cfg.TLS != nil, cfg.StateDir)
+	fmt.Fprintf(stdout, "coordinator %s listening on %s (tls: %v, state: %s, node %s of %d)\n", cfg.Name, lis.Addr(), cfg.TLS != nil, cfg.StateDir, node.ID(), len(node.Status().Peers))
 	log.Info("coordinator_listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil)
-	return serveGRPC(ctx, gs, lis, coord.Run)
+	return serveGRPC(ctx, gs, lis, func(ctx context.Context) error {
+		select { // a node that stops itself (its peer list disagrees) stops the coordinator
+		case err := <-node.Err():
+			return err
+		default:
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		go func() {
+			select {
+			case err := <-node.Err():
+				cancel(err)
+			case <-ctx.Done():
+			}
+		}()
+		err := coord.Run(ctx)
+		if cause := context.Cause(ctx); err == nil && cause != nil && cause != context.Canceled {
+			err = cause
+		}
+		return err
+	})
+}
+
+// openReplica opens the coordinator's Raft node in state_dir/raft: a
+// one-voter cluster without cluster:, else the configured peers.
+func openReplica(cfg *deploy.CoordinatorConfig, log *slog.Logger) (*ha.Node, error) {
+	hc := ha.Config{
+		ID:      cfg.Name,
+		DataDir: filepath.Join(cfg.StateDir, "raft"),
+		Logger:  hclogslog.New(log.With("component", "raft"), hclogslog.Options{Name: "raft"}),
+	}
+	if cl := cfg.Cluster; cl == nil {
+		hc.Peers = []ha.Peer{{ID: cfg.Name, GRPCAddr: cfg.Listen}} // no raft address: no network
+	} else {
+		hc.ID = cl.ID
+		hc.HeartbeatTimeout, hc.ElectionTimeout = cl.HeartbeatTimeout, cl.ElectionTimeout
+		for _, p := range cl.Peers {
+			hc.Peers = append(hc.Peers, ha.Peer{ID: p.ID, RaftAddr: p.Raft, GRPCAddr: p.GRPC})
+		}
+		if cfg.TLS != nil {
+			srv, cli, err := cfg.TLS.PeerConfigs(deploy.WithLogger(log.With("component", "raft")))
+			if err != nil {
+				return nil, err
+			}
+			hc.ServerTLS, hc.ClientTLS = srv, cli
+		}
+	}
+	node, err := ha.Open(hc)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", cfg.Name, err)
+	}
+	return node, nil
 }
 
 // serveGRPC serves gs on lis and runs work beside it until ctx ends, then

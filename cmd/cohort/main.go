@@ -30,6 +30,7 @@ Usage:
   cohort site -c site.yaml        a site agent at an institute (dials out only)
   cohort submit [--watch] JOB.yaml | jobs | status [-f] ID | cancel ID | logs [-f] ID
                                   talk to a coordinator with an admin kit (-c admin.yaml)
+  cohort cluster status           each coordinator's view of the Raft cluster: leader, term, indexes
   cohort data split --out DIR SITE...
                                   one folder of Fashion-MNIST per site, for a walk-through
   cohort ui [--db cohort.db] [--addr 127.0.0.1:5000]
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return jobsCmd(ctx, args[1:], stdout, stderr)
 	case "status":
 		return statusCmd(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		return clusterCmd(ctx, args[1:], stdout, stderr)
 	case "cancel":
 		return cancelCmd(ctx, args[1:], stdout, stderr)
 	case "logs":

@@ -37,6 +37,9 @@ var (
 	ErrBadSnapshot = errors.New("corrupted snapshot")
 	// ErrInvalid is returned for a command whose fields are invalid.
 	ErrInvalid = errors.New("invalid command")
+	// ErrClusterMismatch is returned when a cluster id is set on a cluster
+	// that already has another: the coordinators' peer lists disagree.
+	ErrClusterMismatch = errors.New("cluster id mismatch")
 )
 
 // RoundConflictError is returned when a commit of Round is refused because

@@ -49,6 +49,9 @@ type Commit struct {
 	Round  int    `json:"round"`
 	Digest string `json:"digest"`
 	At     int64  `json:"at"`
+	// Totals are the job's cumulative counters (energy, bytes) as of this
+	// round, so that they continue after a failover.
+	Totals map[string]float64 `json:"totals,omitempty"`
 }
 
 // Job is one replicated job.
@@ -83,7 +86,13 @@ type state struct {
 	Jobs  map[string]*Job  `json:"jobs"`
 	Sites map[string]*Site `json:"sites"`
 	Blobs map[string]*blob `json:"blobs"`
+	// ClusterID is set once, by the first leader, to the hash of its peer
+	// list; see [CmdSetCluster].
+	ClusterID string `json:"cluster_id,omitempty"`
 }
+
+// maxPrealloc bounds the capacity a blob's first chunk reserves.
+const maxPrealloc = 4 << 30
 
 // keepRounds is how many committed rounds per arm keep their blob.
 const keepRounds = 2
@@ -162,6 +171,9 @@ func (f *FSM) apply(c Command) error {
 				return fmt.Errorf("blob %s: chunk at %d of an upload not started: %w", c.Digest, c.Offset, ErrBlobCorrupt)
 			}
 			b = &blob{}
+			if c.Size > 0 && c.Size <= maxPrealloc {
+				b.Data = make([]byte, 0, c.Size) // the blob's whole size, announced by its first chunk
+			}
 			f.st.Blobs[c.Digest] = b
 		}
 		if c.Offset != int64(len(b.Data)) {
@@ -203,7 +215,7 @@ func (f *FSM) apply(c Command) error {
 		if b := f.st.Blobs[c.Digest]; b == nil || !b.Sealed {
 			return fmt.Errorf("job %s arm %s round %d: model %s: %w", c.JobID, c.Arm, c.Round, c.Digest, ErrBlobMissing)
 		}
-		hist = append(hist, Commit{Round: c.Round, Digest: c.Digest, At: c.At})
+		hist = append(hist, Commit{Round: c.Round, Digest: c.Digest, At: c.At, Totals: c.Totals})
 		if len(hist) > keepRounds {
 			hist = append([]Commit(nil), hist[len(hist)-keepRounds:]...)
 		}
@@ -220,6 +232,14 @@ func (f *FSM) apply(c Command) error {
 		s := *c.Site
 		s.LastSeen = c.At
 		f.st.Sites[s.Name] = &s
+	case CmdSetCluster:
+		if c.ClusterID == "" {
+			return fmt.Errorf("setting an empty cluster id: %w", ErrInvalid)
+		}
+		if f.st.ClusterID != "" && f.st.ClusterID != c.ClusterID {
+			return fmt.Errorf("setting cluster id %s on cluster %s: %w", c.ClusterID, f.st.ClusterID, ErrClusterMismatch)
+		}
+		f.st.ClusterID = c.ClusterID
 	default:
 		return fmt.Errorf("command type %d: %w", c.Type, ErrUnsupportedVersion)
 	}
@@ -371,6 +391,14 @@ func (f *FSM) LastRound(jobID, arm string) (int, string, error) {
 	return c.Round, c.Digest, nil
 }
 
+// ClusterID returns the cluster's id, "" until the first leader sets it.
+// Safe for concurrent use.
+func (f *FSM) ClusterID() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.ClusterID
+}
+
 // Sites returns the registered sites by name. Safe for concurrent use.
 func (f *FSM) Sites() []Site {
 	f.mu.RLock()
@@ -406,7 +434,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, fmt.Errorf("encoding snapshot: %w", err)
 	}
 	b := make([]byte, 5, 5+len(p))
-	b[0] = encodingVersion
+	b[0] = snapshotVersion
 	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(p, castagnoli))
 	return fsmSnapshot(append(b, p...)), nil
 }
@@ -423,8 +451,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if len(b) < 5 {
 		return fmt.Errorf("restoring a snapshot of %d bytes: %w", len(b), ErrBadSnapshot)
 	}
-	if b[0] != encodingVersion {
-		return fmt.Errorf("restoring snapshot version %d (this node reads %d): %w", b[0], encodingVersion, ErrUnsupportedVersion)
+	if b[0] != snapshotVersion {
+		return fmt.Errorf("restoring snapshot version %d (this node reads %d): %w", b[0], snapshotVersion, ErrUnsupportedVersion)
 	}
 	p := b[5:]
 	if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(b[1:5]) {

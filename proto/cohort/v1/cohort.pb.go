@@ -141,6 +141,237 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_cohort_proto_rawDescGZIP(), []int{1}
 }
 
+type ClusterStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatusRequest) Reset() {
+	*x = ClusterStatusRequest{}
+	mi := &file_cohort_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatusRequest) ProtoMessage() {}
+
+func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
+func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{0}
+}
+
+// ClusterPeer is one voter of a coordinator cluster.
+type ClusterPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterPeer) Reset() {
+	*x = ClusterPeer{}
+	mi := &file_cohort_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterPeer) ProtoMessage() {}
+
+func (x *ClusterPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterPeer.ProtoReflect.Descriptor instead.
+func (*ClusterPeer) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ClusterPeer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterPeer) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *ClusterPeer) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+// ClusterStatusResponse is one node's view of its cluster. A coordinator
+// without HA state reports state "standalone".
+type ClusterStatusResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	NodeId            string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State             string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"` // leader, follower, candidate, shutdown, standalone
+	Term              uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	LastIndex         uint64                 `protobuf:"varint,4,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	CommitIndex       uint64                 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex      uint64                 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastSnapshotIndex uint64                 `protobuf:"varint,7,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
+	Leader            *ClusterPeer           `protobuf:"bytes,8,opt,name=leader,proto3" json:"leader,omitempty"`
+	LastContactMs     int64                  `protobuf:"varint,9,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"` // since the leader was last heard from; -1 never, 0 on the leader
+	Peers             []*ClusterPeer         `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"`
+	JobsRunning       int32                  `protobuf:"varint,11,opt,name=jobs_running,json=jobsRunning,proto3" json:"jobs_running,omitempty"`
+	SitesConnected    int32                  `protobuf:"varint,12,opt,name=sites_connected,json=sitesConnected,proto3" json:"sites_connected,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ClusterStatusResponse) Reset() {
+	*x = ClusterStatusResponse{}
+	mi := &file_cohort_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatusResponse) ProtoMessage() {}
+
+func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
+func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ClusterStatusResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ClusterStatusResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ClusterStatusResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetLastSnapshotIndex() uint64 {
+	if x != nil {
+		return x.LastSnapshotIndex
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetLeader() *ClusterPeer {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetLastContactMs() int64 {
+	if x != nil {
+		return x.LastContactMs
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetPeers() []*ClusterPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetJobsRunning() int32 {
+	if x != nil {
+		return x.JobsRunning
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetSitesConnected() int32 {
+	if x != nil {
+		return x.SitesConnected
+	}
+	return 0
+}
+
 type GPUInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -153,7 +384,7 @@ type GPUInfo struct {
 
 func (x *GPUInfo) Reset() {
 	*x = GPUInfo{}
-	mi := &file_cohort_proto_msgTypes[0]
+	mi := &file_cohort_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +396,7 @@ func (x *GPUInfo) String() string {
 func (*GPUInfo) ProtoMessage() {}
 
 func (x *GPUInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[0]
+	mi := &file_cohort_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +409,7 @@ func (x *GPUInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUInfo.ProtoReflect.Descriptor instead.
 func (*GPUInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{0}
+	return file_cohort_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GPUInfo) GetIndex() int32 {
@@ -221,7 +452,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +464,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +477,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{1}
+	return file_cohort_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Capabilities) GetTrainers() []string {
@@ -288,7 +519,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +531,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +544,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{2}
+	return file_cohort_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *JoinRequest) GetSiteName() string {
@@ -348,7 +579,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +591,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +604,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{3}
+	return file_cohort_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinResponse) GetSessionId() string {
@@ -412,7 +643,7 @@ type SiteMessage struct {
 
 func (x *SiteMessage) Reset() {
 	*x = SiteMessage{}
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +655,7 @@ func (x *SiteMessage) String() string {
 func (*SiteMessage) ProtoMessage() {}
 
 func (x *SiteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +668,7 @@ func (x *SiteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteMessage.ProtoReflect.Descriptor instead.
 func (*SiteMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{4}
+	return file_cohort_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SiteMessage) GetMsg() isSiteMessage_Msg {
@@ -522,7 +753,7 @@ type SessionHello struct {
 
 func (x *SessionHello) Reset() {
 	*x = SessionHello{}
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +765,7 @@ func (x *SessionHello) String() string {
 func (*SessionHello) ProtoMessage() {}
 
 func (x *SessionHello) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +778,7 @@ func (x *SessionHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHello.ProtoReflect.Descriptor instead.
 func (*SessionHello) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{5}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SessionHello) GetSessionId() string {
@@ -574,7 +805,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +817,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +830,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Heartbeat) GetUnixMs() int64 {
@@ -629,7 +860,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +872,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +885,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -703,7 +934,7 @@ type TaskFailed struct {
 
 func (x *TaskFailed) Reset() {
 	*x = TaskFailed{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +946,7 @@ func (x *TaskFailed) String() string {
 func (*TaskFailed) ProtoMessage() {}
 
 func (x *TaskFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +959,7 @@ func (x *TaskFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskFailed.ProtoReflect.Descriptor instead.
 func (*TaskFailed) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskFailed) GetTaskId() string {
@@ -758,7 +989,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +1001,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +1014,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -842,7 +1073,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1085,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1098,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -934,7 +1165,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1177,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1190,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TrainParams) GetEpochs() int32 {
@@ -1037,7 +1268,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1280,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1293,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1180,7 +1411,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1423,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1436,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1232,7 +1463,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1475,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1488,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FetchModelRequest) GetModelId() string {
@@ -1286,7 +1517,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1529,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1542,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ModelChunk) GetOffset() int64 {
@@ -1364,7 +1595,7 @@ type GPUEnergy struct {
 
 func (x *GPUEnergy) Reset() {
 	*x = GPUEnergy{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1607,7 @@ func (x *GPUEnergy) String() string {
 func (*GPUEnergy) ProtoMessage() {}
 
 func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1620,7 @@ func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUEnergy.ProtoReflect.Descriptor instead.
 func (*GPUEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GPUEnergy) GetUuid() string {
@@ -1502,7 +1733,7 @@ type DomainEnergy struct {
 
 func (x *DomainEnergy) Reset() {
 	*x = DomainEnergy{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1745,7 @@ func (x *DomainEnergy) String() string {
 func (*DomainEnergy) ProtoMessage() {}
 
 func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1758,7 @@ func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainEnergy.ProtoReflect.Descriptor instead.
 func (*DomainEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DomainEnergy) GetName() string {
@@ -1569,7 +1800,7 @@ type EnergyEstimate struct {
 
 func (x *EnergyEstimate) Reset() {
 	*x = EnergyEstimate{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1812,7 @@ func (x *EnergyEstimate) String() string {
 func (*EnergyEstimate) ProtoMessage() {}
 
 func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1825,7 @@ func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyEstimate.ProtoReflect.Descriptor instead.
 func (*EnergyEstimate) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnergyEstimate) GetCpuSeconds() float64 {
@@ -1635,7 +1866,7 @@ type EnergyReport struct {
 
 func (x *EnergyReport) Reset() {
 	*x = EnergyReport{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1878,7 @@ func (x *EnergyReport) String() string {
 func (*EnergyReport) ProtoMessage() {}
 
 func (x *EnergyReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1891,7 @@ func (x *EnergyReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyReport.ProtoReflect.Descriptor instead.
 func (*EnergyReport) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EnergyReport) GetSeconds() float64 {
@@ -1731,7 +1962,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1974,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1987,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateHeader) GetTaskId() string {
@@ -1843,7 +2074,7 @@ type DatasetInfo struct {
 
 func (x *DatasetInfo) Reset() {
 	*x = DatasetInfo{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2086,7 @@ func (x *DatasetInfo) String() string {
 func (*DatasetInfo) ProtoMessage() {}
 
 func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2099,7 @@ func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
 func (*DatasetInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DatasetInfo) GetName() string {
@@ -1912,7 +2143,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2155,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2168,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -1991,7 +2222,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2234,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2247,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -2053,7 +2284,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2296,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2309,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Job) GetJobId() string {
@@ -2174,7 +2405,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2417,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2430,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -2218,7 +2449,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2461,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2474,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -2261,7 +2492,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2504,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2517,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 type ListJobsResponse struct {
@@ -2298,7 +2529,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2541,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2554,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -2342,7 +2573,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2585,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2598,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2386,7 +2617,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2629,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2642,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -2431,7 +2662,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +2674,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +2687,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -2482,7 +2713,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2725,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2738,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -2526,7 +2757,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2769,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2782,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -2579,7 +2810,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2822,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2835,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -2681,7 +2912,27 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"j\n" +
+	"\fcohort.proto\x12\tcohort.v1\"\x16\n" +
+	"\x14ClusterStatusRequest\"c\n" +
+	"\vClusterPeer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"\xc3\x03\n" +
+	"\x15ClusterStatusResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x04 \x01(\x04R\tlastIndex\x12!\n" +
+	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12#\n" +
+	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12.\n" +
+	"\x13last_snapshot_index\x18\a \x01(\x04R\x11lastSnapshotIndex\x12.\n" +
+	"\x06leader\x18\b \x01(\v2\x16.cohort.v1.ClusterPeerR\x06leader\x12&\n" +
+	"\x0flast_contact_ms\x18\t \x01(\x03R\rlastContactMs\x12,\n" +
+	"\x05peers\x18\n" +
+	" \x03(\v2\x16.cohort.v1.ClusterPeerR\x05peers\x12!\n" +
+	"\fjobs_running\x18\v \x01(\x05R\vjobsRunning\x12'\n" +
+	"\x0fsites_connected\x18\f \x01(\x05R\x0esitesConnected\"j\n" +
 	"\aGPUInfo\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
@@ -2911,13 +3162,14 @@ const file_cohort_proto_rawDesc = "" +
 	"\n" +
 	"FetchModel\x12\x1c.cohort.v1.FetchModelRequest\x1a\x15.cohort.v1.ModelChunk0\x01\x12E\n" +
 	"\n" +
-	"PushUpdate\x12\x16.cohort.v1.UpdateChunk\x1a\x1d.cohort.v1.PushUpdateResponse(\x012\xe0\x02\n" +
+	"PushUpdate\x12\x16.cohort.v1.UpdateChunk\x1a\x1d.cohort.v1.PushUpdateResponse(\x012\xb4\x03\n" +
 	"\vJobsService\x12F\n" +
 	"\tSubmitJob\x12\x1b.cohort.v1.SubmitJobRequest\x1a\x1c.cohort.v1.SubmitJobResponse\x12C\n" +
 	"\bListJobs\x12\x1a.cohort.v1.ListJobsRequest\x1a\x1b.cohort.v1.ListJobsResponse\x12=\n" +
 	"\x06GetJob\x12\x18.cohort.v1.GetJobRequest\x1a\x19.cohort.v1.GetJobResponse\x12F\n" +
 	"\tCancelJob\x12\x1b.cohort.v1.CancelJobRequest\x1a\x1c.cohort.v1.CancelJobResponse\x12=\n" +
-	"\bWatchJob\x12\x1a.cohort.v1.WatchJobRequest\x1a\x13.cohort.v1.JobEvent0\x01B5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\bWatchJob\x12\x1a.cohort.v1.WatchJobRequest\x1a\x13.cohort.v1.JobEvent0\x01\x12R\n" +
+	"\rClusterStatus\x12\x1f.cohort.v1.ClusterStatusRequest\x1a .cohort.v1.ClusterStatusResponseB5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_proto_rawDescOnce sync.Once
@@ -2932,99 +3184,106 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_cohort_proto_goTypes = []any{
-	(TaskKind)(0),              // 0: cohort.v1.TaskKind
-	(JobState)(0),              // 1: cohort.v1.JobState
-	(*GPUInfo)(nil),            // 2: cohort.v1.GPUInfo
-	(*Capabilities)(nil),       // 3: cohort.v1.Capabilities
-	(*JoinRequest)(nil),        // 4: cohort.v1.JoinRequest
-	(*JoinResponse)(nil),       // 5: cohort.v1.JoinResponse
-	(*SiteMessage)(nil),        // 6: cohort.v1.SiteMessage
-	(*SessionHello)(nil),       // 7: cohort.v1.SessionHello
-	(*Heartbeat)(nil),          // 8: cohort.v1.Heartbeat
-	(*TaskProgress)(nil),       // 9: cohort.v1.TaskProgress
-	(*TaskFailed)(nil),         // 10: cohort.v1.TaskFailed
-	(*CoordinatorMessage)(nil), // 11: cohort.v1.CoordinatorMessage
-	(*ModelSpec)(nil),          // 12: cohort.v1.ModelSpec
-	(*TrainParams)(nil),        // 13: cohort.v1.TrainParams
-	(*Task)(nil),               // 14: cohort.v1.Task
-	(*CancelTask)(nil),         // 15: cohort.v1.CancelTask
-	(*FetchModelRequest)(nil),  // 16: cohort.v1.FetchModelRequest
-	(*ModelChunk)(nil),         // 17: cohort.v1.ModelChunk
-	(*GPUEnergy)(nil),          // 18: cohort.v1.GPUEnergy
-	(*DomainEnergy)(nil),       // 19: cohort.v1.DomainEnergy
-	(*EnergyEstimate)(nil),     // 20: cohort.v1.EnergyEstimate
-	(*EnergyReport)(nil),       // 21: cohort.v1.EnergyReport
-	(*UpdateHeader)(nil),       // 22: cohort.v1.UpdateHeader
-	(*DatasetInfo)(nil),        // 23: cohort.v1.DatasetInfo
-	(*UpdateChunk)(nil),        // 24: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil), // 25: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                // 26: cohort.v1.Job
-	(*SubmitJobRequest)(nil),   // 27: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),  // 28: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),    // 29: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),   // 30: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),      // 31: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),     // 32: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),   // 33: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),  // 34: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),    // 35: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),           // 36: cohort.v1.JobEvent
-	nil,                        // 37: cohort.v1.ModelSpec.EnvEntry
-	nil,                        // 38: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                        // 39: cohort.v1.JobEvent.MetricsEntry
+	(TaskKind)(0),                 // 0: cohort.v1.TaskKind
+	(JobState)(0),                 // 1: cohort.v1.JobState
+	(*ClusterStatusRequest)(nil),  // 2: cohort.v1.ClusterStatusRequest
+	(*ClusterPeer)(nil),           // 3: cohort.v1.ClusterPeer
+	(*ClusterStatusResponse)(nil), // 4: cohort.v1.ClusterStatusResponse
+	(*GPUInfo)(nil),               // 5: cohort.v1.GPUInfo
+	(*Capabilities)(nil),          // 6: cohort.v1.Capabilities
+	(*JoinRequest)(nil),           // 7: cohort.v1.JoinRequest
+	(*JoinResponse)(nil),          // 8: cohort.v1.JoinResponse
+	(*SiteMessage)(nil),           // 9: cohort.v1.SiteMessage
+	(*SessionHello)(nil),          // 10: cohort.v1.SessionHello
+	(*Heartbeat)(nil),             // 11: cohort.v1.Heartbeat
+	(*TaskProgress)(nil),          // 12: cohort.v1.TaskProgress
+	(*TaskFailed)(nil),            // 13: cohort.v1.TaskFailed
+	(*CoordinatorMessage)(nil),    // 14: cohort.v1.CoordinatorMessage
+	(*ModelSpec)(nil),             // 15: cohort.v1.ModelSpec
+	(*TrainParams)(nil),           // 16: cohort.v1.TrainParams
+	(*Task)(nil),                  // 17: cohort.v1.Task
+	(*CancelTask)(nil),            // 18: cohort.v1.CancelTask
+	(*FetchModelRequest)(nil),     // 19: cohort.v1.FetchModelRequest
+	(*ModelChunk)(nil),            // 20: cohort.v1.ModelChunk
+	(*GPUEnergy)(nil),             // 21: cohort.v1.GPUEnergy
+	(*DomainEnergy)(nil),          // 22: cohort.v1.DomainEnergy
+	(*EnergyEstimate)(nil),        // 23: cohort.v1.EnergyEstimate
+	(*EnergyReport)(nil),          // 24: cohort.v1.EnergyReport
+	(*UpdateHeader)(nil),          // 25: cohort.v1.UpdateHeader
+	(*DatasetInfo)(nil),           // 26: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),           // 27: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil),    // 28: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                   // 29: cohort.v1.Job
+	(*SubmitJobRequest)(nil),      // 30: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 31: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),       // 32: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 33: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),         // 34: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 35: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),      // 36: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 37: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),       // 38: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),              // 39: cohort.v1.JobEvent
+	nil,                           // 40: cohort.v1.ModelSpec.EnvEntry
+	nil,                           // 41: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                           // 42: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
-	2,  // 0: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
-	3,  // 1: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
-	7,  // 2: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
-	8,  // 3: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
-	9,  // 4: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
-	10, // 5: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
-	14, // 6: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	15, // 7: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	37, // 8: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
-	0,  // 9: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
-	12, // 10: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
-	13, // 11: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	18, // 12: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	19, // 13: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	20, // 14: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	38, // 15: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	21, // 16: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	23, // 17: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	22, // 18: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
-	1,  // 19: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	26, // 20: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	26, // 21: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	26, // 22: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	26, // 23: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	39, // 24: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
-	1,  // 25: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	4,  // 26: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	6,  // 27: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	16, // 28: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	24, // 29: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	27, // 30: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	29, // 31: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	31, // 32: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	33, // 33: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	35, // 34: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	5,  // 35: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	11, // 36: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	17, // 37: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	25, // 38: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	28, // 39: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	30, // 40: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	32, // 41: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	34, // 42: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	36, // 43: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	35, // [35:44] is the sub-list for method output_type
-	26, // [26:35] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	3,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
+	3,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
+	5,  // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
+	6,  // 3: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
+	10, // 4: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
+	11, // 5: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
+	12, // 6: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
+	13, // 7: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
+	17, // 8: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
+	18, // 9: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	40, // 10: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	0,  // 11: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
+	15, // 12: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
+	16, // 13: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
+	21, // 14: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	22, // 15: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	23, // 16: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	41, // 17: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	24, // 18: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	26, // 19: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	25, // 20: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	1,  // 21: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	29, // 22: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	29, // 23: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	29, // 24: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	29, // 25: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	42, // 26: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	1,  // 27: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
+	7,  // 28: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	9,  // 29: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	19, // 30: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	27, // 31: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	30, // 32: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	32, // 33: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	34, // 34: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	36, // 35: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	38, // 36: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	2,  // 37: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	8,  // 38: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	14, // 39: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	20, // 40: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	28, // 41: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	31, // 42: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	33, // 43: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	35, // 44: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	37, // 45: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	39, // 46: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	4,  // 47: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	38, // [38:48] is the sub-list for method output_type
+	28, // [28:38] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3032,17 +3291,17 @@ func file_cohort_proto_init() {
 	if File_cohort_proto != nil {
 		return
 	}
-	file_cohort_proto_msgTypes[4].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[7].OneofWrappers = []any{
 		(*SiteMessage_Hello)(nil),
 		(*SiteMessage_Heartbeat)(nil),
 		(*SiteMessage_Progress)(nil),
 		(*SiteMessage_Failed)(nil),
 	}
-	file_cohort_proto_msgTypes[9].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[12].OneofWrappers = []any{
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[22].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[25].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -3052,7 +3311,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

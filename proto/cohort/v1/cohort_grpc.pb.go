@@ -251,11 +251,12 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	JobsService_SubmitJob_FullMethodName = "/cohort.v1.JobsService/SubmitJob"
-	JobsService_ListJobs_FullMethodName  = "/cohort.v1.JobsService/ListJobs"
-	JobsService_GetJob_FullMethodName    = "/cohort.v1.JobsService/GetJob"
-	JobsService_CancelJob_FullMethodName = "/cohort.v1.JobsService/CancelJob"
-	JobsService_WatchJob_FullMethodName  = "/cohort.v1.JobsService/WatchJob"
+	JobsService_SubmitJob_FullMethodName     = "/cohort.v1.JobsService/SubmitJob"
+	JobsService_ListJobs_FullMethodName      = "/cohort.v1.JobsService/ListJobs"
+	JobsService_GetJob_FullMethodName        = "/cohort.v1.JobsService/GetJob"
+	JobsService_CancelJob_FullMethodName     = "/cohort.v1.JobsService/CancelJob"
+	JobsService_WatchJob_FullMethodName      = "/cohort.v1.JobsService/WatchJob"
+	JobsService_ClusterStatus_FullMethodName = "/cohort.v1.JobsService/ClusterStatus"
 )
 
 // JobsServiceClient is the client API for JobsService service.
@@ -271,6 +272,9 @@ type JobsServiceClient interface {
 	// WatchJob streams the job's events from the start, then live, until the
 	// job ends or the caller goes away.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JobEvent], error)
+	// ClusterStatus reports this coordinator's view of its Raft cluster. Any
+	// node answers, leader or not.
+	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
 }
 
 type jobsServiceClient struct {
@@ -340,6 +344,16 @@ func (c *jobsServiceClient) WatchJob(ctx context.Context, in *WatchJobRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobsService_WatchJobClient = grpc.ServerStreamingClient[JobEvent]
 
+func (c *jobsServiceClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterStatusResponse)
+	err := c.cc.Invoke(ctx, JobsService_ClusterStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobsServiceServer is the server API for JobsService service.
 // All implementations must embed UnimplementedJobsServiceServer
 // for forward compatibility.
@@ -353,6 +367,9 @@ type JobsServiceServer interface {
 	// WatchJob streams the job's events from the start, then live, until the
 	// job ends or the caller goes away.
 	WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[JobEvent]) error
+	// ClusterStatus reports this coordinator's view of its Raft cluster. Any
+	// node answers, leader or not.
+	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
 	mustEmbedUnimplementedJobsServiceServer()
 }
 
@@ -377,6 +394,9 @@ func (UnimplementedJobsServiceServer) CancelJob(context.Context, *CancelJobReque
 }
 func (UnimplementedJobsServiceServer) WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[JobEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchJob not implemented")
+}
+func (UnimplementedJobsServiceServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
 }
 func (UnimplementedJobsServiceServer) mustEmbedUnimplementedJobsServiceServer() {}
 func (UnimplementedJobsServiceServer) testEmbeddedByValue()                     {}
@@ -482,6 +502,24 @@ func _JobsService_WatchJob_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobsService_WatchJobServer = grpc.ServerStreamingServer[JobEvent]
 
+func _JobsService_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobsServiceServer).ClusterStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobsService_ClusterStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobsServiceServer).ClusterStatus(ctx, req.(*ClusterStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobsService_ServiceDesc is the grpc.ServiceDesc for JobsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -504,6 +542,10 @@ var JobsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelJob",
 			Handler:    _JobsService_CancelJob_Handler,
+		},
+		{
+			MethodName: "ClusterStatus",
+			Handler:    _JobsService_ClusterStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,99 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cohortfl/cohort/client"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
+)
+
+// BenchmarkFailover measures, on a three-coordinator cluster with Raft's
+// default timeouts (1 s heartbeat and election) and the sites' default
+// backoff, the time from killing the leader mid-job to a new leader, and
+// to the next round committed on it (the round itself included: the
+// round time measured before the kill is reported beside it). Each
+// iteration builds a fresh cluster; run it with -benchtime=3x.
+func BenchmarkFailover(b *testing.B) {
+	_, ds, store, _ := haSetup(b)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	src := []byte(fmt.Sprintf(haJob, subset, 1000))
+	var elected, next, roundTime time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		addrs := freeAddrs(b, 6)
+		var peers []ha.Peer
+		var grpcAddrs []string
+		for k := range 3 {
+			peers = append(peers, ha.Peer{ID: fmt.Sprintf("coord-%d", k+1), RaftAddr: addrs[2*k], GRPCAddr: addrs[2*k+1]})
+			grpcAddrs = append(grpcAddrs, addrs[2*k+1])
+		}
+		dir := b.TempDir()
+		var nodes []*haNode
+		for k := range peers {
+			nodes = append(nodes, startHANodeWith(b, ha.Config{}, peers, k, dir, ds, store, log))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		var wg sync.WaitGroup
+		trainers := &Trainers{}
+		for _, name := range []string{"site-1", "site-2"} {
+			cfg := client.Config{Name: name, Targets: grpcAddrs, Logger: log,
+				DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}}
+			sd := ds.Sites[name]
+			ag, err := client.New(cfg, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = ag.Run(ctx) }()
+		}
+		sub := leaderCall(ctx, b, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
+			return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
+		})
+		id := sub.GetJob().GetJobId()
+		var leader *haNode
+		for _, n := range nodes {
+			if n.node.IsLeader() {
+				leader = n
+			}
+		}
+		waitRound(b, leader, id, 2)
+		t2 := time.Now()
+		waitRound(b, leader, id, 3)
+		roundTime += time.Since(t2)
+		b.StartTimer()
+		killed := time.Now()
+		leader.stop()
+		r0, _, _ := leader.node.FSM().LastRound(id, "fedavg")
+		var rest []*haNode
+		for _, n := range nodes {
+			if n != leader {
+				rest = append(rest, n)
+			}
+		}
+		for rest[0].node.Status().Leader.ID == "" || rest[0].node.Status().Leader.ID == leader.id {
+			time.Sleep(time.Millisecond)
+		}
+		elected += time.Since(killed)
+		waitRound(b, rest[0], id, r0+1)
+		next += time.Since(killed)
+		b.StopTimer()
+		cancel()
+		wg.Wait()
+		for _, n := range rest {
+			n.stop()
+		}
+	}
+	b.ReportMetric(elected.Seconds()/float64(b.N), "s-to-leader")
+	b.ReportMetric(next.Seconds()/float64(b.N), "s-to-next-commit")
+	b.ReportMetric(roundTime.Seconds()/float64(b.N), "s-per-round")
+}

@@ -1,0 +1,836 @@
+package ha
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Peer is one voter of the cluster.
+type Peer struct {
+	ID string `json:"id"`
+	// RaftAddr is the host:port raft listens on and the peers dial.
+	RaftAddr string `json:"raft_addr"`
+	// GRPCAddr is the host:port of that coordinator's gRPC server, told to
+	// clients as the leader hint.
+	GRPCAddr string `json:"grpc_addr,omitempty"`
+}
+
+// Config configures a [Node]. Zero durations and sizes take the defaults
+// documented on each field.
+type Config struct {
+	// ID is this node's id; it must be one of Peers.
+	ID string
+	// Peers lists every voter, this node included; one peer makes a
+	// one-voter cluster. Every node must list the same peers (the order
+	// and the gRPC addresses may differ).
+	Peers []Peer
+	// DataDir holds raft.db (the log, raft-boltdb), snapshots/ (the last
+	// two snapshots) and cluster.json (which node and cluster the folder
+	// belongs to).
+	DataDir string
+	// ServerTLS and ClientTLS, both set, make the nodes talk mutual TLS:
+	// ServerTLS must require and verify client certificates. Both nil is
+	// plain TCP. When ClientTLS.ServerName is empty, the dialled host is
+	// verified.
+	ServerTLS, ClientTLS *tls.Config
+	// Raft's timeouts; 0 takes raft's defaults (1 s, 1 s, 500 ms, 50 ms).
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
+	// Raft's snapshot policy; 0 takes raft's defaults (8192 entries,
+	// 120 s, 10240 entries).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// ApplyTimeout bounds how long a proposal waits to enter raft's queue;
+	// 0 is 10 s.
+	ApplyTimeout time.Duration
+	// ChunkSize is the most model bytes per log entry; 0 is 1 MiB.
+	ChunkSize int
+	// Logger receives raft's logs; nil discards them.
+	Logger hclog.Logger
+}
+
+const (
+	defaultApplyTimeout = 10 * time.Second
+	defaultChunkSize    = 1 << 20
+	// boltLockTimeout is how long Open waits for raft.db's file lock.
+	boltLockTimeout = time.Second
+	retainSnapshots = 2
+	// clusterPoll is how often a node compares the cluster's id with its own.
+	clusterPoll = 50 * time.Millisecond
+)
+
+// Validate reports every problem of c, joined, each naming the field and
+// the fix.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("id: not set: give this coordinator's node id, one of peers"))
+	}
+	if len(c.Peers) == 0 {
+		errs = append(errs, errors.New("peers: empty: list every voter, this node included"))
+	}
+	ids, addrs := map[string]bool{}, map[string]string{}
+	for i, p := range c.Peers {
+		switch {
+		case p.ID == "":
+			errs = append(errs, fmt.Errorf("peers[%d].id: not set: give every peer an id", i))
+		case ids[p.ID]:
+			errs = append(errs, fmt.Errorf("peers: node id %s is listed twice: give every peer its own id", p.ID))
+		}
+		ids[p.ID] = true
+		if p.RaftAddr == "" && len(c.Peers) == 1 {
+			// A one-voter cluster needs no network: in-memory transport.
+		} else if err := checkHostPort(p.RaftAddr); err != nil {
+			errs = append(errs, fmt.Errorf("peers[%d].raft_addr: %w", i, err))
+		} else if other, ok := addrs[p.RaftAddr]; ok {
+			errs = append(errs, fmt.Errorf("peers[%d].raft_addr: %s is also node %s's: give every peer its own address", i, p.RaftAddr, other))
+		} else {
+			addrs[p.RaftAddr] = p.ID
+		}
+	}
+	if c.ID != "" && len(c.Peers) > 0 && !ids[c.ID] {
+		errs = append(errs, fmt.Errorf("id: node %s is not in peers %s: add it to peers, or fix id", c.ID, peerList(c.Peers)))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: not set: give a folder for this node's raft log and snapshots"))
+	}
+	if (c.ServerTLS == nil) != (c.ClientTLS == nil) {
+		errs = append(errs, errors.New("server_tls, client_tls: only one is set: set both for mutual TLS between coordinators, or neither for plain TCP"))
+	}
+	if c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert &&
+		!(c.ServerTLS.ClientAuth == tls.RequireAnyClientCert && c.ServerTLS.VerifyConnection != nil) {
+		errs = append(errs, errors.New("server_tls: client certificates are not verified: set ClientAuth to RequireAndVerifyClientCert, with ClientCAs (or RequireAnyClientCert with a VerifyConnection that verifies them), for mutual TLS"))
+	}
+	if c.ApplyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("apply_timeout: %v is negative: give a positive duration, or 0 for 10s", c.ApplyTimeout))
+	}
+	if c.ChunkSize < 0 {
+		errs = append(errs, fmt.Errorf("chunk_size: %d is negative: give a positive size, or 0 for 1 MiB", c.ChunkSize))
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q is not host:port: give the address raft listens on, such as 10.0.0.1:7000", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q: give a port from 1 to 65535", addr, port)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("%q: peers cannot dial %s: give this node's own IP address or host name", addr, host)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = defaultApplyTimeout
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = defaultChunkSize
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c
+}
+
+func (c Config) raftConfig(notify chan bool) *raft.Config {
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(c.ID)
+	set := func(dst *time.Duration, v time.Duration) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	set(&conf.HeartbeatTimeout, c.HeartbeatTimeout)
+	set(&conf.ElectionTimeout, c.ElectionTimeout)
+	set(&conf.LeaderLeaseTimeout, c.LeaderLeaseTimeout)
+	set(&conf.CommitTimeout, c.CommitTimeout)
+	set(&conf.SnapshotInterval, c.SnapshotInterval)
+	if c.SnapshotThreshold > 0 {
+		conf.SnapshotThreshold = c.SnapshotThreshold
+	}
+	if c.TrailingLogs > 0 {
+		conf.TrailingLogs = c.TrailingLogs
+	}
+	conf.Logger = c.Logger
+	conf.NotifyCh = notify
+	return conf
+}
+
+// Errors returned by a [Node].
+var (
+	// ErrNotLeader is returned when a command is proposed to a node that
+	// is not the leader; see [NotLeaderError].
+	ErrNotLeader = errors.New("not the leader")
+	// ErrClosed is returned by a node that was closed or stopped itself.
+	ErrClosed = errors.New("node closed")
+)
+
+// NotLeaderError is returned when a proposal reaches a node that is not,
+// or stopped being, the leader. It matches [ErrNotLeader].
+type NotLeaderError struct {
+	// Node is the id of the node that refused.
+	Node string
+	// Leader is the leader the node knows of; zero if none is elected.
+	Leader Peer
+	// OutcomeUnknown is set when leadership was lost while the command
+	// was committing: it may or may not have committed, so the caller
+	// must re-read the FSM before retrying.
+	OutcomeUnknown bool
+}
+
+// Error names the leader, or says none is elected yet.
+func (e *NotLeaderError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "coordinator %s is not the leader; ", e.Node)
+	if e.Leader.ID == "" {
+		b.WriteString("no leader is elected yet; retry in a few seconds")
+	} else {
+		fmt.Fprintf(&b, "the leader is %s at %s", e.Leader.ID, e.Leader.GRPCAddr)
+	}
+	if e.OutcomeUnknown {
+		b.WriteString(" (leadership was lost while committing: the command may have committed; re-read the state before retrying)")
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// Node is one coordinator's member of the raft cluster: the [FSM], the
+// raft log on boltdb, file snapshots and a TCP or mutual-TLS transport.
+// Its methods are safe for concurrent use. Proposals succeed on the
+// leader only; elsewhere they return a [*NotLeaderError] with the leader
+// hint.
+type Node struct {
+	cfg       Config
+	clusterID string
+	peers     map[raft.ServerID]Peer
+
+	fsm   *FSM
+	raft  *raft.Raft
+	trans interface {
+		raft.Transport
+		Close() error
+	}
+	store *raftboltdb.BoltStore
+
+	notify chan bool     // raft's NotifyCh
+	kick   chan struct{} // leadership gained: check the cluster id now
+	done   chan struct{} // closed by Close
+	wg     sync.WaitGroup
+	errc   chan error
+	putSem chan struct{} // one PutModel at a time
+
+	mu      sync.Mutex
+	leader  bool
+	changed chan struct{}
+	stopped error // why the node stopped, nil while it runs
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts the node of cfg. It refuses, with an error naming the fix,
+// whatever would silently fork the cluster or lose state: a data dir of
+// another node or peer list, one in use, a damaged raft log or snapshot,
+// a raft configuration other than cfg.Peers. A new data dir bootstraps
+// the cluster with cfg.Peers; every node does so with the same list.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ha config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{
+		cfg:       cfg,
+		clusterID: clusterID(cfg.Peers),
+		peers:     map[raft.ServerID]Peer{},
+		fsm:       NewFSM(),
+		notify:    make(chan bool, 1),
+		kick:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		errc:      make(chan error, 1),
+		putSem:    make(chan struct{}, 1),
+		changed:   make(chan struct{}),
+	}
+	for _, p := range cfg.Peers {
+		n.peers[raft.ServerID(p.ID)] = p
+	}
+	self := n.peers[raft.ServerID(cfg.ID)]
+	conf := cfg.raftConfig(n.notify)
+	if err := raft.ValidateConfig(conf); err != nil {
+		return nil, fmt.Errorf("ha config: raft timeouts: %w", err)
+	}
+	dir := cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	want := identity{ClusterID: n.clusterID, NodeID: cfg.ID, Peers: sortedPeers(cfg.Peers)}
+	fresh, err := checkIdentity(dir, want)
+	if err != nil {
+		return nil, err
+	}
+
+	if self.RaftAddr == "" {
+		_, n.trans = raft.NewInmemTransport(raftAddress(self))
+	} else {
+		stream, err := listen(self.RaftAddr, cfg.ID, cfg.ServerTLS, cfg.ClientTLS)
+		if err != nil {
+			return nil, err
+		}
+		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  stream,
+			MaxPool: 3,
+			Timeout: 10 * time.Second,
+			Logger:  cfg.Logger,
+		})
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = n.closeFiles()
+		}
+	}()
+	if fresh {
+		// Before raft.db exists, so that a crash in between leaves a data
+		// dir that starts.
+		if err := writeIdentity(dir, want); err != nil {
+			return nil, err
+		}
+	}
+	dbPath := filepath.Join(dir, "raft.db")
+	n.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bbolt.Options{Timeout: boltLockTimeout}})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("data dir %s is in use by another process (%s is locked): stop that coordinator, or point data_dir elsewhere", dir, dbPath)
+	}
+	if err != nil {
+		return nil, unreadableLog(dir, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, retainSnapshots, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("opening snapshots in %s: %w", dir, err)
+	}
+	if err := verifySnapshots(dir, snaps); err != nil {
+		return nil, err
+	}
+	existing, err := raft.HasExistingState(n.store, n.store, snaps)
+	if err != nil {
+		return nil, unreadableLog(dir, err)
+	}
+	servers := raftServers(cfg.Peers)
+	if !existing {
+		// Every node bootstraps with the same configuration (sorted by
+		// id): hashicorp/raft makes that safe.
+		if err := raft.BootstrapCluster(conf, n.store, n.store, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
+			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
+		}
+	}
+	n.raft, err = raft.NewRaft(conf, n.fsm, n.store, n.store, snaps, n.trans)
+	if err != nil {
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	if existing {
+		if err := n.checkConfiguration(servers); err != nil {
+			_ = n.raft.Shutdown().Error()
+			return nil, err
+		}
+	}
+	ok = true
+	n.wg.Add(2)
+	go n.follow()
+	go n.watch()
+	return n, nil
+}
+
+func unreadableLog(dir string, err error) error {
+	return fmt.Errorf("raft log %s is unreadable: %v; restore it from a backup, or in a cluster move this node's data_dir away and it is rebuilt from the leader", filepath.Join(dir, "raft.db"), err)
+}
+
+// raftAddress is the address raft knows a peer by: its RaftAddr, or for
+// the one voter of a cluster without network, its in-memory address.
+func raftAddress(p Peer) raft.ServerAddress {
+	if p.RaftAddr == "" {
+		return raft.ServerAddress("inmem:" + p.ID)
+	}
+	return raft.ServerAddress(p.RaftAddr)
+}
+
+func raftServers(peers []Peer) []raft.Server {
+	var out []raft.Server
+	for _, p := range sortedPeers(peers) {
+		out = append(out, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raftAddress(p)})
+	}
+	return out
+}
+
+// checkConfiguration compares raft's stored configuration with the
+// configured peers.
+func (n *Node) checkConfiguration(want []raft.Server) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("reading raft's configuration: %w", err)
+	}
+	got := slices.Clone(f.Configuration().Servers)
+	slices.SortFunc(got, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	same := slices.EqualFunc(got, want, func(a, b raft.Server) bool {
+		return a.ID == b.ID && a.Address == b.Address && a.Suffrage == b.Suffrage
+	})
+	if same {
+		return nil
+	}
+	var stored []Peer
+	for _, s := range got {
+		stored = append(stored, Peer{ID: string(s.ID), RaftAddr: string(s.Address)})
+	}
+	return fmt.Errorf("raft's stored configuration in %s lists peers %s but the config lists %s: restore the old peer list (membership changes are not supported yet), or move %s away to start this node afresh", n.cfg.DataDir, peerList(stored), peerList(n.cfg.Peers), n.cfg.DataDir)
+}
+
+// verifySnapshots opens every snapshot (raft checks its CRC) and decodes
+// it into a scratch FSM, so that raft never silently skips a damaged
+// newest snapshot for an older one.
+func verifySnapshots(dir string, snaps *raft.FileSnapshotStore) error {
+	const fix = "move that snapshot folder away to fall back to the older snapshot and the log, or restore the data dir from a backup (in a cluster, moving this node's data_dir away rebuilds it from the leader)"
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("listing snapshots in %s: %w", dir, err)
+	}
+	listed := map[string]bool{}
+	for _, m := range metas {
+		listed[m.ID] = true
+		_, rc, err := snaps.Open(m.ID)
+		if err == nil {
+			err = NewFSM().Restore(rc)
+		}
+		if err != nil {
+			return fmt.Errorf("snapshot %s is damaged: %v: %s", filepath.Join(dir, "snapshots", m.ID), err, fix)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "snapshots"))
+	if err != nil {
+		return fmt.Errorf("listing snapshots in %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasSuffix(e.Name(), ".tmp") && !listed[e.Name()] {
+			return fmt.Errorf("snapshot %s is damaged: its meta.json is unreadable: %s", filepath.Join(dir, "snapshots", e.Name()), fix)
+		}
+	}
+	return nil
+}
+
+// follow turns raft's leadership notifications into Leadership's channels.
+func (n *Node) follow() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.done:
+			return
+		case v := <-n.notify:
+			n.setLeader(v)
+			if v {
+				select {
+				case n.kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+func (n *Node) setLeader(v bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.leader != v {
+		n.leader = v
+		close(n.changed)
+		n.changed = make(chan struct{})
+	}
+}
+
+// watch compares the cluster's id with this node's own, stopping the node
+// if they differ, and has a new leader set it if the cluster has none.
+func (n *Node) watch() {
+	defer n.wg.Done()
+	t := time.NewTicker(clusterPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		case <-n.kick:
+		}
+		id := n.fsm.ClusterID()
+		if id != "" && id != n.clusterID {
+			n.stop(n.mismatch(id))
+			return
+		}
+		if id == "" && n.IsLeader() {
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+			if err := n.ensureCluster(ctx); err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrClusterMismatch) {
+				n.cfg.Logger.Warn("setting the cluster id failed", "error", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (n *Node) mismatch(id string) error {
+	return fmt.Errorf("this node's peer list %s (cluster id %.12s) disagrees with the cluster's (id %.12s): every coordinator.yaml must list the same peers: %w", peerList(n.cfg.Peers), n.clusterID, id, ErrClusterMismatch)
+}
+
+// stop shuts raft down for err and reports err on Err.
+func (n *Node) stop(err error) {
+	n.cfg.Logger.Error("stopping this node", "error", err)
+	n.mu.Lock()
+	if n.stopped == nil {
+		n.stopped = err
+	}
+	n.mu.Unlock()
+	_ = n.raft.Shutdown().Error()
+	n.setLeader(false)
+	select {
+	case n.errc <- err:
+	default:
+	}
+}
+
+// Close shuts raft down and closes the transport and the stores. It is
+// idempotent; later proposals return [ErrClosed].
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		if n.stopped == nil {
+			n.stopped = ErrClosed
+		}
+		n.mu.Unlock()
+		err := n.raft.Shutdown().Error()
+		close(n.done)
+		n.wg.Wait()
+		n.setLeader(false)
+		n.closeErr = errors.Join(err, n.closeFiles())
+	})
+	return n.closeErr
+}
+
+func (n *Node) closeFiles() error {
+	var errs []error
+	if n.trans != nil {
+		errs = append(errs, n.trans.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// ID returns this node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// FSM returns the replicated state, for reading. On a follower it may lag
+// the leader; on a new leader call [Node.Barrier] first.
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// Err receives, once, the error for which the node stopped itself: its
+// peer list disagrees with the cluster's. The node must then be closed.
+func (n *Node) Err() <-chan error { return n.errc }
+
+// IsLeader reports whether this node is the leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's peer; false if none is known.
+func (n *Node) Leader() (Peer, bool) {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return Peer{}, false
+	}
+	p, ok := n.peers[id]
+	return p, ok
+}
+
+// Leadership returns whether this node leads and a channel closed at the
+// next change of that. Every change closes the channel handed out before
+// it; a closed node is not the leader.
+func (n *Node) Leadership() (leader bool, changed <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.leader, n.changed
+}
+
+// Barrier waits until the FSM has applied everything committed before
+// this node became the leader. Call it on gaining leadership, before
+// reading the FSM to decide.
+func (n *Node) Barrier(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("raft barrier: %w", err)
+	}
+	return n.await(ctx, "raft barrier", n.raft.Barrier(n.timeout(ctx)))
+}
+
+// SubmitJob proposes a new job.
+//
+// Like every proposing method it returns a [*NotLeaderError] off the
+// leader, the FSM's refusal (such as [ErrJobExists]) or the context's
+// error. A NotLeaderError with OutcomeUnknown, or a context error, leaves
+// it unknown whether the command committed: re-read the FSM before
+// retrying.
+func (n *Node) SubmitJob(ctx context.Context, id string, spec []byte) error {
+	return n.propose(ctx, "submitting job "+id, Command{Type: CmdSubmitJob, JobID: id, Spec: spec})
+}
+
+// SetJobStatus proposes a job's status.
+func (n *Node) SetJobStatus(ctx context.Context, id string, s JobStatus, reason string) error {
+	return n.propose(ctx, "setting job "+id+"'s status", Command{Type: CmdSetJobStatus, JobID: id, Status: s, Reason: reason})
+}
+
+// SetRunIDs proposes a job's tracking run ids; set ids never change
+// ([ErrRunIDConflict]).
+func (n *Node) SetRunIDs(ctx context.Context, id string, ids RunIDs) error {
+	return n.propose(ctx, "setting job "+id+"'s run ids", Command{Type: CmdSetRunIDs, JobID: id, RunIDs: &ids})
+}
+
+// CommitRound proposes round of a job's arm with its model's digest (put
+// by [Node.PutModel]) and the job's cumulative totals. A round commits
+// once, in order: anything else is a [*RoundConflictError].
+func (n *Node) CommitRound(ctx context.Context, jobID, arm string, round int, digest string, totals map[string]float64) error {
+	what := fmt.Sprintf("committing job %s arm %s round %d", jobID, arm, round)
+	return n.propose(ctx, what, Command{Type: CmdCommitRound, JobID: jobID, Arm: arm, Round: round, Digest: digest, Totals: totals})
+}
+
+// PutModel replicates data as a blob and returns its digest, the hex
+// SHA-256. The chunks enter raft back to back, so that raft batches them;
+// a blob the FSM holds already is not sent again. One PutModel runs at a
+// time per node.
+func (n *Node) PutModel(ctx context.Context, data []byte) (string, error) {
+	sum := sha256.Sum256(data)
+	d := hex.EncodeToString(sum[:])
+	what := "putting model " + d[:12]
+	if rc, err := n.fsm.OpenModel(d); err == nil {
+		rc.Close()
+		return d, nil
+	}
+	select {
+	case n.putSem <- struct{}{}:
+		defer func() { <-n.putSem }()
+	case <-ctx.Done():
+		return "", fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+	if err := n.stoppedErr(); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	if err := n.ensureCluster(ctx); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	var (
+		futures []raft.ApplyFuture
+		err     error
+	)
+	for off := 0; ; {
+		end := min(off+n.cfg.ChunkSize, len(data))
+		var f raft.ApplyFuture
+		f, err = n.enqueue(ctx, Command{Type: CmdPutBlobChunk, Digest: d, Offset: int64(off), Size: int64(len(data)), Data: data[off:end]})
+		if err != nil {
+			break
+		}
+		futures = append(futures, f)
+		if off = end; off >= len(data) {
+			break
+		}
+	}
+	if err != nil {
+		err = n.mapErr(what, err)
+	}
+	for _, f := range futures {
+		if e := n.await(ctx, what, f); e != nil && err == nil {
+			err = e
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := n.propose(ctx, what, Command{Type: CmdSealBlob, Digest: d, Size: int64(len(data))}); err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+// propose commits c once the cluster's id is this node's.
+func (n *Node) propose(ctx context.Context, what string, c Command) error {
+	if err := n.stoppedErr(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := n.ensureCluster(ctx); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	f, err := n.enqueue(ctx, c)
+	if err != nil {
+		return n.mapErr(what, err)
+	}
+	return n.await(ctx, what, f)
+}
+
+// ensureCluster makes sure the cluster's id is this node's before any
+// other command is proposed: the first leader sets it.
+func (n *Node) ensureCluster(ctx context.Context) error {
+	switch id := n.fsm.ClusterID(); {
+	case id == n.clusterID:
+		return nil
+	case id != "":
+		return n.mismatch(id)
+	}
+	what := "setting the cluster id"
+	f, err := n.enqueue(ctx, Command{Type: CmdSetCluster, ClusterID: n.clusterID})
+	if err != nil {
+		return n.mapErr(what, err)
+	}
+	return n.await(ctx, what, f)
+}
+
+// enqueue stamps, encodes and hands c to raft.
+func (n *Node) enqueue(ctx context.Context, c Command) (raft.ApplyFuture, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.At = time.Now().UnixNano()
+	b, err := Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	return n.raft.Apply(b, n.timeout(ctx)), nil
+}
+
+// timeout is ApplyTimeout, or less if ctx ends sooner.
+func (n *Node) timeout(ctx context.Context) time.Duration {
+	t := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		t = min(t, max(time.Until(dl), time.Millisecond))
+	}
+	return t
+}
+
+// await waits for f or ctx; for an apply, it returns the FSM's refusal.
+func (n *Node) await(ctx context.Context, what string, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return n.mapErr(what, err)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %w (the command may still commit)", what, ctx.Err())
+	}
+	if af, ok := f.(raft.ApplyFuture); ok {
+		if err, ok := af.Response().(error); ok {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return nil
+}
+
+// mapErr turns raft's errors into the node's.
+func (n *Node) mapErr(what string, err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%s: %w", what, n.notLeader(false))
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%s: %w", what, n.notLeader(true))
+	case errors.Is(err, raft.ErrRaftShutdown):
+		stopped := n.stoppedErr()
+		if stopped == nil {
+			stopped = ErrClosed
+		}
+		return fmt.Errorf("%s: %w", what, stopped)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// stoppedErr is nil while the node runs, else an error matching
+// ErrClosed (and why the node stopped itself, if it did).
+func (n *Node) stoppedErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.stopped == nil:
+		return nil
+	case errors.Is(n.stopped, ErrClosed):
+		return n.stopped
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, n.stopped)
+}
+
+func (n *Node) notLeader(unknown bool) *NotLeaderError {
+	e := &NotLeaderError{Node: n.cfg.ID, OutcomeUnknown: unknown}
+	if p, ok := n.Leader(); ok && p.ID != n.cfg.ID {
+		e.Leader = p
+	}
+	return e
+}
+
+// NodeStatus is a node's view of the cluster.
+type NodeStatus struct {
+	ID    string
+	State string // Follower, Candidate, Leader or Shutdown
+	Term, LastIndex, CommitIndex, AppliedIndex,
+	LastSnapshotIndex uint64
+	Leader Peer // zero if unknown
+	// LastContact is how long ago this follower last heard from the
+	// leader; 0 on the leader or before any contact.
+	LastContact time.Duration
+	Peers       []Peer // raft's configuration
+}
+
+// Status returns this node's view of the cluster.
+func (n *Node) Status() NodeStatus {
+	st := n.raft.Stats()
+	u := func(k string) uint64 {
+		v, _ := strconv.ParseUint(st[k], 10, 64)
+		return v
+	}
+	s := NodeStatus{
+		ID:                n.cfg.ID,
+		State:             st["state"],
+		Term:              u("term"),
+		LastIndex:         u("last_log_index"),
+		CommitIndex:       u("commit_index"),
+		AppliedIndex:      u("applied_index"),
+		LastSnapshotIndex: u("last_snapshot_index"),
+	}
+	s.Leader, _ = n.Leader()
+	if t := n.raft.LastContact(); n.raft.State() != raft.Leader && !t.IsZero() {
+		s.LastContact = time.Since(t)
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, sv := range f.Configuration().Servers {
+			p, ok := n.peers[sv.ID]
+			if !ok || p.RaftAddr != string(sv.Address) {
+				p = Peer{ID: string(sv.ID), RaftAddr: string(sv.Address)}
+			}
+			s.Peers = append(s.Peers, p)
+		}
+	}
+	return s
+}
+
+// snapshot has raft take a snapshot now; for tests.
+func (n *Node) snapshot() error { return n.raft.Snapshot().Error() }

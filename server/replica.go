@@ -1,0 +1,301 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
+)
+
+// Replica is the replicated state of a coordinator that survives its own
+// failure; server/ha's *ha.Node is one. Only the leader proposes; the
+// coordinator leads while the replica does, and refuses sites and admins
+// otherwise, naming the leader.
+type Replica interface {
+	ID() string
+	// Leadership returns whether this node leads and a channel closed at
+	// the next change.
+	Leadership() (leader bool, changed <-chan struct{})
+	Leader() (ha.Peer, bool)
+	// Barrier returns once everything committed before this node led is
+	// applied to its FSM.
+	Barrier(ctx context.Context) error
+	FSM() *ha.FSM
+	Status() ha.NodeStatus
+	SubmitJob(ctx context.Context, id string, spec []byte) error
+	SetJobStatus(ctx context.Context, id string, s ha.JobStatus, reason string) error
+	SetRunIDs(ctx context.Context, id string, ids ha.RunIDs) error
+	PutModel(ctx context.Context, data []byte) (digest string, err error)
+	CommitRound(ctx context.Context, jobID, arm string, round int, digest string, totals map[string]float64) error
+}
+
+// replicaTimeout bounds one proposal made outside a job's own context.
+const replicaTimeout = 15 * time.Second
+
+// runReplicated runs the job queue while this node leads its cluster:
+// each time it becomes the leader it catches up with the log, rebuilds
+// the jobs from the replicated state (resuming those that were running)
+// and runs them; when it loses the lead it stops them — without ending
+// them, for the next leader resumes them — and ends the sites' sessions so
+// that they go to the new leader.
+func (c *Coordinator) runReplicated(ctx context.Context) error {
+	for ctx.Err() == nil {
+		leader, changed := c.rep.Leadership()
+		if !leader {
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			}
+			continue
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		stop := make(chan struct{})
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-stop:
+			}
+		}()
+		err := c.lead(lctx)
+		close(stop)
+		cancel()
+		c.stepDown()
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("leading_failed", "err", err)
+			select { // do not spin on a replica that keeps failing
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Coordinator) lead(ctx context.Context) error {
+	if err := c.rep.Barrier(ctx); err != nil {
+		return fmt.Errorf("catching up with the cluster's log: %w", err)
+	}
+	c.restoreReplicated(ctx)
+	c.leading.Store(true)
+	c.log.Info("leading", "node", c.rep.ID(), "jobs", len(c.rep.FSM().Jobs()))
+	c.serveQueue(ctx)
+	return nil
+}
+
+func (c *Coordinator) stepDown() {
+	was := c.leading.Swap(false)
+	c.closeSessions()
+	c.jobs.reset()
+	if was {
+		c.log.Info("stepped_down", "node", c.rep.ID())
+	}
+}
+
+// notLeader returns nil while this coordinator leads (or has no replica),
+// else the Unavailable status that names the leader.
+func (c *Coordinator) notLeader() error {
+	if c.rep == nil || c.leading.Load() {
+		return nil
+	}
+	return notLeaderStatus(c.rep.ID(), c.rep)
+}
+
+func notLeaderStatus(self string, rep interface{ Leader() (ha.Peer, bool) }) error {
+	p, ok := rep.Leader()
+	var msg string
+	switch {
+	case !ok || p.ID == "":
+		msg = fmt.Sprintf("coordinator %s is not the leader of its cluster and no leader is elected yet; retry in a few seconds", self)
+	case p.ID == self:
+		msg = fmt.Sprintf("coordinator %s is becoming the leader; retry in a moment", self)
+	default:
+		msg = fmt.Sprintf("coordinator %s is not the leader of its cluster; the leader is %s at %s", self, p.ID, p.GRPCAddr)
+	}
+	st := status.New(codes.Unavailable, msg)
+	info := &errdetails.ErrorInfo{Reason: pb.NotLeaderReason, Domain: pb.ErrorDomain, Metadata: map[string]string{}}
+	if ok && p.ID != "" {
+		info.Metadata[pb.LeaderIDKey] = p.ID
+		info.Metadata[pb.LeaderAddressKey] = p.GRPCAddr
+	}
+	if d, err := st.WithDetails(info); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// restoreReplicated rebuilds the job table from the replicated state:
+// ended jobs as they ended, queued jobs queued, running jobs queued first
+// to resume at the round after their last committed one.
+func (c *Coordinator) restoreReplicated(ctx context.Context) {
+	var running, queued []*jobRun
+	for _, hj := range c.rep.FSM().Jobs() {
+		spec, parseErr := job.Parse(hj.Spec)
+		info := &pb.Job{JobId: hj.ID, State: pbState(hj.Status), Error: hj.Reason, CreatedUnixMs: hj.SubmittedAt / 1e6,
+			TrackingRunId: hj.RunIDs.Job, ExperimentId: hj.RunIDs.Experiment}
+		if parseErr == nil {
+			info.Name = spec.Name
+		}
+		j := &jobRun{id: hj.ID, spec: spec, src: hj.Spec, info: info, changed: make(chan struct{}), runIDs: hj.RunIDs}
+		j.persist = c.persistFunc(info.State)
+		c.jobs.mu.Lock()
+		c.jobs.jobs[j.id] = j
+		c.jobs.mu.Unlock()
+		switch {
+		case hj.Status == ha.StatusQueued || hj.Status == ha.StatusRunning:
+			if parseErr != nil {
+				reason := fmt.Sprintf("the job file no longer parses on coordinator %s: %v", c.rep.ID(), parseErr)
+				j.emit(&pb.JobEvent{Kind: "job_finished", Message: reason}, func(info *pb.Job) {
+					info.State, info.Error = pb.JobState_JOB_STATE_FAILED, reason
+				})
+				continue
+			}
+			if hj.Status == ha.StatusRunning {
+				j.resume = true
+				running = append(running, j)
+			} else {
+				queued = append(queued, j)
+			}
+		default:
+			j.events = []*pb.JobEvent{{JobId: j.id, Kind: "job_finished", State: info.State, UnixMs: time.Now().UnixMilli(), Message: "restored: " + stateWord(info.State)}}
+		}
+	}
+	for _, j := range append(running, queued...) {
+		msg := "queued again by coordinator " + c.rep.ID()
+		if j.resume {
+			msg = "resumes on coordinator " + c.rep.ID()
+		}
+		select {
+		case c.jobs.queued <- j:
+			j.emit(&pb.JobEvent{Kind: "job_queued", Message: msg}, nil)
+		default:
+			c.log.Error("job_queue_full", "job", j.id)
+		}
+		c.log.Info("job_restored", "job", j.id, "resume", j.resume)
+	}
+}
+
+// persistFunc returns what a job calls on every change of its status: it
+// replicates changes of state. nil without a replica.
+func (c *Coordinator) persistFunc(initial pb.JobState) func(*pb.Job, []byte) {
+	if c.rep == nil {
+		return nil
+	}
+	last := initial
+	return func(info *pb.Job, _ []byte) {
+		if info.GetState() == last {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+		defer cancel()
+		if err := c.rep.SetJobStatus(ctx, info.GetJobId(), haStatus(info.GetState()), info.GetError()); err != nil {
+			c.log.Error("job_state_replication_failed", "job", info.GetJobId(), "state", stateWord(info.GetState()), "err", err)
+			return
+		}
+		last = info.GetState()
+	}
+}
+
+// interrupted reports whether a job stopped because this coordinator no
+// longer leads (or is shutting down) rather than for its own reasons: the
+// job is then left running in the replicated state, its tracking runs
+// open, for the next leader to resume.
+func (c *Coordinator) interrupted(ctx context.Context, j *jobRun, err error) bool {
+	if c.rep == nil {
+		return false
+	}
+	if errors.Is(err, ha.ErrNotLeader) || errors.Is(err, ha.ErrRoundConflict) {
+		return true
+	}
+	j.mu.Lock()
+	reason := j.reason
+	j.mu.Unlock()
+	return ctx.Err() != nil && reason == ""
+}
+
+// saveRunIDs replicates tracking run ids so that the runs continue after
+// a failover.
+func (c *Coordinator) saveRunIDs(ctx context.Context, j *jobRun, ids ha.RunIDs) error {
+	if c.rep == nil {
+		return nil
+	}
+	if err := c.rep.SetRunIDs(ctx, j.id, ids); err != nil {
+		return fmt.Errorf("replicating the tracking run ids: %w", err)
+	}
+	return nil
+}
+
+func pbState(s ha.JobStatus) pb.JobState {
+	switch s {
+	case ha.StatusQueued:
+		return pb.JobState_JOB_STATE_QUEUED
+	case ha.StatusRunning:
+		return pb.JobState_JOB_STATE_RUNNING
+	case ha.StatusSucceeded:
+		return pb.JobState_JOB_STATE_SUCCEEDED
+	case ha.StatusFailed:
+		return pb.JobState_JOB_STATE_FAILED
+	case ha.StatusCancelled:
+		return pb.JobState_JOB_STATE_CANCELLED
+	}
+	return pb.JobState_JOB_STATE_UNSPECIFIED
+}
+
+func haStatus(s pb.JobState) ha.JobStatus {
+	switch s {
+	case pb.JobState_JOB_STATE_RUNNING:
+		return ha.StatusRunning
+	case pb.JobState_JOB_STATE_SUCCEEDED:
+		return ha.StatusSucceeded
+	case pb.JobState_JOB_STATE_FAILED:
+		return ha.StatusFailed
+	case pb.JobState_JOB_STATE_CANCELLED:
+		return ha.StatusCancelled
+	}
+	return ha.StatusQueued
+}
+
+// ClusterStatus implements JobsService.ClusterStatus: this node's view of
+// its cluster, answered by leaders and followers alike.
+func (c *Coordinator) ClusterStatus(ctx context.Context, _ *pb.ClusterStatusRequest) (*pb.ClusterStatusResponse, error) {
+	c.mu.Lock()
+	sites := len(c.sites)
+	c.mu.Unlock()
+	resp := &pb.ClusterStatusResponse{SitesConnected: int32(sites)}
+	c.jobs.mu.Lock()
+	for _, j := range c.jobs.jobs {
+		if j.snapshot().GetState() == pb.JobState_JOB_STATE_RUNNING {
+			resp.JobsRunning++
+		}
+	}
+	c.jobs.mu.Unlock()
+	if c.rep == nil {
+		resp.State = "standalone"
+		resp.LastContactMs = 0
+		return resp, nil
+	}
+	st := c.rep.Status()
+	resp.NodeId, resp.State = st.ID, st.State
+	resp.Term, resp.LastIndex, resp.CommitIndex, resp.AppliedIndex, resp.LastSnapshotIndex = st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex, st.LastSnapshotIndex
+	resp.LastContactMs = st.LastContact.Milliseconds()
+	if st.Leader.ID != "" {
+		resp.Leader = &pb.ClusterPeer{Id: st.Leader.ID, RaftAddress: st.Leader.RaftAddr, GrpcAddress: st.Leader.GRPCAddr}
+	}
+	for _, p := range st.Peers {
+		resp.Peers = append(resp.Peers, &pb.ClusterPeer{Id: p.ID, RaftAddress: p.RaftAddr, GrpcAddress: p.GRPCAddr})
+	}
+	return resp, nil
+}
+
+func stateWord(s pb.JobState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
+}
