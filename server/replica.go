@@ -101,6 +101,10 @@ func (c *Coordinator) stepDown() {
 	}
 }
 
+// Leading reports whether the coordinator serves sites and admins: it has
+// no [Replica], or its node leads and the jobs are restored.
+func (c *Coordinator) Leading() bool { return c.rep == nil || c.leading.Load() }
+
 // notLeader returns nil while this coordinator leads (or has no replica),
 // else the Unavailable status that names the leader.
 func (c *Coordinator) notLeader() error {
@@ -284,7 +288,7 @@ func (c *Coordinator) ClusterStatus(ctx context.Context, _ *pb.ClusterStatusRequ
 		return resp, nil
 	}
 	st := c.rep.Status()
-	resp.NodeId, resp.State = st.ID, st.State
+	resp.NodeId, resp.State = st.ID, strings.ToLower(st.State)
 	resp.Term, resp.LastIndex, resp.CommitIndex, resp.AppliedIndex, resp.LastSnapshotIndex = st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex, st.LastSnapshotIndex
 	resp.LastContactMs = st.LastContact.Milliseconds()
 	if st.Leader.ID != "" {

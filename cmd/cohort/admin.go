@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -56,27 +57,47 @@ func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func
 	if err != nil {
 		return nil, nil, err
 	}
-	var errs []error
-	for _, target := range cfg.Coordinators {
-		cc, err := grpc.NewClient(target, dial...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", target, err))
-			continue
+	// A cluster mid-election has no leader for a second or two: while a
+	// coordinator answers "not the leader", try again for a while.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var errs []error
+		electing := false
+		for _, target := range cfg.Coordinators {
+			cc, err := grpc.NewClient(target, dial...)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", target, err))
+				continue
+			}
+			cli := pb.NewJobsServiceClient(cc)
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = cli.ListJobs(pctx, &pb.ListJobsRequest{}, grpc.WaitForReady(true))
+			cancel()
+			if err == nil {
+				return cli, func() { cc.Close() }, nil
+			}
+			cc.Close()
+			if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated) {
+				return nil, nil, fmt.Errorf("coordinator %s refused this kit: %s", target, s.Message())
+			}
+			electing = electing || notLeader(err)
+			errs = append(errs, fmt.Errorf("%s: %s", target, status.Convert(err).Message()))
 		}
-		cli := pb.NewJobsServiceClient(cc)
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = cli.ListJobs(pctx, &pb.ListJobsRequest{}, grpc.WaitForReady(true))
-		cancel()
-		if err == nil {
-			return cli, func() { cc.Close() }, nil
+		if !electing || time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("no coordinator of %s answered; check that one runs and that coordinators: lists its address: %w", *a.config, errors.Join(errs...))
 		}
-		cc.Close()
-		if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated) {
-			return nil, nil, fmt.Errorf("coordinator %s refused this kit: %s", target, s.Message())
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", target, err))
+		time.Sleep(200 * time.Millisecond)
 	}
-	return nil, nil, fmt.Errorf("no coordinator of %s answered; check that one runs and that coordinators: lists its address: %w", *a.config, errors.Join(errs...))
+}
+
+// notLeader reports whether err is a coordinator saying it does not lead.
+func notLeader(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.NotLeaderReason {
+			return true
+		}
+	}
+	return false
 }
 
 // parseJobID parses a command's flags and its one argument, a job ID.

@@ -106,9 +106,23 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	gs := grpc.NewServer(opts...)
 	coord.Register(gs)
-	fmt.Fprintf(stdout, "coordinator %s listening on %s (tls: %v, state: %s, node %s of %d)\n", cfg.Name, lis.Addr(), cfg.TLS != nil, cfg.StateDir, node.ID(), len(node.Status().Peers))
-	log.Info("coordinator_listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil)
+	solo := cfg.Cluster == nil
+	announce := func() {
+		fmt.Fprintf(stdout, "coordinator %s listening on %s (tls: %v, state: %s, node %s of %d)\n", cfg.Name, lis.Addr(), cfg.TLS != nil, cfg.StateDir, node.ID(), len(node.Status().Peers))
+		log.Info("coordinator_listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil)
+	}
+	if !solo {
+		announce() // a follower serves too: it names the leader
+	}
 	return serveGRPC(ctx, gs, lis, func(ctx context.Context) error {
+		if solo { // a one-voter cluster leads within ~100 ms: say so once it does
+			go func() {
+				for i := 0; i < 500 && !coord.Leading() && ctx.Err() == nil; i++ {
+					time.Sleep(10 * time.Millisecond)
+				}
+				announce()
+			}()
+		}
 		select { // a node that stops itself (its peer list disagrees) stops the coordinator
 		case err := <-node.Err():
 			return err

@@ -72,6 +72,8 @@ const (
 	// boltLockTimeout is how long Open waits for raft.db's file lock.
 	boltLockTimeout = time.Second
 	retainSnapshots = 2
+	// soloTimeout is the raft timeouts of a one-voter cluster.
+	soloTimeout = 50 * time.Millisecond
 	// clusterPoll is how often a node compares the cluster's id with its own.
 	clusterPoll = 50 * time.Millisecond
 )
@@ -162,9 +164,16 @@ func (c Config) raftConfig(notify chan bool) *raft.Config {
 			*dst = v
 		}
 	}
+	if len(c.Peers) == 1 {
+		// One voter has nobody to contest an election with: lead at once.
+		conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = soloTimeout, soloTimeout, soloTimeout
+	}
 	set(&conf.HeartbeatTimeout, c.HeartbeatTimeout)
 	set(&conf.ElectionTimeout, c.ElectionTimeout)
 	set(&conf.LeaderLeaseTimeout, c.LeaderLeaseTimeout)
+	if c.LeaderLeaseTimeout == 0 && conf.LeaderLeaseTimeout > conf.HeartbeatTimeout {
+		conf.LeaderLeaseTimeout = conf.HeartbeatTimeout // raft wants lease ≤ heartbeat
+	}
 	set(&conf.CommitTimeout, c.CommitTimeout)
 	set(&conf.SnapshotInterval, c.SnapshotInterval)
 	if c.SnapshotThreshold > 0 {
