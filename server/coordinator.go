@@ -167,6 +167,7 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRe
 	c.mu.Lock()
 	c.pending[id] = pendingJoin{name: name, caps: req.GetCapabilities()}
 	c.mu.Unlock()
+	c.registerSite(name, req.GetCapabilities())
 	c.log.Info("site_joined", "site", name, "version", req.GetVersion(),
 		"trainers", req.GetCapabilities().GetTrainers(), "gpus", len(req.GetCapabilities().GetGpus()))
 	return &pb.JoinResponse{

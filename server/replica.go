@@ -10,6 +10,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -32,6 +33,7 @@ type Replica interface {
 	FSM() *ha.FSM
 	Status() ha.NodeStatus
 	SubmitJob(ctx context.Context, id string, spec []byte) error
+	RegisterSite(ctx context.Context, name string, capabilities []byte) error
 	SetJobStatus(ctx context.Context, id string, s ha.JobStatus, reason string) error
 	SetRunIDs(ctx context.Context, id string, ids ha.RunIDs) error
 	PutModel(ctx context.Context, data []byte) (digest string, err error)
@@ -224,6 +226,25 @@ func (c *Coordinator) interrupted(ctx context.Context, j *jobRun, err error) boo
 	reason := j.reason
 	j.mu.Unlock()
 	return ctx.Err() != nil && reason == ""
+}
+
+// registerSite records a joining site in the replicated site registry, so
+// that every coordinator knows the sites and their capabilities and when
+// they last joined. Best effort: a site is served whether or not this
+// commits.
+func (c *Coordinator) registerSite(name string, caps *pb.Capabilities) {
+	if c.rep == nil {
+		return
+	}
+	b, err := proto.Marshal(caps)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+	defer cancel()
+	if err := c.rep.RegisterSite(ctx, name, b); err != nil {
+		c.log.Debug("site_registry_failed", "site", name, "err", err)
+	}
 }
 
 // saveRunIDs replicates tracking run ids so that the runs continue after

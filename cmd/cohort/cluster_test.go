@@ -108,23 +108,7 @@ admins: [{name: alice}]
 		}
 	}
 
-	jobFile := filepath.Join(dir, "job.yaml")
-	os.WriteFile(jobFile, []byte(`name: ha-job
-seed: 3
-tracking: {experiment: ha}
-data: {dataset: fashion-mnist}
-model: {kind: mlp, hidden: [32]}
-sites: {names: [kit, unibo]}
-rounds: 8
-train: {epochs: 2, batch_size: 32, lr: 0.05}
-arms: [{name: fedavg, strategy: fedavg}]
-`), 0o600)
-	out = cohortIn(t, "submit", "-c", adminYAML, jobFile)
-	m := regexp.MustCompile(`job (\w+) submitted`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("submit printed no job id:\n%s", out)
-	}
-	id := m[1]
+	id := submitHAJob(t, dir, adminYAML)
 	job := func(addr string) *pb.Job {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -165,13 +149,22 @@ arms: [{name: fedavg, strategy: fedavg}]
 	// Tracking (the coordinators share ./cohort.db): one arm run, rounds
 	// 1..8 once each (or marked as committed before the kill), the
 	// failover on the arm and site runs.
-	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(dir, "cohort.db"))
+	checkResumedRuns(t, filepath.Join(dir, "cohort.db"), done.GetTrackingRunId(), 8)
+}
+
+// checkResumedRuns asserts the tracking of a job that survived one
+// coordinator failure: one arm run with rounds 1..rounds logged once each
+// (or marked as committed just before the kill) and one failover point on
+// the arm run and on each of the two site runs.
+func checkResumedRuns(t *testing.T, db, jobRunID string, rounds int64) {
+	t.Helper()
+	store, err := tracking.OpenSQLite(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
 	ctx := context.Background()
-	arms, err := store.ChildRuns(ctx, done.GetTrackingRunId())
+	arms, err := store.ChildRuns(ctx, jobRunID)
 	if err != nil || len(arms) != 1 {
 		t.Fatalf("arm runs: %d, %v; want 1", len(arms), err)
 	}
@@ -180,7 +173,7 @@ arms: [{name: fedavg, strategy: fedavg}]
 	for _, m := range hist {
 		per[m.Step]++
 	}
-	for r := int64(1); r <= 8; r++ {
+	for r := int64(1); r <= rounds; r++ {
 		_, marked := arms[0].Data.Tag(fmt.Sprintf("cohort.round_%d.status", r))
 		if per[r] != 1 && !(per[r] == 0 && marked) {
 			t.Errorf("round %d logged %d times on the arm run, want once", r, per[r])
@@ -198,4 +191,84 @@ arms: [{name: fedavg, strategy: fedavg}]
 			t.Errorf("failover metric on site run %s: %v", s.Info.RunName, fo)
 		}
 	}
+}
+
+// submitHAJob submits an 8-round job with the admin kit and returns its id.
+func submitHAJob(t *testing.T, dir, adminYAML string) string {
+	t.Helper()
+	jobFile := filepath.Join(dir, "job.yaml")
+	os.WriteFile(jobFile, []byte(`name: ha-job
+seed: 3
+tracking: {experiment: ha}
+data: {dataset: fashion-mnist}
+model: {kind: mlp, hidden: [32]}
+sites: {names: [kit, unibo]}
+rounds: 8
+train: {epochs: 2, batch_size: 32, lr: 0.05}
+arms: [{name: fedavg, strategy: fedavg}]
+`), 0o600)
+	out := cohortIn(t, "submit", "-c", adminYAML, jobFile)
+	m := regexp.MustCompile(`job (\w+) submitted`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("submit printed no job id:\n%s", out)
+	}
+	return m[1]
+}
+
+// TestCoordinatorRestartProcess SIGKILLs a lone `cohort coordinator`
+// (a one-voter cluster) mid-job and starts it again on the same config:
+// the job resumes at the round after the last committed one and
+// finishes, in the same tracking runs.
+func TestCoordinatorRestartProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs four processes")
+	}
+	bin := buildCohort(t)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	project := filepath.Join(dir, "project.yaml")
+	os.WriteFile(project, []byte(fmt.Sprintf("name: solo\ncoordinators: [{name: coord, address: %q}]\nsites: [{name: kit}, {name: unibo}]\nadmins: [{name: alice}]\n", addr)), 0o600)
+	kits := provisionKits(t, project, filepath.Join(dir, "kits"), time.Now())
+	subset, err := data.FindFashionMNISTSubset(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cohortIn(t, "data", "split", "--from", subset, "--out", filepath.Join(dir, "data"), "kit", "unibo")
+	for _, s := range []string{"kit", "unibo"} {
+		setSiteData(t, filepath.Join(kits, "sites", s, "site.yaml"), filepath.Join(dir, "data", s))
+	}
+	cfg := filepath.Join(kits, "coordinators", "coord", "coordinator.yaml")
+	appendLine(t, cfg, fmt.Sprintf("data: {fashion-mnist: %q}", subset))
+	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", cfg)
+	waitFor(t, "the coordinator to listen", 30*time.Second, func() bool { return strings.Contains(coord.output(), "listening") })
+	for _, s := range []string{"kit", "unibo"} {
+		startProc(t, s, dir, bin, "site", "-c", filepath.Join(kits, "sites", s, "site.yaml"))
+	}
+	adminYAML := filepath.Join(kits, "admins", "alice", "admin.yaml")
+	jobs := jobsClient(t, addr, kitTLS(kits, "admin", "alice", "admin"))
+	id := submitHAJob(t, dir, adminYAML)
+	job := func() *pb.Job {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		r, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
+		if err != nil {
+			return nil
+		}
+		return r.GetJob()
+	}
+	waitFor(t, "round 3 to start", 2*time.Minute, func() bool { j := job(); return j != nil && j.GetRound() >= 3 })
+	coord.stop(syscall.SIGKILL)
+	coord = startProc(t, "coordinator (restarted)", dir, bin, "coordinator", "-c", cfg)
+	var done *pb.Job
+	waitFor(t, "the job to end after the restart", 2*time.Minute, func() bool {
+		j := job()
+		if j != nil && (j.GetState() == pb.JobState_JOB_STATE_SUCCEEDED || j.GetState() == pb.JobState_JOB_STATE_FAILED) {
+			done = j
+		}
+		return done != nil
+	})
+	if done.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job after the restart: %s %s", done.GetState(), done.GetError())
+	}
+	checkResumedRuns(t, coordinatorDB(t, dir, kits), done.GetTrackingRunId(), 8)
 }

@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/cohortfl/cohort/client"
 	"github.com/cohortfl/cohort/job"
@@ -360,6 +363,24 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 	if leader == nil {
 		t.Fatal("no leader after the submit")
 	}
+	// A follower refuses the Jobs API and site joins, naming the leader.
+	for _, n := range nodes {
+		if n == leader {
+			continue
+		}
+		cc, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pb.NewJobsServiceClient(cc).ListJobs(ctx, &pb.ListJobsRequest{})
+		_, jerr := pb.NewCoordinatorServiceClient(cc).Join(ctx, &pb.JoinRequest{SiteName: "x"})
+		cc.Close()
+		for _, e := range []error{err, jerr} {
+			if hint := leaderHint(e); status.Code(e) != codes.Unavailable || hint != leader.grpc {
+				t.Errorf("call on follower %s: %v (leader hint %q), want Unavailable naming %s", n.id, e, hint, leader.grpc)
+			}
+		}
+	}
 	waitRound(t, leader, id, 3)
 	killed := time.Now()
 	leader.stop()
@@ -384,6 +405,22 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 		}
 	}
 	checkTracking(t, store, got.GetTrackingRunId(), 8)
+	var names []string
+	for _, s := range rest[0].node.FSM().Sites() {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "site-1,site-2" {
+		t.Errorf("site registry on the new leader: %v, want site-1 and site-2", names)
+	}
+}
+
+func leaderHint(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.NotLeaderReason {
+			return info.GetMetadata()[pb.LeaderAddressKey]
+		}
+	}
+	return ""
 }
 
 func tagOf(r tracking.Run, key string) string {

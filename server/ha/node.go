@@ -607,6 +607,12 @@ func (n *Node) SubmitJob(ctx context.Context, id string, spec []byte) error {
 	return n.propose(ctx, "submitting job "+id, Command{Type: CmdSubmitJob, JobID: id, Spec: spec})
 }
 
+// RegisterSite records a site that joined, with its capabilities (opaque
+// bytes), stamped with the leader's clock.
+func (n *Node) RegisterSite(ctx context.Context, name string, capabilities []byte) error {
+	return n.propose(ctx, "registering site "+name, Command{Type: CmdRegisterSite, Site: &Site{Name: name, Capabilities: capabilities}})
+}
+
 // SetJobStatus proposes a job's status.
 func (n *Node) SetJobStatus(ctx context.Context, id string, s JobStatus, reason string) error {
 	return n.propose(ctx, "setting job "+id+"'s status", Command{Type: CmdSetJobStatus, JobID: id, Status: s, Reason: reason})
