@@ -73,6 +73,11 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer func() {
+		// A planned stop hands the lead over: the next leader resumes the
+		// running job without waiting out an election.
+		if err := node.Handoff(); err != nil {
+			log.Warn("raft_handoff_failed", "err", err)
+		}
 		if err := node.Close(); err != nil {
 			log.Warn("raft_close_failed", "err", err)
 		}

@@ -524,6 +524,20 @@ func (n *Node) stop(err error) {
 	}
 }
 
+// Handoff, on a leader of a cluster of several, hands the lead to another
+// voter before a planned stop, so that the cluster does not wait out an
+// election timeout; elsewhere it does nothing. It returns once the
+// transfer is done, failed or timed out (raft's election timeout).
+func (n *Node) Handoff() error {
+	if len(n.peers) < 2 || !n.IsLeader() {
+		return nil
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		return fmt.Errorf("handing the lead over: %w", err)
+	}
+	return nil
+}
+
 // Close shuts raft down and closes the transport and the stores. It is
 // idempotent; later proposals return [ErrClosed].
 func (n *Node) Close() error {

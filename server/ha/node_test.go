@@ -743,3 +743,35 @@ func BenchmarkCommitRound10M(b *testing.B) {
 		n.Close()
 	})
 }
+
+// TestNodeHandoff: a leader that hands over before a planned stop leaves
+// another voter leading, with what it committed.
+func TestNodeHandoff(t *testing.T) {
+	ctx := context.Background()
+	ns := startCluster(t, peers(t, 3), nil)
+	l := leaderOf(t, ns, nil)
+	if err := l.SubmitJob(ctx, "j", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Handoff(); err != nil {
+		t.Fatalf("Handoff = %v", err)
+	}
+	next := leaderOf(t, ns, l)
+	if next == l || l.IsLeader() {
+		t.Fatalf("after Handoff %s still leads", l.ID())
+	}
+	if err := next.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.FSM().Job("j"); err != nil {
+		t.Errorf("the new leader %s lacks the job: %v", next.ID(), err)
+	}
+	if err := next.SubmitJob(ctx, "k", nil); err != nil {
+		t.Errorf("SubmitJob on the new leader = %v", err)
+	}
+	solo := openNode(t, testConfig("solo", []Peer{{ID: "solo"}}, t.TempDir()))
+	leaderOf(t, []*Node{solo}, nil)
+	if err := solo.Handoff(); err != nil || !solo.IsLeader() {
+		t.Errorf("Handoff on a one-voter cluster = %v, leader %v; want a no-op", err, solo.IsLeader())
+	}
+}
