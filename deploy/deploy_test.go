@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,56 @@ func TestMTLS(t *testing.T) {
 	}
 	if !strings.Contains(lb.String(), "expired") {
 		t.Errorf("server log %q, want expired", lb.String())
+	}
+}
+
+// TestClusterConfig: a project of three coordinators provisions kits
+// whose cluster: sections list the same peers (raft ports defaulting to
+// the next port), and bad cluster: sections are refused with the fix.
+func TestClusterConfig(t *testing.T) {
+	dir := t.TempDir()
+	provisionT(t, dir, `name: ha
+coordinators:
+  - {name: coord-1, address: "127.0.0.1:7443"}
+  - {name: coord-2, address: "127.0.0.1:7453", raft: "127.0.0.2:9000"}
+  - {name: coord-3, address: "127.0.0.1:7463"}
+sites: [{name: kit}]
+admins: [{name: alice}]
+`, time.Now())
+	want := []ClusterPeer{
+		{ID: "coord-1", Raft: "127.0.0.1:7444", GRPC: "127.0.0.1:7443"},
+		{ID: "coord-2", Raft: "127.0.0.2:9000", GRPC: "127.0.0.1:7453"},
+		{ID: "coord-3", Raft: "127.0.0.1:7464", GRPC: "127.0.0.1:7463"},
+	}
+	for _, name := range []string{"coord-1", "coord-2", "coord-3"} {
+		c, err := LoadCoordinatorConfig(filepath.Join(dir, "kits/coordinators", name, "coordinator.yaml"))
+		if err != nil {
+			t.Fatalf("LoadCoordinatorConfig(%s) = %v", name, err)
+		}
+		if c.Cluster == nil || c.Cluster.ID != name || !slices.Equal(c.Cluster.Peers, want) {
+			t.Errorf("%s: cluster = %+v, want id %s and peers %v", name, c.Cluster, name, want)
+		}
+	}
+	site, err := LoadSiteConfig(filepath.Join(dir, "kits/sites/kit/site.yaml"))
+	if err != nil || len(site.Coordinators) != 3 {
+		t.Errorf("site config lists %v (%v), want the three coordinators", site.Coordinators, err)
+	}
+
+	base := "name: coord-1\nlisten: \"127.0.0.1:7443\"\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"no peers", "cluster: {id: coord-1}\n", "list every coordinator of the cluster"},
+		{"self missing", "cluster: {peers: [{id: coord-2, raft: \"127.0.0.1:2\", grpc: \"127.0.0.1:3\"}]}\n", `"coord-1" is not among the peers`},
+		{"id twice", "cluster: {peers: [{id: coord-1, raft: \"127.0.0.1:2\", grpc: \"127.0.0.1:3\"}, {id: coord-1, raft: \"127.0.0.1:4\", grpc: \"127.0.0.1:5\"}]}\n", `node id "coord-1" is listed twice`},
+		{"raft twice", "cluster: {peers: [{id: coord-1, raft: \"127.0.0.1:2\", grpc: \"127.0.0.1:3\"}, {id: coord-2, raft: \"127.0.0.1:2\", grpc: \"127.0.0.1:5\"}]}\n", "listed twice; every node needs its own raft address"},
+		{"no raft", "cluster: {peers: [{id: coord-1, grpc: \"127.0.0.1:3\"}]}\n", "set the node's raft host:port"},
+		{"plaintext", "cluster: {peers: [{id: coord-1, raft: \"10.0.0.1:2\", grpc: \"127.0.0.1:3\"}]}\n", "tls is required"},
+		{"typo", "cluster: {peers: [{id: coord-1, rafts: \"127.0.0.1:2\", grpc: \"127.0.0.1:3\"}]}\n", `unknown key "rafts"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseCoordinatorConfig("c.yaml", []byte(base+tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("parseCoordinatorConfig = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

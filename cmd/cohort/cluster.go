@@ -35,10 +35,12 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tNODE\tSTATE\tTERM\tLAST_INDEX\tCOMMIT\tAPPLIED\tSNAPSHOT\tLEADER\tCONTACT\tJOBS\tSITES")
 	answered := 0
+	var unreachable []string
 	for _, target := range cfg.Coordinators {
 		st, err := clusterStatus(ctx, target, dial)
 		if err != nil {
-			fmt.Fprintf(tw, "%s\t-\tunreachable: %s\t\t\t\t\t\t\t\t\t\n", target, status.Convert(err).Message())
+			fmt.Fprintf(tw, "%s\t-\tunreachable\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", target)
+			unreachable = append(unreachable, fmt.Sprintf("%s: %s", target, status.Convert(err).Message()))
 			continue
 		}
 		answered++
@@ -59,6 +61,9 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, u := range unreachable {
+		fmt.Fprintln(stdout, u)
 	}
 	if answered == 0 {
 		return fmt.Errorf("no coordinator of %s answered; check that they run and that coordinators: lists their addresses", *a.config)

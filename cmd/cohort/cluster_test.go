@@ -142,6 +142,7 @@ admins: [{name: alice}]
 		t.Fatalf("job after the failover: %s %s", done.GetState(), done.GetError())
 	}
 	out = cohortIn(t, "cluster", "status", "-c", adminYAML)
+	t.Logf("cohort cluster status after the kill:\n%s", out)
 	if !strings.Contains(out, "unreachable") || strings.Count(out, " leader ") != 1 {
 		t.Errorf("cluster status after the kill, want the dead node unreachable and one leader:\n%s", out)
 	}
