@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
@@ -423,20 +424,52 @@ func (f *FSM) OpenModel(digest string) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(b.Data)), nil
 }
 
-// Snapshot captures the state for raft. Called by raft only, never
-// concurrently with Apply; the returned snapshot is persisted concurrently
-// with later Applies and shares nothing mutable with them.
+// A snapshot (version 2) is a version byte, the length of a JSON header
+// (8 bytes, big-endian), the header — jobs, sites, the cluster id and the
+// blobs' metadata in digest order — then the blobs' bytes in that order,
+// raw, and a CRC-32C of everything before it. Version 1 (the state as
+// one JSON document, blobs in base64) is still read.
+type snapshotHeader struct {
+	Jobs      map[string]*Job  `json:"jobs"`
+	Sites     map[string]*Site `json:"sites"`
+	ClusterID string           `json:"cluster_id,omitempty"`
+	Blobs     []snapshotBlob   `json:"blobs"`
+}
+
+type snapshotBlob struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	Sealed bool   `json:"sealed"`
+	At     int64  `json:"at"`
+}
+
+const snapshotVersion2 = 2
+
+// Snapshot captures the state for raft: the header is encoded now, the
+// blobs' bytes are referenced (a blob only ever grows past what is
+// captured) and written by Persist. Called by raft only, never
+// concurrently with Apply; the snapshot shares nothing mutable with later
+// Applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	p, err := json.Marshal(f.st) // maps marshal in key order: deterministic
+	h := snapshotHeader{Jobs: f.st.Jobs, Sites: f.st.Sites, ClusterID: f.st.ClusterID}
+	digests := make([]string, 0, len(f.st.Blobs))
+	for d := range f.st.Blobs {
+		digests = append(digests, d)
+	}
+	sort.Strings(digests)
+	data := make([][]byte, 0, len(digests))
+	for _, d := range digests {
+		b := f.st.Blobs[d]
+		h.Blobs = append(h.Blobs, snapshotBlob{Digest: d, Size: int64(len(b.Data)), Sealed: b.Sealed, At: b.At})
+		data = append(data, b.Data[:len(b.Data):len(b.Data)])
+	}
+	hdr, err := json.Marshal(h) // maps marshal in key order: deterministic
 	if err != nil {
 		return nil, fmt.Errorf("encoding snapshot: %w", err)
 	}
-	b := make([]byte, 5, 5+len(p))
-	b[0] = snapshotVersion
-	binary.BigEndian.PutUint32(b[1:5], crc32.Checksum(p, castagnoli))
-	return fsmSnapshot(append(b, p...)), nil
+	return &fsmSnapshot{header: hdr, blobs: data}, nil
 }
 
 // Restore replaces the state with a snapshot written by Snapshot. A
@@ -448,19 +481,19 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("reading snapshot: %w", err)
 	}
-	if len(b) < 5 {
+	var st state
+	switch {
+	case len(b) < 5:
 		return fmt.Errorf("restoring a snapshot of %d bytes: %w", len(b), ErrBadSnapshot)
+	case b[0] == snapshotVersion:
+		st, err = decodeSnapshotV1(b)
+	case b[0] == snapshotVersion2:
+		st, err = decodeSnapshotV2(b)
+	default:
+		return fmt.Errorf("restoring snapshot version %d (this node reads 1 and 2): %w", b[0], ErrUnsupportedVersion)
 	}
-	if b[0] != snapshotVersion {
-		return fmt.Errorf("restoring snapshot version %d (this node reads %d): %w", b[0], snapshotVersion, ErrUnsupportedVersion)
-	}
-	p := b[5:]
-	if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(b[1:5]) {
-		return fmt.Errorf("restoring snapshot: checksum mismatch: %w", ErrBadSnapshot)
-	}
-	st := newState()
-	if err := json.Unmarshal(p, &st); err != nil {
-		return fmt.Errorf("restoring snapshot: %v: %w", err, ErrBadSnapshot)
+	if err != nil {
+		return err
 	}
 	for d, bl := range st.Blobs {
 		sum := sha256.Sum256(bl.Data)
@@ -474,17 +507,100 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type fsmSnapshot []byte
+func decodeSnapshotV1(b []byte) (state, error) {
+	st := newState()
+	p := b[5:]
+	if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(b[1:5]) {
+		return st, fmt.Errorf("restoring snapshot: checksum mismatch: %w", ErrBadSnapshot)
+	}
+	if err := json.Unmarshal(p, &st); err != nil {
+		return st, fmt.Errorf("restoring snapshot: %v: %w", err, ErrBadSnapshot)
+	}
+	return st, nil
+}
 
-// Persist writes the snapshot to sink. Called by raft, concurrently with
+func decodeSnapshotV2(b []byte) (state, error) {
+	st := newState()
+	bad := func(why string) (state, error) {
+		return st, fmt.Errorf("restoring snapshot: %s: %w", why, ErrBadSnapshot)
+	}
+	if len(b) < 13 {
+		return bad(fmt.Sprintf("%d bytes is too short", len(b)))
+	}
+	body, sum := b[:len(b)-4], b[len(b)-4:]
+	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
+		return bad("checksum mismatch")
+	}
+	n := binary.BigEndian.Uint64(body[1:9])
+	rest := body[9:]
+	if n > uint64(len(rest)) {
+		return bad("header length past the end")
+	}
+	var h snapshotHeader
+	if err := json.Unmarshal(rest[:n], &h); err != nil {
+		return bad(err.Error())
+	}
+	rest = rest[n:]
+	if h.Jobs != nil {
+		st.Jobs = h.Jobs
+	}
+	if h.Sites != nil {
+		st.Sites = h.Sites
+	}
+	st.ClusterID = h.ClusterID
+	for _, bl := range h.Blobs {
+		if bl.Size < 0 || bl.Size > int64(len(rest)) {
+			return bad(fmt.Sprintf("blob %s of %d bytes past the end", bl.Digest, bl.Size))
+		}
+		st.Blobs[bl.Digest] = &blob{Data: rest[:bl.Size:bl.Size], Sealed: bl.Sealed, At: bl.At}
+		rest = rest[bl.Size:]
+	}
+	if len(rest) != 0 {
+		return bad(fmt.Sprintf("%d bytes after the last blob", len(rest)))
+	}
+	return st, nil
+}
+
+type fsmSnapshot struct {
+	header []byte
+	blobs  [][]byte
+}
+
+// Persist streams the snapshot to sink. Called by raft, concurrently with
 // Apply.
-func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s); err != nil {
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	crc := crc32.New(castagnoli)
+	w := bufio.NewWriterSize(io.MultiWriter(sink, crc), 1<<20)
+	var pre [9]byte
+	pre[0] = snapshotVersion2
+	binary.BigEndian.PutUint64(pre[1:], uint64(len(s.header)))
+	err := writeAll(w, pre[:], s.header)
+	for _, b := range s.blobs {
+		if err == nil {
+			_, err = w.Write(b)
+		}
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		_, err = sink.Write(crc.Sum(nil)) // big-endian, as crc32.Checksum is compared
+	}
+	if err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("writing snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
+func writeAll(w io.Writer, bs ...[]byte) error {
+	for _, b := range bs {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Release does nothing. Called by raft.
-func (s fsmSnapshot) Release() {}
+func (s *fsmSnapshot) Release() {}

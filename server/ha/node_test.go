@@ -662,12 +662,8 @@ func TestFSMSetCluster(t *testing.T) {
 	if err := apply(4, "y"); !errors.Is(err, ErrClusterMismatch) {
 		t.Errorf("setting cluster id y on x = %v, want ErrClusterMismatch", err)
 	}
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	g := NewFSM()
-	if err := g.Restore(io.NopCloser(bytes.NewReader(snap.(fsmSnapshot)))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	if got := g.ClusterID(); got != "x" {
