@@ -204,7 +204,7 @@ func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	j.mu.Lock()
-	if j.info.State != pb.JobState_JOB_STATE_QUEUED && !j.resume { // cancelled while queued
+	if terminal(j.info.State) || j.info.State != pb.JobState_JOB_STATE_QUEUED && !j.resume { // cancelled while queued
 		j.mu.Unlock()
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -405,6 +406,12 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 		}
 	}
 	checkTracking(t, store, got.GetTrackingRunId(), 8)
+	// The killed node rejoins from its data dir and catches up.
+	back := startHANode(t, peers, slices.Index(nodes, leader), dir, ds, store, log)
+	waitRound(t, back, id, 8)
+	if j, err := back.node.FSM().Job(id); err != nil || j.Status != ha.StatusSucceeded {
+		t.Errorf("the rejoined %s holds the job as %v (%v), want succeeded", back.id, j.Status, err)
+	}
 	var names []string
 	for _, s := range rest[0].node.FSM().Sites() {
 		names = append(names, s.Name)
