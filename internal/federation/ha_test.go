@@ -409,8 +409,14 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 	// The killed node rejoins from its data dir and catches up.
 	back := startHANode(t, peers, slices.Index(nodes, leader), dir, ds, store, log)
 	waitRound(t, back, id, 8)
-	if j, err := back.node.FSM().Job(id); err != nil || j.Status != ha.StatusSucceeded {
-		t.Errorf("the rejoined %s holds the job as %v (%v), want succeeded", back.id, j.Status, err)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		j, err := back.node.FSM().Job(id)
+		if err == nil && j.Status == ha.StatusSucceeded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rejoined %s holds the job as %v (%v), want succeeded", back.id, j.Status, err)
+		}
 	}
 	var names []string
 	for _, s := range rest[0].node.FSM().Sites() {

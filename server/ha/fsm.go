@@ -80,6 +80,9 @@ type blob struct {
 	Data   []byte `json:"data"`
 	Sealed bool   `json:"sealed"`
 	At     int64  `json:"at"` // last chunk or seal
+	// Committed is set once a round references the blob: when no round
+	// does any more, it goes at once (no grace).
+	Committed bool `json:"committed,omitempty"`
 }
 
 // state is everything the FSM replicates; its JSON is the snapshot.
@@ -213,9 +216,11 @@ func (f *FSM) apply(c Command) error {
 		if c.Round != last+1 {
 			return &RoundConflictError{JobID: c.JobID, Arm: c.Arm, Last: last, Round: c.Round}
 		}
-		if b := f.st.Blobs[c.Digest]; b == nil || !b.Sealed {
+		b := f.st.Blobs[c.Digest]
+		if b == nil || !b.Sealed {
 			return fmt.Errorf("job %s arm %s round %d: model %s: %w", c.JobID, c.Arm, c.Round, c.Digest, ErrBlobMissing)
 		}
+		b.Committed = true
 		hist = append(hist, Commit{Round: c.Round, Digest: c.Digest, At: c.At, Totals: c.Totals})
 		if len(hist) > keepRounds {
 			hist = append([]Commit(nil), hist[len(hist)-keepRounds:]...)
@@ -312,9 +317,11 @@ func mergeRunIDs(j *Job, add RunIDs) error {
 	return nil
 }
 
-// gc drops blobs no arm's last keepRounds commits reference, once they
-// are blobGrace old by the command clock (so a model put but not yet
-// committed survives). Deterministic: it reads only state and now.
+// gc drops blobs no arm's last keepRounds commits reference: at once for
+// a blob a round committed once, else once it is blobGrace old by the
+// command clock (so a model put but not yet committed survives; one whose
+// round failed goes in the end). Deterministic: it reads only state and
+// now.
 func (f *FSM) gc(now int64) {
 	ref := map[string]bool{}
 	for _, j := range f.st.Jobs {
@@ -325,7 +332,7 @@ func (f *FSM) gc(now int64) {
 		}
 	}
 	for d, b := range f.st.Blobs {
-		if !ref[d] && now-b.At > blobGrace {
+		if !ref[d] && (b.Committed || now-b.At > blobGrace) {
 			delete(f.st.Blobs, d)
 		}
 	}
@@ -441,6 +448,8 @@ type snapshotBlob struct {
 	Size   int64  `json:"size"`
 	Sealed bool   `json:"sealed"`
 	At     int64  `json:"at"`
+	// Committed is the blob's Committed.
+	Committed bool `json:"committed,omitempty"`
 }
 
 const snapshotVersion2 = 2
@@ -462,7 +471,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	data := make([][]byte, 0, len(digests))
 	for _, d := range digests {
 		b := f.st.Blobs[d]
-		h.Blobs = append(h.Blobs, snapshotBlob{Digest: d, Size: int64(len(b.Data)), Sealed: b.Sealed, At: b.At})
+		h.Blobs = append(h.Blobs, snapshotBlob{Digest: d, Size: int64(len(b.Data)), Sealed: b.Sealed, At: b.At, Committed: b.Committed})
 		data = append(data, b.Data[:len(b.Data):len(b.Data)])
 	}
 	hdr, err := json.Marshal(h) // maps marshal in key order: deterministic
@@ -552,7 +561,7 @@ func decodeSnapshotV2(b []byte) (state, error) {
 		if bl.Size < 0 || bl.Size > int64(len(rest)) {
 			return bad(fmt.Sprintf("blob %s of %d bytes past the end", bl.Digest, bl.Size))
 		}
-		st.Blobs[bl.Digest] = &blob{Data: rest[:bl.Size:bl.Size], Sealed: bl.Sealed, At: bl.At}
+		st.Blobs[bl.Digest] = &blob{Data: rest[:bl.Size:bl.Size], Sealed: bl.Sealed, At: bl.At, Committed: bl.Committed}
 		rest = rest[bl.Size:]
 	}
 	if len(rest) != 0 {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"testing"
@@ -324,4 +325,42 @@ func FuzzRestore(f *testing.F) {
 			t.Errorf("Restore = %v, want nil, ErrBadSnapshot or ErrUnsupportedVersion", err)
 		}
 	})
+}
+
+// TestCommittedBlobsGoAtOnce: a model whose round fell out of the last
+// keepRounds is dropped at once, not after blobGrace — a job with a
+// round every few seconds must not hold an hour of models.
+func TestCommittedBlobsGoAtOnce(t *testing.T) {
+	f := NewFSM()
+	applyAll(t, f, []*raft.Log{entry(t, 1, Command{Type: CmdSubmitJob, At: 1, JobID: "j"})})
+	var digests []string
+	for r := 1; r <= 5; r++ {
+		m := []byte(fmt.Sprintf("model of round %d", r))
+		i := uint64(10 * r)
+		applyAll(t, f, []*raft.Log{
+			entry(t, i, Command{Type: CmdPutBlobChunk, At: int64(i), Digest: digestOf(m), Size: int64(len(m)), Data: m}),
+			entry(t, i+1, Command{Type: CmdSealBlob, At: int64(i), Digest: digestOf(m), Size: int64(len(m))}),
+			entry(t, i+2, Command{Type: CmdCommitRound, At: int64(i), JobID: "j", Arm: "a", Round: r, Digest: digestOf(m)}),
+		})
+		digests = append(digests, digestOf(m))
+	}
+	for r, d := range digests {
+		_, err := f.OpenModel(d)
+		if held, want := err == nil, r >= 3; held != want {
+			t.Errorf("model of round %d held = %v, want %v", r+1, held, want)
+		}
+	}
+	g := NewFSM() // and a restored FSM keeps collecting so
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	m := []byte("model of round 6")
+	applyAll(t, g, []*raft.Log{
+		entry(t, 60, Command{Type: CmdPutBlobChunk, At: 60, Digest: digestOf(m), Size: int64(len(m)), Data: m}),
+		entry(t, 61, Command{Type: CmdSealBlob, At: 60, Digest: digestOf(m), Size: int64(len(m))}),
+		entry(t, 62, Command{Type: CmdCommitRound, At: 60, JobID: "j", Arm: "a", Round: 6, Digest: digestOf(m)}),
+	})
+	if _, err := g.OpenModel(digests[3]); err == nil {
+		t.Error("restored FSM kept the model of round 4 after round 6 committed")
+	}
 }

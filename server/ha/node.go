@@ -50,10 +50,13 @@ type Config struct {
 	// plain TCP. When ClientTLS.ServerName is empty, the dialled host is
 	// verified.
 	ServerTLS, ClientTLS *tls.Config
-	// Raft's timeouts; 0 takes raft's defaults (1 s, 1 s, 500 ms, 50 ms).
+	// Raft's timeouts; 0 takes raft's defaults (1 s, 1 s, 500 ms, 50 ms),
+	// except in a one-voter cluster (50 ms: it leads at once) and a lease
+	// no longer than the heartbeat.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
-	// Raft's snapshot policy; 0 takes raft's defaults (8192 entries,
-	// 120 s, 10240 entries).
+	// Raft's snapshot policy; 0 takes a snapshot every 1,024 entries (or
+	// raft's 120 s) and keeps 512 entries after it (raft's own 8,192 and
+	// 10,240 would hold ~10 GiB of 1 MiB model chunks).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
@@ -70,8 +73,10 @@ const (
 	defaultApplyTimeout = 10 * time.Second
 	defaultChunkSize    = 1 << 20
 	// boltLockTimeout is how long Open waits for raft.db's file lock.
-	boltLockTimeout = time.Second
-	retainSnapshots = 2
+	boltLockTimeout          = time.Second
+	retainSnapshots          = 2
+	defaultSnapshotThreshold = 1024
+	defaultTrailingLogs      = 512
 	// soloTimeout is the raft timeouts of a one-voter cluster.
 	soloTimeout = 50 * time.Millisecond
 	// clusterPoll is how often a node compares the cluster's id with its own.
@@ -176,6 +181,10 @@ func (c Config) raftConfig(notify chan bool) *raft.Config {
 	}
 	set(&conf.CommitTimeout, c.CommitTimeout)
 	set(&conf.SnapshotInterval, c.SnapshotInterval)
+	// Model chunks make entries of up to ChunkSize: raft's defaults (a
+	// snapshot every 8,192 entries, 10,240 kept after it) would keep ~10
+	// GiB of log with 1 MiB chunks. These keep it near 1.5 GiB at worst.
+	conf.SnapshotThreshold, conf.TrailingLogs = defaultSnapshotThreshold, defaultTrailingLogs
 	if c.SnapshotThreshold > 0 {
 		conf.SnapshotThreshold = c.SnapshotThreshold
 	}
