@@ -46,15 +46,7 @@ coordinators: [%s]
 sites: [{name: kit}, {name: unibo}]
 admins: [{name: alice}]
 `, strings.Join(coords, ", "))), 0o600)
-	kits := provisionKits(t, project, filepath.Join(dir, "kits"), time.Now())
-	subset, err := data.FindFashionMNISTSubset(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cohortIn(t, "data", "split", "--from", subset, "--out", filepath.Join(dir, "data"), "kit", "unibo")
-	for _, s := range []string{"kit", "unibo"} {
-		setSiteData(t, filepath.Join(kits, "sites", s, "site.yaml"), filepath.Join(dir, "data", s))
-	}
+	kits, subset := twoSiteKits(t, dir, project)
 	procs := map[string]*proc{}
 	for i := range 3 {
 		name := fmt.Sprintf("coord-%d", i+1)
@@ -229,15 +221,7 @@ func TestCoordinatorRestartProcess(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf("name: solo\ncoordinators: [{name: coord, address: %q}]\nsites: [{name: kit}, {name: unibo}]\nadmins: [{name: alice}]\n", addr)), 0o600)
-	kits := provisionKits(t, project, filepath.Join(dir, "kits"), time.Now())
-	subset, err := data.FindFashionMNISTSubset(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cohortIn(t, "data", "split", "--from", subset, "--out", filepath.Join(dir, "data"), "kit", "unibo")
-	for _, s := range []string{"kit", "unibo"} {
-		setSiteData(t, filepath.Join(kits, "sites", s, "site.yaml"), filepath.Join(dir, "data", s))
-	}
+	kits, subset := twoSiteKits(t, dir, project)
 	cfg := filepath.Join(kits, "coordinators", "coord", "coordinator.yaml")
 	appendLine(t, cfg, fmt.Sprintf("data: {fashion-mnist: %q}", subset))
 	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", cfg)
@@ -272,4 +256,21 @@ func TestCoordinatorRestartProcess(t *testing.T) {
 		t.Fatalf("job after the restart: %s %s", done.GetState(), done.GetError())
 	}
 	checkResumedRuns(t, coordinatorDB(t, dir, kits), done.GetTrackingRunId(), 8)
+}
+
+// twoSiteKits provisions project's kits in dir/kits and gives its two
+// sites, kit and unibo, a half each of the Fashion-MNIST subset, which it
+// returns.
+func twoSiteKits(t *testing.T, dir, project string) (kits, subset string) {
+	t.Helper()
+	kits = provisionKits(t, project, filepath.Join(dir, "kits"), time.Now())
+	subset, err := data.FindFashionMNISTSubset(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cohortIn(t, "data", "split", "--from", subset, "--out", filepath.Join(dir, "data"), "kit", "unibo")
+	for _, s := range []string{"kit", "unibo"} {
+		setSiteData(t, filepath.Join(kits, "sites", s, "site.yaml"), filepath.Join(dir, "data", s))
+	}
+	return kits, subset
 }

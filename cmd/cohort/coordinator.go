@@ -174,6 +174,10 @@ func openReplica(cfg *deploy.CoordinatorConfig, log *slog.Logger) (*ha.Node, err
 			hc.ServerTLS, hc.ClientTLS = srv, cli
 		}
 	}
+	if old, _ := filepath.Glob(filepath.Join(cfg.StateDir, "jobs", "*.json")); len(old) > 0 {
+		log.Warn("old_job_records_ignored", "dir", filepath.Join(cfg.StateDir, "jobs"), "files", len(old),
+			"hint", "Cohort now keeps jobs in state_dir/raft; the JSON records of an older version are not read (cohort jobs on the old version lists them)")
+	}
 	node, err := ha.Open(hc)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator %s: %w", cfg.Name, err)

@@ -5,12 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/client"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -30,32 +26,13 @@ func BenchmarkFailover(b *testing.B) {
 	var elected, next, roundTime time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		addrs := freeAddrs(b, 6)
-		var peers []ha.Peer
-		var grpcAddrs []string
-		for k := range 3 {
-			peers = append(peers, ha.Peer{ID: fmt.Sprintf("coord-%d", k+1), RaftAddr: addrs[2*k], GRPCAddr: addrs[2*k+1]})
-			grpcAddrs = append(grpcAddrs, addrs[2*k+1])
-		}
-		dir := b.TempDir()
+		peers, grpcAddrs, dir := threePeers(b)
 		var nodes []*haNode
 		for k := range peers {
 			nodes = append(nodes, startHANodeWith(b, ha.Config{}, peers, k, dir, ds, store, log))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		var wg sync.WaitGroup
-		trainers := &Trainers{}
-		for _, name := range []string{"site-1", "site-2"} {
-			cfg := client.Config{Name: name, Targets: grpcAddrs, Logger: log,
-				DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}}
-			sd := ds.Sites[name]
-			ag, err := client.New(cfg, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); _ = ag.Run(ctx) }()
-		}
+		wait := startAgents(b, ctx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{})
 		sub := leaderCall(ctx, b, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
 			return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
 		})
@@ -88,7 +65,7 @@ func BenchmarkFailover(b *testing.B) {
 		next += time.Since(killed)
 		b.StopTimer()
 		cancel()
-		wg.Wait()
+		wait()
 		for _, n := range rest {
 			n.stop()
 		}

@@ -55,6 +55,19 @@ func freeAddrs(t testing.TB, n int) []string {
 	return out
 }
 
+// threePeers returns the peers of a three-node cluster on loopback, their
+// gRPC addresses and a folder for their data dirs.
+func threePeers(t testing.TB) ([]ha.Peer, []string, string) {
+	addrs := freeAddrs(t, 6)
+	var peers []ha.Peer
+	var grpcAddrs []string
+	for i := range 3 {
+		peers = append(peers, ha.Peer{ID: fmt.Sprintf("coord-%d", i+1), RaftAddr: addrs[2*i], GRPCAddr: addrs[2*i+1]})
+		grpcAddrs = append(grpcAddrs, addrs[2*i+1])
+	}
+	return peers, grpcAddrs, t.TempDir()
+}
+
 // startHANode opens the Raft node of peers[i] in dir and serves a
 // coordinator on its gRPC address.
 func startHANode(t testing.TB, peers []ha.Peer, i int, dir string, ds *Datasets, store *tracking.SQLiteStore, log *slog.Logger) *haNode {
@@ -79,16 +92,7 @@ func startHANodeWith(t testing.TB, cfg ha.Config, peers []ha.Peer, i int, dir st
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lis net.Listener
-	for try := 0; ; try++ { // the port may linger briefly after the last server
-		if lis, err = net.Listen("tcp", p.GRPCAddr); err == nil || try == 50 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := listenRetry(t, p.GRPCAddr)
 	gs := grpc.NewServer()
 	coord.Register(gs)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -289,7 +293,7 @@ func TestCoordinatorRestartResumesJob(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	agentsCtx, stopAgents := context.WithCancel(ctx)
-	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, addrs[1], log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, addrs[1:], log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
 	defer func() { stopAgents(); wait() }()
 
 	sub := leaderCall(ctx, t, addrs[1:], func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
@@ -319,14 +323,7 @@ func TestCoordinatorRestartResumesJob(t *testing.T) {
 // sites having found the new leader by themselves.
 func TestClusterLeaderKilledMidRound(t *testing.T) {
 	src, ds, store, log := haSetup(t)
-	addrs := freeAddrs(t, 6)
-	var peers []ha.Peer
-	var grpcAddrs []string
-	for i := range 3 {
-		peers = append(peers, ha.Peer{ID: fmt.Sprintf("coord-%d", i+1), RaftAddr: addrs[2*i], GRPCAddr: addrs[2*i+1]})
-		grpcAddrs = append(grpcAddrs, addrs[2*i+1])
-	}
-	dir := t.TempDir()
+	peers, grpcAddrs, dir := threePeers(t)
 	var nodes []*haNode
 	for i := range peers {
 		nodes = append(nodes, startHANode(t, peers, i, dir, ds, store, log))
@@ -334,22 +331,8 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	agentsCtx, stopAgents := context.WithCancel(ctx)
-	base := client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
-	var wg sync.WaitGroup
-	trainers := &Trainers{}
-	for _, name := range []string{"site-1", "site-2"} {
-		cfg := base
-		cfg.Name, cfg.Targets, cfg.Logger = name, grpcAddrs, log
-		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-		sd := ds.Sites[name]
-		ag, err := client.New(cfg, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = ag.Run(agentsCtx) }()
-	}
-	defer func() { stopAgents(); wg.Wait() }()
+	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	defer func() { stopAgents(); wait() }()
 
 	sub := leaderCall(ctx, t, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
 		return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})

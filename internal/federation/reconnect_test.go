@@ -30,16 +30,7 @@ func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lis net.Listener
-	for try := 0; ; try++ { // the port may linger briefly after the last server
-		if lis, err = net.Listen("tcp", addr); err == nil || try == 50 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := listenRetry(t, addr)
 	gs := grpc.NewServer()
 	coord.Register(gs)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -54,17 +45,33 @@ func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.S
 	}
 }
 
+// listenRetry listens on addr, retrying for a second: the port may linger
+// briefly after the last server.
+func listenRetry(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	var lis net.Listener
+	var err error
+	for try := 0; try < 50; try++ {
+		if lis, err = net.Listen("tcp", addr); err == nil {
+			return lis
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal(err)
+	return nil
+}
+
 // startAgents runs one site agent per name, each with its own connection
 // to addr and its partition of ds, until ctx ends; the returned function
 // waits for them. base supplies the other agent settings.
-func startAgents(tb testing.TB, ctx context.Context, names []string, ds *Datasets, addr string, log *slog.Logger, base client.Config) (wait func()) {
+func startAgents(tb testing.TB, ctx context.Context, names []string, ds *Datasets, targets []string, log *slog.Logger, base client.Config) (wait func()) {
 	tb.Helper()
 	var wg sync.WaitGroup
 	trainers := &Trainers{}
 	for _, name := range names {
 		sd := ds.Sites[name]
 		cfg := base
-		cfg.Name, cfg.Targets, cfg.Logger = name, []string{addr}, log
+		cfg.Name, cfg.Targets, cfg.Logger = name, targets, log
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 		a, err := client.New(cfg, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
 		if err != nil {
@@ -108,7 +115,7 @@ arms: [{name: fedavg, strategy: fedavg}]
 
 	stopA := startCoordinator(t, addr, ds, store, log)
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := startAgents(t, ctx, spec.Sites.Names, ds, addr, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	wait := startAgents(t, ctx, spec.Sites.Names, ds, []string{addr}, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
 	defer func() { cancel(); wait() }()
 	time.Sleep(100 * time.Millisecond) // let the sites join the first coordinator
 	stopA()

@@ -67,7 +67,7 @@ deadline: {round: 2m}
 	stop := startCoordinator(b, addr, ds, store, log)
 	defer stop()
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := startAgents(b, ctx, spec.Sites.Names, ds, addr, log, client.Config{})
+	wait := startAgents(b, ctx, spec.Sites.Names, ds, []string{addr}, log, client.Config{})
 	defer func() { cancel(); wait() }()
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	cc, err := grpc.NewClient(addr, dial...)
