@@ -6,4 +6,11 @@
 // quorum is met, what commits) are taken by the pure state machine in
 // server/round; this package only feeds it events and carries out its
 // actions.
+//
+// With a [Replica] (server/ha's Node) the coordinator is one of a Raft
+// cluster: it serves only while its node leads (followers refuse with
+// the leader's address), replicates every job, its tracking run ids and
+// each committed round with its global model, and on gaining the lead
+// resumes the running jobs at the round after the last committed one, in
+// the same tracking runs, marking the failover on them.
 package server

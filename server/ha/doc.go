@@ -19,6 +19,8 @@
 // use, a damaged raft log or snapshot, and a stored raft configuration
 // other than the configured peers; and once running, a node whose peer
 // list disagrees with the cluster's (the first leader records its hash)
-// stops itself and reports on [Node.Err]. Membership changes are not
-// supported yet.
+// stops itself and reports on [Node.Err]. A one-voter cluster may have no
+// raft address: it runs without network. Membership changes are not
+// supported yet; blobs live in memory (the FSM keeps the models of the
+// last two committed rounds of each arm) and in snapshots.
 package ha
