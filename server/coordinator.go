@@ -77,6 +77,8 @@ type Coordinator struct {
 	// it is set, the coordinator serves sites and admins only while leading.
 	rep     Replica
 	leading atomic.Bool
+	termMu  sync.Mutex
+	term    chan struct{} // closed when this coordinator steps down
 }
 
 // siteConn is one connected site's session.
@@ -121,6 +123,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	}
 	c.jobs = newJobQueue()
 	c.rep = deps.Replica
+	c.term = make(chan struct{})
 	return c, nil
 }
 

@@ -342,6 +342,7 @@ func (c *Coordinator) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (
 
 // WatchJob implements JobsService.WatchJob.
 func (c *Coordinator) WatchJob(req *pb.WatchJobRequest, stream grpc.ServerStreamingServer[pb.JobEvent]) error {
+	lost := c.stepped()
 	if err := c.notLeader(); err != nil {
 		return err
 	}
@@ -363,6 +364,8 @@ func (c *Coordinator) WatchJob(req *pb.WatchJobRequest, stream grpc.ServerStream
 		}
 		select {
 		case <-changed:
+		case <-lost: // the job goes on on the next leader: watch it there
+			return notLeaderStatus(c.rep.ID(), c.rep)
 		case <-stream.Context().Done():
 			return toStatus(stream.Context().Err())
 		}

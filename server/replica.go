@@ -94,8 +94,19 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	return nil
 }
 
+// stepped returns a channel closed when this coordinator next steps down.
+func (c *Coordinator) stepped() <-chan struct{} {
+	c.termMu.Lock()
+	defer c.termMu.Unlock()
+	return c.term
+}
+
 func (c *Coordinator) stepDown() {
 	was := c.leading.Swap(false)
+	c.termMu.Lock()
+	close(c.term)
+	c.term = make(chan struct{})
+	c.termMu.Unlock()
 	c.closeSessions()
 	c.jobs.reset()
 	if was {

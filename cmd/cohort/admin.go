@@ -142,7 +142,26 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !*watch {
 		return nil
 	}
-	return finalState(federation.WatchJob(ctx, cli, id, stdout, false))
+	return finalState(a.follow(ctx, cli, id, stdout))
+}
+
+// follow prints a job's progress until it ends. When the coordinator
+// goes away mid-job (a cluster's leader that failed), it finds the next
+// leader among the kit's coordinators and follows the job there.
+func (a *adminFlags) follow(ctx context.Context, cli pb.JobsServiceClient, id string, stdout io.Writer) (*pb.Job, error) {
+	for failovers := 0; ; failovers++ {
+		j, err := federation.WatchJob(ctx, cli, id, stdout, false)
+		if err == nil || ctx.Err() != nil || status.Code(err) != codes.Unavailable || failovers == 5 {
+			return j, err
+		}
+		fmt.Fprintf(stdout, "  lost the coordinator (%s); following job %s on the next leader\n", status.Convert(err).Message(), id)
+		next, done, cerr := a.jobsClient(ctx)
+		if cerr != nil {
+			return nil, fmt.Errorf("following job %s after losing its coordinator: %w", id, cerr)
+		}
+		defer done()
+		cli = next
+	}
 }
 
 func finalState(j *pb.Job, err error) error {
@@ -217,7 +236,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !*follow {
 		return nil
 	}
-	return finalState(federation.WatchJob(ctx, cli, j.GetJobId(), stdout, false))
+	return finalState(a.follow(ctx, cli, j.GetJobId(), stdout))
 }
 
 func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -114,6 +114,10 @@ admins: [{name: alice}]
 		j := job(leaderAddr)
 		return j != nil && j.GetRound() >= 3
 	})
+	// An admin following the job (cohort status -f) follows it across
+	// the failover.
+	follower := startProc(t, "status -f", dir, bin, "status", "-c", adminYAML, "-f", id)
+	waitFor(t, "status -f to print the job", 30*time.Second, func() bool { return strings.Contains(follower.output(), "job "+id) })
 	procs[leaderName].stop(syscall.SIGKILL)
 	killed := time.Now()
 	var done *pb.Job
@@ -132,6 +136,15 @@ admins: [{name: alice}]
 	t.Logf("leader %s killed in round 3; the job ended %.1fs later", leaderName, time.Since(killed).Seconds())
 	if done.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job after the failover: %s %s", done.GetState(), done.GetError())
+	}
+	select {
+	case <-follower.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("status -f did not end with the job")
+	}
+	t.Logf("cohort status -f across the failover:\n%s", follower.output())
+	if code := follower.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(follower.output(), "following job "+id+" on the next leader") || !strings.Contains(follower.output(), "resumes on coordinator") {
+		t.Errorf("status -f across the failover: exit %d, output:\n%s", code, follower.output())
 	}
 	out = cohortIn(t, "cluster", "status", "-c", adminYAML)
 	t.Logf("cohort cluster status after the kill:\n%s", out)

@@ -99,7 +99,11 @@ func (p *printer) event(ev *pb.JobEvent) {
 		}
 		fmt.Fprintf(p.out, "  %s %3d/%d  sites %d  %s  %5.1fs%s\n",
 			ev.GetArm(), ev.GetRound(), ev.GetRounds(), int(m["sites"]), acc, m["round_seconds"], eta)
-	case "site_failed", "round_failed", "waiting", "job_finished":
+	case "job_queued":
+		if msg := ev.GetMessage(); strings.Contains(msg, "resumes") {
+			fmt.Fprintf(p.out, "  %s\n", msg) // a new leader took the job over
+		}
+	case "site_failed", "round_failed", "waiting", "job_finished", "job_interrupted":
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	case "arm_finished":
 		fmt.Fprintf(p.out, "arm %s done in %.1fs: accuracy %.4f\n", ev.GetArm(), m["wall_seconds"], m["test_accuracy"])
