@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -263,5 +265,68 @@ admins: [{name: alice}]
 				t.Errorf("parseCoordinatorConfig = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPeerConfigs: the coordinators' Raft transport takes a coordinator
+// certificate of the kit's CA and refuses a site's, saying why.
+func TestPeerConfigs(t *testing.T) {
+	dir := t.TempDir()
+	provisionT(t, dir, `name: ha
+coordinators:
+  - {name: coord-1, address: "127.0.0.1:7443"}
+  - {name: coord-2, address: "127.0.0.1:7453"}
+sites: [{name: kit}]
+`, time.Now())
+	srv, _, err := kitFiles(dir, "coordinator", "coord-1").PeerConfigs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	serverErr := make(chan error, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			err = c.(*tls.Conn).Handshake()
+			if err == nil {
+				_, err = c.Write([]byte{1})
+			}
+			serverErr <- err
+			c.Close()
+		}
+	}()
+	dial := func(cfg *tls.Config) error {
+		c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		var b [1]byte
+		_, err = io.ReadFull(c, b[:])
+		return err
+	}
+	_, peer, err := kitFiles(dir, "coordinator", "coord-2").PeerConfigs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(peer); err != nil || <-serverErr != nil {
+		t.Errorf("coordinator to coordinator: %v", err)
+	}
+	site, err := kitFiles(dir, "site", "kit").ClientConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(site); err == nil {
+		t.Error("a site certificate reached the Raft transport")
+	}
+	if err := <-serverErr; err == nil || !strings.Contains(err.Error(), "may not join the coordinators' cluster") {
+		t.Errorf("server's refusal of a site = %v, want it to say a site may not join", err)
 	}
 }

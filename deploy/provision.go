@@ -424,7 +424,7 @@ func coordinatorYAML(name, listen string, peers []ClusterPeer) string {
 	fmt.Fprintf(&b, "name: %s\n", name)
 	fmt.Fprintf(&b, "listen: %s\n", strconv.Quote(listen))
 	fmt.Fprintf(&b, "tls: {cert: coordinator.crt, key: coordinator.key, ca: ca.crt}   # paths relative to this file\n")
-	fmt.Fprintf(&b, "state_dir: ./state   # job state persists here\n")
+	fmt.Fprintf(&b, "state_dir: ./state   # jobs, their committed rounds and models persist here (a Raft log): a restart resumes them\n")
 	fmt.Fprintf(&b, "# data: {fashion-mnist: /srv/data/fashion-mnist}   # for the coordinator's own test-set evaluation\n")
 	fmt.Fprintf(&b, "tracking: {uri: %s}   # default tracking for jobs that name none\n", strconv.Quote(DefaultTrackingURI))
 	fmt.Fprintf(&b, "site_wait: 10m\n")

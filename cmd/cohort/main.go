@@ -26,7 +26,8 @@ Usage:
   cohort provision [-o DIR] project.yaml
                                   a CA, certificates and startup kits for a deployment
   cohort coordinator -c coordinator.yaml
-                                  a coordinator: job queue, sites over mutual TLS
+                                  a coordinator: job queue, sites over mutual TLS, jobs in a Raft
+                                  log (with the peers of its cluster: section, if any)
   cohort site -c site.yaml        a site agent at an institute (dials out only)
   cohort submit [--watch] JOB.yaml | jobs | status [-f] ID | cancel ID | logs [-f] ID
                                   talk to a coordinator with an admin kit (-c admin.yaml)
