@@ -134,6 +134,9 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 			return err
 		}
 	} else {
+		if _, err := tr.GetRun(ctx, jobRunID); err != nil {
+			return fmt.Errorf("resuming on coordinator %s: the job's tracking run %s is not in this coordinator's tracking store (%v); the coordinators of a cluster must share one tracking store: an MLflow server (tracking: {uri: \"http://…\"}) or one SQLite file", c.rep.ID(), jobRunID, err)
+		}
 		c.tagResumed(ctx, tr, jobRunID)
 	}
 	j.emit(&pb.JobEvent{Kind: "tracking", Message: "job run " + jobRunID}, func(info *pb.Job) {

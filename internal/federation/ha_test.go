@@ -423,3 +423,41 @@ func tagOf(r tracking.Run, key string) string {
 	v, _ := r.Data.Tag(key)
 	return v
 }
+
+// TestClusterNeedsOneTrackingStore: coordinators that each log into their
+// own tracking store cannot continue each other's runs; the new leader
+// says so instead of logging into runs it does not have.
+func TestClusterNeedsOneTrackingStore(t *testing.T) {
+	src, ds, _, log := haSetup(t)
+	peers, grpcAddrs, dir := threePeers(t)
+	var nodes []*haNode
+	for i := range peers {
+		own, err := tracking.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "own.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { own.Close() })
+		nodes = append(nodes, startHANode(t, peers, i, dir, ds, own, log))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	agentsCtx, stopAgents := context.WithCancel(ctx)
+	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	defer func() { stopAgents(); wait() }()
+	sub := leaderCall(ctx, t, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
+		return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
+	})
+	id := sub.GetJob().GetJobId()
+	var leader *haNode
+	for _, n := range nodes {
+		if n.node.IsLeader() {
+			leader = n
+		}
+	}
+	waitRound(t, leader, id, 2)
+	leader.stop()
+	got := waitDone(ctx, t, grpcAddrs, id)
+	if got.GetState() != pb.JobState_JOB_STATE_FAILED || !strings.Contains(got.GetError(), "must share one tracking store") {
+		t.Errorf("job resumed without its tracking runs: %v %q, want failed saying the coordinators must share one tracking store", got.GetState(), got.GetError())
+	}
+}
