@@ -245,6 +245,9 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 	case err = <-recvErr:
 	case err = <-sendErr:
 	}
+	if nl := c.notLeader(); nl != nil {
+		return nl // stepped down: the site goes to the leader this names
+	}
 	if errors.Is(err, io.EOF) || err == nil {
 		c.log.Info("site_left", "site", name)
 		return nil

@@ -317,36 +317,71 @@ func TestCoordinatorRestartResumesJob(t *testing.T) {
 	checkTracking(t, store, got.GetTrackingRunId(), 8)
 }
 
+// clusterJob is a job running on a three-coordinator cluster with two
+// sites that list all three.
+type clusterJob struct {
+	nodes     []*haNode
+	peers     []ha.Peer
+	dir       string
+	grpcAddrs []string
+	id        string
+	ctx       context.Context
+}
+
+// startClusterJob starts three coordinators (node i logging into
+// storeFor(i)) and two sites, submits src to the leader and returns once
+// it is accepted. Everything stops when the test ends.
+func startClusterJob(t *testing.T, src []byte, ds *Datasets, storeFor func(int) *tracking.SQLiteStore, log *slog.Logger) *clusterJob {
+	t.Helper()
+	peers, grpcAddrs, dir := threePeers(t)
+	cj := &clusterJob{peers: peers, dir: dir, grpcAddrs: grpcAddrs}
+	for i := range peers {
+		cj.nodes = append(cj.nodes, startHANode(t, peers, i, dir, ds, storeFor(i), log))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	agentsCtx, stopAgents := context.WithCancel(ctx)
+	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	t.Cleanup(func() { stopAgents(); wait(); cancel() })
+	cj.ctx = ctx
+	sub := leaderCall(ctx, t, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
+		return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
+	})
+	cj.id = sub.GetJob().GetJobId()
+	return cj
+}
+
+// leader returns the node that leads now, failing the test if none does.
+func (cj *clusterJob) leader(t *testing.T) *haNode {
+	t.Helper()
+	for _, n := range cj.nodes {
+		if n.node.IsLeader() {
+			return n
+		}
+	}
+	t.Fatal("no coordinator leads")
+	return nil
+}
+
+// others returns the nodes but n.
+func (cj *clusterJob) others(n *haNode) []*haNode {
+	var out []*haNode
+	for _, m := range cj.nodes {
+		if m != n {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // TestClusterLeaderKilledMidRound runs a job on a three-coordinator
 // cluster, kills the leader in the middle of a round, and checks that the
 // job finishes on the new leader with every round committed once, the
 // sites having found the new leader by themselves.
 func TestClusterLeaderKilledMidRound(t *testing.T) {
 	src, ds, store, log := haSetup(t)
-	peers, grpcAddrs, dir := threePeers(t)
-	var nodes []*haNode
-	for i := range peers {
-		nodes = append(nodes, startHANode(t, peers, i, dir, ds, store, log))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	agentsCtx, stopAgents := context.WithCancel(ctx)
-	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
-	defer func() { stopAgents(); wait() }()
-
-	sub := leaderCall(ctx, t, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
-		return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
-	})
-	id := sub.GetJob().GetJobId()
-	var leader *haNode
-	for _, n := range nodes {
-		if n.node.IsLeader() {
-			leader = n
-		}
-	}
-	if leader == nil {
-		t.Fatal("no leader after the submit")
-	}
+	cj := startClusterJob(t, src, ds, func(int) *tracking.SQLiteStore { return store }, log)
+	ctx, id, nodes, peers, dir, grpcAddrs := cj.ctx, cj.id, cj.nodes, cj.peers, cj.dir, cj.grpcAddrs
+	leader := cj.leader(t)
 	// A follower refuses the Jobs API and site joins, naming the leader.
 	for _, n := range nodes {
 		if n == leader {
@@ -366,15 +401,11 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 		}
 	}
 	waitRound(t, leader, id, 3)
+	time.Sleep(80 * time.Millisecond) // into round 4, round 3 logged
 	killed := time.Now()
 	leader.stop()
 	r0, _, _ := leader.node.FSM().LastRound(id, "fedavg")
-	var rest []*haNode
-	for _, n := range nodes {
-		if n != leader {
-			rest = append(rest, n)
-		}
-	}
+	rest := cj.others(leader)
 	// The next round commits on the new leader.
 	waitRound(t, rest[0], id, r0+1)
 	t.Logf("leader %s killed after round %d; round %d committed on the new leader %.2fs later", leader.id, r0, r0+1, time.Since(killed).Seconds())
@@ -429,35 +460,43 @@ func tagOf(r tracking.Run, key string) string {
 // says so instead of logging into runs it does not have.
 func TestClusterNeedsOneTrackingStore(t *testing.T) {
 	src, ds, _, log := haSetup(t)
-	peers, grpcAddrs, dir := threePeers(t)
-	var nodes []*haNode
-	for i := range peers {
+	cj := startClusterJob(t, src, ds, func(int) *tracking.SQLiteStore {
 		own, err := tracking.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "own.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { own.Close() })
-		nodes = append(nodes, startHANode(t, peers, i, dir, ds, own, log))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	agentsCtx, stopAgents := context.WithCancel(ctx)
-	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
-	defer func() { stopAgents(); wait() }()
-	sub := leaderCall(ctx, t, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
-		return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
-	})
-	id := sub.GetJob().GetJobId()
-	var leader *haNode
-	for _, n := range nodes {
-		if n.node.IsLeader() {
-			leader = n
-		}
-	}
-	waitRound(t, leader, id, 2)
+		return own
+	}, log)
+	leader := cj.leader(t)
+	waitRound(t, leader, cj.id, 2)
 	leader.stop()
-	got := waitDone(ctx, t, grpcAddrs, id)
+	got := waitDone(cj.ctx, t, cj.grpcAddrs, cj.id)
 	if got.GetState() != pb.JobState_JOB_STATE_FAILED || !strings.Contains(got.GetError(), "must share one tracking store") {
 		t.Errorf("job resumed without its tracking runs: %v %q, want failed saying the coordinators must share one tracking store", got.GetState(), got.GetError())
 	}
+}
+
+// TestClusterHandoff: a leader that hands over (a planned stop) has the
+// next leader take the job over and its sites sent there, and the job
+// finishes with its rounds once each.
+func TestClusterHandoff(t *testing.T) {
+	src, ds, store, log := haSetup(t)
+	cj := startClusterJob(t, src, ds, func(int) *tracking.SQLiteStore { return store }, log)
+	leader := cj.leader(t)
+	waitRound(t, leader, cj.id, 3)
+	if err := leader.node.Handoff(); err != nil {
+		t.Fatal(err)
+	}
+	handed := time.Now()
+	r0, _, _ := leader.node.FSM().LastRound(cj.id, "fedavg")
+	next := cj.others(leader)[0]
+	waitRound(t, next, cj.id, r0+1)
+	t.Logf("handed over after round %d; round %d committed %.2fs later", r0, r0+1, time.Since(handed).Seconds())
+	leader.stop()
+	got := waitDone(cj.ctx, t, cj.grpcAddrs, cj.id)
+	if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job after the handoff: %v %s", got.GetState(), got.GetError())
+	}
+	checkTracking(t, store, got.GetTrackingRunId(), 8)
 }
