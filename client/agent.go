@@ -10,10 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/client/train"
@@ -167,28 +164,20 @@ func (a *Agent) Run(ctx context.Context) error {
 // a cluster mid-election: the next in turn, also hinted (short wait).
 func (a *Agent) nextTarget(i int, err error) (next int, hinted bool) {
 	next = (i + 1) % len(a.cfg.Targets)
-	st, ok := status.FromError(err) // err wraps the status; its details survive
-	if !ok || st.Code() != codes.Unavailable {
+	addr, ok := pb.NotLeader(err)
+	if !ok {
 		return next, false
 	}
-	for _, d := range st.Details() {
-		info, ok := d.(*errdetails.ErrorInfo)
-		if !ok || info.GetReason() != pb.NotLeaderReason || info.GetDomain() != pb.ErrorDomain {
-			continue
-		}
-		addr := info.GetMetadata()[pb.LeaderAddressKey]
-		if addr == "" {
-			return next, true
-		}
-		for k, t := range a.cfg.Targets {
-			if t == addr {
-				return k, true
-			}
-		}
-		a.log.Warn("leader_not_listed", "leader", addr, "fix", "add the leader's address to coordinators: in the site's config")
+	if addr == "" {
 		return next, true
 	}
-	return next, false
+	for k, t := range a.cfg.Targets {
+		if t == addr {
+			return k, true
+		}
+	}
+	a.log.Warn("leader_not_listed", "leader", addr, "fix", "add the leader's address to coordinators: in the site's config")
+	return next, true
 }
 
 func (a *Agent) cancelAll() {

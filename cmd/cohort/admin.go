@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -80,7 +79,8 @@ func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func
 			if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated) {
 				return nil, nil, fmt.Errorf("coordinator %s refused this kit: %s", target, s.Message())
 			}
-			electing = electing || notLeader(err)
+			_, nl := pb.NotLeader(err)
+			electing = electing || nl
 			errs = append(errs, fmt.Errorf("%s: %s", target, status.Convert(err).Message()))
 		}
 		if !electing || time.Now().After(deadline) || ctx.Err() != nil {
@@ -88,16 +88,6 @@ func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// notLeader reports whether err is a coordinator saying it does not lead.
-func notLeader(err error) bool {
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.NotLeaderReason {
-			return true
-		}
-	}
-	return false
 }
 
 // parseJobID parses a command's flags and its one argument, a job ID.

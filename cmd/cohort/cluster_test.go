@@ -61,6 +61,9 @@ admins: [{name: alice}]
 		}
 		procs[name] = startProc(t, name, dir, bin, "coordinator", "-c", cfg)
 	}
+	for name, p := range procs {
+		waitFor(t, name+" to listen", 30*time.Second, func() bool { return strings.Contains(p.output(), "listening") })
+	}
 	for _, s := range []string{"kit", "unibo"} {
 		startProc(t, s, dir, bin, "site", "-c", filepath.Join(kits, "sites", s, "site.yaml"))
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -91,14 +92,23 @@ func (p *proc) stop(sig syscall.Signal) {
 	}
 }
 
+// freePort returns a loopback port free now, for a process to listen on
+// later. It is drawn from 20000–31999, below Linux's ephemeral range
+// (32768 on) where other test packages running in parallel get their
+// ":0" ports, and above internal/federation's 10000–19999, so that none
+// of them takes it in between.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000–31999")
+	return 0
 }
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {

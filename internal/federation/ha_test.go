@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"slices"
@@ -13,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -36,21 +36,27 @@ type haNode struct {
 	stop func()
 }
 
-// freeAddrs returns n loopback addresses with free ports.
+// freeAddrs returns n loopback addresses with ports free now, for
+// servers started later. They are drawn from 10000–19999, below Linux's
+// ephemeral range (32768 on) where tests of other packages running in
+// parallel get their ":0" ports, and below cmd/cohort's 20000–31999, so
+// that none of them takes one in between.
 func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
+	seen := map[string]bool{}
 	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for try := 0; len(out) < n; try++ {
+		if try == 1000 {
+			t.Fatal("no free ports in 10000–19999")
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
+		addr := fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(10000))
+		l, err := net.Listen("tcp", addr)
+		if err != nil || seen[addr] {
+			continue
+		}
 		l.Close()
+		seen[addr] = true
+		out = append(out, addr)
 	}
 	return out
 }
@@ -442,12 +448,8 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 }
 
 func leaderHint(err error) string {
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.NotLeaderReason {
-			return info.GetMetadata()[pb.LeaderAddressKey]
-		}
-	}
-	return ""
+	addr, _ := pb.NotLeader(err)
+	return addr
 }
 
 func tagOf(r tracking.Run, key string) string {

@@ -109,9 +109,7 @@ arms: [{name: fedavg, strategy: fedavg}]
 		t.Fatal(err)
 	}
 	defer store.Close()
-	probe, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := probe.Addr().String()
-	probe.Close()
+	addr := freeAddrs(t, 1)[0]
 
 	stopA := startCoordinator(t, addr, ds, store, log)
 	ctx, cancel := context.WithCancel(context.Background())

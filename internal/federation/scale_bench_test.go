@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -56,9 +55,7 @@ deadline: {round: 2m}
 		b.Fatal(err)
 	}
 	defer store.Close()
-	probe, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := probe.Addr().String()
-	probe.Close()
+	addr := freeAddrs(b, 1)[0]
 
 	runtime.GC()
 	var before runtime.MemStats

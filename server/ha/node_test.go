@@ -28,21 +28,27 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// freeAddrs returns n loopback addresses nothing listens on (yet).
+// freeAddrs returns n loopback addresses nothing listens on (yet). The
+// ports are drawn from 5000–9999, below Linux's ephemeral range (32768
+// on) where tests of other packages running in parallel get their ":0"
+// ports and below internal/federation's and cmd/cohort's ranges, so that
+// none of them takes one before the node binds it.
 func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
+	seen := map[string]bool{}
 	var out []string
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for try := 0; len(out) < n; try++ {
+		if try == 1000 {
+			t.Fatal("no free ports in 5000–9999")
 		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
+		addr := fmt.Sprintf("127.0.0.1:%d", 5000+mrand.IntN(5000))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil || seen[addr] {
+			continue
+		}
 		ln.Close()
+		seen[addr] = true
+		out = append(out, addr)
 	}
 	return out
 }

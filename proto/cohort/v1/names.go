@@ -1,5 +1,11 @@
 package cohortv1
 
+import (
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
 // PooledDataTrainer is the trainer a site lists in Capabilities.trainers
 // when it holds the pooled data of a job's centralized arm: the coordinator
 // sends that arm's tasks to it.
@@ -15,3 +21,18 @@ const (
 	LeaderIDKey      = "leader_id"
 	LeaderAddressKey = "leader_address"
 )
+
+// NotLeader reports whether err is a coordinator's refusal for not being
+// the leader and, when it names one, the leader's gRPC address.
+func NotLeader(err error) (leaderAddress string, ok bool) {
+	st, isStatus := status.FromError(err) // also through wrapping; the details survive
+	if !isStatus || st.Code() != codes.Unavailable {
+		return "", false
+	}
+	for _, d := range st.Details() {
+		if info, isInfo := d.(*errdetails.ErrorInfo); isInfo && info.GetReason() == NotLeaderReason && info.GetDomain() == ErrorDomain {
+			return info.GetMetadata()[LeaderAddressKey], true
+		}
+	}
+	return "", false
+}
