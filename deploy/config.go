@@ -328,7 +328,10 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 	}
 	d.tlsFiles("tls", c.TLS)
 	d.dataPaths("data", c.Data)
-	d.clusterValues("cluster", c.Cluster, c.Name, c.TLS == nil)
+	if c.Cluster != nil && c.Cluster.ID == "" {
+		c.Cluster.ID = c.Name
+	}
+	d.clusterValues("cluster", c.Cluster, c.TLS == nil)
 	if c.SiteWait <= 0 {
 		d.check("site_wait", "must be positive, such as \"10m\"")
 	}
@@ -368,13 +371,10 @@ func (d *decoder) cluster(path string, n *yaml.Node, out **ClusterConfig) {
 	*out = c
 }
 
-// clusterValues checks a cluster: section against the coordinator's name.
-func (d *decoder) clusterValues(path string, c *ClusterConfig, name string, plaintext bool) {
+// clusterValues checks a cluster: section (its id defaulted already).
+func (d *decoder) clusterValues(path string, c *ClusterConfig, plaintext bool) {
 	if c == nil {
 		return
-	}
-	if c.ID == "" {
-		c.ID = name
 	}
 	if len(c.Peers) == 0 {
 		d.check(join(path, "peers"), "missing; list every coordinator of the cluster, this one included, such as [{id: coord-1, raft: \"10.0.0.1:7444\", grpc: \"10.0.0.1:7443\"}, ...], or remove cluster: for a single coordinator")

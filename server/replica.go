@@ -270,32 +270,24 @@ func (c *Coordinator) saveRunIDs(ctx context.Context, j *jobRun, ids ha.RunIDs) 
 	return nil
 }
 
-func pbState(s ha.JobStatus) pb.JobState {
-	switch s {
-	case ha.StatusQueued:
-		return pb.JobState_JOB_STATE_QUEUED
-	case ha.StatusRunning:
-		return pb.JobState_JOB_STATE_RUNNING
-	case ha.StatusSucceeded:
-		return pb.JobState_JOB_STATE_SUCCEEDED
-	case ha.StatusFailed:
-		return pb.JobState_JOB_STATE_FAILED
-	case ha.StatusCancelled:
-		return pb.JobState_JOB_STATE_CANCELLED
-	}
-	return pb.JobState_JOB_STATE_UNSPECIFIED
+// jobStates pairs the replicated job statuses with the wire's.
+var jobStates = map[ha.JobStatus]pb.JobState{
+	ha.StatusQueued:    pb.JobState_JOB_STATE_QUEUED,
+	ha.StatusRunning:   pb.JobState_JOB_STATE_RUNNING,
+	ha.StatusSucceeded: pb.JobState_JOB_STATE_SUCCEEDED,
+	ha.StatusFailed:    pb.JobState_JOB_STATE_FAILED,
+	ha.StatusCancelled: pb.JobState_JOB_STATE_CANCELLED,
 }
 
+// pbState is s on the wire; UNSPECIFIED for a status this node does not know.
+func pbState(s ha.JobStatus) pb.JobState { return jobStates[s] }
+
+// haStatus is s in the replicated state; queued for UNSPECIFIED.
 func haStatus(s pb.JobState) ha.JobStatus {
-	switch s {
-	case pb.JobState_JOB_STATE_RUNNING:
-		return ha.StatusRunning
-	case pb.JobState_JOB_STATE_SUCCEEDED:
-		return ha.StatusSucceeded
-	case pb.JobState_JOB_STATE_FAILED:
-		return ha.StatusFailed
-	case pb.JobState_JOB_STATE_CANCELLED:
-		return ha.StatusCancelled
+	for hs, ps := range jobStates {
+		if ps == s {
+			return hs
+		}
 	}
 	return ha.StatusQueued
 }

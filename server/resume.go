@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/cohortfl/cohort/model"
@@ -96,7 +98,7 @@ func (c *Coordinator) markFailover(ctx context.Context, a *armRun, r int) {
 		r, c.rep.ID(), now.UTC().Format(time.RFC3339))
 	ms := []tracking.Metric{{Key: MetricFailover, Value: 1, Timestamp: now.UnixMilli(), Step: int64(r)}}
 	tags := []tracking.Tag{{Key: TagFailover, Value: msg}}
-	for _, id := range append([]string{a.runID}, mapValues(a.siteRuns)...) {
+	for _, id := range append([]string{a.runID}, slices.Collect(maps.Values(a.siteRuns))...) {
 		if err := a.j.tracker.LogBatch(ctx, id, ms, nil, tags); err != nil {
 			c.log.Warn("tracking_log_failed", "run", id, "err", err)
 		}
@@ -172,12 +174,4 @@ func (c *Coordinator) replicateRound(ctx context.Context, a *armRun, r int) erro
 		return fmt.Errorf("committing the round to the cluster: %w", err)
 	}
 	return nil
-}
-
-func mapValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }

@@ -90,6 +90,17 @@ func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func
 	}
 }
 
+// jobArg parses a command's flags and its job ID, and connects to the
+// coordinator that leads.
+func (a *adminFlags) jobArg(ctx context.Context, args []string) (string, pb.JobsServiceClient, func(), error) {
+	id, err := a.parseJobID(args)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	cli, done, err := a.jobsClient(ctx)
+	return id, cli, done, err
+}
+
 // parseJobID parses a command's flags and its one argument, a job ID.
 func (a *adminFlags) parseJobID(args []string) (string, error) {
 	if err := a.fs.Parse(args); err != nil {
@@ -197,11 +208,7 @@ func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("status", "status [-c admin.yaml] [-f] JOB_ID", stderr)
 	follow := a.fs.Bool("f", false, "follow the job's progress until it ends")
-	id, err := a.parseJobID(args)
-	if err != nil {
-		return err
-	}
-	cli, done, err := a.jobsClient(ctx)
+	id, cli, done, err := a.jobArg(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -232,11 +239,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("cancel", "cancel [-c admin.yaml] [--reason TEXT] JOB_ID", stderr)
 	reason := a.fs.String("reason", "", "why, recorded with the job")
-	id, err := a.parseJobID(args)
-	if err != nil {
-		return err
-	}
-	cli, done, err := a.jobsClient(ctx)
+	id, cli, done, err := a.jobArg(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -254,11 +257,7 @@ func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("logs", "logs [-c admin.yaml] [-f] JOB_ID", stderr)
 	follow := a.fs.Bool("f", false, "keep printing events until the job ends")
-	id, err := a.parseJobID(args)
-	if err != nil {
-		return err
-	}
-	cli, done, err := a.jobsClient(ctx)
+	id, cli, done, err := a.jobArg(ctx, args)
 	if err != nil {
 		return err
 	}

@@ -128,11 +128,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 				announce()
 			}()
 		}
-		select { // a node that stops itself (its peer list disagrees) stops the coordinator
-		case err := <-node.Err():
-			return err
-		default:
-		}
+		// A node that stops itself (its peer list disagrees) stops the coordinator.
 		ctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 		go func() {
