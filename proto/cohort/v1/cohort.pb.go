@@ -38,6 +38,9 @@ const (
 	TaskKind_TASK_KIND_CENTRALIZED_TRAIN TaskKind = 2
 	// TASK_KIND_EVALUATE evaluates the global model on the site's test split.
 	TaskKind_TASK_KIND_EVALUATE TaskKind = 3
+	// TASK_KIND_INIT makes the job's initial weights with the site's trainer
+	// (an exec model's script); the site pushes them as an update.
+	TaskKind_TASK_KIND_INIT TaskKind = 4
 )
 
 // Enum value maps for TaskKind.
@@ -47,12 +50,14 @@ var (
 		1: "TASK_KIND_TRAIN",
 		2: "TASK_KIND_CENTRALIZED_TRAIN",
 		3: "TASK_KIND_EVALUATE",
+		4: "TASK_KIND_INIT",
 	}
 	TaskKind_value = map[string]int32{
 		"TASK_KIND_UNSPECIFIED":       0,
 		"TASK_KIND_TRAIN":             1,
 		"TASK_KIND_CENTRALIZED_TRAIN": 2,
 		"TASK_KIND_EVALUATE":          3,
+		"TASK_KIND_INIT":              4,
 	}
 )
 
@@ -636,6 +641,7 @@ type SiteMessage struct {
 	//	*SiteMessage_Heartbeat
 	//	*SiteMessage_Progress
 	//	*SiteMessage_Failed
+	//	*SiteMessage_Result
 	Msg           isSiteMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -714,6 +720,15 @@ func (x *SiteMessage) GetFailed() *TaskFailed {
 	return nil
 }
 
+func (x *SiteMessage) GetResult() *TaskResult {
+	if x != nil {
+		if x, ok := x.Msg.(*SiteMessage_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
 type isSiteMessage_Msg interface {
 	isSiteMessage_Msg()
 }
@@ -734,6 +749,10 @@ type SiteMessage_Failed struct {
 	Failed *TaskFailed `protobuf:"bytes,4,opt,name=failed,proto3,oneof"`
 }
 
+type SiteMessage_Result struct {
+	Result *TaskResult `protobuf:"bytes,5,opt,name=result,proto3,oneof"`
+}
+
 func (*SiteMessage_Hello) isSiteMessage_Msg() {}
 
 func (*SiteMessage_Heartbeat) isSiteMessage_Msg() {}
@@ -741,6 +760,8 @@ func (*SiteMessage_Heartbeat) isSiteMessage_Msg() {}
 func (*SiteMessage_Progress) isSiteMessage_Msg() {}
 
 func (*SiteMessage_Failed) isSiteMessage_Msg() {}
+
+func (*SiteMessage_Result) isSiteMessage_Msg() {}
 
 // SessionHello is the first message on a Session stream.
 type SessionHello struct {
@@ -925,9 +946,12 @@ func (x *TaskProgress) GetLoss() float64 {
 
 // TaskFailed reports a task the site could not complete.
 type TaskFailed struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// energy is what the site measured of the work it did before failing:
+	// discarded work still counts in the arm's energy.
+	Energy        *EnergyReport `protobuf:"bytes,3,opt,name=energy,proto3" json:"energy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -976,6 +1000,75 @@ func (x *TaskFailed) GetReason() string {
 	return ""
 }
 
+func (x *TaskFailed) GetEnergy() *EnergyReport {
+	if x != nil {
+		return x.Energy
+	}
+	return nil
+}
+
+// TaskResult reports a task that returns no weights (an evaluate task):
+// its metrics (loss, accuracy, num_samples, ...) and the energy it cost.
+type TaskResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Metrics       map[string]float64     `protobuf:"bytes,2,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Energy        *EnergyReport          `protobuf:"bytes,3,opt,name=energy,proto3" json:"energy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskResult) Reset() {
+	*x = TaskResult{}
+	mi := &file_cohort_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskResult) ProtoMessage() {}
+
+func (x *TaskResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
+func (*TaskResult) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TaskResult) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *TaskResult) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *TaskResult) GetEnergy() *EnergyReport {
+	if x != nil {
+		return x.Energy
+	}
+	return nil
+}
+
 type CoordinatorMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -989,7 +1082,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1094,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1107,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -1067,13 +1160,14 @@ type ModelSpec struct {
 	Classes       int32                  `protobuf:"varint,5,opt,name=classes,proto3" json:"classes,omitempty"`
 	Command       []string               `protobuf:"bytes,6,rep,name=command,proto3" json:"command,omitempty"` // exec trainer
 	Env           map[string]string      `protobuf:"bytes,7,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ExecMode      string                 `protobuf:"bytes,8,opt,name=exec_mode,json=execMode,proto3" json:"exec_mode,omitempty"` // exec trainer: per-task (default) or persistent
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1179,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1192,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1150,6 +1244,13 @@ func (x *ModelSpec) GetEnv() map[string]string {
 	return nil
 }
 
+func (x *ModelSpec) GetExecMode() string {
+	if x != nil {
+		return x.ExecMode
+	}
+	return ""
+}
+
 type TrainParams struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epochs        int32                  `protobuf:"varint,1,opt,name=epochs,proto3" json:"epochs,omitempty"`
@@ -1165,7 +1266,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1278,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1291,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TrainParams) GetEpochs() int32 {
@@ -1268,7 +1369,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1381,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1394,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1411,7 +1512,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1524,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1537,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1463,7 +1564,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1576,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1589,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FetchModelRequest) GetModelId() string {
@@ -1517,7 +1618,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1630,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1643,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ModelChunk) GetOffset() int64 {
@@ -1589,13 +1690,21 @@ type GPUEnergy struct {
 	Shared                bool                   `protobuf:"varint,12,opt,name=shared,proto3" json:"shared,omitempty"` // MIG: whole-GPU figures
 	Resets                int32                  `protobuf:"varint,13,opt,name=resets,proto3" json:"resets,omitempty"`
 	DriverVersion         string                 `protobuf:"bytes,14,opt,name=driver_version,json=driverVersion,proto3" json:"driver_version,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// device_joules is the whole GPU's energy over the window; joules is this
+	// task's attributed share of it (equal to device_joules when exclusive).
+	DeviceJoules float64 `protobuf:"fixed64,15,opt,name=device_joules,json=deviceJoules,proto3" json:"device_joules,omitempty"`
+	Attribution  string  `protobuf:"bytes,16,opt,name=attribution,proto3" json:"attribution,omitempty"` // exclusive, attributed-utilization, attributed-equal
+	// The energy counter's readings at the window's ends, in joules (0 without
+	// a counter): windows on one GPU overlap exactly where these intervals do.
+	CounterStartJoules float64 `protobuf:"fixed64,17,opt,name=counter_start_joules,json=counterStartJoules,proto3" json:"counter_start_joules,omitempty"`
+	CounterEndJoules   float64 `protobuf:"fixed64,18,opt,name=counter_end_joules,json=counterEndJoules,proto3" json:"counter_end_joules,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GPUEnergy) Reset() {
 	*x = GPUEnergy{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1716,7 @@ func (x *GPUEnergy) String() string {
 func (*GPUEnergy) ProtoMessage() {}
 
 func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1729,7 @@ func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUEnergy.ProtoReflect.Descriptor instead.
 func (*GPUEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GPUEnergy) GetUuid() string {
@@ -1721,19 +1830,49 @@ func (x *GPUEnergy) GetDriverVersion() string {
 	return ""
 }
 
+func (x *GPUEnergy) GetDeviceJoules() float64 {
+	if x != nil {
+		return x.DeviceJoules
+	}
+	return 0
+}
+
+func (x *GPUEnergy) GetAttribution() string {
+	if x != nil {
+		return x.Attribution
+	}
+	return ""
+}
+
+func (x *GPUEnergy) GetCounterStartJoules() float64 {
+	if x != nil {
+		return x.CounterStartJoules
+	}
+	return 0
+}
+
+func (x *GPUEnergy) GetCounterEndJoules() float64 {
+	if x != nil {
+		return x.CounterEndJoules
+	}
+	return 0
+}
+
 type DomainEnergy struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // package-0, dram, ...
 	Joules        float64                `protobuf:"fixed64,2,opt,name=joules,proto3" json:"joules,omitempty"`
 	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
 	Wraps         int32                  `protobuf:"varint,4,opt,name=wraps,proto3" json:"wraps,omitempty"`
+	DeviceJoules  float64                `protobuf:"fixed64,5,opt,name=device_joules,json=deviceJoules,proto3" json:"device_joules,omitempty"` // the whole domain's; joules is the attributed share
+	Attribution   string                 `protobuf:"bytes,6,opt,name=attribution,proto3" json:"attribution,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DomainEnergy) Reset() {
 	*x = DomainEnergy{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1884,7 @@ func (x *DomainEnergy) String() string {
 func (*DomainEnergy) ProtoMessage() {}
 
 func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1897,7 @@ func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainEnergy.ProtoReflect.Descriptor instead.
 func (*DomainEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DomainEnergy) GetName() string {
@@ -1789,6 +1928,20 @@ func (x *DomainEnergy) GetWraps() int32 {
 	return 0
 }
 
+func (x *DomainEnergy) GetDeviceJoules() float64 {
+	if x != nil {
+		return x.DeviceJoules
+	}
+	return 0
+}
+
+func (x *DomainEnergy) GetAttribution() string {
+	if x != nil {
+		return x.Attribution
+	}
+	return ""
+}
+
 type EnergyEstimate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CpuSeconds    float64                `protobuf:"fixed64,1,opt,name=cpu_seconds,json=cpuSeconds,proto3" json:"cpu_seconds,omitempty"`
@@ -1800,7 +1953,7 @@ type EnergyEstimate struct {
 
 func (x *EnergyEstimate) Reset() {
 	*x = EnergyEstimate{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1965,7 @@ func (x *EnergyEstimate) String() string {
 func (*EnergyEstimate) ProtoMessage() {}
 
 func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1978,7 @@ func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyEstimate.ProtoReflect.Descriptor instead.
 func (*EnergyEstimate) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EnergyEstimate) GetCpuSeconds() float64 {
@@ -1859,14 +2012,20 @@ type EnergyReport struct {
 	Cpu           []*DomainEnergy        `protobuf:"bytes,5,rep,name=cpu,proto3" json:"cpu,omitempty"`
 	Estimated     *EnergyEstimate        `protobuf:"bytes,6,opt,name=estimated,proto3" json:"estimated,omitempty"`
 	// json carries the site's full report as JSON, for tracking artifacts.
-	Json          []byte `protobuf:"bytes,7,opt,name=json,proto3" json:"json,omitempty"`
+	Json []byte `protobuf:"bytes,7,opt,name=json,proto3" json:"json,omitempty"`
+	// concurrent is the most other measurements that overlapped this one on
+	// the same meter.
+	Concurrent    int32  `protobuf:"varint,8,opt,name=concurrent,proto3" json:"concurrent,omitempty"`
+	Attribution   string `protobuf:"bytes,9,opt,name=attribution,proto3" json:"attribution,omitempty"` // exclusive, attributed-utilization, attributed-equal
+	StartUnixMs   int64  `protobuf:"varint,10,opt,name=start_unix_ms,json=startUnixMs,proto3" json:"start_unix_ms,omitempty"`
+	EndUnixMs     int64  `protobuf:"varint,11,opt,name=end_unix_ms,json=endUnixMs,proto3" json:"end_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnergyReport) Reset() {
 	*x = EnergyReport{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2037,7 @@ func (x *EnergyReport) String() string {
 func (*EnergyReport) ProtoMessage() {}
 
 func (x *EnergyReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2050,7 @@ func (x *EnergyReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyReport.ProtoReflect.Descriptor instead.
 func (*EnergyReport) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EnergyReport) GetSeconds() float64 {
@@ -1943,6 +2102,34 @@ func (x *EnergyReport) GetJson() []byte {
 	return nil
 }
 
+func (x *EnergyReport) GetConcurrent() int32 {
+	if x != nil {
+		return x.Concurrent
+	}
+	return 0
+}
+
+func (x *EnergyReport) GetAttribution() string {
+	if x != nil {
+		return x.Attribution
+	}
+	return ""
+}
+
+func (x *EnergyReport) GetStartUnixMs() int64 {
+	if x != nil {
+		return x.StartUnixMs
+	}
+	return 0
+}
+
+func (x *EnergyReport) GetEndUnixMs() int64 {
+	if x != nil {
+		return x.EndUnixMs
+	}
+	return 0
+}
+
 type UpdateHeader struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	TaskId     string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1962,7 +2149,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2161,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2174,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateHeader) GetTaskId() string {
@@ -2074,7 +2261,7 @@ type DatasetInfo struct {
 
 func (x *DatasetInfo) Reset() {
 	*x = DatasetInfo{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2273,7 @@ func (x *DatasetInfo) String() string {
 func (*DatasetInfo) ProtoMessage() {}
 
 func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2286,7 @@ func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
 func (*DatasetInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DatasetInfo) GetName() string {
@@ -2143,7 +2330,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2342,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2355,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -2222,7 +2409,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2421,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2434,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -2284,7 +2471,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2483,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2496,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Job) GetJobId() string {
@@ -2405,7 +2592,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2604,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2617,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -2449,7 +2636,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2461,7 +2648,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2474,7 +2661,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -2492,7 +2679,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2691,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2704,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 type ListJobsResponse struct {
@@ -2529,7 +2716,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2541,7 +2728,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2554,7 +2741,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -2573,7 +2760,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +2772,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +2785,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2617,7 +2804,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2629,7 +2816,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2642,7 +2829,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -2662,7 +2849,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2861,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2874,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -2713,7 +2900,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2912,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2925,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{35}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -2757,7 +2944,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2769,7 +2956,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2782,7 +2969,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{36}
+	return file_cohort_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -2810,7 +2997,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2822,7 +3009,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2835,7 +3022,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{37}
+	return file_cohort_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -2951,12 +3138,13 @@ const file_cohort_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x12/\n" +
-	"\x13coordinator_version\x18\x03 \x01(\tR\x12coordinatorVersion\"\xe3\x01\n" +
+	"\x13coordinator_version\x18\x03 \x01(\tR\x12coordinatorVersion\"\x94\x02\n" +
 	"\vSiteMessage\x12/\n" +
 	"\x05hello\x18\x01 \x01(\v2\x17.cohort.v1.SessionHelloH\x00R\x05hello\x124\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x14.cohort.v1.HeartbeatH\x00R\theartbeat\x125\n" +
 	"\bprogress\x18\x03 \x01(\v2\x17.cohort.v1.TaskProgressH\x00R\bprogress\x12/\n" +
-	"\x06failed\x18\x04 \x01(\v2\x15.cohort.v1.TaskFailedH\x00R\x06failedB\x05\n" +
+	"\x06failed\x18\x04 \x01(\v2\x15.cohort.v1.TaskFailedH\x00R\x06failed\x12/\n" +
+	"\x06result\x18\x05 \x01(\v2\x15.cohort.v1.TaskResultH\x00R\x06resultB\x05\n" +
 	"\x03msg\"J\n" +
 	"\fSessionHello\x12\x1d\n" +
 	"\n" +
@@ -2970,15 +3158,24 @@ const file_cohort_proto_rawDesc = "" +
 	"\x05epoch\x18\x02 \x01(\x05R\x05epoch\x12\x14\n" +
 	"\x05batch\x18\x03 \x01(\x05R\x05batch\x12\x18\n" +
 	"\abatches\x18\x04 \x01(\x05R\abatches\x12\x12\n" +
-	"\x04loss\x18\x05 \x01(\x01R\x04loss\"=\n" +
+	"\x04loss\x18\x05 \x01(\x01R\x04loss\"n\n" +
 	"\n" +
 	"TaskFailed\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"s\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12/\n" +
+	"\x06energy\x18\x03 \x01(\v2\x17.cohort.v1.EnergyReportR\x06energy\"\xd0\x01\n" +
+	"\n" +
+	"TaskResult\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12<\n" +
+	"\ametrics\x18\x02 \x03(\v2\".cohort.v1.TaskResult.MetricsEntryR\ametrics\x12/\n" +
+	"\x06energy\x18\x03 \x01(\v2\x17.cohort.v1.EnergyReportR\x06energy\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"s\n" +
 	"\x12CoordinatorMessage\x12%\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.cohort.v1.TaskH\x00R\x04task\x12/\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x15.cohort.v1.CancelTaskH\x00R\x06cancelB\x05\n" +
-	"\x03msg\"\x89\x02\n" +
+	"\x03msg\"\xa6\x02\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06hidden\x18\x02 \x03(\x05R\x06hidden\x12\x12\n" +
@@ -2987,7 +3184,8 @@ const file_cohort_proto_rawDesc = "" +
 	"inputShape\x12\x18\n" +
 	"\aclasses\x18\x05 \x01(\x05R\aclasses\x12\x18\n" +
 	"\acommand\x18\x06 \x03(\tR\acommand\x12/\n" +
-	"\x03env\x18\a \x03(\v2\x1d.cohort.v1.ModelSpec.EnvEntryR\x03env\x1a6\n" +
+	"\x03env\x18\a \x03(\v2\x1d.cohort.v1.ModelSpec.EnvEntryR\x03env\x12\x1b\n" +
+	"\texec_mode\x18\b \x01(\tR\bexecMode\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x01\n" +
@@ -3031,7 +3229,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1d\n" +
 	"\n" +
 	"total_size\x18\x03 \x01(\x03R\ttotalSize\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\fR\x06sha256\"\xbd\x03\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\"\xe4\x04\n" +
 	"\tGPUEnergy\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x12\n" +
@@ -3048,17 +3246,23 @@ const file_cohort_proto_rawDesc = "" +
 	"intervalMs\x12\x16\n" +
 	"\x06shared\x18\f \x01(\bR\x06shared\x12\x16\n" +
 	"\x06resets\x18\r \x01(\x05R\x06resets\x12%\n" +
-	"\x0edriver_version\x18\x0e \x01(\tR\rdriverVersion\"h\n" +
+	"\x0edriver_version\x18\x0e \x01(\tR\rdriverVersion\x12#\n" +
+	"\rdevice_joules\x18\x0f \x01(\x01R\fdeviceJoules\x12 \n" +
+	"\vattribution\x18\x10 \x01(\tR\vattribution\x120\n" +
+	"\x14counter_start_joules\x18\x11 \x01(\x01R\x12counterStartJoules\x12,\n" +
+	"\x12counter_end_joules\x18\x12 \x01(\x01R\x10counterEndJoules\"\xaf\x01\n" +
 	"\fDomainEnergy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06joules\x18\x02 \x01(\x01R\x06joules\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x14\n" +
-	"\x05wraps\x18\x04 \x01(\x05R\x05wraps\"o\n" +
+	"\x05wraps\x18\x04 \x01(\x05R\x05wraps\x12#\n" +
+	"\rdevice_joules\x18\x05 \x01(\x01R\fdeviceJoules\x12 \n" +
+	"\vattribution\x18\x06 \x01(\tR\vattribution\"o\n" +
 	"\x0eEnergyEstimate\x12\x1f\n" +
 	"\vcpu_seconds\x18\x01 \x01(\x01R\n" +
 	"cpuSeconds\x12$\n" +
 	"\x0ewatts_per_core\x18\x02 \x01(\x01R\fwattsPerCore\x12\x16\n" +
-	"\x06joules\x18\x03 \x01(\x01R\x06joules\"\x89\x02\n" +
+	"\x06joules\x18\x03 \x01(\x01R\x06joules\"\x8f\x03\n" +
 	"\fEnergyReport\x12\x18\n" +
 	"\aseconds\x18\x01 \x01(\x01R\aseconds\x12%\n" +
 	"\x0elow_confidence\x18\x02 \x01(\bR\rlowConfidence\x12\x16\n" +
@@ -3066,7 +3270,14 @@ const file_cohort_proto_rawDesc = "" +
 	"\x04gpus\x18\x04 \x03(\v2\x14.cohort.v1.GPUEnergyR\x04gpus\x12)\n" +
 	"\x03cpu\x18\x05 \x03(\v2\x17.cohort.v1.DomainEnergyR\x03cpu\x127\n" +
 	"\testimated\x18\x06 \x01(\v2\x19.cohort.v1.EnergyEstimateR\testimated\x12\x12\n" +
-	"\x04json\x18\a \x01(\fR\x04json\"\x9d\x03\n" +
+	"\x04json\x18\a \x01(\fR\x04json\x12\x1e\n" +
+	"\n" +
+	"concurrent\x18\b \x01(\x05R\n" +
+	"concurrent\x12 \n" +
+	"\vattribution\x18\t \x01(\tR\vattribution\x12\"\n" +
+	"\rstart_unix_ms\x18\n" +
+	" \x01(\x03R\vstartUnixMs\x12\x1e\n" +
+	"\vend_unix_ms\x18\v \x01(\x03R\tendUnixMs\"\x9d\x03\n" +
 	"\fUpdateHeader\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -3143,12 +3354,13 @@ const file_cohort_proto_rawDesc = "" +
 	" \x01(\x0e2\x13.cohort.v1.JobStateR\x05state\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01*s\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01*\x87\x01\n" +
 	"\bTaskKind\x12\x19\n" +
 	"\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTASK_KIND_TRAIN\x10\x01\x12\x1f\n" +
 	"\x1bTASK_KIND_CENTRALIZED_TRAIN\x10\x02\x12\x16\n" +
-	"\x12TASK_KIND_EVALUATE\x10\x03*\x9a\x01\n" +
+	"\x12TASK_KIND_EVALUATE\x10\x03\x12\x12\n" +
+	"\x0eTASK_KIND_INIT\x10\x04*\x9a\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
@@ -3184,7 +3396,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: cohort.v1.TaskKind
 	(JobState)(0),                 // 1: cohort.v1.JobState
@@ -3200,35 +3412,37 @@ var file_cohort_proto_goTypes = []any{
 	(*Heartbeat)(nil),             // 11: cohort.v1.Heartbeat
 	(*TaskProgress)(nil),          // 12: cohort.v1.TaskProgress
 	(*TaskFailed)(nil),            // 13: cohort.v1.TaskFailed
-	(*CoordinatorMessage)(nil),    // 14: cohort.v1.CoordinatorMessage
-	(*ModelSpec)(nil),             // 15: cohort.v1.ModelSpec
-	(*TrainParams)(nil),           // 16: cohort.v1.TrainParams
-	(*Task)(nil),                  // 17: cohort.v1.Task
-	(*CancelTask)(nil),            // 18: cohort.v1.CancelTask
-	(*FetchModelRequest)(nil),     // 19: cohort.v1.FetchModelRequest
-	(*ModelChunk)(nil),            // 20: cohort.v1.ModelChunk
-	(*GPUEnergy)(nil),             // 21: cohort.v1.GPUEnergy
-	(*DomainEnergy)(nil),          // 22: cohort.v1.DomainEnergy
-	(*EnergyEstimate)(nil),        // 23: cohort.v1.EnergyEstimate
-	(*EnergyReport)(nil),          // 24: cohort.v1.EnergyReport
-	(*UpdateHeader)(nil),          // 25: cohort.v1.UpdateHeader
-	(*DatasetInfo)(nil),           // 26: cohort.v1.DatasetInfo
-	(*UpdateChunk)(nil),           // 27: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil),    // 28: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                   // 29: cohort.v1.Job
-	(*SubmitJobRequest)(nil),      // 30: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 31: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),       // 32: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 33: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),         // 34: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 35: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),      // 36: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 37: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),       // 38: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),              // 39: cohort.v1.JobEvent
-	nil,                           // 40: cohort.v1.ModelSpec.EnvEntry
-	nil,                           // 41: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                           // 42: cohort.v1.JobEvent.MetricsEntry
+	(*TaskResult)(nil),            // 14: cohort.v1.TaskResult
+	(*CoordinatorMessage)(nil),    // 15: cohort.v1.CoordinatorMessage
+	(*ModelSpec)(nil),             // 16: cohort.v1.ModelSpec
+	(*TrainParams)(nil),           // 17: cohort.v1.TrainParams
+	(*Task)(nil),                  // 18: cohort.v1.Task
+	(*CancelTask)(nil),            // 19: cohort.v1.CancelTask
+	(*FetchModelRequest)(nil),     // 20: cohort.v1.FetchModelRequest
+	(*ModelChunk)(nil),            // 21: cohort.v1.ModelChunk
+	(*GPUEnergy)(nil),             // 22: cohort.v1.GPUEnergy
+	(*DomainEnergy)(nil),          // 23: cohort.v1.DomainEnergy
+	(*EnergyEstimate)(nil),        // 24: cohort.v1.EnergyEstimate
+	(*EnergyReport)(nil),          // 25: cohort.v1.EnergyReport
+	(*UpdateHeader)(nil),          // 26: cohort.v1.UpdateHeader
+	(*DatasetInfo)(nil),           // 27: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),           // 28: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil),    // 29: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                   // 30: cohort.v1.Job
+	(*SubmitJobRequest)(nil),      // 31: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 32: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),       // 33: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 34: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),         // 35: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 36: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),      // 37: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 38: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),       // 39: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),              // 40: cohort.v1.JobEvent
+	nil,                           // 41: cohort.v1.TaskResult.MetricsEntry
+	nil,                           // 42: cohort.v1.ModelSpec.EnvEntry
+	nil,                           // 43: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                           // 44: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
 	3,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
@@ -3239,51 +3453,55 @@ var file_cohort_proto_depIdxs = []int32{
 	11, // 5: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
 	12, // 6: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
 	13, // 7: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
-	17, // 8: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	18, // 9: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	40, // 10: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
-	0,  // 11: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
-	15, // 12: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
-	16, // 13: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	21, // 14: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	22, // 15: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	23, // 16: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	41, // 17: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	24, // 18: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	26, // 19: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	25, // 20: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
-	1,  // 21: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	29, // 22: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	29, // 23: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	29, // 24: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	29, // 25: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	42, // 26: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
-	1,  // 27: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	7,  // 28: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	9,  // 29: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	19, // 30: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	27, // 31: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	30, // 32: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	32, // 33: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	34, // 34: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	36, // 35: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	38, // 36: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	2,  // 37: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	8,  // 38: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	14, // 39: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	20, // 40: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	28, // 41: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	31, // 42: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	33, // 43: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	35, // 44: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	37, // 45: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	39, // 46: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	4,  // 47: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	38, // [38:48] is the sub-list for method output_type
-	28, // [28:38] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	14, // 8: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
+	25, // 9: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
+	41, // 10: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
+	25, // 11: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
+	18, // 12: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
+	19, // 13: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	42, // 14: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	0,  // 15: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
+	16, // 16: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
+	17, // 17: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
+	22, // 18: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	23, // 19: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	24, // 20: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	43, // 21: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	25, // 22: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	27, // 23: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	26, // 24: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	1,  // 25: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	30, // 26: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	30, // 27: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	30, // 28: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	30, // 29: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	44, // 30: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	1,  // 31: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
+	7,  // 32: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	9,  // 33: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	20, // 34: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	28, // 35: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	31, // 36: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	33, // 37: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	35, // 38: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	37, // 39: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	39, // 40: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	2,  // 41: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	8,  // 42: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	15, // 43: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	21, // 44: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	29, // 45: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	32, // 46: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	34, // 47: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	36, // 48: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	38, // 49: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	40, // 50: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	4,  // 51: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	42, // [42:52] is the sub-list for method output_type
+	32, // [32:42] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3296,12 +3514,13 @@ func file_cohort_proto_init() {
 		(*SiteMessage_Heartbeat)(nil),
 		(*SiteMessage_Progress)(nil),
 		(*SiteMessage_Failed)(nil),
+		(*SiteMessage_Result)(nil),
 	}
-	file_cohort_proto_msgTypes[12].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[13].OneofWrappers = []any{
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[25].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[26].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -3311,7 +3530,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
