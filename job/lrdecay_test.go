@@ -25,6 +25,30 @@ func TestRoundLR(t *testing.T) {
 	}
 }
 
+// TestEpochLR: a centralized arm decays per round-equivalent, as the
+// issue's example has it: 5 rounds × 2 epochs at 0.5 end at LR/16, not
+// LR/512.
+func TestEpochLR(t *testing.T) {
+	tr := Train{LR: 1, LRDecay: 0.5, Epochs: 2}
+	for _, tt := range []struct {
+		epoch int
+		want  float64
+	}{
+		{1, 1}, {2, 1}, {3, 0.5}, {4, 0.5}, {9, 1.0 / 16}, {10, 1.0 / 16},
+	} {
+		if got := tr.EpochLR(tt.epoch); got != tt.want {
+			t.Errorf("Train{LR: 1, LRDecay: 0.5, Epochs: 2}.EpochLR(%d) = %v, want %v", tt.epoch, got, tt.want)
+		}
+	}
+	// With one epoch a round, epochs and rounds decay alike.
+	one := Train{LR: 0.1, LRDecay: 0.9, Epochs: 1}
+	for e := 1; e <= 20; e++ {
+		if got, want := one.EpochLR(e), one.RoundLR(e); got != want {
+			t.Errorf("EpochLR(%d) = %v, want RoundLR(%d) = %v", e, got, e, want)
+		}
+	}
+}
+
 func TestLRDecayValidation(t *testing.T) {
 	const base = "name: x\nrounds: 2\ndata: {dataset: fashion-mnist}\nmodel: {kind: mlp}\nsites: {count: 2}\narms: [{strategy: fedavg}]\n"
 	for _, tt := range []struct {

@@ -257,9 +257,11 @@ type Train struct {
 	Momentum float64
 	// WeightDecay is the L2 penalty, ≥ 0; default 0.
 	WeightDecay float64
-	// LRDecay multiplies the learning rate after every round (every epoch
-	// of a centralized arm): round r trains with LR·LRDecay^(r−1), in
-	// (0, 1]; default 1, no decay. A decaying rate lets the last rounds
+	// LRDecay multiplies the learning rate after every round: round r
+	// trains with LR·LRDecay^(r−1), in (0, 1]; default 1, no decay. A
+	// centralized arm decays per round-equivalent, every Epochs epochs
+	// ([Train.EpochLR]), so that both kinds of arm train their last pass
+	// over the data at the same rate. A decaying rate lets the last rounds
 	// settle instead of ending wherever constant-rate SGD's noise leaves
 	// the model.
 	LRDecay float64
@@ -271,6 +273,15 @@ func (t Train) RoundLR(r int) float64 {
 		return t.LR
 	}
 	return t.LR * math.Pow(t.LRDecay, float64(r-1))
+}
+
+// EpochLR returns the learning rate of a centralized arm's epoch e, from 1:
+// that of the round the epoch stands for when every round is Epochs
+// epochs, so that LRDecay applies per round-equivalent as in the federated
+// arms (10 epochs as 5 rounds × 2 epochs decay 4 times, not 9).
+func (t Train) EpochLR(e int) float64 {
+	per := max(t.Epochs, 1)
+	return t.RoundLR((e + per - 1) / per)
 }
 
 // TrainOverride overrides some of the job's [Train] settings for one arm;

@@ -347,7 +347,7 @@ func (c *Coordinator) handleSiteMessage(conn *siteConn, m *pb.SiteMessage) {
 		}
 	case *pb.SiteMessage_Failed:
 		if t := c.task(msg.Failed.GetTaskId()); t != nil && t.site == conn.name {
-			t.round.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason()})
+			t.round.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason(), energy: msg.Failed.GetEnergy()})
 		}
 	case *pb.SiteMessage_Hello:
 		c.log.Warn("site_sent_second_hello", "site", conn.name)
@@ -428,6 +428,7 @@ type receivedUpdate struct {
 	numSamples int64
 	metrics    map[string]float64
 	energy     *pb.EnergyReport
+	evalEnergy *pb.EnergyReport
 	dataset    *pb.DatasetInfo
 	bytes      int64
 }
@@ -452,7 +453,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	if h.GetTotalSize() <= 0 || h.GetTotalSize() > limit {
 		err := badInput("push update: declared size %d bytes is outside 1..%d (the global model is %d bytes)", h.GetTotalSize(), limit, len(t.global.data))
-		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 		return toStatus(err)
 	}
 	asm, err := model.NewAssembler(h.GetTotalSize())
@@ -472,20 +473,20 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		}
 		if err := asm.Write(m.GetData()); err != nil {
 			err = badInput("push update: %v", err)
-			t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+			t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 			return toStatus(err)
 		}
 	}
 	data, err := asm.Finish(h.GetSha256())
 	if err != nil {
 		err = badInput("push update: %v", err)
-		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 		return toStatus(err)
 	}
 	w, _, err := model.UnmarshalSafetensors(data)
 	if err != nil {
 		err = badInput("push update: decoding safetensors: %v", err)
-		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error()})
+		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 		return toStatus(err)
 	}
 	up := &receivedUpdate{
@@ -493,6 +494,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		numSamples: h.GetNumSamples(),
 		metrics:    h.GetMetrics(),
 		energy:     h.GetEnergy(),
+		evalEnergy: h.GetEvalEnergy(),
 		dataset:    h.GetDataset(),
 		bytes:      int64(len(data)),
 	}

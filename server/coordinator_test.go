@@ -79,6 +79,10 @@ type fakeSite struct {
 	update  func(t *pb.Task, global *model.Weights) (*model.Weights, int64, error)
 	push    func(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64) error
 	results chan string // push outcomes: "accepted" or the reason/error
+	// energy, if set, is the site's energy report of every task: sent with
+	// its update (with evalEnergy as the update's eval_energy) or with its
+	// failure.
+	energy, evalEnergy *pb.EnergyReport
 }
 
 func (s *fakeSite) run(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
@@ -121,12 +125,22 @@ func (s *fakeSite) run(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
 			}
 			w, n, err := s.update(task, global)
 			if err != nil {
-				send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: task.GetTaskId(), Reason: err.Error()}}})
+				send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: task.GetTaskId(), Reason: err.Error(), Energy: s.energy}}})
 				return
 			}
 			push := s.push
 			if push == nil {
 				push = pushWhole
+			}
+			if s.energy != nil {
+				push = func(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64) error {
+					b, err := model.MarshalSafetensors(w, nil)
+					if err != nil {
+						return err
+					}
+					return pushHeader(ctx, cli, &pb.UpdateHeader{TaskId: t.GetTaskId(), NumSamples: n, TotalSize: int64(len(b)),
+						Sha256: sha256Of(b), Energy: s.energy, EvalEnergy: s.evalEnergy}, b)
+				}
 			}
 			err = push(ctx, cli, task, w, n)
 			if s.results != nil {
@@ -173,14 +187,24 @@ func pushWhole(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task,
 }
 
 func pushBytes(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, b []byte, size int64, sum [32]byte, n int64) error {
+	return pushHeader(ctx, cli, &pb.UpdateHeader{
+		TaskId: t.GetTaskId(), NumSamples: n, TotalSize: size, Sha256: sum[:],
+		Metrics: map[string]float64{"train_loss": 0.5},
+	}, b)
+}
+
+func sha256Of(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+// pushHeader uploads b after h, in 7-byte chunks.
+func pushHeader(ctx context.Context, cli pb.CoordinatorServiceClient, h *pb.UpdateHeader, b []byte) error {
 	st, err := cli.PushUpdate(ctx)
 	if err != nil {
 		return err
 	}
-	if err := st.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: &pb.UpdateHeader{
-		TaskId: t.GetTaskId(), NumSamples: n, TotalSize: size, Sha256: sum[:],
-		Metrics: map[string]float64{"train_loss": 0.5},
-	}}}); err != nil {
+	if err := st.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
 		return err
 	}
 	for off := 0; off < len(b); off += 7 {
@@ -436,6 +460,55 @@ func TestBadUpdatesAreRejectedAndRecorded(t *testing.T) {
 				t.Errorf("site-3's run has no cohort.round_1.status tag saying rejected")
 			}
 		})
+	}
+}
+
+// TestArmEnergyCountsEvaluationAndWaste: every round of the arm counts the
+// training of the updates it used, the sites' evaluation of the model they
+// received, and the work of a site that failed: nothing spent is left out,
+// and each part is logged apart.
+func TestArmEnergyCountsEvaluationAndWaste(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gpu := func(j float64) *pb.EnergyReport {
+		return &pb.EnergyReport{Method: "measured", Seconds: 1, Attribution: "exclusive",
+			Gpus:      []*pb.GPUEnergy{{Uuid: "GPU-x", Joules: j, DeviceJoules: j, UtilizationAvgPercent: 50}},
+			Estimated: &pb.EnergyEstimate{Joules: 0.5}}
+	}
+	failing := func(*pb.Task, *model.Weights) (*model.Weights, int64, error) {
+		return nil, 0, errors.New("out of memory")
+	}
+	c.startSite(t, ctx, &fakeSite{name: "site-1", update: plusOne(100), energy: gpu(10), evalEnergy: gpu(1)})
+	c.startSite(t, ctx, &fakeSite{name: "site-2", update: plusOne(100), energy: gpu(10), evalEnergy: gpu(1)})
+	c.startSite(t, ctx, &fakeSite{name: "site-3", update: failing, energy: gpu(5)})
+	j := submit(t, c, fmt.Sprintf(testJob, 2, "30s"))
+	got := waitJob(t, c, j.GetJobId())
+	if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job state = %v (%s), want SUCCEEDED", got.GetState(), got.GetError())
+	}
+	cmp, err := tracking.Compare(context.Background(), c.store, got.GetTrackingRunId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cmp.Arms[0]
+	// Per round: 2 × 10 J training, 2 × 1 J evaluation, 5 J wasted.
+	for _, f := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"energy_joules", a.EnergyJoules, 3 * 27},
+		{"train_energy_joules", a.TrainEnergyJoules, 3 * 20},
+		{"eval_energy_joules", a.EvalEnergyJoules, 3 * 2},
+		{"wasted_energy_joules", a.WastedEnergyJoules, 3 * 5},
+		{"gpu_utilization_percent", a.GPUUtilization, 50},
+	} {
+		if math.Abs(f.got-f.want) > 1e-9 {
+			t.Errorf("arm %s = %v, want %v", f.name, f.got, f.want)
+		}
+	}
+	if a.EnergyMethod != "measured" || a.Rounds != 3 {
+		t.Errorf("arm energy method, rounds = %q, %d; want measured, 3", a.EnergyMethod, a.Rounds)
 	}
 }
 

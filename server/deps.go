@@ -27,8 +27,15 @@ type Deps struct {
 	// Models prepares each job's model: initial weights, the spec sites build,
 	// and the coordinator-side evaluation.
 	Models ModelProvider
-	// Meter, if set, meters the coordinator's own aggregation.
+	// Meter, if set, meters the coordinator's own aggregation and its
+	// evaluation of global models.
 	Meter Meter
+	// Idle, if set, measures the idle power of the devices the sites train
+	// on, for [IdleWindow] before each job: `cohort run`'s sites share the
+	// coordinator's machine. Arms then log energy_joules_above_idle. A
+	// deployed coordinator leaves it nil: its own devices are not the
+	// sites'.
+	Idle IdleMeter
 	// Replica, if set, holds the jobs, their tracking run ids and each
 	// arm's committed rounds with their global models (server/ha's Node):
 	// the coordinator then serves only while its node leads, and the
@@ -88,6 +95,15 @@ type Evaluation struct {
 	Loss       float64
 	Accuracy   float64
 	NumSamples int64
+}
+
+// IdleWindow is how long [IdleMeter] measures before a job.
+const IdleWindow = 2 * time.Second
+
+// IdleMeter measures the devices' power while nothing of the job runs.
+type IdleMeter interface {
+	// IdleWatts returns the devices' mean power over d, in watts.
+	IdleWatts(ctx context.Context, d time.Duration) (float64, error)
 }
 
 // Meter measures the energy of the coordinator's own work.

@@ -24,6 +24,9 @@ type jobRun struct {
 
 	// tracker is where the job logs; set when it starts running.
 	tracker Tracker
+	// idleWatts is the devices' idle power, measured before the job ran;
+	// 0 when unknown.
+	idleWatts float64
 
 	mu      sync.Mutex
 	info    *pb.Job

@@ -38,6 +38,7 @@ func (c *Coordinator) siteRun(ctx context.Context, a *armRun, site string) (stri
 // siteEnergy sums a site's energy report into the figures tracking logs.
 type siteEnergy struct {
 	gpuJ, cpuJ, estimatedJ float64
+	gpuDeviceJ, cpuDeviceJ float64
 	powerAvg, powerMax     float64
 	util                   float64
 	memMax                 float64
@@ -52,6 +53,7 @@ func energyOf(r *pb.EnergyReport) siteEnergy {
 	}
 	for _, g := range r.GetGpus() {
 		e.gpuJ += g.GetJoules()
+		e.gpuDeviceJ += cmpOr(g.GetDeviceJoules(), g.GetJoules())
 		e.powerAvg += g.GetPowerAvgWatts()
 		e.powerMax = math.Max(e.powerMax, g.GetPowerMaxWatts())
 		e.util += g.GetUtilizationAvgPercent()
@@ -63,10 +65,20 @@ func energyOf(r *pb.EnergyReport) siteEnergy {
 	}
 	for _, d := range r.GetCpu() {
 		e.cpuJ += d.GetJoules()
+		e.cpuDeviceJ += cmpOr(d.GetDeviceJoules(), d.GetJoules())
 	}
 	e.measured = e.gpus > 0 || len(r.GetCpu()) > 0
 	e.estimatedJ = r.GetEstimated().GetJoules()
 	return e
+}
+
+// cmpOr returns v, or or when v is 0 (a report from a site that predates
+// attribution carries only the device figure).
+func cmpOr(v, or float64) float64 {
+	if v == 0 {
+		return or
+	}
+	return v
 }
 
 // siteReported records an aggregated update on the site's run.
@@ -85,15 +97,26 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 		}
 		ms = append(ms, tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step})
 	}
+	delete(x.pending, site)
+	x.energy.addReport(purposeTrain, up.energy)
+	if up.evalEnergy != nil {
+		x.energy.addReport(purposeEval, up.evalEnergy)
+	}
 	e := energyOf(up.energy)
 	if e.measured {
 		ms = append(ms,
 			tracking.Metric{Key: tracking.MetricGPUEnergyJoules, Value: e.gpuJ, Timestamp: now, Step: step},
 			tracking.Metric{Key: tracking.MetricCPUEnergyJoules, Value: e.cpuJ, Timestamp: now, Step: step},
+			tracking.Metric{Key: tracking.MetricGPUDeviceEnergyJoules, Value: e.gpuDeviceJ, Timestamp: now, Step: step},
+			tracking.Metric{Key: tracking.MetricCPUDeviceEnergyJoules, Value: e.cpuDeviceJ, Timestamp: now, Step: step},
 		)
-		x.measuredJ += e.gpuJ + e.cpuJ
-	} else {
-		x.allMeasured = false
+	}
+	if ev := energyOf(up.evalEnergy); up.evalEnergy != nil {
+		j := ev.estimatedJ
+		if ev.measured {
+			j = ev.gpuJ + ev.cpuJ
+		}
+		ms = append(ms, tracking.Metric{Key: tracking.MetricEvalEnergyJoules, Value: j, Timestamp: now, Step: step})
 	}
 	ms = append(ms, systemMetrics(site, up.energy, now, step)...)
 	if e.gpus > 0 {
@@ -106,7 +129,6 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 	}
 	if up.energy != nil {
 		ms = append(ms, tracking.Metric{Key: "estimated_energy_joules", Value: e.estimatedJ, Timestamp: now, Step: step})
-		x.estimatedJ += e.estimatedJ
 	}
 	if n := up.metrics["eval_samples"]; n > 0 {
 		x.fedEvalN += n
@@ -116,6 +138,9 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 	var tags []tracking.Tag
 	if up.energy != nil {
 		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: up.energy.GetMethod()})
+		if at := up.energy.GetAttribution(); at != "" {
+			tags = append(tags, tracking.Tag{Key: tracking.TagEnergyAttribution, Value: at})
+		}
 	}
 	if runID, err := c.siteRun(ctx, a, site); err == nil {
 		if err := a.j.tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
@@ -166,15 +191,46 @@ func (x *roundExec) finish(ctx context.Context) error {
 	for k, v := range x.serverMetrics {
 		ms = append(ms, m("server_"+k, v))
 	}
+	every := max(spec.Eval.Every, 1)
+	var ev Evaluation
+	evaluated := a.prep.Evaluator != nil && (x.r%every == 0 || x.r == x.rounds)
+	if evaluated {
+		stop := c.meterAggregation(ctx)
+		var err error
+		ev, err = a.prep.Evaluator.Evaluate(ctx, a.global)
+		joules, method := stop()
+		x.energy.addCoordinator(purposeEval, joules, method)
+		if err != nil {
+			return fmt.Errorf("evaluating the global model: %w", err)
+		}
+	}
+	// What the round's discarded work cost: updates the round did not use
+	// and reports that came in after their round had closed.
+	x.discardPending()
+	for _, r := range a.late.take() {
+		x.energy.addReport(purposeWasted, r)
+	}
 	// Measured and estimated energy are never summed together: a round
 	// counts as measured only when every contributor measured.
-	roundJ, method := x.estimatedJ, "estimated"
-	if x.allMeasured && x.measuredJ > 0 {
-		roundJ, method = x.measuredJ, "measured"
+	e := x.energy.total()
+	roundJ, method := e.Total, e.Method
+	if method == methodMeasured {
 		a.measuredAny = true
 	}
 	a.energyJ += roundJ
-	ms = append(ms, m(tracking.MetricEnergyJoules, roundJ), m("energy_joules_cumulative", a.energyJ))
+	ms = append(ms, m(tracking.MetricEnergyJoules, roundJ), m("energy_joules_cumulative", a.energyJ),
+		m(tracking.MetricTrainEnergyJoules, e.ByPurpose[purposeTrain]),
+		m(tracking.MetricEvalEnergyJoules, e.ByPurpose[purposeEval]),
+		m(tracking.MetricWastedEnergyJoules, e.ByPurpose[purposeWasted]),
+		m("busy_seconds", e.BusySeconds))
+	if !math.IsNaN(e.GPUUtil) {
+		ms = append(ms, m(tracking.MetricGPUUtilizationPercent, e.GPUUtil))
+	}
+	if w := a.j.idleWatts; method == methodMeasured && w > 0 {
+		// The coordinator's own work is not in BusySeconds: it overlaps the
+		// sites' in `cohort run`, and is milliseconds otherwise.
+		ms = append(ms, m(tracking.MetricEnergyAboveIdle, roundJ-w*e.BusySeconds))
+	}
 	co2 := roundJ / 3.6e6 * spec.Energy.PUE * spec.Energy.CarbonGPerKWh
 	a.co2Grams += co2
 	ms = append(ms, m(tracking.MetricCO2Grams, co2), m("co2_grams_cumulative", a.co2Grams))
@@ -189,12 +245,7 @@ func (x *roundExec) finish(ctx context.Context) error {
 	if x.fedEvalN > 0 {
 		evMetrics["federated_accuracy"] = x.fedEvalAcc / x.fedEvalN
 	}
-	every := max(spec.Eval.Every, 1)
-	if a.prep.Evaluator != nil && (x.r%every == 0 || x.r == x.rounds) {
-		ev, err := a.prep.Evaluator.Evaluate(ctx, a.global)
-		if err != nil {
-			return fmt.Errorf("evaluating the global model: %w", err)
-		}
+	if evaluated {
 		ms = append(ms, m(tracking.MetricTestAccuracy, ev.Accuracy), m(tracking.MetricTestLoss, ev.Loss))
 		evMetrics["test_accuracy"], evMetrics["test_loss"] = ev.Accuracy, ev.Loss
 		a.lastAcc = ev.Accuracy

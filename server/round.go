@@ -33,9 +33,11 @@ type roundExec struct {
 
 	started       time.Time
 	bytesReceived int64
-	measuredJ     float64
-	estimatedJ    float64
-	allMeasured   bool
+	energy        energyTally
+	// pending holds the energy reports of sites whose work the round has
+	// not yet counted: counted as training (or evaluation) once their
+	// update is aggregated, as wasted when it is not.
+	pending       map[string]siteEnergyReports
 	fedEvalN      float64
 	fedEvalAcc    float64
 	fedEvalLoss   float64
@@ -82,13 +84,20 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		tasks:       make(map[string]*pendingTask),
 		updates:     make(map[string]*receivedUpdate),
 		replies:     make(map[string]chan error),
+		pending:     make(map[string]siteEnergyReports),
 		started:     time.Now(),
-		allMeasured: true,
+	}
+	// Work of an earlier attempt at this round (or of the rounds before it,
+	// reported late) was discarded: it counts here.
+	x.energy.merge(&a.carry)
+	a.carry = energyTally{}
+	for _, r := range a.late.take() {
+		x.energy.addReport(purposeWasted, r)
 	}
 	x.rr = newRoundRun(func(site string, p *pb.TaskProgress) {
 		c.log.Debug("site_progress", "job", a.j.id, "arm", a.arm.Name, "round", r, "site", site,
 			"epoch", p.GetEpoch(), "batch", p.GetBatch(), "batches", p.GetBatches(), "loss", p.GetLoss())
-	})
+	}, &a.late)
 	x.timer = time.NewTimer(time.Hour)
 	x.timer.Stop()
 	defer x.cleanup()
@@ -109,6 +118,11 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 	}
 	out := sm.Outcome()
 	if out.Phase != round.PhaseCommitted {
+		// The attempt's energy was spent for nothing; the next attempt (a
+		// retry, or the next leader's) counts it as wasted.
+		x.discardPending()
+		x.energy.wasteAll()
+		a.carry.merge(&x.energy)
 		a.j.emit(&pb.JobEvent{Kind: "round_failed", Arm: a.arm.Name, Round: int32(r), Rounds: int32(rounds),
 			Message: fmt.Sprintf("%s round %d failed: %v", a.arm.Name, r, out.Err)}, nil)
 		if ctx.Err() != nil {
@@ -123,10 +137,16 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 // upload still waiting.
 func (x *roundExec) cleanup() {
 	x.timer.Stop()
-	for _, t := range x.tasks {
-		x.c.removeTask(t.id)
-	}
 	close(x.rr.closed)
+	// The tasks stay known until the next round closes, so that what they
+	// report late still counts (as wasted) in the arm.
+	for _, id := range x.a.closedTasks {
+		x.c.removeTask(id)
+	}
+	x.a.closedTasks = x.a.closedTasks[:0]
+	for _, t := range x.tasks {
+		x.a.closedTasks = append(x.a.closedTasks, t.id)
+	}
 	for site, reply := range x.replies {
 		reply <- fmt.Errorf("%w: round %d of %s ended before the update was used", ErrStaleRound, x.r, x.a.arm.Name)
 		delete(x.replies, site)
@@ -143,6 +163,7 @@ func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
 			old <- fmt.Errorf("superseded by a newer upload")
 		}
 		x.replies[ev.site] = ev.reply
+		x.pending[ev.site] = siteEnergyReports{train: up.energy, eval: up.evalEnergy}
 		if err := x.validate(up); err != nil {
 			x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: ev.site, Reason: err.Error()}))
 		} else {
@@ -156,8 +177,10 @@ func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
 		}
 		delete(x.updates, ev.site)
 	case evRejected:
+		x.holdEnergy(ev.site, ev.energy)
 		x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: ev.site, Reason: ev.reason}))
 	case evFailed:
+		x.holdEnergy(ev.site, ev.energy)
 		x.apply(ctx, x.sm.Step(now, round.SiteFailed{Site: ev.site, Reason: ev.reason}))
 	case evDisconnected:
 		x.apply(ctx, x.sm.Step(now, round.SiteDisconnected{Site: ev.site}))
@@ -227,6 +250,7 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 			reply <- fmt.Errorf("%s: %s", act.Status, act.Reason)
 			delete(x.replies, act.Site)
 		}
+		x.discard(act.Site)
 		msg := fmt.Sprintf("%s round %d: site %s %s: %s", a.arm.Name, x.r, act.Site, act.Status, act.Reason)
 		c.log.Warn("site_not_counted", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "status", act.Status.String(), "reason", act.Reason)
 		a.j.emit(&pb.JobEvent{Kind: "site_failed", Arm: a.arm.Name, Round: int32(x.r), Site: act.Site, Message: msg}, nil)
@@ -262,11 +286,45 @@ func (c *Coordinator) meterAggregation(ctx context.Context) func() (float64, str
 
 // account adds the coordinator's own energy to the round.
 func (x *roundExec) account(joules float64, method string) {
-	switch method {
-	case "measured":
-		x.measuredJ += joules
-	case "estimated":
-		x.estimatedJ += joules
+	x.energy.addCoordinator(purposeTrain, joules, method)
+}
+
+// siteEnergyReports are the reports of one site's task: its training and
+// its evaluation of the model it received.
+type siteEnergyReports struct {
+	train, eval *pb.EnergyReport
+}
+
+// holdEnergy keeps the report a failed or refused task came with, until
+// the round decides what it counts as.
+func (x *roundExec) holdEnergy(site string, r *pb.EnergyReport) {
+	if r == nil {
+		return
+	}
+	p := x.pending[site]
+	p.train = r
+	x.pending[site] = p
+}
+
+// discard counts a site's held reports as wasted.
+func (x *roundExec) discard(site string) {
+	p, ok := x.pending[site]
+	if !ok {
+		return
+	}
+	delete(x.pending, site)
+	if p.train != nil {
+		x.energy.addReport(purposeWasted, p.train)
+	}
+	if p.eval != nil {
+		x.energy.addReport(purposeWasted, p.eval)
+	}
+}
+
+// discardPending counts every report still held as wasted.
+func (x *roundExec) discardPending() {
+	for site := range x.pending {
+		x.discard(site)
 	}
 }
 
@@ -278,9 +336,9 @@ func (x *roundExec) sendTask(site string) {
 	if a.arm.Strategy != nil {
 		mu = a.arm.Strategy.Mu
 	}
-	epochs := tp.Epochs
+	epochs, lr := tp.Epochs, tp.RoundLR(x.r)
 	if a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN {
-		epochs = 1
+		epochs, lr = 1, tp.EpochLR(x.r) // a centralized round is one epoch
 	}
 	t := &pendingTask{id: newID(), site: site, round: x.rr, global: x.stored}
 	x.tasks[site] = t
@@ -290,7 +348,7 @@ func (x *roundExec) sendTask(site string) {
 		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: int64(len(x.stored.data)),
 		Model: a.prep.Spec,
 		Train: &pb.TrainParams{
-			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: tp.RoundLR(x.r), Momentum: tp.Momentum,
+			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: lr, Momentum: tp.Momentum,
 			WeightDecay: tp.WeightDecay, Mu: mu, Seed: spec.Seed*1_000_003 + int64(x.r),
 		},
 		Dataset:          spec.Data.Dataset,

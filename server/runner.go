@@ -38,6 +38,9 @@ type roundEvent struct {
 	reason string
 	update *receivedUpdate
 	reply  chan error // for evUpdate: nil when accepted
+	// energy is what the site measured of a task that failed or whose
+	// update was refused before it reached the round.
+	energy *pb.EnergyReport
 }
 
 // roundRun is the mailbox of one running round.
@@ -46,18 +49,27 @@ type roundRun struct {
 	closed    chan struct{}
 	bytesSent atomic.Int64
 	onProg    func(site string, p *pb.TaskProgress)
+	late      *lateEnergy // the arm's: reports of tasks whose round closed
 }
 
-func newRoundRun(onProg func(string, *pb.TaskProgress)) *roundRun {
-	return &roundRun{events: make(chan roundEvent), closed: make(chan struct{}), onProg: onProg}
+func newRoundRun(onProg func(string, *pb.TaskProgress), late *lateEnergy) *roundRun {
+	return &roundRun{events: make(chan roundEvent), closed: make(chan struct{}), onProg: onProg, late: late}
 }
 
-// deliver hands an event to the round; false when the round has closed.
+// deliver hands an event to the round; false when the round has closed,
+// in which case the energy the event reports is kept for the arm's next
+// round, as wasted work.
 func (r *roundRun) deliver(ev roundEvent) bool {
 	select {
 	case r.events <- ev:
 		return true
 	case <-r.closed:
+		if ev.update != nil {
+			r.late.add(ev.update.energy)
+			r.late.add(ev.update.evalEnergy)
+		} else {
+			r.late.add(ev.energy)
+		}
 		return false
 	}
 }
@@ -90,6 +102,14 @@ type armRun struct {
 	bytesSent     int64
 	bytesReceived int64
 	lastAcc       float64
+
+	// carry is the energy of failed attempts at a round, counted (as
+	// wasted) by the next attempt; late collects reports that arrive after
+	// their round closed; closedTasks are the last closed round's tasks,
+	// kept known so that those reports find their arm.
+	carry       energyTally
+	late        lateEnergy
+	closedTasks []string
 }
 
 func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
@@ -138,6 +158,16 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 			return fmt.Errorf("resuming on coordinator %s: the job's tracking run %s is not in this coordinator's tracking store (%v); the coordinators of a cluster must share one tracking store: an MLflow server (tracking: {uri: \"http://…\"}) or one SQLite file", c.rep.ID(), jobRunID, err)
 		}
 		c.tagResumed(ctx, tr, jobRunID)
+	}
+	if c.deps.Idle != nil {
+		w, err := c.deps.Idle.IdleWatts(ctx, IdleWindow)
+		switch {
+		case err != nil:
+			c.log.Warn("idle_power_unavailable", "job", j.id, "err", err)
+		case w > 0:
+			j.idleWatts = w
+			_ = tr.LogBatch(ctx, jobRunID, []tracking.Metric{{Key: "idle_power_watts", Value: w, Timestamp: time.Now().UnixMilli()}}, nil, nil)
+		}
 	}
 	j.emit(&pb.JobEvent{Kind: "tracking", Message: "job run " + jobRunID}, func(info *pb.Job) {
 		info.TrackingRunId = jobRunID
@@ -302,9 +332,18 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag}, func(info *pb.Job) {
 		info.Arm, info.Round, info.Rounds = arm.Name, int32(last), int32(rounds)
 	})
+	defer func() {
+		for _, id := range a.closedTasks {
+			c.removeTask(id)
+		}
+	}()
 	if last == 0 && prep.Evaluator != nil {
 		// Step 0: the initial model, so every curve starts at the same point.
-		if ev, err := prep.Evaluator.Evaluate(ctx, a.global); err == nil {
+		stop := c.meterAggregation(ctx)
+		ev, err := prep.Evaluator.Evaluate(ctx, a.global)
+		joules, method := stop()
+		a.carry.addCoordinator(purposeEval, joules, method)
+		if err == nil {
 			_ = j.tracker.LogBatch(ctx, a.runID, []tracking.Metric{
 				{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: time.Now().UnixMilli(), Step: 0},
 				{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: time.Now().UnixMilli(), Step: 0},

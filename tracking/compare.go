@@ -36,12 +36,21 @@ type ArmSummary struct {
 
 	FinalAccuracy float64 // test_accuracy at the last step
 	BestAccuracy  float64 // the highest test_accuracy of any step
-	Rounds        int     // steps ≥ 1 with a test_accuracy: rounds, or epochs when centralized
+	Rounds        int     // steps ≥ 1 with a round_seconds (or, without any, a test_accuracy): rounds run, or epochs when centralized
 
 	WallSeconds   float64 // sum of round_seconds
 	BytesSent     float64 // sum of bytes_sent
 	BytesReceived float64 // sum of bytes_received
 	EnergyJoules  float64 // sum of energy_joules
+	// EnergyJoules split: training, evaluation, and discarded work (sums
+	// of train_energy_joules, eval_energy_joules, wasted_energy_joules).
+	TrainEnergyJoules  float64
+	EvalEnergyJoules   float64
+	WastedEnergyJoules float64
+	// EnergyAboveIdle is the sum of energy_joules_above_idle.
+	EnergyAboveIdle float64
+	// GPUUtilization is the mean of the rounds' gpu_utilization_percent.
+	GPUUtilization float64
 	EnergyMethod  string  // the cohort.energy_method tag: how EnergyJoules was obtained
 	CO2Grams      float64 // sum of co2_grams
 
@@ -109,9 +118,10 @@ func summarizeArm(ctx context.Context, r RunReader, run Run) (ArmSummary, error)
 		return a, err
 	}
 	a.AccuracyHistory = acc
+	evaluated := 0
 	for _, m := range acc {
 		if m.Step > 0 { // step 0 is the initial model, before any round
-			a.Rounds++
+			evaluated++
 		}
 	}
 	a.FinalAccuracy, a.BestAccuracy = math.NaN(), math.NaN()
@@ -130,6 +140,11 @@ func summarizeArm(ctx context.Context, r RunReader, run Run) (ArmSummary, error)
 		{MetricBytesReceived, &a.BytesReceived},
 		{MetricEnergyJoules, &a.EnergyJoules},
 		{MetricCO2Grams, &a.CO2Grams},
+		{MetricTrainEnergyJoules, &a.TrainEnergyJoules},
+		{MetricEvalEnergyJoules, &a.EvalEnergyJoules},
+		{MetricWastedEnergyJoules, &a.WastedEnergyJoules},
+		{MetricEnergyAboveIdle, &a.EnergyAboveIdle},
+		{MetricGPUUtilizationPercent, &a.GPUUtilization},
 	} {
 		h, err := history(f.key)
 		if err != nil {
@@ -141,6 +156,21 @@ func summarizeArm(ctx context.Context, r RunReader, run Run) (ArmSummary, error)
 		}
 		for _, m := range h {
 			*f.dst += m.Value
+		}
+		switch f.key {
+		case MetricRoundSeconds:
+			// Every round logs its seconds, evaluated or not (eval.every);
+			// a run that logged accuracy alone counts its evaluations.
+			for _, m := range h {
+				if m.Step > 0 {
+					a.Rounds++
+				}
+			}
+			a.Rounds = max(a.Rounds, evaluated)
+		case MetricGPUUtilizationPercent:
+			if len(h) > 0 {
+				a.GPUUtilization /= float64(len(h))
+			}
 		}
 	}
 	return a, nil
@@ -161,11 +191,12 @@ func lastPerStep(h []Metric) []Metric {
 
 // WriteTable writes the comparison as an aligned text table, one row per
 // arm: arm, kind, final and best test accuracy, rounds, wall seconds, MB
-// moved, energy in joules with its method, accuracy per kJ (final accuracy
-// divided by energy), milligrams of CO2. Figures an arm did not log show
-// as "-".
+// moved, energy in joules with its method, the part of it spent
+// evaluating and on discarded work, the mean GPU utilisation, accuracy
+// per kJ (final accuracy divided by energy), milligrams of CO2. Figures an
+// arm did not log show as "-".
 func (c Comparison) WriteTable(w io.Writer) error {
-	header := []string{"arm", "kind", "final acc", "best acc", "rounds", "wall s", "MB moved", "energy J", "energy method", "acc/kJ", "CO2 mg"}
+	header := []string{"arm", "kind", "final acc", "best acc", "rounds", "wall s", "MB moved", "energy J", "energy method", "eval J", "wasted J", "GPU %", "acc/kJ", "CO2 mg"}
 	leftAligned := map[int]bool{0: true, 1: true, 8: true}
 	rows := [][]string{header}
 	for _, a := range c.Arms {
@@ -179,6 +210,8 @@ func (c Comparison) WriteTable(w io.Writer) error {
 			strconv.Itoa(a.Rounds),
 			formatFigure(a.WallSeconds, 1), formatFigure(a.MegabytesMoved(), 2),
 			formatFigure(a.EnergyJoules, 1), cmp.Or(a.EnergyMethod, "-"),
+			formatFigure(a.EvalEnergyJoules, 1), formatFigure(a.WastedEnergyJoules, 1),
+			formatFigure(a.GPUUtilization, 0),
 			formatFigure(a.AccuracyPerKJ(), 3), formatFigure(a.CO2Grams*1000, 2),
 		})
 	}

@@ -28,7 +28,8 @@ func logJob(t testing.TB, s *SQLiteStore) string {
 		{"centralized", KindCentralized, "estimated", []float64{0.80, 0.86, 0.88},
 			map[string]float64{MetricRoundSeconds: 2, MetricEnergyJoules: 100, MetricCO2Grams: 0.01}},
 		{"fedavg", KindFederated, "nvml-counter", []float64{0.70, 0.84, 0.83, 0.87},
-			map[string]float64{MetricRoundSeconds: 1.5, MetricBytesSent: 1e6, MetricBytesReceived: 2e6, MetricEnergyJoules: 50, MetricCO2Grams: 0.005}},
+			map[string]float64{MetricRoundSeconds: 1.5, MetricBytesSent: 1e6, MetricBytesReceived: 2e6, MetricEnergyJoules: 50, MetricCO2Grams: 0.005,
+				MetricEvalEnergyJoules: 5, MetricWastedEnergyJoules: 1, MetricGPUUtilizationPercent: 40}},
 		{"fedprox", KindFederated, "", []float64{0.60, 0.75},
 			map[string]float64{MetricRoundSeconds: 1, MetricBytesSent: 5e5, MetricBytesReceived: 5e5}},
 	}
@@ -52,6 +53,11 @@ func logJob(t testing.TB, s *SQLiteStore) string {
 	// A retried round: fedavg's round 1 logged again later with a new value.
 	fedavg, _ := s.ChildRuns(ctx, job.Info.RunID)
 	if err := s.LogBatch(ctx, fedavg[1].Info.RunID, []Metric{{MetricTestAccuracy, 0.85, 500, 1}, {MetricRoundSeconds, 2.5, 500, 1}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// fedprox evaluates every other round: round 2 logs its seconds, no
+	// accuracy; it still counts as a round.
+	if err := s.LogBatch(ctx, fedavg[2].Info.RunID, []Metric{{MetricRoundSeconds, 1, 600, 2}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return job.Info.RunID
@@ -78,12 +84,15 @@ func TestCompare(t *testing.T) {
 	want := Comparison{JobRunID: jobID, Arms: []ArmSummary{
 		{Name: "centralized", FinalAccuracy: 0.88, BestAccuracy: 0.88, Rounds: 2, WallSeconds: 6,
 			BytesSent: nan, BytesReceived: nan, EnergyJoules: 300, EnergyMethod: "estimated", CO2Grams: 0.03,
+			TrainEnergyJoules: nan, EvalEnergyJoules: nan, WastedEnergyJoules: nan, EnergyAboveIdle: nan, GPUUtilization: nan,
 			AccuracyHistory: hist(0.80, 0.86, 0.88)},
 		{Name: "fedavg", Federated: true, FinalAccuracy: 0.87, BestAccuracy: 0.87, Rounds: 3, WallSeconds: 1.5*3 + 2.5,
 			BytesSent: 4e6, BytesReceived: 8e6, EnergyJoules: 200, EnergyMethod: "nvml-counter", CO2Grams: 0.02,
+			EvalEnergyJoules: 20, WastedEnergyJoules: 4, GPUUtilization: 40, TrainEnergyJoules: nan, EnergyAboveIdle: nan,
 			AccuracyHistory: fedavgHist},
-		{Name: "fedprox", Federated: true, FinalAccuracy: 0.75, BestAccuracy: 0.75, Rounds: 1, WallSeconds: 2,
+		{Name: "fedprox", Federated: true, FinalAccuracy: 0.75, BestAccuracy: 0.75, Rounds: 2, WallSeconds: 3,
 			BytesSent: 1e6, BytesReceived: 1e6, EnergyJoules: nan, CO2Grams: nan,
+			TrainEnergyJoules: nan, EvalEnergyJoules: nan, WastedEnergyJoules: nan, EnergyAboveIdle: nan, GPUUtilization: nan,
 			AccuracyHistory: hist(0.60, 0.75)},
 	}}
 	for i := range want.Arms {
@@ -97,10 +106,10 @@ func TestCompare(t *testing.T) {
 	if err := c.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	wantTable := `arm          kind         final acc  best acc  rounds  wall s  MB moved  energy J  energy method  acc/kJ  CO2 mg
-centralized  centralized     0.8800    0.8800       2     6.0         -     300.0  estimated       2.933   30.00
-fedavg       federated       0.8700    0.8700       3     7.0     12.00     200.0  nvml-counter    4.350   20.00
-fedprox      federated       0.7500    0.7500       1     2.0      2.00         -  -                   -       -
+	wantTable := `arm          kind         final acc  best acc  rounds  wall s  MB moved  energy J  energy method  eval J  wasted J  GPU %  acc/kJ  CO2 mg
+centralized  centralized     0.8800    0.8800       2     6.0         -     300.0  estimated           -         -      -   2.933   30.00
+fedavg       federated       0.8700    0.8700       3     7.0     12.00     200.0  nvml-counter     20.0       4.0     40   4.350   20.00
+fedprox      federated       0.7500    0.7500       2     3.0      2.00         -  -                   -         -      -       -       -
 `
 	if diff := cmp.Diff(wantTable, b.String()); diff != "" {
 		t.Errorf("WriteTable mismatch (-want +got):\n%s", diff)

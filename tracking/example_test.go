@@ -176,7 +176,7 @@ func ExampleCompare() {
 		log.Fatal(err)
 	}
 	// Output:
-	// arm          kind         final acc  best acc  rounds  wall s  MB moved  energy J  energy method  acc/kJ  CO2 mg
-	// centralized  centralized     0.8800    0.8800       1     4.0         -      80.0  estimated      11.000    8.00
-	// fedavg       federated       0.8700    0.8700       2     6.0     12.00     120.0  estimated       7.250   12.00
+	// arm          kind         final acc  best acc  rounds  wall s  MB moved  energy J  energy method  eval J  wasted J  GPU %  acc/kJ  CO2 mg
+	// centralized  centralized     0.8800    0.8800       1     4.0         -      80.0  estimated           -         -      -  11.000    8.00
+	// fedavg       federated       0.8700    0.8700       2     6.0     12.00     120.0  estimated           -         -      -   7.250   12.00
 }

@@ -34,6 +34,12 @@ const (
 	// power, estimated, none); measured and estimated figures are never
 	// summed together.
 	TagEnergyMethod = "cohort.energy_method"
+	// TagEnergyAttribution says, on a site run, how its energy figures
+	// were split from the devices it shared: exclusive (alone on the
+	// device), attributed-utilization (by NVML's per-process utilisation,
+	// or CPU time for RAPL) or attributed-equal (equal shares, the
+	// fallback).
+	TagEnergyAttribution = "cohort.energy_attribution"
 )
 
 // Values of [TagKind].
@@ -52,6 +58,17 @@ const (
 	MetricBytesReceived = "bytes_received"
 	MetricEnergyJoules  = "energy_joules"
 	MetricCO2Grams      = "co2_grams"
+	// MetricEnergyJoules splits into training (the aggregated updates and
+	// the aggregation), evaluation (of the global model, by the sites and
+	// by the coordinator or eval site) and wasted work (updates rejected,
+	// late, cut or cancelled; tasks that failed; rounds run again).
+	MetricTrainEnergyJoules  = "train_energy_joules"
+	MetricEvalEnergyJoules   = "eval_energy_joules"
+	MetricWastedEnergyJoules = "wasted_energy_joules"
+	// MetricEnergyAboveIdle is energy_joules less the devices' idle power
+	// (measured before the job) over the seconds the arm's work covered:
+	// an arm that waits is told apart from one that computes.
+	MetricEnergyAboveIdle = "energy_joules_above_idle"
 )
 
 // Metrics logged on a site run, one point per round.
@@ -65,4 +82,15 @@ const (
 	MetricGPUPowerWattsMax      = "gpu_power_watts_max"
 	MetricGPUUtilizationPercent = "gpu_utilization_percent"
 	MetricGPUMemoryBytesMax     = "gpu_memory_bytes_max"
+	// MetricGPUEnergyJoules and MetricCPUEnergyJoules are the site's
+	// attributed share of the devices it used; these are the whole
+	// devices' energy over the task's window, others' work included.
+	MetricGPUDeviceEnergyJoules = "gpu_device_energy_joules"
+	MetricCPUDeviceEnergyJoules = "cpu_device_energy_joules"
+	// MetricTaskSeconds is the site's wall time for the task, from the
+	// task's arrival to its update's upload; MetricTrainerSeconds the time
+	// the trainer reports inside its own work (an exec trainer's script,
+	// or the built-in trainer's training).
+	MetricTaskSeconds    = "task_seconds"
+	MetricTrainerSeconds = "trainer_seconds"
 )

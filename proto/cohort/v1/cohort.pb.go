@@ -2142,7 +2142,10 @@ type UpdateHeader struct {
 	Metrics    map[string]float64     `protobuf:"bytes,8,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"` // train_loss, train_seconds, eval_* ...
 	Energy     *EnergyReport          `protobuf:"bytes,9,opt,name=energy,proto3" json:"energy,omitempty"`
 	// dataset is the data the update was trained on, for the run's lineage.
-	Dataset       *DatasetInfo `protobuf:"bytes,10,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	Dataset *DatasetInfo `protobuf:"bytes,10,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// eval_energy is what evaluating the received global model cost (energy
+	// covers the training alone); unset when the site did not evaluate.
+	EvalEnergy    *EnergyReport `protobuf:"bytes,11,opt,name=eval_energy,json=evalEnergy,proto3" json:"eval_energy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2243,6 +2246,13 @@ func (x *UpdateHeader) GetEnergy() *EnergyReport {
 func (x *UpdateHeader) GetDataset() *DatasetInfo {
 	if x != nil {
 		return x.Dataset
+	}
+	return nil
+}
+
+func (x *UpdateHeader) GetEvalEnergy() *EnergyReport {
+	if x != nil {
+		return x.EvalEnergy
 	}
 	return nil
 }
@@ -3277,7 +3287,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\vattribution\x18\t \x01(\tR\vattribution\x12\"\n" +
 	"\rstart_unix_ms\x18\n" +
 	" \x01(\x03R\vstartUnixMs\x12\x1e\n" +
-	"\vend_unix_ms\x18\v \x01(\x03R\tendUnixMs\"\x9d\x03\n" +
+	"\vend_unix_ms\x18\v \x01(\x03R\tendUnixMs\"\xd7\x03\n" +
 	"\fUpdateHeader\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -3291,7 +3301,9 @@ const file_cohort_proto_rawDesc = "" +
 	"\ametrics\x18\b \x03(\v2$.cohort.v1.UpdateHeader.MetricsEntryR\ametrics\x12/\n" +
 	"\x06energy\x18\t \x01(\v2\x17.cohort.v1.EnergyReportR\x06energy\x120\n" +
 	"\adataset\x18\n" +
-	" \x01(\v2\x16.cohort.v1.DatasetInfoR\adataset\x1a:\n" +
+	" \x01(\v2\x16.cohort.v1.DatasetInfoR\adataset\x128\n" +
+	"\veval_energy\x18\v \x01(\v2\x17.cohort.v1.EnergyReportR\n" +
+	"evalEnergy\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"r\n" +
@@ -3469,39 +3481,40 @@ var file_cohort_proto_depIdxs = []int32{
 	43, // 21: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
 	25, // 22: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
 	27, // 23: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	26, // 24: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
-	1,  // 25: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	30, // 26: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	30, // 27: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	30, // 28: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	30, // 29: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	44, // 30: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
-	1,  // 31: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	7,  // 32: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	9,  // 33: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	20, // 34: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	28, // 35: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	31, // 36: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	33, // 37: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	35, // 38: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	37, // 39: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	39, // 40: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	2,  // 41: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	8,  // 42: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	15, // 43: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	21, // 44: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	29, // 45: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	32, // 46: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	34, // 47: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	36, // 48: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	38, // 49: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	40, // 50: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	4,  // 51: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	42, // [42:52] is the sub-list for method output_type
-	32, // [32:42] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	25, // 24: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
+	26, // 25: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	1,  // 26: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	30, // 27: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	30, // 28: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	30, // 29: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	30, // 30: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	44, // 31: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	1,  // 32: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
+	7,  // 33: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	9,  // 34: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	20, // 35: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	28, // 36: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	31, // 37: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	33, // 38: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	35, // 39: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	37, // 40: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	39, // 41: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	2,  // 42: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	8,  // 43: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	15, // 44: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	21, // 45: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	29, // 46: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	32, // 47: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	34, // 48: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	36, // 49: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	38, // 50: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	40, // 51: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	4,  // 52: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
