@@ -81,11 +81,11 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 	}
 	x := &roundExec{
 		c: c, a: a, r: r, rounds: rounds, sm: sm, agg: agg, stored: stored,
-		tasks:       make(map[string]*pendingTask),
-		updates:     make(map[string]*receivedUpdate),
-		replies:     make(map[string]chan error),
-		pending:     make(map[string]siteEnergyReports),
-		started:     time.Now(),
+		tasks:   make(map[string]*pendingTask),
+		updates: make(map[string]*receivedUpdate),
+		replies: make(map[string]chan error),
+		pending: make(map[string]siteEnergyReports),
+		started: time.Now(),
 	}
 	// Work of an earlier attempt at this round (or of the rounds before it,
 	// reported late) was discarded: it counts here.

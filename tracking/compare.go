@@ -51,8 +51,8 @@ type ArmSummary struct {
 	EnergyAboveIdle float64
 	// GPUUtilization is the mean of the rounds' gpu_utilization_percent.
 	GPUUtilization float64
-	EnergyMethod  string  // the cohort.energy_method tag: how EnergyJoules was obtained
-	CO2Grams      float64 // sum of co2_grams
+	EnergyMethod   string  // the cohort.energy_method tag: how EnergyJoules was obtained
+	CO2Grams       float64 // sum of co2_grams
 
 	AccuracyHistory []Metric // test_accuracy, one point per step, by step
 }
