@@ -31,7 +31,8 @@ type fakeGPU struct {
 	util        uint32
 	mem         uint64
 	energyReads int
-	procUtil    func(since uint64) ([]procUtil, error) // nil: not supported
+	utilOn      bool       // per-process utilization is supported
+	samples     []procUtil // what it returns, after since
 }
 
 func newFakeGPU(uuid string, counter bool) *fakeGPU {
@@ -68,14 +69,25 @@ func (g *fakeGPU) memoryUsed() (uint64, error) {
 	return g.mem, nil
 }
 
+// errNotFound is what NVML's ERROR_NOT_FOUND becomes: no sample since.
+var errNotFound = errors.New("nvml: Not Found")
+
 func (g *fakeGPU) processUtilization(since uint64) ([]procUtil, error) {
 	g.mu.Lock()
-	f := g.procUtil
-	g.mu.Unlock()
-	if f == nil {
+	defer g.mu.Unlock()
+	if !g.utilOn {
 		return nil, errUnsupported
 	}
-	return f(since)
+	var out []procUtil
+	for _, s := range g.samples {
+		if s.stamp > since {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errNotFound
+	}
+	return out, nil
 }
 
 func (g *fakeGPU) set(f func(g *fakeGPU)) {
