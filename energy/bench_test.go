@@ -27,10 +27,10 @@ func benchTicks(b *testing.B, m *Meter) {
 		now = now.Add(100 * time.Millisecond)
 		x.mu.Lock()
 		x.sample(now)
+		x.mu.Unlock()
 		if n%10 == 9 {
 			x.readCounters(now)
 		}
-		x.mu.Unlock()
 		n++
 	}
 	perTick := float64(processCPUTime()-cpu0) / float64(n)

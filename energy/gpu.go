@@ -29,6 +29,17 @@ type gpuDevice interface {
 	utilization() (uint32, error)
 	// memoryUsed returns the device memory in use, in bytes.
 	memoryUsed() (uint64, error)
+	// processUtilization returns the per-process utilization samples NVML
+	// took after since (a CPU timestamp in microseconds, as the samples'
+	// own), as nvmlDeviceGetProcessUtilization does.
+	processUtilization(since uint64) ([]procUtil, error)
+}
+
+// procUtil is one per-process utilization sample of a GPU.
+type procUtil struct {
+	pid    int
+	stamp  uint64 // CPU timestamp, µs
+	smUtil uint32 // percent of SM time the process's kernels used
 }
 
 // gpuInfo is what is known of a GPU once it is opened.

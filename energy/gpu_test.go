@@ -172,3 +172,61 @@ func BenchmarkNVMLEnergyCounter(b *testing.B) {
 	}
 	b.ReportMetric(float64(processCPUTime()-cpu0)/float64(n), "cpu-ns/read")
 }
+
+// TestRealGPUShared runs $COHORT_GPU_LOAD_CMD under one measurement and a
+// sleep under another, overlapping, each tracking its process, plus an
+// untracked measurement: the three shares add up to the GPU's counter over
+// the union of the windows, and the figures show how NVML's per-process
+// utilization answered. It also measures idle power first.
+func TestRealGPUShared(t *testing.T) {
+	load := os.Getenv("COHORT_GPU_LOAD_CMD")
+	if load == "" {
+		t.Skip("set COHORT_GPU_LOAD_CMD to a command that loads the GPU for ~20 s")
+	}
+	m := realMeter(t, Options{})
+	idle, err := m.Idle(context.Background(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("idle: %.1f W by %s; GPUs %+v; CPU %+v", idle.Watts, idle.Method, idle.GPUs, idle.CPU)
+	if len(idle.GPUs) == 0 || idle.GPUs[0].Watts <= 0 {
+		t.Errorf("idle GPUs = %+v, want a positive wattage", idle.GPUs)
+	}
+	run := func(cmdline string) (*Measurement, *exec.Cmd) {
+		x, err := m.Start(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", cmdline)
+		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		x.Track(cmd.Process.Pid)
+		return x, cmd
+	}
+	untracked, err := m.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, bc := run(load)
+	quiet, qc := run("sleep 10")
+	_ = qc.Wait()
+	rq := quiet.Stop()
+	if err := bc.Wait(); err != nil {
+		t.Fatalf("load command %q: %v", load, err)
+	}
+	rb := busy.Stop()
+	ru := untracked.Stop()
+	var sum float64
+	for name, r := range map[string]Report{"busy": rb, "quiet": rq, "untracked": ru} {
+		g := r.GPUs[0]
+		t.Logf("%s: %.1f J of %.1f J device over %.1f s, %s; counter %.3f..%.3f J", name, g.Joules, g.DeviceJoules, r.Seconds, g.Attribution, g.CounterStartJ, g.CounterEndJ)
+		sum += g.Joules
+	}
+	union := ru.GPUs[0].DeviceJoules // the untracked window spans the others
+	if math.Abs(sum-union) > 1e-6*union {
+		t.Errorf("shares sum to %.3f J, want the device's %.3f J over the union", sum, union)
+	}
+	t.Logf("above idle: %.1f J", union-idle.Watts*ru.Seconds)
+}

@@ -57,7 +57,13 @@ type Measurement struct {
 	stopOnce sync.Once
 	report   Report
 
-	cpuShare time.Duration // guarded by m.mu
+	// Guarded by m.mu: the measurement's accounts in the Meter's ledger.
+	seq       int
+	cpuShare  time.Duration
+	gpuShare  []share            // by GPU, in gpuBackend.devices order
+	raplShare []share            // by domain, in Meter.rapl order
+	tracked   bool               // Track was called
+	members   map[procKey]uint64 // its process tree: CPU ticks accounted so far
 
 	mu          sync.Mutex // guards what follows, between the sampler and Stop
 	gpus        []*gpuTrack
@@ -73,6 +79,7 @@ type gpuTrack struct {
 
 	// The energy counter.
 	counter  bool    // read at the start: the figure is by counter
+	startMJ  uint64  // the reading at the start
 	lastMJ   uint64  // the last successful reading
 	lastOK   bool    // the last reading succeeded
 	counterJ float64 // joules up to lastMJ
@@ -121,41 +128,44 @@ func (m *Meter) Start(ctx context.Context, opts ...TaskOption) (*Measurement, er
 	for _, o := range opts {
 		o(&t)
 	}
-	x := &Measurement{m: m, task: t, counter: m.opts.CounterInterval, done: make(chan struct{})}
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, ErrClosed
-	}
-	m.shareCPU()
-	for o := range m.live {
-		o.noteOverlap(len(m.live))
-	}
-	x.overlap = len(m.live)
-	m.live[x] = struct{}{}
-	m.mu.Unlock()
-
-	x.start = m.clock()
+	x := &Measurement{m: m, task: t, counter: m.opts.CounterInterval, done: make(chan struct{}), members: make(map[procKey]uint64)}
 	if m.gpus != nil {
 		for _, d := range m.gpus.devices() {
 			x.gpus = append(x.gpus, &gpuTrack{dev: d, inf: d.info()})
 		}
 	}
-	for _, d := range m.rapl {
-		c := &raplCounter{d: d}
-		if v, err := d.read(); err == nil {
-			c.last = v
-			x.rapl = append(x.rapl, c)
+	x.gpuShare = make([]share, len(x.gpus))
+	x.raplShare = make([]share, len(m.rapl))
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	x.start = m.clock()
+	m.shareCPU()
+	rd := m.advance(x.start)
+	for o := range m.live {
+		o.noteOverlap(len(m.live))
+	}
+	x.overlap = len(m.live)
+	m.seq++
+	x.seq = m.seq
+	m.live[x] = struct{}{}
+	m.mu.Unlock()
+
+	for i, d := range m.rapl {
+		if r := rd.rapl[i]; r.err == nil {
+			x.rapl = append(x.rapl, &raplCounter{d: d, idx: i, last: r.v})
 		} else {
-			m.log.Warn("rapl_read_failed", "domain", d.name, "err", err)
+			m.log.Warn("rapl_read_failed", "domain", d.name, "err", r.err)
 		}
 	}
 	x.mu.Lock()
-	for _, g := range x.gpus {
-		if v, err := g.dev.energyMJ(); err == nil {
-			g.counter, g.lastMJ, g.lastOK = true, v, true
+	for i, g := range x.gpus {
+		if r := rd.gpu[i]; r.err == nil {
+			g.counter, g.startMJ, g.lastMJ, g.lastOK = true, r.v, r.v, true
 		} else if g.inf.counter {
-			g.note("energy counter unreadable at the start (%v): joules integrated from power", err)
+			g.note("energy counter unreadable at the start (%v): joules integrated from power", r.err)
 		}
 	}
 	x.sample(x.start)
@@ -214,10 +224,11 @@ func (x *Measurement) run(ctx context.Context) {
 			x.sample(now)
 			// Ticks jitter: allow half an interval so that a 1 s counter
 			// interval means every 10th tick at 100 ms, not every 11th.
-			if now.Sub(x.lastCounter) >= x.counter-x.task.interval/2 {
+			due := now.Sub(x.lastCounter) >= x.counter-x.task.interval/2
+			x.mu.Unlock()
+			if due {
 				x.readCounters(now)
 			}
-			x.mu.Unlock()
 			if x.m.opts.tickDone != nil {
 				x.m.opts.tickDone <- struct{}{}
 			}
@@ -258,15 +269,27 @@ func (x *Measurement) sample(now time.Time) {
 	}
 }
 
-// readCounters reads the GPUs' energy counters and the RAPL counters.
-// x.mu must be held.
+// readCounters reads every device's counter through the Meter's ledger,
+// which splits what each moved among the live measurements, and takes
+// this measurement's readings. Neither x.mu nor m.mu may be held.
 func (x *Measurement) readCounters(now time.Time) {
+	x.m.mu.Lock()
+	rd := x.m.advance(now)
+	x.m.mu.Unlock()
+	x.mu.Lock()
+	x.applyCounters(now, rd)
+	x.mu.Unlock()
+}
+
+// applyCounters takes the GPUs' energy counters and the RAPL counters
+// from rd. x.mu must be held.
+func (x *Measurement) applyCounters(now time.Time, rd readings) {
 	x.lastCounter = now
-	for _, t := range x.gpus {
+	for i, t := range x.gpus {
 		if !t.counter {
 			continue
 		}
-		v, err := t.dev.energyMJ()
+		v, err := rd.gpu[i].v, rd.gpu[i].err
 		if err != nil {
 			t.lastOK = false
 			t.note("energy counter read failed: %v", err)
@@ -285,7 +308,7 @@ func (x *Measurement) readCounters(now time.Time) {
 		t.lastMJ, t.lastOK, t.segJ = v, true, 0
 	}
 	for _, c := range x.rapl {
-		c.update()
+		c.update(rd.rapl[c.idx])
 	}
 }
 
@@ -297,24 +320,26 @@ func (x *Measurement) Stop() Report {
 		x.cancel()
 		<-x.done
 		m := x.m
-		end := m.clock()
 		m.mu.Lock()
+		end := m.clock()
 		m.shareCPU()
+		rd := m.advance(end)
 		delete(m.live, x)
 		cpu := x.cpuShare
+		gs, rs := slices.Clone(x.gpuShare), slices.Clone(x.raplShare)
 		m.mu.Unlock()
 
 		x.mu.Lock()
 		defer x.mu.Unlock()
 		x.sample(end)
-		x.readCounters(end)
-		x.report = x.build(end, cpu)
+		x.applyCounters(end, rd)
+		x.report = x.build(end, cpu, gs, rs)
 	})
 	return x.report
 }
 
 // build assembles the report. x.mu must be held.
-func (x *Measurement) build(end time.Time, cpu time.Duration) Report {
+func (x *Measurement) build(end time.Time, cpu time.Duration, gs, rs []share) Report {
 	m := x.m
 	window := end.Sub(x.start)
 	r := Report{
@@ -327,7 +352,7 @@ func (x *Measurement) build(end time.Time, cpu time.Duration) Report {
 	if m.gpus != nil {
 		driver = m.gpus.driver()
 	}
-	for _, t := range x.gpus {
+	for i, t := range x.gpus {
 		g := GPUReport{
 			UUID: t.inf.uuid, Index: t.inf.index, Name: t.inf.name,
 			PowerMaxW: t.powerMax, IntegratedJ: t.integratedJ, PowerSource: t.source,
@@ -342,14 +367,30 @@ func (x *Measurement) build(end time.Time, cpu time.Duration) Report {
 		if t.utilN > 0 {
 			g.UtilAvgPct = t.utilSum / float64(t.utilN)
 		}
-		g.Joules, g.Method = t.integratedJ, MethodIntegrated
+		g.DeviceJoules, g.Method = t.integratedJ, MethodIntegrated
 		if t.counter {
-			g.Joules, g.Method = t.counterJ, MethodCounter
+			g.DeviceJoules, g.Method = t.counterJ, MethodCounter
+			g.CounterStartJ, g.CounterEndJ = float64(t.startMJ)/1000, float64(t.lastMJ)/1000
 			if !t.lastOK {
 				// The last reading failed: the tail since the last good
 				// one comes from the timeline.
-				g.Joules += t.segJ
+				g.DeviceJoules += t.segJ
 			}
+		}
+		s := gs[i]
+		g.Attribution = s.attribution()
+		switch {
+		case !s.shared:
+			g.Joules = g.DeviceJoules
+		case t.counter:
+			g.Joules = s.joules
+			if !t.lastOK || t.resets > 0 {
+				t.note("energy counter unreadable or reset in the window: the attributed share may lack the spans around it")
+			}
+		case window > 0:
+			// No counter: the timeline's integral, by the time-weighted
+			// share.
+			g.Joules = g.DeviceJoules * min(s.fracSec/window.Seconds(), 1)
 		}
 		if t.samples < 2 && g.Method == MethodIntegrated {
 			t.note("fewer than two power samples: nothing to integrate")
@@ -358,7 +399,12 @@ func (x *Measurement) build(end time.Time, cpu time.Duration) Report {
 		r.GPUs = append(r.GPUs, g)
 	}
 	for _, c := range x.rapl {
-		d := DomainReport{Name: c.d.name, Joules: float64(c.total) / 1e6, Method: MethodCounter, Wraps: c.wraps}
+		s := rs[c.idx]
+		d := DomainReport{Name: c.d.name, Joules: s.joules, DeviceJoules: float64(c.total) / 1e6,
+			Method: MethodCounter, Attribution: s.attribution(), Wraps: c.wraps}
+		if !s.shared {
+			d.Joules = d.DeviceJoules
+		}
 		if c.fails > 0 {
 			d.Notes = append(d.Notes, fmt.Sprintf("counter reads failed: %d (last: %v); a wrap-around may have been missed", c.fails, c.err))
 		}
@@ -367,6 +413,7 @@ func (x *Measurement) build(end time.Time, cpu time.Duration) Report {
 		}
 		r.CPU = append(r.CPU, d)
 	}
+	r.Attribution = r.attribution()
 	r.Estimated = Estimate{CPUSeconds: cpu.Seconds(), WattsPerCore: x.task.watts, Method: MethodEstimated}
 	r.Estimated.Joules = r.Estimated.CPUSeconds * r.Estimated.WattsPerCore
 	if len(r.GPUs) == 0 && len(r.CPU) == 0 {

@@ -66,12 +66,14 @@ type Options struct {
 	Logger *slog.Logger
 
 	// For tests.
-	gpus     gpuBackend       // replaces NVML altogether
-	noGPU    bool             // no NVML at all
-	powercap fs.FS            // replaces os.DirFS(PowercapRoot)
-	clock    func() time.Time // replaces time.Now
-	ticks    <-chan time.Time // replaces the sampler's ticker
-	tickDone chan<- struct{}  // told after each tick from ticks is handled
+	gpus     gpuBackend                           // replaces NVML altogether
+	noGPU    bool                                 // no NVML at all
+	powercap fs.FS                                // replaces os.DirFS(PowercapRoot)
+	clock    func() time.Time                     // replaces time.Now
+	proc     fs.FS                                // replaces os.DirFS("/proc")
+	after    func(time.Duration) <-chan time.Time // replaces time.After in Idle
+	ticks    <-chan time.Time                     // replaces the sampler's ticker
+	tickDone chan<- struct{}                      // told after each tick from ticks is handled
 }
 
 // validate returns every problem of o, each naming its field.
@@ -124,6 +126,8 @@ type Meter struct {
 	closed  bool
 	live    map[*Measurement]struct{}
 	lastCPU time.Duration // process CPU time at the last Start or Stop
+	led     ledger
+	seq     int // the last measurement's number
 }
 
 // NewMeter discovers the energy sources. Missing hardware is not an
@@ -150,6 +154,9 @@ func NewMeter(opts Options) (*Meter, error) {
 	}
 	if opts.powercap == nil {
 		opts.powercap = os.DirFS(opts.PowercapRoot)
+	}
+	if opts.proc == nil {
+		opts.proc = os.DirFS("/proc")
 	}
 	if opts.CPUTime == nil {
 		opts.CPUTime = processCPUTime

@@ -31,6 +31,8 @@ type fakeGPU struct {
 	util        uint32
 	mem         uint64
 	energyReads int
+	utilOn      bool       // per-process utilization is supported
+	samples     []procUtil // what it returns, after since
 }
 
 func newFakeGPU(uuid string, counter bool) *fakeGPU {
@@ -65,6 +67,27 @@ func (g *fakeGPU) memoryUsed() (uint64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.mem, nil
+}
+
+// errNotFound is what NVML's ERROR_NOT_FOUND becomes: no sample since.
+var errNotFound = errors.New("nvml: Not Found")
+
+func (g *fakeGPU) processUtilization(since uint64) ([]procUtil, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.utilOn {
+		return nil, errUnsupported
+	}
+	var out []procUtil
+	for _, s := range g.samples {
+		if s.stamp > since {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errNotFound
+	}
+	return out, nil
 }
 
 func (g *fakeGPU) set(f func(g *fakeGPU)) {
@@ -204,7 +227,8 @@ func TestCounterDifference(t *testing.T) {
 	rep := x.Stop()
 
 	want := GPUReport{
-		UUID: "GPU-aaaa", Name: "NVIDIA H100 80GB HBM3", Joules: 423.456, Method: MethodCounter,
+		UUID: "GPU-aaaa", Name: "NVIDIA H100 80GB HBM3", Joules: 423.456, DeviceJoules: 423.456, Method: MethodCounter,
+		Attribution: AttributionExclusive, CounterStartJ: 5000, CounterEndJ: 5423.456,
 		PowerAvgW: 300, PowerMaxW: 300, IntegratedJ: 300 * 1.45, PowerSource: PowerInstant,
 		UtilAvgPct: 90, MemMaxBytes: 1 << 30, Samples: 16, Interval: DefaultInterval, DriverVersion: "550.54.15",
 	}
@@ -391,6 +415,9 @@ func TestRAPLDomainsAndWrap(t *testing.T) {
 		{Name: "package-0", Joules: float64(top-1000-1000+1000+1+500) / 1e6, Method: MethodCounter, Wraps: 1},
 		{Name: "package-0/dram", Joules: 3, Method: MethodCounter},
 		{Name: "package-1", Joules: 7.5, Method: MethodCounter},
+	}
+	for i := range want {
+		want[i].DeviceJoules, want[i].Attribution = want[i].Joules, AttributionExclusive
 	}
 	if diff := cmp.Diff(want, rep.CPU, cmpFloat); diff != "" {
 		t.Errorf("RAPL domains (-want +got):\n%s", diff)

@@ -25,6 +25,7 @@ const (
 	symMigMode     = "nvmlDeviceGetMigMode" // R450
 	symMigCount    = "nvmlDeviceGetMaxMigDeviceCount"
 	symMigHandle   = "nvmlDeviceGetMigDeviceHandleByIndex"
+	symProcUtil    = "nvmlDeviceGetProcessUtilization"
 )
 
 // openNVML initialises NVML (lib nil: the real library, loaded now) and
@@ -80,6 +81,7 @@ func openNVML(lib nvml.Interface, spec string, limited bool) (gpuBackend, string
 				dev.inf.power = PowerInstant
 			}
 		}
+		dev.procUtil = has(symProcUtil)
 		if has(symMigMode) {
 			if cur, _, ret := d.GetMigMode(); ret == nvml.SUCCESS && cur == nvml.DEVICE_MIG_ENABLE {
 				dev.inf.mig = true
@@ -171,9 +173,10 @@ func (b *nvmlBackend) call(f func() nvml.Return) error {
 }
 
 type nvmlDevice struct {
-	b   *nvmlBackend
-	d   nvml.Device
-	inf gpuInfo // fixed once opened
+	b        *nvmlBackend
+	d        nvml.Device
+	inf      gpuInfo // fixed once opened
+	procUtil bool    // the driver has nvmlDeviceGetProcessUtilization
 }
 
 var _ gpuDevice = (*nvmlDevice)(nil)
@@ -227,6 +230,21 @@ func (d *nvmlDevice) memoryUsed() (uint64, error) {
 	var v uint64
 	err := d.b.call(func() nvml.Return { m, ret := d.d.GetMemoryInfo(); v = m.Used; return ret })
 	return v, err
+}
+
+func (d *nvmlDevice) processUtilization(since uint64) ([]procUtil, error) {
+	if !d.procUtil {
+		return nil, errUnsupported
+	}
+	var out []procUtil
+	err := d.b.call(func() nvml.Return {
+		samples, ret := d.d.GetProcessUtilization(since)
+		for _, s := range samples {
+			out = append(out, procUtil{pid: int(s.Pid), stamp: s.TimeStamp, smUtil: s.SmUtil})
+		}
+		return ret
+	})
+	return out, err
 }
 
 func retErr(ret nvml.Return) error {

@@ -33,6 +33,8 @@ type mockNVML struct {
 	mu       sync.Mutex
 	energyMJ uint64
 	shutdown int
+	// procUtil answers GetProcessUtilization (nil: NOT_SUPPORTED).
+	procUtil func(since uint64) ([]nvml.ProcessUtilizationSample, nvml.Return)
 }
 
 func newMockNVML(gpus ...mockGPU) *mockNVML {
@@ -91,7 +93,16 @@ func (l *mockNVML) device(g mockGPU) *mock.Device {
 			return l.energyMJ, nvml.SUCCESS
 		},
 		GetUtilizationRatesFunc: func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: 97}, nvml.SUCCESS },
-		GetPowerUsageFunc:       func() (uint32, nvml.Return) { return 250_000, nvml.SUCCESS },
+		GetProcessUtilizationFunc: func(since uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+			l.mu.Lock()
+			f := l.procUtil
+			l.mu.Unlock()
+			if f == nil {
+				return nil, nvml.ERROR_NOT_SUPPORTED
+			}
+			return f(since)
+		},
+		GetPowerUsageFunc: func() (uint32, nvml.Return) { return 250_000, nvml.SUCCESS },
 		GetFieldValuesFunc: func(fv []nvml.FieldValue) nvml.Return {
 			if len(fv) != 1 || fv[0].FieldId != nvml.FI_DEV_POWER_INSTANT {
 				return nvml.ERROR_INVALID_ARGUMENT
@@ -303,5 +314,62 @@ func TestMeterWithMockNVML(t *testing.T) {
 	}
 	if l.shutdown != 1 {
 		t.Errorf("Close called Shutdown %d times, want 1", l.shutdown)
+	}
+}
+
+// Per-process utilization through go-nvml: NOT_FOUND (no sample since the
+// last call, as H200s answer at times) splits equally; samples split by
+// SM utilization; a driver without the function is never asked.
+func TestMeterAttributionWithMockNVML(t *testing.T) {
+	r := newRig(t)
+	l := newMockNVML(mockGPU{uuid: "GPU-0000"})
+	o := r.options()
+	o.noGPU, o.NVML, o.Devices = false, l, "all"
+	o.proc = newFakeProc(proc(1, 0), proc(21, 1), proc(22, 1))
+	m := newMeter(t, o)
+	var sinces []uint64
+	answer := func(samples []nvml.ProcessUtilizationSample, ret nvml.Return) {
+		l.mu.Lock()
+		l.procUtil = func(since uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+			sinces = append(sinces, since)
+			return samples, ret
+		}
+		l.mu.Unlock()
+	}
+	answer(nil, nvml.ERROR_NOT_FOUND)
+	a, b := start(t, m), start(t, m)
+	a.Track(21)
+	b.Track(22)
+	r.advance(time.Second)
+	l.addEnergy(100_000)
+	stamp := uint64(r.clock().UnixMicro())
+	r.tick(0) // NOT_FOUND: 50 J each
+	answer([]nvml.ProcessUtilizationSample{{Pid: 21, TimeStamp: stamp + 1, SmUtil: 75}, {Pid: 22, TimeStamp: stamp + 2, SmUtil: 25}}, nvml.SUCCESS)
+	r.advance(time.Second)
+	l.addEnergy(200_000) // 150 J to A, 50 J to B
+	ra, rb := a.Stop(), b.Stop()
+	if ga, gb := ra.GPUs[0], rb.GPUs[0]; !approx(ga.Joules, 200) || !approx(gb.Joules, 100) || ga.Attribution != AttributionUtilization || ga.DeviceJoules != 300 {
+		t.Errorf("A %v J (%s, device %v J), B %v J; want 200 J (%s, device 300 J), 100 J", ga.Joules, ga.Attribution, ga.DeviceJoules, gb.Joules, AttributionUtilization)
+	}
+	t0 := uint64(r.clock().Add(-2 * time.Second).UnixMicro())
+	if diff := cmp.Diff([]uint64{t0, t0}, sinces); diff != "" {
+		t.Errorf("GetProcessUtilization's lastSeenTimeStamp (-want +got): a NOT_FOUND leaves it where it was:\n%s", diff)
+	}
+
+	l.missing[symProcUtil] = true
+	m2 := newMeter(t, o)
+	answer(nil, nvml.ERROR_UNKNOWN)
+	sinces = nil
+	c, d := start(t, m2), start(t, m2)
+	c.Track(21)
+	d.Track(22)
+	r.advance(time.Second)
+	l.addEnergy(10_000)
+	if rc := c.Stop(); rc.GPUs[0].Attribution != AttributionEqual || !approx(rc.GPUs[0].Joules, 5) {
+		t.Errorf("without the function: %v J, %s; want 5 J, %s", rc.GPUs[0].Joules, rc.GPUs[0].Attribution, AttributionEqual)
+	}
+	d.Stop()
+	if len(sinces) != 0 {
+		t.Errorf("GetProcessUtilization called %d times on a driver without it", len(sinces))
 	}
 }

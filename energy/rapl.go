@@ -125,6 +125,7 @@ func parseUJ(b []byte) (uint64, error) {
 // often enough (Options.CounterInterval) to see every wrap.
 type raplCounter struct {
 	d     raplDomain
+	idx   int // d's index in Meter.rapl
 	last  uint64
 	total uint64 // µJ since the measurement started
 	wraps int
@@ -132,9 +133,10 @@ type raplCounter struct {
 	err   error
 }
 
-// update reads the counter and adds what it moved since the last read.
-func (c *raplCounter) update() {
-	v, err := c.d.read()
+// update adds what the counter moved since the last read, given a new
+// read of it.
+func (c *raplCounter) update(r reading) {
+	v, err := r.v, r.err
 	if err != nil {
 		c.fails++
 		c.err = err

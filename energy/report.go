@@ -31,8 +31,12 @@ const (
 const LowConfidenceBelow = time.Second
 
 // Report is what a [Measurement] measured, or the sum of several (see
-// [Report.Merge]). Device figures (GPUs, CPU) are whole-device: they
-// include whatever else ran on the device during the window. It is
+// [Report.Merge]). Each device figure's Joules is the measurement's share
+// of the device: the device's energy over the window where no other
+// measurement of the Meter overlapped it, split among the overlapping ones
+// otherwise (see [AttributionExclusive] and the others), so that shares add
+// up across measurements; DeviceJoules is the whole device's over the
+// window, which overlapping reports must not sum. It is
 // JSON-serialisable with stable snake_case keys; durations are integer
 // nanoseconds in keys ending in _ns.
 type Report struct {
@@ -43,9 +47,13 @@ type Report struct {
 	// LowConfidence is set for a window shorter than [LowConfidenceBelow].
 	LowConfidence bool `json:"low_confidence"`
 	// Concurrent is the most other measurements of the same Meter that
-	// overlapped this one: they saw the same devices, so their device
-	// figures must not be summed as if independent.
+	// overlapped this one: they saw the same devices, so their
+	// DeviceJoules must not be summed as if independent (their Joules may).
 	Concurrent int `json:"concurrent"`
+	// Attribution sums up the figures' attributions: AttributionExclusive
+	// when every figure is, AttributionUtilization when any is, else
+	// AttributionEqual; empty when nothing was measured.
+	Attribution string `json:"attribution"`
 	// Measurements is how many windows the report covers: 1, or more after
 	// Merge.
 	Measurements int `json:"measurements"`
@@ -67,8 +75,23 @@ type GPUReport struct {
 	UUID  string `json:"uuid"`
 	Index int    `json:"index"` // NVML's index (PCI bus order)
 	Name  string `json:"name"`
-	// Joules is the GPU's energy over the window, by Method.
+	// Joules is this measurement's share of the GPU's energy over the
+	// window, by Method and Attribution: DeviceJoules when exclusive.
 	Joules float64 `json:"joules"`
+	// DeviceJoules is the whole GPU's energy over the window, whatever ran
+	// on it.
+	DeviceJoules float64 `json:"device_joules"`
+	// Attribution is how Joules was split from DeviceJoules:
+	// AttributionExclusive, AttributionUtilization or AttributionEqual.
+	Attribution string `json:"attribution"`
+	// CounterStartJ and CounterEndJ are NVML's total-energy counter at the
+	// window's ends, in joules (0 without a counter; after Merge, the first
+	// window's start and the last one's end). Windows of one GPU overlap
+	// exactly where these spans do, so a coordinator with reports from
+	// several processes can take the GPU's energy over their union in
+	// counter space.
+	CounterStartJ float64 `json:"counter_start_joules"`
+	CounterEndJ   float64 `json:"counter_end_joules"`
 	// Method is MethodCounter (NVML's total-energy counter) or
 	// MethodIntegrated (the integral of the power timeline).
 	Method string `json:"method"`
@@ -106,11 +129,15 @@ type GPUReport struct {
 // DomainReport is one RAPL domain's energy over the window: the whole
 // package's (or its DRAM's), whatever ran on it.
 type DomainReport struct {
-	Name   string   `json:"name"` // package-0, package-0/dram, ...
-	Joules float64  `json:"joules"`
-	Method string   `json:"method"` // MethodCounter
-	Wraps  int      `json:"wraps"`  // counter wrap-arounds counted in
-	Notes  []string `json:"notes,omitempty"`
+	Name string `json:"name"` // package-0, package-0/dram, ...
+	// Joules is this measurement's share of the domain's energy (as
+	// GPUReport.Joules); DeviceJoules the whole domain's.
+	Joules       float64  `json:"joules"`
+	DeviceJoules float64  `json:"device_joules"`
+	Method       string   `json:"method"`      // MethodCounter
+	Attribution  string   `json:"attribution"` // as GPUReport.Attribution
+	Wraps        int      `json:"wraps"`       // counter wrap-arounds counted in
+	Notes        []string `json:"notes,omitempty"`
 }
 
 // Estimate is the CPU-time estimate: CPUSeconds × WattsPerCore.
@@ -121,7 +148,44 @@ type Estimate struct {
 	Method       string  `json:"method"` // MethodEstimated
 }
 
-// GPUJoules returns the GPUs' joules summed.
+// attribution sums up the figures' attributions (see Report.Attribution).
+func (r Report) attribution() string {
+	var labels []string
+	for _, g := range r.GPUs {
+		labels = append(labels, g.Attribution)
+	}
+	for _, d := range r.CPU {
+		labels = append(labels, d.Attribution)
+	}
+	out := ""
+	for _, l := range labels {
+		out = worseAttribution(out, l)
+	}
+	return out
+}
+
+// worseAttribution returns the less exclusive of two attributions, as a
+// figure covering both would be labelled: utilization over equal over
+// exclusive ("" is none).
+func worseAttribution(a, b string) string {
+	rank := func(s string) int {
+		switch s {
+		case AttributionUtilization:
+			return 3
+		case AttributionEqual:
+			return 2
+		case AttributionExclusive:
+			return 1
+		}
+		return 0
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}
+
+// GPUJoules returns the GPUs' attributed joules summed.
 func (r Report) GPUJoules() float64 {
 	var s float64
 	for _, g := range r.GPUs {
@@ -130,7 +194,7 @@ func (r Report) GPUJoules() float64 {
 	return s
 }
 
-// CPUJoules returns the RAPL domains' joules summed.
+// CPUJoules returns the RAPL domains' attributed joules summed.
 func (r Report) CPUJoules() float64 {
 	var s float64
 	for _, d := range r.CPU {
@@ -139,8 +203,8 @@ func (r Report) CPUJoules() float64 {
 	return s
 }
 
-// MeasuredJoules returns the GPU plus CPU measured joules; never the
-// estimate.
+// MeasuredJoules returns the GPU plus CPU measured joules, attributed
+// (so that overlapping measurements' add up); never the estimate.
 func (r Report) MeasuredJoules() float64 { return r.GPUJoules() + r.CPUJoules() }
 
 // Method returns MethodMeasured when any figure was measured, else
@@ -163,9 +227,10 @@ func CO2Grams(joules, pue, gPerKWh float64) float64 {
 // site): joules, samples and CPU seconds add up; maxima and flags carry
 // over; averages are weighted by window length; the window spans both, and
 // Seconds is the windows' total. A GPU that one report measured by counter
-// and the other by integral is labelled integrated. Reports of overlapping
-// tasks should not be merged: their device figures count the same energy.
-// The zero Report is Merge's identity.
+// and the other by integral is labelled integrated; attributions combine
+// as Report.Attribution does. Reports of overlapping tasks may be merged
+// for their Joules (attributed shares), but the merged DeviceJoules then
+// counts the overlap twice. The zero Report is Merge's identity.
 func (r Report) Merge(o Report) Report {
 	if r.Measurements == 0 && r.Start.IsZero() {
 		return o.clone()
@@ -183,6 +248,7 @@ func (r Report) Merge(o Report) Report {
 	out.Seconds = r.Seconds + o.Seconds
 	out.LowConfidence = r.LowConfidence || o.LowConfidence
 	out.Concurrent = max(r.Concurrent, o.Concurrent)
+	out.Attribution = worseAttribution(r.Attribution, o.Attribution)
 	out.Measurements = max(r.Measurements, 1) + max(o.Measurements, 1)
 	out.Interval = max(r.Interval, o.Interval)
 	out.CounterInterval = max(r.CounterInterval, o.CounterInterval)
@@ -195,6 +261,16 @@ func (r Report) Merge(o Report) Report {
 		}
 		a := &out.GPUs[i]
 		a.Joules += g.Joules
+		a.DeviceJoules += g.DeviceJoules
+		a.Attribution = worseAttribution(a.Attribution, g.Attribution)
+		if g.Method == MethodCounter && a.Method == MethodCounter {
+			if g.CounterStartJ < a.CounterStartJ {
+				a.CounterStartJ = g.CounterStartJ
+			}
+			a.CounterEndJ = max(a.CounterEndJ, g.CounterEndJ)
+		} else {
+			a.CounterStartJ, a.CounterEndJ = 0, 0
+		}
 		if a.Method != g.Method {
 			a.Method = MethodIntegrated
 		}
@@ -221,6 +297,8 @@ func (r Report) Merge(o Report) Report {
 		}
 		a := &out.CPU[i]
 		a.Joules += d.Joules
+		a.DeviceJoules += d.DeviceJoules
+		a.Attribution = worseAttribution(a.Attribution, d.Attribution)
 		a.Wraps += d.Wraps
 		a.Notes = union(a.Notes, d.Notes)
 	}

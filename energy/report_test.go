@@ -21,13 +21,15 @@ func sampleReport() Report {
 		Start: t0, End: t0.Add(20 * time.Second), Seconds: 20, Concurrent: 1, Measurements: 1,
 		Interval: 100 * time.Millisecond, CounterInterval: time.Second,
 		GPUs: []GPUReport{{
-			UUID: "GPU-0000", Index: 0, Name: "NVIDIA H100 80GB HBM3", Joules: 6000, Method: MethodCounter,
+			UUID: "GPU-0000", Index: 0, Name: "NVIDIA H100 80GB HBM3", Joules: 6000, DeviceJoules: 24000, Method: MethodCounter,
+			Attribution: AttributionUtilization, CounterStartJ: 1e6, CounterEndJ: 1.024e6,
 			PowerAvgW: 300, PowerMaxW: 420, IntegratedJ: 5990, PowerSource: PowerInstant, UtilAvgPct: 95,
 			MemMaxBytes: 4 << 30, Samples: 201, Interval: 100 * time.Millisecond, Shared: true,
 			MIG: []string{"MIG-aaaa"}, DriverVersion: "550.54.15", Notes: []string{"a note"},
 		}},
-		CPU:       []DomainReport{{Name: "package-0", Joules: 1200, Method: MethodCounter, Wraps: 1}},
-		Estimated: Estimate{CPUSeconds: 20, WattsPerCore: 10, Joules: 200, Method: MethodEstimated},
+		CPU:         []DomainReport{{Name: "package-0", Joules: 1200, DeviceJoules: 2400, Method: MethodCounter, Attribution: AttributionEqual, Wraps: 1}},
+		Attribution: AttributionUtilization,
+		Estimated:   Estimate{CPUSeconds: 20, WattsPerCore: 10, Joules: 200, Method: MethodEstimated},
 	}
 }
 
@@ -80,14 +82,24 @@ func TestMerge(t *testing.T) {
 	g.Joules, g.Method, g.PowerMaxW = 18000, MethodIntegrated, 500
 	g.PowerAvgW, g.UtilAvgPct = 300*0.25+200*0.75, 95*0.25+75*0.75
 	g.IntegratedJ, g.Samples, g.Notes = 2*5990, 402, []string{"a note", "another"}
+	g.DeviceJoules, g.CounterStartJ, g.CounterEndJ = 48000, 0, 0 // no counter span across an integrated figure
 	want.GPUs = append(want.GPUs, GPUReport{UUID: "GPU-1111", Joules: 5, Method: MethodCounter})
 	want.CPU = []DomainReport{
-		{Name: "package-0", Joules: 2400, Method: MethodCounter, Wraps: 2},
+		{Name: "package-0", Joules: 2400, DeviceJoules: 4800, Method: MethodCounter, Attribution: AttributionEqual, Wraps: 2},
 		{Name: "package-1", Joules: 7, Method: MethodCounter},
 	}
 	want.Estimated = Estimate{CPUSeconds: 30, WattsPerCore: 240.0 / 30, Joules: 240, Method: MethodEstimated}
 	if diff := cmp.Diff(want, got, cmpFloat); diff != "" {
 		t.Errorf("Merge (-want +got):\n%s", diff)
+	}
+	// Two counter figures: the counter span runs from the first start to
+	// the last end; attributions combine to the least exclusive.
+	c := sampleReport()
+	c.GPUs[0].CounterStartJ, c.GPUs[0].CounterEndJ, c.GPUs[0].Attribution = 1.1e6, 1.2e6, AttributionExclusive
+	c.Attribution = AttributionExclusive
+	m := c.Merge(a)
+	if gm := m.GPUs[0]; gm.CounterStartJ != 1e6 || gm.CounterEndJ != 1.2e6 || gm.Attribution != AttributionUtilization || m.Attribution != AttributionUtilization {
+		t.Errorf("Merge counter span %v..%v, attribution %s (report %s); want 1e6..1.2e6, %s", gm.CounterStartJ, gm.CounterEndJ, gm.Attribution, m.Attribution, AttributionUtilization)
 	}
 	if diff := cmp.Diff(sampleReport(), a); diff != "" {
 		t.Errorf("Merge changed its receiver (-want +got):\n%s", diff)
