@@ -33,6 +33,10 @@ func ReportToProto(r energy.Report) *pb.EnergyReport {
 		Seconds:       r.Seconds,
 		LowConfidence: r.LowConfidence,
 		Method:        r.Method(),
+		Concurrent:    int32(r.Concurrent),
+		Attribution:   r.Attribution,
+		StartUnixMs:   unixMs(r.Start),
+		EndUnixMs:     unixMs(r.End),
 		Estimated: &pb.EnergyEstimate{
 			CpuSeconds: r.Estimated.CPUSeconds, WattsPerCore: r.Estimated.WattsPerCore, Joules: r.Estimated.Joules,
 		},
@@ -43,13 +47,23 @@ func ReportToProto(r energy.Report) *pb.EnergyReport {
 			PowerAvgWatts: g.PowerAvgW, PowerMaxWatts: g.PowerMaxW, UtilizationAvgPercent: g.UtilAvgPct,
 			MemoryMaxBytes: g.MemMaxBytes, Samples: int32(g.Samples), IntervalMs: r.Interval.Milliseconds(),
 			Shared: g.Shared, Resets: int32(g.Resets), DriverVersion: g.DriverVersion,
+			DeviceJoules: g.DeviceJoules, Attribution: g.Attribution,
+			CounterStartJoules: g.CounterStartJ, CounterEndJoules: g.CounterEndJ,
 		})
 	}
 	for _, c := range r.CPU {
-		out.Cpu = append(out.Cpu, &pb.DomainEnergy{Name: c.Name, Joules: c.Joules, Method: c.Method, Wraps: int32(c.Wraps)})
+		out.Cpu = append(out.Cpu, &pb.DomainEnergy{Name: c.Name, Joules: c.Joules, Method: c.Method, Wraps: int32(c.Wraps),
+			DeviceJoules: c.DeviceJoules, Attribution: c.Attribution})
 	}
 	if b, err := json.Marshal(r); err == nil {
 		out.Json = b
 	}
 	return out
+}
+
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }

@@ -81,6 +81,10 @@ func (m *Meter) Idle(ctx context.Context, d time.Duration) (IdleReport, error) {
 		}
 		return out
 	}
+	if len(devs) == 0 && len(m.rapl) == 0 {
+		// Nothing to read: no need to wait.
+		return IdleReport{Start: m.clock(), Method: MethodNone}, nil
+	}
 	start := m.clock()
 	g0, r0 := readGPUs(), readRAPL()
 	after := m.opts.after

@@ -45,6 +45,21 @@ func newMeter(log *slog.Logger) (client.Meter, server.Meter, func()) {
 	return client.EnergyMeter(m), coordinatorMeter{m}, func() { m.Close() }
 }
 
+// IdleWatts measures the machine's idle power over d: the devices the
+// sites of `cohort run` train on.
+func (c coordinatorMeter) IdleWatts(ctx context.Context, d time.Duration) (float64, error) {
+	r, err := c.m.Idle(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	if r.Method == energy.MethodNone {
+		return 0, nil
+	}
+	return r.Watts, nil
+}
+
+var _ server.IdleMeter = coordinatorMeter{}
+
 // coordinatorMeter meters the coordinator's aggregation.
 type coordinatorMeter struct{ m *energy.Meter }
 

@@ -34,7 +34,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Meter, if set, meters every site's tasks.
 	Meter client.Meter
-	// CoordMeter, if set, meters the coordinator's aggregation.
+	// CoordMeter, if set, meters the coordinator's aggregation and
+	// evaluation; when it is also a server.IdleMeter, it measures the
+	// machine's idle power before the job (the sites share the machine).
 	CoordMeter server.Meter
 	// Version is reported by the coordinator and the sites.
 	Version string
@@ -118,7 +120,7 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	defer trainers.Close()
 	shape := ds.Pooled.Shape
 	coord, err := server.New(server.Config{Version: opts.Version, Logger: log.With("component", "coordinator")},
-		server.Deps{Tracker: tr, Meter: opts.CoordMeter, Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
+		server.Deps{Tracker: tr, Meter: opts.CoordMeter, Idle: idleMeter(opts.CoordMeter), Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
 	if err != nil {
 		return nil, err
 	}
@@ -223,5 +225,13 @@ func startAgent(ctx context.Context, g *errgroup.Group, name string, central boo
 		return err
 	}
 	g.Go(func() error { return a.Run(ctx) })
+	return nil
+}
+
+// idleMeter returns m as an IdleMeter, or nil.
+func idleMeter(m server.Meter) server.IdleMeter {
+	if im, ok := m.(server.IdleMeter); ok {
+		return im
+	}
 	return nil
 }
