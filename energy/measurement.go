@@ -123,6 +123,11 @@ func (t *gpuTrack) note(format string, args ...any) {
 // measured tasks — a site, or the simulated sites of `cohort run` training
 // side by side in one process — that is each task's own CPU time, up to the
 // imbalance between concurrent tasks.
+//
+// Device energy is shared out the same way, but by use: every Start, Stop
+// and periodic counter read closes a span of the Meter's per-device
+// ledger, whose energy goes to the measurements live in it by their
+// process trees' utilization (see [Measurement.Track]), or equally.
 func (m *Meter) Start(ctx context.Context, opts ...TaskOption) (*Measurement, error) {
 	t := task{interval: m.opts.Interval, watts: m.opts.CPUWattsPerCore}
 	for _, o := range opts {
