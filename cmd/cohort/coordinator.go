@@ -63,8 +63,10 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer store.Close()
+	// The coordinator never runs job commands: exec models take their
+	// initial weights from a site or an upload (CoordinatorModels).
 	trainers := &federation.Trainers{Logger: log.With("component", "trainer"),
-		ExecRefused: "a deployed coordinator does not run job commands; give exec jobs initial weights from a site (not supported yet) or run them with `cohort run`"}
+		ExecRefused: "a deployed coordinator does not run job commands"}
 	defer trainers.Close()
 	_, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
