@@ -29,6 +29,9 @@ type Deps struct {
 	Models ModelProvider
 	// Meter, if set, meters the coordinator's own aggregation.
 	Meter Meter
+	// Weights, if set, keeps the initial weights admins upload with their
+	// jobs (UploadWeights); nil refuses uploads.
+	Weights WeightsStore
 	// Replica, if set, holds the jobs, their tracking run ids and each
 	// arm's committed rounds with their global models (server/ha's Node):
 	// the coordinator then serves only while its node leads, and the
@@ -46,6 +49,13 @@ func (d Deps) validate() error {
 		errs = append(errs, errors.New("coordinator: no model provider configured"))
 	}
 	return errors.Join(errs...)
+}
+
+// WeightsStore keeps uploaded initial weights, addressed by the hex
+// SHA-256 of their safetensors bytes.
+type WeightsStore interface {
+	// Put stores checked safetensors bytes whose SHA-256 is digest.
+	Put(digest string, b []byte) error
 }
 
 // Tracker is the part of a tracking store the coordinator logs into;

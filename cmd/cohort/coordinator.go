@@ -68,6 +68,8 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	trainers := &federation.Trainers{Logger: log.With("component", "trainer"),
 		ExecRefused: "a deployed coordinator does not run job commands"}
 	defer trainers.Close()
+	// Uploaded initial weights (model.init.weights), content-addressed.
+	weights := federation.WeightsDir{Dir: filepath.Join(cfg.StateDir, "weights")}
 	_, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
 	node, err := openReplica(cfg, log)
@@ -91,7 +93,8 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}, server.Deps{
 		Tracker:     store,
 		OpenTracker: trackerOpener(defaultURI, log),
-		Models:      &federation.CoordinatorModels{Trainers: trainers, Paths: cfg.Data, Logger: log},
+		Models:      &federation.CoordinatorModels{Trainers: trainers, Weights: weights, Paths: cfg.Data, Logger: log},
+		Weights:     weights,
 		Meter:       coordMeter,
 		Replica:     node,
 	})
