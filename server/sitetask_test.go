@@ -153,3 +153,22 @@ func TestSiteTaskFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestSiteTaskDisconnect: an init site that goes away mid-task fails the
+// job with a message saying so.
+func TestSiteTaskDisconnect(t *testing.T) {
+	c := newClusterWith(t, 10*time.Second, siteModels{initSite: "a"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	actx, leave := context.WithCancel(ctx)
+	c.startSite(t, actx, &fakeSite{name: "a", update: plusOne(10),
+		handle: func(context.Context, pb.CoordinatorServiceClient, func(*pb.SiteMessage), *pb.Task) bool {
+			leave() // the site goes away holding the task
+			return true
+		}})
+	j := submit(t, c, siteTaskJob)
+	got := waitJob(t, c, j.GetJobId())
+	if got.GetState() != pb.JobState_JOB_STATE_FAILED || !strings.Contains(got.GetError(), `site "a" disconnected during the init task`) {
+		t.Errorf("job %s: %q, want failed: site \"a\" disconnected during the init task", got.GetState(), got.GetError())
+	}
+}
