@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/client/train"
 	"github.com/cohortfl/cohort/deploy"
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/tracking"
@@ -103,11 +105,25 @@ arms:
   - {name: fedprox, strategy: {name: fedprox, mu: 0.01}}
 deadline: {round: 3m}
 `
+	submitOut := ""
 	submit := func(name, init string) string {
 		t.Helper()
 		f := filepath.Join(dir, name+".yaml")
 		os.WriteFile(f, []byte(fmt.Sprintf(job, torchPython, init)), 0o600)
 		out := cohortIn(t, "submit", "-c", adminCfg, f)
+		submitOut = out
+		m := regexp.MustCompile(`job (\w+) submitted`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("submit printed no job id:\n%s", out)
+		}
+		return m[1]
+	}
+	submitWith := func(name string, r *strings.Replacer, init string) string {
+		t.Helper()
+		f := filepath.Join(dir, name+".yaml")
+		os.WriteFile(f, []byte(r.Replace(fmt.Sprintf(job, torchPython, init))), 0o600)
+		out := cohortIn(t, "submit", "-c", adminCfg, f)
+		submitOut = out
 		m := regexp.MustCompile(`job (\w+) submitted`).FindStringSubmatch(out)
 		if m == nil {
 			t.Fatalf("submit printed no job id:\n%s", out)
@@ -173,6 +189,37 @@ deadline: {round: 3m}
 	if ginfo.GetState() != pb.JobState_JOB_STATE_FAILED || !strings.Contains(ginfo.GetError(), `site "ghost"`) ||
 		!strings.Contains(ginfo.GetError(), "did not connect") {
 		t.Errorf("job with init site ghost: %s %q, want failed naming site \"ghost\" that did not connect", ginfo.GetState(), ginfo.GetError())
+	}
+
+	// Initial weights from a file: submit uploads it. The built-in cnn
+	// with the trainer's layer sizes makes a state_dict train.py loads.
+	tr, err := train.New(train.Config{Kind: "cnn", Conv: []int{4, 8}, InputShape: []int{1, 28, 28}, Classes: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w0, err := tr.Init(9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := model.MarshalSafetensors(w0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "init.safetensors"), b, 0o600)
+	const weightsJob = "weights"
+	wid := submitWith(weightsJob, strings.NewReplacer(`FMNIST_HIDDEN: "16"`, `FMNIST_HIDDEN: "512"`, "rounds: 2", "rounds: 1"),
+		"init: {weights: init.safetensors}")
+	if !strings.Contains(submitOut, "uploaded") {
+		t.Errorf("submit with model.init.weights printed no upload:\n%s", submitOut)
+	}
+	wevs, winfo := watch(wid)
+	if winfo.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Errorf("job with uploaded weights %s: %s", winfo.GetState(), winfo.GetError())
+	}
+	for _, ev := range wevs {
+		if ev.GetKind() == "init_done" {
+			t.Errorf("job with uploaded weights ran an init task on %s", ev.GetSite())
+		}
 	}
 
 	coord.stop(syscall.SIGTERM)
