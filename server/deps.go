@@ -143,6 +143,13 @@ type Evaluation struct {
 	Loss       float64
 	Accuracy   float64
 	NumSamples int64
+	// EnergyJoules is what the evaluation cost where a site metered it
+	// (eval.site), with EnergyMethod "measured" or "estimated"; "" when
+	// not metered. It is logged as eval_energy_joules, apart from the
+	// arm's energy_joules, as the coordinator's own evaluation is not
+	// metered either and arms compare on training.
+	EnergyJoules float64
+	EnergyMethod string
 }
 
 // Meter measures the energy of the coordinator's own work.

@@ -196,6 +196,9 @@ func (x *roundExec) finish(ctx context.Context) error {
 			return fmt.Errorf("evaluating the global model: %w", err)
 		}
 		ms = append(ms, m(tracking.MetricTestAccuracy, ev.Accuracy), m(tracking.MetricTestLoss, ev.Loss))
+		if ev.EnergyMethod != "" {
+			ms = append(ms, m("eval_energy_joules", ev.EnergyJoules))
+		}
 		evMetrics["test_accuracy"], evMetrics["test_loss"] = ev.Accuracy, ev.Loss
 		a.lastAcc = ev.Accuracy
 	}

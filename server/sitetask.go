@@ -161,7 +161,14 @@ func (e *siteEvaluator) Evaluate(ctx context.Context, w *model.Weights) (Evaluat
 	if n < 1 {
 		return Evaluation{}, fmt.Errorf("%w: site %q evaluated on %d samples; give it a test set (its data folder's t10k files)", ErrSiteTask, e.site, n)
 	}
-	return Evaluation{Loss: m["loss"], Accuracy: m["accuracy"], NumSamples: n}, nil
+	ev := Evaluation{Loss: m["loss"], Accuracy: m["accuracy"], NumSamples: n}
+	switch en := energyOf(out.energy); {
+	case en.measured:
+		ev.EnergyJoules, ev.EnergyMethod = en.gpuJ+en.cpuJ, "measured"
+	case out.energy != nil:
+		ev.EnergyJoules, ev.EnergyMethod = en.estimatedJ, "estimated"
+	}
+	return ev, nil
 }
 
 // initialModel returns a job's global model before round 1: the prepared

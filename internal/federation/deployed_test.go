@@ -2,6 +2,9 @@ package federation
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,6 +68,52 @@ func TestCoordinatorModelsExec(t *testing.T) {
 		err := m.CheckSpec(execSpec(t, tt.extra))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("CheckSpec(%q) = %v, want it to contain %q", tt.extra, err, tt.want)
+		}
+	}
+}
+
+// TestLocalInitWeights: `cohort run` reads model.init.weights relative to
+// the job file's folder (the trainers' Dir) and starts from them.
+func TestLocalInitWeights(t *testing.T) {
+	dir := t.TempDir()
+	w := &model.Weights{Tensors: []model.Tensor{{Name: "fc.bias", Shape: []int{2}, Data: []float32{3, 4}}}}
+	b, err := model.MarshalSafetensors(w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "init.safetensors"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := &models{trainers: &Trainers{Dir: dir}, shape: []int{1, 28, 28}, classes: 10}
+	p, err := m.Prepare(context.Background(), execSpec(t, ", init: {weights: init.safetensors}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Initial == nil || p.Initial.Tensors[0].Data[0] != 3 {
+		t.Errorf("Prepare(init.weights).Initial = %v, want the file's weights", p.Initial)
+	}
+	if _, err := m.Prepare(context.Background(), execSpec(t, ", init: {weights: missing.safetensors}")); err == nil || !strings.Contains(err.Error(), "model.init.weights") {
+		t.Errorf("Prepare(missing weights file) = %v, want an error naming model.init.weights", err)
+	}
+}
+
+func TestCentralSites(t *testing.T) {
+	tests := []struct {
+		arms string
+		want []string
+	}{
+		{"[{name: f, strategy: fedavg}]", nil},
+		{"[{name: c, centralized: {}}]", []string{"central"}},
+		{"[{name: c, centralized: {site: pooled}}, {name: d, centralized: {}}]", []string{"pooled", "central"}},
+		{"[{name: c, centralized: {site: a}}]", nil}, // a federated site trains it on its own data
+	}
+	for _, tt := range tests {
+		s, err := job.Parse([]byte("name: x\ndata: {dataset: fashion-mnist}\nmodel: {kind: logreg}\nsites: {names: [a, b]}\nrounds: 1\narms: " + tt.arms + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := centralSites(s); !slices.Equal(got, tt.want) {
+			t.Errorf("centralSites(%s) = %v, want %v", tt.arms, got, tt.want)
 		}
 	}
 }
