@@ -254,6 +254,9 @@ deadline: {round: 3m}
 				t.Errorf("arm %s: no test_accuracy at step %d: %v", name, r, acc)
 			}
 		}
+		if e, err := store.GetMetricHistory(context.Background(), arm.Info.RunID, "eval_energy_joules"); err != nil || len(e) == 0 {
+			t.Errorf("arm %s: no eval_energy_joules from inria's evaluate tasks (%v)", name, err)
+		}
 		if name != "central" {
 			continue
 		}
