@@ -25,6 +25,10 @@ type Meter interface {
 func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, log *slog.Logger) error {
 	switch t.GetKind() {
 	case pb.TaskKind_TASK_KIND_TRAIN, pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN:
+	case pb.TaskKind_TASK_KIND_INIT:
+		return a.initTask(ctx, cli, t, log)
+	case pb.TaskKind_TASK_KIND_EVALUATE:
+		return a.evaluateTask(ctx, cli, s, t, log)
 	default:
 		return fmt.Errorf("task kind %s is not supported by this site (version %s)", t.GetKind(), a.cfg.Version)
 	}
@@ -110,6 +114,84 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
 	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
 	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, ds)
+}
+
+// startMeter starts the task's energy measurement; the returned function
+// ends it (once) and returns the report, nil without a meter.
+func (a *Agent) startMeter(ctx context.Context, t *pb.Task, log *slog.Logger) func() *pb.EnergyReport {
+	var stop func() *pb.EnergyReport
+	if a.meter != nil {
+		var err error
+		if stop, err = a.meter.Start(ctx, t); err != nil {
+			log.Warn("energy_meter_failed", "err", err)
+			stop = nil
+		}
+	}
+	var report *pb.EnergyReport
+	var done bool
+	return func() *pb.EnergyReport {
+		if stop != nil && !done {
+			done = true
+			report = stop()
+		}
+		return report
+	}
+}
+
+// initTask makes the job's initial weights with the site's trainer and
+// uploads them as the task's update (with no samples).
+func (a *Agent) initTask(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, log *slog.Logger) error {
+	tr, err := a.trainers.Trainer(t.GetModel())
+	if err != nil {
+		return fmt.Errorf("building trainer: %w", err)
+	}
+	stop := a.startMeter(ctx, t, log)
+	defer stop()
+	w, err := tr.Init(t.GetTrain().GetSeed())
+	report := stop()
+	if err != nil {
+		return fmt.Errorf("making the initial weights: %w", err)
+	}
+	if err := w.CheckFinite(); err != nil {
+		return fmt.Errorf("the trainer's initial weights are not finite: %w", err)
+	}
+	log.Info("task_initialised", "tensors", len(w.Tensors))
+	return pushUpdate(ctx, cli, t, w, 0, nil, report, nil)
+}
+
+// evaluateTask evaluates the task's model on the site's test split and
+// reports the result.
+func (a *Agent) evaluateTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, log *slog.Logger) error {
+	global, err := fetchModel(ctx, cli, t)
+	if err != nil {
+		return err
+	}
+	_, testSet, err := a.data.Load(ctx, t.GetDataset(), t.GetKind())
+	if err != nil {
+		return fmt.Errorf("loading dataset %q: %w", t.GetDataset(), err)
+	}
+	if testSet == nil || testSet.N == 0 {
+		return fmt.Errorf("this site holds no test split of %q to evaluate on; give it the dataset's test files or evaluate elsewhere (eval.site)", t.GetDataset())
+	}
+	tr, err := a.trainers.Trainer(t.GetModel())
+	if err != nil {
+		return fmt.Errorf("building trainer: %w", err)
+	}
+	stop := a.startMeter(ctx, t, log)
+	defer stop()
+	ev, err := tr.Evaluate(ctx, global, testSet)
+	report := stop()
+	if err != nil {
+		return fmt.Errorf("evaluating the global model: %w", err)
+	}
+	log.Info("task_evaluated", "accuracy", ev.Accuracy, "loss", ev.Loss, "samples", ev.NumSamples)
+	return s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Result{Result: &pb.TaskResult{
+		TaskId: t.GetTaskId(),
+		Metrics: map[string]float64{
+			"loss": ev.Loss, "accuracy": ev.Accuracy, "num_samples": float64(ev.NumSamples),
+		},
+		Energy: report,
+	}}})
 }
 
 // digest returns the SHA-256 of a dataset the site trains on, computed once

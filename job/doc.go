@@ -19,15 +19,17 @@
 //	  partition: {kind: iid}         # iid | dirichlet (alpha) | labels (labels) | shards (shards_per_site: 2)
 //	  test_fraction: 0.1             # each site's local test split
 //	  synthetic: {alpha: 0, beta: 0, dim: 60, classes: 10, samples_per_site: 0}   # synthetic only
-//	model: {kind: mlp, hidden: [200]}   # required: logreg | mlp (hidden) | cnn (conv: [32, 64]) | exec (command, env)
+//	model: {kind: mlp, hidden: [200]}   # required: logreg | mlp (hidden) | cnn (conv: [32, 64]) | exec (command, env, init)
+//	  # exec only: init: {site: kit} (an init task there makes the initial weights) or
+//	  # init: {weights: FILE.safetensors}; required by a deployed coordinator, which runs no job commands
 //	sites: {count: 4, names: [site-1, ...], fraction: 1.0, min_per_round: <selected>, over_select: 0}   # count or names required
 //	rounds: 20                       # required
 //	train: {epochs: 1, batch_size: 32, lr: 0.05, momentum: 0, weight_decay: 0, lr_decay: 1}   # lr × lr_decay^(round−1)
 //	arms:                            # required, at least one
-//	  - {name: centralized, centralized: {epochs: <rounds × epochs>}}
+//	  - {name: centralized, centralized: {epochs: <rounds × epochs>, site: ""}}   # site: where it trains ("" = the pooled-data site)
 //	  - {name: fedavg, strategy: {name: fedavg, server_lr: 1}}            # or strategy: fedavg
 //	  - {name: fedprox, strategy: {name: fedprox, mu: 0.01}, train: {lr: 0.1}}   # per-arm train overrides
-//	eval: {every: 1}
+//	eval: {every: 1, site: ""}       # site: it evaluates on its test set; "" = the coordinator's, else federated only
 //	deadline: {round: 10m, retries: 0}   # retries: a round short of min_per_round runs again, this many times
 //	energy: {interval: 100ms, carbon_g_per_kwh: 475, pue: 1.0, cpu_watts_per_core: 10}
 //

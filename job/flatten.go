@@ -72,6 +72,14 @@ func (s *Spec) Flatten() map[string]string {
 		slices.Sort(keys)
 		str("model.env", jsonList(keys))
 	}
+	if in := mo.Init; in != nil {
+		if in.Site != "" {
+			str("model.init.site", in.Site)
+		}
+		if in.Weights != "" {
+			str("model.init.weights", in.Weights)
+		}
+	}
 
 	num("sites.count", s.Sites.Count)
 	str("sites.names", jsonList(s.Sites.Names))
@@ -92,6 +100,9 @@ func (s *Spec) Flatten() map[string]string {
 		str(p+"name", a.Name)
 		if c := a.Centralized; c != nil {
 			num(p+"centralized.epochs", c.Epochs)
+			if c.Site != "" {
+				str(p+"centralized.site", c.Site)
+			}
 		}
 		if st := a.Strategy; st != nil {
 			str(p+"strategy.name", st.Name)
@@ -120,6 +131,9 @@ func (s *Spec) Flatten() map[string]string {
 	}
 
 	num("eval.every", s.Eval.Every)
+	if s.Eval.Site != "" {
+		str("eval.site", s.Eval.Site)
+	}
 	dur("deadline.round", s.Deadline.Round)
 	num("deadline.retries", s.Deadline.Retries)
 	dur("energy.interval", s.Energy.Interval)

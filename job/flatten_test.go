@@ -74,6 +74,15 @@ func TestFlattenKinds(t *testing.T) {
 			"deadline.round":                 "1h30m0s",
 			"energy.cpu_watts_per_core":      "0",
 		}, []string{"model.hidden", "arms.1.strategy.mu", "data.synthetic.alpha"}},
+		{"testdata/exec-deployed.good.yaml", map[string]string{
+			"model.init.site":           "kit",
+			"eval.site":                 "inria",
+			"arms.0.centralized.site":   "pooled",
+			"arms.0.centralized.epochs": "2",
+		}, []string{"model.init.weights"}},
+		{"testdata/exec-init-weights.good.yaml", map[string]string{
+			"model.init.weights": "init.safetensors",
+		}, []string{"model.init.site", "eval.site"}},
 		{"testdata/synthetic.good.yaml", map[string]string{
 			"data.synthetic.alpha":            "1",
 			"data.synthetic.dim":              "60",

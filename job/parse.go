@@ -533,8 +533,9 @@ func (d *decoder) spec(n *yaml.Node, s *Spec) {
 		{"train", func(p string, v *yaml.Node) { d.train(p, v, &s.Train) }},
 		{"arms", func(p string, v *yaml.Node) { d.arms(p, v, &s.Arms) }},
 		{"eval", func(p string, v *yaml.Node) {
-			d.mapping(p, v, "{every: 1}", []field{
+			d.mapping(p, v, "{every: 1, site: kit}", []field{
 				{"every", func(p string, v *yaml.Node) { d.int(p, v, &s.Eval.Every) }},
+				{"site", func(p string, v *yaml.Node) { d.str(p, v, &s.Eval.Site) }},
 			})
 		}},
 		{"deadline", func(p string, v *yaml.Node) {
@@ -588,6 +589,13 @@ func (d *decoder) model(path string, n *yaml.Node, m *Model) {
 		{"conv", func(p string, v *yaml.Node) { d.ints(p, v, "[32, 64]", &m.Conv) }},
 		{"command", func(p string, v *yaml.Node) { d.strs(p, v, `[python3, train.py]`, &m.Command) }},
 		{"env", func(p string, v *yaml.Node) { d.strMap(p, v, "{CUDA_VISIBLE_DEVICES: \"0\"}", &m.Env) }},
+		{"init", func(p string, v *yaml.Node) {
+			m.Init = &ModelInit{}
+			d.mapping(p, v, "{site: kit} or {weights: init.safetensors}", []field{
+				{"site", func(p string, v *yaml.Node) { d.str(p, v, &m.Init.Site) }},
+				{"weights", func(p string, v *yaml.Node) { d.str(p, v, &m.Init.Weights) }},
+			})
+		}},
 	})
 }
 
@@ -657,8 +665,9 @@ func (d *decoder) arms(path string, n *yaml.Node, out *[]Arm) {
 			{"name", func(p string, v *yaml.Node) { d.str(p, v, &a.Name) }},
 			{"centralized", func(p string, v *yaml.Node) {
 				a.Centralized = &Centralized{}
-				d.mapping(p, v, "{epochs: 20}", []field{
+				d.mapping(p, v, "{epochs: 20, site: pooled}", []field{
 					{"epochs", func(p string, v *yaml.Node) { d.int(p, v, &a.Centralized.Epochs) }},
+					{"site", func(p string, v *yaml.Node) { d.str(p, v, &a.Centralized.Site) }},
 				})
 			}},
 			{"strategy", func(p string, v *yaml.Node) {

@@ -411,3 +411,24 @@ func looksLikeJob(data []byte) bool {
 	}
 	return false
 }
+
+func TestSetInitWeights(t *testing.T) {
+	src, err := os.ReadFile("testdata/exec-init-weights.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := SetInitWeights(src, WeightsRefPrefix+strings.Repeat("ab", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Parse(out)
+	if err != nil {
+		t.Fatalf("Parse(SetInitWeights(...)) = %v\n%s", err, out)
+	}
+	if got, want := s.Model.Init.Weights, "sha256:"+strings.Repeat("ab", 32); got != want {
+		t.Errorf("model.init.weights = %q, want %q", got, want)
+	}
+	if _, err := SetInitWeights([]byte("name: x\nmodel: {kind: mlp}\n"), "sha256:00"); err == nil || !strings.Contains(err.Error(), "no init key") {
+		t.Errorf("SetInitWeights without model.init = %v, want an error naming init", err)
+	}
+}

@@ -210,7 +210,27 @@ type Model struct {
 	Command []string
 	// Env adds environment variables to an "exec" trainer.
 	Env map[string]string
+	// Init says where an "exec" model's initial weights come from; nil
+	// leaves them to the trainer on the machine that runs the job (`cohort
+	// run` only: a deployed coordinator runs no job commands).
+	Init *ModelInit
 }
+
+// ModelInit is where an exec model's global model before round 1 comes
+// from: exactly one of Site and Weights is set.
+type ModelInit struct {
+	// Site names the site that runs an init task: its trainer builds the
+	// initial weights and uploads them.
+	Site string
+	// Weights is a safetensors file of the initial weights: a path
+	// (relative to the job file's folder) or, in a job submitted to a
+	// coordinator, "sha256:HEX" of weights uploaded with it.
+	Weights string
+}
+
+// WeightsRefPrefix starts a [ModelInit.Weights] that names uploaded
+// weights by their SHA-256.
+const WeightsRefPrefix = "sha256:"
 
 // Sites says how many sites take part and how many each round needs.
 type Sites struct {
@@ -315,6 +335,9 @@ type Centralized struct {
 	// Epochs over the pooled data; default Rounds × the arm's train epochs,
 	// the same number of passes over the data as the federated arms.
 	Epochs int
+	// Site names the site that trains the arm on its data (the pooled or
+	// reference data); empty: a site advertising the pooled-data trainer.
+	Site string
 }
 
 // Strategy is a federated aggregation strategy.
@@ -332,6 +355,10 @@ type Strategy struct {
 type Eval struct {
 	// Every N rounds (and always after the last); default 1.
 	Every int
+	// Site names the site that evaluates the global model on its test set
+	// (an evaluate task); empty: the coordinator's own test set where it
+	// holds one, else the sites' federated evaluation alone.
+	Site string
 }
 
 // Deadline bounds a round.

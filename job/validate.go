@@ -68,6 +68,9 @@ func (s *Spec) validate() *problems {
 	if e := s.Eval.Every; e < 1 || e > MaxRounds {
 		p.add("eval.every", "%d must be between 1 and %d (rounds between evaluations of the global model)", e, MaxRounds)
 	}
+	if s.Eval.Site != "" {
+		validSite(p, "eval.site", s.Eval.Site)
+	}
 	if d := s.Deadline.Round; d <= 0 {
 		p.add("deadline.round", "%s must be positive; set how long a round waits for its sites, e.g. 10m", d)
 	}
@@ -258,9 +261,24 @@ func (s *Spec) validateModel(p *problems) {
 				p.add("model.env."+k, "the value holds a NUL byte; remove it")
 			}
 		}
+		if in := m.Init; in != nil {
+			switch {
+			case in.Site == "" && in.Weights == "":
+				p.add("model.init", "empty; write init: {site: NAME} (an init task on that site builds the weights) or init: {weights: FILE.safetensors}")
+			case in.Site != "" && in.Weights != "":
+				p.add("model.init", "has both site and weights; keep one: init: {site: NAME} or init: {weights: FILE.safetensors}")
+			case in.Site != "":
+				validSite(p, "model.init.site", in.Site)
+			case strings.ContainsRune(in.Weights, 0):
+				p.add("model.init.weights", "the path holds a NUL byte; remove it")
+			}
+		}
 	} else {
 		if len(m.Command) > 0 {
 			p.add("model.command", "only used by kind exec; remove it or set model.kind: exec")
+		}
+		if m.Init != nil {
+			p.add("model.init", "only used by kind exec (built-in models are initialised from the job's seed); remove it or set model.kind: exec")
 		}
 		if len(m.Env) > 0 {
 			p.add("model.env", "only used by kind exec; remove it or set model.kind: exec")
@@ -372,6 +390,9 @@ func (s *Spec) validateArms(p *problems) {
 				p.add(path+".centralized.epochs", "%d must be between 1 and %d (epochs over the pooled data)", c.Epochs, MaxRounds)
 			}
 		}
+		if c := a.Centralized; c != nil && c.Site != "" {
+			validSite(p, path+".centralized.site", c.Site)
+		}
 		if st := a.Strategy; st != nil {
 			sp := path + ".strategy"
 			if enum(p, sp+".name", st.Name, "strategy", knownStrategies()) && st.Name != StrategyFedProx && st.Mu != 0 {
@@ -401,5 +422,13 @@ func (s *Spec) validateArms(p *problems) {
 				}
 			}
 		}
+	}
+}
+
+// validSite reports a site name under key that could not be a site's
+// certificate name.
+func validSite(p *problems, key, name string) {
+	if !siteName.MatchString(name) {
+		p.add(key, "%q is not a valid site name; use letters, digits, '.', '_' and '-' (the site's certificate name)", name)
 	}
 }

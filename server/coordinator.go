@@ -35,6 +35,9 @@ type Config struct {
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
 	SiteWait time.Duration
+	// MaxInitBytes bounds the initial weights an init task uploads, where
+	// MaxUpdateBytes sets no bound (default 4 GiB).
+	MaxInitBytes int64
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -48,6 +51,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SiteWait <= 0 {
 		c.SiteWait = 10 * time.Minute
+	}
+	if c.MaxInitBytes <= 0 {
+		c.MaxInitBytes = 4 << 30
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -98,9 +104,12 @@ type pendingJoin struct {
 
 // pendingTask is a task sent to a site whose answer the runner awaits.
 type pendingTask struct {
-	id     string
-	site   string
-	round  *roundRun
+	id   string
+	site string
+	// box is the mailbox of what awaits the answer: a round, or one task
+	// run on its own (runSiteTask).
+	box *roundRun
+	// global is the model the task was sent; nil for an init task.
 	global *storedModel
 }
 
@@ -343,11 +352,15 @@ func (c *Coordinator) handleSiteMessage(conn *siteConn, m *pb.SiteMessage) {
 		// Liveness is the stream itself; heartbeats keep proxies from idling it out.
 	case *pb.SiteMessage_Progress:
 		if t := c.task(msg.Progress.GetTaskId()); t != nil && t.site == conn.name {
-			t.round.progress(conn.name, msg.Progress)
+			t.box.progress(conn.name, msg.Progress)
 		}
 	case *pb.SiteMessage_Failed:
 		if t := c.task(msg.Failed.GetTaskId()); t != nil && t.site == conn.name {
-			t.round.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason(), energy: msg.Failed.GetEnergy()})
+			t.box.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason(), energy: msg.Failed.GetEnergy()})
+		}
+	case *pb.SiteMessage_Result:
+		if t := c.task(msg.Result.GetTaskId()); t != nil && t.site == conn.name {
+			t.box.deliver(roundEvent{kind: evResult, site: conn.name, taskID: t.id, metrics: msg.Result.GetMetrics(), energy: msg.Result.GetEnergy()})
 		}
 	case *pb.SiteMessage_Hello:
 		c.log.Warn("site_sent_second_hello", "site", conn.name)
@@ -385,7 +398,7 @@ func (c *Coordinator) failSiteTasks(site, reason string) {
 	}
 	c.mu.Unlock()
 	for _, t := range ts {
-		t.round.deliver(roundEvent{kind: evDisconnected, site: site, taskID: t.id, reason: reason})
+		t.box.deliver(roundEvent{kind: evDisconnected, site: site, taskID: t.id, reason: reason})
 	}
 }
 
@@ -403,7 +416,7 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 			return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
 		}
 		if t != nil {
-			t.round.addBytesSent(int64(len(ch.Data)))
+			t.box.addBytesSent(int64(len(ch.Data)))
 		}
 		return nil
 	}
@@ -447,13 +460,19 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	if t == nil {
 		return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrUnknownTask))
 	}
-	limit := c.cfg.MaxUpdateBytes
-	if limit <= 0 {
-		limit = 2*int64(len(t.global.data)) + 1<<20
+	limit, globalSize := c.cfg.MaxUpdateBytes, int64(0)
+	switch {
+	case t.global != nil:
+		globalSize = int64(len(t.global.data))
+		if limit <= 0 {
+			limit = 2*globalSize + 1<<20
+		}
+	case limit <= 0: // an init task: no global model to compare with
+		limit = c.cfg.MaxInitBytes
 	}
 	if h.GetTotalSize() <= 0 || h.GetTotalSize() > limit {
-		err := badInput("push update: declared size %d bytes is outside 1..%d (the global model is %d bytes)", h.GetTotalSize(), limit, len(t.global.data))
-		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+		err := badInput("push update: declared size %d bytes is outside 1..%d (the global model is %d bytes)", h.GetTotalSize(), limit, globalSize)
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 		return toStatus(err)
 	}
 	asm, err := model.NewAssembler(h.GetTotalSize())
@@ -473,20 +492,20 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		}
 		if err := asm.Write(m.GetData()); err != nil {
 			err = badInput("push update: %v", err)
-			t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 			return toStatus(err)
 		}
 	}
 	data, err := asm.Finish(h.GetSha256())
 	if err != nil {
 		err = badInput("push update: %v", err)
-		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 		return toStatus(err)
 	}
 	w, _, err := model.UnmarshalSafetensors(data)
 	if err != nil {
 		err = badInput("push update: decoding safetensors: %v", err)
-		t.round.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
 		return toStatus(err)
 	}
 	up := &receivedUpdate{
@@ -499,7 +518,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		bytes:      int64(len(data)),
 	}
 	reply := make(chan error, 1)
-	if !t.round.deliver(roundEvent{kind: evUpdate, site: t.site, taskID: t.id, update: up, reply: reply}) {
+	if !t.box.deliver(roundEvent{kind: evUpdate, site: t.site, taskID: t.id, update: up, reply: reply}) {
 		return toStatus(fmt.Errorf("push update for task %q: %w", t.id, ErrStaleRound))
 	}
 	select {

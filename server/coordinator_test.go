@@ -74,7 +74,9 @@ func (f *fakeModels) last() *model.Weights {
 // make it misbehave. update returns the weights to push for a task, or an
 // error to report as a task failure.
 type fakeSite struct {
-	name    string
+	name string
+	// handle, if set, answers the tasks it returns true for itself.
+	handle  func(ctx context.Context, cli pb.CoordinatorServiceClient, send func(*pb.SiteMessage), t *pb.Task) bool
 	caps    *pb.Capabilities
 	update  func(t *pb.Task, global *model.Weights) (*model.Weights, int64, error)
 	push    func(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64) error
@@ -118,6 +120,9 @@ func (s *fakeSite) run(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if s.handle != nil && s.handle(ctx, cli, send, task) {
+				return
+			}
 			global, err := fetch(ctx, cli, task)
 			if err != nil {
 				send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: task.GetTaskId(), Reason: err.Error()}}})
@@ -246,14 +251,24 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterWith(t, 10*time.Second, nil)
+}
+
+// newClusterWith starts a coordinator waiting siteWait for sites, with
+// models (nil: the cluster's fakeModels).
+func newClusterWith(t *testing.T, siteWait time.Duration, models ModelProvider) *cluster {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store, err := tracking.OpenSQLite(ctx, filepath.Join(t.TempDir(), "cohort.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	fm := &fakeModels{}
+	if models == nil {
+		models = fm
+	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	coord, err := New(Config{Version: "test", Logger: log, SiteWait: 10 * time.Second}, Deps{Tracker: store, Models: fm})
+	coord, err := New(Config{Version: "test", Logger: log, SiteWait: siteWait}, Deps{Tracker: store, Models: models})
 	if err != nil {
 		t.Fatal(err)
 	}

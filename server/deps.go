@@ -36,6 +36,9 @@ type Deps struct {
 	// deployed coordinator leaves it nil: its own devices are not the
 	// sites'.
 	Idle IdleMeter
+	// Weights, if set, keeps the initial weights admins upload with their
+	// jobs (UploadWeights); nil refuses uploads.
+	Weights WeightsStore
 	// Replica, if set, holds the jobs, their tracking run ids and each
 	// arm's committed rounds with their global models (server/ha's Node):
 	// the coordinator then serves only while its node leads, and the
@@ -53,6 +56,13 @@ func (d Deps) validate() error {
 		errs = append(errs, errors.New("coordinator: no model provider configured"))
 	}
 	return errors.Join(errs...)
+}
+
+// WeightsStore keeps uploaded initial weights, addressed by the hex
+// SHA-256 of their safetensors bytes.
+type WeightsStore interface {
+	// Put stores checked safetensors bytes whose SHA-256 is digest.
+	Put(digest string, b []byte) error
 }
 
 // Tracker is the part of a tracking store the coordinator logs into;
@@ -74,15 +84,60 @@ type ModelProvider interface {
 	Prepare(ctx context.Context, spec *job.Spec) (*Prepared, error)
 }
 
+// SpecChecker is implemented by a ModelProvider that refuses some jobs as
+// they are submitted, before they queue (a deployed coordinator refuses an
+// exec model without model.init). The error names the key and the fix.
+type SpecChecker interface {
+	CheckSpec(spec *job.Spec) error
+}
+
 // Prepared is a job's model, ready to run.
 type Prepared struct {
 	// Spec is what the sites build (kind, layer sizes, input shape, classes).
 	Spec *pb.ModelSpec
-	// Initial is the global model before round 1.
+	// Initial is the global model before round 1; nil when an init task on
+	// InitSite makes it.
 	Initial *model.Weights
+	// InitSite, when Initial is nil, names the site whose trainer makes
+	// the initial model (an init task, run by the coordinator before the
+	// first arm needs it).
+	InitSite string
 	// Evaluator evaluates global models on the coordinator's test set; nil
-	// when the coordinator holds none (federated evaluation only).
+	// when the coordinator holds none.
 	Evaluator Evaluator
+	// EvalSite, when Evaluator is nil, names the site that evaluates the
+	// global models on its test set (evaluate tasks). With neither, the
+	// sites' federated evaluation is the only one.
+	EvalSite string
+}
+
+// Values of the arm runs' tag [TagEvalMethod].
+const (
+	// EvalCoordinator: test_accuracy is the coordinator's own test set's.
+	EvalCoordinator = "coordinator"
+	// EvalFederated: no test_accuracy; federated_accuracy, the sites'
+	// evaluation of the model they received on their local test splits,
+	// is the only one.
+	EvalFederated = "federated"
+	// EvalSitePrefix, followed by the site's name: test_accuracy is that
+	// site's test set's (eval.site).
+	EvalSitePrefix = "site:"
+)
+
+// TagEvalMethod tags each arm run with where its test_accuracy comes from:
+// [EvalCoordinator], [EvalFederated] or [EvalSitePrefix]+site.
+const TagEvalMethod = "cohort.eval_method"
+
+// evalMethod returns the TagEvalMethod value of p.
+func (p *Prepared) evalMethod() string {
+	switch {
+	case p.EvalSite != "":
+		return EvalSitePrefix + p.EvalSite
+	case p.Evaluator != nil:
+		return EvalCoordinator
+	default:
+		return EvalFederated
+	}
 }
 
 // Evaluator evaluates a model on a held-out test set.
@@ -95,6 +150,12 @@ type Evaluation struct {
 	Loss       float64
 	Accuracy   float64
 	NumSamples int64
+	// EnergyJoules is what the evaluation cost where a site metered it
+	// (eval.site), with EnergyMethod "measured" or "estimated"; "" when
+	// not metered. It counts in the arm's energy_joules and, apart, in
+	// its eval_energy_joules.
+	EnergyJoules float64
+	EnergyMethod string
 }
 
 // IdleWindow is how long [IdleMeter] measures before a job.

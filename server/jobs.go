@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/ha"
 )
@@ -44,6 +45,10 @@ type jobRun struct {
 	// one, logging into runIDs.
 	resume bool
 	runIDs ha.RunIDs
+
+	// initial is the global model an init task made, shared by the arms.
+	initMu  sync.Mutex
+	initial *model.Weights
 }
 
 func (j *jobRun) snapshot() *pb.Job {
@@ -273,6 +278,11 @@ func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (
 	spec, err := job.Parse(req.GetJobYaml())
 	if err != nil {
 		return nil, toStatus(badInput("%v", err))
+	}
+	if ck, ok := c.deps.Models.(SpecChecker); ok {
+		if err := ck.CheckSpec(spec); err != nil {
+			return nil, toStatus(badInput("%v", err))
+		}
 	}
 	info, err := c.submit(ctx, spec, req.GetJobYaml())
 	if err != nil {

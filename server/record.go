@@ -203,6 +203,8 @@ func (x *roundExec) finish(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("evaluating the global model: %w", err)
 		}
+		// An eval site metered its evaluate task itself.
+		x.energy.addCoordinator(purposeEval, ev.EnergyJoules, ev.EnergyMethod)
 	}
 	// What the round's discarded work cost: updates the round did not use
 	// and reports that came in after their round had closed.

@@ -184,6 +184,9 @@ func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
 		x.apply(ctx, x.sm.Step(now, round.SiteFailed{Site: ev.site, Reason: ev.reason}))
 	case evDisconnected:
 		x.apply(ctx, x.sm.Step(now, round.SiteDisconnected{Site: ev.site}))
+	case evResult:
+		// A training task answers with an update, never a bare result.
+		x.c.log.Warn("round_ignored_result", "job", x.a.j.id, "arm", x.a.arm.Name, "round", x.r, "site", ev.site)
 	}
 }
 
@@ -340,7 +343,7 @@ func (x *roundExec) sendTask(site string) {
 	if a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN {
 		epochs, lr = 1, tp.EpochLR(x.r) // a centralized round is one epoch
 	}
-	t := &pendingTask{id: newID(), site: site, round: x.rr, global: x.stored}
+	t := &pendingTask{id: newID(), site: site, box: x.rr, global: x.stored}
 	x.tasks[site] = t
 	c.addTask(t)
 	task := &pb.Task{

@@ -28,6 +28,7 @@ const (
 	evRejected
 	evFailed
 	evDisconnected
+	evResult
 )
 
 // roundEvent is what the gRPC handlers tell a running round.
@@ -38,12 +39,15 @@ type roundEvent struct {
 	reason string
 	update *receivedUpdate
 	reply  chan error // for evUpdate: nil when accepted
-	// energy is what the site measured of a task that failed or whose
-	// update was refused before it reached the round.
+	// For evResult: what a task that returns no weights reported.
+	metrics map[string]float64
+	// energy is what the site measured of a task that reported a result,
+	// failed, or whose update was refused before it reached the round.
 	energy *pb.EnergyReport
 }
 
-// roundRun is the mailbox of one running round.
+// roundRun is the mailbox of one running round, or of one task run on its
+// own (runSiteTask).
 type roundRun struct {
 	events    chan roundEvent
 	closed    chan struct{}
@@ -117,6 +121,14 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 	prep, err := c.deps.Models.Prepare(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("preparing the model: %w", err)
+	}
+	if prep.Initial == nil && prep.InitSite == "" {
+		return errors.New("preparing the model: no initial weights; set model.init: {site: NAME} or model.init: {weights: FILE}")
+	}
+	if prep.EvalSite != "" {
+		p := *prep
+		p.Evaluator = &siteEvaluator{c: c, j: j, site: prep.EvalSite, spec: prep.Spec}
+		prep = &p
 	}
 	tr, closeTracker, err := c.openTracker(ctx, spec)
 	if err != nil {
@@ -270,7 +282,6 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	spec := j.spec
 	a := &armRun{
 		j: j, arm: arm, prep: prep, expID: expID,
-		global:   prep.Initial.Clone(),
 		siteRuns: make(map[string]string),
 		started:  time.Now(),
 	}
@@ -306,10 +317,17 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		// The arm ended before the failover; its runs may still be open.
 		return c.endArm(ctx, a, nil)
 	}
+	if a.global == nil { // no committed round to resume from
+		init, err := c.initialModel(ctx, j, prep)
+		if err != nil {
+			return err
+		}
+		a.global = init.Clone()
+	}
 	if a.runID == "" {
 		run, err := j.tracker.CreateRun(ctx, tracking.CreateRun{
 			ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID,
-			Tags: map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag},
+			Tags: map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag, TagEvalMethod: prep.evalMethod()},
 		})
 		if err != nil {
 			return fmt.Errorf("tracking: creating the arm run: %w", err)
@@ -344,6 +362,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		joules, method := stop()
 		a.carry.addCoordinator(purposeEval, joules, method)
 		if err == nil {
+			a.carry.addCoordinator(purposeEval, ev.EnergyJoules, ev.EnergyMethod)
 			_ = j.tracker.LogBatch(ctx, a.runID, []tracking.Metric{
 				{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: time.Now().UnixMilli(), Step: 0},
 				{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: time.Now().UnixMilli(), Step: 0},
@@ -412,8 +431,10 @@ func (c *Coordinator) candidates(ctx context.Context, a *armRun, first bool) ([]
 	spec := a.j.spec
 	centralized := a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN
 	need, want := spec.Sites.MinPerRound, spec.Sites.Count
+	named := ""
 	if centralized {
 		need, want = 1, 1
+		named = a.arm.Centralized.Site
 	}
 	if !first {
 		want = need
@@ -423,14 +444,17 @@ func (c *Coordinator) candidates(ctx context.Context, a *armRun, first bool) ([]
 	var logged time.Time
 	for {
 		names, caps, changed := c.connected()
-		cands := eligible(spec, names, caps, centralized)
+		cands := eligible(spec, names, caps, centralized, named)
 		if len(cands) >= want {
 			return cands, nil
 		}
 		if time.Since(logged) > 10*time.Second {
 			logged = time.Now()
 			msg := fmt.Sprintf("waiting for sites: %d of %d connected", len(cands), want)
-			if centralized {
+			switch {
+			case named != "":
+				msg = fmt.Sprintf("waiting for site %s, which trains arm %s (centralized.site)", named, a.arm.Name)
+			case centralized:
 				msg = "waiting for a site that holds the pooled data (trainer capability " + pb.PooledDataTrainer + ")"
 			}
 			a.j.emit(&pb.JobEvent{Kind: "waiting", Arm: a.arm.Name, Message: msg}, nil)
@@ -443,6 +467,9 @@ func (c *Coordinator) candidates(ctx context.Context, a *armRun, first bool) ([]
 			if len(cands) >= need {
 				return cands, nil
 			}
+			if named != "" {
+				return nil, fmt.Errorf("site %q, named by arm %s's centralized.site, did not connect within %s; start it or name a site that is up", named, a.arm.Name, c.cfg.SiteWait)
+			}
 			return nil, fmt.Errorf("only %d of the %d sites needed connected within %s; start the missing sites or lower sites.min_per_round", len(cands), need, c.cfg.SiteWait)
 		case <-changed:
 		}
@@ -450,9 +477,16 @@ func (c *Coordinator) candidates(ctx context.Context, a *armRun, first bool) ([]
 }
 
 // eligible picks, from the connected sites, those a job's arm may use: the
-// job's named sites (or any, up to sites.count) for a federated arm, one
-// site holding the pooled data for a centralized arm.
-func eligible(spec *job.Spec, names []string, caps map[string]*pb.Capabilities, centralized bool) []string {
+// job's named sites (or any, up to sites.count) for a federated arm; for a
+// centralized arm the site it names (named) or else one site holding the
+// pooled data.
+func eligible(spec *job.Spec, names []string, caps map[string]*pb.Capabilities, centralized bool, named string) []string {
+	if centralized && named != "" {
+		if slices.Contains(names, named) {
+			return []string{named}
+		}
+		return nil
+	}
 	var out []string
 	want := make(map[string]bool, len(spec.Sites.Names))
 	for _, n := range spec.Sites.Names {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +20,8 @@ import (
 
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/internal/federation"
+	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
@@ -132,6 +137,9 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer done()
+	if src, err = uploadInitWeights(ctx, cli, a.fs.Arg(0), src, stdout); err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	resp, err := cli.SubmitJob(rctx, &pb.SubmitJobRequest{JobYaml: src})
 	cancel()
@@ -301,4 +309,59 @@ func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintln(stdout, line)
 	}
+}
+
+// uploadInitWeights uploads the file a job's model.init.weights names
+// (relative to the job file's folder) and returns the job with the
+// weights named by their SHA-256, as the coordinator expects them. A job
+// without such a file is returned as is.
+func uploadInitWeights(ctx context.Context, cli pb.JobsServiceClient, jobPath string, src []byte, stdout io.Writer) ([]byte, error) {
+	spec, err := job.Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", jobPath, err)
+	}
+	in := spec.Model.Init
+	if in == nil || in.Weights == "" || strings.HasPrefix(in.Weights, job.WeightsRefPrefix) {
+		return src, nil
+	}
+	path := in.Weights
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(jobPath), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("model.init.weights: %w", err)
+	}
+	w, _, err := model.UnmarshalSafetensors(b)
+	if err != nil {
+		return nil, fmt.Errorf("model.init.weights %s: not a safetensors file: %w", path, err)
+	}
+	if err := w.CheckFinite(); err != nil {
+		return nil, fmt.Errorf("model.init.weights %s: %w; initial weights must be finite", path, err)
+	}
+	sum := sha256.Sum256(b)
+	uctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	st, err := cli.UploadWeights(uctx)
+	if err != nil {
+		return nil, fmt.Errorf("uploading %s: %s", path, status.Convert(err).Message())
+	}
+	for off, data := range model.Chunks(b, model.ChunkSize) {
+		ch := &pb.WeightsChunk{Data: data}
+		if off == 0 {
+			ch.TotalSize, ch.Sha256 = int64(len(b)), sum[:]
+		}
+		if err := st.Send(ch); err != nil {
+			break // the coordinator answered early; CloseAndRecv has why
+		}
+	}
+	resp, err := st.CloseAndRecv()
+	if err != nil {
+		return nil, fmt.Errorf("uploading %s: %s", path, status.Convert(err).Message())
+	}
+	if resp.GetSha256() != hex.EncodeToString(sum[:]) {
+		return nil, fmt.Errorf("uploading %s: the coordinator stored sha256 %s, not the file's %x", path, resp.GetSha256(), sum)
+	}
+	fmt.Fprintf(stdout, "uploaded %s (%d bytes, sha256 %.12s…)\n", path, len(b), resp.GetSha256())
+	return job.SetInitWeights(src, job.WeightsRefPrefix+resp.GetSha256())
 }

@@ -63,9 +63,13 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer store.Close()
+	// The coordinator never runs job commands: exec models take their
+	// initial weights from a site or an upload (CoordinatorModels).
 	trainers := &federation.Trainers{Logger: log.With("component", "trainer"),
-		ExecRefused: "a deployed coordinator does not run job commands; give exec jobs initial weights from a site (not supported yet) or run them with `cohort run`"}
+		ExecRefused: "a deployed coordinator does not run job commands"}
 	defer trainers.Close()
+	// Uploaded initial weights (model.init.weights), content-addressed.
+	weights := federation.WeightsDir{Dir: filepath.Join(cfg.StateDir, "weights")}
 	_, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
 	node, err := openReplica(cfg, log)
@@ -89,7 +93,8 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}, server.Deps{
 		Tracker:     store,
 		OpenTracker: trackerOpener(defaultURI, log),
-		Models:      &federation.CoordinatorModels{Trainers: trainers, Paths: cfg.Data, Logger: log},
+		Models:      &federation.CoordinatorModels{Trainers: trainers, Weights: weights, Paths: cfg.Data, Logger: log},
+		Weights:     weights,
 		Meter:       coordMeter,
 		Replica:     node,
 	})

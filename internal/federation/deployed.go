@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 )
@@ -56,13 +58,19 @@ func (l *LocalData) Load(ctx context.Context, dataset string, kind pb.TaskKind) 
 
 // CoordinatorModels prepares jobs' models on a deployed coordinator: the
 // input shape and classes of each dataset, initial weights from the
-// trainer, and evaluation on the coordinator's own test set where its
-// config names one (federated evaluation alone otherwise). It implements
-// server.ModelProvider.
+// built-in trainer, and evaluation on the coordinator's own test set where
+// its config names one. The coordinator runs no job commands: an exec
+// model's initial weights come from an init task on a site
+// (model.init.site) or from weights uploaded with the job
+// (model.init.weights: sha256:HEX), and its global models are evaluated
+// by a site (eval.site) or by the sites' federated evaluation alone. It
+// implements server.ModelProvider and server.SpecChecker.
 type CoordinatorModels struct {
-	// Trainers builds the models; exec models are refused unless it
-	// allows them (their initial weights come from the script).
+	// Trainers builds the built-in models.
 	Trainers *Trainers
+	// Weights, if set, holds the initial weights uploaded with jobs; nil
+	// refuses model.init.weights.
+	Weights WeightsStore
 	// Paths maps a dataset name to the folder of the coordinator's copy.
 	Paths map[string]string
 	// Logger receives where the data came from; nil discards it.
@@ -72,7 +80,50 @@ type CoordinatorModels struct {
 	tests map[string]*data.Dataset
 }
 
-var _ server.ModelProvider = (*CoordinatorModels)(nil)
+var (
+	_ server.ModelProvider = (*CoordinatorModels)(nil)
+	_ server.SpecChecker   = (*CoordinatorModels)(nil)
+)
+
+// WeightsStore holds uploaded initial weights by the hex SHA-256 of their
+// safetensors bytes.
+type WeightsStore interface {
+	// Has reports whether the weights with this digest are stored.
+	Has(digest string) bool
+	// Read returns the checked weights with this digest.
+	Read(digest string) (*model.Weights, error)
+}
+
+// CheckSpec implements server.SpecChecker: an exec model needs
+// model.init, and uploaded weights must be here.
+func (m *CoordinatorModels) CheckSpec(spec *job.Spec) error {
+	if spec.Model.Kind != job.ModelExec {
+		return nil
+	}
+	in := spec.Model.Init
+	switch {
+	case in == nil:
+		return errors.New("model.init: missing; a deployed coordinator runs no job commands, so an exec model's initial weights come from a site or a file: set model.init: {site: NAME} (an init task on that site) or model.init: {weights: FILE.safetensors} (uploaded by `cohort submit`)")
+	case in.Weights != "":
+		_, err := m.weightsDigest(in.Weights)
+		return err
+	}
+	return nil
+}
+
+// weightsDigest returns the digest of uploaded weights a job names.
+func (m *CoordinatorModels) weightsDigest(ref string) (string, error) {
+	digest, ok := strings.CutPrefix(ref, job.WeightsRefPrefix)
+	switch {
+	case !ok:
+		return "", fmt.Errorf("model.init.weights: %q is a file on the submitting machine; submit the job with `cohort submit`, which uploads it and names it sha256:HEX", ref)
+	case m.Weights == nil:
+		return "", errors.New("model.init.weights: this coordinator takes no uploaded weights; use model.init: {site: NAME}")
+	case !m.Weights.Has(digest):
+		return "", fmt.Errorf("model.init.weights: no uploaded weights %q on this coordinator; submit with `cohort submit`, which uploads the file first", ref)
+	}
+	return digest, nil
+}
 
 // Prepare implements server.ModelProvider.
 func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared, error) {
@@ -88,7 +139,29 @@ func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*serve
 	default:
 		return nil, fmt.Errorf("dataset %q is not known to this coordinator", spec.Data.Dataset)
 	}
-	return (&models{trainers: m.Trainers, test: test, shape: shape, classes: classes}).Prepare(ctx, spec)
+	if spec.Model.Kind != job.ModelExec {
+		p, err := (&models{trainers: m.Trainers, test: test, shape: shape, classes: classes}).Prepare(ctx, spec)
+		if err == nil && spec.Eval.Site != "" {
+			p.Evaluator, p.EvalSite = nil, spec.Eval.Site
+		}
+		return p, err
+	}
+	if err := m.CheckSpec(spec); err != nil {
+		return nil, err
+	}
+	p := &server.Prepared{Spec: modelSpec(spec, shape, classes), EvalSite: spec.Eval.Site}
+	if in := spec.Model.Init; in.Weights != "" {
+		digest, err := m.weightsDigest(in.Weights)
+		if err != nil {
+			return nil, err
+		}
+		if p.Initial, err = m.Weights.Read(digest); err != nil {
+			return nil, fmt.Errorf("model.init.weights: %w", err)
+		}
+	} else {
+		p.InitSite = in.Site
+	}
+	return p, nil
 }
 
 func (m *CoordinatorModels) testSet(ctx context.Context, dataset string) *data.Dataset {

@@ -215,21 +215,23 @@ type models struct {
 var _ server.ModelProvider = (*models)(nil)
 
 func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared, error) {
-	ms := &pb.ModelSpec{
-		Kind:       spec.Model.Kind,
-		Hidden:     int32s(spec.Model.Hidden),
-		Conv:       int32s(spec.Model.Conv),
-		InputShape: int32s(m.shape),
-		Classes:    int32(m.classes),
-		Command:    spec.Model.Command,
-		Env:        spec.Model.Env,
-	}
+	ms := modelSpec(spec, m.shape, m.classes)
 	tr, err := m.trainers.Trainer(ms)
 	if err != nil {
 		return nil, err
 	}
-	w, err := tr.Init(spec.Seed)
-	if err != nil {
+	var w *model.Weights
+	if in := spec.Model.Init; in != nil && in.Weights != "" {
+		// All sites are in this process: a weights file is read here, an
+		// init site's trainer is this one.
+		path := in.Weights
+		if !filepath.IsAbs(path) && m.trainers.Dir != "" {
+			path = filepath.Join(m.trainers.Dir, path)
+		}
+		if w, err = readInitWeights(path); err != nil {
+			return nil, err
+		}
+	} else if w, err = tr.Init(spec.Seed); err != nil {
 		return nil, fmt.Errorf("initial weights: %w", err)
 	}
 	p := &server.Prepared{Spec: ms, Initial: w}
@@ -237,6 +239,31 @@ func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared,
 		p.Evaluator = evaluator{tr: tr, test: m.test}
 	}
 	return p, nil
+}
+
+// modelSpec is what the sites build their trainer from.
+func modelSpec(spec *job.Spec, shape []int, classes int) *pb.ModelSpec {
+	return &pb.ModelSpec{
+		Kind:       spec.Model.Kind,
+		Hidden:     int32s(spec.Model.Hidden),
+		Conv:       int32s(spec.Model.Conv),
+		InputShape: int32s(shape),
+		Classes:    int32(classes),
+		Command:    spec.Model.Command,
+		Env:        spec.Model.Env,
+	}
+}
+
+// readInitWeights reads a model.init.weights file and checks it.
+func readInitWeights(path string) (*model.Weights, error) {
+	w, _, err := model.ReadSafetensorsFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("model.init.weights: %w; give a safetensors file of the model's initial weights", err)
+	}
+	if err := w.CheckFinite(); err != nil {
+		return nil, fmt.Errorf("model.init.weights %s: %w; give weights without NaN or Inf", path, err)
+	}
+	return w, nil
 }
 
 type evaluator struct {

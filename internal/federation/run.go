@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,8 +163,8 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	if hasCentralized(spec) {
-		if err := startAgent(gctx, g, "central", true, siteSource{train: ds.Pooled, test: ds.Test}, trainers, opts, addr, dial, log); err != nil {
+	for _, name := range centralSites(spec) {
+		if err := startAgent(gctx, g, name, true, siteSource{train: ds.Pooled, test: ds.Test}, trainers, opts, addr, dial, log); err != nil {
 			return nil, err
 		}
 	}
@@ -203,13 +204,27 @@ func nTest(s SiteData) int {
 	return s.Test.N
 }
 
-func hasCentralized(spec *job.Spec) bool {
+// centralSites names the agents that hold the pooled data: each site a
+// centralized arm names (centralized.site) outside the federated sites,
+// and "central" for the arms that name none.
+func centralSites(spec *job.Spec) []string {
+	var out []string
 	for _, a := range spec.Arms {
-		if a.Centralized != nil {
-			return true
+		if a.Centralized == nil {
+			continue
+		}
+		name := a.Centralized.Site
+		switch {
+		case name == "":
+			name = "central"
+		case slices.Contains(spec.Sites.Names, name):
+			continue // that site's agent trains the arm on its own partition
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
 		}
 	}
-	return false
+	return out
 }
 
 func startAgent(ctx context.Context, g *errgroup.Group, name string, central bool, src siteSource, tf client.TrainerFactory, opts Options, addr string, dial []grpc.DialOption, log *slog.Logger) error {

@@ -146,6 +146,111 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_cohort_proto_rawDescGZIP(), []int{1}
 }
 
+// WeightsChunk is one piece of an uploaded weights file.
+type WeightsChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TotalSize     int64                  `protobuf:"varint,1,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"` // set on the first chunk
+	Sha256        []byte                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`                         // of the whole file, set on the first chunk
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WeightsChunk) Reset() {
+	*x = WeightsChunk{}
+	mi := &file_cohort_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightsChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightsChunk) ProtoMessage() {}
+
+func (x *WeightsChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightsChunk.ProtoReflect.Descriptor instead.
+func (*WeightsChunk) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WeightsChunk) GetTotalSize() int64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
+func (x *WeightsChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *WeightsChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type UploadWeightsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"` // hex, the name the job uses after "sha256:"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadWeightsResponse) Reset() {
+	*x = UploadWeightsResponse{}
+	mi := &file_cohort_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadWeightsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadWeightsResponse) ProtoMessage() {}
+
+func (x *UploadWeightsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadWeightsResponse.ProtoReflect.Descriptor instead.
+func (*UploadWeightsResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *UploadWeightsResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type ClusterStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -154,7 +259,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[0]
+	mi := &file_cohort_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -166,7 +271,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[0]
+	mi := &file_cohort_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -179,7 +284,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{0}
+	return file_cohort_proto_rawDescGZIP(), []int{2}
 }
 
 // ClusterPeer is one voter of a coordinator cluster.
@@ -194,7 +299,7 @@ type ClusterPeer struct {
 
 func (x *ClusterPeer) Reset() {
 	*x = ClusterPeer{}
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +311,7 @@ func (x *ClusterPeer) String() string {
 func (*ClusterPeer) ProtoMessage() {}
 
 func (x *ClusterPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +324,7 @@ func (x *ClusterPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPeer.ProtoReflect.Descriptor instead.
 func (*ClusterPeer) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{1}
+	return file_cohort_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ClusterPeer) GetId() string {
@@ -265,7 +370,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +382,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +395,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{2}
+	return file_cohort_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ClusterStatusResponse) GetNodeId() string {
@@ -389,7 +494,7 @@ type GPUInfo struct {
 
 func (x *GPUInfo) Reset() {
 	*x = GPUInfo{}
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +506,7 @@ func (x *GPUInfo) String() string {
 func (*GPUInfo) ProtoMessage() {}
 
 func (x *GPUInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +519,7 @@ func (x *GPUInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUInfo.ProtoReflect.Descriptor instead.
 func (*GPUInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{3}
+	return file_cohort_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GPUInfo) GetIndex() int32 {
@@ -457,7 +562,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +574,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +587,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{4}
+	return file_cohort_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Capabilities) GetTrainers() []string {
@@ -524,7 +629,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +641,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +654,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{5}
+	return file_cohort_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinRequest) GetSiteName() string {
@@ -584,7 +689,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +701,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +714,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinResponse) GetSessionId() string {
@@ -649,7 +754,7 @@ type SiteMessage struct {
 
 func (x *SiteMessage) Reset() {
 	*x = SiteMessage{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +766,7 @@ func (x *SiteMessage) String() string {
 func (*SiteMessage) ProtoMessage() {}
 
 func (x *SiteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +779,7 @@ func (x *SiteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteMessage.ProtoReflect.Descriptor instead.
 func (*SiteMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SiteMessage) GetMsg() isSiteMessage_Msg {
@@ -774,7 +879,7 @@ type SessionHello struct {
 
 func (x *SessionHello) Reset() {
 	*x = SessionHello{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +891,7 @@ func (x *SessionHello) String() string {
 func (*SessionHello) ProtoMessage() {}
 
 func (x *SessionHello) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +904,7 @@ func (x *SessionHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHello.ProtoReflect.Descriptor instead.
 func (*SessionHello) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionHello) GetSessionId() string {
@@ -826,7 +931,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +943,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +956,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Heartbeat) GetUnixMs() int64 {
@@ -881,7 +986,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +998,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1011,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -958,7 +1063,7 @@ type TaskFailed struct {
 
 func (x *TaskFailed) Reset() {
 	*x = TaskFailed{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1075,7 @@ func (x *TaskFailed) String() string {
 func (*TaskFailed) ProtoMessage() {}
 
 func (x *TaskFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1088,7 @@ func (x *TaskFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskFailed.ProtoReflect.Descriptor instead.
 func (*TaskFailed) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskFailed) GetTaskId() string {
@@ -1020,7 +1125,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1137,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1150,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1082,7 +1187,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1199,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1212,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -1167,7 +1272,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1284,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1297,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1266,7 +1371,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1383,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1396,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TrainParams) GetEpochs() int32 {
@@ -1369,7 +1474,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1486,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1499,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1512,7 +1617,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1629,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1642,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1564,7 +1669,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1681,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1694,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FetchModelRequest) GetModelId() string {
@@ -1618,7 +1723,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1735,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1748,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ModelChunk) GetOffset() int64 {
@@ -1704,7 +1809,7 @@ type GPUEnergy struct {
 
 func (x *GPUEnergy) Reset() {
 	*x = GPUEnergy{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1821,7 @@ func (x *GPUEnergy) String() string {
 func (*GPUEnergy) ProtoMessage() {}
 
 func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1834,7 @@ func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUEnergy.ProtoReflect.Descriptor instead.
 func (*GPUEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GPUEnergy) GetUuid() string {
@@ -1872,7 +1977,7 @@ type DomainEnergy struct {
 
 func (x *DomainEnergy) Reset() {
 	*x = DomainEnergy{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +1989,7 @@ func (x *DomainEnergy) String() string {
 func (*DomainEnergy) ProtoMessage() {}
 
 func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2002,7 @@ func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainEnergy.ProtoReflect.Descriptor instead.
 func (*DomainEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DomainEnergy) GetName() string {
@@ -1953,7 +2058,7 @@ type EnergyEstimate struct {
 
 func (x *EnergyEstimate) Reset() {
 	*x = EnergyEstimate{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2070,7 @@ func (x *EnergyEstimate) String() string {
 func (*EnergyEstimate) ProtoMessage() {}
 
 func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2083,7 @@ func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyEstimate.ProtoReflect.Descriptor instead.
 func (*EnergyEstimate) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EnergyEstimate) GetCpuSeconds() float64 {
@@ -2025,7 +2130,7 @@ type EnergyReport struct {
 
 func (x *EnergyReport) Reset() {
 	*x = EnergyReport{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2142,7 @@ func (x *EnergyReport) String() string {
 func (*EnergyReport) ProtoMessage() {}
 
 func (x *EnergyReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2155,7 @@ func (x *EnergyReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyReport.ProtoReflect.Descriptor instead.
 func (*EnergyReport) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EnergyReport) GetSeconds() float64 {
@@ -2152,7 +2257,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2269,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2282,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateHeader) GetTaskId() string {
@@ -2271,7 +2376,7 @@ type DatasetInfo struct {
 
 func (x *DatasetInfo) Reset() {
 	*x = DatasetInfo{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2388,7 @@ func (x *DatasetInfo) String() string {
 func (*DatasetInfo) ProtoMessage() {}
 
 func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2401,7 @@ func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
 func (*DatasetInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DatasetInfo) GetName() string {
@@ -2340,7 +2445,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2457,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2470,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -2419,7 +2524,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2536,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2549,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -2481,7 +2586,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2493,7 +2598,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2506,7 +2611,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Job) GetJobId() string {
@@ -2602,7 +2707,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2719,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2732,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -2646,7 +2751,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2763,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2776,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -2689,7 +2794,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +2806,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +2819,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 type ListJobsResponse struct {
@@ -2726,7 +2831,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2738,7 +2843,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2751,7 +2856,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -2770,7 +2875,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2887,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +2900,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2814,7 +2919,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2826,7 +2931,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2839,7 +2944,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -2859,7 +2964,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +2976,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +2989,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{35}
+	return file_cohort_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -2910,7 +3015,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3027,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3040,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{36}
+	return file_cohort_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -2954,7 +3059,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3071,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3084,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{37}
+	return file_cohort_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3007,7 +3112,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3124,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3137,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{38}
+	return file_cohort_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -3109,7 +3214,14 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"\x16\n" +
+	"\fcohort.proto\x12\tcohort.v1\"Y\n" +
+	"\fWeightsChunk\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x01 \x01(\x03R\ttotalSize\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"/\n" +
+	"\x15UploadWeightsResponse\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x16\n" +
 	"\x14ClusterStatusRequest\"c\n" +
 	"\vClusterPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
@@ -3386,14 +3498,15 @@ const file_cohort_proto_rawDesc = "" +
 	"\n" +
 	"FetchModel\x12\x1c.cohort.v1.FetchModelRequest\x1a\x15.cohort.v1.ModelChunk0\x01\x12E\n" +
 	"\n" +
-	"PushUpdate\x12\x16.cohort.v1.UpdateChunk\x1a\x1d.cohort.v1.PushUpdateResponse(\x012\xb4\x03\n" +
+	"PushUpdate\x12\x16.cohort.v1.UpdateChunk\x1a\x1d.cohort.v1.PushUpdateResponse(\x012\x82\x04\n" +
 	"\vJobsService\x12F\n" +
 	"\tSubmitJob\x12\x1b.cohort.v1.SubmitJobRequest\x1a\x1c.cohort.v1.SubmitJobResponse\x12C\n" +
 	"\bListJobs\x12\x1a.cohort.v1.ListJobsRequest\x1a\x1b.cohort.v1.ListJobsResponse\x12=\n" +
 	"\x06GetJob\x12\x18.cohort.v1.GetJobRequest\x1a\x19.cohort.v1.GetJobResponse\x12F\n" +
 	"\tCancelJob\x12\x1b.cohort.v1.CancelJobRequest\x1a\x1c.cohort.v1.CancelJobResponse\x12=\n" +
 	"\bWatchJob\x12\x1a.cohort.v1.WatchJobRequest\x1a\x13.cohort.v1.JobEvent0\x01\x12R\n" +
-	"\rClusterStatus\x12\x1f.cohort.v1.ClusterStatusRequest\x1a .cohort.v1.ClusterStatusResponseB5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\rClusterStatus\x12\x1f.cohort.v1.ClusterStatusRequest\x1a .cohort.v1.ClusterStatusResponse\x12L\n" +
+	"\rUploadWeights\x12\x17.cohort.v1.WeightsChunk\x1a .cohort.v1.UploadWeightsResponse(\x01B5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_proto_rawDescOnce sync.Once
@@ -3408,110 +3521,114 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: cohort.v1.TaskKind
 	(JobState)(0),                 // 1: cohort.v1.JobState
-	(*ClusterStatusRequest)(nil),  // 2: cohort.v1.ClusterStatusRequest
-	(*ClusterPeer)(nil),           // 3: cohort.v1.ClusterPeer
-	(*ClusterStatusResponse)(nil), // 4: cohort.v1.ClusterStatusResponse
-	(*GPUInfo)(nil),               // 5: cohort.v1.GPUInfo
-	(*Capabilities)(nil),          // 6: cohort.v1.Capabilities
-	(*JoinRequest)(nil),           // 7: cohort.v1.JoinRequest
-	(*JoinResponse)(nil),          // 8: cohort.v1.JoinResponse
-	(*SiteMessage)(nil),           // 9: cohort.v1.SiteMessage
-	(*SessionHello)(nil),          // 10: cohort.v1.SessionHello
-	(*Heartbeat)(nil),             // 11: cohort.v1.Heartbeat
-	(*TaskProgress)(nil),          // 12: cohort.v1.TaskProgress
-	(*TaskFailed)(nil),            // 13: cohort.v1.TaskFailed
-	(*TaskResult)(nil),            // 14: cohort.v1.TaskResult
-	(*CoordinatorMessage)(nil),    // 15: cohort.v1.CoordinatorMessage
-	(*ModelSpec)(nil),             // 16: cohort.v1.ModelSpec
-	(*TrainParams)(nil),           // 17: cohort.v1.TrainParams
-	(*Task)(nil),                  // 18: cohort.v1.Task
-	(*CancelTask)(nil),            // 19: cohort.v1.CancelTask
-	(*FetchModelRequest)(nil),     // 20: cohort.v1.FetchModelRequest
-	(*ModelChunk)(nil),            // 21: cohort.v1.ModelChunk
-	(*GPUEnergy)(nil),             // 22: cohort.v1.GPUEnergy
-	(*DomainEnergy)(nil),          // 23: cohort.v1.DomainEnergy
-	(*EnergyEstimate)(nil),        // 24: cohort.v1.EnergyEstimate
-	(*EnergyReport)(nil),          // 25: cohort.v1.EnergyReport
-	(*UpdateHeader)(nil),          // 26: cohort.v1.UpdateHeader
-	(*DatasetInfo)(nil),           // 27: cohort.v1.DatasetInfo
-	(*UpdateChunk)(nil),           // 28: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil),    // 29: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                   // 30: cohort.v1.Job
-	(*SubmitJobRequest)(nil),      // 31: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 32: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),       // 33: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 34: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),         // 35: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 36: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),      // 37: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 38: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),       // 39: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),              // 40: cohort.v1.JobEvent
-	nil,                           // 41: cohort.v1.TaskResult.MetricsEntry
-	nil,                           // 42: cohort.v1.ModelSpec.EnvEntry
-	nil,                           // 43: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                           // 44: cohort.v1.JobEvent.MetricsEntry
+	(*WeightsChunk)(nil),          // 2: cohort.v1.WeightsChunk
+	(*UploadWeightsResponse)(nil), // 3: cohort.v1.UploadWeightsResponse
+	(*ClusterStatusRequest)(nil),  // 4: cohort.v1.ClusterStatusRequest
+	(*ClusterPeer)(nil),           // 5: cohort.v1.ClusterPeer
+	(*ClusterStatusResponse)(nil), // 6: cohort.v1.ClusterStatusResponse
+	(*GPUInfo)(nil),               // 7: cohort.v1.GPUInfo
+	(*Capabilities)(nil),          // 8: cohort.v1.Capabilities
+	(*JoinRequest)(nil),           // 9: cohort.v1.JoinRequest
+	(*JoinResponse)(nil),          // 10: cohort.v1.JoinResponse
+	(*SiteMessage)(nil),           // 11: cohort.v1.SiteMessage
+	(*SessionHello)(nil),          // 12: cohort.v1.SessionHello
+	(*Heartbeat)(nil),             // 13: cohort.v1.Heartbeat
+	(*TaskProgress)(nil),          // 14: cohort.v1.TaskProgress
+	(*TaskFailed)(nil),            // 15: cohort.v1.TaskFailed
+	(*TaskResult)(nil),            // 16: cohort.v1.TaskResult
+	(*CoordinatorMessage)(nil),    // 17: cohort.v1.CoordinatorMessage
+	(*ModelSpec)(nil),             // 18: cohort.v1.ModelSpec
+	(*TrainParams)(nil),           // 19: cohort.v1.TrainParams
+	(*Task)(nil),                  // 20: cohort.v1.Task
+	(*CancelTask)(nil),            // 21: cohort.v1.CancelTask
+	(*FetchModelRequest)(nil),     // 22: cohort.v1.FetchModelRequest
+	(*ModelChunk)(nil),            // 23: cohort.v1.ModelChunk
+	(*GPUEnergy)(nil),             // 24: cohort.v1.GPUEnergy
+	(*DomainEnergy)(nil),          // 25: cohort.v1.DomainEnergy
+	(*EnergyEstimate)(nil),        // 26: cohort.v1.EnergyEstimate
+	(*EnergyReport)(nil),          // 27: cohort.v1.EnergyReport
+	(*UpdateHeader)(nil),          // 28: cohort.v1.UpdateHeader
+	(*DatasetInfo)(nil),           // 29: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),           // 30: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil),    // 31: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                   // 32: cohort.v1.Job
+	(*SubmitJobRequest)(nil),      // 33: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 34: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),       // 35: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 36: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),         // 37: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 38: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),      // 39: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 40: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),       // 41: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),              // 42: cohort.v1.JobEvent
+	nil,                           // 43: cohort.v1.TaskResult.MetricsEntry
+	nil,                           // 44: cohort.v1.ModelSpec.EnvEntry
+	nil,                           // 45: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                           // 46: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
-	3,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
-	3,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
-	5,  // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
-	6,  // 3: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
-	10, // 4: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
-	11, // 5: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
-	12, // 6: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
-	13, // 7: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
-	14, // 8: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
-	25, // 9: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
-	41, // 10: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
-	25, // 11: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
-	18, // 12: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	19, // 13: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	42, // 14: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	5,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
+	5,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
+	7,  // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
+	8,  // 3: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
+	12, // 4: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
+	13, // 5: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
+	14, // 6: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
+	15, // 7: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
+	16, // 8: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
+	27, // 9: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
+	43, // 10: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
+	27, // 11: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
+	20, // 12: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
+	21, // 13: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	44, // 14: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
 	0,  // 15: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
-	16, // 16: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
-	17, // 17: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	22, // 18: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	23, // 19: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	24, // 20: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	43, // 21: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	25, // 22: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	27, // 23: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	25, // 24: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
-	26, // 25: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	18, // 16: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
+	19, // 17: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
+	24, // 18: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	25, // 19: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	26, // 20: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	45, // 21: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	27, // 22: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	29, // 23: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	27, // 24: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
+	28, // 25: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
 	1,  // 26: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	30, // 27: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	30, // 28: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	30, // 29: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	30, // 30: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	44, // 31: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	32, // 27: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	32, // 28: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	32, // 29: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	32, // 30: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	46, // 31: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
 	1,  // 32: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	7,  // 33: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	9,  // 34: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	20, // 35: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	28, // 36: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	31, // 37: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	33, // 38: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	35, // 39: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	37, // 40: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	39, // 41: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	2,  // 42: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	8,  // 43: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	15, // 44: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	21, // 45: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	29, // 46: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	32, // 47: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	34, // 48: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	36, // 49: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	38, // 50: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	40, // 51: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	4,  // 52: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	43, // [43:53] is the sub-list for method output_type
-	33, // [33:43] is the sub-list for method input_type
+	9,  // 33: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	11, // 34: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	22, // 35: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	30, // 36: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	33, // 37: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	35, // 38: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	37, // 39: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	39, // 40: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	41, // 41: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	4,  // 42: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	2,  // 43: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
+	10, // 44: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	17, // 45: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	23, // 46: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	31, // 47: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	34, // 48: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	36, // 49: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	38, // 50: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	40, // 51: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	42, // 52: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	6,  // 53: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	3,  // 54: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
+	44, // [44:55] is the sub-list for method output_type
+	33, // [33:44] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
 	33, // [33:33] is the sub-list for extension extendee
 	0,  // [0:33] is the sub-list for field type_name
@@ -3522,18 +3639,18 @@ func file_cohort_proto_init() {
 	if File_cohort_proto != nil {
 		return
 	}
-	file_cohort_proto_msgTypes[7].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[9].OneofWrappers = []any{
 		(*SiteMessage_Hello)(nil),
 		(*SiteMessage_Heartbeat)(nil),
 		(*SiteMessage_Progress)(nil),
 		(*SiteMessage_Failed)(nil),
 		(*SiteMessage_Result)(nil),
 	}
-	file_cohort_proto_msgTypes[13].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[15].OneofWrappers = []any{
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[26].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[28].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -3543,7 +3660,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -257,6 +257,7 @@ const (
 	JobsService_CancelJob_FullMethodName     = "/cohort.v1.JobsService/CancelJob"
 	JobsService_WatchJob_FullMethodName      = "/cohort.v1.JobsService/WatchJob"
 	JobsService_ClusterStatus_FullMethodName = "/cohort.v1.JobsService/ClusterStatus"
+	JobsService_UploadWeights_FullMethodName = "/cohort.v1.JobsService/UploadWeights"
 )
 
 // JobsServiceClient is the client API for JobsService service.
@@ -275,6 +276,10 @@ type JobsServiceClient interface {
 	// ClusterStatus reports this coordinator's view of its Raft cluster. Any
 	// node answers, leader or not.
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
+	// UploadWeights stores a job's initial weights (a safetensors file, in
+	// chunks of at most 1 MiB) on the coordinator, addressed by their
+	// SHA-256; a job then names them as model.init.weights: sha256:HEX.
+	UploadWeights(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WeightsChunk, UploadWeightsResponse], error)
 }
 
 type jobsServiceClient struct {
@@ -354,6 +359,19 @@ func (c *jobsServiceClient) ClusterStatus(ctx context.Context, in *ClusterStatus
 	return out, nil
 }
 
+func (c *jobsServiceClient) UploadWeights(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WeightsChunk, UploadWeightsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobsService_ServiceDesc.Streams[1], JobsService_UploadWeights_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WeightsChunk, UploadWeightsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobsService_UploadWeightsClient = grpc.ClientStreamingClient[WeightsChunk, UploadWeightsResponse]
+
 // JobsServiceServer is the server API for JobsService service.
 // All implementations must embed UnimplementedJobsServiceServer
 // for forward compatibility.
@@ -370,6 +388,10 @@ type JobsServiceServer interface {
 	// ClusterStatus reports this coordinator's view of its Raft cluster. Any
 	// node answers, leader or not.
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
+	// UploadWeights stores a job's initial weights (a safetensors file, in
+	// chunks of at most 1 MiB) on the coordinator, addressed by their
+	// SHA-256; a job then names them as model.init.weights: sha256:HEX.
+	UploadWeights(grpc.ClientStreamingServer[WeightsChunk, UploadWeightsResponse]) error
 	mustEmbedUnimplementedJobsServiceServer()
 }
 
@@ -397,6 +419,9 @@ func (UnimplementedJobsServiceServer) WatchJob(*WatchJobRequest, grpc.ServerStre
 }
 func (UnimplementedJobsServiceServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
+}
+func (UnimplementedJobsServiceServer) UploadWeights(grpc.ClientStreamingServer[WeightsChunk, UploadWeightsResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadWeights not implemented")
 }
 func (UnimplementedJobsServiceServer) mustEmbedUnimplementedJobsServiceServer() {}
 func (UnimplementedJobsServiceServer) testEmbeddedByValue()                     {}
@@ -520,6 +545,13 @@ func _JobsService_ClusterStatus_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobsService_UploadWeights_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(JobsServiceServer).UploadWeights(&grpc.GenericServerStream[WeightsChunk, UploadWeightsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobsService_UploadWeightsServer = grpc.ClientStreamingServer[WeightsChunk, UploadWeightsResponse]
+
 // JobsService_ServiceDesc is the grpc.ServiceDesc for JobsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -553,6 +585,11 @@ var JobsService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "WatchJob",
 			Handler:       _JobsService_WatchJob_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "UploadWeights",
+			Handler:       _JobsService_UploadWeights_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "cohort.proto",

@@ -1,0 +1,119 @@
+package federation
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
+)
+
+func execSpec(t *testing.T, extra string) *job.Spec {
+	t.Helper()
+	s, err := job.Parse([]byte(`name: x
+data: {dataset: fashion-mnist}
+model: {kind: exec, command: [python3, train.py]` + extra + `}
+sites: {names: [a, b]}
+rounds: 1
+arms: [{name: fedavg, strategy: fedavg}]
+eval: {site: b}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestCoordinatorModelsExec: a deployed coordinator prepares exec jobs
+// without running them: init on a site or from uploaded weights, refused
+// without model.init.
+func TestCoordinatorModelsExec(t *testing.T) {
+	dir := WeightsDir{Dir: t.TempDir()}
+	w := &model.Weights{Tensors: []model.Tensor{{Name: "fc.bias", Shape: []int{2}, Data: []float32{1, 2}}}}
+	b, err := model.MarshalSafetensors(w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const digest = "0000000000000000000000000000000000000000000000000000000000000001"
+	if err := dir.Put(digest, b); err != nil {
+		t.Fatal(err)
+	}
+	m := &CoordinatorModels{Trainers: &Trainers{ExecRefused: "no"}, Weights: dir}
+	ctx := context.Background()
+
+	p, err := m.Prepare(ctx, execSpec(t, ", init: {site: a}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.InitSite != "a" || p.Initial != nil || p.EvalSite != "b" || p.Evaluator != nil {
+		t.Errorf("Prepare(init site a, eval site b) = init %q/%v, eval %q/%v", p.InitSite, p.Initial != nil, p.EvalSite, p.Evaluator)
+	}
+	p, err = m.Prepare(ctx, execSpec(t, ", init: {weights: \"sha256:"+digest+"\"}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Initial == nil || p.Initial.Tensors[0].Data[1] != 2 {
+		t.Errorf("Prepare(uploaded weights).Initial = %v, want the uploaded tensor", p.Initial)
+	}
+
+	for _, tt := range []struct{ extra, want string }{
+		{"", "model.init: missing"},
+		{", init: {weights: w.safetensors}", "submit the job with `cohort submit`"},
+		{", init: {weights: \"sha256:" + strings.Repeat("f", 64) + "\"}", "no uploaded weights"},
+	} {
+		err := m.CheckSpec(execSpec(t, tt.extra))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("CheckSpec(%q) = %v, want it to contain %q", tt.extra, err, tt.want)
+		}
+	}
+}
+
+// TestLocalInitWeights: `cohort run` reads model.init.weights relative to
+// the job file's folder (the trainers' Dir) and starts from them.
+func TestLocalInitWeights(t *testing.T) {
+	dir := t.TempDir()
+	w := &model.Weights{Tensors: []model.Tensor{{Name: "fc.bias", Shape: []int{2}, Data: []float32{3, 4}}}}
+	b, err := model.MarshalSafetensors(w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "init.safetensors"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := &models{trainers: &Trainers{Dir: dir}, shape: []int{1, 28, 28}, classes: 10}
+	p, err := m.Prepare(context.Background(), execSpec(t, ", init: {weights: init.safetensors}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Initial == nil || p.Initial.Tensors[0].Data[0] != 3 {
+		t.Errorf("Prepare(init.weights).Initial = %v, want the file's weights", p.Initial)
+	}
+	if _, err := m.Prepare(context.Background(), execSpec(t, ", init: {weights: missing.safetensors}")); err == nil || !strings.Contains(err.Error(), "model.init.weights") {
+		t.Errorf("Prepare(missing weights file) = %v, want an error naming model.init.weights", err)
+	}
+}
+
+func TestCentralSites(t *testing.T) {
+	tests := []struct {
+		arms string
+		want []string
+	}{
+		{"[{name: f, strategy: fedavg}]", nil},
+		{"[{name: c, centralized: {}}]", []string{"central"}},
+		{"[{name: c, centralized: {site: pooled}}, {name: d, centralized: {}}]", []string{"pooled", "central"}},
+		{"[{name: c, centralized: {site: a}}]", nil}, // a federated site trains it on its own data
+	}
+	for _, tt := range tests {
+		s, err := job.Parse([]byte("name: x\ndata: {dataset: fashion-mnist}\nmodel: {kind: logreg}\nsites: {names: [a, b]}\nrounds: 1\narms: " + tt.arms + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := centralSites(s); !slices.Equal(got, tt.want) {
+			t.Errorf("centralSites(%s) = %v, want %v", tt.arms, got, tt.want)
+		}
+	}
+}
