@@ -91,12 +91,16 @@ func (s *fakeSite) run(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
 	cli := pb.NewCoordinatorServiceClient(cc)
 	jr, err := cli.Join(ctx, &pb.JoinRequest{SiteName: s.name, Capabilities: s.caps})
 	if err != nil {
-		t.Errorf("%s: join: %v", s.name, err)
+		if ctx.Err() == nil { // a test that ended before the site joined is no failure
+			t.Errorf("%s: join: %v", s.name, err)
+		}
 		return
 	}
 	stream, err := cli.Session(ctx)
 	if err != nil {
-		t.Errorf("%s: session: %v", s.name, err)
+		if ctx.Err() == nil {
+			t.Errorf("%s: session: %v", s.name, err)
+		}
 		return
 	}
 	var mu sync.Mutex
