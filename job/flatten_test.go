@@ -73,7 +73,11 @@ func TestFlattenKinds(t *testing.T) {
 			"arms.1.strategy.server_lr":      "0.5",
 			"deadline.round":                 "1h30m0s",
 			"energy.cpu_watts_per_core":      "0",
+			"model.exec.mode":                "per-task",
 		}, []string{"model.hidden", "arms.1.strategy.mu", "data.synthetic.alpha"}},
+		{"testdata/exec-persistent.good.yaml", map[string]string{
+			"model.exec.mode": "persistent",
+		}, nil},
 		{"testdata/synthetic.good.yaml", map[string]string{
 			"data.synthetic.alpha":            "1",
 			"data.synthetic.dim":              "60",

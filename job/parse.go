@@ -588,6 +588,11 @@ func (d *decoder) model(path string, n *yaml.Node, m *Model) {
 		{"conv", func(p string, v *yaml.Node) { d.ints(p, v, "[32, 64]", &m.Conv) }},
 		{"command", func(p string, v *yaml.Node) { d.strs(p, v, `[python3, train.py]`, &m.Command) }},
 		{"env", func(p string, v *yaml.Node) { d.strMap(p, v, "{CUDA_VISIBLE_DEVICES: \"0\"}", &m.Env) }},
+		{"exec", func(p string, v *yaml.Node) {
+			d.mapping(p, v, "{mode: persistent}", []field{
+				{"mode", func(p string, v *yaml.Node) { d.str(p, v, &m.Exec.Mode) }},
+			})
+		}},
 	})
 }
 

@@ -32,6 +32,11 @@ const (
 	ModelCNN = "cnn"
 	// ModelExec is an external trainer process started with Model.Command.
 	ModelExec = "exec"
+	// ExecPerTask starts an "exec" trainer's command once per task.
+	ExecPerTask = "per-task"
+	// ExecPersistent starts an "exec" trainer's command once per site and
+	// arm and hands it task after task (docs/trainer-protocol.md).
+	ExecPersistent = "persistent"
 
 	// StrategyFedAvg is federated averaging (McMahan et al., 2017).
 	StrategyFedAvg = "fedavg"
@@ -210,6 +215,14 @@ type Model struct {
 	Command []string
 	// Env adds environment variables to an "exec" trainer.
 	Env map[string]string
+	// Exec holds an "exec" trainer's settings.
+	Exec ExecSettings
+}
+
+// ExecSettings are the settings of an "exec" trainer (model.exec).
+type ExecSettings struct {
+	// Mode is [ExecPerTask] (the default) or [ExecPersistent].
+	Mode string
 }
 
 // Sites says how many sites take part and how many each round needs.
@@ -414,6 +427,9 @@ func (s *Spec) ApplyDefaults() {
 	}
 	if m.Kind == ModelCNN && len(m.Conv) == 0 && !set("model.conv") {
 		m.Conv = []int{32, 64}
+	}
+	if m.Kind == ModelExec && m.Exec.Mode == "" && !set("model.exec.mode") {
+		m.Exec.Mode = ExecPerTask
 	}
 
 	st := &s.Sites
