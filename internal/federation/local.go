@@ -102,6 +102,7 @@ func trainConfig(spec *pb.ModelSpec) train.Config {
 		Classes:    int(spec.GetClasses()),
 		Command:    spec.GetCommand(),
 		Env:        spec.GetEnv(),
+		ExecMode:   spec.GetExecMode(),
 	}
 }
 
@@ -223,18 +224,29 @@ func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared,
 		Classes:    int32(m.classes),
 		Command:    spec.Model.Command,
 		Env:        spec.Model.Env,
+		ExecMode:   spec.Model.Exec.Mode,
 	}
 	tr, err := m.trainers.Trainer(ms)
 	if err != nil {
 		return nil, err
 	}
-	w, err := tr.Init(spec.Seed)
+	// A persistent exec trainer serves the coordinator's init and
+	// evaluate tasks of a job in one worker.
+	task := train.TaskInfo{Worker: "coordinator/" + spec.Name}
+	var w *model.Weights
+	if ic, ok := tr.(interface {
+		InitContext(context.Context, int64) (*model.Weights, error)
+	}); ok {
+		w, err = ic.InitContext(train.WithTask(ctx, task), spec.Seed)
+	} else {
+		w, err = tr.Init(spec.Seed)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("initial weights: %w", err)
 	}
 	p := &server.Prepared{Spec: ms, Initial: w}
 	if m.test != nil && m.test.N > 0 {
-		p.Evaluator = evaluator{tr: tr, test: m.test}
+		p.Evaluator = evaluator{tr: tr, test: m.test, task: task}
 	}
 	return p, nil
 }
@@ -242,10 +254,11 @@ func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared,
 type evaluator struct {
 	tr   train.Trainer
 	test *data.Dataset
+	task train.TaskInfo
 }
 
 func (e evaluator) Evaluate(ctx context.Context, w *model.Weights) (server.Evaluation, error) {
-	r, err := e.tr.Evaluate(ctx, w, e.test)
+	r, err := e.tr.Evaluate(train.WithTask(ctx, e.task), w, e.test)
 	if err != nil {
 		return server.Evaluation{}, err
 	}
