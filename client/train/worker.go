@@ -57,16 +57,16 @@ type execWorker struct {
 type execProcess struct {
 	cmd     *exec.Cmd
 	pid     int
-	tasks   *os.File       // write end of the task pipe (fd 3 there)
-	replies *os.File       // read end of the reply pipe (fd 4 there)
-	lines   chan execLine  // from the reply pipe; closed after an error or EOF
-	exited  chan struct{}  // closed once the process is reaped
-	waitErr error          // set before exited is closed
-	start   time.Time      // when it started
-	hello   bool           // it sent its hello line; guarded by the worker's sem
-	stopped atomic.Int32   // running, termSent or killSent
-	closing sync.Once      // closes tasks
-	stderr  *lockedTail    // its stderr's last lines
+	tasks   *os.File      // write end of the task pipe (fd 3 there)
+	replies *os.File      // read end of the reply pipe (fd 4 there)
+	lines   chan execLine // from the reply pipe; closed after an error or EOF
+	exited  chan struct{} // closed once the process is reaped
+	waitErr error         // set before exited is closed
+	start   time.Time     // when it started
+	hello   bool          // it sent its hello line; guarded by the worker's sem
+	stopped atomic.Int32  // running, termSent or killSent
+	closing sync.Once     // closes tasks
+	stderr  *lockedTail   // its stderr's last lines
 
 	pmu      sync.Mutex   // held while progress is called
 	progress progressFunc // of the task it runs; guarded by pmu
