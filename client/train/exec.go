@@ -385,46 +385,51 @@ func (e *Exec) run(ctx context.Context, t execTask, w *model.Weights, ds *data.D
 			t.Data.Test = path
 		}
 	}
-	var p execProc
-	var tail string
-	if e.persistent {
-		t.Version = ExecPersistentProtocol
-		p, tail, err = e.serve(ctx, t, progress)
-	} else {
-		taskPath := filepath.Join(callDir, "task.json")
-		tb, err := json.MarshalIndent(t, "", "  ")
-		if err != nil {
-			return nil, none, execProc{}, fmt.Errorf("exec trainer: encoding the task: %w", err)
-		}
-		if err := os.WriteFile(taskPath, tb, 0o600); err != nil {
-			return nil, none, execProc{}, fmt.Errorf("exec trainer: writing the task file: %w", err)
-		}
-		p, tail, err = e.execute(ctx, t.Kind, taskPath, progress)
-	}
-	if err != nil {
-		return nil, none, p, err
-	}
-	what := e.what(t.Kind)
-	if e.persistent {
-		what = e.whatWorker(t.Kind, TaskFrom(ctx).Worker)
-	}
-	fail := func(err error) error {
-		return fmt.Errorf("%w: %s: %w%s", ErrTrainerOutput, what, err, tail)
-	}
 	n := 0
 	if ds != nil {
 		n = ds.N
 	}
-	m, err := readExecMetrics(t.MetricsOut, t.Kind, n)
-	if err != nil {
-		return nil, none, p, fail(err)
+	var out *model.Weights
+	var m execMetrics
+	// read reads and checks the outputs; tail ends its error.
+	read := func(what, tail string) error {
+		fail := func(err error) error {
+			return fmt.Errorf("%w: %s: %w%s", ErrTrainerOutput, what, err, tail)
+		}
+		var err error
+		if m, err = readExecMetrics(t.MetricsOut, t.Kind, n); err != nil {
+			return fail(err)
+		}
+		if t.WeightsOut == "" {
+			return nil
+		}
+		if out, err = readExecWeights(t.WeightsOut, w); err != nil {
+			return fail(err)
+		}
+		return nil
 	}
-	if t.WeightsOut == "" {
-		return nil, m, p, nil
+	if e.persistent {
+		t.Version = ExecPersistentProtocol
+		p, err := e.serve(ctx, t, progress, read)
+		if err != nil {
+			return nil, none, p, err
+		}
+		return out, m, p, nil
 	}
-	out, err := readExecWeights(t.WeightsOut, w)
+	taskPath := filepath.Join(callDir, "task.json")
+	tb, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
-		return nil, none, p, fail(err)
+		return nil, none, execProc{}, fmt.Errorf("exec trainer: encoding the task: %w", err)
+	}
+	if err := os.WriteFile(taskPath, tb, 0o600); err != nil {
+		return nil, none, execProc{}, fmt.Errorf("exec trainer: writing the task file: %w", err)
+	}
+	p, tail, err := e.execute(ctx, t.Kind, taskPath, progress)
+	if err != nil {
+		return nil, none, p, err
+	}
+	if err := read(e.what(t.Kind), tail); err != nil {
+		return nil, none, p, err
 	}
 	return out, m, p, nil
 }

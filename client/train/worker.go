@@ -138,16 +138,28 @@ func (e *Exec) whatWorker(kind, key string) string {
 	return fmt.Sprintf("%s on worker %q", e.what(kind), key)
 }
 
-// serve hands task t to the worker of ctx's key and waits for its reply;
-// like execute, it returns the stderr tail for errors found later.
-func (e *Exec) serve(ctx context.Context, t execTask, progress func(epoch, batch, batches int, loss float64)) (execProc, string, error) {
+// serve hands task t to the worker of ctx's key, waits for its reply and
+// has read check the outputs (what and tail for its error), all while it
+// holds the worker. The worker's process is replaced after any error but
+// a reply ok=false.
+func (e *Exec) serve(ctx context.Context, t execTask, progress progressFunc, read func(what, tail string) error) (execProc, error) {
 	info := TaskFrom(ctx)
 	what := e.whatWorker(t.Kind, info.Worker)
-	w := e.worker(info.Worker)
-	select {
-	case w.sem <- struct{}{}:
-	case <-ctx.Done():
-		return execProc{}, "", fmt.Errorf("%s: waiting for the worker's previous task: %w", what, ctx.Err())
+	var w *execWorker
+	for w == nil {
+		w = e.worker(info.Worker)
+		select {
+		case w.sem <- struct{}{}:
+		case <-ctx.Done():
+			return execProc{}, fmt.Errorf("%s: waiting for the worker's previous task: %w", what, ctx.Err())
+		}
+		e.wmu.Lock()
+		removed := w.removed
+		e.wmu.Unlock()
+		if removed { // StopWorker or Close took it meanwhile
+			<-w.sem
+			w = nil
+		}
 	}
 	defer e.release(w)
 
@@ -164,13 +176,25 @@ func (e *Exec) serve(ctx context.Context, t execTask, progress func(epoch, batch
 	if p == nil {
 		var err error
 		if p, err = e.startWorker(t.Kind, info.Worker); err != nil {
-			return execProc{}, "", err
+			return execProc{}, err
 		}
 		e.wmu.Lock()
-		w.proc = p
+		removed := w.removed
+		if !removed {
+			w.proc = p
+		}
 		e.wmu.Unlock()
+		if removed { // StopWorker ran meanwhile
+			e.stopProcess(p, true)
+			return execProc{}, fmt.Errorf("%w: %s: the worker was stopped as the task started", ErrTrainerFailed, what)
+		}
 	}
 	res, tail, err, keep := e.exchange(ctx, p, t, what, info, progress)
+	if err == nil {
+		if err = read(what, tail); err != nil {
+			keep = false // what else did it get wrong?
+		}
+	}
 	if !keep {
 		e.wmu.Lock()
 		if w.proc == p {
@@ -178,11 +202,8 @@ func (e *Exec) serve(ctx context.Context, t execTask, progress func(epoch, batch
 		}
 		e.wmu.Unlock()
 		e.stopProcess(p, true)
-		if tail == "" {
-			tail = p.stderr.suffix()
-		}
 	}
-	return res, tail, err
+	return res, err
 }
 
 // release ends a call on w and arms its idle timer.
