@@ -32,7 +32,7 @@ const (
 	// next task before it is stopped.
 	DefaultExecIdleTimeout = 10 * time.Minute
 
-	execMaxReply   = 1 << 20 // bytes of a line on the reply pipe
+	execMaxReply   = 1 << 20 // a line on the reply pipe must be shorter
 	execQuoteBytes = 200     // of a bad reply line quoted in the error
 )
 
@@ -512,8 +512,8 @@ func (p *execProcess) readReplies() {
 				err = rerr
 				break
 			}
-			if len(line) > execMaxReply {
-				err = fmt.Errorf("a line on the reply pipe (fd 4) is over %d bytes: %s", execMaxReply, quoteLine(line))
+			if len(line) > execMaxReply || isPrefix && len(line) >= execMaxReply {
+				err = fmt.Errorf("a line on the reply pipe (fd 4) is %d bytes or longer: %s", execMaxReply, quoteLine(line))
 				break
 			}
 			if !isPrefix {
