@@ -358,10 +358,10 @@ func (e *Exec) awaitHello(ctx context.Context, p *execProcess, what string) erro
 			return nil
 		}
 		<-p.exited
-		return fmt.Errorf("%w: %s exited (%s) after %.1fs without its hello line: the script does not speak the persistent protocol; %s%s",
+		return fmt.Errorf("%w: %s %s after %.1fs, before its hello line (unless stderr shows another error, the script does not speak the persistent protocol: %s)%s",
 			ErrTrainerProtocol, what, exitSummary(p.waitErr), time.Since(p.start).Seconds(), advice, p.stderr.suffix())
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %s sent no hello line in the %.1fs it ran before the task's end (%v): the script does not speak the persistent protocol, or starts too slowly; %s%s",
+		return fmt.Errorf("%w: %s sent no hello line in the %.1fs it ran before the task's end (%v): the script does not speak the persistent protocol, or starts too slowly (%s)%s",
 			ErrTrainerProtocol, what, time.Since(p.start).Seconds(), ctx.Err(), advice, p.stderr.suffix())
 	}
 }
