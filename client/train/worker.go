@@ -230,12 +230,10 @@ func (e *Exec) release(w *execWorker) {
 			return // a call took it meanwhile
 		}
 		e.wmu.Lock()
-		p := w.proc
-		if w.gen != gen {
-			p = nil
-		}
-		if p != nil {
-			w.proc = nil
+		var p *execProcess
+		if w.gen == gen && !w.removed {
+			p, w.proc = w.proc, nil
+			e.detachLocked(w) // a call waiting for it moves to a new worker
 		}
 		e.wmu.Unlock()
 		if p != nil {
