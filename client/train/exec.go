@@ -790,7 +790,7 @@ func readExecMetrics(path, kind string, n int) (execMetrics, error) {
 		if kind == "init" {
 			return execMetrics{numSamples: int64(n)}, nil
 		}
-		return execMetrics{}, fmt.Errorf("it exited 0 but wrote no metrics to %s (the task's metrics_out)", path)
+		return execMetrics{}, fmt.Errorf("it reported success (exit 0, or ok: true) but wrote no metrics to %s (the task's metrics_out)", path)
 	}
 	if err != nil {
 		return execMetrics{}, fmt.Errorf("reading the metrics: %w", err)
@@ -894,7 +894,7 @@ func parseExecMetrics(b []byte, kind string, n int) (execMetrics, error) {
 // the input's order, and finite values.
 func readExecWeights(path string, in *model.Weights) (*model.Weights, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("it exited 0 but wrote no weights to %s (the task's weights_out)", path)
+		return nil, fmt.Errorf("it reported success (exit 0, or ok: true) but wrote no weights to %s (the task's weights_out)", path)
 	}
 	out, _, err := model.ReadSafetensorsFile(path)
 	if err != nil {
