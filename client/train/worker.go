@@ -268,12 +268,14 @@ func (e *Exec) exchange(ctx context.Context, p *execProcess, t execTask, what st
 	}
 	start := time.Now()
 	cpu0, cpuOK := procCPUSeconds(p.pid)
+	// A process that reads no tasks cannot block the call past its
+	// deadline (none: the zero time).
+	d, _ := ctx.Deadline()
+	_ = p.tasks.SetWriteDeadline(d)
 	if _, err := p.tasks.Write(append(line, '\n')); err != nil {
 		// It exited or closed its task pipe: its exit says more.
-		select {
-		case <-p.exited:
+		if exitedWithin(p, e.grace()) {
 			return e.crashed(p, what, start)
-		case <-time.After(e.grace()):
 		}
 		return execProc{}, "", fmt.Errorf("%w: %s: sending the task: %v%s", ErrTrainerFailed, what, err, p.stderr.suffix()), false
 	}
@@ -291,12 +293,8 @@ func (e *Exec) exchange(ctx context.Context, p *execProcess, t execTask, what st
 			if !ok || l.err != nil {
 				if !ok || errors.Is(l.err, io.EOF) {
 					// It closed the reply pipe, most likely by exiting.
-					select {
-					case <-p.exited:
+					if exitedWithin(p, e.grace()) {
 						return e.crashed(p, what, start)
-					case <-ctx.Done():
-						return e.timedOut(ctx, p, what, start)
-					case <-time.After(e.grace()):
 					}
 					return execProc{}, "", fmt.Errorf("%w: %s closed its reply pipe (fd 4) without exiting%s", ErrTrainerProtocol, what, p.stderr.suffix()), false
 				}
@@ -361,6 +359,18 @@ func (e *Exec) awaitHello(ctx context.Context, p *execProcess, what string) erro
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %s sent no hello line in the %.1fs it ran before the task's end (%v): the script does not speak the persistent protocol, or starts too slowly (%s)%s",
 			ErrTrainerProtocol, what, time.Since(p.start).Seconds(), ctx.Err(), advice, p.stderr.suffix())
+	}
+}
+
+// exitedWithin reports whether p exits within d.
+func exitedWithin(p *execProcess, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
