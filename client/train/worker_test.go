@@ -238,7 +238,9 @@ func TestExecPersistentDeadline(t *testing.T) {
 	if _, err := e.Evaluate(pidCtx(context.Background(), "k", &first), execTestWeights(), execTestData()); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(pidCtx(context.Background(), "k", &first), 300*time.Millisecond)
+	// Long enough for a loaded machine's Python to read the task and
+	// print before it hangs.
+	ctx, cancel := context.WithTimeout(pidCtx(context.Background(), "k", &first), time.Second)
 	defer cancel()
 	_, _, err := e.Train(ctx, execTestWeights(), execTestData(), TrainConfig{Epochs: 1, BatchSize: 2, LR: 0.1})
 	if !errors.Is(err, context.DeadlineExceeded) {
