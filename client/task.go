@@ -44,6 +44,9 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}
+	// A persistent exec trainer runs this site's tasks of one job and arm
+	// in one process.
+	ctx = train.WithTask(ctx, train.TaskInfo{Worker: a.cfg.Name + "/" + t.GetJobId() + "/" + t.GetArm()})
 	// The measurement covers the whole task on the site: evaluating the
 	// received model and training.
 	var stop func() *pb.EnergyReport

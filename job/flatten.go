@@ -64,6 +64,9 @@ func (s *Spec) Flatten() map[string]string {
 	if len(mo.Command) > 0 {
 		str("model.command", jsonList(mo.Command))
 	}
+	if mo.Exec.Mode != "" {
+		str("model.exec.mode", mo.Exec.Mode)
+	}
 	if len(mo.Env) > 0 {
 		keys := make([]string, 0, len(mo.Env))
 		for k := range mo.Env {

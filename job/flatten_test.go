@@ -73,6 +73,7 @@ func TestFlattenKinds(t *testing.T) {
 			"arms.1.strategy.server_lr":      "0.5",
 			"deadline.round":                 "1h30m0s",
 			"energy.cpu_watts_per_core":      "0",
+			"model.exec.mode":                "per-task",
 		}, []string{"model.hidden", "arms.1.strategy.mu", "data.synthetic.alpha"}},
 		{"testdata/exec-deployed.good.yaml", map[string]string{
 			"model.init.site":           "kit",
@@ -83,6 +84,9 @@ func TestFlattenKinds(t *testing.T) {
 		{"testdata/exec-init-weights.good.yaml", map[string]string{
 			"model.init.weights": "init.safetensors",
 		}, []string{"model.init.site", "eval.site"}},
+		{"testdata/exec-persistent.good.yaml", map[string]string{
+			"model.exec.mode": "persistent",
+		}, nil},
 		{"testdata/synthetic.good.yaml", map[string]string{
 			"data.synthetic.alpha":            "1",
 			"data.synthetic.dim":              "60",

@@ -596,6 +596,11 @@ func (d *decoder) model(path string, n *yaml.Node, m *Model) {
 				{"weights", func(p string, v *yaml.Node) { d.str(p, v, &m.Init.Weights) }},
 			})
 		}},
+		{"exec", func(p string, v *yaml.Node) {
+			d.mapping(p, v, "{mode: persistent}", []field{
+				{"mode", func(p string, v *yaml.Node) { d.str(p, v, &m.Exec.Mode) }},
+			})
+		}},
 	})
 }
 

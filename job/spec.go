@@ -32,6 +32,11 @@ const (
 	ModelCNN = "cnn"
 	// ModelExec is an external trainer process started with Model.Command.
 	ModelExec = "exec"
+	// ExecPerTask starts an "exec" trainer's command once per task.
+	ExecPerTask = "per-task"
+	// ExecPersistent starts an "exec" trainer's command once per site and
+	// arm and hands it task after task (docs/trainer-protocol.md).
+	ExecPersistent = "persistent"
 
 	// StrategyFedAvg is federated averaging (McMahan et al., 2017).
 	StrategyFedAvg = "fedavg"
@@ -214,6 +219,14 @@ type Model struct {
 	// leaves them to the trainer on the machine that runs the job (`cohort
 	// run` only: a deployed coordinator runs no job commands).
 	Init *ModelInit
+	// Exec holds an "exec" trainer's settings.
+	Exec ExecSettings
+}
+
+// ExecSettings are the settings of an "exec" trainer (model.exec).
+type ExecSettings struct {
+	// Mode is [ExecPerTask] (the default) or [ExecPersistent].
+	Mode string
 }
 
 // ModelInit is where an exec model's global model before round 1 comes
@@ -452,6 +465,9 @@ func (s *Spec) ApplyDefaults() {
 	}
 	if m.Kind == ModelCNN && len(m.Conv) == 0 && !set("model.conv") {
 		m.Conv = []int{32, 64}
+	}
+	if m.Kind == ModelExec && m.Exec.Mode == "" && !set("model.exec.mode") {
+		m.Exec.Mode = ExecPerTask
 	}
 
 	st := &s.Sites

@@ -253,6 +253,11 @@ func (s *Spec) validateModel(p *problems) {
 		case strings.TrimSpace(m.Command[0]) == "":
 			p.add("model.command.0", "empty program name; put the program first, e.g. [python3, train.py]")
 		}
+		switch m.Exec.Mode {
+		case "", ExecPerTask, ExecPersistent: // "": not defaulted, per-task
+		default:
+			p.add("model.exec.mode", "%q is not a mode; use %s (one process per task, the default) or %s (one process per site and arm, serving task after task)", m.Exec.Mode, ExecPerTask, ExecPersistent)
+		}
 		for k, v := range m.Env {
 			if k == "" || strings.ContainsAny(k, "=\x00") {
 				p.add("model.env", "%q is not a valid variable name; use letters, digits and '_'", k)
@@ -282,6 +287,9 @@ func (s *Spec) validateModel(p *problems) {
 		}
 		if len(m.Env) > 0 {
 			p.add("model.env", "only used by kind exec; remove it or set model.kind: exec")
+		}
+		if m.Exec != (ExecSettings{}) {
+			p.add("model.exec", "only used by kind exec; remove it or set model.kind: exec")
 		}
 	}
 }

@@ -73,9 +73,14 @@ type Exec struct {
 	// Grace is how long the process group has to exit after SIGTERM before
 	// SIGKILL; default [DefaultExecGrace]. Set it before the first call.
 	Grace time.Duration
-	// InitTimeout bounds Init; default [DefaultExecInitTimeout]. Set it
-	// before the first call.
+	// InitTimeout bounds Init, and InitContext when its context has no
+	// deadline; default [DefaultExecInitTimeout]. Set it before the first
+	// call.
 	InitTimeout time.Duration
+	// IdleTimeout stops a persistent worker that has waited this long for
+	// its next task; default [DefaultExecIdleTimeout]. Set it before the
+	// first call.
+	IdleTimeout time.Duration
 
 	command    []string
 	env        []string // "K=V", sorted by key
@@ -84,6 +89,7 @@ type Exec struct {
 	log        *slog.Logger
 	inputShape []int
 	classes    int
+	persistent bool // Config.ExecMode is ExecPersistent
 
 	mu      sync.Mutex
 	scratch string               // the work dir in use, made on first use
@@ -91,6 +97,10 @@ type Exec struct {
 	files   map[string]*dataFile // by dataset key
 	digests map[weak.Pointer[data.Dataset]]digestMemo
 	tick    int64
+
+	wmu     sync.Mutex
+	workers map[string]*execWorker // persistent workers by key
+	taskID  atomic.Uint64          // the last task line's id
 }
 
 var _ Trainer = (*Exec)(nil)
@@ -124,11 +134,17 @@ func NewExec(cfg Config) (*Exec, error) {
 		log:         cfg.Logger,
 		inputShape:  slices.Clone(cfg.InputShape),
 		classes:     cfg.Classes,
+		persistent:  cfg.ExecMode == ExecPersistent,
 		files:       make(map[string]*dataFile),
 		digests:     make(map[weak.Pointer[data.Dataset]]digestMemo),
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
+	}
+	switch cfg.ExecMode {
+	case "", ExecPerTask, ExecPersistent:
+	default:
+		return nil, fmt.Errorf("%w: exec mode %q; use %q or %q", ErrConfig, cfg.ExecMode, ExecPerTask, ExecPersistent)
 	}
 	for k, v := range cfg.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
@@ -194,10 +210,12 @@ func (e *Exec) workingDir() string {
 	return "the site's working directory"
 }
 
-// Close removes the files the trainer wrote: the temporary work dir, or
-// the dataset files in a configured one. It must not run concurrently with
-// a call; the trainer stays usable and writes its files again if called.
+// Close stops the persistent workers (as [Exec.StopWorker] does) and
+// removes the files the trainer wrote: the temporary work dir, or the
+// dataset files in a configured one. It must not run concurrently with a
+// call; the trainer stays usable and writes its files again if called.
 func (e *Exec) Close() error {
+	e.stopWorkers()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
@@ -218,10 +236,25 @@ func (e *Exec) Close() error {
 	return nil
 }
 
-// Init runs an "init" task and returns the weights the command wrote.
+// Init runs an "init" task and returns the weights the command wrote;
+// it is InitContext without a context.
 func (e *Exec) Init(seed int64) (*model.Weights, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.InitTimeout)
-	defer cancel()
+	return e.InitContext(context.Background(), seed)
+}
+
+// InitContext runs an "init" task for ctx's [TaskInfo] and returns the
+// weights the command wrote. Without a deadline in ctx, [Exec.InitTimeout]
+// bounds it.
+func (e *Exec) InitContext(ctx context.Context, seed int64) (*model.Weights, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		timeout := e.InitTimeout
+		if timeout <= 0 {
+			timeout = DefaultExecInitTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	w, _, _, err := e.run(ctx, execTask{Kind: "init", Seed: seed}, nil, nil, nil)
 	if err != nil {
 		return nil, err
@@ -262,7 +295,7 @@ func (e *Exec) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset)
 	if err != nil {
 		return EvalResult{}, err
 	}
-	return EvalResult{NumSamples: m.numSamples, Loss: m.loss, Accuracy: m.accuracy, CPUSeconds: p.cpuSeconds}, nil
+	return EvalResult{NumSamples: m.numSamples, Loss: m.loss, Accuracy: m.accuracy, Seconds: p.seconds, CPUSeconds: p.cpuSeconds}, nil
 }
 
 // execTask is the task file, documented in docs/trainer-protocol.md.
@@ -352,6 +385,37 @@ func (e *Exec) run(ctx context.Context, t execTask, w *model.Weights, ds *data.D
 			t.Data.Test = path
 		}
 	}
+	n := 0
+	if ds != nil {
+		n = ds.N
+	}
+	var out *model.Weights
+	var m execMetrics
+	// read reads and checks the outputs; tail ends its error.
+	read := func(what, tail string) error {
+		fail := func(err error) error {
+			return fmt.Errorf("%w: %s: %w%s", ErrTrainerOutput, what, err, tail)
+		}
+		var err error
+		if m, err = readExecMetrics(t.MetricsOut, t.Kind, n); err != nil {
+			return fail(err)
+		}
+		if t.WeightsOut == "" {
+			return nil
+		}
+		if out, err = readExecWeights(t.WeightsOut, w); err != nil {
+			return fail(err)
+		}
+		return nil
+	}
+	if e.persistent {
+		t.Version = ExecPersistentProtocol
+		p, err := e.serve(ctx, t, progress, read)
+		if err != nil {
+			return nil, none, p, err
+		}
+		return out, m, p, nil
+	}
 	taskPath := filepath.Join(callDir, "task.json")
 	tb, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
@@ -360,28 +424,12 @@ func (e *Exec) run(ctx context.Context, t execTask, w *model.Weights, ds *data.D
 	if err := os.WriteFile(taskPath, tb, 0o600); err != nil {
 		return nil, none, execProc{}, fmt.Errorf("exec trainer: writing the task file: %w", err)
 	}
-
 	p, tail, err := e.execute(ctx, t.Kind, taskPath, progress)
 	if err != nil {
 		return nil, none, p, err
 	}
-	fail := func(err error) error {
-		return fmt.Errorf("%w: %s: %w%s", ErrTrainerOutput, e.what(t.Kind), err, tail)
-	}
-	n := 0
-	if ds != nil {
-		n = ds.N
-	}
-	m, err := readExecMetrics(t.MetricsOut, t.Kind, n)
-	if err != nil {
-		return nil, none, p, fail(err)
-	}
-	if t.WeightsOut == "" {
-		return nil, m, p, nil
-	}
-	out, err := readExecWeights(t.WeightsOut, w)
-	if err != nil {
-		return nil, none, p, fail(err)
+	if err := read(e.what(t.Kind), tail); err != nil {
+		return nil, none, p, err
 	}
 	return out, m, p, nil
 }
@@ -409,7 +457,11 @@ func (e *Exec) workRoot() (string, error) {
 		e.scratch = e.workDir
 		return e.scratch, nil
 	}
-	d, err := os.MkdirTemp("", "cohort-exec-*")
+	tmp := ""
+	if e.persistent && writable("/dev/shm") {
+		tmp = "/dev/shm" // tmpfs: the files of a task never touch a disk
+	}
+	d, err := os.MkdirTemp(tmp, "cohort-exec-*")
 	if err != nil {
 		return "", fmt.Errorf("exec trainer: making a temporary work directory (set TMPDIR to a writable folder): %w", err)
 	}
@@ -547,6 +599,12 @@ func writeDataset(path string, ds *data.Dataset, shape []int) error {
 	return nil
 }
 
+// writable reports whether dir is a folder this process can write into.
+func writable(dir string) bool {
+	st, err := os.Stat(dir)
+	return err == nil && st.IsDir() && syscall.Access(dir, 2 /* W_OK */) == nil
+}
+
 func prod(s []int) int {
 	n := 1
 	for _, d := range s {
@@ -605,6 +663,7 @@ func (e *Exec) execute(ctx context.Context, kind, taskPath string, progress func
 	}
 	pid := cmd.Process.Pid
 	log.Debug("trainer_started", "pid", pid, "command", e.command, "dir", e.dir, "task", taskPath)
+	TaskFrom(ctx).started(pid)
 
 	const (
 		running = iota
@@ -731,7 +790,7 @@ func readExecMetrics(path, kind string, n int) (execMetrics, error) {
 		if kind == "init" {
 			return execMetrics{numSamples: int64(n)}, nil
 		}
-		return execMetrics{}, fmt.Errorf("it exited 0 but wrote no metrics to %s (the task's metrics_out)", path)
+		return execMetrics{}, fmt.Errorf("it reported success (exit 0, or ok: true) but wrote no metrics to %s (the task's metrics_out)", path)
 	}
 	if err != nil {
 		return execMetrics{}, fmt.Errorf("reading the metrics: %w", err)
@@ -835,7 +894,7 @@ func parseExecMetrics(b []byte, kind string, n int) (execMetrics, error) {
 // the input's order, and finite values.
 func readExecWeights(path string, in *model.Weights) (*model.Weights, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("it exited 0 but wrote no weights to %s (the task's weights_out)", path)
+		return nil, fmt.Errorf("it reported success (exit 0, or ok: true) but wrote no weights to %s (the task's weights_out)", path)
 	}
 	out, _, err := model.ReadSafetensorsFile(path)
 	if err != nil {

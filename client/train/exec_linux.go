@@ -1,6 +1,10 @@
 package train
 
 import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 )
@@ -26,4 +30,32 @@ func waitExited(pid int) bool {
 		}
 		return false
 	}
+}
+
+// procCPUSeconds returns the user + system CPU time of process pid (all
+// its threads, and its waited-for children) from /proc.
+func procCPUSeconds(pid int) (float64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After the command: state (0), …, utime (11), stime (12), cutime
+	// (13), cstime (14), in clock ticks (100 a second on Linux).
+	if len(f) < 15 {
+		return 0, false
+	}
+	var ticks float64
+	for _, s := range f[11:15] {
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += n
+	}
+	return ticks / 100, true
 }

@@ -39,8 +39,12 @@ type Config struct {
 	Classes int
 
 	// Command is an exec trainer's argv, run once per Init, Train and
-	// Evaluate call (see [Exec] and docs/trainer-protocol.md).
+	// Evaluate call, or once per worker in persistent mode (see [Exec] and
+	// docs/trainer-protocol.md).
 	Command []string
+	// ExecMode is the exec trainer's mode: [ExecPerTask] (or "") or
+	// [ExecPersistent].
+	ExecMode string
 	// Env adds variables to the exec trainer's environment, over the
 	// site's own.
 	Env map[string]string
@@ -95,6 +99,9 @@ type EvalResult struct {
 	NumSamples int64
 	Loss       float64
 	Accuracy   float64
+	// Seconds is the wall time of an external process's evaluation (exec
+	// trainers); 0 for in-process trainers.
+	Seconds float64
 	// CPUSeconds is the CPU time of the external process that evaluated,
 	// as in [TrainResult].
 	CPUSeconds float64

@@ -13,11 +13,12 @@ import (
 )
 
 // TestRunPyTorchExample runs examples/pytorch-fmnist/quick.yaml as
-// `cohort run` does: every init, train and evaluate task is a real
-// PyTorch process (train.py on the CPU) started by the exec trainer.
+// `cohort run` does: every init, train and evaluate task is served by a
+// real PyTorch process (train.py on the CPU), a persistent worker per site
+// and arm started by the exec trainer.
 func TestRunPyTorchExample(t *testing.T) {
 	if testing.Short() {
-		t.Skip("skipping the PyTorch example in -short mode: it starts about 30 Python processes")
+		t.Skip("skipping the PyTorch example in -short mode: it starts about 10 PyTorch processes")
 	}
 	const python = "/usr/bin/python3"
 	if out, err := exec.Command(python, "-c", "import torch").CombinedOutput(); err != nil {

@@ -102,6 +102,7 @@ func trainConfig(spec *pb.ModelSpec) train.Config {
 		Classes:    int(spec.GetClasses()),
 		Command:    spec.GetCommand(),
 		Env:        spec.GetEnv(),
+		ExecMode:   spec.GetExecMode(),
 	}
 }
 
@@ -220,6 +221,9 @@ func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared,
 	if err != nil {
 		return nil, err
 	}
+	// A persistent exec trainer serves the coordinator's init and evaluate
+	// tasks of a job in one worker.
+	task := train.TaskInfo{Worker: "coordinator/" + spec.Name}
 	var w *model.Weights
 	if in := spec.Model.Init; in != nil && in.Weights != "" {
 		// All sites are in this process: a weights file is read here, an
@@ -231,12 +235,19 @@ func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared,
 		if w, err = readInitWeights(path); err != nil {
 			return nil, err
 		}
-	} else if w, err = tr.Init(spec.Seed); err != nil {
+	} else if ic, ok := tr.(interface {
+		InitContext(context.Context, int64) (*model.Weights, error)
+	}); ok {
+		w, err = ic.InitContext(train.WithTask(ctx, task), spec.Seed)
+	} else {
+		w, err = tr.Init(spec.Seed)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("initial weights: %w", err)
 	}
 	p := &server.Prepared{Spec: ms, Initial: w}
 	if m.test != nil && m.test.N > 0 {
-		p.Evaluator = evaluator{tr: tr, test: m.test}
+		p.Evaluator = evaluator{tr: tr, test: m.test, task: task}
 	}
 	return p, nil
 }
@@ -251,6 +262,7 @@ func modelSpec(spec *job.Spec, shape []int, classes int) *pb.ModelSpec {
 		Classes:    int32(classes),
 		Command:    spec.Model.Command,
 		Env:        spec.Model.Env,
+		ExecMode:   spec.Model.Exec.Mode,
 	}
 }
 
@@ -269,10 +281,11 @@ func readInitWeights(path string) (*model.Weights, error) {
 type evaluator struct {
 	tr   train.Trainer
 	test *data.Dataset
+	task train.TaskInfo
 }
 
 func (e evaluator) Evaluate(ctx context.Context, w *model.Weights) (server.Evaluation, error) {
-	r, err := e.tr.Evaluate(ctx, w, e.test)
+	r, err := e.tr.Evaluate(train.WithTask(ctx, e.task), w, e.test)
 	if err != nil {
 		return server.Evaluation{}, err
 	}
