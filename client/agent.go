@@ -58,8 +58,9 @@ type Agent struct {
 	trainers TrainerFactory
 	meter    Meter
 
-	mu    sync.Mutex
-	tasks map[string]context.CancelFunc
+	mu      sync.Mutex
+	tasks   map[string]context.CancelFunc
+	workers map[string]string // by job: the persistent worker of its latest arm here
 
 	digestMu sync.Mutex
 	digests  map[*data.Dataset]string // of the datasets tasks trained on
@@ -297,12 +298,14 @@ func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, 
 		}()
 		log := a.log.With("task", t.GetTaskId(), "arm", t.GetArm(), "round", t.GetRound())
 		log.Debug("task_started", "kind", t.GetKind().String())
-		if err := a.runTask(tctx, cli, s, t, log); err != nil {
+		var spent taskEnergy
+		if err := a.runTask(tctx, cli, s, t, &spent, log); err != nil {
 			log.Warn("task_failed", "err", err)
 			// A refused update was already recorded by the coordinator.
+			// A failure says what the work cost: it counts as wasted.
 			var refused *RefusedError
 			if ctx.Err() == nil && !errors.As(err, &refused) {
-				_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: t.GetTaskId(), Reason: err.Error()}}})
+				_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: t.GetTaskId(), Reason: err.Error(), Energy: spent.report}}})
 			}
 		}
 	}()

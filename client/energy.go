@@ -16,15 +16,20 @@ type energyMeter struct{ m *energy.Meter }
 
 // Start begins a measurement of the task with the job's sampling interval
 // and estimate wattage.
-func (e energyMeter) Start(ctx context.Context, t *pb.Task) (func() *pb.EnergyReport, error) {
+func (e energyMeter) Start(ctx context.Context, t *pb.Task) (Measurement, error) {
 	x, err := e.m.Start(ctx,
 		energy.WithInterval(time.Duration(t.GetEnergyIntervalMs())*time.Millisecond),
 		energy.WithCPUWattsPerCore(t.GetCpuWattsPerCore()))
 	if err != nil {
 		return nil, err
 	}
-	return func() *pb.EnergyReport { return ReportToProto(x.Stop()) }, nil
+	return measurement{x}, nil
 }
+
+type measurement struct{ x *energy.Measurement }
+
+func (m measurement) Track(pid int)          { m.x.Track(pid) }
+func (m measurement) Stop() *pb.EnergyReport { return ReportToProto(m.x.Stop()) }
 
 // ReportToProto converts an energy report for the wire; the full report
 // also travels as JSON for tracking artifacts.

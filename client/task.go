@@ -15,23 +15,39 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
-// Meter measures the energy of one task: Start begins a measurement (with
-// the task's energy settings) and the returned function ends it and returns
-// the report the update carries.
+// Meter measures the energy of a site's work: Start begins a measurement
+// with the task's energy settings.
 type Meter interface {
-	Start(ctx context.Context, t *pb.Task) (stop func() *pb.EnergyReport, err error)
+	Start(ctx context.Context, t *pb.Task) (Measurement, error)
 }
 
-func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, log *slog.Logger) error {
+// Measurement is one running measurement of a site's work.
+type Measurement interface {
+	// Track counts process pid and its children as the measured work (a
+	// trainer's process), so that a device shared with other tasks is
+	// attributed by what each task's processes did on it.
+	Track(pid int)
+	// Stop ends the measurement and returns its report for the wire.
+	Stop() *pb.EnergyReport
+}
+
+// taskEnergy is what a task spent, for the failure message when it does
+// not complete: the coordinator counts it as wasted work.
+type taskEnergy struct {
+	report *pb.EnergyReport
+}
+
+func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, spent *taskEnergy, log *slog.Logger) error {
 	switch t.GetKind() {
 	case pb.TaskKind_TASK_KIND_TRAIN, pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN:
 	case pb.TaskKind_TASK_KIND_INIT:
-		return a.initTask(ctx, cli, t, log)
+		return a.initTask(ctx, cli, t, spent, log)
 	case pb.TaskKind_TASK_KIND_EVALUATE:
-		return a.evaluateTask(ctx, cli, s, t, log)
+		return a.evaluateTask(ctx, cli, s, t, spent, log)
 	default:
 		return fmt.Errorf("task kind %s is not supported by this site (version %s)", t.GetKind(), a.cfg.Version)
 	}
+	arrived := time.Now()
 	global, err := fetchModel(ctx, cli, t)
 	if err != nil {
 		return err
@@ -44,35 +60,27 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}
-	// A persistent exec trainer runs this site's tasks of one job and arm
-	// in one process.
-	ctx = train.WithTask(ctx, train.TaskInfo{Worker: a.cfg.Name + "/" + t.GetJobId() + "/" + t.GetArm()})
-	// The measurement covers the whole task on the site: evaluating the
-	// received model and training.
-	var stop func() *pb.EnergyReport
-	if a.meter != nil {
-		if stop, err = a.meter.Start(ctx, t); err != nil {
-			log.Warn("energy_meter_failed", "err", err)
-			stop = nil
-		}
-	}
-	var report *pb.EnergyReport
-	stopMeter := func() {
-		if stop != nil && report == nil {
-			report = stop()
-		}
-	}
-	defer stopMeter()
+	a.retire(tr, t)
+	// Evaluating the received model and training are measured apart, so
+	// that the arm's evaluation energy is told from its training's.
 	metrics := make(map[string]float64)
+	var evalReport *pb.EnergyReport
+	var trainerSeconds float64
 	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
-		ev, err := tr.Evaluate(ctx, global, testSet)
+		m := a.startMeter(ctx, t, log)
+		ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+		evalReport = m.stop()
+		spent.report = evalReport
 		if err != nil {
 			return fmt.Errorf("evaluating the global model: %w", err)
 		}
 		metrics["eval_loss"] = ev.Loss
 		metrics["eval_accuracy"] = ev.Accuracy
 		metrics["eval_samples"] = float64(ev.NumSamples)
+		trainerSeconds += cmpOr(ev.Metrics[metricTrainerSeconds], ev.Seconds)
 	}
+	m := a.startMeter(ctx, t, log)
+	defer m.stop()
 
 	p := t.GetTrain()
 	var lastProgress time.Time
@@ -94,8 +102,11 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 			}}})
 		},
 	}
-	updated, res, err := tr.Train(ctx, global, trainSet, cfg)
-	stopMeter()
+	updated, res, err := tr.Train(a.trainerContext(ctx, t, m), global, trainSet, cfg)
+	report := m.stop()
+	if report != nil {
+		spent.report = report
+	}
 	if err != nil {
 		return fmt.Errorf("training: %w", err)
 	}
@@ -114,44 +125,126 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if err := updated.CheckFinite(); err != nil {
 		return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
 	}
+	// The trainer's own time (an exec trainer reports it; a built-in one
+	// trains in-process) against the site's wall time for the task: what
+	// start-up, data handling and the weights' trips cost.
+	trainerSeconds += cmpOr(res.Metrics[metricTrainerSeconds], res.Seconds)
+	metrics[metricTrainerSeconds] = trainerSeconds
+	metrics[metricTaskSeconds] = time.Since(arrived).Seconds()
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
 	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
-	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, ds)
+	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, evalReport, ds)
 }
 
-// startMeter starts the task's energy measurement; the returned function
-// ends it (once) and returns the report, nil without a meter.
-func (a *Agent) startMeter(ctx context.Context, t *pb.Task, log *slog.Logger) func() *pb.EnergyReport {
-	var stop func() *pb.EnergyReport
+// Metric names the site reports with an update (tracking's
+// MetricTaskSeconds and MetricTrainerSeconds; client does not import
+// tracking).
+const (
+	metricTaskSeconds    = "task_seconds"
+	metricTrainerSeconds = "trainer_seconds"
+)
+
+func cmpOr(v, or float64) float64 {
+	if v > 0 {
+		return v
+	}
+	return or
+}
+
+// trainerContext tells the trainer which persistent worker serves the task
+// (a persistent exec trainer runs this site's tasks of one job and arm in
+// one process) and hands the process it runs in to the measurement.
+func (a *Agent) trainerContext(ctx context.Context, t *pb.Task, m *meterRun) context.Context {
+	return train.WithTask(ctx, train.TaskInfo{Worker: workerKey(a.cfg.Name, t), Started: m.track})
+}
+
+func workerKey(site string, t *pb.Task) string {
+	return site + "/" + t.GetJobId() + "/" + t.GetArm()
+}
+
+// retire stops the persistent worker of the arm this site last trained for
+// a job once a task of another arm of that job arrives: a job's arms run
+// one after another, and the finished arm's process would otherwise hold
+// its memory (on a GPU, its CUDA context) until its idle timeout.
+func (a *Agent) retire(tr train.Trainer, t *pb.Task) {
+	s, ok := tr.(interface{ StopWorker(key string) })
+	if !ok {
+		return
+	}
+	key := workerKey(a.cfg.Name, t)
+	a.mu.Lock()
+	if a.workers == nil || len(a.workers) > 64 {
+		a.workers = make(map[string]string) // jobs long gone; their workers idled out
+	}
+	prev := a.workers[t.GetJobId()]
+	a.workers[t.GetJobId()] = key
+	a.mu.Unlock()
+	if prev != "" && prev != key {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			s.StopWorker(prev)
+		}()
+	}
+}
+
+// meterRun is one measurement of the agent's meter; its zero value (no
+// meter) measures nothing.
+type meterRun struct {
+	m      Measurement
+	report *pb.EnergyReport
+	done   bool
+}
+
+// startMeter starts a measurement of the task's work.
+func (a *Agent) startMeter(ctx context.Context, t *pb.Task, log *slog.Logger) *meterRun {
+	r := &meterRun{}
 	if a.meter != nil {
-		var err error
-		if stop, err = a.meter.Start(ctx, t); err != nil {
+		m, err := a.meter.Start(ctx, t)
+		if err != nil {
 			log.Warn("energy_meter_failed", "err", err)
-			stop = nil
+		} else {
+			r.m = m
 		}
 	}
-	var report *pb.EnergyReport
-	var done bool
-	return func() *pb.EnergyReport {
-		if stop != nil && !done {
-			done = true
-			report = stop()
-		}
-		return report
+	return r
+}
+
+func (r *meterRun) track(pid int) {
+	if r.m != nil {
+		r.m.Track(pid)
 	}
+}
+
+// stop ends the measurement (once) and returns its report; nil without a
+// meter.
+func (r *meterRun) stop() *pb.EnergyReport {
+	if r.m != nil && !r.done {
+		r.done = true
+		r.report = r.m.Stop()
+	}
+	return r.report
 }
 
 // initTask makes the job's initial weights with the site's trainer and
 // uploads them as the task's update (with no samples).
-func (a *Agent) initTask(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, log *slog.Logger) error {
+func (a *Agent) initTask(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, spent *taskEnergy, log *slog.Logger) error {
 	tr, err := a.trainers.Trainer(t.GetModel())
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}
-	stop := a.startMeter(ctx, t, log)
-	defer stop()
-	w, err := tr.Init(t.GetTrain().GetSeed())
-	report := stop()
+	m := a.startMeter(ctx, t, log)
+	defer m.stop()
+	var w *model.Weights
+	if ic, ok := tr.(interface {
+		InitContext(context.Context, int64) (*model.Weights, error)
+	}); ok {
+		w, err = ic.InitContext(a.trainerContext(ctx, t, m), t.GetTrain().GetSeed())
+	} else {
+		w, err = tr.Init(t.GetTrain().GetSeed())
+	}
+	report := m.stop()
+	spent.report = report
 	if err != nil {
 		return fmt.Errorf("making the initial weights: %w", err)
 	}
@@ -159,12 +252,12 @@ func (a *Agent) initTask(ctx context.Context, cli pb.CoordinatorServiceClient, t
 		return fmt.Errorf("the trainer's initial weights are not finite: %w", err)
 	}
 	log.Info("task_initialised", "tensors", len(w.Tensors))
-	return pushUpdate(ctx, cli, t, w, 0, nil, report, nil)
+	return pushUpdate(ctx, cli, t, w, 0, nil, report, nil, nil)
 }
 
 // evaluateTask evaluates the task's model on the site's test split and
 // reports the result.
-func (a *Agent) evaluateTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, log *slog.Logger) error {
+func (a *Agent) evaluateTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task, spent *taskEnergy, log *slog.Logger) error {
 	global, err := fetchModel(ctx, cli, t)
 	if err != nil {
 		return err
@@ -180,10 +273,11 @@ func (a *Agent) evaluateTask(ctx context.Context, cli pb.CoordinatorServiceClien
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}
-	stop := a.startMeter(ctx, t, log)
-	defer stop()
-	ev, err := tr.Evaluate(ctx, global, testSet)
-	report := stop()
+	m := a.startMeter(ctx, t, log)
+	defer m.stop()
+	ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+	report := m.stop()
+	spent.report = report
 	if err != nil {
 		return fmt.Errorf("evaluating the global model: %w", err)
 	}
@@ -260,7 +354,7 @@ type RefusedError struct {
 func (e *RefusedError) Error() string { return "the coordinator refused the update: " + e.Reason }
 
 // pushUpdate uploads trained weights with their metrics and energy report.
-func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64, metrics map[string]float64, rep *pb.EnergyReport, ds *pb.DatasetInfo) error {
+func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64, metrics map[string]float64, rep, evalRep *pb.EnergyReport, ds *pb.DatasetInfo) error {
 	b, err := model.MarshalSafetensors(w, nil)
 	if err != nil {
 		return fmt.Errorf("encoding update: %w", err)
@@ -273,7 +367,7 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	h := &pb.UpdateHeader{
 		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
 		NumSamples: n, TotalSize: int64(len(b)), Sha256: sum[:], Metrics: metrics,
-		Energy: rep, Dataset: ds,
+		Energy: rep, EvalEnergy: evalRep, Dataset: ds,
 	}
 	if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
 		return fmt.Errorf("pushing update header: %w", err)

@@ -295,7 +295,7 @@ func (e *Exec) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset)
 	if err != nil {
 		return EvalResult{}, err
 	}
-	return EvalResult{NumSamples: m.numSamples, Loss: m.loss, Accuracy: m.accuracy, Seconds: p.seconds, CPUSeconds: p.cpuSeconds}, nil
+	return EvalResult{NumSamples: m.numSamples, Loss: m.loss, Accuracy: m.accuracy, Seconds: p.seconds, CPUSeconds: p.cpuSeconds, Metrics: m.extra}, nil
 }
 
 // execTask is the task file, documented in docs/trainer-protocol.md.

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -230,7 +231,7 @@ func TestExecTrain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Evaluate: %v", err)
 	}
-	if want := (EvalResult{NumSamples: 5, Loss: 0.25, Accuracy: 0.75, Seconds: ev.Seconds, CPUSeconds: ev.CPUSeconds}); ev != want || ev.CPUSeconds <= 0 || ev.Seconds <= 0 {
+	if want := (EvalResult{NumSamples: 5, Loss: 0.25, Accuracy: 0.75, Seconds: ev.Seconds, CPUSeconds: ev.CPUSeconds, Metrics: ev.Metrics}); !reflect.DeepEqual(ev, want) || ev.CPUSeconds <= 0 || ev.Seconds <= 0 {
 		t.Errorf("Evaluate = %+v, want %+v with CPU seconds > 0", ev, want)
 	}
 	if n := files(); n != 2 {

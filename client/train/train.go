@@ -105,6 +105,10 @@ type EvalResult struct {
 	// CPUSeconds is the CPU time of the external process that evaluated,
 	// as in [TrainResult].
 	CPUSeconds float64
+	// Metrics holds any further metrics the trainer reported (an exec
+	// trainer's extra metrics keys, trainer_seconds among them); nil when
+	// none.
+	Metrics map[string]float64
 }
 
 // Trainer trains and evaluates one model architecture. Implementations are

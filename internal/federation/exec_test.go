@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohortfl/cohort/tracking"
 )
 
 // TestRunPyTorchExample runs examples/pytorch-fmnist/quick.yaml as
@@ -56,6 +58,36 @@ func TestRunPyTorchExample(t *testing.T) {
 		if a.FinalAccuracy < 0.3 {
 			t.Errorf("arm %s: final accuracy %.3f, want ≥ 0.3", a.Name, a.FinalAccuracy)
 		}
+	}
+	// Persistent trainers: from the second round on, a site's task is
+	// spent inside the trainer, not starting it (issue 13: ≥ 70% on the
+	// CPU).
+	store, err := tracking.OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	checked := 0
+	for _, a := range res.Comparison.Arms {
+		sites, err := store.ChildRuns(ctx, a.RunID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sites {
+			task, _ := store.GetMetricHistory(ctx, s.Info.RunID, tracking.MetricTaskSeconds)
+			trainer, _ := store.GetMetricHistory(ctx, s.Info.RunID, tracking.MetricTrainerSeconds)
+			if len(task) != 2 || len(trainer) != 2 {
+				t.Errorf("%s: %d task_seconds and %d trainer_seconds points, want one per round (2)", s.Info.RunName, len(task), len(trainer))
+				continue
+			}
+			if share := trainer[1].Value / task[1].Value; share < 0.7 || share > 1.001 {
+				t.Errorf("%s round 2: trainer_seconds / task_seconds = %.3f / %.3f = %.2f, want ≥ 0.7 (persistent trainer)", s.Info.RunName, trainer[1].Value, task[1].Value, share)
+			}
+			checked++
+		}
+	}
+	if checked != 9 { // 4 + 4 federated sites, 1 centralized
+		t.Errorf("checked %d site runs, want 9", checked)
 	}
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		var names []string
