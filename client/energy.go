@@ -28,7 +28,10 @@ func (e energyMeter) Start(ctx context.Context, t *pb.Task) (Measurement, error)
 
 type measurement struct{ x *energy.Measurement }
 
-func (m measurement) Track(pid int)          { m.x.Track(pid) }
+func (m measurement) Track(pid int) { m.x.Track(pid) }
+func (m measurement) AddCPUTime(seconds float64) {
+	m.x.AddCPUTime(time.Duration(seconds * float64(time.Second)))
+}
 func (m measurement) Stop() *pb.EnergyReport { return ReportToProto(m.x.Stop()) }
 
 // ReportToProto converts an energy report for the wire; the full report

@@ -27,6 +27,9 @@ type Measurement interface {
 	// trainer's process), so that a device shared with other tasks is
 	// attributed by what each task's processes did on it.
 	Track(pid int)
+	// AddCPUTime adds the CPU seconds of work done outside the site's
+	// process (an external trainer's) to the measurement's estimate.
+	AddCPUTime(seconds float64)
 	// Stop ends the measurement and returns its report for the wire.
 	Stop() *pb.EnergyReport
 }
@@ -69,6 +72,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
 		m := a.startMeter(ctx, t, log)
 		ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+		m.addCPU(ev.CPUSeconds)
 		evalReport = m.stop()
 		spent.report = evalReport
 		if err != nil {
@@ -103,6 +107,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		},
 	}
 	updated, res, err := tr.Train(a.trainerContext(ctx, t, m), global, trainSet, cfg)
+	m.addCPU(res.CPUSeconds)
 	report := m.stop()
 	if report != nil {
 		spent.report = report
@@ -216,6 +221,12 @@ func (r *meterRun) track(pid int) {
 	}
 }
 
+func (r *meterRun) addCPU(seconds float64) {
+	if r.m != nil && seconds > 0 {
+		r.m.AddCPUTime(seconds)
+	}
+}
+
 // stop ends the measurement (once) and returns its report; nil without a
 // meter.
 func (r *meterRun) stop() *pb.EnergyReport {
@@ -276,6 +287,7 @@ func (a *Agent) evaluateTask(ctx context.Context, cli pb.CoordinatorServiceClien
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()
 	ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+	m.addCPU(ev.CPUSeconds)
 	report := m.stop()
 	spent.report = report
 	if err != nil {

@@ -116,6 +116,19 @@ func (x *Measurement) Track(pid int) {
 	}
 }
 
+// AddCPUTime adds d to the CPU time behind the measurement's estimate: the
+// CPU time of work done outside this process for the measured task (an
+// external trainer's process, which the meter's own CPU time does not
+// include). It does nothing after Stop.
+func (x *Measurement) AddCPUTime(d time.Duration) {
+	m := x.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, live := m.live[x]; live && d > 0 {
+		x.cpuShare += d
+	}
+}
+
 // advance closes the segment ending at now: it reads every counter, splits
 // each device's delta since its last good reading among the measurements
 // live in the segment, and returns the readings. m.mu must be held.

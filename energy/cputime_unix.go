@@ -7,18 +7,15 @@ import (
 	"time"
 )
 
-// processCPUTime is this process's user plus system CPU time, all threads,
-// plus that of its children that have been waited for: an external trainer
-// (a PyTorch script the site runs per task) is reaped inside its task's
-// window, so its CPU time counts toward that task.
+// processCPUTime is this process's user plus system CPU time, all threads.
+// Its children's is not: a persistent trainer is reaped long after the
+// tasks it served (when its arm ends), and would land its whole CPU time
+// on whatever was measured then. A trainer's CPU time reaches its task's
+// estimate through [Measurement.AddCPUTime] instead.
 func processCPUTime() time.Duration {
-	var self, children syscall.Rusage
+	var self syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &self); err != nil {
 		return 0
 	}
-	t := self.Utime.Nano() + self.Stime.Nano()
-	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children); err == nil {
-		t += children.Utime.Nano() + children.Stime.Nano()
-	}
-	return time.Duration(t)
+	return time.Duration(self.Utime.Nano() + self.Stime.Nano())
 }

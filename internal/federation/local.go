@@ -247,7 +247,7 @@ func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared,
 	}
 	p := &server.Prepared{Spec: ms, Initial: w}
 	if m.test != nil && m.test.N > 0 {
-		p.Evaluator = evaluator{tr: tr, test: m.test, task: task}
+		p.Evaluator = evaluator{tr: tr, test: m.test, task: task, watts: spec.Energy.CPUWattsPerCore}
 	}
 	return p, nil
 }
@@ -279,15 +279,24 @@ func readInitWeights(path string) (*model.Weights, error) {
 }
 
 type evaluator struct {
-	tr   train.Trainer
-	test *data.Dataset
-	task train.TaskInfo
+	tr    train.Trainer
+	test  *data.Dataset
+	task  train.TaskInfo
+	watts float64 // the job's energy.cpu_watts_per_core
 }
 
+// Evaluate evaluates w on the test set. An exec trainer evaluates in a
+// process of its own, whose CPU time the coordinator's meter does not see:
+// it is reported as the evaluation's estimated energy (a measured round
+// counts the devices instead).
 func (e evaluator) Evaluate(ctx context.Context, w *model.Weights) (server.Evaluation, error) {
 	r, err := e.tr.Evaluate(train.WithTask(ctx, e.task), w, e.test)
 	if err != nil {
 		return server.Evaluation{}, err
 	}
-	return server.Evaluation{Loss: r.Loss, Accuracy: r.Accuracy, NumSamples: r.NumSamples}, nil
+	ev := server.Evaluation{Loss: r.Loss, Accuracy: r.Accuracy, NumSamples: r.NumSamples}
+	if r.CPUSeconds > 0 {
+		ev.EnergyJoules, ev.EnergyMethod = r.CPUSeconds*e.watts, "estimated"
+	}
+	return ev, nil
 }
