@@ -22,8 +22,12 @@ if [ "${1:-}" = build ]; then
   go build -trimpath -ldflags '-s -w' -o bin/cohort ./cmd/cohort
   go test -c -o bin/energy.test ./energy
   cp /usr/share/datasets/fashion-mnist/*.gz bin/fmnist/
+  gzip -f bin/cohort bin/energy.test   # what travels to the GPU machine stays small
   exit 0
 fi
+for f in bin/cohort bin/energy.test; do
+  [ -f "$f.gz" ] && gunzip -f "$f.gz"
+done
 OUT=${OUT:-/tmp/gpucheck}
 mkdir -p "$OUT"
 PY=${PY:-python3}
@@ -39,10 +43,10 @@ while time.time()-t<8:
     y=x@x
 torch.cuda.synchronize()
 print('load done')\""
-timeout 120 ./bin/energy.test -test.run 'TestRealGPU|TestOpenNVML' -test.v 2>&1 | tail -25
+timeout 90 ./bin/energy.test -test.run 'TestRealGPU|TestOpenNVML' -test.v 2>&1 | tail -25
 
 # The baseline: the same CNN in one plain PyTorch process, batch 32.
-timeout 120 "$PY" examples/pytorch-fmnist/plain.py --data "$COHORT_DATA" --epochs 3 --batch-size 32 | tee "$OUT/plain.txt"
+timeout 90 "$PY" examples/pytorch-fmnist/plain.py --data "$COHORT_DATA" --epochs 3 --batch-size 32 | tee "$OUT/plain.txt"
 PLAIN=$(awk '/^plain_epoch_seconds/ {v=$2} END {print v}' "$OUT/plain.txt")
 
 # The full example, five rounds, trainers on `python3`, with the witness.
@@ -51,7 +55,7 @@ sed -e "s|\"/usr/bin/python3\"|\"$PY\"|" -e 's/^rounds: 10/rounds: 5/' -e 's/epo
 "$PY" docs/gpuenergy.py log "$OUT/counter.csv" 0.1 &
 WITNESS=$!
 sleep 1
-timeout 420 ./bin/cohort run --db "$OUT/gpu.db" examples/pytorch-fmnist/gpu.yaml 2>"$OUT/run.log" | tail -8
+timeout 300 ./bin/cohort run --db "$OUT/gpu.db" examples/pytorch-fmnist/gpu.yaml 2>"$OUT/run.log" | tail -8
 sleep 1
 kill $WITNESS; wait $WITNESS
 grep -E 'level=(WARN|ERROR)' "$OUT/run.log" | head -10
