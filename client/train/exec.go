@@ -634,27 +634,7 @@ func (e *Exec) execute(ctx context.Context, kind, taskPath string, progress func
 
 	log := e.log.With("kind", kind)
 	stderrTail := &tailLines{max: execTailLines}
-	var stdout, stderr *lineWriter
-	stdout = newLineWriter(func(line string, cut bool) {
-		if rest, ok := strings.CutPrefix(line, ExecProgressPrefix+" "); ok {
-			var p struct {
-				Epoch, Batch, Batches int
-				Loss                  float64
-			}
-			if err := json.Unmarshal([]byte(rest), &p); err == nil {
-				if progress != nil {
-					progress(p.Epoch, p.Batch, p.Batches, p.Loss)
-				}
-				log.Debug("trainer_progress", "epoch", p.Epoch, "batch", p.Batch, "batches", p.Batches, "loss", p.Loss)
-				return
-			}
-		}
-		log.Info("trainer_output", "stream", "stdout", "line", line, "cut", cut)
-	})
-	stderr = newLineWriter(func(line string, cut bool) {
-		stderrTail.add(line)
-		log.Info("trainer_output", "stream", "stderr", "line", line, "cut", cut)
-	})
+	stdout, stderr := e.outputWriters(log, stderrTail.add, progress)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 
 	start := time.Now()

@@ -651,8 +651,8 @@ func (e *Exec) environ() []string {
 func (e *Exec) outputWriters(log interface {
 	Debug(string, ...any)
 	Info(string, ...any)
-}, tail func(string), progress progressFunc) (io.Writer, io.Writer) {
-	stdout := newLineWriter(func(line string, cut bool) {
+}, tail func(string), progress progressFunc) (stdout, stderr *lineWriter) {
+	stdout = newLineWriter(func(line string, cut bool) {
 		if rest, ok := strings.CutPrefix(line, ExecProgressPrefix+" "); ok {
 			var p struct {
 				Epoch, Batch, Batches int
@@ -668,7 +668,7 @@ func (e *Exec) outputWriters(log interface {
 		}
 		log.Info("trainer_output", "stream", "stdout", "line", line, "cut", cut)
 	})
-	stderr := newLineWriter(func(line string, cut bool) {
+	stderr = newLineWriter(func(line string, cut bool) {
 		tail(line)
 		log.Info("trainer_output", "stream", "stderr", "line", line, "cut", cut)
 	})

@@ -3,6 +3,7 @@ package federation
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -96,4 +97,44 @@ func TestRunPyTorchExample(t *testing.T) {
 		}
 		t.Errorf("TMPDIR holds %s after the run; the trainers' scratch folders should be gone", strings.Join(names, ", "))
 	}
+}
+
+// BenchmarkPyTorchQuickModes runs examples/pytorch-fmnist/quick.yaml once
+// with persistent trainers and once with a process per task, and reports
+// both wall times and their ratio (issue 13: persistent at least 2× faster
+// on the CPU):
+//
+//	go test -run XXX -bench PyTorchQuickModes -benchtime 1x ./internal/federation
+func BenchmarkPyTorchQuickModes(b *testing.B) {
+	const python = "/usr/bin/python3"
+	if err := exec.Command(python, "-c", "import torch").Run(); err != nil {
+		b.Skipf("%s cannot import torch: %v", python, err)
+	}
+	dir, err := filepath.Abs("../../examples/pytorch-fmnist")
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(dir, "quick.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !bytes.Contains(src, []byte("exec: {mode: persistent}")) {
+		b.Fatal("quick.yaml no longer says exec: {mode: persistent}; update the benchmark")
+	}
+	run := func(mode string) time.Duration {
+		job := bytes.Replace(src, []byte("exec: {mode: persistent}"), []byte("exec: {mode: "+mode+"}"), 1)
+		start := time.Now()
+		if _, err := Run(context.Background(), job, Options{BaseDir: dir, DBPath: filepath.Join(b.TempDir(), "cohort.db"), Progress: io.Discard, Version: "bench"}); err != nil {
+			b.Fatalf("%s: %v", mode, err)
+		}
+		return time.Since(start)
+	}
+	var persistent, perTask time.Duration
+	for b.Loop() {
+		persistent += run("persistent")
+		perTask += run("per-task")
+	}
+	b.ReportMetric(persistent.Seconds()/float64(b.N), "persistent-s")
+	b.ReportMetric(perTask.Seconds()/float64(b.N), "per-task-s")
+	b.ReportMetric(perTask.Seconds()/persistent.Seconds(), "speedup")
 }
