@@ -76,6 +76,10 @@ type Coordinator struct {
 	pending  map[string]pendingJoin // by session id, between Join and Session
 	sites    map[string]*siteConn   // connected sites by name
 	tasks    map[string]*pendingTask
+	// closed maps the tasks of each arm's last closed round to the arm's
+	// collector of late reports: what they report after their round
+	// closed still counts, as wasted work.
+	closed map[string]*lateEnergy
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
 
 	jobs *jobQueue
@@ -128,6 +132,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		pending:  make(map[string]pendingJoin),
 		sites:    make(map[string]*siteConn),
 		tasks:    make(map[string]*pendingTask),
+		closed:   make(map[string]*lateEnergy),
 		siteCond: make(chan struct{}),
 	}
 	c.jobs = newJobQueue()
@@ -357,6 +362,8 @@ func (c *Coordinator) handleSiteMessage(conn *siteConn, m *pb.SiteMessage) {
 	case *pb.SiteMessage_Failed:
 		if t := c.task(msg.Failed.GetTaskId()); t != nil && t.site == conn.name {
 			t.box.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason(), energy: msg.Failed.GetEnergy()})
+		} else if l := c.closedTask(msg.Failed.GetTaskId()); l != nil {
+			l.add(msg.Failed.GetEnergy()) // a task its round cut or gave up on
 		}
 	case *pb.SiteMessage_Result:
 		if t := c.task(msg.Result.GetTaskId()); t != nil && t.site == conn.name {
@@ -385,6 +392,34 @@ func (c *Coordinator) removeTask(id string) {
 	c.mu.Lock()
 	delete(c.tasks, id)
 	c.mu.Unlock()
+}
+
+// closeTasks forgets the tasks of a round that closed, keeping their ids
+// (until forgetClosed) so that what they report late reaches late.
+func (c *Coordinator) closeTasks(ids []string, late *lateEnergy) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		delete(c.tasks, id)
+		c.closed[id] = late
+	}
+}
+
+// forgetClosed drops closed tasks' ids.
+func (c *Coordinator) forgetClosed(ids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		delete(c.closed, id)
+	}
+}
+
+// closedTask returns the late-report collector of a task whose round
+// closed, or nil.
+func (c *Coordinator) closedTask(id string) *lateEnergy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed[id]
 }
 
 // failSiteTasks tells every round waiting on the site that it is gone.
@@ -458,6 +493,12 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	t := c.task(h.GetTaskId())
 	if t == nil {
+		if l := c.closedTask(h.GetTaskId()); l != nil {
+			// Too late to be used; what it cost still counts.
+			l.add(h.GetEnergy())
+			l.add(h.GetEvalEnergy())
+			return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrStaleRound))
+		}
 		return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrUnknownTask))
 	}
 	limit, globalSize := c.cfg.MaxUpdateBytes, int64(0)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"math"
 	"testing"
 
@@ -118,5 +119,36 @@ func TestLateEnergyBounded(t *testing.T) {
 	}
 	if n := len(l.take()); n != 0 {
 		t.Errorf("late reports after take = %d, want 0", n)
+	}
+}
+
+// TestLateReportsCountInTheArm: a failure or an update that reaches the
+// coordinator after its round closed is refused, and what it cost reaches
+// the arm's collector of late reports (its next round counts it as
+// wasted).
+func TestLateReportsCountInTheArm(t *testing.T) {
+	c := newCluster(t)
+	var late lateEnergy
+	c.coord.closeTasks([]string{"cut-task", "late-task"}, &late)
+
+	c.coord.handleSiteMessage(&siteConn{name: "site-3"}, &pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{
+		TaskId: "cut-task", Reason: "cancelled", Energy: &pb.EnergyReport{Estimated: &pb.EnergyEstimate{Joules: 7}}}}})
+
+	cli := pb.NewCoordinatorServiceClient(c.dial(t))
+	err := pushHeader(context.Background(), cli, &pb.UpdateHeader{TaskId: "late-task", NumSamples: 1, TotalSize: 3,
+		Energy: &pb.EnergyReport{Estimated: &pb.EnergyEstimate{Joules: 5}}, EvalEnergy: &pb.EnergyReport{Estimated: &pb.EnergyEstimate{Joules: 1}}}, []byte("abc"))
+	if !contains(err.Error(), "round") {
+		t.Errorf("late push = %v, want a stale-round refusal", err)
+	}
+	var sum float64
+	for _, r := range late.take() {
+		sum += r.GetEstimated().GetJoules()
+	}
+	if sum != 13 {
+		t.Errorf("late reports hold %v J, want 7 + 5 + 1 = 13", sum)
+	}
+	c.coord.forgetClosed([]string{"cut-task", "late-task"})
+	if c.coord.closedTask("cut-task") != nil {
+		t.Errorf("a forgotten task is still known")
 	}
 }

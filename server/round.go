@@ -137,16 +137,15 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 // upload still waiting.
 func (x *roundExec) cleanup() {
 	x.timer.Stop()
-	close(x.rr.closed)
-	// The tasks stay known until the next round closes, so that what they
-	// report late still counts (as wasted) in the arm.
-	for _, id := range x.a.closedTasks {
-		x.c.removeTask(id)
-	}
+	// What the round's tasks report late still counts (as wasted) in the
+	// arm, until the next round closes.
+	x.c.forgetClosed(x.a.closedTasks)
 	x.a.closedTasks = x.a.closedTasks[:0]
 	for _, t := range x.tasks {
 		x.a.closedTasks = append(x.a.closedTasks, t.id)
 	}
+	x.c.closeTasks(x.a.closedTasks, &x.a.late)
+	close(x.rr.closed)
 	for site, reply := range x.replies {
 		reply <- fmt.Errorf("%w: round %d of %s ended before the update was used", ErrStaleRound, x.r, x.a.arm.Name)
 		delete(x.replies, site)

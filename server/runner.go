@@ -110,7 +110,7 @@ type armRun struct {
 	// carry is the energy of failed attempts at a round, counted (as
 	// wasted) by the next attempt; late collects reports that arrive after
 	// their round closed; closedTasks are the last closed round's tasks,
-	// kept known so that those reports find their arm.
+	// whose ids the coordinator keeps so that those reports find the arm.
 	carry       energyTally
 	late        lateEnergy
 	closedTasks []string
@@ -350,11 +350,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag}, func(info *pb.Job) {
 		info.Arm, info.Round, info.Rounds = arm.Name, int32(last), int32(rounds)
 	})
-	defer func() {
-		for _, id := range a.closedTasks {
-			c.removeTask(id)
-		}
-	}()
+	defer func() { c.forgetClosed(a.closedTasks) }()
 	if last == 0 && prep.Evaluator != nil {
 		// Step 0: the initial model, so every curve starts at the same point.
 		stop := c.meterAggregation(ctx)
