@@ -72,14 +72,14 @@ type Coordinator struct {
 	deps   Deps
 	models *modelStore
 
-	mu       sync.Mutex
-	pending  map[string]pendingJoin // by session id, between Join and Session
-	sites    map[string]*siteConn   // connected sites by name
-	tasks    map[string]*pendingTask
+	mu      sync.Mutex
+	pending map[string]pendingJoin // by session id, between Join and Session
+	sites   map[string]*siteConn   // connected sites by name
+	tasks   map[string]*pendingTask
 	// closed maps the tasks of each arm's last closed round to the arm's
 	// collector of late reports: what they report after their round
 	// closed still counts, as wasted work.
-	closed map[string]*lateEnergy
+	closed   map[string]*lateEnergy
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
 
 	jobs *jobQueue
