@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
@@ -150,5 +152,40 @@ func TestLateReportsCountInTheArm(t *testing.T) {
 	c.coord.forgetClosed([]string{"cut-task", "late-task"})
 	if c.coord.closedTask("cut-task") != nil {
 		t.Errorf("a forgotten task is still known")
+	}
+}
+
+// TestCentralizedLRDecaysPerRoundEquivalent: with two local epochs a round,
+// the centralized arm's four epochs train at the rates of rounds 1, 1, 2, 2
+// — as the federated arms decay — not one decay per epoch.
+func TestCentralizedLRDecaysPerRoundEquivalent(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lrs := make(chan float64, 16)
+	record := func(task *pb.Task, g *model.Weights) (*model.Weights, int64, error) {
+		lrs <- task.GetTrain().GetLr()
+		return plusOne(10)(task, g)
+	}
+	c.startSite(t, ctx, &fakeSite{name: "pool", update: record, caps: &pb.Capabilities{Trainers: []string{pb.PooledDataTrainer}}})
+	j := submit(t, c, `
+name: lr
+data: {dataset: fashion-mnist, path: /nonexistent}
+model: {kind: logreg}
+sites: {count: 1}
+rounds: 2
+train: {epochs: 2, lr: 1, lr_decay: 0.5}
+arms: [{name: centralized, centralized: {}}]
+`)
+	if got := waitJob(t, c, j.GetJobId()); got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %s (%s), want SUCCEEDED", got.GetState(), got.GetError())
+	}
+	close(lrs)
+	var got []float64
+	for lr := range lrs {
+		got = append(got, lr)
+	}
+	if want := []float64{1, 1, 0.5, 0.5}; !slices.Equal(got, want) {
+		t.Errorf("centralized epochs' lr = %v, want %v", got, want)
 	}
 }
