@@ -197,8 +197,13 @@ class Task:
         return self._loop.dataset(path, device)
 
     def progress(self, epoch, batch, batches, loss):
-        """Reports progress: a COHORT_PROGRESS line on stdout."""
-        print("COHORT_PROGRESS " + json.dumps({"epoch": epoch, "batch": batch, "batches": batches, "loss": float(loss)}), flush=True)
+        """Reports progress: on the reply pipe in persistent mode (it arrives
+        before the reply), a COHORT_PROGRESS line on stdout otherwise."""
+        p = {"epoch": epoch, "batch": batch, "batches": batches, "loss": float(loss)}
+        if self._loop.persistent:
+            self._loop.send({"id": self.id, "progress": p})
+            return
+        print("COHORT_PROGRESS " + json.dumps(p), flush=True)
 
     def reply(self, weights=None, metrics=None):
         """Writes the weights (init, train) and metrics, adds trainer_seconds

@@ -301,11 +301,25 @@ func (e *Exec) exchange(ctx context.Context, p *execProcess, t execTask, what st
 				return execProc{}, "", fmt.Errorf("%w: %s: reading its replies: %v%s", ErrTrainerProtocol, what, l.err, p.stderr.suffix()), false
 			}
 			var r struct {
-				ID    *string `json:"id"`
-				OK    *bool   `json:"ok"`
-				Error string  `json:"error"`
+				ID       *string `json:"id"`
+				OK       *bool   `json:"ok"`
+				Error    string  `json:"error"`
+				Progress *struct {
+					Epoch, Batch, Batches int
+					Loss                  float64
+				} `json:"progress"`
 			}
-			if err := json.Unmarshal(l.b, &r); err != nil || r.ID == nil || r.OK == nil {
+			err := json.Unmarshal(l.b, &r)
+			if err == nil && r.ID != nil && *r.ID == id && r.OK == nil && r.Progress != nil {
+				// Progress on the reply pipe: it cannot overtake the reply.
+				if progress != nil {
+					p.pmu.Lock() // never beside a stdout progress line's call
+					progress(r.Progress.Epoch, r.Progress.Batch, r.Progress.Batches, r.Progress.Loss)
+					p.pmu.Unlock()
+				}
+				continue
+			}
+			if err != nil || r.ID == nil || r.OK == nil {
 				return execProc{}, "", fmt.Errorf(`%w: %s wrote %s on its reply pipe (fd 4), not a reply {"id": %q, "ok": true}%s`,
 					ErrTrainerProtocol, what, quoteLine(l.b), id, p.stderr.suffix()), false
 			}
