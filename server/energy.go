@@ -52,6 +52,9 @@ type energyTally struct {
 	// coordinator-side measurements, by purpose and method
 	coordMeasured  [purposes]float64
 	coordEstimated [purposes]float64
+	// alone is the seconds of the coordinator's work that no site task
+	// overlapped (evaluating the round's model), counted in BusySeconds.
+	alone float64
 }
 
 type taggedReport struct {
@@ -67,8 +70,9 @@ type roundEnergy struct {
 	Total float64
 	// ByPurpose splits Total.
 	ByPurpose [purposes]float64
-	// BusySeconds is the union of the site reports' windows: the time
-	// during which something of the arm was measured.
+	// BusySeconds is the union of the site reports' windows, plus the
+	// coordinator's evaluation: the time during which something of the arm
+	// was measured.
 	BusySeconds float64
 	// GPUUtil is the seconds-weighted mean GPU utilisation of the reports
 	// that had a GPU; NaN when none did.
@@ -99,6 +103,7 @@ func (t *energyTally) addCoordinator(why purpose, joules float64, method string)
 func (t *energyTally) merge(o *energyTally) {
 	t.reports = append(t.reports, o.reports...)
 	t.missing = t.missing || o.missing
+	t.alone += o.alone
 	for i := range purposes {
 		t.coordMeasured[i] += o.coordMeasured[i]
 		t.coordEstimated[i] += o.coordEstimated[i]
@@ -160,7 +165,7 @@ func (t *energyTally) total() roundEnergy {
 	if utilSeconds > 0 {
 		out.GPUUtil = utilSum / utilSeconds
 	}
-	out.BusySeconds = busySeconds(t.reports)
+	out.BusySeconds = busySeconds(t.reports) + t.alone
 	var m float64
 	for i := range purposes {
 		m += measuredBy[i] + t.coordMeasured[i]

@@ -61,8 +61,9 @@ func TestEnergyTally(t *testing.T) {
 			t.addReport(purposeEval, gpuReport("GPU-b", 600, 0, 600, 1000, 7000))
 			t.addCoordinator(purposeTrain, 5, methodMeasured)
 			t.addCoordinator(purposeTrain, 7, methodEstimated) // never mixed in
+			t.alone = 2                                        // the coordinator's evaluation, after the tasks
 		},
-		wantMethod: methodMeasured, wantTotal: 1205, wantBy: [purposes]float64{605, 600, 0}, wantBusy: 6,
+		wantMethod: methodMeasured, wantTotal: 1205, wantBy: [purposes]float64{605, 600, 0}, wantBusy: 8,
 	}, {
 		// One report without any measured figure makes the round estimated:
 		// measured and estimated joules are never summed.

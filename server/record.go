@@ -195,11 +195,12 @@ func (x *roundExec) finish(ctx context.Context) error {
 	var ev Evaluation
 	evaluated := a.prep.Evaluator != nil && (x.r%every == 0 || x.r == x.rounds)
 	if evaluated {
-		stop := c.meterAggregation(ctx)
+		stop, began := c.meterAggregation(ctx), time.Now()
 		var err error
 		ev, err = a.prep.Evaluator.Evaluate(ctx, a.global)
 		joules, method := stop()
 		x.energy.addCoordinator(purposeEval, joules, method)
+		x.energy.alone += time.Since(began).Seconds() // after the sites' tasks, not beside them
 		if err != nil {
 			return fmt.Errorf("evaluating the global model: %w", err)
 		}
@@ -229,8 +230,8 @@ func (x *roundExec) finish(ctx context.Context) error {
 		ms = append(ms, m(tracking.MetricGPUUtilizationPercent, e.GPUUtil))
 	}
 	if w := a.j.idleWatts; method == methodMeasured && w > 0 {
-		// The coordinator's own work is not in BusySeconds: it overlaps the
-		// sites' in `cohort run`, and is milliseconds otherwise.
+		// BusySeconds leaves out the coordinator's aggregation, which runs
+		// beside the sites' tasks.
 		ms = append(ms, m(tracking.MetricEnergyAboveIdle, roundJ-w*e.BusySeconds))
 	}
 	co2 := roundJ / 3.6e6 * spec.Energy.PUE * spec.Energy.CarbonGPerKWh
