@@ -173,8 +173,8 @@ func workerKey(site string, t *pb.Task) string {
 // its memory (on a GPU, its CUDA context) until its idle timeout.
 func (a *Agent) retire(tr train.Trainer, t *pb.Task) {
 	s, ok := tr.(interface{ StopWorker(key string) })
-	if !ok {
-		return
+	if !ok || t.GetArm() == "" {
+		return // an init or evaluate task has a worker of its own, for the job
 	}
 	key := workerKey(a.cfg.Name, t)
 	a.mu.Lock()
