@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cohortfl/cohort/client/train"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
@@ -52,5 +54,42 @@ func TestNextTarget(t *testing.T) {
 				t.Errorf("nextTarget(%d, %v) = %d, %v; want %d, %v", tt.i, tt.err, got, hinted, tt.want, tt.wantHinted)
 			}
 		})
+	}
+}
+
+// stopper is a trainer whose persistent workers can be stopped; it records
+// which.
+type stopper struct {
+	train.Trainer
+	stopped chan string
+}
+
+func (s stopper) StopWorker(key string) { s.stopped <- key }
+
+// TestRetireFinishedArmWorker: when a job's next arm reaches a site, the
+// previous arm's persistent worker is stopped, once; a task of the same arm
+// or of another job stops nothing.
+func TestRetireFinishedArmWorker(t *testing.T) {
+	a := &Agent{cfg: Config{Name: "kit"}}
+	s := stopper{stopped: make(chan string, 8)}
+	for _, task := range []*pb.Task{
+		{JobId: "j1", Arm: "centralized"},
+		{JobId: "j1", Arm: "centralized"},
+		{JobId: "j2", Arm: "fedavg"},
+		{JobId: "j1", Arm: "fedavg"},
+		{JobId: "j1", Arm: "fedavg"},
+		{JobId: "j1", Arm: "fedprox"},
+	} {
+		a.retire(s, task)
+	}
+	a.wg.Wait()
+	close(s.stopped)
+	var got []string
+	for k := range s.stopped {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	if want := []string{"kit/j1/centralized", "kit/j1/fedavg"}; !slices.Equal(got, want) {
+		t.Errorf("workers stopped = %v, want %v", got, want)
 	}
 }
