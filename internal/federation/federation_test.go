@@ -68,6 +68,9 @@ func TestRunEndToEnd(t *testing.T) {
 		if a.FinalAccuracy < 0.6 {
 			t.Errorf("arm %s: final accuracy %.3f, want ≥ 0.6", a.Name, a.FinalAccuracy)
 		}
+		if !(a.TrainEnergyJoules > 0) || !(a.EvalEnergyJoules >= 0) || a.WastedEnergyJoules != 0 {
+			t.Errorf("arm %s: train, eval, wasted energy = %v, %v, %v J; want > 0, ≥ 0, 0", a.Name, a.TrainEnergyJoules, a.EvalEnergyJoules, a.WastedEnergyJoules)
+		}
 		if a.Federated && !(a.BytesSent > 0 && a.BytesReceived > 0) {
 			t.Errorf("arm %s: bytes sent %v received %v, want both > 0", a.Name, a.BytesSent, a.BytesReceived)
 		}
@@ -110,6 +113,19 @@ func TestRunEndToEnd(t *testing.T) {
 			h, _ := store.GetMetricHistory(context.Background(), s.Info.RunID, tracking.MetricTrainLoss)
 			if len(h) != 2 {
 				t.Errorf("site run %s: %d train_loss points, want 2", s.Info.RunName, len(h))
+			}
+			// Each task's timing, and (federated arms: sites evaluate the
+			// model they received on their test split) the evaluation's
+			// energy, measured apart from the training's.
+			task, _ := store.GetMetricHistory(context.Background(), s.Info.RunID, tracking.MetricTaskSeconds)
+			trainer, _ := store.GetMetricHistory(context.Background(), s.Info.RunID, tracking.MetricTrainerSeconds)
+			if len(task) != 2 || len(trainer) != 2 || trainer[1].Value <= 0 || trainer[1].Value > task[1].Value {
+				t.Errorf("site run %s: task_seconds %v, trainer_seconds %v; want 2 points each, 0 < trainer ≤ task", s.Info.RunName, task, trainer)
+			}
+			if kind == tracking.KindFederated {
+				if ev, _ := store.GetMetricHistory(context.Background(), s.Info.RunID, tracking.MetricEvalEnergyJoules); len(ev) != 2 {
+					t.Errorf("site run %s: %d eval_energy_joules points, want 2", s.Info.RunName, len(ev))
+				}
 			}
 		}
 	}
