@@ -9,8 +9,10 @@
 // Aggregation streams: each update is validated and folded into a running
 // sum as it arrives, so memory is O(params) however many sites report, and
 // an Add allocates nothing that grows with the model. The sum is float32,
-// folded with SIMD axpy on every core; sample counts and the final
-// division are float64. The choice was measured: a float64 sum moves 20
+// folded with SIMD axpy on every core; each update is weighted by its
+// sample count relative to the first update's, and the final division, by
+// the sum of the weights applied, is float64, so a round of one site gives
+// back its weights exactly, however many samples it claims. The choice was measured: a float64 sum moves 20
 // bytes per parameter and update instead of 12 and ran 1.7× (AVX2 kernel)
 // to 2× (plain Go, BenchmarkAccumulateFloat64) slower, while the float32
 // sum stays within 0.6, 1.5 and 4.6 float32 ulps of the exact weighted mean
