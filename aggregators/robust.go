@@ -263,13 +263,17 @@ func (r *heldRound) Result() (*model.Weights, map[string]float64, error) {
 // Σ(next − g)² and whether every value stayed finite.
 func combine(global *model.Weights, held []*model.Weights, lr float64, share []piece, agg func([]float64) float64, next *model.Weights) (float64, bool) {
 	col := make([]float64, len(held))
+	src := make([][]float32, len(held)) // this piece of each update
 	var s float64
 	ok := true
 	for _, p := range share {
 		g, out := global.Tensors[p.t].Data[p.lo:p.hi], next.Tensors[p.t].Data[p.lo:p.hi]
+		for k, u := range held {
+			src[k] = u.Tensors[p.t].Data[p.lo:p.hi:p.hi]
+		}
 		for j := range out {
-			for k, u := range held {
-				col[k] = float64(u.Tensors[p.t].Data[p.lo+j])
+			for k, x := range src {
+				col[k] = float64(x[j])
 			}
 			sortSmall(col)
 			v := agg(col)
