@@ -45,17 +45,21 @@ type Strategy interface {
 type Round interface {
 	// Add folds one site's trained weights (its full local model, not a
 	// delta) with the number of samples it trained on into the aggregate,
-	// reading update without keeping it. An update that does not match the
-	// global model (names, order, shapes), holds NaN or ±Inf, has fewer
-	// than one sample, or holds values large enough to overflow the sum is
+	// never modifying update nor keeping a reference to it (the robust
+	// rules keep a copy). An update that does not match the global model
+	// (names, order, shapes), holds NaN or ±Inf, has fewer than one
+	// sample, or holds values large enough to overflow FedAvg's sum is
 	// refused with an error wrapping [ErrBadUpdate], and the aggregate is
-	// unchanged.
+	// unchanged; so is one that would take a robust rule's held updates
+	// past its memory budget.
 	Add(update *model.Weights, numSamples int64) error
 	// Result returns the next global model, newly allocated, and
 	// server-side metrics: "updates" (how many were added), "samples"
-	// (their total sample count) and "update_norm" (‖next − global‖₂). It
-	// does not end the round: a later Add is folded in and a later Result
-	// includes it.
+	// (their total sample count) and "update_norm" (‖next − global‖₂);
+	// krum and multi_krum add "selected" (how many updates they kept) and,
+	// when that is one, "selected_index" (its position in the order of
+	// Add). It does not end the round: a later Add is folded in and a later
+	// Result includes it.
 	Result() (*model.Weights, map[string]float64, error)
 }
 
