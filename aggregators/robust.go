@@ -318,7 +318,9 @@ func medianOf(x []float64) float64 {
 // trimmedMeanOf returns the mean of sorted x without its ⌊β·n⌋ smallest
 // and ⌊β·n⌋ largest values.
 func trimmedMeanOf(x []float64, beta float64) float64 {
-	k := int(math.Floor(beta * float64(len(x))))
+	// The slack keeps a product such as 0.29·100 = 28.999999999999996
+	// from losing a whole value to rounding.
+	k := int(math.Floor(beta*float64(len(x)) + 1e-9))
 	return meanOf(x[k : len(x)-k])
 }
 

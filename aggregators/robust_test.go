@@ -266,3 +266,31 @@ func TestNewRobust(t *testing.T) {
 		}
 	}
 }
+
+func TestTrimmedMeanTrimsFloorBetaN(t *testing.T) {
+	tests := []struct {
+		beta float64
+		n    int
+		want float64 // values 0 … n−1: the mean of those kept
+	}{
+		{0, 4, 1.5},
+		{0.2, 5, 2},       // trims 1 at each end
+		{0.29, 100, 49.5}, // trims 29, not 28
+		{0.49, 3, 1},      // ⌊1.47⌋ = 1: only the middle one
+		{0.1, 9, 4},       // ⌊0.9⌋ = 0
+	}
+	for _, tt := range tests {
+		x := make([]float64, tt.n)
+		for i := range x {
+			x[i] = float64(i)
+		}
+		x[0] = -1e9 // an outlier the trimming must drop whenever it trims
+		want := tt.want
+		if k := int(math.Floor(tt.beta*float64(tt.n) + 1e-9)); k == 0 {
+			want = (float64(tt.n*(tt.n-1))/2 - 1e9) / float64(tt.n)
+		}
+		if got := trimmedMeanOf(x, tt.beta); math.Abs(got-want) > 1e-9 {
+			t.Errorf("trimmedMeanOf(%d values, %v) = %v, want %v", tt.n, tt.beta, got, want)
+		}
+	}
+}
