@@ -200,17 +200,23 @@ func TestRobustMatchesNaive(t *testing.T) {
 		}
 		us = append(us, u)
 	}
-	r, _ := (&Median{}).Begin(global)
-	for _, u := range us {
-		if err := r.Add(u, 1); err != nil {
+	run := func(s Strategy) (*model.Weights, map[string]float64) {
+		t.Helper()
+		r, _ := s.Begin(global)
+		for _, u := range us {
+			if err := r.Add(u, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		next, m, err := r.Result()
+		if err != nil {
 			t.Fatal(err)
 		}
+		return next, m
 	}
-	next, _, err := r.Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, tn := range next.Tensors {
+	median, _ := run(&Median{})
+	trimmed, _ := run(&TrimmedMean{Beta: 1.0 / 6})
+	for i, tn := range median.Tensors {
 		for j, got := range tn.Data {
 			col := make([]float64, len(us))
 			for k, u := range us {
@@ -220,7 +226,44 @@ func TestRobustMatchesNaive(t *testing.T) {
 			if want := float32((col[2] + col[3]) / 2); got != want {
 				t.Fatalf("median %s[%d] = %v, want %v", tn.Name, j, got, want)
 			}
+			if want := float32((col[1] + col[2] + col[3] + col[4]) / 4); trimmed.Tensors[i].Data[j] != want {
+				t.Fatalf("trimmed mean %s[%d] = %v, want %v", tn.Name, j, trimmed.Tensors[i].Data[j], want)
+			}
 		}
+	}
+	// Krum over the same updates: scores from a naive pass over the flat
+	// parameters must pick the same update.
+	n, f := len(us), 1
+	flats := make([][]float32, n)
+	for k, u := range us {
+		flats[k] = flat(u)
+	}
+	best, bestScore := -1, math.Inf(1)
+	for a := range n {
+		var ds []float64
+		for b := range n {
+			if b == a {
+				continue
+			}
+			var d float64
+			for j := range flats[a] {
+				e := float64(flats[a][j]) - float64(flats[b][j])
+				d += e * e
+			}
+			ds = append(ds, d)
+		}
+		sortSmall(ds)
+		var score float64
+		for _, d := range ds[:n-f-2] {
+			score += d
+		}
+		if score < bestScore {
+			best, bestScore = a, score
+		}
+	}
+	krum, m := run(&Krum{F: f})
+	if m["selected_index"] != float64(best) || !cmp.Equal(flat(krum), flats[best]) {
+		t.Errorf("krum selected update %v, the naive scores pick %d", m["selected_index"], best)
 	}
 }
 
