@@ -132,3 +132,26 @@ func BenchmarkAccumulateFloat64(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMedian10x10M is a whole median round over the same 10 updates
+// of 10M params: Begin, 10 Adds (each copies its update), Result. Bytes are
+// update bytes read, as in BenchmarkFedAvg.
+func BenchmarkMedian10x10M(b *testing.B) {
+	g, us := benchUpdates()
+	b.SetBytes(int64(benchSites) * g.Bytes())
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := (&Median{}).Begin(g)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, u := range us {
+			if err := r.Add(u, 100); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, _, err := r.Result(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

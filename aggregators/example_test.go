@@ -53,5 +53,33 @@ func ExampleRound_Add() {
 func ExampleNew() {
 	_, err := aggregators.New("fedsgd", nil)
 	fmt.Println(err)
-	// Output: unknown strategy "fedsgd": known strategies are fedavg, fedprox
+	// Output: unknown strategy "fedsgd": known strategies are fedavg, fedprox, krum, median, multi_krum, trimmed_mean
+}
+
+// The coordinate-wise median ignores sample counts and extreme values: a
+// site that claims 2^40 samples and sends [-1000 1000] moves nothing.
+func ExampleMedian() {
+	s, _ := aggregators.New("median", nil)
+	round, _ := s.Begin(vec(0, 0))
+	_ = round.Add(vec(1, 2), 100)
+	_ = round.Add(vec(2, 3), 100)
+	_ = round.Add(vec(3, 2), 100)
+	_ = round.Add(vec(-1000, 1000), 1<<40)
+	next, metrics, _ := round.Result()
+	// Even count: the mean of the two middle values, (1+2)/2 and (2+3)/2.
+	fmt.Println(next.Tensors[0].Data, metrics["updates"])
+	// Output: [1.5 2.5] 4
+}
+
+// Krum keeps the update closest to its neighbours; "selected_index" is its
+// position in the order of Add.
+func ExampleKrum() {
+	s, _ := aggregators.New("krum", map[string]float64{"f": 1})
+	round, _ := s.Begin(vec(0, 0))
+	for _, u := range [][]float32{{1, 1}, {1.2, 1}, {0.9, 1.1}, {1.1, 0.8}, {-50, 80}} {
+		_ = round.Add(vec(u...), 10)
+	}
+	next, metrics, _ := round.Result()
+	fmt.Println(next.Tensors[0].Data, metrics["selected"], metrics["selected_index"])
+	// Output: [1 1] 1 0
 }

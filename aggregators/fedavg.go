@@ -67,14 +67,21 @@ var _ Strategy = (*FedProx)(nil)
 // Name returns "fedprox".
 func (f *FedProx) Name() string { return "fedprox" }
 
-// avgRound is FedAvg's running aggregate: acc = Σ n_k·w_k in float32,
-// total = Σ n_k.
+// avgRound is FedAvg's running aggregate: acc = Σ a_k·w_k in float32,
+// where a_k = float32(n_k/n_1) is site k's sample count relative to the
+// first update's, and wsum = Σ a_k in float64. The mean is acc/wsum: the
+// normalisation divides by exactly the weights that were applied, so one
+// update (a_1 = 1) comes back bit for bit whatever its count, and the
+// weights never meet float32's 2^24 limit on exact integers. Rounding a_k
+// to float32 moves it by at most 2^-24 of itself.
 type avgRound struct {
 	global  *model.Weights
 	lr      float64
 	acc     [][]float32
+	ref     float64 // n_1, the first added update's sample count
+	wsum    float64 // Σ a_k
 	total   float64 // Σ n_k, exact below 2^53
-	bound   float64 // Σ n_k·max|w_k|: a bound on every |acc| entry
+	bound   float64 // Σ a_k·max|w_k|: a bound on every |acc| entry
 	updates int
 
 	// Work shared with the workers of one call, so that a call allocates
@@ -104,7 +111,11 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 	// Every worker scans its share (finite, and a bound on the
 	// magnitudes); once all have, each reaches the same verdict from the
 	// shared results and, if the update is good, folds its share in.
-	r.u, r.wt = u, float32(n)
+	ref := r.ref
+	if r.updates == 0 {
+		ref = float64(n)
+	}
+	r.u, r.wt = u, float32(float64(n)/ref)
 	defer func() { r.u = nil }()
 	r.scanned.Add(len(r.plan))
 	r.done.Add(len(r.plan))
@@ -117,6 +128,8 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 	switch {
 	case ok:
 		r.bound += float64(r.wt) * float64(norm)
+		r.ref = ref
+		r.wsum += float64(r.wt)
 		r.total += float64(n)
 		r.updates++
 		return nil
@@ -186,11 +199,11 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 	}, nil
 }
 
-// resultShare is worker w's part of Result: next = g + η·(acc/total − g),
+// resultShare is worker w's part of Result: next = g + η·(acc/wsum − g),
 // in float64, rounded once to float32.
 func (r *avgRound) resultShare(w int) {
 	defer r.done.Done()
-	inv := 1 / r.total
+	inv := 1 / r.wsum
 	var s float64
 	ok := true
 	for _, p := range r.plan[w] {

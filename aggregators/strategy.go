@@ -45,29 +45,67 @@ type Strategy interface {
 type Round interface {
 	// Add folds one site's trained weights (its full local model, not a
 	// delta) with the number of samples it trained on into the aggregate,
-	// reading update without keeping it. An update that does not match the
-	// global model (names, order, shapes), holds NaN or ±Inf, has fewer
-	// than one sample, or holds values large enough to overflow the sum is
+	// never modifying update nor keeping a reference to it (the robust
+	// rules keep a copy). An update that does not match the global model
+	// (names, order, shapes), holds NaN or ±Inf, has fewer than one
+	// sample, or holds values large enough to overflow FedAvg's sum is
 	// refused with an error wrapping [ErrBadUpdate], and the aggregate is
-	// unchanged.
+	// unchanged; so is one that would take a robust rule's held updates
+	// past its memory budget.
 	Add(update *model.Weights, numSamples int64) error
 	// Result returns the next global model, newly allocated, and
 	// server-side metrics: "updates" (how many were added), "samples"
-	// (their total sample count) and "update_norm" (‖next − global‖₂). It
-	// does not end the round: a later Add is folded in and a later Result
-	// includes it.
+	// (their total sample count) and "update_norm" (‖next − global‖₂);
+	// krum and multi_krum add "selected" (how many updates they kept) and,
+	// when that is one, "selected_index" (its position in the order of
+	// Add). It does not end the round: a later Add is folded in and a later
+	// Result includes it.
 	Result() (*model.Weights, map[string]float64, error)
 }
 
 // Names returns the names [New] knows, sorted.
-func Names() []string { return []string{"fedavg", "fedprox"} }
+func Names() []string {
+	return []string{"fedavg", "fedprox", "krum", "median", "multi_krum", "trimmed_mean"}
+}
+
+// Params returns the parameters the strategy called name takes, sorted, or
+// nil for a name [New] does not know.
+func Params(name string) []string {
+	switch name {
+	case "fedavg", "median":
+		return []string{"server_lr"}
+	case "fedprox":
+		return []string{"mu", "server_lr"}
+	case "trimmed_mean":
+		return []string{"beta", "server_lr"}
+	case "krum":
+		return []string{"f", "server_lr"}
+	case "multi_krum":
+		return []string{"f", "m", "server_lr"}
+	}
+	return nil
+}
+
+// maxCount bounds f and m: far beyond any federation's size, and exact in
+// a float64.
+const maxCount = 1 << 20
 
 // New returns the strategy called name, configured from params:
 //
-//   - "server_lr" (both): the server learning rate η in
-//     w ← w + η·(avg − w); absent or 0 means 1, plain averaging.
+//   - "server_lr" (all): the server learning rate η in
+//     w ← w + η·(agg − w); absent or 0 means 1, the aggregate itself.
 //   - "mu" (fedprox): the proximal coefficient μ ≥ 0 sent to the sites.
-//     fedavg accepts mu only as 0.
+//     The other strategies accept mu only as 0.
+//   - "beta" (trimmed_mean): the fraction trimmed at each end, 0 ≤ β <
+//     0.5; absent means [DefaultBeta].
+//   - "f" (krum, multi_krum): the number of Byzantine sites assumed, a
+//     whole number ≥ 0; absent means [DefaultF].
+//   - "m" (multi_krum): how many of the best-scored updates are averaged,
+//     a whole number ≥ 0; absent or 0 means n − f.
+//
+// The robust strategies (median, trimmed_mean, krum, multi_krum) hold a
+// round's updates in memory up to [DefaultMaxBytes]; set MaxBytes on the
+// returned struct for another budget.
 //
 // An unknown name wraps [ErrUnknownStrategy] and lists the known ones; an
 // unknown parameter or a value out of range wraps [ErrBadParams].
@@ -75,37 +113,62 @@ func New(name string, params map[string]float64) (Strategy, error) {
 	if !slices.Contains(Names(), name) {
 		return nil, fmt.Errorf("%w %q: known strategies are %s", ErrUnknownStrategy, name, strings.Join(Names(), ", "))
 	}
+	takes := Params(name)
 	var problems []error
+	bad := func(format string, a ...any) {
+		problems = append(problems, fmt.Errorf("%w: strategy %s: "+format, append([]any{ErrBadParams, name}, a...)...))
+	}
 	for k, v := range params {
+		finite := !math.IsNaN(v) && !math.IsInf(v, 0)
+		if k != "mu" && !slices.Contains(takes, k) {
+			problems = append(problems, fmt.Errorf("%w: strategy %s has no parameter %q; it takes %s", ErrBadParams, name, k, strings.Join(takes, ", ")))
+			continue
+		}
 		switch k {
 		case "server_lr":
-			if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-				problems = append(problems, fmt.Errorf("%w: strategy %s: server_lr %v must be positive (or 0 for the default, 1)", ErrBadParams, name, v))
+			if v < 0 || !finite {
+				bad("server_lr %v must be positive (or 0 for the default, 1)", v)
 			}
 		case "mu":
-			if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-				problems = append(problems, fmt.Errorf("%w: strategy %s: mu %v must be finite and ≥ 0", ErrBadParams, name, v))
+			if v < 0 || !finite {
+				bad("mu %v must be finite and ≥ 0", v)
 			} else if name != "fedprox" && v != 0 {
 				problems = append(problems, fmt.Errorf("%w: strategy %s takes no mu (got %v); use fedprox for a proximal term", ErrBadParams, name, v))
 			}
-		default:
-			problems = append(problems, fmt.Errorf("%w: strategy %s has no parameter %q; it takes %s", ErrBadParams, name, k, knownParams(name)))
+		case "beta":
+			if !(v >= 0 && v < 0.5) {
+				bad("beta %v must be at least 0 and below 0.5 (the fraction trimmed at each end)", v)
+			}
+		case "f", "m":
+			if !(v >= 0 && v <= maxCount) || v != math.Trunc(v) {
+				bad("%s %v must be a whole number from 0 to %d", k, v, maxCount)
+			}
 		}
 	}
 	if len(problems) > 0 {
 		slices.SortFunc(problems, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 		return nil, errors.Join(problems...)
 	}
-	avg := FedAvg{ServerLR: params["server_lr"]}
-	if name == "fedprox" {
-		return &FedProx{FedAvg: avg, Mu: params["mu"]}, nil
+	lr := params["server_lr"]
+	beta, ok := params["beta"]
+	if !ok {
+		beta = DefaultBeta
 	}
-	return &avg, nil
-}
-
-func knownParams(name string) string {
-	if name == "fedprox" {
-		return "mu, server_lr"
+	f, ok := params["f"]
+	if !ok {
+		f = DefaultF
 	}
-	return "server_lr"
+	switch name {
+	case "fedprox":
+		return &FedProx{FedAvg: FedAvg{ServerLR: lr}, Mu: params["mu"]}, nil
+	case "median":
+		return &Median{ServerLR: lr}, nil
+	case "trimmed_mean":
+		return &TrimmedMean{Beta: beta, ServerLR: lr}, nil
+	case "krum":
+		return &Krum{F: int(f), ServerLR: lr}, nil
+	case "multi_krum":
+		return &MultiKrum{F: int(f), M: int(params["m"]), ServerLR: lr}, nil
+	}
+	return &FedAvg{ServerLR: lr}, nil
 }

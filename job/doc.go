@@ -1,12 +1,12 @@
 // Package job reads the YAML job file that describes one Cohort experiment:
 // the data and how it is split across sites, the model, the rounds, the
 // training settings, the arms to compare (a centralized baseline and
-// federated strategies such as FedAvg and FedProx), the round deadline, the
-// energy settings and where to log it all. [Parse] and [Load] decode the file
-// strictly (unknown keys, wrong types and impossible values are errors that
-// name the line, the key and the fix), fill in the documented defaults and
-// validate the result; [Spec.Flatten] turns the spec into the dotted
-// parameters logged on the job's tracking run.
+// federated strategies such as FedAvg, FedProx and the robust median), the
+// round deadline, the energy settings and where to log it all. [Parse] and
+// [Load] decode the file strictly (unknown keys, wrong types and impossible
+// values are errors that name the line, the key and the fix), fill in the
+// documented defaults and validate the result; [Spec.Flatten] turns the
+// spec into the dotted parameters logged on the job's tracking run.
 //
 // Every key, with its default ("required" where there is none):
 //
@@ -29,6 +29,11 @@
 //	  - {name: centralized, centralized: {epochs: <rounds × epochs>, site: ""}}   # site: where it trains ("" = the pooled-data site)
 //	  - {name: fedavg, strategy: {name: fedavg, server_lr: 1}}            # or strategy: fedavg
 //	  - {name: fedprox, strategy: {name: fedprox, mu: 0.01}, train: {lr: 0.1}}   # per-arm train overrides
+//	  # robust to hostile sites (unweighted: sample counts are not trusted; a round's updates are held in memory):
+//	  - {name: median, strategy: {name: median, server_lr: 1}}            # coordinate-wise median
+//	  - {name: trimmed, strategy: {name: trimmed_mean, beta: 0.1}}        # drop beta of the values at each end, 0 ≤ beta < 0.5
+//	  - {name: krum, strategy: {name: krum, f: 1}}                        # f Byzantine sites; 2f+3 ≤ min_per_round
+//	  - {name: mkrum, strategy: {name: multi_krum, f: 1, m: 0}}           # average the m best by Krum's score; 0 = n − f
 //	eval: {every: 1, site: ""}       # site: it evaluates on its test set; "" = the coordinator's, else federated only
 //	deadline: {round: 10m, retries: 0}   # retries: a round short of min_per_round runs again, this many times
 //	energy: {interval: 100ms, carbon_g_per_kwh: 475, pue: 1.0, cpu_watts_per_core: 10}

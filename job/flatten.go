@@ -113,6 +113,15 @@ func (s *Spec) Flatten() map[string]string {
 				flt(p+"strategy.mu", st.Mu)
 			}
 			flt(p+"strategy.server_lr", st.ServerLR)
+			if st.Name == StrategyTrimmedMean || st.Beta != 0 {
+				flt(p+"strategy.beta", st.Beta)
+			}
+			if st.Name == StrategyKrum || st.Name == StrategyMultiKrum || st.F != 0 {
+				num(p+"strategy.f", st.F)
+			}
+			if st.Name == StrategyMultiKrum || st.M != 0 {
+				num(p+"strategy.m", st.M)
+			}
 		}
 		if o := a.Train; o != nil {
 			if o.Epochs != nil {

@@ -95,6 +95,16 @@ func TestFlattenKinds(t *testing.T) {
 			"arms.1.strategy.mu":              "1",
 			"eval.every":                      "10",
 		}, []string{"data.partition.kind", "data.path", "model.hidden"}},
+		{"testdata/robust.good.yaml", map[string]string{
+			"arms.0.strategy.name":      "median",
+			"arms.1.strategy.beta":      "0.1",
+			"arms.2.strategy.beta":      "0",
+			"arms.2.strategy.server_lr": "0.5",
+			"arms.3.strategy.f":         "1",
+			"arms.4.strategy.f":         "0",
+			"arms.5.strategy.f":         "1",
+			"arms.5.strategy.m":         "3",
+		}, []string{"arms.0.strategy.beta", "arms.0.strategy.f", "arms.1.strategy.f", "arms.3.strategy.m", "arms.3.strategy.beta", "arms.0.strategy.mu"}},
 		{"testdata/anchors.good.yaml", map[string]string{
 			"arms.0.train.lr":       "0.01",
 			"arms.0.train.momentum": "0.9",

@@ -686,6 +686,9 @@ func (d *decoder) arms(path string, n *yaml.Node, out *[]Arm) {
 					{"name", func(p string, v *yaml.Node) { d.str(p, v, &a.Strategy.Name) }},
 					{"mu", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.Mu) }},
 					{"server_lr", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.ServerLR) }},
+					{"beta", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.Beta) }},
+					{"f", func(p string, v *yaml.Node) { d.int(p, v, &a.Strategy.F) }},
+					{"m", func(p string, v *yaml.Node) { d.int(p, v, &a.Strategy.M) }},
 				})
 			}},
 			{"train", func(p string, v *yaml.Node) {

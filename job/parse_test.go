@@ -432,3 +432,25 @@ func TestSetInitWeights(t *testing.T) {
 		t.Errorf("SetInitWeights without model.init = %v, want an error naming init", err)
 	}
 }
+
+func TestRobustStrategyDefaults(t *testing.T) {
+	s, err := Load("testdata/robust.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Strategy
+	for _, a := range s.Arms {
+		got = append(got, *a.Strategy)
+	}
+	want := []Strategy{
+		{Name: StrategyMedian, ServerLR: 1},
+		{Name: StrategyTrimmedMean, ServerLR: 1, Beta: DefaultBeta},
+		{Name: StrategyTrimmedMean, ServerLR: 0.5}, // beta: 0 written: no trimming
+		{Name: StrategyKrum, ServerLR: 1, F: DefaultF},
+		{Name: StrategyKrum, ServerLR: 1}, // f: 0 written
+		{Name: StrategyMultiKrum, ServerLR: 1, F: 1, M: 3},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("robust.good.yaml strategies (-want +got):\n%s", diff)
+	}
+}

@@ -42,6 +42,17 @@ const (
 	StrategyFedAvg = "fedavg"
 	// StrategyFedProx is FedAvg with a proximal term μ (Li et al., 2020).
 	StrategyFedProx = "fedprox"
+	// StrategyMedian is the coordinate-wise median (Yin et al., 2018).
+	StrategyMedian = "median"
+	// StrategyTrimmedMean is the coordinate-wise β-trimmed mean (Yin et
+	// al., 2018).
+	StrategyTrimmedMean = "trimmed_mean"
+	// StrategyKrum is Krum (Blanchard et al., 2017): the update closest to
+	// its n − f − 2 nearest others.
+	StrategyKrum = "krum"
+	// StrategyMultiKrum is Multi-Krum: the mean of the m best-scored
+	// updates by Krum's score.
+	StrategyMultiKrum = "multi_krum"
 )
 
 // Defaults filled in by [Parse] and [Spec.ApplyDefaults] for settings the
@@ -67,6 +78,11 @@ const (
 	DefaultLR        = 0.05
 	// DefaultServerLR applies the averaged update as is (plain FedAvg).
 	DefaultServerLR = 1.0
+	// DefaultBeta is trimmed_mean's β: 10% of the values trimmed at each
+	// end.
+	DefaultBeta = 0.1
+	// DefaultF is krum's and multi_krum's f: one Byzantine site.
+	DefaultF = 1
 	// DefaultEvalEvery evaluates the global model after every round.
 	DefaultEvalEvery = 1
 	// DefaultRoundDeadline is how long a round waits for stragglers.
@@ -355,13 +371,23 @@ type Centralized struct {
 
 // Strategy is a federated aggregation strategy.
 type Strategy struct {
-	// Name is "fedavg" or "fedprox".
+	// Name is "fedavg", "fedprox", "median", "trimmed_mean", "krum" or
+	// "multi_krum".
 	Name string
 	// Mu is FedProx's proximal coefficient μ ≥ 0 (0 is FedAvg); fedprox only.
 	Mu float64
-	// ServerLR scales the averaged update applied to the global model;
+	// ServerLR scales the aggregated update applied to the global model;
 	// default 1.
 	ServerLR float64
+	// Beta is the fraction trimmed at each end, 0 ≤ β < 0.5; trimmed_mean
+	// only, default 0.1.
+	Beta float64
+	// F is the number of Byzantine sites assumed, ≥ 0; krum and multi_krum
+	// only, default 1. A round needs at least 2f + 3 updates.
+	F int
+	// M is how many best-scored updates are averaged; multi_krum only,
+	// default 0: n − f of a round's n updates.
+	M int
 }
 
 // Eval says when the global model is evaluated.
@@ -514,6 +540,12 @@ func (s *Spec) ApplyDefaults() {
 		}
 		if a.Strategy != nil && a.Strategy.ServerLR == 0 && !set(p+".strategy.server_lr") {
 			a.Strategy.ServerLR = DefaultServerLR
+		}
+		if st := a.Strategy; st != nil && st.Name == StrategyTrimmedMean && st.Beta == 0 && !set(p+".strategy.beta") {
+			st.Beta = DefaultBeta
+		}
+		if st := a.Strategy; st != nil && (st.Name == StrategyKrum || st.Name == StrategyMultiKrum) && st.F == 0 && !set(p+".strategy.f") {
+			st.F = DefaultF
 		}
 		if c := a.Centralized; c != nil && c.Epochs == 0 && !set(p+".centralized.epochs") {
 			if e := s.ArmTrain(*a).Epochs; s.Rounds > 0 && s.Rounds <= MaxRounds && e > 0 && e <= MaxRounds {

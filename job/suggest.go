@@ -32,6 +32,14 @@ func synonym(nw string) string {
 		return "mu"
 	case "algorithm", "aggregator":
 		return "strategy"
+	case "fedmedian": // Flower's names for the robust strategies
+		return "median"
+	case "fedtrimmedavg", "trimmedavg":
+		return "trimmed_mean"
+	case "byzantine", "numbyzantine", "nummalicious", "faulty":
+		return "f"
+	case "trimratio", "trimfraction", "trim":
+		return "beta"
 	case "experimentname":
 		return "experiment"
 	case "trackinguri", "mlflowtrackinguri":

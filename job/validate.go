@@ -15,8 +15,10 @@ func knownDatasets() []string { return []string{DatasetFashionMNIST, DatasetSynt
 func knownPartitions() []string {
 	return []string{PartitionIID, PartitionDirichlet, PartitionLabels, PartitionShards}
 }
-func knownModels() []string     { return []string{ModelLogReg, ModelMLP, ModelCNN, ModelExec} }
-func knownStrategies() []string { return []string{StrategyFedAvg, StrategyFedProx} }
+func knownModels() []string { return []string{ModelLogReg, ModelMLP, ModelCNN, ModelExec} }
+func knownStrategies() []string {
+	return []string{StrategyFedAvg, StrategyFedProx, StrategyMedian, StrategyTrimmedMean, StrategyKrum, StrategyMultiKrum}
+}
 
 // fashionMNISTClasses is Fashion-MNIST's number of classes.
 const fashionMNISTClasses = 10
@@ -366,6 +368,38 @@ func validateTrain(p *problems, prefix string, t Train) {
 	}
 }
 
+// validateRobust checks the robust strategies' parameters at sp: each
+// only for the strategies that take it, and in range.
+func (s *Spec) validateRobust(p *problems, sp string, st *Strategy) {
+	written := func(key string, nonzero bool) bool {
+		_, ok := s.lines[sp+"."+key]
+		return ok || nonzero
+	}
+	krum := st.Name == StrategyKrum || st.Name == StrategyMultiKrum
+	switch {
+	case st.Name != StrategyTrimmedMean && written("beta", st.Beta != 0):
+		p.add(sp+".beta", "only used by trimmed_mean; remove it or set name: trimmed_mean")
+	case st.Name == StrategyTrimmedMean && !(st.Beta >= 0 && st.Beta < 0.5):
+		p.add(sp+".beta", "%g must be at least 0 and below 0.5 (the fraction of values trimmed at each end), e.g. beta: 0.1", st.Beta)
+	}
+	switch quorum := s.Sites.MinPerRound; {
+	case !krum && written("f", st.F != 0):
+		p.add(sp+".f", "only used by krum and multi_krum; remove it or set name: krum")
+	case krum && st.F < 0:
+		p.add(sp+".f", "%d must not be negative (how many Byzantine sites %s tolerates), e.g. f: 1", st.F, st.Name)
+	case krum && quorum > 0 && quorum < 2*st.F+3:
+		p.add(sp+".f", "%s with f: %d needs at least 2f + 3 = %d updates a round, but a round may commit with sites.min_per_round = %d; lower f or raise sites.min_per_round", st.Name, st.F, 2*st.F+3, quorum)
+	}
+	switch quorum := s.Sites.MinPerRound; {
+	case st.Name != StrategyMultiKrum && written("m", st.M != 0):
+		p.add(sp+".m", "only used by multi_krum; remove it or set name: multi_krum")
+	case st.Name == StrategyMultiKrum && st.M < 0:
+		p.add(sp+".m", "%d must not be negative (how many best-scored updates are averaged; 0 means n − f)", st.M)
+	case st.Name == StrategyMultiKrum && quorum > 0 && st.M > quorum:
+		p.add(sp+".m", "%d is more than the %d updates a round may commit with (sites.min_per_round); lower m, or 0 for n − f", st.M, quorum)
+	}
+}
+
 func (s *Spec) validateArms(p *problems) {
 	if len(s.Arms) == 0 {
 		p.add("arms", "missing; list the arms to compare, e.g. [{name: centralized, centralized: {}}, {name: fedavg, strategy: {name: fedavg}}]")
@@ -412,6 +446,7 @@ func (s *Spec) validateArms(p *problems) {
 			if !(st.ServerLR > 0) {
 				p.add(sp+".server_lr", "%g must be above 0 (1 applies the averaged update as is)", st.ServerLR)
 			}
+			s.validateRobust(p, sp, st)
 		}
 		if o := a.Train; o != nil {
 			t := s.ArmTrain(a)

@@ -297,11 +297,19 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		params["epochs"] = strconv.Itoa(rounds)
 	} else {
 		a.kind = pb.TaskKind_TASK_KIND_TRAIN
-		strategyName = arm.Strategy.Name
-		sp["mu"] = arm.Strategy.Mu
-		sp["server_lr"] = arm.Strategy.ServerLR
+		st := arm.Strategy
+		strategyName = st.Name
+		all := map[string]float64{"mu": st.Mu, "server_lr": st.ServerLR, "beta": st.Beta, "f": float64(st.F), "m": float64(st.M)}
+		for _, k := range aggregators.Params(strategyName) { // what this strategy takes
+			sp[k] = all[k]
+		}
 		params["strategy"] = strategyName
-		params["mu"] = strconv.FormatFloat(arm.Strategy.Mu, 'g', -1, 64)
+		params["mu"] = strconv.FormatFloat(st.Mu, 'g', -1, 64)
+		for _, k := range []string{"beta", "f", "m"} {
+			if _, ok := sp[k]; ok {
+				params[k] = strconv.FormatFloat(sp[k], 'g', -1, 64)
+			}
+		}
 		params["rounds"] = strconv.Itoa(rounds)
 	}
 	st, err := aggregators.New(strategyName, sp)
