@@ -115,6 +115,23 @@ type pendingTask struct {
 	box *roundRun
 	// global is the model the task was sent; nil for an init task.
 	global *storedModel
+	// job, arm and round are the task's, which its update must name.
+	job, arm string
+	round    int32
+}
+
+// checkUpdate refuses an update pushed by a site other than the one the
+// task was given to (by its certificate's CN, with TLS), or whose header
+// names another job, arm or round than the task (where it names any).
+func (t *pendingTask) checkUpdate(ctx context.Context, h *pb.UpdateHeader) error {
+	if cn := peerCommonName(ctx); cn != "" && cn != t.site {
+		return fmt.Errorf("%w: push update for task %s: the task was given to site %q, the caller's certificate is %q's", ErrNotYourTask, t.id, t.site, cn)
+	}
+	if (h.GetJobId() != "" && h.GetJobId() != t.job) || (h.GetArm() != "" && h.GetArm() != t.arm) || (h.GetRound() != 0 && h.GetRound() != t.round) {
+		return fmt.Errorf("%w: push update for task %s names job %q, arm %q, round %d; the task is job %q, arm %q, round %d",
+			ErrTaskMismatch, t.id, h.GetJobId(), h.GetArm(), h.GetRound(), t.job, t.arm, t.round)
+	}
+	return nil
 }
 
 // New returns a Coordinator. deps supplies what the coordinator needs to know
@@ -500,6 +517,15 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 			return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrStaleRound))
 		}
 		return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrUnknownTask))
+	}
+	if err := t.checkUpdate(stream.Context(), h); err != nil {
+		c.log.Warn("update_refused", "task", t.id, "site", t.site, "err", err)
+		if errors.Is(err, ErrTaskMismatch) {
+			// The task's own site answered wrongly: its round need not wait
+			// for it. (Another site's push leaves the task alone.)
+			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+		}
+		return toStatus(err)
 	}
 	limit, globalSize := c.cfg.MaxUpdateBytes, int64(0)
 	switch {

@@ -27,6 +27,12 @@ var (
 	ErrBadInput = errors.New("invalid input")
 	// ErrStaleRound is returned for an update that arrives after its round closed.
 	ErrStaleRound = errors.New("round already closed")
+	// ErrNotYourTask is returned when a site pushes an update for a task
+	// the coordinator gave another site (its certificate names another).
+	ErrNotYourTask = errors.New("task belongs to another site")
+	// ErrTaskMismatch is returned when an update's header names another
+	// job, arm or round than its task.
+	ErrTaskMismatch = errors.New("update does not match its task")
 	// ErrClosed is returned once the coordinator is shutting down.
 	ErrClosed = errors.New("coordinator shutting down")
 )
@@ -46,8 +52,10 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrUnknownSite), errors.Is(err, ErrUnknownJob),
 		errors.Is(err, ErrUnknownTask), errors.Is(err, ErrUnknownModel):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrStaleRound):
+	case errors.Is(err, ErrStaleRound), errors.Is(err, ErrTaskMismatch):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrNotYourTask):
+		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, ErrBadInput):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrClosed):

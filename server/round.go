@@ -342,7 +342,7 @@ func (x *roundExec) sendTask(site string) {
 	if a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN {
 		epochs, lr = 1, tp.EpochLR(x.r) // a centralized round is one epoch
 	}
-	t := &pendingTask{id: newID(), site: site, box: x.rr, global: x.stored}
+	t := &pendingTask{id: newID(), site: site, box: x.rr, global: x.stored, job: a.j.id, arm: a.arm.Name, round: int32(x.r)}
 	x.tasks[site] = t
 	c.addTask(t)
 	task := &pb.Task{

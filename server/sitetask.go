@@ -36,7 +36,7 @@ func (c *Coordinator) runSiteTask(ctx context.Context, site, key string, task *p
 		return nil, err
 	}
 	box := newRoundRun(nil, nil)
-	t := &pendingTask{id: newID(), site: site, box: box, global: global}
+	t := &pendingTask{id: newID(), site: site, box: box, global: global, job: task.GetJobId(), arm: task.GetArm(), round: task.GetRound()}
 	task.TaskId = t.id
 	task.DeadlineUnixMs = time.Now().Add(deadline).UnixMilli()
 	c.addTask(t)
