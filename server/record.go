@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -33,6 +34,53 @@ func (c *Coordinator) siteRun(ctx context.Context, a *armRun, site string) (stri
 		c.log.Warn("run_ids_replication_failed", "site", site, "err", err)
 	}
 	return run.Info.RunID, nil
+}
+
+// Bounds on what one update makes the coordinator log: a site's metrics
+// beyond them are dropped with a warning, never the whole batch (MLflow
+// refuses a batch over 1,000 metrics, or with a key over 250 characters).
+const (
+	maxSiteMetrics    = 900 // of the site's own, beside the coordinator's ~25
+	maxMetricKey      = 250
+	maxEnergyArtifact = 256 << 10 // bytes of a site's energy report kept as an artifact
+)
+
+// siteReportedKeys are the metrics a site agent itself reports: kept
+// first, before a trainer's extras.
+var siteReportedKeys = map[string]bool{
+	tracking.MetricTrainLoss: true, tracking.MetricTrainSeconds: true, "train_steps": true, "train_cpu_seconds": true,
+	"eval_loss": true, "eval_accuracy": true, "eval_samples": true,
+	tracking.MetricTaskSeconds: true, tracking.MetricTrainerSeconds: true,
+}
+
+// siteMetricKeys returns the keys of a site's reported metrics to log —
+// the agent's own first, then a trainer's extras, each sorted — and those
+// dropped: over-long keys, and any beyond maxSiteMetrics.
+func siteMetricKeys(m map[string]float64) (kept, dropped []string) {
+	for k := range m {
+		switch {
+		case k == "num_samples": // logged from the update itself
+		case len(k) == 0 || len(k) > maxMetricKey:
+			dropped = append(dropped, truncate(k, 40))
+		default:
+			kept = append(kept, k)
+		}
+	}
+	slices.SortFunc(kept, func(a, b string) int {
+		if pa, pb := siteReportedKeys[a], siteReportedKeys[b]; pa != pb {
+			if pa {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	if len(kept) > maxSiteMetrics {
+		dropped = append(dropped, kept[maxSiteMetrics:]...)
+		kept = kept[:maxSiteMetrics]
+	}
+	slices.Sort(dropped)
+	return kept, dropped
 }
 
 // siteEnergy sums a site's energy report into the figures tracking logs.
@@ -91,11 +139,14 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 		{Key: tracking.MetricNumSamples, Value: float64(up.numSamples), Timestamp: now, Step: step},
 		{Key: "update_bytes", Value: float64(up.bytes), Timestamp: now, Step: step},
 	}
-	for k, v := range up.metrics {
-		if k == "num_samples" {
-			continue
-		}
-		ms = append(ms, tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step})
+	kept, dropped := siteMetricKeys(up.metrics)
+	if len(dropped) > 0 {
+		c.log.Warn("site_metrics_dropped", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", site,
+			"dropped", len(dropped), "first", dropped[:min(len(dropped), 5)],
+			"fix", fmt.Sprintf("report at most %d metrics of at most %d characters each", maxSiteMetrics, maxMetricKey))
+	}
+	for _, k := range kept {
+		ms = append(ms, tracking.Metric{Key: k, Value: up.metrics[k], Timestamp: now, Step: step})
 	}
 	delete(x.pending, site)
 	x.energy.addReport(purposeTrain, up.energy)
@@ -149,7 +200,9 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 		c.logDataset(ctx, a, site, runID, up.dataset)
 		// The full report (method, window and interval of every figure)
 		// is kept as an artifact beside the metrics.
-		if js := up.energy.GetJson(); len(js) > 0 {
+		if js := up.energy.GetJson(); len(js) > maxEnergyArtifact {
+			c.log.Warn("energy_report_too_large", "site", site, "bytes", len(js), "max", maxEnergyArtifact)
+		} else if len(js) > 0 {
 			name := fmt.Sprintf("energy/round-%04d.json", x.r)
 			if err := a.j.tracker.LogArtifact(ctx, runID, name, bytes.NewReader(js)); err != nil {
 				c.log.Warn("tracking_artifact_failed", "site", site, "err", err)
