@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -81,6 +82,9 @@ type Coordinator struct {
 	// closed still counts, as wasted work.
 	closed   map[string]*lateEnergy
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
+	// registered holds, by site, the hash of the capabilities last
+	// written to the replicated site registry.
+	registered map[string][32]byte
 
 	jobs *jobQueue
 	// rep is the replicated state (nil: jobs live in memory only); while
@@ -184,6 +188,9 @@ func peerCommonName(ctx context.Context) string {
 	return ti.State.PeerCertificates[0].Subject.CommonName
 }
 
+// MaxCapabilitiesBytes bounds the capabilities a site joins with.
+const MaxCapabilitiesBytes = 64 << 10
+
 // Join implements CoordinatorService.Join.
 func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
 	if err := c.notLeader(); err != nil {
@@ -197,8 +204,19 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRe
 		c.log.Warn("join_refused", "site", name, "certificate_cn", cn)
 		return nil, toStatus(badInput("join: site name %q does not match its certificate's CN %q", name, cn))
 	}
+	if n := proto.Size(req.GetCapabilities()); n > MaxCapabilitiesBytes {
+		c.log.Warn("join_refused", "site", name, "capabilities_bytes", n)
+		return nil, toStatus(badInput("join: site %q's capabilities are %d bytes, over the %d accepted; list its trainers, GPUs, energy sources and datasets only", name, n, MaxCapabilitiesBytes))
+	}
 	id := newID()
 	c.mu.Lock()
+	// One pending join per site: a site that joins again before opening
+	// its session (or floods Join) replaces its earlier one.
+	for old, pj := range c.pending {
+		if pj.name == name {
+			delete(c.pending, old)
+		}
+	}
 	c.pending[id] = pendingJoin{name: name, caps: req.GetCapabilities()}
 	c.mu.Unlock()
 	c.registerSite(name, req.GetCapabilities())

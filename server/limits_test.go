@@ -73,3 +73,28 @@ func TestFloodOfMetricsLosesNothingElse(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinBounds: capabilities over 64 KiB are refused with a message that
+// names the size; a site that joins again and again holds one pending
+// join, not one per Join.
+func TestJoinBounds(t *testing.T) {
+	c := newCluster(t)
+	cli := pb.NewCoordinatorServiceClient(c.dial(t))
+	ctx := context.Background()
+	huge := &pb.Capabilities{Datasets: []string{strings.Repeat("x", 70<<10)}}
+	_, err := cli.Join(ctx, &pb.JoinRequest{SiteName: "site-1", Capabilities: huge})
+	if statusCode(err) != "InvalidArgument" || !contains(err.Error(), "capabilities are") {
+		t.Errorf("Join with 70 KiB of capabilities = %v, want InvalidArgument naming the size", err)
+	}
+	for range 1000 {
+		if _, err := cli.Join(ctx, &pb.JoinRequest{SiteName: "site-1", Capabilities: &pb.Capabilities{Trainers: []string{"mlp"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.coord.mu.Lock()
+	n := len(c.coord.pending)
+	c.coord.mu.Unlock()
+	if n != 1 {
+		t.Errorf("after 1,000 Joins of one site: %d pending joins, want 1", n)
+	}
+}

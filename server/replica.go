@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -251,11 +252,27 @@ func (c *Coordinator) registerSite(name string, caps *pb.Capabilities) {
 	if err != nil {
 		return
 	}
+	// A site that joins again unchanged (a reconnect, a flood of Joins)
+	// writes no raft entry.
+	sum := sha256.Sum256(append([]byte(name+"\x00"), b...))
+	c.mu.Lock()
+	if c.registered == nil {
+		c.registered = make(map[string][32]byte)
+	}
+	same := c.registered[name] == sum
+	c.mu.Unlock()
+	if same {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
 	defer cancel()
 	if err := c.rep.RegisterSite(ctx, name, b); err != nil {
 		c.log.Debug("site_registry_failed", "site", name, "err", err)
+		return
 	}
+	c.mu.Lock()
+	c.registered[name] = sum
+	c.mu.Unlock()
 }
 
 // saveRunIDs replicates tracking run ids so that the runs continue after
