@@ -81,7 +81,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		metrics["eval_loss"] = ev.Loss
 		metrics["eval_accuracy"] = ev.Accuracy
 		metrics["eval_samples"] = float64(ev.NumSamples)
-		trainerSeconds += cmpOr(ev.Metrics[metricTrainerSeconds], ev.Seconds)
+		trainerSeconds += positiveOr(ev.Metrics[metricTrainerSeconds], ev.Seconds)
 	}
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()
@@ -133,7 +133,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	// The trainer's own time (an exec trainer reports it; a built-in one
 	// trains in-process) against the site's wall time for the task: what
 	// start-up, data handling and the weights' trips cost.
-	trainerSeconds += cmpOr(res.Metrics[metricTrainerSeconds], res.Seconds)
+	trainerSeconds += positiveOr(res.Metrics[metricTrainerSeconds], res.Seconds)
 	metrics[metricTrainerSeconds] = trainerSeconds
 	metrics[metricTaskSeconds] = time.Since(arrived).Seconds()
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
@@ -149,7 +149,8 @@ const (
 	metricTrainerSeconds = "trainer_seconds"
 )
 
-func cmpOr(v, or float64) float64 {
+// positiveOr returns v, or or where v is not positive (not reported).
+func positiveOr(v, or float64) float64 {
 	if v > 0 {
 		return v
 	}

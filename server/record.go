@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -101,7 +102,7 @@ func energyOf(r *pb.EnergyReport) siteEnergy {
 	}
 	for _, g := range r.GetGpus() {
 		e.gpuJ += g.GetJoules()
-		e.gpuDeviceJ += cmpOr(g.GetDeviceJoules(), g.GetJoules())
+		e.gpuDeviceJ += cmp.Or(g.GetDeviceJoules(), g.GetJoules()) // a site predating attribution sends only joules
 		e.powerAvg += g.GetPowerAvgWatts()
 		e.powerMax = math.Max(e.powerMax, g.GetPowerMaxWatts())
 		e.util += g.GetUtilizationAvgPercent()
@@ -113,20 +114,11 @@ func energyOf(r *pb.EnergyReport) siteEnergy {
 	}
 	for _, d := range r.GetCpu() {
 		e.cpuJ += d.GetJoules()
-		e.cpuDeviceJ += cmpOr(d.GetDeviceJoules(), d.GetJoules())
+		e.cpuDeviceJ += cmp.Or(d.GetDeviceJoules(), d.GetJoules())
 	}
 	e.measured = e.gpus > 0 || len(r.GetCpu()) > 0
 	e.estimatedJ = r.GetEstimated().GetJoules()
 	return e
-}
-
-// cmpOr returns v, or or when v is 0 (a report from a site that predates
-// attribution carries only the device figure).
-func cmpOr(v, or float64) float64 {
-	if v == 0 {
-		return or
-	}
-	return v
 }
 
 // siteReported records an aggregated update on the site's run.
@@ -248,17 +240,10 @@ func (x *roundExec) finish(ctx context.Context) error {
 	var ev Evaluation
 	evaluated := a.prep.Evaluator != nil && (x.r%every == 0 || x.r == x.rounds)
 	if evaluated {
-		stop, began := c.meterAggregation(ctx), time.Now()
 		var err error
-		ev, err = a.prep.Evaluator.Evaluate(ctx, a.global)
-		joules, method := stop()
-		x.energy.addCoordinator(purposeEval, joules, method)
-		x.energy.alone += time.Since(began).Seconds() // after the sites' tasks, not beside them
-		if err != nil {
+		if ev, err = c.evaluate(ctx, a, &x.energy); err != nil {
 			return fmt.Errorf("evaluating the global model: %w", err)
 		}
-		// An eval site metered its evaluate task itself.
-		x.energy.addCoordinator(purposeEval, ev.EnergyJoules, ev.EnergyMethod)
 	}
 	// What the round's discarded work cost: updates the round did not use
 	// and reports that came in after their round had closed.
@@ -319,6 +304,22 @@ func (x *roundExec) finish(ctx context.Context) error {
 	a.j.emit(&pb.JobEvent{Kind: "round_committed", Arm: a.arm.Name, Round: int32(x.r), Rounds: int32(x.rounds), Metrics: evMetrics},
 		func(info *pb.Job) { info.Accuracy = a.lastAcc })
 	return nil
+}
+
+// evaluate evaluates the arm's global model on the test set and counts
+// what it cost in t: the coordinator's own measurement, the eval site's
+// report, and its seconds, which no site task overlaps.
+func (c *Coordinator) evaluate(ctx context.Context, a *armRun, t *energyTally) (Evaluation, error) {
+	stop, began := c.meterAggregation(ctx), time.Now()
+	ev, err := a.prep.Evaluator.Evaluate(ctx, a.global)
+	joules, method := stop()
+	t.addCoordinator(purposeEval, joules, method)
+	t.alone += time.Since(began).Seconds()
+	if err != nil {
+		return ev, err
+	}
+	t.addCoordinator(purposeEval, ev.EnergyJoules, ev.EnergyMethod) // an eval site metered its task itself
+	return ev, nil
 }
 
 // systemMetrics are a site's GPU figures under MLflow's system-metric names

@@ -361,12 +361,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	defer func() { c.forgetClosed(a.closedTasks) }()
 	if last == 0 && prep.Evaluator != nil {
 		// Step 0: the initial model, so every curve starts at the same point.
-		stop := c.meterAggregation(ctx)
-		ev, err := prep.Evaluator.Evaluate(ctx, a.global)
-		joules, method := stop()
-		a.carry.addCoordinator(purposeEval, joules, method)
-		if err == nil {
-			a.carry.addCoordinator(purposeEval, ev.EnergyJoules, ev.EnergyMethod)
+		if ev, err := c.evaluate(ctx, a, &a.carry); err == nil {
 			_ = j.tracker.LogBatch(ctx, a.runID, []tracking.Metric{
 				{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: time.Now().UnixMilli(), Step: 0},
 				{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: time.Now().UnixMilli(), Step: 0},

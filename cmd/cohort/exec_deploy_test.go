@@ -106,18 +106,8 @@ arms:
 deadline: {round: 3m}
 `
 	submitOut := ""
-	submit := func(name, init string) string {
-		t.Helper()
-		f := filepath.Join(dir, name+".yaml")
-		os.WriteFile(f, []byte(fmt.Sprintf(job, torchPython, init)), 0o600)
-		out := cohortIn(t, "submit", "-c", adminCfg, f)
-		submitOut = out
-		m := regexp.MustCompile(`job (\w+) submitted`).FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("submit printed no job id:\n%s", out)
-		}
-		return m[1]
-	}
+	// submitWith submits the job with init as its model.init, after r's
+	// replacements.
 	submitWith := func(name string, r *strings.Replacer, init string) string {
 		t.Helper()
 		f := filepath.Join(dir, name+".yaml")
@@ -129,6 +119,10 @@ deadline: {round: 3m}
 			t.Fatalf("submit printed no job id:\n%s", out)
 		}
 		return m[1]
+	}
+	submit := func(name, init string) string {
+		t.Helper()
+		return submitWith(name, strings.NewReplacer(), init)
 	}
 	// watch follows a job to its end and returns its events.
 	watch := func(id string) ([]*pb.JobEvent, *pb.Job) {
