@@ -87,13 +87,10 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		pending: make(map[string]siteEnergyReports),
 		started: time.Now(),
 	}
-	// Work of an earlier attempt at this round (or of the rounds before it,
-	// reported late) was discarded: it counts here.
+	// Work of an earlier attempt at this round was discarded: it counts
+	// here (as do late reports, which finish takes).
 	x.energy.merge(&a.carry)
 	a.carry = energyTally{}
-	for _, r := range a.late.take() {
-		x.energy.addReport(purposeWasted, r)
-	}
 	x.rr = newRoundRun(func(site string, p *pb.TaskProgress) {
 		c.log.Debug("site_progress", "job", a.j.id, "arm", a.arm.Name, "round", r, "site", site,
 			"epoch", p.GetEpoch(), "batch", p.GetBatch(), "batches", p.GetBatches(), "loss", p.GetLoss())
