@@ -78,6 +78,14 @@ const (
 	DefaultLR        = 0.05
 	// DefaultServerLR applies the averaged update as is (plain FedAvg).
 	DefaultServerLR = 1.0
+	// DefaultMaxWeightFraction caps one site's share of a round's weight
+	// in jobs of at least 3 sites.
+	DefaultMaxWeightFraction = 0.5
+	// DefaultAdaptiveFactor screens an update whose delta norm is over
+	// this multiple of the round's median.
+	DefaultAdaptiveFactor = 10.0
+	// DefaultDPDelta is the δ DP-FedAvg reports ε for.
+	DefaultDPDelta = 1e-5
 	// DefaultBeta is trimmed_mean's β: 10% of the values trimmed at each
 	// end.
 	DefaultBeta = 0.1
@@ -278,6 +286,45 @@ type Sites struct {
 	// stragglers and dropouts cost less; the round still aggregates every
 	// update that arrives in time. Default 0.
 	OverSelect float64
+	// Adversaries marks simulated sites as attackers; `cohort run` only
+	// (a deployment's sites are real institutes).
+	Adversaries []Adversary
+}
+
+// Attacks a simulated adversary can make.
+const (
+	// AttackScale multiplies the update's delta by Factor (−1 flips it).
+	AttackScale = "scale"
+	// AttackSignFlip sends global − delta (scale by −1).
+	AttackSignFlip = "sign_flip"
+	// AttackNoise replaces the update with global + Gaussian noise of
+	// standard deviation Factor.
+	AttackNoise = "noise"
+	// AttackClaimSamples reports Samples as the update's sample count.
+	AttackClaimSamples = "claim_samples"
+	// AttackLabelFlip trains on labels mapped y → classes − 1 − y.
+	AttackLabelFlip = "label_flip"
+)
+
+// Adversary is a simulated attacking site: what its update does, applied
+// after honest local training.
+type Adversary struct {
+	// Site is the attacking site's name.
+	Site string
+	// Attacks are applied in order: label_flip before training, then
+	// scale / sign_flip / noise on the trained update, then claim_samples.
+	Attacks []Attack
+}
+
+// Attack is one attack of an adversary.
+type Attack struct {
+	// Kind is "scale", "sign_flip", "noise", "claim_samples" or
+	// "label_flip".
+	Kind string
+	// Factor is scale's multiplier or noise's standard deviation.
+	Factor float64
+	// Samples is claim_samples' claimed count.
+	Samples int64
 }
 
 // PerRound returns how many sites a round selects: ceil(Fraction × Count),
@@ -388,6 +435,81 @@ type Strategy struct {
 	// M is how many best-scored updates are averaged; multi_krum only,
 	// default 0: n − f of a round's n updates.
 	M int
+	// ServerOpt holds the adaptive server optimizers' settings (fedadam,
+	// fedyogi, fedadagrad, fedavgm); zero values take the defaults.
+	ServerOpt ServerOpt
+
+	// MaxWeightFraction caps the share of a round's aggregation weight any
+	// one site's update gets, 0 < f ≤ 1; default [DefaultMaxWeightFraction]
+	// for a job with at least 3 sites, else 1. 1 switches the cap off.
+	MaxWeightFraction float64
+	// Clip screens each update's delta (update − global) by its L2 norm
+	// before aggregation; on by default.
+	Clip Clip
+	// DP, when set, makes the arm DP-FedAvg (McMahan et al., 2018):
+	// central differential privacy at the coordinator.
+	DP *DP
+}
+
+// Server optimizer and screening modes.
+const (
+	// StrategyFedAdam is FedAdam (Reddi et al., 2021).
+	StrategyFedAdam = "fedadam"
+	// StrategyFedYogi is FedYogi (Reddi et al., 2021).
+	StrategyFedYogi = "fedyogi"
+	// StrategyFedAdagrad is FedAdagrad (Reddi et al., 2021).
+	StrategyFedAdagrad = "fedadagrad"
+	// StrategyFedAvgM is FedAvg with server momentum (Hsu et al., 2019).
+	StrategyFedAvgM = "fedavgm"
+
+	// ClipReject refuses an update whose delta norm is over the bound.
+	ClipReject = "reject"
+	// ClipClip scales an update's delta down to the bound.
+	ClipClip = "clip"
+	// ClipOff switches norm screening off (non-finite updates are still
+	// refused).
+	ClipOff = "off"
+)
+
+// ServerOpt is an adaptive server optimizer's settings (Reddi et al.,
+// "Adaptive Federated Optimization", 2021).
+type ServerOpt struct {
+	// Eta is the server learning rate η; default 0.01 (fedadam, fedyogi),
+	// 0.1 (fedadagrad); fedavgm uses the strategy's ServerLR.
+	Eta float64
+	// Beta1 is the first-moment decay β1 (fedadam, fedyogi); default 0.9.
+	Beta1 float64
+	// Beta2 is the second-moment decay β2 (fedadam, fedyogi); default 0.99.
+	Beta2 float64
+	// Tau is the adaptivity τ > 0; default 1e-3.
+	Tau float64
+	// Momentum is fedavgm's server momentum β, 0 ≤ β < 1; default 0.9.
+	Momentum float64
+}
+
+// Clip is how updates are screened by the L2 norm of their delta.
+type Clip struct {
+	// Mode is "reject" (default), "clip" or "off".
+	Mode string
+	// Norm is an absolute bound on the delta's L2 norm; 0: none.
+	Norm float64
+	// AdaptiveFactor bounds the delta's norm at this multiple of the
+	// round's median delta norm; default [DefaultAdaptiveFactor]; 0 with
+	// the key written switches the adaptive bound off.
+	AdaptiveFactor float64
+}
+
+// DP is central differential privacy for an arm (DP-FedAvg): each update's
+// delta is clipped to Clip, the deltas are averaged unweighted, and
+// Gaussian noise of standard deviation NoiseMultiplier·Clip/n is added to
+// the average of n updates.
+type DP struct {
+	// Clip is the L2 bound S on each update's delta, > 0.
+	Clip float64
+	// NoiseMultiplier is σ ≥ 0; the noise on the sum is σ·S.
+	NoiseMultiplier float64
+	// Delta is the δ of the (ε, δ) guarantee reported; default 1e-5.
+	Delta float64
 }
 
 // Eval says when the global model is evaluated.
