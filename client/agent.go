@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/client/train"
@@ -52,11 +53,14 @@ type TrainerFactory interface {
 
 // Agent is a site agent. Create it with [New] and run it with [Agent.Run].
 type Agent struct {
-	cfg      Config
-	log      *slog.Logger
-	data     DataSource
-	trainers TrainerFactory
-	meter    Meter
+	cfg  Config
+	log  *slog.Logger
+	data DataSource
+	// caps are the capabilities with the data's lineage, computed once.
+	lineageOnce sync.Once
+	caps        *pb.Capabilities
+	trainers    TrainerFactory
+	meter       Meter
 
 	mu      sync.Mutex
 	tasks   map[string]context.CancelFunc
@@ -201,11 +205,42 @@ func (s *session) send(m *pb.SiteMessage) error {
 	return s.stream.Send(m)
 }
 
+// Lineager is a [DataSource] that can say, before any task, which
+// training data it holds: its name ("DATASET/SPLIT"), digest and sample
+// count. The agent declares it when it joins, and the coordinator caps
+// the sample count an update may claim at what was declared.
+type Lineager interface {
+	Lineage(ctx context.Context) ([]*pb.DatasetInfo, error)
+}
+
+// capabilities returns what the agent joins with: the configured
+// capabilities and, once computed, its data's lineage.
+func (a *Agent) capabilities(ctx context.Context) *pb.Capabilities {
+	l, ok := a.data.(Lineager)
+	if !ok {
+		return a.cfg.Capabilities
+	}
+	a.lineageOnce.Do(func() {
+		ds, err := l.Lineage(ctx)
+		if err != nil {
+			a.log.Warn("lineage_unavailable", "err", err, "effect", "updates' sample counts are not vouched for; the coordinator caps each site's weight by max_weight_fraction alone")
+			return
+		}
+		caps := proto.Clone(a.cfg.Capabilities).(*pb.Capabilities)
+		caps.Lineage = ds
+		a.caps = caps
+	})
+	if a.caps != nil {
+		return a.caps
+	}
+	return a.cfg.Capabilities
+}
+
 // serve joins through cc and serves one session until it breaks.
 func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn) error {
 	cli := pb.NewCoordinatorServiceClient(cc)
 	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	jr, err := cli.Join(jctx, &pb.JoinRequest{SiteName: a.cfg.Name, Version: a.cfg.Version, Capabilities: a.cfg.Capabilities})
+	jr, err := cli.Join(jctx, &pb.JoinRequest{SiteName: a.cfg.Name, Version: a.cfg.Version, Capabilities: a.capabilities(ctx)})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("joining: %w", err)

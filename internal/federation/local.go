@@ -194,6 +194,7 @@ func fileExists(p string) bool {
 
 // siteSource serves one site's data to its agent.
 type siteSource struct {
+	dataset     string // the job's, for the lineage the site declares
 	train, test *data.Dataset
 }
 

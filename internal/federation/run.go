@@ -159,12 +159,12 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	sites := append([]string(nil), spec.Sites.Names...)
 	for _, name := range sites {
 		sd := ds.Sites[name]
-		if err := startAgent(gctx, g, name, false, siteSource{train: sd.Train, test: sd.Test}, trainers, opts, addr, dial, log); err != nil {
+		if err := startAgent(gctx, g, name, false, siteSource{dataset: spec.Data.Dataset, train: sd.Train, test: sd.Test}, trainers, opts, addr, dial, log); err != nil {
 			return nil, err
 		}
 	}
 	for _, name := range centralSites(spec) {
-		if err := startAgent(gctx, g, name, true, siteSource{train: ds.Pooled, test: ds.Test}, trainers, opts, addr, dial, log); err != nil {
+		if err := startAgent(gctx, g, name, true, siteSource{dataset: spec.Data.Dataset, train: ds.Pooled, test: ds.Test}, trainers, opts, addr, dial, log); err != nil {
 			return nil, err
 		}
 	}

@@ -556,6 +556,10 @@ type Capabilities struct {
 	Gpus          []*GPUInfo             `protobuf:"bytes,2,rep,name=gpus,proto3" json:"gpus,omitempty"`
 	EnergySources []string               `protobuf:"bytes,3,rep,name=energy_sources,json=energySources,proto3" json:"energy_sources,omitempty"` // nvml, rapl, estimate
 	Datasets      []string               `protobuf:"bytes,4,rep,name=datasets,proto3" json:"datasets,omitempty"`                                // datasets the site holds
+	// lineage is what the site declares of the training data it holds, at
+	// join: the coordinator caps an update's sample count at the num_samples
+	// declared here for the job's dataset (name "DATASET/SPLIT").
+	Lineage       []*DatasetInfo `protobuf:"bytes,5,rep,name=lineage,proto3" json:"lineage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +618,13 @@ func (x *Capabilities) GetEnergySources() []string {
 func (x *Capabilities) GetDatasets() []string {
 	if x != nil {
 		return x.Datasets
+	}
+	return nil
+}
+
+func (x *Capabilities) GetLineage() []*DatasetInfo {
+	if x != nil {
+		return x.Lineage
 	}
 	return nil
 }
@@ -3246,12 +3257,13 @@ const file_cohort_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
-	"\fmemory_bytes\x18\x04 \x01(\x04R\vmemoryBytes\"\x95\x01\n" +
+	"\fmemory_bytes\x18\x04 \x01(\x04R\vmemoryBytes\"\xc7\x01\n" +
 	"\fCapabilities\x12\x1a\n" +
 	"\btrainers\x18\x01 \x03(\tR\btrainers\x12&\n" +
 	"\x04gpus\x18\x02 \x03(\v2\x12.cohort.v1.GPUInfoR\x04gpus\x12%\n" +
 	"\x0eenergy_sources\x18\x03 \x03(\tR\renergySources\x12\x1a\n" +
-	"\bdatasets\x18\x04 \x03(\tR\bdatasets\"\x81\x01\n" +
+	"\bdatasets\x18\x04 \x03(\tR\bdatasets\x120\n" +
+	"\alineage\x18\x05 \x03(\v2\x16.cohort.v1.DatasetInfoR\alineage\"\x81\x01\n" +
 	"\vJoinRequest\x12\x1b\n" +
 	"\tsite_name\x18\x01 \x01(\tR\bsiteName\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12;\n" +
@@ -3575,63 +3587,64 @@ var file_cohort_proto_depIdxs = []int32{
 	5,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
 	5,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
 	7,  // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
-	8,  // 3: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
-	12, // 4: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
-	13, // 5: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
-	14, // 6: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
-	15, // 7: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
-	16, // 8: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
-	27, // 9: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
-	43, // 10: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
-	27, // 11: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
-	20, // 12: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	21, // 13: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	44, // 14: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
-	0,  // 15: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
-	18, // 16: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
-	19, // 17: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	24, // 18: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	25, // 19: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	26, // 20: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	45, // 21: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	27, // 22: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	29, // 23: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	27, // 24: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
-	28, // 25: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
-	1,  // 26: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	32, // 27: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	32, // 28: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	32, // 29: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	32, // 30: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	46, // 31: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
-	1,  // 32: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	9,  // 33: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	11, // 34: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	22, // 35: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	30, // 36: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	33, // 37: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	35, // 38: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	37, // 39: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	39, // 40: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	41, // 41: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	4,  // 42: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	2,  // 43: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
-	10, // 44: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	17, // 45: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	23, // 46: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	31, // 47: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	34, // 48: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	36, // 49: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	38, // 50: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	40, // 51: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	42, // 52: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	6,  // 53: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	3,  // 54: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
-	44, // [44:55] is the sub-list for method output_type
-	33, // [33:44] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	29, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
+	8,  // 4: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
+	12, // 5: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
+	13, // 6: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
+	14, // 7: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
+	15, // 8: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
+	16, // 9: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
+	27, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
+	43, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
+	27, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
+	20, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
+	21, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	44, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	0,  // 16: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
+	18, // 17: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
+	19, // 18: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
+	24, // 19: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	25, // 20: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	26, // 21: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	45, // 22: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	27, // 23: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	29, // 24: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	27, // 25: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
+	28, // 26: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	1,  // 27: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	32, // 28: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	32, // 29: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	32, // 30: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	32, // 31: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	46, // 32: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	1,  // 33: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
+	9,  // 34: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	11, // 35: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	22, // 36: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	30, // 37: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	33, // 38: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	35, // 39: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	37, // 40: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	39, // 41: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	41, // 42: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	4,  // 43: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	2,  // 44: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
+	10, // 45: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	17, // 46: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	23, // 47: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	31, // 48: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	34, // 49: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	36, // 50: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	38, // 51: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	40, // 52: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	42, // 53: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	6,  // 54: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	3,  // 55: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
+	45, // [45:56] is the sub-list for method output_type
+	34, // [34:45] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
