@@ -307,3 +307,40 @@ func (w *Weights) L2Norm() float64 {
 	}
 	return math.Sqrt(s)
 }
+
+// DeltaNorm returns ‖w − base‖₂, accumulated in float64: how far an update
+// moved from the model it was trained from. It is NaN or +Inf when w holds
+// a non-finite value. w and base must be [Weights.Compatible].
+func DeltaNorm(w, base *Weights) float64 {
+	var s float64
+	for i, t := range w.Tensors {
+		b := base.Tensors[i].Data
+		var s0, s1 float64
+		j := 0
+		for ; j+1 < len(t.Data); j += 2 {
+			d0 := float64(t.Data[j]) - float64(b[j])
+			d1 := float64(t.Data[j+1]) - float64(b[j+1])
+			s0 += d0 * d0
+			s1 += d1 * d1
+		}
+		for ; j < len(t.Data); j++ {
+			d := float64(t.Data[j]) - float64(b[j])
+			s0 += d * d
+		}
+		s += s0 + s1
+	}
+	return math.Sqrt(s)
+}
+
+// ShrinkDelta moves w toward base in place, to base + s·(w − base), each
+// value computed in float64 and rounded once: with 0 ≤ s ≤ 1 it clips an
+// update's delta to s times its norm. w and base must be
+// [Weights.Compatible].
+func ShrinkDelta(w, base *Weights, s float64) {
+	for i, t := range w.Tensors {
+		b := base.Tensors[i].Data
+		for j, v := range t.Data {
+			t.Data[j] = float32(float64(b[j]) + s*(float64(v)-float64(b[j])))
+		}
+	}
+}

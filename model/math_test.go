@@ -294,3 +294,26 @@ func flat(w *Weights) []float32 {
 	}
 	return out
 }
+
+func TestDeltaNormAndShrinkDelta(t *testing.T) {
+	base := &Weights{Tensors: []Tensor{{Name: "a", Shape: []int{3}, Data: []float32{1, 2, 3}}, {Name: "b", Shape: []int{1}, Data: []float32{0}}}}
+	w := &Weights{Tensors: []Tensor{{Name: "a", Shape: []int{3}, Data: []float32{4, 2, 3}}, {Name: "b", Shape: []int{1}, Data: []float32{4}}}}
+	if got := DeltaNorm(w, base); got != 5 { // ‖(3, 0, 0, 4)‖
+		t.Fatalf("DeltaNorm = %v, want 5", got)
+	}
+	ShrinkDelta(w, base, 0.2) // delta (3,0,0,4) → (0.6,0,0,0.8)
+	want := []float32{1.6, 2, 3, 0.8}
+	got := append(append([]float32(nil), w.Tensors[0].Data...), w.Tensors[1].Data...)
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-6 {
+			t.Fatalf("after ShrinkDelta(0.2): %v, want %v", got, want)
+		}
+	}
+	if got := DeltaNorm(w, base); math.Abs(got-1) > 1e-6 {
+		t.Errorf("norm after shrinking to 1/5 = %v, want 1", got)
+	}
+	w.Tensors[1].Data[0] = float32(math.NaN())
+	if got := DeltaNorm(w, base); !math.IsNaN(got) {
+		t.Errorf("DeltaNorm with a NaN = %v, want NaN", got)
+	}
+}

@@ -514,6 +514,10 @@ type receivedUpdate struct {
 	evalEnergy *pb.EnergyReport
 	dataset    *pb.DatasetInfo
 	bytes      int64
+	// Set by screening: the sample count the site claimed where it was
+	// capped, and the L2 norm of the update's delta as received.
+	claimed   int64
+	deltaNorm float64
 }
 
 // PushUpdate implements CoordinatorService.PushUpdate.

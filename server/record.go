@@ -131,6 +131,10 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 		{Key: tracking.MetricNumSamples, Value: float64(up.numSamples), Timestamp: now, Step: step},
 		{Key: "update_bytes", Value: float64(up.bytes), Timestamp: now, Step: step},
 	}
+	ms = append(ms, normMetric(up.deltaNorm, now, x.r)...)
+	if up.claimed > 0 {
+		ms = append(ms, tracking.Metric{Key: MetricSamplesClaimed, Value: float64(up.claimed), Timestamp: now, Step: step})
+	}
 	kept, dropped := siteMetricKeys(up.metrics)
 	if len(dropped) > 0 {
 		c.log.Warn("site_metrics_dropped", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", site,
@@ -179,6 +183,9 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 		x.fedEvalLoss += n * up.metrics["eval_loss"]
 	}
 	var tags []tracking.Tag
+	if n, ok := x.notes[site]; ok {
+		tags = append(tags, screenTag(n))
+	}
 	if up.energy != nil {
 		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: up.energy.GetMethod()})
 		if at := up.energy.GetAttribution(); at != "" {
@@ -214,6 +221,10 @@ func (x *roundExec) finish(ctx context.Context) error {
 		return fmt.Errorf("round committed without a model")
 	}
 	a.global = x.next
+	a.prevNorms = a.prevNorms[:0]
+	for _, n := range x.norms {
+		a.prevNorms = append(a.prevNorms, n)
+	}
 	seconds := time.Since(x.started).Seconds()
 	sent := x.rr.bytesSent.Load()
 	a.bytesSent += sent

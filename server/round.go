@@ -44,6 +44,15 @@ type roundExec struct {
 	next          *model.Weights
 	serverMetrics map[string]float64
 	commit        *round.Commit
+
+	// Screening (screen.go): the delta norms of this round's updates by
+	// site, the updates waiting for the adaptive bound's reference, the
+	// decisions to record, and the sites in the order they were
+	// aggregated.
+	norms  map[string]float64
+	parked map[string]*receivedUpdate
+	notes  map[string]screenNote
+	added  []string
 }
 
 func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (err error) {
@@ -86,6 +95,9 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		replies: make(map[string]chan error),
 		pending: make(map[string]siteEnergyReports),
 		started: time.Now(),
+		norms:   make(map[string]float64),
+		parked:  make(map[string]*receivedUpdate),
+		notes:   make(map[string]screenNote),
 	}
 	// Work of an earlier attempt at this round was discarded: it counts
 	// here (as do late reports, which finish takes).
@@ -108,6 +120,9 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		case ev := <-x.rr.events:
 			x.handle(ctx, ev)
 		case now := <-x.timer.C:
+			if now.After(sm.Deadline()) {
+				x.releaseParked(ctx) // the round closes with what it has
+			}
 			x.apply(ctx, sm.Tick(now))
 		case <-ctx.Done():
 			x.apply(ctx, sm.Step(time.Now(), round.Cancel{Reason: "job cancelled"}))
@@ -160,26 +175,20 @@ func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
 		}
 		x.replies[ev.site] = ev.reply
 		x.pending[ev.site] = siteEnergyReports{train: up.energy, eval: up.evalEnergy}
-		if err := x.validate(up); err != nil {
-			x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: ev.site, Reason: err.Error()}))
-		} else {
-			x.updates[ev.site] = up
-			x.apply(ctx, x.sm.Step(now, round.UpdateReceived{Site: ev.site, NumSamples: up.numSamples}))
-		}
-		// An update the round neither aggregated nor rejected was ignored.
-		if reply, ok := x.replies[ev.site]; ok && reply == ev.reply {
-			reply <- fmt.Errorf("update ignored by round %d (already answered, not selected, or late)", x.r)
-			delete(x.replies, ev.site)
-		}
-		delete(x.updates, ev.site)
+		delete(x.parked, ev.site) // a newer upload replaces a parked one
+		x.admit(ctx, ev.site, up)
 	case evRejected:
 		x.holdEnergy(ev.site, ev.energy)
 		x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: ev.site, Reason: ev.reason}))
+		x.releaseIfStuck(ctx)
 	case evFailed:
 		x.holdEnergy(ev.site, ev.energy)
 		x.apply(ctx, x.sm.Step(now, round.SiteFailed{Site: ev.site, Reason: ev.reason}))
+		x.releaseIfStuck(ctx)
 	case evDisconnected:
+		delete(x.parked, ev.site)
 		x.apply(ctx, x.sm.Step(now, round.SiteDisconnected{Site: ev.site}))
+		x.releaseIfStuck(ctx)
 	case evResult:
 		// A training task answers with an update, never a bare result.
 		x.c.log.Warn("round_ignored_result", "job", x.a.j.id, "arm", x.a.arm.Name, "round", x.r, "site", ev.site)
@@ -231,6 +240,7 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 			return
 		}
 		x.bytesReceived += up.bytes
+		x.added = append(x.added, act.Site)
 		x.siteReported(ctx, act.Site, up)
 		if reply, ok := x.replies[act.Site]; ok {
 			reply <- nil
@@ -255,9 +265,12 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		a.j.emit(&pb.JobEvent{Kind: "site_failed", Arm: a.arm.Name, Round: int32(x.r), Site: act.Site, Message: msg}, nil)
 		if runID, err := c.siteRun(ctx, a, act.Site); err == nil {
 			now := time.Now().UnixMilli()
-			_ = a.j.tracker.LogBatch(ctx, runID,
-				[]tracking.Metric{{Key: "accepted", Value: 0, Timestamp: now, Step: int64(x.r)}}, nil,
-				[]tracking.Tag{{Key: fmt.Sprintf("cohort.round_%d.status", x.r), Value: act.Status.String() + ": " + truncate(act.Reason, 4000)}})
+			ms := []tracking.Metric{{Key: "accepted", Value: 0, Timestamp: now, Step: int64(x.r)}}
+			tags := []tracking.Tag{{Key: fmt.Sprintf("cohort.round_%d.status", x.r), Value: act.Status.String() + ": " + truncate(act.Reason, 4000)}}
+			if n, ok := x.notes[act.Site]; ok {
+				ms, tags = append(ms, normMetric(n.norm, now, x.r)...), append(tags, screenTag(n))
+			}
+			_ = a.j.tracker.LogBatch(ctx, runID, ms, nil, tags)
 		}
 	case round.Ignored:
 		c.log.Warn("round_ignored_event", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "reason", act.Reason)

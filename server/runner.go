@@ -114,6 +114,9 @@ type armRun struct {
 	carry       energyTally
 	late        lateEnergy
 	closedTasks []string
+	// prevNorms are the delta norms of the last committed round's
+	// updates: the adaptive screening bound's reference early in a round.
+	prevNorms []float64
 }
 
 func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {

@@ -97,6 +97,9 @@ type WeightsStore interface {
 // CheckSpec implements server.SpecChecker: an exec model needs
 // model.init, and uploaded weights must be here.
 func (m *CoordinatorModels) CheckSpec(spec *job.Spec) error {
+	if len(spec.Sites.Adversaries) > 0 {
+		return fmt.Errorf("sites.adversaries: simulated attackers run in `cohort run` only; a deployment's sites are real institutes, so remove sites.adversaries (site %s) from the job", spec.Sites.Adversaries[0].Site)
+	}
 	if spec.Model.Kind != job.ModelExec {
 		return nil
 	}

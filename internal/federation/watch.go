@@ -103,7 +103,7 @@ func (p *printer) event(ev *pb.JobEvent) {
 		if msg := ev.GetMessage(); strings.Contains(msg, "resumes") {
 			fmt.Fprintf(p.out, "  %s\n", msg) // a new leader took the job over
 		}
-	case "site_failed", "round_failed", "waiting", "job_finished", "job_interrupted":
+	case "site_failed", "site_screened", "round_failed", "waiting", "job_finished", "job_interrupted":
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	case "arm_finished":
 		fmt.Fprintf(p.out, "arm %s done in %.1fs: accuracy %.4f\n", ev.GetArm(), m["wall_seconds"], m["test_accuracy"])
