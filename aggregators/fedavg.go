@@ -705,6 +705,7 @@ func (r *avgRound) combine(p piece, rng *rand.Rand) (s, pg float64, ok bool) {
 	}
 	return s, pg, ok
 }
+
 // piece is the range [lo, hi) of tensor t.
 type piece struct{ t, lo, hi int }
 
