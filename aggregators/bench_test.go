@@ -133,15 +133,16 @@ func BenchmarkAccumulateFloat64(b *testing.B) {
 	}
 }
 
-// BenchmarkMedian10x10M is a whole median round over the same 10 updates
-// of 10M params: Begin, 10 Adds (each copies its update), Result. Bytes are
-// update bytes read, as in BenchmarkFedAvg.
-func BenchmarkMedian10x10M(b *testing.B) {
+// benchRound is a whole round of s over the benchmark's 10 updates of 10M
+// params: Begin, 10 Adds of 100 samples each, Result. Bytes are update
+// bytes read, as in BenchmarkFedAvg, so the 10x10M benchmarks compare
+// directly with one another.
+func benchRound(b *testing.B, s Strategy) {
 	g, us := benchUpdates()
 	b.SetBytes(int64(benchSites) * g.Bytes())
 	b.ReportAllocs()
 	for b.Loop() {
-		r, err := (&Median{}).Begin(g)
+		r, err := s.Begin(g)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -155,3 +156,32 @@ func BenchmarkMedian10x10M(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFedAvg10x10M is FedAvg in the harness of the robust rules'
+// 10x10M benchmarks.
+func BenchmarkFedAvg10x10M(b *testing.B) { benchRound(b, &FedAvg{}) }
+
+// BenchmarkFedAvgCapped10x10M is FedAvg under max_weight_fraction 0.3,
+// which holds up to 3 copies (here the first three updates, until the
+// fourth makes the cap attainable).
+func BenchmarkFedAvgCapped10x10M(b *testing.B) { benchRound(b, &FedAvg{MaxFraction: 0.3}) }
+
+// BenchmarkFedAdam10x10M is FedAdam: FedAvg's sum plus the optimizer's
+// step over the state at Result.
+func BenchmarkFedAdam10x10M(b *testing.B) { benchRound(b, &FedOpt{Optimizer: OptAdam}) }
+
+// BenchmarkDPFedAvg10x10M is DP-FedAvg: clipped deltas, and 10M normal
+// draws on one core at Result.
+func BenchmarkDPFedAvg10x10M(b *testing.B) { benchRound(b, &FedAvg{DP: &DP{Clip: 1, Noise: 1}}) }
+
+// BenchmarkMedian10x10M is a whole median round over the same 10 updates
+// of 10M params: Begin, 10 Adds (each copies its update), Result.
+func BenchmarkMedian10x10M(b *testing.B) { benchRound(b, &Median{}) }
+
+// BenchmarkTrimmedMean10x10M is trimmed_mean with β = 0.1 (one value
+// trimmed at each end of 10).
+func BenchmarkTrimmedMean10x10M(b *testing.B) { benchRound(b, &TrimmedMean{Beta: 0.1}) }
+
+// BenchmarkKrum10x10M is Krum with f = 1: 45 pairwise distances over 10M
+// params, then a copy of the chosen update.
+func BenchmarkKrum10x10M(b *testing.B) { benchRound(b, &Krum{F: 1}) }

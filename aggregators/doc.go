@@ -9,6 +9,15 @@
 // [Krum] and [MultiKrum] (Blanchard et al., 2017), which pick the updates
 // closest to their neighbours. [New] builds one by its job-file name.
 //
+// Over FedAvg's aggregate sit the server optimizers of [FedOpt] (Reddi et
+// al., 2021: fedadam, fedyogi, fedadagrad; and fedavgm), whose moments
+// are server state the coordinator replicates through [Stateful]. The
+// FedAvg family takes two options: a cap on any one site's share of the
+// weight ([FedAvg.MaxFraction], bounded influence against a site that
+// claims 2^40 samples) and DP-FedAvg's clipping and Gaussian noise ([DP];
+// package privacy accounts for its ε), whose noise a coordinator replays
+// bit for bit through [Randomized].
+//
 // FedAvg and FedProx stream: each update is validated and folded into a running
 // sum as it arrives, so memory is O(params) however many sites report, and
 // an Add allocates nothing that grows with the model. The sum is float32,

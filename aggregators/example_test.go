@@ -53,7 +53,7 @@ func ExampleRound_Add() {
 func ExampleNew() {
 	_, err := aggregators.New("fedsgd", nil)
 	fmt.Println(err)
-	// Output: unknown strategy "fedsgd": known strategies are fedavg, fedprox, krum, median, multi_krum, trimmed_mean
+	// Output: unknown strategy "fedsgd": known strategies are fedadagrad, fedadam, fedavg, fedavgm, fedprox, fedyogi, krum, median, multi_krum, trimmed_mean
 }
 
 // The coordinate-wise median ignores sample counts and extreme values: a

@@ -1,9 +1,13 @@
 package aggregators
 
 import (
+	crand "crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/cohortfl/cohort/model"
@@ -14,48 +18,87 @@ import (
 // count, applied with a server learning rate η: w ← w + η·(avg − w). With
 // η = 1 the next model is the weighted mean itself. The zero value is plain
 // FedAvg.
+//
+// MaxFraction bounds one site's influence: no update's share of the
+// round's total weight exceeds it (see [FedAvg.MaxFraction]). DP makes the
+// strategy DP-FedAvg (see [DP]).
 type FedAvg struct {
 	// ServerLR is η; 0 means 1.
 	ServerLR float64
+	// MaxFraction f caps each update's normalised weight: in the result no
+	// update's weight is more than f of the total weight applied. Updates
+	// over the cap get the cap, c = f·T', where T' is the total with the
+	// capped weights (water-filling), so they share the leftover weight
+	// f·T' each; the others keep their sample-count weights. A round of
+	// fewer than ⌈1/f⌉ updates cannot meet the cap: there every update gets
+	// the weight 1/n and Result's "cap_unmet" metric is 1. 0, or 1 and
+	// above, switches the cap off. A round holds a copy of each update the
+	// cap may still bind on, at most ⌊1/f⌋ of them (two at f = 0.5); the
+	// rest are folded into the running sum as usual. Ignored under DP,
+	// whose weights are equal.
+	MaxFraction float64
+	// DP, when not nil, makes the strategy DP-FedAvg.
+	DP *DP
 }
 
-var _ Strategy = (*FedAvg)(nil)
+// DP is DP-FedAvg's central differential privacy (McMahan et al.,
+// "Learning Differentially Private Recurrent Language Models", 2018): each
+// update's delta Δ_k = u_k − global is clipped to L2 norm at most Clip (it
+// is scaled by min(1, S/‖Δ_k‖)), the n clipped deltas are averaged with
+// equal weights — sample counts are ignored, as in DP-FedAvg with equal
+// client weights, so one site's sensitivity is S/n — and Gaussian noise of
+// standard deviation σ·S/n is added to each coordinate of the average,
+// which is then applied with the server learning rate (or fed to a
+// [FedOpt] optimizer as its pseudo-gradient).
+//
+// The noise is drawn from a PCG generator seeded with (seed, round) (see
+// [Randomized]), in the order of the model's tensors and values, on one
+// core, so a replay after a failover draws the same noise wherever it
+// runs. Two Results of one round released with different updates would
+// share that noise and reveal the exact difference of their means: publish
+// only the Result that is committed. The average divides by the number n
+// of updates that arrived; the accounting in package privacy takes n as
+// fixed by the coordinator's selection. The coordinator is trusted: it
+// sees every update in the clear. Floating-point attacks on the noise
+// (Mironov, 2012) are not defended against.
+type DP struct {
+	// Clip is the L2 bound S on each update's delta, S > 0.
+	Clip float64
+	// Noise is the noise multiplier σ ≥ 0: the noise on the sum of the
+	// clipped deltas has standard deviation σ·S.
+	Noise float64
+}
+
+var (
+	_ Strategy   = (*FedAvg)(nil)
+	_ Randomized = (*FedAvg)(nil)
+)
 
 // Name returns "fedavg".
 func (f *FedAvg) Name() string { return "fedavg" }
 
 // Begin validates global (consistent and finite, else [ErrBadGlobal]) and
 // starts a round over it. The round allocates its sum, one float32 per
-// parameter, here.
+// parameter, here. Under DP it draws a fresh secret seed for the noise;
+// [FedAvg.BeginSeeded] gives a replayable round.
 func (f *FedAvg) Begin(global *model.Weights) (Round, error) {
-	lr := f.ServerLR
-	if lr == 0 {
-		lr = 1
+	return f.BeginSeeded(global, freshSeed(), 0)
+}
+
+// BeginSeeded is [FedAvg.Begin] for round number round (≥ 0), whose DP
+// noise is drawn from (seed, round) alone. Without DP, seed and round are
+// not used.
+func (f *FedAvg) BeginSeeded(global *model.Weights, seed uint64, round int) (Round, error) {
+	r, err := beginAvg(f.Name(), f.ServerLR, f.MaxFraction, f.DP, global, seed, round)
+	if err != nil {
+		return nil, err
 	}
-	if !(lr > 0) || math.IsInf(lr, 0) {
-		return nil, fmt.Errorf("fedavg: server learning rate %v must be positive", f.ServerLR)
-	}
-	if err := global.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadGlobal, err)
-	}
-	if err := global.CheckFinite(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadGlobal, err)
-	}
-	r := &avgRound{global: global, lr: lr, acc: make([][]float32, len(global.Tensors))}
-	for i, t := range global.Tensors {
-		r.acc[i] = make([]float32, len(t.Data))
-	}
-	r.plan = newPlan(global, runtime.GOMAXPROCS(0))
-	r.norms = make([]float32, len(r.plan))
-	r.okScan = make([]bool, len(r.plan))
-	r.norm2 = make([]float64, len(r.plan))
-	r.finite = make([]bool, len(r.plan))
 	return r, nil
 }
 
 // FedProx is FedProx (Li et al., 2020) on the server: aggregation is
-// FedAvg's. Mu is forwarded to the sites, whose local objective adds the
-// proximal term μ/2·‖w − w_global‖².
+// FedAvg's. Mu is sent to the sites (see [ClientMu]), whose local
+// objective adds the proximal term μ/2·‖w − w_global‖².
 type FedProx struct {
 	FedAvg
 	// Mu is the proximal coefficient μ ≥ 0.
@@ -67,39 +110,152 @@ var _ Strategy = (*FedProx)(nil)
 // Name returns "fedprox".
 func (f *FedProx) Name() string { return "fedprox" }
 
-// avgRound is FedAvg's running aggregate: acc = Σ a_k·w_k in float32,
-// where a_k = float32(n_k/n_1) is site k's sample count relative to the
-// first update's, and wsum = Σ a_k in float64. The mean is acc/wsum: the
-// normalisation divides by exactly the weights that were applied, so one
-// update (a_1 = 1) comes back bit for bit whatever its count, and the
-// weights never meet float32's 2^24 limit on exact integers. Rounding a_k
-// to float32 moves it by at most 2^-24 of itself.
+// freshSeed returns a random seed from the operating system's generator:
+// the noise of a round begun without a seed is unpredictable.
+func freshSeed() uint64 {
+	var b [8]byte
+	_, _ = crand.Read(b[:]) // crypto/rand.Read never fails
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// beginAvg validates the settings of the FedAvg family and global, and
+// starts a round.
+func beginAvg(name string, serverLR, maxFraction float64, dp *DP, global *model.Weights, seed uint64, round int) (*avgRound, error) {
+	lr := serverLR
+	if lr == 0 {
+		lr = 1
+	}
+	if !(lr > 0) || math.IsInf(lr, 0) {
+		return nil, fmt.Errorf("%s: server learning rate %v must be positive", name, serverLR)
+	}
+	if !(maxFraction >= 0) || math.IsInf(maxFraction, 0) {
+		return nil, fmt.Errorf("%s: max weight fraction %v must be from 0 to 1 (0 or 1: no cap)", name, maxFraction)
+	}
+	if maxFraction >= 1 {
+		maxFraction = 0
+	}
+	if dp != nil {
+		if !(dp.Clip > 0 && dp.Clip <= maxClip) {
+			return nil, fmt.Errorf("%s: DP clip %v must be positive and at most %g", name, dp.Clip, float64(maxClip))
+		}
+		if !(dp.Noise >= 0) || math.IsInf(dp.Noise, 0) {
+			return nil, fmt.Errorf("%s: DP noise multiplier %v must be finite and ≥ 0", name, dp.Noise)
+		}
+		maxFraction = 0 // equal weights
+	}
+	if round < 0 {
+		return nil, fmt.Errorf("%s: round %d must not be negative", name, round)
+	}
+	if err := global.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadGlobal, err)
+	}
+	if err := global.CheckFinite(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadGlobal, err)
+	}
+	r := &avgRound{name: name, global: global, lr: lr, frac: maxFraction, acc: make([][]float32, len(global.Tensors)), seed: seed, round: round}
+	if dp != nil {
+		d := *dp
+		r.dp = &d
+	}
+	for i, t := range global.Tensors {
+		r.acc[i] = make([]float32, len(t.Data))
+	}
+	r.plan = newPlan(global, runtime.GOMAXPROCS(0))
+	r.norms = make([]float32, len(r.plan))
+	r.okScan = make([]bool, len(r.plan))
+	r.dnorm2 = make([]float64, len(r.plan))
+	r.norm2 = make([]float64, len(r.plan))
+	r.pg2 = make([]float64, len(r.plan))
+	r.finite = make([]bool, len(r.plan))
+	r.weights = make([]float64, 0, 64)
+	return r, nil
+}
+
+// maxClip bounds DP's clip S: n clipped deltas of norm S must fit the
+// float32 sum.
+const maxClip = 1e30
+
+// avgRound is the FedAvg family's running aggregate: acc = Σ a_k·w_k in
+// float32, where a_k = float32(n_k/n_1) is site k's sample count relative
+// to the first update's, and wsum = Σ a_k in float64. The mean is
+// acc/wsum: the normalisation divides by exactly the weights that were
+// applied, so one update (a_1 = 1) comes back bit for bit whatever its
+// count, and the weights never meet float32's 2^24 limit on exact
+// integers. Rounding a_k to float32 moves it by at most 2^-24 of itself.
+//
+// With a weight cap f, an update is folded into acc only once no cap can
+// bind on it: when its weight is at most the water-filling cap level c of
+// the updates added so far. c only grows as updates are added, so a folded
+// update is never capped later. The others are held as copies (at most
+// ⌊1/f⌋, since each capped one weighs f of the total) and combined with
+// their capped weights at Result.
+//
+// Under DP, acc = Σ clip(u_k − global) instead, with equal weights.
 type avgRound struct {
+	name    string
 	global  *model.Weights
 	lr      float64
+	frac    float64 // the weight cap f; 0: none
+	dp      *DP     // nil: no DP
+	opt     *optimizer
+	seed    uint64
+	round   int
 	acc     [][]float32
 	ref     float64 // n_1, the first added update's sample count
-	wsum    float64 // Σ a_k
+	wsum    float64 // Σ a_k over the folded updates (under DP, their count)
 	total   float64 // Σ n_k, exact below 2^53
 	bound   float64 // Σ a_k·max|w_k|: a bound on every |acc| entry
 	updates int
+	weights []float64    // a_k of every added update, in the order of Add
+	held    []heldUpdate // updates a cap may still bind on
+	scratch []float64
+	clipped int // DP: updates whose delta was scaled down
+
+	nextState *model.Weights // the optimizer state after the latest Result
 
 	// Work shared with the workers of one call, so that a call allocates
 	// nothing beyond one goroutine per extra worker.
 	plan    [][]piece      // per worker: the ranges of tensors it owns
 	norms   []float32      // per worker: Add's scan, a bound on |u|
 	okScan  []bool         // per worker: Add's scan found only finite values
+	dnorm2  []float64      // per worker: Add's Σ(u − global)² under DP
 	norm2   []float64      // per worker: Result's Σ(next − global)²
+	pg2     []float64      // per worker: Result's Σ(mean − global)²
 	finite  []bool         // per worker: Result's range check
 	scanned sync.WaitGroup // Add: every worker has scanned
 	done    sync.WaitGroup // every worker has finished
 	u       *model.Weights // Add: the update
 	wt      float32        // Add: its weight
+	hold    bool           // Add: the update is held, not folded
 	next    *model.Weights // Result: the output
+	mix     applied        // Result: the weights of the held updates
+}
+
+// heldUpdate is a copy of an update the weight cap may bind on, with its
+// weight a_k.
+type heldUpdate struct {
+	w *model.Weights
+	a float64
+}
+
+// applied is how a Result combines the round: next = (acc + Σ hw[i]·held[i])
+// · inv, or under DP global + acc·inv + noise.
+type applied struct {
+	hw      []float64 // the applied weight of each held update
+	inv     float64   // 1 / the total weight applied
+	c       float64   // the cap level; +Inf when none binds
+	equal   bool      // the cap cannot be met: every update weighs 1/n
+	maxFrac float64   // the largest normalised weight
+	capped  int       // how many updates got less than their own weight
 }
 
 // maxSum bounds the sum's entries well inside float32's range.
 const maxSum = math.MaxFloat32 / 4
+
+var (
+	_ Round          = (*avgRound)(nil)
+	_ WeightReporter = (*avgRound)(nil)
+)
 
 func (r *avgRound) Add(u *model.Weights, n int64) error {
 	if n < 1 {
@@ -110,12 +266,22 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 	}
 	// Every worker scans its share (finite, and a bound on the
 	// magnitudes); once all have, each reaches the same verdict from the
-	// shared results and, if the update is good, folds its share in.
+	// shared results and, if the update is good and not held, folds its
+	// share in.
 	ref := r.ref
 	if r.updates == 0 {
 		ref = float64(n)
 	}
-	r.u, r.wt = u, float32(float64(n)/ref)
+	wt := float32(float64(n) / ref)
+	if r.dp != nil {
+		wt = 1
+	}
+	c, feasible, hold := math.Inf(1), true, false
+	if r.frac > 0 {
+		c, feasible = r.capLevel(float64(wt))
+		hold = !feasible || over(float64(wt), c)
+	}
+	r.u, r.wt, r.hold = u, wt, hold
 	defer func() { r.u = nil }()
 	r.scanned.Add(len(r.plan))
 	r.done.Add(len(r.plan))
@@ -127,11 +293,26 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 	norm, finite, ok := r.verdict()
 	switch {
 	case ok:
-		r.bound += float64(r.wt) * float64(norm)
+		r.bound += r.increment(norm)
 		r.ref = ref
-		r.wsum += float64(r.wt)
 		r.total += float64(n)
 		r.updates++
+		r.weights = append(r.weights, float64(wt))
+		r.nextState = nil // no longer the state of the latest Result
+		switch {
+		case r.dp != nil:
+			r.wsum++
+			if r.clipScale() < 1 {
+				r.clipped++
+			}
+		case hold:
+			r.held = append(r.held, heldUpdate{u.Clone(), float64(wt)})
+		default:
+			r.wsum += float64(wt)
+		}
+		if feasible {
+			r.release(c)
+		}
 		return nil
 	case !finite:
 		if err := u.CheckFinite(); err != nil { // names the first one
@@ -146,15 +327,27 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 func (r *avgRound) addShare(w int) {
 	defer r.done.Done()
 	var m float32
+	var d2 float64
 	ok := true
 	for _, p := range r.plan[w] {
-		norm, finite := model.FiniteNorm(r.u.Tensors[p.t].Data[p.lo:p.hi])
+		x := r.u.Tensors[p.t].Data[p.lo:p.hi]
+		norm, finite := model.FiniteNorm(x)
 		m, ok = max(m, norm), ok && finite
+		if r.dp != nil && ok {
+			d2 += diffNorm2(x, r.global.Tensors[p.t].Data[p.lo:p.hi])
+		}
 	}
-	r.norms[w], r.okScan[w] = m, ok
+	r.norms[w], r.okScan[w], r.dnorm2[w] = m, ok, d2
 	r.scanned.Done()
 	r.scanned.Wait()
-	if _, _, ok := r.verdict(); !ok {
+	if _, _, ok := r.verdict(); !ok || r.hold {
+		return
+	}
+	if r.dp != nil {
+		s := r.clipScale()
+		for _, p := range r.plan[w] {
+			foldDelta(s, r.u.Tensors[p.t].Data[p.lo:p.hi], r.global.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi])
+		}
 		return
 	}
 	for _, p := range r.plan[w] {
@@ -170,57 +363,347 @@ func (r *avgRound) verdict() (norm float32, finite, ok bool) {
 	for w := range r.plan {
 		norm, finite = max(norm, r.norms[w]), finite && r.okScan[w]
 	}
-	return norm, finite, finite && r.bound+float64(r.wt)*float64(norm) <= maxSum
+	return norm, finite, finite && r.bound+r.increment(norm) <= maxSum
+}
+
+// increment is what the update being added adds to the bound on |acc|:
+// its weight times its magnitude, or under DP its clipped delta's norm.
+func (r *avgRound) increment(norm float32) float64 {
+	if r.dp != nil {
+		return min(r.deltaNorm(), r.dp.Clip)
+	}
+	return float64(r.wt) * float64(norm)
+}
+
+// deltaNorm returns ‖u − global‖₂ of the update being added (DP only),
+// summed over the workers in a fixed order so that every worker gets the
+// same value.
+func (r *avgRound) deltaNorm() float64 {
+	var s float64
+	for _, v := range r.dnorm2 {
+		s += v
+	}
+	return math.Sqrt(s)
+}
+
+// clipScale returns min(1, S/‖u − global‖) for the update being added.
+func (r *avgRound) clipScale() float64 {
+	if d := r.deltaNorm(); d > r.dp.Clip {
+		return r.dp.Clip / d
+	}
+	return 1
+}
+
+// diffNorm2 returns Σ(x − g)², in float64.
+func diffNorm2(x, g []float32) float64 {
+	g = g[:len(x)]
+	var s float64
+	for j, v := range x {
+		d := float64(v) - float64(g[j])
+		s += d * d
+	}
+	return s
+}
+
+// foldDelta sets acc += s·(x − g).
+func foldDelta(s float64, x, g, acc []float32) {
+	g, acc = g[:len(x)], acc[:len(x)]
+	for j, v := range x {
+		acc[j] += float32(s * (float64(v) - float64(g[j])))
+	}
+}
+
+// capLevel returns the water-filling cap level c of the round's weights
+// with extra added (0 for none): the c with c = f·(wsum + Σ min(a_h, c))
+// over the held weights a_h, and whether one exists; it does not when
+// fewer than ⌈1/f⌉ updates were added. The folded weights are all at most
+// c: each was at most the cap level when folded, and the level only grows.
+func (r *avgRound) capLevel(extra float64) (float64, bool) {
+	n := r.updates
+	hs := r.scratch[:0]
+	for _, h := range r.held {
+		hs = append(hs, h.a)
+	}
+	if extra > 0 {
+		hs = append(hs, extra)
+		n++
+	}
+	r.scratch = hs
+	if float64(n)*r.frac < 1 {
+		return 0, false
+	}
+	slices.SortFunc(hs, func(a, b float64) int { return cmpFloat(b, a) }) // largest first
+	tail := r.wsum
+	for _, h := range hs {
+		tail += h
+	}
+	// With the j largest capped, c = f·(the rest's sum)/(1 − j·f); the
+	// first j at which the next largest fits under c is the solution.
+	prev := math.Inf(1)
+	for j := 0; j <= len(hs); j++ {
+		if j > 0 {
+			tail -= hs[j-1]
+		}
+		den := 1 - float64(j)*r.frac
+		if den <= 0 { // only by rounding: the previous level was met
+			return prev, true
+		}
+		c := r.frac * tail / den
+		if j == len(hs) || hs[j] <= c {
+			return c, true
+		}
+		prev = c
+	}
+	return prev, true // not reached
+}
+
+// over reports whether weight a is above the cap level c by more than
+// rounding: a weight equal to c in exact arithmetic (1/3 of three equal
+// weights) is not capped, and is folded in.
+func over(a, c float64) bool { return a > c*(1+1e-9) }
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// release folds every held update whose weight is at most the cap level c
+// into the sum with its full weight, and drops its copy.
+func (r *avgRound) release(c float64) {
+	kept := r.held[:0]
+	for _, h := range r.held {
+		if over(h.a, c) {
+			kept = append(kept, h)
+			continue
+		}
+		for i := range h.w.Tensors {
+			model.AxpyFlat(float32(h.a), h.w.Tensors[i].Data, r.acc[i])
+		}
+		r.wsum += h.a
+	}
+	clear(r.held[len(kept):])
+	r.held = kept
+}
+
+// mixture returns how the round's updates combine now.
+func (r *avgRound) mixture() applied {
+	n := float64(r.updates)
+	if r.dp != nil {
+		return applied{inv: 1 / n, c: math.Inf(1), maxFrac: 1 / n}
+	}
+	m := applied{c: math.Inf(1)}
+	if len(r.held) > 0 {
+		c, ok := r.capLevel(0)
+		m.c, m.equal = c, !ok
+	}
+	total := r.wsum
+	m.hw = make([]float64, len(r.held))
+	for i, h := range r.held {
+		switch {
+		case m.equal:
+			m.hw[i] = 1
+		default:
+			m.hw[i] = min(h.a, m.c)
+		}
+		total += m.hw[i]
+	}
+	m.inv = 1 / total
+	lowest := slices.Min(r.weights)
+	for _, a := range r.weights {
+		switch {
+		case m.equal:
+			m.maxFrac = 1 / n
+			if a > lowest {
+				m.capped++
+			}
+		default:
+			m.maxFrac = max(m.maxFrac, min(a, m.c)*m.inv)
+			if over(a, m.c) {
+				m.capped++
+			}
+		}
+	}
+	return m
+}
+
+// Weights returns the normalised weight each added update gets in the
+// aggregate, in the order of Add, after the weight cap; they sum to 1.
+func (r *avgRound) Weights() []float64 {
+	if r.updates == 0 {
+		return nil
+	}
+	m := r.mixture()
+	out := make([]float64, len(r.weights))
+	for i, a := range r.weights {
+		switch {
+		case r.dp != nil, m.equal:
+			out[i] = 1 / float64(r.updates)
+		default:
+			out[i] = min(a, m.c) * m.inv
+		}
+	}
+	return out
 }
 
 func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 	if r.updates == 0 {
 		return nil, nil, ErrNoUpdates
 	}
+	r.mix = r.mixture()
 	r.next = r.global.ZerosLike()
-	defer func() { r.next = nil }()
-	r.done.Add(len(r.plan))
-	for w := 1; w < len(r.plan); w++ {
-		go r.resultShare(w)
+	var state *model.Weights
+	if r.opt != nil {
+		state = r.opt.zeros(r.global)
 	}
-	r.resultShare(0)
-	r.done.Wait()
-	var s float64
+	r.nextState = state
+	defer func() { r.next, r.mix.hw = nil, nil }()
+	if r.dp != nil {
+		// One core, in the model's order: the noise does not depend on
+		// how many cores share the work.
+		rng := rand.New(rand.NewPCG(r.seed, uint64(r.round)))
+		var s, pg float64
+		ok := true
+		for i, t := range r.global.Tensors {
+			a, b, good := r.combine(piece{i, 0, len(t.Data)}, rng)
+			s, pg, ok = s+a, pg+b, ok && good
+		}
+		for w := range r.plan {
+			r.norm2[w], r.pg2[w], r.finite[w] = 0, 0, true
+		}
+		r.norm2[0], r.pg2[0], r.finite[0] = s, pg, ok
+	} else {
+		r.done.Add(len(r.plan))
+		for w := 1; w < len(r.plan); w++ {
+			go r.resultShare(w)
+		}
+		r.resultShare(0)
+		r.done.Wait()
+	}
+	var s, pg float64
 	for w := range r.plan {
 		if !r.finite[w] {
-			return nil, nil, fmt.Errorf("fedavg: server learning rate %v pushes the next model past float32's range; lower it", r.lr)
+			r.nextState = nil
+			if r.opt != nil {
+				return nil, nil, fmt.Errorf("%s: the server optimizer's step or state left float32's range; lower eta", r.name)
+			}
+			return nil, nil, fmt.Errorf("%s: server learning rate %v pushes the next model past float32's range; lower it", r.name, r.lr)
 		}
 		s += r.norm2[w]
+		pg += r.pg2[w]
 	}
-	return r.next, map[string]float64{
-		"updates":     float64(r.updates),
-		"samples":     r.total,
-		"update_norm": math.Sqrt(s),
-	}, nil
-}
-
-// resultShare is worker w's part of Result: next = g + η·(acc/wsum − g),
-// in float64, rounded once to float32.
-func (r *avgRound) resultShare(w int) {
-	defer r.done.Done()
-	inv := 1 / r.wsum
-	var s float64
-	ok := true
-	for _, p := range r.plan[w] {
-		g, a, out := r.global.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi], r.next.Tensors[p.t].Data[p.lo:p.hi]
-		for j := range out {
-			v := float64(a[j]) * inv
-			if r.lr != 1 {
-				v = float64(g[j]) + r.lr*(v-float64(g[j]))
-			}
-			f := float32(v)
-			ok = ok && !math.IsInf(float64(f), 0)
-			out[j] = f
-			d := float64(f) - float64(g[j])
-			s += d * d
+	metrics := map[string]float64{
+		"updates":             float64(r.updates),
+		"samples":             r.total,
+		"update_norm":         math.Sqrt(s),
+		"max_weight_fraction": r.mix.maxFrac,
+		"capped":              float64(r.mix.capped),
+	}
+	if r.frac > 0 {
+		metrics["cap_unmet"] = 0
+		if r.mix.equal {
+			metrics["cap_unmet"] = 1
 		}
 	}
-	r.norm2[w], r.finite[w] = s, ok
+	if r.dp != nil {
+		metrics["dp_clipped"] = float64(r.clipped)
+		metrics["dp_noise_std"] = r.dp.Noise * r.dp.Clip / float64(r.updates)
+	}
+	if r.opt != nil {
+		metrics["pseudo_gradient_norm"] = math.Sqrt(pg)
+	}
+	return r.next, metrics, nil
+}
+
+// resultShare is worker w's part of Result.
+func (r *avgRound) resultShare(w int) {
+	defer r.done.Done()
+	var s, pg float64
+	ok := true
+	if len(r.mix.hw) == 0 && r.opt == nil {
+		// Plain FedAvg: next = g + η·(acc/wsum − g), in float64, rounded
+		// once to float32.
+		inv := r.mix.inv
+		for _, p := range r.plan[w] {
+			g, a, out := r.global.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi], r.next.Tensors[p.t].Data[p.lo:p.hi]
+			for j := range out {
+				v := float64(a[j]) * inv
+				if r.lr != 1 {
+					v = float64(g[j]) + r.lr*(v-float64(g[j]))
+				}
+				f := float32(v)
+				ok = ok && !math.IsInf(float64(f), 0)
+				out[j] = f
+				d := float64(f) - float64(g[j])
+				s += d * d
+			}
+		}
+		r.norm2[w], r.pg2[w], r.finite[w] = s, 0, ok
+		return
+	}
+	for _, p := range r.plan[w] {
+		a, b, good := r.combine(p, nil)
+		s, pg, ok = s+a, pg+b, ok && good
+	}
+	r.norm2[w], r.pg2[w], r.finite[w] = s, pg, ok
+}
+
+// combine writes the next model over the range p, drawing DP noise from
+// rng, and returns Σ(next − g)², Σ(mean − g)² and whether every value
+// (and the optimizer state) stayed finite. The mean of a coordinate is
+// (acc + Σ hw·held)·inv, or under DP g + acc·inv + noise; the next value
+// is g + η·(mean − g), or the optimizer's step from g.
+func (r *avgRound) combine(p piece, rng *rand.Rand) (s, pg float64, ok bool) {
+	ok = true
+	g, a, out := r.global.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi], r.next.Tensors[p.t].Data[p.lo:p.hi]
+	src := make([][]float32, len(r.held))
+	for k, h := range r.held {
+		src[k] = h.w.Tensors[p.t].Data[p.lo:p.hi]
+	}
+	var std float64
+	if r.dp != nil {
+		std = r.dp.Noise * r.dp.Clip * r.mix.inv
+	}
+	inv := r.mix.inv
+	for j := range out {
+		gj := float64(g[j])
+		var mean float64
+		if r.dp != nil {
+			mean = gj + float64(a[j])*inv
+			if std > 0 {
+				mean += std * rng.NormFloat64()
+			}
+		} else {
+			mean = float64(a[j])
+			for k, x := range src {
+				mean += r.mix.hw[k] * float64(x[j])
+			}
+			mean *= inv
+		}
+		var v float64
+		if r.opt != nil {
+			var good bool
+			v, good = r.opt.step(r.nextState, p.t, p.lo+j, gj, mean)
+			ok = ok && good
+		} else {
+			v = mean
+			if r.lr != 1 {
+				v = gj + r.lr*(mean-gj)
+			}
+		}
+		f := float32(v)
+		ok = ok && !math.IsInf(float64(f), 0) && !math.IsNaN(float64(f))
+		out[j] = f
+		d := float64(f) - gj
+		s += d * d
+		e := mean - gj
+		pg += e * e
+	}
+	return s, pg, ok
 }
 
 // piece is the range [lo, hi) of tensor t.

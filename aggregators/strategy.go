@@ -25,6 +25,10 @@ var (
 	ErrBadUpdate = errors.New("bad update")
 	// ErrNoUpdates is returned by [Round.Result] when nothing was added.
 	ErrNoUpdates = errors.New("no updates to aggregate")
+	// ErrBadState is returned by [Stateful.SetState] and by Begin for
+	// server state that is inconsistent, not finite, or does not match the
+	// optimizer or the global model.
+	ErrBadState = errors.New("bad server state")
 )
 
 // Strategy turns the updates of a round into the next global model.
@@ -58,24 +62,107 @@ type Round interface {
 	// (their total sample count) and "update_norm" (‖next − global‖₂);
 	// krum and multi_krum add "selected" (how many updates they kept) and,
 	// when that is one, "selected_index" (its position in the order of
-	// Add). It does not end the round: a later Add is folded in and a later
-	// Result includes it.
+	// Add). The FedAvg family (fedavg, fedprox and the [FedOpt]
+	// optimizers) adds "max_weight_fraction" (the largest normalised
+	// weight an update got) and "capped" (how many updates the weight cap
+	// lowered), with a cap "cap_unmet" (1 when fewer than ⌈1/f⌉ updates
+	// made the cap unattainable and every update weighed 1/n, else 0),
+	// under DP "dp_clipped" (how many deltas were scaled down) and
+	// "dp_noise_std" (σ·S/n), and for the optimizers
+	// "pseudo_gradient_norm" (‖mean − global‖₂). It does not end the
+	// round: a later Add is folded in and a later Result includes it.
 	Result() (*model.Weights, map[string]float64, error)
+}
+
+// WeightReporter is implemented by the rounds of the FedAvg family, which
+// weight updates: Weights returns the normalised weight each added update
+// gets in the aggregate, in the order of Add, after the weight cap (so the
+// coordinator can log each site's weight fraction); they sum to 1, and nil
+// before any update.
+type WeightReporter interface {
+	Weights() []float64
+}
+
+// Stateful strategies carry server state from round to round: the
+// [FedOpt] optimizers' moments. The state is stored as weights, so it can
+// be replicated and saved like a model. A round starts from the state the
+// strategy holds at Begin and never changes it; the coordinator calls
+// SetState(round.NextState()) (see [StatefulRound]) only when the round
+// commits, so a failed round leaves the state as it was, and SetState
+// with the stored state on resuming after a failover.
+type Stateful interface {
+	Strategy
+	// State returns a copy of the state the next Begin starts from, nil
+	// before any was set (the optimizer's initial state).
+	State() *model.Weights
+	// SetState replaces the state with a copy of w. An inconsistent,
+	// non-finite or misnamed state is refused with an error wrapping
+	// [ErrBadState]; Begin checks it against the global model.
+	SetState(w *model.Weights) error
+}
+
+// StatefulRound is the round of a [Stateful] strategy.
+type StatefulRound interface {
+	Round
+	// NextState returns the state after this round: the one that goes
+	// with the latest Result's model, nil before a Result or after an Add
+	// that came since. The caller owns it.
+	NextState() *model.Weights
+}
+
+// Randomized is implemented by strategies whose rounds draw random numbers
+// (the noise of [DP]). BeginSeeded starts round number round (≥ 0) over
+// global; its draws are a function of seed and round alone, so a
+// coordinator that replays round r after a failover with the same seed
+// gets the same model bit for bit. The seed must stay secret — whoever
+// knows it can subtract the noise — so it is not a job-file parameter:
+// the coordinator draws it once per run (say with crypto/rand) and keeps
+// it in its replicated state. A plain Begin draws a fresh seed from
+// crypto/rand: private, but not replayable.
+type Randomized interface {
+	Strategy
+	BeginSeeded(global *model.Weights, seed uint64, round int) (Round, error)
+}
+
+// BeginRound starts round number round of s over global: with
+// BeginSeeded where s is [Randomized], else with Begin.
+func BeginRound(s Strategy, global *model.Weights, seed uint64, round int) (Round, error) {
+	if r, ok := s.(Randomized); ok {
+		return r.BeginSeeded(global, seed, round)
+	}
+	return s.Begin(global)
+}
+
+// ClientMu returns the proximal coefficient μ the sites must train with
+// under s: FedProx's Mu, 0 for every other strategy.
+func ClientMu(s Strategy) float64 {
+	if p, ok := s.(*FedProx); ok {
+		return p.Mu
+	}
+	return 0
 }
 
 // Names returns the names [New] knows, sorted.
 func Names() []string {
-	return []string{"fedavg", "fedprox", "krum", "median", "multi_krum", "trimmed_mean"}
+	return []string{"fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi", "krum", "median", "multi_krum", "trimmed_mean"}
 }
 
 // Params returns the parameters the strategy called name takes, sorted, or
 // nil for a name [New] does not know.
 func Params(name string) []string {
 	switch name {
-	case "fedavg", "median":
-		return []string{"server_lr"}
+	case "fedavg":
+		return []string{"dp_clip", "dp_noise", "max_weight_fraction", "server_lr"}
 	case "fedprox":
-		return []string{"mu", "server_lr"}
+		return []string{"dp_clip", "dp_noise", "max_weight_fraction", "mu", "server_lr"}
+	case "fedadam", "fedyogi":
+		return []string{"beta1", "beta2", "dp_clip", "dp_noise", "eta", "max_weight_fraction", "tau"}
+	case "fedadagrad":
+		return []string{"beta1", "dp_clip", "dp_noise", "eta", "max_weight_fraction", "tau"}
+	case "fedavgm":
+		return []string{"dp_clip", "dp_noise", "max_weight_fraction", "momentum", "server_lr"}
+	case "median":
+		return []string{"server_lr"}
 	case "trimmed_mean":
 		return []string{"beta", "server_lr"}
 	case "krum":
@@ -92,8 +179,22 @@ const maxCount = 1 << 20
 
 // New returns the strategy called name, configured from params:
 //
-//   - "server_lr" (all): the server learning rate η in
-//     w ← w + η·(agg − w); absent or 0 means 1, the aggregate itself.
+//   - "server_lr" (all but fedadam, fedyogi, fedadagrad): the server
+//     learning rate η in w ← w + η·(agg − w), for fedavgm in
+//     w ← w + η·m; absent or 0 means 1, the aggregate itself.
+//   - "max_weight_fraction" (fedavg, fedprox and the optimizers): the cap
+//     f on one update's share of the round's weight, 0 < f ≤ 1 (see
+//     [FedAvg.MaxFraction]); absent, 0 or 1 means no cap.
+//   - "dp_clip", "dp_noise" (the same): DP-FedAvg's clip S > 0 and noise
+//     multiplier σ ≥ 0 (see [DP]); absent or 0 clip means no DP, and
+//     dp_noise needs a clip.
+//   - "eta", "beta1", "beta2", "tau" (fedadam, fedyogi; fedadagrad takes
+//     eta, beta1 and tau): the optimizer's η, β1, β2 and τ (see
+//     [FedOpt]); absent or 0 means [DefaultEtaAdam] ([DefaultEtaAdagrad]
+//     for fedadagrad), [DefaultBeta1] (0 for fedadagrad), [DefaultBeta2]
+//     and [DefaultTau].
+//   - "momentum" (fedavgm): the server momentum β, 0 ≤ β < 1; absent or 0
+//     means [DefaultMomentum].
 //   - "mu" (fedprox): the proximal coefficient μ ≥ 0 sent to the sites.
 //     The other strategies accept mu only as 0.
 //   - "beta" (trimmed_mean): the fraction trimmed at each end, 0 ≤ β <
@@ -129,6 +230,32 @@ func New(name string, params map[string]float64) (Strategy, error) {
 			if v < 0 || !finite {
 				bad("server_lr %v must be positive (or 0 for the default, 1)", v)
 			}
+		case "eta":
+			if v < 0 || !finite {
+				bad("eta %v must be positive (or 0 for the default)", v)
+			}
+		case "beta1", "beta2", "momentum":
+			if !(v >= 0 && v < 1) {
+				bad("%s %v must be at least 0 and below 1 (0 for the default)", k, v)
+			}
+		case "tau":
+			if v < 0 || !finite {
+				bad("tau %v must be positive (or 0 for the default, %g)", v, DefaultTau)
+			}
+		case "max_weight_fraction":
+			if !(v >= 0 && v <= 1) {
+				bad("max_weight_fraction %v must be above 0 and at most 1 (0 or 1: no cap); 0.5 keeps any one site to half the weight", v)
+			}
+		case "dp_clip":
+			if !(v >= 0 && v <= maxClip) {
+				bad("dp_clip %v must be a positive L2 bound on each update's delta, at most %g (0: no DP)", v, float64(maxClip))
+			}
+		case "dp_noise":
+			if v < 0 || !finite {
+				bad("dp_noise %v must be a finite noise multiplier ≥ 0", v)
+			} else if v > 0 && !(params["dp_clip"] > 0) {
+				bad("dp_noise %v needs dp_clip, the bound the noise is scaled by; set dp_clip > 0", v)
+			}
 		case "mu":
 			if v < 0 || !finite {
 				bad("mu %v must be finite and ≥ 0", v)
@@ -158,9 +285,20 @@ func New(name string, params map[string]float64) (Strategy, error) {
 	if !ok {
 		f = DefaultF
 	}
+	var dp *DP
+	if params["dp_clip"] > 0 {
+		dp = &DP{Clip: params["dp_clip"], Noise: params["dp_noise"]}
+	}
+	avg := FedAvg{ServerLR: lr, MaxFraction: params["max_weight_fraction"], DP: dp}
 	switch name {
+	case "fedavg":
+		return &avg, nil
 	case "fedprox":
-		return &FedProx{FedAvg: FedAvg{ServerLR: lr}, Mu: params["mu"]}, nil
+		return &FedProx{FedAvg: avg, Mu: params["mu"]}, nil
+	case "fedadam", "fedyogi", "fedadagrad":
+		return &FedOpt{Optimizer: name, Eta: params["eta"], Beta1: params["beta1"], Beta2: params["beta2"], Tau: params["tau"], MaxFraction: avg.MaxFraction, DP: dp}, nil
+	case "fedavgm":
+		return &FedOpt{Optimizer: name, Eta: lr, Momentum: params["momentum"], MaxFraction: avg.MaxFraction, DP: dp}, nil
 	case "median":
 		return &Median{ServerLR: lr}, nil
 	case "trimmed_mean":
@@ -170,5 +308,5 @@ func New(name string, params map[string]float64) (Strategy, error) {
 	case "multi_krum":
 		return &MultiKrum{F: int(f), M: int(params["m"]), ServerLR: lr}, nil
 	}
-	return &FedAvg{ServerLR: lr}, nil
+	panic("aggregators: New lacks a case for " + name) // Names and this switch disagree
 }

@@ -68,12 +68,13 @@ func TestFedAvgKnownNumbers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var samples int64
+			var samples, largest int64
 			for i, u := range tt.updates {
 				if err := r.Add(u, tt.n[i]); err != nil {
 					t.Fatal(err)
 				}
 				samples += tt.n[i]
+				largest = max(largest, tt.n[i])
 			}
 			next, metrics, err := r.Result()
 			if err != nil {
@@ -90,7 +91,8 @@ func TestFedAvgKnownNumbers(t *testing.T) {
 				d := float64(v) - float64(before[i])
 				norm += d * d
 			}
-			want := map[string]float64{"updates": float64(len(tt.updates)), "samples": float64(samples), "update_norm": math.Sqrt(norm)}
+			want := map[string]float64{"updates": float64(len(tt.updates)), "samples": float64(samples), "update_norm": math.Sqrt(norm),
+				"max_weight_fraction": float64(largest) / float64(samples), "capped": 0}
 			if diff := cmp.Diff(want, metrics, cmp.Comparer(func(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(a)) })); diff != "" {
 				t.Errorf("metrics (-want +got):\n%s", diff)
 			}
@@ -312,14 +314,14 @@ func TestNew(t *testing.T) {
 		{"fedavg", nil, nil, ""},
 		{"fedavg", map[string]float64{"mu": 0, "server_lr": 0}, nil, ""}, // what the coordinator passes
 		{"fedprox", map[string]float64{"mu": 0.01, "server_lr": 0.5}, nil, ""},
-		{"fedsgd", nil, ErrUnknownStrategy, `"fedsgd": known strategies are fedavg, fedprox`},
+		{"fedsgd", nil, ErrUnknownStrategy, `"fedsgd": known strategies are fedadagrad, fedadam, fedavg, fedavgm, fedprox`},
 		{"FedAvg", nil, ErrUnknownStrategy, "known strategies"},
 		{"fedavg", map[string]float64{"mu": 0.1}, ErrBadParams, "use fedprox"},
 		{"fedprox", map[string]float64{"mu": -1}, ErrBadParams, "mu -1 must be finite and ≥ 0"},
 		{"fedprox", map[string]float64{"mu": math.NaN()}, ErrBadParams, "mu NaN"},
 		{"fedavg", map[string]float64{"server_lr": -0.1}, ErrBadParams, "server_lr -0.1 must be positive"},
 		{"fedavg", map[string]float64{"server_lr": math.Inf(1)}, ErrBadParams, "server_lr +Inf"},
-		{"fedavg", map[string]float64{"lr": 1}, ErrBadParams, `no parameter "lr"; it takes server_lr`},
+		{"fedavg", map[string]float64{"lr": 1}, ErrBadParams, `no parameter "lr"; it takes dp_clip, dp_noise, max_weight_fraction, server_lr`},
 	}
 	for _, tt := range tests {
 		s, err := New(tt.name, tt.params)
