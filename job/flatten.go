@@ -13,7 +13,9 @@ import (
 // 0-based index) to string values, for the job run's tracking params:
 // "train.lr" → "0.05", "arms.2.strategy.mu" → "0.01", "model.hidden" →
 // "[200]". Settings that do not apply are left out (model.conv for an mlp,
-// strategy.mu for fedavg, data.synthetic for Fashion-MNIST). Two values are
+// strategy.mu for fedavg, data.synthetic for Fashion-MNIST, strategy.clip.norm
+// with clip mode off). Simulated adversaries appear as
+// "sites.adversaries.0.attacks.1.factor". Two values are
 // redacted because jobs are shared: a password in tracking.uri is replaced by
 // "xxxxx", and model.env lists the variables' names only, since their values
 // often carry tokens. Arm train overrides appear as written
@@ -89,6 +91,20 @@ func (s *Spec) Flatten() map[string]string {
 	num("sites.min_per_round", s.Sites.MinPerRound)
 	flt("sites.fraction", s.Sites.Fraction)
 	flt("sites.over_select", s.Sites.OverSelect)
+	for i, adv := range s.Sites.Adversaries {
+		p := "sites.adversaries." + strconv.Itoa(i) + "."
+		str(p+"site", adv.Site)
+		for j, at := range adv.Attacks {
+			ap := p + "attacks." + strconv.Itoa(j) + "."
+			str(ap+"kind", at.Kind)
+			if at.Kind == AttackScale || at.Kind == AttackNoise || at.Factor != 0 {
+				flt(ap+"factor", at.Factor)
+			}
+			if at.Kind == AttackClaimSamples || at.Samples != 0 {
+				m[ap+"samples"] = strconv.FormatInt(at.Samples, 10)
+			}
+		}
+	}
 
 	t := s.Train
 	num("train.epochs", t.Epochs)
@@ -121,6 +137,31 @@ func (s *Spec) Flatten() map[string]string {
 			}
 			if st.Name == StrategyMultiKrum || st.M != 0 {
 				num(p+"strategy.m", st.M)
+			}
+			o := st.ServerOpt
+			if adaptive(st.Name) || o.Eta != 0 {
+				flt(p+"strategy.eta", o.Eta)
+			}
+			if st.Name == StrategyFedAdam || st.Name == StrategyFedYogi || o.Beta1 != 0 || o.Beta2 != 0 {
+				flt(p+"strategy.beta1", o.Beta1)
+				flt(p+"strategy.beta2", o.Beta2)
+			}
+			if adaptive(st.Name) || o.Tau != 0 {
+				flt(p+"strategy.tau", o.Tau)
+			}
+			if st.Name == StrategyFedAvgM || o.Momentum != 0 {
+				flt(p+"strategy.momentum", o.Momentum)
+			}
+			flt(p+"strategy.max_weight_fraction", st.MaxWeightFraction)
+			str(p+"strategy.clip.mode", st.Clip.Mode)
+			if st.Clip.Mode != ClipOff {
+				flt(p+"strategy.clip.norm", st.Clip.Norm)
+				flt(p+"strategy.clip.adaptive_factor", st.Clip.AdaptiveFactor)
+			}
+			if dp := st.DP; dp != nil {
+				flt(p+"strategy.dp.clip", dp.Clip)
+				flt(p+"strategy.dp.noise_multiplier", dp.NoiseMultiplier)
+				flt(p+"strategy.dp.delta", dp.Delta)
 			}
 		}
 		if o := a.Train; o != nil {

@@ -15,7 +15,7 @@ func nan() float64 { return math.NaN() }
 // FuzzParse checks that Parse never panics, that whatever it accepts is
 // valid and stable under ApplyDefaults, and that every rejection says why.
 func FuzzParse(f *testing.F) {
-	for _, pattern := range []string{"testdata/*.yaml", "../examples/fashion-mnist/*.yaml"} {
+	for _, pattern := range []string{"testdata/*.yaml", "../examples/fashion-mnist/*.yaml", "../examples/robust/*.yaml"} {
 		files, err := filepath.Glob(pattern)
 		if err != nil {
 			f.Fatal(err)

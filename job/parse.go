@@ -611,7 +611,100 @@ func (d *decoder) sites(path string, n *yaml.Node, s *Sites) {
 		{"min_per_round", func(p string, v *yaml.Node) { d.int(p, v, &s.MinPerRound) }},
 		{"fraction", func(p string, v *yaml.Node) { d.float(p, v, &s.Fraction) }},
 		{"over_select", func(p string, v *yaml.Node) { d.float(p, v, &s.OverSelect) }},
+		{"adversaries", func(p string, v *yaml.Node) { d.adversaries(p, v, &s.Adversaries) }},
 	})
+}
+
+// adversaries decodes sites.adversaries: a list of {site, attacks}.
+func (d *decoder) adversaries(path string, n *yaml.Node, out *[]Adversary) {
+	const example = "[{site: site-4, attacks: [{kind: scale, factor: -1}]}]"
+	items := d.seq(path, n, example)
+	advs := make([]Adversary, len(items))
+	for i, it := range items {
+		p := fmt.Sprintf("%s.%d", path, i)
+		d.p.lines[p] = it.Line
+		if it = d.resolve(p, it); it == nil {
+			continue
+		}
+		if isNull(it) {
+			d.fail(p, it, "empty adversary; write {site: site-4, attacks: [{kind: scale, factor: -1}]}")
+			continue
+		}
+		a := &advs[i]
+		d.mapping(p, it, "{site: site-4, attacks: [{kind: scale, factor: -1}]}", []field{
+			{"site", func(p string, v *yaml.Node) { d.str(p, v, &a.Site) }},
+			{"attacks", func(p string, v *yaml.Node) { d.attacks(p, v, &a.Attacks) }},
+		})
+	}
+	*out = advs
+}
+
+// attacks decodes an adversary's attacks. Each item is the canonical
+// {kind: scale, factor: -1}, or a shorthand: a bare kind (sign_flip,
+// label_flip) or a one-key mapping from the kind to its parameter
+// ({scale: -1}, {noise: 0.5}, {claim_samples: 1099511627776}).
+func (d *decoder) attacks(path string, n *yaml.Node, out *[]Attack) {
+	items := d.seq(path, n, "[{kind: scale, factor: -1}]")
+	if items == nil && n.Kind != yaml.SequenceNode {
+		return
+	}
+	as := make([]Attack, len(items))
+	for i, it := range items {
+		p := fmt.Sprintf("%s.%d", path, i)
+		d.p.lines[p] = it.Line
+		if it = d.resolve(p, it); it == nil {
+			continue
+		}
+		if isNull(it) {
+			d.fail(p, it, "empty attack; write {kind: scale, factor: -1} or a kind such as sign_flip")
+			continue
+		}
+		if it.Kind == yaml.ScalarNode { // shorthand: sign_flip
+			d.p.lines[p+".kind"] = it.Line
+			d.str(p+".kind", it, &as[i].Kind)
+			continue
+		}
+		d.attack(p, it, &as[i])
+	}
+	*out = as
+}
+
+// attack decodes one attack written as a mapping, canonical or shorthand.
+func (d *decoder) attack(p string, n *yaml.Node, at *Attack) {
+	var short []string // the shorthand keys written
+	param := func(kind, key string, dec func(string, *yaml.Node) bool) field {
+		return field{kind, func(_ string, v *yaml.Node) {
+			short = append(short, kind)
+			at.Kind = kind
+			d.p.lines[p+".kind"] = v.Line
+			d.p.lines[p+"."+key] = v.Line
+			if !dec(p+"."+key, v) {
+				d.bad[p] = true
+			}
+		}}
+	}
+	bare := func(kind string) field {
+		return field{kind, func(_ string, v *yaml.Node) {
+			d.fail(p, v, "%s takes no parameter; write the kind alone, e.g. attacks: [%[1]s]", kind)
+		}}
+	}
+	floatp := func(p string, v *yaml.Node) bool { return d.float(p, v, &at.Factor) }
+	d.mapping(p, n, "{kind: scale, factor: -1} or {scale: -1}", []field{
+		{"kind", func(p string, v *yaml.Node) { d.str(p, v, &at.Kind) }},
+		{"factor", func(p string, v *yaml.Node) { d.float(p, v, &at.Factor) }},
+		{"samples", func(p string, v *yaml.Node) { d.int64(p, v, &at.Samples) }},
+		param(AttackScale, "factor", floatp),
+		param(AttackNoise, "factor", floatp),
+		param(AttackClaimSamples, "samples", func(p string, v *yaml.Node) bool { return d.int64(p, v, &at.Samples) }),
+		bare(AttackSignFlip),
+		bare(AttackLabelFlip),
+	})
+	switch {
+	case len(short) > 1:
+		d.fail(p, n, "holds %d attacks (%s); write one attack per list item", len(short), strings.Join(short, ", "))
+	case len(short) == 1 && (hasKey(n, "kind") || hasKey(n, "factor") || hasKey(n, "samples")):
+		d.fail(p, n, "mixes the shorthand {%s: ...} with kind, factor or samples; write either {kind: scale, factor: -1} or {scale: -1}", short[0])
+	}
 }
 
 func (d *decoder) train(path string, n *yaml.Node, t *Train) {
@@ -689,6 +782,21 @@ func (d *decoder) arms(path string, n *yaml.Node, out *[]Arm) {
 					{"beta", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.Beta) }},
 					{"f", func(p string, v *yaml.Node) { d.int(p, v, &a.Strategy.F) }},
 					{"m", func(p string, v *yaml.Node) { d.int(p, v, &a.Strategy.M) }},
+					{"eta", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.ServerOpt.Eta) }},
+					{"beta1", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.ServerOpt.Beta1) }},
+					{"beta2", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.ServerOpt.Beta2) }},
+					{"tau", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.ServerOpt.Tau) }},
+					{"momentum", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.ServerOpt.Momentum) }},
+					{"max_weight_fraction", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.MaxWeightFraction) }},
+					{"clip", func(p string, v *yaml.Node) { d.clip(p, v, &a.Strategy.Clip) }},
+					{"dp", func(p string, v *yaml.Node) {
+						a.Strategy.DP = &DP{}
+						d.mapping(p, v, "{clip: 1.0, noise_multiplier: 1.1}", []field{
+							{"clip", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.DP.Clip) }},
+							{"noise_multiplier", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.DP.NoiseMultiplier) }},
+							{"delta", func(p string, v *yaml.Node) { d.float(p, v, &a.Strategy.DP.Delta) }},
+						})
+					}},
 				})
 			}},
 			{"train", func(p string, v *yaml.Node) {
@@ -705,6 +813,21 @@ func (d *decoder) arms(path string, n *yaml.Node, out *[]Arm) {
 		}
 	}
 	*out = arms
+}
+
+// clip decodes a strategy's clip: a mapping {mode, norm, adaptive_factor}
+// or the mode alone (clip: off).
+func (d *decoder) clip(path string, n *yaml.Node, c *Clip) {
+	if n.Kind == yaml.ScalarNode { // shorthand: clip: off
+		d.p.lines[path+".mode"] = n.Line
+		d.str(path+".mode", n, &c.Mode)
+		return
+	}
+	d.mapping(path, n, "{mode: reject, norm: 0, adaptive_factor: 10}", []field{
+		{"mode", func(p string, v *yaml.Node) { d.str(p, v, &c.Mode) }},
+		{"norm", func(p string, v *yaml.Node) { d.float(p, v, &c.Norm) }},
+		{"adaptive_factor", func(p string, v *yaml.Node) { d.float(p, v, &c.AdaptiveFactor) }},
+	})
 }
 
 // hasKey reports whether mapping n has key k written out (with any value).

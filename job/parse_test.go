@@ -103,8 +103,8 @@ func TestParseDesignExample(t *testing.T) {
 		Train:  Train{Epochs: 1, BatchSize: 32, LR: 0.05, LRDecay: 1},
 		Arms: []Arm{
 			{Name: "centralized", Centralized: &Centralized{Epochs: 20}},
-			{Name: "fedavg", Strategy: &Strategy{Name: StrategyFedAvg, ServerLR: 1}},
-			{Name: "fedprox", Strategy: &Strategy{Name: StrategyFedProx, Mu: 0.01, ServerLR: 1}},
+			{Name: "fedavg", Strategy: &Strategy{Name: StrategyFedAvg, ServerLR: 1, MaxWeightFraction: 0.5, Clip: defaultClip}},
+			{Name: "fedprox", Strategy: &Strategy{Name: StrategyFedProx, Mu: 0.01, ServerLR: 1, MaxWeightFraction: 0.5, Clip: defaultClip}},
 		},
 		Eval:     Eval{Every: 1},
 		Deadline: Deadline{Round: 10 * time.Minute},
@@ -133,7 +133,7 @@ func TestParseDefaults(t *testing.T) {
 		Sites:    Sites{Count: 4, Names: []string{"site-1", "site-2", "site-3", "site-4"}, MinPerRound: 4, Fraction: 1},
 		Rounds:   5,
 		Train:    Train{Epochs: 1, BatchSize: 32, LR: 0.05, LRDecay: 1},
-		Arms:     []Arm{{Name: "fedavg", Strategy: &Strategy{Name: StrategyFedAvg, ServerLR: 1}}},
+		Arms:     []Arm{{Name: "fedavg", Strategy: &Strategy{Name: StrategyFedAvg, ServerLR: 1, MaxWeightFraction: 0.5, Clip: defaultClip}}},
 		Eval:     Eval{Every: 1},
 		Deadline: Deadline{Round: 10 * time.Minute},
 		Energy:   Energy{Interval: 100 * time.Millisecond, CarbonGPerKWh: 475, PUE: 1, CPUWattsPerCore: 10},
@@ -309,7 +309,7 @@ func TestStrategyShorthand(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Arm{
-		{Name: "fedprox", Strategy: &Strategy{Name: StrategyFedProx, ServerLR: 1}},
+		{Name: "fedprox", Strategy: &Strategy{Name: StrategyFedProx, ServerLR: 1, MaxWeightFraction: 1, Clip: defaultClip}}, // 2 sites: no cap
 		{Name: "centralized", Centralized: &Centralized{Epochs: 1}},
 	}
 	if diff := cmp.Diff(want, s.Arms); diff != "" {
@@ -403,6 +403,38 @@ func TestExamples(t *testing.T) {
 	}
 }
 
+// TestRobustExample checks the study of examples/robust: the attacked job
+// and its clean twin compare the same arms, and only the first has the
+// adversary.
+func TestRobustExample(t *testing.T) {
+	attacked, err := Load("../examples/robust/job.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clean, err := Load("../examples/robust/clean.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Adversary{{Site: "site-4", Attacks: []Attack{
+		{Kind: AttackClaimSamples, Samples: 1 << 40}, {Kind: AttackScale, Factor: -1},
+	}}}
+	if diff := cmp.Diff(want, attacked.Sites.Adversaries); diff != "" {
+		t.Errorf("job.yaml adversaries (-want +got):\n%s", diff)
+	}
+	if len(clean.Sites.Adversaries) != 0 {
+		t.Errorf("clean.yaml adversaries = %v, want none", clean.Sites.Adversaries)
+	}
+	if diff := cmp.Diff(attacked.Arms, clean.Arms); diff != "" {
+		t.Errorf("the two jobs' arms differ (-job.yaml +clean.yaml):\n%s", diff)
+	}
+	if got, want := attacked.Arms[0].Strategy, (&Strategy{Name: StrategyFedAvg, ServerLR: 1, MaxWeightFraction: 1, Clip: Clip{Mode: ClipOff, AdaptiveFactor: DefaultAdaptiveFactor}}); !cmp.Equal(got, want) {
+		t.Errorf("fedavg_unprotected = %+v, want %+v", got, want)
+	}
+	if got := attacked.Arms[1].Strategy; got.MaxWeightFraction != DefaultMaxWeightFraction || got.Clip != defaultClip {
+		t.Errorf("fedavg = %+v, want the default cap and screening", got)
+	}
+}
+
 func looksLikeJob(data []byte) bool {
 	for _, k := range []string{"rounds:", "arms:", "model:", "train:"} {
 		if bytes.HasPrefix(data, []byte(k)) || bytes.Contains(data, []byte("\n"+k)) {
@@ -450,7 +482,91 @@ func TestRobustStrategyDefaults(t *testing.T) {
 		{Name: StrategyKrum, ServerLR: 1}, // f: 0 written
 		{Name: StrategyMultiKrum, ServerLR: 1, F: 1, M: 3},
 	}
+	for i := range want {
+		want[i].MaxWeightFraction, want[i].Clip = DefaultMaxWeightFraction, defaultClip
+	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("robust.good.yaml strategies (-want +got):\n%s", diff)
+	}
+}
+
+// defaultClip is a strategy's norm screening when the job leaves it out.
+var defaultClip = Clip{Mode: ClipReject, AdaptiveFactor: DefaultAdaptiveFactor}
+
+func TestServerOptDefaults(t *testing.T) {
+	s, err := Load("testdata/serveropt.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []ServerOpt
+	for _, a := range s.Arms {
+		got = append(got, a.Strategy.ServerOpt)
+	}
+	want := []ServerOpt{
+		{Eta: 0.01, Beta1: 0.9, Beta2: 0.99, Tau: 1e-3},
+		{Eta: 0.03, Beta1: 0, Beta2: 0.999, Tau: 0.01}, // beta1: 0 written: no first moment
+		{Eta: 0.1, Tau: 1e-3},                          // fedadagrad: no betas
+		{Momentum: 0.9},                                // fedavgm steps by server_lr
+		{Momentum: 0},                                  // momentum: 0 written
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("serveropt.good.yaml server optimizers (-want +got):\n%s", diff)
+	}
+	if got, want := s.Arms[3].Strategy.ServerLR, 0.5; got != want {
+		t.Errorf("fedavgm server_lr = %g, want %g", got, want)
+	}
+}
+
+func TestInfluenceDefaults(t *testing.T) {
+	s, err := Load("testdata/influence.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type influence struct {
+		MaxWeightFraction float64
+		Clip              Clip
+		DP                *DP
+	}
+	var got []influence
+	for _, a := range s.Arms {
+		got = append(got, influence{a.Strategy.MaxWeightFraction, a.Strategy.Clip, a.Strategy.DP})
+	}
+	want := []influence{
+		{0.5, defaultClip, nil},
+		{1, Clip{Mode: ClipOff, AdaptiveFactor: DefaultAdaptiveFactor}, nil}, // clip: off
+		{0.5, Clip{Mode: ClipClip, AdaptiveFactor: DefaultAdaptiveFactor}, nil},
+		{0.5, Clip{Mode: ClipReject, Norm: 5}, nil}, // adaptive_factor: 0 written: absolute bound only
+		{0.3, Clip{Mode: ClipReject, AdaptiveFactor: 3}, nil},
+		{0.5, Clip{Mode: ClipClip, AdaptiveFactor: DefaultAdaptiveFactor}, &DP{Clip: 1, NoiseMultiplier: 1.1, Delta: DefaultDPDelta}},
+		{0.5, defaultClip, &DP{Clip: 0.5, Delta: 1e-6}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("influence.good.yaml (-want +got):\n%s", diff)
+	}
+
+	two, err := Load("testdata/two-sites.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := two.Arms[0].Strategy.MaxWeightFraction; got != 1 {
+		t.Errorf("two sites: max_weight_fraction = %g, want 1 (no cap by default under 3 sites)", got)
+	}
+}
+
+func TestAdversaries(t *testing.T) {
+	s, err := Load("testdata/adversaries.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Adversary{
+		{Site: "mallory", Attacks: []Attack{{Kind: AttackClaimSamples, Samples: 1 << 40}, {Kind: AttackScale, Factor: -1}}},
+		{Site: "eve", Attacks: []Attack{
+			{Kind: AttackLabelFlip}, {Kind: AttackSignFlip}, {Kind: AttackNoise, Factor: 0.5},
+			{Kind: AttackScale, Factor: 3}, {Kind: AttackClaimSamples, Samples: 100000},
+		}},
+		{Site: "inria", Attacks: []Attack{{Kind: AttackNoise, Factor: 0.01}, {Kind: AttackLabelFlip}, {Kind: AttackSignFlip}}},
+	}
+	if diff := cmp.Diff(want, s.Sites.Adversaries); diff != "" {
+		t.Errorf("adversaries.good.yaml (-want +got):\n%s", diff)
 	}
 }

@@ -86,6 +86,18 @@ const (
 	DefaultAdaptiveFactor = 10.0
 	// DefaultDPDelta is the δ DP-FedAvg reports ε for.
 	DefaultDPDelta = 1e-5
+	// DefaultAdaptiveEta and DefaultAdagradEta are the server learning
+	// rates η of fedadam and fedyogi, and of fedadagrad.
+	DefaultAdaptiveEta = 0.01
+	DefaultAdagradEta  = 0.1
+	// DefaultBeta1 and DefaultBeta2 are fedadam's and fedyogi's moment
+	// decays β1 and β2.
+	DefaultBeta1 = 0.9
+	DefaultBeta2 = 0.99
+	// DefaultTau is the adaptive optimizers' adaptivity τ.
+	DefaultTau = 1e-3
+	// DefaultServerMomentum is fedavgm's server momentum β.
+	DefaultServerMomentum = 0.9
 	// DefaultBeta is trimmed_mean's β: 10% of the values trimmed at each
 	// end.
 	DefaultBeta = 0.1
@@ -286,8 +298,10 @@ type Sites struct {
 	// stragglers and dropouts cost less; the round still aggregates every
 	// update that arrives in time. Default 0.
 	OverSelect float64
-	// Adversaries marks simulated sites as attackers; `cohort run` only
-	// (a deployment's sites are real institutes).
+	// Adversaries marks simulated sites as attackers, to study how the
+	// arms hold up against them. Only `cohort run` honours it, whose sites
+	// are simulated; a deployment's sites are real institutes, and a
+	// coordinator refuses a submitted job that lists adversaries.
 	Adversaries []Adversary
 }
 
@@ -316,14 +330,18 @@ type Adversary struct {
 	Attacks []Attack
 }
 
-// Attack is one attack of an adversary.
+// Attack is one attack of an adversary. Its canonical form in a job file is
+// {kind: scale, factor: -1}; the shorthands are a bare kind (sign_flip,
+// label_flip) and a mapping from the kind to its parameter ({scale: -1},
+// {noise: 0.5}, {claim_samples: 1099511627776}).
 type Attack struct {
 	// Kind is "scale", "sign_flip", "noise", "claim_samples" or
 	// "label_flip".
 	Kind string
-	// Factor is scale's multiplier or noise's standard deviation.
+	// Factor is scale's multiplier (finite, not 0) or noise's standard
+	// deviation (> 0); only for those two kinds.
 	Factor float64
-	// Samples is claim_samples' claimed count.
+	// Samples is claim_samples' claimed count, ≥ 1; only for that kind.
 	Samples int64
 }
 
@@ -418,8 +436,8 @@ type Centralized struct {
 
 // Strategy is a federated aggregation strategy.
 type Strategy struct {
-	// Name is "fedavg", "fedprox", "median", "trimmed_mean", "krum" or
-	// "multi_krum".
+	// Name is "fedavg", "fedprox", "median", "trimmed_mean", "krum",
+	// "multi_krum", "fedadam", "fedyogi", "fedadagrad" or "fedavgm".
 	Name string
 	// Mu is FedProx's proximal coefficient μ ≥ 0 (0 is FedAvg); fedprox only.
 	Mu float64
@@ -669,6 +687,9 @@ func (s *Spec) ApplyDefaults() {
 		if st := a.Strategy; st != nil && (st.Name == StrategyKrum || st.Name == StrategyMultiKrum) && st.F == 0 && !set(p+".strategy.f") {
 			st.F = DefaultF
 		}
+		if st := a.Strategy; st != nil {
+			s.strategyDefaults(p+".strategy", st, set)
+		}
 		if c := a.Centralized; c != nil && c.Epochs == 0 && !set(p+".centralized.epochs") {
 			if e := s.ArmTrain(*a).Epochs; s.Rounds > 0 && s.Rounds <= MaxRounds && e > 0 && e <= MaxRounds {
 				c.Epochs = s.Rounds * e
@@ -695,4 +716,55 @@ func (s *Spec) ApplyDefaults() {
 	if e.CPUWattsPerCore == 0 && !set("energy.cpu_watts_per_core") {
 		e.CPUWattsPerCore = DefaultCPUWattsPerCore
 	}
+}
+
+// strategyDefaults fills in the bounded-influence, screening, server
+// optimizer and DP defaults of the strategy at path sp.
+func (s *Spec) strategyDefaults(sp string, st *Strategy, set func(string) bool) {
+	if st.MaxWeightFraction == 0 && !set(sp+".max_weight_fraction") {
+		// With one or two sites a cap of one half would only stop the
+		// round from weighting by samples at all.
+		st.MaxWeightFraction = 1
+		if s.Sites.Count >= 3 {
+			st.MaxWeightFraction = DefaultMaxWeightFraction
+		}
+	}
+	if st.Clip.Mode == "" && !set(sp+".clip.mode") {
+		st.Clip.Mode = ClipReject
+	}
+	if st.Clip.AdaptiveFactor == 0 && !set(sp+".clip.adaptive_factor") {
+		st.Clip.AdaptiveFactor = DefaultAdaptiveFactor
+	}
+	o := &st.ServerOpt
+	if o.Eta == 0 && !set(sp+".eta") {
+		switch st.Name {
+		case StrategyFedAdam, StrategyFedYogi:
+			o.Eta = DefaultAdaptiveEta
+		case StrategyFedAdagrad:
+			o.Eta = DefaultAdagradEta
+		}
+	}
+	if st.Name == StrategyFedAdam || st.Name == StrategyFedYogi {
+		if o.Beta1 == 0 && !set(sp+".beta1") {
+			o.Beta1 = DefaultBeta1
+		}
+		if o.Beta2 == 0 && !set(sp+".beta2") {
+			o.Beta2 = DefaultBeta2
+		}
+	}
+	if adaptive(st.Name) && o.Tau == 0 && !set(sp+".tau") {
+		o.Tau = DefaultTau
+	}
+	if st.Name == StrategyFedAvgM && o.Momentum == 0 && !set(sp+".momentum") {
+		o.Momentum = DefaultServerMomentum
+	}
+	if st.DP != nil && st.DP.Delta == 0 && !set(sp+".dp.delta") {
+		st.DP.Delta = DefaultDPDelta
+	}
+}
+
+// adaptive reports whether strategy name is one of Reddi et al.'s adaptive
+// server optimizers, which take eta and tau.
+func adaptive(name string) bool {
+	return name == StrategyFedAdam || name == StrategyFedYogi || name == StrategyFedAdagrad
 }

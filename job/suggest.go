@@ -60,6 +60,16 @@ func synonym(nw string) string {
 		return "cpu_watts_per_core"
 	case "powerusageefficiency":
 		return "pue"
+	case "servermomentum":
+		return "momentum"
+	case "maxnorm", "normbound":
+		return "norm"
+	case "clippingnorm", "l2normclip": // Flower's and TF Privacy's DP clip
+		return "clip"
+	case "targetdelta":
+		return "delta"
+	case "attackers", "byzantinesites", "malicioussites", "malicious":
+		return "adversaries"
 	}
 	return ""
 }

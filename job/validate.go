@@ -2,8 +2,10 @@ package job
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -17,7 +19,12 @@ func knownPartitions() []string {
 }
 func knownModels() []string { return []string{ModelLogReg, ModelMLP, ModelCNN, ModelExec} }
 func knownStrategies() []string {
-	return []string{StrategyFedAvg, StrategyFedProx, StrategyMedian, StrategyTrimmedMean, StrategyKrum, StrategyMultiKrum}
+	return []string{StrategyFedAvg, StrategyFedProx, StrategyMedian, StrategyTrimmedMean, StrategyKrum, StrategyMultiKrum,
+		StrategyFedAdam, StrategyFedYogi, StrategyFedAdagrad, StrategyFedAvgM}
+}
+func knownClipModes() []string { return []string{ClipReject, ClipClip, ClipOff} }
+func knownAttacks() []string {
+	return []string{AttackScale, AttackSignFlip, AttackNoise, AttackClaimSamples, AttackLabelFlip}
 }
 
 // fashionMNISTClasses is Fashion-MNIST's number of classes.
@@ -52,6 +59,7 @@ func (s *Spec) validate() *problems {
 	s.validateData(p)
 	s.validateModel(p)
 	s.validateSites(p)
+	s.validateAdversaries(p)
 
 	switch {
 	case s.Rounds <= 0:
@@ -447,6 +455,8 @@ func (s *Spec) validateArms(p *problems) {
 				p.add(sp+".server_lr", "%g must be above 0 (1 applies the averaged update as is)", st.ServerLR)
 			}
 			s.validateRobust(p, sp, st)
+			s.validateServerOpt(p, sp, st)
+			s.validateInfluence(p, sp, st)
 		}
 		if o := a.Train; o != nil {
 			t := s.ArmTrain(a)
@@ -466,6 +476,195 @@ func (s *Spec) validateArms(p *problems) {
 			}
 		}
 	}
+}
+
+// validateServerOpt checks the adaptive server optimizers' parameters at
+// sp: each only for the strategies that take it, and in range.
+func (s *Spec) validateServerOpt(p *problems, sp string, st *Strategy) {
+	written := func(key string, nonzero bool) bool {
+		_, ok := s.lines[sp+"."+key]
+		return ok || nonzero
+	}
+	o := st.ServerOpt
+	adam := st.Name == StrategyFedAdam || st.Name == StrategyFedYogi
+	switch {
+	case !adaptive(st.Name) && written("eta", o.Eta != 0):
+		hint := ""
+		if st.Name == StrategyFedAvgM {
+			hint = " (fedavgm's step is server_lr)"
+		}
+		p.add(sp+".eta", "only used by fedadam, fedyogi and fedadagrad%s; remove it or set name: fedadam", hint)
+	case adaptive(st.Name) && (!(o.Eta > 0) || math.IsInf(o.Eta, 0)):
+		p.add(sp+".eta", "%g must be above 0 (the server learning rate η), e.g. eta: 0.01", o.Eta)
+	}
+	for _, b := range []struct {
+		key string
+		v   float64
+	}{{"beta1", o.Beta1}, {"beta2", o.Beta2}} {
+		switch {
+		case !adam && written(b.key, b.v != 0):
+			p.add(sp+"."+b.key, "only used by fedadam and fedyogi; remove it or set name: fedadam")
+		case adam && !(b.v >= 0 && b.v < 1):
+			p.add(sp+"."+b.key, "%g must be at least 0 and below 1 (a moment's decay), e.g. %s: 0.9", b.v, b.key)
+		}
+	}
+	switch {
+	case !adaptive(st.Name) && written("tau", o.Tau != 0):
+		p.add(sp+".tau", "only used by fedadam, fedyogi and fedadagrad; remove it or set name: fedadam")
+	case adaptive(st.Name) && (!(o.Tau > 0) || math.IsInf(o.Tau, 0)):
+		p.add(sp+".tau", "%g must be above 0 (the adaptivity τ that keeps the step finite), e.g. tau: 0.001", o.Tau)
+	}
+	switch {
+	case st.Name != StrategyFedAvgM && written("momentum", o.Momentum != 0):
+		p.add(sp+".momentum", "only used by fedavgm (server momentum; a site's SGD momentum is train.momentum); remove it or set name: fedavgm")
+	case st.Name == StrategyFedAvgM && !(o.Momentum >= 0 && o.Momentum < 1):
+		p.add(sp+".momentum", "%g must be at least 0 and below 1 (the server momentum β), e.g. momentum: 0.9", o.Momentum)
+	}
+	if adaptive(st.Name) && written("server_lr", st.ServerLR != DefaultServerLR) {
+		p.add(sp+".server_lr", "%s's server learning rate is eta; remove server_lr and set eta", st.Name)
+	}
+}
+
+// validateInfluence checks how far one update can move the strategy at sp:
+// the weight cap, the norm screening and DP-FedAvg's clip and noise.
+func (s *Spec) validateInfluence(p *problems, sp string, st *Strategy) {
+	if f := st.MaxWeightFraction; !(f > 0 && f <= 1) {
+		p.add(sp+".max_weight_fraction", "%g must be above 0 and at most 1 (the largest share of a round's weight one site's update may get; 1 switches the cap off), e.g. max_weight_fraction: 0.5", f)
+	}
+	c := st.Clip
+	if enum(p, sp+".clip.mode", c.Mode, "clip mode", knownClipModes()) {
+		_, normSet := s.lines[sp+".clip.norm"]
+		_, factorSet := s.lines[sp+".clip.adaptive_factor"]
+		switch {
+		case c.Mode == ClipOff && (normSet || c.Norm != 0):
+			p.add(sp+".clip.norm", "clip mode off screens nothing; remove norm or set mode: reject")
+		case c.Mode == ClipOff && factorSet:
+			p.add(sp+".clip.adaptive_factor", "clip mode off screens nothing; remove adaptive_factor or set mode: reject")
+		case c.Mode != ClipOff && c.Norm == 0 && c.AdaptiveFactor == 0:
+			p.add(sp+".clip", "mode %s with norm 0 and adaptive_factor 0 bounds nothing; set a norm, an adaptive_factor (10 is the default) or mode: off", c.Mode)
+		}
+	}
+	if !(c.Norm >= 0) || math.IsInf(c.Norm, 0) {
+		p.add(sp+".clip.norm", "%g must be a finite number, at least 0 (an absolute bound on an update's delta norm; 0: none)", c.Norm)
+	}
+	if f := c.AdaptiveFactor; !(f == 0 || f >= 1) || math.IsInf(f, 0) {
+		p.add(sp+".clip.adaptive_factor", "%g must be 0 (no adaptive bound) or at least 1: a factor below 1 would reject the round's median update itself, e.g. adaptive_factor: 10", f)
+	}
+
+	dp := st.DP
+	if dp == nil {
+		return
+	}
+	if st.Name != StrategyFedAvg {
+		p.add(sp+".dp", "dp needs strategy fedavg (DP-FedAvg); remove dp or set name: fedavg")
+	}
+	if _, set := s.lines[sp+".dp.clip"]; !set && dp.Clip == 0 {
+		p.add(sp+".dp.clip", "missing; set the L2 bound S on each update's delta, e.g. clip: 1.0")
+	} else if !(dp.Clip > 0) || math.IsInf(dp.Clip, 0) {
+		p.add(sp+".dp.clip", "%g must be a finite number above 0 (the L2 bound S on each update's delta), e.g. clip: 1.0", dp.Clip)
+	}
+	if !(dp.NoiseMultiplier >= 0) || math.IsInf(dp.NoiseMultiplier, 0) {
+		p.add(sp+".dp.noise_multiplier", "%g must be a finite number, at least 0 (σ: the noise's standard deviation over S), e.g. noise_multiplier: 1.1", dp.NoiseMultiplier)
+	}
+	if !(dp.Delta > 0 && dp.Delta < 1) {
+		p.add(sp+".dp.delta", "%g must be above 0 and below 1 (the δ of the (ε, δ) guarantee; well below 1/samples), e.g. delta: 1e-5", dp.Delta)
+	}
+}
+
+// validateAdversaries checks sites.adversaries: each names one of the
+// job's sites, once, with at least one well-formed attack.
+func (s *Spec) validateAdversaries(p *problems) {
+	if len(s.Sites.Adversaries) == 0 {
+		return
+	}
+	central := map[string]int{}
+	for i, a := range s.Arms {
+		if a.Centralized != nil && a.Centralized.Site != "" {
+			central[a.Centralized.Site] = i
+		}
+	}
+	seen := map[string]int{}
+	for i, adv := range s.Sites.Adversaries {
+		ap := "sites.adversaries." + strconv.Itoa(i)
+		first, dup := seen[adv.Site]
+		switch {
+		case adv.Site == "":
+			p.add(ap+".site", "missing; name the attacking site, one of %s", siteList(s.Sites.Names))
+		case dup:
+			p.add(ap+".site", "%q is also sites.adversaries.%d; list each attacking site once, with all its attacks", adv.Site, first)
+		case len(s.Sites.Names) > 0 && !slices.Contains(s.Sites.Names, adv.Site):
+			p.add(ap+".site", "%q is not one of the job's sites; name one of %s", adv.Site, siteList(s.Sites.Names))
+		}
+		if _, ok := seen[adv.Site]; !ok && adv.Site != "" {
+			seen[adv.Site] = i
+		}
+		if arm, ok := central[adv.Site]; ok && adv.Site != "" {
+			p.add(ap+".site", "%q trains the centralized arm arms.%d, the baseline; make another site the adversary or train that arm elsewhere", adv.Site, arm)
+		}
+		if len(adv.Attacks) == 0 {
+			p.add(ap+".attacks", "missing; list at least one attack, e.g. attacks: [{kind: scale, factor: -1}]")
+			continue
+		}
+		kinds := map[string]int{}
+		for j, at := range adv.Attacks {
+			s.validateAttack(p, ap+".attacks."+strconv.Itoa(j), at)
+			if k, ok := kinds[at.Kind]; ok && at.Kind != "" {
+				p.add(ap+".attacks."+strconv.Itoa(j), "%s is also attacks.%d; list each kind once", at.Kind, k)
+			} else {
+				kinds[at.Kind] = j
+			}
+		}
+	}
+}
+
+// validateAttack checks one attack at path: its kind and the parameter
+// that kind takes.
+func (s *Spec) validateAttack(p *problems, path string, at Attack) {
+	if !enum(p, path+".kind", at.Kind, "attack kind", knownAttacks()) {
+		return
+	}
+	_, factorSet := s.lines[path+".factor"]
+	_, samplesSet := s.lines[path+".samples"]
+	switch at.Kind {
+	case AttackScale:
+		switch {
+		case !factorSet && at.Factor == 0:
+			p.add(path+".factor", "missing; set the multiplier of the update's delta, e.g. {kind: scale, factor: -1}")
+		case at.Factor == 0 || math.IsNaN(at.Factor) || math.IsInf(at.Factor, 0):
+			p.add(path+".factor", "%g must be a finite number other than 0 (0 would send the global model back unchanged), e.g. factor: -1", at.Factor)
+		}
+	case AttackNoise:
+		switch {
+		case !factorSet && at.Factor == 0:
+			p.add(path+".factor", "missing; set the noise's standard deviation, e.g. {kind: noise, factor: 0.5}")
+		case !(at.Factor > 0) || math.IsInf(at.Factor, 0):
+			p.add(path+".factor", "%g must be a finite number above 0 (the noise's standard deviation), e.g. factor: 0.5", at.Factor)
+		}
+	default:
+		if factorSet || at.Factor != 0 {
+			p.add(path+".factor", "only used by attacks scale and noise; remove it")
+		}
+	}
+	switch {
+	case at.Kind == AttackClaimSamples && !samplesSet && at.Samples == 0:
+		p.add(path+".samples", "missing; set the sample count the site claims, e.g. {kind: claim_samples, samples: 1099511627776}")
+	case at.Kind == AttackClaimSamples && at.Samples < 1:
+		p.add(path+".samples", "%d must be at least 1 (the sample count the site claims)", at.Samples)
+	case at.Kind != AttackClaimSamples && (samplesSet || at.Samples != 0):
+		p.add(path+".samples", "only used by attack claim_samples; remove it")
+	}
+}
+
+// siteList names a job's sites for messages, the first few of them.
+func siteList(names []string) string {
+	const most = 5
+	if len(names) == 0 {
+		return "the job's sites"
+	}
+	if len(names) <= most {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:most], ", ") + fmt.Sprintf(" … (%d sites)", len(names))
 }
 
 // validSite reports a site name under key that could not be a site's

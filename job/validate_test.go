@@ -2,6 +2,7 @@ package job
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -59,7 +60,7 @@ func TestValidateInGo(t *testing.T) {
 		{"too many sites", func(s *Spec) { s.Sites.Count = MaxSites + 1; s.Sites.Names = nil }, []string{"sites.count: 100001 is more than 100000; lower it"}},
 		{"both arm kinds", func(s *Spec) { s.Arms[1].Centralized = &Centralized{Epochs: 1} }, []string{"arms.1: has both centralized and strategy; an arm is one or the other, split it into two arms"}},
 		{"nan lr", func(s *Spec) { s.Train.LR = nan() }, []string{"train.lr: NaN must be above 0, e.g. lr: 0.05"}},
-		{"nan mu", func(s *Spec) { s.Arms[1].Strategy = &Strategy{Name: StrategyFedProx, Mu: nan(), ServerLR: 1} }, []string{"arms.1.strategy.mu: NaN must not be negative (FedProx's proximal term; the paper uses 0.001-1)"}},
+		{"nan mu", func(s *Spec) { s.Arms[1].Strategy.Name, s.Arms[1].Strategy.Mu = StrategyFedProx, nan() }, []string{"arms.1.strategy.mu: NaN must not be negative (FedProx's proximal term; the paper uses 0.001-1)"}},
 		{"env on mlp", func(s *Spec) { s.Model.Env = map[string]string{"A": "1"} }, []string{"model.env: only used by kind exec; remove it or set model.kind: exec"}},
 		{"exec env", func(s *Spec) {
 			s.Model = Model{Kind: ModelExec, Command: []string{""}, Env: map[string]string{"A=B": "1"}}
@@ -78,6 +79,33 @@ func TestValidateInGo(t *testing.T) {
 			"data.path: synthetic data is generated, not loaded; remove data.path",
 			"data.synthetic.alpha: -1 must not be negative (the FedProx paper uses 0, 0.5 and 1)",
 			"data.synthetic.classes: 1 must be between 2 and 1048576 (the paper uses 10)",
+		}},
+		{"infinite clip norm", func(s *Spec) { s.Arms[1].Strategy.Clip.Norm = math.Inf(1) }, []string{
+			"arms.1.strategy.clip.norm: +Inf must be a finite number, at least 0 (an absolute bound on an update's delta norm; 0: none)",
+		}},
+		{"nan max weight", func(s *Spec) { s.Arms[1].Strategy.MaxWeightFraction = nan() }, []string{
+			"arms.1.strategy.max_weight_fraction: NaN must be above 0 and at most 1 (the largest share of a round's weight one site's update may get; 1 switches the cap off), e.g. max_weight_fraction: 0.5",
+		}},
+		{"eta on fedavg", func(s *Spec) { s.Arms[1].Strategy.ServerOpt.Eta = 0.1 }, []string{
+			"arms.1.strategy.eta: only used by fedadam, fedyogi and fedadagrad; remove it or set name: fedadam",
+		}},
+		{"dp", func(s *Spec) { s.Arms[1].Strategy.DP = &DP{Clip: math.Inf(1), NoiseMultiplier: nan()} }, []string{
+			"arms.1.strategy.dp.clip: +Inf must be a finite number above 0 (the L2 bound S on each update's delta), e.g. clip: 1.0",
+			"arms.1.strategy.dp.noise_multiplier: NaN must be a finite number, at least 0 (σ: the noise's standard deviation over S), e.g. noise_multiplier: 1.1",
+			"arms.1.strategy.dp.delta: 0 must be above 0 and below 1 (the δ of the (ε, δ) guarantee; well below 1/samples), e.g. delta: 1e-5",
+		}},
+		{"adversaries", func(s *Spec) {
+			s.Sites.Adversaries = []Adversary{
+				{Site: "site-3", Attacks: []Attack{{Kind: AttackScale, Factor: math.Inf(-1)}, {Kind: AttackNoise, Factor: nan()}}},
+				{Site: "site-9", Attacks: []Attack{{Kind: AttackClaimSamples, Samples: -1}}},
+				{Site: "site-1"},
+			}
+		}, []string{
+			"sites.adversaries.0.attacks.0.factor: -Inf must be a finite number other than 0 (0 would send the global model back unchanged), e.g. factor: -1",
+			"sites.adversaries.0.attacks.1.factor: NaN must be a finite number above 0 (the noise's standard deviation), e.g. factor: 0.5",
+			`sites.adversaries.1.site: "site-9" is not one of the job's sites; name one of site-1, site-2, site-3`,
+			"sites.adversaries.1.attacks.0.samples: -1 must be at least 1 (the sample count the site claims)",
+			"sites.adversaries.2.attacks: missing; list at least one attack, e.g. attacks: [{kind: scale, factor: -1}]",
 		}},
 		{"redacted uri", func(s *Spec) { s.Tracking.URI = "http://u:secret@/x" }, []string{
 			`tracking.uri: "http://u:xxxxx@/x" is not an http(s)://HOST[:PORT] address of an MLflow server`,

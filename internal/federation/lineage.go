@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/cohortfl/cohort/client"
 	"github.com/cohortfl/cohort/client/data"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
@@ -41,3 +42,12 @@ func (l *LocalData) Lineage(ctx context.Context) ([]*pb.DatasetInfo, error) {
 func lineageOf(dataset string, d *data.Dataset) *pb.DatasetInfo {
 	return &pb.DatasetInfo{Name: dataset + "/" + d.Name, Sha256: d.Digest(), NumSamples: int64(d.N)}
 }
+
+// declared is a data source that declares another's lineage: a simulated
+// attacker's wrapped data, joining with the data it truly holds.
+type declared struct {
+	client.DataSource
+	l client.Lineager
+}
+
+func (d declared) Lineage(ctx context.Context) ([]*pb.DatasetInfo, error) { return d.l.Lineage(ctx) }

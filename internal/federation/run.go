@@ -157,9 +157,19 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	sites := append([]string(nil), spec.Sites.Names...)
+	attackers := Attackers(spec)
 	for _, name := range sites {
 		sd := ds.Sites[name]
-		if err := startAgent(gctx, g, name, false, siteSource{dataset: spec.Data.Dataset, train: sd.Train, test: sd.Test}, trainers, opts, addr, dial, log); err != nil {
+		var src client.DataSource = siteSource{dataset: spec.Data.Dataset, train: sd.Train, test: sd.Test}
+		var tf client.TrainerFactory = trainers
+		if a := attackers[name]; a != nil {
+			log.With("component", "site").Warn("simulated_adversary", "site", name, "attacks", a.String())
+			fmt.Fprintf(opts.Progress, "  %-10s is a simulated adversary: %s\n", name, a)
+			// The attacker declares the data it holds, as any site does;
+			// its attacks come after.
+			src, tf = declared{a.Data(src), src.(client.Lineager)}, a.Trainers(tf)
+		}
+		if err := startAgent(gctx, g, name, false, src, tf, opts, addr, dial, log); err != nil {
 			return nil, err
 		}
 	}
@@ -227,7 +237,7 @@ func centralSites(spec *job.Spec) []string {
 	return out
 }
 
-func startAgent(ctx context.Context, g *errgroup.Group, name string, central bool, src siteSource, tf client.TrainerFactory, opts Options, addr string, dial []grpc.DialOption, log *slog.Logger) error {
+func startAgent(ctx context.Context, g *errgroup.Group, name string, central bool, src client.DataSource, tf client.TrainerFactory, opts Options, addr string, dial []grpc.DialOption, log *slog.Logger) error {
 	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn", "exec"}, EnergySources: []string{"estimate"}}
 	if central {
 		caps.Trainers = append(caps.Trainers, pb.PooledDataTrainer)
