@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -89,6 +90,9 @@ func (l LogConfig) Logger(w io.Writer) *slog.Logger {
 //	data: {fashion-mnist: /srv/data/fashion-mnist}
 //	tracking: {uri: "sqlite:cohort.db"}
 //	site_wait: 10m
+//	session_timeout: 30s
+//	max_model_bytes: 8GiB
+//	rate_limits: {join: {rate: 1, burst: 10}, admin: {rate: 20, burst: 50}}
 //	log: {format: text, level: info}
 type CoordinatorConfig struct {
 	// Name is the coordinator's name (its certificate's CN). Required.
@@ -109,12 +113,44 @@ type CoordinatorConfig struct {
 	// SiteWait is how long a job waits for its sites to join before it
 	// fails; default 10m.
 	SiteWait time.Duration
+	// SessionTimeout ends the session of a site that sent nothing, not
+	// even a heartbeat (every 5s), for this long; default 30s.
+	SessionTimeout time.Duration
+	// MaxModelBytes refuses, at submit, a job whose model's parameters ×
+	// sites × 4 bytes exceed it; 0 (the key omitted) is the coordinator's
+	// default, a quarter of the machine's memory. YAML takes a number of
+	// bytes or a size such as "8GiB".
+	MaxModelBytes int64
+	// RateLimits bound each site's Join calls and each admin's calls; a
+	// zero field is the coordinator's default.
+	RateLimits RateLimits
 	// Cluster lists the coordinators that replicate the job state with
 	// Raft. nil (the key omitted) is a one-voter cluster of this
 	// coordinator alone, which resumes its jobs after a restart.
 	Cluster *ClusterConfig
 	// Log sets the coordinator's log output.
 	Log LogConfig
+}
+
+// RateLimits is the rate_limits: section of coordinator.yaml. Each is a
+// token bucket per caller (its certificate's CN; without TLS, a site's
+// name or an admin's address); calls over it are refused with
+// RESOURCE_EXHAUSTED. The defaults, 1/s burst 10 for Join and 20/s burst
+// 50 for admin calls, never bother a real deployment.
+type RateLimits struct {
+	// Join bounds each site's Join calls.
+	Join RateLimit
+	// Admin bounds each admin's job calls (submit, cancel, list, get,
+	// watch, upload weights, cluster status).
+	Admin RateLimit
+}
+
+// RateLimit is one token bucket: Rate calls a second on average, Burst at
+// once. Zero fields take the coordinator's defaults; a negative rate turns
+// the limit off.
+type RateLimit struct {
+	Rate  float64
+	Burst int
 }
 
 // ClusterConfig is the cluster: section of coordinator.yaml:
@@ -183,8 +219,10 @@ const (
 	DefaultStateDir    = "./state"
 	DefaultTrackingURI = "sqlite:cohort.db"
 	DefaultSiteWait    = 10 * time.Minute
-	DefaultLogFormat   = "text"
-	DefaultLogLevel    = "info"
+	// DefaultSessionTimeout is six of a site's 5s heartbeats.
+	DefaultSessionTimeout = 30 * time.Second
+	DefaultLogFormat      = "text"
+	DefaultLogLevel       = "info"
 )
 
 // LoadSiteConfig reads, defaults and validates the site config at path.
@@ -302,6 +340,14 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 			})
 		}},
 		{"site_wait", func(p string, v *yaml.Node) { d.duration(p, v, &c.SiteWait) }},
+		{"session_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &c.SessionTimeout) }},
+		{"max_model_bytes", func(p string, v *yaml.Node) { d.byteSize(p, v, &c.MaxModelBytes) }},
+		{"rate_limits", func(p string, v *yaml.Node) {
+			d.mapping(p, v, "{join: {rate: 1, burst: 10}, admin: {rate: 20, burst: 50}}", []field{
+				{"join", func(p string, v *yaml.Node) { d.rateLimit(p, v, &c.RateLimits.Join) }},
+				{"admin", func(p string, v *yaml.Node) { d.rateLimit(p, v, &c.RateLimits.Admin) }},
+			})
+		}},
 		{"cluster", func(p string, v *yaml.Node) { d.cluster(p, v, &c.Cluster) }},
 		{"log", func(p string, v *yaml.Node) { d.log(p, v, &c.Log) }},
 	})
@@ -313,6 +359,9 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 	}
 	if _, set := d.p.lines["site_wait"]; !set {
 		c.SiteWait = DefaultSiteWait
+	}
+	if _, set := d.p.lines["session_timeout"]; !set {
+		c.SessionTimeout = DefaultSessionTimeout
 	}
 	defaultLog(&c.Log)
 	d.name("name", c.Name, "coord-1")
@@ -334,6 +383,22 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 	d.clusterValues("cluster", c.Cluster, c.TLS == nil)
 	if c.SiteWait <= 0 {
 		d.check("site_wait", "must be positive, such as \"10m\"")
+	}
+	if c.SessionTimeout < 0 {
+		d.check("session_timeout", "must be positive, such as \"30s\", or 0 to end a session only when its stream breaks")
+	} else if c.SessionTimeout > 0 && c.SessionTimeout < 10*time.Second {
+		d.check("session_timeout", "%s is under two heartbeats (sites heartbeat every 5s); use at least \"10s\", such as \"30s\"", c.SessionTimeout)
+	}
+	if c.MaxModelBytes < 0 {
+		d.check("max_model_bytes", "must be positive, such as \"8GiB\"; omit it for a quarter of the machine's memory")
+	}
+	for _, l := range []struct {
+		key string
+		l   RateLimit
+	}{{"rate_limits.join", c.RateLimits.Join}, {"rate_limits.admin", c.RateLimits.Admin}} {
+		if l.l.Burst < 0 {
+			d.check(l.key+".burst", "must be at least 1, such as 10")
+		}
 	}
 	if u := c.Tracking.URI; !strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		d.check("tracking.uri", "%q is not a tracking URI; use \"sqlite:FILE\" or an http(s):// MLflow server", u)
@@ -369,6 +434,50 @@ func (d *decoder) cluster(path string, n *yaml.Node, out **ClusterConfig) {
 		{"election_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &c.ElectionTimeout) }},
 	})
 	*out = c
+}
+
+// rateLimit decodes {rate: 1, burst: 10}.
+func (d *decoder) rateLimit(path string, n *yaml.Node, out *RateLimit) {
+	d.mapping(path, n, "{rate: 1, burst: 10}", []field{
+		{"rate", func(p string, v *yaml.Node) {
+			if !d.scalar(p, v, "calls a second, such as 1 or 0.5") {
+				return
+			}
+			f, err := strconv.ParseFloat(v.Value, 64)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				d.fail(p, v, "%s is not a number of calls a second, such as 1 or 0.5 (-1 turns the limit off)", describe(v))
+				return
+			}
+			out.Rate = f
+		}},
+		{"burst", func(p string, v *yaml.Node) { d.int(p, v, &out.Burst) }},
+	})
+}
+
+// byteSize decodes a number of bytes, or a size with a binary unit:
+// "512MiB", "8GiB", "1TiB".
+func (d *decoder) byteSize(path string, n *yaml.Node, out *int64) {
+	const want = "a number of bytes or a size such as \"8GiB\" or \"512MiB\""
+	if !d.scalar(path, n, want) {
+		return
+	}
+	v := strings.TrimSpace(n.Value)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}} {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	x, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || x > math.MaxInt64/mult {
+		d.fail(path, n, "%s is not %s", describe(n), want)
+		return
+	}
+	*out = x * mult
 }
 
 // clusterValues checks a cluster: section (its id defaulted already).

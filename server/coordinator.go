@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,23 @@ type Config struct {
 	// MaxInitBytes bounds the initial weights an init task uploads, where
 	// MaxUpdateBytes sets no bound (default 4 GiB).
 	MaxInitBytes int64
+	// JoinLimit bounds each site's Join calls (default [DefaultJoinLimit]);
+	// over it, Join answers RESOURCE_EXHAUSTED.
+	JoinLimit RateLimit
+	// AdminLimit bounds each admin's JobsService calls (default
+	// [DefaultAdminLimit]).
+	AdminLimit RateLimit
+	// MaxModelBytes refuses, at submit, a job whose model's parameters ×
+	// sites × 4 bytes exceed it (default [DefaultMaxModelBytes]: a quarter
+	// of the machine's memory).
+	MaxModelBytes int64
+	// SessionTimeout ends the session of a site that sent nothing (sites
+	// heartbeat every HeartbeatInterval) for this long; its tasks fail as
+	// a disconnect. 0 leaves it to the stream breaking.
+	SessionTimeout time.Duration
+	// CancelGrace is how long a cancelled job's runner has to stop
+	// before the job is marked CANCELLED regardless (default 30s).
+	CancelGrace time.Duration
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -55,6 +73,14 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInitBytes <= 0 {
 		c.MaxInitBytes = 4 << 30
+	}
+	c.JoinLimit = c.JoinLimit.orDefault(DefaultJoinLimit)
+	c.AdminLimit = c.AdminLimit.orDefault(DefaultAdminLimit)
+	if c.MaxModelBytes <= 0 {
+		c.MaxModelBytes = DefaultMaxModelBytes()
+	}
+	if c.CancelGrace <= 0 {
+		c.CancelGrace = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -73,6 +99,12 @@ type Coordinator struct {
 	deps   Deps
 	models *modelStore
 
+	// joinLimit and adminLimit rate-limit Join and the JobsService
+	// calls, per caller.
+	joinLimit, adminLimit *limiter
+	// now is time.Now; tests step it.
+	now func() time.Time
+
 	mu      sync.Mutex
 	pending map[string]pendingJoin // by session id, between Join and Session
 	sites   map[string]*siteConn   // connected sites by name
@@ -80,7 +112,7 @@ type Coordinator struct {
 	// closed maps the tasks of each arm's last closed round to the arm's
 	// collector of late reports: what they report after their round
 	// closed still counts, as wasted work.
-	closed   map[string]*lateEnergy
+	closed   map[string]closedTask
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
 	// registered holds, by site, the hash of the capabilities last
 	// written to the replicated site registry.
@@ -108,6 +140,22 @@ type siteConn struct {
 type pendingJoin struct {
 	name string
 	caps *pb.Capabilities
+	at   time.Time // when it joined
+}
+
+// Bounds on the joins awaiting their session: a site opens its session
+// right after Join, so one that has not within pendingJoinTTL never will.
+const (
+	pendingJoinTTL  = time.Minute
+	maxPendingJoins = 4096
+)
+
+// closedTask is a task of a round that closed, whose late reports still
+// count (as wasted work) in its arm's next round.
+type closedTask struct {
+	late *lateEnergy
+	site string
+	sent time.Time
 }
 
 // pendingTask is a task sent to a site whose answer the runner awaits.
@@ -122,6 +170,9 @@ type pendingTask struct {
 	// job, arm and round are the task's, which its update must name.
 	job, arm string
 	round    int32
+	// sent is when the coordinator took the task on (set by addTask): what
+	// the site reports of it cannot span more.
+	sent time.Time
 }
 
 // checkUpdate refuses an update pushed by a site other than the one the
@@ -153,9 +204,12 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		pending:  make(map[string]pendingJoin),
 		sites:    make(map[string]*siteConn),
 		tasks:    make(map[string]*pendingTask),
-		closed:   make(map[string]*lateEnergy),
+		closed:   make(map[string]closedTask),
 		siteCond: make(chan struct{}),
+		now:      time.Now,
 	}
+	c.joinLimit = newLimiter("Join calls", "rate_limits.join", cfg.JoinLimit, cfg.Logger)
+	c.adminLimit = newLimiter("admin calls", "rate_limits.admin", cfg.AdminLimit, cfg.Logger)
 	c.jobs = newJobQueue()
 	c.rep = deps.Replica
 	c.term = make(chan struct{})
@@ -200,6 +254,9 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRe
 	if name == "" {
 		return nil, toStatus(badInput("join: site_name is empty; set the site's name in its config"))
 	}
+	if err := c.joinLimit.allow(caller(ctx, name)); err != nil {
+		return nil, toStatus(fmt.Errorf("join: %w", err))
+	}
 	if cn := peerCommonName(ctx); cn != "" && cn != name {
 		c.log.Warn("join_refused", "site", name, "certificate_cn", cn)
 		return nil, toStatus(badInput("join: site name %q does not match its certificate's CN %q", name, cn))
@@ -209,15 +266,21 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRe
 		return nil, toStatus(badInput("join: site %q's capabilities are %d bytes, over the %d accepted; list its trainers, GPUs, energy sources and datasets only", name, n, MaxCapabilitiesBytes))
 	}
 	id := newID()
+	now := c.now()
 	c.mu.Lock()
 	// One pending join per site: a site that joins again before opening
-	// its session (or floods Join) replaces its earlier one.
+	// its session (or floods Join) replaces its earlier one. Joins never
+	// followed by a session expire.
 	for old, pj := range c.pending {
-		if pj.name == name {
+		if pj.name == name || now.Sub(pj.at) > pendingJoinTTL {
 			delete(c.pending, old)
 		}
 	}
-	c.pending[id] = pendingJoin{name: name, caps: req.GetCapabilities()}
+	if len(c.pending) >= maxPendingJoins {
+		c.mu.Unlock()
+		return nil, toStatus(fmt.Errorf("join: %w: %d sites joined within %s without opening their session; retry in a minute", ErrRateLimited, len(c.pending), pendingJoinTTL))
+	}
+	c.pending[id] = pendingJoin{name: name, caps: req.GetCapabilities(), at: now}
 	c.mu.Unlock()
 	c.registerSite(name, req.GetCapabilities())
 	c.log.Info("site_joined", "site", name, "version", req.GetVersion(),
@@ -280,6 +343,7 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 		}
 	}()
 	recvErr := make(chan error, 1)
+	alive := make(chan struct{}, 1) // a message came
 	go func() {
 		for {
 			m, err := stream.Recv()
@@ -287,12 +351,37 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 				recvErr <- err
 				return
 			}
+			select {
+			case alive <- struct{}{}:
+			default:
+			}
 			c.handleSiteMessage(conn, m)
 		}
 	}()
+	var expired <-chan time.Time
+	if d := c.cfg.SessionTimeout; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		expired = t.C
+		go func() { // the timer restarts at every message
+			for {
+				select {
+				case <-alive:
+					t.Reset(d)
+				case <-conn.done:
+					return
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	select {
 	case err = <-recvErr:
 	case err = <-sendErr:
+	case <-expired:
+		c.log.Warn("site_timed_out", "site", name, "silent_for", c.cfg.SessionTimeout)
+		err = fmt.Errorf("%w: site %q sent nothing for %s (sites heartbeat every %s); join again", ErrSessionExpired, name, c.cfg.SessionTimeout, c.cfg.HeartbeatInterval)
 	}
 	if nl := c.notLeader(); nl != nil {
 		return nl // stepped down: the site goes to the leader this names
@@ -321,12 +410,23 @@ func (c *Coordinator) addSite(conn *siteConn) {
 	c.log.Info("site_connected", "site", conn.name)
 }
 
+// removeSite ends a site's session and forgets what the coordinator
+// holds for it by name: its pending joins and its registry entry. Its
+// tasks fail (the runners awaiting them remove them); its rate-limit
+// entry goes once idle, so that leaving and joining again does not reset
+// it.
 func (c *Coordinator) removeSite(conn *siteConn) {
 	c.mu.Lock()
 	current := c.sites[conn.name] == conn
 	if current {
 		delete(c.sites, conn.name)
 		c.notifySitesLocked()
+		for id, pj := range c.pending {
+			if pj.name == conn.name {
+				delete(c.pending, id)
+			}
+		}
+		delete(c.registered, conn.name)
 	}
 	c.mu.Unlock()
 	if current {
@@ -396,13 +496,16 @@ func (c *Coordinator) handleSiteMessage(conn *siteConn, m *pb.SiteMessage) {
 		}
 	case *pb.SiteMessage_Failed:
 		if t := c.task(msg.Failed.GetTaskId()); t != nil && t.site == conn.name {
-			t.box.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason(), energy: msg.Failed.GetEnergy()})
-		} else if l := c.closedTask(msg.Failed.GetTaskId()); l != nil {
-			l.add(msg.Failed.GetEnergy()) // a task its round cut or gave up on
+			energy, _ := c.screenEnergy(conn.name, t.id, t.sent, msg.Failed.GetEnergy())
+			t.box.deliver(roundEvent{kind: evFailed, site: conn.name, taskID: t.id, reason: msg.Failed.GetReason(), energy: energy})
+		} else if ct := c.closedTask(msg.Failed.GetTaskId()); ct.late != nil && (ct.site == "" || ct.site == conn.name) {
+			energy, _ := c.screenEnergy(conn.name, msg.Failed.GetTaskId(), ct.sent, msg.Failed.GetEnergy())
+			ct.late.add(energy) // a task its round cut or gave up on
 		}
 	case *pb.SiteMessage_Result:
 		if t := c.task(msg.Result.GetTaskId()); t != nil && t.site == conn.name {
-			t.box.deliver(roundEvent{kind: evResult, site: conn.name, taskID: t.id, metrics: msg.Result.GetMetrics(), energy: msg.Result.GetEnergy()})
+			energy, _ := c.screenEnergy(conn.name, t.id, t.sent, msg.Result.GetEnergy())
+			t.box.deliver(roundEvent{kind: evResult, site: conn.name, taskID: t.id, metrics: msg.Result.GetMetrics(), energy: energy})
 		}
 	case *pb.SiteMessage_Hello:
 		c.log.Warn("site_sent_second_hello", "site", conn.name)
@@ -419,6 +522,9 @@ func (c *Coordinator) task(id string) *pendingTask {
 
 func (c *Coordinator) addTask(t *pendingTask) {
 	c.mu.Lock()
+	if t.sent.IsZero() {
+		t.sent = c.now()
+	}
 	c.tasks[t.id] = t
 	c.mu.Unlock()
 }
@@ -435,8 +541,12 @@ func (c *Coordinator) closeTasks(ids []string, late *lateEnergy) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range ids {
+		ct := closedTask{late: late}
+		if t := c.tasks[id]; t != nil {
+			ct.site, ct.sent = t.site, t.sent
+		}
 		delete(c.tasks, id)
-		c.closed[id] = late
+		c.closed[id] = ct
 	}
 }
 
@@ -449,9 +559,9 @@ func (c *Coordinator) forgetClosed(ids []string) {
 	}
 }
 
-// closedTask returns the late-report collector of a task whose round
-// closed, or nil.
-func (c *Coordinator) closedTask(id string) *lateEnergy {
+// closedTask returns a task whose round closed; its late is nil for
+// none.
+func (c *Coordinator) closedTask(id string) closedTask {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closed[id]
@@ -532,10 +642,14 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	t := c.task(h.GetTaskId())
 	if t == nil {
-		if l := c.closedTask(h.GetTaskId()); l != nil {
+		if ct := c.closedTask(h.GetTaskId()); ct.late != nil {
 			// Too late to be used; what it cost still counts.
-			l.add(h.GetEnergy())
-			l.add(h.GetEvalEnergy())
+			if cn := peerCommonName(stream.Context()); cn == "" || ct.site == "" || cn == ct.site {
+				energy, _ := c.screenEnergy(ct.site, h.GetTaskId(), ct.sent, h.GetEnergy())
+				evalEnergy, _ := c.screenEnergy(ct.site, h.GetTaskId(), ct.sent, h.GetEvalEnergy())
+				ct.late.add(energy)
+				ct.late.add(evalEnergy)
+			}
 			return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrStaleRound))
 		}
 		return toStatus(fmt.Errorf("push update for task %q: %w", h.GetTaskId(), ErrUnknownTask))
@@ -545,10 +659,15 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		if errors.Is(err, ErrTaskMismatch) {
 			// The task's own site answered wrongly: its round need not wait
 			// for it. (Another site's push leaves the task alone.)
-			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+			energy, _ := c.screenEnergy(t.site, t.id, t.sent, h.GetEnergy())
+			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		}
 		return toStatus(err)
 	}
+	// An implausible energy report is dropped (the site's work counts as
+	// unmeasured) and flagged on the site's run.
+	energy, badEnergy := c.screenEnergy(t.site, t.id, t.sent, h.GetEnergy())
+	evalEnergy, badEval := c.screenEnergy(t.site, t.id, t.sent, h.GetEvalEnergy())
 	limit, globalSize := c.cfg.MaxUpdateBytes, int64(0)
 	switch {
 	case t.global != nil:
@@ -561,7 +680,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	if h.GetTotalSize() <= 0 || h.GetTotalSize() > limit {
 		err := badInput("push update: declared size %d bytes is outside 1..%d (the global model is %d bytes)", h.GetTotalSize(), limit, globalSize)
-		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
 	asm, err := model.NewAssembler(h.GetTotalSize())
@@ -581,28 +700,36 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		}
 		if err := asm.Write(m.GetData()); err != nil {
 			err = badInput("push update: %v", err)
-			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 			return toStatus(err)
 		}
 	}
 	data, err := asm.Finish(h.GetSha256())
 	if err != nil {
 		err = badInput("push update: %v", err)
-		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
 	w, _, err := model.UnmarshalSafetensors(data)
 	if err != nil {
 		err = badInput("push update: decoding safetensors: %v", err)
-		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: h.GetEnergy()})
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
+	}
+	metrics := h.GetMetrics()
+	if badEnergy || badEval {
+		metrics = maps.Clone(metrics)
+		if metrics == nil {
+			metrics = make(map[string]float64, 1)
+		}
+		metrics[MetricEnergyRejected] = 1
 	}
 	up := &receivedUpdate{
 		weights:    w,
 		numSamples: h.GetNumSamples(),
-		metrics:    h.GetMetrics(),
-		energy:     h.GetEnergy(),
-		evalEnergy: h.GetEvalEnergy(),
+		metrics:    metrics,
+		energy:     energy,
+		evalEnergy: evalEnergy,
 		dataset:    h.GetDataset(),
 		bytes:      int64(len(data)),
 	}

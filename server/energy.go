@@ -1,9 +1,13 @@
 package server
 
 import (
+	"cmp"
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
+	"time"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
@@ -282,3 +286,104 @@ func (l *lateEnergy) take() []*pb.EnergyReport {
 	l.reports = nil
 	return out
 }
+
+// Bounds on what a site's energy report may claim. A site's hardware is
+// not known to the coordinator (its capabilities list GPUs without their
+// power limits), so the bounds are those of the largest parts, with
+// slack: a report over them is a broken meter or a lie.
+const (
+	// maxGPUWatts bounds one GPU's power (an H200 SXM is 700 W, a B200
+	// 1,000 W).
+	maxGPUWatts = 1500.0
+	// maxCPUDomainWatts bounds one CPU package or RAPL domain.
+	maxCPUDomainWatts = 500.0
+	// maxEstimateWatts bounds a CPU-time estimate: 256 busy cores at the
+	// default 10 W a core, and more.
+	maxEstimateWatts = 4000.0
+	// energySlack multiplies every bound.
+	energySlack = 1.5
+)
+
+// MetricEnergyRejected is logged, as 1, on the site run of a round whose
+// update came with an energy report the coordinator dropped as
+// implausible (see [checkEnergy]); the round counts that site's work as
+// unmeasured.
+const MetricEnergyRejected = "energy_rejected"
+
+// errImplausibleEnergy is what checkEnergy's errors wrap.
+var errImplausibleEnergy = errors.New("implausible energy report")
+
+// checkEnergy returns an error naming the figure when r claims energy no
+// hardware spends: a negative or non-finite figure, or more joules than
+// the bound of its device's kind × the report's window × energySlack.
+// The window is the report's (seconds, or end − start), at most the
+// task's age plus a second where age is positive, and at least a second.
+func checkEnergy(r *pb.EnergyReport, age time.Duration) error {
+	if r == nil {
+		return nil
+	}
+	window := r.GetSeconds()
+	if s, e := r.GetStartUnixMs(), r.GetEndUnixMs(); s > 0 && e > s {
+		window = max(window, float64(e-s)/1000)
+	}
+	if !finite(window) || window < 0 {
+		return fmt.Errorf("%w: a window of %v s", errImplausibleEnergy, window)
+	}
+	if age > 0 {
+		window = min(window, age.Seconds()+1)
+	}
+	window = max(window, 1)
+	check := func(what string, joules, watts float64) error {
+		bound := watts * window * energySlack
+		switch {
+		case !finite(joules) || joules < 0:
+			return fmt.Errorf("%w: %s reports %v J", errImplausibleEnergy, what, joules)
+		case joules > bound:
+			return fmt.Errorf("%w: %s reports %.4g J, over the %.4g J bound (%g W × %.3g s × %g)", errImplausibleEnergy, what, joules, bound, watts, window, energySlack)
+		}
+		return nil
+	}
+	var errs []error
+	for i, g := range r.GetGpus() {
+		what := fmt.Sprintf("GPU %d (%s)", i, cmp.Or(g.GetUuid(), g.GetName(), "?"))
+		errs = append(errs, check(what, g.GetJoules(), maxGPUWatts), check(what+" device", g.GetDeviceJoules(), maxGPUWatts))
+	}
+	for _, d := range r.GetCpu() {
+		what := "CPU domain " + cmp.Or(d.GetName(), "?")
+		errs = append(errs, check(what, d.GetJoules(), maxCPUDomainWatts), check(what+" device", d.GetDeviceJoules(), maxCPUDomainWatts))
+	}
+	if est := r.GetEstimated(); est != nil {
+		errs = append(errs, check("the CPU-time estimate", est.GetJoules(), maxEstimateWatts))
+		if cs := est.GetCpuSeconds(); !finite(cs) || cs < 0 {
+			errs = append(errs, fmt.Errorf("%w: the CPU-time estimate reports %v CPU seconds", errImplausibleEnergy, cs))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reportJoules is everything r claims, for messages.
+func reportJoules(r *pb.EnergyReport) float64 {
+	e := energyOf(r)
+	return e.gpuJ + e.cpuJ + e.estimatedJ
+}
+
+// screenEnergy returns r, or nil and true when [checkEnergy] refuses it:
+// the report is then dropped from the round's energy (the site's work
+// counts as unmeasured) and a warning names the site, the joules claimed
+// and the bound. sent is when the task was taken on (zero: unknown).
+func (c *Coordinator) screenEnergy(site, task string, sent time.Time, r *pb.EnergyReport) (*pb.EnergyReport, bool) {
+	var age time.Duration
+	if !sent.IsZero() {
+		age = c.now().Sub(sent)
+	}
+	err := checkEnergy(r, age)
+	if err == nil {
+		return r, false
+	}
+	c.log.Warn("energy_report_rejected", "site", site, "task", task, "joules", reportJoules(r), "err", err,
+		"fix", "check the site's meter (nvidia-smi -q -d POWER, RAPL permissions); its work counts as unmeasured")
+	return nil, true
+}
+
+// finite reports whether f is neither NaN nor infinite.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }

@@ -151,7 +151,7 @@ func TestLateReportsCountInTheArm(t *testing.T) {
 		t.Errorf("late reports hold %v J, want 7 + 5 + 1 = 13", sum)
 	}
 	c.coord.forgetClosed([]string{"cut-task", "late-task"})
-	if c.coord.closedTask("cut-task") != nil {
+	if c.coord.closedTask("cut-task").late != nil {
 		t.Errorf("a forgotten task is still known")
 	}
 }

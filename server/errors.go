@@ -33,6 +33,12 @@ var (
 	// ErrTaskMismatch is returned when an update's header names another
 	// job, arm or round than its task.
 	ErrTaskMismatch = errors.New("update does not match its task")
+	// ErrRateLimited is returned when a caller makes more calls than the
+	// coordinator's rate limits allow, or a table bounded per site is full.
+	ErrRateLimited = errors.New("rate limited")
+	// ErrSessionExpired ends the session of a site that sent nothing, not
+	// even a heartbeat, for [Config.SessionTimeout].
+	ErrSessionExpired = errors.New("session expired")
 	// ErrClosed is returned once the coordinator is shutting down.
 	ErrClosed = errors.New("coordinator shutting down")
 )
@@ -58,7 +64,9 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, ErrBadInput):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrRateLimited):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrSessionExpired):
 		return status.Error(codes.Unavailable, err.Error())
 	default:
 		return status.Error(codes.Internal, err.Error())

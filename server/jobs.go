@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -65,6 +66,11 @@ func terminal(s pb.JobState) bool {
 func (j *jobRun) emit(ev *pb.JobEvent, update func(*pb.Job)) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.emitLocked(ev, update)
+}
+
+// emitLocked is emit with j.mu held.
+func (j *jobRun) emitLocked(ev *pb.JobEvent, update func(*pb.Job)) {
 	if update != nil {
 		update(j.info)
 	}
@@ -141,6 +147,10 @@ func (c *Coordinator) Submit(spec *job.Spec) (*pb.Job, error) {
 // submit queues a job; src, the job file, is replicated with it so that
 // the next leader can run it.
 func (c *Coordinator) submit(ctx context.Context, spec *job.Spec, src []byte) (*pb.Job, error) {
+	if err := checkModelSize(spec, c.cfg.MaxModelBytes); err != nil {
+		c.log.Warn("job_refused", "name", spec.Name, "err", err)
+		return nil, err
+	}
 	j := &jobRun{
 		id:      newID()[:12],
 		spec:    spec,
@@ -221,7 +231,12 @@ func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
 	j.emit(&pb.JobEvent{Kind: "job_started", Message: "started"}, func(info *pb.Job) {
 		info.State = pb.JobState_JOB_STATE_RUNNING
 	})
-	err := c.runJob(jctx, j)
+	stuck, err := c.runBounded(ctx, jctx, j)
+	if stuck {
+		// The runner did not stop within CancelGrace of its cancel: the
+		// job ends here regardless, and the runner is left to return.
+		err = jctx.Err()
+	}
 	if c.interrupted(jctx, j, err) {
 		msg := fmt.Sprintf("interrupted on coordinator %s (it no longer leads its cluster, or stops); the next leader resumes the job at the round after the last committed one", c.rep.ID())
 		c.log.Warn("job_interrupted", "job", j.id, "err", err)
@@ -253,6 +268,38 @@ func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
 	})
 }
 
+// runBounded runs the job and returns its error once it returns, or —
+// when jctx is cancelled (an admin's cancel, a shutdown) and the runner
+// has not returned CancelGrace later — with stuck set. A panic in the
+// runner fails the job rather than the coordinator.
+func (c *Coordinator) runBounded(ctx, jctx context.Context, j *jobRun) (stuck bool, err error) {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("job_runner_panicked", "job", j.id, "panic", r, "stack", string(debug.Stack()))
+				done <- fmt.Errorf("internal error running the job (%v); the coordinator's log has the stack, please report it", r)
+			}
+		}()
+		done <- c.runJob(jctx, j)
+	}()
+	select {
+	case err := <-done:
+		return false, err
+	case <-jctx.Done():
+	}
+	grace := time.NewTimer(c.cfg.CancelGrace)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		return false, err
+	case <-grace.C:
+		c.log.Warn("job_runner_stuck", "job", j.id, "grace", c.cfg.CancelGrace, "shutting_down", ctx.Err() != nil,
+			"detail", "the job is marked ended; its runner still waits on something that ignores cancellation (a model provider, a tracking store)")
+		return true, nil
+	}
+}
+
 // requeue queues again, to resume from the replicated state, a job that
 // was interrupted while this coordinator still leads (a proposal lost
 // with a leadership that came back at once).
@@ -272,6 +319,9 @@ func (c *Coordinator) requeue(j *jobRun) {
 
 // SubmitJob implements JobsService.SubmitJob.
 func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
+	if err := c.limitAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.notLeader(); err != nil {
 		return nil, err
 	}
@@ -293,6 +343,9 @@ func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (
 
 // ListJobs implements JobsService.ListJobs.
 func (c *Coordinator) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
+	if err := c.limitAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.notLeader(); err != nil {
 		return nil, err
 	}
@@ -312,6 +365,9 @@ func (c *Coordinator) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*p
 
 // GetJob implements JobsService.GetJob.
 func (c *Coordinator) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+	if err := c.limitAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.notLeader(); err != nil {
 		return nil, err
 	}
@@ -324,6 +380,9 @@ func (c *Coordinator) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.Ge
 
 // CancelJob implements JobsService.CancelJob.
 func (c *Coordinator) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (*pb.CancelJobResponse, error) {
+	if err := c.limitAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.notLeader(); err != nil {
 		return nil, err
 	}
@@ -335,26 +394,39 @@ func (c *Coordinator) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (
 	if reason == "" {
 		reason = "cancelled by an admin"
 	}
-	j.mu.Lock()
-	state := j.info.State
-	cancel := j.cancel
-	j.reason = reason
-	j.mu.Unlock()
-	switch {
-	case terminal(state):
-	case cancel != nil:
-		cancel()
-	default: // still queued
-		j.emit(&pb.JobEvent{Kind: "job_finished", Message: "cancelled: " + reason}, func(info *pb.Job) {
-			info.State = pb.JobState_JOB_STATE_CANCELLED
-			info.Error = "cancelled: " + reason
-		})
+	if cancel := j.cancelQueued(reason); cancel != nil {
+		cancel() // running: its runner ends it, within CancelGrace
 	}
+	c.log.Info("job_cancel_requested", "job", j.id, "reason", reason)
 	return &pb.CancelJobResponse{Job: j.snapshot()}, nil
+}
+
+// cancelQueued marks a job that has not started CANCELLED, and returns
+// nil; a running job's cancel function it returns, for the caller to
+// call. One lock covers both, so that a job the queue takes at that
+// moment is either cancelled before it starts or sees its cancel.
+func (j *jobRun) cancelQueued(reason string) context.CancelFunc {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.reason = reason
+	switch {
+	case terminal(j.info.State):
+		return nil
+	case j.cancel != nil:
+		return j.cancel
+	}
+	j.emitLocked(&pb.JobEvent{Kind: "job_finished", Message: "cancelled: " + reason}, func(info *pb.Job) {
+		info.State = pb.JobState_JOB_STATE_CANCELLED
+		info.Error = "cancelled: " + reason
+	})
+	return nil
 }
 
 // WatchJob implements JobsService.WatchJob.
 func (c *Coordinator) WatchJob(req *pb.WatchJobRequest, stream grpc.ServerStreamingServer[pb.JobEvent]) error {
+	if err := c.limitAdmin(stream.Context()); err != nil {
+		return err
+	}
 	lost := c.stepped()
 	if err := c.notLeader(); err != nil {
 		return err

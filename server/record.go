@@ -52,6 +52,7 @@ var siteReportedKeys = map[string]bool{
 	tracking.MetricTrainLoss: true, tracking.MetricTrainSeconds: true, "train_steps": true, "train_cpu_seconds": true,
 	"eval_loss": true, "eval_accuracy": true, "eval_samples": true,
 	tracking.MetricTaskSeconds: true, tracking.MetricTrainerSeconds: true,
+	MetricEnergyRejected: true, // the coordinator's flag, never crowded out
 }
 
 // siteMetricKeys returns the keys of a site's reported metrics to log —

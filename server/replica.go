@@ -312,6 +312,9 @@ func haStatus(s pb.JobState) ha.JobStatus {
 // ClusterStatus implements JobsService.ClusterStatus: this node's view of
 // its cluster, answered by leaders and followers alike.
 func (c *Coordinator) ClusterStatus(ctx context.Context, _ *pb.ClusterStatusRequest) (*pb.ClusterStatusResponse, error) {
+	if err := c.limitAdmin(ctx); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	sites := len(c.sites)
 	c.mu.Unlock()

@@ -16,6 +16,9 @@ import (
 // safetensors file of at most Config.MaxInitBytes, checks its SHA-256, that
 // it decodes and that every value is finite, and keeps it in Deps.Weights.
 func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.WeightsChunk, pb.UploadWeightsResponse]) error {
+	if err := c.limitAdmin(stream.Context()); err != nil {
+		return err
+	}
 	if err := c.notLeader(); err != nil {
 		return err
 	}

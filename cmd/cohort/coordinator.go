@@ -87,9 +87,13 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}()
 	coord, err := server.New(server.Config{
-		Version:  version,
-		SiteWait: cfg.SiteWait,
-		Logger:   log,
+		Version:        version,
+		SiteWait:       cfg.SiteWait,
+		SessionTimeout: cfg.SessionTimeout,
+		MaxModelBytes:  cfg.MaxModelBytes,
+		JoinLimit:      server.RateLimit(cfg.RateLimits.Join),
+		AdminLimit:     server.RateLimit(cfg.RateLimits.Admin),
+		Logger:         log,
 	}, server.Deps{
 		Tracker:     store,
 		OpenTracker: trackerOpener(defaultURI, log),
