@@ -628,6 +628,7 @@ type receivedUpdate struct {
 	// capped, and the L2 norm of the update's delta as received.
 	claimed   int64
 	deltaNorm float64
+	arrived   time.Time // when screening parked it
 }
 
 // PushUpdate implements CoordinatorService.PushUpdate.

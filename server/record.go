@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cohortfl/cohort/aggregators"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
@@ -222,6 +223,12 @@ func (x *roundExec) finish(ctx context.Context) error {
 		return fmt.Errorf("round committed without a model")
 	}
 	a.global = x.next
+	if st, ok := a.strategy.(aggregators.Stateful); ok && x.nextState != nil {
+		if err := st.SetState(x.nextState); err != nil {
+			return fmt.Errorf("the server optimizer's state: %w", err)
+		}
+	}
+	x.logWeights(ctx)
 	a.prevNorms = a.prevNorms[:0]
 	for _, n := range x.norms {
 		a.prevNorms = append(a.prevNorms, n)
@@ -247,6 +254,9 @@ func (x *roundExec) finish(ctx context.Context) error {
 	}
 	for k, v := range x.serverMetrics {
 		ms = append(ms, m("server_"+k, v))
+	}
+	if eps, ok := a.epsilon(x.r); ok {
+		ms = append(ms, m(MetricDPEpsilon, eps))
 	}
 	every := max(spec.Eval.Every, 1)
 	var ev Evaluation

@@ -60,6 +60,10 @@ func (c *Coordinator) resumeArm(ctx context.Context, a *armRun) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("resuming after round %d: %w", last.Round, err)
 	}
+	w, state := splitState(w)
+	if err := a.restoreState(state); err != nil {
+		return 0, fmt.Errorf("resuming after round %d: %w", last.Round, err)
+	}
 	a.global = w
 	t := last.Totals
 	a.energyJ, a.co2Grams = t[totalEnergy], t[totalCO2]
@@ -153,7 +157,7 @@ func (c *Coordinator) replicateRound(ctx context.Context, a *armRun, r int) erro
 	if c.rep == nil {
 		return nil
 	}
-	b, err := model.MarshalSafetensors(a.global, nil)
+	b, err := model.MarshalSafetensors(withState(a.global, a.strategy), nil)
 	if err != nil {
 		return fmt.Errorf("encoding the global model: %w", err)
 	}

@@ -11,7 +11,8 @@ import (
 )
 
 // TestMedianResistsAHijackingSite: one of four sites sends the negated
-// global model and claims 2^40 samples. FedAvg follows it; the median arm
+// global model and claims 2^40 samples. FedAvg with its defences switched
+// off follows it; the median arm
 // ends where the three honest sites take it, each round adding 1 to every
 // weight (the fake evaluation's accuracy is the mean weight).
 func TestMedianResistsAHijackingSite(t *testing.T) {
@@ -44,7 +45,7 @@ sites: {count: 4}
 rounds: 3
 deadline: {round: 30s}
 arms:
-  - {name: fedavg, strategy: fedavg}
+  - {name: fedavg, strategy: {name: fedavg, max_weight_fraction: 1, clip: off}}
   - {name: median, strategy: median}
 `)
 	got := waitJob(t, c, j.GetJobId())

@@ -53,6 +53,10 @@ type roundExec struct {
 	parked map[string]*receivedUpdate
 	notes  map[string]screenNote
 	added  []string
+	// From the aggregate at commit: each added update's share of the
+	// weight (in the order of added) and a stateful strategy's next state.
+	weights   []float64
+	nextState *model.Weights
 }
 
 func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (err error) {
@@ -84,7 +88,7 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		return err
 	}
 	defer c.models.release(stored)
-	agg, err := a.strategy.Begin(a.global)
+	agg, err := aggregators.BeginRound(a.strategy, a.global, a.seed, r)
 	if err != nil {
 		return fmt.Errorf("starting aggregation: %w", err)
 	}
@@ -120,7 +124,7 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		case ev := <-x.rr.events:
 			x.handle(ctx, ev)
 		case now := <-x.timer.C:
-			if now.After(sm.Deadline()) {
+			if !now.Before(sm.Deadline()) {
 				x.releaseParked(ctx) // the round closes with what it has
 			}
 			x.apply(ctx, sm.Tick(now))
@@ -180,19 +184,18 @@ func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
 	case evRejected:
 		x.holdEnergy(ev.site, ev.energy)
 		x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: ev.site, Reason: ev.reason}))
-		x.releaseIfStuck(ctx)
 	case evFailed:
 		x.holdEnergy(ev.site, ev.energy)
 		x.apply(ctx, x.sm.Step(now, round.SiteFailed{Site: ev.site, Reason: ev.reason}))
-		x.releaseIfStuck(ctx)
 	case evDisconnected:
 		delete(x.parked, ev.site)
 		x.apply(ctx, x.sm.Step(now, round.SiteDisconnected{Site: ev.site}))
-		x.releaseIfStuck(ctx)
 	case evResult:
 		// A training task answers with an update, never a bare result.
 		x.c.log.Warn("round_ignored_result", "job", x.a.j.id, "arm", x.a.arm.Name, "round", x.r, "site", ev.site)
 	}
+	// Parked updates go on once nothing else can arrive.
+	x.releaseIfStuck(ctx)
 }
 
 // validate checks what the aggregator cannot: the aggregator's Add checks
@@ -284,6 +287,12 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 			return
 		}
 		x.next, x.serverMetrics, x.commit = next, metrics, &act
+		if sr, ok := x.agg.(aggregators.StatefulRound); ok {
+			x.nextState = sr.NextState()
+		}
+		if wr, ok := x.agg.(aggregators.WeightReporter); ok {
+			x.weights = wr.Weights()
+		}
 	case round.Fail:
 		c.log.Warn("round_failed", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "err", act.Err)
 	}
@@ -344,10 +353,7 @@ func (x *roundExec) sendTask(site string) {
 	c, a := x.c, x.a
 	spec := a.j.spec
 	tp := spec.ArmTrain(a.arm)
-	mu := 0.0
-	if a.arm.Strategy != nil {
-		mu = a.arm.Strategy.Mu
-	}
+	mu := aggregators.ClientMu(a.strategy)
 	epochs, lr := tp.Epochs, tp.RoundLR(x.r)
 	if a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN {
 		epochs, lr = 1, tp.EpochLR(x.r) // a centralized round is one epoch

@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -117,6 +119,17 @@ type armRun struct {
 	// prevNorms are the delta norms of the last committed round's
 	// updates: the adaptive screening bound's reference early in a round.
 	prevNorms []float64
+	// seed is the arm's secret seed of randomized aggregation (DP-FedAvg's
+	// noise): drawn on each coordinator that runs the arm, never logged.
+	seed uint64
+}
+
+// noiseSeed draws a secret seed; whoever knows the seed could subtract
+// DP-FedAvg's noise, so it is neither logged nor derived from the job.
+func noiseSeed() uint64 {
+	var b [8]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand)
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
@@ -302,7 +315,12 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		a.kind = pb.TaskKind_TASK_KIND_TRAIN
 		st := arm.Strategy
 		strategyName = st.Name
-		all := map[string]float64{"mu": st.Mu, "server_lr": st.ServerLR, "beta": st.Beta, "f": float64(st.F), "m": float64(st.M)}
+		all := map[string]float64{"mu": st.Mu, "server_lr": st.ServerLR, "beta": st.Beta, "f": float64(st.F), "m": float64(st.M),
+			"eta": st.ServerOpt.Eta, "beta1": st.ServerOpt.Beta1, "beta2": st.ServerOpt.Beta2, "tau": st.ServerOpt.Tau,
+			"momentum": st.ServerOpt.Momentum, "max_weight_fraction": st.MaxWeightFraction}
+		if st.DP != nil {
+			all["dp_clip"], all["dp_noise"] = st.DP.Clip, st.DP.NoiseMultiplier
+		}
 		for _, k := range aggregators.Params(strategyName) { // what this strategy takes
 			sp[k] = all[k]
 		}
@@ -320,6 +338,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		return err
 	}
 	a.strategy = st
+	a.seed = noiseSeed()
 	last, err := c.resumeArm(ctx, a)
 	if err != nil {
 		return err

@@ -72,7 +72,7 @@ func (c *Coordinator) vouched(site, dataset string) (n int64, ok bool) {
 func (x *roundExec) admit(ctx context.Context, site string, up *receivedUpdate) {
 	a := x.a
 	if err := x.validate(up); err != nil {
-		x.offer(ctx, site, up, err.Error())
+		x.offer(ctx, offer{site: site, up: up, reason: err.Error()})
 		return
 	}
 	if n, ok := x.c.vouched(site, a.j.spec.Data.Dataset); ok && up.numSamples > n {
@@ -81,7 +81,7 @@ func (x *roundExec) admit(ctx context.Context, site string, up *receivedUpdate) 
 		up.claimed, up.numSamples = up.numSamples, n
 	}
 	if err := a.global.Compatible(up.weights); err != nil {
-		x.offer(ctx, site, up, fmt.Sprintf("update does not match the global model: %v", err))
+		x.offer(ctx, offer{site: site, up: up, reason: fmt.Sprintf("update does not match the global model: %v", err)})
 		return
 	}
 	up.deltaNorm = model.DeltaNorm(up.weights, a.global)
@@ -93,15 +93,16 @@ func (x *roundExec) admit(ctx context.Context, site string, up *receivedUpdate) 
 			reason = "update's delta norm overflows"
 		}
 		x.screened(site, up, "refused: "+reason)
-		x.offer(ctx, site, up, "screened: "+reason)
+		x.offer(ctx, offer{site: site, up: up, reason: "screened: " + reason})
 		return
 	}
 	cl, on := a.screening()
 	if !on {
-		x.offer(ctx, site, up, "")
+		x.offer(ctx, offer{site: site, up: up, reason: ""})
 		return
 	}
 	x.norms[site] = up.deltaNorm
+	up.arrived = time.Now() // a parked update is stepped as arriving now
 	x.parked[site] = up
 	if cl.AdaptiveFactor > 0 && len(x.norms)+len(a.prevNorms) < minReference && !x.allParked() {
 		x.c.log.Debug("update_parked", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", site, "norms", len(x.norms))
@@ -122,18 +123,21 @@ func (x *roundExec) allParked() bool {
 }
 
 // releaseParked screens every parked update against the bound as it
-// stands and hands it on, in site order.
+// stands and hands them on together, in site order, each as arriving when
+// it was parked (so that a release at the deadline is not late).
 func (x *roundExec) releaseParked(ctx context.Context) {
 	sites := make([]string, 0, len(x.parked))
 	for s := range x.parked {
 		sites = append(sites, s)
 	}
 	slices.Sort(sites)
+	offers := make([]offer, 0, len(sites))
 	for _, s := range sites {
 		up := x.parked[s]
 		delete(x.parked, s)
-		x.offer(ctx, s, up, x.screen(s, up))
+		offers = append(offers, offer{site: s, up: up, reason: x.screen(s, up)})
 	}
+	x.offer(ctx, offers...)
 }
 
 // releaseIfStuck releases the parked updates once nothing else can come.
@@ -202,22 +206,40 @@ type screenNote struct {
 	norm     float64
 }
 
-// offer hands an update to the state machine, or its refusal (reason not
-// empty), and answers the upload if the round did neither.
-func (x *roundExec) offer(ctx context.Context, site string, up *receivedUpdate, reason string) {
-	reply := x.replies[site]
-	now := time.Now()
-	if reason != "" {
-		x.apply(ctx, x.sm.Step(now, round.UpdateRejected{Site: site, Reason: reason}))
-	} else {
-		x.updates[site] = up
-		x.apply(ctx, x.sm.Step(now, round.UpdateReceived{Site: site, NumSamples: up.numSamples}))
-		delete(x.updates, site)
+// offer is an update handed to the state machine, or its refusal (reason
+// not empty).
+type offer struct {
+	site   string
+	up     *receivedUpdate
+	reason string
+}
+
+// offer steps the state machine with every offer before it performs what
+// they call for, then answers each upload the round neither aggregated nor
+// refused.
+func (x *roundExec) offer(ctx context.Context, offers ...offer) {
+	var acts []round.Action
+	replies := make([]chan error, len(offers))
+	for i, o := range offers {
+		replies[i] = x.replies[o.site]
+		now := time.Now()
+		if !o.up.arrived.IsZero() {
+			now = o.up.arrived // parked: it came in time
+		}
+		if o.reason != "" {
+			acts = append(acts, x.sm.Step(now, round.UpdateRejected{Site: o.site, Reason: o.reason})...)
+		} else {
+			x.updates[o.site] = o.up
+			acts = append(acts, x.sm.Step(now, round.UpdateReceived{Site: o.site, NumSamples: o.up.numSamples})...)
+		}
 	}
-	// An update the round neither aggregated nor rejected was ignored.
-	if r, ok := x.replies[site]; ok && r == reply {
-		r <- fmt.Errorf("update ignored by round %d (already answered, not selected, or late)", x.r)
-		delete(x.replies, site)
+	x.apply(ctx, acts)
+	for i, o := range offers {
+		delete(x.updates, o.site)
+		if r, ok := x.replies[o.site]; ok && r == replies[i] {
+			r <- fmt.Errorf("update ignored by round %d (already answered, not selected, or late)", x.r)
+			delete(x.replies, o.site)
+		}
 	}
 }
 

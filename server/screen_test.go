@@ -32,7 +32,7 @@ name: screen
 seed: 1
 data: {dataset: fashion-mnist, path: /nonexistent}
 model: {kind: logreg}
-sites: {count: 4}
+sites: {count: 4, min_per_round: 3}
 rounds: 3
 deadline: {round: 30s}
 arms:
