@@ -26,7 +26,7 @@
 //	sites: {count: 4, names: [site-1, ...], fraction: 1.0, min_per_round: <selected>, over_select: 0}   # count or names required
 //	  # `cohort run` only (simulated sites; a coordinator refuses a submitted job with adversaries):
 //	  # adversaries: [{site: site-4, attacks: [{kind: claim_samples, samples: 1099511627776}, {kind: scale, factor: -1}]}]
-//	  #   kinds: scale (factor ≠ 0: global + factor·delta), sign_flip (scale by −1), noise (factor > 0:
+//	  #   kinds: scale (factor ≠ 0: factor·update; −1 sends the negated model), sign_flip (global − delta), noise (factor > 0:
 //	  #   global + N(0, factor²)), claim_samples (samples ≥ 1), label_flip (trains on y → classes − 1 − y);
 //	  #   shorthands: a bare kind (sign_flip) or {scale: -1}, {noise: 0.5}, {claim_samples: N}
 //	rounds: 20                       # required

@@ -307,7 +307,8 @@ type Sites struct {
 
 // Attacks a simulated adversary can make.
 const (
-	// AttackScale multiplies the update's delta by Factor (−1 flips it).
+	// AttackScale multiplies the update's weights by Factor: −1 sends the
+	// negated model, 100 a norm bomb.
 	AttackScale = "scale"
 	// AttackSignFlip sends global − delta (scale by −1).
 	AttackSignFlip = "sign_flip"

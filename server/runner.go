@@ -122,6 +122,8 @@ type armRun struct {
 	// seed is the arm's secret seed of randomized aggregation (DP-FedAvg's
 	// noise): drawn on each coordinator that runs the arm, never logged.
 	seed uint64
+	// capWarned are the sites whose capped sample count was logged at WARN.
+	capWarned map[string]bool
 }
 
 // noiseSeed draws a secret seed; whoever knows the seed could subtract
@@ -298,8 +300,9 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	spec := j.spec
 	a := &armRun{
 		j: j, arm: arm, prep: prep, expID: expID,
-		siteRuns: make(map[string]string),
-		started:  time.Now(),
+		siteRuns:  make(map[string]string),
+		started:   time.Now(),
+		capWarned: make(map[string]bool),
 	}
 	kindTag := tracking.KindFederated
 	rounds := spec.Rounds

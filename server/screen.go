@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"strings"
@@ -49,6 +50,13 @@ func (a *armRun) screening() (job.Clip, bool) {
 	return cl, true
 }
 
+// boundsWeights reports whether the arm bounds a site's weight: it caps
+// the sample count an update claims at what the site declared, unless
+// strategy.max_weight_fraction is 1, which switches weight bounds off.
+func (a *armRun) boundsWeights() bool {
+	return a.arm.Strategy != nil && a.arm.Strategy.MaxWeightFraction < 1
+}
+
 // vouched returns the sample count site declared, when it joined, for its
 // training data of dataset; ok false when it declared none.
 func (c *Coordinator) vouched(site, dataset string) (n int64, ok bool) {
@@ -75,8 +83,12 @@ func (x *roundExec) admit(ctx context.Context, site string, up *receivedUpdate) 
 		x.offer(ctx, offer{site: site, up: up, reason: err.Error()})
 		return
 	}
-	if n, ok := x.c.vouched(site, a.j.spec.Data.Dataset); ok && up.numSamples > n {
-		x.c.log.Warn("samples_capped", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", site,
+	if n, ok := x.c.vouched(site, a.j.spec.Data.Dataset); ok && up.numSamples > n && a.boundsWeights() {
+		level := slog.LevelDebug
+		if !a.capWarned[site] { // once per site and arm; the site's run records every round
+			level, a.capWarned[site] = slog.LevelWarn, true
+		}
+		x.c.log.Log(ctx, level, "samples_capped", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", site,
 			"claimed", up.numSamples, "declared", n, "effect", "the update is weighted by the sample count the site declared when it joined")
 		up.claimed, up.numSamples = up.numSamples, n
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/cohortfl/cohort/aggregators"
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -84,21 +85,22 @@ func TestScreening(t *testing.T) {
 		want     float64 // the final mean weight
 		tag      string  // substring of the attacker's cohort.screened tag; "" none
 		claimed  float64 // the attacker's samples_claimed metric; 0 none
+		fraction float64 // the attacker's weight_fraction; 0 unchecked
 	}{
 		// A 100× norm bomb is refused: the rounds close with the others.
-		{"norm bomb refused", "{name: fedavg}", &fakeSite{update: plusK(100, 100)}, 3, "refused: delta norm", 0},
+		{"norm bomb refused", "{name: fedavg}", &fakeSite{update: plusK(100, 100)}, 3, "refused: delta norm", 0, 0},
 		// In clip mode its delta is scaled to 10 × the median: (1+1+1+10)/4.
-		{"norm bomb clipped", "{name: fedavg, clip: {mode: clip}}", &fakeSite{update: plusK(100, 100)}, 3 * 13.0 / 4, "clipped: delta norm", 0},
+		{"norm bomb clipped", "{name: fedavg, clip: {mode: clip}}", &fakeSite{update: plusK(100, 100)}, 3 * 13.0 / 4, "clipped: delta norm", 0, 0},
 		// An absolute bound refuses what the adaptive one lets through.
-		{"absolute bound", "{name: fedavg, clip: {norm: 5}}", &fakeSite{update: plusK(3, 100)}, 3, "over the bound 5", 0},
+		{"absolute bound", "{name: fedavg, clip: {norm: 5}}", &fakeSite{update: plusK(3, 100)}, 3, "over the bound 5", 0, 0},
 		// A claim of 2^40 samples is capped at the 100 declared at join:
 		// (3·1 + 2)/4 a round.
-		{"claim capped at lineage", "{name: fedavg}", &fakeSite{update: plusK(2, 1<<40), caps: lineage(100)}, 3 * 5.0 / 4, "", 1 << 40},
+		{"claim capped at lineage", "{name: fedavg}", &fakeSite{update: plusK(2, 1<<40), caps: lineage(100)}, 3 * 5.0 / 4, "", 1 << 40, 0.25},
 		// Without a declaration, max_weight_fraction caps it at half the
 		// round's weight: (1 + 2)/2 a round.
-		{"claim capped at fraction", "{name: fedavg}", &fakeSite{update: plusK(2, 1<<40)}, 3 * 1.5, "", 0},
+		{"claim capped at fraction", "{name: fedavg}", &fakeSite{update: plusK(2, 1<<40)}, 3 * 1.5, "", 0, 0.5},
 		// Switched off, the claim takes the model over.
-		{"defences off", "{name: fedavg, max_weight_fraction: 1, clip: off}", &fakeSite{update: plusK(2, 1<<40)}, 6, "", 0},
+		{"defences off", "{name: fedavg, max_weight_fraction: 1, clip: off}", &fakeSite{update: plusK(2, 1<<40)}, 6, "", 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,6 +137,11 @@ func TestScreening(t *testing.T) {
 			if n, _ := lastMetric(t, c, atk.Info.RunID, MetricSamplesClaimed); n != tt.claimed {
 				t.Errorf("attacker's %s = %v, want %v", MetricSamplesClaimed, n, tt.claimed)
 			}
+			if tt.fraction > 0 {
+				if f, _ := lastMetric(t, c, atk.Info.RunID, MetricWeightFraction); math.Abs(f-tt.fraction) > 1e-9 {
+					t.Errorf("attacker's %s = %v, want %v", MetricWeightFraction, f, tt.fraction)
+				}
+			}
 			if tag, ok := runs["site-1"].Data.Tag(TagScreened); ok {
 				t.Errorf("an honest site was screened: %q", tag)
 			}
@@ -153,5 +160,94 @@ func TestScreeningDefaults(t *testing.T) {
 	if st.MaxWeightFraction != job.DefaultMaxWeightFraction || st.Clip.Mode != job.ClipReject || st.Clip.AdaptiveFactor != job.DefaultAdaptiveFactor {
 		t.Errorf("defaults: max_weight_fraction %v, clip %+v; want %v and reject at %v× the median",
 			st.MaxWeightFraction, st.Clip, job.DefaultMaxWeightFraction, job.DefaultAdaptiveFactor)
+	}
+}
+
+// TestServerOptimizerAndDP: a fedavgm arm carries its momentum from round
+// to round (hand-computed below), and a DP-FedAvg arm logs the ε it has
+// spent, growing each round.
+func TestServerOptimizerAndDP(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, name := range []string{"site-1", "site-2", "site-3", "site-4"} {
+		c.startSite(t, ctx, &fakeSite{name: name, update: plusOne(100)})
+	}
+	j := submit(t, c, `
+name: opt
+seed: 1
+data: {dataset: fashion-mnist, path: /nonexistent}
+model: {kind: logreg}
+sites: {count: 4}
+rounds: 3
+deadline: {round: 30s}
+arms:
+  - {name: fedavgm, strategy: {name: fedavgm, momentum: 0.5}}
+  - {name: dp, strategy: {name: fedavg, dp: {clip: 100, noise_multiplier: 1}}}
+`)
+	got := waitJob(t, c, j.GetJobId())
+	if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job state = %v (%s), want SUCCEEDED", got.GetState(), got.GetError())
+	}
+	cmp, err := tracking.Compare(context.Background(), c.store, got.GetTrackingRunId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every pseudo-gradient is +1: momentum v = 1, 1.5, 1.75; weights 1,
+	// 2.5, 4.25.
+	if acc := cmp.Arms[0].FinalAccuracy; math.Abs(acc-4.25) > 1e-6 {
+		t.Errorf("fedavgm's final mean weight = %v, want 4.25 (momentum carried over rounds)", acc)
+	}
+	h, err := c.store.GetMetricHistory(context.Background(), cmp.Arms[1].RunID, MetricDPEpsilon)
+	if err != nil || len(h) != 3 {
+		t.Fatalf("dp arm's %s history = %v (%v), want 3 rounds", MetricDPEpsilon, h, err)
+	}
+	for i := 1; i < len(h); i++ {
+		if !(h[i].Value > h[i-1].Value) || h[0].Value <= 0 {
+			t.Errorf("%s per round = %v, want positive and growing", MetricDPEpsilon, h)
+		}
+	}
+}
+
+func TestServerStateTravelsWithTheModel(t *testing.T) {
+	global := initialWeights()
+	st, err := aggregators.New("fedadam", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := withState(global, st); w != global {
+		t.Fatal("a strategy with no state yet should store the global model alone")
+	}
+	r, _ := st.Begin(global)
+	u := global.Clone()
+	u.Tensors[0].Data[0] = 1
+	if err := r.Add(u, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Result(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.(aggregators.Stateful).SetState(r.(aggregators.StatefulRound).NextState()); err != nil {
+		t.Fatal(err)
+	}
+	g, state := splitState(withState(global, st))
+	if len(g.Tensors) != len(global.Tensors) || state == nil || len(state.Tensors) != 2*len(global.Tensors) {
+		t.Fatalf("split: %d global tensors and state %v", len(g.Tensors), state)
+	}
+	st2, _ := aggregators.New("fedadam", nil)
+	a := &armRun{strategy: st2}
+	if err := a.restoreState(state); err != nil {
+		t.Fatal(err)
+	}
+	want, got := st.(aggregators.Stateful).State(), st2.(aggregators.Stateful).State()
+	for i := range want.Tensors {
+		for j, v := range want.Tensors[i].Data {
+			if got.Tensors[i].Data[j] != v {
+				t.Fatalf("restored state differs at %s[%d]: %v, want %v", want.Tensors[i].Name, j, got.Tensors[i].Data[j], v)
+			}
+		}
+	}
+	if err := (&armRun{strategy: &aggregators.FedAvg{}}).restoreState(state); err == nil {
+		t.Error("restoring server state into fedavg, which keeps none, should fail")
 	}
 }

@@ -207,7 +207,7 @@ func (a *Attacker) Attack(global, updated *model.Weights, res train.TrainResult,
 	for _, at := range a.attacks {
 		switch at.Kind {
 		case job.AttackScale:
-			scale(global, out, at.Factor)
+			out.Scale(float32(at.Factor))
 		case job.AttackSignFlip:
 			scale(global, out, -1)
 		case job.AttackNoise:

@@ -34,12 +34,12 @@ func TestAttack(t *testing.T) {
 		want    []float32
 		samples int64
 	}{
-		{"scale", []job.Attack{{Kind: job.AttackScale, Factor: 3}}, []float32{4, 8, -6}, 100},
-		{"scale -1", []job.Attack{{Kind: job.AttackScale, Factor: -1}}, []float32{0, 0, 6}, 100},
+		{"scale", []job.Attack{{Kind: job.AttackScale, Factor: 3}}, []float32{6, 12, 0}, 100},
+		{"scale -1", []job.Attack{{Kind: job.AttackScale, Factor: -1}}, []float32{-2, -4, 0}, 100},
 		{"sign_flip", []job.Attack{{Kind: job.AttackSignFlip}}, []float32{0, 0, 6}, 100},
 		{"claim_samples", []job.Attack{{Kind: job.AttackClaimSamples, Samples: 1 << 40}}, []float32{2, 4, 0}, 1 << 40},
-		{"claim and flip", []job.Attack{{Kind: job.AttackClaimSamples, Samples: 1 << 40}, {Kind: job.AttackScale, Factor: -1}}, []float32{0, 0, 6}, 1 << 40},
-		{"scale twice over", []job.Attack{{Kind: job.AttackSignFlip}, {Kind: job.AttackScale, Factor: 0.5}}, []float32{0.5, 1, 4.5}, 100},
+		{"claim and negate", []job.Attack{{Kind: job.AttackClaimSamples, Samples: 1 << 40}, {Kind: job.AttackScale, Factor: -1}}, []float32{-2, -4, 0}, 1 << 40},
+		{"scale twice over", []job.Attack{{Kind: job.AttackSignFlip}, {Kind: job.AttackScale, Factor: 0.5}}, []float32{0, 0, 3}, 100},
 		{"label_flip only", []job.Attack{{Kind: job.AttackLabelFlip}}, []float32{2, 4, 0}, 100},
 	}
 	for _, tt := range tests {
@@ -168,8 +168,8 @@ func TestAttackerWraps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Honest: [2, 3]; scaled by −2 around [1, 2]: [−1, 0].
-	if diff := cmp.Diff([]float32{-1, 0}, w.Tensors[0].Data); diff != "" || res.NumSamples != 1<<40 || fake.seen != tr {
+	// Honest: [2, 3]; scaled by −2: [−4, −6].
+	if diff := cmp.Diff([]float32{-4, -6}, w.Tensors[0].Data); diff != "" || res.NumSamples != 1<<40 || fake.seen != tr {
 		t.Errorf("Train() = %v, %d samples (-want +got weights:\n%s); want the attacked update on the flipped data", w.Tensors[0].Data, res.NumSamples, diff)
 	}
 	if _, ok := trainer.(interface{ StopWorker(string) }); !ok {
