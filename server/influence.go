@@ -15,7 +15,7 @@ import (
 
 // MetricDPEpsilon is the ε of the (ε, δ) central differential privacy a
 // DP-FedAvg arm has spent after each round, at the job's dp.delta.
-const MetricDPEpsilon = "dp_epsilon"
+const MetricDPEpsilon = tracking.MetricDPEpsilon
 
 // logWeights logs each aggregated update's share of the round's weight on
 // its site's run.

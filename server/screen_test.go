@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/cohortfl/cohort/aggregators"
@@ -201,6 +202,13 @@ arms:
 	h, err := c.store.GetMetricHistory(context.Background(), cmp.Arms[1].RunID, MetricDPEpsilon)
 	if err != nil || len(h) != 3 {
 		t.Fatalf("dp arm's %s history = %v (%v), want 3 rounds", MetricDPEpsilon, h, err)
+	}
+	var table strings.Builder
+	if err := cmp.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if eps := cmp.Arms[1].DPEpsilon; eps != h[2].Value || !strings.Contains(table.String(), "DP ε") || !math.IsNaN(cmp.Arms[0].DPEpsilon) {
+		t.Errorf("comparison: dp arm's ε %v (want %v), fedavgm's %v (want NaN), table:\n%s", eps, h[2].Value, cmp.Arms[0].DPEpsilon, table.String())
 	}
 	for i := 1; i < len(h); i++ {
 		if !(h[i].Value > h[i-1].Value) || h[0].Value <= 0 {

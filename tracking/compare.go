@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -55,6 +56,10 @@ type ArmSummary struct {
 	CO2Grams       float64 // sum of co2_grams
 
 	AccuracyHistory []Metric // test_accuracy, one point per step, by step
+
+	// DPEpsilon is the ε of central differential privacy the arm spent
+	// (dp_epsilon at the last step); NaN for an arm without DP.
+	DPEpsilon float64
 }
 
 // MegabytesMoved is the model traffic of the arm in MB (10^6 bytes), sent
@@ -130,6 +135,14 @@ func summarizeArm(ctx context.Context, r RunReader, run Run) (ArmSummary, error)
 		if !math.IsNaN(m.Value) && (math.IsNaN(a.BestAccuracy) || m.Value > a.BestAccuracy) {
 			a.BestAccuracy = m.Value
 		}
+	}
+	eps, err := history(MetricDPEpsilon)
+	if err != nil {
+		return a, err
+	}
+	a.DPEpsilon = math.NaN()
+	if len(eps) > 0 {
+		a.DPEpsilon = eps[len(eps)-1].Value
 	}
 	for _, f := range []struct {
 		key string
@@ -214,6 +227,14 @@ func (c Comparison) WriteTable(w io.Writer) error {
 			formatFigure(a.GPUUtilization, 0),
 			formatFigure(a.AccuracyPerKJ(), 3), formatFigure(a.CO2Grams*1000, 2),
 		})
+	}
+	if slices.ContainsFunc(c.Arms, func(a ArmSummary) bool { return !math.IsNaN(a.DPEpsilon) }) {
+		// A DP arm's privacy spent; only tables with one show the column.
+		rows[0] = append(rows[0], "DP ε")
+		for i, a := range c.Arms {
+			rows[i+1] = append(rows[i+1], formatFigure(a.DPEpsilon, 2))
+		}
+		header = rows[0]
 	}
 	widths := make([]int, len(header))
 	for _, row := range rows {

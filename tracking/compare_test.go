@@ -84,15 +84,15 @@ func TestCompare(t *testing.T) {
 	want := Comparison{JobRunID: jobID, Arms: []ArmSummary{
 		{Name: "centralized", FinalAccuracy: 0.88, BestAccuracy: 0.88, Rounds: 2, WallSeconds: 6,
 			BytesSent: nan, BytesReceived: nan, EnergyJoules: 300, EnergyMethod: "estimated", CO2Grams: 0.03,
-			TrainEnergyJoules: nan, EvalEnergyJoules: nan, WastedEnergyJoules: nan, EnergyAboveIdle: nan, GPUUtilization: nan,
+			TrainEnergyJoules: nan, EvalEnergyJoules: nan, WastedEnergyJoules: nan, EnergyAboveIdle: nan, GPUUtilization: nan, DPEpsilon: nan,
 			AccuracyHistory: hist(0.80, 0.86, 0.88)},
 		{Name: "fedavg", Federated: true, FinalAccuracy: 0.87, BestAccuracy: 0.87, Rounds: 3, WallSeconds: 1.5*3 + 2.5,
 			BytesSent: 4e6, BytesReceived: 8e6, EnergyJoules: 200, EnergyMethod: "nvml-counter", CO2Grams: 0.02,
-			EvalEnergyJoules: 20, WastedEnergyJoules: 4, GPUUtilization: 40, TrainEnergyJoules: nan, EnergyAboveIdle: nan,
+			EvalEnergyJoules: 20, WastedEnergyJoules: 4, GPUUtilization: 40, TrainEnergyJoules: nan, EnergyAboveIdle: nan, DPEpsilon: nan,
 			AccuracyHistory: fedavgHist},
 		{Name: "fedprox", Federated: true, FinalAccuracy: 0.75, BestAccuracy: 0.75, Rounds: 2, WallSeconds: 3,
 			BytesSent: 1e6, BytesReceived: 1e6, EnergyJoules: nan, CO2Grams: nan,
-			TrainEnergyJoules: nan, EvalEnergyJoules: nan, WastedEnergyJoules: nan, EnergyAboveIdle: nan, GPUUtilization: nan,
+			TrainEnergyJoules: nan, EvalEnergyJoules: nan, WastedEnergyJoules: nan, EnergyAboveIdle: nan, GPUUtilization: nan, DPEpsilon: nan,
 			AccuracyHistory: hist(0.60, 0.75)},
 	}}
 	for i := range want.Arms {

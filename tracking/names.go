@@ -81,7 +81,10 @@ const (
 	MetricGPUPowerWattsAvg      = "gpu_power_watts_avg"
 	MetricGPUPowerWattsMax      = "gpu_power_watts_max"
 	MetricGPUUtilizationPercent = "gpu_utilization_percent"
-	MetricGPUMemoryBytesMax     = "gpu_memory_bytes_max"
+	// MetricDPEpsilon is the ε of the (ε, δ) central differential privacy
+	// a DP-FedAvg arm has spent after each round.
+	MetricDPEpsilon         = "dp_epsilon"
+	MetricGPUMemoryBytesMax = "gpu_memory_bytes_max"
 	// MetricGPUEnergyJoules and MetricCPUEnergyJoules are the site's
 	// attributed share of the devices it used; these are the whole
 	// devices' energy over the task's window, others' work included.
