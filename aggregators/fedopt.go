@@ -3,6 +3,7 @@ package aggregators
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 
@@ -239,7 +240,7 @@ func (p *optimizer) checkState(w *model.Weights, global *model.Weights) error {
 			return fmt.Errorf("state tensor %d is %q; want a name starting %q", i, t.Name, prefix)
 		}
 		if i >= k {
-			if want := strings.TrimPrefix(base.Name, "m/"); name != want || !equalInts(t.Shape, base.Shape) {
+			if want := strings.TrimPrefix(base.Name, "m/"); name != want || !slices.Equal(t.Shape, base.Shape) {
 				return fmt.Errorf("state tensor %q %v does not match %q %v", t.Name, t.Shape, base.Name, base.Shape)
 			}
 			for j, v := range t.Data {
@@ -250,24 +251,12 @@ func (p *optimizer) checkState(w *model.Weights, global *model.Weights) error {
 		}
 		if global != nil {
 			g := global.Tensors[i%k]
-			if name != g.Name || !equalInts(t.Shape, g.Shape) {
+			if name != g.Name || !slices.Equal(t.Shape, g.Shape) {
 				return fmt.Errorf("state tensor %q %v does not match the model's tensor %d, %q %v", t.Name, t.Shape, i%k, g.Name, g.Shape)
 			}
 		}
 	}
 	return nil
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // zeros returns a zero state for global's tensors, to be filled by step.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,7 +162,7 @@ func checkWeights(layout []model.Tensor, w *model.Weights) error {
 		if got.Name != want.Name {
 			return fmt.Errorf("%w: tensor %d is %q, want %q", model.ErrIncompatible, i, got.Name, want.Name)
 		}
-		if !equalInts(got.Shape, want.Shape) {
+		if !slices.Equal(got.Shape, want.Shape) {
 			return fmt.Errorf("%w: tensor %q has shape %v, the model's is %v", model.ErrIncompatible, got.Name, got.Shape, want.Shape)
 		}
 		if n := numel(want.Shape); len(got.Data) != n {
@@ -192,18 +193,6 @@ func checkData(ds *data.Dataset, features, classes int) error {
 		}
 	}
 	return nil
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func numel(shape []int) int {
