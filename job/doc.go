@@ -52,6 +52,9 @@
 //	eval: {every: 1, site: ""}       # site: it evaluates on its test set; "" = the coordinator's, else federated only
 //	deadline: {round: 10m, retries: 0}   # retries: a round short of min_per_round runs again, this many times
 //	energy: {interval: 100ms, carbon_g_per_kwh: 475, pue: 1.0, cpu_watts_per_core: 10}
+//	register: {name: fmnist-classifier, alias_best: champion, best_metric: test_accuracy}
+//	                                 # each arm's final model becomes a version of the registered
+//	                                 # model; alias_best moves to the best arm's (default: off)
 //
 // Anchors, aliases and "<<" merge keys work; top-level keys starting with
 // "x-" are ignored so that they can hold anchors.

@@ -193,6 +193,13 @@ func (s *Spec) Flatten() map[string]string {
 	flt("energy.carbon_g_per_kwh", s.Energy.CarbonGPerKWh)
 	flt("energy.pue", s.Energy.PUE)
 	flt("energy.cpu_watts_per_core", s.Energy.CPUWattsPerCore)
+	if r := s.Register; r != nil {
+		str("register.name", r.Name)
+		if r.AliasBest != "" {
+			str("register.alias_best", r.AliasBest)
+		}
+		str("register.best_metric", r.BestMetric)
+	}
 	return m
 }
 

@@ -144,6 +144,15 @@ func TestFlattenKinds(t *testing.T) {
 			"sites.adversaries.1.attacks.0.kind":    "label_flip",
 			"sites.adversaries.1.attacks.2.factor":  "0.5",
 		}, []string{"sites.adversaries.0.attacks.0.factor", "sites.adversaries.1.attacks.0.factor", "sites.adversaries.1.attacks.1.samples"}},
+		{"testdata/register.good.yaml", map[string]string{
+			"register.name":        "fmnist-classifier",
+			"register.alias_best":  "champion",
+			"register.best_metric": "accuracy_per_kj",
+		}, nil},
+		{"testdata/register-shorthand.good.yaml", map[string]string{
+			"register.name":        "fmnist-classifier",
+			"register.best_metric": "test_accuracy",
+		}, []string{"register.alias_best"}},
 		{"testdata/anchors.good.yaml", map[string]string{
 			"arms.0.train.lr":       "0.01",
 			"arms.0.train.momentum": "0.9",

@@ -545,6 +545,24 @@ func (d *decoder) spec(n *yaml.Node, s *Spec) {
 			})
 		}},
 		{"energy", func(p string, v *yaml.Node) { d.energy(p, v, &s.Energy) }},
+		{"register", func(p string, v *yaml.Node) { d.register(p, v, &s.Register) }},
+	})
+}
+
+// register decodes register: a mapping {name, alias_best, best_metric} or
+// the model's name alone (register: fmnist-classifier).
+func (d *decoder) register(path string, n *yaml.Node, out **Register) {
+	r := &Register{}
+	*out = r
+	if n.Kind == yaml.ScalarNode { // shorthand: register: NAME
+		d.p.lines[path+".name"] = n.Line
+		d.str(path+".name", n, &r.Name)
+		return
+	}
+	d.mapping(path, n, "{name: fmnist-classifier, alias_best: champion}", []field{
+		{"name", func(p string, v *yaml.Node) { d.str(p, v, &r.Name) }},
+		{"alias_best", func(p string, v *yaml.Node) { d.str(p, v, &r.AliasBest) }},
+		{"best_metric", func(p string, v *yaml.Node) { d.str(p, v, &r.BestMetric) }},
 	})
 }
 

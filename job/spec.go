@@ -174,6 +174,9 @@ type Spec struct {
 	Eval     Eval
 	Deadline Deadline
 	Energy   Energy
+	// Register, when set, registers each arm's final global model in the
+	// tracking store's model registry; nil (the default) registers none.
+	Register *Register
 
 	// lines maps each dotted key path present in the file to its line.
 	lines map[string]int
@@ -566,6 +569,38 @@ type Energy struct {
 	CPUWattsPerCore float64
 }
 
+// Register says how a job registers its arms' final models: each arm that
+// finishes becomes a version of the registered model Name, and AliasBest,
+// when set, is moved to the best arm's version by BestMetric once every
+// arm has finished.
+type Register struct {
+	// Name is the registered model; it is created if it does not exist.
+	Name string
+	// AliasBest is an alias (e.g. champion) moved to the best arm's
+	// version; "" moves none.
+	AliasBest string
+	// BestMetric picks the best arm: test_accuracy (default, higher is
+	// better), accuracy_per_kj (higher), energy_joules or wall_seconds
+	// (lower).
+	BestMetric string
+}
+
+// Metrics that register.best_metric may name.
+const (
+	BestTestAccuracy  = "test_accuracy"
+	BestAccuracyPerKJ = "accuracy_per_kj"
+	BestEnergyJoules  = "energy_joules"
+	BestWallSeconds   = "wall_seconds"
+)
+
+// BestMetrics are the values register.best_metric takes.
+func BestMetrics() []string {
+	return []string{BestTestAccuracy, BestAccuracyPerKJ, BestEnergyJoules, BestWallSeconds}
+}
+
+// HigherIsBetter reports whether a larger value of best metric m is better.
+func HigherIsBetter(m string) bool { return m == BestTestAccuracy || m == BestAccuracyPerKJ }
+
 // ArmTrain returns the job's training settings with a's overrides applied.
 func (s *Spec) ArmTrain(a Arm) Train {
 	t := s.Train
@@ -703,6 +738,9 @@ func (s *Spec) ApplyDefaults() {
 	}
 	if s.Deadline.Round == 0 && !set("deadline.round") {
 		s.Deadline.Round = DefaultRoundDeadline
+	}
+	if r := s.Register; r != nil && r.BestMetric == "" && !set("register.best_metric") {
+		r.BestMetric = BestTestAccuracy
 	}
 	e := &s.Energy
 	if e.Interval == 0 && !set("energy.interval") {

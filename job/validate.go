@@ -87,6 +87,7 @@ func (s *Spec) validate() *problems {
 	if r := s.Deadline.Retries; r < 0 || r > 100 {
 		p.add("deadline.retries", "%d must be between 0 and 100 (times a round short of min_per_round is run again before the job fails)", r)
 	}
+	s.validateRegister(p)
 	en := s.Energy
 	if en.Interval < MinEnergyInterval {
 		p.add("energy.interval", "%s is shorter than %s, faster than the power readings refresh; use 100ms (the default) or more", en.Interval, MinEnergyInterval)
@@ -101,6 +102,51 @@ func (s *Spec) validate() *problems {
 		p.add("energy.cpu_watts_per_core", "%g must not be negative; use your CPU's TDP / cores, or 0 to turn the estimate off", en.CPUWattsPerCore)
 	}
 	return p
+}
+
+// validateRegister checks register: names as MLflow's registry takes them
+// (no path separators, no control characters, at most 256 characters).
+func (s *Spec) validateRegister(p *problems) {
+	r := s.Register
+	if r == nil {
+		return
+	}
+	registryName(p, "register.name", r.Name, "registered model", true)
+	registryName(p, "register.alias_best", r.AliasBest, "alias", false)
+	if a := strings.ToLower(r.AliasBest); a == "latest" || strings.HasPrefix(a, "v") && isDigits(a[1:]) {
+		p.add("register.alias_best", "%q is reserved by MLflow (latest and v<number> name versions); choose another alias, e.g. champion", r.AliasBest)
+	}
+	enum(p, "register.best_metric", r.BestMetric, "metric to pick the best arm by", BestMetrics())
+}
+
+// MaxRegistryNameLength bounds a registered model's name and an alias.
+const MaxRegistryNameLength = 256
+
+func registryName(p *problems, path, v, what string, needed bool) {
+	switch {
+	case v == "":
+		if needed {
+			p.add(path, "missing; name the %s, e.g. fmnist-classifier", what)
+		}
+	case len(v) > MaxRegistryNameLength:
+		p.add(path, "is %d characters; a %s's name takes at most %d", len(v), what, MaxRegistryNameLength)
+	case hasControl(v) || strings.ContainsAny(v, `/\:@`) || strings.Contains(v, ".."):
+		p.add(path, "%q holds a path separator, ':', '@', '..' or a control character, which models:/ URIs cannot carry; use letters, digits, '-', '_' and '.'", v)
+	case strings.TrimSpace(v) != v:
+		p.add(path, "%q starts or ends with spaces; remove them", v)
+	}
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func hasControl(s string) bool {
