@@ -85,6 +85,8 @@ type fakeSite struct {
 	// its update (with evalEnergy as the update's eval_energy) or with its
 	// failure.
 	energy, evalEnergy *pb.EnergyReport
+	// dataset, if set, is sent with every update, as a site's lineage.
+	dataset *pb.DatasetInfo
 }
 
 func (s *fakeSite) run(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
@@ -141,14 +143,14 @@ func (s *fakeSite) run(ctx context.Context, t *testing.T, cc *grpc.ClientConn) {
 			if push == nil {
 				push = pushWhole
 			}
-			if s.energy != nil {
+			if s.energy != nil || s.dataset != nil {
 				push = func(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64) error {
 					b, err := model.MarshalSafetensors(w, nil)
 					if err != nil {
 						return err
 					}
 					return pushHeader(ctx, cli, &pb.UpdateHeader{TaskId: t.GetTaskId(), NumSamples: n, TotalSize: int64(len(b)),
-						Sha256: sha256Of(b), Energy: s.energy, EvalEnergy: s.evalEnergy}, b)
+						Sha256: sha256Of(b), Energy: s.energy, EvalEnergy: s.evalEnergy, Dataset: s.dataset}, b)
 				}
 			}
 			err = push(ctx, cli, task, w, n)

@@ -23,6 +23,10 @@ type jobRun struct {
 	id   string
 	spec *job.Spec
 	src  []byte // the job file as submitted
+	// user submitted the job: the CN of the caller's certificate, or the
+	// coordinator process's user without TLS; "" for a job resumed on
+	// another coordinator (its runs were tagged when they were created).
+	user string
 
 	// tracker is where the job logs; set when it starts running.
 	tracker Tracker
@@ -155,6 +159,7 @@ func (c *Coordinator) submit(ctx context.Context, spec *job.Spec, src []byte) (*
 		id:      newID()[:12],
 		spec:    spec,
 		src:     src,
+		user:    submitter(ctx),
 		changed: make(chan struct{}),
 		persist: c.persistFunc(pb.JobState_JOB_STATE_QUEUED),
 	}

@@ -24,8 +24,8 @@ func (c *Coordinator) siteRun(ctx context.Context, a *armRun, site string) (stri
 		return id, nil
 	}
 	run, err := a.j.tracker.CreateRun(ctx, tracking.CreateRun{
-		ExperimentID: a.expID, Name: a.arm.Name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID,
-		Tags: map[string]string{tracking.TagJobID: a.j.id, tracking.TagArm: a.arm.Name, tracking.TagSite: site, tracking.TagKind: "site"},
+		ExperimentID: a.expID, Name: a.arm.Name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID, UserID: a.j.user,
+		Tags: c.sourceTags(a.j, map[string]string{tracking.TagJobID: a.j.id, tracking.TagArm: a.arm.Name, tracking.TagSite: site, tracking.TagKind: "site"}),
 	})
 	if err != nil {
 		c.log.Warn("tracking_create_failed", "site", site, "err", err)
@@ -95,6 +95,16 @@ type siteEnergy struct {
 	memMax                 float64
 	measured               bool
 	gpus                   int
+}
+
+// siteEnergyMethod is the cohort.energy_method tag of a site run: the
+// site's own method, or "estimated" where the site measured nothing but
+// sent an estimate (never "none" beside an estimated_energy_joules).
+func siteEnergyMethod(method string, e siteEnergy) string {
+	if !e.measured && e.estimatedJ > 0 && (method == "" || method == "none") {
+		return methodEstimated
+	}
+	return method
 }
 
 func energyOf(r *pb.EnergyReport) siteEnergy {
@@ -189,7 +199,7 @@ func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedU
 		tags = append(tags, screenTag(n))
 	}
 	if up.energy != nil {
-		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: up.energy.GetMethod()})
+		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: siteEnergyMethod(up.energy.GetMethod(), e)})
 		if at := up.energy.GetAttribution(); at != "" {
 			tags = append(tags, tracking.Tag{Key: tracking.TagEnergyAttribution, Value: at})
 		}
@@ -380,15 +390,18 @@ func (c *Coordinator) logDataset(ctx context.Context, a *armRun, site, siteRunID
 		a.inputs = make(map[string]bool)
 	}
 	a.inputs[key] = true
+	a.digests[site] = ds.GetSha256()
 	digest := ds.GetSha256()
 	if len(digest) > tracking.MaxDatasetDigestLength {
 		digest = digest[:tracking.MaxDatasetDigestLength]
 	}
 	profile, _ := json.Marshal(map[string]any{"num_samples": ds.GetNumSamples(), "sha256": ds.GetSha256(), "site": site})
-	source, _ := json.Marshal(map[string]string{"site": site, "name": ds.GetName(), "path": ds.GetSource()})
+	// MLflow's "local" source ({"uri": path}) is one mlflow.data.get_source
+	// reads; the path is on the site's machine, which the profile names.
+	source, _ := json.Marshal(map[string]string{"uri": cmp.Or(ds.GetSource(), ds.GetName())})
 	in := tracking.DatasetInput{
 		Tags:    []tracking.InputTag{{Key: tracking.TagDatasetContext, Value: "training"}},
-		Dataset: tracking.Dataset{Name: ds.GetName(), Digest: digest, SourceType: "cohort-site", Source: string(source), Profile: string(profile)},
+		Dataset: tracking.Dataset{Name: ds.GetName(), Digest: digest, SourceType: "local", Source: string(source), Profile: string(profile)},
 	}
 	if err := il.LogInputs(ctx, siteRunID, []tracking.DatasetInput{in}); err != nil {
 		c.log.Warn("tracking_inputs_failed", "site", site, "err", err)

@@ -99,7 +99,9 @@ type armRun struct {
 	kind     pb.TaskKind
 	global   *model.Weights
 	siteRuns map[string]string
-	inputs   map[string]bool // site and dataset digests logged as inputs
+	inputs   map[string]bool   // site and dataset digests logged as inputs
+	digests  map[string]string // each site's dataset digest, for the registered model's lineage
+	jobRunID string
 
 	started       time.Time
 	energyJ       float64 // cumulative, measured where every site measured
@@ -167,11 +169,12 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 			ExperimentID: expID,
 			Name:         spec.Name,
 			StartTime:    time.Now(),
-			Tags: map[string]string{
+			UserID:       j.user,
+			Tags: c.sourceTags(j, map[string]string{
 				tracking.TagJobID: j.id,
 				tracking.TagKind:  "job",
 				"cohort.version":  c.cfg.Version,
-			},
+			}),
 		})
 		if err != nil {
 			return fmt.Errorf("tracking: creating the job run: %w", err)
@@ -213,6 +216,9 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 	}()
 	if c.interrupted(ctx, j, runErr) {
 		return runErr // the next leader ends the job run
+	}
+	if runErr == nil {
+		c.moveAliasBest(ctx, j, jobRunID)
 	}
 	c.finishJobRun(j, jobRunID, runErr, ctx.Err() != nil)
 	return runErr
@@ -299,8 +305,9 @@ func (c *Coordinator) logParams(ctx context.Context, tr Tracker, runID string, f
 func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm job.Arm, expID, jobRunID string) error {
 	spec := j.spec
 	a := &armRun{
-		j: j, arm: arm, prep: prep, expID: expID,
+		j: j, arm: arm, prep: prep, expID: expID, jobRunID: jobRunID,
 		siteRuns:  make(map[string]string),
+		digests:   make(map[string]string),
 		started:   time.Now(),
 		capWarned: make(map[string]bool),
 	}
@@ -359,8 +366,8 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	}
 	if a.runID == "" {
 		run, err := j.tracker.CreateRun(ctx, tracking.CreateRun{
-			ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID,
-			Tags: map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag, TagEvalMethod: prep.evalMethod()},
+			ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID, UserID: j.user,
+			Tags: c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag, TagEvalMethod: prep.evalMethod()}),
 		})
 		if err != nil {
 			return fmt.Errorf("tracking: creating the arm run: %w", err)
@@ -440,6 +447,9 @@ func (c *Coordinator) endArm(ctx context.Context, a *armRun, armErr error) error
 	_ = j.tracker.LogBatch(endCtx, a.runID, nil, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}})
 	if err := j.tracker.UpdateRun(endCtx, a.runID, status, time.Now(), ""); err != nil {
 		c.log.Warn("tracking_update_failed", "arm", a.arm.Name, "err", err)
+	}
+	if armErr == nil {
+		c.registerArm(endCtx, a)
 	}
 	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: a.arm.Name, Metrics: map[string]float64{
 		tracking.MetricTestAccuracy: a.lastAcc, "wall_seconds": time.Since(a.started).Seconds(),
