@@ -38,6 +38,8 @@ Usage:
                                   the MLflow REST API and the web UI over a tracking store
   cohort compare JOB_RUN_ID|EXPERIMENT [--db cohort.db] [--out comparison.png]
                                   the comparison table and plot of a job's arms
+  cohort models list | show | alias | download [--tracking URI]
+                                  the model registry: the models jobs registered (register:)
   cohort energy probe [--seconds N]
                                   which energy sources this machine has, and a short reading
   cohort version                  print the version
@@ -85,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return logsCmd(ctx, args[1:], stdout, stderr)
 	case "ui":
 		return uiCmd(ctx, args[1:], stdout, stderr)
+	case "models":
+		return modelsCmd(ctx, args[1:], stdout, stderr)
 	case "compare":
 		return compareCmd(ctx, args[1:], stdout, stderr)
 	case "data":

@@ -107,6 +107,10 @@ func (p *printer) event(ev *pb.JobEvent) {
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	case "arm_finished":
 		fmt.Fprintf(p.out, "arm %s done in %.1fs: accuracy %.4f\n", ev.GetArm(), m["wall_seconds"], m["test_accuracy"])
+	case "model_registered":
+		fmt.Fprintf(p.out, "  %s's model registered as %s\n", ev.GetArm(), ev.GetMessage())
+	case "model_alias", "model_registration_failed":
+		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	}
 }
 
