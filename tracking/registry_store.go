@@ -23,6 +23,10 @@ type registryError struct {
 func (e *registryError) Error() string { return e.msg }
 func (e *registryError) Unwrap() error { return e.kind }
 
+// MLflowMessage is the message MLflow's server answers this failure with;
+// a REST server finds it with errors.As and an interface of this method.
+func (e *registryError) MLflowMessage() string { return e.msg }
+
 func modelNotFound(name string) error {
 	return &registryError{ErrNotFound, fmt.Sprintf("Registered Model with name=%s not found", name)}
 }
