@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os/user"
 	"runtime/debug"
@@ -146,17 +147,24 @@ func registerModel(ctx context.Context, tr Tracker, reg tracking.ModelRegistrar,
 	if card.Weights == nil {
 		return none, errors.New("registering the model: the arm has no final model")
 	}
-	data, err := model.MarshalSafetensors(card.Weights, map[string]string{"format": "pt"})
+	// The weights stream into the artifact: no copy of the model is made.
+	pr, pw := io.Pipe()
+	var size int64
+	go func() {
+		cw := &countingWriter{w: pw}
+		err := model.EncodeSafetensors(cw, card.Weights, map[string]string{"format": "pt"})
+		size = cw.n
+		pw.CloseWithError(err)
+	}()
+	err := tr.LogArtifact(ctx, card.RunID, ModelArtifactPath+"/"+ModelWeightsFile, pr)
+	pr.CloseWithError(err) // ends the encoder if the store stopped reading
 	if err != nil {
-		return none, fmt.Errorf("registering the model: encoding the weights: %w", err)
+		return none, fmt.Errorf("registering the model: logging the weights: %w", err)
 	}
-	mm := newMLmodel(card.RunID, card.Spec, int64(len(data)), card.CohortVersion, time.Now())
+	mm := newMLmodel(card.RunID, card.Spec, size, card.CohortVersion, time.Now())
 	desc, err := yaml.Marshal(mm)
 	if err != nil {
 		return none, fmt.Errorf("registering the model: writing MLmodel: %w", err)
-	}
-	if err := tr.LogArtifact(ctx, card.RunID, ModelArtifactPath+"/"+ModelWeightsFile, bytes.NewReader(data)); err != nil {
-		return none, fmt.Errorf("registering the model: logging the weights: %w", err)
 	}
 	if err := tr.LogArtifact(ctx, card.RunID, ModelArtifactPath+"/"+MLmodelFile, bytes.NewReader(desc)); err != nil {
 		return none, fmt.Errorf("registering the model: logging MLmodel: %w", err)
@@ -178,6 +186,18 @@ func registerModel(ctx context.Context, tr Tracker, reg tracking.ModelRegistrar,
 		return none, fmt.Errorf("registering the model: a version of %q: %w", card.Name, err)
 	}
 	return mv, nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // formatFloat writes a tag's figure; NaN (no figure) is "".
