@@ -171,7 +171,7 @@ func TestRegistryInChromium(t *testing.T) {
 		}
 	}
 	text := func(sel string) string {
-		s, err := chromedp.Run(ctx, chromedp.Text(sel, chromedp.ByQuery))
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
 		if err != nil {
 			t.Fatalf("text of %s: %v", sel, err)
 		}
@@ -189,7 +189,7 @@ func TestRegistryInChromium(t *testing.T) {
 	}
 	shoot("models")
 
-	if err := chromedp.Do(ctx, chromedp.Click("tr.model td a", chromedp.ByQuery), chromedp.WaitReady(chromedp.CSS("table.versions"))); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("tr.model td a")), chromedp.WaitReady(chromedp.CSS("table.versions"))); err != nil {
 		t.Fatalf("following the model's link: %v", err)
 	}
 	if title, _ := chromedp.Run(ctx, chromedp.Title()); title != registryModelName+" · Cohort" {
@@ -199,7 +199,7 @@ func TestRegistryInChromium(t *testing.T) {
 		t.Errorf("model page: %d versions (%v), want 2", n, err)
 	}
 
-	if err := chromedp.Do(ctx, chromedp.Click(`tr.version a[href$="/versions/2"]`, chromedp.ByQuery), chromedp.WaitReady(chromedp.CSS("table.lineage"))); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr.version a[href$="/versions/2"]`)), chromedp.WaitReady(chromedp.CSS("table.lineage"))); err != nil {
 		t.Fatalf("following version 2's link: %v", err)
 	}
 	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("table.lineage tr.site").length`)); err != nil || n != 2 {
@@ -217,7 +217,7 @@ func TestRegistryInChromium(t *testing.T) {
 	shoot("lineage")
 
 	// The job run's link in the lineage leads to the job's run page.
-	if err := chromedp.Do(ctx, chromedp.Click(`tr.lineage-job a`, chromedp.ByQuery), chromedp.WaitReady(chromedp.CSS("table.runinfo"))); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr.lineage-job a`)), chromedp.WaitReady(chromedp.CSS("table.runinfo"))); err != nil {
 		t.Fatalf("following the job run's link: %v", err)
 	}
 	if title, _ := chromedp.Run(ctx, chromedp.Title()); title != f.job.Info.RunName+" · Cohort" {

@@ -28,19 +28,21 @@ const (
 // keyTag is one of the version tags the model page gives a column.
 type keyTag struct {
 	Key, Label string
-	Num        bool
+	// Num right-aligns the value; Digest shortens it (the full value is
+	// its title).
+	Num, Digest bool
 }
 
 // keyTags are the version tags shown as columns, in order, when any
 // version has them.
 var keyTags = []keyTag{
-	{tracking.TagArm, "arm", false},
-	{tagVersionStrategy, "strategy", false},
-	{tagVersionFinalAccuracy, "final acc", true},
-	{tagVersionEnergyJoules, "energy J", true},
-	{tagVersionAccPerKJ, "acc / kJ", true},
-	{tagVersionJobDigest, "job digest", false},
-	{tagVersionCohort, "cohort", false},
+	{Key: tracking.TagArm, Label: "arm"},
+	{Key: tagVersionStrategy, Label: "strategy"},
+	{Key: tagVersionFinalAccuracy, Label: "final acc", Num: true},
+	{Key: tagVersionEnergyJoules, Label: "energy J", Num: true},
+	{Key: tagVersionAccPerKJ, Label: "acc / kJ", Num: true},
+	{Key: tagVersionJobDigest, Label: "job digest", Digest: true},
+	{Key: tagVersionCohort, Label: "cohort"},
 }
 
 const (
@@ -82,7 +84,7 @@ func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
 	for i, m := range models {
 		rows[i] = modelRow{Model: m, Latest: latestVersion(m.LatestVersions)}
 	}
-	h.render(w, http.StatusOK, "Registered models", []link{{h.base + "/", "experiments"}}, modelsBody, struct {
+	h.render(w, http.StatusOK, "Registered models", nil, modelsBody, struct {
 		Base   string
 		Filter string
 		Rows   []modelRow

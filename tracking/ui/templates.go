@@ -67,7 +67,7 @@ svg .tick{fill:#555}svg .label{fill:#222;font-size:12px}svg .legend text{fill:#2
 .muted{color:#6e7781}
 header nav{display:inline;margin-left:24px}header nav a{font-weight:400;margin-right:16px}
 .missing{color:#cf222e}.ok{color:#1a7f37}.alias{background:#eef2f6;border-radius:3px;padding:0 4px;margin-right:4px;white-space:nowrap}
-.desc{white-space:pre-wrap;max-width:900px}
+.desc{white-space:pre-wrap;max-width:900px}.nowrap{white-space:nowrap}
 table.lineage>tbody>tr>th{white-space:nowrap}table.lineage table{margin:0}
 `
 
@@ -145,7 +145,7 @@ var modelBody = parse("model", `{{if .Model.Description}}<p class="desc">{{.Mode
 <h2>Versions</h2>
 <table class="versions"><tr><th>version</th><th>aliases</th><th>stage</th><th>created</th><th>source run</th>{{range .Cols}}<th>{{.Label}}</th>{{end}}{{if .AnyDigest}}<th>dataset digests</th>{{end}}</tr>
 {{range .Rows}}<tr class="version"><td class="num"><a href="{{$.Base}}/models/{{seg .V.Name}}/versions/{{seg .V.Version}}">{{.V.Version}}</a></td><td>{{range .V.Aliases}}<span class="alias">@{{.}}</span>{{end}}</td><td>{{.V.CurrentStage}}</td><td>{{time .V.CreationTime}}</td>
-<td>{{if .V.RunID}}<a href="{{$.Base}}/runs/{{seg .V.RunID}}"><code>{{short .V.RunID}}</code></a>{{end}}</td>{{range $i, $c := .Cells}}{{with index $.Cols $i}}{{if .Num}}<td class="num">{{$c}}</td>{{else}}<td><code title="{{$c}}">{{digest $c}}</code></td>{{end}}{{end}}{{end}}{{if $.AnyDigest}}<td>{{range .Digests}}<div>{{.Site}}: <code title="{{.Digest}}">{{digest .Digest}}</code></div>{{end}}</td>{{end}}</tr>
+<td>{{if .V.RunID}}<a href="{{$.Base}}/runs/{{seg .V.RunID}}"><code>{{short .V.RunID}}</code></a>{{end}}</td>{{range $i, $c := .Cells}}{{with index $.Cols $i}}{{if not $c}}<td></td>{{else if .Num}}<td class="num">{{$c}}</td>{{else if .Digest}}<td><code title="{{$c}}">{{digest $c}}</code></td>{{else}}<td>{{$c}}</td>{{end}}{{end}}{{end}}{{if $.AnyDigest}}<td>{{range .Digests}}<div>{{.Site}}: <code title="{{.Digest}}">{{digest .Digest}}</code></div>{{end}}</td>{{end}}</tr>
 {{else}}<tr><td colspan="5" class="muted">no versions</td></tr>{{end}}</table>
 <p>{{if not .First}}<a href="{{.Base}}/models/{{seg .Model.Name}}">newest versions</a> {{end}}{{if .Next}}<a href="{{.Base}}/models/{{seg .Model.Name}}?page_token={{.Next}}">older versions</a>{{end}}</p>
 `)
@@ -158,8 +158,8 @@ var versionBody = parse("version", `{{define "ref"}}{{if .Found}}<a href="{{.Hre
 <tr class="lineage-job"><th>↳ job run</th><td>{{template "ref" .Lineage.Job}}</td></tr>
 <tr class="lineage-arm"><th>↳ arm</th><td>{{if .Lineage.ArmName}}<b>{{.Lineage.ArmName}}</b>{{else}}<span class="missing">unknown</span>{{end}}{{with .Lineage.ArmKind}} · {{.}}{{end}}{{with .Lineage.Strategy}} · strategy {{.}}{{end}}</td></tr>
 <tr class="lineage-sites"><th>↳ site runs</th><td>{{with .Lineage.SitesMissing}}<p class="missing">{{.}}</p>{{end}}{{if .Lineage.Sites}}<table><tr><th>site</th><th>run</th><th>dataset</th><th>digest</th><th>context</th><th>version's digest</th></tr>
-{{range .Lineage.Sites}}{{$s := .}}{{range $i, $in := .Inputs}}<tr class="site">{{if not $i}}<td rowspan="{{len $s.Inputs}}">{{$s.Site}}</td><td rowspan="{{len $s.Inputs}}">{{template "ref" $s.Run}}</td>{{end}}<td>{{$in.Dataset.Name}}</td><td><code>{{$in.Dataset.Digest}}</code></td><td>{{range $in.Tags}}{{if eq .Key "mlflow.data.context"}}{{.Value}}{{end}}{{end}}</td>{{if not $i}}<td rowspan="{{len $s.Inputs}}">{{template "tagged" $s}}</td>{{end}}</tr>
-{{else}}<tr class="site"><td>{{$s.Site}}</td><td>{{template "ref" $s.Run}}</td><td colspan="3" class="muted">no dataset inputs</td><td>{{template "tagged" $s}}</td></tr>
+{{range .Lineage.Sites}}{{$s := .}}{{range $i, $in := .Inputs}}<tr class="site">{{if not $i}}<td rowspan="{{len $s.Inputs}}" class="nowrap">{{$s.Site}}</td><td rowspan="{{len $s.Inputs}}">{{template "ref" $s.Run}}</td>{{end}}<td class="nowrap">{{$in.Dataset.Name}}</td><td><code>{{$in.Dataset.Digest}}</code></td><td>{{range $in.Tags}}{{if eq .Key "mlflow.data.context"}}{{.Value}}{{end}}{{end}}</td>{{if not $i}}<td rowspan="{{len $s.Inputs}}">{{template "tagged" $s}}</td>{{end}}</tr>
+{{else}}<tr class="site"><td class="nowrap">{{$s.Site}}</td><td>{{template "ref" $s.Run}}</td><td colspan="3" class="muted">no dataset inputs</td><td>{{template "tagged" $s}}</td></tr>
 {{end}}{{end}}</table>{{if .Lineage.MoreSites}}<p class="muted">more site runs than shown</p>{{end}}{{else if not .Lineage.SitesMissing}}<span class="muted">none{{if eq .Lineage.ArmKind "centralized"}} (a centralized arm trains on no site){{end}}</span>{{end}}</td></tr>
 </table>
 {{define "tagged"}}{{if .Tagged}}{{if .Match}}<span class="ok">✓ same</span>{{else}}<code class="missing" title="the version's tag differs from the site run's inputs">{{.Tagged}}</code>{{end}}{{else}}<span class="muted">—</span>{{end}}{{end}}
