@@ -126,17 +126,11 @@ func datasetDigests(tags []tracking.Tag) []siteDigest {
 	return out
 }
 
-// nameFilter is the registry filter selecting the versions of one model.
-// MLflow's filter strings are quoted with ' or "; a name holding both
-// cannot be written in one and is reported.
-func nameFilter(name string) (string, error) {
-	switch {
-	case !strings.Contains(name, "'"):
-		return "name = '" + name + "'", nil
-	case !strings.Contains(name, `"`):
-		return `name = "` + name + `"`, nil
-	}
-	return "", fmt.Errorf("%w: model name %q holds both ' and \", which a registry filter cannot quote", tracking.ErrInvalid, name)
+// nameFilter is the registry filter selecting the versions of one model:
+// the name in single quotes, a quote in it doubled (the store's filter
+// syntax, as SQL's).
+func nameFilter(name string) string {
+	return "name = '" + strings.ReplaceAll(name, "'", "''") + "'"
 }
 
 func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
@@ -147,14 +141,9 @@ func (h *Handler) model(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "registered model "+strconv.Quote(name), err)
 		return
 	}
-	filter, err := nameFilter(name)
-	if err != nil {
-		h.fail(w, "versions of "+strconv.Quote(name), err)
-		return
-	}
 	token := r.URL.Query().Get("page_token")
 	versions, next, err := h.store.SearchModelVersions(ctx, tracking.RegistryQuery{
-		Filter:     filter,
+		Filter:     nameFilter(m.Name),
 		OrderBy:    []string{"version_number DESC"},
 		MaxResults: h.pageSize,
 		PageToken:  token,
