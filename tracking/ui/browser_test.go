@@ -146,7 +146,7 @@ func browser(t *testing.T, bin string) (context.Context, func() []string) {
 // models page it follows the model's link (its name needs escaping), then
 // version 2's, and finds the lineage from the version to the job, the arm,
 // both sites and both datasets' digests. With COHORT_UPDATE_SCREENSHOTS=1 it
-// saves docs/ui-models.png and docs/ui-lineage.png.
+// saves docs/ui-models.png, docs/ui-model.png and docs/ui-lineage.png.
 func TestRegistryInChromium(t *testing.T) {
 	bin := chromium(t)
 	f := seedRegistry(t)
@@ -198,6 +198,7 @@ func TestRegistryInChromium(t *testing.T) {
 	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("tr.version").length`)); err != nil || n != 2 {
 		t.Errorf("model page: %d versions (%v), want 2", n, err)
 	}
+	shoot("model")
 
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`tr.version a[href$="/versions/2"]`)), chromedp.WaitReady(chromedp.CSS("table.lineage"))); err != nil {
 		t.Fatalf("following version 2's link: %v", err)

@@ -371,15 +371,22 @@ func TestLatestVersion(t *testing.T) {
 func FuzzModelPath(f *testing.F) {
 	fx := seedRegistry(f)
 	h, _ := New(fx.store, Config{})
+	based, _ := New(fx.store, Config{BasePath: "/ui"})
 	for _, s := range []string{registryModelName, "", "a/b", "%", "..", "x?y#z", "\x00", "ü", "it's \"q\""} {
 		f.Add(s, "1")
 	}
 	f.Add(registryModelName, "2")
 	f.Add(registryModelName, "-1")
+	f.Add("a%2Fb", "1")
+	f.Add(registryModelName, "02")
 	f.Fuzz(func(t *testing.T, name, version string) {
-		for _, p := range []string{modelPath(name), versionPath(name, version)} {
+		for _, req := range []struct {
+			h    http.Handler
+			path string
+		}{{h, modelPath(name)}, {h, versionPath(name, version)}, {based, "/ui" + modelPath(name)}, {based, "/ui" + versionPath(name, version)}} {
+			p := req.path
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://x"+p, nil))
+			req.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://x"+p, nil))
 			switch {
 			case rec.Code >= 500:
 				t.Fatalf("GET %q = %d: %s", p, rec.Code, rec.Body.String())

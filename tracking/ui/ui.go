@@ -94,12 +94,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = "/" + strings.TrimPrefix(p, "/")
-		// Keep the escaped form too, so that a model name holding an
-		// escaped slash (%2F) stays one path segment.
-		r2.URL.RawPath = ""
-		if raw, ok := strings.CutPrefix(r.URL.RawPath, h.base); ok {
-			r2.URL.RawPath = "/" + strings.TrimPrefix(raw, "/")
-		}
 		r = r2
 	}
 	h.mux.ServeHTTP(w, r)
