@@ -221,6 +221,14 @@ func TestLineageMissingLinks(t *testing.T) {
 	if err := store.DeleteRun(ctx, f.sites[0].Info.RunID); err != nil {
 		t.Fatal(err)
 	}
+	// site-2 also evaluated on a second dataset.
+	evalDigest := testDigest("fed-1", "site-2/test")
+	if err := store.LogInputs(ctx, f.sites[1].Info.RunID, []tracking.DatasetInput{{
+		Tags:    []tracking.InputTag{{Key: tracking.TagDatasetContext, Value: "evaluation"}},
+		Dataset: tracking.Dataset{Name: "fashion-mnist/test", Digest: evalDigest, SourceType: "cohort-site", Source: `{"site":"site-2"}`},
+	}}); err != nil {
+		t.Fatal(err)
+	}
 	mk := func(runID string, tags map[string]string) string {
 		v, err := store.CreateModelVersion(ctx, tracking.CreateModelVersion{Name: registryModelName, Source: "file:///tmp/model", RunID: runID, Tags: tags})
 		if err != nil {
@@ -234,6 +242,7 @@ func TestLineageMissingLinks(t *testing.T) {
 		contains []string
 	}{
 		{"deleted site run", "2", []string{f.sites[0].Info.RunID + `</code> <span class="missing">(deleted)</span>`, testDigest("fed-1", "site-1")}},
+		{"two inputs", "2", []string{`<td rowspan="2" class="nowrap">site-2</td>`, "<code>" + testDigest("fed-1", "site-2") + "</code>", `<td class="nowrap">fashion-mnist/test</td>`, "<code>" + evalDigest + "</code></td><td>evaluation</td>"}},
 		{"no parent", mk(lone.Info.RunID, nil), []string{"the run has no parent run", ">lone</a>"}},
 		{"no run", mk("", map[string]string{"cohort.dataset_digest.site-9": "abc"}), []string{"the version names no run", "unknown: the arm run is missing", `"nowrap">site-9</td>`, `no site run found`, ">abc</code>"}},
 		{"unknown run", mk("0123456789abcdef0123456789abcdef", nil), []string{"run 0123456789abcdef0123456789abcdef no longer exists"}},
