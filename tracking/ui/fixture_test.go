@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -92,7 +93,7 @@ func seedJob(tb testing.TB, name string, federated, sites, rounds int) (*trackin
 			log(sid, sm)
 			if err := store.LogInputs(ctx, sid, []tracking.DatasetInput{{
 				Tags:    []tracking.InputTag{{Key: tracking.TagDatasetContext, Value: "training"}},
-				Dataset: tracking.Dataset{Name: "fashion-mnist/train", Digest: fmt.Sprintf("%036d", s), SourceType: "cohort-site", Source: `{"site":"` + site + `"}`, Profile: `{"num_samples": 1000}`},
+				Dataset: tracking.Dataset{Name: "fashion-mnist/train", Digest: testDigest(arm, site), SourceType: "cohort-site", Source: `{"site":"` + site + `"}`, Profile: `{"num_samples": 1000}`},
 			}}); err != nil {
 				tb.Fatal(err)
 			}
@@ -102,4 +103,63 @@ func seedJob(tb testing.TB, name string, federated, sites, rounds int) (*trackin
 		tb.Fatal(err)
 	}
 	return store, job
+}
+
+// testDigest is the dataset digest seedJob logs for a site of an arm: 36
+// hex digits, distinct per arm and site.
+func testDigest(arm, site string) string {
+	return fmt.Sprintf("%x", sha256.Sum256([]byte(arm+"/"+site)))[:tracking.MaxDatasetDigestLength]
+}
+
+// registryModelName holds every character a URL needs escaped.
+const registryModelName = "fmnist fedavg #1 100%? ü"
+
+// registryFixture is a job (seedJob: a centralized arm and fed-1 with
+// site-1 and site-2) whose two arms are registered as versions 1
+// (centralized) and 2 (fed-1, alias champion) of registryModelName.
+type registryFixture struct {
+	store   *tracking.SQLiteStore
+	job     tracking.Run
+	central tracking.Run
+	fed     tracking.Run
+	sites   []tracking.Run
+}
+
+func seedRegistry(tb testing.TB) registryFixture {
+	tb.Helper()
+	ctx := context.Background()
+	store, jobID := seedJob(tb, "fmnist-job", 1, 2, 3)
+	f := registryFixture{store: store}
+	var err error
+	if f.job, err = store.GetRun(ctx, jobID); err != nil {
+		tb.Fatal(err)
+	}
+	arms, err := store.ChildRuns(ctx, jobID)
+	if err != nil || len(arms) != 2 {
+		tb.Fatalf("arms of the job: %v, %v", arms, err)
+	}
+	f.central, f.fed = arms[0], arms[1]
+	if f.sites, err = store.ChildRuns(ctx, f.fed.Info.RunID); err != nil || len(f.sites) != 2 {
+		tb.Fatalf("sites of fed-1: %v, %v", f.sites, err)
+	}
+	if _, err := store.CreateRegisteredModel(ctx, registryModelName, "Fashion-MNIST, FedAvg against centralized", map[string]string{"team": "cohort"}); err != nil {
+		tb.Fatal(err)
+	}
+	versions := []struct {
+		run  tracking.Run
+		tags map[string]string
+	}{
+		{f.central, map[string]string{tracking.TagArm: "centralized", "cohort.final_accuracy": "0.8912", "cohort.energy_joules": "440", "cohort.accuracy_per_kj": "2.0255", "cohort.job_digest": "sha256:2f1c0e9a7b3d5c8e", "cohort.version": "0.9.0"}},
+		{f.fed, map[string]string{tracking.TagArm: "fed-1", "cohort.strategy": "fedavg", "cohort.final_accuracy": "0.8807", "cohort.energy_joules": "330", "cohort.accuracy_per_kj": "2.6688", "cohort.job_digest": "sha256:2f1c0e9a7b3d5c8e", "cohort.version": "0.9.0",
+			"cohort.dataset_digest.site-1": testDigest("fed-1", "site-1"), "cohort.dataset_digest.site-2": testDigest("fed-1", "site-2")}},
+	}
+	for _, v := range versions {
+		if _, err := store.CreateModelVersion(ctx, tracking.CreateModelVersion{Name: registryModelName, Source: v.run.Info.ArtifactURI + "/model", RunID: v.run.Info.RunID, Tags: v.tags}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := store.SetRegisteredModelAlias(ctx, registryModelName, "champion", "2"); err != nil {
+		tb.Fatal(err)
+	}
+	return f
 }

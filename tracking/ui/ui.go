@@ -28,6 +28,10 @@ type Store interface {
 	GetMetricHistory(ctx context.Context, runID, key string) ([]tracking.Metric, error)
 	ListArtifacts(ctx context.Context, runID, dir string) ([]tracking.FileInfo, error)
 	OpenArtifact(ctx context.Context, runID, relPath string) (io.ReadCloser, error)
+	SearchRegisteredModels(ctx context.Context, q tracking.RegistryQuery) ([]tracking.RegisteredModel, string, error)
+	GetRegisteredModel(ctx context.Context, name string) (tracking.RegisteredModel, error)
+	SearchModelVersions(ctx context.Context, q tracking.RegistryQuery) ([]tracking.ModelVersion, string, error)
+	GetModelVersion(ctx context.Context, name, version string) (tracking.ModelVersion, error)
 }
 
 var _ Store = (*tracking.SQLiteStore)(nil)
@@ -46,6 +50,8 @@ type Handler struct {
 	log   *slog.Logger
 	base  string
 	mux   *http.ServeMux
+	// pageSize is the registry pages' page size (tests shrink it).
+	pageSize int
 }
 
 // maxChartsPerRun bounds the metric charts on a run page.
@@ -63,7 +69,7 @@ func New(store Store, cfg Config) (*Handler, error) {
 	if base != "" && !strings.HasPrefix(base, "/") {
 		return nil, fmt.Errorf("creating the tracking UI: BasePath %q must start with /", cfg.BasePath)
 	}
-	h := &Handler{store: store, log: cfg.Logger, base: base, mux: http.NewServeMux()}
+	h := &Handler{store: store, log: cfg.Logger, base: base, mux: http.NewServeMux(), pageSize: registryPageSize}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -72,6 +78,9 @@ func New(store Store, cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("GET /runs/{id}", h.run)
 	h.mux.HandleFunc("GET /runs/{id}/artifacts/{path...}", h.artifact)
 	h.mux.HandleFunc("GET /compare/{id}", h.compare)
+	h.mux.HandleFunc("GET /models", h.models)
+	h.mux.HandleFunc("GET /models/{name}", h.model)
+	h.mux.HandleFunc("GET /models/{name}/versions/{version}", h.modelVersion)
 	return h, nil
 }
 
@@ -263,6 +272,12 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "child runs", err)
 		return
 	}
+	// The model versions registered from this run; the page stands
+	// without them.
+	versions, _, err := h.store.SearchModelVersions(ctx, tracking.RegistryQuery{Filter: "run_id = '" + run.Info.RunID + "'", OrderBy: []string{"name ASC", "version_number ASC"}, MaxResults: h.pageSize})
+	if err != nil {
+		h.log.Warn("ui_model_versions_unreadable", "run", run.Info.RunID, "err", err)
+	}
 	h.render(w, http.StatusOK, run.Info.RunName, crumb, runBody, struct {
 		Base      string
 		Run       tracking.Run
@@ -271,7 +286,8 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request) {
 		Children  []tracking.Run
 		Charts    []chart
 		Artifacts []artifactView
-	}{h.base, run, formatDuration(run.Info.StartTime, run.Info.EndTime), kind == "job", children, charts, arts})
+		Versions  []tracking.ModelVersion
+	}{h.base, run, formatDuration(run.Info.StartTime, run.Info.EndTime), kind == "job", children, charts, arts, versions})
 }
 
 // listArtifacts lists a run's artifacts depth-first, down to depth levels.

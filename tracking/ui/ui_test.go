@@ -131,6 +131,13 @@ func TestBasePath(t *testing.T) {
 	if code, body := get(t, h, "/ui/"); code != 200 || !strings.Contains(body, `href="/ui/experiments/`) {
 		t.Errorf("GET /ui/ = %d, links not under /ui", code)
 	}
+	if code, body := get(t, h, "/ui/models"); code != 200 || !strings.Contains(body, `href="/ui/models"`) {
+		t.Errorf("GET /ui/models = %d, links not under /ui", code)
+	}
+	// An escaped slash stays inside one segment: no model has that name.
+	if code, _ := get(t, h, "/ui/models/a%2Fb/versions/1"); code != 404 {
+		t.Errorf("GET /ui/models/a%%2Fb/versions/1 = %d, want 404", code)
+	}
 	if _, err := New(store, Config{BasePath: "ui"}); err == nil {
 		t.Error("BasePath without a leading slash accepted")
 	}
