@@ -319,14 +319,21 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		if e := decode(body, &req); e != nil {
 			return nil, e
 		}
-		m := regexp.MustCompile(`^tags\.mlflow\.parentRunId = '([0-9a-f]+)'$`).FindStringSubmatch(req.Filter)
-		if m == nil {
+		var tagKey, tagValue string
+		if m := regexp.MustCompile(`^tags\.(mlflow\.parentRunId|cohort\.create_key) = '([0-9a-f]+)'$`).FindStringSubmatch(req.Filter); m != nil {
+			tagKey, tagValue = m[1], m[2]
+		} else {
 			return nil, invalid("Invalid filter '%s'", req.Filter)
+		}
+		switch req.RunViewType {
+		case "", "ACTIVE_ONLY", "DELETED_ONLY", "ALL":
+		default:
+			return nil, invalid("Invalid run_view_type %q", req.RunViewType)
 		}
 		var hits []*fakeRun
 		for _, id := range f.runOrder {
 			run := f.runs[id]
-			if run.tags[tracking.TagParentRunID] == m[1] && slices.Contains(req.ExperimentIDs, run.info.ExperimentID) {
+			if run.tags[tagKey] == tagValue && slices.Contains(req.ExperimentIDs, run.info.ExperimentID) {
 				hits = append(hits, run)
 			}
 		}

@@ -62,9 +62,7 @@ func (c *Client) send(ctx context.Context, retries int, method, endpoint, u, cty
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
-		var ae *APIError
-		var ne *netError
-		if !errors.As(err, &ne) && !(errors.As(err, &ae) && retryableStatus(ae.StatusCode)) {
+		if !transient(err) {
 			return err // refused, or an answer that cannot be read: sending it again would not help
 		}
 		if attempt >= retries {
