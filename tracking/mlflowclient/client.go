@@ -57,9 +57,18 @@ const maxDroppedKept = 100
 // spools the creation, and every later write or read naming the
 // placeholder goes to the run the server created.
 //
+// Each run is created with a random [TagCreateKey] tag; a create whose
+// answer was lost (a timeout, a dropped connection, a 5xx) is looked up by
+// that key before it is sent again, so retries and replays after a
+// restart leave exactly one run.
+//
+// EnsureExperiment, like CreateRun, asks the server directly and, while it
+// cannot be reached, hands out a placeholder experiment ID and spools the
+// get-or-create.
+//
 // Reads (GetRun, ChildRuns, GetMetricHistory) flush first, then ask the
 // server, so they see every earlier write; they wait for the server until
-// their ctx ends. EnsureExperiment asks the server directly, with retries.
+// their ctx ends.
 type Client struct {
 	cfg   Config
 	log   *slog.Logger
