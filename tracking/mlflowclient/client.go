@@ -414,40 +414,67 @@ func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	maySent := lookupFirst && key != ""
+	var run tracking.Run
+	err = c.createOnce(ctx, "runs/create", lookupFirst && key != "",
+		func() (bool, error) {
+			if key == "" {
+				return false, nil
+			}
+			var found bool
+			run, found, err = c.findCreated(ctx, r.ExperimentID, key)
+			return found, err
+		},
+		func() (err error) {
+			run, err = c.sendCreate(ctx, &r)
+			return err
+		})
+	if err != nil {
+		return tracking.Run{}, err
+	}
+	c.mu.Lock()
+	c.artifactURIs[run.Info.RunID] = run.Info.ArtifactURI
+	c.mu.Unlock()
+	return run, nil
+}
+
+// createOnce makes a create that must not be made twice, retrying
+// transient failures as configured. Before each retry, and before the
+// first attempt when lookupFirst (an earlier attempt or process may have
+// sent it), it asks find whether an earlier attempt landed; find
+// answering true ends it. A server that refuses the lookup (a 4xx) gets
+// the create without it.
+func (c *Client) createOnce(ctx context.Context, endpoint string, lookupFirst bool, find func() (bool, error), create func() error) error {
+	maySent := lookupFirst
+	var err error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			if serr := c.sleep(ctx, c.backoff(attempt)); serr != nil {
-				return tracking.Run{}, fmt.Errorf("%w (%w)", err, serr)
+				return fmt.Errorf("%w (%w)", err, serr)
 			}
 		}
-		var run tracking.Run
-		var found bool
+		found := false
+		err = nil
 		if maySent {
-			run, found, err = c.findCreated(ctx, r.ExperimentID, key)
+			found, err = find()
 			if err != nil && !transient(err) && ctx.Err() == nil {
-				// A server that cannot search by tag: create without the check.
-				c.log.Warn("mlflow_create_lookup_refused", "key", key, "err", err)
+				c.log.Warn("mlflow_create_lookup_refused", "endpoint", endpoint, "err", err)
 				err = nil
 			}
 		}
 		if err == nil && !found {
-			run, err = c.sendCreate(ctx, &r)
-			maySent = key != ""
+			err = create()
+			maySent = true
 		}
 		if err == nil {
-			c.mu.Lock()
-			c.artifactURIs[run.Info.RunID] = run.Info.ArtifactURI
-			c.mu.Unlock()
-			return run, nil
+			return nil
 		}
 		if !transient(err) || ctx.Err() != nil || attempt >= c.cfg.MaxRetries {
 			if attempt > 0 {
 				err = fmt.Errorf("%w (gave up after %d attempts)", err, attempt+1)
 			}
-			return tracking.Run{}, err
+			return err
 		}
-		c.log.Debug("mlflow_retry", "endpoint", "runs/create", "attempt", attempt+1, "err", err)
+		c.log.Debug("mlflow_retry", "endpoint", endpoint, "attempt", attempt+1, "err", err)
 	}
 }
 

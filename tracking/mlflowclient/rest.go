@@ -141,17 +141,7 @@ func (c *Client) attempt(ctx context.Context, method, endpoint, u, ctype string,
 		return -1, &netError{fmt.Errorf("mlflow %s %s: reading the response: %w", method, endpoint, err)}
 	}
 	if resp.StatusCode/100 != 2 {
-		ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: resp.StatusCode}
-		var e struct {
-			ErrorCode string `json:"error_code"`
-			Message   string `json:"message"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.ErrorCode != "" {
-			ae.Code, ae.Message = e.ErrorCode, e.Message
-		} else {
-			ae.Message = string(bytes.TrimSpace(data[:min(len(data), 512)]))
-		}
-		return retryAfter(resp.Header.Get("Retry-After"), time.Now()), ae
+		return retryAfter(resp.Header.Get("Retry-After"), time.Now()), apiError(method, endpoint, resp.StatusCode, data)
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -159,6 +149,22 @@ func (c *Client) attempt(ctx context.Context, method, endpoint, u, ctype string,
 		}
 	}
 	return -1, nil
+}
+
+// apiError reads an error response: MLflow's JSON, or the start of
+// whatever else the body holds.
+func apiError(method, endpoint string, status int, data []byte) *APIError {
+	ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: status}
+	var e struct {
+		ErrorCode string `json:"error_code"`
+		Message   string `json:"message"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.ErrorCode != "" {
+		ae.Code, ae.Message = e.ErrorCode, e.Message
+	} else {
+		ae.Message = string(bytes.TrimSpace(data[:min(len(data), 512)]))
+	}
+	return ae
 }
 
 // retryAfter parses a Retry-After header, seconds or an HTTP date; -1
