@@ -154,14 +154,9 @@ func (d *downloader) list(ctx context.Context, p string) ([]wireFileInfo, error)
 // walk downloads the entries of folder p (remote) into rel (local).
 func (d *downloader) walk(ctx context.Context, p, rel string, entries []wireFileInfo) error {
 	for _, e := range entries {
-		// MLflow lists base names; a server that lists full paths is read
-		// the same way.
-		name := e.Path
-		if i := strings.LastIndex(name, "/"); i >= 0 && strings.HasPrefix(name, p+"/") {
-			name = name[i+1:]
-		}
-		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00") || !isLocalName(name) {
-			return fmt.Errorf("%w: the server listed %q in %q, which would leave the destination; refusing it", tracking.ErrInvalid, e.Path, p)
+		name, err := listedName(p, e.Path)
+		if err != nil {
+			return err
 		}
 		remote := strings.TrimPrefix(p+"/"+name, "/")
 		local := path.Join(rel, name)
@@ -186,6 +181,21 @@ func (d *downloader) walk(ctx context.Context, p, rel string, entries []wireFile
 		}
 	}
 	return nil
+}
+
+// listedName returns the base name of an entry the server listed in
+// folder p: MLflow lists base names, and a server that lists full paths
+// under p is read the same way. A name that is empty, "." or "..", holds
+// a separator, or is not a local name on this system is refused.
+func listedName(p, listed string) (string, error) {
+	name := listed
+	if rest, ok := strings.CutPrefix(listed, p+"/"); ok && p != "" {
+		name = rest
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00") || !isLocalName(name) {
+		return "", fmt.Errorf("%w: the server listed %q in %q, which would leave the destination; refusing it", tracking.ErrInvalid, listed, p)
+	}
+	return name, nil
 }
 
 // isLocalName reports whether a base name is one a file may have on this

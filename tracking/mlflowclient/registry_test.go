@@ -3,7 +3,9 @@ package mlflowclient
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -486,4 +488,46 @@ func FuzzRegistryDecode(f *testing.F) {
 			t.Errorf("version() = %+v from %+v", v, m.ModelVersion)
 		}
 	})
+}
+
+// FuzzListedName: a name the server lists is accepted only when it is one
+// local path element, so the file it becomes stays in the destination.
+func FuzzListedName(f *testing.F) {
+	for _, s := range []string{"a", "..", "../x", "m/a", "m/../a", "/etc", `a\b`, "a:b", "", ".", "m/", "x\x00"} {
+		f.Add("m", s)
+	}
+	f.Fuzz(func(t *testing.T, parent, listed string) {
+		name, err := listedName(parent, listed)
+		if err != nil {
+			return
+		}
+		dest := filepath.Join("dest", "dir")
+		full := filepath.Join(dest, name)
+		if !filepath.IsLocal(name) || strings.ContainsAny(name, `/\`) || filepath.Dir(full) != dest {
+			t.Errorf("listedName(%q, %q) = %q, which leaves %s (%s)", parent, listed, name, dest, full)
+		}
+	})
+}
+
+// BenchmarkDownloadArtifacts downloads a model of 64 files of 64 KiB in
+// two folders from the fake server.
+func BenchmarkDownloadArtifacts(b *testing.B) {
+	f := newFake(nil)
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	blob := []byte(strings.Repeat("w", 64<<10))
+	for i := range 64 {
+		f.artifacts[fmt.Sprintf("0/r/artifacts/model/part-%d/f%02d.bin", i%2, i)] = blob
+	}
+	c, err := newClient(Config{URI: srv.URL, SpoolDir: b.TempDir()}, noEnv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.SetBytes(64 * 64 << 10)
+	for b.Loop() {
+		if err := c.DownloadArtifacts(b.Context(), "mlflow-artifacts:/0/r/artifacts/model", b.TempDir()); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
