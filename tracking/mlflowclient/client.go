@@ -280,6 +280,7 @@ func (c *Client) ensureExperiment(ctx context.Context, name string) (string, err
 		case err == nil && got.Experiment.LifecycleStage == string(tracking.LifecycleDeleted):
 			return "", fmt.Errorf("ensuring experiment %q: %w; restore it (experiment %s) or pick another name", name, tracking.ErrExperimentDeleted, got.Experiment.ExperimentID)
 		case err == nil:
+			c.checkLocation(got.Experiment)
 			return got.Experiment.ExperimentID, nil
 		case !errors.Is(err, tracking.ErrNotFound):
 			return "", fmt.Errorf("ensuring experiment %q: %w", name, err)
@@ -291,6 +292,12 @@ func (c *Client) ensureExperiment(ctx context.Context, name string) (string, err
 		}
 		err = c.call(ctx, "POST", "experiments/create", nil, map[string]string{"name": name}, &created)
 		if err == nil {
+			// Once, best effort: say so when the server chose a location
+			// it does not proxy.
+			if c.callRetries(ctx, 0, "GET", "experiments/get-by-name", url.Values{"experiment_name": {name}}, nil, &got) == nil &&
+				got.Experiment.ExperimentID == created.ExperimentID {
+				c.checkLocation(got.Experiment)
+			}
 			return created.ExperimentID, nil
 		}
 		if !errors.Is(err, tracking.ErrAlreadyExists) {
@@ -298,6 +305,20 @@ func (c *Client) ensureExperiment(ctx context.Context, name string) (string, err
 		}
 	}
 	return "", fmt.Errorf("ensuring experiment %q: it keeps being created and deleted concurrently", name)
+}
+
+// checkLocation warns when an experiment's artifact location is one the
+// server does not proxy (file://, s3://, …): LogArtifact to its runs will
+// fail with ErrNoArtifactProxy. MLflow gives mlflow-artifacts:/<id> to
+// experiments created on `mlflow server --serve-artifacts` (the default)
+// unless --default-artifact-root names another location.
+func (c *Client) checkLocation(e wireExperiment) {
+	loc := e.ArtifactLocation
+	if loc == "" || strings.HasPrefix(loc, "mlflow-artifacts:") || strings.HasPrefix(loc, "http://") || strings.HasPrefix(loc, "https://") {
+		return
+	}
+	c.log.Warn("mlflow_experiment_not_proxied", "experiment", e.ExperimentID, "name", e.Name, "artifact_location", loc,
+		"fix", "artifacts cannot be uploaded through the server: run `mlflow server --serve-artifacts` without a --default-artifact-root outside the proxy, or use an experiment whose location is mlflow-artifacts:/…")
 }
 
 // CreateRun starts a run. When the server answers within

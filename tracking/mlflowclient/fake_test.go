@@ -416,7 +416,11 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 }
 
 func (f *fakeMLflow) expJSON(e *fakeExp) map[string]any {
-	return map[string]any{"experiment_id": e.id, "name": e.name, "artifact_location": "mlflow-artifacts:/" + e.id,
+	loc := "mlflow-artifacts:/" + e.id
+	if !f.serveArtifacts {
+		loc = "s3://bucket/" + e.id
+	}
+	return map[string]any{"experiment_id": e.id, "name": e.name, "artifact_location": loc,
 		"lifecycle_stage": e.stage, "creation_time": 1700000000000, "last_update_time": 1700000000000}
 }
 

@@ -1,12 +1,15 @@
 package mlflowclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -341,5 +344,27 @@ func TestExperimentCreateLeavesLocationToServer(t *testing.T) {
 	}
 	if want := "mlflow-artifacts:/" + exp + "/" + run.Info.RunID + "/artifacts"; run.Info.ArtifactURI != want {
 		t.Errorf("artifact URI = %q, want %q", run.Info.ArtifactURI, want)
+	}
+}
+
+// TestWarnsOfUnproxiedExperiment: an experiment whose location the server
+// does not proxy is named in a warning that says how to fix it.
+func TestWarnsOfUnproxiedExperiment(t *testing.T) {
+	for _, proxied := range []bool{true, false} {
+		f, srv := startFake(t)
+		f.serveArtifacts = proxied
+		var logs bytes.Buffer
+		cfg := testConfig(t, srv.URL)
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c := newTestClient(t, cfg)
+		for range 2 { // created, then found
+			if _, err := c.EnsureExperiment(t.Context(), "e"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := strings.Count(logs.String(), "mlflow_experiment_not_proxied")
+		if want := map[bool]int{true: 0, false: 2}[proxied]; n != want || (n > 0 && !strings.Contains(logs.String(), "--serve-artifacts")) {
+			t.Errorf("proxied %v: %d warnings, want %d:\n%s", proxied, n, want, logs.String())
+		}
 	}
 }
