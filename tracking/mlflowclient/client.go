@@ -441,9 +441,11 @@ func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.
 			if key == "" {
 				return false, nil
 			}
-			var found bool
-			run, found, err = c.findCreated(ctx, r.ExperimentID, key)
-			return found, err
+			got, found, ferr := c.findCreated(ctx, r.ExperimentID, key)
+			if found {
+				run = got
+			}
+			return found, ferr
 		},
 		func() (err error) {
 			run, err = c.sendCreate(ctx, &r)
@@ -469,7 +471,12 @@ func (c *Client) createOnce(ctx context.Context, endpoint string, lookupFirst bo
 	var err error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			if serr := c.sleep(ctx, c.backoff(attempt)); serr != nil {
+			wait := c.backoff(attempt)
+			var ae *APIError
+			if errors.As(err, &ae) && ae.retryAfter >= 0 {
+				wait = ae.retryAfter
+			}
+			if serr := c.sleep(ctx, wait); serr != nil {
 				return fmt.Errorf("%w (%w)", err, serr)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/cohortfl/cohort/tracking"
 )
@@ -40,6 +41,8 @@ type APIError struct {
 	StatusCode       int
 	Code             string // MLflow's error_code; "" when the body was not MLflow's JSON
 	Message          string
+
+	retryAfter time.Duration // the response's Retry-After; -1 when none
 }
 
 // Error implements error.

@@ -141,7 +141,9 @@ func (c *Client) attempt(ctx context.Context, method, endpoint, u, ctype string,
 		return -1, &netError{fmt.Errorf("mlflow %s %s: reading the response: %w", method, endpoint, err)}
 	}
 	if resp.StatusCode/100 != 2 {
-		return retryAfter(resp.Header.Get("Retry-After"), time.Now()), apiError(method, endpoint, resp.StatusCode, data)
+		ae := apiError(method, endpoint, resp.StatusCode, data)
+		ae.retryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return ae.retryAfter, ae
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -154,7 +156,7 @@ func (c *Client) attempt(ctx context.Context, method, endpoint, u, ctype string,
 // apiError reads an error response: MLflow's JSON, or the start of
 // whatever else the body holds.
 func apiError(method, endpoint string, status int, data []byte) *APIError {
-	ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: status}
+	ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: status, retryAfter: -1}
 	var e struct {
 		ErrorCode string `json:"error_code"`
 		Message   string `json:"message"`
