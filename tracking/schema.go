@@ -104,6 +104,67 @@ CREATE TABLE run_input_tags (
 CREATE INDEX latest_metrics_by_key_value ON latest_metrics (key, is_nan, value);
 CREATE INDEX params_by_key_value ON params (key, value);
 `,
+	// 3: the model registry (MLflow's registered models, model versions,
+	// their tags and aliases). A model's versions, tags and aliases follow
+	// a rename (ON UPDATE CASCADE) and go with it (ON DELETE CASCADE); a
+	// version's tags and aliases go with the version. last_version keeps
+	// version numbers from being reused after the newest is deleted (MLflow
+	// keeps deleted versions as redacted rows for the same end).
+	`
+CREATE TABLE registered_models (
+	name              TEXT    NOT NULL PRIMARY KEY,
+	creation_time     INTEGER NOT NULL,
+	last_updated_time INTEGER NOT NULL,
+	description       TEXT    NOT NULL DEFAULT '',
+	last_version      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX registered_models_by_created ON registered_models (creation_time);
+CREATE INDEX registered_models_by_updated ON registered_models (last_updated_time);
+CREATE TABLE registered_model_tags (
+	name  TEXT NOT NULL REFERENCES registered_models (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	key   TEXT NOT NULL,
+	value TEXT NOT NULL,
+	PRIMARY KEY (name, key)
+) WITHOUT ROWID;
+CREATE INDEX registered_model_tags_by_key_value ON registered_model_tags (key, value);
+CREATE TABLE model_versions (
+	name              TEXT    NOT NULL REFERENCES registered_models (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	version           INTEGER NOT NULL,
+	creation_time     INTEGER NOT NULL,
+	last_updated_time INTEGER NOT NULL,
+	description       TEXT    NOT NULL DEFAULT '',
+	user_id           TEXT    NOT NULL DEFAULT '',
+	current_stage     TEXT    NOT NULL DEFAULT 'None' CHECK (current_stage IN ('None', 'Staging', 'Production', 'Archived')),
+	source            TEXT    NOT NULL DEFAULT '',
+	run_id            TEXT    NOT NULL DEFAULT '',
+	run_link          TEXT    NOT NULL DEFAULT '',
+	status            TEXT    NOT NULL DEFAULT 'READY',
+	status_message    TEXT    NOT NULL DEFAULT '',
+	PRIMARY KEY (name, version)
+);
+CREATE INDEX model_versions_by_name_created ON model_versions (name, creation_time);
+CREATE INDEX model_versions_by_created ON model_versions (creation_time);
+CREATE INDEX model_versions_by_updated ON model_versions (last_updated_time);
+CREATE INDEX model_versions_by_stage ON model_versions (name, current_stage, version);
+CREATE INDEX model_versions_by_run ON model_versions (run_id);
+CREATE TABLE model_version_tags (
+	name    TEXT    NOT NULL,
+	version INTEGER NOT NULL,
+	key     TEXT    NOT NULL,
+	value   TEXT    NOT NULL,
+	PRIMARY KEY (name, version, key),
+	FOREIGN KEY (name, version) REFERENCES model_versions (name, version) ON UPDATE CASCADE ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX model_version_tags_by_key_value ON model_version_tags (key, value);
+CREATE TABLE registered_model_aliases (
+	name    TEXT    NOT NULL,
+	alias   TEXT    NOT NULL,
+	version INTEGER NOT NULL,
+	PRIMARY KEY (name, alias),
+	FOREIGN KEY (name, version) REFERENCES model_versions (name, version) ON UPDATE CASCADE ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX registered_model_aliases_by_version ON registered_model_aliases (name, version);
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.

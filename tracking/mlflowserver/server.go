@@ -163,6 +163,7 @@ func (s *Server) routes() {
 	api("POST", "runs/log-inputs", s.logInputs)
 	api("GET", "metrics/get-history", s.getMetricHistory)
 	api("GET", "artifacts/list", s.listRunArtifacts)
+	s.registryRoutes(api)
 	for _, prefix := range []string{"/api/2.0/mlflow-artifacts/artifacts", "/ajax-api/2.0/mlflow-artifacts/artifacts"} {
 		m.HandleFunc("GET "+prefix, s.wrap(s.proxyList))
 		m.HandleFunc("GET "+prefix+"/{path...}", s.wrap(s.proxyDownload))
