@@ -273,7 +273,8 @@ func (f *fakeMLflow) handleRegistry(r *http.Request, endpoint string, body []byt
 		}
 		v, ok := m.aliases[q.Get("alias")]
 		if !ok {
-			return nil, notExist("Registered model alias %s not found.", q.Get("alias")), true
+			// MLflow's code for it, not RESOURCE_DOES_NOT_EXIST.
+			return nil, invalid("Registered model alias %s not found.", q.Get("alias")), true
 		}
 		mv, _ := f.version(m, v)
 		return map[string]any{"model_version": f.versionJSON(m, mv)}, nil, true

@@ -1,6 +1,7 @@
 package mlflowclient_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -17,17 +18,19 @@ import (
 )
 
 // flaky wraps Cohort's server: while down it answers 503; the first lose
-// runs/create requests it applies and then drops the connection.
+// requests to losePath (runs/create when "") it applies and then drops
+// the connection.
 type flaky struct {
-	h    http.Handler
-	mu   sync.Mutex
-	down bool
-	lose int
+	h        http.Handler
+	mu       sync.Mutex
+	down     bool
+	lose     int
+	losePath string
 }
 
 func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	down, lose := f.down, f.lose > 0 && r.URL.Path == "/api/2.0/mlflow/runs/create"
+	down, lose := f.down, f.lose > 0 && r.URL.Path == "/api/2.0/mlflow/"+cmp.Or(f.losePath, "runs/create")
 	if lose {
 		f.lose--
 	}

@@ -328,7 +328,8 @@ func (c *Client) GetModelVersion(ctx context.Context, name, version string) (tra
 }
 
 // GetModelVersionByAlias returns the version an alias of a registered
-// model names.
+// model names. An alias that is not set is [tracking.ErrNotFound] (MLflow
+// answers it with INVALID_PARAMETER_VALUE, kept in the [APIError]).
 func (c *Client) GetModelVersionByAlias(ctx context.Context, name, alias string) (tracking.ModelVersion, error) {
 	what := fmt.Sprintf("getting version %q of registered model %q", "@"+alias, name)
 	if err := checkName(what, name); err != nil {
@@ -341,6 +342,12 @@ func (c *Client) GetModelVersionByAlias(ctx context.Context, name, alias string)
 		ModelVersion wireModelVersion `json:"model_version"`
 	}
 	if err := c.call(ctx, "GET", "registered-models/alias", url.Values{"name": {name}, "alias": {alias}}, nil, &got); err != nil {
+		// MLflow answers an alias that is not set with INVALID_PARAMETER_VALUE
+		// "Registered model alias … not found."; it is ErrNotFound here too.
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Code == "INVALID_PARAMETER_VALUE" && strings.Contains(ae.Message, "alias") && strings.Contains(ae.Message, "not found") {
+			return tracking.ModelVersion{}, fmt.Errorf("%s: %w: %w", what, tracking.ErrNotFound, err)
+		}
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w", what, err)
 	}
 	return got.ModelVersion.version(), nil
