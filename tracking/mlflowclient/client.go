@@ -212,6 +212,26 @@ func (c *Client) resolve(id string) (string, error) {
 	return m.RunID, nil
 }
 
+// ResolveID returns the server's ID for a run or experiment ID this
+// client handed out: a placeholder is resolved after flushing the spool
+// (waiting for the server until ctx ends); any other ID is returned as it
+// is. A caller that keeps IDs beyond this process (a job's saved state)
+// should keep the resolved ones: a later process resolves only the
+// placeholders its spool still names.
+func (c *Client) ResolveID(ctx context.Context, id string) (string, error) {
+	if !isPlaceholder(id) {
+		return id, nil
+	}
+	if err := c.flushForRead(ctx); err != nil {
+		return "", fmt.Errorf("resolving %s: %w", id, err)
+	}
+	real, err := c.resolve(id)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", id, err)
+	}
+	return real, nil
+}
+
 // EnsureExperiment returns the ID of the experiment with the given name,
 // creating it when there is none (another client creating it at the same
 // time is fine). A deleted experiment of that name is

@@ -40,7 +40,9 @@ type wireFileInfo struct {
 // leave destDir (.., a separator, an absolute path; or a symbolic link
 // inside destDir) is refused, and so is a download past
 // Config.MaxDownloadBytes or MaxDownloadFiles ([ErrDownloadTooLarge]).
-// Files already written stay when a later one fails.
+// Files already written stay when a later one fails. Each file's
+// transfer is one request bounded by Config.RequestTimeout (raise it for
+// large models on slow links), retried from the start as configured.
 func (c *Client) DownloadArtifacts(ctx context.Context, artifactURI, destDir string) error {
 	what := fmt.Sprintf("downloading %s to %s", artifactURI, destDir)
 	if destDir == "" {

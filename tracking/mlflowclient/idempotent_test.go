@@ -278,6 +278,11 @@ func TestEnsureExperimentOffline(t *testing.T) {
 			if diff := cmp.Diff(metrics("acc", 1, 5), f.history(f.runsNamed("arm")[0], "acc")); diff != "" {
 				t.Errorf("points (-want +got):\n%s", diff)
 			}
+			for ph, want := range map[string]string{exp: ids[0], job.Info.RunID: job0, "123": "123"} {
+				if got, err := c.ResolveID(ctx, ph); err != nil || got != want {
+					t.Errorf("ResolveID(%s) = %q, %v; want %q", ph, got, err, want)
+				}
+			}
 			if got, err := c.EnsureExperiment(ctx, "e"); err != nil || got != ids[0] {
 				t.Errorf("EnsureExperiment once the server is back = %q, %v; want %q", got, err, ids[0])
 			}
