@@ -22,9 +22,18 @@ import (
 	"github.com/cohortfl/cohort/tracking"
 )
 
-// placeholderPrefix starts the run IDs handed out while the server could
-// not be reached; MLflow's own IDs are 32 hex digits.
+// placeholderPrefix starts the run and experiment IDs handed out while
+// the server could not be reached; MLflow's own IDs are 32 hex digits
+// (runs) and decimal numbers (experiments).
 const placeholderPrefix = "cohort-pending-"
+
+// TagCreateKey is the run tag that makes run creation idempotent: every
+// CreateRun sets it to a random 128-bit hex key, made once per logical
+// create and kept with a spooled create. Before a create whose answer was
+// lost is sent again, the client searches the experiment for a run with
+// that key (run_view_type ALL) and adopts it instead, so a retry never
+// leaves a duplicate run.
+const TagCreateKey = "cohort.create_key"
 
 // maxDroppedKept bounds the refused writes Flush reports one by one.
 const maxDroppedKept = 100
@@ -48,9 +57,18 @@ const maxDroppedKept = 100
 // spools the creation, and every later write or read naming the
 // placeholder goes to the run the server created.
 //
+// Each run is created with a random [TagCreateKey] tag; a create whose
+// answer was lost (a timeout, a dropped connection, a 5xx) is looked up by
+// that key before it is sent again, so retries and replays after a
+// restart leave exactly one run.
+//
+// EnsureExperiment, like CreateRun, asks the server directly and, while it
+// cannot be reached, hands out a placeholder experiment ID and spools the
+// get-or-create.
+//
 // Reads (GetRun, ChildRuns, GetMetricHistory) flush first, then ask the
 // server, so they see every earlier write; they wait for the server until
-// their ctx ends. EnsureExperiment asks the server directly, with retries.
+// their ctx ends.
 type Client struct {
 	cfg   Config
 	log   *slog.Logger
@@ -68,6 +86,7 @@ type Client struct {
 	droppedMore  int
 	droppedTotal int
 	artifactURIs map[string]string // server run ID → artifact URI
+	pendingExps  map[string]string // experiment name → placeholder ID, while its get-or-create is spooled
 	corruptBytes int64
 }
 
@@ -91,7 +110,7 @@ func newClient(cfg Config, getenv func(string) string) (*Client, error) {
 	c := &Client{
 		cfg: cfg, log: cfg.Logger, sleep: sleepCtx,
 		kick: make(chan struct{}, 1), drainSem: make(chan struct{}, 1), sp: sp, queue: rec.pending,
-		artifactURIs: map[string]string{}, corruptBytes: rec.corruptBytes,
+		artifactURIs: map[string]string{}, pendingExps: map[string]string{}, corruptBytes: rec.corruptBytes,
 	}
 	for _, p := range rec.problems {
 		c.log.Error("mlflow_spool_corrupt", "dir", cfg.SpoolDir, "err", p)
@@ -166,13 +185,17 @@ func (c *Client) spoolOps(ops ...*op) error {
 
 func isPlaceholder(id string) bool { return strings.HasPrefix(id, placeholderPrefix) }
 
-func newPlaceholder() string {
+func newPlaceholder() string { return placeholderPrefix + randomKey() }
+
+// randomKey returns 128 random bits in hex.
+func randomKey() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return placeholderPrefix + hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:])
 }
 
-// resolve returns the server's run ID for id, which may be a placeholder.
+// resolve returns the server's run or experiment ID for id, which may be
+// a placeholder.
 func (c *Client) resolve(id string) (string, error) {
 	if !isPlaceholder(id) {
 		return id, nil
@@ -182,21 +205,92 @@ func (c *Client) resolve(id string) (string, error) {
 	m, ok := c.sp.maps[id]
 	switch {
 	case !ok:
-		return "", fmt.Errorf("%w: run %s has not been created on the server yet (the server was unreachable at CreateRun)", tracking.ErrNotFound, id)
+		return "", fmt.Errorf("%w: %s has not been created on the server yet (the server was unreachable when it was made); Flush first", tracking.ErrNotFound, id)
 	case m.Failed != "":
 		return "", fmt.Errorf("%w: %s: %s", ErrPlaceholder, id, m.Failed)
 	}
 	return m.RunID, nil
 }
 
+// ResolveID returns the server's ID for a run or experiment ID this
+// client handed out: a placeholder is resolved after flushing the spool
+// (waiting for the server until ctx ends); any other ID is returned as it
+// is. A caller that keeps IDs beyond this process (a job's saved state)
+// should keep the resolved ones: a later process resolves only the
+// placeholders its spool still names.
+func (c *Client) ResolveID(ctx context.Context, id string) (string, error) {
+	if !isPlaceholder(id) {
+		return id, nil
+	}
+	if err := c.flushForRead(ctx); err != nil {
+		return "", fmt.Errorf("resolving %s: %w", id, err)
+	}
+	real, err := c.resolve(id)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", id, err)
+	}
+	return real, nil
+}
+
 // EnsureExperiment returns the ID of the experiment with the given name,
 // creating it when there is none (another client creating it at the same
 // time is fine). A deleted experiment of that name is
-// [tracking.ErrExperimentDeleted]. It goes to the server directly.
+// [tracking.ErrExperimentDeleted].
+//
+// It asks the server directly, bounded by Config.CreateTimeout. When the
+// server cannot be reached it returns a placeholder experiment ID
+// ("cohort-pending-…") at once and spools the get-or-create: runs created
+// in the placeholder are spooled behind it and land in the experiment the
+// server resolves the name to, so no duplicate experiment is made. Until
+// then, calls for the same name return the same placeholder.
 func (c *Client) EnsureExperiment(ctx context.Context, name string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("ensuring experiment: %w: the name is empty", tracking.ErrInvalid)
 	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("ensuring experiment %q: %w", name, err)
+	}
+	c.mu.Lock()
+	if id, ok := c.pendingExps[name]; ok {
+		c.mu.Unlock()
+		return id, nil
+	}
+	c.mu.Unlock()
+	if !c.unhealthy.Load() {
+		dctx, cancel := context.WithTimeout(ctx, c.cfg.CreateTimeout)
+		id, err := c.ensureExperiment(dctx, name)
+		cancel()
+		switch {
+		case err == nil:
+			return id, nil
+		case ctx.Err() != nil, !keepSpooled(err), certError(err):
+			return "", err
+		}
+		c.unhealthy.Store(true)
+		c.log.Warn("mlflow_unreachable", "op", "ensure_experiment", "err", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id, ok := c.pendingExps[name]; ok {
+		return id, nil
+	}
+	if c.closed {
+		return "", fmt.Errorf("ensuring experiment %q: %w", name, ErrClosed)
+	}
+	id := newPlaceholder()
+	e, err := c.sp.appendOp(&op{Kind: opExperiment, RunID: id, Name: name})
+	if err != nil {
+		return "", fmt.Errorf("ensuring experiment %q: %w", name, err)
+	}
+	c.queue = append(c.queue, e)
+	c.pendingExps[name] = id
+	c.wake()
+	c.log.Info("mlflow_experiment_placeholder", "experiment", id, "name", name)
+	return id, nil
+}
+
+// ensureExperiment gets or creates the experiment on the server.
+func (c *Client) ensureExperiment(ctx context.Context, name string) (string, error) {
 	for range 2 {
 		var got struct {
 			Experiment wireExperiment `json:"experiment"`
@@ -206,15 +300,24 @@ func (c *Client) EnsureExperiment(ctx context.Context, name string) (string, err
 		case err == nil && got.Experiment.LifecycleStage == string(tracking.LifecycleDeleted):
 			return "", fmt.Errorf("ensuring experiment %q: %w; restore it (experiment %s) or pick another name", name, tracking.ErrExperimentDeleted, got.Experiment.ExperimentID)
 		case err == nil:
+			c.checkLocation(got.Experiment)
 			return got.Experiment.ExperimentID, nil
 		case !errors.Is(err, tracking.ErrNotFound):
 			return "", fmt.Errorf("ensuring experiment %q: %w", name, err)
 		}
+		// No artifact_location: the server picks it, mlflow-artifacts:/<id>
+		// when it proxies artifacts (mlflow server --serve-artifacts).
 		var created struct {
 			ExperimentID string `json:"experiment_id"`
 		}
 		err = c.call(ctx, "POST", "experiments/create", nil, map[string]string{"name": name}, &created)
 		if err == nil {
+			// Once, best effort: say so when the server chose a location
+			// it does not proxy.
+			if c.callRetries(ctx, 0, "GET", "experiments/get-by-name", url.Values{"experiment_name": {name}}, nil, &got) == nil &&
+				got.Experiment.ExperimentID == created.ExperimentID {
+				c.checkLocation(got.Experiment)
+			}
 			return created.ExperimentID, nil
 		}
 		if !errors.Is(err, tracking.ErrAlreadyExists) {
@@ -222,6 +325,20 @@ func (c *Client) EnsureExperiment(ctx context.Context, name string) (string, err
 		}
 	}
 	return "", fmt.Errorf("ensuring experiment %q: it keeps being created and deleted concurrently", name)
+}
+
+// checkLocation warns when an experiment's artifact location is one the
+// server does not proxy (file://, s3://, …): LogArtifact to its runs will
+// fail with ErrNoArtifactProxy. MLflow gives mlflow-artifacts:/<id> to
+// experiments created on `mlflow server --serve-artifacts` (the default)
+// unless --default-artifact-root names another location.
+func (c *Client) checkLocation(e wireExperiment) {
+	loc := e.ArtifactLocation
+	if loc == "" || strings.HasPrefix(loc, "mlflow-artifacts:") || strings.HasPrefix(loc, "http://") || strings.HasPrefix(loc, "https://") {
+		return
+	}
+	c.log.Warn("mlflow_experiment_not_proxied", "experiment", e.ExperimentID, "name", e.Name, "artifact_location", loc,
+		"fix", "artifacts cannot be uploaded through the server: run `mlflow server --serve-artifacts` without a --default-artifact-root outside the proxy, or use an experiment whose location is mlflow-artifacts:/…")
 }
 
 // CreateRun starts a run. When the server answers within
@@ -239,8 +356,11 @@ func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (trackin
 	if err := ctx.Err(); err != nil {
 		return tracking.Run{}, fmt.Errorf("%s: %w", what, err)
 	}
-	tags := make(map[string]string, len(req.Tags)+3)
+	tags := make(map[string]string, len(req.Tags)+4)
 	maps.Copy(tags, req.Tags)
+	if tags[TagCreateKey] == "" {
+		tags[TagCreateKey] = randomKey()
+	}
 	for _, kv := range []struct{ key, value, field string }{
 		{tracking.TagRunName, req.Name, "Name"}, {tracking.TagParentRunID, req.ParentRunID, "ParentRunID"}, {tracking.TagUser, req.UserID, "UserID"},
 	} {
@@ -271,13 +391,15 @@ func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (trackin
 
 	parent := tags[tracking.TagParentRunID]
 	direct := !c.unhealthy.Load()
-	if isPlaceholder(parent) {
-		if _, err := c.resolve(parent); err != nil {
-			direct = false
+	for _, id := range []string{parent, req.ExperimentID} {
+		if isPlaceholder(id) {
+			if _, err := c.resolve(id); err != nil {
+				direct = false
+			}
 		}
 	}
 	if direct {
-		run, err := c.createRun(ctx, wreq, c.cfg.CreateTimeout)
+		run, err := c.createRun(ctx, wreq, c.cfg.CreateTimeout, false)
 		switch {
 		case err == nil:
 			return run, nil
@@ -303,17 +425,29 @@ func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (trackin
 	}, nil
 }
 
-// createRun sends runs/create, with the parent ID (a tag) resolved.
-func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.Duration) (tracking.Run, error) {
+// createRun sends runs/create, with the experiment and parent IDs
+// resolved, retrying as configured. Before each retry, and before the
+// first attempt when lookupFirst (a spooled create, which an earlier
+// attempt or process may have sent), it looks the create key up, so a
+// create the server applied but whose answer was lost is not made twice.
+func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.Duration, lookupFirst bool) (tracking.Run, error) {
 	r := *req
+	var err error
+	if r.ExperimentID, err = c.resolve(req.ExperimentID); err != nil {
+		return tracking.Run{}, err
+	}
 	r.Tags = slices.Clone(req.Tags)
+	key := ""
 	for i, t := range r.Tags {
-		if t.Key == tracking.TagParentRunID {
+		switch t.Key {
+		case tracking.TagParentRunID:
 			id, err := c.resolve(t.Value)
 			if err != nil {
 				return tracking.Run{}, err
 			}
 			r.Tags[i].Value = id
+		case TagCreateKey:
+			key = t.Value
 		}
 	}
 	if timeout > 0 {
@@ -321,10 +455,83 @@ func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	var run tracking.Run
+	err = c.createOnce(ctx, "runs/create", lookupFirst && key != "",
+		func() (bool, error) {
+			if key == "" {
+				return false, nil
+			}
+			got, found, ferr := c.findCreated(ctx, r.ExperimentID, key)
+			if found {
+				run = got
+			}
+			return found, ferr
+		},
+		func() (err error) {
+			run, err = c.sendCreate(ctx, &r)
+			return err
+		})
+	if err != nil {
+		return tracking.Run{}, err
+	}
+	c.mu.Lock()
+	c.artifactURIs[run.Info.RunID] = run.Info.ArtifactURI
+	c.mu.Unlock()
+	return run, nil
+}
+
+// createOnce makes a create that must not be made twice, retrying
+// transient failures as configured. Before each retry, and before the
+// first attempt when lookupFirst (an earlier attempt or process may have
+// sent it), it asks find whether an earlier attempt landed; find
+// answering true ends it. A server that refuses the lookup (a 4xx) gets
+// the create without it.
+func (c *Client) createOnce(ctx context.Context, endpoint string, lookupFirst bool, find func() (bool, error), create func() error) error {
+	maySent := lookupFirst
+	var err error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			wait := c.backoff(attempt)
+			var ae *APIError
+			if errors.As(err, &ae) && ae.retryAfter >= 0 {
+				wait = ae.retryAfter
+			}
+			if serr := c.sleep(ctx, wait); serr != nil {
+				return fmt.Errorf("%w (%w)", err, serr)
+			}
+		}
+		found := false
+		err = nil
+		if maySent {
+			found, err = find()
+			if err != nil && !transient(err) && ctx.Err() == nil {
+				c.log.Warn("mlflow_create_lookup_refused", "endpoint", endpoint, "err", err)
+				err = nil
+			}
+		}
+		if err == nil && !found {
+			err = create()
+			maySent = true
+		}
+		if err == nil {
+			return nil
+		}
+		if !transient(err) || ctx.Err() != nil || attempt >= c.cfg.MaxRetries {
+			if attempt > 0 {
+				err = fmt.Errorf("%w (gave up after %d attempts)", err, attempt+1)
+			}
+			return err
+		}
+		c.log.Debug("mlflow_retry", "endpoint", endpoint, "attempt", attempt+1, "err", err)
+	}
+}
+
+// sendCreate makes one runs/create request.
+func (c *Client) sendCreate(ctx context.Context, r *createRunReq) (tracking.Run, error) {
 	var got struct {
 		Run wireRun `json:"run"`
 	}
-	if err := c.call(ctx, "POST", "runs/create", nil, &r, &got); err != nil {
+	if err := c.callRetries(ctx, 0, "POST", "runs/create", nil, r, &got); err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) && strings.Contains(ae.Message, "must be in the 'active' state") {
 			return tracking.Run{}, fmt.Errorf("%w: %w", tracking.ErrExperimentDeleted, err)
@@ -335,10 +542,41 @@ func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.
 	if run.Info.RunID == "" {
 		return tracking.Run{}, fmt.Errorf("mlflow POST runs/create: the response holds no run ID")
 	}
-	c.mu.Lock()
-	c.artifactURIs[run.Info.RunID] = run.Info.ArtifactURI
-	c.mu.Unlock()
 	return run, nil
+}
+
+// findCreated looks for the run an earlier runs/create with this create
+// key made (one request; deleted runs too).
+func (c *Client) findCreated(ctx context.Context, experimentID, key string) (tracking.Run, bool, error) {
+	req := searchRunsReq{
+		ExperimentIDs: []string{experimentID},
+		Filter:        fmt.Sprintf("tags.%s = '%s'", TagCreateKey, key),
+		RunViewType:   "ALL",
+		MaxResults:    10,
+	}
+	var got struct {
+		Runs []wireRun `json:"runs"`
+	}
+	if err := c.callRetries(ctx, 0, "POST", "runs/search", nil, &req, &got); err != nil {
+		return tracking.Run{}, false, err
+	}
+	var runs []tracking.Run
+	for _, w := range got.Runs {
+		if run := w.run(); run.Info.RunID != "" {
+			if v, _ := run.Data.Tag(TagCreateKey); v == key {
+				runs = append(runs, run)
+			}
+		}
+	}
+	if len(runs) == 0 {
+		return tracking.Run{}, false, nil
+	}
+	// Two would be duplicates made before the key was checked: take the oldest.
+	slices.SortFunc(runs, func(a, b tracking.Run) int {
+		return cmp.Or(a.Info.StartTime.Compare(b.Info.StartTime), cmp.Compare(a.Info.RunID, b.Info.RunID))
+	})
+	c.log.Info("mlflow_create_found", "run", runs[0].Info.RunID, "key", key)
+	return runs[0], true, nil
 }
 
 // UpdateRun changes a run's status, end time and name; the zero value of

@@ -263,8 +263,8 @@ func TestLogBatchSplitsWithinMLflowLimits(t *testing.T) {
 		t.Errorf("points on the server (-want +got):\n%s", diff)
 	}
 	got, _ := c.GetRun(ctx, run.Info.RunID)
-	if len(got.Data.Params) != 250 || len(got.Data.Tags) != 151 { // + mlflow.runName
-		t.Errorf("run holds %d params, %d tags; want 250, 151", len(got.Data.Params), len(got.Data.Tags))
+	if len(got.Data.Params) != 250 || len(got.Data.Tags) != 152 { // + mlflow.runName, cohort.create_key
+		t.Errorf("run holds %d params, %d tags; want 250, 152", len(got.Data.Params), len(got.Data.Tags))
 	}
 }
 

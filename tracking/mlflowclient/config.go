@@ -47,6 +47,12 @@ const (
 	DefaultFinalFlushTimeout = 10 * time.Second
 	// DefaultSpoolMaxBytes bounds the spool on disk.
 	DefaultSpoolMaxBytes = 1 << 30
+	// DefaultMaxDownloadBytes bounds what one DownloadArtifacts call
+	// writes.
+	DefaultMaxDownloadBytes = 16 << 30
+	// MaxDownloadFiles bounds the files and directories one
+	// DownloadArtifacts call lists.
+	MaxDownloadFiles = 100_000
 	// DefaultSegmentBytes is the size past which the spool starts a new
 	// segment file (and deletes the ones fully sent).
 	DefaultSegmentBytes = 16 << 20
@@ -135,6 +141,9 @@ type Config struct {
 	MaxFlushBackoff time.Duration
 	// FinalFlushTimeout bounds Run's last flush ([DefaultFinalFlushTimeout]).
 	FinalFlushTimeout time.Duration
+	// MaxDownloadBytes bounds the bytes one DownloadArtifacts call writes
+	// ([DefaultMaxDownloadBytes]).
+	MaxDownloadBytes int64
 }
 
 // resolve fills the zero fields from getenv and the defaults, and checks
@@ -223,6 +232,12 @@ func (c Config) resolve(getenv func(string) string) (Config, error) {
 	def(&c.FinalFlushTimeout, DefaultFinalFlushTimeout)
 	if c.SpoolMaxBytes == 0 {
 		c.SpoolMaxBytes = DefaultSpoolMaxBytes
+	}
+	if c.MaxDownloadBytes == 0 {
+		c.MaxDownloadBytes = DefaultMaxDownloadBytes
+	}
+	if c.MaxDownloadBytes < 0 {
+		errs = append(errs, errors.New("MaxDownloadBytes must not be negative"))
 	}
 	if c.SegmentBytes == 0 {
 		c.SegmentBytes = DefaultSegmentBytes

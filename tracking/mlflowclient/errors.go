@@ -1,9 +1,12 @@
 package mlflowclient
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/cohortfl/cohort/tracking"
 )
@@ -38,6 +41,8 @@ type APIError struct {
 	StatusCode       int
 	Code             string // MLflow's error_code; "" when the body was not MLflow's JSON
 	Message          string
+
+	retryAfter time.Duration // the response's Retry-After; -1 when none
 }
 
 // Error implements error.
@@ -73,6 +78,24 @@ func (e *APIError) Unwrap() error {
 // again: 408, 429 and 5xx.
 func retryableStatus(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
+}
+
+// transient reports whether a request that failed with err may be sent
+// again: no response, or 408, 429, 5xx.
+func transient(err error) bool {
+	var ae *APIError
+	var ne *netError
+	return errors.As(err, &ne) || (errors.As(err, &ae) && retryableStatus(ae.StatusCode))
+}
+
+// certError reports whether err is the server's TLS certificate failing
+// verification: a configuration to fix, not an outage to wait out.
+func certError(err error) bool {
+	var ve *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return errors.As(err, &ve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
 }
 
 // netError is a request that got no response (connection refused or

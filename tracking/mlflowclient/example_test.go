@@ -46,3 +46,29 @@ func Example() {
 	stop()
 	<-done
 }
+
+// At a job's end, register the final model from the run's artifact folder
+// and point the champion alias at it; later, `cohort models download`
+// fetches it by alias.
+func ExampleClient_CreateModelVersion() {
+	c, err := mlflowclient.New(mlflowclient.Config{URI: "https://mlflow.example.org"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	runID := "0a1b…" // the job's run, a placeholder ID is fine: the spool is flushed first
+	if err := c.EnsureRegisteredModel(ctx, "fashion-mnist"); err != nil {
+		log.Fatal(err)
+	}
+	v, err := c.CreateModelVersion(ctx, tracking.CreateModelVersion{Name: "fashion-mnist", RunID: runID, Source: "runs:/" + runID + "/model"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.SetRegisteredModelAlias(ctx, "fashion-mnist", "champion", v.Version); err != nil {
+		log.Fatal(err)
+	}
+	if err := c.DownloadArtifacts(ctx, "models:/fashion-mnist@champion", "./champion"); err != nil {
+		log.Fatal(err)
+	}
+}

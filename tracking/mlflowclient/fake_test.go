@@ -30,13 +30,23 @@ type fakeMLflow struct {
 	runs      map[string]*fakeRun
 	runOrder  []string
 	artifacts map[string][]byte // path under the proxy → content
-	calls     []string          // "POST runs/log-batch", in order
+	models    map[string]*fakeModel
+	modelSeq  int64    // creation timestamps, increasing
+	calls     []string // "POST runs/log-batch", in order
 	bodies    map[string][]string
 
 	// Knobs, set under mu.
 	down           int // 0 up, 1 answers 503, 2 drops the connection
 	serveArtifacts bool
 	hook           func(w http.ResponseWriter, r *http.Request, endpoint string) bool // true: handled
+}
+
+type fakeModel struct {
+	name, description string
+	created, updated  int64
+	tags              map[string]string
+	versions          []*wireModelVersion // version i+1 at i
+	aliases           map[string]string   // alias → version
 }
 
 type fakeExp struct {
@@ -53,7 +63,7 @@ type fakeRun struct {
 
 func newFake(t *testing.T) *fakeMLflow {
 	return &fakeMLflow{
-		t: t, runs: map[string]*fakeRun{}, artifacts: map[string][]byte{}, bodies: map[string][]string{},
+		t: t, runs: map[string]*fakeRun{}, artifacts: map[string][]byte{}, bodies: map[string][]string{}, models: map[string]*fakeModel{},
 		exps: []*fakeExp{{id: "0", name: "Default", stage: "active"}}, serveArtifacts: true,
 	}
 }
@@ -129,6 +139,8 @@ func (f *fakeMLflow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		endpoint = strings.TrimPrefix(r.URL.Path, "/api/2.0/mlflow/")
 	case strings.HasPrefix(r.URL.Path, "/api/2.0/mlflow-artifacts/artifacts/"):
 		endpoint = "mlflow-artifacts"
+	case r.URL.Path == "/api/2.0/mlflow-artifacts/artifacts":
+		endpoint = "mlflow-artifacts-list"
 	default:
 		writeJSON(w, 404, map[string]string{"error_code": "ENDPOINT_NOT_FOUND", "message": "no such endpoint " + r.URL.Path})
 		return
@@ -144,6 +156,11 @@ func (f *fakeMLflow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out, merr := f.handle(r, endpoint, body)
 	if merr != nil {
 		writeJSON(w, merr.status, map[string]string{"error_code": merr.code, "message": merr.msg})
+		return
+	}
+	if b, ok := out.(rawBody); ok {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(b)
 		return
 	}
 	writeJSON(w, 200, out)
@@ -319,14 +336,21 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		if e := decode(body, &req); e != nil {
 			return nil, e
 		}
-		m := regexp.MustCompile(`^tags\.mlflow\.parentRunId = '([0-9a-f]+)'$`).FindStringSubmatch(req.Filter)
-		if m == nil {
+		var tagKey, tagValue string
+		if m := regexp.MustCompile(`^tags\.(mlflow\.parentRunId|cohort\.create_key) = '([0-9a-f]+)'$`).FindStringSubmatch(req.Filter); m != nil {
+			tagKey, tagValue = m[1], m[2]
+		} else {
 			return nil, invalid("Invalid filter '%s'", req.Filter)
+		}
+		switch req.RunViewType {
+		case "", "ACTIVE_ONLY", "DELETED_ONLY", "ALL":
+		default:
+			return nil, invalid("Invalid run_view_type %q", req.RunViewType)
 		}
 		var hits []*fakeRun
 		for _, id := range f.runOrder {
 			run := f.runs[id]
-			if run.tags[tracking.TagParentRunID] == m[1] && slices.Contains(req.ExperimentIDs, run.info.ExperimentID) {
+			if run.tags[tagKey] == tagValue && slices.Contains(req.ExperimentIDs, run.info.ExperimentID) {
 				hits = append(hits, run)
 			}
 		}
@@ -376,12 +400,27 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		}
 		f.artifacts[strings.TrimPrefix(r.URL.Path, "/api/2.0/mlflow-artifacts/artifacts/")] = body
 		return map[string]any{}, nil
+	case "GET mlflow-artifacts":
+		b, ok := f.artifacts[strings.TrimPrefix(r.URL.Path, "/api/2.0/mlflow-artifacts/artifacts/")]
+		if !ok {
+			return nil, notExist("File not found")
+		}
+		return rawBody(b), nil
+	case "GET mlflow-artifacts-list":
+		return f.listArtifacts(strings.Trim(r.URL.Query().Get("path"), "/")), nil
+	}
+	if out, merr, ok := f.handleRegistry(r, endpoint, body); ok {
+		return out, merr
 	}
 	return nil, &mlflowErr{404, "ENDPOINT_NOT_FOUND", "no endpoint " + method + " " + endpoint}
 }
 
 func (f *fakeMLflow) expJSON(e *fakeExp) map[string]any {
-	return map[string]any{"experiment_id": e.id, "name": e.name, "artifact_location": "mlflow-artifacts:/" + e.id,
+	loc := "mlflow-artifacts:/" + e.id
+	if !f.serveArtifacts {
+		loc = "s3://bucket/" + e.id
+	}
+	return map[string]any{"experiment_id": e.id, "name": e.name, "artifact_location": loc,
 		"lifecycle_stage": e.stage, "creation_time": 1700000000000, "last_update_time": 1700000000000}
 }
 

@@ -286,8 +286,11 @@ func (c *Client) refused(o *op, err error) {
 // apply sends ops: one op, or log-batches of one run merged.
 func (c *Client) apply(ctx context.Context, ops []*op) error {
 	o := ops[0]
-	if o.Kind == opCreate {
+	switch o.Kind {
+	case opCreate:
 		return c.applyCreate(ctx, o)
+	case opExperiment:
+		return c.applyExperiment(ctx, o)
 	}
 	runID, err := c.resolve(o.RunID)
 	if err != nil {
@@ -329,7 +332,7 @@ func (c *Client) applyCreate(ctx context.Context, o *op) error {
 	if o.Create == nil {
 		return fmt.Errorf("%w: spooled create of run %s holds no request", tracking.ErrInvalid, o.RunID)
 	}
-	run, err := c.createRun(ctx, o.Create, 0)
+	run, err := c.createRun(ctx, o.Create, 0, true)
 	m := idMapping{Placeholder: o.RunID, RunID: run.Info.RunID, ArtifactURI: run.Info.ArtifactURI}
 	if err != nil {
 		if keepSpooled(err) {
@@ -347,6 +350,37 @@ func (c *Client) applyCreate(ctx context.Context, o *op) error {
 	}
 	if err == nil {
 		c.log.Info("mlflow_run_created", "placeholder", o.RunID, "run", m.RunID)
+	}
+	return err
+}
+
+// applyExperiment gets or creates a spooled experiment and records its
+// ID for the placeholder, or that the server refused it.
+func (c *Client) applyExperiment(ctx context.Context, o *op) error {
+	if o.Name == "" {
+		return fmt.Errorf("%w: spooled experiment %s has no name", tracking.ErrInvalid, o.RunID)
+	}
+	id, err := c.ensureExperiment(ctx, o.Name)
+	m := idMapping{Placeholder: o.RunID, RunID: id}
+	if err != nil {
+		if keepSpooled(err) {
+			return err
+		}
+		m = idMapping{Placeholder: o.RunID, Failed: err.Error()}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if merr := c.sp.appendMap(m); merr != nil {
+		return &spoolError{merr}
+	}
+	if c.pendingExps[o.Name] == o.RunID {
+		delete(c.pendingExps, o.Name)
+	}
+	if err == nil {
+		c.log.Info("mlflow_experiment_resolved", "placeholder", o.RunID, "experiment", id, "name", o.Name)
 	}
 	return err
 }

@@ -62,9 +62,7 @@ func (c *Client) send(ctx context.Context, retries int, method, endpoint, u, cty
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
-		var ae *APIError
-		var ne *netError
-		if !errors.As(err, &ne) && !(errors.As(err, &ae) && retryableStatus(ae.StatusCode)) {
+		if !transient(err) {
 			return err // refused, or an answer that cannot be read: sending it again would not help
 		}
 		if attempt >= retries {
@@ -143,17 +141,9 @@ func (c *Client) attempt(ctx context.Context, method, endpoint, u, ctype string,
 		return -1, &netError{fmt.Errorf("mlflow %s %s: reading the response: %w", method, endpoint, err)}
 	}
 	if resp.StatusCode/100 != 2 {
-		ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: resp.StatusCode}
-		var e struct {
-			ErrorCode string `json:"error_code"`
-			Message   string `json:"message"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.ErrorCode != "" {
-			ae.Code, ae.Message = e.ErrorCode, e.Message
-		} else {
-			ae.Message = string(bytes.TrimSpace(data[:min(len(data), 512)]))
-		}
-		return retryAfter(resp.Header.Get("Retry-After"), time.Now()), ae
+		ae := apiError(method, endpoint, resp.StatusCode, data)
+		ae.retryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return ae.retryAfter, ae
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -161,6 +151,22 @@ func (c *Client) attempt(ctx context.Context, method, endpoint, u, ctype string,
 		}
 	}
 	return -1, nil
+}
+
+// apiError reads an error response: MLflow's JSON, or the start of
+// whatever else the body holds.
+func apiError(method, endpoint string, status int, data []byte) *APIError {
+	ae := &APIError{Method: method, Endpoint: endpoint, StatusCode: status, retryAfter: -1}
+	var e struct {
+		ErrorCode string `json:"error_code"`
+		Message   string `json:"message"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.ErrorCode != "" {
+		ae.Code, ae.Message = e.ErrorCode, e.Message
+	} else {
+		ae.Message = string(bytes.TrimSpace(data[:min(len(data), 512)]))
+	}
+	return ae
 }
 
 // retryAfter parses a Retry-After header, seconds or an HTTP date; -1

@@ -58,6 +58,9 @@ const (
 	opBatch    = "batch"
 	opInputs   = "inputs"
 	opArtifact = "artifact"
+	// opExperiment gets or creates an experiment by Name, for the
+	// placeholder experiment ID in RunID.
+	opExperiment = "experiment"
 )
 
 // op is one spooled write, kept as the request it becomes; RunID (and a
@@ -70,13 +73,14 @@ type op struct {
 	Batch    *logBatchReq  `json:"b,omitempty"`
 	Inputs   *logInputsReq `json:"i,omitempty"`
 	Path     string        `json:"p,omitempty"`
+	Name     string        `json:"n,omitempty"` // of an experiment
 	Artifact []byte        `json:"a,omitempty"`
 }
 
-// idMapping records what became of a placeholder run ID.
+// idMapping records what became of a placeholder run or experiment ID.
 type idMapping struct {
 	Placeholder string `json:"p"`
-	RunID       string `json:"r,omitempty"`
+	RunID       string `json:"r,omitempty"` // the server's run or experiment ID
 	ArtifactURI string `json:"a,omitempty"`
 	Failed      string `json:"f,omitempty"` // why the create was refused
 }
