@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cohortfl/cohort/tracking"
 )
@@ -163,6 +162,13 @@ func (s *Server) routes() {
 	api("POST", "runs/log-inputs", s.logInputs)
 	api("GET", "metrics/get-history", s.getMetricHistory)
 	api("GET", "artifacts/list", s.listRunArtifacts)
+	api("POST", "runs/log-model", s.logModel)
+	api("POST", "experiments/search-datasets", s.searchDatasets)
+	api("GET", "metrics/get-history-bulk-interval", s.getHistoryBulkInterval)
+	// The UI's routes MLflow serves only under /ajax-api, and at the root.
+	m.HandleFunc("GET /ajax-api/2.0/mlflow/metrics/get-history-bulk", s.wrap(s.getHistoryBulk))
+	m.HandleFunc("POST /ajax-api/2.0/mlflow/upload-artifact", s.wrap(s.uploadArtifact))
+	m.HandleFunc("GET /get-artifact", s.wrap(s.getArtifact))
 	for _, prefix := range []string{"/api/2.0/mlflow-artifacts/artifacts", "/ajax-api/2.0/mlflow-artifacts/artifacts"} {
 		m.HandleFunc("GET "+prefix, s.wrap(s.proxyList))
 		m.HandleFunc("GET "+prefix+"/{path...}", s.wrap(s.proxyDownload))
@@ -227,7 +233,7 @@ func invalid(format string, args ...any) error {
 }
 
 func missing(field string) error {
-	return invalid("Missing value for required parameter '%s'. See the API docs for more information about request parameters.", field)
+	return missingValue(field)
 }
 
 // toAPIError maps store errors to MLflow's codes.
@@ -264,27 +270,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// decode reads a JSON request body into v. Unknown fields are ignored, as
-// MLflow does; an empty body is an empty object.
+// decode reads a JSON request body into v with no schema: unknown fields
+// are ignored, as MLflow does; an empty body is an empty object; a wrong
+// type is MLflow's "Invalid value … for parameter …" error. Handlers with
+// a schema call [Server.request].
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, s.maxBody)
-	b, err := io.ReadAll(body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return apiError{code: codeBadRequest, msg: "reading request body: " + err.Error(), err: err}
-	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return invalid("Invalid value for parameter '%s' supplied: %s (want %s)", te.Field, te.Value, te.Type)
-		}
-		return invalid("Malformed JSON request body: %v", err)
-	}
-	return nil
+	return s.request(w, r, v)
 }
