@@ -240,7 +240,7 @@ func (s *Server) proxyDelete(w http.ResponseWriter, r *http.Request) error {
 
 // invalidPath is MLflow's validate_path_is_safe error.
 func invalidPath(p string, err error) error {
-	return apiError{code: codeInvalidParameter, msg: fmt.Sprintf("Invalid path: %s", p), err: err}
+	return apiError{code: codeInvalidParameter, msg: fmt.Sprintf("Invalid path: '%s'. An artifact path is relative, with '/' separators and no '..' part", p), err: err}
 }
 
 // maxUploadArtifactBytes is MLflow's bound on upload-artifact's body.

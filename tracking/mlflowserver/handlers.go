@@ -947,9 +947,12 @@ func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) 
 	return ok(w, resp)
 }
 
-// sampleSteps is MLflow's _get_sampled_steps_from_steps: of the sorted
-// distinct steps in [start, end], all of them when there are at most
-// limit, else limit evenly spaced ones and the last.
+// sampleSteps is MLflow's sampling (get_metric_history_bulk_interval):
+// of the sorted distinct steps in [start, end], all of them when there are
+// at most limit, else limit evenly spaced ones and the last. (MLflow 2.11's
+// handler compared the index with the count rather than the end, so a
+// window not starting at step 0 lost its samples; newer MLflow and this
+// server do not.)
 func sampleSteps(start, end int64, limit int, all []int64) map[int64]bool {
 	lo, _ := slices.BinarySearch(all, start)
 	hi, found := slices.BinarySearch(all, end)
@@ -963,10 +966,9 @@ func sampleSteps(start, end int64, limit int, all []int64) map[int64]bool {
 		}
 		return out
 	}
-	n := hi - lo
-	interval := float64(n) / float64(limit)
+	interval := float64(hi-lo) / float64(limit)
 	for i := range limit {
-		if idx := lo + int(float64(i)*interval); idx < n {
+		if idx := lo + int(float64(i)*interval); idx < hi {
 			out[all[idx]] = true
 		}
 	}

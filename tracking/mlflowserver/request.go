@@ -372,6 +372,9 @@ func (s *Server) request(w http.ResponseWriter, r *http.Request, v any, schema .
 			return fmt.Errorf("encoding query: %w", err)
 		}
 	} else {
+		if err := checkContentType(r); err != nil {
+			return err
+		}
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
 		if err != nil {
 			var mbe *http.MaxBytesError
@@ -415,4 +418,20 @@ func typeError(o map[string]any, err error) error {
 		kind = te.Value
 	}
 	return invalid("Invalid value for parameter '%s' supplied:  Hint: Value was of type '%s'.%s", te.Field, kind, apiDocsHint)
+}
+
+// checkContentType refuses a JSON request sent as another media type, as
+// MLflow's _validate_content_type does: a browser's form post (a cross-site
+// request forgery) cannot send application/json. A request with no
+// Content-Type at all is read as JSON (MLflow refuses it; see doc.go).
+func checkContentType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, _, _ := strings.Cut(ct, ";")
+	if !strings.EqualFold(strings.TrimSpace(mt), "application/json") {
+		return invalid("Bad Request. Content-Type must be one of ['application/json'].")
+	}
+	return nil
 }
