@@ -48,7 +48,7 @@ func decodeOffset(tok string) (int, error) {
 // store, paths relative to the run's artifact root.
 func (s *Server) listRunArtifacts(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRequest
+		runRef
 		Path      string `json:"path"`
 		PageToken string `json:"page_token"`
 	}

@@ -58,6 +58,42 @@ func ok(w http.ResponseWriter, v any) error {
 	return nil
 }
 
+// runRequest, runIDOf, required and nonEmpty serve handlers that decode
+// with [Server.decode] (no schema) and check fields themselves.
+type runRequest struct {
+	RunID   *string `json:"run_id"`
+	RunUUID *string `json:"run_uuid"`
+}
+
+// runIDOf returns run_id, or the deprecated run_uuid, or an error naming
+// run_id.
+func runIDOf(runID, runUUID *string) (string, error) {
+	switch {
+	case runID != nil && *runID != "":
+		return *runID, nil
+	case runUUID != nil && *runUUID != "":
+		return *runUUID, nil
+	}
+	return "", missing("run_id")
+}
+
+// required returns *v, or MLflow's missing-parameter error when v is nil.
+func required(field string, v *string) (string, error) {
+	if v == nil {
+		return "", missing(field)
+	}
+	return *v, nil
+}
+
+// nonEmpty returns *v, or MLflow's missing-parameter error when v is nil
+// or empty.
+func nonEmpty(field string, v *string) (string, error) {
+	if v == nil || *v == "" {
+		return "", missing(field)
+	}
+	return *v, nil
+}
+
 // --- MLflow's messages for the store's errors ---
 
 func experimentNotFound(err error, id string) error {
@@ -374,13 +410,14 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) error {
 	return ok(w, map[string]any{"run": toWireRun(run)})
 }
 
-type runRequest struct {
+// runRef is a request's run: run_id, or the deprecated run_uuid.
+type runRef struct {
 	RunID   string `json:"run_id"`
 	RunUUID string `json:"run_uuid"`
 }
 
 // id is run_id, or the deprecated run_uuid.
-func (r runRequest) id() string {
+func (r runRef) id() string {
 	if r.RunID != "" {
 		return r.RunID
 	}
@@ -390,7 +427,7 @@ func (r runRequest) id() string {
 var runIDSchema = p("run_id", isRequired, isString)
 
 func (s *Server) getRun(w http.ResponseWriter, r *http.Request) error {
-	var req runRequest
+	var req runRef
 	if err := s.request(w, r, &req, runIDSchema); err != nil {
 		return err
 	}
@@ -403,7 +440,7 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) updateRun(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRequest
+		runRef
 		Status  string `json:"status"`
 		EndTime jInt64 `json:"end_time"`
 		RunName string `json:"run_name"`
@@ -430,7 +467,7 @@ func (s *Server) updateRun(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) runOnly(w http.ResponseWriter, r *http.Request, fn func(id string) error) error {
-	var req runRequest
+	var req runRef
 	if err := s.request(w, r, &req, runIDSchema); err != nil {
 		return err
 	}
@@ -513,7 +550,7 @@ var metricSchema = []param{
 
 func (s *Server) logMetric(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRequest
+		runRef
 		metricRequest
 	}
 	if err := s.request(w, r, &req, append([]param{runIDSchema}, metricSchema...)...); err != nil {
@@ -530,7 +567,7 @@ func (s *Server) logMetric(w http.ResponseWriter, r *http.Request) error {
 }
 
 type kvRequest struct {
-	runRequest
+	runRef
 	Key   string `json:"key"`
 	Value string `json:"value"`
 }
@@ -595,7 +632,7 @@ func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) logBatch(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRequest
+		runRef
 		Metrics []metricRequest `json:"metrics"`
 		Params  []keyValue      `json:"params"`
 		Tags    []keyValue      `json:"tags"`
@@ -663,7 +700,7 @@ func (s *Server) logBatch(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) logInputs(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRequest
+		runRef
 		Datasets []wireDatasetInput `json:"datasets"`
 	}
 	if err := s.request(w, r, &req, runIDSchema, p("datasets", isRequired, isArray)); err != nil {
@@ -688,7 +725,7 @@ const maxHistoryResults = 25000
 
 func (s *Server) getMetricHistory(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRequest
+		runRef
 		MetricKey  string `json:"metric_key"`
 		PageToken  string `json:"page_token"`
 		MaxResults jInt64 `json:"max_results"`
@@ -734,7 +771,7 @@ func (s *Server) getMetricHistory(w http.ResponseWriter, r *http.Request) error 
 // run's mlflow.log-model.history tag.
 func (s *Server) logModel(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRequest
+		runRef
 		ModelJSON string `json:"model_json"`
 	}
 	if err := s.request(w, r, &req, p("run_id", isString, isRequired), p("model_json", isString, isRequired)); err != nil {

@@ -521,7 +521,7 @@ func FuzzRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req struct {
-			runRequest
+			runRef
 			Metrics    []metricRequest `json:"metrics"`
 			Params     []keyValue      `json:"params"`
 			Tags       []keyValue      `json:"tags"`

@@ -93,8 +93,9 @@ func New(store *tracking.SQLiteStore, cfg Config) (*Server, error) {
 }
 
 // ServeHTTP serves /api/2.0/mlflow/…, /ajax-api/2.0/mlflow/…,
-// /api/2.0/mlflow-artifacts/…, /ajax-api/2.0/mlflow-artifacts/…, /health
-// and /version; other /api and /ajax-api paths are a 404 JSON error.
+// /api/2.0/mlflow-artifacts/…, /ajax-api/2.0/mlflow-artifacts/…,
+// /get-artifact, /health and /version; other /api and /ajax-api paths are
+// a 404 JSON error.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/health" && s.cfg.Auth != nil {
 		user, err := s.cfg.Auth.Authenticate(r)
