@@ -703,7 +703,13 @@ func (s *Server) logInputs(w http.ResponseWriter, r *http.Request) error {
 		runRef
 		Datasets []wireDatasetInput `json:"datasets"`
 	}
-	if err := s.request(w, r, &req, runIDSchema, p("datasets", isRequired, isArray)); err != nil {
+	datasets := each("datasets",
+		each("tags", p("key", isString), p("value", isString)),
+		obj("dataset", p("name", isString), p("digest", isString), p("source_type", isString),
+			p("source", isString), p("schema", isString), p("profile", isString)),
+	)
+	datasets.checks = []check{isRequired, isArray}
+	if err := s.request(w, r, &req, runIDSchema, datasets); err != nil {
 		return err
 	}
 	id := req.id()
