@@ -163,19 +163,20 @@ func (s *Server) routes() {
 	api("POST", "runs/log-inputs", s.logInputs)
 	api("GET", "metrics/get-history", s.getMetricHistory)
 	api("GET", "artifacts/list", s.listRunArtifacts)
-	api("POST", "runs/log-model", s.logModel)
-	api("POST", "experiments/search-datasets", s.searchDatasets)
-	api("GET", "metrics/get-history-bulk-interval", s.getHistoryBulkInterval)
-	// The UI's routes MLflow serves only under /ajax-api, and at the root.
-	m.HandleFunc("GET /ajax-api/2.0/mlflow/metrics/get-history-bulk", s.wrap(s.getHistoryBulk))
-	m.HandleFunc("POST /ajax-api/2.0/mlflow/upload-artifact", s.wrap(s.uploadArtifact))
-	m.HandleFunc("GET /get-artifact", s.wrap(s.getArtifact))
 	for _, prefix := range []string{"/api/2.0/mlflow-artifacts/artifacts", "/ajax-api/2.0/mlflow-artifacts/artifacts"} {
 		m.HandleFunc("GET "+prefix, s.wrap(s.proxyList))
 		m.HandleFunc("GET "+prefix+"/{path...}", s.wrap(s.proxyDownload))
 		m.HandleFunc("PUT "+prefix+"/{path...}", s.wrap(s.proxyUpload))
 		m.HandleFunc("DELETE "+prefix+"/{path...}", s.wrap(s.proxyDelete))
 	}
+	// runs/log-model and the routes MLflow keeps for its web UI (some only
+	// under /ajax-api, or at the root).
+	api("POST", "runs/log-model", s.logModel)
+	api("POST", "experiments/search-datasets", s.searchDatasets)
+	api("GET", "metrics/get-history-bulk-interval", s.getHistoryBulkInterval)
+	m.HandleFunc("GET /ajax-api/2.0/mlflow/metrics/get-history-bulk", s.wrap(s.getHistoryBulk))
+	m.HandleFunc("POST /ajax-api/2.0/mlflow/upload-artifact", s.wrap(s.uploadArtifact))
+	m.HandleFunc("GET /get-artifact", s.wrap(s.getArtifact))
 	m.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "OK")
