@@ -80,6 +80,9 @@
 //     is "Invalid path: '…'" with a hint (MLflow: "Invalid path"); every
 //     artifact access goes through an os.Root, so no path or symbolic link
 //     leads outside the artifact root.
+//   - A value quoted in an "Invalid value" message is cut at 250
+//     characters, and written as Go's encoder writes JSON (non-ASCII as
+//     is, numbers as sent) where Python's json.dumps would differ.
 //   - Only metric, param and tag names and lengths, batch limits and the
 //     checks above use MLflow's exact words; the store's own checks (for
 //     example of dataset inputs) answer INVALID_PARAMETER_VALUE in
