@@ -160,6 +160,14 @@ func TestBadRequests(t *testing.T) {
 			}
 		})
 	}
+	// No refused request wrote anything.
+	got, err := f.store.GetRun(ctx, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Data.Metrics)+len(got.Data.Params)+len(got.Inputs) != 0 || len(got.Data.Tags) != 1 || got.Info.Status != tracking.StatusRunning {
+		t.Errorf("after refused requests the run holds %+v; want only its name tag", got)
+	}
 }
 
 // TestMLflowLeniency covers requests MLflow accepts that a stricter server
