@@ -195,6 +195,10 @@ type CreateRun struct {
 	// artifact location. The store resolves it under its proxy artifact
 	// root (see [WithProxyArtifactRoot]).
 	ProxiedArtifacts bool
+	// UncheckedParent skips looking the parent run up: a parent that does
+	// not exist, or is in another experiment, is recorded all the same, as
+	// MLflow's stores do. The MLflow REST server sets it.
+	UncheckedParent bool
 }
 
 // RunQuery selects runs for SearchRuns. Results are ordered by OrderBy,

@@ -22,7 +22,7 @@ const runColumns = `run_uuid, name, experiment_id, user_id, status, start_time, 
 
 // CreateRun starts a run in RUNNING status and returns it. See [CreateRun]
 // for the defaults; the experiment must exist and be active, and a parent
-// run must exist in the same experiment.
+// run must exist in the same experiment unless req.UncheckedParent.
 func (s *SQLiteStore) CreateRun(ctx context.Context, req CreateRun) (Run, error) {
 	if req.ExperimentID == "" {
 		req.ExperimentID = DefaultExperimentID
@@ -76,7 +76,7 @@ func (s *SQLiteStore) CreateRun(ctx context.Context, req CreateRun) (Run, error)
 		case stage == LifecycleDeleted:
 			return fmt.Errorf("%w: restore experiment %s first or use another", ErrExperimentDeleted, req.ExperimentID)
 		}
-		if parent := tags[TagParentRunID]; parent != "" {
+		if parent := tags[TagParentRunID]; parent != "" && !req.UncheckedParent {
 			var parentExp int64
 			switch err := tx.QueryRowContext(ctx, `SELECT experiment_id FROM runs WHERE run_uuid = ?`, parent).Scan(&parentExp); {
 			case errors.Is(err, sql.ErrNoRows):

@@ -1,6 +1,7 @@
 package mlflowserver
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cohortfl/cohort/tracking"
 )
@@ -45,17 +47,23 @@ func decodeOffset(tok string) (int, error) {
 // listRunArtifacts is /mlflow/artifacts/list: a run's artifacts through the
 // store, paths relative to the run's artifact root.
 func (s *Server) listRunArtifacts(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	id, uuid := q.Get("run_id"), q.Get("run_uuid")
-	runID, err := runIDOf(&id, &uuid)
-	if err != nil {
+	var req struct {
+		runRef
+		Path      string `json:"path"`
+		PageToken string `json:"page_token"`
+	}
+	if err := s.request(w, r, &req, p("run_id", isString, isRequired), p("path", isString), p("page_token", isString)); err != nil {
 		return err
+	}
+	runID := req.id()
+	if _, err := tracking.CleanArtifactPath(req.Path, true); err != nil {
+		return invalidPath(req.Path, err)
 	}
 	run, err := s.store.GetRun(r.Context(), runID)
 	if err != nil {
 		return runNotFound(err, runID)
 	}
-	files, err := s.store.ListArtifacts(r.Context(), runID, q.Get("path"))
+	files, err := s.store.ListArtifacts(r.Context(), runID, req.Path)
 	if err != nil {
 		return err
 	}
@@ -228,4 +236,100 @@ func (s *Server) proxyDelete(w http.ResponseWriter, r *http.Request) error {
 		return mapFSError(err, rel)
 	}
 	return ok(w, nil)
+}
+
+// invalidPath is MLflow's validate_path_is_safe error.
+func invalidPath(p string, err error) error {
+	return apiError{code: codeInvalidParameter, msg: fmt.Sprintf("Invalid path: '%s'. An artifact path is relative, with '/' separators and no '..' part", p), err: err}
+}
+
+// maxUploadArtifactBytes is MLflow's bound on upload-artifact's body.
+const maxUploadArtifactBytes = 10 << 20
+
+// uploadArtifact is the UI's POST /ajax-api/2.0/mlflow/upload-artifact
+// ?run_uuid=…&path=…: the body is the file, written to the run's
+// artifacts through the store.
+func (s *Server) uploadArtifact(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	runID, p := q.Get("run_uuid"), q.Get("path")
+	switch {
+	case runID == "":
+		return invalid("Request must specify run_uuid.")
+	case p == "":
+		return invalid("Request must specify path.")
+	}
+	rel, err := tracking.CleanArtifactPath(p, false)
+	if err != nil {
+		return invalidPath(p, err)
+	}
+	tooLarge := invalid("Artifact size is too large. Max size is 10MB.")
+	if r.ContentLength > maxUploadArtifactBytes {
+		return tooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxUploadArtifactBytes+1))
+	switch {
+	case err != nil:
+		return apiError{code: codeBadRequest, msg: "reading request body: " + err.Error(), err: err}
+	case len(data) > maxUploadArtifactBytes:
+		return tooLarge
+	case len(data) == 0:
+		return invalid("Request must specify data.")
+	}
+	if _, err := s.store.GetRun(r.Context(), runID); err != nil {
+		return runNotFound(err, runID)
+	}
+	if err := s.store.LogArtifact(r.Context(), runID, rel, bytes.NewReader(data)); err != nil {
+		return runNotFound(err, runID)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// getArtifact is GET /get-artifact?run_id=…&path=…: one artifact file of
+// a run, through the store, as an attachment.
+func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	runID := q.Get("run_id")
+	if runID == "" {
+		runID = q.Get("run_uuid")
+	}
+	if runID == "" {
+		return missingValue("run_id")
+	}
+	if !q.Has("path") {
+		return missingValue("path")
+	}
+	p := q.Get("path")
+	rel, err := tracking.CleanArtifactPath(p, false)
+	if err != nil {
+		return invalidPath(p, err)
+	}
+	if _, err := s.store.GetRun(r.Context(), runID); err != nil {
+		return runNotFound(err, runID)
+	}
+	f, err := s.store.OpenArtifact(r.Context(), runID, rel)
+	if errors.Is(err, tracking.ErrNotFound) {
+		return apiError{code: codeNotFound, msg: fmt.Sprintf("Artifact '%s' of run %s not found", rel, runID), err: err}
+	}
+	if errors.Is(err, tracking.ErrInvalid) {
+		return apiError{code: codeInvalidParameter, msg: fmt.Sprintf("Artifact '%s' of run %s is a directory; list it with GET /api/2.0/mlflow/artifacts/list?run_id=%s&path=%s", rel, runID, runID, rel), err: err}
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ct := mime.TypeByExtension(path.Ext(rel))
+	if ct == "" {
+		ct = "text/plain"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(rel)}))
+	if rs, seekable := f.(io.ReadSeeker); seekable {
+		http.ServeContent(w, r, "", time.Time{}, rs)
+		return nil
+	}
+	_, _ = io.Copy(w, f)
+	return nil
 }

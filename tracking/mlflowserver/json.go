@@ -27,7 +27,7 @@ func (j *jInt64) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		f, ferr := strconv.ParseFloat(s, 64)
 		if ferr != nil || f != math.Trunc(f) || math.Abs(f) > 1<<62 {
-			return &json.UnmarshalTypeError{Value: "value " + string(b), Type: reflect.TypeFor[int64]()}
+			return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[int64]()}
 		}
 		n = int64(f)
 	}
@@ -49,7 +49,7 @@ func (j *jFloat) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if len(b) > 0 && b[0] == '"' {
 		if err := json.Unmarshal(b, &s); err != nil {
-			return &json.UnmarshalTypeError{Value: "value " + string(b), Type: reflect.TypeFor[float64]()}
+			return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[float64]()}
 		}
 		switch s {
 		case "NaN":
@@ -65,7 +65,7 @@ func (j *jFloat) UnmarshalJSON(b []byte) error {
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return &json.UnmarshalTypeError{Value: "value " + string(b), Type: reflect.TypeFor[float64]()}
+		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[float64]()}
 	}
 	j.v, j.set = f, true
 	return nil

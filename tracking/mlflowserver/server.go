@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cohortfl/cohort/tracking"
 )
@@ -94,8 +93,9 @@ func New(store *tracking.SQLiteStore, cfg Config) (*Server, error) {
 }
 
 // ServeHTTP serves /api/2.0/mlflow/…, /ajax-api/2.0/mlflow/…,
-// /api/2.0/mlflow-artifacts/…, /ajax-api/2.0/mlflow-artifacts/…, /health
-// and /version; other /api and /ajax-api paths are a 404 JSON error.
+// /api/2.0/mlflow-artifacts/…, /ajax-api/2.0/mlflow-artifacts/…,
+// /get-artifact, /health and /version; other /api and /ajax-api paths are
+// a 404 JSON error.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/health" && s.cfg.Auth != nil {
 		user, err := s.cfg.Auth.Authenticate(r)
@@ -170,6 +170,14 @@ func (s *Server) routes() {
 		m.HandleFunc("PUT "+prefix+"/{path...}", s.wrap(s.proxyUpload))
 		m.HandleFunc("DELETE "+prefix+"/{path...}", s.wrap(s.proxyDelete))
 	}
+	// runs/log-model and the routes MLflow keeps for its web UI (some only
+	// under /ajax-api, or at the root).
+	api("POST", "runs/log-model", s.logModel)
+	api("POST", "experiments/search-datasets", s.searchDatasets)
+	api("GET", "metrics/get-history-bulk-interval", s.getHistoryBulkInterval)
+	m.HandleFunc("GET /ajax-api/2.0/mlflow/metrics/get-history-bulk", s.wrap(s.getHistoryBulk))
+	m.HandleFunc("POST /ajax-api/2.0/mlflow/upload-artifact", s.wrap(s.uploadArtifact))
+	m.HandleFunc("GET /get-artifact", s.wrap(s.getArtifact))
 	m.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "OK")
@@ -228,7 +236,7 @@ func invalid(format string, args ...any) error {
 }
 
 func missing(field string) error {
-	return invalid("Missing value for required parameter '%s'. See the API docs for more information about request parameters.", field)
+	return missingValue(field)
 }
 
 // toAPIError maps store errors to MLflow's codes.
@@ -265,27 +273,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// decode reads a JSON request body into v. Unknown fields are ignored, as
-// MLflow does; an empty body is an empty object.
+// decode reads a JSON request body into v with no schema: unknown fields
+// are ignored, as MLflow does; an empty body is an empty object; a wrong
+// type is MLflow's "Invalid value … for parameter …" error. Handlers with
+// a schema call [Server.request].
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, s.maxBody)
-	b, err := io.ReadAll(body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return apiError{code: codeBadRequest, msg: "reading request body: " + err.Error(), err: err}
-	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return invalid("Invalid value for parameter '%s' supplied: %s (want %s)", te.Field, te.Value, te.Type)
-		}
-		return invalid("Malformed JSON request body: %v", err)
-	}
-	return nil
+	return s.request(w, r, v)
 }

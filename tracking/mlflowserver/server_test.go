@@ -321,7 +321,7 @@ func TestErrors(t *testing.T) {
 		{"metric value wrong type", "POST", "runs/log-metric", `{"run_id": "` + id + `", "key": "a", "value": "abc", "timestamp": 1}`, 400, "INVALID_PARAMETER_VALUE", "value"},
 		{"timestamp wrong type", "POST", "runs/log-metric", `{"run_id": "` + id + `", "key": "a", "value": 1, "timestamp": true}`, 400, "INVALID_PARAMETER_VALUE", "timestamp"},
 		{"key wrong type", "POST", "runs/log-parameter", `{"run_id": "` + id + `", "key": 5, "value": "1"}`, 400, "INVALID_PARAMETER_VALUE", "key"},
-		{"batch metric wrong type", "POST", "runs/log-batch", `{"run_id": "` + id + `", "metrics": [{"key": "a", "value": {}, "timestamp": 1}]}`, 400, "INVALID_PARAMETER_VALUE", "metrics.value"},
+		{"batch metric wrong type", "POST", "runs/log-batch", `{"run_id": "` + id + `", "metrics": [{"key": "a", "value": {}, "timestamp": 1}]}`, 400, "INVALID_PARAMETER_VALUE", "metrics[0].value"},
 		{"batch missing timestamp", "POST", "runs/log-batch", `{"run_id": "` + id + `", "metrics": [{"key": "a", "value": 1}]}`, 400, "INVALID_PARAMETER_VALUE", "metrics[0].timestamp"},
 		{"malformed JSON", "POST", "runs/log-metric", `{"run_id": `, 400, "INVALID_PARAMETER_VALUE", "JSON"},
 		{"unknown run", "POST", "runs/log-metric", `{"run_id": "nope", "key": "a", "value": 1, "timestamp": 1}`, 404, "RESOURCE_DOES_NOT_EXIST", "nope"},
