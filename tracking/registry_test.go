@@ -121,6 +121,9 @@ func TestRegistryLifecycle(t *testing.T) {
 	if mv, err := s.GetModelVersion(ctx, "fmnist-cnn", "2"); err != nil || !slices.Equal(mv.Aliases, []string{"champion"}) {
 		t.Fatalf("renamed version = %+v, %v", mv, err)
 	}
+	if mv, err := s.GetModelVersion(ctx, "fmnist-cnn", "1"); err != nil || !slices.Equal(mv.Tags, []Tag{{"acc", "0.91"}}) || mv.Name != "fmnist-cnn" {
+		t.Fatalf("renamed version 1 = %+v, %v; want its tag acc=0.91 kept", mv, err)
+	}
 	if _, err := s.GetRegisteredModel(ctx, "fmnist"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("old name: %v; want ErrNotFound", err)
 	}
