@@ -86,7 +86,7 @@ func (s *SQLiteStore) SearchModelVersions(ctx context.Context, q RegistryQuery) 
 	var mvs []ModelVersion
 	err = s.read(ctx, what, func(tx *sql.Tx) error {
 		var err error
-		mvs, err = queryVersions(ctx, tx, "", from, args)
+		mvs, err = queryVersions(ctx, tx, `SELECT `+versionColumns+` `+from, args)
 		return err
 	})
 	if err != nil {
@@ -219,7 +219,7 @@ func modelConditions(clauses []Clause) ([]string, []any, error) {
 			cond, a, err = registryStringCondition("rm.name", c, "name", false)
 		case EntityTag:
 			cond, a, err = registryStringCondition("t.value", c, "tags."+c.Key, false)
-			cond = `EXISTS (SELECT 1 FROM registered_model_tags AS t WHERE t.name = rm.name AND t.key = ? AND ` + cond + `)`
+			cond = `rm.name IN (SELECT t.name FROM registered_model_tags AS t WHERE t.key = ? AND ` + cond + `)`
 			a = append([]any{c.Key}, a...)
 		default:
 			err = fmt.Errorf("%w: invalid entity %q in the filter; registered models are filtered by name and tags.<key>", ErrInvalid, c.Entity)
@@ -257,7 +257,7 @@ func versionConditions(clauses []Clause) ([]string, []any, error) {
 			}
 		case EntityTag:
 			cond, a, err = registryStringCondition("t.value", c, "tags."+c.Key, false)
-			cond = `EXISTS (SELECT 1 FROM model_version_tags AS t WHERE t.name = mv.name AND t.version = mv.version AND t.key = ? AND ` + cond + `)`
+			cond = `(mv.name, mv.version) IN (SELECT t.name, t.version FROM model_version_tags AS t WHERE t.key = ? AND ` + cond + `)`
 			a = append([]any{c.Key}, a...)
 		default:
 			err = fmt.Errorf("%w: invalid entity %q in the filter; model versions are filtered by name, version_number, run_id, source_path and tags.<key>", ErrInvalid, c.Entity)

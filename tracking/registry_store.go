@@ -3,6 +3,7 @@ package tracking
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -292,8 +293,8 @@ func (s *SQLiteStore) GetModelVersionByAlias(ctx context.Context, name, alias st
 	}
 	var mv ModelVersion
 	err := s.read(ctx, what, func(tx *sql.Tx) error {
-		mvs, err := queryVersions(ctx, tx, "", `FROM registered_model_aliases AS a JOIN model_versions AS mv ON mv.name = a.name AND mv.version = a.version
-			WHERE a.name = ? AND a.alias = ?`, []any{name, alias})
+		mvs, err := queryVersions(ctx, tx, `SELECT `+versionColumns+` FROM registered_model_aliases AS a
+			JOIN model_versions AS mv ON mv.name = a.name AND mv.version = a.version WHERE a.name = ? AND a.alias = ?`, []any{name, alias})
 		if err != nil {
 			return err
 		}
@@ -327,7 +328,7 @@ func (s *SQLiteStore) GetLatestVersions(ctx context.Context, name string, stages
 		if err := modelMustExist(ctx, tx, name); err != nil {
 			return err
 		}
-		mvs, err := latestVersions(ctx, tx, `SELECT ? AS name`, []any{name})
+		mvs, err := latestVersions(ctx, tx, []string{name})
 		if err != nil {
 			return err
 		}
@@ -591,14 +592,17 @@ func (s *SQLiteStore) ResolveModelURI(ctx context.Context, uri string) (ModelVer
 	if strings.HasPrefix(rest, "/") {
 		return bad("it names a host (models://…), which this store does not serve")
 	}
-	if name, alias, ok := strings.Cut(rest, "@"); ok {
-		if strings.Contains(name, "/") || strings.Contains(alias, "/") {
-			return bad("an alias URI has no '/' after models:/")
-		}
-		return s.GetModelVersionByAlias(ctx, name, alias)
-	}
+	// Names hold no '/', so a '/' starts the version or stage; without
+	// one, the last '@' starts the alias (names may hold '@').
 	name, suffix, ok := strings.Cut(rest, "/")
-	if !ok || name == "" || suffix == "" || strings.Contains(suffix, "/") {
+	if !ok {
+		i := strings.LastIndexByte(rest, '@')
+		if i <= 0 {
+			return bad("it has no /<version>, /<stage>, /latest or @<alias> after the name")
+		}
+		return s.GetModelVersionByAlias(ctx, rest[:i], rest[i+1:])
+	}
+	if name == "" || suffix == "" || strings.Contains(suffix, "/") {
 		return bad("it has no /<version>, /<stage> or /latest after the name")
 	}
 	if suffix[0] >= '0' && suffix[0] <= '9' {
@@ -673,7 +677,7 @@ func getModel(ctx context.Context, q querier, name string) (RegisteredModel, err
 }
 
 func getVersion(ctx context.Context, q querier, name string, v int64) (ModelVersion, error) {
-	mvs, err := queryVersions(ctx, q, "", `FROM model_versions AS mv WHERE mv.name = ? AND mv.version = ?`, []any{name, v})
+	mvs, err := queryVersions(ctx, q, `SELECT `+versionColumns+` FROM model_versions AS mv WHERE mv.name = ? AND mv.version = ?`, []any{name, v})
 	if err != nil {
 		return ModelVersion{}, err
 	}
@@ -689,6 +693,7 @@ func getVersion(ctx context.Context, q querier, name string, v int64) (ModelVers
 func queryModels(ctx context.Context, q querier, from string, args []any) ([]RegisteredModel, error) {
 	var rms []RegisteredModel
 	idx := map[string]int{}
+	var names []string
 	err := eachRow(ctx, q, `SELECT rm.name, rm.creation_time, rm.last_updated_time, rm.description `+from, args, func(rows *sql.Rows) error {
 		var m RegisteredModel
 		var created, updated int64
@@ -698,13 +703,20 @@ func queryModels(ctx context.Context, q querier, from string, args []any) ([]Reg
 		m.CreationTime, m.LastUpdatedTime = fromMillis(created), fromMillis(updated)
 		idx[m.Name] = len(rms)
 		rms = append(rms, m)
+		names = append(names, m.Name)
 		return nil
 	})
 	if err != nil || len(rms) == 0 {
 		return nil, err
 	}
-	page := `WITH page AS (SELECT rm.name ` + from + `) `
-	err = eachRow(ctx, q, page+`SELECT t.name, t.key, t.value FROM page JOIN registered_model_tags AS t ON t.name = page.name ORDER BY t.name, t.key`, args,
+	// The page's names go to the detail queries as one JSON array, so the
+	// search runs once.
+	page, err := json.Marshal(names)
+	if err != nil {
+		return nil, err
+	}
+	err = eachRow(ctx, q, `SELECT t.name, t.key, t.value FROM json_each(?) AS p
+		JOIN registered_model_tags AS t ON t.name = p.value ORDER BY t.name, t.key`, []any{string(page)},
 		func(rows *sql.Rows) error {
 			var name string
 			var t Tag
@@ -719,7 +731,8 @@ func queryModels(ctx context.Context, q querier, from string, args []any) ([]Reg
 	if err != nil {
 		return nil, err
 	}
-	err = eachRow(ctx, q, page+`SELECT a.name, a.alias, a.version FROM page JOIN registered_model_aliases AS a ON a.name = page.name ORDER BY a.name, a.alias`, args,
+	err = eachRow(ctx, q, `SELECT a.name, a.alias, a.version FROM json_each(?) AS p
+		JOIN registered_model_aliases AS a ON a.name = p.value ORDER BY a.name, a.alias`, []any{string(page)},
 		func(rows *sql.Rows) error {
 			var name string
 			var a ModelAlias
@@ -736,7 +749,7 @@ func queryModels(ctx context.Context, q querier, from string, args []any) ([]Reg
 	if err != nil {
 		return nil, err
 	}
-	latest, err := latestVersions(ctx, q, `SELECT rm.name `+from, args)
+	latest, err := latestVersions(ctx, q, names)
 	if err != nil {
 		return nil, err
 	}
@@ -748,36 +761,33 @@ func queryModels(ctx context.Context, q querier, from string, args []any) ([]Reg
 	return rms, nil
 }
 
-// latestVersions reads the newest version per stage of the models the
-// query names (a SELECT of one column, the name), ordered by name and
-// version.
-func latestVersions(ctx context.Context, q querier, names string, args []any) ([]ModelVersion, error) {
-	with := `names AS (` + names + `), latest AS (SELECT mv.name AS name, max(mv.version) AS version
-		FROM names JOIN model_versions AS mv ON mv.name = names.name GROUP BY mv.name, mv.current_stage)`
-	return queryVersions(ctx, q, with, `FROM latest JOIN model_versions AS mv ON mv.name = latest.name AND mv.version = latest.version
-		ORDER BY mv.name, mv.version`, args)
+// latestVersions reads the newest version per stage of the named models,
+// ordered by name and version.
+func latestVersions(ctx context.Context, q querier, names []string) ([]ModelVersion, error) {
+	js, err := json.Marshal(names)
+	if err != nil {
+		return nil, err
+	}
+	return queryVersions(ctx, q, `WITH latest AS (SELECT mv.name AS name, max(mv.version) AS version
+		FROM json_each(?) AS p JOIN model_versions AS mv ON mv.name = p.value GROUP BY mv.name, mv.current_stage)
+		SELECT `+versionColumns+` FROM latest JOIN model_versions AS mv ON mv.name = latest.name AND mv.version = latest.version
+		ORDER BY mv.name, mv.version`, []any{string(js)})
 }
 
 const versionColumns = `mv.name, mv.version, mv.creation_time, mv.last_updated_time, mv.description, mv.user_id,
 	mv.current_stage, mv.source, mv.run_id, mv.run_link, mv.status, mv.status_message`
 
-// queryVersions reads the model versions of the query [WITH <with>] SELECT
-// <columns> <from> (from names the table model_versions AS mv, and may
-// order and limit), in order, with their tags and aliases. args are the
-// arguments of with and from, in that order.
-func queryVersions(ctx context.Context, q querier, with, from string, args []any) ([]ModelVersion, error) {
-	prefix := "WITH "
-	if with != "" {
-		prefix += with + ", "
-	}
+// queryVersions reads the model versions a query returns (its columns
+// versionColumns, in order), with their tags and aliases.
+func queryVersions(ctx context.Context, q querier, query string, args []any) ([]ModelVersion, error) {
 	var mvs []ModelVersion
-	idx := map[string]int{}
-	key := func(name string, v int64) string { return name + "\x00" + strconv.FormatInt(v, 10) }
-	head := ""
-	if with != "" {
-		head = "WITH " + with + " "
+	type key struct {
+		name string
+		v    int64
 	}
-	err := eachRow(ctx, q, head+`SELECT `+versionColumns+` `+from, args, func(rows *sql.Rows) error {
+	idx := map[key]int{}
+	var keys [][2]any
+	err := eachRow(ctx, q, query, args, func(rows *sql.Rows) error {
 		var m ModelVersion
 		var v, created, updated int64
 		if err := rows.Scan(&m.Name, &v, &created, &updated, &m.Description, &m.UserID,
@@ -786,16 +796,23 @@ func queryVersions(ctx context.Context, q querier, with, from string, args []any
 		}
 		m.Version = strconv.FormatInt(v, 10)
 		m.CreationTime, m.LastUpdatedTime = fromMillis(created), fromMillis(updated)
-		idx[key(m.Name, v)] = len(mvs)
+		idx[key{m.Name, v}] = len(mvs)
 		mvs = append(mvs, m)
+		keys = append(keys, [2]any{m.Name, v})
 		return nil
 	})
 	if err != nil || len(mvs) == 0 {
 		return nil, err
 	}
-	page := prefix + `page AS (SELECT mv.name AS name, mv.version AS version ` + from + `) `
-	err = eachRow(ctx, q, page+`SELECT t.name, t.version, t.key, t.value FROM page
-		JOIN model_version_tags AS t ON t.name = page.name AND t.version = page.version ORDER BY t.name, t.version, t.key`, args,
+	// The page's (name, version) pairs go to the detail queries as one JSON
+	// array, so the search runs once.
+	page, err := json.Marshal(keys)
+	if err != nil {
+		return nil, err
+	}
+	const pageCTE = `WITH page AS (SELECT json_extract(p.value, '$[0]') AS name, json_extract(p.value, '$[1]') AS version FROM json_each(?) AS p) `
+	err = eachRow(ctx, q, pageCTE+`SELECT t.name, t.version, t.key, t.value FROM page
+		JOIN model_version_tags AS t ON t.name = page.name AND t.version = page.version ORDER BY t.name, t.version, t.key`, []any{string(page)},
 		func(rows *sql.Rows) error {
 			var name string
 			var v int64
@@ -803,7 +820,7 @@ func queryVersions(ctx context.Context, q querier, with, from string, args []any
 			if err := rows.Scan(&name, &v, &t.Key, &t.Value); err != nil {
 				return err
 			}
-			if i, ok := idx[key(name, v)]; ok {
+			if i, ok := idx[key{name, v}]; ok {
 				mvs[i].Tags = append(mvs[i].Tags, t)
 			}
 			return nil
@@ -811,15 +828,15 @@ func queryVersions(ctx context.Context, q querier, with, from string, args []any
 	if err != nil {
 		return nil, err
 	}
-	err = eachRow(ctx, q, page+`SELECT a.name, a.version, a.alias FROM page
-		JOIN registered_model_aliases AS a ON a.name = page.name AND a.version = page.version ORDER BY a.name, a.version, a.alias`, args,
+	err = eachRow(ctx, q, pageCTE+`SELECT a.name, a.version, a.alias FROM page
+		JOIN registered_model_aliases AS a ON a.name = page.name AND a.version = page.version ORDER BY a.name, a.version, a.alias`, []any{string(page)},
 		func(rows *sql.Rows) error {
 			var name, alias string
 			var v int64
 			if err := rows.Scan(&name, &v, &alias); err != nil {
 				return err
 			}
-			if i, ok := idx[key(name, v)]; ok {
+			if i, ok := idx[key{name, v}]; ok {
 				mvs[i].Aliases = append(mvs[i].Aliases, alias)
 			}
 			return nil

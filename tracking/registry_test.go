@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -120,6 +121,9 @@ func TestRegistryLifecycle(t *testing.T) {
 	if mv, err := s.GetModelVersion(ctx, "fmnist-cnn", "2"); err != nil || !slices.Equal(mv.Aliases, []string{"champion"}) {
 		t.Fatalf("renamed version = %+v, %v", mv, err)
 	}
+	if mv, err := s.GetModelVersion(ctx, "fmnist-cnn", "1"); err != nil || !slices.Equal(mv.Tags, []Tag{{"acc", "0.91"}}) || mv.Name != "fmnist-cnn" {
+		t.Fatalf("renamed version 1 = %+v, %v; want its tag acc=0.91 kept", mv, err)
+	}
 	if _, err := s.GetRegisteredModel(ctx, "fmnist"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("old name: %v; want ErrNotFound", err)
 	}
@@ -215,6 +219,67 @@ func TestRegistryVersionNumbersAreNotReused(t *testing.T) {
 	}
 	if _, err := s.GetRegisteredModel(ctx, "fresh"); err != nil {
 		t.Fatalf("EnsureRegisteredModel did not create: %v", err)
+	}
+}
+
+// TestRegistryConcurrentVersions creates versions of one model from many
+// goroutines: every number from 1 up is given exactly once.
+func TestRegistryConcurrentVersions(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openStore(t)
+	mustModel(t, s, "m", nil)
+	const workers, each = 8, 10
+	got := make(chan string, workers*each)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				mv, err := s.CreateModelVersion(ctx, CreateModelVersion{Name: "m", Source: "/x"})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got <- mv.Version
+			}
+		})
+	}
+	wg.Wait()
+	close(got)
+	seen := map[string]bool{}
+	for v := range got {
+		if seen[v] {
+			t.Fatalf("version %s given twice", v)
+		}
+		seen[v] = true
+	}
+	for i := 1; i <= workers*each; i++ {
+		if !seen[fmt.Sprint(i)] {
+			t.Fatalf("version %d never given; got %d versions", i, len(seen))
+		}
+	}
+}
+
+func TestResolveModelURIWithAtInName(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openStore(t)
+	mustModel(t, s, "team@lab", nil)
+	mustVersion(t, s, CreateModelVersion{Name: "team@lab", Source: "/x"})
+	if err := s.SetRegisteredModelAlias(ctx, "team@lab", "best", "1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, uri := range []string{"models:/team@lab/1", "models:/team@lab@best", "models:/team@lab/latest"} {
+		if mv, err := s.ResolveModelURI(ctx, uri); err != nil || mv.Name != "team@lab" || mv.Version != "1" {
+			t.Errorf("ResolveModelURI(%q) = %+v, %v; want team@lab version 1", uri, mv, err)
+		}
+	}
+	// models:/team@lab reads as model "team", alias "lab", as in MLflow.
+	if _, err := s.ResolveModelURI(ctx, "models:/team@lab"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ResolveModelURI(models:/team@lab) = %v; want ErrNotFound (model team has no alias lab)", err)
+	}
+	for _, uri := range []string{"models:/@best", "models:/team@lab/1/2", "models://host/m/1", "models:/m/"} {
+		if _, err := s.ResolveModelURI(ctx, uri); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ResolveModelURI(%q) = %v; want ErrInvalid", uri, err)
+		}
 	}
 }
 
@@ -468,8 +533,11 @@ func FuzzRegistryFilter(f *testing.F) {
 }
 
 // BenchmarkSearchModelVersions searches 10,000 model versions (20 models
-// of 500, every fourth version tagged stage=prod) for one model's tagged
-// versions, newest first: 125 rows of 10,000, with tags and aliases.
+// of 500, every fourth version tagged stage=prod). name+tag is the
+// registry's usual query: one model's tagged versions, newest first (125
+// rows, with their tags and aliases); tag is the same filter across every
+// model (2,500 rows); page is the first 100 versions in MLflow's default
+// order, unfiltered.
 func BenchmarkSearchModelVersions(b *testing.B) {
 	ctx := context.Background()
 	s, _ := openStore(b)
@@ -485,15 +553,26 @@ func BenchmarkSearchModelVersions(b *testing.B) {
 			mustVersion(b, s, CreateModelVersion{Name: name, Source: fmt.Sprintf("/artifacts/%s/%d", name, v), RunID: fmt.Sprintf("run-%d-%d", m, v), Tags: tags})
 		}
 	}
-	q := RegistryQuery{Filter: "name = 'model-07' AND tags.stage = 'prod'", OrderBy: []string{"creation_timestamp DESC"}}
-	for b.Loop() {
-		mvs, _, err := s.SearchModelVersions(ctx, q)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(mvs) != perModel/4 {
-			b.Fatalf("%d versions; want %d", len(mvs), perModel/4)
-		}
+	for _, c := range []struct {
+		name string
+		q    RegistryQuery
+		want int
+	}{
+		{"name+tag", RegistryQuery{Filter: "name = 'model-07' AND tags.stage = 'prod'", OrderBy: []string{"creation_timestamp DESC"}}, perModel / 4},
+		{"tag", RegistryQuery{Filter: "tags.stage = 'prod'", OrderBy: []string{"creation_timestamp DESC"}}, models * perModel / 4},
+		{"page", RegistryQuery{MaxResults: 100}, 100},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				mvs, _, err := s.SearchModelVersions(ctx, c.q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(mvs) != c.want {
+					b.Fatalf("%d versions; want %d", len(mvs), c.want)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/search")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/search")
 }

@@ -109,7 +109,9 @@ CREATE INDEX params_by_key_value ON params (key, value);
 	// a rename (ON UPDATE CASCADE) and go with it (ON DELETE CASCADE); a
 	// version's tags and aliases go with the version. last_version keeps
 	// version numbers from being reused after the newest is deleted (MLflow
-	// keeps deleted versions as redacted rows for the same end).
+	// keeps deleted versions as redacted rows for the same end). The time
+	// indexes carry the searches' tie-breakers (name ASC, version DESC), so
+	// a page in MLflow's default order reads only its rows.
 	`
 CREATE TABLE registered_models (
 	name              TEXT    NOT NULL PRIMARY KEY,
@@ -142,9 +144,9 @@ CREATE TABLE model_versions (
 	status_message    TEXT    NOT NULL DEFAULT '',
 	PRIMARY KEY (name, version)
 );
-CREATE INDEX model_versions_by_name_created ON model_versions (name, creation_time);
-CREATE INDEX model_versions_by_created ON model_versions (creation_time);
-CREATE INDEX model_versions_by_updated ON model_versions (last_updated_time);
+CREATE INDEX model_versions_by_name_created ON model_versions (name, creation_time, version);
+CREATE INDEX model_versions_by_created ON model_versions (creation_time DESC, name, version DESC);
+CREATE INDEX model_versions_by_updated ON model_versions (last_updated_time DESC, name, version DESC);
 CREATE INDEX model_versions_by_stage ON model_versions (name, current_stage, version);
 CREATE INDEX model_versions_by_run ON model_versions (run_id);
 CREATE TABLE model_version_tags (
