@@ -28,6 +28,19 @@ const experimentColumns = `experiment_id, name, artifact_location, lifecycle_sta
 // already taken, by an active or a deleted experiment, is
 // [ErrAlreadyExists].
 func (s *SQLiteStore) CreateExperiment(ctx context.Context, name string, tags map[string]string) (string, error) {
+	return s.createExperiment(ctx, name, tags, false)
+}
+
+// CreateProxiedExperiment is CreateExperiment for an experiment whose
+// artifacts go through the mlflow-artifacts proxy, as an MLflow server
+// serving artifacts creates them: its location is mlflow-artifacts:/<id>,
+// under the store's proxy artifact root, and so are its runs' artifact
+// URIs.
+func (s *SQLiteStore) CreateProxiedExperiment(ctx context.Context, name string, tags map[string]string) (string, error) {
+	return s.createExperiment(ctx, name, tags, true)
+}
+
+func (s *SQLiteStore) createExperiment(ctx context.Context, name string, tags map[string]string, proxied bool) (string, error) {
 	what := fmt.Sprintf("creating experiment %q", name)
 	if strings.TrimSpace(name) == "" || !utf8.ValidString(name) {
 		return "", fmt.Errorf("%s: %w: an experiment name must be non-empty UTF-8 text", what, ErrInvalid)
@@ -59,6 +72,9 @@ func (s *SQLiteStore) CreateExperiment(ctx context.Context, name string, tags ma
 			return err
 		}
 		loc := fileURI(filepath.Join(s.root, strconv.FormatInt(id, 10)))
+		if proxied {
+			loc = fmt.Sprintf("%s:/%d", ProxyScheme, id)
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?`, loc, id); err != nil {
 			return err
 		}

@@ -101,7 +101,7 @@ func trackingHandler(store *tracking.SQLiteStore, authn mlflowserver.Authenticat
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	for _, p := range []string{"/api/", "/ajax-api/", "/health", "/version"} {
+	for _, p := range []string{"/api/", "/ajax-api/", "/health", "/version", "/get-artifact", "/model-versions/get-artifact"} {
 		mux.Handle(p, api)
 	}
 	var page http.Handler = web

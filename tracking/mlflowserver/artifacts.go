@@ -319,6 +319,76 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer f.Close()
+	serveArtifact(w, r, f, rel)
+	return nil
+}
+
+// getModelVersionArtifact is GET /model-versions/get-artifact?name=…&version=…&path=…:
+// one file of a model version's artifacts (its source folder), found
+// through the run that logged it or, for a source in the artifact proxy
+// without a run, under the proxy's root.
+func (s *Server) getModelVersionArtifact(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	for _, k := range []string{"name", "version"} {
+		if q.Get(k) == "" {
+			return missingValue(k)
+		}
+	}
+	if !q.Has("path") {
+		return missingValue("path")
+	}
+	p := q.Get("path")
+	rel, err := tracking.CleanArtifactPath(p, false)
+	if err != nil {
+		return invalidPath(p, err)
+	}
+	ctx := r.Context()
+	name, version := q.Get("name"), q.Get("version")
+	mv, err := s.store.GetModelVersion(ctx, name, version)
+	if err != nil {
+		return regError(err)
+	}
+	src, err := s.store.GetModelVersionDownloadURI(ctx, name, version)
+	if err != nil {
+		return regError(err)
+	}
+	notFound := func(err error) error {
+		return apiError{code: codeNotFound, msg: fmt.Sprintf("Artifact '%s' of model version (name=%s, version=%s) not found", rel, name, version), err: err}
+	}
+	var f io.ReadCloser
+	if run, rerr := s.store.GetRun(ctx, mv.RunID); rerr == nil && strings.HasPrefix(src, strings.TrimSuffix(run.Info.ArtifactURI, "/")+"/") {
+		sub := strings.TrimPrefix(src, strings.TrimSuffix(run.Info.ArtifactURI, "/")+"/")
+		f, err = s.store.OpenArtifact(ctx, mv.RunID, path.Join(sub, rel))
+	} else if rest, ok := strings.CutPrefix(src, tracking.ProxyScheme+":"); ok {
+		var root *os.Root
+		if root, err = s.openProxyRoot(); err == nil {
+			defer root.Close()
+			var clean string
+			if clean, err = tracking.CleanArtifactPath(strings.TrimLeft(rest, "/"), true); err == nil {
+				f, err = root.Open(path.Join(clean, rel))
+			}
+		}
+	} else {
+		return apiError{code: codeInvalidParameter, msg: fmt.Sprintf("Model version (name=%s, version=%s) has source %s, which this server does not hold; fetch it from there", name, version, src)}
+	}
+	switch {
+	case errors.Is(err, tracking.ErrNotFound), errors.Is(err, fs.ErrNotExist), errors.Is(err, tracking.ErrInvalid):
+		return notFound(err)
+	case err != nil:
+		return err
+	}
+	defer f.Close()
+	if st, ok := f.(*os.File); ok {
+		if fi, err := st.Stat(); err == nil && fi.IsDir() {
+			return notFound(fs.ErrNotExist)
+		}
+	}
+	serveArtifact(w, r, f, rel)
+	return nil
+}
+
+// serveArtifact answers one artifact file as a download.
+func serveArtifact(w http.ResponseWriter, r *http.Request, f io.Reader, rel string) {
 	ct := mime.TypeByExtension(path.Ext(rel))
 	if ct == "" {
 		ct = "text/plain"
@@ -328,8 +398,7 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(rel)}))
 	if rs, seekable := f.(io.ReadSeeker); seekable {
 		http.ServeContent(w, r, "", time.Time{}, rs)
-		return nil
+		return
 	}
 	_, _ = io.Copy(w, f)
-	return nil
 }

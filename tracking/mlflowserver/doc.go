@@ -16,9 +16,9 @@
 // /api), GET /ajax-api/2.0/mlflow/metrics/get-history-bulk (at most 100
 // runs and 25,000 points), GET …/metrics/get-history-bulk-interval (at
 // most 100 runs, 2,500 sampled steps), POST
-// /ajax-api/2.0/mlflow/upload-artifact?run_uuid=…&path=… (at most 10 MB)
-// and GET /get-artifact?run_id=…&path=…. GET
-// /model-versions/get-artifact is not served yet.
+// /ajax-api/2.0/mlflow/upload-artifact?run_uuid=…&path=… (at most 10 MB),
+// GET /get-artifact?run_id=…&path=… and GET
+// /model-versions/get-artifact?name=…&version=…&path=….
 //
 // # Bad requests
 //

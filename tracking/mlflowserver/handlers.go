@@ -222,7 +222,7 @@ func (s *Server) createExperiment(w http.ResponseWriter, r *http.Request) error 
 	for _, t := range req.Tags {
 		tags[t.Key] = t.Value
 	}
-	id, err := s.store.CreateExperiment(r.Context(), req.Name, tags)
+	id, err := s.store.CreateProxiedExperiment(r.Context(), req.Name, tags)
 	if errors.Is(err, tracking.ErrAlreadyExists) {
 		return apiError{code: codeAlreadyExists, msg: fmt.Sprintf("Experiment(name=%s) already exists.", req.Name), err: err}
 	}

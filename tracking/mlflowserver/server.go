@@ -178,6 +178,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /ajax-api/2.0/mlflow/metrics/get-history-bulk", s.wrap(s.getHistoryBulk))
 	m.HandleFunc("POST /ajax-api/2.0/mlflow/upload-artifact", s.wrap(s.uploadArtifact))
 	m.HandleFunc("GET /get-artifact", s.wrap(s.getArtifact))
+	m.HandleFunc("GET /model-versions/get-artifact", s.wrap(s.getModelVersionArtifact))
 	m.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "OK")
