@@ -281,10 +281,70 @@ func (c *Coordinator) saveRunIDs(ctx context.Context, j *jobRun, ids ha.RunIDs) 
 	if c.rep == nil {
 		return nil
 	}
+	ids = c.resolveRunIDs(ctx, j, ids)
 	if err := c.rep.SetRunIDs(ctx, j.id, ids); err != nil {
 		return fmt.Errorf("replicating the tracking run ids: %w", err)
 	}
 	return nil
+}
+
+// idResolver is a tracker that hands out placeholder IDs while its server
+// is away (the MLflow REST client) and resolves them once it is back.
+type idResolver interface {
+	ResolveID(ctx context.Context, id string) (string, error)
+}
+
+// resolveWait bounds how long saving a job's run IDs waits for a tracking
+// server that is away.
+const resolveWait = 10 * time.Second
+
+// resolveRunIDs turns the placeholder IDs of a tracker whose server is away
+// into the server's IDs before they are replicated: another coordinator
+// resuming the job could not resolve them. An ID that cannot be resolved
+// in resolveWait is left out (with a warning): a resumed job then starts
+// that run afresh instead of failing on a placeholder.
+func (c *Coordinator) resolveRunIDs(ctx context.Context, j *jobRun, ids ha.RunIDs) ha.RunIDs {
+	r, ok := j.tracker.(idResolver)
+	if !ok {
+		return ids
+	}
+	rctx, cancel := context.WithTimeout(ctx, resolveWait)
+	defer cancel()
+	resolve := func(id string) string {
+		if id == "" {
+			return ""
+		}
+		real, err := r.ResolveID(rctx, id)
+		if err != nil {
+			c.log.Warn("run_id_unresolved", "job", j.id, "id", id, "err", err,
+				"effect", "a coordinator that resumes this job starts this run afresh")
+			return ""
+		}
+		return real
+	}
+	out := ha.RunIDs{Experiment: resolve(ids.Experiment), Job: resolve(ids.Job)}
+	for arm, id := range ids.Arms {
+		if real := resolve(id); real != "" {
+			if out.Arms == nil {
+				out.Arms = map[string]string{}
+			}
+			out.Arms[arm] = real
+		}
+	}
+	for arm, sites := range ids.Sites {
+		for site, id := range sites {
+			if real := resolve(id); real != "" {
+				if out.Sites == nil {
+					out.Sites = map[string]map[string]string{}
+				}
+				if out.Sites[arm] == nil {
+					out.Sites[arm] = map[string]string{}
+				}
+				out.Sites[arm][site] = real
+			}
+		}
+	}
+	return out
 }
 
 // jobStates pairs the replicated job statuses with the wire's.
