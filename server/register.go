@@ -162,11 +162,13 @@ func registerModel(ctx context.Context, tr Tracker, reg tracking.ModelRegistrar,
 		return none, fmt.Errorf("registering the model: logging the weights: %w", err)
 	}
 	mm := newMLmodel(card.RunID, card.Spec, size, card.CohortVersion, time.Now())
-	desc, err := yaml.Marshal(mm)
-	if err != nil {
+	var desc bytes.Buffer
+	enc := yaml.NewEncoder(&desc)
+	enc.SetIndent(2) // as MLflow writes MLmodel
+	if err := errors.Join(enc.Encode(mm), enc.Close()); err != nil {
 		return none, fmt.Errorf("registering the model: writing MLmodel: %w", err)
 	}
-	if err := tr.LogArtifact(ctx, card.RunID, ModelArtifactPath+"/"+MLmodelFile, bytes.NewReader(desc)); err != nil {
+	if err := tr.LogArtifact(ctx, card.RunID, ModelArtifactPath+"/"+MLmodelFile, &desc); err != nil {
 		return none, fmt.Errorf("registering the model: logging MLmodel: %w", err)
 	}
 	hist, _ := json.Marshal([]mlModel{mm})
