@@ -20,7 +20,9 @@
 //	  partition: {kind: iid}         # iid | dirichlet (alpha) | labels (labels) | shards (shards_per_site: 2)
 //	  test_fraction: 0.1             # each site's local test split
 //	  synthetic: {alpha: 0, beta: 0, dim: 60, classes: 10, samples_per_site: 0}   # synthetic only
-//	model: {kind: mlp, hidden: [200]}   # required: logreg | mlp (hidden) | cnn (conv: [32, 64]) | exec (command, env, init)
+//	model: {kind: mlp, hidden: [200]}   # required: logreg | mlp (hidden) | cnn (conv: [32, 64]) | exec (command, env, init) | transfer (params)
+//	  # transfer: {kind: transfer, params: 25000000} is params float32s that the sites send back at once, slightly
+//	  #   perturbed, without training: it measures the orchestrator's own costs at any model size; no accuracy
 //	  # exec only: init: {site: kit} (an init task there makes the initial weights) or
 //	  # init: {weights: FILE.safetensors}; required by a deployed coordinator, which runs no job commands
 //	sites: {count: 4, names: [site-1, ...], fraction: 1.0, min_per_round: <selected>, over_select: 0}   # count or names required

@@ -63,6 +63,9 @@ func (s *Spec) Flatten() map[string]string {
 	if len(mo.Conv) > 0 {
 		str("model.conv", jsonList(mo.Conv))
 	}
+	if mo.Params != 0 {
+		str("model.params", strconv.FormatInt(mo.Params, 10))
+	}
 	if len(mo.Command) > 0 {
 		str("model.command", jsonList(mo.Command))
 	}

@@ -102,7 +102,11 @@ func TestFlattenKinds(t *testing.T) {
 			"data.synthetic.samples_per_site": "200",
 			"arms.1.strategy.mu":              "1",
 			"eval.every":                      "10",
-		}, []string{"data.partition.kind", "data.path", "model.hidden"}},
+		}, []string{"data.partition.kind", "data.path", "model.hidden", "model.params"}},
+		{"testdata/transfer.good.yaml", map[string]string{
+			"model.kind":   "transfer",
+			"model.params": "1000",
+		}, []string{"model.hidden", "model.conv", "model.command"}},
 		{"testdata/robust.good.yaml", map[string]string{
 			"arms.0.strategy.name":      "median",
 			"arms.1.strategy.beta":      "0.1",

@@ -619,6 +619,7 @@ func (d *decoder) model(path string, n *yaml.Node, m *Model) {
 				{"mode", func(p string, v *yaml.Node) { d.str(p, v, &m.Exec.Mode) }},
 			})
 		}},
+		{"params", func(p string, v *yaml.Node) { d.int64(p, v, &m.Params) }},
 	})
 }
 

@@ -32,6 +32,11 @@ const (
 	ModelCNN = "cnn"
 	// ModelExec is an external trainer process started with Model.Command.
 	ModelExec = "exec"
+	// ModelTransfer is the transfer-only model: Model.Params float32
+	// parameters that the sites do not train but send back at once,
+	// slightly perturbed, so that a job measures the orchestrator's own
+	// costs (moving, aggregating and storing the model) at any size.
+	ModelTransfer = "transfer"
 	// ExecPerTask starts an "exec" trainer's command once per task.
 	ExecPerTask = "per-task"
 	// ExecPersistent starts an "exec" trainer's command once per site and
@@ -243,8 +248,12 @@ type Synthetic struct {
 
 // Model says which model the sites train.
 type Model struct {
-	// Kind is "logreg", "mlp", "cnn" or "exec".
+	// Kind is "logreg", "mlp", "cnn", "exec" or "transfer".
 	Kind string
+	// Params is a "transfer" model's number of float32 parameters,
+	// 1 ≤ Params ≤ [MaxTransferParams]; required for it, unused by the
+	// other kinds. The coordinator's max_model_bytes bounds it further.
+	Params int64
 	// Hidden lists the hidden layers' widths of an "mlp"; default [200].
 	Hidden []int
 	// Conv lists the channels of a "cnn"'s 5×5 convolutions; default

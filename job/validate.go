@@ -17,7 +17,14 @@ func knownDatasets() []string { return []string{DatasetFashionMNIST, DatasetSynt
 func knownPartitions() []string {
 	return []string{PartitionIID, PartitionDirichlet, PartitionLabels, PartitionShards}
 }
-func knownModels() []string { return []string{ModelLogReg, ModelMLP, ModelCNN, ModelExec} }
+func knownModels() []string {
+	return []string{ModelLogReg, ModelMLP, ModelCNN, ModelExec, ModelTransfer}
+}
+
+// MaxTransferParams bounds a transfer model's model.params: 2^36 float32
+// parameters are 256 GiB. A coordinator refuses less than that when the
+// model times the sites exceeds its max_model_bytes.
+const MaxTransferParams = 1 << 36
 func knownStrategies() []string {
 	return []string{StrategyFedAvg, StrategyFedProx, StrategyMedian, StrategyTrimmedMean, StrategyKrum, StrategyMultiKrum,
 		StrategyFedAdam, StrategyFedYogi, StrategyFedAdagrad, StrategyFedAvgM}
@@ -301,6 +308,17 @@ func (s *Spec) validateModel(p *problems) {
 		layers("model.conv", m.Conv, "conv: [32, 64]")
 	case len(m.Conv) > 0:
 		p.add("model.conv", "only used by kind cnn; remove it or set model.kind: cnn")
+	}
+	_, paramsSet := s.lines["model.params"]
+	switch {
+	case m.Kind == ModelTransfer && m.Params == 0 && !paramsSet:
+		p.add("model.params", "missing; a transfer model needs its number of float32 parameters, e.g. params: 25000000 (100 MB)")
+	case m.Kind == ModelTransfer && (m.Params < 1 || m.Params > MaxTransferParams):
+		p.add("model.params", "%d must be between 1 and %d (256 GiB of float32s)", m.Params, int64(MaxTransferParams))
+	case m.Kind == ModelTransfer && s.Eval.Site != "":
+		p.add("eval.site", "a transfer model has no accuracy to evaluate (its sites do not train); remove eval.site")
+	case m.Kind != ModelTransfer && (m.Params != 0 || paramsSet):
+		p.add("model.params", "only used by kind transfer; remove it or set model.kind: transfer")
 	}
 	if m.Kind == ModelExec {
 		switch {
