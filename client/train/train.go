@@ -148,6 +148,8 @@ func New(cfg Config) (Trainer, error) {
 		return newDense(in, cfg.Hidden, cfg.Classes)
 	case "cnn":
 		return newCNN(cfg)
+	case TransferKind: // the coordinator makes its initial weights
+		return NewTransfer(0)
 	case "exec":
 		e, err := NewExec(cfg)
 		if err != nil { // not a typed nil in the interface
