@@ -46,6 +46,23 @@ type DataSource interface {
 	Load(ctx context.Context, dataset string, kind pb.TaskKind) (trainSet, testSet *data.Dataset, err error)
 }
 
+// TaskDataSource is a [DataSource] whose data depends on more of the task
+// than its dataset's name: a deployed site generates synthetic data from
+// the parameters the task's model spec carries. The agent calls LoadTask
+// instead of Load where the source has it.
+type TaskDataSource interface {
+	// LoadTask returns the training and test data of task t.
+	LoadTask(ctx context.Context, t *pb.Task) (trainSet, testSet *data.Dataset, err error)
+}
+
+// load returns task t's data from the agent's data source.
+func (a *Agent) load(ctx context.Context, t *pb.Task) (trainSet, testSet *data.Dataset, err error) {
+	if td, ok := a.data.(TaskDataSource); ok {
+		return td.LoadTask(ctx, t)
+	}
+	return a.data.Load(ctx, t.GetDataset(), t.GetKind())
+}
+
 // TrainerFactory builds the trainer a model spec names.
 type TrainerFactory interface {
 	Trainer(spec *pb.ModelSpec) (train.Trainer, error)

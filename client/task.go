@@ -55,7 +55,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if err != nil {
 		return err
 	}
-	trainSet, testSet, err := a.data.Load(ctx, t.GetDataset(), t.GetKind())
+	trainSet, testSet, err := a.load(ctx, t)
 	if err != nil {
 		return fmt.Errorf("loading dataset %q: %w", t.GetDataset(), err)
 	}
@@ -274,7 +274,7 @@ func (a *Agent) evaluateTask(ctx context.Context, cli pb.CoordinatorServiceClien
 	if err != nil {
 		return err
 	}
-	_, testSet, err := a.data.Load(ctx, t.GetDataset(), t.GetKind())
+	_, testSet, err := a.load(ctx, t)
 	if err != nil {
 		return fmt.Errorf("loading dataset %q: %w", t.GetDataset(), err)
 	}

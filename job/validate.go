@@ -25,6 +25,7 @@ func knownModels() []string {
 // parameters are 256 GiB. A coordinator refuses less than that when the
 // model times the sites exceeds its max_model_bytes.
 const MaxTransferParams = 1 << 36
+
 func knownStrategies() []string {
 	return []string{StrategyFedAvg, StrategyFedProx, StrategyMedian, StrategyTrimmedMean, StrategyKrum, StrategyMultiKrum,
 		StrategyFedAdam, StrategyFedYogi, StrategyFedAdagrad, StrategyFedAvgM}

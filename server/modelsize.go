@@ -56,8 +56,12 @@ const cnnHidden = 512
 // images, 10 classes; synthetic: data.synthetic.dim features and
 // .classes) and the built-in trainers' layers: logreg and mlp are dense
 // layers with biases; cnn is 5×5 same-padded convolutions each followed by
-// a 2×2 max-pool, then dense layers of 512 and the classes.
+// a 2×2 max-pool, then dense layers of 512 and the classes. A transfer
+// model has model.params parameters.
 func specParams(spec *job.Spec) (int64, bool) {
+	if spec.Model.Kind == job.ModelTransfer {
+		return spec.Model.Params, spec.Model.Params > 0
+	}
 	var shape []int
 	var classes int
 	switch spec.Data.Dataset {
@@ -114,7 +118,7 @@ func checkModelSize(spec *job.Spec, max int64) error {
 	}
 	need := params * sites * 4
 	if need/sites/4 != params || need > max { // overflow, or over the limit
-		return badInput("model: %s parameters × %d sites × 4 bytes = %s, over this coordinator's limit of %s; use a smaller model (model.hidden, model.conv), fewer sites per round (sites.count), or raise coordinator.max_model_bytes",
+		return badInput("model: %s parameters × %d sites × 4 bytes = %s, over this coordinator's limit of %s; use a smaller model (model.hidden, model.conv, model.params), fewer sites per round (sites.count), or raise coordinator.max_model_bytes",
 			groupDigits(params), sites, byteSize(need), byteSize(max))
 	}
 	return nil

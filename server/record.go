@@ -317,6 +317,7 @@ func (x *roundExec) finish(ctx context.Context) error {
 	evMetrics := map[string]float64{"round_seconds": seconds, "sites": float64(len(x.commit.Contributors)), "energy_joules": roundJ}
 	if x.fedEvalN > 0 {
 		evMetrics["federated_accuracy"] = x.fedEvalAcc / x.fedEvalN
+		a.lastFedAcc, a.hasFedAcc = x.fedEvalAcc/x.fedEvalN, true
 	}
 	if evaluated {
 		ms = append(ms, m(tracking.MetricTestAccuracy, ev.Accuracy), m(tracking.MetricTestLoss, ev.Loss))
@@ -332,9 +333,18 @@ func (x *roundExec) finish(ctx context.Context) error {
 	if err := a.j.tracker.LogBatch(ctx, a.runID, ms, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}}); err != nil {
 		return fmt.Errorf("tracking: logging round %d: %w", x.r, err)
 	}
-	c.log.Info("round_committed", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "sites", len(x.commit.Contributors), "accuracy", a.lastAcc)
+	attrs := []any{"job", a.j.id, "arm", a.arm.Name, "round", x.r, "sites", len(x.commit.Contributors)}
+	switch {
+	case a.prep.Evaluator != nil:
+		attrs = append(attrs, "accuracy", a.lastAcc)
+	case a.hasFedAcc:
+		attrs = append(attrs, "test_set", "none", "federated_accuracy", a.lastFedAcc)
+	default:
+		attrs = append(attrs, "test_set", "none")
+	}
+	c.log.Info("round_committed", attrs...)
 	a.j.emit(&pb.JobEvent{Kind: "round_committed", Arm: a.arm.Name, Round: int32(x.r), Rounds: int32(x.rounds), Metrics: evMetrics},
-		func(info *pb.Job) { info.Accuracy = a.lastAcc })
+		func(info *pb.Job) { info.Accuracy, info.NoTestSet = a.lastAcc, a.prep.Evaluator == nil })
 	return nil
 }
 

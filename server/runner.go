@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -110,6 +111,10 @@ type armRun struct {
 	bytesSent     int64
 	bytesReceived int64
 	lastAcc       float64
+	// lastFedAcc is the last round's federated accuracy (the sites'
+	// evaluation of the model they received), when hasFedAcc.
+	lastFedAcc float64
+	hasFedAcc  bool
 
 	// carry is the energy of failed attempts at a round, counted (as
 	// wasted) by the next attempt; late collects reports that arrive after
@@ -258,8 +263,10 @@ func (c *Coordinator) finishJobRun(j *jobRun, runID string, runErr error, cancel
 		var ms []tracking.Metric
 		now := time.Now().UnixMilli()
 		for _, a := range cmp.Arms {
+			if !math.IsNaN(a.FinalAccuracy) { // NaN: the arm has no test accuracy
+				ms = append(ms, tracking.Metric{Key: a.Name + ".final_test_accuracy", Value: a.FinalAccuracy, Timestamp: now})
+			}
 			ms = append(ms,
-				tracking.Metric{Key: a.Name + ".final_test_accuracy", Value: a.FinalAccuracy, Timestamp: now},
 				tracking.Metric{Key: a.Name + ".wall_seconds", Value: a.WallSeconds, Timestamp: now},
 				tracking.Metric{Key: a.Name + ".energy_joules", Value: a.EnergyJoules, Timestamp: now},
 			)
@@ -451,9 +458,16 @@ func (c *Coordinator) endArm(ctx context.Context, a *armRun, armErr error) error
 	if armErr == nil {
 		c.registerArm(endCtx, a)
 	}
-	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: a.arm.Name, Metrics: map[string]float64{
-		tracking.MetricTestAccuracy: a.lastAcc, "wall_seconds": time.Since(a.started).Seconds(),
-	}}, nil)
+	// test_accuracy only where the coordinator evaluates (its test set or
+	// an eval site): without one, the arm has no test accuracy, not 0.
+	done := map[string]float64{"wall_seconds": time.Since(a.started).Seconds()}
+	if a.prep.Evaluator != nil {
+		done[tracking.MetricTestAccuracy] = a.lastAcc
+	}
+	if a.hasFedAcc {
+		done["federated_accuracy"] = a.lastFedAcc
+	}
+	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: a.arm.Name, Metrics: done}, nil)
 	return armErr
 }
 

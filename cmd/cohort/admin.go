@@ -206,11 +206,20 @@ func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tARM\tROUND\tSITES\tACCURACY\tCREATED")
 	for _, j := range resp.GetJobs() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%.4f\t%s\n", j.GetJobId(), j.GetName(), stateName(j.GetState()),
-			j.GetArm(), j.GetRound(), j.GetRounds(), j.GetSitesReporting(), j.GetAccuracy(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", j.GetJobId(), j.GetName(), stateName(j.GetState()),
+			j.GetArm(), j.GetRound(), j.GetRounds(), j.GetSitesReporting(), jobAccuracy(j, "-"),
 			time.UnixMilli(j.GetCreatedUnixMs()).UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
+}
+
+// jobAccuracy is a job's test accuracy, or none where the coordinator
+// has no test set (and the job's accuracy is no measurement).
+func jobAccuracy(j *pb.Job, none string) string {
+	if j.GetNoTestSet() {
+		return none
+	}
+	return fmt.Sprintf("%.4f", j.GetAccuracy())
 }
 
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -230,7 +239,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	j := resp.GetJob()
 	fmt.Fprintf(stdout, "job %s (%s): %s\n", j.GetJobId(), j.GetName(), stateName(j.GetState()))
 	if j.GetArm() != "" {
-		fmt.Fprintf(stdout, "  arm %s, round %d/%d, %d sites reporting, accuracy %.4f\n", j.GetArm(), j.GetRound(), j.GetRounds(), j.GetSitesReporting(), j.GetAccuracy())
+		fmt.Fprintf(stdout, "  arm %s, round %d/%d, %d sites reporting, accuracy %s\n", j.GetArm(), j.GetRound(), j.GetRounds(), j.GetSitesReporting(), jobAccuracy(j, "none (no test set on the coordinator)"))
 	}
 	if j.GetTrackingRunId() != "" {
 		fmt.Fprintf(stdout, "  tracking: experiment %s, job run %s\n", j.GetExperimentId(), j.GetTrackingRunId())

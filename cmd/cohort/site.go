@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/client/train"
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/internal/federation"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -58,14 +59,14 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer trainers.Close()
 	siteMeter, _, closeMeter := newMeter(log)
 	defer closeMeter()
-	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn"}, EnergySources: []string{"estimate"}}
+	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn", train.TransferKind}, EnergySources: []string{"estimate"}}
 	if cfg.Exec.Allow {
 		caps.Trainers = append(caps.Trainers, "exec")
 	}
 	a, err := client.New(client.Config{
 		Name: cfg.Name, Targets: cfg.Coordinators, DialOptions: dial, Version: version,
 		Capabilities: caps, Logger: log,
-	}, &federation.LocalData{Paths: cfg.Data, Logger: log}, trainers, siteMeter)
+	}, &federation.LocalData{Paths: cfg.Data, Site: cfg.Name, Logger: log}, trainers, siteMeter)
 	if err != nil {
 		return err
 	}

@@ -141,15 +141,27 @@ func Load(ctx context.Context, spec *job.Spec, baseDir string) (*Datasets, error
 			return nil, fmt.Errorf("partitioning %s: %w", spec.Data.Dataset, err)
 		}
 	case job.DatasetSynthetic:
-		s := spec.Data.Synthetic
-		var err error
-		parts, err = data.Synthetic(data.SyntheticConfig{
-			Alpha: s.Alpha, Beta: s.Beta, Dim: s.Dim, Classes: s.Classes,
-			Devices: spec.Sites.Count, SamplesPerDevice: s.SamplesPerSite,
-		}, spec.Seed)
-		if err != nil {
-			return nil, fmt.Errorf("generating synthetic data: %w", err)
+		// Each site's own data, generated from the job's seed and the
+		// site's name as a deployed site generates it.
+		sd := syntheticData(spec)
+		ds := &Datasets{Sites: make(map[string]SiteData, len(spec.Sites.Names))}
+		var trains, tests []*data.Dataset
+		for _, name := range spec.Sites.Names {
+			tr, te, err := SyntheticSiteData(sd, name)
+			if err != nil {
+				return nil, err
+			}
+			ds.Sites[name] = SiteData{Train: tr, Test: te}
+			trains = append(trains, tr)
+			if te != nil {
+				tests = append(tests, te)
+			}
 		}
+		ds.Pooled = data.Concat(trains...)
+		if len(tests) > 0 {
+			ds.Test = data.Concat(tests...)
+		}
+		return ds, nil
 	default:
 		return nil, fmt.Errorf("dataset %q is not known to `cohort run`", spec.Data.Dataset)
 	}
@@ -226,6 +238,19 @@ func (m *models) Prepare(ctx context.Context, spec *job.Spec) (*server.Prepared,
 	// tasks of a job in one worker.
 	task := train.TaskInfo{Worker: "coordinator/" + spec.Name}
 	var w *model.Weights
+	if spec.Model.Kind == job.ModelTransfer {
+		// The sites' transfer trainers take any model; the coordinator's
+		// makes one of model.params parameters, and evaluates none: a
+		// transfer model has no accuracy.
+		t, err := train.NewTransfer(spec.Model.Params)
+		if err != nil {
+			return nil, err
+		}
+		if w, err = t.Init(spec.Seed); err != nil {
+			return nil, fmt.Errorf("initial weights: %w", err)
+		}
+		return &server.Prepared{Spec: ms, Initial: w}, nil
+	}
 	if in := spec.Model.Init; in != nil && in.Weights != "" {
 		// All sites are in this process: a weights file is read here, an
 		// init site's trainer is this one.
@@ -264,6 +289,8 @@ func modelSpec(spec *job.Spec, shape []int, classes int) *pb.ModelSpec {
 		Command:    spec.Model.Command,
 		Env:        spec.Model.Env,
 		ExecMode:   spec.Model.Exec.Mode,
+
+		SyntheticData: syntheticData(spec),
 	}
 }
 

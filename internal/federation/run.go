@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/client/train"
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
@@ -238,7 +239,7 @@ func centralSites(spec *job.Spec) []string {
 }
 
 func startAgent(ctx context.Context, g *errgroup.Group, name string, central bool, src client.DataSource, tf client.TrainerFactory, opts Options, addr string, dial []grpc.DialOption, log *slog.Logger) error {
-	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn", "exec"}, EnergySources: []string{"estimate"}}
+	caps := &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn", "exec", train.TransferKind}, EnergySources: []string{"estimate"}}
 	if central {
 		caps.Trainers = append(caps.Trainers, pb.PooledDataTrainer)
 	}

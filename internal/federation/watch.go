@@ -91,12 +91,7 @@ func (p *printer) event(ev *pb.JobEvent) {
 			left := time.Duration(float64(elapsed) / float64(r) * float64(ev.GetRounds()-r))
 			eta = fmt.Sprintf("  eta %s", left.Round(time.Second))
 		}
-		acc := fmt.Sprintf("acc %.4f  loss %.4f", m["test_accuracy"], m["test_loss"])
-		if _, ok := m["test_accuracy"]; !ok {
-			// No test set on the coordinator: the sites' own evaluation
-			// of the model they received.
-			acc = fmt.Sprintf("federated acc %.4f", m["federated_accuracy"])
-		}
+		acc := roundAccuracy(m)
 		fmt.Fprintf(p.out, "  %s %3d/%d  sites %d  %s  %5.1fs%s\n",
 			ev.GetArm(), ev.GetRound(), ev.GetRounds(), int(m["sites"]), acc, m["round_seconds"], eta)
 	case "job_queued":
@@ -106,12 +101,37 @@ func (p *printer) event(ev *pb.JobEvent) {
 	case "site_failed", "site_screened", "round_failed", "waiting", "job_finished", "job_interrupted":
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	case "arm_finished":
-		fmt.Fprintf(p.out, "arm %s done in %.1fs: accuracy %.4f\n", ev.GetArm(), m["wall_seconds"], m["test_accuracy"])
+		fmt.Fprintf(p.out, "arm %s done in %.1fs: %s\n", ev.GetArm(), m["wall_seconds"], finalAccuracy(m))
 	case "model_registered":
 		fmt.Fprintf(p.out, "  %s's model registered as %s\n", ev.GetArm(), ev.GetMessage())
 	case "model_alias", "model_registration_failed":
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	}
+}
+
+// roundAccuracy describes a committed round's accuracy: the coordinator's
+// test set's where it evaluated, else the sites' federated evaluation of
+// the model they received, else none.
+func roundAccuracy(m map[string]float64) string {
+	if a, ok := m["test_accuracy"]; ok {
+		return fmt.Sprintf("acc %.4f  loss %.4f", a, m["test_loss"])
+	}
+	if a, ok := m["federated_accuracy"]; ok {
+		return fmt.Sprintf("federated acc %.4f", a)
+	}
+	return "no accuracy"
+}
+
+// finalAccuracy describes an arm's final accuracy (arm_finished), saying
+// so where the coordinator has no test set rather than printing 0.
+func finalAccuracy(m map[string]float64) string {
+	if a, ok := m["test_accuracy"]; ok {
+		return fmt.Sprintf("accuracy %.4f", a)
+	}
+	if a, ok := m["federated_accuracy"]; ok {
+		return fmt.Sprintf("no test set on the coordinator; federated accuracy %.4f", a)
+	}
+	return "no test set on the coordinator and no federated accuracy"
 }
 
 func unit(ev *pb.JobEvent) string {

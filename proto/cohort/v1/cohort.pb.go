@@ -1268,15 +1268,19 @@ func (*CoordinatorMessage_Task) isCoordinatorMessage_Msg() {}
 func (*CoordinatorMessage_Cancel) isCoordinatorMessage_Msg() {}
 
 type ModelSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // logreg, mlp, cnn, exec
-	Hidden        []int32                `protobuf:"varint,2,rep,packed,name=hidden,proto3" json:"hidden,omitempty"`
-	Conv          []int32                `protobuf:"varint,3,rep,packed,name=conv,proto3" json:"conv,omitempty"`
-	InputShape    []int32                `protobuf:"varint,4,rep,packed,name=input_shape,json=inputShape,proto3" json:"input_shape,omitempty"`
-	Classes       int32                  `protobuf:"varint,5,opt,name=classes,proto3" json:"classes,omitempty"`
-	Command       []string               `protobuf:"bytes,6,rep,name=command,proto3" json:"command,omitempty"` // exec trainer
-	Env           map[string]string      `protobuf:"bytes,7,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	ExecMode      string                 `protobuf:"bytes,8,opt,name=exec_mode,json=execMode,proto3" json:"exec_mode,omitempty"` // exec trainer: per-task (default) or persistent
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Kind       string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // logreg, mlp, cnn, exec
+	Hidden     []int32                `protobuf:"varint,2,rep,packed,name=hidden,proto3" json:"hidden,omitempty"`
+	Conv       []int32                `protobuf:"varint,3,rep,packed,name=conv,proto3" json:"conv,omitempty"`
+	InputShape []int32                `protobuf:"varint,4,rep,packed,name=input_shape,json=inputShape,proto3" json:"input_shape,omitempty"`
+	Classes    int32                  `protobuf:"varint,5,opt,name=classes,proto3" json:"classes,omitempty"`
+	Command    []string               `protobuf:"bytes,6,rep,name=command,proto3" json:"command,omitempty"` // exec trainer
+	Env        map[string]string      `protobuf:"bytes,7,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ExecMode   string                 `protobuf:"bytes,8,opt,name=exec_mode,json=execMode,proto3" json:"exec_mode,omitempty"` // exec trainer: per-task (default) or persistent
+	// synthetic_data, for dataset "synthetic", is how each site generates its
+	// own partition: from these parameters and its own name, as `cohort run`
+	// generates every site's.
+	SyntheticData *SyntheticData `protobuf:"bytes,9,opt,name=synthetic_data,json=syntheticData,proto3" json:"synthetic_data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1367,6 +1371,106 @@ func (x *ModelSpec) GetExecMode() string {
 	return ""
 }
 
+func (x *ModelSpec) GetSyntheticData() *SyntheticData {
+	if x != nil {
+		return x.SyntheticData
+	}
+	return nil
+}
+
+// SyntheticData is a job's Synthetic(alpha, beta) data (data.synthetic).
+type SyntheticData struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Seed           int64                  `protobuf:"varint,1,opt,name=seed,proto3" json:"seed,omitempty"` // the job's seed
+	Alpha          float64                `protobuf:"fixed64,2,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	Beta           float64                `protobuf:"fixed64,3,opt,name=beta,proto3" json:"beta,omitempty"`
+	Dim            int32                  `protobuf:"varint,4,opt,name=dim,proto3" json:"dim,omitempty"`
+	Classes        int32                  `protobuf:"varint,5,opt,name=classes,proto3" json:"classes,omitempty"`
+	SamplesPerSite int32                  `protobuf:"varint,6,opt,name=samples_per_site,json=samplesPerSite,proto3" json:"samples_per_site,omitempty"` // 0: the power law
+	TestFraction   float64                `protobuf:"fixed64,7,opt,name=test_fraction,json=testFraction,proto3" json:"test_fraction,omitempty"`        // the site's local test split
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SyntheticData) Reset() {
+	*x = SyntheticData{}
+	mi := &file_cohort_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyntheticData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyntheticData) ProtoMessage() {}
+
+func (x *SyntheticData) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyntheticData.ProtoReflect.Descriptor instead.
+func (*SyntheticData) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SyntheticData) GetSeed() int64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *SyntheticData) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
+func (x *SyntheticData) GetBeta() float64 {
+	if x != nil {
+		return x.Beta
+	}
+	return 0
+}
+
+func (x *SyntheticData) GetDim() int32 {
+	if x != nil {
+		return x.Dim
+	}
+	return 0
+}
+
+func (x *SyntheticData) GetClasses() int32 {
+	if x != nil {
+		return x.Classes
+	}
+	return 0
+}
+
+func (x *SyntheticData) GetSamplesPerSite() int32 {
+	if x != nil {
+		return x.SamplesPerSite
+	}
+	return 0
+}
+
+func (x *SyntheticData) GetTestFraction() float64 {
+	if x != nil {
+		return x.TestFraction
+	}
+	return 0
+}
+
 type TrainParams struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epochs        int32                  `protobuf:"varint,1,opt,name=epochs,proto3" json:"epochs,omitempty"`
@@ -1382,7 +1486,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1498,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1511,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TrainParams) GetEpochs() int32 {
@@ -1485,7 +1589,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1601,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1614,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1628,7 +1732,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1744,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1757,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1680,7 +1784,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1796,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1809,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FetchModelRequest) GetModelId() string {
@@ -1734,7 +1838,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1850,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1863,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ModelChunk) GetOffset() int64 {
@@ -1820,7 +1924,7 @@ type GPUEnergy struct {
 
 func (x *GPUEnergy) Reset() {
 	*x = GPUEnergy{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1936,7 @@ func (x *GPUEnergy) String() string {
 func (*GPUEnergy) ProtoMessage() {}
 
 func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1949,7 @@ func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUEnergy.ProtoReflect.Descriptor instead.
 func (*GPUEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GPUEnergy) GetUuid() string {
@@ -1988,7 +2092,7 @@ type DomainEnergy struct {
 
 func (x *DomainEnergy) Reset() {
 	*x = DomainEnergy{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2104,7 @@ func (x *DomainEnergy) String() string {
 func (*DomainEnergy) ProtoMessage() {}
 
 func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2117,7 @@ func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainEnergy.ProtoReflect.Descriptor instead.
 func (*DomainEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DomainEnergy) GetName() string {
@@ -2069,7 +2173,7 @@ type EnergyEstimate struct {
 
 func (x *EnergyEstimate) Reset() {
 	*x = EnergyEstimate{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2185,7 @@ func (x *EnergyEstimate) String() string {
 func (*EnergyEstimate) ProtoMessage() {}
 
 func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2198,7 @@ func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyEstimate.ProtoReflect.Descriptor instead.
 func (*EnergyEstimate) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EnergyEstimate) GetCpuSeconds() float64 {
@@ -2141,7 +2245,7 @@ type EnergyReport struct {
 
 func (x *EnergyReport) Reset() {
 	*x = EnergyReport{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2257,7 @@ func (x *EnergyReport) String() string {
 func (*EnergyReport) ProtoMessage() {}
 
 func (x *EnergyReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2270,7 @@ func (x *EnergyReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyReport.ProtoReflect.Descriptor instead.
 func (*EnergyReport) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EnergyReport) GetSeconds() float64 {
@@ -2268,7 +2372,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2384,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2397,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateHeader) GetTaskId() string {
@@ -2387,7 +2491,7 @@ type DatasetInfo struct {
 
 func (x *DatasetInfo) Reset() {
 	*x = DatasetInfo{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2503,7 @@ func (x *DatasetInfo) String() string {
 func (*DatasetInfo) ProtoMessage() {}
 
 func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2516,7 @@ func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
 func (*DatasetInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DatasetInfo) GetName() string {
@@ -2456,7 +2560,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2572,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2585,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -2535,7 +2639,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2651,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2664,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -2591,13 +2695,16 @@ type Job struct {
 	CreatedUnixMs  int64                  `protobuf:"varint,10,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
 	TrackingRunId  string                 `protobuf:"bytes,11,opt,name=tracking_run_id,json=trackingRunId,proto3" json:"tracking_run_id,omitempty"`
 	ExperimentId   string                 `protobuf:"bytes,12,opt,name=experiment_id,json=experimentId,proto3" json:"experiment_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// no_test_set: the coordinator evaluates no global model (no test set,
+	// no eval site), so accuracy is not a test accuracy and stays 0.
+	NoTestSet     bool `protobuf:"varint,13,opt,name=no_test_set,json=noTestSet,proto3" json:"no_test_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2716,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2729,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Job) GetJobId() string {
@@ -2709,6 +2816,13 @@ func (x *Job) GetExperimentId() string {
 	return ""
 }
 
+func (x *Job) GetNoTestSet() bool {
+	if x != nil {
+		return x.NoTestSet
+	}
+	return false
+}
+
 type SubmitJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobYaml       []byte                 `protobuf:"bytes,1,opt,name=job_yaml,json=jobYaml,proto3" json:"job_yaml,omitempty"`
@@ -2718,7 +2832,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2730,7 +2844,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2743,7 +2857,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -2762,7 +2876,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2888,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2901,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -2805,7 +2919,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +2931,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +2944,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 type ListJobsResponse struct {
@@ -2842,7 +2956,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +2968,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +2981,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -2886,7 +3000,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +3012,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3025,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{35}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -2930,7 +3044,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +3056,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +3069,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{36}
+	return file_cohort_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -2975,7 +3089,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3101,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3114,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{37}
+	return file_cohort_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -3026,7 +3140,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3152,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3165,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{38}
+	return file_cohort_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -3070,7 +3184,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3196,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3209,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{39}
+	return file_cohort_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3123,7 +3237,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3249,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3262,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{40}
+	return file_cohort_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -3309,7 +3423,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\x12CoordinatorMessage\x12%\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.cohort.v1.TaskH\x00R\x04task\x12/\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x15.cohort.v1.CancelTaskH\x00R\x06cancelB\x05\n" +
-	"\x03msg\"\xa6\x02\n" +
+	"\x03msg\"\xe7\x02\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06hidden\x18\x02 \x03(\x05R\x06hidden\x12\x12\n" +
@@ -3319,10 +3433,19 @@ const file_cohort_proto_rawDesc = "" +
 	"\aclasses\x18\x05 \x01(\x05R\aclasses\x12\x18\n" +
 	"\acommand\x18\x06 \x03(\tR\acommand\x12/\n" +
 	"\x03env\x18\a \x03(\v2\x1d.cohort.v1.ModelSpec.EnvEntryR\x03env\x12\x1b\n" +
-	"\texec_mode\x18\b \x01(\tR\bexecMode\x1a6\n" +
+	"\texec_mode\x18\b \x01(\tR\bexecMode\x12?\n" +
+	"\x0esynthetic_data\x18\t \x01(\v2\x18.cohort.v1.SyntheticDataR\rsyntheticData\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x01\n" +
+	"\rSyntheticData\x12\x12\n" +
+	"\x04seed\x18\x01 \x01(\x03R\x04seed\x12\x14\n" +
+	"\x05alpha\x18\x02 \x01(\x01R\x05alpha\x12\x12\n" +
+	"\x04beta\x18\x03 \x01(\x01R\x04beta\x12\x10\n" +
+	"\x03dim\x18\x04 \x01(\x05R\x03dim\x12\x18\n" +
+	"\aclasses\x18\x05 \x01(\x05R\aclasses\x12(\n" +
+	"\x10samples_per_site\x18\x06 \x01(\x05R\x0esamplesPerSite\x12#\n" +
+	"\rtest_fraction\x18\a \x01(\x01R\ftestFraction\"\xb7\x01\n" +
 	"\vTrainParams\x12\x16\n" +
 	"\x06epochs\x18\x01 \x01(\x05R\x06epochs\x12\x1d\n" +
 	"\n" +
@@ -3443,7 +3566,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\x03msg\"H\n" +
 	"\x12PushUpdateResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xeb\x02\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8b\x03\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
@@ -3457,7 +3580,8 @@ const file_cohort_proto_rawDesc = "" +
 	"\x0fcreated_unix_ms\x18\n" +
 	" \x01(\x03R\rcreatedUnixMs\x12&\n" +
 	"\x0ftracking_run_id\x18\v \x01(\tR\rtrackingRunId\x12#\n" +
-	"\rexperiment_id\x18\f \x01(\tR\fexperimentId\"-\n" +
+	"\rexperiment_id\x18\f \x01(\tR\fexperimentId\x12\x1e\n" +
+	"\vno_test_set\x18\r \x01(\bR\tnoTestSet\"-\n" +
 	"\x10SubmitJobRequest\x12\x19\n" +
 	"\bjob_yaml\x18\x01 \x01(\fR\ajobYaml\"5\n" +
 	"\x11SubmitJobResponse\x12 \n" +
@@ -3533,7 +3657,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: cohort.v1.TaskKind
 	(JobState)(0),                 // 1: cohort.v1.JobState
@@ -3554,97 +3678,99 @@ var file_cohort_proto_goTypes = []any{
 	(*TaskResult)(nil),            // 16: cohort.v1.TaskResult
 	(*CoordinatorMessage)(nil),    // 17: cohort.v1.CoordinatorMessage
 	(*ModelSpec)(nil),             // 18: cohort.v1.ModelSpec
-	(*TrainParams)(nil),           // 19: cohort.v1.TrainParams
-	(*Task)(nil),                  // 20: cohort.v1.Task
-	(*CancelTask)(nil),            // 21: cohort.v1.CancelTask
-	(*FetchModelRequest)(nil),     // 22: cohort.v1.FetchModelRequest
-	(*ModelChunk)(nil),            // 23: cohort.v1.ModelChunk
-	(*GPUEnergy)(nil),             // 24: cohort.v1.GPUEnergy
-	(*DomainEnergy)(nil),          // 25: cohort.v1.DomainEnergy
-	(*EnergyEstimate)(nil),        // 26: cohort.v1.EnergyEstimate
-	(*EnergyReport)(nil),          // 27: cohort.v1.EnergyReport
-	(*UpdateHeader)(nil),          // 28: cohort.v1.UpdateHeader
-	(*DatasetInfo)(nil),           // 29: cohort.v1.DatasetInfo
-	(*UpdateChunk)(nil),           // 30: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil),    // 31: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                   // 32: cohort.v1.Job
-	(*SubmitJobRequest)(nil),      // 33: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 34: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),       // 35: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 36: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),         // 37: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 38: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),      // 39: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 40: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),       // 41: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),              // 42: cohort.v1.JobEvent
-	nil,                           // 43: cohort.v1.TaskResult.MetricsEntry
-	nil,                           // 44: cohort.v1.ModelSpec.EnvEntry
-	nil,                           // 45: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                           // 46: cohort.v1.JobEvent.MetricsEntry
+	(*SyntheticData)(nil),         // 19: cohort.v1.SyntheticData
+	(*TrainParams)(nil),           // 20: cohort.v1.TrainParams
+	(*Task)(nil),                  // 21: cohort.v1.Task
+	(*CancelTask)(nil),            // 22: cohort.v1.CancelTask
+	(*FetchModelRequest)(nil),     // 23: cohort.v1.FetchModelRequest
+	(*ModelChunk)(nil),            // 24: cohort.v1.ModelChunk
+	(*GPUEnergy)(nil),             // 25: cohort.v1.GPUEnergy
+	(*DomainEnergy)(nil),          // 26: cohort.v1.DomainEnergy
+	(*EnergyEstimate)(nil),        // 27: cohort.v1.EnergyEstimate
+	(*EnergyReport)(nil),          // 28: cohort.v1.EnergyReport
+	(*UpdateHeader)(nil),          // 29: cohort.v1.UpdateHeader
+	(*DatasetInfo)(nil),           // 30: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),           // 31: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil),    // 32: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                   // 33: cohort.v1.Job
+	(*SubmitJobRequest)(nil),      // 34: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 35: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),       // 36: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 37: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),         // 38: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 39: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),      // 40: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 41: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),       // 42: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),              // 43: cohort.v1.JobEvent
+	nil,                           // 44: cohort.v1.TaskResult.MetricsEntry
+	nil,                           // 45: cohort.v1.ModelSpec.EnvEntry
+	nil,                           // 46: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                           // 47: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
 	5,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
 	5,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
 	7,  // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
-	29, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
+	30, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
 	8,  // 4: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
 	12, // 5: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
 	13, // 6: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
 	14, // 7: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
 	15, // 8: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
 	16, // 9: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
-	27, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
-	43, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
-	27, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
-	20, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	21, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	44, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
-	0,  // 16: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
-	18, // 17: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
-	19, // 18: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	24, // 19: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	25, // 20: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	26, // 21: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	45, // 22: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	27, // 23: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	29, // 24: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	27, // 25: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
-	28, // 26: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
-	1,  // 27: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	32, // 28: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	32, // 29: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	32, // 30: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	32, // 31: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	46, // 32: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
-	1,  // 33: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	9,  // 34: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	11, // 35: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	22, // 36: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	30, // 37: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	33, // 38: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	35, // 39: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	37, // 40: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	39, // 41: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	41, // 42: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	4,  // 43: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	2,  // 44: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
-	10, // 45: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	17, // 46: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	23, // 47: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	31, // 48: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	34, // 49: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	36, // 50: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	38, // 51: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	40, // 52: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	42, // 53: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	6,  // 54: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	3,  // 55: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
-	45, // [45:56] is the sub-list for method output_type
-	34, // [34:45] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	28, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
+	44, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
+	28, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
+	21, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
+	22, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	45, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	19, // 16: cohort.v1.ModelSpec.synthetic_data:type_name -> cohort.v1.SyntheticData
+	0,  // 17: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
+	18, // 18: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
+	20, // 19: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
+	25, // 20: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	26, // 21: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	27, // 22: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	46, // 23: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	28, // 24: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	30, // 25: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	28, // 26: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
+	29, // 27: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	1,  // 28: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	33, // 29: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	33, // 30: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	33, // 31: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	33, // 32: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	47, // 33: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	1,  // 34: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
+	9,  // 35: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	11, // 36: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	23, // 37: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	31, // 38: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	34, // 39: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	36, // 40: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	38, // 41: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	40, // 42: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	42, // 43: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	4,  // 44: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	2,  // 45: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
+	10, // 46: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	17, // 47: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	24, // 48: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	32, // 49: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	35, // 50: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	37, // 51: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	39, // 52: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	41, // 53: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	43, // 54: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	6,  // 55: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	3,  // 56: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
+	46, // [46:57] is the sub-list for method output_type
+	35, // [35:46] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3663,7 +3789,7 @@ func file_cohort_proto_init() {
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[28].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[29].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -3673,7 +3799,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
