@@ -26,6 +26,7 @@ import (
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/deploy"
+	"github.com/cohortfl/cohort/internal/federation"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/tracking"
 )
@@ -268,6 +269,43 @@ deadline: {round: 60s}
 	}
 	if !failedSeen {
 		t.Errorf("no site_failed event for unibo in round 3: the kill did not land mid-round")
+	}
+
+	// Synthetic data generated at each site, and the coordinator's own
+	// synthetic test set; then a transfer model, which has no accuracy and
+	// says so instead of printing 0.
+	for _, tc := range []struct{ model, want string }{
+		{"{kind: logreg}", "arm fedavg done in"},
+		{"{kind: transfer, params: 5000}", "no test set on the coordinator and no federated accuracy"},
+	} {
+		resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: []byte(`name: e2e-synthetic
+seed: 4
+tracking: {experiment: e2e}
+data: {dataset: synthetic, synthetic: {alpha: 0, beta: 0, samples_per_site: 300}}
+model: ` + tc.model + `
+sites: {names: [kit, unibo, inria]}
+rounds: 2
+train: {epochs: 2, batch_size: 16, lr: 0.05}
+arms: [{name: fedavg, strategy: fedavg}]
+deadline: {round: 60s}
+`)})
+		if err != nil {
+			t.Fatalf("submitting a synthetic job with model %s: %v", tc.model, err)
+		}
+		var progress strings.Builder
+		sj, err := federation.WatchJob(ctx, jobs, resp.GetJob().GetJobId(), &progress, false)
+		if err != nil {
+			t.Fatalf("model %s: %v\n%s", tc.model, err, progress.String())
+		}
+		out := progress.String()
+		t.Logf("synthetic job, model %s:\n%s", tc.model, out)
+		if sj.GetState() != pb.JobState_JOB_STATE_SUCCEEDED || !strings.Contains(out, tc.want) || strings.Contains(out, "accuracy 0.0000") {
+			t.Errorf("synthetic job with model %s: %s %s; progress:\n%s", tc.model, sj.GetState(), sj.GetError(), out)
+		}
+		if tc.model == "{kind: logreg}" && (sj.GetNoTestSet() || sj.GetAccuracy() < 0.3) {
+			// Synthetic(0,0), 10 classes: chance is about 0.1 to 0.3 (skewed labels).
+			t.Errorf("synthetic logreg job: accuracy %.3f (no test set %v), want the coordinator's synthetic test set and ≥ 0.3; progress:\n%s", sj.GetAccuracy(), sj.GetNoTestSet(), out)
+		}
 	}
 
 	// Tracking: the coordinator's store holds the run tree, unibo's run
