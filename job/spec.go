@@ -232,6 +232,11 @@ type Partition struct {
 }
 
 // Synthetic holds the parameters of the FedProx paper's Synthetic(α,β).
+//
+// Each site generates its own partition from the job's seed and its name
+// (in `cohort run` and in a deployment alike), so the same seed and site
+// name give the same samples wherever the site runs; renaming a site
+// changes its data.
 type Synthetic struct {
 	// Alpha controls how much the local models differ across sites, ≥ 0.
 	Alpha float64
