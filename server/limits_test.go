@@ -574,6 +574,7 @@ func TestSpecParams(t *testing.T) {
 		{"FedAvg CNN", "{kind: cnn, conv: [32, 64]}", 1_663_370}, // McMahan et al.'s
 		{"984M mlp", "{kind: mlp, hidden: [1041269, 160]}", 984_000_975},
 		{"exec", "{kind: exec, command: [python3, train.py]}", -1},
+		{"transfer", "{kind: transfer, params: 123456789}", 123_456_789},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -616,6 +617,17 @@ func TestMaxModelBytes(t *testing.T) {
 		t.Fatalf("SubmitJob(984M-parameter mlp) = %v, want InvalidArgument", err)
 	}
 	for _, want := range []string{"984,000,975 parameters", "× 3 sites", "11.0 GiB (11808011700 bytes)", "4.0 GiB", "smaller model", "fewer sites", "coordinator.max_model_bytes"} {
+		if !contains(err.Error(), want) {
+			t.Errorf("refusal %q does not say %q", err, want)
+		}
+	}
+	// A transfer model of 400M parameters on 3 sites: 4.8 GB.
+	transfer := strings.Replace(fmt.Sprintf(testJob, 3, "30s"), "model: {kind: logreg}", "model: {kind: transfer, params: 400000000}", 1)
+	_, err = cli.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte(transfer)})
+	if statusCode(err) != "InvalidArgument" {
+		t.Fatalf("SubmitJob(400M-parameter transfer model) = %v, want InvalidArgument", err)
+	}
+	for _, want := range []string{"400,000,000 parameters", "× 3 sites", "4.5 GiB (4800000000 bytes)", "model.params", "coordinator.max_model_bytes"} {
 		if !contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}

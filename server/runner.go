@@ -396,6 +396,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	}
 	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag}, func(info *pb.Job) {
 		info.Arm, info.Round, info.Rounds = arm.Name, int32(last), int32(rounds)
+		info.NoTestSet = prep.Evaluator == nil
 	})
 	defer func() { c.forgetClosed(a.closedTasks) }()
 	if last == 0 && prep.Evaluator != nil {

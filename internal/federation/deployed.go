@@ -178,7 +178,9 @@ func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*serve
 	switch spec.Data.Dataset {
 	case job.DatasetFashionMNIST:
 		shape, classes = []int{1, 28, 28}, 10
-		test = m.testSet(ctx, spec.Data.Dataset)
+		if spec.Model.Kind != job.ModelTransfer {
+			test = m.testSet(ctx, spec.Data.Dataset)
+		}
 	case job.DatasetSynthetic:
 		shape, classes = []int{spec.Data.Synthetic.Dim}, spec.Data.Synthetic.Classes
 		if spec.Model.Kind != job.ModelTransfer && spec.Eval.Site == "" {
