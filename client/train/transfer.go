@@ -62,7 +62,7 @@ func (t *Transfer) Init(seed int64) (*model.Weights, error) {
 	for i := 0; left > 0; i++ {
 		n := min(left, TransferTensorParams)
 		d := make([]float32, n)
-		fillUniform(d, mix(uint64(seed), uint64(i)), 0.05)
+		fillUniform(d, nil, mix(uint64(seed), uint64(i)), 0.05)
 		w.Tensors = append(w.Tensors, model.Tensor{Name: fmt.Sprintf("transfer.%d", i), Shape: []int{int(n)}, Data: d})
 		left -= n
 	}
@@ -85,10 +85,7 @@ func (t *Transfer) Train(ctx context.Context, w *model.Weights, ds *data.Dataset
 			return nil, TrainResult{}, err
 		}
 		d := make([]float32, len(tn.Data))
-		fillUniform(d, mix(uint64(cfg.Seed), site, uint64(i)), TransferNoise)
-		for j, v := range tn.Data {
-			d[j] += v
-		}
+		fillUniform(d, tn.Data, mix(uint64(cfg.Seed), site, uint64(i)), TransferNoise)
 		out.Tensors[i] = model.Tensor{Name: tn.Name, Shape: append([]int(nil), tn.Shape...), Data: d}
 	}
 	var n int64
@@ -134,19 +131,27 @@ func splitmix(s uint64) uint64 {
 	return s ^ (s >> 31)
 }
 
-// fillUniform fills d with values uniform in [-half, half) from a
-// SplitMix64 stream seeded by seed: two values per 64-bit draw.
-func fillUniform(d []float32, seed uint64, half float32) {
-	const scale = 1.0 / (1 << 24)
+// fillUniform sets d to base (zeros when nil) plus values uniform in
+// [-half, half) from a SplitMix64 stream seeded by seed: two values per
+// 64-bit draw.
+func fillUniform(d, base []float32, seed uint64, half float32) {
+	const scale = 2.0 / (1 << 24)
+	if base == nil {
+		base = d // d is zeros
+	}
+	base = base[:len(d)]
 	s := seed
-	for i := 0; i < len(d); i += 2 {
+	n := len(d) &^ 1
+	for i := 0; i < n; i += 2 {
 		s += 0x9e3779b97f4a7c15
 		z := (s ^ (s >> 30)) * 0xbf58476d1ce4e5b9
 		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 		z ^= z >> 31
-		d[i] = (float32(z>>40)*scale*2 - 1) * half
-		if i+1 < len(d) {
-			d[i+1] = (float32((z>>8)&(1<<24-1))*scale*2 - 1) * half
-		}
+		d[i] = base[i] + (float32(z>>40)*scale-1)*half
+		d[i+1] = base[i+1] + (float32((z>>8)&(1<<24-1))*scale-1)*half
+	}
+	if n < len(d) {
+		z := splitmix(s)
+		d[n] = base[n] + (float32(z>>40)*scale-1)*half
 	}
 }
