@@ -331,12 +331,19 @@ func (r *avgRound) addShare(w int) {
 	var m float32
 	var d2 float64
 	ok := true
+	// The scan goes block by block: the largest of the blocks' norms
+	// bounds every magnitude as the share's norm does, more tightly, and
+	// no call into the SIMD kernel runs long enough to hold up the
+	// garbage collector, which cannot preempt it.
 	for _, p := range r.plan[w] {
-		x := r.u.Tensors[p.t].Data[p.lo:p.hi]
-		norm, finite := model.FiniteNorm(x)
-		m, ok = max(m, norm), ok && finite
-		if r.dp != nil && ok {
-			d2 += diffNorm2(x, r.global.Tensors[p.t].Data[p.lo:p.hi])
+		for lo := p.lo; lo < p.hi && ok; lo += foldBlock {
+			hi := min(p.hi, lo+foldBlock)
+			x := r.u.Tensors[p.t].Data[lo:hi]
+			norm, finite := model.FiniteNorm(x)
+			m, ok = max(m, norm), ok && finite
+			if r.dp != nil && ok {
+				d2 += diffNorm2(x, r.global.Tensors[p.t].Data[lo:hi])
+			}
 		}
 	}
 	r.norms[w], r.okScan[w], r.dnorm2[w] = m, ok, d2
@@ -376,9 +383,10 @@ func (r *avgRound) addShare(w int) {
 	}
 }
 
-// foldBlock is the number of values Add folds at a time, walking a share
-// backwards (256 KiB of the update, as much of the sum): large enough for
-// the hardware prefetcher to stream each block forwards.
+// foldBlock is the number of values Add scans, and folds, at a time (256
+// KiB of the update, as much of the sum): large enough for the hardware
+// prefetcher to stream each block forwards, small enough that one call
+// into a SIMD kernel takes tens of microseconds.
 const foldBlock = 1 << 16
 
 // verdict returns a bound on the update's magnitudes, whether they are
