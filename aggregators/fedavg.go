@@ -372,9 +372,9 @@ func (r *avgRound) addShare(w int) {
 			lo := max(p.lo, hi-foldBlock)
 			x, acc := r.u.Tensors[p.t].Data[lo:hi], r.acc[p.t][lo:hi]
 			if r.empty && r.wt == 1 {
-				// acc is all zeros, and 0 + 1·x is x (but for −0, which
-				// becomes +0 and compares equal): a copy writes acc
-				// without reading it.
+				// acc is all zeros and 0 + 1·x is x, so a copy gives
+				// the fold's values without reading acc (it keeps a −0
+				// that the fold would make +0; the two compare equal).
 				copy(acc, x)
 				continue
 			}
