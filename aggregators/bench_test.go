@@ -180,9 +180,9 @@ func benchRound(b *testing.B, s Strategy) {
 // A round moves about 1.8 GB through memory, 4.5 times the updates'
 // 400 MB: Begin and Result each zero a model-sized buffer, Add reads each
 // update twice (the scan that must see all of it before the sum changes,
-// then the fold, which finds the update's last-scanned part still in
-// cache) and reads and writes the sum, and Result reads the sum and the
-// global model and writes the next one.
+// so that a refused update leaves it as it was, then the fold) and reads
+// and writes the sum, and Result reads the sum and the global model and
+// writes the next one.
 func BenchmarkFedAvg10x10M(b *testing.B) { benchRound(b, &FedAvg{}) }
 
 // BenchmarkFedAvgCapped10x10M is FedAvg under max_weight_fraction 0.3,

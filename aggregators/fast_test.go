@@ -124,9 +124,9 @@ func TestFedAvgSameOnAnyCoreCount(t *testing.T) {
 }
 
 // TestRefusedBigUpdateKeepsSum: an update whose fault lies in the last
-// block a worker scans (where the backward fold would begin), in the
-// middle, or at the very start is refused, and the round's Result is the
-// same bit for bit; a good update with another weight still goes in.
+// block the last worker scans, in the middle, or at the very start is
+// refused, and the round's Result is the same bit for bit; a good update
+// with another weight still goes in.
 func TestRefusedBigUpdateKeepsSum(t *testing.T) {
 	g, us := bigModel(rand.New(rand.NewPCG(11, 12)), 3)
 	round, err := (&FedAvg{}).Begin(g)

@@ -152,7 +152,7 @@ func beginAvg(name string, serverLR, maxFraction float64, dp *DP, global *model.
 	if err := global.CheckFinite(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadGlobal, err)
 	}
-	r := &avgRound{name: name, global: global, lr: lr, frac: maxFraction, acc: make([][]float32, len(global.Tensors)), empty: true, seed: seed, round: round}
+	r := &avgRound{name: name, global: global, lr: lr, frac: maxFraction, acc: make([][]float32, len(global.Tensors)), seed: seed, round: round}
 	if dp != nil {
 		d := *dp
 		r.dp = &d
@@ -201,7 +201,6 @@ type avgRound struct {
 	seed    uint64
 	round   int
 	acc     [][]float32
-	empty   bool    // nothing was folded into acc: it is all zeros
 	ref     float64 // n_1, the first added update's sample count
 	wsum    float64 // Σ a_k over the folded updates (under DP, their count)
 	total   float64 // Σ n_k, exact below 2^53
@@ -310,7 +309,6 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 			r.held = append(r.held, heldUpdate{u.Clone(), float64(wt)})
 		default:
 			r.wsum += float64(wt)
-			r.empty = false
 		}
 		if feasible {
 			r.release(c)
@@ -359,26 +357,12 @@ func (r *avgRound) addShare(w int) {
 		}
 		return
 	}
-	// The fold runs backwards over the share, block by block, so that it
-	// starts on the values the scan read last, which are still in cache:
-	// the scan must see the whole update before anything is folded (a
-	// refused update leaves the sum unchanged), and this way the second
-	// read of the update is partly served from cache instead of memory.
-	// Each sum entry gets the same single addition in any order, so the
-	// result does not depend on it, nor on the number of workers.
-	for i := len(r.plan[w]) - 1; i >= 0; i-- {
-		p := r.plan[w][i]
-		for hi := p.hi; hi > p.lo; hi -= foldBlock {
-			lo := max(p.lo, hi-foldBlock)
-			x, acc := r.u.Tensors[p.t].Data[lo:hi], r.acc[p.t][lo:hi]
-			if r.empty && r.wt == 1 {
-				// acc is all zeros and 0 + 1·x is x, so a copy gives
-				// the fold's values without reading acc (it keeps a −0
-				// that the fold would make +0; the two compare equal).
-				copy(acc, x)
-				continue
-			}
-			model.AxpyFlat(r.wt, x, acc)
+	// The fold goes block by block as the scan does. Each sum entry gets
+	// one addition, so the sum does not depend on how the work is split.
+	for _, p := range r.plan[w] {
+		for lo := p.lo; lo < p.hi; lo += foldBlock {
+			hi := min(p.hi, lo+foldBlock)
+			model.AxpyFlat(r.wt, r.u.Tensors[p.t].Data[lo:hi], r.acc[p.t][lo:hi])
 		}
 	}
 }
@@ -519,7 +503,6 @@ func (r *avgRound) release(c float64) {
 			model.AxpyFlat(float32(h.a), h.w.Tensors[i].Data, r.acc[i])
 		}
 		r.wsum += h.a
-		r.empty = false
 	}
 	clear(r.held[len(kept):])
 	r.held = kept
