@@ -1,7 +1,11 @@
 package aggregators
 
 import (
+	"math"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cohortfl/cohort/model"
 )
@@ -141,6 +145,7 @@ func benchRound(b *testing.B, s Strategy) {
 	g, us := benchUpdates()
 	b.SetBytes(int64(benchSites) * g.Bytes())
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		r, err := s.Begin(g)
 		if err != nil {
@@ -158,7 +163,26 @@ func benchRound(b *testing.B, s Strategy) {
 }
 
 // BenchmarkFedAvg10x10M is FedAvg in the harness of the robust rules'
-// 10x10M benchmarks.
+// 10x10M benchmarks, and the figure compared with Flower's NumPy
+// aggregate (testdata/flower_baseline.py) and with the memory floor
+// (BenchmarkReadFloor10x10M). Reproduce the comparison, in turns so that
+// both sides see the same load, from the repository root:
+//
+//	sh aggregators/testdata/compare_flower.sh
+//
+// or by hand (the first run of a process grows the heap and pays its page
+// faults, so read the second; cpu-ms/op shows whether a slow run was the
+// code or the neighbours):
+//
+//	go test -run XXX -bench '^Benchmark(FedAvg|ReadFloor)10x10M$' -benchtime 25x -count 2 ./aggregators/
+//	/usr/bin/python3 aggregators/testdata/flower_baseline.py
+//
+// A round moves about 1.8 GB through memory, 4.5 times the updates'
+// 400 MB: Begin and Result each zero a model-sized buffer, Add reads each
+// update twice (the scan that must see all of it before the sum changes,
+// so that a refused update leaves it as it was, then the fold) and reads
+// and writes the sum, and Result reads the sum and the global model and
+// writes the next one.
 func BenchmarkFedAvg10x10M(b *testing.B) { benchRound(b, &FedAvg{}) }
 
 // BenchmarkFedAvgCapped10x10M is FedAvg under max_weight_fraction 0.3,
@@ -185,3 +209,61 @@ func BenchmarkTrimmedMean10x10M(b *testing.B) { benchRound(b, &TrimmedMean{Beta:
 // BenchmarkKrum10x10M is Krum with f = 1: 45 pairwise distances over 10M
 // params, then a copy of the chosen update.
 func BenchmarkKrum10x10M(b *testing.B) { benchRound(b, &Krum{F: 1}) }
+
+// BenchmarkReadFloor10x10M is the memory floor of any aggregation of the
+// benchmark's updates: it reads each of the 10 updates once, summing its
+// values on every core (eight partial sums a core, so that the loop waits
+// on memory rather than on additions), and does nothing else. Bytes are
+// update bytes read, as in BenchmarkFedAvg10x10M, so the ratio of the two
+// times is how many update-sized passes over memory a FedAvg round costs.
+func BenchmarkReadFloor10x10M(b *testing.B) {
+	_, us := benchUpdates()
+	workers := runtime.GOMAXPROCS(0)
+	sums := make([]float32, workers)
+	b.SetBytes(int64(benchSites) * benchParams * 4)
+	defer reportCPU(b)()
+	for b.Loop() {
+		for _, u := range us {
+			x := u.Tensors[0].Data
+			share := (len(x) + workers - 1) / workers
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Go(func() { sums[w] += sum8(x[min(w*share, len(x)):min((w+1)*share, len(x))]) })
+			}
+			wg.Wait()
+		}
+	}
+	if s := sums[0]; math.IsNaN(float64(s)) {
+		b.Fatal("NaN sum") // keeps the sums live
+	}
+}
+
+// sum8 returns Σx with eight partial sums.
+func sum8(x []float32) float32 {
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	i := 0
+	for ; i+8 <= len(x); i += 8 {
+		v := x[i : i+8 : i+8]
+		s0, s1, s2, s3 = s0+v[0], s1+v[1], s2+v[2], s3+v[3]
+		s4, s5, s6, s7 = s4+v[4], s5+v[5], s6+v[6], s7+v[7]
+	}
+	for ; i < len(x); i++ {
+		s0 += x[i]
+	}
+	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+}
+
+// reportCPU starts counting the process's CPU time (every thread, the
+// garbage collector's too); the function it returns reports it per
+// iteration as cpu-ms/op. On a machine shared with other work, wall time
+// swings with the neighbours' load while CPU time moves much less, so
+// cpu-ms/op tells a change in the code from a change in the load. Call it
+// after the setup: defer reportCPU(b)().
+func reportCPU(b *testing.B) func() {
+	start := cpuTime()
+	return func() {
+		if b.N > 0 {
+			b.ReportMetric(float64(cpuTime()-start)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+		}
+	}
+}

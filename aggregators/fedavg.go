@@ -329,12 +329,19 @@ func (r *avgRound) addShare(w int) {
 	var m float32
 	var d2 float64
 	ok := true
+	// The scan goes block by block: the largest of the blocks' norms
+	// bounds every magnitude as the share's norm does, more tightly, and
+	// no call into the SIMD kernel runs long enough to hold up the
+	// garbage collector, which cannot preempt it.
 	for _, p := range r.plan[w] {
-		x := r.u.Tensors[p.t].Data[p.lo:p.hi]
-		norm, finite := model.FiniteNorm(x)
-		m, ok = max(m, norm), ok && finite
-		if r.dp != nil && ok {
-			d2 += diffNorm2(x, r.global.Tensors[p.t].Data[p.lo:p.hi])
+		for lo := p.lo; lo < p.hi && ok; lo += foldBlock {
+			hi := min(p.hi, lo+foldBlock)
+			x := r.u.Tensors[p.t].Data[lo:hi]
+			norm, finite := model.FiniteNorm(x)
+			m, ok = max(m, norm), ok && finite
+			if r.dp != nil && ok {
+				d2 += diffNorm2(x, r.global.Tensors[p.t].Data[lo:hi])
+			}
 		}
 	}
 	r.norms[w], r.okScan[w], r.dnorm2[w] = m, ok, d2
@@ -350,10 +357,21 @@ func (r *avgRound) addShare(w int) {
 		}
 		return
 	}
+	// The fold goes block by block as the scan does. Each sum entry gets
+	// one addition, so the sum does not depend on how the work is split.
 	for _, p := range r.plan[w] {
-		model.AxpyFlat(r.wt, r.u.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi])
+		for lo := p.lo; lo < p.hi; lo += foldBlock {
+			hi := min(p.hi, lo+foldBlock)
+			model.AxpyFlat(r.wt, r.u.Tensors[p.t].Data[lo:hi], r.acc[p.t][lo:hi])
+		}
 	}
 }
+
+// foldBlock is the number of values Add scans, and folds, at a time (256
+// KiB of the update, as much of the sum): large enough for the hardware
+// prefetcher to stream each block forwards, small enough that one call
+// into a SIMD kernel takes tens of microseconds.
+const foldBlock = 1 << 16
 
 // verdict returns a bound on the update's magnitudes, whether they are
 // finite, and whether the update may be added: finite, and unable to
@@ -627,22 +645,12 @@ func (r *avgRound) resultShare(w int) {
 	if len(r.mix.hw) == 0 && r.opt == nil {
 		// Plain FedAvg: next = g + η·(acc/wsum − g), in float64, rounded
 		// once to float32.
-		inv := r.mix.inv
 		for _, p := range r.plan[w] {
-			g, a, out := r.global.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi], r.next.Tensors[p.t].Data[p.lo:p.hi]
-			for j := range out {
-				v := float64(a[j]) * inv
-				if r.lr != 1 {
-					v = float64(g[j]) + r.lr*(v-float64(g[j]))
-				}
-				f := float32(v)
-				ok = ok && !math.IsInf(float64(f), 0)
-				out[j] = f
-				d := float64(f) - float64(g[j])
-				s += d * d
-			}
+			s += meanInto(r.next.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi], r.global.Tensors[p.t].Data[p.lo:p.hi], r.mix.inv, r.lr)
 		}
-		r.norm2[w], r.pg2[w], r.finite[w] = s, 0, ok
+		// A value past float32's range makes its square, and so s, +Inf;
+		// nothing else can (see meanInto).
+		r.norm2[w], r.pg2[w], r.finite[w] = s, 0, !math.IsInf(s, 0)
 		return
 	}
 	for _, p := range r.plan[w] {
@@ -650,6 +658,54 @@ func (r *avgRound) resultShare(w int) {
 		s, pg, ok = s+a, pg+b, ok && good
 	}
 	r.norm2[w], r.pg2[w], r.finite[w] = s, pg, ok
+}
+
+// meanInto sets out[j] to g[j] + η·(a[j]·inv − g[j]), computed in float64
+// and rounded once to float32 (with η = 1, a[j]·inv), and returns
+// Σ(out[j] − g[j])². a and g must be at least as long as out. With a and g
+// finite, the sum is +Inf exactly when some out[j] overflowed float32 to
+// ±Inf: each finite square is below 2^258, so a sum of fewer than 2^700
+// of them stays finite. This is Result's one pass over the model in plain
+// FedAvg; it is unrolled by four, with four partial sums, so that no
+// iteration waits on the previous one's addition.
+func meanInto(out, a, g []float32, inv, lr float64) float64 {
+	a, g = a[:len(out)], g[:len(out)]
+	var s0, s1, s2, s3 float64
+	j := 0
+	if lr == 1 {
+		for ; j+4 <= len(out); j += 4 {
+			o, x, y := out[j:j+4:j+4], a[j:j+4:j+4], g[j:j+4:j+4]
+			f0, f1 := float32(float64(x[0])*inv), float32(float64(x[1])*inv)
+			f2, f3 := float32(float64(x[2])*inv), float32(float64(x[3])*inv)
+			o[0], o[1], o[2], o[3] = f0, f1, f2, f3
+			d0, d1 := float64(f0)-float64(y[0]), float64(f1)-float64(y[1])
+			d2, d3 := float64(f2)-float64(y[2]), float64(f3)-float64(y[3])
+			s0, s1, s2, s3 = s0+d0*d0, s1+d1*d1, s2+d2*d2, s3+d3*d3
+		}
+	} else {
+		for ; j+4 <= len(out); j += 4 {
+			o, x, y := out[j:j+4:j+4], a[j:j+4:j+4], g[j:j+4:j+4]
+			g0, g1, g2, g3 := float64(y[0]), float64(y[1]), float64(y[2]), float64(y[3])
+			f0, f1 := float32(g0+lr*(float64(x[0])*inv-g0)), float32(g1+lr*(float64(x[1])*inv-g1))
+			f2, f3 := float32(g2+lr*(float64(x[2])*inv-g2)), float32(g3+lr*(float64(x[3])*inv-g3))
+			o[0], o[1], o[2], o[3] = f0, f1, f2, f3
+			d0, d1 := float64(f0)-g0, float64(f1)-g1
+			d2, d3 := float64(f2)-g2, float64(f3)-g3
+			s0, s1, s2, s3 = s0+d0*d0, s1+d1*d1, s2+d2*d2, s3+d3*d3
+		}
+	}
+	for ; j < len(out); j++ {
+		gj := float64(g[j])
+		v := float64(a[j]) * inv
+		if lr != 1 {
+			v = gj + lr*(v-gj)
+		}
+		f := float32(v)
+		out[j] = f
+		d := float64(f) - gj
+		s0 += d * d
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // combine writes the next model over the range p, drawing DP noise from

@@ -6,6 +6,9 @@ total) on the benchmark's shapes, 10 updates x 10M float32, and prints the
 best of 5. Run it with Debian's interpreter, which has numpy:
 
     /usr/bin/python3 aggregators/testdata/flower_baseline.py
+
+compare_flower.sh, next to it, runs it in turns with BenchmarkFedAvg10x10M
+and prints the ratios.
 """
 import time
 from functools import reduce
