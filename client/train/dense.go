@@ -153,6 +153,10 @@ func (d *dense) forward(w *model.Weights, p *pass, n int) {
 
 // axpy sets y += a·x.
 func axpy(a float32, x, y []float32) {
+	if hasFMA {
+		axpyFMA(a, x, y[:len(x)])
+		return
+	}
 	blas32.Implementation().Saxpy(len(x), a, x, 1, y, 1)
 }
 

@@ -3,8 +3,10 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -357,12 +359,22 @@ func seq(n int) []int {
 }
 
 // BenchmarkTrainMLP trains the example job's MLP, 784-200-10, for one
-// epoch over 2,000 Fashion-MNIST images.
+// epoch over 2,000 Fashion-MNIST images at batch 32 and 128, on one core
+// and on all: the cases bench/pytorch_cpu.py measures for PyTorch.
 func BenchmarkTrainMLP(b *testing.B) {
+	benchTrainCases(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 2000)
+}
+
+// benchTrainCases runs benchTrain at batch 32 and 128 with GOMAXPROCS 1
+// and the machine's core count.
+func benchTrainCases(b *testing.B, cfg Config, n int) {
 	for _, batch := range []int{32, 128} {
-		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
-			benchTrain(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 2000, batch)
-		})
+		for _, procs := range []int{1, runtime.NumCPU()} {
+			b.Run(fmt.Sprintf("batch=%d/procs=%d", batch, procs), func(b *testing.B) {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+				benchTrain(b, cfg, n, batch)
+			})
+		}
 	}
 }
 
@@ -447,9 +459,9 @@ func TestCNNLearns(t *testing.T) {
 }
 
 // BenchmarkTrainCNN trains the FedAvg CNN (conv 32, 64, FC 512) for one
-// epoch over 128 images.
+// epoch over 512 images, in the cases of BenchmarkTrainMLP.
 func BenchmarkTrainCNN(b *testing.B) {
-	benchTrain(b, Config{Kind: "cnn", InputShape: []int{1, 28, 28}, Classes: 10}, 128, 32)
+	benchTrainCases(b, Config{Kind: "cnn", InputShape: []int{1, 28, 28}, Classes: 10}, 512)
 }
 
 func BenchmarkEvaluateCNN(b *testing.B) {

@@ -1,0 +1,94 @@
+package train
+
+import (
+	"fmt"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// The trainers' matrix products. On amd64 with AVX2 and FMA they run on
+// kern4x16, a register-blocked 4×16 kernel, and axpyFMA; elsewhere on
+// gonum's BLAS. Each output value sums its products in index order
+// whatever the number of cores, so results do not depend on it (they do
+// differ in the last bits between the two code paths: FMA rounds once).
+
+// mulAdd sets C += A·B for row-major A [m, k], B [k, n] and C [m, n] with
+// leading dimensions lda, ldb and ldc.
+func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	if m == 0 || n == 0 || k == 0 {
+		return
+	}
+	checkMat("A", m, k, a, lda)
+	checkMat("B", k, n, b, ldb)
+	checkMat("C", m, n, c, ldc)
+	if !hasFMA {
+		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1,
+			blas32.General{Rows: m, Cols: k, Stride: lda, Data: a},
+			blas32.General{Rows: k, Cols: n, Stride: ldb, Data: b}, 1,
+			blas32.General{Rows: m, Cols: n, Stride: ldc, Data: c})
+		return
+	}
+	m4, n16 := m&^3, n&^15
+	for i := 0; i < m4; i += 4 {
+		for j := 0; j < n16; j += 16 {
+			kern4x16(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
+		}
+	}
+	// The edges: the last n mod 16 columns, then the last m mod 4 rows.
+	if n16 < n {
+		for i := 0; i < m4; i++ {
+			edge(a[i*lda:i*lda+k], b, ldb, c[i*ldc:i*ldc+n], n16)
+		}
+	}
+	for i := m4; i < m; i++ {
+		edge(a[i*lda:i*lda+k], b, ldb, c[i*ldc:i*ldc+n], 0)
+	}
+}
+
+// edge adds row·B to crow's columns from j0 on, product by product in
+// order, as the kernel does.
+func edge(row, b []float32, ldb int, crow []float32, j0 int) {
+	n := len(crow)
+	for l, v := range row {
+		axpyFMA(v, b[l*ldb+j0:l*ldb+n], crow[j0:n])
+	}
+}
+
+// mulAddPar is mulAdd with C's columns split, in blocks of 64, over the
+// cores: each value is still computed by one goroutine in one order.
+func mulAddPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	const blk = 64
+	blocks := (n + blk - 1) / blk
+	if blocks < 2 || m*n*k < 1<<20 {
+		mulAdd(m, n, k, a, lda, b, ldb, c, ldc)
+		return
+	}
+	parallel(blocks, func(i int) {
+		j0, j1 := i*blk, min((i+1)*blk, n)
+		mulAdd(m, j1-j0, k, a, lda, b[j0:], ldb, c[j0:], ldc)
+	})
+}
+
+// checkMat panics, naming the matrix, when data cannot hold a rows×cols
+// matrix with leading dimension ld: a bug in the caller, never input.
+func checkMat(name string, rows, cols int, data []float32, ld int) {
+	if ld < cols || len(data) < (rows-1)*ld+cols {
+		panic(fmt.Sprintf("train: matrix %s %d×%d with stride %d needs %d values, has %d", name, rows, cols, ld, (rows-1)*ld+cols, len(data)))
+	}
+}
+
+// transposeInto writes the cols×rows transpose of the rows×cols matrix m
+// into out.
+func transposeInto(out, m []float32, rows, cols int) {
+	const blk = 32
+	for r0 := 0; r0 < rows; r0 += blk {
+		for c0 := 0; c0 < cols; c0 += blk {
+			for r := r0; r < min(r0+blk, rows); r++ {
+				for c := c0; c < min(c0+blk, cols); c++ {
+					out[c*rows+r] = m[r*cols+c]
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// withKernels runs fn with the assembly kernels on and, where the CPU has
+// them, off (gonum's BLAS), restoring the setting afterwards.
+func withKernels(t *testing.T, fn func(t *testing.T)) {
+	t.Helper()
+	saved := hasFMA
+	defer func() { hasFMA = saved }()
+	for _, on := range []bool{false, true} {
+		if on && !saved {
+			continue
+		}
+		hasFMA = on
+		t.Run(fmt.Sprintf("fma=%v", on), fn)
+	}
+}
+
+// TestMulAdd compares mulAdd and mulAddPar with a float64 product over
+// shapes that exercise the 4×16 blocks and both edges, with leading
+// dimensions wider than the matrices.
+func TestMulAdd(t *testing.T) {
+	withKernels(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(1, 2))
+		for _, sz := range [][3]int{{1, 1, 1}, {4, 16, 1}, {5, 17, 3}, {8, 32, 0}, {7, 33, 25}, {64, 784, 25}, {13, 200, 130}, {64, 1568, 80}} {
+			m, n, k := sz[0], sz[1], sz[2]
+			lda, ldb, ldc := k+3, n+5, n+2
+			a, b, c := randVec(r, m*lda), randVec(r, max(1, k)*ldb), randVec(r, m*ldc)
+			want := make([]float64, len(c))
+			for i := range m {
+				for j := range n {
+					s := float64(c[i*ldc+j])
+					for l := range k {
+						s += float64(a[i*lda+l]) * float64(b[l*ldb+j])
+					}
+					want[i*ldc+j] = s
+				}
+			}
+			for _, f := range []struct {
+				name string
+				fn   func(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
+			}{{"mulAdd", mulAdd}, {"mulAddPar", mulAddPar}} {
+				got := append([]float32(nil), c...)
+				f.fn(m, n, k, a, lda, b, ldb, got, ldc)
+				for i := range m {
+					for j := range ldc {
+						w := want[i*ldc+j]
+						if j >= n {
+							w = float64(c[i*ldc+j]) // outside the matrix: untouched
+						}
+						if d := math.Abs(float64(got[i*ldc+j]) - w); d > 1e-4*(1+math.Abs(w))*math.Sqrt(float64(k+1)) {
+							t.Fatalf("%s %d×%d×%d: C[%d,%d] = %v, want %v", f.name, m, n, k, i, j, got[i*ldc+j], w)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+func TestAxpy(t *testing.T) {
+	withKernels(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(3, 4))
+		for _, n := range []int{0, 1, 7, 8, 31, 32, 33, 200, 513} {
+			x, y := randVec(r, n), randVec(r, n+1)
+			got := append([]float32(nil), y...)
+			axpy(1.5, x, got[:n])
+			for i := range n {
+				if w := float64(y[i]) + 1.5*float64(x[i]); math.Abs(float64(got[i])-w) > 1e-6*(1+math.Abs(w)) {
+					t.Fatalf("n=%d: y[%d] = %v, want %v", n, i, got[i], w)
+				}
+			}
+			if got[n] != y[n] {
+				t.Fatalf("n=%d: wrote past the end", n)
+			}
+		}
+	})
+}
+
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
