@@ -14,11 +14,23 @@ measurement, at batch 32 and 128, with torch.set_num_threads(1) and with
 all cores. Prints one line per case: model, batch, threads, samples/s
 (best, median and worst of --repeats epochs after a warm-up epoch).
 
+Each thread count runs in a process of its own with OMP_NUM_THREADS and
+OPENBLAS_NUM_THREADS set to it, since a BLAS reads them once at start.
+The first line names the BLAS library PyTorch's Linear layers run on:
+Debian's python3-torch takes whichever libblas.so.3 the system links
+(the reference BLAS unless OpenBLAS is installed); to measure it on
+OpenBLAS without changing the system default:
+
+  apt-get install libopenblas0-pthread
+  LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread /usr/bin/python3 bench/pytorch_cpu.py
+
 Run: /usr/bin/python3 bench/pytorch_cpu.py [--repeats 5]
 """
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -82,22 +94,37 @@ def measure(kind, n, batch, threads, repeats):
     return max(rates), statistics.median(rates), min(rates)
 
 
+def blas():
+    """The BLAS library this process has mapped."""
+    with open("/proc/self/maps") as f:
+        libs = {line.split()[-1] for line in f if "blas" in line.split()[-1]}
+    return ", ".join(sorted(libs)) or "none mapped"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="measured epochs per case")
     ap.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
+    ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)  # one case, in a child
+    ap.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    cores = os.cpu_count()
-    print(f"torch {torch.__version__}, {cores} cores, MKL-DNN {torch.backends.mkldnn.is_available()}")
-    print(f"{'model':5} {'batch':>5} {'threads':>7} {'best':>10} {'median':>10} {'worst':>10}  samples/s")
     # The same sample counts as the Go benchmarks: 2,000 images for the
     # MLP, 512 for the CNN.
     sizes = {"mlp": 2000, "cnn": 512}
+    if args.threads:
+        kind = args.models
+        best, med, worst = measure(kind, sizes[kind], args.batch, args.threads, args.repeats)
+        print(f"{kind:5} {args.batch:5d} {args.threads:7d} {best:10.0f} {med:10.0f} {worst:10.0f}", flush=True)
+        return
+    cores = os.cpu_count()
+    print(f"torch {torch.__version__}, {cores} cores, MKL-DNN {torch.backends.mkldnn.is_available()}, BLAS {blas()}")
+    print(f"{'model':5} {'batch':>5} {'threads':>7} {'best':>10} {'median':>10} {'worst':>10}  samples/s", flush=True)
     for kind in args.models.split(","):
         for batch in (32, 128):
             for threads in (1, cores):
-                best, med, worst = measure(kind, sizes[kind], batch, threads, args.repeats)
-                print(f"{kind:5} {batch:5d} {threads:7d} {best:10.0f} {med:10.0f} {worst:10.0f}", flush=True)
+                env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+                subprocess.run([sys.executable, __file__, "--models", kind, "--batch", str(batch),
+                                "--threads", str(threads), "--repeats", str(args.repeats)], env=env, check=True)
 
 
 if __name__ == "__main__":

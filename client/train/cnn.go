@@ -264,11 +264,7 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 	colSums(dlog, n, C, g[2*nconv+3].Data)
 	clear(dhid)
 	mulAdd(n, H, C, dlog, C, fc2, H, dhid, H)
-	for i, v := range hid {
-		if v <= 0 {
-			dhid[i] = 0
-		}
-	}
+	reluGrad(dhid, hid)
 	transposeInto(dhidT, dhid, n, H)
 	clear(g[2*nconv].Data)
 	mulAddPar(H, F, n, dhidT, n, flat, F, g[2*nconv].Data, F)
@@ -394,11 +390,22 @@ func (c *cnn) convBackward(w *model.Weights, p *cnnPass, ch *cnnChunk, input []f
 	}
 }
 
+// relu sets x's negative values (and NaNs with the sign bit set) to 0,
+// without branches: the sign is random, and a branch on it mispredicts.
 func relu(x []float32) {
 	for i, v := range x {
-		if v < 0 {
-			x[i] = 0
-		}
+		u := math.Float32bits(v)
+		x[i] = math.Float32frombits(u &^ uint32(int32(u)>>31))
+	}
+}
+
+// reluGrad sets g[i] to 0 where the ReLU output act[i] is 0, without
+// branches.
+func reluGrad(g, act []float32) {
+	g = g[:len(act)]
+	for i, v := range act {
+		a := int32(math.Float32bits(v)) // ≥ 0 after relu
+		g[i] = math.Float32frombits(math.Float32bits(g[i]) & uint32((a|-a)>>31))
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 )
 
 // The trainers' matrix products. On amd64 with AVX2 and FMA they run on
-// kern4x16, a register-blocked 4×16 kernel, and axpyFMA; elsewhere on
+// kern4x16 and kern4x8, register-blocked kernels, and axpyFMA; elsewhere on
 // gonum's BLAS. Each output value sums its products in index order
 // whatever the number of cores, so results do not depend on it (they do
 // differ in the last bits between the two code paths: FMA rounds once).
@@ -29,21 +29,40 @@ func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32
 			blas32.General{Rows: m, Cols: n, Stride: ldc, Data: c})
 		return
 	}
-	m4, n16 := m&^3, n&^15
+	m4, n16, n8 := m&^3, n&^15, n&^7
 	for i := 0; i < m4; i += 4 {
+		if zeroRows(a[i*lda:], lda, k) {
+			continue // adds nothing: rows of zeros, as ReLU and images leave
+		}
 		for j := 0; j < n16; j += 16 {
 			kern4x16(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
 		}
+		if n16 < n8 {
+			kern4x8(k, &a[i*lda], lda, &b[n16], ldb, &c[i*ldc+n16], ldc)
+		}
 	}
-	// The edges: the last n mod 16 columns, then the last m mod 4 rows.
-	if n16 < n {
+	// The edges: the last n mod 8 columns, then the last m mod 4 rows.
+	if n8 < n {
 		for i := 0; i < m4; i++ {
-			edge(a[i*lda:i*lda+k], b, ldb, c[i*ldc:i*ldc+n], n16)
+			edge(a[i*lda:i*lda+k], b, ldb, c[i*ldc:i*ldc+n], n8)
 		}
 	}
 	for i := m4; i < m; i++ {
 		edge(a[i*lda:i*lda+k], b, ldb, c[i*ldc:i*ldc+n], 0)
 	}
+}
+
+// zeroRows reports whether the 4 rows of k values, lda apart, at the
+// start of a are all 0.
+func zeroRows(a []float32, lda, k int) bool {
+	for r := range 4 {
+		for _, v := range a[r*lda : r*lda+k] {
+			if v != 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // edge adds row·B to crow's columns from j0 on, product by product in
@@ -55,18 +74,26 @@ func edge(row, b []float32, ldb int, crow []float32, j0 int) {
 	}
 }
 
-// mulAddPar is mulAdd with C's columns split, in blocks of 64, over the
-// cores: each value is still computed by one goroutine in one order.
+// mulAddPar is mulAdd split over the cores, by blocks of 64 columns of C
+// or, when C is narrow, of 32 rows: each value is still computed by one
+// goroutine in the same order, so the result does not depend on the
+// number of cores.
 func mulAddPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
-	const blk = 64
-	blocks := (n + blk - 1) / blk
-	if blocks < 2 || m*n*k < 1<<20 {
+	const cblk, rblk = 64, 32 // rblk is a multiple of the kernel's 4 rows
+	if m*n*k < 1<<20 {
 		mulAdd(m, n, k, a, lda, b, ldb, c, ldc)
 		return
 	}
-	parallel(blocks, func(i int) {
-		j0, j1 := i*blk, min((i+1)*blk, n)
-		mulAdd(m, j1-j0, k, a, lda, b[j0:], ldb, c[j0:], ldc)
+	if cols := (n + cblk - 1) / cblk; cols >= 4 || cols >= (m+rblk-1)/rblk {
+		parallel(cols, func(i int) {
+			j0, j1 := i*cblk, min((i+1)*cblk, n)
+			mulAdd(m, j1-j0, k, a, lda, b[j0:], ldb, c[j0:], ldc)
+		})
+		return
+	}
+	parallel((m+rblk-1)/rblk, func(i int) {
+		i0, i1 := i*rblk, min((i+1)*rblk, m)
+		mulAdd(i1-i0, n, k, a[i0*lda:], lda, b, ldb, c[i0*ldc:], ldc)
 	})
 }
 

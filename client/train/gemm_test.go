@@ -28,10 +28,13 @@ func withKernels(t *testing.T, fn func(t *testing.T)) {
 func TestMulAdd(t *testing.T) {
 	withKernels(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(1, 2))
-		for _, sz := range [][3]int{{1, 1, 1}, {4, 16, 1}, {5, 17, 3}, {8, 32, 0}, {7, 33, 25}, {64, 784, 25}, {13, 200, 130}, {64, 1568, 80}} {
+		for _, sz := range [][3]int{{1, 1, 1}, {4, 16, 1}, {5, 17, 3}, {8, 32, 0}, {7, 33, 25}, {64, 784, 25}, {13, 200, 130}, {64, 1568, 80}, {130, 32, 300}, {512, 20, 110}, {9, 24, 7}, {12, 200, 784}} {
 			m, n, k := sz[0], sz[1], sz[2]
 			lda, ldb, ldc := k+3, n+5, n+2
 			a, b, c := randVec(r, m*lda), randVec(r, max(1, k)*ldb), randVec(r, m*ldc)
+			if m >= 8 {
+				clear(a[4*lda : 8*lda]) // a block of zero rows, which mulAdd skips
+			}
 			want := make([]float64, len(c))
 			for i := range m {
 				for j := range n {

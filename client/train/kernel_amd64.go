@@ -4,6 +4,9 @@ package train
 func kern4x16(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
 
 //go:noescape
+func kern4x8(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
+
+//go:noescape
 func axpyFMA(a float32, x, y []float32)
 
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)

@@ -143,3 +143,60 @@ tail:
 done:
 	VZEROUPPER
 	RET
+
+// func kern4x8(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
+//
+// kern4x16 for an 8-column block.
+TEXT ·kern4x8(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), DI
+	MOVQ ldb+32(FP), R9
+	SHLQ $2, R9
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), R10
+	SHLQ $2, R10
+
+	LEAQ (SI)(R8*1), R11
+	LEAQ (R11)(R8*1), R12
+	LEAQ (R12)(R8*1), R13
+
+	LEAQ (DX)(R10*1), R14
+	LEAQ (R14)(R10*1), R15
+	LEAQ (R15)(R10*1), BX
+
+	VMOVUPS (DX), Y0
+	VMOVUPS (R14), Y2
+	VMOVUPS (R15), Y4
+	VMOVUPS (BX), Y6
+
+	TESTQ CX, CX
+	JZ    store8
+
+loop8k:
+	VMOVUPS      (DI), Y8
+	VBROADCASTSS (SI), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VBROADCASTSS (R11), Y11
+	VFMADD231PS  Y8, Y11, Y2
+	VBROADCASTSS (R12), Y12
+	VFMADD231PS  Y8, Y12, Y4
+	VBROADCASTSS (R13), Y13
+	VFMADD231PS  Y8, Y13, Y6
+	ADDQ         $4, SI
+	ADDQ         $4, R11
+	ADDQ         $4, R12
+	ADDQ         $4, R13
+	ADDQ         R9, DI
+	DECQ         CX
+	JNZ          loop8k
+
+store8:
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y2, (R14)
+	VMOVUPS Y4, (R15)
+	VMOVUPS Y6, (BX)
+	VZEROUPPER
+	RET
