@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/model"
@@ -32,6 +33,7 @@ type cnn struct {
 	hidden  int
 	classes int
 	layout  []model.Tensor
+	bufs    sync.Pool // of *convBufs
 }
 
 var _ Trainer = (*cnn)(nil)
@@ -169,8 +171,8 @@ type cnnPass struct {
 	chunks []*cnnChunk
 }
 
-// cnnChunk is one slice of a batch's working memory and the slice's sum
-// of convolution gradients.
+// cnnChunk is one slice of a batch: its working buffers while it runs
+// (see [cnn.borrow]) and its sum of convolution gradients.
 type cnnChunk struct {
 	cols []float32   // the patches of up to convGroup samples of the widest layer, [K, group·hw]; one sample's [hw, K] backward
 	out  []float32   // the convolution output of a group, [cout, group·hw]
@@ -191,24 +193,45 @@ func (c *cnn) scratch(n int) any {
 		dlog: make([]float32, n*c.classes), dlogT: make([]float32, c.classes*n),
 		dhid: make([]float32, n*c.hidden), dhidT: make([]float32, c.hidden*n), dflat: make([]float32, n*c.flat),
 		y: make([]uint8, n)}
-	g := min(n, convGroup)
-	maxCols, maxOut, maxIn := 0, 0, 0
 	for _, l := range c.convs {
 		p.pooled = append(p.pooled, make([]float32, n*l.pooled()))
 		p.argmax = append(p.argmax, make([]int32, n*l.pooled()))
-		maxCols = max(maxCols, l.k()*l.hw()*g)
-		maxOut = max(maxOut, l.cout*l.hw()*g)
-		maxIn = max(maxIn, l.cin*l.hw())
 	}
 	for range min(n, cnnChunks) {
-		ch := &cnnChunk{cols: make([]float32, maxCols), out: make([]float32, maxOut),
-			dcol: make([]float32, maxCols/g), din: make([]float32, maxIn)}
+		ch := &cnnChunk{}
 		for _, l := range c.convs {
 			ch.grad = append(ch.grad, make([]float32, l.cout*l.k()), make([]float32, l.cout))
 		}
 		p.chunks = append(p.chunks, ch)
 	}
 	return p
+}
+
+// convBufs are a chunk's working buffers while it runs: taken from the
+// trainer's pool for the time of one parallel pass, so that each Train
+// call does not allocate (and clear) tens of MB for them. Every use
+// overwrites what it reads.
+type convBufs struct{ cols, out, dcol, din []float32 }
+
+// borrow gives ch working buffers from c's pool; release returns them.
+func (c *cnn) borrow(ch *cnnChunk) {
+	b, _ := c.bufs.Get().(*convBufs)
+	if b == nil {
+		maxCols, maxOut, maxIn := 0, 0, 0
+		for _, l := range c.convs {
+			maxCols = max(maxCols, l.k()*l.hw()*convGroup)
+			maxOut = max(maxOut, l.cout*l.hw()*convGroup)
+			maxIn = max(maxIn, l.cin*l.hw())
+		}
+		b = &convBufs{cols: make([]float32, maxCols), out: make([]float32, maxOut),
+			dcol: make([]float32, maxCols/convGroup), din: make([]float32, maxIn)}
+	}
+	ch.cols, ch.out, ch.dcol, ch.din = b.cols, b.out, b.dcol, b.din
+}
+
+func (c *cnn) release(ch *cnnChunk) {
+	c.bufs.Put(&convBufs{ch.cols, ch.out, ch.dcol, ch.din})
+	ch.cols, ch.out, ch.dcol, ch.din = nil, nil, nil, nil
 }
 
 // chunkRange returns the samples [lo, hi) of chunk i of k over n samples.
@@ -226,6 +249,8 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 	// Convolutions forward, slices of the batch in parallel, each in
 	// groups of convGroup samples.
 	parallel(len(chunks), func(ci int) {
+		c.borrow(chunks[ci])
+		defer c.release(chunks[ci])
 		lo, hi := chunkRange(ci, len(chunks), n)
 		for s := lo; s < hi; s += convGroup {
 			c.convForward(w, p, chunks[ci], ds, idx, s, min(s+convGroup, hi))
@@ -275,6 +300,8 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 	// Convolutions backward, slices in parallel, then their sums in order.
 	parallel(len(chunks), func(ci int) {
 		ch := chunks[ci]
+		c.borrow(ch)
+		defer c.release(ch)
 		for _, gr := range ch.grad {
 			clear(gr)
 		}

@@ -430,12 +430,14 @@ func TestCNNBatchedConv(t *testing.T) {
 		w, _ := tr.Init(3)
 		idx := seq(ds.N)
 		grouped, single := tr.scratch(ds.N).(*cnnPass), tr.scratch(ds.N).(*cnnPass)
-		ch := grouped.chunks[0]
+		ch, one := grouped.chunks[0], single.chunks[0]
+		tr.borrow(ch)
+		tr.borrow(one)
 		for lo := 0; lo < ds.N; lo += convGroup {
 			tr.convForward(w, grouped, ch, ds, idx, lo, min(lo+convGroup, ds.N))
 		}
 		for s := 0; s < ds.N; s++ {
-			tr.convForward(w, single, single.chunks[0], ds, idx, s, s+1)
+			tr.convForward(w, single, one, ds, idx, s, s+1)
 		}
 		for li := range tr.convs {
 			if !cmp.Equal(grouped.pooled[li], single.pooled[li]) || !cmp.Equal(grouped.argmax[li], single.argmax[li]) {
