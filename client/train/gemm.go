@@ -8,7 +8,8 @@ import (
 )
 
 // The trainers' matrix products. On amd64 with AVX2 and FMA they run on
-// kern4x16 and kern4x8, register-blocked kernels, and axpyFMA; elsewhere on
+// kern4x16 and kern4x8, register-blocked kernels (kern4x32 where the
+// CPU has AVX-512, with the same products in the same order), and axpyFMA; elsewhere on
 // gonum's BLAS. Each output value sums its products in index order
 // whatever the number of cores, so results do not depend on it (they do
 // differ in the last bits between the two code paths: FMA rounds once).
@@ -34,7 +35,13 @@ func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32
 		if zeroRows(a[i*lda:], lda, k) {
 			continue // adds nothing: rows of zeros, as ReLU and images leave
 		}
-		for j := 0; j < n16; j += 16 {
+		j := 0
+		if hasAVX512 {
+			for ; j+32 <= n; j += 32 {
+				kern4x32(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
+			}
+		}
+		for ; j < n16; j += 16 {
 			kern4x16(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
 		}
 		if n16 < n8 {

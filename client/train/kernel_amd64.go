@@ -4,6 +4,9 @@ package train
 func kern4x16(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
 
 //go:noescape
+func kern4x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
+
+//go:noescape
 func kern4x8(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
 
 //go:noescape
@@ -30,4 +33,14 @@ var hasFMA = func() bool {
 	}
 	_, b7, _, _ := cpuid(7, 0)
 	return b7&(1<<5) != 0 // AVX2
+}()
+
+// hasAVX512 reports whether kern4x32 can run: AVX-512 F on the CPU and
+// the opmask and ZMM state enabled by the OS.
+var hasAVX512 = func() bool {
+	if !hasFMA {
+		return false
+	}
+	_, b7, _, _ := cpuid(7, 0)
+	return b7&(1<<16) != 0 && xgetbv0()&0xe6 == 0xe6
 }()

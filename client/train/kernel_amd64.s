@@ -200,3 +200,74 @@ store8:
 	VMOVUPS Y6, (BX)
 	VZEROUPPER
 	RET
+
+// func kern4x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
+//
+// kern4x16 for a 32-column block on AVX-512: the same products in the
+// same order per value, so the same results.
+TEXT ·kern4x32(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), DI
+	MOVQ ldb+32(FP), R9
+	SHLQ $2, R9
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), R10
+	SHLQ $2, R10
+
+	LEAQ (SI)(R8*1), R11
+	LEAQ (R11)(R8*1), R12
+	LEAQ (R12)(R8*1), R13
+
+	LEAQ (DX)(R10*1), R14
+	LEAQ (R14)(R10*1), R15
+	LEAQ (R15)(R10*1), BX
+
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS (R14), Z2
+	VMOVUPS 64(R14), Z3
+	VMOVUPS (R15), Z4
+	VMOVUPS 64(R15), Z5
+	VMOVUPS (BX), Z6
+	VMOVUPS 64(BX), Z7
+
+	TESTQ CX, CX
+	JZ    store32
+
+loop32k:
+	VMOVUPS      (DI), Z8
+	VMOVUPS      64(DI), Z9
+	VBROADCASTSS (SI), Z10
+	VFMADD231PS  Z8, Z10, Z0
+	VFMADD231PS  Z9, Z10, Z1
+	VBROADCASTSS (R11), Z11
+	VFMADD231PS  Z8, Z11, Z2
+	VFMADD231PS  Z9, Z11, Z3
+	VBROADCASTSS (R12), Z12
+	VFMADD231PS  Z8, Z12, Z4
+	VFMADD231PS  Z9, Z12, Z5
+	VBROADCASTSS (R13), Z13
+	VFMADD231PS  Z8, Z13, Z6
+	VFMADD231PS  Z9, Z13, Z7
+	ADDQ         $4, SI
+	ADDQ         $4, R11
+	ADDQ         $4, R12
+	ADDQ         $4, R13
+	ADDQ         R9, DI
+	DECQ         CX
+	JNZ          loop32k
+
+store32:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, (R14)
+	VMOVUPS Z3, 64(R14)
+	VMOVUPS Z4, (R15)
+	VMOVUPS Z5, 64(R15)
+	VMOVUPS Z6, (BX)
+	VMOVUPS Z7, 64(BX)
+	VZEROUPPER
+	RET
