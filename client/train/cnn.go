@@ -536,27 +536,35 @@ func colSums(m []float32, n, k int, out []float32) {
 // lie ld apart in in, into [c, h/2, w/2], recording each window's maximum
 // as its index in a [c, h, w] map; an odd last row or column is dropped,
 // as in PyTorch. The maximum of the ReLU is the ReLU of the maximum; where
-// it is 0 the index is not used.
+// it is 0 the index is not used. After ReLU the values are ≥ +0, whose
+// bit patterns order as integers do: the comparisons run on those, which
+// the compiler turns into conditional moves instead of branches that the
+// random signs would mispredict.
 func reluPool(in []float32, ld, c, h, w int, out []float32, arg []int32) {
 	oh, ow := h/2, w/2
+	bits := func(v float32) int32 { // ReLU, as ordered integer bits
+		u := int32(math.Float32bits(v))
+		return u &^ (u >> 31)
+	}
 	for ch := 0; ch < c; ch++ {
 		m := in[ch*ld : ch*ld+h*w]
 		for y := 0; y < oh; y++ {
 			r0, r1 := m[2*y*w:(2*y+1)*w], m[(2*y+1)*w:(2*y+2)*w]
+			r0, r1 = r0[:2*ow], r1[:2*ow]
 			o := (ch*oh + y) * ow
 			base := int32((ch*h + 2*y) * w)
 			for x := 0; x < ow; x++ {
-				best, bi := r0[2*x], int32(2*x)
-				if v := r0[2*x+1]; v > best {
+				best, bi := bits(r0[2*x]), int32(2*x)
+				if v := bits(r0[2*x+1]); v > best {
 					best, bi = v, int32(2*x+1)
 				}
-				if v := r1[2*x]; v > best {
+				if v := bits(r1[2*x]); v > best {
 					best, bi = v, int32(w+2*x)
 				}
-				if v := r1[2*x+1]; v > best {
+				if v := bits(r1[2*x+1]); v > best {
 					best, bi = v, int32(w+2*x+1)
 				}
-				out[o+x], arg[o+x] = max(best, 0), base+bi
+				out[o+x], arg[o+x] = math.Float32frombits(uint32(best)), base+bi
 			}
 		}
 	}
