@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
+	"sync"
 
 	"github.com/cohortfl/cohort/client/data"
 	"github.com/cohortfl/cohort/model"
@@ -24,10 +22,10 @@ import (
 // A batch is split into at most cnnChunks fixed slices of samples that run
 // in parallel, each summing its own convolution gradients; the slices are
 // added in order afterwards, so results do not depend on the number of
-// cores. Convolutions run per sample as im2col + GEMM; the backward pass
-// works on the patches as rows so that gonum's GEMM skips the zeros
-// max-pooling and ReLU leave in the output gradient (three quarters or
-// more of it).
+// cores. Convolutions run as im2col + GEMM over groups of convGroup
+// samples, ReLU and pooling fused on the GEMM's output; the backward pass
+// works on the patches as rows and visits only the values max-pooling and
+// ReLU pass a gradient to (a quarter or less of the output).
 type cnn struct {
 	in      [3]int // C, H, W
 	convs   []convLayer
@@ -35,6 +33,7 @@ type cnn struct {
 	hidden  int
 	classes int
 	layout  []model.Tensor
+	bufs    sync.Pool // of *convBufs
 }
 
 var _ Trainer = (*cnn)(nil)
@@ -157,47 +156,82 @@ func (c *cnn) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) 
 // cnnPass holds one batch's activations and gradients.
 type cnnPass struct {
 	pooled [][]float32 // [layer] n × pooled(): each conv layer's pooled output; the last is the flat FC input
-	argmax [][]int32   // [layer] n × pooled(): each pooled value's index in the conv output
+	argmax [][]int32   // [layer] n × pooled(): each pooled value's index in the sample's conv output
+	flatT  []float32   // [flat, n]: the FC input transposed
+	hidT   []float32   // [hidden, n] after ReLU
 	hid    []float32   // [n, hidden] after ReLU
+	logT   []float32   // [classes, n]
 	logits []float32   // [n, classes]
-	dlog   []float32
-	dhid   []float32
-	dflat  []float32 // [n, flat]
+	dlog   []float32   // [n, classes]
+	dlogT  []float32   // [classes, n]
+	dhid   []float32   // [n, hidden]
+	dhidT  []float32   // [hidden, n]
+	dflat  []float32   // [n, flat]
 	y      []uint8
 	chunks []*cnnChunk
 }
 
-// cnnChunk is one slice of a batch's working memory for one sample at a
-// time, and the slice's sum of convolution gradients.
+// cnnChunk is one slice of a batch: its working buffers while it runs
+// (see [cnn.borrow]) and its sum of convolution gradients.
 type cnnChunk struct {
-	cols []float32   // one sample's patches of the widest layer, [K, hw] or [hw, K]
-	out  []float32   // one sample's convolution output, then its gradient
-	dcol []float32   // patch gradients [hw, K]
-	din  []float32   // gradient of a layer's input
+	cols []float32   // the patches of up to convGroup samples of the widest layer, [K, group·hw]; one sample's [hw, K] backward
+	out  []float32   // the convolution output of a group, [cout, group·hw]
+	dcol []float32   // one sample's patch gradients [hw, K]
+	din  []float32   // one sample's gradient of a layer's input
 	grad [][]float32 // per conv layer: d weight, d bias
 }
 
+// convGroup is how many samples one convolution GEMM takes: their patches
+// side by side, [K, convGroup·h·w], so that the product runs over long
+// rows.
+const convGroup = 4
+
 func (c *cnn) scratch(n int) any {
-	p := &cnnPass{hid: make([]float32, n*c.hidden), logits: make([]float32, n*c.classes),
-		dlog: make([]float32, n*c.classes), dhid: make([]float32, n*c.hidden), dflat: make([]float32, n*c.flat),
+	p := &cnnPass{
+		flatT: make([]float32, c.flat*n), hidT: make([]float32, c.hidden*n), hid: make([]float32, n*c.hidden),
+		logT: make([]float32, c.classes*n), logits: make([]float32, n*c.classes),
+		dlog: make([]float32, n*c.classes), dlogT: make([]float32, c.classes*n),
+		dhid: make([]float32, n*c.hidden), dhidT: make([]float32, c.hidden*n), dflat: make([]float32, n*c.flat),
 		y: make([]uint8, n)}
-	maxCols, maxOut, maxIn := 0, 0, 0
 	for _, l := range c.convs {
 		p.pooled = append(p.pooled, make([]float32, n*l.pooled()))
 		p.argmax = append(p.argmax, make([]int32, n*l.pooled()))
-		maxCols = max(maxCols, l.k()*l.hw())
-		maxOut = max(maxOut, l.cout*l.hw())
-		maxIn = max(maxIn, l.cin*l.hw())
 	}
 	for range min(n, cnnChunks) {
-		ch := &cnnChunk{cols: make([]float32, maxCols), out: make([]float32, maxOut),
-			dcol: make([]float32, maxCols), din: make([]float32, maxIn)}
+		ch := &cnnChunk{}
 		for _, l := range c.convs {
 			ch.grad = append(ch.grad, make([]float32, l.cout*l.k()), make([]float32, l.cout))
 		}
 		p.chunks = append(p.chunks, ch)
 	}
 	return p
+}
+
+// convBufs are a chunk's working buffers while it runs: taken from the
+// trainer's pool for the time of one parallel pass, so that each Train
+// call does not allocate (and clear) tens of MB for them. Every use
+// overwrites what it reads.
+type convBufs struct{ cols, out, dcol, din []float32 }
+
+// borrow gives ch working buffers from c's pool; release returns them.
+func (c *cnn) borrow(ch *cnnChunk) {
+	b, _ := c.bufs.Get().(*convBufs)
+	if b == nil {
+		maxCols, maxOut, maxIn := 0, 0, 0
+		for _, l := range c.convs {
+			maxCols = max(maxCols, l.k()*l.hw()*convGroup)
+			maxOut = max(maxOut, l.cout*l.hw()*convGroup)
+			maxIn = max(maxIn, l.cin*l.hw())
+		}
+		b = &convBufs{cols: make([]float32, maxCols), out: make([]float32, maxOut),
+			dcol: make([]float32, maxCols/convGroup), din: make([]float32, maxIn)}
+	}
+	ch.cols, ch.out, ch.dcol, ch.din = b.cols, b.out, b.dcol, b.din
+}
+
+func (c *cnn) release(ch *cnnChunk) {
+	c.bufs.Put(&convBufs{ch.cols, ch.out, ch.dcol, ch.din})
+	ch.cols, ch.out, ch.dcol, ch.din = nil, nil, nil, nil
 }
 
 // chunkRange returns the samples [lo, hi) of chunk i of k over n samples.
@@ -212,49 +246,62 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 		p.y[s] = ds.Y[j]
 	}
 
-	// Convolutions forward, slices of the batch in parallel.
+	// Convolutions forward, slices of the batch in parallel, each in
+	// groups of convGroup samples.
 	parallel(len(chunks), func(ci int) {
+		c.borrow(chunks[ci])
+		defer c.release(chunks[ci])
 		lo, hi := chunkRange(ci, len(chunks), n)
-		for s := lo; s < hi; s++ {
-			c.convForward(w, p, chunks[ci], c.sampleInput(ds, idx, s), s)
+		for s := lo; s < hi; s += convGroup {
+			c.convForward(w, p, chunks[ci], ds, idx, s, min(s+convGroup, hi))
 		}
 	})
 
-	// The dense layers, batched.
-	flat := p.pooled[nconv-1][:n*c.flat]
+	// The dense layers, batched. They run on transposed activations
+	// (features × samples) so that every product is a plain A·B over the
+	// weights as they are: hᵀ = W·xᵀ.
+	H, C, F := c.hidden, c.classes, c.flat
+	flat := p.pooled[nconv-1][:n*F]
 	fc1, fc1b := w.Tensors[2*nconv].Data, w.Tensors[2*nconv+1].Data
 	fc2, fc2b := w.Tensors[2*nconv+2].Data, w.Tensors[2*nconv+3].Data
-	for s := 0; s < n; s++ {
-		copy(p.hid[s*c.hidden:(s+1)*c.hidden], fc1b)
-		copy(p.logits[s*c.classes:(s+1)*c.classes], fc2b)
-	}
-	blas32.Gemm(blas.NoTrans, blas.Trans, 1, gen(n, c.flat, flat), gen(c.hidden, c.flat, fc1), 1, gen(n, c.hidden, p.hid))
-	relu(p.hid[:n*c.hidden])
-	blas32.Gemm(blas.NoTrans, blas.Trans, 1, gen(n, c.hidden, p.hid), gen(c.classes, c.hidden, fc2), 1, gen(n, c.classes, p.logits))
+	flatT, hidT, hid, logT, logits := p.flatT[:F*n], p.hidT[:H*n], p.hid[:n*H], p.logT[:C*n], p.logits[:n*C]
+	transposeInto(flatT, flat, n, F)
+	fillRows(hidT, fc1b, n)
+	mulAddPar(H, n, F, fc1, F, flatT, n, hidT, n)
+	relu(hidT)
+	fillRows(logT, fc2b, n)
+	mulAdd(C, n, H, fc2, H, hidT, n, logT, n)
+	transposeInto(logits, logT, C, n)
 	scale := float32(1)
 	if grad != nil {
 		scale = float32(n)
 	}
-	loss, correct := softmaxCE(p.logits, p.y, n, c.classes, p.dlog, scale)
+	loss, correct := softmaxCE(logits, p.y, n, C, p.dlog, scale)
 	if grad == nil {
 		return loss, correct
 	}
 	g := grad.Tensors
-	blas32.Gemm(blas.Trans, blas.NoTrans, 1, gen(n, c.classes, p.dlog), gen(n, c.hidden, p.hid), 0, gen(c.classes, c.hidden, g[2*nconv+2].Data))
-	colSums(p.dlog, n, c.classes, g[2*nconv+3].Data)
-	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, gen(n, c.classes, p.dlog), gen(c.classes, c.hidden, fc2), 0, gen(n, c.hidden, p.dhid))
-	for i, v := range p.hid[:n*c.hidden] {
-		if v <= 0 {
-			p.dhid[i] = 0
-		}
-	}
-	blas32.Gemm(blas.Trans, blas.NoTrans, 1, gen(n, c.hidden, p.dhid), gen(n, c.flat, flat), 0, gen(c.hidden, c.flat, g[2*nconv].Data))
-	colSums(p.dhid, n, c.hidden, g[2*nconv+1].Data)
-	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, gen(n, c.hidden, p.dhid), gen(c.hidden, c.flat, fc1), 0, gen(n, c.flat, p.dflat))
+	dlog, dlogT, dhid, dhidT, dflat := p.dlog[:n*C], p.dlogT[:C*n], p.dhid[:n*H], p.dhidT[:H*n], p.dflat[:n*F]
+	transposeInto(hid, hidT, H, n)
+	transposeInto(dlogT, dlog, n, C)
+	clear(g[2*nconv+2].Data)
+	mulAdd(C, H, n, dlogT, n, hid, H, g[2*nconv+2].Data, H)
+	colSums(dlog, n, C, g[2*nconv+3].Data)
+	clear(dhid)
+	mulAdd(n, H, C, dlog, C, fc2, H, dhid, H)
+	reluGrad(dhid, hid)
+	transposeInto(dhidT, dhid, n, H)
+	clear(g[2*nconv].Data)
+	mulAddPar(H, F, n, dhidT, n, flat, F, g[2*nconv].Data, F)
+	colSums(dhid, n, H, g[2*nconv+1].Data)
+	clear(dflat)
+	mulAddPar(n, F, H, dhid, H, fc1, F, dflat, F)
 
 	// Convolutions backward, slices in parallel, then their sums in order.
 	parallel(len(chunks), func(ci int) {
 		ch := chunks[ci]
+		c.borrow(ch)
+		defer c.release(ch)
 		for _, gr := range ch.grad {
 			clear(gr)
 		}
@@ -275,56 +322,66 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 	return loss, correct
 }
 
+// fillRows sets each row r of the rows×n matrix m to v[r].
+func fillRows(m, v []float32, n int) {
+	for r, b := range v {
+		row := m[r*n : (r+1)*n]
+		for i := range row {
+			row[i] = b
+		}
+	}
+}
+
 // sampleInput returns the pixels of the batch's sample s.
 func (c *cnn) sampleInput(ds *data.Dataset, idx []int, s int) []float32 {
 	f := ds.Features
 	return ds.X[idx[s]*f : (idx[s]+1)*f]
 }
 
-// convForward runs sample s through the convolutions, leaving each layer's
-// pooled output and argmax in p.
-func (c *cnn) convForward(w *model.Weights, p *cnnPass, ch *cnnChunk, input []float32, s int) {
+// layerInput returns sample s's input to conv layer li.
+func (c *cnn) layerInput(p *cnnPass, ds *data.Dataset, idx []int, li, s int) []float32 {
+	if li == 0 {
+		return c.sampleInput(ds, idx, s)
+	}
+	ps := c.convs[li-1].pooled()
+	return p.pooled[li-1][s*ps : (s+1)*ps]
+}
+
+// convForward runs samples [lo, hi) of the batch through the convolutions
+// as one GEMM per layer, weight [cout, K] · patches [K, (hi−lo)·hw],
+// leaving each layer's pooled output and argmax in p; ReLU and pooling
+// run in one pass over the GEMM's output.
+func (c *cnn) convForward(w *model.Weights, p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int, lo, hi int) {
+	g := hi - lo
 	for li, l := range c.convs {
 		hw, K := l.hw(), l.k()
-		cols := ch.cols[:K*hw]
-		im2col(input, l.cin, l.h, l.w, cols)
-		out := ch.out[:l.cout*hw]
-		bias := w.Tensors[2*li+1].Data
-		for co := 0; co < l.cout; co++ {
-			o := out[co*hw : (co+1)*hw]
-			for i := range o {
-				o[i] = bias[co]
-			}
+		N := g * hw
+		cols := ch.cols[:K*N]
+		for s := lo; s < hi; s++ {
+			im2col(c.layerInput(p, ds, idx, li, s), l.cin, l.h, l.w, cols[(s-lo)*hw:], N)
 		}
-		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, gen(l.cout, K, w.Tensors[2*li].Data), gen(K, hw, cols), 1, gen(l.cout, hw, out))
-		relu(out)
+		out := ch.out[:l.cout*N]
+		fillRows(out, w.Tensors[2*li+1].Data, N)
+		mulAdd(l.cout, N, K, w.Tensors[2*li].Data, K, cols, N, out, N)
 		ps := l.pooled()
-		pooled := p.pooled[li][s*ps : (s+1)*ps]
-		maxPool(out, l.cout, l.h, l.w, pooled, p.argmax[li][s*ps:(s+1)*ps])
-		input = pooled
+		for s := lo; s < hi; s++ {
+			reluPool(out[(s-lo)*hw:], N, l.cout, l.h, l.w, p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps])
+		}
 	}
 }
 
 // convBackward adds sample s's convolution gradients into ch.grad, from
-// its gradient in p.dflat.
+// its gradient in p.dflat. Only a pooling window's maximum gets a
+// gradient, and only where it was positive (ReLU): a quarter or less of
+// the convolution output. So instead of a GEMM over a mostly zero output
+// gradient, each such value g at channel co and position q adds
+// g·patch(q) to d weight[co] and g·weight[co] to d patch(q).
 func (c *cnn) convBackward(w *model.Weights, p *cnnPass, ch *cnnChunk, input []float32, s int) {
 	dpooled := p.dflat[s*c.flat : (s+1)*c.flat]
 	for li := len(c.convs) - 1; li >= 0; li-- {
 		l := c.convs[li]
 		hw, K, ps := l.hw(), l.k(), l.pooled()
 		per := l.oh * l.ow
-		// Through the pooling and the ReLU: only a window's maximum gets
-		// a gradient, and only where it was positive.
-		dout := ch.out[:l.cout*hw]
-		clear(dout)
-		pooled, arg := p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps]
-		gb := ch.grad[2*li+1]
-		for i, gv := range dpooled {
-			if gv != 0 && pooled[i] > 0 {
-				dout[arg[i]] = gv
-				gb[i/per] += gv
-			}
-		}
 		in := input
 		if li > 0 {
 			prev := c.convs[li-1].pooled()
@@ -332,38 +389,64 @@ func (c *cnn) convBackward(w *model.Weights, p *cnnPass, ch *cnnChunk, input []f
 		}
 		rows := ch.cols[:hw*K]
 		im2row(in, l.cin, l.h, l.w, rows)
-		// d weight [cout, K] += d out [cout, hw] · patches [hw, K]; gonum
-		// skips d out's zeros.
-		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, gen(l.cout, hw, dout), gen(hw, K, rows), 1, gen(l.cout, K, ch.grad[2*li]))
+		var dcol []float32
+		if li > 0 {
+			dcol = ch.dcol[:hw*K]
+			clear(dcol)
+		}
+		pooled, arg := p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps]
+		gw, gb, wt := ch.grad[2*li], ch.grad[2*li+1], w.Tensors[2*li].Data
+		for i, gv := range dpooled {
+			if gv == 0 || pooled[i] <= 0 {
+				continue
+			}
+			co := i / per
+			q := int(arg[i]) - co*hw
+			gb[co] += gv
+			axpy(gv, rows[q*K:(q+1)*K], gw[co*K:(co+1)*K])
+			if dcol != nil {
+				axpy(gv, wt[co*K:(co+1)*K], dcol[q*K:(q+1)*K])
+			}
+		}
 		if li == 0 {
 			break
 		}
-		// d patches [hw, K] = d outᵀ · weight [cout, K], skipping zeros too.
-		dcol := ch.dcol[:hw*K]
-		blas32.Gemm(blas.Trans, blas.NoTrans, 1, gen(l.cout, hw, dout), gen(l.cout, K, w.Tensors[2*li].Data), 0, gen(hw, K, dcol))
 		din := ch.din[:l.cin*hw]
 		row2im(dcol, l.cin, l.h, l.w, din)
 		dpooled = din
 	}
 }
 
+// relu sets x's negative values (and NaNs with the sign bit set) to 0,
+// without branches: the sign is random, and a branch on it mispredicts.
 func relu(x []float32) {
 	for i, v := range x {
-		if v < 0 {
-			x[i] = 0
-		}
+		u := math.Float32bits(v)
+		x[i] = math.Float32frombits(u &^ uint32(int32(u)>>31))
+	}
+}
+
+// reluGrad sets g[i] to 0 where the ReLU output act[i] is 0, without
+// branches.
+func reluGrad(g, act []float32) {
+	g = g[:len(act)]
+	for i, v := range act {
+		a := int32(math.Float32bits(v)) // ≥ 0 after relu
+		g[i] = math.Float32frombits(math.Float32bits(g[i]) & uint32((a|-a)>>31))
 	}
 }
 
 // im2col lays out a [cin, h, w] image as [cin·25, h·w] patches (zero
-// padded): column y·w+x holds the 5×5×cin window centred on (y, x), in
-// the order of PyTorch's conv weight [out, in, 5, 5].
-func im2col(img []float32, cin, h, w int, col []float32) {
+// padded) in the rows of col, which are ld apart: column y·w+x holds the
+// 5×5×cin window centred on (y, x), in the order of PyTorch's conv weight
+// [out, in, 5, 5].
+func im2col(img []float32, cin, h, w int, col []float32, ld int) {
 	hw := h * w
 	for ci := 0; ci < cin; ci++ {
 		for ky := 0; ky < kernel; ky++ {
 			for kx := 0; kx < kernel; kx++ {
-				row := col[((ci*kernel+ky)*kernel+kx)*hw : ((ci*kernel+ky)*kernel+kx+1)*hw]
+				k := (ci*kernel+ky)*kernel + kx
+				row := col[k*ld : k*ld+hw]
 				for y := 0; y < h; y++ {
 					sy := y + ky - pad
 					r := row[y*w : (y+1)*w]
@@ -372,13 +455,12 @@ func im2col(img []float32, cin, h, w int, col []float32) {
 						continue
 					}
 					src := img[(ci*h+sy)*w : (ci*h+sy+1)*w]
-					for x := range r {
-						if sx := x + kx - pad; sx < 0 || sx >= w {
-							r[x] = 0
-						} else {
-							r[x] = src[sx]
-						}
-					}
+					// x + kx − pad inside [0, w) for x in [x0, x1).
+					x0 := min(w, max(0, pad-kx))
+					x1 := max(x0, min(w, w+pad-kx))
+					clear(r[:x0])
+					copy(r[x0:x1], src[x0+kx-pad:x1+kx-pad])
+					clear(r[x1:])
 				}
 			}
 		}
@@ -450,22 +532,39 @@ func colSums(m []float32, n, k int, out []float32) {
 	}
 }
 
-// maxPool pools [c, h, w] 2×2 into [c, h/2, w/2], recording each maximum's
-// index in in; an odd last row or column is dropped, as in PyTorch.
-func maxPool(in []float32, c, h, w int, out []float32, arg []int32) {
+// reluPool applies ReLU and pools 2×2 the [c, h, w] maps whose channels
+// lie ld apart in in, into [c, h/2, w/2], recording each window's maximum
+// as its index in a [c, h, w] map; an odd last row or column is dropped,
+// as in PyTorch. The maximum of the ReLU is the ReLU of the maximum; where
+// it is 0 the index is not used. After ReLU the values are ≥ +0, whose
+// bit patterns order as integers do: the comparisons run on those, which
+// the compiler turns into conditional moves instead of branches that the
+// random signs would mispredict.
+func reluPool(in []float32, ld, c, h, w int, out []float32, arg []int32) {
 	oh, ow := h/2, w/2
+	bits := func(v float32) int32 { // ReLU, as ordered integer bits
+		u := int32(math.Float32bits(v))
+		return u &^ (u >> 31)
+	}
 	for ch := 0; ch < c; ch++ {
+		m := in[ch*ld : ch*ld+h*w]
 		for y := 0; y < oh; y++ {
+			r0, r1 := m[2*y*w:(2*y+1)*w], m[(2*y+1)*w:(2*y+2)*w]
+			r0, r1 = r0[:2*ow], r1[:2*ow]
+			o := (ch*oh + y) * ow
+			base := int32((ch*h + 2*y) * w)
 			for x := 0; x < ow; x++ {
-				b := int32((ch*h+2*y)*w + 2*x)
-				best := b
-				for _, d := range [3]int32{1, int32(w), int32(w) + 1} {
-					if in[b+d] > in[best] {
-						best = b + d
-					}
+				best, bi := bits(r0[2*x]), int32(2*x)
+				if v := bits(r0[2*x+1]); v > best {
+					best, bi = v, int32(2*x+1)
 				}
-				o := (ch*oh+y)*ow + x
-				out[o], arg[o] = in[best], best
+				if v := bits(r1[2*x]); v > best {
+					best, bi = v, int32(w+2*x)
+				}
+				if v := bits(r1[2*x+1]); v > best {
+					best, bi = v, int32(w+2*x+1)
+				}
+				out[o+x], arg[o+x] = math.Float32frombits(uint32(best)), base+bi
 			}
 		}
 	}

@@ -21,7 +21,8 @@ import (
 // names, so an external PyTorch trainer exchanges the same files.
 //
 // With 32 or more units in the first layer, training and evaluation hold
-// that layer's weight transposed, [in, out], so that its products run
+// that layer's weight transposed, [in, out]. Batches of gemmBatch samples
+// or more run that layer as GEMMs on it (x·Wᵀ, xᵀ·d z); smaller ones
 // over the input's non-zero values only (half of a Fashion-MNIST image is
 // background): the forward pass adds a weight row per non-zero pixel, the
 // gradient a row of d out per non-zero pixel. The exchanged weights keep
@@ -33,6 +34,10 @@ type dense struct {
 }
 
 var _ Trainer = (*dense)(nil)
+
+// gemmBatch is the smallest batch whose first layer runs as GEMMs rather
+// than over each sample's non-zero inputs.
+const gemmBatch = 16
 
 func newDense(in int, hidden []int, classes int) (*dense, error) {
 	if in <= 0 || in > maxParams {
@@ -95,11 +100,15 @@ func (d *dense) Init(seed int64) (*model.Weights, error) {
 type pass struct {
 	acts  [][]float32 // acts[0] = input, acts[l+1] = layer l's output (after ReLU)
 	grads [][]float32 // per layer, d loss / d pre-activation
+	xT    []float32   // the input transposed, [in, batch], for the first layer's GEMM
 	y     []uint8     // the batch's labels
 }
 
 func (d *dense) newPass(batch int) *pass {
 	p := &pass{acts: make([][]float32, len(d.sizes)), grads: make([][]float32, d.layers()), y: make([]uint8, batch)}
+	if d.firstT && batch >= gemmBatch {
+		p.xT = make([]float32, d.sizes[0]*batch)
+	}
 	for i, s := range d.sizes {
 		p.acts[i] = make([]float32, batch*s)
 	}
@@ -121,6 +130,17 @@ func (d *dense) forward(w *model.Weights, p *pass, n int) {
 		W, b := w.Tensors[2*l].Data, w.Tensors[2*l+1].Data
 		z := p.acts[l+1][:n*out]
 		hidden := l < d.layers()-1
+		if l == 0 && d.firstT && n >= gemmBatch {
+			// z [n, out] = x [n, in] · Wᵀ [in, out] on the GEMM kernel.
+			for i := 0; i < n; i++ {
+				copy(z[i*out:(i+1)*out], b)
+			}
+			mulAddPar(n, out, in, p.acts[0], in, W, out, z, out)
+			if hidden {
+				relu(z)
+			}
+			continue
+		}
 		if l == 0 && d.firstT {
 			x := p.acts[0]
 			k := min(n, runtime.GOMAXPROCS(0))
@@ -153,6 +173,10 @@ func (d *dense) forward(w *model.Weights, p *pass, n int) {
 
 // axpy sets y += a·x.
 func axpy(a float32, x, y []float32) {
+	if hasFMA {
+		axpyFMA(a, x, y[:len(x)])
+		return
+	}
 	blas32.Implementation().Saxpy(len(x), a, x, 1, y, 1)
 }
 
@@ -238,7 +262,14 @@ func (d *dense) backward(w, grad *model.Weights, p *pass, n int) {
 	for l := d.layers() - 1; l >= 0; l-- {
 		in, out := d.sizes[l], d.sizes[l+1]
 		dz := p.grads[l][:n*out]
-		if l == 0 && d.firstT {
+		if l == 0 && d.firstT && n >= gemmBatch {
+			// d Wᵀ [in, out] = xᵀ [in, n] · d z [n, out]; mulAdd skips the
+			// blocks of pixels that are 0 in the whole batch.
+			xT, gw := p.xT[:in*n], grad.Tensors[0].Data
+			transposeInto(xT, p.acts[0][:n*in], n, in)
+			clear(gw)
+			mulAddPar(in, out, n, xT, n, dz, out, gw, out)
+		} else if l == 0 && d.firstT {
 			// d Wᵀ [in, out]: row j = Σ_i x[i, j]·dz[i, :] over non-zero x.
 			x, gw := p.acts[0], grad.Tensors[0].Data
 			k := min(in, runtime.GOMAXPROCS(0))
@@ -269,11 +300,7 @@ func (d *dense) backward(w, grad *model.Weights, p *pass, n int) {
 		}
 		prev := p.grads[l-1][:n*in]
 		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1, gen(n, out, dz), gen(out, in, w.Tensors[2*l].Data), 0, gen(n, in, prev))
-		for i, v := range p.acts[l][:n*in] {
-			if v <= 0 {
-				prev[i] = 0
-			}
-		}
+		reluGrad(prev, p.acts[l][:n*in])
 	}
 }
 

@@ -3,8 +3,11 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -357,12 +360,22 @@ func seq(n int) []int {
 }
 
 // BenchmarkTrainMLP trains the example job's MLP, 784-200-10, for one
-// epoch over 2,000 Fashion-MNIST images.
+// epoch over 2,000 Fashion-MNIST images at batch 32 and 128, on one core
+// and on all: the cases bench/pytorch_cpu.py measures for PyTorch.
 func BenchmarkTrainMLP(b *testing.B) {
+	benchTrainCases(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 2000)
+}
+
+// benchTrainCases runs benchTrain at batch 32 and 128 with GOMAXPROCS 1
+// and the machine's core count.
+func benchTrainCases(b *testing.B, cfg Config, n int) {
 	for _, batch := range []int{32, 128} {
-		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
-			benchTrain(b, Config{Kind: "mlp", Hidden: []int{200}, InputShape: []int{1, 28, 28}, Classes: 10}, 2000, batch)
-		})
+		for _, procs := range []int{1, runtime.NumCPU()} {
+			b.Run(fmt.Sprintf("batch=%d/procs=%d", batch, procs), func(b *testing.B) {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+				benchTrain(b, cfg, n, batch)
+			})
+		}
 	}
 }
 
@@ -383,20 +396,58 @@ func BenchmarkEvaluateMLP(b *testing.B) {
 }
 
 // TestCNNGradients checks the CNN's gradients by finite differences on
-// tiny images: two input channels, and odd sizes that pooling floors.
+// tiny images: two input channels, and odd sizes that pooling floors; 5
+// samples give one per batch slice, 37 several per convolution group and
+// a partial last group.
 func TestCNNGradients(t *testing.T) {
-	for _, cfg := range []Config{
-		{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{2, 8, 8}, Classes: 3},
-		{Kind: "cnn", Conv: []int{2, 3}, InputShape: []int{1, 9, 7}, Classes: 4},
-		{Kind: "cnn", Conv: []int{3}, InputShape: []int{3, 5, 6}, Classes: 2},
+	for _, tc := range []struct {
+		cfg Config
+		n   int
+	}{
+		{Config{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{2, 8, 8}, Classes: 3}, 5},
+		{Config{Kind: "cnn", Conv: []int{2, 3}, InputShape: []int{1, 9, 7}, Classes: 4}, 5},
+		{Config{Kind: "cnn", Conv: []int{3}, InputShape: []int{3, 5, 6}, Classes: 2}, 5},
+		{Config{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{1, 6, 7}, Classes: 3}, 37},
 	} {
-		t.Run(fmtShape(cfg.InputShape), func(t *testing.T) {
-			tr := mustNew(t, cfg)
-			ds := images(5, cfg.InputShape, cfg.Classes, 4)
-			w, _ := tr.Init(2)
-			checkGradients(t, tr, w, ds, 3e-2)
+		t.Run(fmt.Sprintf("%s/n=%d", fmtShape(tc.cfg.InputShape), tc.n), func(t *testing.T) {
+			withKernels(t, func(t *testing.T) {
+				tr := mustNew(t, tc.cfg)
+				ds := images(tc.n, tc.cfg.InputShape, tc.cfg.Classes, 4)
+				w, _ := tr.Init(2)
+				checkGradients(t, tr, w, ds, 3e-2)
+			})
 		})
 	}
+}
+
+// TestCNNBatchedConv checks that the convolutions of a group of samples
+// in one GEMM give, bit for bit, what each sample gives alone.
+func TestCNNBatchedConv(t *testing.T) {
+	withKernels(t, func(t *testing.T) {
+		cfg := Config{Kind: "cnn", Conv: []int{5, 6}, InputShape: []int{2, 9, 10}, Classes: 3}
+		tr := mustNew(t, cfg).(*cnn)
+		ds := images(11, cfg.InputShape, cfg.Classes, 6)
+		w, _ := tr.Init(3)
+		idx := seq(ds.N)
+		grouped, single := tr.scratch(ds.N).(*cnnPass), tr.scratch(ds.N).(*cnnPass)
+		ch, one := grouped.chunks[0], single.chunks[0]
+		tr.borrow(ch)
+		tr.borrow(one)
+		for lo := 0; lo < ds.N; lo += convGroup {
+			tr.convForward(w, grouped, ch, ds, idx, lo, min(lo+convGroup, ds.N))
+		}
+		for s := 0; s < ds.N; s++ {
+			tr.convForward(w, single, one, ds, idx, s, s+1)
+		}
+		for li := range tr.convs {
+			if !cmp.Equal(grouped.pooled[li], single.pooled[li]) || !cmp.Equal(grouped.argmax[li], single.argmax[li]) {
+				t.Errorf("layer %d: grouped convolutions differ from per-sample ones", li+1)
+			}
+			if nonzero := slices.IndexFunc(grouped.pooled[li], func(v float32) bool { return v > 0 }); nonzero < 0 {
+				t.Errorf("layer %d: all outputs 0, the comparison shows nothing", li+1)
+			}
+		}
+	})
 }
 
 // images returns n random images of the given shape, about half of
@@ -447,9 +498,9 @@ func TestCNNLearns(t *testing.T) {
 }
 
 // BenchmarkTrainCNN trains the FedAvg CNN (conv 32, 64, FC 512) for one
-// epoch over 128 images.
+// epoch over 512 images, in the cases of BenchmarkTrainMLP.
 func BenchmarkTrainCNN(b *testing.B) {
-	benchTrain(b, Config{Kind: "cnn", InputShape: []int{1, 28, 28}, Classes: 10}, 128, 32)
+	benchTrainCases(b, Config{Kind: "cnn", InputShape: []int{1, 28, 28}, Classes: 10}, 512)
 }
 
 func BenchmarkEvaluateCNN(b *testing.B) {

@@ -1,0 +1,128 @@
+package train
+
+import (
+	"fmt"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// The trainers' matrix products. On amd64 with AVX2 and FMA they run on
+// kern4x16 and kern4x8, register-blocked kernels (kern4x32 where the
+// CPU has AVX-512, with the same products in the same order), and axpyFMA; elsewhere on
+// gonum's BLAS. Each output value sums its products in index order
+// whatever the number of cores, so results do not depend on it (they do
+// differ in the last bits between the two code paths: FMA rounds once).
+
+// mulAdd sets C += A·B for row-major A [m, k], B [k, n] and C [m, n] with
+// leading dimensions lda, ldb and ldc.
+func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	if m == 0 || n == 0 || k == 0 {
+		return
+	}
+	checkMat("A", m, k, a, lda)
+	checkMat("B", k, n, b, ldb)
+	checkMat("C", m, n, c, ldc)
+	if !hasFMA {
+		blas32.Gemm(blas.NoTrans, blas.NoTrans, 1,
+			blas32.General{Rows: m, Cols: k, Stride: lda, Data: a},
+			blas32.General{Rows: k, Cols: n, Stride: ldb, Data: b}, 1,
+			blas32.General{Rows: m, Cols: n, Stride: ldc, Data: c})
+		return
+	}
+	m4, n16, n8 := m&^3, n&^15, n&^7
+	for i := 0; i < m4; i += 4 {
+		if zeroRows(a[i*lda:], lda, k) {
+			continue // adds nothing: rows of zeros, as ReLU and images leave
+		}
+		j := 0
+		if hasAVX512 {
+			for ; j+32 <= n; j += 32 {
+				kern4x32(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
+			}
+		}
+		for ; j < n16; j += 16 {
+			kern4x16(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
+		}
+		if n16 < n8 {
+			kern4x8(k, &a[i*lda], lda, &b[n16], ldb, &c[i*ldc+n16], ldc)
+		}
+	}
+	// The edges: the last n mod 8 columns, then the last m mod 4 rows.
+	if n8 < n {
+		for i := 0; i < m4; i++ {
+			edge(a[i*lda:i*lda+k], b, ldb, c[i*ldc:i*ldc+n], n8)
+		}
+	}
+	for i := m4; i < m; i++ {
+		edge(a[i*lda:i*lda+k], b, ldb, c[i*ldc:i*ldc+n], 0)
+	}
+}
+
+// zeroRows reports whether the 4 rows of k values, lda apart, at the
+// start of a are all 0.
+func zeroRows(a []float32, lda, k int) bool {
+	for r := range 4 {
+		for _, v := range a[r*lda : r*lda+k] {
+			if v != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// edge adds row·B to crow's columns from j0 on, product by product in
+// order, as the kernel does.
+func edge(row, b []float32, ldb int, crow []float32, j0 int) {
+	n := len(crow)
+	for l, v := range row {
+		axpyFMA(v, b[l*ldb+j0:l*ldb+n], crow[j0:n])
+	}
+}
+
+// mulAddPar is mulAdd split over the cores, by blocks of 64 columns of C
+// or, when C is narrow, of 32 rows: each value is still computed by one
+// goroutine in the same order, so the result does not depend on the
+// number of cores.
+func mulAddPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	const cblk, rblk = 64, 32 // rblk is a multiple of the kernel's 4 rows
+	if m*n*k < 1<<20 {
+		mulAdd(m, n, k, a, lda, b, ldb, c, ldc)
+		return
+	}
+	if cols := (n + cblk - 1) / cblk; cols >= 4 || cols >= (m+rblk-1)/rblk {
+		parallel(cols, func(i int) {
+			j0, j1 := i*cblk, min((i+1)*cblk, n)
+			mulAdd(m, j1-j0, k, a, lda, b[j0:], ldb, c[j0:], ldc)
+		})
+		return
+	}
+	parallel((m+rblk-1)/rblk, func(i int) {
+		i0, i1 := i*rblk, min((i+1)*rblk, m)
+		mulAdd(i1-i0, n, k, a[i0*lda:], lda, b, ldb, c[i0*ldc:], ldc)
+	})
+}
+
+// checkMat panics, naming the matrix, when data cannot hold a rows×cols
+// matrix with leading dimension ld: a bug in the caller, never input.
+func checkMat(name string, rows, cols int, data []float32, ld int) {
+	if ld < cols || len(data) < (rows-1)*ld+cols {
+		panic(fmt.Sprintf("train: matrix %s %d×%d with stride %d needs %d values, has %d", name, rows, cols, ld, (rows-1)*ld+cols, len(data)))
+	}
+}
+
+// transposeInto writes the cols×rows transpose of the rows×cols matrix m
+// into out.
+func transposeInto(out, m []float32, rows, cols int) {
+	const blk = 32
+	for r0 := 0; r0 < rows; r0 += blk {
+		for c0 := 0; c0 < cols; c0 += blk {
+			for r := r0; r < min(r0+blk, rows); r++ {
+				for c := c0; c < min(c0+blk, cols); c++ {
+					out[c*rows+r] = m[r*cols+c]
+				}
+			}
+		}
+	}
+}

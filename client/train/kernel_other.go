@@ -1,0 +1,19 @@
+//go:build !amd64
+
+package train
+
+var hasFMA, hasAVX512 = false, false
+
+func kern4x16(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int) {
+	panic("train: kern4x16 without amd64")
+}
+
+func kern4x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int) {
+	panic("train: kern4x32 without amd64")
+}
+
+func kern4x8(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int) {
+	panic("train: kern4x8 without amd64")
+}
+
+func axpyFMA(a float32, x, y []float32) { panic("train: axpyFMA without amd64") }
