@@ -233,8 +233,8 @@ deadline: {round: 60s}
 	}
 	id := m[1]
 
-	// Follow the job; kill unibo once round 3 has started (it is training
-	// then), restart it, and see the job through.
+	// Follow the job; kill unibo as round 3 starts (its task is out: it is
+	// receiving or training it), restart it, and see the job through.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	st, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
@@ -251,7 +251,6 @@ deadline: {round: 60s}
 			t.Fatalf("watching the job: %v", err)
 		}
 		if ev.GetKind() == "round_started" && ev.GetRound() == 3 && !killed {
-			time.Sleep(200 * time.Millisecond) // into the local training
 			procs["unibo"].stop(syscall.SIGKILL)
 			killed = true
 			procs["unibo"] = startProc(t, "unibo (restarted)", dir, bin, "site", "-c", filepath.Join(kits, "sites", "unibo", "site.yaml"))
