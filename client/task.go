@@ -334,6 +334,7 @@ func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	if err != nil {
 		return nil, fmt.Errorf("fetching model: %w", err)
 	}
+	asm.Reserve() // the coordinator's size: the model the site asked for
 	sum := first.GetSha256()
 	for m := first; ; {
 		if err := asm.Write(m.GetData()); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -168,4 +169,37 @@ func FuzzAssembler(f *testing.F) {
 			t.Fatal("reassembled bytes differ")
 		}
 	})
+}
+
+// A reserved Assembler takes the same chunks and refuses the same ones as
+// a growing one, and holds the announced size from the start.
+func TestAssemblerReserve(t *testing.T) {
+	data := bytes.Repeat([]byte("cohort"), 1000)
+	sum := sha256.Sum256(data)
+	a, err := NewAssembler(int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Write(data[:100]); err != nil {
+		t.Fatal(err)
+	}
+	a.Reserve()
+	if cap(a.buf) != len(data) || a.Received() != 100 {
+		t.Fatalf("after Reserve: cap %d, received %d; want %d, 100", cap(a.buf), a.Received(), len(data))
+	}
+	if err := a.WriteAt(0, data[:10]); !errors.Is(err, ErrOutOfOrder) {
+		t.Errorf("a resent chunk: %v, want ErrOutOfOrder", err)
+	}
+	if err := a.Write(append(slices.Clone(data[100:]), 'x')); !errors.Is(err, ErrOverflow) {
+		t.Errorf("a chunk past the announced size: %v, want ErrOverflow", err)
+	}
+	for off, c := range Chunks(data[100:], 333) {
+		if err := a.WriteAt(100+off, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := a.Finish(sum[:])
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Finish = %d bytes, %v", len(got), err)
+	}
 }

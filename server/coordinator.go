@@ -688,6 +688,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	if err != nil {
 		return toStatus(badInput("push update: %v", err))
 	}
+	asm.Reserve() // bounded above by the global model's size
 	for {
 		m, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
