@@ -582,54 +582,29 @@ func (s *SQLiteStore) GetModelVersionDownloadURI(ctx context.Context, name, vers
 // version). A URI of another form is [ErrInvalid]; one that names nothing
 // is [ErrNotFound].
 func (s *SQLiteStore) ResolveModelURI(ctx context.Context, uri string) (ModelVersion, error) {
-	bad := func(why string) (ModelVersion, error) {
-		return ModelVersion{}, fmt.Errorf("resolving model URI %.200q: %w: %s; use models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/<stage> or models:/<name>/latest", uri, ErrInvalid, why)
+	m, err := ParseModelURI(uri)
+	if err != nil {
+		return ModelVersion{}, fmt.Errorf("resolving %w", err)
 	}
-	rest, ok := strings.CutPrefix(uri, "models:/")
-	if !ok {
-		return bad("it does not start with models:/")
-	}
-	if strings.HasPrefix(rest, "/") {
-		return bad("it names a host (models://…), which this store does not serve")
-	}
-	// Names hold no '/', so a '/' starts the version or stage; without
-	// one, the last '@' starts the alias (names may hold '@').
-	name, suffix, ok := strings.Cut(rest, "/")
-	if !ok {
-		i := strings.LastIndexByte(rest, '@')
-		if i <= 0 {
-			return bad("it has no /<version>, /<stage>, /latest or @<alias> after the name")
-		}
-		return s.GetModelVersionByAlias(ctx, rest[:i], rest[i+1:])
-	}
-	if name == "" || suffix == "" || strings.Contains(suffix, "/") {
-		return bad("it has no /<version>, /<stage> or /latest after the name")
-	}
-	if suffix[0] >= '0' && suffix[0] <= '9' {
-		return s.GetModelVersion(ctx, name, suffix)
+	switch {
+	case m.Alias != "":
+		return s.GetModelVersionByAlias(ctx, m.Name, m.Alias)
+	case m.Version != "":
+		return s.GetModelVersion(ctx, m.Name, m.Version)
 	}
 	var stages []string
-	if !strings.EqualFold(suffix, "latest") {
-		c, err := canonicalStage(suffix)
-		if err != nil {
-			return bad(fmt.Sprintf("%q is neither a version number, a stage nor latest", suffix))
-		}
-		stages = []string{c}
+	if m.Stage != "" {
+		stages = []string{m.Stage}
 	}
-	mvs, err := s.GetLatestVersions(ctx, name, stages)
+	mvs, err := s.GetLatestVersions(ctx, m.Name, stages)
 	if err != nil {
 		return ModelVersion{}, fmt.Errorf("resolving model URI %q: %w", uri, err)
 	}
-	var best *ModelVersion
-	for i := range mvs {
-		if best == nil || versionNumber(mvs[i].Version) > versionNumber(best.Version) {
-			best = &mvs[i]
-		}
+	best, ok := NewestVersion(mvs)
+	if !ok {
+		return ModelVersion{}, fmt.Errorf("resolving model URI %q: %w", uri, &registryError{ErrNotFound, m.noVersion()})
 	}
-	if best == nil {
-		return ModelVersion{}, fmt.Errorf("resolving model URI %q: %w", uri, &registryError{ErrNotFound, fmt.Sprintf("registered model %s has no version in stage %s", name, suffix)})
-	}
-	return *best, nil
+	return best, nil
 }
 
 func versionNumber(v string) int64 {

@@ -22,8 +22,9 @@ type registry interface {
 	SearchRegisteredModels(ctx context.Context, q tracking.RegistryQuery) ([]tracking.RegisteredModel, string, error)
 	GetRegisteredModel(ctx context.Context, name string) (tracking.RegisteredModel, error)
 	SearchModelVersions(ctx context.Context, q tracking.RegistryQuery) ([]tracking.ModelVersion, string, error)
-	GetModelVersion(ctx context.Context, name, version string) (tracking.ModelVersion, error)
-	GetModelVersionByAlias(ctx context.Context, name, alias string) (tracking.ModelVersion, error)
+	// ResolveModelURI finds the version models:/NAME/VERSION,
+	// models:/NAME@ALIAS, models:/NAME/STAGE or models:/NAME/latest names.
+	ResolveModelURI(ctx context.Context, uri string) (tracking.ModelVersion, error)
 	SetRegisteredModelAlias(ctx context.Context, name, alias, version string) error
 	DeleteRegisteredModelAlias(ctx context.Context, name, alias string) error
 }
@@ -38,9 +39,9 @@ type modelStore interface {
 
 const modelsUsage = `Usage:
   cohort models list     [--tracking URI] [--filter "name LIKE 'fmnist%'"]
-  cohort models show     [--tracking URI] NAME | models:/NAME/VERSION | models:/NAME@ALIAS
+  cohort models show     [--tracking URI] NAME | models:/NAME/VERSION | models:/NAME@ALIAS | models:/NAME/latest
   cohort models alias    [--tracking URI] [--delete] NAME ALIAS [VERSION]
-  cohort models download [--tracking URI] [--out DIR] models:/NAME/VERSION | models:/NAME@ALIAS
+  cohort models download [--tracking URI] [--out DIR] models:/NAME/VERSION | models:/NAME@ALIAS | models:/NAME/latest
 
 --tracking is sqlite:FILE (default sqlite:cohort.db) or the http(s):// address of an
 MLflow server or 'cohort ui' (credentials as MLflow's: MLFLOW_TRACKING_USERNAME/PASSWORD
@@ -111,7 +112,7 @@ func modelsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "models:/%s@%s → version %s\n", name, alias, fs.Arg(2))
 		return nil
 	default: // download
-		mv, err := resolveVersion(ctx, st, fs.Arg(0))
+		mv, err := st.ResolveModelURI(ctx, fs.Arg(0))
 		if err != nil {
 			return err
 		}
@@ -125,60 +126,6 @@ func modelsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "models:/%s/%s → %s\n", mv.Name, mv.Version, dir)
 		return nil
 	}
-}
-
-// modelRef is a parsed models:/ URI: a version, an alias or the latest.
-type modelRef struct {
-	Name, Version, Alias string
-}
-
-// parseModelURI reads models:/NAME/VERSION, models:/NAME@ALIAS and
-// models:/NAME/latest (Version "latest").
-func parseModelURI(s string) (modelRef, error) {
-	rest, ok := strings.CutPrefix(s, "models:/")
-	if !ok {
-		return modelRef{}, fmt.Errorf("%q is not a models:/ URI; write models:/NAME/VERSION or models:/NAME@ALIAS", s)
-	}
-	if name, alias, ok := strings.Cut(rest, "@"); ok && !strings.Contains(alias, "/") && name != "" && alias != "" {
-		return modelRef{Name: name, Alias: alias}, nil
-	}
-	i := strings.LastIndex(rest, "/")
-	if i <= 0 || i == len(rest)-1 {
-		return modelRef{}, fmt.Errorf("%q names no version; write models:/NAME/VERSION or models:/NAME@ALIAS", s)
-	}
-	return modelRef{Name: rest[:i], Version: rest[i+1:]}, nil
-}
-
-// resolveVersion finds the version a models:/ URI names.
-func resolveVersion(ctx context.Context, r registry, s string) (tracking.ModelVersion, error) {
-	ref, err := parseModelURI(s)
-	if err != nil {
-		return tracking.ModelVersion{}, err
-	}
-	switch {
-	case ref.Alias != "":
-		mv, err := r.GetModelVersionByAlias(ctx, ref.Name, ref.Alias)
-		if err != nil {
-			return mv, fmt.Errorf("%s: %w", s, err)
-		}
-		return mv, nil
-	case strings.EqualFold(ref.Version, "latest"):
-		vs, _, err := r.SearchModelVersions(ctx, tracking.RegistryQuery{
-			Filter: fmt.Sprintf("name = '%s'", strings.ReplaceAll(ref.Name, "'", `\'`)), OrderBy: []string{"version_number DESC"}, MaxResults: 1,
-		})
-		if err != nil {
-			return tracking.ModelVersion{}, fmt.Errorf("%s: %w", s, err)
-		}
-		if len(vs) == 0 {
-			return tracking.ModelVersion{}, fmt.Errorf("%s: the model has no versions: %w", s, tracking.ErrNotFound)
-		}
-		return vs[0], nil
-	}
-	mv, err := r.GetModelVersion(ctx, ref.Name, ref.Version)
-	if err != nil {
-		return mv, fmt.Errorf("%s: %w", s, err)
-	}
-	return mv, nil
 }
 
 func listModels(ctx context.Context, r registry, filter string, w io.Writer) error {
@@ -238,7 +185,7 @@ func firstLine(s string, n int) string {
 // showModel prints a registered model and its versions, or one version.
 func showModel(ctx context.Context, r registry, arg string, w io.Writer) error {
 	if strings.HasPrefix(arg, "models:/") {
-		mv, err := resolveVersion(ctx, r, arg)
+		mv, err := r.ResolveModelURI(ctx, arg)
 		if err != nil {
 			return err
 		}

@@ -98,25 +98,14 @@ func (c *Client) downloadURI(ctx context.Context, uri string) (string, error) {
 	if strings.HasPrefix(uri, "runs:/") {
 		return c.underlyingURI(ctx, uri)
 	}
-	rest, ok := strings.CutPrefix(uri, "models:/")
-	if !ok {
+	if !strings.HasPrefix(uri, "models:/") {
 		return uri, nil
 	}
-	rest = strings.Trim(rest, "/")
-	var version string
-	var err error
-	if name, alias, ok := strings.Cut(rest, "@"); ok {
-		v, err := c.GetModelVersionByAlias(ctx, name, alias)
-		if err != nil {
-			return "", err
-		}
-		rest, version = name, v.Version
-	} else if i := strings.LastIndex(rest, "/"); i > 0 {
-		rest, version = rest[:i], rest[i+1:]
+	mv, err := c.ResolveModelURI(ctx, uri)
+	if err != nil {
+		return "", err
 	}
-	if version == "" {
-		return "", fmt.Errorf("%w: %q names no version; write models:/<name>/<version> or models:/<name>@<alias>", tracking.ErrInvalid, uri)
-	}
+	rest, version := mv.Name, mv.Version
 	got, err := c.GetModelVersionDownloadURI(ctx, rest, version)
 	if err != nil {
 		return "", err

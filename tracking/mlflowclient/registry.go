@@ -327,6 +327,56 @@ func (c *Client) GetModelVersion(ctx context.Context, name, version string) (tra
 	return got.ModelVersion.version(), nil
 }
 
+// GetLatestVersions returns the newest version of each stage of a
+// registered model, or of the stages named (registered-models/get-latest-versions).
+func (c *Client) GetLatestVersions(ctx context.Context, name string, stages []string) ([]tracking.ModelVersion, error) {
+	what := fmt.Sprintf("getting the latest versions of registered model %q", name)
+	if err := checkName(what, name); err != nil {
+		return nil, err
+	}
+	var got struct {
+		ModelVersions []wireModelVersion `json:"model_versions"`
+	}
+	body := map[string]any{"name": name, "stages": stages}
+	if err := c.call(ctx, "POST", "registered-models/get-latest-versions", nil, body, &got); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	vs := make([]tracking.ModelVersion, len(got.ModelVersions))
+	for i, v := range got.ModelVersions {
+		vs[i] = v.version()
+	}
+	return vs, nil
+}
+
+// ResolveModelURI returns the version a models:/ URI names, as
+// [tracking.SQLiteStore.ResolveModelURI] does: models:/<name>/<version>,
+// models:/<name>@<alias>, models:/<name>/<stage> or models:/<name>/latest.
+func (c *Client) ResolveModelURI(ctx context.Context, uri string) (tracking.ModelVersion, error) {
+	m, err := tracking.ParseModelURI(uri)
+	if err != nil {
+		return tracking.ModelVersion{}, fmt.Errorf("resolving %w", err)
+	}
+	switch {
+	case m.Alias != "":
+		return c.GetModelVersionByAlias(ctx, m.Name, m.Alias)
+	case m.Version != "":
+		return c.GetModelVersion(ctx, m.Name, m.Version)
+	}
+	var stages []string
+	if m.Stage != "" {
+		stages = []string{m.Stage}
+	}
+	vs, err := c.GetLatestVersions(ctx, m.Name, stages)
+	if err != nil {
+		return tracking.ModelVersion{}, fmt.Errorf("resolving model URI %q: %w", uri, err)
+	}
+	best, ok := tracking.NewestVersion(vs)
+	if !ok {
+		return tracking.ModelVersion{}, fmt.Errorf("resolving model URI %q: %w", uri, m.NoVersion())
+	}
+	return best, nil
+}
+
 // GetModelVersionByAlias returns the version an alias of a registered
 // model names. An alias that is not set is [tracking.ErrNotFound] (MLflow
 // answers it with INVALID_PARAMETER_VALUE, kept in the [APIError]).
