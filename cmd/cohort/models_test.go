@@ -85,6 +85,10 @@ register: {name: fmnist-logreg, alias_best: champion}
 			t.Errorf("downloaded via %s: MLmodel %q (%v)", uri, mm, err)
 		}
 	}
+	// The newest version, through the server's get-latest-versions.
+	if out, err := cohort("models", "show", "--tracking", srv.URL, "models:/fmnist-logreg/latest"); err != nil || !strings.Contains(out, "version  2\n") {
+		t.Fatalf("models show latest: %v\n%s", err, out)
+	}
 	if out, err := cohort("models", "alias", "--tracking", srv.URL, "fmnist-logreg", "staging", "1"); err != nil {
 		t.Fatalf("models alias: %v\n%s", err, out)
 	}
