@@ -14,6 +14,7 @@ import (
 	"os/user"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,17 +94,18 @@ func tensorSpec(name string, shape []int64) string {
 
 // newMLmodel describes weights trained with spec, logged on run runID.
 func newMLmodel(runID string, spec *pb.ModelSpec, size int64, cohortVersion string, now time.Time) mlModel {
+	modelSpec := map[string]any{
+		"kind": spec.GetKind(), "hidden": spec.GetHidden(), "conv": spec.GetConv(),
+		"input_shape": spec.GetInputShape(), "classes": spec.GetClasses(),
+	}
+	if cmd := spec.GetCommand(); len(cmd) > 0 {
+		modelSpec["command"] = cmd
+	}
 	flavor := map[string]any{
 		"data":           ModelWeightsFile,
 		"format":         "safetensors",
 		"cohort_version": cohortVersion,
-		"model_spec": map[string]any{
-			"kind": spec.GetKind(), "hidden": spec.GetHidden(), "conv": spec.GetConv(),
-			"input_shape": spec.GetInputShape(), "classes": spec.GetClasses(),
-		},
-	}
-	if cmd := spec.GetCommand(); len(cmd) > 0 {
-		flavor["model_spec"].(map[string]any)["command"] = cmd
+		"model_spec":     modelSpec,
 	}
 	var uuid [16]byte
 	_, _ = rand.Read(uuid[:])
@@ -247,15 +249,10 @@ func (c *Coordinator) registerArm(ctx context.Context, a *armRun) {
 	} else {
 		tags[TagVersionStrategy] = tracking.KindCentralized
 	}
-	if cmp, err := tracking.Compare(ctx, j.tracker, a.jobRunID); err == nil {
-		for _, s := range cmp.Arms {
-			if s.Name != a.arm.Name {
-				continue
-			}
-			for k, v := range map[string]float64{TagVersionAccuracy: s.FinalAccuracy, TagVersionEnergy: s.EnergyJoules, TagVersionAccPerKJ: s.AccuracyPerKJ()} {
-				if f := formatFloat(v); f != "" {
-					tags[k] = f
-				}
+	if sum, err := tracking.SummarizeArm(ctx, j.tracker, run); err == nil {
+		for k, v := range map[string]float64{TagVersionAccuracy: sum.FinalAccuracy, TagVersionEnergy: sum.EnergyJoules, TagVersionAccPerKJ: sum.AccuracyPerKJ()} {
+			if f := formatFloat(v); f != "" {
+				tags[k] = f
 			}
 		}
 	}
@@ -354,19 +351,10 @@ func bestArm(ctx context.Context, rr tracking.RunReader, cmp tracking.Comparison
 		better := math.IsNaN(best) || (job.HigherIsBetter(metric) && v > best) || (!job.HigherIsBetter(metric) && v < best)
 		if better {
 			best, arm = v, s.Name
-			version = ref[lastSlash(ref)+1:]
+			version = ref[strings.LastIndexByte(ref, '/')+1:]
 		}
 	}
 	return arm, version, arm != ""
-}
-
-func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return i
-		}
-	}
-	return -1
 }
 
 // submitter is who submits a job: the CN of the caller's certificate, or

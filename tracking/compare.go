@@ -93,7 +93,7 @@ func Compare(ctx context.Context, r RunReader, jobRunID string) (Comparison, err
 	}
 	c := Comparison{JobRunID: jobRunID}
 	for _, run := range arms {
-		a, err := summarizeArm(ctx, r, run)
+		a, err := SummarizeArm(ctx, r, run)
 		if err != nil {
 			return Comparison{}, fmt.Errorf("comparing arms of job run %s: %w", jobRunID, err)
 		}
@@ -102,7 +102,9 @@ func Compare(ctx context.Context, r RunReader, jobRunID string) (Comparison, err
 	return c, nil
 }
 
-func summarizeArm(ctx context.Context, r RunReader, run Run) (ArmSummary, error) {
+// SummarizeArm reads one arm run into its [ArmSummary], as [Compare] does
+// for each arm of a job.
+func SummarizeArm(ctx context.Context, r RunReader, run Run) (ArmSummary, error) {
 	a := ArmSummary{Name: run.Info.RunName, RunID: run.Info.RunID}
 	if v, ok := run.Data.Tag(TagArm); ok && v != "" {
 		a.Name = v
