@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch CPU baseline for Cohort's built-in trainers (issue 17, item 6).
 
-Trains the same models as client/train on random Fashion-MNIST-shaped data
+Trains the same models as train on random Fashion-MNIST-shaped data
 (1x28x28 images, about half their pixels 0 as in real images, 10 classes):
 
   mlp: Linear 784-200, ReLU, Linear 200-10

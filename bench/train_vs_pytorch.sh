@@ -10,10 +10,10 @@ rounds=${1:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(mktemp -d)/train.test
 trap 'rm -rf "$(dirname "$bin")"' EXIT
-(cd "$root" && go test -c -o "$bin" ./client/train)
+(cd "$root" && go test -c -o "$bin" ./train)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 for r in $(seq "$rounds"); do
 	echo "== round $r $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
-	(cd "$root/client/train" && "$bin" -test.run XXX -test.bench 'TrainMLP|TrainCNN' -test.benchtime 3x | grep Benchmark)
+	(cd "$root/train" && "$bin" -test.run XXX -test.bench 'TrainMLP|TrainCNN' -test.benchtime 3x | grep Benchmark)
 	/usr/bin/python3 "$root/bench/pytorch_cpu.py" --repeats 3
 done

@@ -13,9 +13,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cohortfl/cohort/client/data"
-	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/data"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/train"
 )
 
 // Config configures an Agent.

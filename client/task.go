@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cohortfl/cohort/client/data"
-	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/train"
 )
 
 // Meter measures the energy of a site's work: Start begins a measurement

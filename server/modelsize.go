@@ -46,7 +46,7 @@ func memTotal(meminfo []byte) int64 {
 }
 
 // cnnHidden is the width of the built-in cnn's first dense layer
-// (client/train's cnn).
+// (train's cnn).
 const cnnHidden = 512
 
 // specParams returns the number of parameters of a job's built-in model,

@@ -10,14 +10,14 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	"github.com/cohortfl/cohort/client/data"
-	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/data"
+	"github.com/cohortfl/cohort/train"
 )
 
 // images returns the first n training images of the Fashion-MNIST subset
 // the main module's tests use.
 var fmnist = sync.OnceValues(func() (*data.Dataset, error) {
-	tr, _, err := data.LoadFashionMNIST(context.Background(), data.LoadOptions{Path: "../../client/data/testdata/fmnist-subset"})
+	tr, _, err := data.LoadFashionMNIST(context.Background(), data.LoadOptions{Path: "../../data/testdata/fmnist-subset"})
 	return tr, err
 })
 
@@ -138,7 +138,7 @@ func (n *net) epoch(ds *data.Dataset) (int, float64, error) {
 }
 
 // cases are the batch sizes and GOMAXPROCS of bench/pytorch_cpu.py and
-// client/train's benchmarks.
+// train's benchmarks.
 func cases(b *testing.B, fn func(b *testing.B, batch int)) {
 	for _, batch := range []int{32, 128} {
 		for _, procs := range []int{1, runtime.NumCPU()} {

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/deploy"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"

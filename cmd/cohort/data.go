@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 )
 
 // dataCmd runs `cohort data split`: it cuts Fashion-MNIST into one folder

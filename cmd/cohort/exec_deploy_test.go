@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cohortfl/cohort/client/data"
-	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 // torchPython is the interpreter the exec-trainer tests run; they skip

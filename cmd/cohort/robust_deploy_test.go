@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cohortfl/cohort/client"
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/internal/federation"
 	"github.com/cohortfl/cohort/job"

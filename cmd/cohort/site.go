@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/client"
-	"github.com/cohortfl/cohort/client/train"
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/internal/federation"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/train"
 )
 
 func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -33,7 +33,7 @@ func TestRunLogsIntoMLflowServer(t *testing.T) {
 	defer srv.Close()
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache")) // the client's spool
 	job := filepath.Join(dir, "job.yaml")
-	subset, _ := filepath.Abs("../../client/data/testdata/fmnist-subset")
+	subset, _ := filepath.Abs("../../data/testdata/fmnist-subset")
 	os.WriteFile(job, []byte(`name: remote
 seed: 1
 tracking: {uri: "`+srv.URL+`", experiment: remote-exp}

@@ -10,11 +10,11 @@ import (
 	"sync"
 
 	"github.com/cohortfl/cohort/client"
-	"github.com/cohortfl/cohort/client/data"
-	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/train"
 )
 
 // Attacker is what a simulated adversarial site does (the job's

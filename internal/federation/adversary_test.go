@@ -12,12 +12,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cohortfl/cohort/client/data"
-	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 func weights(vs ...float32) *model.Weights {

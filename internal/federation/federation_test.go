@@ -17,7 +17,7 @@ import (
 )
 
 // subset is the stratified Fashion-MNIST subset shipped in the repository.
-var subset, _ = filepath.Abs("../../client/data/testdata/fmnist-subset")
+var subset, _ = filepath.Abs("../../data/testdata/fmnist-subset")
 
 const quickJob = `
 name: e2e

@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	"github.com/cohortfl/cohort/client"
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 

@@ -10,15 +10,15 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/cohortfl/cohort/client/data"
-	"github.com/cohortfl/cohort/client/train"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/train"
 )
 
-// Trainers builds client/train trainers from model specs, one per distinct
+// Trainers builds train trainers from model specs, one per distinct
 // spec, shared by every site of the process. It implements the site agent's
 // TrainerFactory.
 type Trainers struct {

@@ -16,11 +16,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/client"
-	"github.com/cohortfl/cohort/client/train"
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 // Options configures [Run].

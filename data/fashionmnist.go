@@ -23,7 +23,7 @@ const (
 	// FashionMNISTSubsetDir is the shipped stratified subset (6,000
 	// training and 1,000 test images, the same IDX format), relative to
 	// the repository root; see [FindFashionMNISTSubset].
-	FashionMNISTSubsetDir = "client/data/testdata/fmnist-subset"
+	FashionMNISTSubsetDir = "data/testdata/fmnist-subset"
 )
 
 // Fashion-MNIST's sizes.

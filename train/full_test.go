@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 )
 
 // TestFullFashionMNIST is the experiment behind the example job's
@@ -20,7 +20,7 @@ import (
 // than Debian's. It fails when no epoch reaches 0.88 test accuracy, the
 // figure DESIGN.md holds us to.
 //
-//	COHORT_FULL_DATA=1 go test -run 'TestFullFashionMNIST$' -v -timeout 1h ./client/train/
+//	COHORT_FULL_DATA=1 go test -run 'TestFullFashionMNIST$' -v -timeout 1h ./train/
 func TestFullFashionMNIST(t *testing.T) {
 	env := fullDataEnv(t)
 	epochs := int(env("COHORT_FULL_EPOCHS", 20))

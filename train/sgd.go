@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/model"
 )
 

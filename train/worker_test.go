@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 )
 
 // execHelperPy is a NumPy trainer on python/cohort_trainer.py: train adds

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/model"
 )
 

@@ -11,7 +11,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/model"
 )
 

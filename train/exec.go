@@ -23,7 +23,7 @@ import (
 	"time"
 	"weak"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/model"
 )
 

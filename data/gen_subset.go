@@ -4,7 +4,7 @@
 // Fashion-MNIST, 600 training and 100 test images of each class, drawn
 // with a fixed seed from Debian's dataset-fashion-mnist
 // (apt-get install dataset-fashion-mnist) in the same gzip'd IDX format.
-// Run from client/data:
+// Run from data:
 //
 //	go run gen_subset.go [-from /usr/share/datasets/fashion-mnist] [-out testdata/fmnist-subset]
 //
@@ -22,7 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/cohortfl/cohort/client/data"
+	"github.com/cohortfl/cohort/data"
 )
 
 func main() {
