@@ -50,9 +50,10 @@ type Config struct {
 	// plain TCP. When ClientTLS.ServerName is empty, the dialled host is
 	// verified.
 	ServerTLS, ClientTLS *tls.Config
-	// Raft's timeouts; 0 takes raft's defaults (1 s, 1 s, 500 ms, 50 ms),
-	// except in a one-voter cluster (50 ms: it leads at once) and a lease
-	// no longer than the heartbeat.
+	// Raft's timeouts; 0 takes 2 s, 2 s, a 2 s lease and raft's 50 ms
+	// commit timeout in a cluster of several voters (see clusterTimeout),
+	// 50 ms in a one-voter cluster (it leads at once); a lease is never
+	// longer than the heartbeat.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
 	// Raft's snapshot policy; 0 takes a snapshot every 1,024 entries (or
 	// raft's 120 s) and keeps 512 entries after it (raft's own 8,192 and
@@ -79,6 +80,15 @@ const (
 	defaultTrailingLogs      = 512
 	// soloTimeout is the raft timeouts of a one-voter cluster.
 	soloTimeout = 50 * time.Millisecond
+	// clusterTimeout is the heartbeat and election timeout, and the leader
+	// lease, of a cluster of several voters. A leader that moves models
+	// of tens of MB for 20 sites on 2 cores is CPU-bound: its heartbeat
+	// goroutines and its followers' wait in the Go and OS run queues, and
+	// the leader heard from its followers only every 0.5–0.9 s. Under
+	// raft's 500 ms lease it stepped down 6 times in 4 minutes
+	// (TestClusterSoak); a leader now steps down after 2 s without a
+	// quorum, and a failed leader is replaced in 2–4 s.
+	clusterTimeout = 2 * time.Second
 	// clusterPoll is how often a node compares the cluster's id with its own.
 	clusterPoll = 50 * time.Millisecond
 )
@@ -172,10 +182,19 @@ func (c Config) raftConfig(notify chan bool) *raft.Config {
 	if len(c.Peers) == 1 {
 		// One voter has nobody to contest an election with: lead at once.
 		conf.HeartbeatTimeout, conf.ElectionTimeout, conf.LeaderLeaseTimeout = soloTimeout, soloTimeout, soloTimeout
+	} else {
+		// Several voters: raft's LAN defaults (1 s, 1 s, a 500 ms lease)
+		// made a loaded leader step down every minute or so — see
+		// clusterTimeout.
+		conf.HeartbeatTimeout, conf.ElectionTimeout = clusterTimeout, clusterTimeout
 	}
 	set(&conf.HeartbeatTimeout, c.HeartbeatTimeout)
 	set(&conf.ElectionTimeout, c.ElectionTimeout)
 	set(&conf.LeaderLeaseTimeout, c.LeaderLeaseTimeout)
+	if c.LeaderLeaseTimeout == 0 && len(c.Peers) > 1 {
+		// The lease is the longest raft allows: the heartbeat timeout.
+		conf.LeaderLeaseTimeout = conf.HeartbeatTimeout
+	}
 	if c.LeaderLeaseTimeout == 0 && conf.LeaderLeaseTimeout > conf.HeartbeatTimeout {
 		conf.LeaderLeaseTimeout = conf.HeartbeatTimeout // raft wants lease ≤ heartbeat
 	}
