@@ -72,7 +72,7 @@ func needNumPy(t testing.TB) {
 func helperExec(t testing.TB, execMode, mode string) *Exec {
 	t.Helper()
 	needNumPy(t)
-	py, err := filepath.Abs("../../python")
+	py, err := filepath.Abs("../python")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +433,7 @@ func BenchmarkExecModes(b *testing.B) {
 	if out, err := exec.Command(execPython, "-c", "import torch").CombinedOutput(); err != nil {
 		b.Skipf("%s cannot import torch: %v\n%s", execPython, err, out)
 	}
-	script, err := filepath.Abs("../../examples/pytorch-fmnist/train.py")
+	script, err := filepath.Abs("../examples/pytorch-fmnist/train.py")
 	if err != nil {
 		b.Fatal(err)
 	}
