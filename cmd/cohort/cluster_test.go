@@ -33,13 +33,7 @@ func TestClusterFailoverProcesses(t *testing.T) {
 	}
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	var coords, addrs []string
-	for i := range 3 {
-		grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		raftAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		coords = append(coords, fmt.Sprintf("{name: coord-%d, address: %q, raft: %q}", i+1, grpcAddr, raftAddr))
-		addrs = append(addrs, grpcAddr)
-	}
+	coords, addrs := threeCoordinators(t)
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf(`name: ha
 coordinators: [%s]
@@ -200,6 +194,19 @@ func checkResumedRuns(t *testing.T, db, jobRunID string, rounds int64) {
 			t.Errorf("failover metric on site run %s: %v", s.Info.RunName, fo)
 		}
 	}
+}
+
+// threeCoordinators returns the project.yaml entries of three
+// coordinators, coord-1…3, on loopback ports, and their gRPC addresses.
+func threeCoordinators(t *testing.T) (entries, addrs []string) {
+	t.Helper()
+	for i := range 3 {
+		grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		raftAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		entries = append(entries, fmt.Sprintf("{name: coord-%d, address: %q, raft: %q}", i+1, grpcAddr, raftAddr))
+		addrs = append(addrs, grpcAddr)
+	}
+	return entries, addrs
 }
 
 // submitHAJob submits an 8-round job with the admin kit and returns its id.

@@ -30,13 +30,7 @@ func TestClusterSoak(t *testing.T) {
 	const sites = 20
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	var coords, addrs []string
-	for i := range 3 {
-		grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		raftAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		coords = append(coords, fmt.Sprintf("{name: coord-%d, address: %q, raft: %q}", i+1, grpcAddr, raftAddr))
-		addrs = append(addrs, grpcAddr)
-	}
+	coords, addrs := threeCoordinators(t)
 	var names []string
 	for i := range sites {
 		names = append(names, fmt.Sprintf("site-%02d", i+1))

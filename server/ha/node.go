@@ -191,12 +191,10 @@ func (c Config) raftConfig(notify chan bool) *raft.Config {
 	set(&conf.HeartbeatTimeout, c.HeartbeatTimeout)
 	set(&conf.ElectionTimeout, c.ElectionTimeout)
 	set(&conf.LeaderLeaseTimeout, c.LeaderLeaseTimeout)
-	if c.LeaderLeaseTimeout == 0 && len(c.Peers) > 1 {
-		// The lease is the longest raft allows: the heartbeat timeout.
+	if c.LeaderLeaseTimeout == 0 && (len(c.Peers) > 1 || conf.LeaderLeaseTimeout > conf.HeartbeatTimeout) {
+		// raft wants lease ≤ heartbeat; a cluster takes the longest lease
+		// raft allows.
 		conf.LeaderLeaseTimeout = conf.HeartbeatTimeout
-	}
-	if c.LeaderLeaseTimeout == 0 && conf.LeaderLeaseTimeout > conf.HeartbeatTimeout {
-		conf.LeaderLeaseTimeout = conf.HeartbeatTimeout // raft wants lease ≤ heartbeat
 	}
 	set(&conf.CommitTimeout, c.CommitTimeout)
 	set(&conf.SnapshotInterval, c.SnapshotInterval)
