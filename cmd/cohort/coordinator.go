@@ -18,12 +18,13 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/cohortfl/cohort/deploy"
-	"github.com/cohortfl/cohort/internal/federation"
 	"github.com/cohortfl/cohort/internal/hclogslog"
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/server/ha"
+	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,11 +61,11 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer store.Close()
 	// The coordinator never runs job commands: exec models take their
 	// initial weights from a site or an upload (CoordinatorModels).
-	trainers := &federation.Trainers{Logger: log.With("component", "trainer"),
+	trainers := &train.Factory{Logger: log.With("component", "trainer"),
 		ExecRefused: "a deployed coordinator does not run job commands"}
 	defer trainers.Close()
 	// Uploaded initial weights (model.init.weights), content-addressed.
-	weights := federation.WeightsDir{Dir: filepath.Join(cfg.StateDir, "weights")}
+	weights := prepare.WeightsDir{Dir: filepath.Join(cfg.StateDir, "weights")}
 	_, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
 	node, err := openReplica(cfg, log)
@@ -92,7 +93,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}, server.Deps{
 		Tracker:     store,
 		OpenTracker: trackerOpener(defaultURI, log),
-		Models:      &federation.CoordinatorModels{Trainers: trainers, Weights: weights, Paths: cfg.Data, Logger: log},
+		Models:      &prepare.CoordinatorModels{Trainers: trainers, Weights: weights, Paths: cfg.Data, Logger: log},
 		Weights:     weights,
 		Meter:       coordMeter,
 		Replica:     node,
