@@ -63,9 +63,34 @@ func (a *Agent) load(ctx context.Context, t *pb.Task) (trainSet, testSet *data.D
 	return a.data.Load(ctx, t.GetDataset(), t.GetKind())
 }
 
-// TrainerFactory builds the trainer a model spec names.
+// TrainerFactory builds the trainer a task's model spec names, turned into
+// a [train.Config] by the agent; *train.Factory is the production one.
 type TrainerFactory interface {
-	Trainer(spec *pb.ModelSpec) (train.Trainer, error)
+	Trainer(cfg train.Config) (train.Trainer, error)
+}
+
+var _ TrainerFactory = (*train.Factory)(nil)
+
+// trainConfig is the trainer config a task's model spec names.
+func trainConfig(spec *pb.ModelSpec) train.Config {
+	return train.Config{
+		Kind:       spec.GetKind(),
+		Hidden:     ints(spec.GetHidden()),
+		Conv:       ints(spec.GetConv()),
+		InputShape: ints(spec.GetInputShape()),
+		Classes:    int(spec.GetClasses()),
+		Command:    spec.GetCommand(),
+		Env:        spec.GetEnv(),
+		ExecMode:   spec.GetExecMode(),
+	}
+}
+
+func ints(xs []int32) []int {
+	out := make([]int, len(xs))
+	for i, x := range xs {
+		out[i] = int(x)
+	}
+	return out
 }
 
 // Agent is a site agent. Create it with [New] and run it with [Agent.Run].

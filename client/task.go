@@ -59,7 +59,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if err != nil {
 		return fmt.Errorf("loading dataset %q: %w", t.GetDataset(), err)
 	}
-	tr, err := a.trainers.Trainer(t.GetModel())
+	tr, err := a.trainers.Trainer(trainConfig(t.GetModel()))
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}
@@ -241,7 +241,7 @@ func (r *meterRun) stop() *pb.EnergyReport {
 // initTask makes the job's initial weights with the site's trainer and
 // uploads them as the task's update (with no samples).
 func (a *Agent) initTask(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, spent *taskEnergy, log *slog.Logger) error {
-	tr, err := a.trainers.Trainer(t.GetModel())
+	tr, err := a.trainers.Trainer(trainConfig(t.GetModel()))
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}
@@ -281,7 +281,7 @@ func (a *Agent) evaluateTask(ctx context.Context, cli pb.CoordinatorServiceClien
 	if testSet == nil || testSet.N == 0 {
 		return fmt.Errorf("this site holds no test split of %q to evaluate on; give it the dataset's test files or evaluate elsewhere (eval.site)", t.GetDataset())
 	}
-	tr, err := a.trainers.Trainer(t.GetModel())
+	tr, err := a.trainers.Trainer(trainConfig(t.GetModel()))
 	if err != nil {
 		return fmt.Errorf("building trainer: %w", err)
 	}

@@ -1,6 +1,7 @@
 package data
 
 import (
+	"fmt"
 	"hash/fnv"
 )
 
@@ -36,4 +37,40 @@ func SyntheticSite(cfg SyntheticConfig, seed int64, site string) (*Dataset, erro
 		return nil, err
 	}
 	return ds[0], nil
+}
+
+// SyntheticSiteSplit generates site's Synthetic(α,β) partition
+// ([SyntheticSite]) and, when testFraction > 0, splits off its local test
+// split, seeded by [SiteSeed]. `cohort run` makes every site's data with
+// it and a deployed site its own, so the same job seed and site name give
+// the same samples in both.
+func SyntheticSiteSplit(cfg SyntheticConfig, seed int64, site string, testFraction float64) (train, test *Dataset, err error) {
+	ds, err := SyntheticSite(cfg, seed, site)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating site %s's synthetic data: %w", site, err)
+	}
+	if testFraction > 0 {
+		train, test = ds.Split(testFraction, SiteSeed(seed, site))
+		return train, test, nil
+	}
+	return ds, nil, nil
+}
+
+// SyntheticTestSet is the coordinator's test set of a synthetic job, as
+// `cohort run` makes it: every site's local test split
+// ([SyntheticSiteSplit]) together; nil when the job holds out none
+// (testFraction ≤ 0).
+func SyntheticTestSet(cfg SyntheticConfig, seed int64, sites []string, testFraction float64) (*Dataset, error) {
+	if testFraction <= 0 {
+		return nil, nil
+	}
+	tests := make([]*Dataset, 0, len(sites))
+	for _, s := range sites {
+		_, te, err := SyntheticSiteSplit(cfg, seed, s, testFraction)
+		if err != nil {
+			return nil, err
+		}
+		tests = append(tests, te)
+	}
+	return Concat(tests...), nil
 }

@@ -146,8 +146,17 @@ const (
 const (
 	// MaxSize is the largest job file accepted, in bytes.
 	MaxSize = 1 << 20
-	// MaxSites is the most sites a job may have.
-	MaxSites = 100_000
+	// MaxSites is the most sites a job may have: 10,000, the most
+	// connected site agents one coordinator is sized for (DESIGN.md,
+	// issue 17). Each site is a process at an institute with its own
+	// session, registry entry and site run per arm; a job asking for more
+	// is a typo or a simulation, which needs virtual clients, not sites.
+	MaxSites = 10_000
+	// MaxNameLen is the longest job name, in bytes: 200. The name becomes
+	// the tracking experiment's and the job run's, lines of `cohort jobs`
+	// and file names of the comparison plot, which a longer name would
+	// break (most file systems cap a name at 255 bytes).
+	MaxNameLen = 200
 	// MaxRounds bounds rounds, epochs and eval.every.
 	MaxRounds = 1_000_000
 	// MaxLayerWidth bounds one hidden layer's units or one convolution's

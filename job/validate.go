@@ -60,6 +60,8 @@ func (s *Spec) validate() *problems {
 	switch {
 	case strings.TrimSpace(s.Name) == "":
 		p.add("name", "missing; name the job, e.g. name: fmnist-fedavg-vs-fedprox")
+	case len(s.Name) > MaxNameLen:
+		p.add("name", "%d characters, %q…, is longer than %d; shorten the job's name (it names the tracking experiment and the plot's file)", len(s.Name), s.Name[:40], MaxNameLen)
 	case hasControl(s.Name):
 		p.add("name", "%q holds control characters; use printable text", s.Name)
 	}
@@ -383,8 +385,11 @@ func (s *Spec) validateSites(p *problems) {
 	case st.Count < 1:
 		p.add("sites.count", "%d must be at least 1", st.Count)
 		return
+	case len(st.Names) > MaxSites:
+		p.add("sites.names", "%d sites are more than %d, the most a coordinator is sized for; split the federation into several jobs", len(st.Names), MaxSites)
+		return
 	case st.Count > MaxSites:
-		p.add("sites.count", "%d is more than %d; lower it", st.Count, MaxSites)
+		p.add("sites.count", "%d is more than %d, the most a coordinator is sized for; lower it", st.Count, MaxSites)
 		return
 	case len(st.Names) > 0 && len(st.Names) != st.Count:
 		p.add("sites.count", "%d does not match the %d sites in sites.names; remove sites.count or make them agree", st.Count, len(st.Names))

@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -57,7 +58,18 @@ func TestValidateInGo(t *testing.T) {
 		{"no name", func(s *Spec) { s.Name = " " }, []string{"name: missing; name the job, e.g. name: fmnist-fedavg-vs-fedprox"}},
 		{"name with newline", func(s *Spec) { s.Name = "a\nb" }, []string{`name: "a\nb" holds control characters; use printable text`}},
 		{"min per round", func(s *Spec) { s.Sites.MinPerRound = 5 }, []string{"sites.min_per_round: 5 is more than sites.count (3); lower it or add sites"}},
-		{"too many sites", func(s *Spec) { s.Sites.Count = MaxSites + 1; s.Sites.Names = nil }, []string{"sites.count: 100001 is more than 100000; lower it"}},
+		{"too many sites", func(s *Spec) { s.Sites.Count = MaxSites + 1; s.Sites.Names = nil }, []string{"sites.count: 10001 is more than 10000, the most a coordinator is sized for; lower it"}},
+		{"100k sites", func(s *Spec) { s.Sites.Count = 100_000; s.Sites.Names = nil }, []string{"sites.count: 100000 is more than 10000, the most a coordinator is sized for; lower it"}},
+		{"too many site names", func(s *Spec) {
+			s.Sites.Names = make([]string, MaxSites+1)
+			for i := range s.Sites.Names {
+				s.Sites.Names[i] = "s" + strconv.Itoa(i)
+			}
+			s.Sites.Count = len(s.Sites.Names)
+		}, []string{"sites.names: 10001 sites are more than 10000, the most a coordinator is sized for; split the federation into several jobs"}},
+		{"name at the limit", func(s *Spec) { s.Name = strings.Repeat("n", MaxNameLen) }, nil},
+		{"name past the limit", func(s *Spec) { s.Name = strings.Repeat("n", MaxNameLen+1) }, []string{`name: 201 characters, "` + strings.Repeat("n", 40) + `"…, is longer than 200; shorten the job's name (it names the tracking experiment and the plot's file)`}},
+		{"100k-character name", func(s *Spec) { s.Name = strings.Repeat("x", 100_000) }, []string{`name: 100000 characters, "` + strings.Repeat("x", 40) + `"…, is longer than 200; shorten the job's name (it names the tracking experiment and the plot's file)`}},
 		{"both arm kinds", func(s *Spec) { s.Arms[1].Centralized = &Centralized{Epochs: 1} }, []string{"arms.1: has both centralized and strategy; an arm is one or the other, split it into two arms"}},
 		{"nan lr", func(s *Spec) { s.Train.LR = nan() }, []string{"train.lr: NaN must be above 0, e.g. lr: 0.05"}},
 		{"nan mu", func(s *Spec) { s.Arms[1].Strategy.Name, s.Arms[1].Strategy.Mu = StrategyFedProx, nan() }, []string{"arms.1.strategy.mu: NaN must not be negative (FedProx's proximal term; the paper uses 0.001-1)"}},

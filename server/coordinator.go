@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohortfl/cohort/model"
@@ -231,15 +229,10 @@ func newID() string {
 // peerCommonName returns the CN of the client certificate of the call, or ""
 // without TLS.
 func peerCommonName(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.AuthInfo == nil {
-		return ""
+	if cert := peerCert(ctx); cert != nil {
+		return cert.Subject.CommonName
 	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return ""
-	}
-	return ti.State.PeerCertificates[0].Subject.CommonName
+	return ""
 }
 
 // MaxCapabilitiesBytes bounds the capabilities a site joins with.

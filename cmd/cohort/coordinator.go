@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,19 +15,16 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 
 	"github.com/cohortfl/cohort/deploy"
-	"github.com/cohortfl/cohort/internal/federation"
 	"github.com/cohortfl/cohort/internal/hclogslog"
 	"github.com/cohortfl/cohort/job"
-	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/server/ha"
+	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -65,11 +61,11 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer store.Close()
 	// The coordinator never runs job commands: exec models take their
 	// initial weights from a site or an upload (CoordinatorModels).
-	trainers := &federation.Trainers{Logger: log.With("component", "trainer"),
+	trainers := &train.Factory{Logger: log.With("component", "trainer"),
 		ExecRefused: "a deployed coordinator does not run job commands"}
 	defer trainers.Close()
 	// Uploaded initial weights (model.init.weights), content-addressed.
-	weights := federation.WeightsDir{Dir: filepath.Join(cfg.StateDir, "weights")}
+	weights := prepare.WeightsDir{Dir: filepath.Join(cfg.StateDir, "weights")}
 	_, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
 	node, err := openReplica(cfg, log)
@@ -97,7 +93,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}, server.Deps{
 		Tracker:     store,
 		OpenTracker: trackerOpener(defaultURI, log),
-		Models:      &federation.CoordinatorModels{Trainers: trainers, Weights: weights, Paths: cfg.Data, Logger: log},
+		Models:      &prepare.CoordinatorModels{Trainers: trainers, Weights: weights, Paths: cfg.Data, Logger: log},
 		Weights:     weights,
 		Meter:       coordMeter,
 		Replica:     node,
@@ -109,11 +105,16 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w; change listen in %s or stop what holds the port", cfg.Listen, err, *path)
 	}
-	enforced := creds != nil
+	auth, err := server.NewAuthorizer(server.AuthorizerConfig{
+		Enforce: creds != nil, Role: deploy.Role, AdminRole: deploy.RoleAdmin, SiteRole: deploy.RoleSite, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(8 << 20),
-		grpc.ChainUnaryInterceptor(authorizeUnary(enforced, log)),
-		grpc.ChainStreamInterceptor(authorizeStream(enforced, log)),
+		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(auth.StreamInterceptor()),
 	}
 	if creds != nil {
 		opts = append(opts, creds)
@@ -236,64 +237,6 @@ func coordinatorCreds(cfg *deploy.CoordinatorConfig, log *slog.Logger) (grpc.Ser
 		return nil, err
 	}
 	return grpc.Creds(credentials.NewTLS(tc)), nil
-}
-
-// peerCert returns the client certificate of a call, if any. The
-// handshake has verified it against the CA (deploy's VerifyConnection), or
-// the call would not have reached here.
-func peerCert(ctx context.Context) *x509.Certificate {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.AuthInfo == nil {
-		return nil
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return nil
-	}
-	return ti.State.PeerCertificates[0]
-}
-
-// requiredRole is the certificate role a method needs: the Jobs API takes
-// admins only, the coordinator service sites only.
-func requiredRole(fullMethod string) string {
-	if strings.HasPrefix(fullMethod, "/"+pb.JobsService_ServiceDesc.ServiceName+"/") {
-		return deploy.RoleAdmin
-	}
-	return deploy.RoleSite
-}
-
-func authorize(ctx context.Context, enforced bool, fullMethod string, log *slog.Logger) error {
-	if !enforced {
-		return nil
-	}
-	want := requiredRole(fullMethod)
-	cert := peerCert(ctx)
-	if cert == nil {
-		return status.Error(codes.Unauthenticated, "no client certificate: use the startup kit's certificate")
-	}
-	if got := deploy.Role(cert); got != want {
-		log.Warn("call_refused", "method", fullMethod, "cn", cert.Subject.CommonName, "role", got, "want", want)
-		return status.Errorf(codes.PermissionDenied, "%s needs a %s certificate; %q is a %s certificate", fullMethod, want, cert.Subject.CommonName, got)
-	}
-	return nil
-}
-
-func authorizeUnary(enforced bool, log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if err := authorize(ctx, enforced, info.FullMethod, log); err != nil {
-			return nil, err
-		}
-		return h(ctx, req)
-	}
-}
-
-func authorizeStream(enforced bool, log *slog.Logger) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		if err := authorize(ss.Context(), enforced, info.FullMethod, log); err != nil {
-			return err
-		}
-		return h(srv, ss)
-	}
 }
 
 // openSQLiteURI opens the embedded store a sqlite: URI names.

@@ -18,6 +18,7 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 // TestDeployedAttackIsRefused replays the hijack measured against an
@@ -73,7 +74,7 @@ admins: [{name: alice}]
 	agent, err := client.New(client.Config{
 		Name: "evil", Targets: cfg.Coordinators, DialOptions: dial,
 		Capabilities: &pb.Capabilities{Trainers: []string{"logreg", "mlp", "cnn"}, EnergySources: []string{"estimate"}},
-	}, &federation.LocalData{Paths: cfg.Data}, atk.Trainers(&federation.Trainers{}), nil)
+	}, &client.LocalData{Paths: cfg.Data}, atk.Trainers(&train.Factory{}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

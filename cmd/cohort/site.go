@@ -15,7 +15,6 @@ import (
 
 	"github.com/cohortfl/cohort/client"
 	"github.com/cohortfl/cohort/deploy"
-	"github.com/cohortfl/cohort/internal/federation"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/train"
 )
@@ -52,7 +51,7 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.TLS == nil {
 		log.Warn("plaintext_on_loopback", "coordinators", cfg.Coordinators, "hint", "use a startup kit's certificate for anything but a demo")
 	}
-	trainers := &federation.Trainers{Dir: cfg.Exec.Workdir, Logger: log.With("component", "trainer")}
+	trainers := &train.Factory{Dir: cfg.Exec.Workdir, Logger: log.With("component", "trainer")}
 	if !cfg.Exec.Allow {
 		trainers.ExecRefused = "this site does not run job commands; set exec: {allow: true} in site.yaml to let jobs run their trainer here"
 	}
@@ -66,7 +65,7 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	a, err := client.New(client.Config{
 		Name: cfg.Name, Targets: cfg.Coordinators, DialOptions: dial, Version: version,
 		Capabilities: caps, Logger: log,
-	}, &federation.LocalData{Paths: cfg.Data, Site: cfg.Name, Logger: log}, trainers, siteMeter)
+	}, &client.LocalData{Paths: cfg.Data, Site: cfg.Name, Logger: log}, trainers, siteMeter)
 	if err != nil {
 		return err
 	}

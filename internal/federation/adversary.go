@@ -154,8 +154,8 @@ type attackFactory struct {
 	a  *Attacker
 }
 
-func (f attackFactory) Trainer(spec *pb.ModelSpec) (train.Trainer, error) {
-	tr, err := f.tf.Trainer(spec)
+func (f attackFactory) Trainer(cfg train.Config) (train.Trainer, error) {
+	tr, err := f.tf.Trainer(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -126,7 +126,7 @@ func (f *fakeTrainer) Train(_ context.Context, w *model.Weights, ds *data.Datase
 
 type fakeFactory struct{ tr *fakeTrainer }
 
-func (f fakeFactory) Trainer(*pb.ModelSpec) (train.Trainer, error) { return f.tr, nil }
+func (f fakeFactory) Trainer(train.Config) (train.Trainer, error) { return f.tr, nil }
 
 // TestAttackerWraps checks the wrappers a simulated adversary's agent gets:
 // label_flip flips the training labels of federated training tasks only,
@@ -160,7 +160,7 @@ func TestAttackerWraps(t *testing.T) {
 	}
 
 	fake := &fakeTrainer{}
-	trainer, err := a.Trainers(fakeFactory{fake}).Trainer(&pb.ModelSpec{})
+	trainer, err := a.Trainers(fakeFactory{fake}).Trainer(train.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,9 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/server/ha"
+	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 // haNode is one coordinator of an HA test: its Raft node and its gRPC
@@ -94,7 +96,7 @@ func startHANodeWith(t testing.TB, cfg ha.Config, peers []ha.Peer, i int, dir st
 	}
 	coord, err := server.New(server.Config{Logger: log.With("node", p.ID), SiteWait: 30 * time.Second},
 		server.Deps{Tracker: store, Replica: node,
-			Models: &models{trainers: &Trainers{}, test: ds.Test, shape: ds.Pooled.Shape, classes: ds.Pooled.Classes}})
+			Models: &prepare.Models{Trainers: &train.Factory{}, Test: ds.Test, Shape: ds.Pooled.Shape, Classes: ds.Pooled.Classes}})
 	if err != nil {
 		t.Fatal(err)
 	}

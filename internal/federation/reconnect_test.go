@@ -18,7 +18,9 @@ import (
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 // startCoordinator serves a coordinator on addr until the returned stop is
@@ -26,7 +28,7 @@ import (
 func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.SQLiteStore, log *slog.Logger) (stop func()) {
 	t.Helper()
 	coord, err := server.New(server.Config{Logger: log, SiteWait: 30 * time.Second},
-		server.Deps{Tracker: store, Models: &models{trainers: &Trainers{}, test: ds.Test, shape: ds.Pooled.Shape, classes: ds.Pooled.Classes}})
+		server.Deps{Tracker: store, Models: &prepare.Models{Trainers: &train.Factory{}, Test: ds.Test, Shape: ds.Pooled.Shape, Classes: ds.Pooled.Classes}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +69,7 @@ func listenRetry(t testing.TB, addr string) net.Listener {
 func startAgents(tb testing.TB, ctx context.Context, names []string, ds *Datasets, targets []string, log *slog.Logger, base client.Config) (wait func()) {
 	tb.Helper()
 	var wg sync.WaitGroup
-	trainers := &Trainers{}
+	trainers := &train.Factory{}
 	for _, name := range names {
 		sd := ds.Sites[name]
 		cfg := base

@@ -19,6 +19,7 @@ import (
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
 	"github.com/cohortfl/cohort/train"
 )
@@ -118,11 +119,11 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 		tr = store
 	}
 
-	trainers := &Trainers{Dir: opts.BaseDir, Logger: log.With("component", "trainer")}
+	trainers := &train.Factory{Dir: opts.BaseDir, Logger: log.With("component", "trainer")}
 	defer trainers.Close()
 	shape := ds.Pooled.Shape
 	coord, err := server.New(server.Config{Version: opts.Version, Logger: log.With("component", "coordinator")},
-		server.Deps{Tracker: tr, Meter: opts.CoordMeter, Idle: idleMeter(opts.CoordMeter), Models: &models{trainers: trainers, test: ds.Test, shape: shape, classes: ds.Pooled.Classes}})
+		server.Deps{Tracker: tr, Meter: opts.CoordMeter, Idle: idleMeter(opts.CoordMeter), Models: &prepare.Models{Trainers: trainers, Test: ds.Test, Shape: shape, Classes: ds.Pooled.Classes}})
 	if err != nil {
 		return nil, err
 	}

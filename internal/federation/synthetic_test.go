@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortfl/cohort/client"
 	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
-	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/prepare"
+	"github.com/cohortfl/cohort/train"
 )
 
 const transferJob = `
@@ -98,7 +100,7 @@ arms: [{name: fedavg, strategy: fedavg}]
 		t.Fatal(err)
 	}
 	// The coordinator's model spec, as it goes out with every task.
-	prep, err := (&CoordinatorModels{Trainers: &Trainers{}}).Prepare(ctx, spec)
+	prep, err := (&prepare.CoordinatorModels{Trainers: &train.Factory{}}).Prepare(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +111,7 @@ arms: [{name: fedavg, strategy: fedavg}]
 	var pooledTest int
 	for _, name := range spec.Sites.Names {
 		want := run.Sites[name]
-		got := &LocalData{Site: name}
+		got := &client.LocalData{Site: name}
 		tr, te, err := got.LoadTask(ctx, task)
 		if err != nil {
 			t.Fatalf("site %s: LoadTask: %v", name, err)
@@ -127,65 +129,40 @@ arms: [{name: fedavg, strategy: fedavg}]
 	}
 	// The deployed coordinator's test set is cohort run's: every site's
 	// test split.
-	ev, ok := prep.Evaluator.(evaluator)
-	if !ok {
-		t.Fatalf("deployed coordinator of a synthetic job has evaluator %T, want its own test set", prep.Evaluator)
+	if prep.Evaluator == nil {
+		t.Fatal("deployed coordinator of a synthetic job has no evaluator, want its own test set")
 	}
-	if !same(ev.test, run.Test) || ev.test.N != pooledTest {
-		t.Errorf("deployed coordinator's test set: %d samples, cohort run's %d; want the same %d", ev.test.N, run.Test.N, pooledTest)
+	runPrep, err := (&prepare.Models{Trainers: &train.Factory{}, Test: run.Test, Shape: []int{spec.Data.Synthetic.Dim}, Classes: spec.Data.Synthetic.Classes}).Prepare(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := prep.Evaluator.Evaluate(ctx, prep.Initial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := runPrep.Evaluator.Evaluate(ctx, prep.Initial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NumSamples != int64(pooledTest) || got.NumSamples != want.NumSamples || got.Loss != want.Loss || got.Accuracy != want.Accuracy {
+		t.Errorf("deployed coordinator evaluates on %d samples (loss %v, accuracy %v), cohort run on %d (%v, %v); want the same %d", got.NumSamples, got.Loss, got.Accuracy, want.NumSamples, want.Loss, want.Accuracy, pooledTest)
 	}
 
 	// Bad input: a coordinator that sends no parameters, a site without a name.
 	for _, tc := range []struct {
 		name string
-		l    *LocalData
+		l    *client.LocalData
 		task *pb.Task
 		want string
 	}{
-		{"old coordinator", &LocalData{Site: "kit"}, &pb.Task{Dataset: job.DatasetSynthetic, Model: &pb.ModelSpec{Kind: "logreg"}}, "upgrade the coordinator"},
-		{"no site name", &LocalData{}, task, "set name in site.yaml"},
-		{"bad parameters", &LocalData{Site: "kit"}, &pb.Task{Dataset: job.DatasetSynthetic, Model: &pb.ModelSpec{SyntheticData: &pb.SyntheticData{Alpha: -1}}}, "alpha -1 must be ≥ 0"},
+		{"old coordinator", &client.LocalData{Site: "kit"}, &pb.Task{Dataset: job.DatasetSynthetic, Model: &pb.ModelSpec{Kind: "logreg"}}, "upgrade the coordinator"},
+		{"no site name", &client.LocalData{}, task, "set name in site.yaml"},
+		{"bad parameters", &client.LocalData{Site: "kit"}, &pb.Task{Dataset: job.DatasetSynthetic, Model: &pb.ModelSpec{SyntheticData: &pb.SyntheticData{Alpha: -1}}}, "alpha -1 must be ≥ 0"},
 	} {
 		if _, _, err := tc.l.LoadTask(ctx, tc.task); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: LoadTask() = %v, want an error containing %q", tc.name, err, tc.want)
 		}
 	}
-}
-
-// TestTransferPrepared checks the coordinator's transfer model: params
-// float32s from the seed, no evaluator, on a deployed coordinator too.
-func TestTransferPrepared(t *testing.T) {
-	spec, err := job.Parse([]byte(transferJob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	prep, err := (&CoordinatorModels{Trainers: &Trainers{}}).Prepare(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := prep.Initial.NumParams(); n != 1000 || prep.Evaluator != nil || prep.Spec.GetKind() != job.ModelTransfer {
-		t.Errorf("prepared %d params, evaluator %v, kind %q; want 1000, none, transfer", n, prep.Evaluator, prep.Spec.GetKind())
-	}
-	again, err := (&models{trainers: &Trainers{}, shape: []int{60}, classes: 10}).Prepare(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !weightsEqual(prep.Initial, again.Initial) {
-		t.Error("cohort run's and a deployed coordinator's initial transfer models differ")
-	}
-}
-
-func weightsEqual(a, b *model.Weights) bool {
-	if len(a.Tensors) != len(b.Tensors) {
-		return false
-	}
-	for i := range a.Tensors {
-		if !slices.Equal(a.Tensors[i].Data, b.Tensors[i].Data) {
-			return false
-		}
-	}
-	return true
 }
 
 // TestPrinterAccuracy checks the progress lines with and without a test

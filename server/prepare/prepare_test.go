@@ -1,4 +1,4 @@
-package federation
+package prepare
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
+	"github.com/cohortfl/cohort/train"
 )
 
 func execSpec(t *testing.T, extra string) *job.Spec {
@@ -42,7 +43,7 @@ func TestCoordinatorModelsExec(t *testing.T) {
 	if err := dir.Put(digest, b); err != nil {
 		t.Fatal(err)
 	}
-	m := &CoordinatorModels{Trainers: &Trainers{ExecRefused: "no"}, Weights: dir}
+	m := &CoordinatorModels{Trainers: &train.Factory{ExecRefused: "no"}, Weights: dir}
 	ctx := context.Background()
 
 	p, err := m.Prepare(ctx, execSpec(t, ", init: {site: a}"))
@@ -84,7 +85,7 @@ func TestLocalInitWeights(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "init.safetensors"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := &models{trainers: &Trainers{Dir: dir}, shape: []int{1, 28, 28}, classes: 10}
+	m := &Models{Trainers: &train.Factory{Dir: dir}, Shape: []int{1, 28, 28}, Classes: 10}
 	p, err := m.Prepare(context.Background(), execSpec(t, ", init: {weights: init.safetensors}"))
 	if err != nil {
 		t.Fatal(err)
@@ -97,23 +98,51 @@ func TestLocalInitWeights(t *testing.T) {
 	}
 }
 
-func TestCentralSites(t *testing.T) {
-	tests := []struct {
-		arms string
-		want []string
-	}{
-		{"[{name: f, strategy: fedavg}]", nil},
-		{"[{name: c, centralized: {}}]", []string{"central"}},
-		{"[{name: c, centralized: {site: pooled}}, {name: d, centralized: {}}]", []string{"pooled", "central"}},
-		{"[{name: c, centralized: {site: a}}]", nil}, // a federated site trains it on its own data
+const transferJob = `
+name: transfer-tiny
+seed: 11
+tracking: {experiment: transfer}
+data: {dataset: synthetic, synthetic: {samples_per_site: 40}}
+model: {kind: transfer, params: 1000}
+sites: {count: 3}
+rounds: 2
+arms:
+  - {name: fedavg, strategy: fedavg}
+deadline: {round: 1m}
+`
+
+// TestTransferPrepared checks the coordinator's transfer model: params
+// float32s from the seed, no evaluator, on a deployed coordinator too.
+func TestTransferPrepared(t *testing.T) {
+	spec, err := job.Parse([]byte(transferJob))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		s, err := job.Parse([]byte("name: x\ndata: {dataset: fashion-mnist}\nmodel: {kind: logreg}\nsites: {names: [a, b]}\nrounds: 1\narms: " + tt.arms + "\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := centralSites(s); !slices.Equal(got, tt.want) {
-			t.Errorf("centralSites(%s) = %v, want %v", tt.arms, got, tt.want)
+	ctx := context.Background()
+	prep, err := (&CoordinatorModels{Trainers: &train.Factory{}}).Prepare(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := prep.Initial.NumParams(); n != 1000 || prep.Evaluator != nil || prep.Spec.GetKind() != job.ModelTransfer {
+		t.Errorf("prepared %d params, evaluator %v, kind %q; want 1000, none, transfer", n, prep.Evaluator, prep.Spec.GetKind())
+	}
+	again, err := (&Models{Trainers: &train.Factory{}, Shape: []int{60}, Classes: 10}).Prepare(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !weightsEqual(prep.Initial, again.Initial) {
+		t.Error("cohort run's and a deployed coordinator's initial transfer models differ")
+	}
+}
+
+func weightsEqual(a, b *model.Weights) bool {
+	if len(a.Tensors) != len(b.Tensors) {
+		return false
+	}
+	for i := range a.Tensors {
+		if !slices.Equal(a.Tensors[i].Data, b.Tensors[i].Data) {
+			return false
 		}
 	}
+	return true
 }

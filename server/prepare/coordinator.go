@@ -1,4 +1,4 @@
-package federation
+package prepare
 
 import (
 	"context"
@@ -8,92 +8,12 @@ import (
 	"strings"
 	"sync"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
-	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/train"
 )
-
-// LocalData is a deployed site's data: each dataset the site holds, read
-// from the folder its config names (or the loader's default search when it
-// names none), once, and served to every task. It implements the site
-// agent's DataSource.
-type LocalData struct {
-	// Paths maps a dataset name to the folder holding it.
-	Paths map[string]string
-	// Site is the site's name, from which (with the job's seed) it
-	// generates synthetic data.
-	Site string
-	// Logger receives where the data came from; nil discards it.
-	Logger *slog.Logger
-
-	mu    sync.Mutex
-	cache map[string][2]*data.Dataset
-	// synth is the last synthetic data generated, under its parameters.
-	synth    *pb.SyntheticData
-	synthSet [2]*data.Dataset
-}
-
-// LoadTask implements client.TaskDataSource: a synthetic dataset is
-// generated from the parameters the task's model spec carries and the
-// site's name, as `cohort run` generates this site's ([SyntheticSiteData]);
-// the last one generated is kept. Other datasets are [LocalData.Load]'s.
-func (l *LocalData) LoadTask(ctx context.Context, t *pb.Task) (*data.Dataset, *data.Dataset, error) {
-	if t.GetDataset() != job.DatasetSynthetic {
-		return l.Load(ctx, t.GetDataset(), t.GetKind())
-	}
-	sd := t.GetModel().GetSyntheticData()
-	switch {
-	case sd == nil:
-		return nil, nil, errors.New("the coordinator sent no parameters of the job's synthetic data; upgrade the coordinator to this site's version")
-	case l.Site == "":
-		return nil, nil, errors.New("this site has no name to generate its synthetic data from; set name in site.yaml")
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.synth != nil && proto.Equal(l.synth, sd) {
-		return l.synthSet[0], l.synthSet[1], nil
-	}
-	train, test, err := SyntheticSiteData(sd, l.Site)
-	if err != nil {
-		return nil, nil, err
-	}
-	if l.Logger != nil {
-		l.Logger.Info("synthetic_data_generated", "site", l.Site, "seed", sd.GetSeed(), "train", train.N, "test", nTest(SiteData{Test: test}))
-	}
-	l.synth, l.synthSet = sd, [2]*data.Dataset{train, test}
-	return train, test, nil
-}
-
-// Load returns the site's training and test data of dataset. Fashion-MNIST
-// is the only dataset a deployed site reads from disk; synthetic data it
-// generates for each task ([LocalData.LoadTask]).
-func (l *LocalData) Load(ctx context.Context, dataset string, kind pb.TaskKind) (*data.Dataset, *data.Dataset, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if c, ok := l.cache[dataset]; ok {
-		return c[0], c[1], nil
-	}
-	switch dataset {
-	case job.DatasetFashionMNIST:
-	case job.DatasetSynthetic:
-		return nil, nil, errors.New("synthetic data is generated from the task's parameters; this data source was asked without the task")
-	default:
-		return nil, nil, fmt.Errorf("this site holds no dataset %q; list it under data: in site.yaml", dataset)
-	}
-	train, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: l.Paths[dataset], NoDownload: true, Logger: l.Logger})
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w (set data.%s in site.yaml to the folder holding the four IDX files)", err, dataset)
-	}
-	if l.cache == nil {
-		l.cache = make(map[string][2]*data.Dataset)
-	}
-	l.cache[dataset] = [2]*data.Dataset{train, test}
-	return train, test, nil
-}
 
 // CoordinatorModels prepares jobs' models on a deployed coordinator: the
 // input shape and classes of each dataset, initial weights from the
@@ -106,7 +26,7 @@ func (l *LocalData) Load(ctx context.Context, dataset string, kind pb.TaskKind) 
 // implements server.ModelProvider and server.SpecChecker.
 type CoordinatorModels struct {
 	// Trainers builds the built-in models.
-	Trainers *Trainers
+	Trainers *train.Factory
 	// Weights, if set, holds the initial weights uploaded with jobs; nil
 	// refuses model.init.weights.
 	Weights WeightsStore
@@ -194,7 +114,7 @@ func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*serve
 		return nil, fmt.Errorf("dataset %q is not known to this coordinator", spec.Data.Dataset)
 	}
 	if spec.Model.Kind != job.ModelExec {
-		p, err := (&models{trainers: m.Trainers, test: test, shape: shape, classes: classes}).Prepare(ctx, spec)
+		p, err := (&Models{Trainers: m.Trainers, Test: test, Shape: shape, Classes: classes}).Prepare(ctx, spec)
 		if err == nil && spec.Eval.Site != "" {
 			p.Evaluator, p.EvalSite = nil, spec.Eval.Site
 		}
@@ -222,14 +142,13 @@ func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*serve
 // it; the last one made is kept, for the job's other arms and a job that
 // runs again.
 func (m *CoordinatorModels) syntheticTest(spec *job.Spec) (*data.Dataset, error) {
-	sd := syntheticData(spec)
-	key := sd.String() + "\x00" + strings.Join(spec.Sites.Names, "\x00")
+	key := SyntheticData(spec).String() + "\x00" + strings.Join(spec.Sites.Names, "\x00")
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.synthKey == key {
 		return m.synthTest, nil
 	}
-	test, err := syntheticTestSet(sd, spec.Sites.Names)
+	test, err := data.SyntheticTestSet(syntheticConfig(spec), spec.Seed, spec.Sites.Names, spec.Data.TestFraction)
 	if err != nil {
 		return nil, err
 	}

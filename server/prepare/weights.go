@@ -1,4 +1,4 @@
-package federation
+package prepare
 
 import (
 	"encoding/hex"
