@@ -30,10 +30,10 @@ func uiCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cohort ui [flags]")
+		fmt.Fprintln(fs.Output(), "Usage: cohort ui [flags]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
