@@ -5,9 +5,14 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cohortfl/cohort/tracking/mlflowserver"
 )
 
 // TestHelpExitsZero checks that every sub-command's --help (and -h, and
@@ -16,7 +21,7 @@ func TestHelpExitsZero(t *testing.T) {
 	cmds := [][]string{
 		{"run"}, {"provision"}, {"coordinator"}, {"site"}, {"submit"}, {"jobs"},
 		{"status"}, {"cancel"}, {"logs"}, {"cluster"}, {"cluster", "status"},
-		{"ui"}, {"models"}, {"models", "list"}, {"compare"}, {"data"},
+		{"ui"}, {"ui", "passwd"}, {"models"}, {"models", "list"}, {"compare"}, {"data"},
 		{"data", "split"}, {"energy"}, {"energy", "probe"},
 	}
 	for _, c := range cmds {
@@ -92,5 +97,31 @@ func TestRunFlagsAfterJobFile(t *testing.T) {
 	err := run(context.Background(), []string{"run", "/no/such/job.yaml", "--db", "x.db"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "reading the job file") {
 		t.Errorf("cohort run job.yaml --db x = %v, want it to read the job file", err)
+	}
+}
+
+// TestUIPasswd checks that `cohort ui passwd` writes a bcrypt line that
+// `cohort ui --auth basic` then loads.
+func TestUIPasswd(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "users")
+	var out, errOut bytes.Buffer
+	if err := passwdCmd([]string{"alice", "--file", p}, strings.NewReader("s3cret\nrest"), &out, &errOut); err != nil {
+		t.Fatalf("ui passwd: %v\n%s", err, errOut.String())
+	}
+	b, err := os.ReadFile(p)
+	if err != nil || !strings.HasPrefix(string(b), "alice:$2a$10$") {
+		t.Fatalf("users file = %q, %v; want alice's bcrypt line", b, err)
+	}
+	a, err := mlflowserver.LoadAuth("basic", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	r.SetBasicAuth("alice", "s3cret")
+	if u, err := a.Authenticate(r); err != nil || u != "alice" {
+		t.Errorf("Authenticate(alice) = %q, %v", u, err)
+	}
+	if err := passwdCmd([]string{"--file", p, "bob"}, strings.NewReader(""), &out, &errOut); err == nil {
+		t.Error("ui passwd with an empty stdin succeeded")
 	}
 }
