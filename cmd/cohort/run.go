@@ -54,7 +54,7 @@ func runJob(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		CoordMeter: coordMeter,
 		Version:    version,
 		OpenTracker: func(ctx context.Context, uri string) (server.Tracker, func(context.Context) error, error) {
-			return openMLflow(ctx, uri, log)
+			return openTracker(ctx, uri, log)
 		},
 	})
 	if res != nil && len(res.Comparison.Arms) > 0 {
