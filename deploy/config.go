@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cohortfl/cohort/internal/strictyaml"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -258,46 +259,44 @@ func LoadAdminConfig(path string) (*AdminConfig, error) {
 	return parseAdminConfig(path, data)
 }
 
-func newDecoder(file string) *decoder {
-	return &decoder{p: problems{file: file, lines: map[string]int{}}, bad: map[string]bool{}}
-}
-
 func (d *decoder) tls(path string, n *yaml.Node, out **TLSFiles) {
 	t := &TLSFiles{}
 	d.mapping(path, n, "{cert: site.crt, key: site.key, ca: ca.crt}", []field{
-		{"cert", func(p string, v *yaml.Node) { d.str(p, v, &t.Cert) }},
-		{"key", func(p string, v *yaml.Node) { d.str(p, v, &t.Key) }},
-		{"ca", func(p string, v *yaml.Node) { d.str(p, v, &t.CA) }},
+		{"cert", func(p string, v *yaml.Node) { d.Str(p, v, &t.Cert) }},
+		{"key", func(p string, v *yaml.Node) { d.Str(p, v, &t.Key) }},
+		{"ca", func(p string, v *yaml.Node) { d.Str(p, v, &t.CA) }},
 	})
 	*out = t
 }
 
 func (d *decoder) log(path string, n *yaml.Node, out *LogConfig) {
 	d.mapping(path, n, "{format: text, level: info}", []field{
-		{"format", func(p string, v *yaml.Node) { d.str(p, v, &out.Format) }},
-		{"level", func(p string, v *yaml.Node) { d.str(p, v, &out.Level) }},
+		{"format", func(p string, v *yaml.Node) { d.Str(p, v, &out.Format) }},
+		{"level", func(p string, v *yaml.Node) { d.Str(p, v, &out.Level) }},
 	})
 }
 
 func parseSiteConfig(file string, data []byte) (*SiteConfig, error) {
 	d := newDecoder(file)
-	root, err := d.document(data, "start from the site.yaml in the site's startup kit (cohort provision writes it)")
+	root, err := d.Document(data, "start from the site.yaml in the site's startup kit (cohort provision writes it)")
 	if err != nil {
 		return nil, err
 	}
 	c := &SiteConfig{}
 	d.mapping("", root, "name: kit", []field{
-		{"name", func(p string, v *yaml.Node) { d.str(p, v, &c.Name) }},
+		{"name", func(p string, v *yaml.Node) { d.Str(p, v, &c.Name) }},
 		{"coordinators", func(p string, v *yaml.Node) {
-			d.strList(p, v, `["coord.example.org:7443"]`, &c.Coordinators)
+			d.Strs(p, v, `["coord.example.org:7443"]`, &c.Coordinators)
 		}},
 		{"tls", func(p string, v *yaml.Node) { d.tls(p, v, &c.TLS) }},
-		{"data", func(p string, v *yaml.Node) { d.strMap(p, v, "{fashion-mnist: /srv/data/fashion-mnist}", &c.Data) }},
-		{"gpus", func(p string, v *yaml.Node) { d.intList(p, v, "[0, 1]", &c.GPUs) }},
+		{"data", func(p string, v *yaml.Node) {
+			d.StrMap(p, v, "{fashion-mnist: /srv/data/fashion-mnist}", "fashion-mnist", &c.Data)
+		}},
+		{"gpus", func(p string, v *yaml.Node) { d.Ints(p, v, "[0, 1]", &c.GPUs) }},
 		{"exec", func(p string, v *yaml.Node) {
 			d.mapping(p, v, `{allow: false, workdir: ""}`, []field{
-				{"allow", func(p string, v *yaml.Node) { d.bool(p, v, &c.Exec.Allow) }},
-				{"workdir", func(p string, v *yaml.Node) { d.str(p, v, &c.Exec.Workdir) }},
+				{"allow", func(p string, v *yaml.Node) { d.Bool(p, v, &c.Exec.Allow) }},
+				{"workdir", func(p string, v *yaml.Node) { d.Str(p, v, &c.Exec.Workdir) }},
 			})
 		}},
 		{"log", func(p string, v *yaml.Node) { d.log(p, v, &c.Log) }},
@@ -309,7 +308,7 @@ func parseSiteConfig(file string, data []byte) (*SiteConfig, error) {
 	d.dataPaths("data", c.Data)
 	d.gpus("gpus", c.GPUs)
 	d.logValues("log", c.Log)
-	if err := d.p.err(); err != nil {
+	if err := d.Err(); err != nil {
 		return nil, err
 	}
 	dir := filepath.Dir(file)
@@ -323,24 +322,26 @@ func parseSiteConfig(file string, data []byte) (*SiteConfig, error) {
 
 func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error) {
 	d := newDecoder(file)
-	root, err := d.document(data, "start from the coordinator.yaml in the coordinator's startup kit (cohort provision writes it)")
+	root, err := d.Document(data, "start from the coordinator.yaml in the coordinator's startup kit (cohort provision writes it)")
 	if err != nil {
 		return nil, err
 	}
 	c := &CoordinatorConfig{}
 	d.mapping("", root, "name: coord-1", []field{
-		{"name", func(p string, v *yaml.Node) { d.str(p, v, &c.Name) }},
-		{"listen", func(p string, v *yaml.Node) { d.str(p, v, &c.Listen) }},
+		{"name", func(p string, v *yaml.Node) { d.Str(p, v, &c.Name) }},
+		{"listen", func(p string, v *yaml.Node) { d.Str(p, v, &c.Listen) }},
 		{"tls", func(p string, v *yaml.Node) { d.tls(p, v, &c.TLS) }},
-		{"state_dir", func(p string, v *yaml.Node) { d.str(p, v, &c.StateDir) }},
-		{"data", func(p string, v *yaml.Node) { d.strMap(p, v, "{fashion-mnist: /srv/data/fashion-mnist}", &c.Data) }},
+		{"state_dir", func(p string, v *yaml.Node) { d.Str(p, v, &c.StateDir) }},
+		{"data", func(p string, v *yaml.Node) {
+			d.StrMap(p, v, "{fashion-mnist: /srv/data/fashion-mnist}", "fashion-mnist", &c.Data)
+		}},
 		{"tracking", func(p string, v *yaml.Node) {
 			d.mapping(p, v, `{uri: "sqlite:cohort.db"}`, []field{
-				{"uri", func(p string, v *yaml.Node) { d.str(p, v, &c.Tracking.URI) }},
+				{"uri", func(p string, v *yaml.Node) { d.Str(p, v, &c.Tracking.URI) }},
 			})
 		}},
-		{"site_wait", func(p string, v *yaml.Node) { d.duration(p, v, &c.SiteWait) }},
-		{"session_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &c.SessionTimeout) }},
+		{"site_wait", func(p string, v *yaml.Node) { d.Duration(p, v, &c.SiteWait) }},
+		{"session_timeout", func(p string, v *yaml.Node) { d.Duration(p, v, &c.SessionTimeout) }},
 		{"max_model_bytes", func(p string, v *yaml.Node) { d.byteSize(p, v, &c.MaxModelBytes) }},
 		{"rate_limits", func(p string, v *yaml.Node) {
 			d.mapping(p, v, "{join: {rate: 1, burst: 10}, admin: {rate: 20, burst: 50}}", []field{
@@ -357,22 +358,22 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 	if c.Tracking.URI == "" {
 		c.Tracking.URI = DefaultTrackingURI
 	}
-	if _, set := d.p.lines["site_wait"]; !set {
+	if _, set := d.Keys["site_wait"]; !set {
 		c.SiteWait = DefaultSiteWait
 	}
-	if _, set := d.p.lines["session_timeout"]; !set {
+	if _, set := d.Keys["session_timeout"]; !set {
 		c.SessionTimeout = DefaultSessionTimeout
 	}
 	defaultLog(&c.Log)
 	d.name("name", c.Name, "coord-1")
 	switch {
 	case c.Listen == "":
-		d.check("listen", "missing; set the host:port to listen on, such as \"0.0.0.0:7443\"")
+		d.Check("listen", "missing; set the host:port to listen on, such as \"0.0.0.0:7443\"")
 	default:
 		if err := checkAddress(c.Listen, true); err != nil {
-			d.check("listen", "%v", err)
+			d.Check("listen", "%v", err)
 		} else if c.TLS == nil && !IsLoopback(c.Listen) {
-			d.check("listen", "%s is not a loopback address, so tls is required; add tls: {cert: coordinator.crt, key: coordinator.key, ca: ca.crt} from the startup kit (cohort provision), or listen on 127.0.0.1", c.Listen)
+			d.Check("listen", "%s is not a loopback address, so tls is required; add tls: {cert: coordinator.crt, key: coordinator.key, ca: ca.crt} from the startup kit (cohort provision), or listen on 127.0.0.1", c.Listen)
 		}
 	}
 	d.tlsFiles("tls", c.TLS)
@@ -382,29 +383,29 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 	}
 	d.clusterValues("cluster", c.Cluster, c.TLS == nil)
 	if c.SiteWait <= 0 {
-		d.check("site_wait", "must be positive, such as \"10m\"")
+		d.Check("site_wait", "must be positive, such as \"10m\"")
 	}
 	if c.SessionTimeout < 0 {
-		d.check("session_timeout", "must be positive, such as \"30s\", or 0 to end a session only when its stream breaks")
+		d.Check("session_timeout", "must be positive, such as \"30s\", or 0 to end a session only when its stream breaks")
 	} else if c.SessionTimeout > 0 && c.SessionTimeout < 10*time.Second {
-		d.check("session_timeout", "%s is under two heartbeats (sites heartbeat every 5s); use at least \"10s\", such as \"30s\"", c.SessionTimeout)
+		d.Check("session_timeout", "%s is under two heartbeats (sites heartbeat every 5s); use at least \"10s\", such as \"30s\"", c.SessionTimeout)
 	}
 	if c.MaxModelBytes < 0 {
-		d.check("max_model_bytes", "must be positive, such as \"8GiB\"; omit it for a quarter of the machine's memory")
+		d.Check("max_model_bytes", "must be positive, such as \"8GiB\"; omit it for a quarter of the machine's memory")
 	}
 	for _, l := range []struct {
 		key string
 		l   RateLimit
 	}{{"rate_limits.join", c.RateLimits.Join}, {"rate_limits.admin", c.RateLimits.Admin}} {
 		if l.l.Burst < 0 {
-			d.check(l.key+".burst", "must be at least 1, such as 10")
+			d.Check(l.key+".burst", "must be at least 1, such as 10")
 		}
 	}
 	if u := c.Tracking.URI; !strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-		d.check("tracking.uri", "%q is not a tracking URI; use \"sqlite:FILE\" or an http(s):// MLflow server", u)
+		d.Check("tracking.uri", "%q is not a tracking URI; use \"sqlite:FILE\" or an http(s):// MLflow server", u)
 	}
 	d.logValues("log", c.Log)
-	if err := d.p.err(); err != nil {
+	if err := d.Err(); err != nil {
 		return nil, err
 	}
 	dir := filepath.Dir(file)
@@ -418,20 +419,20 @@ func (d *decoder) cluster(path string, n *yaml.Node, out **ClusterConfig) {
 	c := &ClusterConfig{}
 	const peerExample = `{id: coord-1, raft: "10.0.0.1:7444", grpc: "10.0.0.1:7443"}`
 	d.mapping(path, n, "{id: coord-1, peers: [...]}", []field{
-		{"id", func(p string, v *yaml.Node) { d.str(p, v, &c.ID) }},
+		{"id", func(p string, v *yaml.Node) { d.Str(p, v, &c.ID) }},
 		{"peers", func(p string, v *yaml.Node) {
-			d.list(p, v, "["+peerExample+", ...]", func(p string, v *yaml.Node) {
+			d.List(p, v, "["+peerExample+", ...]", func(p string, v *yaml.Node) {
 				var peer ClusterPeer
 				d.mapping(p, v, peerExample, []field{
-					{"id", func(p string, v *yaml.Node) { d.str(p, v, &peer.ID) }},
-					{"raft", func(p string, v *yaml.Node) { d.str(p, v, &peer.Raft) }},
-					{"grpc", func(p string, v *yaml.Node) { d.str(p, v, &peer.GRPC) }},
+					{"id", func(p string, v *yaml.Node) { d.Str(p, v, &peer.ID) }},
+					{"raft", func(p string, v *yaml.Node) { d.Str(p, v, &peer.Raft) }},
+					{"grpc", func(p string, v *yaml.Node) { d.Str(p, v, &peer.GRPC) }},
 				})
 				c.Peers = append(c.Peers, peer)
 			})
 		}},
-		{"heartbeat_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &c.HeartbeatTimeout) }},
-		{"election_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &c.ElectionTimeout) }},
+		{"heartbeat_timeout", func(p string, v *yaml.Node) { d.Duration(p, v, &c.HeartbeatTimeout) }},
+		{"election_timeout", func(p string, v *yaml.Node) { d.Duration(p, v, &c.ElectionTimeout) }},
 	})
 	*out = c
 }
@@ -440,17 +441,17 @@ func (d *decoder) cluster(path string, n *yaml.Node, out **ClusterConfig) {
 func (d *decoder) rateLimit(path string, n *yaml.Node, out *RateLimit) {
 	d.mapping(path, n, "{rate: 1, burst: 10}", []field{
 		{"rate", func(p string, v *yaml.Node) {
-			if !d.scalar(p, v, "calls a second, such as 1 or 0.5") {
+			if !d.Scalar(p, v, "calls a second, such as 1 or 0.5") {
 				return
 			}
 			f, err := strconv.ParseFloat(v.Value, 64)
 			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-				d.fail(p, v, "%s is not a number of calls a second, such as 1 or 0.5 (-1 turns the limit off)", describe(v))
+				d.Fail(p, v, "%s is not a number of calls a second, such as 1 or 0.5 (-1 turns the limit off)", strictyaml.Describe(v))
 				return
 			}
 			out.Rate = f
 		}},
-		{"burst", func(p string, v *yaml.Node) { d.int(p, v, &out.Burst) }},
+		{"burst", func(p string, v *yaml.Node) { d.Int(p, v, &out.Burst) }},
 	})
 }
 
@@ -458,7 +459,7 @@ func (d *decoder) rateLimit(path string, n *yaml.Node, out *RateLimit) {
 // "512MiB", "8GiB", "1TiB".
 func (d *decoder) byteSize(path string, n *yaml.Node, out *int64) {
 	const want = "a number of bytes or a size such as \"8GiB\" or \"512MiB\""
-	if !d.scalar(path, n, want) {
+	if !d.Scalar(path, n, want) {
 		return
 	}
 	v := strings.TrimSpace(n.Value)
@@ -474,7 +475,7 @@ func (d *decoder) byteSize(path string, n *yaml.Node, out *int64) {
 	}
 	x, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || x > math.MaxInt64/mult {
-		d.fail(path, n, "%s is not %s", describe(n), want)
+		d.Fail(path, n, "%s is not %s", strictyaml.Describe(n), want)
 		return
 	}
 	*out = x * mult
@@ -486,60 +487,60 @@ func (d *decoder) clusterValues(path string, c *ClusterConfig, plaintext bool) {
 		return
 	}
 	if len(c.Peers) == 0 {
-		d.check(join(path, "peers"), "missing; list every coordinator of the cluster, this one included, such as [{id: coord-1, raft: \"10.0.0.1:7444\", grpc: \"10.0.0.1:7443\"}, ...], or remove cluster: for a single coordinator")
+		d.Check(strictyaml.Join(path, "peers"), "missing; list every coordinator of the cluster, this one included, such as [{id: coord-1, raft: \"10.0.0.1:7444\", grpc: \"10.0.0.1:7443\"}, ...], or remove cluster: for a single coordinator")
 		return
 	}
 	ids, rafts, self := map[string]bool{}, map[string]bool{}, false
 	for i, p := range c.Peers {
-		pp := join(join(path, "peers"), strconv.Itoa(i))
+		pp := strictyaml.Join(strictyaml.Join(path, "peers"), strconv.Itoa(i))
 		if p.ID == "" {
-			d.check(join(pp, "id"), "missing; name the node, such as \"coord-%d\"", i+1)
+			d.Check(strictyaml.Join(pp, "id"), "missing; name the node, such as \"coord-%d\"", i+1)
 		} else if ids[p.ID] {
-			d.check(join(pp, "id"), "node id %q is listed twice; every node needs its own id", p.ID)
+			d.Check(strictyaml.Join(pp, "id"), "node id %q is listed twice; every node needs its own id", p.ID)
 		}
 		ids[p.ID] = true
 		self = self || p.ID == c.ID
 		for _, a := range []struct{ key, addr, example string }{{"raft", p.Raft, "10.0.0.1:7444"}, {"grpc", p.GRPC, "10.0.0.1:7443"}} {
 			switch err := checkAddress(a.addr, false); {
 			case a.addr == "":
-				d.check(join(pp, a.key), "missing; set the node's %s host:port, such as %q", a.key, a.example)
+				d.Check(strictyaml.Join(pp, a.key), "missing; set the node's %s host:port, such as %q", a.key, a.example)
 			case err != nil:
-				d.check(join(pp, a.key), "%v", err)
+				d.Check(strictyaml.Join(pp, a.key), "%v", err)
 			case plaintext && !IsLoopback(a.addr):
-				d.check(join(pp, a.key), "%s is not a loopback address, so tls is required; add tls: from the coordinator's startup kit", a.addr)
+				d.Check(strictyaml.Join(pp, a.key), "%s is not a loopback address, so tls is required; add tls: from the coordinator's startup kit", a.addr)
 			}
 		}
 		if p.Raft != "" && rafts[p.Raft] {
-			d.check(join(pp, "raft"), "%s is listed twice; every node needs its own raft address", p.Raft)
+			d.Check(strictyaml.Join(pp, "raft"), "%s is listed twice; every node needs its own raft address", p.Raft)
 		}
 		rafts[p.Raft] = true
 	}
 	if !self {
-		d.check(join(path, "id"), "%q is not among the peers; set cluster.id to this node's id (default: the coordinator's name) or add this node to peers", c.ID)
+		d.Check(strictyaml.Join(path, "id"), "%q is not among the peers; set cluster.id to this node's id (default: the coordinator's name) or add this node to peers", c.ID)
 	}
 	if c.HeartbeatTimeout < 0 || c.ElectionTimeout < 0 {
-		d.check(path, "timeouts must be positive, such as \"1s\"")
+		d.Check(path, "timeouts must be positive, such as \"1s\"")
 	}
 }
 
 func parseAdminConfig(file string, data []byte) (*AdminConfig, error) {
 	d := newDecoder(file)
-	root, err := d.document(data, "start from the admin.yaml in the admin's startup kit (cohort provision writes it)")
+	root, err := d.Document(data, "start from the admin.yaml in the admin's startup kit (cohort provision writes it)")
 	if err != nil {
 		return nil, err
 	}
 	c := &AdminConfig{}
 	d.mapping("", root, "name: alice", []field{
-		{"name", func(p string, v *yaml.Node) { d.str(p, v, &c.Name) }},
+		{"name", func(p string, v *yaml.Node) { d.Str(p, v, &c.Name) }},
 		{"coordinators", func(p string, v *yaml.Node) {
-			d.strList(p, v, `["coord.example.org:7443"]`, &c.Coordinators)
+			d.Strs(p, v, `["coord.example.org:7443"]`, &c.Coordinators)
 		}},
 		{"tls", func(p string, v *yaml.Node) { d.tls(p, v, &c.TLS) }},
 	})
 	d.name("name", c.Name, "alice")
 	d.addresses("coordinators", c.Coordinators, c.TLS == nil, "admin")
 	d.tlsFiles("tls", c.TLS)
-	if err := d.p.err(); err != nil {
+	if err := d.Err(); err != nil {
 		return nil, err
 	}
 	c.TLS = c.TLS.resolve(filepath.Dir(file))
@@ -559,11 +560,11 @@ func defaultLog(l *LogConfig) {
 // certificate's CN and a folder name).
 func (d *decoder) name(path, name, example string) {
 	if name == "" {
-		d.check(path, "missing; set a name such as %q", example)
+		d.Check(path, "missing; set a name such as %q", example)
 		return
 	}
 	if err := checkName(name); err != nil {
-		d.check(path, "%v", err)
+		d.Check(path, "%v", err)
 	}
 }
 
@@ -612,22 +613,22 @@ func suggestName(name string) string {
 // addresses checks a list of coordinator addresses of a site or admin.
 func (d *decoder) addresses(path string, addrs []string, plaintext bool, who string) {
 	if len(addrs) == 0 {
-		d.check(path, "missing; list the coordinators' host:port addresses, such as [\"coord.example.org:7443\"]")
+		d.Check(path, "missing; list the coordinators' host:port addresses, such as [\"coord.example.org:7443\"]")
 		return
 	}
 	seen := map[string]bool{}
 	for i, a := range addrs {
-		p := join(path, strconv.Itoa(i))
+		p := strictyaml.Join(path, strconv.Itoa(i))
 		if err := checkAddress(a, false); err != nil {
-			d.check(p, "%v", err)
+			d.Check(p, "%v", err)
 			continue
 		}
 		if seen[a] {
-			d.check(p, "%q is listed twice; remove one", a)
+			d.Check(p, "%q is listed twice; remove one", a)
 		}
 		seen[a] = true
 		if plaintext && !IsLoopback(a) {
-			d.check(p, "%s is not a loopback address, so tls is required; add tls: {cert: %s.crt, key: %[2]s.key, ca: ca.crt} from the %[2]s's startup kit (cohort provision)", a, who)
+			d.Check(p, "%s is not a loopback address, so tls is required; add tls: {cert: %s.crt, key: %[2]s.key, ca: ca.crt} from the %[2]s's startup kit (cohort provision)", a, who)
 		}
 	}
 }
@@ -696,7 +697,7 @@ func (d *decoder) tlsFiles(path string, t *TLSFiles) {
 		{"cert", t.Cert, "site.crt"}, {"key", t.Key, "site.key"}, {"ca", t.CA, "ca.crt"},
 	} {
 		if f.val == "" {
-			d.check(join(path, f.key), "missing; name the file from the startup kit, such as %s", f.example)
+			d.Check(strictyaml.Join(path, f.key), "missing; name the file from the startup kit, such as %s", f.example)
 		}
 	}
 }
@@ -704,7 +705,7 @@ func (d *decoder) tlsFiles(path string, t *TLSFiles) {
 func (d *decoder) dataPaths(path string, m map[string]string) {
 	for _, k := range sortedKeys(m) {
 		if m[k] == "" {
-			d.check(join(path, k), "the path is empty; give the dataset's folder, or remove the entry to use the default search")
+			d.Check(strictyaml.Join(path, k), "the path is empty; give the dataset's folder, or remove the entry to use the default search")
 		}
 	}
 }
@@ -712,12 +713,12 @@ func (d *decoder) dataPaths(path string, m map[string]string) {
 func (d *decoder) gpus(path string, gpus []int) {
 	seen := map[int]bool{}
 	for i, g := range gpus {
-		p := join(path, strconv.Itoa(i))
+		p := strictyaml.Join(path, strconv.Itoa(i))
 		if g < 0 {
-			d.check(p, "%d is negative; GPU indices start at 0 (as nvidia-smi lists them)", g)
+			d.Check(p, "%d is negative; GPU indices start at 0 (as nvidia-smi lists them)", g)
 		}
 		if seen[g] {
-			d.check(p, "GPU %d is listed twice; remove one", g)
+			d.Check(p, "GPU %d is listed twice; remove one", g)
 		}
 		seen[g] = true
 	}
@@ -725,7 +726,7 @@ func (d *decoder) gpus(path string, gpus []int) {
 
 func (d *decoder) logValues(path string, l LogConfig) {
 	if l.Format != "text" && l.Format != "json" {
-		d.check(join(path, "format"), "%q is not a log format; use text or json", l.Format)
+		d.Check(strictyaml.Join(path, "format"), "%q is not a log format; use text or json", l.Format)
 	}
 	switch l.Level {
 	case "debug", "info", "warn", "error":
@@ -734,7 +735,7 @@ func (d *decoder) logValues(path string, l LogConfig) {
 		if c := closest(l.Level, []string{"debug", "info", "warn", "error"}); c != "" {
 			msg = fmt.Sprintf("%q is not a log level (did you mean %q?)", l.Level, c)
 		}
-		d.check(join(path, "level"), "%s", msg)
+		d.Check(strictyaml.Join(path, "level"), "%s", msg)
 	}
 }
 

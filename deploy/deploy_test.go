@@ -87,7 +87,7 @@ func TestProvisionTwiceKeepsKits(t *testing.T) {
 
 func TestBadConfigs(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"site-unknown", "name: kit\ncoordinators: [\"127.0.0.1:1\"]\ngpu: [0]\n", `x.yaml:3: unknown key "gpu" at the top level (did you mean "gpus"?)`},
+		{"site-unknown", "name: kit\ncoordinators: [\"127.0.0.1:1\"]\ngpu: [0]\n", `x.yaml:3:1: unknown key "gpu" at the top level (did you mean "gpus"?)`},
 		{"site-plaintext", "name: kit\ncoordinators: [\"coord.example.org:7443\"]\n", "tls is required"},
 		{"site-gpus", "name: kit\ncoordinators: [\"127.0.0.1:1\"]\ngpus: [0, 0, -1]\n", "listed twice"},
 		{"site-level", "name: kit\ncoordinators: [\"127.0.0.1:1\"]\nlog: {level: inf}\n", `did you mean "info"`},

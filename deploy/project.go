@@ -80,68 +80,68 @@ func LoadProject(path string) (*Project, error) {
 
 func parseProject(file string, data []byte) (*Project, error) {
 	d := newDecoder(file)
-	root, err := d.document(data, "start from the project.yaml in the deployment walk-through (examples/)")
+	root, err := d.Document(data, "start from the project.yaml in the deployment walk-through (examples/)")
 	if err != nil {
 		return nil, err
 	}
 	p := &Project{}
 	d.mapping("", root, "name: fl-study", []field{
-		{"name", func(path string, v *yaml.Node) { d.str(path, v, &p.Name) }},
+		{"name", func(path string, v *yaml.Node) { d.Str(path, v, &p.Name) }},
 		{"coordinators", func(path string, v *yaml.Node) {
-			d.list(path, v, `[{name: coord-1, address: "coord.example.org:7443"}]`, func(path string, v *yaml.Node) {
+			d.List(path, v, `[{name: coord-1, address: "coord.example.org:7443"}]`, func(path string, v *yaml.Node) {
 				var c ProjectCoordinator
 				d.mapping(path, v, `{name: coord-1, address: "coord.example.org:7443"}`, []field{
-					{"name", func(path string, v *yaml.Node) { d.str(path, v, &c.Name) }},
-					{"address", func(path string, v *yaml.Node) { d.str(path, v, &c.Address) }},
-					{"raft", func(path string, v *yaml.Node) { d.str(path, v, &c.Raft) }},
+					{"name", func(path string, v *yaml.Node) { d.Str(path, v, &c.Name) }},
+					{"address", func(path string, v *yaml.Node) { d.Str(path, v, &c.Address) }},
+					{"raft", func(path string, v *yaml.Node) { d.Str(path, v, &c.Raft) }},
 				})
 				p.Coordinators = append(p.Coordinators, c)
 			})
 		}},
 		{"sites", func(path string, v *yaml.Node) {
-			d.list(path, v, "[{name: kit, gpus: [0]}]", func(path string, v *yaml.Node) {
+			d.List(path, v, "[{name: kit, gpus: [0]}]", func(path string, v *yaml.Node) {
 				var s ProjectSite
 				d.mapping(path, v, "{name: kit, gpus: [0]}", []field{
-					{"name", func(path string, v *yaml.Node) { d.str(path, v, &s.Name) }},
-					{"gpus", func(path string, v *yaml.Node) { d.intList(path, v, "[0, 1]", &s.GPUs) }},
+					{"name", func(path string, v *yaml.Node) { d.Str(path, v, &s.Name) }},
+					{"gpus", func(path string, v *yaml.Node) { d.Ints(path, v, "[0, 1]", &s.GPUs) }},
 				})
 				p.Sites = append(p.Sites, s)
 			})
 		}},
 		{"admins", func(path string, v *yaml.Node) {
-			d.list(path, v, "[{name: alice}]", func(path string, v *yaml.Node) {
+			d.List(path, v, "[{name: alice}]", func(path string, v *yaml.Node) {
 				var a ProjectAdmin
 				d.mapping(path, v, "{name: alice}", []field{
-					{"name", func(path string, v *yaml.Node) { d.str(path, v, &a.Name) }},
+					{"name", func(path string, v *yaml.Node) { d.Str(path, v, &a.Name) }},
 				})
 				p.Admins = append(p.Admins, a)
 			})
 		}},
-		{"validity", func(path string, v *yaml.Node) { d.duration(path, v, &p.Validity) }},
+		{"validity", func(path string, v *yaml.Node) { d.Duration(path, v, &p.Validity) }},
 	})
-	if _, set := d.p.lines["validity"]; !set {
+	if _, set := d.Keys["validity"]; !set {
 		p.Validity = DefaultValidity
 	}
 	d.name("name", p.Name, "fl-study")
 	if len(p.Coordinators) == 0 {
-		d.check("coordinators", "missing; list at least one, such as [{name: coord-1, address: \"coord.example.org:7443\"}]")
+		d.Check("coordinators", "missing; list at least one, such as [{name: coord-1, address: \"coord.example.org:7443\"}]")
 	}
 	if p.Validity <= 0 {
-		d.check("validity", "must be positive, such as \"8760h\" (one year)")
+		d.Check("validity", "must be positive, such as \"8760h\" (one year)")
 	}
 	seen := map[string]string{}
 	names := func(role string, i int, name, example string) {
 		path := role + "." + strconv.Itoa(i) + ".name"
 		if name == "" {
-			d.check(path, "missing; every %s needs a name, such as %q", role[:len(role)-1], example)
+			d.Check(path, "missing; every %s needs a name, such as %q", role[:len(role)-1], example)
 			return
 		}
 		if err := checkName(name); err != nil {
-			d.check(path, "%v", err)
+			d.Check(path, "%v", err)
 			return
 		}
 		if first, dup := seen[name]; dup {
-			d.check(path, "%q is already the name of %s; names are unique across coordinators, sites and admins (they are certificate CNs)", name, first)
+			d.Check(path, "%q is already the name of %s; names are unique across coordinators, sites and admins (they are certificate CNs)", name, first)
 			return
 		}
 		seen[name] = path[:len(path)-len(".name")]
@@ -150,13 +150,13 @@ func parseProject(file string, data []byte) (*Project, error) {
 		names("coordinators", i, c.Name, "coord-1")
 		ap := "coordinators." + strconv.Itoa(i) + ".address"
 		if c.Address == "" {
-			d.check(ap, "missing; give the host:port sites dial, such as \"coord.example.org:7443\"")
+			d.Check(ap, "missing; give the host:port sites dial, such as \"coord.example.org:7443\"")
 		} else if err := checkAddress(c.Address, false); err != nil {
-			d.check(ap, "%v", err)
+			d.Check(ap, "%v", err)
 		}
 		if c.Raft != "" {
 			if err := checkAddress(c.Raft, false); err != nil {
-				d.check("coordinators."+strconv.Itoa(i)+".raft", "%v", err)
+				d.Check("coordinators."+strconv.Itoa(i)+".raft", "%v", err)
 			}
 		}
 	}
@@ -167,7 +167,7 @@ func parseProject(file string, data []byte) (*Project, error) {
 	for i, a := range p.Admins {
 		names("admins", i, a.Name, "alice")
 	}
-	if err := d.p.err(); err != nil {
+	if err := d.Err(); err != nil {
 		return nil, err
 	}
 	return p, nil

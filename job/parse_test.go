@@ -43,7 +43,7 @@ func TestParseTestdata(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := Parse(data)
+			s, err := Load(f)
 			switch {
 			case strings.HasSuffix(f, ".good.yaml"):
 				good++
@@ -195,13 +195,13 @@ func TestParseFileErrors(t *testing.T) {
 		{"null", "~\n", ErrEmpty, "job file is empty"},
 		{"too large", strings.Repeat("#", MaxSize+1), ErrTooLarge, "more than 1048576 bytes"},
 		{"syntax", "name: [unclosed\n", ErrSyntax, "not valid YAML"},
-		{"scalar root", "hello\n", ErrInvalid, `line 1: expected a mapping of keys, such as {name: my-job, rounds: 20, ...}, not "hello"`},
-		{"tab indent", "name: t\n\trounds: 2\n", ErrSyntax, "job file is not valid YAML: line 2: found a tab character that violates indentation"},
+		{"scalar root", "hello\n", ErrInvalid, `line 1, column 1: expected a mapping of keys, such as {name: my-job, rounds: 20, ...}, not "hello"`},
+		{"tab indent", "name: t\n\trounds: 2\n", ErrSyntax, "line 2: job file is not valid YAML: found a tab character that violates indentation"},
 		// yaml/v3 reports these one line early; Parse corrects it.
-		{"unclosed flow mapping", "name: t\ndata: {dataset: x\nmodel: {kind: mlp}\n", ErrSyntax, "job file is not valid YAML: line 2: did not find expected ',' or '}'"},
-		{"unclosed flow sequence at the end", "arms: [1\n", ErrSyntax, "job file is not valid YAML: line 2: did not find expected ',' or ']'"},
-		{"bad block mapping", "name: t\ntrain:\n  lr: 1\n - x\n", ErrSyntax, "job file is not valid YAML: line 4: did not find expected key"},
-		{"unclosed quote", "name: t\nrounds: 'x\n", ErrSyntax, "job file is not valid YAML: line 2: found unexpected end of stream"},
+		{"unclosed flow mapping", "name: t\ndata: {dataset: x\nmodel: {kind: mlp}\n", ErrSyntax, "line 2: job file is not valid YAML: did not find expected ',' or '}'"},
+		{"unclosed flow sequence at the end", "arms: [1\n", ErrSyntax, "line 2: job file is not valid YAML: did not find expected ',' or ']'"},
+		{"bad block mapping", "name: t\ntrain:\n  lr: 1\n - x\n", ErrSyntax, "line 4: job file is not valid YAML: did not find expected key"},
+		{"unclosed quote", "name: t\nrounds: 'x\n", ErrSyntax, "line 2: job file is not valid YAML: found unexpected end of stream"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -226,7 +226,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Load(f)
-	if err == nil || !strings.Contains(err.Error(), "loading job "+f+": ") || !strings.Contains(err.Error(), `line 2: unknown key "roundz" at the top level (did you mean "rounds"?)`) {
+	if err == nil || !strings.Contains(err.Error(), f+`:2:1: unknown key "roundz" at the top level (did you mean "rounds"?)`) {
 		t.Errorf("Load(bad) = %v, want the file name and the line", err)
 	}
 }
@@ -242,9 +242,9 @@ func TestParseNoCascade(t *testing.T) {
 		lines = append(lines, e.Error())
 	}
 	want := []string{
-		`line 4: sites.count: "x" is not an integer; write a whole number such as 10`,
-		`line 5: rounds: "ten" is not an integer; write a whole number such as 10`,
-		`line 6: arms: expected a list such as [{name: fedavg, strategy: {name: fedavg}}], not "5"`,
+		`line 4, column 16: sites.count: "x" is not an integer; write a whole number such as 10`,
+		`line 5, column 9: rounds: "ten" is not an integer; write a whole number such as 10`,
+		`line 6, column 7: arms: expected a list such as [{name: fedavg, strategy: {name: fedavg}}], not "5"`,
 	}
 	if diff := cmp.Diff(want, lines); diff != "" {
 		t.Errorf("Parse problems mismatch (-want +got):\n%s", diff)
@@ -257,7 +257,7 @@ defaults: &d {epochs: 3, lr: 0.2}
 name: t
 `
 	// Unknown top-level keys stay errors even when they only hold anchors.
-	if _, err := Parse([]byte(data)); err == nil || !strings.Contains(err.Error(), `line 2: unknown key "defaults"`) {
+	if _, err := Parse([]byte(data)); err == nil || !strings.Contains(err.Error(), `line 2, column 1: unknown key "defaults"`) {
 		t.Errorf("Parse(anchor holder) = %v, want unknown key \"defaults\"", err)
 	}
 	data = `

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/cohortfl/cohort/internal/strictyaml"
 )
 
 // Known values of the job's enumerated settings.
@@ -192,8 +194,11 @@ type Spec struct {
 	// tracking store's model registry; nil (the default) registers none.
 	Register *Register
 
-	// lines maps each dotted key path present in the file to its line.
-	lines map[string]int
+	// lines maps each dotted key path present in the file to its position.
+	lines map[string]strictyaml.Pos
+	// file is the name of the file the spec was parsed from, "" when
+	// unknown.
+	file string
 }
 
 // Tracking says where the job's runs are logged.

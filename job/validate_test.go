@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cohortfl/cohort/internal/strictyaml"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -150,7 +151,7 @@ func TestProblemsBounded(t *testing.T) {
 	s.Model.Hidden = make([]int, 500) // 500 zero-width layers
 	err := s.Validate()
 	ps := Problems(err)
-	if got, want := len(ps), maxProblems+1; got != want {
+	if got, want := len(ps), strictyaml.MaxProblems+1; got != want {
 		t.Fatalf("len(Problems) = %d, want %d", got, want)
 	}
 	if last := ps[len(ps)-1].Error(); !strings.Contains(last, "and 400 more problems") {

@@ -33,18 +33,19 @@ const EnvAdmin = "COHORT_ADMIN"
 type adminFlags struct {
 	fs     *flag.FlagSet
 	config *string
+	stdout io.Writer // where --help prints
 }
 
-func newAdminFlags(name, usage string, stderr io.Writer) *adminFlags {
+func newAdminFlags(name, usage string, stdout, stderr io.Writer) *adminFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	def := os.Getenv(EnvAdmin)
 	if def == "" {
 		def = "admin.yaml"
 	}
-	a := &adminFlags{fs: fs, config: fs.String("c", def, "the admin kit's config (default $"+EnvAdmin+", else ./admin.yaml)")}
+	a := &adminFlags{fs: fs, stdout: stdout, config: fs.String("c", def, "the admin kit's config (default $"+EnvAdmin+", else ./admin.yaml)")}
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cohort "+usage)
+		fmt.Fprintln(fs.Output(), "Usage: cohort "+usage)
 		fs.PrintDefaults()
 	}
 	return a
@@ -108,7 +109,7 @@ func (a *adminFlags) jobArg(ctx context.Context, args []string) (string, pb.Jobs
 
 // parseJobID parses a command's flags and its one argument, a job ID.
 func (a *adminFlags) parseJobID(args []string) (string, error) {
-	if err := a.fs.Parse(args); err != nil {
+	if err := parseFlags(a.fs, args, a.stdout); err != nil {
 		return "", err
 	}
 	if a.fs.NArg() != 1 {
@@ -119,9 +120,9 @@ func (a *adminFlags) parseJobID(args []string) (string, error) {
 }
 
 func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("submit", "submit [-c admin.yaml] [--watch] JOB.yaml", stderr)
+	a := newAdminFlags("submit", "submit [-c admin.yaml] [--watch] JOB.yaml", stdout, stderr)
 	watch := a.fs.Bool("watch", false, "follow the job's progress until it ends")
-	if err := a.fs.Parse(args); err != nil {
+	if err := parseFlags(a.fs, args, a.stdout); err != nil {
 		return err
 	}
 	if a.fs.NArg() != 1 {
@@ -188,8 +189,8 @@ func stateName(s pb.JobState) string {
 }
 
 func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("jobs", "jobs [-c admin.yaml]", stderr)
-	if err := a.fs.Parse(args); err != nil {
+	a := newAdminFlags("jobs", "jobs [-c admin.yaml]", stdout, stderr)
+	if err := parseFlags(a.fs, args, a.stdout); err != nil {
 		return err
 	}
 	cli, done, err := a.jobsClient(ctx)
@@ -223,7 +224,7 @@ func jobAccuracy(j *pb.Job, none string) string {
 }
 
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("status", "status [-c admin.yaml] [-f] JOB_ID", stderr)
+	a := newAdminFlags("status", "status [-c admin.yaml] [-f] JOB_ID", stdout, stderr)
 	follow := a.fs.Bool("f", false, "follow the job's progress until it ends")
 	id, cli, done, err := a.jobArg(ctx, args)
 	if err != nil {
@@ -254,7 +255,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("cancel", "cancel [-c admin.yaml] [--reason TEXT] JOB_ID", stderr)
+	a := newAdminFlags("cancel", "cancel [-c admin.yaml] [--reason TEXT] JOB_ID", stdout, stderr)
 	reason := a.fs.String("reason", "", "why, recorded with the job")
 	id, cli, done, err := a.jobArg(ctx, args)
 	if err != nil {
@@ -272,7 +273,7 @@ func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("logs", "logs [-c admin.yaml] [-f] JOB_ID", stderr)
+	a := newAdminFlags("logs", "logs [-c admin.yaml] [-f] JOB_ID", stdout, stderr)
 	follow := a.fs.Bool("f", false, "keep printing events until the job ends")
 	id, cli, done, err := a.jobArg(ctx, args)
 	if err != nil {

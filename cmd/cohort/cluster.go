@@ -17,11 +17,14 @@ import (
 // clusterCmd is `cohort cluster status`: every coordinator of the admin
 // kit asked for its own view of the Raft cluster, a row per node.
 func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		args = []string{"status", "--help"}
+	}
 	if len(args) == 0 || args[0] != "status" {
 		return fmt.Errorf("cluster takes a subcommand: cohort cluster status [-c admin.yaml]")
 	}
-	a := newAdminFlags("cluster status", "cluster status [-c admin.yaml]", stderr)
-	if err := a.fs.Parse(args[1:]); err != nil {
+	a := newAdminFlags("cluster status", "cluster status [-c admin.yaml]", stdout, stderr)
+	if err := parseFlags(a.fs, args[1:], stdout); err != nil {
 		return err
 	}
 	cfg, err := deploy.LoadAdminConfig(*a.config)

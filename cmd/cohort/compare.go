@@ -22,10 +22,10 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	db := fs.String("db", "cohort.db", "the tracking database (SQLite)")
 	out := fs.String("out", "comparison.png", "the plot's file: .png or .svg; empty writes none")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cohort compare [--db cohort.db] [--out comparison.png] JOB_RUN_ID|EXPERIMENT")
+		fmt.Fprintln(fs.Output(), "Usage: cohort compare [--db cohort.db] [--out comparison.png] JOB_RUN_ID|EXPERIMENT")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

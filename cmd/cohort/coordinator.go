@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -33,7 +32,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	path := fs.String("c", "coordinator.yaml", "the coordinator's config file (from its startup kit)")
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's log.level)")
 	format := fs.String("log-format", "", "log format: text or json (default: the config's log.format)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
@@ -241,41 +240,22 @@ func coordinatorCreds(cfg *deploy.CoordinatorConfig, log *slog.Logger) (grpc.Ser
 
 // openSQLiteURI opens the embedded store a sqlite: URI names.
 func openSQLiteURI(ctx context.Context, uri string) (*tracking.SQLiteStore, error) {
-	p, ok := strings.CutPrefix(uri, "sqlite:")
-	if !ok {
+	if !strings.HasPrefix(uri, "sqlite:") {
 		return nil, fmt.Errorf("tracking.uri %q: the coordinator's own store is sqlite:FILE; jobs may name an http(s) MLflow server", uri)
 	}
-	if dir := filepath.Dir(p); dir != "." {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("tracking store folder %s: %w", dir, err)
-		}
-	}
-	st, err := tracking.OpenSQLite(ctx, p)
-	if err != nil {
-		return nil, fmt.Errorf("opening tracking store %s: %w", p, err)
-	}
-	return st, nil
+	return tracking.OpenSQLiteURI(ctx, uri)
 }
 
 // trackerOpener opens the tracking backend a job names: the coordinator's
-// own store for its default URI (or none), another SQLite file, or a remote
-// MLflow server.
+// own store for its default URI (or none), else what [tracking.Open] opens
+// (another SQLite file, a remote MLflow server).
 func trackerOpener(defaultURI string, log *slog.Logger) func(context.Context, string) (server.Tracker, func(context.Context) error, error) {
 	return func(ctx context.Context, uri string) (server.Tracker, func(context.Context) error, error) {
-		switch {
-		case uri == "" || uri == defaultURI || uri == job.DefaultTrackingURI:
+		if uri == "" || uri == defaultURI || uri == job.DefaultTrackingURI {
 			// A job that names no tracking of its own logs into the coordinator's.
-
 			return nil, nil, nil
-		case strings.HasPrefix(uri, "sqlite:"):
-			st, err := openSQLiteURI(ctx, uri)
-			if err != nil {
-				return nil, nil, err
-			}
-			return st, func(context.Context) error { return st.Close() }, nil
-		case strings.HasPrefix(uri, "http://"), strings.HasPrefix(uri, "https://"):
-			return openMLflow(ctx, uri, log)
 		}
-		return nil, nil, fmt.Errorf("tracking.uri %q: use sqlite:FILE or an http(s) MLflow server", uri)
+		// Another SQLite file, an MLflow server, or any scheme tracking.Open knows.
+		return openTracker(ctx, uri, log)
 	}
 }

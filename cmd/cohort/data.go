@@ -16,6 +16,9 @@ import (
 // per site, so that several sites on one machine each hold their own data,
 // as institutes do.
 func dataCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		args = []string{"split", "--help"}
+	}
 	if len(args) == 0 || args[0] != "split" {
 		fmt.Fprintln(stderr, "Usage: cohort data split [flags] --out DIR SITE...")
 		return errors.New("data: the only sub-command is split")
@@ -30,10 +33,10 @@ func dataCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	shards := fs.Int("shards", 2, "shards per site (partition shards)")
 	seed := fs.Int64("seed", 42, "seed of the split")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cohort data split [flags] --out DIR SITE...")
+		fmt.Fprintln(fs.Output(), "Usage: cohort data split [flags] --out DIR SITE...")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:], stdout); err != nil {
 		return err
 	}
 	sites := fs.Args()

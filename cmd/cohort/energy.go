@@ -14,6 +14,9 @@ import (
 )
 
 func energyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		args = []string{"probe", "--help"}
+	}
 	if len(args) == 0 || args[0] != "probe" {
 		fmt.Fprintln(stderr, "Usage: cohort energy probe [--seconds N] [--interval D]")
 		return fmt.Errorf("energy: unknown sub-command; use `cohort energy probe`")
@@ -22,7 +25,7 @@ func energyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	secs := fs.Float64("seconds", 5, "how long to read the sources")
 	interval := fs.Duration("interval", 100*time.Millisecond, "power sampling interval")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:], stdout); err != nil {
 		return err
 	}
 	if *secs <= 0 {

@@ -2,28 +2,27 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/cohortfl/cohort/server"
-	"github.com/cohortfl/cohort/tracking/mlflowclient"
+	"github.com/cohortfl/cohort/tracking"
+	_ "github.com/cohortfl/cohort/tracking/mlflowclient" // registers http and https with tracking.Open
 )
 
-// openMLflow opens a remote MLflow server as a job's tracking backend: the
-// client buffers what the server cannot take yet and flushes it in the
-// background; closing it flushes what is left.
-func openMLflow(ctx context.Context, uri string, log *slog.Logger) (server.Tracker, func(context.Context) error, error) {
-	c, err := mlflowclient.New(mlflowclient.Config{URI: uri, Logger: log.With("component", "mlflow")})
+// openTracker opens the tracking backend uri names ([tracking.Open]:
+// sqlite:FILE, a plain path, or an http(s) MLflow server, whose client
+// buffers what the server cannot take yet and flushes it on close) as the
+// coordinator's Tracker.
+func openTracker(ctx context.Context, uri string, log *slog.Logger) (server.Tracker, func(context.Context) error, error) {
+	b, closeFn, err := tracking.Open(ctx, uri, tracking.OpenOptions{Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- c.Run(runCtx) }()
-	return c, func(ctx context.Context) error {
-		ferr := c.Flush(ctx)
-		cancel()
-		rerr := <-done
-		return errors.Join(ferr, rerr, c.Close())
-	}, nil
+	t, ok := b.(server.Tracker)
+	if !ok {
+		_ = closeFn(ctx)
+		return nil, nil, fmt.Errorf("tracking URI %q: its backend (%T) cannot record a job", uri, b)
+	}
+	return t, closeFn, nil
 }

@@ -50,22 +50,23 @@ or MLFLOW_TRACKING_TOKEN).
 
 // modelsCmd lists, shows, aliases and downloads registered models.
 func modelsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, modelsUsage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(stderr, modelsUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return flag.ErrHelp
-		}
 		return errors.New("models: name a sub-command: list, show, alias or download")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("models "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, modelsUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), modelsUsage); fs.PrintDefaults() }
 	uri := fs.String("tracking", "sqlite:cohort.db", "the tracking store: sqlite:FILE or http(s)://HOST")
 	filter := fs.String("filter", "", "list: an MLflow registry filter")
 	del := fs.Bool("delete", false, "alias: remove the alias instead of setting it")
 	out := fs.String("out", "", "download: the folder to write the model into (default: NAME-VERSION)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	var want int

@@ -20,12 +20,12 @@ func provisionCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "output folder (default: <project name>-kits next to the project file)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cohort provision [-o DIR] project.yaml")
-		fmt.Fprintln(stderr, "Makes the project's CA and a startup kit per coordinator, site and admin; re-run it after adding")
-		fmt.Fprintln(stderr, "one to project.yaml: the CA and existing kits are kept, new kits written.")
+		fmt.Fprintln(fs.Output(), "Usage: cohort provision [-o DIR] project.yaml")
+		fmt.Fprintln(fs.Output(), "Makes the project's CA and a startup kit per coordinator, site and admin; re-run it after adding")
+		fmt.Fprintln(fs.Output(), "one to project.yaml: the CA and existing kits are kept, new kits written.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

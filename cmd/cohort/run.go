@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/cohortfl/cohort/internal/federation"
+	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/server"
 )
 
@@ -19,10 +20,10 @@ func runJob(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cohort run [flags] JOB.yaml")
+		fmt.Fprintln(fs.Output(), "Usage: cohort run [flags] JOB.yaml")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -33,6 +34,10 @@ func runJob(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("reading the job file: %w", err)
+	}
+	// Parsed here too so that its problems name the file (job.yaml:14:3).
+	if _, err := job.ParseFile(path, src); err != nil {
+		return err
 	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
@@ -49,7 +54,7 @@ func runJob(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		CoordMeter: coordMeter,
 		Version:    version,
 		OpenTracker: func(ctx context.Context, uri string) (server.Tracker, func(context.Context) error, error) {
-			return openMLflow(ctx, uri, log)
+			return openTracker(ctx, uri, log)
 		},
 	})
 	if res != nil && len(res.Comparison.Arms) > 0 {

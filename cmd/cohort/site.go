@@ -25,7 +25,7 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	path := fs.String("c", "site.yaml", "the site's config file (from its startup kit)")
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's log.level)")
 	format := fs.String("log-format", "", "log format: text or json (default: the config's log.format)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {

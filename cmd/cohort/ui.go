@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/cohortfl/cohort/deploy"
@@ -20,20 +22,23 @@ import (
 // uiCmd serves a tracking store: MLflow's REST API 2.0 (so MLflow's own
 // clients log into it) and the web UI.
 func uiCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "passwd" {
+		return passwdCmd(args[1:], os.Stdin, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("ui", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	db := fs.String("db", "cohort.db", "the tracking database (SQLite) to serve")
 	addr := fs.String("addr", "127.0.0.1:5000", "the address to listen on (MLflow's default port is 5000)")
 	artifacts := fs.String("artifacts", "", "the mlflow-artifacts proxy's folder (default: the store's artifact root beside the database)")
 	auth := fs.String("auth", "none", "authentication: none, basic or token (users from --users)")
-	users := fs.String("users", "", `the users file: for --auth basic, lines user:sha256:HEX (HEX from: printf %s "$PASSWORD" | sha256sum); for token, lines "user token"`)
+	users := fs.String("users", "", `the users file: for --auth basic, lines user:BCRYPT-HASH (write them with: cohort ui passwd --file FILE USER); for token, lines "user token"`)
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cohort ui [flags]")
+		fmt.Fprintln(fs.Output(), "Usage: cohort ui [flags]\n       cohort ui passwd [--file users] USER")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
@@ -122,4 +127,63 @@ func requireAuth(a mlflowserver.Authenticator, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// passwdCmd is `cohort ui passwd [--file F] USER`: it reads the password
+// (one line from stdin; the terminal's echo is not turned off, so pipe it
+// in or type it where nobody watches) and writes USER's line of the
+// basic-auth users file as a bcrypt hash, the file kept at mode 0600.
+func passwdCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ui passwd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("file", "users", "the users file of --auth basic (created if missing)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: cohort ui passwd [--file users] USER   (the password is read from stdin, one line)")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("ui passwd takes one user name, got %d arguments", fs.NArg())
+	}
+	user := fs.Arg(0)
+	fmt.Fprintf(stderr, "password for %s: ", user)
+	line, err := readLine(stdin)
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return fmt.Errorf("reading the password: %w", err)
+	}
+	if err := mlflowserver.SetPassword(*file, user, line, mlflowserver.MinPasswordCost); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: password of %s set (bcrypt)\n", *file, user)
+	return nil
+}
+
+// readLine reads one line (up to 4 KiB) byte by byte, so that nothing
+// after it is consumed.
+func readLine(r io.Reader) (string, error) {
+	var b strings.Builder
+	buf := make([]byte, 1)
+	for b.Len() < 4096 {
+		n, err := r.Read(buf)
+		if n == 1 {
+			if buf[0] == '\n' {
+				break
+			}
+			b.WriteByte(buf[0])
+		}
+		if errors.Is(err, io.EOF) {
+			if b.Len() == 0 {
+				return "", errors.New("no password given on stdin")
+			}
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\r"), nil
 }

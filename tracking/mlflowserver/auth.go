@@ -2,14 +2,18 @@ package mlflowserver
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Authenticator checks a request's credentials and returns the user they
@@ -26,9 +30,10 @@ var ErrUnauthenticated = errors.New("missing or invalid credentials")
 //
 //   - "basic": HTTP Basic authentication, as MLflow's clients send it with
 //     MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD. Each line of
-//     the file is user:sha256:<hex SHA-256 of the password> (make one with
-//     `printf %s "$PASSWORD" | sha256sum`); bcrypt would need a module
-//     Cohort does not depend on, so it is refused with that advice.
+//     the file is user:<bcrypt hash> (htpasswd's form; [SetPassword] and
+//     `cohort ui passwd --file FILE USER` write one). The old unsalted
+//     user:sha256:<hex> form is refused, naming the line and the command
+//     that converts it.
 //   - "token": bearer tokens, as MLflow's clients send
 //     MLFLOW_TRACKING_TOKEN. Each line is "user token".
 //   - "" or "none": no authentication (nil).
@@ -69,19 +74,17 @@ func LoadAuth(mode, usersFile string) (Authenticator, error) {
 			users[user] = sum[:]
 			continue
 		}
-		user, rest, ok := strings.Cut(line, ":")
-		scheme, hash, ok2 := strings.Cut(rest, ":")
-		if !ok || !ok2 || user == "" {
-			return nil, fmt.Errorf("loading basic auth: %s:%d: want user:sha256:<hex>", usersFile, n)
+		user, hash, ok := strings.Cut(line, ":")
+		if !ok || user == "" {
+			return nil, fmt.Errorf("loading basic auth: %s:%d: want user:<bcrypt hash>; write one with `cohort ui passwd --file %s USER`", usersFile, n, usersFile)
 		}
-		if scheme != "sha256" {
-			return nil, fmt.Errorf("loading basic auth: %s:%d: hash scheme %q is not supported; use sha256 (printf %%s \"$PASSWORD\" | sha256sum)", usersFile, n, scheme)
+		if strings.HasPrefix(hash, "sha256:") {
+			return nil, fmt.Errorf("loading basic auth: %s:%d: user %q has an unsalted SHA-256 password, which is no longer accepted; set a bcrypt one with `cohort ui passwd --file %s %s`", usersFile, n, user, usersFile, user)
 		}
-		sum, err := hex.DecodeString(hash)
-		if err != nil || len(sum) != sha256.Size {
-			return nil, fmt.Errorf("loading basic auth: %s:%d: want 64 hex digits of SHA-256", usersFile, n)
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("loading basic auth: %s:%d: user %q: the password is not a bcrypt hash (%v); set one with `cohort ui passwd --file %s %s`", usersFile, n, user, err, usersFile, user)
 		}
-		users[user] = sum
+		users[user] = []byte(hash)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("loading %s auth: %w", mode, err)
@@ -92,27 +95,116 @@ func LoadAuth(mode, usersFile string) (Authenticator, error) {
 	if mode == "token" {
 		return &tokenAuth{tokens: users}, nil
 	}
-	return &basicAuth{users: users}, nil
+	return &basicAuth{users: users, verified: map[string][sha256.Size]byte{}}, nil
 }
 
-type basicAuth struct{ users map[string][]byte }
+// basicAuth checks passwords against bcrypt hashes. bcrypt costs tens of
+// milliseconds by design; a password once verified is remembered (as its
+// SHA-256, in memory) so that a client logging a batch per request is not
+// slowed down.
+type basicAuth struct {
+	users map[string][]byte // user → bcrypt hash
+
+	mu       sync.Mutex
+	verified map[string][sha256.Size]byte // user → SHA-256 of the password bcrypt accepted
+}
 
 var _ Authenticator = (*basicAuth)(nil)
+
+// dummyHash is compared against for unknown users, so that they take as
+// long as known ones.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("cohort-dummy"), bcrypt.MinCost)
 
 func (a *basicAuth) Authenticate(r *http.Request) (string, error) {
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		return "", ErrUnauthenticated
 	}
-	want, known := a.users[user]
 	sum := sha256.Sum256([]byte(pass))
-	if !known {
-		want = make([]byte, sha256.Size)
+	a.mu.Lock()
+	seen, hit := a.verified[user]
+	a.mu.Unlock()
+	if hit && subtle.ConstantTimeCompare(sum[:], seen[:]) == 1 {
+		return user, nil
 	}
-	if subtle.ConstantTimeCompare(sum[:], want) != 1 || !known {
+	want, known := a.users[user]
+	if !known {
+		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
 		return "", ErrUnauthenticated
 	}
+	if bcrypt.CompareHashAndPassword(want, []byte(pass)) != nil {
+		return "", ErrUnauthenticated
+	}
+	a.mu.Lock()
+	a.verified[user] = sum
+	a.mu.Unlock()
 	return user, nil
+}
+
+// MinPasswordCost is the lowest bcrypt cost [SetPassword] writes.
+const MinPasswordCost = 10
+
+// SetPassword writes user's password into the basic-auth users file as a
+// bcrypt hash of the given cost (at least [MinPasswordCost]), replacing the
+// user's line if there is one and keeping the others; the file is created
+// if missing and left with mode 0600.
+func SetPassword(usersFile, user, password string, cost int) error {
+	if user == "" || strings.ContainsAny(user, ": \t\r\n#") {
+		return fmt.Errorf("setting a password: user %q: use a name without ':', spaces or '#'", user)
+	}
+	if password == "" {
+		return errors.New("setting a password: the password is empty")
+	}
+	cost = max(cost, MinPasswordCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	if err != nil {
+		return fmt.Errorf("setting a password for %s: %w", user, err)
+	}
+	old, err := os.ReadFile(usersFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("setting a password: %w", err)
+	}
+	var out bytes.Buffer
+	replaced := false
+	for _, line := range strings.SplitAfter(string(old), "\n") {
+		if line == "" {
+			continue
+		}
+		if u, _, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && u == user && !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			if !replaced {
+				fmt.Fprintf(&out, "%s:%s\n", user, hash)
+			}
+			replaced = true
+			continue
+		}
+		out.WriteString(line)
+		if !strings.HasSuffix(line, "\n") {
+			out.WriteByte('\n')
+		}
+	}
+	if !replaced {
+		fmt.Fprintf(&out, "%s:%s\n", user, hash)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(usersFile), ".users-*")
+	if err != nil {
+		return fmt.Errorf("setting a password: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(out.Bytes()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("setting a password: %w", err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("setting a password: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("setting a password: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), usersFile); err != nil {
+		return fmt.Errorf("setting a password: %w", err)
+	}
+	return nil
 }
 
 func (a *basicAuth) challenge() string { return `Basic realm="mlflow"` }

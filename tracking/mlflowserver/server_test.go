@@ -530,8 +530,10 @@ func TestArtifacts(t *testing.T) {
 func TestAuth(t *testing.T) {
 	dir := t.TempDir()
 	basicFile := filepath.Join(dir, "users")
-	// sha256("secret")
-	if err := os.WriteFile(basicFile, []byte("# users\nalice:sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n"), 0o600); err != nil {
+	if err := os.WriteFile(basicFile, []byte("# users\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetPassword(basicFile, "alice", "secret", MinPasswordCost); err != nil {
 		t.Fatal(err)
 	}
 	tokenFile := filepath.Join(dir, "tokens")
