@@ -67,7 +67,26 @@ type Job struct {
 	// Arms holds, per arm, its last committed rounds, oldest first (at most
 	// [keepRounds]).
 	Arms map[string][]Commit `json:"arms,omitempty"`
+	// StartedAt is when the job first went running; 0 before (and in a
+	// snapshot of an older version).
+	StartedAt int64 `json:"started_at,omitempty"`
+	// History is every arm's committed rounds in commit order, oldest
+	// first, the oldest dropped past [KeepHistory]: what `cohort logs`
+	// shows of the rounds after a failover. Empty in a snapshot of an
+	// older version.
+	History []RoundRecord `json:"history,omitempty"`
 }
+
+// RoundRecord is one committed round in a job's [Job.History].
+type RoundRecord struct {
+	Arm    string             `json:"arm"`
+	Round  int                `json:"round"`
+	At     int64              `json:"at"`
+	Totals map[string]float64 `json:"totals,omitempty"`
+}
+
+// KeepHistory is how many committed rounds a job's History keeps.
+const KeepHistory = 1000
 
 // Site is one registered site.
 type Site struct {
@@ -172,6 +191,9 @@ func (f *FSM) apply(c Command) error {
 			return fmt.Errorf("job %s: status %q: %w", c.JobID, c.Status, ErrInvalid)
 		}
 		j.Status, j.Reason, j.UpdatedAt = c.Status, c.Reason, c.At
+		if c.Status == StatusRunning && j.StartedAt == 0 {
+			j.StartedAt = c.At
+		}
 	case CmdSetRunIDs:
 		j, err := f.liveJob(c.JobID)
 		if err != nil {
@@ -258,6 +280,10 @@ func (f *FSM) apply(c Command) error {
 			j.Arms = map[string][]Commit{}
 		}
 		j.Arms[c.Arm] = hist
+		j.History = append(j.History, RoundRecord{Arm: c.Arm, Round: c.Round, At: c.At, Totals: c.Totals})
+		if len(j.History) > KeepHistory {
+			j.History = append([]RoundRecord(nil), j.History[len(j.History)-KeepHistory:]...)
+		}
 		j.UpdatedAt = c.At
 		f.gc(c.At)
 	case CmdRegisterSite:

@@ -391,6 +391,44 @@ func closeAll(cs []io.Closer) error {
 	return errors.Join(errs...)
 }
 
+// memSoloTimeout is the raft timeouts of a one-voter cluster in memory:
+// it has no disk and nobody to contest an election with.
+const memSoloTimeout = 10 * time.Millisecond
+
+// NewInMemory starts the one-voter cluster of cfg (one peer, which needs
+// no raft address) over raft's in-memory stores and transport, and
+// returns once it leads (or ctx ends): its state lasts as long as the
+// process. `cohort run`, and a coordinator given no replica, run on one,
+// with DigestsOnly. Zero timeouts take 10 ms.
+func NewInMemory(ctx context.Context, cfg Config) (*Node, error) {
+	if len(cfg.Peers) != 1 {
+		return nil, fmt.Errorf("ha config: peers: %d listed: an in-memory cluster has one voter", len(cfg.Peers))
+	}
+	for _, d := range []*time.Duration{&cfg.HeartbeatTimeout, &cfg.ElectionTimeout, &cfg.LeaderLeaseTimeout} {
+		if *d == 0 {
+			*d = memSoloTimeout
+		}
+	}
+	store := raft.NewInmemStore()
+	_, trans := raft.NewInmemTransport(raftAddress(cfg.Peers[0]))
+	n, err := New(cfg, nil, store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		leader, changed := n.Leadership()
+		if leader {
+			return n, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			_ = n.Close()
+			return nil, fmt.Errorf("waiting for the in-memory node to lead: %w", ctx.Err())
+		}
+	}
+}
+
 // Open starts the node of cfg on disk: raft-boltdb in DataDir/raft.db,
 // file snapshots in DataDir/snapshots and a TCP or mutual-TLS transport
 // on its raft address (in memory for a one-voter cluster without one),
