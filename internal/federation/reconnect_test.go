@@ -42,6 +42,7 @@ func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.S
 		cancel()
 		gs.Stop()
 		wg.Wait()
+		_ = coord.Close()
 	}
 }
 
