@@ -19,6 +19,7 @@ import (
 
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
 )
 
 // Config configures a Coordinator. The zero value of every field is usable.
@@ -113,13 +114,26 @@ type Coordinator struct {
 	closed   map[string]closedTask
 	siteCond chan struct{} // closed and replaced whenever the set of sites changes
 	// registered holds, by site, the hash of the capabilities last
-	// written to the replicated site registry.
+	// written to the replicated site registry; regPending the write each
+	// site's writer does next (the latest Join wins), regBusy the sites
+	// whose writer runs (at most one each, maxRegistryWriters in all).
 	registered map[string][32]byte
+	regPending map[string]siteWrite
+	regBusy    map[string]bool
+	regDone    chan struct{} // closed and replaced when a site's writer ends
+	regWG      sync.WaitGroup
+	// quit is closed by Close: background proposals give up.
+	quit      chan struct{}
+	shut      bool // set by Close, under mu
+	closeOnce sync.Once
+	closeErr  error
 
 	jobs *jobQueue
-	// rep is the replicated state (nil: jobs live in memory only); while
-	// it is set, the coordinator serves sites and admins only while leading.
+	// rep is the replicated state: the coordinator serves sites and
+	// admins only while it leads. own is the one-voter in-memory node New
+	// made for a coordinator given none, closed by Close.
 	rep     Replica
+	own     *ha.Node
 	leading atomic.Bool
 	termMu  sync.Mutex
 	term    chan struct{} // closed when this coordinator steps down
@@ -188,7 +202,10 @@ func (t *pendingTask) checkUpdate(ctx context.Context, h *pb.UpdateHeader) error
 }
 
 // New returns a Coordinator. deps supplies what the coordinator needs to know
-// about models and where it logs runs; see [Deps].
+// about models and where it logs runs; see [Deps]. Without a
+// [Deps.Replica] the coordinator runs on a one-voter cluster in memory
+// (models recorded by digest only), which leads at once: one code path
+// for a single coordinator and a cluster. Close it after Run.
 func New(cfg Config, deps Deps) (*Coordinator, error) {
 	cfg.setDefaults()
 	if err := deps.validate(); err != nil {
@@ -211,7 +228,45 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	c.jobs = newJobQueue()
 	c.rep = deps.Replica
 	c.term = make(chan struct{})
+	c.quit = make(chan struct{})
+	c.registered, c.regPending, c.regBusy = map[string][32]byte{}, map[string]siteWrite{}, map[string]bool{}
+	c.regDone = make(chan struct{})
+	if c.rep == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), soloStart)
+		defer cancel()
+		node, err := ha.NewInMemory(ctx, ha.Config{ID: soloID, Peers: []ha.Peer{{ID: soloID}}, DigestsOnly: true})
+		if err != nil {
+			return nil, fmt.Errorf("starting the coordinator's in-memory replica: %w", err)
+		}
+		c.rep, c.own = node, node
+		// It leads already, over an empty state: nothing to restore.
+		c.leading.Store(true)
+	}
 	return c, nil
+}
+
+// soloID is the node id of the in-memory replica of a coordinator given
+// none; soloStart bounds how long New waits for it to lead.
+const (
+	soloID    = "local"
+	soloStart = 10 * time.Second
+)
+
+// Close ends the coordinator's background proposals and closes the
+// in-memory replica New made (a [Replica] in [Deps] is the caller's to
+// close). Call it after Run returns. It is idempotent.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.shut = true
+		c.mu.Unlock()
+		close(c.quit)
+		c.regWG.Wait()
+		if c.own != nil {
+			c.closeErr = c.own.Close()
+		}
+	})
+	return c.closeErr
 }
 
 // Register registers the coordinator's services on s.

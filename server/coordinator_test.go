@@ -288,6 +288,9 @@ func newClusterWith(t *testing.T, siteWait time.Duration, models ModelProvider) 
 		cancel()
 		gs.Stop()
 		c.wg.Wait()
+		if err := coord.Close(); err != nil {
+			t.Errorf("Close = %v", err)
+		}
 		store.Close()
 	})
 	return c
@@ -325,11 +328,7 @@ arms:
 
 func submit(t *testing.T, c *cluster, yaml string) *pb.Job {
 	t.Helper()
-	spec, err := job.Parse([]byte(yaml))
-	if err != nil {
-		t.Fatalf("job.Parse: %v", err)
-	}
-	j, err := c.coord.Submit(spec)
+	j, err := c.coord.Submit(context.Background(), []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}

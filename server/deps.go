@@ -43,7 +43,9 @@ type Deps struct {
 	// arm's committed rounds with their global models (server/ha's Node):
 	// the coordinator then serves only while its node leads, and the
 	// leader resumes running jobs at the round after their last committed
-	// one. nil keeps jobs in memory only.
+	// one. nil runs the coordinator on a one-voter cluster in memory that
+	// records models by digest only (`cohort run`): New makes it, Close
+	// closes it.
 	Replica Replica
 }
 

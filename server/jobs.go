@@ -41,9 +41,11 @@ type jobRun struct {
 	cancel  context.CancelFunc
 	reason  string // why it was cancelled
 
-	// persist, if set, saves the job's status; called under mu on every
-	// change of state.
-	persist func(info *pb.Job, src []byte)
+	// persist, if set, replicates the job's status; called by sync after
+	// every change of state, outside mu (readers never wait on a
+	// proposal), one call at a time under persistMu.
+	persist   func(info *pb.Job)
+	persistMu sync.Mutex
 
 	// resume is set on a job that was running when the coordinator that
 	// led it stopped: it continues at the round after the last committed
@@ -66,14 +68,30 @@ func terminal(s pb.JobState) bool {
 	return s == pb.JobState_JOB_STATE_SUCCEEDED || s == pb.JobState_JOB_STATE_FAILED || s == pb.JobState_JOB_STATE_CANCELLED
 }
 
-// emit appends an event and applies update to the job's status under lock.
+// emit appends an event and applies update to the job's status under
+// lock, then replicates the status (sync) outside it.
 func (j *jobRun) emit(ev *pb.JobEvent, update func(*pb.Job)) {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	j.emitLocked(ev, update)
+	j.mu.Unlock()
+	if update != nil {
+		j.sync()
+	}
 }
 
-// emitLocked is emit with j.mu held.
+// sync replicates the job's current status. Calls are serialised and each
+// reads the status when it runs, so that the last one replicates the
+// latest status whatever order racing callers take.
+func (j *jobRun) sync() {
+	if j.persist == nil {
+		return
+	}
+	j.persistMu.Lock()
+	defer j.persistMu.Unlock()
+	j.persist(j.snapshot())
+}
+
+// emitLocked is emit with j.mu held; the caller syncs after unlocking.
 func (j *jobRun) emitLocked(ev *pb.JobEvent, update func(*pb.Job)) {
 	if update != nil {
 		update(j.info)
@@ -85,9 +103,6 @@ func (j *jobRun) emitLocked(ev *pb.JobEvent, update func(*pb.Job)) {
 		}
 		ev.State = j.info.State
 		j.events = append(j.events, ev)
-	}
-	if update != nil && j.persist != nil {
-		j.persist(j.info, j.src)
 	}
 	close(j.changed)
 	j.changed = make(chan struct{})
@@ -142,10 +157,14 @@ func (q *jobQueue) get(id string) (*jobRun, error) {
 	return j, nil
 }
 
-// Submit queues a parsed job and returns its id. A coordinator with a
-// [Replica] needs the job file: use the SubmitJob RPC.
-func (c *Coordinator) Submit(spec *job.Spec) (*pb.Job, error) {
-	return c.submit(context.Background(), spec, nil)
+// Submit parses and queues the job file src and returns the job, as the
+// SubmitJob RPC does without its checks of the caller.
+func (c *Coordinator) Submit(ctx context.Context, src []byte) (*pb.Job, error) {
+	spec, err := job.Parse(src)
+	if err != nil {
+		return nil, badInput("%v", err)
+	}
+	return c.submit(ctx, spec, src)
 }
 
 // submit queues a job; src, the job file, is replicated with it so that
@@ -163,19 +182,17 @@ func (c *Coordinator) submit(ctx context.Context, spec *job.Spec, src []byte) (*
 		changed: make(chan struct{}),
 		persist: c.persistFunc(pb.JobState_JOB_STATE_QUEUED),
 	}
-	if c.rep != nil {
-		if len(src) == 0 {
-			return nil, badInput("submitting a job to a replicated coordinator needs its job file")
+	if len(src) == 0 {
+		return nil, badInput("submitting a job needs its job file: the replicated state keeps it for the next leader")
+	}
+	if len(c.jobs.queued) == cap(c.jobs.queued) {
+		return nil, fmt.Errorf("submitting job: the queue is full (%d jobs); wait for some to finish", cap(c.jobs.queued))
+	}
+	if err := c.rep.SubmitJob(ctx, j.id, src); err != nil {
+		if errors.Is(err, ha.ErrNotLeader) {
+			return nil, notLeaderStatus(c.rep.ID(), c.rep)
 		}
-		if len(c.jobs.queued) == cap(c.jobs.queued) {
-			return nil, fmt.Errorf("submitting job: the queue is full (%d jobs); wait for some to finish", cap(c.jobs.queued))
-		}
-		if err := c.rep.SubmitJob(ctx, j.id, src); err != nil {
-			if errors.Is(err, ha.ErrNotLeader) {
-				return nil, notLeaderStatus(c.rep.ID(), c.rep)
-			}
-			return nil, fmt.Errorf("replicating job %s: %w", j.id, err)
-		}
+		return nil, fmt.Errorf("replicating job %s: %w", j.id, err)
 	}
 	j.info = &pb.Job{
 		JobId:         j.id,
@@ -201,15 +218,11 @@ func (c *Coordinator) submit(ctx context.Context, spec *job.Spec, src []byte) (*
 // graceful stop of the gRPC server does not wait on them, and the sites go
 // on to the next coordinator they know).
 //
-// With a [Replica], it runs jobs only while this node leads its cluster;
-// see runReplicated.
+// It runs jobs only while this node leads its cluster (a coordinator's own
+// in-memory node always does); see runReplicated.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.closeSessions()
-	if c.rep != nil {
-		return c.runReplicated(ctx)
-	}
-	c.serveQueue(ctx)
-	return nil
+	return c.runReplicated(ctx)
 }
 
 func (c *Coordinator) serveQueue(ctx context.Context) {
@@ -412,18 +425,22 @@ func (c *Coordinator) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (
 // moment is either cancelled before it starts or sees its cancel.
 func (j *jobRun) cancelQueued(reason string) context.CancelFunc {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	j.reason = reason
 	switch {
 	case terminal(j.info.State):
+		j.mu.Unlock()
 		return nil
 	case j.cancel != nil:
-		return j.cancel
+		cancel := j.cancel
+		j.mu.Unlock()
+		return cancel
 	}
 	j.emitLocked(&pb.JobEvent{Kind: "job_finished", Message: "cancelled: " + reason}, func(info *pb.Job) {
 		info.State = pb.JobState_JOB_STATE_CANCELLED
 		info.Error = "cancelled: " + reason
 	})
+	j.mu.Unlock()
+	j.sync()
 	return nil
 }
 

@@ -144,6 +144,9 @@ func newLimitsCluster(t testing.TB, cfg Config, models ModelProvider) *cluster {
 		cancel()
 		gs.Stop()
 		c.wg.Wait()
+		if err := coord.Close(); err != nil {
+			t.Errorf("Close = %v", err)
+		}
 		store.Close()
 	})
 	return c
@@ -356,6 +359,19 @@ func (c *Coordinator) siteMaps() map[string]int {
 		"closed": len(c.closed), "registered": len(c.registered)}
 }
 
+// registryIdle returns once no site registry write is in flight.
+func (c *Coordinator) registryIdle() {
+	for {
+		c.mu.Lock()
+		busy, done := len(c.regBusy), c.regDone
+		c.mu.Unlock()
+		if busy == 0 {
+			return
+		}
+		<-done
+	}
+}
+
 // TestLeavingSitesFreeTheirState: 20 sites join, open their sessions and
 // leave; nothing of them is left in the coordinator's tables, and their
 // rate-limit entries go once idle.
@@ -374,7 +390,8 @@ func TestLeavingSitesFreeTheirState(t *testing.T) {
 		}
 		<-ch
 	}
-	want := map[string]int{"pending": 0, "sites": 20, "tasks": 0, "closed": 0, "registered": 0}
+	c.coord.registryIdle()
+	want := map[string]int{"pending": 0, "sites": 20, "tasks": 0, "closed": 0, "registered": 20}
 	if diff := gocmp.Diff(want, c.coord.siteMaps()); diff != "" {
 		t.Errorf("20 sites connected (-want +got):\n%s", diff)
 	}
@@ -386,7 +403,8 @@ func TestLeavingSitesFreeTheirState(t *testing.T) {
 		}
 		<-ch
 	}
-	want["sites"] = 0
+	c.coord.registryIdle()
+	want["sites"], want["registered"] = 0, 0
 	if diff := gocmp.Diff(want, c.coord.siteMaps()); diff != "" {
 		t.Errorf("20 sites left (-want +got):\n%s", diff)
 	}

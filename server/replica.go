@@ -88,7 +88,12 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	if err := c.rep.Barrier(ctx); err != nil {
 		return fmt.Errorf("catching up with the cluster's log: %w", err)
 	}
-	c.restoreReplicated(ctx)
+	if !c.leading.Load() {
+		// A coordinator that leads already (on its own in-memory node,
+		// from New on) holds its jobs in memory: only a new leader
+		// rebuilds them.
+		c.restoreReplicated(ctx)
+	}
 	c.leading.Store(true)
 	c.log.Info("leading", "node", c.rep.ID(), "jobs", len(c.rep.FSM().Jobs()))
 	c.serveQueue(ctx)
@@ -115,14 +120,14 @@ func (c *Coordinator) stepDown() {
 	}
 }
 
-// Leading reports whether the coordinator serves sites and admins: it has
-// no [Replica], or its node leads and the jobs are restored.
-func (c *Coordinator) Leading() bool { return c.rep == nil || c.leading.Load() }
+// Leading reports whether the coordinator serves sites and admins: its
+// node leads and the jobs are restored.
+func (c *Coordinator) Leading() bool { return c.leading.Load() }
 
-// notLeader returns nil while this coordinator leads (or has no replica),
-// else the Unavailable status that names the leader.
+// notLeader returns nil while this coordinator leads, else the
+// Unavailable status that names the leader.
 func (c *Coordinator) notLeader() error {
-	if c.rep == nil || c.leading.Load() {
+	if c.leading.Load() {
 		return nil
 	}
 	return notLeaderStatus(c.rep.ID(), c.rep)
@@ -166,8 +171,18 @@ func (c *Coordinator) restoreReplicated(ctx context.Context) {
 		j := &jobRun{id: hj.ID, spec: spec, src: hj.Spec, info: info, changed: make(chan struct{}), runIDs: hj.RunIDs}
 		j.persist = c.persistFunc(info.State)
 		c.jobs.mu.Lock()
-		c.jobs.jobs[j.id] = j
+		_, known := c.jobs.jobs[j.id]
+		if !known {
+			c.jobs.jobs[j.id] = j
+		}
 		c.jobs.mu.Unlock()
+		if known {
+			// Submitted to this coordinator before it ran its queue (a
+			// one-voter cluster leads from the start): already queued.
+			continue
+		}
+		restoreProgress(info, spec, hj)
+		j.events = history(hj, spec)
 		switch {
 		case hj.Status == ha.StatusQueued || hj.Status == ha.StatusRunning:
 			if parseErr != nil {
@@ -183,8 +198,6 @@ func (c *Coordinator) restoreReplicated(ctx context.Context) {
 			} else {
 				queued = append(queued, j)
 			}
-		default:
-			j.events = []*pb.JobEvent{{JobId: j.id, Kind: "job_finished", State: info.State, UnixMs: time.Now().UnixMilli(), Message: "restored: " + stateWord(info.State)}}
 		}
 	}
 	for _, j := range append(running, queued...) {
@@ -202,18 +215,16 @@ func (c *Coordinator) restoreReplicated(ctx context.Context) {
 	}
 }
 
-// persistFunc returns what a job calls on every change of its status: it
-// replicates changes of state. nil without a replica.
-func (c *Coordinator) persistFunc(initial pb.JobState) func(*pb.Job, []byte) {
-	if c.rep == nil {
-		return nil
-	}
+// persistFunc returns what a job calls after a change of its status,
+// outside its lock and one call at a time (jobRun.sync): it replicates
+// changes of state.
+func (c *Coordinator) persistFunc(initial pb.JobState) func(*pb.Job) {
 	last := initial
-	return func(info *pb.Job, _ []byte) {
+	return func(info *pb.Job) {
 		if info.GetState() == last {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+		ctx, cancel := c.proposalContext()
 		defer cancel()
 		if err := c.rep.SetJobStatus(ctx, info.GetJobId(), haStatus(info.GetState()), info.GetError()); err != nil {
 			c.log.Error("job_state_replication_failed", "job", info.GetJobId(), "state", stateWord(info.GetState()), "err", err)
@@ -228,9 +239,6 @@ func (c *Coordinator) persistFunc(initial pb.JobState) func(*pb.Job, []byte) {
 // job is then left running in the replicated state, its tracking runs
 // open, for the next leader to resume.
 func (c *Coordinator) interrupted(ctx context.Context, j *jobRun, err error) bool {
-	if c.rep == nil {
-		return false
-	}
 	if errors.Is(err, ha.ErrNotLeader) || errors.Is(err, ha.ErrRoundConflict) {
 		return true
 	}
@@ -240,14 +248,23 @@ func (c *Coordinator) interrupted(ctx context.Context, j *jobRun, err error) boo
 	return ctx.Err() != nil && reason == ""
 }
 
+// siteWrite is a site registry entry waiting to be written.
+type siteWrite struct {
+	caps []byte
+	sum  [32]byte
+}
+
+// maxRegistryWriters bounds the site registry writes in flight; a Join
+// over it is served and its registry entry skipped (best effort).
+const maxRegistryWriters = 64
+
 // registerSite records a joining site in the replicated site registry, so
 // that every coordinator knows the sites and their capabilities and when
-// they last joined. Best effort: a site is served whether or not this
-// commits.
+// they last joined. It never waits on raft: a writer per site proposes in
+// the background, at most one at a time per site, the latest Join's
+// capabilities winning over those not yet written. Best effort: a site is
+// served whether or not its entry commits.
 func (c *Coordinator) registerSite(name string, caps *pb.Capabilities) {
-	if c.rep == nil {
-		return
-	}
 	b, err := proto.Marshal(caps)
 	if err != nil {
 		return
@@ -256,31 +273,86 @@ func (c *Coordinator) registerSite(name string, caps *pb.Capabilities) {
 	// writes no raft entry.
 	sum := sha256.Sum256(append([]byte(name+"\x00"), b...))
 	c.mu.Lock()
-	if c.registered == nil {
-		c.registered = make(map[string][32]byte)
-	}
-	same := c.registered[name] == sum
-	c.mu.Unlock()
-	if same {
+	defer c.mu.Unlock()
+	if p, ok := c.regPending[name]; c.shut || c.registered[name] == sum || ok && p.sum == sum {
 		return
 	}
+	if !c.regBusy[name] && len(c.regBusy) >= maxRegistryWriters {
+		c.log.Debug("site_registry_skipped", "site", name, "writers", len(c.regBusy))
+		return
+	}
+	c.regPending[name] = siteWrite{caps: b, sum: sum}
+	if !c.regBusy[name] {
+		c.regBusy[name] = true
+		c.regWG.Add(1)
+		go c.writeSite(name)
+	}
+}
+
+// writeSite writes site name's pending registry entries until none is
+// left.
+func (c *Coordinator) writeSite(name string) {
+	defer c.regWG.Done()
+	for {
+		c.mu.Lock()
+		w, ok := c.regPending[name]
+		delete(c.regPending, name)
+		if !ok {
+			delete(c.regBusy, name)
+			close(c.regDone)
+			c.regDone = make(chan struct{})
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		ctx, cancel := c.proposalContext()
+		err := c.rep.RegisterSite(ctx, name, w.caps)
+		cancel()
+		if err != nil {
+			c.log.Debug("site_registry_failed", "site", name, "err", err)
+			continue
+		}
+		c.mu.Lock()
+		if c.knownLocked(name) { // a site that left meanwhile keeps no entry
+			c.registered[name] = w.sum
+		}
+		c.mu.Unlock()
+	}
+}
+
+// knownLocked reports whether site name is connected or has joined and
+// yet to open its session; c.mu is held.
+func (c *Coordinator) knownLocked(name string) bool {
+	if c.sites[name] != nil {
+		return true
+	}
+	for _, pj := range c.pending {
+		if pj.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// proposalContext bounds a proposal made outside a job's own context:
+// replicaTimeout, and no longer than this coordinator leads or runs.
+func (c *Coordinator) proposalContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
-	defer cancel()
-	if err := c.rep.RegisterSite(ctx, name, b); err != nil {
-		c.log.Debug("site_registry_failed", "site", name, "err", err)
-		return
-	}
-	c.mu.Lock()
-	c.registered[name] = sum
-	c.mu.Unlock()
+	term := c.stepped()
+	go func() {
+		select {
+		case <-term:
+		case <-c.quit:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 // saveRunIDs replicates tracking run ids so that the runs continue after
 // a failover.
 func (c *Coordinator) saveRunIDs(ctx context.Context, j *jobRun, ids ha.RunIDs) error {
-	if c.rep == nil {
-		return nil
-	}
 	ids = c.resolveRunIDs(ctx, j, ids)
 	if err := c.rep.SetRunIDs(ctx, j.id, ids); err != nil {
 		return fmt.Errorf("replicating the tracking run ids: %w", err)
@@ -386,11 +458,6 @@ func (c *Coordinator) ClusterStatus(ctx context.Context, _ *pb.ClusterStatusRequ
 		}
 	}
 	c.jobs.mu.Unlock()
-	if c.rep == nil {
-		resp.State = "standalone"
-		resp.LastContactMs = 0
-		return resp, nil
-	}
 	st := c.rep.Status()
 	resp.NodeId, resp.State = st.ID, strings.ToLower(st.State)
 	resp.Term, resp.LastIndex, resp.CommitIndex, resp.AppliedIndex, resp.LastSnapshotIndex = st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex, st.LastSnapshotIndex

@@ -1,14 +1,20 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
 	"time"
 
+	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
 )
 
@@ -22,6 +28,11 @@ const (
 	totalAccuracy      = "test_accuracy"
 	totalMeasured      = "measured_any"
 	totalElapsed       = "elapsed_seconds"
+	// What `cohort jobs`, `status` and `logs` show of a round after a
+	// failover (absent from the commits of older versions).
+	totalRounds    = "rounds"
+	totalNoTestSet = "no_test_set"
+	totalFedAcc    = "federated_accuracy"
 )
 
 // MetricFailover is logged, as 1 at the round a job resumed at, on the
@@ -36,9 +47,6 @@ const TagFailover = "cohort.failover"
 // its last committed round: the global model and the cumulative figures.
 // It returns the last committed round (0 for an arm that has none).
 func (c *Coordinator) resumeArm(ctx context.Context, a *armRun) (int, error) {
-	if c.rep == nil {
-		return 0, nil
-	}
 	j := a.j
 	a.runID = j.runIDs.Arms[a.arm.Name]
 	for s, id := range j.runIDs.Sites[a.arm.Name] {
@@ -73,6 +81,15 @@ func (c *Coordinator) resumeArm(ctx context.Context, a *armRun) (int, error) {
 	if a.runID != "" {
 		c.markFailover(ctx, a, last.Round+1)
 		c.backfill(ctx, a, last.Round)
+	}
+	if last.Round < armRounds(j.spec, a.arm) {
+		// The redone round is the arm's first on this coordinator: like
+		// round 1 it waits for the job's sites as they reconnect from the
+		// old leader (up to site_wait, then settles for min_per_round),
+		// rather than starting with the first min_per_round of them.
+		if _, err := c.candidates(ctx, a, true); err != nil {
+			return 0, err
+		}
 	}
 	return last.Round, nil
 }
@@ -149,21 +166,40 @@ func (c *Coordinator) tagResumed(ctx context.Context, tr Tracker, runID string) 
 	}
 }
 
+// digestRecorder is a [Replica] that records models by digest only
+// (ha.Config.DigestsOnly: a one-voter cluster in memory): the coordinator
+// keeps the bytes, and need not even encode them whole.
+type digestRecorder interface {
+	DigestsOnly() bool
+	PutDigest(ctx context.Context, digest string, size int64) error
+}
+
 // replicateRound commits round r of an arm with its global model to the
 // replicated state: the model travels through the log, so once this
-// returns it is on a quorum of coordinators. Without a replica it does
-// nothing.
+// returns it is on a quorum of coordinators. A replica that records
+// digests only gets the digest, hashed as the model is encoded, without
+// the encoded bytes ever being held.
 func (c *Coordinator) replicateRound(ctx context.Context, a *armRun, r int) error {
-	if c.rep == nil {
-		return nil
-	}
-	b, err := model.MarshalSafetensors(withState(a.global, a.strategy), nil)
-	if err != nil {
-		return fmt.Errorf("encoding the global model: %w", err)
-	}
-	digest, err := c.rep.PutModel(ctx, b)
-	if err != nil {
-		return fmt.Errorf("replicating the global model: %w", err)
+	w := withState(a.global, a.strategy)
+	var digest string
+	if dr, ok := c.rep.(digestRecorder); ok && dr.DigestsOnly() {
+		h := sha256.New()
+		cw := &countWriter{w: h}
+		if err := model.EncodeSafetensors(cw, w, nil); err != nil {
+			return fmt.Errorf("encoding the global model: %w", err)
+		}
+		digest = hex.EncodeToString(h.Sum(nil))
+		if err := dr.PutDigest(ctx, digest, cw.n); err != nil {
+			return fmt.Errorf("recording the global model: %w", err)
+		}
+	} else {
+		b, err := model.MarshalSafetensors(w, nil)
+		if err != nil {
+			return fmt.Errorf("encoding the global model: %w", err)
+		}
+		if digest, err = c.rep.PutModel(ctx, b); err != nil {
+			return fmt.Errorf("replicating the global model: %w", err)
+		}
 	}
 	measured := 0.0
 	if a.measuredAny {
@@ -173,9 +209,135 @@ func (c *Coordinator) replicateRound(ctx context.Context, a *armRun, r int) erro
 		totalEnergy: a.energyJ, totalCO2: a.co2Grams,
 		totalBytesSent: float64(a.bytesSent), totalBytesReceived: float64(a.bytesReceived),
 		totalAccuracy: a.lastAcc, totalMeasured: measured, totalElapsed: time.Since(a.started).Seconds(),
+		totalRounds: float64(armRounds(a.j.spec, a.arm)),
+	}
+	if a.prep.Evaluator == nil {
+		totals[totalNoTestSet] = 1
+	}
+	if a.hasFedAcc {
+		totals[totalFedAcc] = a.lastFedAcc
 	}
 	if err := c.rep.CommitRound(ctx, a.j.id, a.arm.Name, r, digest, totals); err != nil {
 		return fmt.Errorf("committing the round to the cluster: %w", err)
 	}
 	return nil
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// armRounds is how many rounds an arm runs: the job's rounds, or a
+// centralized arm's epochs.
+func armRounds(spec *job.Spec, arm job.Arm) int {
+	if arm.Centralized != nil {
+		return arm.Centralized.Epochs
+	}
+	return spec.Rounds
+}
+
+// roundsOf is the rounds of arm name by the totals its commit carries, or
+// else by the job file (nil if it did not parse); 0 if neither knows.
+func roundsOf(spec *job.Spec, name string, totals map[string]float64) int {
+	if n, ok := totals[totalRounds]; ok {
+		return int(n)
+	}
+	if spec != nil {
+		for _, a := range spec.Arms {
+			if a.Name == name {
+				return armRounds(spec, a)
+			}
+		}
+	}
+	return 0
+}
+
+// restoreProgress sets, on a job rebuilt from the replicated state, where
+// it got to: the arm it ran last (the last of the job file's arms with a
+// committed round), that arm's last committed round of its total, and
+// the accuracy then, as the job's status showed them on the coordinator
+// that ran it.
+func restoreProgress(info *pb.Job, spec *job.Spec, hj ha.Job) {
+	arm, last := "", ha.Commit{}
+	pick := func(name string) {
+		if hist := hj.Arms[name]; len(hist) > 0 {
+			arm, last = name, hist[len(hist)-1]
+		}
+	}
+	if spec != nil {
+		for _, a := range spec.Arms {
+			pick(a.Name)
+		}
+	} else {
+		names := slices.Sorted(maps.Keys(hj.Arms))
+		for _, n := range names {
+			pick(n)
+		}
+	}
+	if arm == "" {
+		return
+	}
+	info.Arm, info.Round, info.Rounds = arm, int32(last.Round), int32(roundsOf(spec, arm, last.Totals))
+	info.Accuracy = last.Totals[totalAccuracy]
+	info.NoTestSet = last.Totals[totalNoTestSet] != 0
+}
+
+// history rebuilds a job's events from the replicated state, for a
+// coordinator that did not run it: queued, started, each committed round
+// (with its test accuracy and the energy it cost, where the state holds
+// them) and, for an ended job, how it ended. A snapshot of an older
+// version holds each arm's last two rounds only.
+func history(hj ha.Job, spec *job.Spec) []*pb.JobEvent {
+	const restored = " (restored from the replicated state)"
+	ms := func(ns int64) int64 { return ns / 1e6 }
+	evs := []*pb.JobEvent{{JobId: hj.ID, Kind: "job_queued", State: pb.JobState_JOB_STATE_QUEUED, UnixMs: ms(hj.SubmittedAt), Message: "queued" + restored}}
+	if hj.StartedAt != 0 {
+		evs = append(evs, &pb.JobEvent{JobId: hj.ID, Kind: "job_started", State: pb.JobState_JOB_STATE_RUNNING, UnixMs: ms(hj.StartedAt), Message: "started" + restored})
+	}
+	recs := hj.History
+	if len(recs) == 0 { // an older version's state: the last commits only
+		for arm, hist := range hj.Arms {
+			for _, c := range hist {
+				recs = append(recs, ha.RoundRecord{Arm: arm, Round: c.Round, At: c.At, Totals: c.Totals})
+			}
+		}
+		slices.SortFunc(recs, func(a, b ha.RoundRecord) int { return cmp.Compare(a.At, b.At) })
+	}
+	prevEnergy := map[string]float64{} // by arm
+	for _, r := range recs {
+		m := map[string]float64{}
+		if r.Totals[totalNoTestSet] == 0 {
+			if acc, ok := r.Totals[totalAccuracy]; ok {
+				m["test_accuracy"] = acc
+			}
+		}
+		if v, ok := r.Totals[totalFedAcc]; ok {
+			m["federated_accuracy"] = v
+		}
+		if e, ok := r.Totals[totalEnergy]; ok {
+			if p, seen := prevEnergy[r.Arm]; seen || r.Round == 1 {
+				m["energy_joules"] = e - p
+			}
+			prevEnergy[r.Arm] = e
+		}
+		evs = append(evs, &pb.JobEvent{JobId: hj.ID, Kind: "round_committed", State: pb.JobState_JOB_STATE_RUNNING, UnixMs: ms(r.At),
+			Arm: r.Arm, Round: int32(r.Round), Rounds: int32(roundsOf(spec, r.Arm, r.Totals)), Metrics: m,
+			Message: fmt.Sprintf("round %d committed%s", r.Round, restored)})
+	}
+	if st := pbState(hj.Status); terminal(st) {
+		msg := stateWord(st)
+		if hj.Reason != "" {
+			msg += ": " + hj.Reason
+		}
+		evs = append(evs, &pb.JobEvent{JobId: hj.ID, Kind: "job_finished", State: st, UnixMs: ms(hj.UpdatedAt), Message: msg + restored})
+	}
+	return evs
 }

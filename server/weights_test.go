@@ -39,6 +39,7 @@ func TestUploadWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer coord.Close()
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
 	coord.Register(gs)

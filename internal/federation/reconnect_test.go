@@ -44,6 +44,7 @@ func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.S
 		cancel()
 		gs.Stop()
 		wg.Wait()
+		_ = coord.Close()
 	}
 }
 

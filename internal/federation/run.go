@@ -127,6 +127,13 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The coordinator runs on its own one-voter raft node in memory, which
+	// records models by digest only: cohort run holds no model twice.
+	defer func() {
+		if err := coord.Close(); err != nil {
+			log.Warn("coordinator_close_failed", "err", err)
+		}
+	}()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("listening on loopback: %w", err)

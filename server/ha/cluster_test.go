@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"testing"
 	"time"
 
@@ -66,19 +67,48 @@ func cluster(t *testing.T, n int) []*member {
 	return ms
 }
 
+// waitMembers returns once ok holds, re-checking it at every raft
+// observation and FSM change of ms; it fails t after 5 s.
+func waitMembers(t *testing.T, what string, ms []*member, ok func() bool) {
+	t.Helper()
+	obs := make(chan raft.Observation, 64)
+	o := raft.NewObserver(obs, false, nil)
+	for _, m := range ms {
+		m.r.RegisterObserver(o)
+		defer m.r.DeregisterObserver(o)
+	}
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	for {
+		cases := []reflect.SelectCase{
+			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)},
+			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(obs)},
+		}
+		for _, m := range ms {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(m.fsm.Changed())})
+		}
+		if ok() {
+			return
+		}
+		if i, _, _ := reflect.Select(cases); i == 0 {
+			t.Fatalf("%s: not within 5s", what)
+		}
+	}
+}
+
 func leader(t *testing.T, ms []*member, skip *member) *member {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	var l *member
+	waitMembers(t, "a leader is elected", ms, func() bool {
 		for _, m := range ms {
 			if m != skip && m.r.State() == raft.Leader {
-				return m
+				l = m
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("no leader elected")
-	return nil
+		return false
+	})
+	return l
 }
 
 func propose(r *raft.Raft, c Command) error {
@@ -156,23 +186,17 @@ func TestClusterFailover(t *testing.T) {
 			l.trans.Connect(m.addr, m.trans)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		last, d, _ := l.fsm.LastRound("j", "a")
-		if last == 5 {
-			rc, err := l.fsm.OpenModel(d)
-			if err != nil {
-				t.Fatalf("caught-up node lacks the round 5 model: %v", err)
-			}
-			b, _ := io.ReadAll(rc)
-			if string(b) != "model of round 5" {
-				t.Fatalf("round 5 model = %q", b)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("old leader at round %d after rejoining, want 5", last)
-		}
-		time.Sleep(10 * time.Millisecond)
+	waitMembers(t, "the old leader catches up to round 5", ms, func() bool {
+		last, _, _ := l.fsm.LastRound("j", "a")
+		return last == 5
+	})
+	_, d, _ := l.fsm.LastRound("j", "a")
+	rc, err := l.fsm.OpenModel(d)
+	if err != nil {
+		t.Fatalf("caught-up node lacks the round 5 model: %v", err)
+	}
+	b, _ := io.ReadAll(rc)
+	if string(b) != "model of round 5" {
+		t.Fatalf("round 5 model = %q", b)
 	}
 }

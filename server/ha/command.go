@@ -49,6 +49,9 @@ type Command struct {
 	Site   *Site       `json:"site,omitempty"`
 	// Totals are a round's cumulative counters (energy, bytes) for [CmdCommitRound].
 	Totals map[string]float64 `json:"totals,omitempty"`
+	// External, on [CmdSealBlob], records a blob by its digest and size
+	// only: its bytes stay outside the log ([Config.DigestsOnly]).
+	External bool `json:"external,omitempty"`
 	// ClusterID is the cluster's identity for [CmdSetCluster].
 	ClusterID string `json:"cluster_id,omitempty"`
 }

@@ -67,7 +67,26 @@ type Job struct {
 	// Arms holds, per arm, its last committed rounds, oldest first (at most
 	// [keepRounds]).
 	Arms map[string][]Commit `json:"arms,omitempty"`
+	// StartedAt is when the job first went running; 0 before (and in a
+	// snapshot of an older version).
+	StartedAt int64 `json:"started_at,omitempty"`
+	// History is every arm's committed rounds in commit order, oldest
+	// first, the oldest dropped past [KeepHistory]: what `cohort logs`
+	// shows of the rounds after a failover. Empty in a snapshot of an
+	// older version.
+	History []RoundRecord `json:"history,omitempty"`
 }
+
+// RoundRecord is one committed round in a job's [Job.History].
+type RoundRecord struct {
+	Arm    string             `json:"arm"`
+	Round  int                `json:"round"`
+	At     int64              `json:"at"`
+	Totals map[string]float64 `json:"totals,omitempty"`
+}
+
+// KeepHistory is how many committed rounds a job's History keeps.
+const KeepHistory = 1000
 
 // Site is one registered site.
 type Site struct {
@@ -79,7 +98,9 @@ type Site struct {
 type blob struct {
 	Data   []byte `json:"data"`
 	Sealed bool   `json:"sealed"`
-	At     int64  `json:"at"` // last chunk or seal
+	// External is a blob recorded by digest only: its bytes are not held.
+	External bool  `json:"external,omitempty"`
+	At       int64 `json:"at"` // last chunk or seal
 	// Committed is set once a round references the blob: when no round
 	// does any more, it goes at once (no grace).
 	Committed bool `json:"committed,omitempty"`
@@ -108,14 +129,30 @@ const blobGrace int64 = 3600e9
 // from one goroutine; the read accessors may be called concurrently with
 // them from any goroutine.
 type FSM struct {
-	mu sync.RWMutex
-	st state
+	mu      sync.RWMutex
+	st      state
+	changed chan struct{} // closed and replaced at every change of st
 }
 
 var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an empty FSM.
-func NewFSM() *FSM { return &FSM{st: newState()} }
+func NewFSM() *FSM { return &FSM{st: newState(), changed: make(chan struct{})} }
+
+// Changed returns a channel closed at the FSM's next applied command or
+// restore, for readers that wait on the state rather than poll it. Safe
+// for concurrent use.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// notifyLocked wakes Changed's waiters; f.mu is held for writing.
+func (f *FSM) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
 
 func newState() state {
 	return state{Jobs: map[string]*Job{}, Sites: map[string]*Site{}, Blobs: map[string]*blob{}}
@@ -131,6 +168,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.notifyLocked()
 	return f.apply(c)
 }
 
@@ -153,6 +191,9 @@ func (f *FSM) apply(c Command) error {
 			return fmt.Errorf("job %s: status %q: %w", c.JobID, c.Status, ErrInvalid)
 		}
 		j.Status, j.Reason, j.UpdatedAt = c.Status, c.Reason, c.At
+		if c.Status == StatusRunning && j.StartedAt == 0 {
+			j.StartedAt = c.At
+		}
 	case CmdSetRunIDs:
 		j, err := f.liveJob(c.JobID)
 		if err != nil {
@@ -187,6 +228,16 @@ func (f *FSM) apply(c Command) error {
 		b.At = c.At
 	case CmdSealBlob:
 		b := f.st.Blobs[c.Digest]
+		if c.External {
+			if !validDigest(c.Digest) || c.Size < 0 {
+				return fmt.Errorf("recording blob %q of %d bytes: %w", c.Digest, c.Size, ErrInvalid)
+			}
+			if b == nil || !b.Sealed {
+				f.st.Blobs[c.Digest] = &blob{Sealed: true, External: true, At: c.At}
+			}
+			f.gc(c.At)
+			return nil
+		}
 		if b == nil {
 			return fmt.Errorf("sealing blob %s: %w", c.Digest, ErrBlobMissing)
 		}
@@ -229,6 +280,10 @@ func (f *FSM) apply(c Command) error {
 			j.Arms = map[string][]Commit{}
 		}
 		j.Arms[c.Arm] = hist
+		j.History = append(j.History, RoundRecord{Arm: c.Arm, Round: c.Round, At: c.At, Totals: c.Totals})
+		if len(j.History) > KeepHistory {
+			j.History = append([]RoundRecord(nil), j.History[len(j.History)-KeepHistory:]...)
+		}
 		j.UpdatedAt = c.At
 		f.gc(c.At)
 	case CmdRegisterSite:
@@ -428,6 +483,9 @@ func (f *FSM) OpenModel(digest string) (io.ReadCloser, error) {
 	if b == nil || !b.Sealed {
 		return nil, fmt.Errorf("model %s: %w", digest, ErrBlobMissing)
 	}
+	if b.External {
+		return nil, fmt.Errorf("model %s is recorded by its digest only, its bytes kept by the coordinator that put it: %w", digest, ErrBlobMissing)
+	}
 	return io.NopCloser(bytes.NewReader(b.Data)), nil
 }
 
@@ -450,6 +508,8 @@ type snapshotBlob struct {
 	At     int64  `json:"at"`
 	// Committed is the blob's Committed.
 	Committed bool `json:"committed,omitempty"`
+	// External is the blob's External (Size is then 0).
+	External bool `json:"external,omitempty"`
 }
 
 const snapshotVersion2 = 2
@@ -471,7 +531,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	data := make([][]byte, 0, len(digests))
 	for _, d := range digests {
 		b := f.st.Blobs[d]
-		h.Blobs = append(h.Blobs, snapshotBlob{Digest: d, Size: int64(len(b.Data)), Sealed: b.Sealed, At: b.At, Committed: b.Committed})
+		h.Blobs = append(h.Blobs, snapshotBlob{Digest: d, Size: int64(len(b.Data)), Sealed: b.Sealed, At: b.At, Committed: b.Committed, External: b.External})
 		data = append(data, b.Data[:len(b.Data):len(b.Data)])
 	}
 	hdr, err := json.Marshal(h) // maps marshal in key order: deterministic
@@ -506,12 +566,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for d, bl := range st.Blobs {
 		sum := sha256.Sum256(bl.Data)
-		if bl.Sealed && hex.EncodeToString(sum[:]) != d {
+		if bl.Sealed && !bl.External && hex.EncodeToString(sum[:]) != d {
 			return fmt.Errorf("restoring snapshot: blob %s does not match its digest: %w", d, ErrBadSnapshot)
 		}
 	}
 	f.mu.Lock()
 	f.st = st
+	f.notifyLocked()
 	f.mu.Unlock()
 	return nil
 }
@@ -561,7 +622,7 @@ func decodeSnapshotV2(b []byte) (state, error) {
 		if bl.Size < 0 || bl.Size > int64(len(rest)) {
 			return bad(fmt.Sprintf("blob %s of %d bytes past the end", bl.Digest, bl.Size))
 		}
-		st.Blobs[bl.Digest] = &blob{Data: rest[:bl.Size:bl.Size], Sealed: bl.Sealed, At: bl.At, Committed: bl.Committed}
+		st.Blobs[bl.Digest] = &blob{Data: rest[:bl.Size:bl.Size], Sealed: bl.Sealed, At: bl.At, Committed: bl.Committed, External: bl.External}
 		rest = rest[bl.Size:]
 	}
 	if len(rest) != 0 {

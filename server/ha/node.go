@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -66,6 +67,13 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// ChunkSize is the most model bytes per log entry; 0 is 1 MiB.
 	ChunkSize int
+	// DigestsOnly makes the log and the FSM carry models' digests, not
+	// their bytes: [Node.PutModel] records a sealed digest whose model
+	// stays with the caller, and [FSM.OpenModel] of it is [ErrBlobMissing].
+	// For a one-voter cluster in memory (`cohort run`): no follower needs
+	// the bytes and nothing restarts from them, so holding them would only
+	// double the coordinator's memory.
+	DigestsOnly bool
 	// Logger receives raft's logs; nil discards them.
 	Logger hclog.Logger
 }
@@ -93,25 +101,12 @@ const (
 	clusterPoll = 50 * time.Millisecond
 )
 
-// Validate reports every problem of c, joined, each naming the field and
-// the fix.
+// Validate reports every problem of c as [Open] takes it (peers on the
+// network, a data dir), joined, each naming the field and the fix.
 func (c Config) Validate() error {
-	var errs []error
-	if c.ID == "" {
-		errs = append(errs, errors.New("id: not set: give this coordinator's node id, one of peers"))
-	}
-	if len(c.Peers) == 0 {
-		errs = append(errs, errors.New("peers: empty: list every voter, this node included"))
-	}
-	ids, addrs := map[string]bool{}, map[string]string{}
+	errs := []error{c.validateParts()}
+	addrs := map[string]string{}
 	for i, p := range c.Peers {
-		switch {
-		case p.ID == "":
-			errs = append(errs, fmt.Errorf("peers[%d].id: not set: give every peer an id", i))
-		case ids[p.ID]:
-			errs = append(errs, fmt.Errorf("peers: node id %s is listed twice: give every peer its own id", p.ID))
-		}
-		ids[p.ID] = true
 		if p.RaftAddr == "" && len(c.Peers) == 1 {
 			// A one-voter cluster needs no network: in-memory transport.
 		} else if err := checkHostPort(p.RaftAddr); err != nil {
@@ -122,11 +117,34 @@ func (c Config) Validate() error {
 			addrs[p.RaftAddr] = p.ID
 		}
 	}
-	if c.ID != "" && len(c.Peers) > 0 && !ids[c.ID] {
-		errs = append(errs, fmt.Errorf("id: node %s is not in peers %s: add it to peers, or fix id", c.ID, peerList(c.Peers)))
-	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: not set: give a folder for this node's raft log and snapshots"))
+	}
+	return errors.Join(errs...)
+}
+
+// validateParts reports the problems of c that [New] refuses: those of
+// any transport and store.
+func (c Config) validateParts() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("id: not set: give this coordinator's node id, one of peers"))
+	}
+	if len(c.Peers) == 0 {
+		errs = append(errs, errors.New("peers: empty: list every voter, this node included"))
+	}
+	ids := map[string]bool{}
+	for i, p := range c.Peers {
+		switch {
+		case p.ID == "":
+			errs = append(errs, fmt.Errorf("peers[%d].id: not set: give every peer an id", i))
+		case ids[p.ID]:
+			errs = append(errs, fmt.Errorf("peers: node id %s is listed twice: give every peer its own id", p.ID))
+		}
+		ids[p.ID] = true
+	}
+	if c.ID != "" && len(c.Peers) > 0 && !ids[c.ID] {
+		errs = append(errs, fmt.Errorf("id: node %s is not in peers %s: add it to peers, or fix id", c.ID, peerList(c.Peers)))
 	}
 	if (c.ServerTLS == nil) != (c.ClientTLS == nil) {
 		errs = append(errs, errors.New("server_tls, client_tls: only one is set: set both for mutual TLS between coordinators, or neither for plain TCP"))
@@ -253,23 +271,22 @@ func (e *NotLeaderError) Error() string {
 // Is reports whether target is ErrNotLeader.
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
-// Node is one coordinator's member of the raft cluster: the [FSM], the
-// raft log on boltdb, file snapshots and a TCP or mutual-TLS transport.
-// Its methods are safe for concurrent use. Proposals succeed on the
-// leader only; elsewhere they return a [*NotLeaderError] with the leader
-// hint.
+// Node is one coordinator's member of the raft cluster: the [FSM] over
+// raft, built by [New] from the stores and transport it is given, or by
+// [Open] on raft-boltdb, file snapshots and a TCP or mutual-TLS
+// transport. Its methods are safe for concurrent use. Proposals succeed
+// on the leader only; elsewhere they return a [*NotLeaderError] with the
+// leader hint.
 type Node struct {
 	cfg       Config
 	clusterID string
 	peers     map[raft.ServerID]Peer
 
-	fsm   *FSM
-	raft  *raft.Raft
-	trans interface {
-		raft.Transport
-		Close() error
-	}
-	store *raftboltdb.BoltStore
+	fsm  *FSM
+	raft *raft.Raft
+	// closers are the transport and stores Close closes: those with a
+	// Close method.
+	closers []io.Closer
 
 	notify chan bool     // raft's NotifyCh
 	kick   chan struct{} // leadership gained: check the cluster id now
@@ -287,21 +304,40 @@ type Node struct {
 	closeErr  error
 }
 
-// Open starts the node of cfg. It refuses, with an error naming the fix,
-// whatever would silently fork the cluster or lose state: a data dir of
-// another node or peer list, one in use, a damaged raft log or snapshot,
-// a raft configuration other than cfg.Peers. A new data dir bootstraps
-// the cluster with cfg.Peers; every node does so with the same list.
-func Open(cfg Config) (*Node, error) {
-	if err := cfg.Validate(); err != nil {
+// New starts the node of cfg over the given parts, as raft.NewRaft takes
+// them: fsm (nil: a new, empty one), the log and stable stores, the
+// snapshot store and the transport, whose LocalAddr must be this node's
+// raft address (its peer's RaftAddr, or "inmem:ID" for a one-voter
+// cluster without one). Parts without state bootstrap the cluster with
+// cfg.Peers; parts with state must hold a raft configuration of
+// cfg.Peers. The node owns the parts from then on: Close closes those
+// with a Close method, also when New fails.
+//
+// Tests build clusters from raft's InmemStore and InmemTransport;
+// [Open] builds a node on disk and TCP.
+func New(cfg Config, fsm *FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (_ *Node, err error) {
+	closers := closersOf(trans, logs, stable, snaps)
+	defer func() {
+		if err != nil {
+			_ = closeAll(closers)
+		}
+	}()
+	if err := cfg.validateParts(); err != nil {
 		return nil, fmt.Errorf("ha config: %w", err)
 	}
+	if logs == nil || stable == nil || snaps == nil || trans == nil {
+		return nil, errors.New("ha: New needs a log store, a stable store, a snapshot store and a transport; Open makes them on disk")
+	}
 	cfg = cfg.withDefaults()
+	if fsm == nil {
+		fsm = NewFSM()
+	}
 	n := &Node{
 		cfg:       cfg,
 		clusterID: clusterID(cfg.Peers),
 		peers:     map[raft.ServerID]Peer{},
-		fsm:       NewFSM(),
+		fsm:       fsm,
+		closers:   closers,
 		notify:    make(chan bool, 1),
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -313,38 +349,154 @@ func Open(cfg Config) (*Node, error) {
 		n.peers[raft.ServerID(p.ID)] = p
 	}
 	self := n.peers[raft.ServerID(cfg.ID)]
+	if got, want := trans.LocalAddr(), raftAddress(self); got != want {
+		return nil, fmt.Errorf("ha: the transport listens as %q but node %s's raft address is %q: give the transport the peer's raft_addr", got, cfg.ID, want)
+	}
 	conf := cfg.raftConfig(n.notify)
 	if err := raft.ValidateConfig(conf); err != nil {
+		return nil, fmt.Errorf("ha config: raft timeouts: %w", err)
+	}
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUnreadableState, err)
+	}
+	servers := raftServers(cfg.Peers)
+	if !existing {
+		// Every node bootstraps with the same configuration (sorted by
+		// id): hashicorp/raft makes that safe.
+		if err := raft.BootstrapCluster(conf, logs, stable, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
+			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
+		}
+	}
+	n.raft, err = raft.NewRaft(conf, n.fsm, logs, stable, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	if existing {
+		if err := n.checkConfiguration(servers); err != nil {
+			_ = n.raft.Shutdown().Error()
+			return nil, err
+		}
+	}
+	n.wg.Add(2)
+	go n.follow()
+	go n.watch()
+	return n, nil
+}
+
+// errUnreadableState marks New's failure to read the stores' state, which
+// Open words as an unreadable raft log.
+var errUnreadableState = errors.New("reading raft's stored state")
+
+// closersOf returns the distinct parts that have a Close method.
+func closersOf(parts ...any) []io.Closer {
+	var out []io.Closer
+	for _, p := range parts {
+		c, ok := p.(io.Closer)
+		if ok && !slices.ContainsFunc(out, func(o io.Closer) bool { return o == c }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func closeAll(cs []io.Closer) error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// memSoloTimeout is the raft timeouts of a one-voter cluster in memory:
+// it has no disk and nobody to contest an election with.
+const memSoloTimeout = 10 * time.Millisecond
+
+// NewInMemory starts the one-voter cluster of cfg (one peer, which needs
+// no raft address) over raft's in-memory stores and transport, and
+// returns once it leads (or ctx ends): its state lasts as long as the
+// process. `cohort run`, and a coordinator given no replica, run on one,
+// with DigestsOnly. Zero timeouts take 10 ms.
+func NewInMemory(ctx context.Context, cfg Config) (*Node, error) {
+	if len(cfg.Peers) != 1 {
+		return nil, fmt.Errorf("ha config: peers: %d listed: an in-memory cluster has one voter", len(cfg.Peers))
+	}
+	for _, d := range []*time.Duration{&cfg.HeartbeatTimeout, &cfg.ElectionTimeout, &cfg.LeaderLeaseTimeout} {
+		if *d == 0 {
+			*d = memSoloTimeout
+		}
+	}
+	store := raft.NewInmemStore()
+	_, trans := raft.NewInmemTransport(raftAddress(cfg.Peers[0]))
+	n, err := New(cfg, nil, store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		leader, changed := n.Leadership()
+		if leader {
+			return n, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			_ = n.Close()
+			return nil, fmt.Errorf("waiting for the in-memory node to lead: %w", ctx.Err())
+		}
+	}
+}
+
+// Open starts the node of cfg on disk: raft-boltdb in DataDir/raft.db,
+// file snapshots in DataDir/snapshots and a TCP or mutual-TLS transport
+// on its raft address (in memory for a one-voter cluster without one),
+// and calls [New]. It refuses, with an error naming the fix, whatever
+// would silently fork the cluster or lose state: a data dir of another
+// node or peer list, one in use, a damaged raft log or snapshot, a raft
+// configuration other than cfg.Peers. A new data dir bootstraps the
+// cluster with cfg.Peers; every node does so with the same list.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ha config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if err := raft.ValidateConfig(cfg.raftConfig(nil)); err != nil {
 		return nil, fmt.Errorf("ha config: raft timeouts: %w", err)
 	}
 	dir := cfg.DataDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	want := identity{ClusterID: n.clusterID, NodeID: cfg.ID, Peers: sortedPeers(cfg.Peers)}
+	want := identity{ClusterID: clusterID(cfg.Peers), NodeID: cfg.ID, Peers: sortedPeers(cfg.Peers)}
 	fresh, err := checkIdentity(dir, want)
 	if err != nil {
 		return nil, err
 	}
-
+	var self Peer
+	for _, p := range cfg.Peers {
+		if p.ID == cfg.ID {
+			self = p
+		}
+	}
+	var trans raft.Transport
 	if self.RaftAddr == "" {
-		_, n.trans = raft.NewInmemTransport(raftAddress(self))
+		_, trans = raft.NewInmemTransport(raftAddress(self))
 	} else {
 		stream, err := listen(self.RaftAddr, cfg.ID, cfg.ServerTLS, cfg.ClientTLS)
 		if err != nil {
 			return nil, err
 		}
-		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  stream,
 			MaxPool: 3,
 			Timeout: 10 * time.Second,
 			Logger:  cfg.Logger,
 		})
 	}
+	closers := closersOf(trans)
 	ok := false
 	defer func() {
 		if !ok {
-			_ = n.closeFiles()
+			_ = closeAll(closers)
 		}
 	}()
 	if fresh {
@@ -355,13 +507,14 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "raft.db")
-	n.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bbolt.Options{Timeout: boltLockTimeout}})
+	store, err := raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bbolt.Options{Timeout: boltLockTimeout}})
 	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("data dir %s is in use by another process (%s is locked): stop that coordinator, or point data_dir elsewhere", dir, dbPath)
 	}
 	if err != nil {
 		return nil, unreadableLog(dir, err)
 	}
+	closers = append(closers, store)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, retainSnapshots, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("opening snapshots in %s: %w", dir, err)
@@ -369,32 +522,14 @@ func Open(cfg Config) (*Node, error) {
 	if err := verifySnapshots(dir, snaps); err != nil {
 		return nil, err
 	}
-	existing, err := raft.HasExistingState(n.store, n.store, snaps)
-	if err != nil {
+	ok = true // New closes the parts from here on
+	n, err := New(cfg, nil, store, store, snaps, trans)
+	switch {
+	case errors.Is(err, errUnreadableState):
 		return nil, unreadableLog(dir, err)
+	case err != nil:
+		return nil, err
 	}
-	servers := raftServers(cfg.Peers)
-	if !existing {
-		// Every node bootstraps with the same configuration (sorted by
-		// id): hashicorp/raft makes that safe.
-		if err := raft.BootstrapCluster(conf, n.store, n.store, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
-			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
-		}
-	}
-	n.raft, err = raft.NewRaft(conf, n.fsm, n.store, n.store, snaps, n.trans)
-	if err != nil {
-		return nil, fmt.Errorf("starting raft: %w", err)
-	}
-	if existing {
-		if err := n.checkConfiguration(servers); err != nil {
-			_ = n.raft.Shutdown().Error()
-			return nil, err
-		}
-	}
-	ok = true
-	n.wg.Add(2)
-	go n.follow()
-	go n.watch()
 	return n, nil
 }
 
@@ -564,8 +699,8 @@ func (n *Node) Handoff() error {
 	return nil
 }
 
-// Close shuts raft down and closes the transport and the stores. It is
-// idempotent; later proposals return [ErrClosed].
+// Close shuts raft down and closes the transport and the stores that have
+// a Close method. It is idempotent; later proposals return [ErrClosed].
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
@@ -577,20 +712,9 @@ func (n *Node) Close() error {
 		close(n.done)
 		n.wg.Wait()
 		n.setLeader(false)
-		n.closeErr = errors.Join(err, n.closeFiles())
+		n.closeErr = errors.Join(err, closeAll(n.closers))
 	})
 	return n.closeErr
-}
-
-func (n *Node) closeFiles() error {
-	var errs []error
-	if n.trans != nil {
-		errs = append(errs, n.trans.Close())
-	}
-	if n.store != nil {
-		errs = append(errs, n.store.Close())
-	}
-	return errors.Join(errs...)
 }
 
 // ID returns this node's id.
@@ -672,13 +796,32 @@ func (n *Node) CommitRound(ctx context.Context, jobID, arm string, round int, di
 	return n.propose(ctx, what, Command{Type: CmdCommitRound, JobID: jobID, Arm: arm, Round: round, Digest: digest, Totals: totals})
 }
 
+// DigestsOnly reports whether the node records models by digest only
+// ([Config.DigestsOnly]): its callers keep the bytes and may record them
+// with [Node.PutDigest] without encoding them.
+func (n *Node) DigestsOnly() bool { return n.cfg.DigestsOnly }
+
+// PutDigest records a model of size bytes by its digest (the hex
+// SHA-256) alone, for [Node.CommitRound] to reference; the caller keeps
+// the bytes. Only a node with [Config.DigestsOnly] takes it.
+func (n *Node) PutDigest(ctx context.Context, digest string, size int64) error {
+	if !n.cfg.DigestsOnly {
+		return fmt.Errorf("recording model %.12s by digest: this node replicates models' bytes: %w; use PutModel", digest, ErrInvalid)
+	}
+	return n.propose(ctx, "recording model "+digest, Command{Type: CmdSealBlob, Digest: digest, Size: size, External: true})
+}
+
 // PutModel replicates data as a blob and returns its digest, the hex
 // SHA-256. The chunks enter raft back to back, so that raft batches them;
 // a blob the FSM holds already is not sent again. One PutModel runs at a
-// time per node.
+// time per node. With [Config.DigestsOnly] only the digest enters the
+// log.
 func (n *Node) PutModel(ctx context.Context, data []byte) (string, error) {
 	sum := sha256.Sum256(data)
 	d := hex.EncodeToString(sum[:])
+	if n.cfg.DigestsOnly {
+		return d, n.PutDigest(ctx, d, int64(len(data)))
+	}
 	what := "putting model " + d[:12]
 	if rc, err := n.fsm.OpenModel(d); err == nil {
 		rc.Close()

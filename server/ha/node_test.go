@@ -19,51 +19,27 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 )
 
-// freeAddrs returns n loopback addresses nothing listens on (yet). The
-// ports are drawn from 5000–9999, below Linux's ephemeral range (32768
-// on) where tests of other packages running in parallel get their ":0"
-// ports and below internal/federation's and cmd/cohort's ranges, so that
-// none of them takes one before the node binds it.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	seen := map[string]bool{}
-	var out []string
-	for try := 0; len(out) < n; try++ {
-		if try == 1000 {
-			t.Fatal("no free ports in 5000–9999")
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", 5000+mrand.IntN(5000))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil || seen[addr] {
-			continue
-		}
-		ln.Close()
-		seen[addr] = true
-		out = append(out, addr)
-	}
-	return out
-}
-
-// peers names n peers a, b, c, … on free addresses.
-func peers(t testing.TB, n int) []Peer {
-	t.Helper()
+// peers names n peers a, b, c, … with in-memory raft addresses.
+func peers(n int) []Peer {
 	var ps []Peer
-	for i, a := range freeAddrs(t, n) {
-		ps = append(ps, Peer{ID: string(rune('a' + i)), RaftAddr: a, GRPCAddr: fmt.Sprintf("grpc-%c:9090", 'a'+i)})
+	for i := range n {
+		id := string(rune('a' + i))
+		ps = append(ps, Peer{ID: id, RaftAddr: "raft-" + id, GRPCAddr: fmt.Sprintf("grpc-%s:9090", id)})
 	}
 	return ps
 }
 
-// testConfig is node id of ps in dir, with fast timeouts.
 // debugLogger shows raft's logs on stderr when HA_DEBUG is set; nil
 // (discard) otherwise, since raft's goroutines may log after a test ends.
 var debugLogger = func() hclog.Logger {
@@ -73,14 +49,22 @@ var debugLogger = func() hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Info})
 }()
 
+// testConfig is node id of ps in dir, with fast timeouts: 50 ms for one
+// voter, 150 ms for a cluster (50 ms lets a leader's lease lapse under
+// -race on a busy 2-core machine, and a test then sees a spurious
+// election).
 func testConfig(id string, ps []Peer, dir string) Config {
+	timeout := 150 * time.Millisecond
+	if len(ps) == 1 {
+		timeout = 50 * time.Millisecond
+	}
 	return Config{
 		ID:                 id,
 		Peers:              ps,
 		DataDir:            dir,
-		HeartbeatTimeout:   200 * time.Millisecond,
-		ElectionTimeout:    200 * time.Millisecond,
-		LeaderLeaseTimeout: 200 * time.Millisecond,
+		HeartbeatTimeout:   timeout,
+		ElectionTimeout:    timeout,
+		LeaderLeaseTimeout: timeout,
 		CommitTimeout:      5 * time.Millisecond,
 		ApplyTimeout:       2 * time.Second,
 		ChunkSize:          256 << 10,
@@ -98,35 +82,168 @@ func openNode(t testing.TB, cfg Config) *Node {
 	return n
 }
 
-// startCluster opens one node per peer, each in its own data dir;
-// tlsFor, if set, gives each node's TLS configs.
-func startCluster(t *testing.T, ps []Peer, tlsFor func(id string) (server, client *tls.Config)) []*Node {
+// memParts are one node's in-memory raft parts.
+type memParts struct {
+	store *raft.InmemStore
+	snaps *raft.InmemSnapshotStore
+	trans *raft.InmemTransport
+}
+
+// memCluster starts one node per peer over raft's InmemStore and
+// InmemTransport, the transports connected to each other.
+func memCluster(t testing.TB, ps []Peer) []*Node {
 	t.Helper()
-	var ns []*Node
+	var cfgs []Config
 	for _, p := range ps {
-		cfg := testConfig(p.ID, ps, t.TempDir())
-		if tlsFor != nil {
-			cfg.ServerTLS, cfg.ClientTLS = tlsFor(p.ID)
+		cfgs = append(cfgs, testConfig(p.ID, ps, ""))
+	}
+	return memNodes(t, cfgs)
+}
+
+// memNodes starts the node of each config (whose peer lists may differ)
+// in memory, every transport connected to every other.
+func memNodes(t testing.TB, cfgs []Config) []*Node {
+	t.Helper()
+	parts := make([]memParts, len(cfgs))
+	for i, cfg := range cfgs {
+		var self Peer
+		for _, p := range cfg.Peers {
+			if p.ID == cfg.ID {
+				self = p
+			}
 		}
-		ns = append(ns, openNode(t, cfg))
+		_, trans := raft.NewInmemTransport(raftAddress(self))
+		parts[i] = memParts{store: raft.NewInmemStore(), snaps: raft.NewInmemSnapshotStore(), trans: trans}
+	}
+	for i := range parts {
+		for j := range parts {
+			if i != j {
+				parts[i].trans.Connect(parts[j].trans.LocalAddr(), parts[j].trans)
+			}
+		}
+	}
+	var ns []*Node
+	for i, cfg := range cfgs {
+		n, err := New(cfg, nil, parts[i].store, parts[i].store, parts[i].snaps, parts[i].trans)
+		if err != nil {
+			t.Fatalf("New(%s) = %v", cfg.ID, err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		ns = append(ns, n)
 	}
 	return ns
+}
+
+// tlsCluster starts n nodes talking mutual TLS over loopback TCP, each
+// on a listener the test holds from the start (no port is given up and
+// taken again), with in-memory stores; tlsFor gives each node's configs.
+func tlsCluster(t *testing.T, n int, tlsFor func(id string) (server, client *tls.Config)) []*Node {
+	t.Helper()
+	var (
+		ps  []Peer
+		lns []net.Listener
+	)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := string(rune('a' + i))
+		ps = append(ps, Peer{ID: id, RaftAddr: ln.Addr().String(), GRPCAddr: "grpc-" + id + ":9090"})
+		lns = append(lns, ln)
+	}
+	var ns []*Node
+	for i, p := range ps {
+		server, client := tlsFor(p.ID)
+		trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  newStreamLayer(tls.NewListener(lns[i], server), p.RaftAddr, client),
+			MaxPool: 3,
+			Timeout: 2 * time.Second,
+			Logger:  hclog.NewNullLogger(),
+		})
+		store := raft.NewInmemStore()
+		node, err := New(testConfig(p.ID, ps, ""), nil, store, store, raft.NewInmemSnapshotStore(), trans)
+		if err != nil {
+			t.Fatalf("New(%s) = %v", p.ID, err)
+		}
+		t.Cleanup(func() { _ = node.Close() })
+		ns = append(ns, node)
+	}
+	return ns
+}
+
+// soloPeer is a one-voter cluster without network.
+var soloPeer = []Peer{{ID: "a"}}
+
+// netPeers names n peers on loopback addresses for the tests of what
+// Open refuses before it listens: nothing binds them.
+func netPeers(n int) []Peer {
+	var ps []Peer
+	for i := range n {
+		ps = append(ps, Peer{ID: string(rune('a' + i)), RaftAddr: fmt.Sprintf("127.0.0.1:%d", 7001+i)})
+	}
+	return ps
+}
+
+// memSolo is a one-voter node in memory.
+func memSolo(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	_, trans := raft.NewInmemTransport(raftAddress(cfg.Peers[0]))
+	store := raft.NewInmemStore()
+	n, err := New(cfg, nil, store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		t.Fatalf("New(%s) = %v", cfg.ID, err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+// waitUntil returns once ok holds, re-checking it at every leadership
+// change, raft observation and FSM change of ns; it fails t after 5 s.
+func waitUntil(t testing.TB, what string, ns []*Node, ok func() bool) {
+	t.Helper()
+	obs := make(chan raft.Observation, 64)
+	o := raft.NewObserver(obs, false, nil)
+	for _, n := range ns {
+		n.raft.RegisterObserver(o)
+		defer n.raft.DeregisterObserver(o)
+	}
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	for {
+		cases := []reflect.SelectCase{
+			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)},
+			{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(obs)},
+		}
+		for _, n := range ns {
+			_, lc := n.Leadership()
+			cases = append(cases,
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(lc)},
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(n.FSM().Changed())})
+		}
+		if ok() { // after taking the channels: no change is missed
+			return
+		}
+		if i, _, _ := reflect.Select(cases); i == 0 {
+			t.Fatalf("%s: not within 5s", what)
+		}
+	}
 }
 
 // leaderOf waits up to 5 s for one of ns other than skip to lead.
 func leaderOf(t testing.TB, ns []*Node, skip *Node) *Node {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	var l *Node
+	waitUntil(t, "a leader is elected", ns, func() bool {
 		for _, n := range ns {
-			if n != skip && n.IsLeader() {
-				return n
+			if v, _ := n.Leadership(); n != skip && v && n.IsLeader() {
+				l = n
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("no leader elected within 5s")
-	return nil
+		return false
+	})
+	return l
 }
 
 func follower(ns []*Node, l *Node) *Node {
@@ -136,17 +253,6 @@ func follower(ns []*Node, l *Node) *Node {
 		}
 	}
 	return nil
-}
-
-func eventually(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func randomBytes(n int, seed uint64) []byte {
@@ -180,8 +286,8 @@ func commitNode(ctx context.Context, n *Node, r int) error {
 
 func TestNodeFailover(t *testing.T) {
 	ctx := context.Background()
-	ps := peers(t, 3)
-	ns := startCluster(t, ps, nil)
+	ps := peers(3)
+	ns := memCluster(t, ps)
 	l := leaderOf(t, ns, nil)
 	if err := l.SubmitJob(ctx, "j", []byte("name: x\n")); err != nil {
 		t.Fatalf("SubmitJob on the leader = %v", err)
@@ -199,7 +305,7 @@ func TestNodeFailover(t *testing.T) {
 	}
 
 	f := follower(ns, l)
-	eventually(t, "follower learns the leader", func() bool { p, ok := f.Leader(); return ok && p.ID == l.ID() })
+	waitUntil(t, "follower learns the leader", ns, func() bool { p, ok := f.Leader(); return ok && p.ID == l.ID() })
 	err = f.SubmitJob(ctx, "k", nil)
 	var nle *NotLeaderError
 	if !errors.As(err, &nle) || !errors.Is(err, ErrNotLeader) {
@@ -209,7 +315,7 @@ func TestNodeFailover(t *testing.T) {
 		t.Errorf("follower's leader hint = %+v (%v), want gRPC address %s", nle.Leader, err, want)
 	}
 
-	eventually(t, "Leadership reports the leader", func() bool { v, _ := l.Leadership(); return v })
+	waitUntil(t, "Leadership reports the leader", ns, func() bool { v, _ := l.Leadership(); return v })
 	_, changed := l.Leadership()
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close of the leader = %v", err)
@@ -255,13 +361,13 @@ func TestNodeFailover(t *testing.T) {
 
 func TestNodeIsolatedFollowerNeverCommits(t *testing.T) {
 	ctx := context.Background()
-	ns := startCluster(t, peers(t, 3), nil)
+	ns := memCluster(t, peers(3))
 	l := leaderOf(t, ns, nil)
 	if err := l.SubmitJob(ctx, "j", nil); err != nil {
 		t.Fatal(err)
 	}
 	f := follower(ns, l)
-	eventually(t, "the job reaches the follower", func() bool { _, err := f.FSM().Job("j"); return err == nil })
+	waitUntil(t, "the job reaches the follower", ns, func() bool { _, err := f.FSM().Job("j"); return err == nil })
 	for _, n := range ns {
 		if n != f {
 			n.Close()
@@ -285,79 +391,6 @@ func TestNodeIsolatedFollowerNeverCommits(t *testing.T) {
 	}
 }
 
-func TestNodeRestart(t *testing.T) {
-	t.Run("tcp", func(t *testing.T) { testNodeRestart(t, freeAddrs(t, 1)[0]) })
-	// A one-voter cluster without a raft address runs without network.
-	t.Run("no network", func(t *testing.T) { testNodeRestart(t, "") })
-}
-
-func testNodeRestart(t *testing.T, raftAddr string) {
-	ctx := context.Background()
-	cfg := testConfig("solo", []Peer{{ID: "solo", RaftAddr: raftAddr}}, t.TempDir())
-	n := openNode(t, cfg)
-	leaderOf(t, []*Node{n}, nil)
-	if err := n.SubmitJob(ctx, "j", nil); err != nil {
-		t.Fatal(err)
-	}
-	for r := 1; r <= 2; r++ {
-		if err := commitNode(ctx, n, r); err != nil {
-			t.Fatalf("round %d: %v", r, err)
-		}
-	}
-	if err := n.snapshot(); err != nil { // round 2 in the snapshot
-		t.Fatal(err)
-	}
-	if err := commitNode(ctx, n, 3); err != nil { // round 3 in the log only
-		t.Fatal(err)
-	}
-	if err := n.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	n = openNode(t, cfg)
-	leaderOf(t, []*Node{n}, nil)
-	if err := n.Barrier(ctx); err != nil {
-		t.Fatal(err)
-	}
-	last, d, err := n.FSM().LastRound("j", "a")
-	if err != nil || last != 3 {
-		t.Fatalf("LastRound after restart = %d, %v, want 3", last, err)
-	}
-	if got := readModel(t, n.FSM(), d); string(got) != "model of round 3" {
-		t.Errorf("model after restart = %q, want %q", got, "model of round 3")
-	}
-	if st := n.Status(); st.LastSnapshotIndex == 0 {
-		t.Errorf("Status after restart = %+v, want a snapshot", st)
-	}
-	if err := commitNode(ctx, n, 4); err != nil {
-		t.Fatalf("round 4 after restart: %v", err)
-	}
-}
-
-// soloRun opens a one-voter node of cfg, commits rounds 1 and 2 with a
-// snapshot between them, and closes it.
-func soloRun(t *testing.T, cfg Config) {
-	t.Helper()
-	ctx := context.Background()
-	n := openNode(t, cfg)
-	leaderOf(t, []*Node{n}, nil)
-	if err := n.SubmitJob(ctx, "j", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := commitNode(ctx, n, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.snapshot(); err != nil {
-		t.Fatal(err)
-	}
-	if err := commitNode(ctx, n, 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestNodeRefusals(t *testing.T) {
 	tests := []struct {
 		name string
@@ -367,19 +400,19 @@ func TestNodeRefusals(t *testing.T) {
 	}{{
 		name: "duplicate id",
 		setup: func(t *testing.T) Config {
-			ps := peers(t, 2)
+			ps := netPeers(2)
 			ps[1].ID = "a"
 			return testConfig("a", ps, t.TempDir())
 		},
 		want: "node id a is listed twice",
 	}, {
 		name:  "id not in peers",
-		setup: func(t *testing.T) Config { return testConfig("z", peers(t, 2), t.TempDir()) },
+		setup: func(t *testing.T) Config { return testConfig("z", netPeers(2), t.TempDir()) },
 		want:  "add it to peers",
 	}, {
 		name: "duplicate raft address",
 		setup: func(t *testing.T) Config {
-			ps := peers(t, 2)
+			ps := netPeers(2)
 			ps[1].RaftAddr = ps[0].RaftAddr
 			return testConfig("a", ps, t.TempDir())
 		},
@@ -399,7 +432,7 @@ func TestNodeRefusals(t *testing.T) {
 	}, {
 		name: "one TLS config",
 		setup: func(t *testing.T) Config {
-			cfg := testConfig("a", peers(t, 1), t.TempDir())
+			cfg := testConfig("a", netPeers(1), t.TempDir())
 			cfg.ServerTLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}
 			return cfg
 		},
@@ -407,8 +440,10 @@ func TestNodeRefusals(t *testing.T) {
 	}, {
 		name: "data dir of another node",
 		setup: func(t *testing.T) Config {
-			ps, dir := peers(t, 2), t.TempDir()
-			openNode(t, testConfig("a", ps, dir)).Close()
+			ps, dir := netPeers(2), t.TempDir()
+			if err := writeIdentity(dir, identity{ClusterID: clusterID(ps), NodeID: "a", Peers: sortedPeers(ps)}); err != nil {
+				t.Fatal(err)
+			}
 			return testConfig("b", ps, dir)
 		},
 		want: "point data_dir at b's folder",
@@ -416,8 +451,8 @@ func TestNodeRefusals(t *testing.T) {
 		name: "data dir of another peer list",
 		setup: func(t *testing.T) Config {
 			dir := t.TempDir()
-			soloRun(t, testConfig("a", peers(t, 1), dir))
-			return testConfig("a", peers(t, 1), dir)
+			soloRun(t, testConfig("a", soloPeer, dir))
+			return testConfig("a", netPeers(1), dir)
 		},
 		want: "restore the old peer list",
 	}, {
@@ -427,13 +462,13 @@ func TestNodeRefusals(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "raft.db"), []byte("x"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			return testConfig("a", peers(t, 1), dir)
+			return testConfig("a", soloPeer, dir)
 		},
 		want: "from another cluster or an older Cohort",
 	}, {
 		name: "corrupt raft.db",
 		setup: func(t *testing.T) Config {
-			cfg := testConfig("a", peers(t, 1), t.TempDir())
+			cfg := testConfig("a", soloPeer, t.TempDir())
 			soloRun(t, cfg)
 			if err := os.WriteFile(filepath.Join(cfg.DataDir, "raft.db"), randomBytes(64<<10, 2), 0o600); err != nil {
 				t.Fatal(err)
@@ -444,7 +479,7 @@ func TestNodeRefusals(t *testing.T) {
 	}, {
 		name: "corrupt snapshot",
 		setup: func(t *testing.T) Config {
-			cfg := testConfig("a", peers(t, 1), t.TempDir())
+			cfg := testConfig("a", soloPeer, t.TempDir())
 			soloRun(t, cfg)
 			states, _ := filepath.Glob(filepath.Join(cfg.DataDir, "snapshots", "*", "state.bin"))
 			if len(states) != 1 {
@@ -462,21 +497,9 @@ func TestNodeRefusals(t *testing.T) {
 		},
 		want: "move that snapshot folder away",
 	}, {
-		name: "raft configuration differs",
-		setup: func(t *testing.T) Config {
-			cfg := testConfig("a", peers(t, 1), t.TempDir())
-			soloRun(t, cfg)
-			cfg.Peers = peers(t, 1) // another address, and a cluster.json that agrees
-			if err := writeIdentity(cfg.DataDir, identity{ClusterID: clusterID(cfg.Peers), NodeID: "a", Peers: cfg.Peers}); err != nil {
-				t.Fatal(err)
-			}
-			return cfg
-		},
-		want: "raft's stored configuration",
-	}, {
 		name: "data dir in use",
 		setup: func(t *testing.T) Config {
-			cfg := testConfig("a", peers(t, 1), t.TempDir())
+			cfg := testConfig("a", soloPeer, t.TempDir())
 			soloRun(t, cfg)
 			db, err := bbolt.Open(filepath.Join(cfg.DataDir, "raft.db"), 0o600, nil)
 			if err != nil {
@@ -489,13 +512,12 @@ func TestNodeRefusals(t *testing.T) {
 	}, {
 		name: "port in use",
 		setup: func(t *testing.T) Config {
-			cfg := testConfig("a", peers(t, 1), t.TempDir())
-			ln, err := net.Listen("tcp", cfg.Peers[0].RaftAddr)
+			ln, err := net.Listen("tcp", "127.0.0.1:0") // held open: the port stays taken
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { ln.Close() })
-			return cfg
+			return testConfig("a", []Peer{{ID: "a", RaftAddr: ln.Addr().String()}}, t.TempDir())
 		},
 		want: "another coordinator already runs as node a",
 	}}
@@ -515,9 +537,9 @@ func TestNodeRefusals(t *testing.T) {
 }
 
 func TestNodeRefusesDisagreeingPeers(t *testing.T) {
-	ps := peers(t, 3) // nothing runs as c
-	a := openNode(t, testConfig("a", ps[:2], t.TempDir()))
-	b := openNode(t, testConfig("b", ps, t.TempDir()))
+	ps := peers(3) // nothing runs as c
+	ns := memNodes(t, []Config{testConfig("a", ps[:2], ""), testConfig("b", ps, "")})
+	a, b := ns[0], ns[1]
 	var stopped, other *Node
 	var err error
 	timer := time.NewTimer(5 * time.Second)
@@ -613,7 +635,7 @@ func (ca *testCA) configs(t *testing.T, id string) (server, client *tls.Config) 
 func TestNodeMutualTLS(t *testing.T) {
 	ctx := context.Background()
 	good, rogue := newTestCA(t, "cohort"), newTestCA(t, "rogue")
-	ns := startCluster(t, peers(t, 3), func(id string) (*tls.Config, *tls.Config) {
+	ns := tlsCluster(t, 3, func(id string) (*tls.Config, *tls.Config) {
 		if id == "c" {
 			return rogue.configs(t, id)
 		}
@@ -631,7 +653,7 @@ func TestNodeMutualTLS(t *testing.T) {
 	if good2 == l {
 		good2 = ns[1]
 	}
-	eventually(t, "round 1 reaches the other node with a good certificate", func() bool {
+	waitUntil(t, "round 1 reaches the other node with a good certificate", ns, func() bool {
 		last, _, _ := good2.FSM().LastRound("j", "a")
 		return last == 1
 	})
@@ -722,7 +744,7 @@ func BenchmarkCommitRound10M(b *testing.B) {
 	})
 	b.Run("raft", func(b *testing.B) {
 		ctx := context.Background()
-		cfg := testConfig("solo", []Peer{{ID: "solo", RaftAddr: freeAddrs(b, 1)[0]}}, b.TempDir())
+		cfg := testConfig("a", soloPeer, b.TempDir())
 		cfg.ChunkSize, cfg.ApplyTimeout = 0, 0
 		n := openNode(b, cfg)
 		leaderOf(b, []*Node{n}, nil)
@@ -750,7 +772,7 @@ func BenchmarkCommitRound10M(b *testing.B) {
 // another voter leading, with what it committed.
 func TestNodeHandoff(t *testing.T) {
 	ctx := context.Background()
-	ns := startCluster(t, peers(t, 3), nil)
+	ns := memCluster(t, peers(3))
 	l := leaderOf(t, ns, nil)
 	if err := l.SubmitJob(ctx, "j", nil); err != nil {
 		t.Fatal(err)
@@ -771,7 +793,7 @@ func TestNodeHandoff(t *testing.T) {
 	if err := next.SubmitJob(ctx, "k", nil); err != nil {
 		t.Errorf("SubmitJob on the new leader = %v", err)
 	}
-	solo := openNode(t, testConfig("solo", []Peer{{ID: "solo"}}, t.TempDir()))
+	solo := memSolo(t, testConfig("a", soloPeer, ""))
 	leaderOf(t, []*Node{solo}, nil)
 	if err := solo.Handoff(); err != nil || !solo.IsLeader() {
 		t.Errorf("Handoff on a one-voter cluster = %v, leader %v; want a no-op", err, solo.IsLeader())

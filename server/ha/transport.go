@@ -47,7 +47,13 @@ func listen(addr, nodeID string, server, client *tls.Config) (*streamLayer, erro
 	if err != nil {
 		return nil, fmt.Errorf("listening for raft on %s: %w", addr, err)
 	}
-	return &streamLayer{Listener: ln, advertise: advertiseAddr(addr), client: client, conns: map[net.Conn]struct{}{}}, nil
+	return newStreamLayer(ln, addr, client), nil
+}
+
+// newStreamLayer is raft's network layer over ln, which is already bound
+// (and wrapped in TLS where client is set), advertised as addr.
+func newStreamLayer(ln net.Listener, addr string, client *tls.Config) *streamLayer {
+	return &streamLayer{Listener: ln, advertise: advertiseAddr(addr), client: client, conns: map[net.Conn]struct{}{}}
 }
 
 // advertiseAddr is the configured address as a net.Addr.
