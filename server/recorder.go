@@ -37,6 +37,10 @@ const (
 	TagFailovers = "cohort.failovers"
 )
 
+// cancelWait bounds how long finish waits, once it cancelled the
+// recorder, for the tracker's call in flight to return.
+const cancelWait = 5 * time.Second
+
 // maxLoggedFailures bounds the tracking failures a recorder logs one by
 // one; past it they are only counted, and the count logged at the end.
 const maxLoggedFailures = 10
@@ -165,7 +169,7 @@ func (r *recorder) finish(drain time.Duration) {
 	r.log.Warn("tracking_drain_timeout", "waited", drain, "queued", left,
 		"effect", "the job's end is not fully recorded; what is still queued is dropped")
 	r.cancel()
-	t.Reset(drain)
+	t.Reset(cancelWait)
 	select {
 	case <-r.done:
 	case <-t.C: // the tracker ignores cancellation; it is closed when its call returns
