@@ -314,9 +314,16 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 	return c.endArm(ctx, a, armErr)
 }
 
-// MetricCentralized is set (1) in an arm_started event's metrics when the
-// arm is centralized: its rounds are epochs.
-const MetricCentralized = "centralized"
+// Flags in the metrics of job events, for `cohort watch` and `logs`,
+// which print from the events' fields and never parse their message.
+const (
+	// MetricCentralized is 1 in an arm_started event's metrics when the
+	// arm is centralized: its rounds are epochs.
+	MetricCentralized = "centralized"
+	// MetricResumed is 1 in a job_queued event's metrics when the job
+	// resumes on a new leader after a failover.
+	MetricResumed = "resumed"
+)
 
 // b2f is 1 for true, 0 for false.
 func b2f(b bool) float64 {
