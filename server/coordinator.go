@@ -56,6 +56,13 @@ type Config struct {
 	// CancelGrace is how long a cancelled job's runner has to stop
 	// before the job is marked CANCELLED regardless (default 30s).
 	CancelGrace time.Duration
+	// RecordQueue bounds the round events waiting for a job's tracker
+	// (default [DefaultRecordQueue]); past it they are dropped and counted:
+	// tracking never holds up a round.
+	RecordQueue int
+	// RecordDrain is how long a job that ended waits for its tracking to
+	// catch up (default [DefaultRecordDrain]).
+	RecordDrain time.Duration
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -80,6 +87,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.CancelGrace <= 0 {
 		c.CancelGrace = 30 * time.Second
+	}
+	if c.RecordQueue <= 0 {
+		c.RecordQueue = DefaultRecordQueue
+	}
+	if c.RecordDrain <= 0 {
+		c.RecordDrain = DefaultRecordDrain
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/tracking"
 )
 
 // purpose says what a piece of an arm's energy paid for.
@@ -308,7 +309,7 @@ const (
 // update came with an energy report the coordinator dropped as
 // implausible (see [checkEnergy]); the round counts that site's work as
 // unmeasured.
-const MetricEnergyRejected = "energy_rejected"
+const MetricEnergyRejected = tracking.MetricEnergyRejected
 
 // errImplausibleEnergy is what checkEnergy's errors wrap.
 var errImplausibleEnergy = errors.New("implausible energy report")

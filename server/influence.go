@@ -1,11 +1,9 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/cohortfl/cohort/aggregators"
 	"github.com/cohortfl/cohort/model"
@@ -17,20 +15,17 @@ import (
 // DP-FedAvg arm has spent after each round, at the job's dp.delta.
 const MetricDPEpsilon = tracking.MetricDPEpsilon
 
-// logWeights logs each aggregated update's share of the round's weight on
-// its site's run.
-func (x *roundExec) logWeights(ctx context.Context) {
-	if len(x.weights) != len(x.added) {
-		return
+// weightFractions is each aggregated update's share of the round's
+// weight, by site; nil where the strategy does not report it.
+func (x *roundExec) weightFractions() map[string]float64 {
+	if len(x.weights) != len(x.added) || len(x.added) == 0 {
+		return nil
 	}
-	now := time.Now().UnixMilli()
+	out := make(map[string]float64, len(x.added))
 	for i, site := range x.added {
-		runID, err := x.c.siteRun(ctx, x.a, site)
-		if err != nil {
-			continue
-		}
-		_ = x.a.j.tracker.LogBatch(ctx, runID, []tracking.Metric{{Key: MetricWeightFraction, Value: x.weights[i], Timestamp: now, Step: int64(x.r)}}, nil, nil)
+		out[site] = x.weights[i]
 	}
+	return out
 }
 
 // epsilon returns the privacy a DP-FedAvg arm has spent after r rounds:

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -12,31 +11,10 @@ import (
 	"time"
 
 	"github.com/cohortfl/cohort/aggregators"
+	"github.com/cohortfl/cohort/energy"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
-	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
 )
-
-// siteRun returns the tracking run of a site under an arm, creating it the
-// first time the site takes part.
-func (c *Coordinator) siteRun(ctx context.Context, a *armRun, site string) (string, error) {
-	if id, ok := a.siteRuns[site]; ok {
-		return id, nil
-	}
-	run, err := a.j.tracker.CreateRun(ctx, tracking.CreateRun{
-		ExperimentID: a.expID, Name: a.arm.Name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID, UserID: a.j.user,
-		Tags: c.sourceTags(a.j, map[string]string{tracking.TagJobID: a.j.id, tracking.TagArm: a.arm.Name, tracking.TagSite: site, tracking.TagKind: "site"}),
-	})
-	if err != nil {
-		c.log.Warn("tracking_create_failed", "site", site, "err", err)
-		return "", err
-	}
-	a.siteRuns[site] = run.Info.RunID
-	if err := c.saveRunIDs(ctx, a.j, ha.RunIDs{Sites: map[string]map[string]string{a.arm.Name: {site: run.Info.RunID}}}); err != nil {
-		c.log.Warn("run_ids_replication_failed", "site", site, "err", err)
-	}
-	return run.Info.RunID, nil
-}
 
 // Bounds on what one update makes the coordinator log: a site's metrics
 // beyond them are dropped with a warning, never the whole batch (MLflow
@@ -50,8 +28,8 @@ const (
 // siteReportedKeys are the metrics a site agent itself reports: kept
 // first, before a trainer's extras.
 var siteReportedKeys = map[string]bool{
-	tracking.MetricTrainLoss: true, tracking.MetricTrainSeconds: true, "train_steps": true, "train_cpu_seconds": true,
-	"eval_loss": true, "eval_accuracy": true, "eval_samples": true,
+	tracking.MetricTrainLoss: true, tracking.MetricTrainSeconds: true, tracking.MetricTrainSteps: true, tracking.MetricTrainCPUSeconds: true,
+	tracking.MetricEvalLoss: true, tracking.MetricEvalAccuracy: true, tracking.MetricEvalSamples: true,
 	tracking.MetricTaskSeconds: true, tracking.MetricTrainerSeconds: true,
 	MetricEnergyRejected: true, // the coordinator's flag, never crowded out
 }
@@ -62,7 +40,7 @@ var siteReportedKeys = map[string]bool{
 func siteMetricKeys(m map[string]float64) (kept, dropped []string) {
 	for k := range m {
 		switch {
-		case k == "num_samples": // logged from the update itself
+		case k == tracking.MetricNumSamples: // logged from the update itself
 		case len(k) == 0 || len(k) > maxMetricKey:
 			dropped = append(dropped, truncate(k, 40))
 		default:
@@ -133,99 +111,99 @@ func energyOf(r *pb.EnergyReport) siteEnergy {
 	return e
 }
 
-// siteReported records an aggregated update on the site's run.
-func (x *roundExec) siteReported(ctx context.Context, site string, up *receivedUpdate) {
-	c, a := x.c, x.a
-	now := time.Now().UnixMilli()
-	step := int64(x.r)
-	ms := []tracking.Metric{
-		{Key: "accepted", Value: 1, Timestamp: now, Step: step},
-		{Key: tracking.MetricNumSamples, Value: float64(up.numSamples), Timestamp: now, Step: step},
-		{Key: "update_bytes", Value: float64(up.bytes), Timestamp: now, Step: step},
-	}
-	ms = append(ms, normMetric(up.deltaNorm, now, x.r)...)
-	if up.claimed > 0 {
-		ms = append(ms, tracking.Metric{Key: MetricSamplesClaimed, Value: float64(up.claimed), Timestamp: now, Step: step})
-	}
-	kept, dropped := siteMetricKeys(up.metrics)
-	if len(dropped) > 0 {
-		c.log.Warn("site_metrics_dropped", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", site,
-			"dropped", len(dropped), "first", dropped[:min(len(dropped), 5)],
-			"fix", fmt.Sprintf("report at most %d metrics of at most %d characters each", maxSiteMetrics, maxMetricKey))
-	}
-	for _, k := range kept {
-		ms = append(ms, tracking.Metric{Key: k, Value: up.metrics[k], Timestamp: now, Step: step})
-	}
+// siteReported takes an aggregated update into the round's figures and
+// publishes it: to the job's events and to the recorder.
+func (x *roundExec) siteReported(site string, up *receivedUpdate) {
+	a := x.a
 	delete(x.pending, site)
 	x.energy.addReport(purposeTrain, up.energy)
 	if up.evalEnergy != nil {
 		x.energy.addReport(purposeEval, up.evalEnergy)
 	}
-	e := energyOf(up.energy)
-	if e.measured {
-		ms = append(ms,
-			tracking.Metric{Key: tracking.MetricGPUEnergyJoules, Value: e.gpuJ, Timestamp: now, Step: step},
-			tracking.Metric{Key: tracking.MetricCPUEnergyJoules, Value: e.cpuJ, Timestamp: now, Step: step},
-			tracking.Metric{Key: tracking.MetricGPUDeviceEnergyJoules, Value: e.gpuDeviceJ, Timestamp: now, Step: step},
-			tracking.Metric{Key: tracking.MetricCPUDeviceEnergyJoules, Value: e.cpuDeviceJ, Timestamp: now, Step: step},
-		)
-	}
-	if ev := energyOf(up.evalEnergy); up.evalEnergy != nil {
-		j := ev.estimatedJ
-		if ev.measured {
-			j = ev.gpuJ + ev.cpuJ
-		}
-		ms = append(ms, tracking.Metric{Key: tracking.MetricEvalEnergyJoules, Value: j, Timestamp: now, Step: step})
-	}
-	ms = append(ms, systemMetrics(site, up.energy, now, step)...)
-	if e.gpus > 0 {
-		ms = append(ms,
-			tracking.Metric{Key: tracking.MetricGPUPowerWattsAvg, Value: e.powerAvg, Timestamp: now, Step: step},
-			tracking.Metric{Key: tracking.MetricGPUPowerWattsMax, Value: e.powerMax, Timestamp: now, Step: step},
-			tracking.Metric{Key: tracking.MetricGPUUtilizationPercent, Value: e.util, Timestamp: now, Step: step},
-			tracking.Metric{Key: tracking.MetricGPUMemoryBytesMax, Value: e.memMax, Timestamp: now, Step: step},
-		)
-	}
-	if up.energy != nil {
-		ms = append(ms, tracking.Metric{Key: "estimated_energy_joules", Value: e.estimatedJ, Timestamp: now, Step: step})
-	}
-	if n := up.metrics["eval_samples"]; n > 0 {
+	if n := up.metrics[tracking.MetricEvalSamples]; n > 0 {
 		x.fedEvalN += n
-		x.fedEvalAcc += n * up.metrics["eval_accuracy"]
-		x.fedEvalLoss += n * up.metrics["eval_loss"]
+		x.fedEvalAcc += n * up.metrics[tracking.MetricEvalAccuracy]
+		x.fedEvalLoss += n * up.metrics[tracking.MetricEvalLoss]
 	}
-	var tags []tracking.Tag
+	ev := UpdateAccepted{
+		Arm: a.arm.Name, Round: x.r, Site: site, NumSamples: up.numSamples, Claimed: up.claimed, Bytes: up.bytes,
+		DeltaNorm: up.deltaNorm, Metrics: up.metrics, Energy: up.energy, EvalEnergy: up.evalEnergy, Dataset: up.dataset,
+	}
 	if n, ok := x.notes[site]; ok {
-		tags = append(tags, screenTag(n))
+		ev.Screened = n.decision
 	}
-	if up.energy != nil {
-		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: siteEnergyMethod(up.energy.GetMethod(), e)})
-		if at := up.energy.GetAttribution(); at != "" {
-			tags = append(tags, tracking.Tag{Key: tracking.TagEnergyAttribution, Value: at})
-		}
-	}
-	if runID, err := c.siteRun(ctx, a, site); err == nil {
-		if err := a.j.tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
-			c.log.Warn("tracking_log_failed", "site", site, "err", err)
-		}
-		c.logDataset(ctx, a, site, runID, up.dataset)
-		// The full report (method, window and interval of every figure)
-		// is kept as an artifact beside the metrics.
-		if js := up.energy.GetJson(); len(js) > maxEnergyArtifact {
-			c.log.Warn("energy_report_too_large", "site", site, "bytes", len(js), "max", maxEnergyArtifact)
-		} else if len(js) > 0 {
-			name := fmt.Sprintf("energy/round-%04d.json", x.r)
-			if err := a.j.tracker.LogArtifact(ctx, runID, name, bytes.NewReader(js)); err != nil {
-				c.log.Warn("tracking_artifact_failed", "site", site, "err", err)
-			}
-		}
-	}
-	a.j.emit(&pb.JobEvent{Kind: "site_reported", Arm: a.arm.Name, Round: int32(x.r), Site: site,
-		Metrics: map[string]float64{"train_loss": up.metrics["train_loss"], "num_samples": float64(up.numSamples)}},
+	a.rec.publish(ev)
+	a.j.emit(&pb.JobEvent{Kind: "site_reported", Arm: a.arm.Name, Round: int32(x.r), Rounds: int32(x.rounds), Site: site,
+		Metrics: map[string]float64{tracking.MetricTrainLoss: up.metrics[tracking.MetricTrainLoss], tracking.MetricNumSamples: float64(up.numSamples)}},
 		func(info *pb.Job) { info.SitesReporting++ })
 }
 
-// finish publishes the committed model, evaluates it and logs the round.
+// siteMetrics are the metrics and tags an accepted update logs on its
+// site's run.
+func (r *recorder) siteMetrics(ev UpdateAccepted) ([]tracking.Metric, []tracking.Tag) {
+	now := time.Now().UnixMilli()
+	step := int64(ev.Round)
+	m := func(k string, v float64) tracking.Metric {
+		return tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step}
+	}
+	ms := []tracking.Metric{m(tracking.MetricNumSamples, float64(ev.NumSamples)), m(tracking.MetricUpdateBytes, float64(ev.Bytes))}
+	ms = append(ms, normMetric(ev.DeltaNorm, now, ev.Round)...)
+	if ev.Claimed > 0 {
+		ms = append(ms, m(MetricSamplesClaimed, float64(ev.Claimed)))
+	}
+	kept, dropped := siteMetricKeys(ev.Metrics)
+	if len(dropped) > 0 {
+		r.log.Warn("site_metrics_dropped", "arm", ev.Arm, "round", ev.Round, "site", ev.Site,
+			"dropped", len(dropped), "first", dropped[:min(len(dropped), 5)],
+			"fix", fmt.Sprintf("report at most %d metrics of at most %d characters each", maxSiteMetrics, maxMetricKey))
+	}
+	for _, k := range kept {
+		ms = append(ms, m(k, ev.Metrics[k]))
+	}
+	e := energyOf(ev.Energy)
+	if e.measured {
+		ms = append(ms,
+			m(tracking.MetricGPUEnergyJoules, e.gpuJ),
+			m(tracking.MetricCPUEnergyJoules, e.cpuJ),
+			m(tracking.MetricGPUDeviceEnergyJoules, e.gpuDeviceJ),
+			m(tracking.MetricCPUDeviceEnergyJoules, e.cpuDeviceJ),
+		)
+	}
+	if ev.EvalEnergy != nil {
+		x := energyOf(ev.EvalEnergy)
+		j := x.estimatedJ
+		if x.measured {
+			j = x.gpuJ + x.cpuJ
+		}
+		ms = append(ms, m(tracking.MetricEvalEnergyJoules, j))
+	}
+	ms = append(ms, systemMetrics(ev.Site, ev.Energy, now, step)...)
+	if e.gpus > 0 {
+		ms = append(ms,
+			m(tracking.MetricGPUPowerWattsAvg, e.powerAvg),
+			m(tracking.MetricGPUPowerWattsMax, e.powerMax),
+			m(tracking.MetricGPUUtilizationPercent, e.util),
+			m(tracking.MetricGPUMemoryBytesMax, e.memMax),
+		)
+	}
+	if ev.Energy != nil {
+		ms = append(ms, m(tracking.MetricEstimatedEnergyJoules, e.estimatedJ))
+	}
+	var tags []tracking.Tag
+	if ev.Screened != "" {
+		tags = append(tags, tracking.Tag{Key: TagScreened, Value: truncate(ev.Screened, 4000)})
+	}
+	if ev.Energy != nil {
+		tags = append(tags, tracking.Tag{Key: tracking.TagEnergyMethod, Value: siteEnergyMethod(ev.Energy.GetMethod(), e)})
+		if at := ev.Energy.GetAttribution(); at != "" {
+			tags = append(tags, tracking.Tag{Key: tracking.TagEnergyAttribution, Value: at})
+		}
+	}
+	return ms, tags
+}
+
+// finish publishes the committed model, evaluates it, commits the round
+// to the cluster and publishes its figures.
 func (x *roundExec) finish(ctx context.Context) error {
 	c, a := x.c, x.a
 	spec := a.j.spec
@@ -238,7 +216,6 @@ func (x *roundExec) finish(ctx context.Context) error {
 			return fmt.Errorf("the server optimizer's state: %w", err)
 		}
 	}
-	x.logWeights(ctx)
 	a.prevNorms = a.prevNorms[:0]
 	for _, n := range x.norms {
 		a.prevNorms = append(a.prevNorms, n)
@@ -247,26 +224,21 @@ func (x *roundExec) finish(ctx context.Context) error {
 	sent := x.rr.bytesSent.Load()
 	a.bytesSent += sent
 	a.bytesReceived += x.bytesReceived
-	now := time.Now().UnixMilli()
-	step := int64(x.r)
-	m := func(k string, v float64) tracking.Metric {
-		return tracking.Metric{Key: k, Value: v, Timestamp: now, Step: step}
-	}
-	ms := []tracking.Metric{
-		m(tracking.MetricRoundSeconds, seconds),
-		m("elapsed_seconds", time.Since(a.started).Seconds()),
-		m(tracking.MetricBytesSent, float64(sent)),
-		m(tracking.MetricBytesReceived, float64(x.bytesReceived)),
-		m("bytes_sent_cumulative", float64(a.bytesSent)),
-		m("bytes_received_cumulative", float64(a.bytesReceived)),
-		m("sites", float64(len(x.commit.Contributors))),
-		m("num_samples", float64(x.commit.NumSamples)),
+	ms := map[string]float64{
+		tracking.MetricRoundSeconds:            seconds,
+		tracking.MetricElapsedSeconds:          time.Since(a.started).Seconds(),
+		tracking.MetricBytesSent:               float64(sent),
+		tracking.MetricBytesReceived:           float64(x.bytesReceived),
+		tracking.MetricBytesSentCumulative:     float64(a.bytesSent),
+		tracking.MetricBytesReceivedCumulative: float64(a.bytesReceived),
+		tracking.MetricSites:                   float64(len(x.commit.Contributors)),
+		tracking.MetricNumSamples:              float64(x.commit.NumSamples),
 	}
 	for k, v := range x.serverMetrics {
-		ms = append(ms, m("server_"+k, v))
+		ms[tracking.MetricServerPrefix+k] = v
 	}
 	if eps, ok := a.epsilon(x.r); ok {
-		ms = append(ms, m(MetricDPEpsilon, eps))
+		ms[MetricDPEpsilon] = eps
 	}
 	every := max(spec.Eval.Every, 1)
 	var ev Evaluation
@@ -291,37 +263,42 @@ func (x *roundExec) finish(ctx context.Context) error {
 		a.measuredAny = true
 	}
 	a.energyJ += roundJ
-	ms = append(ms, m(tracking.MetricEnergyJoules, roundJ), m("energy_joules_cumulative", a.energyJ),
-		m(tracking.MetricTrainEnergyJoules, e.ByPurpose[purposeTrain]),
-		m(tracking.MetricEvalEnergyJoules, e.ByPurpose[purposeEval]),
-		m(tracking.MetricWastedEnergyJoules, e.ByPurpose[purposeWasted]),
-		m("busy_seconds", e.BusySeconds))
+	ms[tracking.MetricEnergyJoules] = roundJ
+	ms[tracking.MetricEnergyJoulesCumulative] = a.energyJ
+	ms[tracking.MetricTrainEnergyJoules] = e.ByPurpose[purposeTrain]
+	ms[tracking.MetricEvalEnergyJoules] = e.ByPurpose[purposeEval]
+	ms[tracking.MetricWastedEnergyJoules] = e.ByPurpose[purposeWasted]
+	ms[tracking.MetricBusySeconds] = e.BusySeconds
 	if !math.IsNaN(e.GPUUtil) {
-		ms = append(ms, m(tracking.MetricGPUUtilizationPercent, e.GPUUtil))
+		ms[tracking.MetricGPUUtilizationPercent] = e.GPUUtil
 	}
 	if w := a.j.idleWatts; method == methodMeasured && w > 0 {
 		// BusySeconds leaves out the coordinator's aggregation, which runs
 		// beside the sites' tasks.
-		ms = append(ms, m(tracking.MetricEnergyAboveIdle, roundJ-w*e.BusySeconds))
+		ms[tracking.MetricEnergyAboveIdle] = roundJ - w*e.BusySeconds
 	}
-	co2 := roundJ / 3.6e6 * spec.Energy.PUE * spec.Energy.CarbonGPerKWh
+	co2 := energy.CO2Grams(roundJ, spec.Energy.PUE, spec.Energy.CarbonGPerKWh)
 	a.co2Grams += co2
-	ms = append(ms, m(tracking.MetricCO2Grams, co2), m("co2_grams_cumulative", a.co2Grams))
+	ms[tracking.MetricCO2Grams] = co2
+	ms[tracking.MetricCO2GramsCumulative] = a.co2Grams
+	var prev map[string]float64
+	// What `cohort watch` and `logs` print of the round.
+	evMetrics := map[string]float64{
+		tracking.MetricRoundSeconds: seconds, tracking.MetricSites: float64(len(x.commit.Contributors)),
+		tracking.MetricEnergyJoules: roundJ, tracking.MetricCO2Grams: co2,
+	}
 	if x.fedEvalN > 0 {
 		// The sites evaluated the model they received: the previous round's.
-		ms = append(ms,
-			tracking.Metric{Key: "federated_accuracy", Value: x.fedEvalAcc / x.fedEvalN, Timestamp: now, Step: step - 1},
-			tracking.Metric{Key: "federated_loss", Value: x.fedEvalLoss / x.fedEvalN, Timestamp: now, Step: step - 1},
-		)
-	}
-	evMetrics := map[string]float64{"round_seconds": seconds, "sites": float64(len(x.commit.Contributors)), "energy_joules": roundJ}
-	if x.fedEvalN > 0 {
-		evMetrics["federated_accuracy"] = x.fedEvalAcc / x.fedEvalN
+		prev = map[string]float64{
+			tracking.MetricFederatedAccuracy: x.fedEvalAcc / x.fedEvalN,
+			tracking.MetricFederatedLoss:     x.fedEvalLoss / x.fedEvalN,
+		}
+		evMetrics[tracking.MetricFederatedAccuracy] = x.fedEvalAcc / x.fedEvalN
 		a.lastFedAcc, a.hasFedAcc = x.fedEvalAcc/x.fedEvalN, true
 	}
 	if evaluated {
-		ms = append(ms, m(tracking.MetricTestAccuracy, ev.Accuracy), m(tracking.MetricTestLoss, ev.Loss))
-		evMetrics["test_accuracy"], evMetrics["test_loss"] = ev.Accuracy, ev.Loss
+		ms[tracking.MetricTestAccuracy], ms[tracking.MetricTestLoss] = ev.Accuracy, ev.Loss
+		evMetrics[tracking.MetricTestAccuracy], evMetrics[tracking.MetricTestLoss] = ev.Accuracy, ev.Loss
 		a.lastAcc = ev.Accuracy
 	}
 	// The round commits to the cluster before tracking hears of it: a
@@ -330,9 +307,8 @@ func (x *roundExec) finish(ctx context.Context) error {
 	if err := c.replicateRound(ctx, a, x.r); err != nil {
 		return err
 	}
-	if err := a.j.tracker.LogBatch(ctx, a.runID, ms, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}}); err != nil {
-		return fmt.Errorf("tracking: logging round %d: %w", x.r, err)
-	}
+	a.rec.publish(RoundClosed{Arm: a.arm.Name, Round: x.r, Rounds: x.rounds, Metrics: ms, Previous: prev,
+		EnergyMethod: method, WeightFractions: x.weightFractions()})
 	attrs := []any{"job", a.j.id, "arm", a.arm.Name, "round", x.r, "sites", len(x.commit.Contributors)}
 	switch {
 	case a.prep.Evaluator != nil:
@@ -374,7 +350,7 @@ func systemMetrics(site string, r *pb.EnergyReport, now, step int64) []tracking.
 		if idx < 0 {
 			idx = i
 		}
-		p := fmt.Sprintf("system/%s/gpu_%d_", site, idx)
+		p := fmt.Sprintf("%s%s/gpu_%d_", tracking.MetricSystemPrefix, site, idx)
 		ms = append(ms,
 			tracking.Metric{Key: p + "power_usage_watts", Value: g.GetPowerAvgWatts(), Timestamp: now, Step: step},
 			tracking.Metric{Key: p + "utilization_percentage", Value: g.GetUtilizationAvgPercent(), Timestamp: now, Step: step},
@@ -387,17 +363,14 @@ func systemMetrics(site string, r *pb.EnergyReport, now, step int64) []tracking.
 // logDataset records, once per run and dataset, which data a site trained
 // on: as the site run's input and as an input of the arm run tagged with
 // the site. Backends without inputs (tracking.InputLogger) skip it.
-func (c *Coordinator) logDataset(ctx context.Context, a *armRun, site, siteRunID string, ds *pb.DatasetInfo) {
-	il, ok := a.j.tracker.(tracking.InputLogger)
+func (r *recorder) logDataset(a *armRecord, site, siteRunID string, ds *pb.DatasetInfo) {
+	il, ok := r.tr.(tracking.InputLogger)
 	if !ok || ds.GetSha256() == "" {
 		return
 	}
 	key := site + "\x00" + ds.GetSha256()
 	if a.inputs[key] {
 		return
-	}
-	if a.inputs == nil {
-		a.inputs = make(map[string]bool)
 	}
 	a.inputs[key] = true
 	a.digests[site] = ds.GetSha256()
@@ -413,13 +386,12 @@ func (c *Coordinator) logDataset(ctx context.Context, a *armRun, site, siteRunID
 		Tags:    []tracking.InputTag{{Key: tracking.TagDatasetContext, Value: "training"}},
 		Dataset: tracking.Dataset{Name: ds.GetName(), Digest: digest, SourceType: "local", Source: string(source), Profile: string(profile)},
 	}
-	if err := il.LogInputs(ctx, siteRunID, []tracking.DatasetInput{in}); err != nil {
-		c.log.Warn("tracking_inputs_failed", "site", site, "err", err)
+	r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, siteRunID, []tracking.DatasetInput{in}), "site", site)
+	if a.runID == "" {
+		return
 	}
 	armIn := in
-	armIn.Tags = append(slices.Clone(in.Tags), tracking.InputTag{Key: "cohort.site", Value: site})
+	armIn.Tags = append(slices.Clone(in.Tags), tracking.InputTag{Key: tracking.TagDatasetSite, Value: site})
 	armIn.Dataset.Name = site + ":" + ds.GetName()
-	if err := il.LogInputs(ctx, a.runID, []tracking.DatasetInput{armIn}); err != nil {
-		c.log.Warn("tracking_inputs_failed", "arm", a.arm.Name, "err", err)
-	}
+	r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, a.runID, []tracking.DatasetInput{armIn}), "arm", a.name)
 }

@@ -216,40 +216,35 @@ func formatFloat(v float64) string {
 // arm run already tagged with its version (a resumed arm) is left alone.
 // Registration failing is logged and reported as a job event; it does not
 // fail the arm, whose runs already hold everything else.
-func (c *Coordinator) registerArm(ctx context.Context, a *armRun) {
-	j := a.j
-	r := j.spec.Register
-	if r == nil || a.global == nil {
+func (r *recorder) registerArm(a *armRecord, ev ArmFinished) {
+	ctx, j, c := r.ctx, r.j, r.c
+	reg := j.spec.Register
+	if reg == nil || ev.Final == nil {
 		return
 	}
 	fail := func(err error) {
-		c.log.Warn("model_registration_failed", "job", j.id, "arm", a.arm.Name, "model", r.Name, "err", err)
-		j.emit(&pb.JobEvent{Kind: "model_registration_failed", Arm: a.arm.Name, Message: err.Error()}, nil)
+		r.log.Warn("model_registration_failed", "arm", a.name, "model", reg.Name, "err", err)
+		j.emit(&pb.JobEvent{Kind: "model_registration_failed", Arm: a.name, Message: err.Error()}, nil)
 	}
-	reg, ok := j.tracker.(tracking.ModelRegistrar)
+	registrar, ok := r.tr.(tracking.ModelRegistrar)
 	if !ok {
 		fail(fmt.Errorf("the tracking store %s has no model registry", j.spec.Tracking.URI))
 		return
 	}
-	run, err := j.tracker.GetRun(ctx, a.runID)
+	run, err := r.tr.GetRun(ctx, a.runID)
 	if err != nil {
 		fail(fmt.Errorf("reading the arm run: %w", err))
 		return
 	}
 	if v, ok := run.Data.Tag(TagModelVersion); ok {
-		c.log.Info("model_already_registered", "job", j.id, "arm", a.arm.Name, "version", v)
+		r.log.Info("model_already_registered", "arm", a.name, "version", v)
 		return
 	}
 	tags := map[string]string{
-		TagVersionArm: a.arm.Name, TagVersionJobID: j.id, TagVersionJobRun: a.jobRunID,
-		TagVersionCohort: c.cfg.Version, TagVersionJobDigest: jobDigest(j.src),
+		TagVersionArm: a.name, TagVersionJobID: j.id, TagVersionJobRun: r.jobRunID,
+		TagVersionCohort: c.cfg.Version, TagVersionJobDigest: jobDigest(j.src), TagVersionStrategy: ev.Strategy,
 	}
-	if a.arm.Strategy != nil {
-		tags[TagVersionStrategy] = a.arm.Strategy.Name
-	} else {
-		tags[TagVersionStrategy] = tracking.KindCentralized
-	}
-	if sum, err := tracking.SummarizeArm(ctx, j.tracker, run); err == nil {
+	if sum, err := tracking.SummarizeArm(ctx, r.tr, run); err == nil {
 		for k, v := range map[string]float64{TagVersionAccuracy: sum.FinalAccuracy, TagVersionEnergy: sum.EnergyJoules, TagVersionAccPerKJ: sum.AccuracyPerKJ()} {
 			if f := formatFloat(v); f != "" {
 				tags[k] = f
@@ -259,21 +254,19 @@ func (c *Coordinator) registerArm(ctx context.Context, a *armRun) {
 	for site, d := range a.digests {
 		tags[TagVersionDatasetPfx+site] = d
 	}
-	mv, err := registerModel(ctx, j.tracker, reg, modelCard{
-		Name: r.Name, RunID: a.runID, ArtifactURI: run.Info.ArtifactURI, Spec: a.prep.Spec, Weights: a.global,
+	mv, err := registerModel(ctx, r.tr, registrar, modelCard{
+		Name: reg.Name, RunID: a.runID, ArtifactURI: run.Info.ArtifactURI, Spec: ev.Spec, Weights: ev.Final,
 		CohortVersion: c.cfg.Version, Tags: tags,
-		Description: fmt.Sprintf("Arm %s of job %s (%s), trained by Cohort %s.", a.arm.Name, j.spec.Name, j.id, c.cfg.Version),
+		Description: fmt.Sprintf("Arm %s of job %s (%s), trained by Cohort %s.", a.name, j.spec.Name, j.id, c.cfg.Version),
 	})
 	if err != nil {
 		fail(err)
 		return
 	}
 	ref := mv.Name + "/" + mv.Version
-	if err := j.tracker.LogBatch(ctx, a.runID, nil, nil, []tracking.Tag{{Key: TagModelVersion, Value: ref}}); err != nil {
-		c.log.Warn("tracking_log_failed", "job", j.id, "err", err)
-	}
-	c.log.Info("model_registered", "job", j.id, "arm", a.arm.Name, "model", mv.Name, "version", mv.Version)
-	j.emit(&pb.JobEvent{Kind: "model_registered", Arm: a.arm.Name, Message: "models:/" + ref}, nil)
+	r.logBatch(a.runID, nil, nil, []tracking.Tag{{Key: TagModelVersion, Value: ref}})
+	r.log.Info("model_registered", "arm", a.name, "model", mv.Name, "version", mv.Version)
+	j.emit(&pb.JobEvent{Kind: "model_registered", Arm: a.name, Message: "models:/" + ref}, nil)
 }
 
 // jobDigest is the hex SHA-256 of the job file as submitted.
@@ -285,36 +278,37 @@ func jobDigest(src []byte) string {
 // moveAliasBest points register.alias_best at the version of the arm that
 // is best by register.best_metric, among the arms whose model was
 // registered.
-func (c *Coordinator) moveAliasBest(ctx context.Context, j *jobRun, jobRunID string) {
-	r := j.spec.Register
-	if r == nil || r.AliasBest == "" {
+func (r *recorder) moveAliasBest() {
+	ctx, j := r.ctx, r.j
+	reg := j.spec.Register
+	if reg == nil || reg.AliasBest == "" {
 		return
 	}
 	fail := func(err error) {
-		c.log.Warn("model_alias_failed", "job", j.id, "alias", r.AliasBest, "err", err)
-		j.emit(&pb.JobEvent{Kind: "model_registration_failed", Message: "alias " + r.AliasBest + ": " + err.Error()}, nil)
+		r.log.Warn("model_alias_failed", "alias", reg.AliasBest, "err", err)
+		j.emit(&pb.JobEvent{Kind: "model_registration_failed", Message: "alias " + reg.AliasBest + ": " + err.Error()}, nil)
 	}
-	reg, ok := j.tracker.(tracking.ModelRegistrar)
+	registrar, ok := r.tr.(tracking.ModelRegistrar)
 	if !ok {
 		return // registerArm said so
 	}
-	cmp, err := tracking.Compare(ctx, j.tracker, jobRunID)
+	cmp, err := tracking.Compare(ctx, r.tr, r.jobRunID)
 	if err != nil {
 		fail(err)
 		return
 	}
-	arm, version, ok := bestArm(ctx, j.tracker, cmp, r.BestMetric)
+	arm, version, ok := bestArm(ctx, r.tr, cmp, reg.BestMetric)
 	if !ok {
-		fail(fmt.Errorf("no arm has a registered model with a %s figure", r.BestMetric))
+		fail(fmt.Errorf("no arm has a registered model with a %s figure", reg.BestMetric))
 		return
 	}
-	if err := reg.SetRegisteredModelAlias(ctx, r.Name, r.AliasBest, version); err != nil {
+	if err := registrar.SetRegisteredModelAlias(ctx, reg.Name, reg.AliasBest, version); err != nil {
 		fail(err)
 		return
 	}
-	msg := fmt.Sprintf("%s → models:/%s/%s (arm %s, best by %s)", r.AliasBest, r.Name, version, arm, r.BestMetric)
-	_ = j.tracker.LogBatch(ctx, jobRunID, nil, nil, []tracking.Tag{{Key: TagAliasBest, Value: msg}})
-	c.log.Info("model_alias_moved", "job", j.id, "model", r.Name, "alias", r.AliasBest, "version", version, "arm", arm)
+	msg := fmt.Sprintf("%s → models:/%s/%s (arm %s, best by %s)", reg.AliasBest, reg.Name, version, arm, reg.BestMetric)
+	r.logBatch(r.jobRunID, nil, nil, []tracking.Tag{{Key: TagAliasBest, Value: msg}})
+	r.log.Info("model_alias_moved", "model", reg.Name, "alias", reg.AliasBest, "version", version, "arm", arm)
 	j.emit(&pb.JobEvent{Kind: "model_alias", Arm: arm, Message: msg}, nil)
 }
 

@@ -207,7 +207,7 @@ func (c *Coordinator) restoreReplicated(ctx context.Context) {
 		}
 		select {
 		case c.jobs.queued <- j:
-			j.emit(&pb.JobEvent{Kind: "job_queued", Message: msg}, nil)
+			j.emit(&pb.JobEvent{Kind: "job_queued", Message: msg, Metrics: map[string]float64{MetricResumed: b2f(j.resume)}}, nil)
 		default:
 			c.log.Error("job_queue_full", "job", j.id)
 		}
@@ -471,6 +471,4 @@ func (c *Coordinator) ClusterStatus(ctx context.Context, _ *pb.ClusterStatusRequ
 	return resp, nil
 }
 
-func stateWord(s pb.JobState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
-}
+func stateWord(s pb.JobState) string { return pb.StateWord(s) }

@@ -21,13 +21,13 @@ import (
 // The totals a committed round carries, so that cumulative figures
 // continue after a failover.
 const (
-	totalEnergy        = "energy_joules"
-	totalCO2           = "co2_grams"
-	totalBytesSent     = "bytes_sent"
-	totalBytesReceived = "bytes_received"
-	totalAccuracy      = "test_accuracy"
+	totalEnergy        = tracking.MetricEnergyJoules
+	totalCO2           = tracking.MetricCO2Grams
+	totalBytesSent     = tracking.MetricBytesSent
+	totalBytesReceived = tracking.MetricBytesReceived
+	totalAccuracy      = tracking.MetricTestAccuracy
 	totalMeasured      = "measured_any"
-	totalElapsed       = "elapsed_seconds"
+	totalElapsed       = tracking.MetricElapsedSeconds
 	// What `cohort jobs`, `status` and `logs` show of a round after a
 	// failover (absent from the commits of older versions).
 	totalRounds    = "rounds"
@@ -38,9 +38,10 @@ const (
 // MetricFailover is logged, as 1 at the round a job resumed at, on the
 // arm run and the site runs of an arm that continued on another
 // coordinator (or on the same one after a restart).
-const MetricFailover = "failover"
+const MetricFailover = tracking.MetricFailover
 
-// TagFailover describes the last failover of a run.
+// TagFailover describes the last failover of a run; [TagFailovers] counts
+// them.
 const TagFailover = "cohort.failover"
 
 // resumeArm loads, for a job that resumes, the arm's tracking runs and
@@ -113,57 +114,25 @@ func (c *Coordinator) committedModel(digest string) (*model.Weights, error) {
 
 // markFailover records on the arm run and its site runs that the arm
 // continues at round r on this coordinator.
-func (c *Coordinator) markFailover(ctx context.Context, a *armRun, r int) {
-	now := time.Now()
-	msg := fmt.Sprintf("resumed at round %d on coordinator %s at %s: the coordinator that led the job stopped; rounds after the last committed one ran again",
-		r, c.rep.ID(), now.UTC().Format(time.RFC3339))
-	ms := []tracking.Metric{{Key: MetricFailover, Value: 1, Timestamp: now.UnixMilli(), Step: int64(r)}}
-	tags := []tracking.Tag{{Key: TagFailover, Value: msg}}
-	for _, id := range append([]string{a.runID}, slices.Collect(maps.Values(a.siteRuns))...) {
-		if err := a.j.tracker.LogBatch(ctx, id, ms, nil, tags); err != nil {
-			c.log.Warn("tracking_log_failed", "run", id, "err", err)
-		}
-	}
+func (c *Coordinator) markFailover(_ context.Context, a *armRun, r int) {
+	a.resumed = append(a.resumed, ArmResumed{Arm: a.arm.Name, Round: r, Coordinator: c.rep.ID()})
 	c.log.Info("arm_resumed", "job", a.j.id, "arm", a.arm.Name, "round", r)
 }
 
 // backfill covers the one gap a failover can leave: a round committed in
 // the replicated state whose metrics the old leader did not log before it
 // stopped. The round is not run again (it is committed); its model is
-// evaluated again and the run says what was lost.
+// evaluated again, and the recorder logs that evaluation and what was lost
+// where the arm run lacks the round.
 func (c *Coordinator) backfill(ctx context.Context, a *armRun, last int) {
-	hist, err := a.j.tracker.GetMetricHistory(ctx, a.runID, tracking.MetricRoundSeconds)
-	if err != nil {
-		return
-	}
-	for _, m := range hist {
-		if m.Step == int64(last) {
-			return
-		}
-	}
-	now := time.Now().UnixMilli()
-	var ms []tracking.Metric
+	ev := Evaluated{Arm: a.arm.Name, Step: last, Backfill: true, Coordinator: c.rep.ID()}
 	if a.prep.Evaluator != nil {
-		if ev, err := a.prep.Evaluator.Evaluate(ctx, a.global); err == nil {
-			ms = append(ms,
-				tracking.Metric{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: now, Step: int64(last)},
-				tracking.Metric{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: now, Step: int64(last)})
-			a.lastAcc = ev.Accuracy
+		if e, err := a.prep.Evaluator.Evaluate(ctx, a.global); err == nil {
+			ev.Evaluator, ev.Accuracy, ev.Loss = true, e.Accuracy, e.Loss
+			a.lastAcc = e.Accuracy
 		}
 	}
-	tag := tracking.Tag{Key: fmt.Sprintf("cohort.round_%d.status", last),
-		Value: "committed by the previous leader, which stopped before logging the round's metrics; test accuracy evaluated again by coordinator " + c.rep.ID()}
-	if err := a.j.tracker.LogBatch(ctx, a.runID, ms, nil, []tracking.Tag{tag}); err != nil {
-		c.log.Warn("tracking_log_failed", "run", a.runID, "err", err)
-	}
-}
-
-// tagResumed marks a job run that continues on this coordinator.
-func (c *Coordinator) tagResumed(ctx context.Context, tr Tracker, runID string) {
-	msg := fmt.Sprintf("resumed on coordinator %s at %s", c.rep.ID(), time.Now().UTC().Format(time.RFC3339))
-	if err := tr.LogBatch(ctx, runID, nil, nil, []tracking.Tag{{Key: TagFailover, Value: msg}}); err != nil {
-		c.log.Warn("tracking_log_failed", "run", runID, "err", err)
-	}
+	a.resumed = append(a.resumed, ev)
 }
 
 // digestRecorder is a [Replica] that records models by digest only

@@ -10,7 +10,6 @@ import (
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/round"
-	"github.com/cohortfl/cohort/tracking"
 )
 
 // roundExec carries out one round: it feeds the state machine of
@@ -115,6 +114,7 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 	x.timer.Stop()
 	defer x.cleanup()
 
+	a.rec.publish(RoundStarted{Arm: a.arm.Name, Round: r, Rounds: rounds, Attempt: a.attempt})
 	a.j.emit(&pb.JobEvent{Kind: "round_started", Arm: a.arm.Name, Round: int32(r), Rounds: int32(rounds)}, func(info *pb.Job) {
 		info.Arm, info.Round, info.Rounds, info.SitesReporting = a.arm.Name, int32(r), int32(rounds), 0
 	})
@@ -244,7 +244,7 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		}
 		x.bytesReceived += up.bytes
 		x.added = append(x.added, act.Site)
-		x.siteReported(ctx, act.Site, up)
+		x.siteReported(act.Site, up)
 		if reply, ok := x.replies[act.Site]; ok {
 			reply <- nil
 			delete(x.replies, act.Site)
@@ -266,15 +266,11 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		msg := fmt.Sprintf("%s round %d: site %s %s: %s", a.arm.Name, x.r, act.Site, act.Status, act.Reason)
 		c.log.Warn("site_not_counted", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "status", act.Status.String(), "reason", act.Reason)
 		a.j.emit(&pb.JobEvent{Kind: "site_failed", Arm: a.arm.Name, Round: int32(x.r), Site: act.Site, Message: msg}, nil)
-		if runID, err := c.siteRun(ctx, a, act.Site); err == nil {
-			now := time.Now().UnixMilli()
-			ms := []tracking.Metric{{Key: "accepted", Value: 0, Timestamp: now, Step: int64(x.r)}}
-			tags := []tracking.Tag{{Key: fmt.Sprintf("cohort.round_%d.status", x.r), Value: act.Status.String() + ": " + truncate(act.Reason, 4000)}}
-			if n, ok := x.notes[act.Site]; ok {
-				ms, tags = append(ms, normMetric(n.norm, now, x.r)...), append(tags, screenTag(n))
-			}
-			_ = a.j.tracker.LogBatch(ctx, runID, ms, nil, tags)
+		ev := UpdateRefused{Arm: a.arm.Name, Round: x.r, Site: act.Site, Status: act.Status.String(), Reason: act.Reason}
+		if n, ok := x.notes[act.Site]; ok {
+			ev.Screened, ev.Norm = n.decision, n.norm
 		}
+		a.rec.publish(ev)
 	case round.Ignored:
 		c.log.Warn("round_ignored_event", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "reason", act.Reason)
 	case round.Commit:

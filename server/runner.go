@@ -1,15 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
-	"sort"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -18,10 +15,8 @@ import (
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
-	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/server/round"
 	"github.com/cohortfl/cohort/tracking"
-	"github.com/cohortfl/cohort/tracking/plot"
 )
 
 type evKind int
@@ -91,18 +86,23 @@ func (r *roundRun) progress(site string, p *pb.TaskProgress) {
 
 // armRun is the state of one arm of a running job.
 type armRun struct {
-	j        *jobRun
-	arm      job.Arm
-	prep     *Prepared
-	expID    string
+	j    *jobRun
+	rec  *recorder
+	arm  job.Arm
+	prep *Prepared
+	// runID and siteRuns are the arm's tracking runs known when it
+	// resumed after a failover (the recorder owns the runs).
 	runID    string
 	strategy aggregators.Strategy
 	kind     pb.TaskKind
 	global   *model.Weights
 	siteRuns map[string]string
-	inputs   map[string]bool   // site and dataset digests logged as inputs
-	digests  map[string]string // each site's dataset digest, for the registered model's lineage
-	jobRunID string
+	// resumed are what resumeArm found to record (a failover, a round to
+	// backfill), published once the arm's runs are known.
+	resumed []Event
+	// attempt is the number of the current attempt at the round (a
+	// retried round runs again).
+	attempt int
 
 	started       time.Time
 	energyJ       float64 // cumulative, measured where every site measured
@@ -159,43 +159,13 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 	if err != nil {
 		return err
 	}
-	defer closeTracker()
 	j.tracker = tr
-	ids := j.runIDs
-	expID := ids.Experiment
-	if expID == "" {
-		if expID, err = tr.EnsureExperiment(ctx, spec.Tracking.Experiment); err != nil {
-			return fmt.Errorf("tracking: experiment %q: %w", spec.Tracking.Experiment, err)
-		}
-	}
-	jobRunID := ids.Job
-	if jobRunID == "" {
-		run, err := tr.CreateRun(ctx, tracking.CreateRun{
-			ExperimentID: expID,
-			Name:         spec.Name,
-			StartTime:    time.Now(),
-			UserID:       j.user,
-			Tags: c.sourceTags(j, map[string]string{
-				tracking.TagJobID: j.id,
-				tracking.TagKind:  "job",
-				"cohort.version":  c.cfg.Version,
-			}),
-		})
-		if err != nil {
-			return fmt.Errorf("tracking: creating the job run: %w", err)
-		}
-		jobRunID = run.Info.RunID
-		if err := c.saveRunIDs(ctx, j, ha.RunIDs{Experiment: expID, Job: jobRunID}); err != nil {
-			return err
-		}
-		if err := c.logParams(ctx, tr, jobRunID, spec.Flatten()); err != nil {
-			return err
-		}
-	} else {
-		if _, err := tr.GetRun(ctx, jobRunID); err != nil {
-			return fmt.Errorf("resuming on coordinator %s: the job's tracking run %s is not in this coordinator's tracking store (%v); the coordinators of a cluster must share one tracking store: an MLflow server (tracking: {uri: \"http://…\"}) or one SQLite file", c.rep.ID(), jobRunID, err)
-		}
-		c.tagResumed(ctx, tr, jobRunID)
+	rec := c.newRecorder(ctx, j, tr, closeTracker)
+	started := JobStarted{Experiment: spec.Tracking.Experiment, Resumed: j.runIDs}
+	if started.Resumed.Job == "" {
+		started.Params = spec.Flatten()
+	} else if c.rep != nil {
+		started.Coordinator = c.rep.ID()
 	}
 	if c.deps.Idle != nil {
 		w, err := c.deps.Idle.IdleWatts(ctx, IdleWindow)
@@ -204,82 +174,23 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 			c.log.Warn("idle_power_unavailable", "job", j.id, "err", err)
 		case w > 0:
 			j.idleWatts = w
-			_ = tr.LogBatch(ctx, jobRunID, []tracking.Metric{{Key: "idle_power_watts", Value: w, Timestamp: time.Now().UnixMilli()}}, nil, nil)
+			started.IdleWatts = w
 		}
 	}
-	j.emit(&pb.JobEvent{Kind: "tracking", Message: "job run " + jobRunID}, func(info *pb.Job) {
-		info.TrackingRunId = jobRunID
-		info.ExperimentId = expID
-	})
+	rec.publish(started)
 	runErr := func() error {
 		for _, arm := range spec.Arms {
-			if err := c.runArm(ctx, j, prep, arm, expID, jobRunID); err != nil {
+			if err := c.runArm(ctx, j, rec, prep, arm); err != nil {
 				return fmt.Errorf("arm %s: %w", arm.Name, err)
 			}
 		}
 		return nil
 	}()
-	if c.interrupted(ctx, j, runErr) {
-		return runErr // the next leader ends the job run
-	}
-	if runErr == nil {
-		c.moveAliasBest(ctx, j, jobRunID)
-	}
-	c.finishJobRun(j, jobRunID, runErr, ctx.Err() != nil)
+	rec.publish(JobFinished{Err: runErr, Cancelled: ctx.Err() != nil, Interrupted: c.interrupted(ctx, j, runErr)})
+	// The job's end is recorded before it is reported: `cohort run` reads
+	// the comparison back once the job has ended.
+	rec.finish(c.cfg.RecordDrain)
 	return runErr
-}
-
-// finishJobRun ends the job run whatever happened, with a context of its own
-// so that a cancelled job still records how it ended.
-func (c *Coordinator) finishJobRun(j *jobRun, runID string, runErr error, cancelled bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	status := tracking.StatusFinished
-	switch {
-	case cancelled:
-		status = tracking.StatusKilled
-	case runErr != nil:
-		status = tracking.StatusFailed
-	}
-	var tags []tracking.Tag
-	if runErr != nil {
-		tags = append(tags, tracking.Tag{Key: "cohort.error", Value: truncate(runErr.Error(), 5000)})
-	}
-	if cmp, err := tracking.Compare(ctx, j.tracker, runID); err == nil {
-		var buf bytes.Buffer
-		if err := cmp.WriteTable(&buf); err == nil {
-			if err := j.tracker.LogArtifact(ctx, runID, "comparison.txt", &buf); err != nil {
-				c.log.Warn("tracking_artifact_failed", "job", j.id, "err", err)
-			}
-		}
-		var img bytes.Buffer
-		if err := plot.Comparison(ctx, j.tracker, runID, "png", &img); err == nil {
-			if err := j.tracker.LogArtifact(ctx, runID, "comparison.png", &img); err != nil {
-				c.log.Warn("tracking_artifact_failed", "job", j.id, "err", err)
-			}
-		} else {
-			c.log.Warn("comparison_plot_failed", "job", j.id, "err", err)
-		}
-		var ms []tracking.Metric
-		now := time.Now().UnixMilli()
-		for _, a := range cmp.Arms {
-			if !math.IsNaN(a.FinalAccuracy) { // NaN: the arm has no test accuracy
-				ms = append(ms, tracking.Metric{Key: a.Name + ".final_test_accuracy", Value: a.FinalAccuracy, Timestamp: now})
-			}
-			ms = append(ms,
-				tracking.Metric{Key: a.Name + ".wall_seconds", Value: a.WallSeconds, Timestamp: now},
-				tracking.Metric{Key: a.Name + ".energy_joules", Value: a.EnergyJoules, Timestamp: now},
-			)
-		}
-		if err := j.tracker.LogBatch(ctx, runID, ms, nil, tags); err != nil {
-			c.log.Warn("tracking_log_failed", "job", j.id, "err", err)
-		}
-	} else if err := j.tracker.LogBatch(ctx, runID, nil, nil, tags); err != nil {
-		c.log.Warn("tracking_log_failed", "job", j.id, "err", err)
-	}
-	if err := j.tracker.UpdateRun(ctx, runID, status, time.Now(), ""); err != nil {
-		c.log.Warn("tracking_update_failed", "job", j.id, "err", err)
-	}
 }
 
 func truncate(s string, n int) string {
@@ -289,32 +200,11 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-func (c *Coordinator) logParams(ctx context.Context, tr Tracker, runID string, flat map[string]string) error {
-	keys := make([]string, 0, len(flat))
-	for k := range flat {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for len(keys) > 0 {
-		n := min(100, len(keys))
-		ps := make([]tracking.Param, 0, n)
-		for _, k := range keys[:n] {
-			ps = append(ps, tracking.Param{Key: k, Value: truncate(flat[k], 6000)})
-		}
-		if err := tr.LogBatch(ctx, runID, nil, ps, nil); err != nil {
-			return fmt.Errorf("tracking: logging params: %w", err)
-		}
-		keys = keys[n:]
-	}
-	return nil
-}
-
-func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm job.Arm, expID, jobRunID string) error {
+func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep *Prepared, arm job.Arm) error {
 	spec := j.spec
 	a := &armRun{
-		j: j, arm: arm, prep: prep, expID: expID, jobRunID: jobRunID,
+		j: j, rec: rec, arm: arm, prep: prep,
 		siteRuns:  make(map[string]string),
-		digests:   make(map[string]string),
 		started:   time.Now(),
 		capWarned: make(map[string]bool),
 	}
@@ -360,6 +250,17 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	if err != nil {
 		return err
 	}
+	tr := spec.ArmTrain(arm)
+	params["train.epochs"], params["train.batch_size"] = strconv.Itoa(tr.Epochs), strconv.Itoa(tr.BatchSize)
+	params["train.lr"], params["train.momentum"] = strconv.FormatFloat(tr.LR, 'g', -1, 64), strconv.FormatFloat(tr.Momentum, 'g', -1, 64)
+	// The arm's runs (those of a resumed arm, or new ones) come first;
+	// what resumeArm found to record follows.
+	rec.publish(ArmStarted{Arm: arm.Name, Kind: kindTag, Rounds: rounds, Params: params, EvalMethod: prep.evalMethod(),
+		RunID: a.runID, SiteRuns: a.siteRuns})
+	for _, ev := range a.resumed {
+		rec.publish(ev)
+	}
+	a.resumed = nil
 	if a.runID != "" && last >= rounds {
 		// The arm ended before the failover; its runs may still be open.
 		return c.endArm(ctx, a, nil)
@@ -371,30 +272,8 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 		}
 		a.global = init.Clone()
 	}
-	if a.runID == "" {
-		run, err := j.tracker.CreateRun(ctx, tracking.CreateRun{
-			ExperimentID: expID, Name: arm.Name, StartTime: a.started, ParentRunID: jobRunID, UserID: j.user,
-			Tags: c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: arm.Name, tracking.TagKind: kindTag, TagEvalMethod: prep.evalMethod()}),
-		})
-		if err != nil {
-			return fmt.Errorf("tracking: creating the arm run: %w", err)
-		}
-		a.runID = run.Info.RunID
-		if err := c.saveRunIDs(ctx, j, ha.RunIDs{Arms: map[string]string{arm.Name: a.runID}}); err != nil {
-			return err
-		}
-		tr := spec.ArmTrain(arm)
-		for k, v := range map[string]string{
-			"train.epochs": strconv.Itoa(tr.Epochs), "train.batch_size": strconv.Itoa(tr.BatchSize),
-			"train.lr": strconv.FormatFloat(tr.LR, 'g', -1, 64), "train.momentum": strconv.FormatFloat(tr.Momentum, 'g', -1, 64),
-		} {
-			params[k] = v
-		}
-		if err := c.logParams(ctx, j.tracker, a.runID, params); err != nil {
-			return err
-		}
-	}
-	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag}, func(info *pb.Job) {
+	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag,
+		Metrics: map[string]float64{MetricCentralized: b2f(arm.Centralized != nil)}}, func(info *pb.Job) {
 		info.Arm, info.Round, info.Rounds = arm.Name, int32(last), int32(rounds)
 		info.NoTestSet = prep.Evaluator == nil
 	})
@@ -402,18 +281,21 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	if last == 0 && prep.Evaluator != nil {
 		// Step 0: the initial model, so every curve starts at the same point.
 		if ev, err := c.evaluate(ctx, a, &a.carry); err == nil {
-			_ = j.tracker.LogBatch(ctx, a.runID, []tracking.Metric{
-				{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: time.Now().UnixMilli(), Step: 0},
-				{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: time.Now().UnixMilli(), Step: 0},
-			}, nil, nil)
+			rec.publish(Evaluated{Arm: arm.Name, Step: 0, Accuracy: ev.Accuracy, Loss: ev.Loss, Evaluator: true})
 		}
 	}
 	var armErr error
 	retries := spec.Deadline.Retries
+	a.attempt = 1
 	for r := last + 1; r <= rounds; r++ {
 		err := c.runRound(ctx, a, r, rounds)
-		if err != nil && retries > 0 && ctx.Err() == nil && retryable(err) {
+		retry := err != nil && retries > 0 && ctx.Err() == nil && retryable(err)
+		if err != nil {
+			rec.publish(RoundFailed{Arm: arm.Name, Round: r, Err: err.Error(), Retry: retry})
+		}
+		if retry {
 			retries--
+			a.attempt++
 			msg := fmt.Sprintf("%s round %d runs again (%d retries left): %v", arm.Name, r, retries, err)
 			c.log.Warn("round_retry", "job", j.id, "arm", arm.Name, "round", r, "retries_left", retries, "err", err)
 			j.emit(&pb.JobEvent{Kind: "round_retry", Arm: arm.Name, Round: int32(r), Rounds: int32(rounds), Message: msg}, nil)
@@ -424,6 +306,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 			armErr = err // round errors name their round
 			break
 		}
+		a.attempt = 1
 	}
 	if c.interrupted(ctx, j, armErr) {
 		return armErr // the runs stay open for the next leader
@@ -431,7 +314,26 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, prep *Prepared, arm
 	return c.endArm(ctx, a, armErr)
 }
 
-// endArm ends an arm's run and its site runs with the arm's outcome.
+// Flags in the metrics of job events, for `cohort watch` and `logs`,
+// which print from the events' fields and never parse their message.
+const (
+	// MetricCentralized is 1 in an arm_started event's metrics when the
+	// arm is centralized: its rounds are epochs.
+	MetricCentralized = "centralized"
+	// MetricResumed is 1 in a job_queued event's metrics when the job
+	// resumes on a new leader after a failover.
+	MetricResumed = "resumed"
+)
+
+// b2f is 1 for true, 0 for false.
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// endArm ends an arm's runs with the arm's outcome.
 func (c *Coordinator) endArm(ctx context.Context, a *armRun, armErr error) error {
 	j := a.j
 	status := tracking.StatusFinished
@@ -441,32 +343,20 @@ func (c *Coordinator) endArm(ctx context.Context, a *armRun, armErr error) error
 			status = tracking.StatusKilled
 		}
 	}
-	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	for site, id := range a.siteRuns {
-		if err := j.tracker.UpdateRun(endCtx, id, status, time.Now(), ""); err != nil {
-			c.log.Warn("tracking_update_failed", "site", site, "err", err)
-		}
+	strategy := tracking.KindCentralized
+	if a.arm.Strategy != nil {
+		strategy = a.arm.Strategy.Name
 	}
-	method := "estimated"
-	if a.measuredAny {
-		method = "measured"
-	}
-	_ = j.tracker.LogBatch(endCtx, a.runID, nil, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}})
-	if err := j.tracker.UpdateRun(endCtx, a.runID, status, time.Now(), ""); err != nil {
-		c.log.Warn("tracking_update_failed", "arm", a.arm.Name, "err", err)
-	}
-	if armErr == nil {
-		c.registerArm(endCtx, a)
-	}
+	a.rec.publish(ArmFinished{Arm: a.arm.Name, Status: status, Err: armErr, MeasuredAny: a.measuredAny,
+		Final: a.global, Spec: a.prep.Spec, Strategy: strategy})
 	// test_accuracy only where the coordinator evaluates (its test set or
 	// an eval site): without one, the arm has no test accuracy, not 0.
-	done := map[string]float64{"wall_seconds": time.Since(a.started).Seconds()}
+	done := map[string]float64{tracking.MetricWallSeconds: time.Since(a.started).Seconds()}
 	if a.prep.Evaluator != nil {
 		done[tracking.MetricTestAccuracy] = a.lastAcc
 	}
 	if a.hasFedAcc {
-		done["federated_accuracy"] = a.lastFedAcc
+		done[tracking.MetricFederatedAccuracy] = a.lastFedAcc
 	}
 	j.emit(&pb.JobEvent{Kind: "arm_finished", Arm: a.arm.Name, Metrics: done}, nil)
 	return armErr

@@ -205,11 +205,12 @@ func (x *roundExec) screen(site string, up *receivedUpdate) string {
 func (x *roundExec) screened(site string, up *receivedUpdate, decision string) {
 	a := x.a
 	x.notes[site] = screenNote{decision: decision, norm: up.deltaNorm}
+	a.rec.publish(UpdateScreened{Arm: a.arm.Name, Round: x.r, Site: site, Decision: decision, Norm: up.deltaNorm})
 	x.c.log.Warn("update_screened", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", site,
 		"update_norm", up.deltaNorm, "decision", decision)
 	a.j.emit(&pb.JobEvent{Kind: "site_screened", Arm: a.arm.Name, Round: int32(x.r), Site: site,
 		Message: fmt.Sprintf("%s round %d: site %s's update %s", a.arm.Name, x.r, site, decision),
-		Metrics: map[string]float64{"update_norm": up.deltaNorm}}, nil)
+		Metrics: map[string]float64{tracking.MetricUpdateNorm: up.deltaNorm}}, nil)
 }
 
 // screenNote is a screening decision, kept for the site's run.
@@ -281,18 +282,14 @@ func normMetric(norm float64, now int64, r int) []tracking.Metric {
 	return []tracking.Metric{{Key: MetricUpdateNorm, Value: norm, Timestamp: now, Step: int64(r)}}
 }
 
-func screenTag(n screenNote) tracking.Tag {
-	return tracking.Tag{Key: TagScreened, Value: truncate(n.decision, 4000)}
-}
-
 // Metrics logged on a site's run about its update's influence.
 const (
 	// MetricUpdateNorm is the L2 norm of the update's delta as received.
-	MetricUpdateNorm = "update_norm"
+	MetricUpdateNorm = tracking.MetricUpdateNorm
 	// MetricWeightFraction is the share of the round's aggregation
 	// weight the update got.
-	MetricWeightFraction = "weight_fraction"
+	MetricWeightFraction = tracking.MetricWeightFraction
 	// MetricSamplesClaimed is the sample count an update claimed where it
 	// was capped at the count the site declared.
-	MetricSamplesClaimed = "samples_claimed"
+	MetricSamplesClaimed = tracking.MetricSamplesClaimed
 )

@@ -1,5 +1,7 @@
 package tracking
 
+import "strconv"
+
 // Tags MLflow itself reads. Nesting is [TagParentRunID] exactly as MLflow
 // does it, so any MLflow UI shows Cohort's run tree.
 const (
@@ -97,3 +99,91 @@ const (
 	MetricTaskSeconds    = "task_seconds"
 	MetricTrainerSeconds = "trainer_seconds"
 )
+
+// More metrics of an arm run, one point per round (or epoch).
+const (
+	// MetricElapsedSeconds is the arm's wall time so far.
+	MetricElapsedSeconds = "elapsed_seconds"
+	// MetricSites is how many sites the round aggregated.
+	MetricSites = "sites"
+	// Running totals of bytes, energy and CO2.
+	MetricBytesSentCumulative     = "bytes_sent_cumulative"
+	MetricBytesReceivedCumulative = "bytes_received_cumulative"
+	MetricEnergyJoulesCumulative  = "energy_joules_cumulative"
+	MetricCO2GramsCumulative      = "co2_grams_cumulative"
+	// MetricBusySeconds is the union of the round's measured windows.
+	MetricBusySeconds = "busy_seconds"
+	// MetricFederatedAccuracy and MetricFederatedLoss are the sites' own
+	// evaluation of the model they received (the previous round's), logged
+	// at the previous round's step.
+	MetricFederatedAccuracy = "federated_accuracy"
+	MetricFederatedLoss     = "federated_loss"
+	// MetricServerPrefix prefixes the figures a strategy reports about
+	// its aggregation (server_…).
+	MetricServerPrefix = "server_"
+	// MetricFailover is 1 at the round an arm resumed at after a failover.
+	MetricFailover = "failover"
+)
+
+// More metrics of a site run, one point per round.
+const (
+	// MetricAccepted is 1 when the round counted the site's update, 0 when
+	// it did not (refused, failed, or aggregated by an attempt at the round
+	// that then failed).
+	MetricAccepted = "accepted"
+	// MetricUpdateBytes is the update's size on the wire.
+	MetricUpdateBytes = "update_bytes"
+	// MetricUpdateNorm is the L2 norm of the update's delta as received.
+	MetricUpdateNorm = "update_norm"
+	// MetricWeightFraction is the share of the round's aggregation weight
+	// the update got.
+	MetricWeightFraction = "weight_fraction"
+	// MetricSamplesClaimed is the sample count an update claimed where it
+	// was capped at the count the site declared.
+	MetricSamplesClaimed = "samples_claimed"
+	// MetricEnergyRejected is 1 where the coordinator dropped the site's
+	// energy report as implausible.
+	MetricEnergyRejected = "energy_rejected"
+	// MetricEstimatedEnergyJoules is the CPU-time estimate a site sends
+	// beside (never summed with) measured figures.
+	MetricEstimatedEnergyJoules = "estimated_energy_joules"
+	// What a site agent reports of its task.
+	MetricTrainSteps      = "train_steps"
+	MetricTrainCPUSeconds = "train_cpu_seconds"
+	MetricEvalLoss        = "eval_loss"
+	MetricEvalAccuracy    = "eval_accuracy"
+	MetricEvalSamples     = "eval_samples"
+	// MetricSystemPrefix prefixes MLflow's system metrics
+	// (system/<site>/gpu_<i>_power_usage_watts, …).
+	MetricSystemPrefix = "system/"
+)
+
+// Metrics of a job run.
+const (
+	// MetricIdlePowerWatts is the devices' idle power, measured before the
+	// job ran.
+	MetricIdlePowerWatts = "idle_power_watts"
+	// MetricWallSeconds is an arm's wall time (in its arm_finished event).
+	MetricWallSeconds = "wall_seconds"
+	// The comparison's figures per arm, logged as ARM + suffix when the
+	// job ends.
+	SuffixFinalTestAccuracy = ".final_test_accuracy"
+	SuffixWallSeconds       = ".wall_seconds"
+	SuffixEnergyJoules      = ".energy_joules"
+)
+
+// More tags Cohort sets on its runs.
+const (
+	// TagCohortVersion is the Cohort version that ran the job.
+	TagCohortVersion = "cohort.version"
+	// TagError is why a job failed, on the job run.
+	TagError = "cohort.error"
+	// TagDatasetSite names, on an arm run's dataset input, the site that
+	// trained on it.
+	TagDatasetSite = "cohort.site"
+)
+
+// RoundStatusTag is the tag, on a site run (or an arm run, for a round
+// backfilled after a failover), that says what became of the run's work
+// in round r: "rejected: …", "failed: …", "discarded: …", "ok: …".
+func RoundStatusTag(r int) string { return "cohort.round_" + strconv.Itoa(r) + ".status" }

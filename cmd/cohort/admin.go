@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -184,9 +186,7 @@ func finalState(j *pb.Job, err error) error {
 	return nil
 }
 
-func stateName(s pb.JobState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
-}
+func stateName(s pb.JobState) string { return pb.StateWord(s) }
 
 func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("jobs", "jobs [-c admin.yaml]", stdout, stderr)
@@ -313,6 +313,9 @@ func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		if ev.GetSite() != "" {
 			line += " site=" + ev.GetSite()
+		}
+		for _, k := range slices.Sorted(maps.Keys(ev.GetMetrics())) {
+			line += fmt.Sprintf(" %s=%.6g", k, ev.GetMetrics()[k])
 		}
 		if ev.GetMessage() != "" {
 			line += "  " + ev.GetMessage()

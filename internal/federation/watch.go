@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/tracking"
 )
 
 // submitAndWatch submits the job through the Jobs API, prints its events as
@@ -93,15 +94,15 @@ func (p *printer) event(ev *pb.JobEvent) {
 		}
 		acc := roundAccuracy(m)
 		fmt.Fprintf(p.out, "  %s %3d/%d  sites %d  %s  %5.1fs%s\n",
-			ev.GetArm(), ev.GetRound(), ev.GetRounds(), int(m["sites"]), acc, m["round_seconds"], eta)
+			ev.GetArm(), ev.GetRound(), ev.GetRounds(), int(m[tracking.MetricSites]), acc, m[tracking.MetricRoundSeconds], eta)
 	case "job_queued":
-		if msg := ev.GetMessage(); strings.Contains(msg, "resumes") {
-			fmt.Fprintf(p.out, "  %s\n", msg) // a new leader took the job over
+		if ev.GetMetrics()[server.MetricResumed] > 0 {
+			fmt.Fprintf(p.out, "  %s\n", ev.GetMessage()) // a new leader took the job over
 		}
 	case "site_failed", "site_screened", "round_failed", "waiting", "job_finished", "job_interrupted":
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	case "arm_finished":
-		fmt.Fprintf(p.out, "arm %s done in %.1fs: %s\n", ev.GetArm(), m["wall_seconds"], finalAccuracy(m))
+		fmt.Fprintf(p.out, "arm %s done in %.1fs: %s\n", ev.GetArm(), m[tracking.MetricWallSeconds], finalAccuracy(m))
 	case "model_registered":
 		fmt.Fprintf(p.out, "  %s's model registered as %s\n", ev.GetArm(), ev.GetMessage())
 	case "model_alias", "model_registration_failed":
@@ -113,10 +114,10 @@ func (p *printer) event(ev *pb.JobEvent) {
 // test set's where it evaluated, else the sites' federated evaluation of
 // the model they received, else none.
 func roundAccuracy(m map[string]float64) string {
-	if a, ok := m["test_accuracy"]; ok {
-		return fmt.Sprintf("acc %.4f  loss %.4f", a, m["test_loss"])
+	if a, ok := m[tracking.MetricTestAccuracy]; ok {
+		return fmt.Sprintf("acc %.4f  loss %.4f", a, m[tracking.MetricTestLoss])
 	}
-	if a, ok := m["federated_accuracy"]; ok {
+	if a, ok := m[tracking.MetricFederatedAccuracy]; ok {
 		return fmt.Sprintf("federated acc %.4f", a)
 	}
 	return "no accuracy"
@@ -125,17 +126,18 @@ func roundAccuracy(m map[string]float64) string {
 // finalAccuracy describes an arm's final accuracy (arm_finished), saying
 // so where the coordinator has no test set rather than printing 0.
 func finalAccuracy(m map[string]float64) string {
-	if a, ok := m["test_accuracy"]; ok {
+	if a, ok := m[tracking.MetricTestAccuracy]; ok {
 		return fmt.Sprintf("accuracy %.4f", a)
 	}
-	if a, ok := m["federated_accuracy"]; ok {
+	if a, ok := m[tracking.MetricFederatedAccuracy]; ok {
 		return fmt.Sprintf("no test set on the coordinator; federated accuracy %.4f", a)
 	}
 	return "no test set on the coordinator and no federated accuracy"
 }
 
+// unit is what an arm's rounds are: epochs for a centralized arm.
 func unit(ev *pb.JobEvent) string {
-	if strings.Contains(ev.GetMessage(), "centralized") {
+	if ev.GetMetrics()[server.MetricCentralized] > 0 {
 		return "epochs"
 	}
 	return "rounds"

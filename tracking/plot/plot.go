@@ -61,7 +61,7 @@ func Comparison(ctx context.Context, r tracking.RunReader, jobRunID, format stri
 		if err := addLine(acc, name, xy, c); err != nil {
 			return err
 		}
-		cum, err := r.GetMetricHistory(ctx, a.RunID, "energy_joules_cumulative")
+		cum, err := r.GetMetricHistory(ctx, a.RunID, tracking.MetricEnergyJoulesCumulative)
 		if err != nil {
 			return fmt.Errorf("plotting %s: %w", a.Name, err)
 		}

@@ -38,7 +38,7 @@ func (h *Handler) compare(w http.ResponseWriter, r *http.Request) {
 			name += " (per epoch)"
 		}
 		accSeries = append(accSeries, historySeries(name, a.AccuracyHistory))
-		cum, err := h.store.GetMetricHistory(ctx, a.RunID, "energy_joules_cumulative")
+		cum, err := h.store.GetMetricHistory(ctx, a.RunID, tracking.MetricEnergyJoulesCumulative)
 		if err != nil {
 			h.fail(w, "energy of "+a.Name, err)
 			return
@@ -113,7 +113,7 @@ func (h *Handler) sitePanel(ctx context.Context, a tracking.ArmSummary) (sitePan
 			e = zeroNaN(g) + zeroNaN(c)
 		} else {
 			method = "estimated"
-			if e, err = h.sumPerStep(ctx, s.Info.RunID, "estimated_energy_joules"); err != nil {
+			if e, err = h.sumPerStep(ctx, s.Info.RunID, tracking.MetricEstimatedEnergyJoules); err != nil {
 				return sitePanel{}, err
 			}
 		}

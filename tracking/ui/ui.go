@@ -203,10 +203,10 @@ func runTree(runs []tracking.Run) []node {
 		n.Kind, _ = r.Data.Tag(tracking.TagKind)
 		if m, ok := r.Data.Metric(tracking.MetricTestAccuracy); ok {
 			n.Acc = formatValue(m.Value)
-		} else if m, ok := r.Data.Metric("eval_accuracy"); ok {
+		} else if m, ok := r.Data.Metric(tracking.MetricEvalAccuracy); ok {
 			n.Acc = formatValue(m.Value)
 		}
-		if m, ok := r.Data.Metric("energy_joules_cumulative"); ok {
+		if m, ok := r.Data.Metric(tracking.MetricEnergyJoulesCumulative); ok {
 			n.Energy = formatValue(m.Value)
 		}
 		out = append(out, n)

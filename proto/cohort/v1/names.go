@@ -1,6 +1,8 @@
 package cohortv1
 
 import (
+	"strings"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -35,4 +37,11 @@ func NotLeader(err error) (leaderAddress string, ok bool) {
 		}
 	}
 	return "", false
+}
+
+// StateWord is a job state as people read it: queued, running, succeeded,
+// failed, cancelled (the enum's name without JOB_STATE_, in lower case).
+// The coordinator's logs and events and the admin commands all print it.
+func StateWord(s JobState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
 }

@@ -1,0 +1,635 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
+	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/plot"
+)
+
+// Defaults of the recorder's bounds (Config.RecordQueue, Config.RecordDrain).
+const (
+	// DefaultRecordQueue is how many round events may wait for the tracker.
+	DefaultRecordQueue = 4096
+	// DefaultRecordDrain is how long a job that ended waits for its
+	// recorder to write what is queued.
+	DefaultRecordDrain = 30 * time.Second
+)
+
+// Tags about the recording itself, on the job run.
+const (
+	// TagEventsDropped counts the round events the recorder dropped
+	// because the tracker fell behind (its queue was full).
+	TagEventsDropped = "cohort.tracking_events_dropped"
+	// TagFailovers counts the failovers (and restarts) a run continued
+	// through; [TagFailover] describes the last one.
+	TagFailovers = "cohort.failovers"
+)
+
+// cancelWait bounds how long finish waits, once it cancelled the
+// recorder, for the tracker's call in flight to return.
+const cancelWait = 5 * time.Second
+
+// maxLoggedFailures bounds the tracking failures a recorder logs one by
+// one; past it they are only counted, and the count logged at the end.
+const maxLoggedFailures = 10
+
+// recorder subscribes to a job's [Event]s and writes them into the job's
+// tracker: the runs (job, arms, sites), params, metrics, tags, artifacts,
+// the comparison at the end and the model registry.
+//
+// Tracking never blocks a round. The recorder runs on its own goroutine,
+// fed by a queue that publish appends to without waiting:
+//   - events that create or end runs (JobStarted, ArmStarted, ArmResumed,
+//     ArmFinished, JobFinished: a few per arm) are always queued;
+//   - any other event finds at most Config.RecordQueue events waiting
+//     (besides the batch being written); over that it is dropped, counted,
+//     a warning is logged at the first drop, and the count is logged and
+//     tagged on the job run ([TagEventsDropped]) when the job ends.
+//
+// When the job ends, the runner waits up to Config.RecordDrain for the
+// queue to drain; then the recorder's context is cancelled, what is still
+// queued is dropped (and counted), and the tracker is closed once its
+// last call returns.
+type recorder struct {
+	c       *Coordinator
+	j       *jobRun
+	tr      Tracker
+	closeTr func()
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	wake    chan struct{}
+
+	mu        sync.Mutex
+	queue     []Event
+	droppable int // events of queue that may be dropped
+	max       int
+	dropped   int
+	closed    bool
+
+	// Owned by the recorder's goroutine.
+	expID, jobRunID string
+	arms            map[string]*armRecord
+	failures        int
+}
+
+// armRecord is what the recorder knows of an arm.
+type armRecord struct {
+	name     string
+	runID    string
+	siteRuns map[string]string
+	inputs   map[string]bool   // site and dataset digests logged as inputs
+	digests  map[string]string // each site's dataset digest, for the registered model's lineage
+	// The current attempt: its round and number, the sites it aggregated
+	// (credited when the round closes, discarded when it fails), and the
+	// status tags the round's earlier attempts set (updated when a later
+	// attempt counts the site).
+	round    int
+	attempt  int
+	accepted []string
+	statused map[string]string
+}
+
+// newRecorder starts the recorder of job j writing into tr; closeTr (may
+// be nil) is called once it has stopped using tr.
+func (c *Coordinator) newRecorder(ctx context.Context, j *jobRun, tr Tracker, closeTr func()) *recorder {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r := &recorder{
+		c: c, j: j, tr: tr, closeTr: closeTr, log: c.log.With("job", j.id),
+		ctx: rctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
+		max: c.cfg.RecordQueue, arms: make(map[string]*armRecord),
+	}
+	go r.run()
+	return r
+}
+
+// publish queues ev for the tracker; it never waits (see [recorder]).
+func (r *recorder) publish(ev Event) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		r.dropped++
+		return
+	}
+	if !control(ev) {
+		if r.droppable >= r.max {
+			r.dropped++
+			if r.dropped == 1 {
+				r.log.Warn("tracking_events_dropped", "queue", r.max,
+					"effect", "the tracker is behind: round events are dropped (counted, and tagged "+TagEventsDropped+" on the job run); rounds go on",
+					"fix", "check the tracking server's health and latency")
+			}
+			return
+		}
+		r.droppable++
+	}
+	r.queue = append(r.queue, ev)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// finish closes the queue and waits up to drain for the recorder to write
+// what it holds; past that it cancels the recorder's calls and returns.
+func (r *recorder) finish(drain time.Duration) {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(drain)
+	defer t.Stop()
+	select {
+	case <-r.done:
+		return
+	case <-t.C:
+	}
+	r.mu.Lock()
+	left := len(r.queue)
+	r.mu.Unlock()
+	r.log.Warn("tracking_drain_timeout", "waited", drain, "queued", left,
+		"effect", "the job's end is not fully recorded; what is still queued is dropped")
+	r.cancel()
+	t.Reset(cancelWait)
+	select {
+	case <-r.done:
+	case <-t.C: // the tracker ignores cancellation; it is closed when its call returns
+	}
+}
+
+// droppedCount is how many events were dropped so far.
+func (r *recorder) droppedCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dropped
+}
+
+func (r *recorder) run() {
+	defer close(r.done)
+	defer r.cancel()
+	defer func() {
+		if r.closeTr != nil {
+			r.closeTr()
+		}
+	}()
+	defer func() {
+		if n := r.droppedCount(); n > 0 {
+			r.log.Warn("tracking_events_dropped_total", "dropped", n)
+		}
+		if r.failures > maxLoggedFailures {
+			r.log.Warn("tracking_failures_total", "failures", r.failures)
+		}
+	}()
+	for {
+		r.mu.Lock()
+		evs, closed := r.queue, r.closed
+		r.queue, r.droppable = nil, 0
+		r.mu.Unlock()
+		if len(evs) == 0 {
+			if closed || r.ctx.Err() != nil {
+				return
+			}
+			select {
+			case <-r.wake:
+			case <-r.ctx.Done():
+			}
+			continue
+		}
+		for i, ev := range evs {
+			if r.ctx.Err() != nil {
+				r.mu.Lock()
+				r.dropped += len(evs) - i
+				r.mu.Unlock()
+				break
+			}
+			r.handle(ev)
+		}
+	}
+}
+
+// failed logs a tracking failure (the first few; then they are counted).
+func (r *recorder) failed(what string, err error, attrs ...any) {
+	if err == nil {
+		return
+	}
+	r.failures++
+	if r.failures <= maxLoggedFailures {
+		r.log.Warn(what, append(attrs, "err", err)...)
+	}
+}
+
+func (r *recorder) handle(ev Event) {
+	if r.tr == nil {
+		return
+	}
+	switch ev := ev.(type) {
+	case JobStarted:
+		r.jobStarted(ev)
+	case ArmStarted:
+		r.armStarted(ev)
+	case ArmResumed:
+		if a := r.arms[ev.Arm]; a != nil {
+			r.markFailover(ev.Coordinator, ev.Round, append([]string{a.runID}, slices.Collect(maps.Values(a.siteRuns))...)...)
+		}
+	case Evaluated:
+		r.evaluated(ev)
+	case RoundStarted:
+		if a := r.arms[ev.Arm]; a != nil {
+			if ev.Round != a.round {
+				a.statused = make(map[string]string)
+			}
+			a.round, a.attempt, a.accepted = ev.Round, ev.Attempt, a.accepted[:0]
+		}
+	case UpdateAccepted:
+		r.updateAccepted(ev)
+	case UpdateScreened:
+		// Recorded with the update's fate (UpdateAccepted, UpdateRefused).
+	case UpdateRefused:
+		r.updateRefused(ev)
+	case RoundClosed:
+		r.roundClosed(ev)
+	case RoundFailed:
+		r.roundFailed(ev)
+	case ArmFinished:
+		r.armFinished(ev)
+	case JobFinished:
+		r.jobFinished(ev)
+	}
+}
+
+// logBatch logs into a run, when the run exists.
+func (r *recorder) logBatch(runID string, ms []tracking.Metric, ps []tracking.Param, tags []tracking.Tag) {
+	if runID == "" || (len(ms) == 0 && len(ps) == 0 && len(tags) == 0) {
+		return
+	}
+	r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, runID, ms, ps, tags), "run", runID)
+}
+
+func (r *recorder) jobStarted(ev JobStarted) {
+	ctx, j := r.ctx, r.j
+	ids := ev.Resumed
+	r.expID = ids.Experiment
+	if r.expID == "" {
+		id, err := r.tr.EnsureExperiment(ctx, ev.Experiment)
+		if err != nil {
+			r.failed("tracking_experiment_failed", err, "experiment", ev.Experiment)
+			return
+		}
+		r.expID = id
+	}
+	r.jobRunID = ids.Job
+	if r.jobRunID == "" {
+		run, err := r.tr.CreateRun(ctx, tracking.CreateRun{
+			ExperimentID: r.expID, Name: j.spec.Name, StartTime: time.Now(), UserID: j.user,
+			Tags: r.c.sourceTags(j, map[string]string{
+				tracking.TagJobID: j.id, tracking.TagKind: "job", tracking.TagCohortVersion: r.c.cfg.Version,
+			}),
+		})
+		if err != nil {
+			r.failed("tracking_create_failed", err, "run", "job")
+			return
+		}
+		r.jobRunID = run.Info.RunID
+		if err := r.c.saveRunIDs(ctx, j, ha.RunIDs{Experiment: r.expID, Job: r.jobRunID}); err != nil {
+			r.log.Warn("run_ids_replication_failed", "err", err)
+		}
+		r.logParams(r.jobRunID, ev.Params)
+	} else {
+		if _, err := r.tr.GetRun(ctx, r.jobRunID); err != nil {
+			r.log.Error("tracking_run_missing", "run", r.jobRunID, "coordinator", ev.Coordinator, "err", err,
+				"fix", "the coordinators of a cluster must share one tracking store: an MLflow server (tracking: {uri: \"http://…\"}) or one SQLite file")
+		}
+		r.markFailover(ev.Coordinator, 0, r.jobRunID)
+	}
+	if ev.IdleWatts > 0 {
+		r.logBatch(r.jobRunID, []tracking.Metric{{Key: tracking.MetricIdlePowerWatts, Value: ev.IdleWatts, Timestamp: time.Now().UnixMilli()}}, nil, nil)
+	}
+	id, exp := r.jobRunID, r.expID
+	j.emit(&pb.JobEvent{Kind: "tracking", Message: "job run " + id}, func(info *pb.Job) {
+		info.TrackingRunId, info.ExperimentId = id, exp
+	})
+}
+
+// logParams logs params in batches of 100 (MLflow's bound).
+func (r *recorder) logParams(runID string, flat map[string]string) {
+	keys := slices.Sorted(maps.Keys(flat))
+	for len(keys) > 0 {
+		n := min(100, len(keys))
+		ps := make([]tracking.Param, 0, n)
+		for _, k := range keys[:n] {
+			ps = append(ps, tracking.Param{Key: k, Value: truncate(flat[k], 6000)})
+		}
+		r.logBatch(runID, nil, ps, nil)
+		keys = keys[n:]
+	}
+}
+
+// markFailover records on runs that they continue on coordinator coord
+// (at round round, on arm and site runs): it counts the failovers
+// ([TagFailovers]) and describes the last one ([TagFailover]).
+func (r *recorder) markFailover(coord string, round int, runIDs ...string) {
+	now := time.Now()
+	msg := fmt.Sprintf("resumed on coordinator %s at %s", coord, now.UTC().Format(time.RFC3339))
+	var ms []tracking.Metric
+	if round > 0 {
+		msg = fmt.Sprintf("resumed at round %d on coordinator %s at %s: the coordinator that led the job stopped; rounds after the last committed one ran again",
+			round, coord, now.UTC().Format(time.RFC3339))
+		ms = []tracking.Metric{{Key: MetricFailover, Value: 1, Timestamp: now.UnixMilli(), Step: int64(round)}}
+	}
+	for _, id := range runIDs {
+		if id == "" {
+			continue
+		}
+		n := 0
+		if run, err := r.tr.GetRun(r.ctx, id); err == nil {
+			if v, ok := run.Data.Tag(TagFailovers); ok {
+				n, _ = strconv.Atoi(v)
+			}
+		}
+		r.logBatch(id, ms, nil, []tracking.Tag{{Key: TagFailover, Value: msg}, {Key: TagFailovers, Value: strconv.Itoa(n + 1)}})
+	}
+}
+
+func (r *recorder) armStarted(ev ArmStarted) {
+	j := r.j
+	a := &armRecord{
+		name: ev.Arm, runID: ev.RunID, siteRuns: maps.Clone(ev.SiteRuns),
+		inputs: make(map[string]bool), digests: make(map[string]string), statused: make(map[string]string),
+	}
+	if a.siteRuns == nil {
+		a.siteRuns = make(map[string]string)
+	}
+	r.arms[ev.Arm] = a
+	if a.runID != "" || r.expID == "" {
+		return
+	}
+	run, err := r.tr.CreateRun(r.ctx, tracking.CreateRun{
+		ExperimentID: r.expID, Name: ev.Arm, StartTime: time.Now(), ParentRunID: r.jobRunID, UserID: j.user,
+		Tags: r.c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: ev.Arm, tracking.TagKind: ev.Kind, TagEvalMethod: ev.EvalMethod}),
+	})
+	if err != nil {
+		r.failed("tracking_create_failed", err, "arm", ev.Arm)
+		return
+	}
+	a.runID = run.Info.RunID
+	if err := r.c.saveRunIDs(r.ctx, j, ha.RunIDs{Arms: map[string]string{ev.Arm: a.runID}}); err != nil {
+		r.log.Warn("run_ids_replication_failed", "arm", ev.Arm, "err", err)
+	}
+	r.logParams(a.runID, ev.Params)
+}
+
+// siteRun returns the tracking run of a site under an arm, creating it the
+// first time the site takes part; "" when it cannot be created.
+func (r *recorder) siteRun(a *armRecord, site string) string {
+	if id, ok := a.siteRuns[site]; ok {
+		return id
+	}
+	if a.runID == "" {
+		return ""
+	}
+	j := r.j
+	run, err := r.tr.CreateRun(r.ctx, tracking.CreateRun{
+		ExperimentID: r.expID, Name: a.name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID, UserID: j.user,
+		Tags: r.c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: a.name, tracking.TagSite: site, tracking.TagKind: "site"}),
+	})
+	if err != nil {
+		r.failed("tracking_create_failed", err, "site", site)
+		return ""
+	}
+	a.siteRuns[site] = run.Info.RunID
+	if err := r.c.saveRunIDs(r.ctx, j, ha.RunIDs{Sites: map[string]map[string]string{a.name: {site: run.Info.RunID}}}); err != nil {
+		r.log.Warn("run_ids_replication_failed", "site", site, "err", err)
+	}
+	return run.Info.RunID
+}
+
+func (r *recorder) evaluated(ev Evaluated) {
+	a := r.arms[ev.Arm]
+	if a == nil || a.runID == "" {
+		return
+	}
+	now := time.Now().UnixMilli()
+	var ms []tracking.Metric
+	if ev.Evaluator {
+		ms = []tracking.Metric{
+			{Key: tracking.MetricTestAccuracy, Value: ev.Accuracy, Timestamp: now, Step: int64(ev.Step)},
+			{Key: tracking.MetricTestLoss, Value: ev.Loss, Timestamp: now, Step: int64(ev.Step)},
+		}
+	}
+	if !ev.Backfill {
+		r.logBatch(a.runID, ms, nil, nil)
+		return
+	}
+	// A backfill covers the one gap a failover can leave: a committed round
+	// whose metrics the old leader did not log before it stopped.
+	hist, err := r.tr.GetMetricHistory(r.ctx, a.runID, tracking.MetricRoundSeconds)
+	if err != nil {
+		return
+	}
+	for _, m := range hist {
+		if m.Step == int64(ev.Step) {
+			return
+		}
+	}
+	tag := tracking.Tag{Key: tracking.RoundStatusTag(ev.Step),
+		Value: "committed by the previous leader, which stopped before logging the round's metrics; test accuracy evaluated again by coordinator " + ev.Coordinator}
+	r.logBatch(a.runID, ms, nil, []tracking.Tag{tag})
+}
+
+func (r *recorder) updateAccepted(ev UpdateAccepted) {
+	a := r.arms[ev.Arm]
+	if a == nil {
+		return
+	}
+	a.accepted = append(a.accepted, ev.Site)
+	ms, tags := r.siteMetrics(ev)
+	runID := r.siteRun(a, ev.Site)
+	if runID == "" {
+		return
+	}
+	r.logBatch(runID, ms, nil, tags)
+	r.logDataset(a, ev.Site, runID, ev.Dataset)
+	// The full report (method, window and interval of every figure) is
+	// kept as an artifact beside the metrics.
+	if js := ev.Energy.GetJson(); len(js) > maxEnergyArtifact {
+		r.log.Warn("energy_report_too_large", "site", ev.Site, "bytes", len(js), "max", maxEnergyArtifact)
+	} else if len(js) > 0 {
+		name := fmt.Sprintf("energy/round-%04d.json", ev.Round)
+		r.failed("tracking_artifact_failed", r.tr.LogArtifact(r.ctx, runID, name, bytes.NewReader(js)), "site", ev.Site)
+	}
+}
+
+func (r *recorder) updateRefused(ev UpdateRefused) {
+	a := r.arms[ev.Arm]
+	if a == nil {
+		return
+	}
+	status := ev.Status + ": " + truncate(ev.Reason, 4000)
+	a.statused[ev.Site] = status
+	runID := r.siteRun(a, ev.Site)
+	now := time.Now().UnixMilli()
+	ms := []tracking.Metric{{Key: tracking.MetricAccepted, Value: 0, Timestamp: now, Step: int64(ev.Round)}}
+	tags := []tracking.Tag{{Key: tracking.RoundStatusTag(ev.Round), Value: status}}
+	if ev.Screened != "" {
+		ms = append(ms, normMetric(ev.Norm, now, ev.Round)...)
+		tags = append(tags, tracking.Tag{Key: TagScreened, Value: truncate(ev.Screened, 4000)})
+	}
+	r.logBatch(runID, ms, nil, tags)
+}
+
+func (r *recorder) roundClosed(ev RoundClosed) {
+	a := r.arms[ev.Arm]
+	if a == nil {
+		return
+	}
+	now := time.Now().UnixMilli()
+	step := int64(ev.Round)
+	ms := make([]tracking.Metric, 0, len(ev.Metrics)+len(ev.Previous))
+	for _, k := range slices.Sorted(maps.Keys(ev.Metrics)) {
+		ms = append(ms, tracking.Metric{Key: k, Value: ev.Metrics[k], Timestamp: now, Step: step})
+	}
+	for _, k := range slices.Sorted(maps.Keys(ev.Previous)) {
+		ms = append(ms, tracking.Metric{Key: k, Value: ev.Previous[k], Timestamp: now, Step: step - 1})
+	}
+	r.logBatch(a.runID, ms, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: ev.EnergyMethod}})
+	// The round counted its aggregated updates: each is credited now, and
+	// a status an earlier attempt at the round set is brought up to date.
+	for _, site := range a.accepted {
+		runID := r.siteRun(a, site)
+		sms := []tracking.Metric{{Key: tracking.MetricAccepted, Value: 1, Timestamp: now, Step: step}}
+		if w, ok := ev.WeightFractions[site]; ok {
+			sms = append(sms, tracking.Metric{Key: MetricWeightFraction, Value: w, Timestamp: now, Step: step})
+		}
+		var tags []tracking.Tag
+		if earlier, ok := a.statused[site]; ok {
+			tags = append(tags, tracking.Tag{Key: tracking.RoundStatusTag(ev.Round),
+				Value: truncate(fmt.Sprintf("ok: accepted on attempt %d (earlier: %s)", a.attempt, earlier), 4000)})
+		}
+		r.logBatch(runID, sms, nil, tags)
+	}
+	a.accepted = a.accepted[:0]
+	a.statused = make(map[string]string)
+}
+
+func (r *recorder) roundFailed(ev RoundFailed) {
+	a := r.arms[ev.Arm]
+	if a == nil {
+		return
+	}
+	// The attempt's aggregated updates were not used: discarded, not
+	// accepted.
+	now := time.Now().UnixMilli()
+	status := truncate(fmt.Sprintf("discarded: attempt %d at the round failed (%s); the update was not used", a.attempt, ev.Err), 4000)
+	for _, site := range a.accepted {
+		a.statused[site] = status
+		r.logBatch(r.siteRun(a, site),
+			[]tracking.Metric{{Key: tracking.MetricAccepted, Value: 0, Timestamp: now, Step: int64(ev.Round)}}, nil,
+			[]tracking.Tag{{Key: tracking.RoundStatusTag(ev.Round), Value: status}})
+	}
+	a.accepted = a.accepted[:0]
+}
+
+func (r *recorder) armFinished(ev ArmFinished) {
+	a := r.arms[ev.Arm]
+	if a == nil {
+		return
+	}
+	end := time.Now()
+	for _, site := range slices.Sorted(maps.Keys(a.siteRuns)) {
+		r.failed("tracking_update_failed", r.tr.UpdateRun(r.ctx, a.siteRuns[site], ev.Status, end, ""), "site", site)
+	}
+	if a.runID == "" {
+		return
+	}
+	method := methodEstimated
+	if ev.MeasuredAny {
+		method = methodMeasured
+	}
+	r.logBatch(a.runID, nil, nil, []tracking.Tag{{Key: tracking.TagEnergyMethod, Value: method}})
+	r.failed("tracking_update_failed", r.tr.UpdateRun(r.ctx, a.runID, ev.Status, end, ""), "arm", ev.Arm)
+	if ev.Err == nil {
+		r.registerArm(a, ev)
+	}
+}
+
+func (r *recorder) jobFinished(ev JobFinished) {
+	if ev.Interrupted || r.jobRunID == "" {
+		return // the next leader ends the job run
+	}
+	if ev.Err == nil && !ev.Cancelled {
+		r.moveAliasBest()
+	}
+	r.finishJobRun(ev)
+}
+
+// finishJobRun ends the job run with the comparison of its arms: a table
+// and a plot as artifacts, and each arm's final figures as metrics.
+func (r *recorder) finishJobRun(ev JobFinished) {
+	ctx, tr, runID := r.ctx, r.tr, r.jobRunID
+	status := tracking.StatusFinished
+	switch {
+	case ev.Cancelled:
+		status = tracking.StatusKilled
+	case ev.Err != nil:
+		status = tracking.StatusFailed
+	}
+	var tags []tracking.Tag
+	if ev.Err != nil {
+		tags = append(tags, tracking.Tag{Key: tracking.TagError, Value: truncate(ev.Err.Error(), 5000)})
+	}
+	if n := r.droppedCount(); n > 0 {
+		tags = append(tags, tracking.Tag{Key: TagEventsDropped, Value: strconv.Itoa(n)})
+	}
+	var ms []tracking.Metric
+	if cmp, err := tracking.Compare(ctx, tr, runID); err == nil {
+		var buf bytes.Buffer
+		if err := cmp.WriteTable(&buf); err == nil {
+			r.failed("tracking_artifact_failed", tr.LogArtifact(ctx, runID, "comparison.txt", &buf))
+		}
+		var img bytes.Buffer
+		if err := plot.Comparison(ctx, tr, runID, "png", &img); err == nil {
+			r.failed("tracking_artifact_failed", tr.LogArtifact(ctx, runID, "comparison.png", &img))
+		} else {
+			r.log.Warn("comparison_plot_failed", "err", err)
+		}
+		ms = comparisonMetrics(cmp, time.Now().UnixMilli())
+	}
+	r.logBatch(runID, ms, nil, tags)
+	r.failed("tracking_update_failed", tr.UpdateRun(ctx, runID, status, time.Now(), ""), "run", runID)
+}
+
+// comparisonMetrics are each arm's final figures, logged on the job run:
+// ARM.final_test_accuracy (where the arm has one), ARM.wall_seconds and
+// ARM.energy_joules.
+func comparisonMetrics(cmp tracking.Comparison, now int64) []tracking.Metric {
+	var ms []tracking.Metric
+	for _, a := range cmp.Arms {
+		if !math.IsNaN(a.FinalAccuracy) { // NaN: the arm has no test accuracy
+			ms = append(ms, tracking.Metric{Key: a.Name + tracking.SuffixFinalTestAccuracy, Value: a.FinalAccuracy, Timestamp: now})
+		}
+		ms = append(ms,
+			tracking.Metric{Key: a.Name + tracking.SuffixWallSeconds, Value: a.WallSeconds, Timestamp: now},
+			tracking.Metric{Key: a.Name + tracking.SuffixEnergyJoules, Value: a.EnergyJoules, Timestamp: now},
+		)
+	}
+	return ms
+}

@@ -1,0 +1,433 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/ha"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// errTrackerDown is what failingTracker answers.
+var errTrackerDown = errors.New("tracking server down")
+
+// failingTracker fails every call.
+type failingTracker struct{}
+
+func (failingTracker) EnsureExperiment(context.Context, string) (string, error) {
+	return "", errTrackerDown
+}
+func (failingTracker) CreateRun(context.Context, tracking.CreateRun) (tracking.Run, error) {
+	return tracking.Run{}, errTrackerDown
+}
+func (failingTracker) UpdateRun(context.Context, string, tracking.RunStatus, time.Time, string) error {
+	return errTrackerDown
+}
+func (failingTracker) LogBatch(context.Context, string, []tracking.Metric, []tracking.Param, []tracking.Tag) error {
+	return errTrackerDown
+}
+func (failingTracker) LogArtifact(context.Context, string, string, io.Reader) error {
+	return errTrackerDown
+}
+func (failingTracker) GetRun(context.Context, string) (tracking.Run, error) {
+	return tracking.Run{}, errTrackerDown
+}
+func (failingTracker) ChildRuns(context.Context, string) ([]tracking.Run, error) {
+	return nil, errTrackerDown
+}
+func (failingTracker) GetMetricHistory(context.Context, string, string) ([]tracking.Metric, error) {
+	return nil, errTrackerDown
+}
+
+var _ Tracker = failingTracker{}
+
+// blockingTracker blocks every call until its context ends, as a tracking
+// server that accepts connections and never answers; entered is closed
+// at the first call.
+type blockingTracker struct {
+	once    sync.Once
+	entered chan struct{}
+	mu      sync.Mutex
+	calls   int
+}
+
+func newBlockingTracker() *blockingTracker { return &blockingTracker{entered: make(chan struct{})} }
+
+func (b *blockingTracker) block(ctx context.Context) error {
+	b.mu.Lock()
+	b.calls++
+	b.mu.Unlock()
+	b.once.Do(func() { close(b.entered) })
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (b *blockingTracker) EnsureExperiment(ctx context.Context, _ string) (string, error) {
+	return "", b.block(ctx)
+}
+func (b *blockingTracker) CreateRun(ctx context.Context, _ tracking.CreateRun) (tracking.Run, error) {
+	return tracking.Run{}, b.block(ctx)
+}
+func (b *blockingTracker) UpdateRun(ctx context.Context, _ string, _ tracking.RunStatus, _ time.Time, _ string) error {
+	return b.block(ctx)
+}
+func (b *blockingTracker) LogBatch(ctx context.Context, _ string, _ []tracking.Metric, _ []tracking.Param, _ []tracking.Tag) error {
+	return b.block(ctx)
+}
+func (b *blockingTracker) LogArtifact(ctx context.Context, _, _ string, _ io.Reader) error {
+	return b.block(ctx)
+}
+func (b *blockingTracker) GetRun(ctx context.Context, _ string) (tracking.Run, error) {
+	return tracking.Run{}, b.block(ctx)
+}
+func (b *blockingTracker) ChildRuns(ctx context.Context, _ string) ([]tracking.Run, error) {
+	return nil, b.block(ctx)
+}
+func (b *blockingTracker) GetMetricHistory(ctx context.Context, _, _ string) ([]tracking.Metric, error) {
+	return nil, b.block(ctx)
+}
+
+var _ Tracker = (*blockingTracker)(nil)
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newTrackerCluster starts a coordinator that logs into tr, with cfg's
+// recording bounds, its logs (WARN and up) in logs.
+func newTrackerCluster(t *testing.T, tr Tracker, cfg Config, logs io.Writer) *cluster {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	fm := &fakeModels{}
+	cfg.Version, cfg.SiteWait = "test", 10*time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	coord, err := New(cfg, Deps{Tracker: tr, Models: fm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{coord: coord, models: fm, lis: bufconn.Listen(1 << 20), cancel: cancel}
+	gs := grpc.NewServer()
+	coord.Register(gs)
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); _ = gs.Serve(c.lis) }()
+	go func() { defer c.wg.Done(); _ = coord.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		gs.Stop()
+		c.wg.Wait()
+	})
+	return c
+}
+
+// TestTrackingNeverHoldsUpARound runs the same job into a working tracker,
+// one that fails every call and one that never answers: the job succeeds
+// in the same rounds with the same accuracy each time, and the blocked
+// tracker's dropped events are counted and logged.
+func TestTrackingNeverHoldsUpARound(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name     string
+		tracker  func(t *testing.T) Tracker
+		queue    int
+		wantLogs []string
+	}{
+		{name: "working", tracker: func(t *testing.T) Tracker {
+			store, err := tracking.OpenSQLite(context.Background(), filepath.Join(dir, "cohort.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { store.Close() })
+			return store
+		}},
+		{name: "failing", tracker: func(*testing.T) Tracker { return failingTracker{} },
+			wantLogs: []string{"tracking_experiment_failed", errTrackerDown.Error()}},
+		{name: "blocking", tracker: func(*testing.T) Tracker { return newBlockingTracker() }, queue: 4,
+			wantLogs: []string{"tracking_events_dropped", "tracking_drain_timeout", "tracking_events_dropped_total"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncBuffer
+			tr := tc.tracker(t)
+			c := newTrackerCluster(t, tr, Config{RecordQueue: tc.queue, RecordDrain: 200 * time.Millisecond}, &logs)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			for _, s := range []*fakeSite{
+				{name: "site-1", update: plusOne(100)},
+				{name: "site-2", update: plusOne(300)},
+				{name: "site-3", update: plusOne(50)},
+			} {
+				c.startSite(t, ctx, s)
+			}
+			j := submit(t, c, fmt.Sprintf(testJob, 3, "30s"))
+			got := waitJob(t, c, j.GetJobId())
+			if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+				t.Fatalf("job state = %v (%s), want SUCCEEDED", got.GetState(), got.GetError())
+			}
+			if got.GetRound() != 3 || got.GetRounds() != 3 || got.GetAccuracy() != 3 {
+				t.Errorf("job = round %d/%d, accuracy %v; want 3/3, accuracy 3", got.GetRound(), got.GetRounds(), got.GetAccuracy())
+			}
+			if b, ok := tr.(*blockingTracker); ok {
+				b.mu.Lock()
+				calls := b.calls
+				b.mu.Unlock()
+				if calls == 0 {
+					t.Errorf("the blocking tracker was never called")
+				}
+			}
+			for _, w := range tc.wantLogs {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("logs lack %q", w)
+				}
+			}
+			if store, ok := tr.(*tracking.SQLiteStore); ok {
+				cmp, err := tracking.Compare(context.Background(), store, got.GetTrackingRunId())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(cmp.Arms) != 1 || cmp.Arms[0].FinalAccuracy != 3 || cmp.Arms[0].Rounds != 3 {
+					t.Errorf("comparison = %+v, want one arm, 3 rounds, final accuracy 3", cmp.Arms)
+				}
+			}
+		})
+	}
+}
+
+// newTestRecorder returns a recorder of a one-arm job writing into tr.
+func newTestRecorder(t *testing.T, tr Tracker, cfg Config) (*recorder, *jobRun) {
+	t.Helper()
+	spec, err := job.Parse([]byte(fmt.Sprintf(testJob, 2, "30s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	coord, err := New(cfg, Deps{Tracker: tr, Models: &fakeModels{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &jobRun{id: "job-1", spec: spec, info: &pb.Job{JobId: "job-1"}, changed: make(chan struct{})}
+	return coord.newRecorder(context.Background(), j, tr, nil), j
+}
+
+// TestRecorderDropsWhatDoesNotFit blocks the tracker on the job's first
+// call and publishes more round events than the queue holds: the excess
+// is dropped and counted without publish waiting, run-shaping events are
+// kept, and finish returns after its bound with what was left counted too.
+func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
+	tr := newBlockingTracker()
+	r, _ := newTestRecorder(t, tr, Config{RecordQueue: 4})
+	r.publish(JobStarted{Experiment: "e"})
+	<-tr.entered // the recorder is inside the tracker's first call
+	for i := range 10 {
+		r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: fmt.Sprintf("site-%d", i)})
+	}
+	r.publish(ArmFinished{Arm: "fedavg", Status: tracking.StatusFinished})
+	if got := r.droppedCount(); got != 6 {
+		t.Errorf("dropped after 10 events into a queue of 4 = %d, want 6", got)
+	}
+	r.mu.Lock()
+	queued := len(r.queue)
+	r.mu.Unlock()
+	if queued != 5 {
+		t.Errorf("queued = %d, want 5 (4 round events and ArmFinished)", queued)
+	}
+	r.finish(20 * time.Millisecond)
+	select {
+	case <-r.done:
+	default:
+		t.Fatal("the recorder still runs after finish, though its tracker honours cancellation")
+	}
+	if got := r.droppedCount(); got != 11 {
+		t.Errorf("dropped after finish = %d, want 11 (6, and the 5 still queued)", got)
+	}
+	r.publish(UpdateAccepted{Arm: "fedavg", Round: 2, Site: "late"})
+	if got := r.droppedCount(); got != 12 {
+		t.Errorf("dropped after publishing to a finished recorder = %d, want 12", got)
+	}
+}
+
+// openStore opens a fresh SQLite tracking store.
+func openStore(t *testing.T) *tracking.SQLiteStore {
+	t.Helper()
+	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "cohort.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// runEvents feeds evs to a new recorder and waits until they are written.
+func runEvents(t *testing.T, store *tracking.SQLiteStore, evs ...Event) *recorder {
+	t.Helper()
+	r, _ := newTestRecorder(t, store, Config{})
+	for _, ev := range evs {
+		r.publish(ev)
+	}
+	r.finish(10 * time.Second)
+	if n := r.droppedCount(); n != 0 {
+		t.Fatalf("dropped %d events", n)
+	}
+	return r
+}
+
+// history is the values of a run's metric at step, in logging order.
+func metricValues(t *testing.T, store *tracking.SQLiteStore, runID, key string, step int64) []float64 {
+	t.Helper()
+	h, err := store.GetMetricHistory(context.Background(), runID, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []float64
+	for _, m := range h {
+		if m.Step == step {
+			out = append(out, m.Value)
+		}
+	}
+	return out
+}
+
+func tag(t *testing.T, store *tracking.SQLiteStore, runID, key string) string {
+	t.Helper()
+	run, err := store.GetRun(context.Background(), runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := run.Data.Tag(key)
+	return v
+}
+
+// TestRecorderRoundOutcomes scripts rounds and checks what each site run
+// says about them: an update aggregated by an attempt that then failed is
+// discarded (accepted 0), not credited; a site a failed attempt marked is
+// marked ok once a retry counts it.
+func TestRecorderRoundOutcomes(t *testing.T) {
+	store := openStore(t)
+	up := func(r int, site string) UpdateAccepted {
+		return UpdateAccepted{Arm: "fedavg", Round: r, Site: site, NumSamples: 10, Metrics: map[string]float64{"train_loss": 0.5}}
+	}
+	r := runEvents(t, store,
+		JobStarted{Experiment: "e", Params: map[string]string{"rounds": "2"}},
+		ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 2},
+		// Round 1, attempt 1: site-1 aggregated, site-2 failed, the round fails.
+		RoundStarted{Arm: "fedavg", Round: 1, Rounds: 2, Attempt: 1},
+		up(1, "site-1"),
+		UpdateRefused{Arm: "fedavg", Round: 1, Site: "site-2", Status: "failed", Reason: "out of memory"},
+		RoundFailed{Arm: "fedavg", Round: 1, Err: "quorum unreachable", Retry: true},
+		// Attempt 2: both count.
+		RoundStarted{Arm: "fedavg", Round: 1, Rounds: 2, Attempt: 2},
+		up(1, "site-1"), up(1, "site-2"),
+		RoundClosed{Arm: "fedavg", Round: 1, Rounds: 2, Metrics: map[string]float64{tracking.MetricRoundSeconds: 1}, EnergyMethod: "estimated",
+			WeightFractions: map[string]float64{"site-1": 0.5, "site-2": 0.5}},
+		// Round 2: site-1 aggregated, then the job stops before the round
+		// commits (this coordinator lost the lead).
+		RoundStarted{Arm: "fedavg", Round: 2, Rounds: 2, Attempt: 1},
+		up(2, "site-1"),
+		JobFinished{Interrupted: true},
+	)
+	arm := r.arms["fedavg"]
+	s1, s2 := arm.siteRuns["site-1"], arm.siteRuns["site-2"]
+	if s1 == "" || s2 == "" {
+		t.Fatalf("site runs = %v, want site-1 and site-2", arm.siteRuns)
+	}
+	for _, tc := range []struct {
+		run, site string
+		step      int64
+		want      []float64
+	}{
+		{s1, "site-1", 1, []float64{0, 1}}, // discarded by attempt 1, credited by attempt 2
+		{s2, "site-2", 1, []float64{0, 1}}, // failed in attempt 1, credited by attempt 2
+		{s1, "site-1", 2, nil},             // the round never committed
+	} {
+		if got := metricValues(t, store, tc.run, tracking.MetricAccepted, tc.step); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s accepted at round %d = %v, want %v", tc.site, tc.step, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		run, site, want string
+	}{
+		{s1, "site-1", "ok: accepted on attempt 2 (earlier: discarded: attempt 1 at the round failed (quorum unreachable); the update was not used)"},
+		{s2, "site-2", "ok: accepted on attempt 2 (earlier: failed: out of memory)"},
+	} {
+		if got := tag(t, store, tc.run, tracking.RoundStatusTag(1)); got != tc.want {
+			t.Errorf("%s %s = %q, want %q", tc.site, tracking.RoundStatusTag(1), got, tc.want)
+		}
+	}
+	if got := metricValues(t, store, s1, MetricWeightFraction, 1); fmt.Sprint(got) != "[0.5]" {
+		t.Errorf("site-1 weight_fraction at round 1 = %v, want [0.5]", got)
+	}
+	// The interrupted job's runs stay open for the next leader.
+	run, err := store.GetRun(context.Background(), r.jobRunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Info.Status != tracking.StatusRunning {
+		t.Errorf("interrupted job run status = %s, want RUNNING", run.Info.Status)
+	}
+}
+
+// TestRecorderCountsFailovers resumes a job twice: every run counts both
+// failovers and describes the last; a resumed round's discarded attempt is
+// never credited.
+func TestRecorderCountsFailovers(t *testing.T) {
+	store := openStore(t)
+	first := runEvents(t, store,
+		JobStarted{Experiment: "e"},
+		ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 2},
+		RoundStarted{Arm: "fedavg", Round: 1, Rounds: 2, Attempt: 1},
+		UpdateAccepted{Arm: "fedavg", Round: 1, Site: "site-1", NumSamples: 1},
+		JobFinished{Interrupted: true},
+	)
+	arm := first.arms["fedavg"]
+	ids := ha.RunIDs{Experiment: first.expID, Job: first.jobRunID, Arms: map[string]string{"fedavg": arm.runID}}
+	resume := func(coord string) {
+		runEvents(t, store,
+			JobStarted{Experiment: "e", Resumed: ids, Coordinator: coord},
+			ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 2, RunID: arm.runID, SiteRuns: arm.siteRuns},
+			ArmResumed{Arm: "fedavg", Round: 1, Coordinator: coord},
+			JobFinished{Interrupted: true},
+		)
+	}
+	resume("coord-b")
+	resume("coord-c")
+	for _, id := range []string{first.jobRunID, arm.runID, arm.siteRuns["site-1"]} {
+		if got := tag(t, store, id, TagFailovers); got != "2" {
+			t.Errorf("run %s: %s = %q, want 2", id, TagFailovers, got)
+		}
+		if got := tag(t, store, id, TagFailover); !strings.Contains(got, "coord-c") {
+			t.Errorf("run %s: %s = %q, want the last failover (coord-c)", id, TagFailover, got)
+		}
+	}
+	if got := metricValues(t, store, arm.siteRuns["site-1"], tracking.MetricAccepted, 1); len(got) != 0 {
+		t.Errorf("site-1 accepted at round 1 = %v, want none: the attempt never committed", got)
+	}
+	if got := metricValues(t, store, arm.runID, MetricFailover, 1); fmt.Sprint(got) != "[1 1]" {
+		t.Errorf("arm run failover at round 1 = %v, want [1 1]", got)
+	}
+}
