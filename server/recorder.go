@@ -314,10 +314,7 @@ func (r *recorder) jobStarted(ev JobStarted) {
 		}
 		r.logParams(r.jobRunID, ev.Params)
 	} else {
-		if _, err := r.tr.GetRun(ctx, r.jobRunID); err != nil {
-			r.log.Error("tracking_run_missing", "run", r.jobRunID, "coordinator", ev.Coordinator, "err", err,
-				"fix", "the coordinators of a cluster must share one tracking store: an MLflow server (tracking: {uri: \"http://…\"}) or one SQLite file")
-		}
+		// The runner checked that the run is in this store.
 		r.markFailover(ev.Coordinator, 0, r.jobRunID)
 	}
 	if ev.IdleWatts > 0 {

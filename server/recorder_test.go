@@ -143,6 +143,9 @@ func newTrackerCluster(t *testing.T, tr Tracker, cfg Config, logs io.Writer) *cl
 		cancel()
 		gs.Stop()
 		c.wg.Wait()
+		if err := coord.Close(); err != nil {
+			t.Errorf("Close = %v", err)
+		}
 	})
 	return c
 }
@@ -231,6 +234,7 @@ func newTestRecorder(t *testing.T, tr Tracker, cfg Config) (*recorder, *jobRun) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { coord.Close() })
 	j := &jobRun{id: "job-1", spec: spec, info: &pb.Job{JobId: "job-1"}, changed: make(chan struct{})}
 	return coord.newRecorder(context.Background(), j, tr, nil), j
 }

@@ -160,11 +160,19 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 		return err
 	}
 	j.tracker = tr
+	if id := j.runIDs.Job; id != "" {
+		// A job resumes into the runs it started: a coordinator that
+		// cannot see them would scatter the job over two stores.
+		if _, err := tr.GetRun(ctx, id); err != nil {
+			closeTracker()
+			return fmt.Errorf("resuming on coordinator %s: the job's tracking run %s is not in this coordinator's tracking store (%v); the coordinators of a cluster must share one tracking store: an MLflow server (tracking: {uri: \"http://…\"}) or one SQLite file", c.rep.ID(), id, err)
+		}
+	}
 	rec := c.newRecorder(ctx, j, tr, closeTracker)
 	started := JobStarted{Experiment: spec.Tracking.Experiment, Resumed: j.runIDs}
 	if started.Resumed.Job == "" {
 		started.Params = spec.Flatten()
-	} else if c.rep != nil {
+	} else {
 		started.Coordinator = c.rep.ID()
 	}
 	if c.deps.Idle != nil {
