@@ -324,3 +324,35 @@ func (d *Dialer) warnUnlisted(addr string) {
 		d.log.Warn("leader_not_listed", "leader", addr, "fix", "add the leader's address to coordinators: in this config")
 	}
 }
+
+// Electing reports whether err (from [Find]) holds a coordinator's
+// NOT_LEADER answer: the cluster is up but has no leader, or had none
+// when asked (an election).
+func Electing(err error) bool {
+	return anyError(err, func(e error) bool {
+		_, ok := pb.NotLeader(e)
+		return ok
+	})
+}
+
+// anyError reports whether f holds for err or an error it wraps, through
+// errors.Join's lists too.
+func anyError(err error, f func(error) bool) bool {
+	if err == nil {
+		return false
+	}
+	if f(err) {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return anyError(u.Unwrap(), f)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if anyError(e, f) {
+				return true
+			}
+		}
+	}
+	return false
+}
