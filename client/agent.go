@@ -187,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			<-life.Done() // draining: no new session; the drain ends Run
 			return nil
 		}
+		a.capabilities(ctx) // the data's lineage, once, without a probe's deadline
 		res, err := leader.Find(ctx, d, a.join)
 		if err != nil {
 			if ctx.Err() != nil {
