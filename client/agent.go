@@ -2,17 +2,22 @@ package client
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cohortfl/cohort/client/leader"
 	"github.com/cohortfl/cohort/data"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/train"
@@ -22,7 +27,8 @@ import (
 type Config struct {
 	// Name is the site's name; with TLS it must equal its certificate's CN.
 	Name string
-	// Targets are the coordinators' addresses, tried in turn.
+	// Targets are the coordinators' addresses (every node of a cluster),
+	// asked at once for the leader (package client/leader).
 	Targets []string
 	// DialOptions are passed to grpc.NewClient (credentials among them).
 	DialOptions []grpc.DialOption
@@ -35,9 +41,17 @@ type Config struct {
 	BackoffInitial, BackoffMax time.Duration
 	// ProgressInterval is the least time between progress messages (1s).
 	ProgressInterval time.Duration
+	// DrainTimeout bounds how long [Agent.Run], once its context is
+	// cancelled, lets the tasks in flight finish and upload their updates
+	// (default [DefaultDrainTimeout]); a negative value cancels them at
+	// once.
+	DrainTimeout time.Duration
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
 }
+
+// DefaultDrainTimeout is [Config.DrainTimeout]'s default.
+const DefaultDrainTimeout = 60 * time.Second
 
 // DataSource gives the agent the data a task trains and evaluates on.
 type DataSource interface {
@@ -104,9 +118,16 @@ type Agent struct {
 	trainers    TrainerFactory
 	meter       Meter
 
-	mu      sync.Mutex
-	tasks   map[string]context.CancelFunc
-	workers map[string]string // by job: the persistent worker of its latest arm here
+	// instance is this agent's id on the wire (pb.AgentInstanceKey).
+	instance string
+	// sleep is the dialer's backoff wait; nil waits on a timer (tests
+	// record the waits instead).
+	sleep func(ctx context.Context, d time.Duration) error
+
+	mu       sync.Mutex
+	draining bool // set once Run's context ended: no new task starts
+	tasks    map[string]context.CancelFunc
+	workers  map[string]string // by job: the persistent worker of its latest arm here
 
 	digestMu sync.Mutex
 	digests  map[*data.Dataset]string // of the datasets tasks trained on
@@ -137,6 +158,9 @@ func New(cfg Config, ds DataSource, tf TrainerFactory, meter Meter) (*Agent, err
 	if cfg.ProgressInterval <= 0 {
 		cfg.ProgressInterval = time.Second
 	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -144,6 +168,7 @@ func New(cfg Config, ds DataSource, tf TrainerFactory, meter Meter) (*Agent, err
 		cfg.Capabilities = &pb.Capabilities{}
 	}
 	return &Agent{
+		instance: newInstanceID(),
 		cfg:      cfg,
 		log:      cfg.Logger.With("site", cfg.Name),
 		data:     ds,
@@ -153,85 +178,135 @@ func New(cfg Config, ds DataSource, tf TrainerFactory, meter Meter) (*Agent, err
 	}, nil
 }
 
-// Run keeps the agent connected and serving tasks until ctx is cancelled; it
-// then cancels running tasks, waits for them and returns nil.
+// Run keeps the agent connected to the leading coordinator and serving
+// tasks until ctx is cancelled (SIGTERM, Ctrl-C), then drains: it takes no
+// new task, lets the tasks in flight finish and upload their updates for
+// up to DrainTimeout, cancels what is left, and returns nil. It returns an
+// error, without retrying, when the coordinator refuses the site for good:
+// another agent with the same name holds its session.
 func (a *Agent) Run(ctx context.Context) error {
-	conns := make([]*grpc.ClientConn, len(a.cfg.Targets))
-	for i, t := range a.cfg.Targets {
-		cc, err := grpc.NewClient(t, a.cfg.DialOptions...)
-		if err != nil {
-			return fmt.Errorf("site %s: coordinator address %q: %w", a.cfg.Name, t, err)
-		}
-		conns[i] = cc
+	d, err := leader.New(leader.Config{
+		Targets: a.cfg.Targets, DialOptions: a.cfg.DialOptions, AttemptTimeout: joinTimeout,
+		BackoffInitial: a.cfg.BackoffInitial, BackoffMax: a.cfg.BackoffMax,
+		Logger: a.log, Sleep: a.sleep,
+	})
+	if err != nil {
+		return fmt.Errorf("site %s: %w", a.cfg.Name, err)
 	}
-	defer func() {
-		for _, cc := range conns {
-			cc.Close()
-		}
+	defer d.Close()
+	// life is the sessions' and tasks' context: it outlives ctx by the
+	// drain.
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		a.drain(ctx, life, stop)
 	}()
-	defer a.wg.Wait()
-	backoff := a.cfg.BackoffInitial
-	for i := 0; ; {
-		started := time.Now()
-		err := a.serve(ctx, conns[i])
+	defer func() {
+		stop()
+		<-drained
+		a.wg.Wait()
+	}()
+	for {
 		if ctx.Err() != nil {
-			a.cancelAll()
+			<-life.Done() // draining: no new session; the drain ends Run
 			return nil
+		}
+		a.capabilities(ctx) // the data's lineage, once, without a probe's deadline
+		res, err := leader.Find(ctx, d, a.join)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			return fmt.Errorf("site %s: %w", a.cfg.Name, refusal(err))
+		}
+		started := time.Now()
+		err = a.serve(life, res.Conn, res.Value)
+		switch {
+		case life.Err() != nil:
+			return nil
+		case status.Code(err) == codes.FailedPrecondition:
+			return fmt.Errorf("site %s: %w", a.cfg.Name, refusal(err))
+		case ctx.Err() != nil:
+			continue // the session broke while draining: nothing more goes through it
 		}
 		if time.Since(started) > 10*a.cfg.BackoffInitial+time.Second {
-			backoff = a.cfg.BackoffInitial // the session was up for a while
+			d.Reset() // the session was up for a while
 		}
-		next, hinted := a.nextTarget(i, err)
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if hinted {
-			// A follower named its leader (or the cluster is electing
-			// one): go there soon, and keep the backoff short.
-			backoff = a.cfg.BackoffInitial
-			wait = backoff/2 + rand.N(backoff/2+1)
-		}
-		a.log.Warn("session_lost", "coordinator", a.cfg.Targets[i], "err", err, "next", a.cfg.Targets[next], "retry_in", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			a.cancelAll()
-			return nil
-		case <-t.C:
-		}
-		if !hinted {
-			backoff = min(2*backoff, a.cfg.BackoffMax)
-		}
-		i = next
+		a.log.Warn("session_lost", "coordinator", res.Target, "err", err)
+		_ = d.Pause(ctx) // a NOT_LEADER without progress backs off too
 	}
 }
 
-// nextTarget returns the coordinator to try after target i failed with
-// err: the leader a follower named, when the site lists it (hinted), else
-// the next in turn. A coordinator that is not the leader and knows none is
-// a cluster mid-election: the next in turn, also hinted (short wait).
-func (a *Agent) nextTarget(i int, err error) (next int, hinted bool) {
-	next = (i + 1) % len(a.cfg.Targets)
-	addr, ok := pb.NotLeader(err)
-	if !ok {
-		return next, false
+// joinTimeout bounds one Join.
+const joinTimeout = 30 * time.Second
+
+// refusal words the coordinator's final refusal of the site.
+func refusal(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
+		return fmt.Errorf("the coordinator refused this site: %s: %w", st.Message(), ErrRefused)
 	}
-	if addr == "" {
-		return next, true
-	}
-	for k, t := range a.cfg.Targets {
-		if t == addr {
-			return k, true
-		}
-	}
-	a.log.Warn("leader_not_listed", "leader", addr, "fix", "add the leader's address to coordinators: in the site's config")
-	return next, true
+	return err
 }
 
-func (a *Agent) cancelAll() {
+// ErrRefused is returned by [Agent.Run] when the coordinator refuses the
+// site for good (another agent with the same name holds its session):
+// retrying would not help.
+var ErrRefused = errors.New("site refused")
+
+// join is the dialer's probe: it joins the coordinator behind cc, which
+// answers NOT_LEADER unless it leads. A refusal because another agent
+// holds the site's session is final.
+func (a *Agent) join(ctx context.Context, cc *grpc.ClientConn) (*pb.JoinResponse, error) {
+	jr, err := pb.NewCoordinatorServiceClient(cc).Join(a.withInstance(ctx),
+		&pb.JoinRequest{SiteName: a.cfg.Name, Version: a.cfg.Version, Capabilities: a.capabilities(ctx)})
+	if status.Code(err) == codes.FailedPrecondition {
+		return nil, leader.Final(err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("joining: %w", err)
+	}
+	return jr, nil
+}
+
+// withInstance adds the agent's instance id to a call's metadata: the
+// coordinator tells a reconnect of this agent from a second agent with the
+// same name by it.
+func (a *Agent) withInstance(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, pb.AgentInstanceKey, a.instance)
+}
+
+// drain waits for ctx to end, then lets the tasks in flight finish (for
+// up to DrainTimeout) while refusing new ones, and ends life with stop.
+func (a *Agent) drain(ctx, life context.Context, stop context.CancelFunc) {
+	defer stop()
+	select {
+	case <-life.Done():
+		return
+	case <-ctx.Done():
+	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, c := range a.tasks {
-		c()
+	a.draining = true
+	n := len(a.tasks)
+	a.mu.Unlock()
+	if n == 0 || a.cfg.DrainTimeout < 0 {
+		a.log.Info("site_stopping", "tasks_cancelled", n)
+		return
+	}
+	a.log.Info("site_draining", "tasks", n, "timeout", a.cfg.DrainTimeout)
+	idle := make(chan struct{})
+	go func() {
+		a.wg.Wait()
+		close(idle)
+	}()
+	t := time.NewTimer(a.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+		a.log.Info("site_drained")
+	case <-t.C:
+		a.log.Warn("drain_timed_out", "tasks_cancelled", len(a.running()), "fix", "raise the drain timeout (cohort site --drain-timeout) for tasks that take longer")
+	case <-life.Done():
 	}
 }
 
@@ -278,18 +353,13 @@ func (a *Agent) capabilities(ctx context.Context) *pb.Capabilities {
 	return a.cfg.Capabilities
 }
 
-// serve joins through cc and serves one session until it breaks.
-func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn) error {
+// serve opens the session of join jr through cc and serves it until it
+// breaks or ctx ends.
+func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn, jr *pb.JoinResponse) error {
 	cli := pb.NewCoordinatorServiceClient(cc)
-	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	jr, err := cli.Join(jctx, &pb.JoinRequest{SiteName: a.cfg.Name, Version: a.cfg.Version, Capabilities: a.capabilities(ctx)})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("joining: %w", err)
-	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := cli.Session(sctx)
+	stream, err := cli.Session(a.withInstance(sctx))
 	if err != nil {
 		return fmt.Errorf("opening session: %w", err)
 	}
@@ -336,6 +406,13 @@ func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn) error {
 	}
 }
 
+// newInstanceID returns a random id for an agent process.
+func newInstanceID() string {
+	var b [12]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
 func (a *Agent) running() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -362,9 +439,17 @@ func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, 
 		tctx, cancel = context.WithDeadline(ctx, time.UnixMilli(t.GetDeadlineUnixMs()))
 	}
 	a.mu.Lock()
+	if a.draining {
+		a.mu.Unlock()
+		cancel()
+		a.log.Info("task_refused_draining", "task", t.GetTaskId())
+		_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Failed{Failed: &pb.TaskFailed{TaskId: t.GetTaskId(),
+			Reason: "site " + a.cfg.Name + " is shutting down (draining its tasks in flight); it takes no new task"}}})
+		return
+	}
 	a.tasks[t.GetTaskId()] = cancel
+	a.wg.Add(1) // under a.mu: the drain waits only once no task can start
 	a.mu.Unlock()
-	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		defer func() {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohortfl/cohort/model"
@@ -159,6 +161,14 @@ type siteConn struct {
 	caps      *pb.Capabilities
 	send      chan *pb.CoordinatorMessage
 	done      chan struct{} // closed when the session ends
+
+	// instance is the agent process's id (pb.AgentInstanceKey; "" from
+	// an agent that sends none), addr where it connects from and since
+	// when: what a second agent with the same name is told.
+	instance string
+	addr     string
+	since    time.Time
+	lastSeen atomic.Int64 // unix nanoseconds of the last message
 }
 
 // pendingJoin is a site that joined and has yet to open its session.
@@ -329,6 +339,11 @@ func (c *Coordinator) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRe
 	id := newID()
 	now := c.now()
 	c.mu.Lock()
+	if err := c.siteTakenLocked(name, agentInstance(ctx), now); err != nil {
+		c.mu.Unlock()
+		c.log.Warn("join_refused", "site", name, "err", err)
+		return nil, toStatus(fmt.Errorf("join: %w", err))
+	}
 	// One pending join per site: a site that joins again before opening
 	// its session (or floods Join) replaces its earlier one. Joins never
 	// followed by a session expire.
@@ -377,8 +392,15 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 		sessionID: hello.GetSessionId(),
 		send:      make(chan *pb.CoordinatorMessage, 64),
 		done:      make(chan struct{}),
+		instance:  agentInstance(stream.Context()),
+		addr:      peerAddr(stream.Context()),
+		since:     c.now(),
 	}
-	c.addSite(conn)
+	conn.lastSeen.Store(conn.since.UnixNano())
+	if err := c.addSite(conn); err != nil {
+		c.log.Warn("session_refused", "site", name, "err", err)
+		return toStatus(fmt.Errorf("session: %w", err))
+	}
 	defer c.removeSite(conn)
 	if err := c.notLeader(); err != nil {
 		return err // stepped down between Join and Session
@@ -412,6 +434,7 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 				recvErr <- err
 				return
 			}
+			conn.lastSeen.Store(c.now().UnixNano())
 			select {
 			case alive <- struct{}{}:
 			default:
@@ -455,8 +478,16 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 	return toStatus(err)
 }
 
-func (c *Coordinator) addSite(conn *siteConn) {
+// addSite makes conn its site's session. A reconnect of the same agent
+// (or of one whose session went silent) replaces the old session; another
+// agent with the same name while the first one's session is alive is
+// refused with [ErrSiteConnected].
+func (c *Coordinator) addSite(conn *siteConn) error {
 	c.mu.Lock()
+	if err := c.siteTakenLocked(conn.name, conn.instance, conn.since); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	old := c.sites[conn.name]
 	c.sites[conn.name] = conn
 	c.notifySitesLocked()
@@ -469,6 +500,50 @@ func (c *Coordinator) addSite(conn *siteConn) {
 		close(old.done)
 	}
 	c.log.Info("site_connected", "site", conn.name)
+	return nil
+}
+
+// siteTakenLocked returns [ErrSiteConnected] when another agent instance
+// than instance holds name's session and that session is alive: it sent
+// something within the session timeout (3 heartbeat intervals without
+// one). An agent that names no instance (an older version) is not
+// checked: its session is replaced, as it always was. c.mu is held.
+func (c *Coordinator) siteTakenLocked(name, instance string, now time.Time) error {
+	old := c.sites[name]
+	if old == nil || instance == "" || old.instance == "" || old.instance == instance {
+		return nil
+	}
+	stale := c.cfg.SessionTimeout
+	if stale <= 0 {
+		stale = 3 * c.cfg.HeartbeatInterval
+	}
+	silent := now.Sub(time.Unix(0, old.lastSeen.Load()))
+	if silent >= stale {
+		return nil // the old agent is gone; its session has yet to time out
+	}
+	return fmt.Errorf("%w: site %q is already connected from %s since %s; stop the other agent, or wait %s after it died",
+		ErrSiteConnected, name, old.addr, old.since.UTC().Format(time.RFC3339), (stale - silent).Round(time.Second))
+}
+
+// agentInstance is the agent instance id a site's call carries in its
+// metadata ([pb.AgentInstanceKey]); "" when it sends none.
+func agentInstance(ctx context.Context) string {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ""
+	}
+	if v := md.Get(pb.AgentInstanceKey); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// peerAddr is the address a call comes from, or "an unknown address".
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "an unknown address"
 }
 
 // removeSite ends a site's session and forgets what the coordinator

@@ -41,6 +41,11 @@ var (
 	ErrSessionExpired = errors.New("session expired")
 	// ErrClosed is returned once the coordinator is shutting down.
 	ErrClosed = errors.New("coordinator shutting down")
+	// ErrSiteConnected is returned when a site joins or opens its session
+	// while another agent (another instance, with the same name) holds a
+	// live session: two agents with one kit. It maps to
+	// FailedPrecondition, which tells the agent not to retry.
+	ErrSiteConnected = errors.New("site already connected")
 )
 
 // toStatus maps an error to a gRPC status. A bare error reaching gRPC as
@@ -58,7 +63,7 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrUnknownSite), errors.Is(err, ErrUnknownJob),
 		errors.Is(err, ErrUnknownTask), errors.Is(err, ErrUnknownModel):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrStaleRound), errors.Is(err, ErrTaskMismatch):
+	case errors.Is(err, ErrStaleRound), errors.Is(err, ErrTaskMismatch), errors.Is(err, ErrSiteConnected):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrNotYourTask):
 		return status.Error(codes.PermissionDenied, err.Error())

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cohortfl/cohort/client/leader"
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/internal/federation"
 	"github.com/cohortfl/cohort/job"
@@ -53,9 +54,28 @@ func newAdminFlags(name, usage string, stdout, stderr io.Writer) *adminFlags {
 	return a
 }
 
-// jobsClient connects to the first coordinator of the admin kit that
-// answers and returns its Jobs API.
-func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func(), error) {
+// leaderConn is an admin command's Jobs API on the coordinator that
+// leads the admin kit's cluster, found through the leader dialer: every
+// coordinator is asked at once, so one that is down costs nothing while
+// another leads.
+type leaderConn struct {
+	pb.JobsServiceClient
+	d      *leader.Dialer
+	config string
+	leader string // its address
+}
+
+// Admin commands' patience with a cluster: how long one coordinator has to
+// answer (one that is restarting gets that long to come up), and how long
+// a command waits for an election to name a leader.
+const (
+	adminAttemptTimeout = 10 * time.Second
+	adminPatience       = 15 * time.Second
+)
+
+// jobsClient connects to the coordinator of the admin kit that leads and
+// returns its Jobs API; done closes it.
+func (a *adminFlags) jobsClient(ctx context.Context) (*leaderConn, func(), error) {
 	cfg, err := deploy.LoadAdminConfig(*a.config)
 	if err != nil {
 		return nil, nil, err
@@ -64,43 +84,62 @@ func (a *adminFlags) jobsClient(ctx context.Context) (pb.JobsServiceClient, func
 	if err != nil {
 		return nil, nil, err
 	}
-	// A cluster mid-election has no leader for a second or two: while a
-	// coordinator answers "not the leader", try again for a while.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var errs []error
-		electing := false
-		for _, target := range cfg.Coordinators {
-			cc, err := grpc.NewClient(target, dial...)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", target, err))
-				continue
-			}
-			cli := pb.NewJobsServiceClient(cc)
-			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err = cli.ListJobs(pctx, &pb.ListJobsRequest{}, grpc.WaitForReady(true))
-			cancel()
-			if err == nil {
-				return cli, func() { cc.Close() }, nil
-			}
-			cc.Close()
-			if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated) {
-				return nil, nil, fmt.Errorf("coordinator %s refused this kit: %s", target, s.Message())
-			}
-			_, nl := pb.NotLeader(err)
-			electing = electing || nl
-			errs = append(errs, fmt.Errorf("%s: %s", target, status.Convert(err).Message()))
-		}
-		if !electing || time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("no coordinator of %s answered; check that one runs and that coordinators: lists its address: %w", *a.config, errors.Join(errs...))
-		}
-		time.Sleep(200 * time.Millisecond)
+	d, err := leader.New(leader.Config{
+		Targets: cfg.Coordinators, DialOptions: dial,
+		AttemptTimeout: adminAttemptTimeout, Patience: adminPatience, FailFast: true,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", *a.config, err)
 	}
+	c := &leaderConn{d: d, config: *a.config}
+	if err := c.reconnect(ctx); err != nil {
+		d.Close()
+		return nil, nil, err
+	}
+	return c, func() { d.Close() }, nil
+}
+
+// reconnect finds the leader (again, after a failover) and points c's
+// Jobs API at it.
+func (c *leaderConn) reconnect(ctx context.Context) error {
+	res, err := leader.Find(ctx, c.d, listJobsProbe)
+	if err != nil {
+		if leader.IsFinal(err) {
+			return fmt.Errorf("coordinator %s refused this kit: %s", res.Target, statusMessage(err))
+		}
+		if leader.Electing(err) {
+			return fmt.Errorf("no coordinator of %s leads: an election takes a few seconds; if this lasts, check that a majority of them run and reach each other (cohort cluster status -c %s): %w", c.config, c.config, err)
+		}
+		return fmt.Errorf("no coordinator of %s answered; check that one runs and that coordinators: lists its address: %w", c.config, err)
+	}
+	c.JobsServiceClient = pb.NewJobsServiceClient(res.Conn)
+	c.leader = res.Target
+	return nil
+}
+
+// statusMessage is the message of the gRPC status err holds (through
+// wrapping), or err's text when it holds none.
+func statusMessage(err error) string {
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) {
+		return gs.GRPCStatus().Message()
+	}
+	return err.Error()
+}
+
+// listJobsProbe asks one coordinator whether it leads: followers refuse
+// ListJobs with NOT_LEADER. A refused kit is final.
+func listJobsProbe(ctx context.Context, cc *grpc.ClientConn) (struct{}, error) {
+	_, err := pb.NewJobsServiceClient(cc).ListJobs(ctx, &pb.ListJobsRequest{}, grpc.WaitForReady(true))
+	if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated) {
+		return struct{}{}, leader.Final(err)
+	}
+	return struct{}{}, err
 }
 
 // jobArg parses a command's flags and its job ID, and connects to the
 // coordinator that leads.
-func (a *adminFlags) jobArg(ctx context.Context, args []string) (string, pb.JobsServiceClient, func(), error) {
+func (a *adminFlags) jobArg(ctx context.Context, args []string) (string, *leaderConn, func(), error) {
 	id, err := a.parseJobID(args)
 	if err != nil {
 		return "", nil, nil, err
@@ -159,20 +198,17 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // follow prints a job's progress until it ends. When the coordinator
 // goes away mid-job (a cluster's leader that failed), it finds the next
-// leader among the kit's coordinators and follows the job there.
-func (a *adminFlags) follow(ctx context.Context, cli pb.JobsServiceClient, id string, stdout io.Writer) (*pb.Job, error) {
+// leader through the kit's dialer and follows the job there.
+func (a *adminFlags) follow(ctx context.Context, cli *leaderConn, id string, stdout io.Writer) (*pb.Job, error) {
 	for failovers := 0; ; failovers++ {
 		j, err := federation.WatchJob(ctx, cli, id, stdout, false)
 		if err == nil || ctx.Err() != nil || status.Code(err) != codes.Unavailable || failovers == 5 {
 			return j, err
 		}
-		fmt.Fprintf(stdout, "  lost the coordinator (%s); following job %s on the next leader\n", status.Convert(err).Message(), id)
-		next, done, cerr := a.jobsClient(ctx)
-		if cerr != nil {
+		fmt.Fprintf(stdout, "  lost the coordinator (%s); following job %s on the next leader\n", statusMessage(err), id)
+		if cerr := cli.reconnect(ctx); cerr != nil {
 			return nil, fmt.Errorf("following job %s after losing its coordinator: %w", id, cerr)
 		}
-		defer done()
-		cli = next
 	}
 }
 
@@ -280,16 +316,79 @@ func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer done()
+	var cur eventCursor
+	for lost := 0; ; {
+		err := printEvents(ctx, cli, id, *follow, &cur, stdout)
+		if err == nil {
+			return nil
+		}
+		// A failover: the stream breaks (Unavailable), or the old leader
+		// says it no longer leads. Go on on the new leader, after the
+		// last event printed.
+		if !*follow || ctx.Err() != nil || status.Code(err) != codes.Unavailable {
+			return fmt.Errorf("job %s: %s", id, status.Convert(err).Message())
+		}
+		if cur.progressed {
+			lost = 0
+		}
+		if lost++; lost > 5 {
+			return fmt.Errorf("job %s: lost the coordinator %d times without a new event: %s", id, lost-1, status.Convert(err).Message())
+		}
+		fmt.Fprintf(stderr, "lost the coordinator %s (%s); following job %s on the next leader\n", cli.leader, statusMessage(err), id)
+		if cerr := cli.reconnect(ctx); cerr != nil {
+			return fmt.Errorf("following job %s after losing its coordinator: %w", id, cerr)
+		}
+		cur.resume()
+	}
+}
+
+// eventCursor is where `cohort logs` is in a job's events, so that after
+// a failover the new leader's replay prints only what is new: events
+// older than the last printed one, and the ones printed at its
+// millisecond, are skipped until a newer one arrives. (An event the new
+// leader stamped earlier than the last printed one, by a clock behind the
+// old leader's, is skipped too.)
+type eventCursor struct {
+	lastMs     int64
+	atLast     map[string]bool // lines printed at lastMs
+	resuming   bool
+	progressed bool // an event was printed since the last resume
+}
+
+// resume starts a replay.
+func (c *eventCursor) resume() { c.resuming, c.progressed = true, false }
+
+// print writes line, the event of unixMs, unless a resumed stream already
+// printed it.
+func (c *eventCursor) print(w io.Writer, unixMs int64, line string) {
+	if c.resuming {
+		if unixMs < c.lastMs || (unixMs == c.lastMs && c.atLast[line]) {
+			return
+		}
+		c.resuming = false
+	}
+	if unixMs != c.lastMs || c.atLast == nil {
+		c.lastMs, c.atLast = unixMs, make(map[string]bool)
+	}
+	c.atLast[line] = true
+	c.progressed = true
+	fmt.Fprintln(w, line)
+}
+
+// printEvents prints a job's events from cli's coordinator through cur:
+// until the job ends with follow, else until no event arrives for a
+// moment. It returns nil at the end and the stream's error when it breaks.
+func printEvents(ctx context.Context, cli pb.JobsServiceClient, id string, follow bool, cur *eventCursor, stdout io.Writer) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := cli.WatchJob(wctx, &pb.WatchJobRequest{JobId: id})
 	if err != nil {
-		return fmt.Errorf("job %s: %s", id, status.Convert(err).Message())
+		return err
 	}
 	// Without -f, print what has happened so far: stop once no event
 	// arrives for a moment.
 	var idle *time.Timer
-	if !*follow {
+	if !follow {
 		idle = time.AfterFunc(2*time.Second, cancel)
 		defer idle.Stop()
 	}
@@ -299,7 +398,7 @@ func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("job %s: %s", id, status.Convert(err).Message())
+			return err
 		}
 		if idle != nil {
 			idle.Reset(500 * time.Millisecond)
@@ -320,7 +419,7 @@ func logsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if ev.GetMessage() != "" {
 			line += "  " + ev.GetMessage()
 		}
-		fmt.Fprintln(stdout, line)
+		cur.print(stdout, ev.GetUnixMs(), line)
 	}
 }
 

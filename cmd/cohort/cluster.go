@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -35,18 +36,38 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	// Every node is asked at once: one that is down costs its timeout
+	// once, not once per node before it.
+	type answer struct {
+		st  *pb.ClusterStatusResponse
+		err error
+	}
+	answers := make([]answer, len(cfg.Coordinators))
+	var wg sync.WaitGroup
+	for i, target := range cfg.Coordinators {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := clusterStatus(ctx, target, dial)
+			answers[i] = answer{st, err}
+		}()
+	}
+	wg.Wait()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tNODE\tSTATE\tTERM\tLAST_INDEX\tCOMMIT\tAPPLIED\tSNAPSHOT\tLEADER\tCONTACT\tJOBS\tSITES")
-	answered := 0
+	answered, leading := 0, 0
 	var unreachable []string
-	for _, target := range cfg.Coordinators {
-		st, err := clusterStatus(ctx, target, dial)
+	for i, target := range cfg.Coordinators {
+		st, err := answers[i].st, answers[i].err
 		if err != nil {
 			fmt.Fprintf(tw, "%s\t-\tunreachable\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", target)
 			unreachable = append(unreachable, fmt.Sprintf("%s: %s", target, status.Convert(err).Message()))
 			continue
 		}
 		answered++
+		if s := st.GetState(); s == "leader" || s == "standalone" {
+			leading++
+		}
 		leader := "-"
 		if l := st.GetLeader(); l.GetId() != "" {
 			leader = l.GetId() + " (" + l.GetGrpcAddress() + ")"
@@ -70,6 +91,9 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if answered == 0 {
 		return fmt.Errorf("no coordinator of %s answered; check that they run and that coordinators: lists their addresses", *a.config)
+	}
+	if leading == 0 {
+		return fmt.Errorf("no leader: %d of %d coordinators answered and none leads; check that a majority of the cluster's nodes run (a cluster of 3 needs 2) and reach each other on their raft addresses, and read their logs for elections", answered, len(cfg.Coordinators))
 	}
 	return nil
 }

@@ -25,11 +25,18 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	path := fs.String("c", "site.yaml", "the site's config file (from its startup kit)")
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's log.level)")
 	format := fs.String("log-format", "", "log format: text or json (default: the config's log.format)")
+	drain := fs.Duration("drain-timeout", client.DefaultDrainTimeout, "on SIGTERM or Ctrl-C, how long the tasks in flight have to finish and upload their updates before they are cancelled (0: cancel at once)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("site takes no arguments, got %q; the config file goes after -c", fs.Args())
+	}
+	if *drain < 0 {
+		return fmt.Errorf("--drain-timeout %s is negative; give a duration such as 60s, or 0 to cancel tasks at once", *drain)
+	}
+	if *drain == 0 {
+		*drain = -1 // client.Config: negative cancels at once, zero is the default
 	}
 	cfg, err := deploy.LoadSiteConfig(*path)
 	if err != nil {
@@ -64,7 +71,7 @@ func siteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	a, err := client.New(client.Config{
 		Name: cfg.Name, Targets: cfg.Coordinators, DialOptions: dial, Version: version,
-		Capabilities: caps, Logger: log,
+		Capabilities: caps, Logger: log, DrainTimeout: *drain,
 	}, &client.LocalData{Paths: cfg.Data, Site: cfg.Name, Logger: log}, trainers, siteMeter)
 	if err != nil {
 		return err

@@ -24,6 +24,13 @@ const (
 	LeaderAddressKey = "leader_address"
 )
 
+// AgentInstanceKey is the gRPC metadata key under which a site agent
+// sends, on Join and Session, an id drawn once per agent process. The
+// coordinator accepts a reconnect of the instance that holds a site's
+// session and refuses another instance (a second agent with the same kit)
+// with codes.FailedPrecondition while that session is alive.
+const AgentInstanceKey = "cohort-agent-instance"
+
 // NotLeader reports whether err is a coordinator's refusal for not being
 // the leader and, when it names one, the leader's gRPC address.
 func NotLeader(err error) (leaderAddress string, ok bool) {
