@@ -228,7 +228,8 @@ func Find[T any](ctx context.Context, d *Dialer, probe Probe[T]) (Result[T], err
 		if (d.cfg.FailFast && !answered) || (d.cfg.Patience > 0 && time.Since(start) >= d.cfg.Patience) {
 			return res, fmt.Errorf("%w: %w", ErrNoLeader, err)
 		}
-		d.log.Debug("no_leader_yet", "err", err)
+		// Warn: a site whose kit the coordinators refuse says why here.
+		d.log.Warn("no_leader_yet", "err", err)
 		if perr := d.Pause(ctx); perr != nil {
 			return res, fmt.Errorf("finding the leader: %w (last answers: %w)", perr, err)
 		}
