@@ -322,6 +322,17 @@ func (s *session) send(m *pb.SiteMessage) error {
 	return s.stream.Send(m)
 }
 
+// closeSend tells the coordinator the agent is leaving.
+func (s *session) closeSend() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.CloseSend()
+}
+
+// leaveTimeout bounds how long a stopping agent waits for the coordinator
+// to end its session.
+const leaveTimeout = 2 * time.Second
+
 // Lineager is a [DataSource] that can say, before any task, which
 // training data it holds: its name ("DATASET/SPLIT"), digest and sample
 // count. The agent declares it when it joins, and the coordinator caps
@@ -357,13 +368,35 @@ func (a *Agent) capabilities(ctx context.Context) *pb.Capabilities {
 // breaks or ctx ends.
 func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn, jr *pb.JoinResponse) error {
 	cli := pb.NewCoordinatorServiceClient(cc)
-	sctx, cancel := context.WithCancel(ctx)
+	tctx, cancelTasks := context.WithCancel(ctx) // the session's tasks and heartbeats
+	defer cancelTasks()
+	// The stream outlives ctx by up to leaveTimeout: when the agent stops it
+	// closes its side and waits for the coordinator to end the session, so
+	// that the site's name is free once Run returns.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stream, err := cli.Session(a.withInstance(sctx))
 	if err != nil {
 		return fmt.Errorf("opening session: %w", err)
 	}
 	s := &session{stream: stream}
+	ended := make(chan struct{})
+	defer close(ended)
+	go func() {
+		select {
+		case <-ended:
+			return
+		case <-ctx.Done():
+		}
+		_ = s.closeSend()
+		t := time.NewTimer(leaveTimeout)
+		defer t.Stop()
+		select {
+		case <-ended:
+		case <-t.C:
+			cancel()
+		}
+	}()
 	if err := s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Hello{Hello: &pb.SessionHello{SessionId: jr.GetSessionId(), SiteName: a.cfg.Name}}}); err != nil {
 		return fmt.Errorf("sending hello: %w", err)
 	}
@@ -378,7 +411,7 @@ func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn, jr *pb.JoinRespo
 		defer t.Stop()
 		for {
 			select {
-			case <-sctx.Done():
+			case <-tctx.Done():
 				return
 			case now := <-t.C:
 				if err := s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Heartbeat{Heartbeat: &pb.Heartbeat{UnixMs: now.UnixMilli(), RunningTasks: a.running()}}}); err != nil {
@@ -397,7 +430,7 @@ func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn, jr *pb.JoinRespo
 		}
 		switch msg := m.Msg.(type) {
 		case *pb.CoordinatorMessage_Task:
-			a.startTask(sctx, cli, s, msg.Task)
+			a.startTask(tctx, cli, s, msg.Task)
 		case *pb.CoordinatorMessage_Cancel:
 			a.cancelTask(msg.Cancel.GetTaskId(), msg.Cancel.GetReason())
 		default:

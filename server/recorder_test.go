@@ -160,6 +160,7 @@ func TestTrackingNeverHoldsUpARound(t *testing.T) {
 		name     string
 		tracker  func(t *testing.T) Tracker
 		queue    int
+		drain    time.Duration // 0: the default; only the blocking tracker is cut short
 		wantLogs []string
 	}{
 		{name: "working", tracker: func(t *testing.T) Tracker {
@@ -172,13 +173,13 @@ func TestTrackingNeverHoldsUpARound(t *testing.T) {
 		}},
 		{name: "failing", tracker: func(*testing.T) Tracker { return failingTracker{} },
 			wantLogs: []string{"tracking_experiment_failed", errTrackerDown.Error()}},
-		{name: "blocking", tracker: func(*testing.T) Tracker { return newBlockingTracker() }, queue: 4,
+		{name: "blocking", tracker: func(*testing.T) Tracker { return newBlockingTracker() }, queue: 4, drain: 200 * time.Millisecond,
 			wantLogs: []string{"tracking_events_dropped", "tracking_drain_timeout", "tracking_events_dropped_total"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs syncBuffer
 			tr := tc.tracker(t)
-			c := newTrackerCluster(t, tr, Config{RecordQueue: tc.queue, RecordDrain: 200 * time.Millisecond}, &logs)
+			c := newTrackerCluster(t, tr, Config{RecordQueue: tc.queue, RecordDrain: tc.drain}, &logs)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			for _, s := range []*fakeSite{
