@@ -174,6 +174,12 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("reading the job file: %w", err)
 	}
+	// The file is checked here first, so that its problems are named
+	// FILE:LINE:COL as `cohort run` names them; the coordinator checks it
+	// again, with what only it knows (its test sets, its limits).
+	if _, err := job.ParseFile(a.fs.Arg(0), src); err != nil {
+		return err
+	}
 	cli, done, err := a.jobsClient(ctx)
 	if err != nil {
 		return err

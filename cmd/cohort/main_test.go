@@ -70,6 +70,9 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"site", "-c", "/no/such/site.yaml"}, "site.yaml"},
 		{[]string{"submit", "-c", "/no/such/admin.yaml", "../../examples/fashion-mnist/quick.yaml"}, "admin.yaml"},
 		{[]string{"submit", "-c", "/no/such/admin.yaml"}, "one job file"},
+		// The job file is checked before the coordinator is dialled, with
+		// its problems at FILE:LINE:COL.
+		{[]string{"submit", "-c", "/no/such/admin.yaml", "testdata/typo.yaml"}, `testdata/typo.yaml:3:1: unknown key "round"`},
 		{[]string{"status"}, "one job ID"},
 		{[]string{"jobs", "-c", "/no/such/admin.yaml"}, "admin.yaml"},
 		{[]string{"data"}, "split"},
