@@ -9,6 +9,13 @@
 // [Krum] and [MultiKrum] (Blanchard et al., 2017), which pick the updates
 // closest to their neighbours. [New] builds one by its job-file name.
 //
+// What a strategy has the sites train with lives here too, in one place:
+// [ClientSettings] (FedProx's μ today), their values under a strategy
+// ([ClientParams], which a strategy declares by implementing [ClientSide])
+// and their parameter names ([ClientParamNames]). The coordinator writes
+// them into each train task, and a site reads them back with
+// [ReadClientSettings].
+//
 // Over FedAvg's aggregate sit the server optimizers of [FedOpt] (Reddi et
 // al., 2021: fedadam, fedyogi, fedadagrad; and fedavgm), whose moments
 // are server state the coordinator replicates through [Stateful]. The

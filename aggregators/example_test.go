@@ -83,3 +83,23 @@ func ExampleKrum() {
 	fmt.Println(next.Tensors[0].Data, metrics["selected"], metrics["selected_index"])
 	// Output: [1 1] 1 0
 }
+
+// ExampleClientParams: what the sites train with under a strategy, as the
+// coordinator sends it with each task and records it with the arm's run.
+func ExampleClientParams() {
+	prox, err := aggregators.New("fedprox", map[string]float64{aggregators.ParamMu: 0.01})
+	if err != nil {
+		panic(err)
+	}
+	avg, err := aggregators.New("fedavg", nil)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(aggregators.ClientParamNames())
+	fmt.Println(aggregators.ClientParams(prox).Mu)
+	fmt.Println(aggregators.ClientParams(avg).Params())
+	// Output:
+	// [mu]
+	// 0.01
+	// map[mu:0]
+}

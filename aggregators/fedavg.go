@@ -97,15 +97,21 @@ func (f *FedAvg) BeginSeeded(global *model.Weights, seed uint64, round int) (Rou
 }
 
 // FedProx is FedProx (Li et al., 2020) on the server: aggregation is
-// FedAvg's. Mu is sent to the sites (see [ClientMu]), whose local
-// objective adds the proximal term μ/2·‖w − w_global‖².
+// FedAvg's. Mu is sent to the sites (its [FedProx.ClientSettings]), whose
+// local objective adds the proximal term μ/2·‖w − w_global‖².
 type FedProx struct {
 	FedAvg
 	// Mu is the proximal coefficient μ ≥ 0.
 	Mu float64
 }
 
-var _ Strategy = (*FedProx)(nil)
+var (
+	_ Strategy   = (*FedProx)(nil)
+	_ ClientSide = (*FedProx)(nil)
+)
+
+// ClientSettings implements [ClientSide]: the sites train with Mu.
+func (p *FedProx) ClientSettings() ClientSettings { return ClientSettings{Mu: p.Mu} }
 
 // Name returns "fedprox".
 func (f *FedProx) Name() string { return "fedprox" }

@@ -2,7 +2,9 @@ package aggregators
 
 import (
 	"errors"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -92,27 +94,73 @@ func TestEveryNameTakesZeros(t *testing.T) {
 	}
 }
 
-func TestClientMu(t *testing.T) {
-	for _, tt := range []struct {
-		name   string
-		params map[string]float64
-		want   float64
-	}{
-		{"fedprox", map[string]float64{"mu": 0.25}, 0.25},
-		{"fedprox", nil, 0},
-		{"fedavg", map[string]float64{"mu": 0}, 0},
-		{"fedadam", nil, 0},
-		{"median", nil, 0},
-	} {
-		s, err := New(tt.name, tt.params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := ClientMu(s); got != tt.want {
-			t.Errorf("ClientMu(%s %v) = %v, want %v", tt.name, tt.params, got, tt.want)
-		}
+// TestClientParams: every strategy's client settings, with the client
+// parameters set (where the strategy takes them) and left out; every
+// strategy accepts each client parameter at 0 and refuses it otherwise
+// unless its Params list it.
+func TestClientParams(t *testing.T) {
+	want := map[string]ClientSettings{"fedprox": {Mu: 0.25}}
+	set := map[string]float64{ParamMu: 0.25}
+	for _, name := range Names() {
+		t.Run(name, func(t *testing.T) {
+			params := map[string]float64{}
+			for _, k := range ClientParamNames() {
+				if slices.Contains(Params(name), k) {
+					params[k] = set[k]
+				}
+			}
+			s, err := New(name, params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ClientParams(s); got != want[name] {
+				t.Errorf("ClientParams(New(%s, %v)) = %+v, want %+v", name, params, got, want[name])
+			}
+			if _, ok := s.(ClientSide); ok != (want[name] != ClientSettings{}) {
+				t.Errorf("New(%s) implements ClientSide: %v; want it to exactly when it has client settings", name, ok)
+			}
+			for _, k := range ClientParamNames() {
+				zero, err := New(name, map[string]float64{k: 0})
+				if err != nil {
+					t.Errorf("New(%s, %s: 0) = %v, want accepted", name, k, err)
+				} else if got := ClientParams(zero); got != (ClientSettings{}) {
+					t.Errorf("ClientParams(New(%s, %s: 0)) = %+v, want zero", name, k, got)
+				}
+				_, err = New(name, map[string]float64{k: set[k]})
+				if takes := slices.Contains(Params(name), k); (err == nil) != takes {
+					t.Errorf("New(%s, %s: %v) = %v; Params lists it: %v", name, k, set[k], err, takes)
+				}
+			}
+		})
 	}
 }
+
+// TestClientSettingsParams: the settings by name cover exactly
+// ClientParamNames, each field under its own name, and round-trip through
+// the wire's getters.
+func TestClientSettingsParams(t *testing.T) {
+	cs := ClientSettings{Mu: 0.125}
+	got := cs.Params()
+	want := map[string]float64{ParamMu: 0.125}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ClientSettings.Params() mismatch (-want +got):\n%s", diff)
+	}
+	names := slices.Sorted(maps.Keys(got))
+	if !slices.Equal(names, ClientParamNames()) {
+		t.Errorf("ClientSettings.Params() names %v, ClientParamNames() %v; want them equal", names, ClientParamNames())
+	}
+	if !slices.IsSorted(ClientParamNames()) {
+		t.Errorf("ClientParamNames() = %v, not sorted", ClientParamNames())
+	}
+	if back := ReadClientSettings(wireParams{mu: 0.125}); back != cs {
+		t.Errorf("ReadClientSettings(mu 0.125) = %+v, want %+v", back, cs)
+	}
+}
+
+// wireParams stands in for the wire's TrainParams.
+type wireParams struct{ mu float64 }
+
+func (w wireParams) GetMu() float64 { return w.mu }
 
 // TestBeginRoundWithoutRandomness: a strategy that draws nothing is begun
 // with Begin.

@@ -133,15 +133,6 @@ func BeginRound(s Strategy, global *model.Weights, seed uint64, round int) (Roun
 	return s.Begin(global)
 }
 
-// ClientMu returns the proximal coefficient μ the sites must train with
-// under s: FedProx's Mu, 0 for every other strategy.
-func ClientMu(s Strategy) float64 {
-	if p, ok := s.(*FedProx); ok {
-		return p.Mu
-	}
-	return 0
-}
-
 // Names returns the names [New] knows, sorted.
 func Names() []string {
 	return []string{"fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi", "krum", "median", "multi_krum", "trimmed_mean"}
@@ -221,7 +212,7 @@ func New(name string, params map[string]float64) (Strategy, error) {
 	}
 	for k, v := range params {
 		finite := !math.IsNaN(v) && !math.IsInf(v, 0)
-		if k != "mu" && !slices.Contains(takes, k) {
+		if !slices.Contains(takes, k) && !slices.Contains(ClientParamNames(), k) {
 			problems = append(problems, fmt.Errorf("%w: strategy %s has no parameter %q; it takes %s", ErrBadParams, name, k, strings.Join(takes, ", ")))
 			continue
 		}
@@ -294,7 +285,7 @@ func New(name string, params map[string]float64) (Strategy, error) {
 	case "fedavg":
 		return &avg, nil
 	case "fedprox":
-		return &FedProx{FedAvg: avg, Mu: params["mu"]}, nil
+		return &FedProx{FedAvg: avg, Mu: params[ParamMu]}, nil
 	case "fedadam", "fedyogi", "fedadagrad":
 		return &FedOpt{Optimizer: name, Eta: params["eta"], Beta1: params["beta1"], Beta2: params["beta2"], Tau: params["tau"], MaxFraction: avg.MaxFraction, DP: dp}, nil
 	case "fedavgm":

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cohortfl/cohort/aggregators"
 	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
@@ -87,6 +88,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	defer m.stop()
 
 	p := t.GetTrain()
+	cs := aggregators.ReadClientSettings(p) // what the job's strategy has this site train with
 	var lastProgress time.Time
 	cfg := train.TrainConfig{
 		Epochs:      int(p.GetEpochs()),
@@ -94,7 +96,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		LR:          p.GetLr(),
 		Momentum:    p.GetMomentum(),
 		WeightDecay: p.GetWeightDecay(),
-		Mu:          p.GetMu(),
+		Mu:          cs.Mu,
 		Seed:        p.GetSeed(),
 		Progress: func(epoch, batch, batches int, loss float64) {
 			if time.Since(lastProgress) < a.cfg.ProgressInterval {

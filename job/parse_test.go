@@ -570,3 +570,45 @@ func TestAdversaries(t *testing.T) {
 		t.Errorf("adversaries.good.yaml (-want +got):\n%s", diff)
 	}
 }
+
+// TestSimulatedSites: sites given by count alone are simulated (named
+// site-1 … site-N by the defaults); listed names are not, even when they
+// read site-1 … site-N, and a Spec built in Go is judged the same way.
+func TestSimulatedSites(t *testing.T) {
+	const head = "name: x\ndata: {dataset: fashion-mnist}\nmodel: {kind: mlp}\nrounds: 1\narms: [{name: fedavg, strategy: fedavg}]\n"
+	for _, tt := range []struct {
+		sites string
+		want  bool
+	}{
+		{"sites: {count: 3}", true},
+		{"sites: {count: 3, min_per_round: 2}", true},
+		{"sites: {names: [kit, unibo]}", false},
+		{"sites: {names: [site-1, site-2]}", false},
+		{"sites: {count: 2, names: [kit, unibo]}", false},
+	} {
+		s, err := Parse([]byte(head + tt.sites + "\n"))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", tt.sites, err)
+		}
+		if got := s.SimulatedSites(); got != tt.want {
+			t.Errorf("Parse(%s).SimulatedSites() = %v, want %v (names %v)", tt.sites, got, tt.want, s.Sites.Names)
+		}
+		s.ApplyDefaults()
+		if got := s.SimulatedSites(); got != tt.want {
+			t.Errorf("after ApplyDefaults again, %s: SimulatedSites() = %v, want %v", tt.sites, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		sites Sites
+		want  bool
+	}{
+		{Sites{Count: 2}, true},
+		{Sites{Names: []string{"kit"}}, false},
+	} {
+		s := &Spec{Sites: tt.sites}
+		s.ApplyDefaults()
+		if got := s.SimulatedSites(); got != tt.want {
+			t.Errorf("Spec{Sites: %+v}.ApplyDefaults().SimulatedSites() = %v, want %v", tt.sites, got, tt.want)
+		}
+	}
+}

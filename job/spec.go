@@ -196,6 +196,9 @@ type Spec struct {
 
 	// lines maps each dotted key path present in the file to its position.
 	lines map[string]strictyaml.Pos
+	// namesGenerated is set by ApplyDefaults when it made up the sites'
+	// names from sites.count ([Spec.SimulatedSites]).
+	namesGenerated bool
 	// file is the name of the file the spec was parsed from, "" when
 	// unknown.
 	file string
@@ -317,7 +320,8 @@ type Sites struct {
 	// Count is the number of sites; default len(Names).
 	Count int
 	// Names are the sites' names (their certificates' CNs in a
-	// deployment); default "site-1" … "site-N".
+	// deployment); default "site-1" … "site-N", for `cohort run` only
+	// ([Spec.SimulatedSites]): a job submitted to a coordinator lists them.
 	Names []string
 	// MinPerRound is the quorum: a round commits once this many selected
 	// sites report; default every selected site ([Sites.PerRound]).
@@ -654,6 +658,14 @@ func (s *Spec) ArmTrain(a Arm) Train {
 	return t
 }
 
+// SimulatedSites reports whether the job gave its sites by count alone
+// (sites: {count: N}) and [Spec.ApplyDefaults] named them "site-1" …
+// "site-N". Such sites are simulated: `cohort run` starts them. A
+// deployment's sites are institutes that join under their certificates'
+// names, so a coordinator refuses the job rather than wait for agents
+// named site-1 … site-N.
+func (s *Spec) SimulatedSites() bool { return s.namesGenerated }
+
 // ApplyDefaults fills in every setting left at its zero value with its
 // documented default. Settings that [Parse] found written in the file keep
 // their value even when it is zero (test_fraction: 0 means no local test
@@ -709,6 +721,7 @@ func (s *Spec) ApplyDefaults() {
 		for i := range st.Names {
 			st.Names[i] = fmt.Sprintf("site-%d", i+1)
 		}
+		s.namesGenerated = true
 	}
 	if st.Fraction == 0 && !set("sites.fraction") {
 		st.Fraction = 1

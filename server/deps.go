@@ -87,10 +87,14 @@ type ModelProvider interface {
 }
 
 // SpecChecker is implemented by a ModelProvider that refuses some jobs as
-// they are submitted, before they queue (a deployed coordinator refuses an
-// exec model without model.init). The error names the key and the fix.
+// they are submitted, before they queue (a deployed coordinator refuses
+// simulated sites and an exec model without model.init). Both
+// [Coordinator.Submit] and the SubmitJob RPC call it.
 type SpecChecker interface {
-	CheckSpec(spec *job.Spec) error
+	// CheckSpec returns nil for a job the provider can run, else an error
+	// that names the job's key (or the coordinator's setting) and the fix.
+	// It may read the coordinator's disk; ctx bounds it.
+	CheckSpec(ctx context.Context, spec *job.Spec) error
 }
 
 // Prepared is a job's model, ready to run.

@@ -157,8 +157,8 @@ func (q *jobQueue) get(id string) (*jobRun, error) {
 	return j, nil
 }
 
-// Submit parses and queues the job file src and returns the job, as the
-// SubmitJob RPC does without its checks of the caller.
+// Submit parses, checks and queues the job file src and returns the job,
+// as the SubmitJob RPC does without its checks of the caller.
 func (c *Coordinator) Submit(ctx context.Context, src []byte) (*pb.Job, error) {
 	spec, err := job.Parse(src)
 	if err != nil {
@@ -167,9 +167,18 @@ func (c *Coordinator) Submit(ctx context.Context, src []byte) (*pb.Job, error) {
 	return c.submit(ctx, spec, src)
 }
 
-// submit queues a job; src, the job file, is replicated with it so that
-// the next leader can run it.
+// submit checks and queues a job; src, the job file, is replicated with
+// it so that the next leader can run it.
 func (c *Coordinator) submit(ctx context.Context, spec *job.Spec, src []byte) (*pb.Job, error) {
+	if ck, ok := c.deps.Models.(SpecChecker); ok {
+		if err := ck.CheckSpec(ctx, spec); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("checking job %q: %w", spec.Name, ctx.Err())
+			}
+			c.log.Warn("job_refused", "name", spec.Name, "err", err)
+			return nil, badInput("%v", err)
+		}
+	}
 	if err := checkModelSize(spec, c.cfg.MaxModelBytes); err != nil {
 		c.log.Warn("job_refused", "name", spec.Name, "err", err)
 		return nil, err
@@ -346,11 +355,6 @@ func (c *Coordinator) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (
 	spec, err := job.Parse(req.GetJobYaml())
 	if err != nil {
 		return nil, toStatus(badInput("%v", err))
-	}
-	if ck, ok := c.deps.Models.(SpecChecker); ok {
-		if err := ck.CheckSpec(spec); err != nil {
-			return nil, toStatus(badInput("%v", err))
-		}
 	}
 	info, err := c.submit(ctx, spec, req.GetJobYaml())
 	if err != nil {

@@ -345,11 +345,18 @@ func (x *roundExec) discardPending() {
 	}
 }
 
+// withClientSettings writes the settings the strategy has the sites
+// train with into a task's train parameters, and returns p. It is the
+// writer of what sites read with [aggregators.ReadClientSettings].
+func withClientSettings(p *pb.TrainParams, cs aggregators.ClientSettings) *pb.TrainParams {
+	p.Mu = cs.Mu
+	return p
+}
+
 func (x *roundExec) sendTask(site string) {
 	c, a := x.c, x.a
 	spec := a.j.spec
 	tp := spec.ArmTrain(a.arm)
-	mu := aggregators.ClientMu(a.strategy)
 	epochs, lr := tp.Epochs, tp.RoundLR(x.r)
 	if a.kind == pb.TaskKind_TASK_KIND_CENTRALIZED_TRAIN {
 		epochs, lr = 1, tp.EpochLR(x.r) // a centralized round is one epoch
@@ -361,10 +368,10 @@ func (x *roundExec) sendTask(site string) {
 		TaskId: t.id, JobId: a.j.id, Arm: a.arm.Name, Round: int32(x.r), Kind: a.kind,
 		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: int64(len(x.stored.data)),
 		Model: a.prep.Spec,
-		Train: &pb.TrainParams{
+		Train: withClientSettings(&pb.TrainParams{
 			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: lr, Momentum: tp.Momentum,
-			WeightDecay: tp.WeightDecay, Mu: mu, Seed: spec.Seed*1_000_003 + int64(x.r),
-		},
+			WeightDecay: tp.WeightDecay, Seed: spec.Seed*1_000_003 + int64(x.r),
+		}, aggregators.ClientParams(a.strategy)),
 		Dataset:          spec.Data.Dataset,
 		DeadlineUnixMs:   x.started.Add(spec.Deadline.Round).UnixMilli(),
 		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN,

@@ -230,7 +230,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 		a.kind = pb.TaskKind_TASK_KIND_TRAIN
 		st := arm.Strategy
 		strategyName = st.Name
-		all := map[string]float64{"mu": st.Mu, "server_lr": st.ServerLR, "beta": st.Beta, "f": float64(st.F), "m": float64(st.M),
+		all := map[string]float64{aggregators.ParamMu: st.Mu, "server_lr": st.ServerLR, "beta": st.Beta, "f": float64(st.F), "m": float64(st.M),
 			"eta": st.ServerOpt.Eta, "beta1": st.ServerOpt.Beta1, "beta2": st.ServerOpt.Beta2, "tau": st.ServerOpt.Tau,
 			"momentum": st.ServerOpt.Momentum, "max_weight_fraction": st.MaxWeightFraction}
 		if st.DP != nil {
@@ -240,7 +240,6 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 			sp[k] = all[k]
 		}
 		params["strategy"] = strategyName
-		params["mu"] = strconv.FormatFloat(st.Mu, 'g', -1, 64)
 		for _, k := range []string{"beta", "f", "m"} {
 			if _, ok := sp[k]; ok {
 				params[k] = strconv.FormatFloat(sp[k], 'g', -1, 64)
@@ -251,6 +250,11 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 	st, err := aggregators.New(strategyName, sp)
 	if err != nil {
 		return err
+	}
+	if a.kind == pb.TaskKind_TASK_KIND_TRAIN {
+		for k, v := range aggregators.ClientParams(st).Params() { // what the sites train with
+			params[k] = strconv.FormatFloat(v, 'g', -1, 64)
+		}
 	}
 	a.strategy = st
 	a.seed = noiseSeed()

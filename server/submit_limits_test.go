@@ -2,12 +2,16 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/status"
 
+	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
@@ -39,5 +43,64 @@ func TestSubmitJobLimits(t *testing.T) {
 				t.Errorf("SubmitJob() message %.300q does not say %q", msg, tt.want)
 			}
 		})
+	}
+}
+
+// checkingModels refuses the jobs whose sites are simulated, as a deployed
+// coordinator's models do, and counts its checks.
+type checkingModels struct {
+	fakeModels
+	checks atomic.Int32
+}
+
+func (m *checkingModels) CheckSpec(ctx context.Context, spec *job.Spec) error {
+	m.checks.Add(1)
+	if spec.SimulatedSites() {
+		return errors.New("sites: given by count alone; list them")
+	}
+	return nil
+}
+
+// TestSubmitRunsSpecChecker: the Go Submit and the SubmitJob RPC run the
+// model provider's check alike: a refused job is InvalidArgument with the
+// checker's message and is not queued; an accepted one queues.
+func TestSubmitRunsSpecChecker(t *testing.T) {
+	m := &checkingModels{}
+	c := newClusterWith(t, 10*time.Second, m)
+	cli := pb.NewJobsServiceClient(c.dial(t))
+	src := func(sites string) []byte {
+		return fmt.Appendf(nil, "name: x\ndata: {dataset: fashion-mnist}\nmodel: {kind: logreg}\nsites: %s\nrounds: 1\narms: [{name: fedavg, strategy: fedavg}]\n", sites)
+	}
+	submits := []struct {
+		name   string
+		submit func([]byte) error
+	}{
+		{"Submit", func(b []byte) error { _, err := c.coord.Submit(t.Context(), b); return err }},
+		{"SubmitJob", func(b []byte) error {
+			_, err := cli.SubmitJob(t.Context(), &pb.SubmitJobRequest{JobYaml: b})
+			return err
+		}},
+	}
+	for i, s := range submits {
+		err := toStatus(s.submit(src("{count: 2}")))
+		if got := statusCode(err); got != "InvalidArgument" {
+			t.Errorf("%s(sites by count) code = %s (%v), want InvalidArgument", s.name, got, err)
+		}
+		if msg := status.Convert(err).Message(); !strings.Contains(msg, "sites: given by count alone; list them") {
+			t.Errorf("%s(sites by count) message %q, want the checker's", s.name, msg)
+		}
+		if n := m.checks.Load(); n != int32(2*i+1) {
+			t.Errorf("after %s(sites by count): %d checks, want %d", s.name, n, 2*i+1)
+		}
+		if err := s.submit(src("{names: [kit, unibo]}")); err != nil {
+			t.Errorf("%s(named sites) = %v, want queued", s.name, err)
+		}
+	}
+	resp, err := cli.ListJobs(t.Context(), &pb.ListJobsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetJobs()); n != 2 {
+		t.Errorf("ListJobs after two refusals and two submissions: %d jobs, want 2", n)
 	}
 }

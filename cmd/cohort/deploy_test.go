@@ -429,13 +429,42 @@ func TestDeploymentRefusals(t *testing.T) {
 	other := filepath.Join(dir, "other.yaml")
 	os.WriteFile(other, []byte(fmt.Sprintf("name: theirs\ncoordinators: [{name: coord, address: %q}]\nsites: [{name: kit}]\nadmins: [{name: mallory}]\n", addr)), 0o600)
 	foreign := provisionKits(t, other, filepath.Join(dir, "foreign"), time.Now())
+	// The coordinator's test set is named but not there yet.
+	testSet := filepath.Join(dir, "coordinator-fmnist")
+	appendLine(t, filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), fmt.Sprintf("data: {fashion-mnist: %q}", testSet))
 
 	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"))
 	waitFor(t, "the coordinator to listen", 30*time.Second, func() bool { return strings.Contains(coord.output(), "listening") })
 
+	// Jobs a deployment cannot run are refused at submit, naming the fix;
+	// a missing test set is looked for again at the next submission.
+	admin := jobsClient(t, addr, kitTLS(kits, "admin", "alice", "admin"))
+	submit := func(sites string) error {
+		_, err := admin.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte("name: refused\ndata: {dataset: fashion-mnist}\nmodel: {kind: logreg}\nsites: " + sites + "\nrounds: 1\narms: [{name: fedavg, strategy: fedavg}]\n")})
+		return err
+	}
+	for _, tc := range []struct{ sites, want string }{
+		{"{count: 2}", "list them: sites: {names: [kit, unibo, ...]}"},
+		{"{names: [kit]}", fmt.Sprintf("coordinator.yaml data.fashion-mnist %q", testSet)},
+	} {
+		if err := submit(tc.sites); status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
+			t.Errorf("submitting a job with sites %s: %v, want InvalidArgument saying %q", tc.sites, err, tc.want)
+		}
+	}
+	subset, err := data.FindFashionMNISTSubset(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(testSet, os.DirFS(subset)); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit("{names: [kit]}"); err != nil {
+		t.Errorf("submitting after the coordinator's test set was put in place: %v, want queued", err)
+	}
+
 	// A site certificate on the Jobs API.
 	site := kitTLS(kits, "site", "kit", "site")
-	_, err := jobsClient(t, addr, site).ListJobs(context.Background(), &pb.ListJobsRequest{})
+	_, err = jobsClient(t, addr, site).ListJobs(context.Background(), &pb.ListJobsRequest{})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), deploy.RoleAdmin) {
 		t.Errorf("ListJobs with a site certificate: %v, want PermissionDenied naming %s", err, deploy.RoleAdmin)
 	}

@@ -71,7 +71,7 @@ var layers = []layer{
 	{dir: "server/prepare", may: []string{"server", "proto", "model", "job", "train", "data"}},
 	{dir: "train", may: []string{"model", "energy"}, third: append([]string{"golang.org/x/sys"}, gonum...)},
 	{dir: "data"},
-	{dir: "client", may: []string{"proto", "model", "energy", "job", "train", "data"}, third: append([]string{"golang.org/x/sync"}, grpcMods...)},
+	{dir: "client", may: []string{"proto", "model", "aggregators", "energy", "job", "train", "data"}, third: append([]string{"golang.org/x/sync"}, grpcMods...)},
 	{dir: "cmd", all: true, anyThird: true},
 	{dir: "internal/federation", may: []string{"proto", "model", "aggregators", "privacy", "energy", "tracking", "job", "server", "train", "data", "client"}, anyThird: true},
 	{dir: "internal/hclogslog", third: []string{"github.com/hashicorp/go-hclog"}},

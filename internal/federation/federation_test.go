@@ -106,6 +106,11 @@ func TestRunEndToEnd(t *testing.T) {
 		if kind == tracking.KindCentralized {
 			want = 1
 		}
+		// The strategy's client settings, as the sites trained with them.
+		wantMu := map[string]string{"fedavg": "0", "fedprox": "0.1"}[arm.Info.RunName]
+		if mu, ok := arm.Data.Param("mu"); mu != wantMu || ok != (kind == tracking.KindFederated) {
+			t.Errorf("arm %s: param mu = %q (logged %v), want %q", arm.Info.RunName, mu, ok, wantMu)
+		}
 		if len(sites) != want {
 			t.Errorf("arm %s has %d site runs, want %d", arm.Info.RunName, len(sites), want)
 		}

@@ -56,11 +56,26 @@ type WeightsStore interface {
 	Read(digest string) (*model.Weights, error)
 }
 
-// CheckSpec implements server.SpecChecker: an exec model needs
-// model.init, and uploaded weights must be here.
-func (m *CoordinatorModels) CheckSpec(spec *job.Spec) error {
+// CheckSpec implements server.SpecChecker. A deployment refuses what it
+// cannot run: sites given by count alone (`cohort run`'s simulated
+// site-1 … site-N, for whom no agent would ever join), simulated
+// adversaries, an exec model without model.init or with weights not
+// uploaded, and a job whose evaluation needs the coordinator's test set
+// when the folder coordinator.yaml names for it does not hold the dataset.
+// A dataset coordinator.yaml does not list is no error: the job runs with
+// no coordinator test set (the job's no_test_set). A failed load is not
+// kept, so the job can be submitted again once the files are in place.
+func (m *CoordinatorModels) CheckSpec(ctx context.Context, spec *job.Spec) error {
+	if spec.SimulatedSites() {
+		return fmt.Errorf("sites: given by count alone (%d sites, named site-1 … site-%d), which only `cohort run` simulates; a deployment's sites are institutes that join under their certificates' names, so list them: sites: {names: [kit, unibo, ...]}", spec.Sites.Count, spec.Sites.Count)
+	}
 	if len(spec.Sites.Adversaries) > 0 {
 		return fmt.Errorf("sites.adversaries: simulated attackers run in `cohort run` only; a deployment's sites are real institutes, so remove sites.adversaries (site %s) from the job", spec.Sites.Adversaries[0].Site)
+	}
+	if needsTestSet(spec) {
+		if _, err := m.testSet(ctx, spec.Data.Dataset); err != nil {
+			return err
+		}
 	}
 	if spec.Model.Kind != job.ModelExec {
 		return nil
@@ -74,6 +89,15 @@ func (m *CoordinatorModels) CheckSpec(spec *job.Spec) error {
 		return err
 	}
 	return nil
+}
+
+// needsTestSet reports whether the coordinator evaluates a job's global
+// models on its own copy of a dataset read from disk: Fashion-MNIST with a
+// built-in model (an exec model's are evaluated by a site or federated, a
+// transfer model's by none) and no eval.site.
+func needsTestSet(spec *job.Spec) bool {
+	return spec.Data.Dataset == job.DatasetFashionMNIST && spec.Eval.Site == "" &&
+		spec.Model.Kind != job.ModelExec && spec.Model.Kind != job.ModelTransfer
 }
 
 // weightsDigest returns the digest of uploaded weights a job names.
@@ -98,8 +122,11 @@ func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*serve
 	switch spec.Data.Dataset {
 	case job.DatasetFashionMNIST:
 		shape, classes = []int{1, 28, 28}, 10
-		if spec.Model.Kind != job.ModelTransfer {
-			test = m.testSet(ctx, spec.Data.Dataset)
+		if needsTestSet(spec) {
+			var err error
+			if test, err = m.testSet(ctx, spec.Data.Dataset); err != nil {
+				return nil, err
+			}
 		}
 	case job.DatasetSynthetic:
 		shape, classes = []int{spec.Data.Synthetic.Dim}, spec.Data.Synthetic.Classes
@@ -120,7 +147,7 @@ func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*serve
 		}
 		return p, err
 	}
-	if err := m.CheckSpec(spec); err != nil {
+	if err := m.CheckSpec(ctx, spec); err != nil {
 		return nil, err
 	}
 	p := &server.Prepared{Spec: modelSpec(spec, shape, classes), EvalSite: spec.Eval.Site}
@@ -156,24 +183,26 @@ func (m *CoordinatorModels) syntheticTest(spec *job.Spec) (*data.Dataset, error)
 	return test, nil
 }
 
-func (m *CoordinatorModels) testSet(ctx context.Context, dataset string) *data.Dataset {
+// testSet returns the coordinator's test set of dataset, nil when
+// coordinator.yaml lists no folder for it. A test set loaded is kept; a
+// failed load is not, so a fix on disk takes effect at the next job.
+func (m *CoordinatorModels) testSet(ctx context.Context, dataset string) (*data.Dataset, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if t, ok := m.tests[dataset]; ok {
-		return t
+		return t, nil
 	}
 	path, ok := m.Paths[dataset]
-	var test *data.Dataset
-	if ok {
-		_, t, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: path, NoDownload: true, Logger: m.Logger})
-		if err != nil && m.Logger != nil {
-			m.Logger.Warn("coordinator_test_set_unavailable", "dataset", dataset, "err", err)
-		}
-		test = t
+	if !ok {
+		return nil, nil
+	}
+	_, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: path, NoDownload: true, Logger: m.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("the coordinator's test set: coordinator.yaml data.%s %q: %w; put the dataset's files in that folder on the coordinator, or remove data.%s from coordinator.yaml to run jobs without a coordinator test set (their accuracy is then the sites' federated evaluation, or eval.site's)", dataset, path, err, dataset)
 	}
 	if m.tests == nil {
 		m.tests = make(map[string]*data.Dataset)
 	}
 	m.tests[dataset] = test
-	return test
+	return test, nil
 }

@@ -66,7 +66,7 @@ func TestCoordinatorModelsExec(t *testing.T) {
 		{", init: {weights: w.safetensors}", "submit the job with `cohort submit`"},
 		{", init: {weights: \"sha256:" + strings.Repeat("f", 64) + "\"}", "no uploaded weights"},
 	} {
-		err := m.CheckSpec(execSpec(t, tt.extra))
+		err := m.CheckSpec(ctx, execSpec(t, tt.extra))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("CheckSpec(%q) = %v, want it to contain %q", tt.extra, err, tt.want)
 		}
@@ -145,4 +145,94 @@ func weightsEqual(a, b *model.Weights) bool {
 		}
 	}
 	return true
+}
+
+// TestCoordinatorModelsCheckSpec: a deployed coordinator refuses at submit
+// what it cannot run, naming the key or setting and the fix, and accepts
+// the rest; a dataset coordinator.yaml does not list is no error (the job
+// runs with no coordinator test set), and a folder fixed after a refusal
+// is read at the next submission.
+func TestCoordinatorModelsCheckSpec(t *testing.T) {
+	subset, err := filepath.Abs("../../data/testdata/fmnist-subset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "fmnist")
+	const rest = "rounds: 1\narms: [{name: fedavg, strategy: fedavg}]\n"
+	spec := func(t *testing.T, body string) *job.Spec {
+		t.Helper()
+		s, err := job.Parse([]byte("name: x\n" + body + rest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	const (
+		fmnist  = "data: {dataset: fashion-mnist}\n"
+		mlp     = "model: {kind: mlp, hidden: [8]}\n"
+		named   = "sites: {names: [kit, unibo]}\n"
+		counted = "sites: {count: 2}\n"
+	)
+	for _, tt := range []struct {
+		name  string
+		paths map[string]string
+		body  string
+		want  []string // substrings of the error; none: accepted
+	}{
+		{"named sites", nil, fmnist + mlp + named, nil},
+		{"sites by count", nil, fmnist + mlp + counted,
+			[]string{"sites: given by count alone (2 sites, named site-1 … site-2)", "sites: {names: [kit, unibo, ...]}"}},
+		{"sites by count, synthetic", nil, "data: {dataset: synthetic}\nmodel: {kind: logreg}\n" + counted, []string{"sites: given by count alone"}},
+		{"adversaries", nil, fmnist + mlp + "sites: {names: [kit, unibo], adversaries: [{site: kit, attacks: [sign_flip]}]}\n", []string{"sites.adversaries", "site kit"}},
+		{"test set here", map[string]string{job.DatasetFashionMNIST: subset}, fmnist + mlp + named, nil},
+		{"test set folder missing", map[string]string{job.DatasetFashionMNIST: missing}, fmnist + mlp + named,
+			[]string{"coordinator.yaml data.fashion-mnist " + `"` + missing + `"`, "remove data.fashion-mnist from coordinator.yaml"}},
+		{"folder missing, eval on a site", map[string]string{job.DatasetFashionMNIST: missing}, fmnist + mlp + named + "eval: {site: kit}\n", nil},
+		{"folder missing, transfer model", map[string]string{job.DatasetFashionMNIST: missing}, fmnist + "model: {kind: transfer, params: 10}\n" + named, nil},
+		{"folder missing, other dataset", map[string]string{job.DatasetFashionMNIST: missing}, "data: {dataset: synthetic}\nmodel: {kind: logreg}\n" + named, nil},
+		{"exec without init", nil, fmnist + "model: {kind: exec, command: [python3, t.py]}\n" + named + "eval: {site: kit}\n", []string{"model.init: missing"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &CoordinatorModels{Trainers: &train.Factory{}, Paths: tt.paths}
+			err := m.CheckSpec(t.Context(), spec(t, tt.body))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Errorf("CheckSpec = %v, want accepted", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CheckSpec = nil, want an error containing %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("CheckSpec = %v, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+
+	// The refusal is not kept: with the files in place the job passes,
+	// and Prepare evaluates on them.
+	m := &CoordinatorModels{Trainers: &train.Factory{}, Paths: map[string]string{job.DatasetFashionMNIST: missing}}
+	s := spec(t, fmnist+mlp+named)
+	if err := m.CheckSpec(t.Context(), s); err == nil {
+		t.Fatal("CheckSpec with the test-set folder missing = nil, want a refusal")
+	}
+	if _, err := m.Prepare(t.Context(), s); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("Prepare with the test-set folder missing = %v, want an error naming %s", err, missing)
+	}
+	if err := os.CopyFS(missing, os.DirFS(subset)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CheckSpec(t.Context(), s); err != nil {
+		t.Fatalf("CheckSpec after the files were put in place = %v, want accepted", err)
+	}
+	p, err := m.Prepare(t.Context(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Evaluator == nil {
+		t.Error("Prepare with the coordinator's test set: no evaluator, want one over it")
+	}
 }
