@@ -130,3 +130,12 @@ type RegisteredModel struct {
 	Tags                 []KeyValue     `json:"tags,omitempty"`
 	Aliases              []ModelAlias   `json:"aliases,omitempty"`
 }
+
+// Size returns the file's size in bytes; 0 for a folder or when the
+// listing leaves it out.
+func (f FileInfo) Size() int64 {
+	if f.FileSize == nil {
+		return 0
+	}
+	return int64(*f.FileSize)
+}
