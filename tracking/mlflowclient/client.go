@@ -293,9 +293,7 @@ func (c *Client) EnsureExperiment(ctx context.Context, name string) (string, err
 // ensureExperiment gets or creates the experiment on the server.
 func (c *Client) ensureExperiment(ctx context.Context, name string) (string, error) {
 	for range 2 {
-		var got struct {
-			Experiment mlflowwire.Experiment `json:"experiment"`
-		}
+		var got mlflowwire.ExperimentResponse
 		err := c.call(ctx, "GET", "experiments/get-by-name", url.Values{"experiment_name": {name}}, nil, &got)
 		switch {
 		case err == nil && got.Experiment.LifecycleStage == string(tracking.LifecycleDeleted):
@@ -308,10 +306,8 @@ func (c *Client) ensureExperiment(ctx context.Context, name string) (string, err
 		}
 		// No artifact_location: the server picks it, mlflow-artifacts:/<id>
 		// when it proxies artifacts (mlflow server --serve-artifacts).
-		var created struct {
-			ExperimentID string `json:"experiment_id"`
-		}
-		err = c.call(ctx, "POST", "experiments/create", nil, map[string]string{"name": name}, &created)
+		var created mlflowwire.CreateExperimentResponse
+		err = c.call(ctx, "POST", "experiments/create", nil, mlflowwire.CreateExperiment{Name: name}, &created)
 		if err == nil {
 			// Once, best effort: say so when the server chose a location
 			// it does not proxy.
@@ -529,9 +525,7 @@ func (c *Client) createOnce(ctx context.Context, endpoint string, lookupFirst bo
 
 // sendCreate makes one runs/create request.
 func (c *Client) sendCreate(ctx context.Context, r *mlflowwire.CreateRun) (tracking.Run, error) {
-	var got struct {
-		Run mlflowwire.Run `json:"run"`
-	}
+	var got mlflowwire.RunResponse
 	if err := c.callRetries(ctx, 0, "POST", "runs/create", nil, r, &got); err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) && strings.Contains(ae.Message, "must be in the 'active' state") {
@@ -555,9 +549,7 @@ func (c *Client) findCreated(ctx context.Context, experimentID, key string) (tra
 		RunViewType:   mlflowwire.ViewAll,
 		MaxResults:    mlflowwire.NewInt64(10),
 	}
-	var got struct {
-		Runs []mlflowwire.Run `json:"runs"`
-	}
+	var got mlflowwire.SearchRunsResponse
 	if err := c.callRetries(ctx, 0, "POST", "runs/search", nil, &req, &got); err != nil {
 		return tracking.Run{}, false, err
 	}
@@ -760,9 +752,7 @@ func (c *Client) getRun(ctx context.Context, runID string) (tracking.Run, error)
 	if err != nil {
 		return tracking.Run{}, err
 	}
-	var got struct {
-		Run mlflowwire.Run `json:"run"`
-	}
+	var got mlflowwire.RunResponse
 	if err := c.call(ctx, "GET", "runs/get", url.Values{"run_id": {id}}, nil, &got); err != nil {
 		return tracking.Run{}, err
 	}
@@ -793,10 +783,7 @@ func (c *Client) ChildRuns(ctx context.Context, parentRunID string) ([]tracking.
 	}
 	var all []tracking.Run
 	for {
-		var got struct {
-			Runs          []mlflowwire.Run `json:"runs"`
-			NextPageToken string           `json:"next_page_token"`
-		}
+		var got mlflowwire.SearchRunsResponse
 		if err := c.call(ctx, "POST", "runs/search", nil, &req, &got); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
@@ -831,10 +818,7 @@ func (c *Client) GetMetricHistory(ctx context.Context, runID, key string) ([]tra
 	q := url.Values{"run_id": {id}, "metric_key": {key}, "max_results": {fmt.Sprint(historyPage)}}
 	var hist []tracking.Metric
 	for {
-		var got struct {
-			Metrics       []mlflowwire.Metric `json:"metrics"`
-			NextPageToken string              `json:"next_page_token"`
-		}
+		var got mlflowwire.MetricHistoryResponse
 		if err := c.call(ctx, "GET", "metrics/get-history", q, nil, &got); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}

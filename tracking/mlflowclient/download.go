@@ -120,9 +120,7 @@ type downloader struct {
 
 // list lists one folder under the proxy.
 func (d *downloader) list(ctx context.Context, p string) ([]mlflowwire.FileInfo, error) {
-	var got struct {
-		Files []mlflowwire.FileInfo `json:"files"`
-	}
+	var got mlflowwire.ProxyListResponse
 	u := d.c.cfg.URI + "/api/2.0/mlflow-artifacts/artifacts"
 	if p != "" {
 		u += "?" + url.Values{"path": {p}}.Encode()

@@ -121,9 +121,7 @@ func (c *Client) CreateModelVersion(ctx context.Context, req tracking.CreateMode
 			return found, ferr
 		},
 		func() error {
-			var got struct {
-				ModelVersion mlflowwire.ModelVersion `json:"model_version"`
-			}
+			var got mlflowwire.ModelVersionResponse
 			if err := c.callRetries(ctx, 0, "POST", "model-versions/create", nil, &w, &got); err != nil {
 				return err
 			}
@@ -236,9 +234,7 @@ func (c *Client) GetRegisteredModel(ctx context.Context, name string) (tracking.
 	if err := checkName(what, name); err != nil {
 		return tracking.RegisteredModel{}, err
 	}
-	var got struct {
-		RegisteredModel mlflowwire.RegisteredModel `json:"registered_model"`
-	}
+	var got mlflowwire.RegisteredModelResponse
 	if err := c.call(ctx, "GET", "registered-models/get", url.Values{"name": {name}}, nil, &got); err != nil {
 		return tracking.RegisteredModel{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -254,9 +250,7 @@ func (c *Client) GetModelVersion(ctx context.Context, name, version string) (tra
 	if version == "" {
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w: the version is empty", what, tracking.ErrInvalid)
 	}
-	var got struct {
-		ModelVersion mlflowwire.ModelVersion `json:"model_version"`
-	}
+	var got mlflowwire.ModelVersionResponse
 	if err := c.call(ctx, "GET", "model-versions/get", url.Values{"name": {name}, "version": {version}}, nil, &got); err != nil {
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -270,9 +264,7 @@ func (c *Client) GetLatestVersions(ctx context.Context, name string, stages []st
 	if err := checkName(what, name); err != nil {
 		return nil, err
 	}
-	var got struct {
-		ModelVersions []mlflowwire.ModelVersion `json:"model_versions"`
-	}
+	var got mlflowwire.ModelVersionsResponse
 	body := map[string]any{"name": name, "stages": stages}
 	if err := c.call(ctx, "POST", "registered-models/get-latest-versions", nil, body, &got); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -324,9 +316,7 @@ func (c *Client) GetModelVersionByAlias(ctx context.Context, name, alias string)
 	if alias == "" {
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w: the alias is empty", what, tracking.ErrInvalid)
 	}
-	var got struct {
-		ModelVersion mlflowwire.ModelVersion `json:"model_version"`
-	}
+	var got mlflowwire.ModelVersionResponse
 	if err := c.call(ctx, "GET", "registered-models/alias", url.Values{"name": {name}, "alias": {alias}}, nil, &got); err != nil {
 		// MLflow answers an alias that is not set with INVALID_PARAMETER_VALUE
 		// "Registered model alias … not found."; it is ErrNotFound here too.
@@ -386,10 +376,7 @@ func (c *Client) SearchRegisteredModels(ctx context.Context, q tracking.Registry
 	if q.MaxResults < 0 {
 		return nil, "", fmt.Errorf("searching registered models: %w: MaxResults %d is negative", tracking.ErrInvalid, q.MaxResults)
 	}
-	var got struct {
-		RegisteredModels []mlflowwire.RegisteredModel `json:"registered_models"`
-		NextPageToken    string                       `json:"next_page_token"`
-	}
+	var got mlflowwire.SearchRegisteredModelsResponse
 	if err := c.call(ctx, "GET", "registered-models/search", registryQuery(q), nil, &got); err != nil {
 		return nil, "", fmt.Errorf("searching registered models: %w", err)
 	}
@@ -415,10 +402,7 @@ func (c *Client) searchVersions(ctx context.Context, q tracking.RegistryQuery, r
 	if q.MaxResults < 0 {
 		return nil, "", fmt.Errorf("%w: MaxResults %d is negative", tracking.ErrInvalid, q.MaxResults)
 	}
-	var got struct {
-		ModelVersions []mlflowwire.ModelVersion `json:"model_versions"`
-		NextPageToken string                    `json:"next_page_token"`
-	}
+	var got mlflowwire.ModelVersionsResponse
 	if err := c.callRetries(ctx, retries, "GET", "model-versions/search", registryQuery(q), nil, &got); err != nil {
 		return nil, "", err
 	}

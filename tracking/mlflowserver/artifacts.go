@@ -68,10 +68,7 @@ func (s *Server) listRunArtifacts(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		RootURI string                `json:"root_uri"`
-		Files   []mlflowwire.FileInfo `json:"files,omitempty"`
-	}{RootURI: run.Info.ArtifactURI}
+	resp := mlflowwire.ListArtifactsResponse{RootURI: run.Info.ArtifactURI}
 	for _, f := range files {
 		resp.Files = append(resp.Files, toWireFile(f.Path, f.IsDir, f.FileSize))
 	}
@@ -114,9 +111,7 @@ func (s *Server) proxyList(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer root.Close()
-	resp := struct {
-		Files []mlflowwire.FileInfo `json:"files,omitempty"`
-	}{}
+	resp := mlflowwire.ProxyListResponse{}
 	f, err := root.Open(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ok(w, resp)

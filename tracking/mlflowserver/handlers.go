@@ -263,10 +263,7 @@ func (s *Server) searchExperiments(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		Experiments   []mlflowwire.Experiment `json:"experiments,omitempty"`
-		NextPageToken string                  `json:"next_page_token,omitempty"`
-	}{NextPageToken: next}
+	resp := mlflowwire.SearchExperimentsResponse{NextPageToken: next}
 	for _, e := range exps {
 		resp.Experiments = append(resp.Experiments, mlflowwire.FromExperiment(e))
 	}

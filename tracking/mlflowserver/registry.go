@@ -299,10 +299,7 @@ func (s *Server) searchRegisteredModels(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return regError(err)
 	}
-	out := struct {
-		RegisteredModels []mlflowwire.RegisteredModel `json:"registered_models,omitempty"`
-		NextPageToken    string                       `json:"next_page_token,omitempty"`
-	}{NextPageToken: next}
+	out := mlflowwire.SearchRegisteredModelsResponse{NextPageToken: next}
 	for _, rm := range rms {
 		out.RegisteredModels = append(out.RegisteredModels, mlflowwire.FromRegisteredModel(rm))
 	}
@@ -442,9 +439,7 @@ func (s *Server) getLatestVersions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return regError(err)
 	}
-	out := struct {
-		ModelVersions []mlflowwire.ModelVersion `json:"model_versions,omitempty"`
-	}{}
+	out := mlflowwire.ModelVersionsResponse{}
 	if len(mvs) > 0 {
 		out.ModelVersions = mlflowwire.FromModelVersions(mvs)
 	}
@@ -563,10 +558,7 @@ func (s *Server) searchModelVersions(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return regError(err)
 	}
-	out := struct {
-		ModelVersions []mlflowwire.ModelVersion `json:"model_versions,omitempty"`
-		NextPageToken string                    `json:"next_page_token,omitempty"`
-	}{NextPageToken: next}
+	out := mlflowwire.ModelVersionsResponse{NextPageToken: next}
 	if len(mvs) > 0 {
 		out.ModelVersions = mlflowwire.FromModelVersions(mvs)
 	}

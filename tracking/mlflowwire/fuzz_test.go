@@ -28,6 +28,11 @@ var messages = []func() any{
 	func() any { return new(RegisteredModelResponse) },
 	func() any { return new(ModelVersionResponse) },
 	func() any { return new(FileInfo) },
+	func() any { return new(SearchExperimentsResponse) },
+	func() any { return new(SearchRegisteredModelsResponse) },
+	func() any { return new(ModelVersionsResponse) },
+	func() any { return new(ListArtifactsResponse) },
+	func() any { return new(ProxyListResponse) },
 }
 
 // equal compares decoded messages: NaN equals NaN, and an empty list

@@ -47,6 +47,12 @@ type ExperimentResponse struct {
 	Experiment Experiment `json:"experiment"`
 }
 
+// SearchExperimentsResponse answers experiments/search.
+type SearchExperimentsResponse struct {
+	Experiments   []Experiment `json:"experiments,omitempty"`
+	NextPageToken string       `json:"next_page_token,omitempty"`
+}
+
 // CreateRun is runs/create. StartTime, in milliseconds since the Unix
 // epoch, is nil when the server is to use its own clock.
 type CreateRun struct {
@@ -173,4 +179,30 @@ type RegisteredModelResponse struct {
 // transition-stage, and registered-models/alias (GET).
 type ModelVersionResponse struct {
 	ModelVersion ModelVersion `json:"model_version"`
+}
+
+// SearchRegisteredModelsResponse answers registered-models/search.
+type SearchRegisteredModelsResponse struct {
+	RegisteredModels []RegisteredModel `json:"registered_models,omitempty"`
+	NextPageToken    string            `json:"next_page_token,omitempty"`
+}
+
+// ModelVersionsResponse answers model-versions/search and
+// registered-models/get-latest-versions (which sends no page token).
+type ModelVersionsResponse struct {
+	ModelVersions []ModelVersion `json:"model_versions,omitempty"`
+	NextPageToken string         `json:"next_page_token,omitempty"`
+}
+
+// ListArtifactsResponse answers artifacts/list: a run's artifacts under
+// its root URI.
+type ListArtifactsResponse struct {
+	RootURI string     `json:"root_uri"`
+	Files   []FileInfo `json:"files,omitempty"`
+}
+
+// ProxyListResponse answers the artifact proxy's listing, GET
+// /api/2.0/mlflow-artifacts/artifacts?path=….
+type ProxyListResponse struct {
+	Files []FileInfo `json:"files,omitempty"`
 }
