@@ -716,13 +716,6 @@ func (s *Server) logModel(w http.ResponseWriter, r *http.Request) error {
 // for search-datasets.
 const maxSearchDatasetsExperiments = 20
 
-type wireDatasetSummary struct {
-	ExperimentID string `json:"experiment_id"`
-	Name         string `json:"name"`
-	Digest       string `json:"digest"`
-	Context      string `json:"context,omitempty"`
-}
-
 // searchDatasets is the UI's experiments/search-datasets: the datasets
 // the experiments' runs used, with their mlflow.data.context.
 func (s *Server) searchDatasets(w http.ResponseWriter, r *http.Request) error {
@@ -743,10 +736,10 @@ func (s *Server) searchDatasets(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	resp := struct {
-		DatasetSummaries []wireDatasetSummary `json:"dataset_summaries,omitempty"`
+		DatasetSummaries []mlflowwire.DatasetSummary `json:"dataset_summaries,omitempty"`
 	}{}
 	for _, d := range sums {
-		resp.DatasetSummaries = append(resp.DatasetSummaries, wireDatasetSummary(d))
+		resp.DatasetSummaries = append(resp.DatasetSummaries, mlflowwire.DatasetSummary(d))
 	}
 	return ok(w, resp)
 }
@@ -758,18 +751,6 @@ const (
 	maxIntervalPerRun    = 2500  // MAX_RESULTS_PER_RUN
 	maxIntervalRunPoints = 25000 // MAX_RESULTS_GET_METRIC_HISTORY
 )
-
-type wireRunMetric struct {
-	Key       string             `json:"key"`
-	Value     mlflowwire.Float64 `json:"value"`
-	Timestamp int64              `json:"timestamp"`
-	Step      int64              `json:"step"`
-	RunID     string             `json:"run_id"`
-}
-
-func toWireRunMetric(m tracking.RunMetric) wireRunMetric {
-	return wireRunMetric{Key: m.Key, Value: mlflowwire.Float64(m.Value), Timestamp: m.Timestamp, Step: m.Step, RunID: m.RunID}
-}
 
 // getHistoryBulk is the UI's GET metrics/get-history-bulk: one metric's
 // history in up to 100 runs, by run then timestamp, at most max_results
@@ -794,8 +775,8 @@ func (s *Server) getHistoryBulk(w http.ResponseWriter, r *http.Request) error {
 		limit = int(min(n, maxBulkResults))
 	}
 	resp := struct {
-		Metrics []wireRunMetric `json:"metrics"`
-	}{Metrics: []wireRunMetric{}}
+		Metrics []mlflowwire.RunMetric `json:"metrics"`
+	}{Metrics: []mlflowwire.RunMetric{}}
 	if limit == 0 {
 		return ok(w, resp)
 	}
@@ -805,7 +786,7 @@ func (s *Server) getHistoryBulk(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	for _, m := range hist {
-		resp.Metrics = append(resp.Metrics, toWireRunMetric(m))
+		resp.Metrics = append(resp.Metrics, mlflowwire.FromRunMetric(m))
 	}
 	return ok(w, resp)
 }
@@ -875,7 +856,7 @@ func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) 
 		}
 	}
 	resp := struct {
-		Metrics []wireRunMetric `json:"metrics,omitempty"`
+		Metrics []mlflowwire.RunMetric `json:"metrics,omitempty"`
 	}{}
 	for _, id := range req.RunIDs {
 		var pts []tracking.RunMetric
@@ -891,7 +872,7 @@ func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) 
 			return cmp.Compare(a.Timestamp, b.Timestamp)
 		})
 		for _, m := range pts[:min(len(pts), maxIntervalRunPoints)] {
-			resp.Metrics = append(resp.Metrics, toWireRunMetric(m))
+			resp.Metrics = append(resp.Metrics, mlflowwire.FromRunMetric(m))
 		}
 	}
 	return ok(w, resp)

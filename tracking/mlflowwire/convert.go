@@ -223,3 +223,8 @@ func (m RegisteredModel) ToTracking() tracking.RegisteredModel {
 	}
 	return out
 }
+
+// FromRunMetric returns m's wire form.
+func FromRunMetric(m tracking.RunMetric) RunMetric {
+	return RunMetric{Key: m.Key, Value: Float64(m.Value), Timestamp: Int64(m.Timestamp), Step: Int64(m.Step), RunID: m.RunID}
+}

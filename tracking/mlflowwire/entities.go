@@ -139,3 +139,23 @@ func (f FileInfo) Size() int64 {
 	}
 	return int64(*f.FileSize)
 }
+
+// RunMetric is a metric point with its run, as the web UI's
+// metrics/get-history-bulk and get-history-bulk-interval answer.
+type RunMetric struct {
+	Key       string  `json:"key"`
+	Value     Float64 `json:"value"`
+	Timestamp Int64   `json:"timestamp"`
+	Step      Int64   `json:"step"`
+	RunID     string  `json:"run_id"`
+}
+
+// DatasetSummary is a dataset an experiment's runs used, with its
+// mlflow.data.context, as the web UI's experiments/search-datasets
+// answers.
+type DatasetSummary struct {
+	ExperimentID string `json:"experiment_id"`
+	Name         string `json:"name"`
+	Digest       string `json:"digest"`
+	Context      string `json:"context,omitempty"`
+}

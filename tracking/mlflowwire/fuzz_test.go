@@ -33,6 +33,8 @@ var messages = []func() any{
 	func() any { return new(ModelVersionsResponse) },
 	func() any { return new(ListArtifactsResponse) },
 	func() any { return new(ProxyListResponse) },
+	func() any { return new(RunMetric) },
+	func() any { return new(DatasetSummary) },
 }
 
 // equal compares decoded messages: NaN equals NaN, and an empty list
