@@ -97,6 +97,39 @@ var exceptions = []exception{
 	{from: "deploy", to: "internal/strictyaml", why: "one strict-YAML decoder with file:line:col errors for every config file"},
 }
 
+// leaves are packages that must stay at the bottom of their layer: each
+// may import the standard library and exactly the module packages listed
+// (its tests too), and its non-test code no third-party package, so that
+// every package of the layer can import it without a cycle.
+var leaves = map[string]struct {
+	may []string
+	why string
+}{
+	"tracking/mlflowwire": {may: []string{"tracking"}, why: "MLflow's REST JSON, imported by both the REST client and the server"},
+}
+
+// checkLeaf checks the imports of a package listed in leaves.
+func checkLeaf(p Package, rel string) []string {
+	leaf, ok := leaves[rel]
+	if !ok {
+		return nil
+	}
+	var problems []string
+	for i, imps := range [][]string{p.Imports, p.TestImports, p.XTestImports} {
+		for _, imp := range imps {
+			irel, inModule := relative(imp)
+			switch {
+			case inModule && irel != rel && !slices.Contains(leaf.may, irel):
+			case !inModule && i == 0 && !isStdlib(imp):
+			default:
+				continue
+			}
+			problems = append(problems, fmt.Sprintf("%s imports %s: %s is a leaf (%s); it may import only the standard library and %s", rel, strings.TrimPrefix(imp, module+"/"), rel, leaf.why, strings.Join(leaf.may, ", ")))
+		}
+	}
+	return problems
+}
+
 // check returns one message per forbidden import in pkgs, each naming the
 // rule it breaks, and one per exception no package uses.
 func check(pkgs []Package) []string {
@@ -112,6 +145,7 @@ func check(pkgs []Package) []string {
 			problems = append(problems, fmt.Sprintf("%s is in no layer: add its folder to layers in internal/archtest with what it may import (DESIGN.md, Layout)", rel))
 			continue
 		}
+		problems = append(problems, checkLeaf(p, rel)...)
 		for _, imp := range p.Imports {
 			problems = append(problems, checkEdge(rel, l, imp, "", used)...)
 		}
@@ -297,6 +331,11 @@ func TestCheckCatchesViolations(t *testing.T) {
 			[]string{"data imports gonum.org/v1/gonum/mat: data may import no third-party package"}},
 		{"a package in no layer", Package{ImportPath: m("util")},
 			[]string{"util is in no layer: add its folder to layers in internal/archtest"}},
+		{"the MLflow wire package is a leaf", Package{ImportPath: m("tracking/mlflowwire"), Imports: []string{"encoding/json", m("tracking")}, XTestImports: []string{"github.com/google/go-cmp/cmp"}}, nil},
+		{"it may not import its users", Package{ImportPath: m("tracking/mlflowwire"), Imports: []string{m("tracking/mlflowserver")}},
+			[]string{"tracking/mlflowwire imports tracking/mlflowserver: tracking/mlflowwire is a leaf (MLflow's REST JSON, imported by both the REST client and the server); it may import only the standard library and tracking"}},
+		{"nor a database driver", Package{ImportPath: m("tracking/mlflowwire"), Imports: []string{"modernc.org/sqlite"}},
+			[]string{"tracking/mlflowwire imports modernc.org/sqlite: tracking/mlflowwire is a leaf"}},
 		{"a subpackage is its layer's", Package{ImportPath: m("tracking/ui"), Imports: []string{m("tracking"), m("tracking/plot")}}, nil},
 		{"job may use the strict-YAML package", Package{ImportPath: m("job"), Imports: []string{m("internal/strictyaml"), "go.yaml.in/yaml/v3"}}, nil},
 		{"deploy may use the strict-YAML package", Package{ImportPath: m("deploy"), Imports: []string{m("internal/strictyaml")}}, nil},

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // placeholderPrefix starts the run and experiment IDs handed out while
@@ -292,9 +293,7 @@ func (c *Client) EnsureExperiment(ctx context.Context, name string) (string, err
 // ensureExperiment gets or creates the experiment on the server.
 func (c *Client) ensureExperiment(ctx context.Context, name string) (string, error) {
 	for range 2 {
-		var got struct {
-			Experiment wireExperiment `json:"experiment"`
-		}
+		var got mlflowwire.ExperimentResponse
 		err := c.call(ctx, "GET", "experiments/get-by-name", url.Values{"experiment_name": {name}}, nil, &got)
 		switch {
 		case err == nil && got.Experiment.LifecycleStage == string(tracking.LifecycleDeleted):
@@ -307,10 +306,8 @@ func (c *Client) ensureExperiment(ctx context.Context, name string) (string, err
 		}
 		// No artifact_location: the server picks it, mlflow-artifacts:/<id>
 		// when it proxies artifacts (mlflow server --serve-artifacts).
-		var created struct {
-			ExperimentID string `json:"experiment_id"`
-		}
-		err = c.call(ctx, "POST", "experiments/create", nil, map[string]string{"name": name}, &created)
+		var created mlflowwire.CreateExperimentResponse
+		err = c.call(ctx, "POST", "experiments/create", nil, mlflowwire.CreateExperiment{Name: name}, &created)
 		if err == nil {
 			// Once, best effort: say so when the server chose a location
 			// it does not proxy.
@@ -332,7 +329,7 @@ func (c *Client) ensureExperiment(ctx context.Context, name string) (string, err
 // fail with ErrNoArtifactProxy. MLflow gives mlflow-artifacts:/<id> to
 // experiments created on `mlflow server --serve-artifacts` (the default)
 // unless --default-artifact-root names another location.
-func (c *Client) checkLocation(e wireExperiment) {
+func (c *Client) checkLocation(e mlflowwire.Experiment) {
 	loc := e.ArtifactLocation
 	if loc == "" || strings.HasPrefix(loc, "mlflow-artifacts:") || strings.HasPrefix(loc, "http://") || strings.HasPrefix(loc, "https://") {
 		return
@@ -373,7 +370,7 @@ func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (trackin
 		tags[kv.key] = kv.value
 	}
 	keys := slices.Sorted(maps.Keys(tags))
-	wreq := &createRunReq{ExperimentID: req.ExperimentID, UserID: tags[tracking.TagUser], RunName: tags[tracking.TagRunName]}
+	wreq := &mlflowwire.CreateRun{ExperimentID: req.ExperimentID, UserID: tags[tracking.TagUser], RunName: tags[tracking.TagRunName]}
 	var sorted []tracking.Tag
 	for _, k := range keys {
 		t := tracking.Tag{Key: k, Value: tags[k]}
@@ -381,13 +378,13 @@ func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (trackin
 			return tracking.Run{}, fmt.Errorf("%s: %w", what, err)
 		}
 		sorted = append(sorted, t)
-		wreq.Tags = append(wreq.Tags, wireKV{k, t.Value})
+		wreq.Tags = append(wreq.Tags, mlflowwire.KeyValue{Key: k, Value: t.Value})
 	}
 	start := req.StartTime
 	if start.IsZero() {
 		start = time.Now()
 	}
-	wreq.StartTime = start.UnixMilli()
+	wreq.StartTime = mlflowwire.NewInt64(start.UnixMilli())
 
 	parent := tags[tracking.TagParentRunID]
 	direct := !c.unhealthy.Load()
@@ -419,7 +416,7 @@ func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (trackin
 	return tracking.Run{
 		Info: tracking.RunInfo{
 			RunID: id, RunName: wreq.RunName, ExperimentID: req.ExperimentID, UserID: wreq.UserID,
-			Status: tracking.StatusRunning, StartTime: time.UnixMilli(wreq.StartTime).UTC(), LifecycleStage: tracking.LifecycleActive,
+			Status: tracking.StatusRunning, StartTime: time.UnixMilli(int64(*wreq.StartTime)).UTC(), LifecycleStage: tracking.LifecycleActive,
 		},
 		Data: tracking.RunData{Tags: sorted},
 	}, nil
@@ -430,7 +427,7 @@ func (c *Client) CreateRun(ctx context.Context, req tracking.CreateRun) (trackin
 // first attempt when lookupFirst (a spooled create, which an earlier
 // attempt or process may have sent), it looks the create key up, so a
 // create the server applied but whose answer was lost is not made twice.
-func (c *Client) createRun(ctx context.Context, req *createRunReq, timeout time.Duration, lookupFirst bool) (tracking.Run, error) {
+func (c *Client) createRun(ctx context.Context, req *mlflowwire.CreateRun, timeout time.Duration, lookupFirst bool) (tracking.Run, error) {
 	r := *req
 	var err error
 	if r.ExperimentID, err = c.resolve(req.ExperimentID); err != nil {
@@ -527,10 +524,8 @@ func (c *Client) createOnce(ctx context.Context, endpoint string, lookupFirst bo
 }
 
 // sendCreate makes one runs/create request.
-func (c *Client) sendCreate(ctx context.Context, r *createRunReq) (tracking.Run, error) {
-	var got struct {
-		Run wireRun `json:"run"`
-	}
+func (c *Client) sendCreate(ctx context.Context, r *mlflowwire.CreateRun) (tracking.Run, error) {
+	var got mlflowwire.RunResponse
 	if err := c.callRetries(ctx, 0, "POST", "runs/create", nil, r, &got); err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) && strings.Contains(ae.Message, "must be in the 'active' state") {
@@ -538,7 +533,7 @@ func (c *Client) sendCreate(ctx context.Context, r *createRunReq) (tracking.Run,
 		}
 		return tracking.Run{}, err
 	}
-	run := got.Run.run()
+	run := got.Run.ToTracking()
 	if run.Info.RunID == "" {
 		return tracking.Run{}, fmt.Errorf("mlflow POST runs/create: the response holds no run ID")
 	}
@@ -548,21 +543,19 @@ func (c *Client) sendCreate(ctx context.Context, r *createRunReq) (tracking.Run,
 // findCreated looks for the run an earlier runs/create with this create
 // key made (one request; deleted runs too).
 func (c *Client) findCreated(ctx context.Context, experimentID, key string) (tracking.Run, bool, error) {
-	req := searchRunsReq{
+	req := mlflowwire.SearchRuns{
 		ExperimentIDs: []string{experimentID},
 		Filter:        fmt.Sprintf("tags.%s = '%s'", TagCreateKey, key),
-		RunViewType:   "ALL",
-		MaxResults:    10,
+		RunViewType:   mlflowwire.ViewAll,
+		MaxResults:    mlflowwire.NewInt64(10),
 	}
-	var got struct {
-		Runs []wireRun `json:"runs"`
-	}
+	var got mlflowwire.SearchRunsResponse
 	if err := c.callRetries(ctx, 0, "POST", "runs/search", nil, &req, &got); err != nil {
 		return tracking.Run{}, false, err
 	}
 	var runs []tracking.Run
 	for _, w := range got.Runs {
-		if run := w.run(); run.Info.RunID != "" {
+		if run := w.ToTracking(); run.Info.RunID != "" {
 			if v, _ := run.Data.Tag(TagCreateKey); v == key {
 				runs = append(runs, run)
 			}
@@ -597,9 +590,9 @@ func (c *Client) UpdateRun(ctx context.Context, runID string, status tracking.Ru
 	if status == "" && end.IsZero() && name == "" {
 		return nil
 	}
-	u := &updateRunReq{RunID: runID, Status: string(status), RunName: name}
+	u := &mlflowwire.UpdateRun{RunRef: mlflowwire.RunRef{RunID: runID}, Status: string(status), RunName: name}
 	if !end.IsZero() {
-		u.EndTime = end.UnixMilli()
+		u.EndTime = mlflowwire.NewInt64(end.UnixMilli())
 	}
 	if err := c.spoolOps(&op{Kind: opUpdate, RunID: runID, Update: u}); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
@@ -622,17 +615,17 @@ func (c *Client) LogBatch(ctx context.Context, runID string, metrics []tracking.
 	if err := validateEntities(metrics, params, tags); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	wm := make([]wireMetric, len(metrics))
+	wm := make([]mlflowwire.Metric, len(metrics))
 	for i, m := range metrics {
-		wm[i] = fromMetric(m)
+		wm[i] = mlflowwire.FromMetric(m)
 	}
-	wp := make([]wireKV, len(params))
+	wp := make([]mlflowwire.KeyValue, len(params))
 	for i, p := range params {
-		wp[i] = wireKV{p.Key, p.Value}
+		wp[i] = mlflowwire.KeyValue{Key: p.Key, Value: p.Value}
 	}
-	wt := make([]wireKV, len(tags))
+	wt := make([]mlflowwire.KeyValue, len(tags))
 	for i, t := range tags {
-		wt[i] = wireKV{t.Key, t.Value}
+		wt[i] = mlflowwire.KeyValue{Key: t.Key, Value: t.Value}
 	}
 	var ops []*op
 	for _, r := range splitBatch(wm, wp, wt) {
@@ -661,12 +654,12 @@ func (c *Client) LogInputs(ctx context.Context, runID string, inputs []tracking.
 	if len(inputs) == 0 {
 		return nil
 	}
-	req := &logInputsReq{RunID: runID}
+	req := &mlflowwire.LogInputs{RunRef: mlflowwire.RunRef{RunID: runID}}
 	for _, in := range inputs {
 		d := in.Dataset
-		w := wireDatasetInput{Dataset: wireDataset{Name: d.Name, Digest: d.Digest, SourceType: d.SourceType, Source: d.Source, Schema: d.Schema, Profile: d.Profile}}
+		w := mlflowwire.DatasetInput{Dataset: mlflowwire.Dataset{Name: d.Name, Digest: d.Digest, SourceType: d.SourceType, Source: d.Source, Schema: d.Schema, Profile: d.Profile}}
 		for _, t := range in.Tags {
-			w.Tags = append(w.Tags, wireKV{t.Key, t.Value})
+			w.Tags = append(w.Tags, mlflowwire.KeyValue{Key: t.Key, Value: t.Value})
 		}
 		req.Datasets = append(req.Datasets, w)
 	}
@@ -759,13 +752,11 @@ func (c *Client) getRun(ctx context.Context, runID string) (tracking.Run, error)
 	if err != nil {
 		return tracking.Run{}, err
 	}
-	var got struct {
-		Run wireRun `json:"run"`
-	}
+	var got mlflowwire.RunResponse
 	if err := c.call(ctx, "GET", "runs/get", url.Values{"run_id": {id}}, nil, &got); err != nil {
 		return tracking.Run{}, err
 	}
-	run := got.Run.run()
+	run := got.Run.ToTracking()
 	c.mu.Lock()
 	c.artifactURIs[run.Info.RunID] = run.Info.ArtifactURI
 	c.mu.Unlock()
@@ -784,23 +775,20 @@ func (c *Client) ChildRuns(ctx context.Context, parentRunID string) ([]tracking.
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	req := searchRunsReq{
+	req := mlflowwire.SearchRuns{
 		ExperimentIDs: []string{parent.Info.ExperimentID},
 		Filter:        fmt.Sprintf("tags.%s = '%s'", tracking.TagParentRunID, strings.ReplaceAll(parent.Info.RunID, "'", "\\'")),
-		RunViewType:   "ACTIVE_ONLY",
-		MaxResults:    tracking.DefaultSearchResults,
+		RunViewType:   mlflowwire.ViewActiveOnly,
+		MaxResults:    mlflowwire.NewInt64(tracking.DefaultSearchResults),
 	}
 	var all []tracking.Run
 	for {
-		var got struct {
-			Runs          []wireRun `json:"runs"`
-			NextPageToken string    `json:"next_page_token"`
-		}
+		var got mlflowwire.SearchRunsResponse
 		if err := c.call(ctx, "POST", "runs/search", nil, &req, &got); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		for _, r := range got.Runs {
-			all = append(all, r.run())
+			all = append(all, r.ToTracking())
 		}
 		if got.NextPageToken == "" || got.NextPageToken == req.PageToken {
 			break
@@ -830,15 +818,12 @@ func (c *Client) GetMetricHistory(ctx context.Context, runID, key string) ([]tra
 	q := url.Values{"run_id": {id}, "metric_key": {key}, "max_results": {fmt.Sprint(historyPage)}}
 	var hist []tracking.Metric
 	for {
-		var got struct {
-			Metrics       []wireMetric `json:"metrics"`
-			NextPageToken string       `json:"next_page_token"`
-		}
+		var got mlflowwire.MetricHistoryResponse
 		if err := c.call(ctx, "GET", "metrics/get-history", q, nil, &got); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		for _, m := range got.Metrics {
-			hist = append(hist, toMetric(m))
+			hist = append(hist, m.ToTracking())
 		}
 		if got.NextPageToken == "" || got.NextPageToken == q.Get("page_token") {
 			break

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 func TestMain(m *testing.M) {
@@ -443,8 +444,8 @@ func TestLogInputs(t *testing.T) {
 	f.mu.Lock()
 	got := f.runs[run.Info.RunID].inputs
 	f.mu.Unlock()
-	want := []wireDatasetInput{{Tags: []wireKV{{tracking.TagDatasetContext, "training"}},
-		Dataset: wireDataset{Name: "fmnist/train/site-1", Digest: "abc123", SourceType: "local", Source: `{"path":"/d"}`, Profile: `{"num_samples":10}`}}}
+	want := []mlflowwire.DatasetInput{{Tags: []mlflowwire.KeyValue{{Key: tracking.TagDatasetContext, Value: "training"}},
+		Dataset: mlflowwire.Dataset{Name: "fmnist/train/site-1", Digest: "abc123", SourceType: "local", Source: `{"path":"/d"}`, Profile: `{"num_samples":10}`}}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("inputs on the server (-want +got):\n%s", diff)
 	}
@@ -487,45 +488,4 @@ func TestArtifacts(t *testing.T) {
 			t.Errorf("Pending = %d, want 0: a server without the proxy is reported, not retried forever", n)
 		}
 	})
-}
-
-func TestJSONFloat(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    float64
-		wantErr bool
-	}{
-		{`"NaN"`, math.NaN(), false},
-		{`"Infinity"`, math.Inf(1), false},
-		{`"-Infinity"`, math.Inf(-1), false},
-		{`1.5`, 1.5, false},
-		{`"2.5"`, 2.5, false},
-		{`-0`, 0, false},
-		{`"lots"`, 0, true},
-		{`true`, 0, true},
-	}
-	for _, tt := range tests {
-		var f jsonFloat
-		err := f.UnmarshalJSON([]byte(tt.in))
-		if (err != nil) != tt.wantErr || (err == nil && !cmp.Equal(float64(f), tt.want, cmpopts.EquateNaNs())) {
-			t.Errorf("UnmarshalJSON(%s) = %v, %v; want %v, error %v", tt.in, float64(f), err, tt.want, tt.wantErr)
-		}
-		if err != nil {
-			continue
-		}
-		b, err := f.MarshalJSON()
-		var back jsonFloat
-		if err != nil || back.UnmarshalJSON(b) != nil || !cmp.Equal(float64(back), tt.want, cmpopts.EquateNaNs()) {
-			t.Errorf("round trip of %s through %s = %v, %v", tt.in, b, float64(back), err)
-		}
-	}
-	var n jsonInt64
-	for in, want := range map[string]int64{`"1700000000000"`: 1700000000000, `42`: 42, `null`: 0} {
-		if err := n.UnmarshalJSON([]byte(in)); err != nil || int64(n) != want {
-			t.Errorf("jsonInt64(%s) = %d, %v; want %d", in, n, err, want)
-		}
-	}
-	if err := n.UnmarshalJSON([]byte(`"x"`)); err == nil {
-		t.Errorf(`jsonInt64("x") = nil error, want one`)
-	}
 }

@@ -13,17 +13,12 @@ import (
 	"strings"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // ErrDownloadTooLarge is returned when the artifacts DownloadArtifacts
 // would write pass Config.MaxDownloadBytes or MaxDownloadFiles.
 var ErrDownloadTooLarge = errors.New("artifacts too large to download")
-
-type wireFileInfo struct {
-	Path     string    `json:"path"`
-	IsDir    bool      `json:"is_dir"`
-	FileSize jsonInt64 `json:"file_size"`
-}
 
 // DownloadArtifacts copies the artifacts at artifactURI (a file or a
 // folder, listed recursively) into destDir, through the server's artifact
@@ -124,10 +119,8 @@ type downloader struct {
 }
 
 // list lists one folder under the proxy.
-func (d *downloader) list(ctx context.Context, p string) ([]wireFileInfo, error) {
-	var got struct {
-		Files []wireFileInfo `json:"files"`
-	}
+func (d *downloader) list(ctx context.Context, p string) ([]mlflowwire.FileInfo, error) {
+	var got mlflowwire.ProxyListResponse
 	u := d.c.cfg.URI + "/api/2.0/mlflow-artifacts/artifacts"
 	if p != "" {
 		u += "?" + url.Values{"path": {p}}.Encode()
@@ -143,7 +136,7 @@ func (d *downloader) list(ctx context.Context, p string) ([]wireFileInfo, error)
 }
 
 // walk downloads the entries of folder p (remote) into rel (local).
-func (d *downloader) walk(ctx context.Context, p, rel string, entries []wireFileInfo) error {
+func (d *downloader) walk(ctx context.Context, p, rel string, entries []mlflowwire.FileInfo) error {
 	for _, e := range entries {
 		name, err := listedName(p, e.Path)
 		if err != nil {
@@ -164,8 +157,8 @@ func (d *downloader) walk(ctx context.Context, p, rel string, entries []wireFile
 			}
 			continue
 		}
-		if int64(e.FileSize) > d.budget {
-			return fmt.Errorf("%w: %s is %d bytes and %d are left of the %d-byte limit (Config.MaxDownloadBytes)", ErrDownloadTooLarge, remote, e.FileSize, d.budget, d.c.cfg.MaxDownloadBytes)
+		if e.Size() > d.budget {
+			return fmt.Errorf("%w: %s is %d bytes and %d are left of the %d-byte limit (Config.MaxDownloadBytes)", ErrDownloadTooLarge, remote, e.Size(), d.budget, d.c.cfg.MaxDownloadBytes)
 		}
 		if err := d.fetch(ctx, remote, local); err != nil {
 			return err

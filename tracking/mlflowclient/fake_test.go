@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // fakeMLflow is an in-memory MLflow tracking server, written from the REST
@@ -45,8 +46,8 @@ type fakeModel struct {
 	name, description string
 	created, updated  int64
 	tags              map[string]string
-	versions          []*wireModelVersion // version i+1 at i
-	aliases           map[string]string   // alias → version
+	versions          []*mlflowwire.ModelVersion // version i+1 at i
+	aliases           map[string]string          // alias → version
 }
 
 type fakeExp struct {
@@ -54,11 +55,11 @@ type fakeExp struct {
 }
 
 type fakeRun struct {
-	info    wireRunInfo
-	metrics []wireMetric // every point, in arrival order
+	info    mlflowwire.RunInfo
+	metrics []mlflowwire.Metric // every point, in arrival order
 	params  map[string]string
 	tags    map[string]string
-	inputs  []wireDatasetInput
+	inputs  []mlflowwire.DatasetInput
 }
 
 func newFake(t *testing.T) *fakeMLflow {
@@ -94,7 +95,7 @@ func (f *fakeMLflow) history(runID, key string) []tracking.Metric {
 	if r := f.runs[runID]; r != nil {
 		for _, m := range r.metrics {
 			if m.Key == key {
-				out = append(out, toMetric(m))
+				out = append(out, m.ToTracking())
 			}
 		}
 	}
@@ -200,9 +201,9 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		return nil, notExist("Could not find experiment with name '%s'", name)
 	case "POST experiments/create":
 		var req struct {
-			Name             string   `json:"name"`
-			ArtifactLocation string   `json:"artifact_location"`
-			Tags             []wireKV `json:"tags"`
+			Name             string                `json:"name"`
+			ArtifactLocation string                `json:"artifact_location"`
+			Tags             []mlflowwire.KeyValue `json:"tags"`
 		}
 		if e := decode(body, &req); e != nil {
 			return nil, e
@@ -219,7 +220,7 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		f.exps = append(f.exps, e)
 		return map[string]string{"experiment_id": e.id}, nil
 	case "POST runs/create":
-		var req createRunReq
+		var req mlflowwire.CreateRun
 		if e := decode(body, &req); e != nil {
 			return nil, e
 		}
@@ -246,13 +247,13 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		if !f.serveArtifacts {
 			art = "s3://bucket/" + exp.id + "/" + id + "/artifacts"
 		}
-		run.info = wireRunInfo{RunID: id, RunUUID: id, RunName: name, ExperimentID: exp.id, UserID: req.UserID,
-			Status: "RUNNING", StartTime: jsonInt64(req.StartTime), ArtifactURI: art, LifecycleStage: "active"}
+		run.info = mlflowwire.RunInfo{RunID: id, RunUUID: id, RunName: name, ExperimentID: exp.id, UserID: req.UserID,
+			Status: "RUNNING", StartTime: valueOr(req.StartTime, 0), ArtifactURI: art, LifecycleStage: "active"}
 		f.runs[id] = run
 		f.runOrder = append(f.runOrder, id)
 		return map[string]any{"run": f.runJSON(run)}, nil
 	case "POST runs/update":
-		var req updateRunReq
+		var req mlflowwire.UpdateRun
 		if e := decode(body, &req); e != nil {
 			return nil, e
 		}
@@ -266,8 +267,8 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 			}
 			run.info.Status = req.Status
 		}
-		if req.EndTime != 0 {
-			run.info.EndTime = jsonInt64(req.EndTime)
+		if req.EndTime != nil && *req.EndTime != 0 {
+			run.info.EndTime = req.EndTime
 		}
 		if req.RunName != "" {
 			run.info.RunName = req.RunName
@@ -275,7 +276,7 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		}
 		return map[string]any{"run_info": run.info}, nil
 	case "POST runs/log-batch":
-		var req logBatchReq
+		var req mlflowwire.LogBatch
 		if e := decode(body, &req); e != nil {
 			return nil, e
 		}
@@ -315,7 +316,7 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		run.metrics = append(run.metrics, req.Metrics...)
 		return map[string]any{}, nil
 	case "POST runs/log-inputs":
-		var req logInputsReq
+		var req mlflowwire.LogInputs
 		if e := decode(body, &req); e != nil {
 			return nil, e
 		}
@@ -332,7 +333,7 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		}
 		return map[string]any{"run": f.runJSON(run)}, nil
 	case "POST runs/search":
-		var req searchRunsReq
+		var req mlflowwire.SearchRuns
 		if e := decode(body, &req); e != nil {
 			return nil, e
 		}
@@ -357,7 +358,7 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		// MLflow's default order: start time descending.
 		slices.SortStableFunc(hits, func(a, b *fakeRun) int { return cmp.Compare(b.info.StartTime, a.info.StartTime) })
 		off, _ := strconv.Atoi(req.PageToken)
-		page := cmp.Or(req.MaxResults, 1000)
+		page := int(valueOr(req.MaxResults, 1000))
 		// Small pages, to exercise the client's paging.
 		page = min(page, 2)
 		end := min(off+page, len(hits))
@@ -379,7 +380,7 @@ func (f *fakeMLflow) handle(r *http.Request, endpoint string, body []byte) (any,
 		if run == nil {
 			return nil, notExist("Run with id=%s not found", q.Get("run_id"))
 		}
-		var pts []wireMetric
+		var pts []mlflowwire.Metric
 		for _, m := range run.metrics {
 			if m.Key == q.Get("metric_key") {
 				pts = append(pts, m)
@@ -425,23 +426,23 @@ func (f *fakeMLflow) expJSON(e *fakeExp) map[string]any {
 }
 
 func (f *fakeMLflow) runJSON(run *fakeRun) map[string]any {
-	latest := map[string]wireMetric{}
+	latest := map[string]mlflowwire.Metric{}
 	for _, m := range run.metrics {
 		old, ok := latest[m.Key]
 		if !ok || m.Step > old.Step || (m.Step == old.Step && m.Timestamp >= old.Timestamp) {
 			latest[m.Key] = m
 		}
 	}
-	var ms []wireMetric
+	var ms []mlflowwire.Metric
 	for _, k := range slices.Sorted(mapsKeys(latest)) {
 		ms = append(ms, latest[k])
 	}
-	var ps, ts []wireKV
+	var ps, ts []mlflowwire.KeyValue
 	for _, k := range slices.Sorted(mapsKeys(run.params)) {
-		ps = append(ps, wireKV{k, run.params[k]})
+		ps = append(ps, mlflowwire.KeyValue{Key: k, Value: run.params[k]})
 	}
 	for _, k := range slices.Sorted(mapsKeys(run.tags)) {
-		ts = append(ts, wireKV{k, run.tags[k]})
+		ts = append(ts, mlflowwire.KeyValue{Key: k, Value: run.tags[k]})
 	}
 	info := map[string]any{"run_id": run.info.RunID, "run_uuid": run.info.RunID, "run_name": run.info.RunName,
 		"experiment_id": run.info.ExperimentID, "user_id": run.info.UserID, "status": run.info.Status,
@@ -449,10 +450,18 @@ func (f *fakeMLflow) runJSON(run *fakeRun) map[string]any {
 		// string here checks the client takes both.
 		"start_time": strconv.FormatInt(int64(run.info.StartTime), 10), "artifact_uri": run.info.ArtifactURI,
 		"lifecycle_stage": run.info.LifecycleStage}
-	if run.info.EndTime != 0 {
-		info["end_time"] = int64(run.info.EndTime)
+	if run.info.EndTime != nil {
+		info["end_time"] = int64(*run.info.EndTime)
 	}
 	return map[string]any{"info": info, "data": map[string]any{"metrics": ms, "params": ps, "tags": ts}}
+}
+
+// valueOr returns *n, or or when n is nil (absent from the request).
+func valueOr(n *mlflowwire.Int64, or mlflowwire.Int64) mlflowwire.Int64 {
+	if n == nil {
+		return or
+	}
+	return *n
 }
 
 func mapsKeys[V any](m map[string]V) func(func(string) bool) {

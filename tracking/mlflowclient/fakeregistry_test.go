@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // rawBody is a response the fake sends as it is, not as JSON.
@@ -51,16 +53,16 @@ func (f *fakeMLflow) modelJSON(m *fakeModel) map[string]any {
 	if m.description != "" {
 		out["description"] = m.description
 	}
-	var tags []wireKV
+	var tags []mlflowwire.KeyValue
 	for _, k := range slices.Sorted(mapsKeys(m.tags)) {
-		tags = append(tags, wireKV{k, m.tags[k]})
+		tags = append(tags, mlflowwire.KeyValue{Key: k, Value: m.tags[k]})
 	}
 	if tags != nil {
 		out["tags"] = tags
 	}
-	var aliases []wireAlias
+	var aliases []mlflowwire.ModelAlias
 	for _, a := range slices.Sorted(mapsKeys(m.aliases)) {
-		aliases = append(aliases, wireAlias{a, m.aliases[a]})
+		aliases = append(aliases, mlflowwire.ModelAlias{Alias: a, Version: m.aliases[a]})
 	}
 	if aliases != nil {
 		out["aliases"] = aliases
@@ -73,7 +75,7 @@ func (f *fakeMLflow) modelJSON(m *fakeModel) map[string]any {
 
 // versionJSON writes a version as MLflow does: version a string, aliases
 // strings, timestamps numbers.
-func (f *fakeMLflow) versionJSON(m *fakeModel, v *wireModelVersion) map[string]any {
+func (f *fakeMLflow) versionJSON(m *fakeModel, v *mlflowwire.ModelVersion) map[string]any {
 	out := map[string]any{"name": v.Name, "version": v.Version, "creation_timestamp": int64(v.CreationTimestamp),
 		"last_updated_timestamp": int64(v.LastUpdatedTimestamp), "current_stage": "None", "source": v.Source,
 		"status": "READY"}
@@ -112,7 +114,7 @@ func (f *fakeMLflow) model(name string) (*fakeModel, *mlflowErr) {
 	return m, nil
 }
 
-func (f *fakeMLflow) version(m *fakeModel, v string) (*wireModelVersion, *mlflowErr) {
+func (f *fakeMLflow) version(m *fakeModel, v string) (*mlflowwire.ModelVersion, *mlflowErr) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
 		return nil, invalid("Parameter 'version' must be an integer, got '%s'.", v)
@@ -135,9 +137,9 @@ func (f *fakeMLflow) handleRegistry(r *http.Request, endpoint string, body []byt
 	switch r.Method + " " + endpoint {
 	case "POST registered-models/create":
 		var req struct {
-			Name        string   `json:"name"`
-			Tags        []wireKV `json:"tags"`
-			Description string   `json:"description"`
+			Name        string                `json:"name"`
+			Tags        []mlflowwire.KeyValue `json:"tags"`
+			Description string                `json:"description"`
 		}
 		if e := decode(body, &req); e != nil {
 			return nil, e, true
@@ -194,7 +196,7 @@ func (f *fakeMLflow) handleRegistry(r *http.Request, endpoint string, body []byt
 			return nil, e, true
 		}
 		f.modelSeq++
-		v := &wireModelVersion{Name: m.name, Version: strconv.Itoa(len(m.versions) + 1), CreationTimestamp: jsonInt64(1700000000000 + f.modelSeq),
+		v := &mlflowwire.ModelVersion{Name: m.name, Version: strconv.Itoa(len(m.versions) + 1), CreationTimestamp: mlflowwire.Int64(1700000000000 + f.modelSeq),
 			Source: req.Source, RunID: req.RunID, RunLink: req.RunLink, Description: req.Description, Tags: req.Tags}
 		v.LastUpdatedTimestamp = v.CreationTimestamp
 		m.versions = append(m.versions, v)

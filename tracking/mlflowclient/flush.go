@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // maxCoalesce bounds how many spooled log-batch writes of one run are
@@ -302,7 +303,7 @@ func (c *Client) apply(ctx context.Context, ops []*op) error {
 		u.RunID, u.RunUUID = runID, runID
 		return c.call(ctx, "POST", "runs/update", nil, &u, nil)
 	case opBatch:
-		req := logBatchReq{RunID: runID}
+		req := mlflowwire.LogBatch{RunRef: mlflowwire.RunRef{RunID: runID}}
 		for _, x := range ops {
 			req.Metrics = append(req.Metrics, x.Batch.Metrics...)
 			req.Params = append(req.Params, x.Batch.Params...)

@@ -1,7 +1,6 @@
 package mlflowclient
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // The model registry, through MLflow's REST API (model-registry section).
@@ -26,70 +26,6 @@ var _ tracking.ModelRegistrar = (*Client)(nil)
 // maxRegistryPages bounds the pages a lookup of a version by its create
 // key reads.
 const maxRegistryPages = 10
-
-type wireAlias struct {
-	Alias   string `json:"alias"`
-	Version string `json:"version"`
-}
-
-type wireModelVersion struct {
-	Name                 string    `json:"name"`
-	Version              string    `json:"version"`
-	CreationTimestamp    jsonInt64 `json:"creation_timestamp"`
-	LastUpdatedTimestamp jsonInt64 `json:"last_updated_timestamp"`
-	UserID               string    `json:"user_id"`
-	CurrentStage         string    `json:"current_stage"`
-	Description          string    `json:"description"`
-	Source               string    `json:"source"`
-	RunID                string    `json:"run_id"`
-	Status               string    `json:"status"`
-	StatusMessage        string    `json:"status_message"`
-	Tags                 []wireKV  `json:"tags"`
-	RunLink              string    `json:"run_link"`
-	Aliases              []string  `json:"aliases"`
-}
-
-type wireRegisteredModel struct {
-	Name                 string             `json:"name"`
-	CreationTimestamp    jsonInt64          `json:"creation_timestamp"`
-	LastUpdatedTimestamp jsonInt64          `json:"last_updated_timestamp"`
-	UserID               string             `json:"user_id"`
-	Description          string             `json:"description"`
-	LatestVersions       []wireModelVersion `json:"latest_versions"`
-	Tags                 []wireKV           `json:"tags"`
-	Aliases              []wireAlias        `json:"aliases"`
-}
-
-func toTags(kv []wireKV) []tracking.Tag {
-	var out []tracking.Tag
-	for _, t := range kv {
-		out = append(out, tracking.Tag{Key: t.Key, Value: t.Value})
-	}
-	slices.SortFunc(out, func(a, b tracking.Tag) int { return cmp.Compare(a.Key, b.Key) })
-	return out
-}
-
-func (v wireModelVersion) version() tracking.ModelVersion {
-	return tracking.ModelVersion{
-		Name: v.Name, Version: v.Version, CreationTime: millis(v.CreationTimestamp), LastUpdatedTime: millis(v.LastUpdatedTimestamp),
-		Description: v.Description, UserID: v.UserID, CurrentStage: v.CurrentStage, Source: v.Source, RunID: v.RunID,
-		RunLink: v.RunLink, Status: v.Status, StatusMessage: v.StatusMessage, Tags: toTags(v.Tags), Aliases: slices.Clone(v.Aliases),
-	}
-}
-
-func (m wireRegisteredModel) model() tracking.RegisteredModel {
-	out := tracking.RegisteredModel{
-		Name: m.Name, CreationTime: millis(m.CreationTimestamp), LastUpdatedTime: millis(m.LastUpdatedTimestamp),
-		Description: m.Description, Tags: toTags(m.Tags),
-	}
-	for _, v := range m.LatestVersions {
-		out.LatestVersions = append(out.LatestVersions, v.version())
-	}
-	for _, a := range m.Aliases {
-		out.Aliases = append(out.Aliases, tracking.ModelAlias{Alias: a.Alias, Version: a.Version})
-	}
-	return out
-}
 
 func checkName(what, name string) error {
 	if strings.TrimSpace(name) == "" {
@@ -114,12 +50,12 @@ func (c *Client) EnsureRegisteredModel(ctx context.Context, name string) error {
 }
 
 type createVersionReq struct {
-	Name        string   `json:"name"`
-	Source      string   `json:"source"`
-	RunID       string   `json:"run_id,omitempty"`
-	Tags        []wireKV `json:"tags,omitempty"`
-	RunLink     string   `json:"run_link,omitempty"`
-	Description string   `json:"description,omitempty"`
+	Name        string                `json:"name"`
+	Source      string                `json:"source"`
+	RunID       string                `json:"run_id,omitempty"`
+	Tags        []mlflowwire.KeyValue `json:"tags,omitempty"`
+	RunLink     string                `json:"run_link,omitempty"`
+	Description string                `json:"description,omitempty"`
 }
 
 // placeholderRE finds placeholder IDs inside a source URI.
@@ -173,7 +109,7 @@ func (c *Client) CreateModelVersion(ctx context.Context, req tracking.CreateMode
 		if err := validateTag(tracking.Tag{Key: k, Value: tags[k]}); err != nil {
 			return tracking.ModelVersion{}, fmt.Errorf("%s: %w", what, err)
 		}
-		w.Tags = append(w.Tags, wireKV{k, tags[k]})
+		w.Tags = append(w.Tags, mlflowwire.KeyValue{Key: k, Value: tags[k]})
 	}
 	var v tracking.ModelVersion
 	err = c.createOnce(ctx, "model-versions/create", false,
@@ -185,13 +121,11 @@ func (c *Client) CreateModelVersion(ctx context.Context, req tracking.CreateMode
 			return found, ferr
 		},
 		func() error {
-			var got struct {
-				ModelVersion wireModelVersion `json:"model_version"`
-			}
+			var got mlflowwire.ModelVersionResponse
 			if err := c.callRetries(ctx, 0, "POST", "model-versions/create", nil, &w, &got); err != nil {
 				return err
 			}
-			v = got.ModelVersion.version()
+			v = got.ModelVersion.ToTracking()
 			return nil
 		})
 	if err != nil {
@@ -300,13 +234,11 @@ func (c *Client) GetRegisteredModel(ctx context.Context, name string) (tracking.
 	if err := checkName(what, name); err != nil {
 		return tracking.RegisteredModel{}, err
 	}
-	var got struct {
-		RegisteredModel wireRegisteredModel `json:"registered_model"`
-	}
+	var got mlflowwire.RegisteredModelResponse
 	if err := c.call(ctx, "GET", "registered-models/get", url.Values{"name": {name}}, nil, &got); err != nil {
 		return tracking.RegisteredModel{}, fmt.Errorf("%s: %w", what, err)
 	}
-	return got.RegisteredModel.model(), nil
+	return got.RegisteredModel.ToTracking(), nil
 }
 
 // GetModelVersion returns one version of a registered model.
@@ -318,13 +250,11 @@ func (c *Client) GetModelVersion(ctx context.Context, name, version string) (tra
 	if version == "" {
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w: the version is empty", what, tracking.ErrInvalid)
 	}
-	var got struct {
-		ModelVersion wireModelVersion `json:"model_version"`
-	}
+	var got mlflowwire.ModelVersionResponse
 	if err := c.call(ctx, "GET", "model-versions/get", url.Values{"name": {name}, "version": {version}}, nil, &got); err != nil {
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w", what, err)
 	}
-	return got.ModelVersion.version(), nil
+	return got.ModelVersion.ToTracking(), nil
 }
 
 // GetLatestVersions returns the newest version of each stage of a
@@ -334,16 +264,14 @@ func (c *Client) GetLatestVersions(ctx context.Context, name string, stages []st
 	if err := checkName(what, name); err != nil {
 		return nil, err
 	}
-	var got struct {
-		ModelVersions []wireModelVersion `json:"model_versions"`
-	}
+	var got mlflowwire.ModelVersionsResponse
 	body := map[string]any{"name": name, "stages": stages}
 	if err := c.call(ctx, "POST", "registered-models/get-latest-versions", nil, body, &got); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	vs := make([]tracking.ModelVersion, len(got.ModelVersions))
 	for i, v := range got.ModelVersions {
-		vs[i] = v.version()
+		vs[i] = v.ToTracking()
 	}
 	return vs, nil
 }
@@ -388,9 +316,7 @@ func (c *Client) GetModelVersionByAlias(ctx context.Context, name, alias string)
 	if alias == "" {
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w: the alias is empty", what, tracking.ErrInvalid)
 	}
-	var got struct {
-		ModelVersion wireModelVersion `json:"model_version"`
-	}
+	var got mlflowwire.ModelVersionResponse
 	if err := c.call(ctx, "GET", "registered-models/alias", url.Values{"name": {name}, "alias": {alias}}, nil, &got); err != nil {
 		// MLflow answers an alias that is not set with INVALID_PARAMETER_VALUE
 		// "Registered model alias … not found."; it is ErrNotFound here too.
@@ -400,7 +326,7 @@ func (c *Client) GetModelVersionByAlias(ctx context.Context, name, alias string)
 		}
 		return tracking.ModelVersion{}, fmt.Errorf("%s: %w", what, err)
 	}
-	return got.ModelVersion.version(), nil
+	return got.ModelVersion.ToTracking(), nil
 }
 
 // GetModelVersionDownloadURI returns where the artifacts of a model
@@ -450,16 +376,13 @@ func (c *Client) SearchRegisteredModels(ctx context.Context, q tracking.Registry
 	if q.MaxResults < 0 {
 		return nil, "", fmt.Errorf("searching registered models: %w: MaxResults %d is negative", tracking.ErrInvalid, q.MaxResults)
 	}
-	var got struct {
-		RegisteredModels []wireRegisteredModel `json:"registered_models"`
-		NextPageToken    string                `json:"next_page_token"`
-	}
+	var got mlflowwire.SearchRegisteredModelsResponse
 	if err := c.call(ctx, "GET", "registered-models/search", registryQuery(q), nil, &got); err != nil {
 		return nil, "", fmt.Errorf("searching registered models: %w", err)
 	}
 	out := make([]tracking.RegisteredModel, 0, len(got.RegisteredModels))
 	for _, m := range got.RegisteredModels {
-		out = append(out, m.model())
+		out = append(out, m.ToTracking())
 	}
 	return out, got.NextPageToken, nil
 }
@@ -479,16 +402,13 @@ func (c *Client) searchVersions(ctx context.Context, q tracking.RegistryQuery, r
 	if q.MaxResults < 0 {
 		return nil, "", fmt.Errorf("%w: MaxResults %d is negative", tracking.ErrInvalid, q.MaxResults)
 	}
-	var got struct {
-		ModelVersions []wireModelVersion `json:"model_versions"`
-		NextPageToken string             `json:"next_page_token"`
-	}
+	var got mlflowwire.ModelVersionsResponse
 	if err := c.callRetries(ctx, retries, "GET", "model-versions/search", registryQuery(q), nil, &got); err != nil {
 		return nil, "", err
 	}
 	out := make([]tracking.ModelVersion, 0, len(got.ModelVersions))
 	for _, v := range got.ModelVersions {
-		out = append(out, v.version())
+		out = append(out, v.ToTracking())
 	}
 	return out, got.NextPageToken, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 var _ tracking.ModelRegistrar = (*Client)(nil)
@@ -472,18 +473,18 @@ func FuzzRegistryDecode(f *testing.F) {
 	f.Add([]byte(`{"files":[{"path":"a","is_dir":true},{"path":"b","file_size":"12"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m struct {
-			RegisteredModel wireRegisteredModel `json:"registered_model"`
-			ModelVersion    wireModelVersion    `json:"model_version"`
-			Files           []wireFileInfo      `json:"files"`
+			RegisteredModel mlflowwire.RegisteredModel `json:"registered_model"`
+			ModelVersion    mlflowwire.ModelVersion    `json:"model_version"`
+			Files           []mlflowwire.FileInfo      `json:"files"`
 		}
 		if json.Unmarshal(b, &m) != nil {
 			return
 		}
-		got := m.RegisteredModel.model()
+		got := m.RegisteredModel.ToTracking()
 		if got.Name != m.RegisteredModel.Name || len(got.Aliases) != len(m.RegisteredModel.Aliases) || len(got.LatestVersions) != len(m.RegisteredModel.LatestVersions) {
 			t.Errorf("model() = %+v from %+v", got, m.RegisteredModel)
 		}
-		v := m.ModelVersion.version()
+		v := m.ModelVersion.ToTracking()
 		if v.Version != m.ModelVersion.Version || (m.ModelVersion.CreationTimestamp != 0 && v.CreationTime.UnixMilli() != int64(m.ModelVersion.CreationTimestamp)) {
 			t.Errorf("version() = %+v from %+v", v, m.ModelVersion)
 		}

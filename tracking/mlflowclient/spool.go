@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // The spool is a directory of append-only segment files, seg-<n>.log.
@@ -66,15 +68,15 @@ const (
 // op is one spooled write, kept as the request it becomes; RunID (and a
 // parent run ID among the tags) may be a placeholder, replaced when sent.
 type op struct {
-	Kind     string        `json:"k"`
-	RunID    string        `json:"r"`
-	Create   *createRunReq `json:"c,omitempty"`
-	Update   *updateRunReq `json:"u,omitempty"`
-	Batch    *logBatchReq  `json:"b,omitempty"`
-	Inputs   *logInputsReq `json:"i,omitempty"`
-	Path     string        `json:"p,omitempty"`
-	Name     string        `json:"n,omitempty"` // of an experiment
-	Artifact []byte        `json:"a,omitempty"`
+	Kind     string                `json:"k"`
+	RunID    string                `json:"r"`
+	Create   *mlflowwire.CreateRun `json:"c,omitempty"`
+	Update   *mlflowwire.UpdateRun `json:"u,omitempty"`
+	Batch    *mlflowwire.LogBatch  `json:"b,omitempty"`
+	Inputs   *mlflowwire.LogInputs `json:"i,omitempty"`
+	Path     string                `json:"p,omitempty"`
+	Name     string                `json:"n,omitempty"` // of an experiment
+	Artifact []byte                `json:"a,omitempty"`
 }
 
 // idMapping records what became of a placeholder run or experiment ID.

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // TestServerDownMidJob is the scenario: the tracking server goes
@@ -360,7 +361,7 @@ func FuzzDecodeSegment(f *testing.F) {
 	var seg bytes.Buffer
 	seg.WriteString(segMagic)
 	for _, rec := range []record{
-		{Type: recOp, Seq: 1, Op: &op{Kind: opBatch, RunID: "r", Batch: &logBatchReq{RunID: "r", Metrics: []wireMetric{{Key: "a", Value: 1}}}}},
+		{Type: recOp, Seq: 1, Op: &op{Kind: opBatch, RunID: "r", Batch: &mlflowwire.LogBatch{RunRef: mlflowwire.RunRef{RunID: "r"}, Metrics: []mlflowwire.Metric{{Key: "a", Value: 1}}}}},
 		{Type: recMap, Map: &idMapping{Placeholder: "cohort-pending-1", RunID: "abc"}},
 		{Type: recAck, Seq: 1},
 		{Type: recOp, Seq: 2, Op: &op{Kind: opArtifact, RunID: "r", Path: "a.json", Artifact: []byte("{}")}},
@@ -392,7 +393,7 @@ func FuzzDecodeSegment(f *testing.F) {
 			if err != nil || n != len(enc) {
 				t.Fatalf("decoding a re-encoded record: %v", err)
 			}
-			if diff := cmp.Diff(fr.rec, back, cmp.Comparer(func(a, b jsonFloat) bool { return a == b || (a != a && b != b) })); diff != "" {
+			if diff := cmp.Diff(fr.rec, back, cmp.Comparer(func(a, b mlflowwire.Float64) bool { return a == b || (a != a && b != b) })); diff != "" {
 				t.Fatalf("record round trip (-decoded +again):\n%s", diff)
 			}
 		}

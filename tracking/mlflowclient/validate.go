@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // The checks below are tracking/validate.go's (MLflow's own limits), made
@@ -123,10 +124,10 @@ func cleanArtifactPath(p string) (string, error) {
 // splitBatch cuts a batch into requests within MLflow's limits: at most
 // 1000 metrics, 100 params, 100 tags and 1000 entities in all. Order is
 // kept within each kind; params and tags go first.
-func splitBatch(metrics []wireMetric, params, tags []wireKV) []logBatchReq {
-	var out []logBatchReq
+func splitBatch(metrics []mlflowwire.Metric, params, tags []mlflowwire.KeyValue) []mlflowwire.LogBatch {
+	var out []mlflowwire.LogBatch
 	for len(metrics)+len(params)+len(tags) > 0 {
-		var r logBatchReq
+		var r mlflowwire.LogBatch
 		np := min(len(params), tracking.MaxParamsTagsPerBatch)
 		r.Params, params = params[:np:np], params[np:]
 		nt := min(len(tags), tracking.MaxParamsTagsPerBatch)

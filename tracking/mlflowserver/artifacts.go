@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // pageOffset is MLflow's offset page token: base64 of {"offset": n}.
@@ -48,14 +49,14 @@ func decodeOffset(tok string) (int, error) {
 // store, paths relative to the run's artifact root.
 func (s *Server) listRunArtifacts(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRef
+		mlflowwire.RunRef
 		Path      string `json:"path"`
 		PageToken string `json:"page_token"`
 	}
 	if err := s.request(w, r, &req, p("run_id", isString, isRequired), p("path", isString), p("page_token", isString)); err != nil {
 		return err
 	}
-	runID := req.id()
+	runID := req.ID()
 	if _, err := tracking.CleanArtifactPath(req.Path, true); err != nil {
 		return invalidPath(req.Path, err)
 	}
@@ -67,20 +68,17 @@ func (s *Server) listRunArtifacts(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		RootURI string         `json:"root_uri"`
-		Files   []wireFileInfo `json:"files,omitempty"`
-	}{RootURI: run.Info.ArtifactURI}
+	resp := mlflowwire.ListArtifactsResponse{RootURI: run.Info.ArtifactURI}
 	for _, f := range files {
 		resp.Files = append(resp.Files, toWireFile(f.Path, f.IsDir, f.FileSize))
 	}
 	return ok(w, resp)
 }
 
-func toWireFile(p string, dir bool, size int64) wireFileInfo {
-	fi := wireFileInfo{Path: p, IsDir: dir}
+func toWireFile(p string, dir bool, size int64) mlflowwire.FileInfo {
+	fi := mlflowwire.FileInfo{Path: p, IsDir: dir}
 	if !dir {
-		fi.FileSize = &size
+		fi.FileSize = mlflowwire.NewInt64(size)
 	}
 	return fi
 }
@@ -113,9 +111,7 @@ func (s *Server) proxyList(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer root.Close()
-	resp := struct {
-		Files []wireFileInfo `json:"files,omitempty"`
-	}{}
+	resp := mlflowwire.ProxyListResponse{}
 	f, err := root.Open(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ok(w, resp)
@@ -149,7 +145,7 @@ func (s *Server) proxyList(w http.ResponseWriter, r *http.Request) error {
 		}
 		resp.Files = append(resp.Files, toWireFile(e.Name(), e.IsDir(), size))
 	}
-	slices.SortFunc(resp.Files, func(a, b wireFileInfo) int { return strings.Compare(a.Path, b.Path) })
+	slices.SortFunc(resp.Files, func(a, b mlflowwire.FileInfo) int { return strings.Compare(a.Path, b.Path) })
 	return ok(w, resp)
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 func TestMain(m *testing.M) {
@@ -162,10 +163,7 @@ func BenchmarkRequestDecodeLogBatch(b *testing.B) {
 	schema := []param{p("run_id", isString, isRequired), each("metrics", metricSchema...)}
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		var req struct {
-			runRef
-			Metrics []metricRequest `json:"metrics"`
-		}
+		var req mlflowwire.LogBatch
 		o, raw, err := parseBody(body)
 		if err == nil {
 			err = validate(o, schema, "")

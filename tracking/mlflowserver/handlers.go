@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"path"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,38 +16,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
-
-// jViewType is MLflow's ViewType in JSON: its name or its number (1, 2, 3).
-type jViewType struct {
-	v   tracking.ViewType
-	set bool
-}
-
-func parseViewType(s string) (tracking.ViewType, bool) {
-	switch strings.ToUpper(s) {
-	case "ACTIVE_ONLY", "1":
-		return tracking.ViewActiveOnly, true
-	case "DELETED_ONLY", "2":
-		return tracking.ViewDeletedOnly, true
-	case "ALL", "3":
-		return tracking.ViewAll, true
-	}
-	return 0, false
-}
-
-func (j *jViewType) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		return nil
-	}
-	s := strings.Trim(string(b), `"`)
-	v, ok := parseViewType(s)
-	if !ok {
-		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[string]()}
-	}
-	j.v, j.set = v, true
-	return nil
-}
 
 func ok(w http.ResponseWriter, v any) error {
 	if v == nil {
@@ -184,26 +153,30 @@ func metricError(m tracking.Metric) error {
 }
 
 // searchMaxResults checks a search's max_results as MLflow's stores do.
-func searchMaxResults(n jInt64) error {
+func searchMaxResults(n *mlflowwire.Int64) error {
 	switch {
-	case !n.set:
+	case n == nil:
 		return nil
-	case n.v < 1:
-		return invalid("Invalid value for max_results. It must be a positive integer, but got %d", n.v)
-	case n.v > tracking.MaxSearchResults:
-		return invalid("Invalid value for max_results. It must be at most %d, but got %d", tracking.MaxSearchResults, n.v)
+	case *n < 1:
+		return invalid("Invalid value for max_results. It must be a positive integer, but got %d", *n)
+	case *n > tracking.MaxSearchResults:
+		return invalid("Invalid value for max_results. It must be at most %d, but got %d", tracking.MaxSearchResults, *n)
 	}
 	return nil
+}
+
+// intOr returns *n, or or when n is nil.
+func intOr(n *mlflowwire.Int64, or int64) int64 {
+	if n == nil {
+		return or
+	}
+	return int64(*n)
 }
 
 // --- experiments ---
 
 func (s *Server) createExperiment(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name             string     `json:"name"`
-		ArtifactLocation string     `json:"artifact_location"`
-		Tags             []keyValue `json:"tags"`
-	}
+	var req mlflowwire.CreateExperiment
 	if err := s.request(w, r, &req,
 		p("name", isRequired, isString),
 		p("artifact_location", isString),
@@ -229,7 +202,7 @@ func (s *Server) createExperiment(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	return ok(w, map[string]string{"experiment_id": id})
+	return ok(w, mlflowwire.CreateExperimentResponse{ExperimentID: id})
 }
 
 // maxExperimentNameLength is MLflow's MAX_EXPERIMENT_NAME_LENGTH.
@@ -246,7 +219,7 @@ func (s *Server) getExperiment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return experimentNotFound(err, req.ExperimentID)
 	}
-	return ok(w, map[string]any{"experiment": toWireExperiment(e)})
+	return ok(w, mlflowwire.ExperimentResponse{Experiment: mlflowwire.FromExperiment(e)})
 }
 
 func (s *Server) getExperimentByName(w http.ResponseWriter, r *http.Request) error {
@@ -260,15 +233,15 @@ func (s *Server) getExperimentByName(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return notFoundAs(err, fmt.Sprintf("Could not find experiment with name '%s'", req.Name))
 	}
-	return ok(w, map[string]any{"experiment": toWireExperiment(e)})
+	return ok(w, mlflowwire.ExperimentResponse{Experiment: mlflowwire.FromExperiment(e)})
 }
 
 type searchExperimentsRequest struct {
-	MaxResults jInt64    `json:"max_results"`
-	PageToken  string    `json:"page_token"`
-	Filter     string    `json:"filter"`
-	OrderBy    []string  `json:"order_by"`
-	ViewType   jViewType `json:"view_type"`
+	MaxResults *mlflowwire.Int64   `json:"max_results"`
+	PageToken  string              `json:"page_token"`
+	Filter     string              `json:"filter"`
+	OrderBy    []string            `json:"order_by"`
+	ViewType   mlflowwire.ViewType `json:"view_type"`
 }
 
 func (s *Server) searchExperiments(w http.ResponseWriter, r *http.Request) error {
@@ -285,17 +258,14 @@ func (s *Server) searchExperiments(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	exps, next, err := s.store.SearchExperiments(r.Context(), tracking.ExperimentQuery{
-		Filter: req.Filter, OrderBy: req.OrderBy, MaxResults: int(req.MaxResults.v), PageToken: req.PageToken, ViewType: req.ViewType.v,
+		Filter: req.Filter, OrderBy: req.OrderBy, MaxResults: int(intOr(req.MaxResults, 0)), PageToken: req.PageToken, ViewType: req.ViewType.ToTracking(),
 	})
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		Experiments   []wireExperiment `json:"experiments,omitempty"`
-		NextPageToken string           `json:"next_page_token,omitempty"`
-	}{NextPageToken: next}
+	resp := mlflowwire.SearchExperimentsResponse{NextPageToken: next}
 	for _, e := range exps {
-		resp.Experiments = append(resp.Experiments, toWireExperiment(e))
+		resp.Experiments = append(resp.Experiments, mlflowwire.FromExperiment(e))
 	}
 	return ok(w, resp)
 }
@@ -368,13 +338,7 @@ func (s *Server) setExperimentTag(w http.ResponseWriter, r *http.Request) error 
 // --- runs ---
 
 func (s *Server) createRun(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		ExperimentID string     `json:"experiment_id"`
-		UserID       string     `json:"user_id"`
-		RunName      string     `json:"run_name"`
-		StartTime    jInt64     `json:"start_time"`
-		Tags         []keyValue `json:"tags"`
-	}
+	var req mlflowwire.CreateRun
 	if err := s.request(w, r, &req,
 		p("experiment_id", isString),
 		p("start_time", isInt),
@@ -394,8 +358,8 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) error {
 	// MLflow's stores do not look the parent run up: a run naming a parent
 	// that does not exist (or is elsewhere) is created all the same.
 	cr := tracking.CreateRun{ExperimentID: req.ExperimentID, Name: req.RunName, UserID: req.UserID, Tags: tags, ProxiedArtifacts: true, UncheckedParent: true}
-	if req.StartTime.set {
-		cr.StartTime = time.UnixMilli(req.StartTime.v)
+	if req.StartTime != nil {
+		cr.StartTime = time.UnixMilli(int64(*req.StartTime))
 	}
 	if cr.ExperimentID == "" {
 		cr.ExperimentID = tracking.DefaultExperimentID
@@ -407,54 +371,35 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return experimentNotFound(err, cr.ExperimentID)
 	}
-	return ok(w, map[string]any{"run": toWireRun(run)})
-}
-
-// runRef is a request's run: run_id, or the deprecated run_uuid.
-type runRef struct {
-	RunID   string `json:"run_id"`
-	RunUUID string `json:"run_uuid"`
-}
-
-// id is run_id, or the deprecated run_uuid.
-func (r runRef) id() string {
-	if r.RunID != "" {
-		return r.RunID
-	}
-	return r.RunUUID
+	return ok(w, mlflowwire.RunResponse{Run: mlflowwire.FromRun(run)})
 }
 
 var runIDSchema = p("run_id", isRequired, isString)
 
 func (s *Server) getRun(w http.ResponseWriter, r *http.Request) error {
-	var req runRef
+	var req mlflowwire.RunRef
 	if err := s.request(w, r, &req, runIDSchema); err != nil {
 		return err
 	}
-	run, err := s.store.GetRun(r.Context(), req.id())
+	run, err := s.store.GetRun(r.Context(), req.ID())
 	if err != nil {
-		return runNotFound(err, req.id())
+		return runNotFound(err, req.ID())
 	}
-	return ok(w, map[string]any{"run": toWireRun(run)})
+	return ok(w, mlflowwire.RunResponse{Run: mlflowwire.FromRun(run)})
 }
 
 func (s *Server) updateRun(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		runRef
-		Status  string `json:"status"`
-		EndTime jInt64 `json:"end_time"`
-		RunName string `json:"run_name"`
-	}
+	var req mlflowwire.UpdateRun
 	if err := s.request(w, r, &req, runIDSchema, p("end_time", isInt), p("status", isString), p("run_name", isString)); err != nil {
 		return err
 	}
-	id := req.id()
+	id := req.ID()
 	if req.Status != "" && !slices.Contains([]string{"RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"}, req.Status) {
 		return invalid("Invalid value %q for parameter 'status' supplied: it must be one of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", req.Status)
 	}
 	var end time.Time
-	if req.EndTime.set {
-		end = time.UnixMilli(req.EndTime.v)
+	if req.EndTime != nil {
+		end = time.UnixMilli(int64(*req.EndTime))
 	}
 	if err := s.store.UpdateRun(r.Context(), id, tracking.RunStatus(req.Status), end, req.RunName); err != nil {
 		return runNotFound(err, id)
@@ -463,16 +408,16 @@ func (s *Server) updateRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return runNotFound(err, id)
 	}
-	return ok(w, map[string]any{"run_info": toWireRunInfo(run.Info)})
+	return ok(w, mlflowwire.UpdateRunResponse{RunInfo: mlflowwire.FromRunInfo(run.Info)})
 }
 
 func (s *Server) runOnly(w http.ResponseWriter, r *http.Request, fn func(id string) error) error {
-	var req runRef
+	var req mlflowwire.RunRef
 	if err := s.request(w, r, &req, runIDSchema); err != nil {
 		return err
 	}
-	if err := fn(req.id()); err != nil {
-		return runNotFound(err, req.id())
+	if err := fn(req.ID()); err != nil {
+		return runNotFound(err, req.ID())
 	}
 	return ok(w, nil)
 }
@@ -486,14 +431,7 @@ func (s *Server) restoreRun(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) searchRuns(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		ExperimentIDs []string  `json:"experiment_ids"`
-		Filter        string    `json:"filter"`
-		RunViewType   jViewType `json:"run_view_type"`
-		MaxResults    jInt64    `json:"max_results"`
-		OrderBy       []string  `json:"order_by"`
-		PageToken     string    `json:"page_token"`
-	}
+	var req mlflowwire.SearchRuns
 	if err := s.request(w, r, &req,
 		p("experiment_ids", isArray),
 		p("filter", isString),
@@ -512,33 +450,19 @@ func (s *Server) searchRuns(w http.ResponseWriter, r *http.Request) error {
 	}
 	runs, next, err := s.store.SearchRuns(r.Context(), tracking.RunQuery{
 		ExperimentIDs: req.ExperimentIDs, Filter: req.Filter, OrderBy: req.OrderBy,
-		MaxResults: int(req.MaxResults.v), PageToken: req.PageToken, ViewType: req.RunViewType.v,
+		MaxResults: int(intOr(req.MaxResults, 0)), PageToken: req.PageToken, ViewType: req.RunViewType.ToTracking(),
 	})
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		Runs          []wireRun `json:"runs,omitempty"`
-		NextPageToken string    `json:"next_page_token,omitempty"`
-	}{NextPageToken: next}
+	resp := mlflowwire.SearchRunsResponse{NextPageToken: next}
 	for _, run := range runs {
-		resp.Runs = append(resp.Runs, toWireRun(run))
+		resp.Runs = append(resp.Runs, mlflowwire.FromRun(run))
 	}
 	return ok(w, resp)
 }
 
 // --- logging ---
-
-type metricRequest struct {
-	Key       string `json:"key"`
-	Value     jFloat `json:"value"`
-	Timestamp jInt64 `json:"timestamp"`
-	Step      jInt64 `json:"step"`
-}
-
-func (m metricRequest) metric() tracking.Metric {
-	return tracking.Metric{Key: m.Key, Value: m.Value.v, Timestamp: m.Timestamp.v, Step: m.Step.v}
-}
 
 // metricSchema is log-metric's, and each of log-batch's metrics.
 var metricSchema = []param{
@@ -550,13 +474,13 @@ var metricSchema = []param{
 
 func (s *Server) logMetric(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRef
-		metricRequest
+		mlflowwire.RunRef
+		mlflowwire.Metric
 	}
 	if err := s.request(w, r, &req, append([]param{runIDSchema}, metricSchema...)...); err != nil {
 		return err
 	}
-	id, m := req.id(), req.metric()
+	id, m := req.ID(), req.ToTracking()
 	if err := metricError(m); err != nil {
 		return err
 	}
@@ -567,7 +491,7 @@ func (s *Server) logMetric(w http.ResponseWriter, r *http.Request) error {
 }
 
 type kvRequest struct {
-	runRef
+	mlflowwire.RunRef
 	Key   string `json:"key"`
 	Value string `json:"value"`
 }
@@ -591,8 +515,8 @@ func (s *Server) logParam(w http.ResponseWriter, r *http.Request) error {
 	if err := paramError(prm); err != nil {
 		return err
 	}
-	if err := s.store.LogParam(r.Context(), req.id(), prm); err != nil {
-		return runNotFound(err, req.id())
+	if err := s.store.LogParam(r.Context(), req.ID(), prm); err != nil {
+		return runNotFound(err, req.ID())
 	}
 	return ok(w, nil)
 }
@@ -606,8 +530,8 @@ func (s *Server) setTag(w http.ResponseWriter, r *http.Request) error {
 	if err := tagError(tag); err != nil {
 		return err
 	}
-	if err := s.store.SetTag(r.Context(), req.id(), tag); err != nil {
-		return runNotFound(err, req.id())
+	if err := s.store.SetTag(r.Context(), req.ID(), tag); err != nil {
+		return runNotFound(err, req.ID())
 	}
 	return ok(w, nil)
 }
@@ -617,7 +541,7 @@ func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, key := req.id(), req.Key
+	id, key := req.ID(), req.Key
 	if err := s.store.DeleteTag(r.Context(), id, key); err != nil {
 		if toAPIError(err).code == codeNotFound {
 			if _, gerr := s.store.GetRun(r.Context(), id); gerr != nil {
@@ -631,12 +555,7 @@ func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) logBatch(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		runRef
-		Metrics []metricRequest `json:"metrics"`
-		Params  []keyValue      `json:"params"`
-		Tags    []keyValue      `json:"tags"`
-	}
+	var req mlflowwire.LogBatch
 	if err := s.request(w, r, &req,
 		p("run_id", isString, isRequired),
 		each("metrics", metricSchema...),
@@ -645,11 +564,11 @@ func (s *Server) logBatch(w http.ResponseWriter, r *http.Request) error {
 	); err != nil {
 		return err
 	}
-	id := req.id()
+	id := req.ID()
 	// MLflow's order: every entity's validity, then the batch's limits.
 	metrics := make([]tracking.Metric, len(req.Metrics))
 	for i, m := range req.Metrics {
-		metrics[i] = m.metric()
+		metrics[i] = m.ToTracking()
 		if err := metricError(metrics[i]); err != nil {
 			return err
 		}
@@ -699,10 +618,7 @@ func (s *Server) logBatch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) logInputs(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		runRef
-		Datasets []wireDatasetInput `json:"datasets"`
-	}
+	var req mlflowwire.LogInputs
 	datasets := each("datasets",
 		each("tags", p("key", isString), p("value", isString)),
 		obj("dataset", p("name", isString), p("digest", isString), p("source_type", isString),
@@ -712,13 +628,10 @@ func (s *Server) logInputs(w http.ResponseWriter, r *http.Request) error {
 	if err := s.request(w, r, &req, runIDSchema, datasets); err != nil {
 		return err
 	}
-	id := req.id()
+	id := req.ID()
 	inputs := make([]tracking.DatasetInput, len(req.Datasets))
 	for i, d := range req.Datasets {
-		inputs[i].Dataset = tracking.Dataset(d.Dataset)
-		for _, t := range d.Tags {
-			inputs[i].Tags = append(inputs[i].Tags, tracking.InputTag(t))
-		}
+		inputs[i] = d.ToTracking()
 	}
 	if err := s.store.LogInputs(r.Context(), id, inputs); err != nil {
 		return runNotFound(err, id)
@@ -731,10 +644,10 @@ const maxHistoryResults = 25000
 
 func (s *Server) getMetricHistory(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRef
-		MetricKey  string `json:"metric_key"`
-		PageToken  string `json:"page_token"`
-		MaxResults jInt64 `json:"max_results"`
+		mlflowwire.RunRef
+		MetricKey  string            `json:"metric_key"`
+		PageToken  string            `json:"page_token"`
+		MaxResults *mlflowwire.Int64 `json:"max_results"`
 	}
 	if err := s.request(w, r, &req,
 		p("run_id", isString, isRequired),
@@ -744,7 +657,7 @@ func (s *Server) getMetricHistory(w http.ResponseWriter, r *http.Request) error 
 	); err != nil {
 		return err
 	}
-	runID, key, limit := req.id(), req.MetricKey, int(req.MaxResults.v)
+	runID, key, limit := req.ID(), req.MetricKey, int(intOr(req.MaxResults, 0))
 	offset, err := decodeOffset(req.PageToken)
 	if err != nil {
 		return err
@@ -753,10 +666,7 @@ func (s *Server) getMetricHistory(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return runNotFound(err, runID)
 	}
-	resp := struct {
-		Metrics       []wireMetric `json:"metrics,omitempty"`
-		NextPageToken string       `json:"next_page_token,omitempty"`
-	}{}
+	resp := mlflowwire.MetricHistoryResponse{}
 	if offset > len(hist) {
 		offset = len(hist)
 	}
@@ -766,7 +676,7 @@ func (s *Server) getMetricHistory(w http.ResponseWriter, r *http.Request) error 
 		resp.NextPageToken = encodeOffset(offset + limit)
 	}
 	for _, m := range page {
-		resp.Metrics = append(resp.Metrics, toWireMetric(m))
+		resp.Metrics = append(resp.Metrics, mlflowwire.FromMetric(m))
 	}
 	return ok(w, resp)
 }
@@ -777,7 +687,7 @@ func (s *Server) getMetricHistory(w http.ResponseWriter, r *http.Request) error 
 // run's mlflow.log-model.history tag.
 func (s *Server) logModel(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		runRef
+		mlflowwire.RunRef
 		ModelJSON string `json:"model_json"`
 	}
 	if err := s.request(w, r, &req, p("run_id", isString, isRequired), p("model_json", isString, isRequired)); err != nil {
@@ -796,8 +706,8 @@ func (s *Server) logModel(w http.ResponseWriter, r *http.Request) error {
 	if len(missingFields) > 0 {
 		return invalid("Model json is missing mandatory fields: {%s}", strings.Join(missingFields, ", "))
 	}
-	if err := s.store.RecordLoggedModel(r.Context(), req.id(), []byte(req.ModelJSON)); err != nil {
-		return runNotFound(err, req.id())
+	if err := s.store.RecordLoggedModel(r.Context(), req.ID(), []byte(req.ModelJSON)); err != nil {
+		return runNotFound(err, req.ID())
 	}
 	return ok(w, nil)
 }
@@ -805,13 +715,6 @@ func (s *Server) logModel(w http.ResponseWriter, r *http.Request) error {
 // maxSearchDatasetsExperiments is MLflow's MAX_EXPERIMENT_IDS_PER_REQUEST
 // for search-datasets.
 const maxSearchDatasetsExperiments = 20
-
-type wireDatasetSummary struct {
-	ExperimentID string `json:"experiment_id"`
-	Name         string `json:"name"`
-	Digest       string `json:"digest"`
-	Context      string `json:"context,omitempty"`
-}
 
 // searchDatasets is the UI's experiments/search-datasets: the datasets
 // the experiments' runs used, with their mlflow.data.context.
@@ -833,10 +736,10 @@ func (s *Server) searchDatasets(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	resp := struct {
-		DatasetSummaries []wireDatasetSummary `json:"dataset_summaries,omitempty"`
+		DatasetSummaries []mlflowwire.DatasetSummary `json:"dataset_summaries,omitempty"`
 	}{}
 	for _, d := range sums {
-		resp.DatasetSummaries = append(resp.DatasetSummaries, wireDatasetSummary(d))
+		resp.DatasetSummaries = append(resp.DatasetSummaries, mlflowwire.DatasetSummary(d))
 	}
 	return ok(w, resp)
 }
@@ -848,18 +751,6 @@ const (
 	maxIntervalPerRun    = 2500  // MAX_RESULTS_PER_RUN
 	maxIntervalRunPoints = 25000 // MAX_RESULTS_GET_METRIC_HISTORY
 )
-
-type wireRunMetric struct {
-	Key       string    `json:"key"`
-	Value     floatJSON `json:"value"`
-	Timestamp int64     `json:"timestamp"`
-	Step      int64     `json:"step"`
-	RunID     string    `json:"run_id"`
-}
-
-func toWireRunMetric(m tracking.RunMetric) wireRunMetric {
-	return wireRunMetric{Key: m.Key, Value: floatJSON(m.Value), Timestamp: m.Timestamp, Step: m.Step, RunID: m.RunID}
-}
 
 // getHistoryBulk is the UI's GET metrics/get-history-bulk: one metric's
 // history in up to 100 runs, by run then timestamp, at most max_results
@@ -884,8 +775,8 @@ func (s *Server) getHistoryBulk(w http.ResponseWriter, r *http.Request) error {
 		limit = int(min(n, maxBulkResults))
 	}
 	resp := struct {
-		Metrics []wireRunMetric `json:"metrics"`
-	}{Metrics: []wireRunMetric{}}
+		Metrics []mlflowwire.RunMetric `json:"metrics"`
+	}{Metrics: []mlflowwire.RunMetric{}}
 	if limit == 0 {
 		return ok(w, resp)
 	}
@@ -895,7 +786,7 @@ func (s *Server) getHistoryBulk(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	for _, m := range hist {
-		resp.Metrics = append(resp.Metrics, toWireRunMetric(m))
+		resp.Metrics = append(resp.Metrics, mlflowwire.FromRunMetric(m))
 	}
 	return ok(w, resp)
 }
@@ -905,11 +796,11 @@ func (s *Server) getHistoryBulk(w http.ResponseWriter, r *http.Request) error {
 // steps (every run's first and last step kept), as MLflow samples it.
 func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		RunIDs     []string `json:"run_ids"`
-		MetricKey  string   `json:"metric_key"`
-		StartStep  jInt64   `json:"start_step"`
-		EndStep    jInt64   `json:"end_step"`
-		MaxResults jInt64   `json:"max_results"`
+		RunIDs     []string          `json:"run_ids"`
+		MetricKey  string            `json:"metric_key"`
+		StartStep  *mlflowwire.Int64 `json:"start_step"`
+		EndStep    *mlflowwire.Int64 `json:"end_step"`
+		MaxResults *mlflowwire.Int64 `json:"max_results"`
 	}
 	if err := s.request(w, r, &req,
 		p("run_ids", isRequired, isArray, isStrings),
@@ -923,15 +814,12 @@ func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) 
 	if n := len(req.RunIDs); n > maxBulkRuns {
 		return invalid("GetMetricHistoryBulkInterval request must specify at most %d run_ids. Received %d run_ids.%s", maxBulkRuns, n, apiDocsHint)
 	}
-	limit := int64(maxIntervalPerRun)
-	if req.MaxResults.set {
-		limit = req.MaxResults.v
-	}
-	start, end := req.StartStep.v, req.EndStep.v
+	limit := intOr(req.MaxResults, maxIntervalPerRun)
+	start, end := intOr(req.StartStep, 0), intOr(req.EndStep, 0)
 	switch {
-	case req.StartStep.set && req.EndStep.set && start > end:
+	case req.StartStep != nil && req.EndStep != nil && start > end:
 		return invalid("end_step must be greater than start_step. Found start_step=%d and end_step=%d.", start, end)
-	case req.StartStep.set != req.EndStep.set:
+	case (req.StartStep == nil) != (req.EndStep == nil):
 		return invalid("If either start step or end step are specified, both must be specified.")
 	}
 	distinct := slices.Sorted(slices.Values(req.RunIDs))
@@ -955,7 +843,7 @@ func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) 
 	}
 	slices.Sort(all)
 	all = slices.Compact(all)
-	if !req.StartStep.set {
+	if req.StartStep == nil {
 		start, end = 0, 0
 		if len(all) > 0 {
 			end = all[len(all)-1]
@@ -968,7 +856,7 @@ func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) 
 		}
 	}
 	resp := struct {
-		Metrics []wireRunMetric `json:"metrics,omitempty"`
+		Metrics []mlflowwire.RunMetric `json:"metrics,omitempty"`
 	}{}
 	for _, id := range req.RunIDs {
 		var pts []tracking.RunMetric
@@ -984,7 +872,7 @@ func (s *Server) getHistoryBulkInterval(w http.ResponseWriter, r *http.Request) 
 			return cmp.Compare(a.Timestamp, b.Timestamp)
 		})
 		for _, m := range pts[:min(len(pts), maxIntervalRunPoints)] {
-			resp.Metrics = append(resp.Metrics, toWireRunMetric(m))
+			resp.Metrics = append(resp.Metrics, mlflowwire.FromRunMetric(m))
 		}
 	}
 	return ok(w, resp)

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // badRequest is one case of testdata/bad_requests.json: a request MLflow
@@ -529,11 +530,8 @@ func FuzzRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req struct {
-			runRef
-			Metrics    []metricRequest `json:"metrics"`
-			Params     []keyValue      `json:"params"`
-			Tags       []keyValue      `json:"tags"`
-			MaxResults jInt64          `json:"max_results"`
+			mlflowwire.LogBatch
+			MaxResults *mlflowwire.Int64 `json:"max_results"`
 		}
 		o, raw, err := parseBody(body)
 		if err == nil {

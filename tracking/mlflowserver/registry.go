@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/tracking/mlflowwire"
 )
 
 // registryRoutes adds MLflow's model-registry endpoints (REST API 2.0,
@@ -38,86 +39,6 @@ func (s *Server) registryRoutes(api func(method, path string, h handler)) {
 	api("DELETE", "model-versions/delete-tag", s.deleteModelVersionTag)
 	api("POST", "model-versions/transition-stage", s.transitionModelVersionStage)
 	api("GET", "model-versions/get-download-uri", s.getModelVersionDownloadURI)
-}
-
-// Wire types of the registry, as model_registry.proto in JSON.
-
-type wireRegTag struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
-}
-
-type wireModelAlias struct {
-	Alias   string `json:"alias"`
-	Version string `json:"version"`
-}
-
-type wireModelVersion struct {
-	Name                 string       `json:"name"`
-	Version              string       `json:"version"`
-	CreationTimestamp    int64        `json:"creation_timestamp"`
-	LastUpdatedTimestamp int64        `json:"last_updated_timestamp"`
-	UserID               string       `json:"user_id,omitempty"`
-	CurrentStage         string       `json:"current_stage"`
-	Description          string       `json:"description,omitempty"`
-	Source               string       `json:"source"`
-	RunID                string       `json:"run_id,omitempty"`
-	Status               string       `json:"status"`
-	StatusMessage        string       `json:"status_message,omitempty"`
-	Tags                 []wireRegTag `json:"tags,omitempty"`
-	RunLink              string       `json:"run_link,omitempty"`
-	Aliases              []string     `json:"aliases,omitempty"`
-}
-
-type wireRegisteredModel struct {
-	Name                 string             `json:"name"`
-	CreationTimestamp    int64              `json:"creation_timestamp"`
-	LastUpdatedTimestamp int64              `json:"last_updated_timestamp"`
-	Description          string             `json:"description,omitempty"`
-	LatestVersions       []wireModelVersion `json:"latest_versions,omitempty"`
-	Tags                 []wireRegTag       `json:"tags,omitempty"`
-	Aliases              []wireModelAlias   `json:"aliases,omitempty"`
-}
-
-func toWireRegTags(tags []tracking.Tag) []wireRegTag {
-	if len(tags) == 0 {
-		return nil
-	}
-	out := make([]wireRegTag, len(tags))
-	for i, t := range tags {
-		out[i] = wireRegTag(t)
-	}
-	return out
-}
-
-func toWireModelVersion(mv tracking.ModelVersion) wireModelVersion {
-	return wireModelVersion{
-		Name: mv.Name, Version: mv.Version, CreationTimestamp: mv.CreationTime.UnixMilli(), LastUpdatedTimestamp: mv.LastUpdatedTime.UnixMilli(),
-		UserID: mv.UserID, CurrentStage: mv.CurrentStage, Description: mv.Description, Source: mv.Source, RunID: mv.RunID,
-		Status: mv.Status, StatusMessage: mv.StatusMessage, Tags: toWireRegTags(mv.Tags), RunLink: mv.RunLink, Aliases: mv.Aliases,
-	}
-}
-
-func toWireModelVersions(mvs []tracking.ModelVersion) []wireModelVersion {
-	out := make([]wireModelVersion, len(mvs))
-	for i, mv := range mvs {
-		out[i] = toWireModelVersion(mv)
-	}
-	return out
-}
-
-func toWireRegisteredModel(rm tracking.RegisteredModel) wireRegisteredModel {
-	w := wireRegisteredModel{
-		Name: rm.Name, CreationTimestamp: rm.CreationTime.UnixMilli(), LastUpdatedTimestamp: rm.LastUpdatedTime.UnixMilli(),
-		Description: rm.Description, Tags: toWireRegTags(rm.Tags),
-	}
-	if len(rm.LatestVersions) > 0 {
-		w.LatestVersions = toWireModelVersions(rm.LatestVersions)
-	}
-	for _, a := range rm.Aliases {
-		w.Aliases = append(w.Aliases, wireModelAlias(a))
-	}
-	return w
 }
 
 // regString is a protobuf string field in JSON; it also takes a number
@@ -229,9 +150,9 @@ func regOK(w http.ResponseWriter, v any) error {
 
 func (s *Server) createRegisteredModel(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Name        regString    `json:"name"`
-		Tags        []wireRegTag `json:"tags"`
-		Description string       `json:"description"`
+		Name        regString             `json:"name"`
+		Tags        []mlflowwire.KeyValue `json:"tags"`
+		Description string                `json:"description"`
 	}
 	if err := s.regDecode(w, r, &req); err != nil {
 		return err
@@ -248,12 +169,12 @@ func (s *Server) createRegisteredModel(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"registered_model": toWireRegisteredModel(rm)})
+	return regOK(w, mlflowwire.RegisteredModelResponse{RegisteredModel: mlflowwire.FromRegisteredModel(rm)})
 }
 
 // regTagMap turns request tags into a map, refusing a key given twice
 // with different values and a tag without a key.
-func regTagMap(tags []wireRegTag) (map[string]string, error) {
+func regTagMap(tags []mlflowwire.KeyValue) (map[string]string, error) {
 	m := make(map[string]string, len(tags))
 	for i, t := range tags {
 		if t.Key == "" {
@@ -284,7 +205,7 @@ func (s *Server) getRegisteredModel(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"registered_model": toWireRegisteredModel(rm)})
+	return regOK(w, mlflowwire.RegisteredModelResponse{RegisteredModel: mlflowwire.FromRegisteredModel(rm)})
 }
 
 func (s *Server) renameRegisteredModel(w http.ResponseWriter, r *http.Request) error {
@@ -307,7 +228,7 @@ func (s *Server) renameRegisteredModel(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"registered_model": toWireRegisteredModel(rm)})
+	return regOK(w, mlflowwire.RegisteredModelResponse{RegisteredModel: mlflowwire.FromRegisteredModel(rm)})
 }
 
 func (s *Server) updateRegisteredModel(w http.ResponseWriter, r *http.Request) error {
@@ -326,7 +247,7 @@ func (s *Server) updateRegisteredModel(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"registered_model": toWireRegisteredModel(rm)})
+	return regOK(w, mlflowwire.RegisteredModelResponse{RegisteredModel: mlflowwire.FromRegisteredModel(rm)})
 }
 
 func (s *Server) deleteRegisteredModel(w http.ResponseWriter, r *http.Request) error {
@@ -345,20 +266,24 @@ func (s *Server) deleteRegisteredModel(w http.ResponseWriter, r *http.Request) e
 }
 
 type regSearchRequest struct {
-	Filter     string   `json:"filter"`
-	MaxResults jInt64   `json:"max_results"`
-	OrderBy    []string `json:"order_by"`
-	PageToken  string   `json:"page_token"`
+	Filter     string            `json:"filter"`
+	MaxResults *mlflowwire.Int64 `json:"max_results"`
+	OrderBy    []string          `json:"order_by"`
+	PageToken  string            `json:"page_token"`
 }
 
 func (q regSearchRequest) query() (tracking.RegistryQuery, error) {
-	if q.MaxResults.set && q.MaxResults.v < 1 {
-		return tracking.RegistryQuery{}, invalid("Invalid value %d for parameter 'max_results' supplied: it must be a positive integer", q.MaxResults.v)
+	var n int64
+	if q.MaxResults != nil {
+		n = int64(*q.MaxResults)
+		if n < 1 {
+			return tracking.RegistryQuery{}, invalid("Invalid value %d for parameter 'max_results' supplied: it must be a positive integer", n)
+		}
 	}
-	if q.MaxResults.v > 1<<31 {
-		return tracking.RegistryQuery{}, invalid("Invalid value %d for parameter 'max_results' supplied: it is too large", q.MaxResults.v)
+	if n > 1<<31 {
+		return tracking.RegistryQuery{}, invalid("Invalid value %d for parameter 'max_results' supplied: it is too large", n)
 	}
-	return tracking.RegistryQuery{Filter: q.Filter, OrderBy: q.OrderBy, MaxResults: int(q.MaxResults.v), PageToken: q.PageToken}, nil
+	return tracking.RegistryQuery{Filter: q.Filter, OrderBy: q.OrderBy, MaxResults: int(n), PageToken: q.PageToken}, nil
 }
 
 func (s *Server) searchRegisteredModels(w http.ResponseWriter, r *http.Request) error {
@@ -374,12 +299,9 @@ func (s *Server) searchRegisteredModels(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return regError(err)
 	}
-	out := struct {
-		RegisteredModels []wireRegisteredModel `json:"registered_models,omitempty"`
-		NextPageToken    string                `json:"next_page_token,omitempty"`
-	}{NextPageToken: next}
+	out := mlflowwire.SearchRegisteredModelsResponse{NextPageToken: next}
 	for _, rm := range rms {
-		out.RegisteredModels = append(out.RegisteredModels, toWireRegisteredModel(rm))
+		out.RegisteredModels = append(out.RegisteredModels, mlflowwire.FromRegisteredModel(rm))
 	}
 	return regOK(w, out)
 }
@@ -498,7 +420,7 @@ func (s *Server) getModelVersionByAlias(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"model_version": toWireModelVersion(mv)})
+	return regOK(w, mlflowwire.ModelVersionResponse{ModelVersion: mlflowwire.FromModelVersion(mv)})
 }
 
 func (s *Server) getLatestVersions(w http.ResponseWriter, r *http.Request) error {
@@ -517,11 +439,9 @@ func (s *Server) getLatestVersions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return regError(err)
 	}
-	out := struct {
-		ModelVersions []wireModelVersion `json:"model_versions,omitempty"`
-	}{}
+	out := mlflowwire.ModelVersionsResponse{}
 	if len(mvs) > 0 {
-		out.ModelVersions = toWireModelVersions(mvs)
+		out.ModelVersions = mlflowwire.FromModelVersions(mvs)
 	}
 	return regOK(w, out)
 }
@@ -530,12 +450,12 @@ func (s *Server) getLatestVersions(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) createModelVersion(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Name        regString    `json:"name"`
-		Source      regString    `json:"source"`
-		RunID       string       `json:"run_id"`
-		Tags        []wireRegTag `json:"tags"`
-		RunLink     string       `json:"run_link"`
-		Description string       `json:"description"`
+		Name        regString             `json:"name"`
+		Source      regString             `json:"source"`
+		RunID       string                `json:"run_id"`
+		Tags        []mlflowwire.KeyValue `json:"tags"`
+		RunLink     string                `json:"run_link"`
+		Description string                `json:"description"`
 	}
 	if err := s.regDecode(w, r, &req); err != nil {
 		return err
@@ -558,7 +478,7 @@ func (s *Server) createModelVersion(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"model_version": toWireModelVersion(mv)})
+	return regOK(w, mlflowwire.ModelVersionResponse{ModelVersion: mlflowwire.FromModelVersion(mv)})
 }
 
 type regVersionRequest struct {
@@ -588,7 +508,7 @@ func (s *Server) getModelVersion(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"model_version": toWireModelVersion(mv)})
+	return regOK(w, mlflowwire.ModelVersionResponse{ModelVersion: mlflowwire.FromModelVersion(mv)})
 }
 
 func (s *Server) updateModelVersion(w http.ResponseWriter, r *http.Request) error {
@@ -607,7 +527,7 @@ func (s *Server) updateModelVersion(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"model_version": toWireModelVersion(mv)})
+	return regOK(w, mlflowwire.ModelVersionResponse{ModelVersion: mlflowwire.FromModelVersion(mv)})
 }
 
 func (s *Server) deleteModelVersion(w http.ResponseWriter, r *http.Request) error {
@@ -638,12 +558,9 @@ func (s *Server) searchModelVersions(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return regError(err)
 	}
-	out := struct {
-		ModelVersions []wireModelVersion `json:"model_versions,omitempty"`
-		NextPageToken string             `json:"next_page_token,omitempty"`
-	}{NextPageToken: next}
+	out := mlflowwire.ModelVersionsResponse{NextPageToken: next}
 	if len(mvs) > 0 {
-		out.ModelVersions = toWireModelVersions(mvs)
+		out.ModelVersions = mlflowwire.FromModelVersions(mvs)
 	}
 	return regOK(w, out)
 }
@@ -713,7 +630,7 @@ func (s *Server) transitionModelVersionStage(w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return regError(err)
 	}
-	return regOK(w, map[string]any{"model_version": toWireModelVersion(mv)})
+	return regOK(w, mlflowwire.ModelVersionResponse{ModelVersion: mlflowwire.FromModelVersion(mv)})
 }
 
 func (s *Server) getModelVersionDownloadURI(w http.ResponseWriter, r *http.Request) error {

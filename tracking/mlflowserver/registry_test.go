@@ -330,7 +330,7 @@ func TestRegistryAPIBadInput(t *testing.T) {
 			if status != c.status || out["error_code"] != c.code || !strings.Contains(msg, c.msg) {
 				t.Fatalf("%s %s: %d %v %.300q; want %d %s containing %q", c.method, c.path, status, out["error_code"], msg, c.status, c.code, c.msg)
 			}
-			if strings.Contains(msg, "tracking.") || strings.Contains(msg, "regString") || strings.Contains(msg, "jInt64") {
+			if strings.Contains(msg, "tracking.") || strings.Contains(msg, "regString") || strings.Contains(msg, "mlflowwire") {
 				t.Fatalf("message names a Go type: %q", msg)
 			}
 		})

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // This file is the request-decoding layer. It reproduces what MLflow's
@@ -405,6 +406,12 @@ func typeError(o map[string]any, err error) error {
 	var te *json.UnmarshalTypeError
 	if !errors.As(err, &te) || te.Field == "" {
 		return invalid("Invalid request body: %v", err)
+	}
+	// The decoder names an embedded struct (mlflowwire.Metric in
+	// log-metric's request) in the path; MLflow's parameter names are
+	// snake_case, never capitalised, so such a leading element is Go's.
+	for head, rest, ok := strings.Cut(te.Field, "."); ok && head != "" && unicode.IsUpper(rune(head[0])); head, rest, ok = strings.Cut(rest, ".") {
+		te.Field = rest
 	}
 	if v, ok := o[te.Field]; ok {
 		return invalidValue(te.Field, v)
