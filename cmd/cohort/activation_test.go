@@ -30,6 +30,7 @@ func TestSocketActivation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 
 	t.Run("coordinator", func(t *testing.T) {

@@ -32,6 +32,7 @@ func TestClusterFailoverProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs five processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
 	coords, addrs, socks := threeCoordinators(t)
@@ -246,6 +247,7 @@ func TestCoordinatorRestartProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs four processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
 	socks := loopbackSockets(t, socketGRPC)

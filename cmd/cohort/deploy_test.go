@@ -218,6 +218,7 @@ func TestDeploymentOverTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs five processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
 	socks := loopbackSockets(t, socketGRPC)
@@ -461,6 +462,7 @@ func TestDeploymentRefusals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
 	socks := loopbackSockets(t, socketGRPC)

@@ -45,6 +45,7 @@ func TestDeployedExecJob(t *testing.T) {
 		t.Skip("builds the binary and runs four processes with PyTorch")
 	}
 	needTorch(t)
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
 	socks := loopbackSockets(t, socketGRPC)

@@ -33,6 +33,7 @@ func TestDeployedAttackIsRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs four processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
 	socks := loopbackSockets(t, socketGRPC)
