@@ -113,7 +113,8 @@ func checkName(name string) error {
 // so that no child takes them for its own. It returns none when nothing
 // was passed. The descriptors become listeners closed on exec; one that
 // is not a listening stream socket is an error, and every passed
-// descriptor is then closed. Call it once, early in main.
+// descriptor is then closed. Call it once per process, before anything
+// else uses descriptors 3 on (a second call finds nothing).
 func Listeners() (map[string]net.Listener, error) {
 	defer func() {
 		for _, k := range []string{EnvPID, EnvFDs, EnvFDNames} {
