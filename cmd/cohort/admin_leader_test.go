@@ -156,6 +156,7 @@ func TestAdminCommandWithCoordinatorDown(t *testing.T) {
 // exit) when no coordinator leads, naming what to check, and succeeds
 // when one does, even with another unreachable.
 func TestClusterStatusNeedsALeader(t *testing.T) {
+	t.Parallel() // in process, its own fake nodes; waits out one 5 s timeout
 	node := func(id, state string) string {
 		return serveNode(t, &fakeNode{leads: always(state == "leader"), cluster: &pb.ClusterStatusResponse{NodeId: id, State: state, LastContactMs: -1}}).addr
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,9 +32,10 @@ func TestClusterFailoverProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs five processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	coords, addrs := threeCoordinators(t)
+	coords, addrs, socks := threeCoordinators(t)
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf(`name: ha
 coordinators: [%s]
@@ -53,7 +55,7 @@ admins: [{name: alice}]
 		if _, err := deploy.LoadCoordinatorConfig(cfg); err != nil {
 			t.Fatal(err)
 		}
-		procs[name] = startProc(t, name, dir, bin, "coordinator", "-c", cfg)
+		procs[name] = startServing(t, socks[name], name, dir, bin, "coordinator", "-c", cfg)
 	}
 	for name, p := range procs {
 		waitFor(t, name+" to listen", 30*time.Second, func() bool { return strings.Contains(p.output(), "listening") })
@@ -116,6 +118,9 @@ admins: [{name: alice}]
 	follower := startProc(t, "status -f", dir, bin, "status", "-c", adminYAML, "-f", id)
 	waitFor(t, "status -f to print the job", 30*time.Second, func() bool { return strings.Contains(follower.output(), "job "+id) })
 	procs[leaderName].stop(syscall.SIGKILL)
+	// As when its machine is gone: its ports refuse connections (held
+	// open, they would queue them unanswered).
+	closeListeners(socks[leaderName])
 	killed := time.Now()
 	var done *pb.Job
 	waitFor(t, "the job to end on the new leader", 2*time.Minute, func() bool {
@@ -197,16 +202,19 @@ func checkResumedRuns(t *testing.T, db, jobRunID string, rounds int64) {
 }
 
 // threeCoordinators returns the project.yaml entries of three
-// coordinators, coord-1…3, on loopback ports, and their gRPC addresses.
-func threeCoordinators(t *testing.T) (entries, addrs []string) {
+// coordinators, coord-1…3, on loopback sockets held open for them
+// ([loopbackSockets]), their gRPC addresses and their sockets by name.
+func threeCoordinators(t *testing.T) (entries, addrs []string, socks map[string]map[string]net.Listener) {
 	t.Helper()
+	socks = map[string]map[string]net.Listener{}
 	for i := range 3 {
-		grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		raftAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		entries = append(entries, fmt.Sprintf("{name: coord-%d, address: %q, raft: %q}", i+1, grpcAddr, raftAddr))
+		name := fmt.Sprintf("coord-%d", i+1)
+		socks[name] = loopbackSockets(t, socketGRPC, socketRaft)
+		grpcAddr, raftAddr := socks[name][socketGRPC].Addr().String(), socks[name][socketRaft].Addr().String()
+		entries = append(entries, fmt.Sprintf("{name: %s, address: %q, raft: %q}", name, grpcAddr, raftAddr))
 		addrs = append(addrs, grpcAddr)
 	}
-	return entries, addrs
+	return entries, addrs, socks
 }
 
 // submitHAJob submits an 8-round job with the admin kit and returns its id.
@@ -239,15 +247,17 @@ func TestCoordinatorRestartProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs four processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	socks := loopbackSockets(t, socketGRPC)
+	addr := socks[socketGRPC].Addr().String()
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf("name: solo\ncoordinators: [{name: coord, address: %q}]\nsites: [{name: kit}, {name: unibo}]\nadmins: [{name: alice}]\n", addr)), 0o600)
 	kits, subset := twoSiteKits(t, dir, project)
 	cfg := filepath.Join(kits, "coordinators", "coord", "coordinator.yaml")
 	appendLine(t, cfg, fmt.Sprintf("data: {fashion-mnist: %q}", subset))
-	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", cfg)
+	coord := startServing(t, socks, "coordinator", dir, bin, "coordinator", "-c", cfg)
 	waitFor(t, "the coordinator to listen", 30*time.Second, func() bool { return strings.Contains(coord.output(), "listening") })
 	for _, s := range []string{"kit", "unibo"} {
 		startProc(t, s, dir, bin, "site", "-c", filepath.Join(kits, "sites", s, "site.yaml"))
@@ -266,7 +276,9 @@ func TestCoordinatorRestartProcess(t *testing.T) {
 	}
 	waitFor(t, "round 3 to start", 2*time.Minute, func() bool { j := job(); return j != nil && j.GetRound() >= 3 })
 	coord.stop(syscall.SIGKILL)
-	coord = startProc(t, "coordinator (restarted)", dir, bin, "coordinator", "-c", cfg)
+	// The same socket, as systemd keeps it: connections made meanwhile
+	// queue until the restarted coordinator accepts them.
+	coord = startServing(t, socks, "coordinator (restarted)", dir, bin, "coordinator", "-c", cfg)
 	var done *pb.Job
 	waitFor(t, "the job to end after the restart", 2*time.Minute, func() bool {
 		j := job()

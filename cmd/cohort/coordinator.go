@@ -67,7 +67,12 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	weights := prepare.WeightsDir{Dir: filepath.Join(cfg.StateDir, "weights")}
 	_, coordMeter, closeMeter := newMeter(log)
 	defer closeMeter()
-	node, err := openReplica(cfg, log)
+	socks, err := inheritedSockets("coordinator", socketGRPC, socketRaft)
+	if err != nil {
+		return err
+	}
+	defer closeListeners(socks) // the gRPC server and the node close theirs; this, those of an early return
+	node, err := openReplica(cfg, socks[socketRaft], log)
 	if err != nil {
 		return err
 	}
@@ -100,7 +105,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", cfg.Listen)
+	lis, inherited, err := listenOn(socks, socketGRPC, cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w; change listen in %s or stop what holds the port", cfg.Listen, err, *path)
 	}
@@ -123,7 +128,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	solo := cfg.Cluster == nil
 	announce := func() {
 		fmt.Fprintf(stdout, "coordinator %s listening on %s (tls: %v, state: %s, node %s of %d)\n", cfg.Name, lis.Addr(), cfg.TLS != nil, cfg.StateDir, node.ID(), len(node.Status().Peers))
-		log.Info("coordinator_listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil)
+		log.Info("coordinator_listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil, "inherited", inherited)
 	}
 	if !solo {
 		announce() // a follower serves too: it names the leader
@@ -156,12 +161,14 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 // openReplica opens the coordinator's Raft node in state_dir/raft: a
-// one-voter cluster without cluster:, else the configured peers.
-func openReplica(cfg *deploy.CoordinatorConfig, log *slog.Logger) (*ha.Node, error) {
+// one-voter cluster without cluster:, else the configured peers, raft
+// serving on raftLis when the process inherited one.
+func openReplica(cfg *deploy.CoordinatorConfig, raftLis net.Listener, log *slog.Logger) (*ha.Node, error) {
 	hc := ha.Config{
-		ID:      cfg.Name,
-		DataDir: filepath.Join(cfg.StateDir, "raft"),
-		Logger:  hclogslog.New(log.With("component", "raft"), hclogslog.Options{Name: "raft"}),
+		ID:           cfg.Name,
+		DataDir:      filepath.Join(cfg.StateDir, "raft"),
+		RaftListener: raftLis,
+		Logger:       hclogslog.New(log.With("component", "raft"), hclogslog.Options{Name: "raft"}),
 	}
 	if cl := cfg.Cluster; cl == nil {
 		hc.Peers = []ha.Peer{{ID: cfg.Name, GRPCAddr: cfg.Listen}} // no raft address: no network

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -26,20 +25,45 @@ import (
 
 	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/deploy"
+	"github.com/cohortfl/cohort/internal/activation"
 	"github.com/cohortfl/cohort/internal/federation"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/tracking"
 )
 
-// buildCohort builds this binary once for the multi-process tests.
+var (
+	buildOnce sync.Once
+	binDir    string // where buildCohort puts the binary; TestMain removes it
+	cohortBin string
+	buildErr  error
+)
+
+// TestMain removes the binary the multi-process tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// buildCohort builds this binary, once per test binary, for the
+// multi-process tests, and returns its path.
 func buildCohort(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "cohort")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "cohort-test-"); buildErr != nil {
+			return
+		}
+		cohortBin = filepath.Join(binDir, "cohort")
+		if out, err := exec.Command("go", "build", "-o", cohortBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return cohortBin
 }
 
 // proc is a cohort process whose output the test reads.
@@ -65,11 +89,27 @@ func (p *proc) output() string {
 
 func startProc(t *testing.T, name, dir, bin string, args ...string) *proc {
 	t.Helper()
+	return startServing(t, nil, name, dir, bin, args...)
+}
+
+// startServing starts a process that inherits socks, as from systemd's
+// socket activation, and serves on them.
+func startServing(t *testing.T, socks map[string]net.Listener, name, dir, bin string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
+	if len(socks) > 0 {
+		if err := activation.Pass(p.cmd, socks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := p.cmd.Start()
+	for _, f := range p.cmd.ExtraFiles { // the child has its own copies
+		f.Close()
+	}
+	if err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
@@ -93,23 +133,24 @@ func (p *proc) stop(sig syscall.Signal) {
 	}
 }
 
-// freePort returns a loopback port free now, for a process to listen on
-// later. It is drawn from 20000–31999, below Linux's ephemeral range
-// (32768 on) where other test packages running in parallel get their
-// ":0" ports, and above internal/federation's 10000–19999, so that none
-// of them takes it in between.
-func freePort(t *testing.T) int {
+// loopbackSockets binds one socket per name on a loopback port and holds
+// them open until the test ends. A process started with them
+// ([startServing]) serves on them instead of binding its address, so no
+// other process can take a port between the test choosing it and the
+// process serving on it; the sockets outlive the process, as with
+// systemd, and queue connections across a restart.
+func loopbackSockets(t *testing.T, names ...string) map[string]net.Listener {
 	t.Helper()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			l.Close()
-			return port
+	socks := map[string]net.Listener{}
+	for _, name := range names {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { l.Close() })
+		socks[name] = l
 	}
-	t.Fatal("no free port in 20000–31999")
-	return 0
+	return socks
 }
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
@@ -177,10 +218,11 @@ func TestDeploymentOverTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs five processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	socks := loopbackSockets(t, socketGRPC)
+	addr := socks[socketGRPC].Addr().String()
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf(`name: e2e
 coordinators: [{name: coord, address: %q}]
@@ -200,7 +242,7 @@ admins: [{name: alice}]
 	}
 
 	appendLine(t, filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), fmt.Sprintf("data: {fashion-mnist: %q}", subset))
-	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), "--log-level", "info")
+	coord := startServing(t, socks, "coordinator", dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), "--log-level", "info")
 	waitFor(t, "the coordinator to listen", 30*time.Second, func() bool { return strings.Contains(coord.output(), "listening") })
 	procs := map[string]*proc{}
 	for _, s := range sites {
@@ -420,9 +462,11 @@ func TestDeploymentRefusals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	socks := loopbackSockets(t, socketGRPC)
+	addr := socks[socketGRPC].Addr().String()
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf("name: ours\ncoordinators: [{name: coord, address: %q}]\nsites: [{name: kit}]\nadmins: [{name: alice}]\n", addr)), 0o600)
 	kits := provisionKits(t, project, filepath.Join(dir, "kits"), time.Now())
@@ -433,7 +477,7 @@ func TestDeploymentRefusals(t *testing.T) {
 	testSet := filepath.Join(dir, "coordinator-fmnist")
 	appendLine(t, filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), fmt.Sprintf("data: {fashion-mnist: %q}", testSet))
 
-	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"))
+	coord := startServing(t, socks, "coordinator", dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"))
 	waitFor(t, "the coordinator to listen", 30*time.Second, func() bool { return strings.Contains(coord.output(), "listening") })
 
 	// Jobs a deployment cannot run are refused at submit, naming the fix;

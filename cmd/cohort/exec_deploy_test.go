@@ -45,9 +45,11 @@ func TestDeployedExecJob(t *testing.T) {
 		t.Skip("builds the binary and runs four processes with PyTorch")
 	}
 	needTorch(t)
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	socks := loopbackSockets(t, socketGRPC)
+	addr := socks[socketGRPC].Addr().String()
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf(`name: e2e-exec
 coordinators: [{name: coord, address: %q}]
@@ -75,7 +77,7 @@ admins: [{name: alice}]
 	}
 	coordCfg := filepath.Join(kits, "coordinators", "coord", "coordinator.yaml")
 	setTopKey(t, coordCfg, "site_wait", "4s")
-	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", coordCfg, "--log-level", "info")
+	coord := startServing(t, socks, "coordinator", dir, bin, "coordinator", "-c", coordCfg, "--log-level", "info")
 	waitFor(t, "the coordinator to listen", 30*time.Second, func() bool { return strings.Contains(coord.output(), "listening") })
 	for _, s := range sites {
 		startProc(t, s, dir, bin, "site", "-c", filepath.Join(kits, "sites", s, "site.yaml"), "--log-level", "info")

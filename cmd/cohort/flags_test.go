@@ -103,6 +103,7 @@ func TestRunFlagsAfterJobFile(t *testing.T) {
 // TestUIPasswd checks that `cohort ui passwd` writes a bcrypt line that
 // `cohort ui --auth basic` then loads.
 func TestUIPasswd(t *testing.T) {
+	t.Parallel() // bcrypt under -race takes seconds; its own file
 	p := filepath.Join(t.TempDir(), "users")
 	var out, errOut bytes.Buffer
 	if err := passwdCmd([]string{"alice", "--file", p}, strings.NewReader("s3cret\nrest"), &out, &errOut); err != nil {

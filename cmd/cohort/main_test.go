@@ -14,6 +14,7 @@ import (
 // TestRunQuickExample runs the README's first command end to end: the
 // shipped quick job over real loopback TCP, through the sub-command.
 func TestRunQuickExample(t *testing.T) {
+	t.Parallel() // in process, on its own database; beside the process tests
 	var out, errOut bytes.Buffer
 	db := filepath.Join(t.TempDir(), "cohort.db")
 	err := run(context.Background(), []string{"run", "--db", db, "../../examples/fashion-mnist/quick.yaml"}, &out, &errOut)

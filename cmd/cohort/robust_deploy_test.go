@@ -33,9 +33,11 @@ func TestDeployedAttackIsRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs four processes")
 	}
+	t.Parallel() // its own processes, folder and sockets
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	socks := loopbackSockets(t, socketGRPC)
+	addr := socks[socketGRPC].Addr().String()
 	project := filepath.Join(dir, "project.yaml")
 	os.WriteFile(project, []byte(fmt.Sprintf(`name: robust
 coordinators: [{name: coord, address: %q}]
@@ -53,7 +55,7 @@ admins: [{name: alice}]
 		setSiteData(t, filepath.Join(kits, "sites", s, "site.yaml"), filepath.Join(dir, "data", s))
 	}
 	appendLine(t, filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), fmt.Sprintf("data: {fashion-mnist: %q}", subset))
-	coord := startProc(t, "coordinator", dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), "--log-level", "info")
+	coord := startServing(t, socks, "coordinator", dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", "coord", "coordinator.yaml"), "--log-level", "info")
 	waitFor(t, "the coordinator to listen", 30*time.Second, func() bool { return strings.Contains(coord.output(), "listening") })
 	for _, s := range sites[:3] {
 		startProc(t, s, dir, bin, "site", "-c", filepath.Join(kits, "sites", s, "site.yaml"), "--log-level", "info")

@@ -30,7 +30,7 @@ func TestClusterSoak(t *testing.T) {
 	const sites = 20
 	bin := buildCohort(t)
 	dir := t.TempDir()
-	coords, addrs := threeCoordinators(t)
+	coords, addrs, socks := threeCoordinators(t)
 	var names []string
 	for i := range sites {
 		names = append(names, fmt.Sprintf("site-%02d", i+1))
@@ -42,7 +42,7 @@ func TestClusterSoak(t *testing.T) {
 	var procs []*proc
 	for i := range 3 {
 		name := fmt.Sprintf("coord-%d", i+1)
-		procs = append(procs, startProc(t, name, dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", name, "coordinator.yaml")))
+		procs = append(procs, startServing(t, socks[name], name, dir, bin, "coordinator", "-c", filepath.Join(kits, "coordinators", name, "coordinator.yaml")))
 	}
 	for _, p := range procs {
 		waitFor(t, p.name+" to listen", 30*time.Second, func() bool { return strings.Contains(p.output(), "listening") })

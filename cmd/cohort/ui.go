@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -67,7 +66,12 @@ func uiCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", *addr)
+	socks, err := inheritedSockets("ui", socketHTTP)
+	if err != nil {
+		return err
+	}
+	defer closeListeners(socks) // the server closes its own; this, that of an early return
+	lis, _, err := listenOn(socks, socketHTTP, *addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w; pick another --addr", *addr, err)
 	}

@@ -51,6 +51,12 @@ type Config struct {
 	// plain TCP. When ClientTLS.ServerName is empty, the dialled host is
 	// verified.
 	ServerTLS, ClientTLS *tls.Config
+	// RaftListener, when set, is the socket raft accepts peers on (one
+	// the process inherited: systemd socket activation), instead of one
+	// [Open] binds on this node's RaftAddr, which stays the address peers
+	// dial. It is a plain TCP listener: Open wraps it in ServerTLS. The
+	// node closes it, and so does Open when it fails.
+	RaftListener net.Listener
 	// Raft's timeouts; 0 takes 2 s, 2 s, a 2 s lease and raft's 50 ms
 	// commit timeout in a cluster of several voters (see clusterTimeout),
 	// 50 ms in a one-voter cluster (it leads at once); a lease is never
@@ -119,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: not set: give a folder for this node's raft log and snapshots"))
+	}
+	if c.RaftListener != nil && len(c.Peers) == 1 && c.Peers[0].RaftAddr == "" {
+		errs = append(errs, errors.New("raft listener: given to a one-voter cluster without a raft address, which needs no network: give the peer a raft_addr, or pass no raft socket"))
 	}
 	return errors.Join(errs...)
 }
@@ -454,7 +463,14 @@ func NewInMemory(ctx context.Context, cfg Config) (*Node, error) {
 // node or peer list, one in use, a damaged raft log or snapshot, a raft
 // configuration other than cfg.Peers. A new data dir bootstraps the
 // cluster with cfg.Peers; every node does so with the same list.
-func Open(cfg Config) (*Node, error) {
+func Open(cfg Config) (_ *Node, err error) {
+	if cfg.RaftListener != nil {
+		defer func() {
+			if err != nil {
+				_ = cfg.RaftListener.Close()
+			}
+		}()
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ha config: %w", err)
 	}
@@ -481,7 +497,7 @@ func Open(cfg Config) (*Node, error) {
 	if self.RaftAddr == "" {
 		_, trans = raft.NewInmemTransport(raftAddress(self))
 	} else {
-		stream, err := listen(self.RaftAddr, cfg.ID, cfg.ServerTLS, cfg.ClientTLS)
+		stream, err := cfg.streamLayer(self.RaftAddr)
 		if err != nil {
 			return nil, err
 		}

@@ -50,6 +50,19 @@ func listen(addr, nodeID string, server, client *tls.Config) (*streamLayer, erro
 	return newStreamLayer(ln, addr, client), nil
 }
 
+// streamLayer returns raft's network layer on addr: over the inherited
+// RaftListener when there is one, else on a socket it binds.
+func (c Config) streamLayer(addr string) (*streamLayer, error) {
+	if c.RaftListener == nil {
+		return listen(addr, c.ID, c.ServerTLS, c.ClientTLS)
+	}
+	ln := c.RaftListener
+	if c.ServerTLS != nil {
+		ln = tls.NewListener(ln, c.ServerTLS)
+	}
+	return newStreamLayer(ln, addr, c.ClientTLS), nil
+}
+
 // newStreamLayer is raft's network layer over ln, which is already bound
 // (and wrapped in TLS where client is set), advertised as addr.
 func newStreamLayer(ln net.Listener, addr string, client *tls.Config) *streamLayer {
