@@ -376,7 +376,11 @@ func (r *recorder) armStarted(ev ArmStarted) {
 		a.siteRuns = make(map[string]string)
 	}
 	r.arms[ev.Arm] = a
-	if a.runID != "" || r.expID == "" {
+	if a.runID != "" {
+		r.adoptSiteRuns(a)
+		return
+	}
+	if r.expID == "" {
 		return
 	}
 	run, err := r.tr.CreateRun(r.ctx, tracking.CreateRun{
@@ -392,6 +396,37 @@ func (r *recorder) armStarted(ev ArmStarted) {
 		r.log.Warn("run_ids_replication_failed", "arm", ev.Arm, "err", err)
 	}
 	r.logParams(a.runID, ev.Params)
+}
+
+// adoptSiteRuns completes a resumed arm's site runs with those the
+// tracking store holds under its arm run but the replicated state lacks:
+// a leader that created a site's run and lost the lead before the run's
+// id committed left it there. Without this the next leader opened a
+// second run for the site, and the first kept the rounds before the
+// failover apart.
+func (r *recorder) adoptSiteRuns(a *armRecord) {
+	runs, err := r.tr.ChildRuns(r.ctx, a.runID)
+	if err != nil {
+		r.failed("tracking_read_failed", err, "arm", a.name)
+		return
+	}
+	adopted := map[string]string{}
+	for _, run := range runs {
+		site, _ := run.Data.Tag(tracking.TagSite)
+		jobID, _ := run.Data.Tag(tracking.TagJobID)
+		arm, _ := run.Data.Tag(tracking.TagArm)
+		if _, known := a.siteRuns[site]; site == "" || known || jobID != r.j.id || arm != a.name {
+			continue
+		}
+		a.siteRuns[site], adopted[site] = run.Info.RunID, run.Info.RunID
+	}
+	if len(adopted) == 0 {
+		return
+	}
+	r.log.Info("site_runs_adopted", "arm", a.name, "sites", len(adopted))
+	if err := r.c.saveRunIDs(r.ctx, r.j, ha.RunIDs{Sites: map[string]map[string]string{a.name: adopted}}); err != nil {
+		r.log.Warn("run_ids_replication_failed", "arm", a.name, "err", err)
+	}
 }
 
 // siteRun returns the tracking run of a site under an arm, creating it the

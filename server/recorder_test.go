@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -434,5 +435,51 @@ func TestRecorderCountsFailovers(t *testing.T) {
 	}
 	if got := metricValues(t, store, arm.runID, MetricFailover, 1); fmt.Sprint(got) != "[1 1]" {
 		t.Errorf("arm run failover at round 1 = %v, want [1 1]", got)
+	}
+}
+
+// TestRecorderAdoptsUnreplicatedSiteRuns: a leader that created a site's
+// run lost the lead before the run's id was replicated; the next leader
+// resumes the arm with the ids it has, finds the site run under the arm
+// run and logs into it, not into a second one, and marks the failover
+// on it.
+func TestRecorderAdoptsUnreplicatedSiteRuns(t *testing.T) {
+	store := openStore(t)
+	first := runEvents(t, store,
+		JobStarted{Experiment: "e"},
+		ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 2},
+		RoundStarted{Arm: "fedavg", Round: 1, Rounds: 2, Attempt: 1},
+		UpdateAccepted{Arm: "fedavg", Round: 1, Site: "site-1", NumSamples: 1},
+		UpdateAccepted{Arm: "fedavg", Round: 1, Site: "site-2", NumSamples: 1},
+		JobFinished{Interrupted: true},
+	)
+	arm := first.arms["fedavg"]
+	ids := ha.RunIDs{Experiment: first.expID, Job: first.jobRunID, Arms: map[string]string{"fedavg": arm.runID}}
+	// Only site-2's id made it into the replicated state.
+	known := map[string]string{"site-2": arm.siteRuns["site-2"]}
+	second := runEvents(t, store,
+		JobStarted{Experiment: "e", Resumed: ids, Coordinator: "coord-b"},
+		ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 2, RunID: arm.runID, SiteRuns: known},
+		ArmResumed{Arm: "fedavg", Round: 1, Coordinator: "coord-b"},
+		RoundStarted{Arm: "fedavg", Round: 1, Rounds: 2, Attempt: 1},
+		UpdateAccepted{Arm: "fedavg", Round: 1, Site: "site-1", NumSamples: 1},
+		JobFinished{Interrupted: true},
+	)
+	if got, want := second.arms["fedavg"].siteRuns, arm.siteRuns; !maps.Equal(got, want) {
+		t.Errorf("resumed arm's site runs = %v, want the first leader's %v", got, want)
+	}
+	children, err := store.ChildRuns(context.Background(), arm.runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(children) != 2 {
+		var names []string
+		for _, c := range children {
+			names = append(names, c.Info.RunName)
+		}
+		t.Errorf("arm run has %d site runs %v, want 2: a failover must not open new ones", len(children), names)
+	}
+	if got := tag(t, store, arm.siteRuns["site-1"], TagFailovers); got != "1" {
+		t.Errorf("adopted site-1 run: %s = %q, want 1", TagFailovers, got)
 	}
 }

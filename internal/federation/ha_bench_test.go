@@ -13,36 +13,32 @@ import (
 	"github.com/cohortfl/cohort/server/ha"
 )
 
-// BenchmarkFailover measures, on a three-coordinator cluster with Raft's
-// default timeouts (1 s heartbeat and election) and the sites' default
-// backoff, the time from killing the leader mid-job to a new leader, and
-// to the next round committed on it (the round itself included: the
-// round time measured before the kill is reported beside it). Each
-// iteration builds a fresh cluster; run it with -benchtime=3x.
+// BenchmarkFailover measures, on a three-coordinator cluster in memory
+// with the production raft timeouts (ha.Config's zero values) and the
+// sites' default backoff, the time from killing the leader mid-job to a
+// new leader, and to the next round committed on it (the round itself
+// included: the round time measured before the kill is reported beside
+// it). Each iteration builds a fresh cluster; run it with -benchtime=3x.
 func BenchmarkFailover(b *testing.B) {
 	_, ds, store, _ := haSetup(b)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d := coordDeps{ds: ds, store: store, log: log}
 	src := []byte(fmt.Sprintf(haJob, subset, 1000))
 	var elected, next, roundTime time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		peers, grpcAddrs, dir := threePeers(b)
+		c := newHACluster(b, 3, ha.Config{})
 		var nodes []*haNode
-		for k := range peers {
-			nodes = append(nodes, startHANodeWith(b, ha.Config{}, peers, k, dir, ds, store, log))
+		for k := range c.peers {
+			nodes = append(nodes, c.start(k, d))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		wait := startAgents(b, ctx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{})
-		sub := leaderCall(ctx, b, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
+		wait := startAgents(b, ctx, []string{"site-1", "site-2"}, ds, c.targets(), c.sb.dialOptions(), log, client.Config{DrainTimeout: -1})
+		sub := leaderCall(ctx, b, c.sb, c.targets(), func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
 			return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
 		})
 		id := sub.GetJob().GetJobId()
-		var leader *haNode
-		for _, n := range nodes {
-			if n.node.IsLeader() {
-				leader = n
-			}
-		}
+		leader := waitLeader(b, nodes)
 		waitRound(b, leader, id, 2)
 		t2 := time.Now()
 		waitRound(b, leader, id, 3)
@@ -57,15 +53,13 @@ func BenchmarkFailover(b *testing.B) {
 				rest = append(rest, n)
 			}
 		}
-		for rest[0].node.Status().Leader.ID == "" || rest[0].node.Status().Leader.ID == leader.id {
-			time.Sleep(time.Millisecond)
-		}
+		waitLeader(b, rest)
 		elected += time.Since(killed)
 		waitRound(b, rest[0], id, r0+1)
 		next += time.Since(killed)
 		b.StopTimer()
 		cancel()
-		wait()
+		stopWithin(b, "stopping the site agents", wait)
 		for _, n := range rest {
 			n.stop()
 		}

@@ -4,19 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/cohortfl/cohort/client"
@@ -24,105 +20,8 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/server/ha"
-	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
-	"github.com/cohortfl/cohort/train"
 )
-
-// haNode is one coordinator of an HA test: its Raft node and its gRPC
-// server, stopped together as a crash would stop them.
-type haNode struct {
-	id   string
-	node *ha.Node
-	grpc string
-	stop func()
-}
-
-// freeAddrs returns n loopback addresses with ports free now, for
-// servers started later. They are drawn from 10000–19999, below Linux's
-// ephemeral range (32768 on) where tests of other packages running in
-// parallel get their ":0" ports, and below cmd/cohort's 20000–31999, so
-// that none of them takes one in between.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	seen := map[string]bool{}
-	var out []string
-	for try := 0; len(out) < n; try++ {
-		if try == 1000 {
-			t.Fatal("no free ports in 10000–19999")
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(10000))
-		l, err := net.Listen("tcp", addr)
-		if err != nil || seen[addr] {
-			continue
-		}
-		l.Close()
-		seen[addr] = true
-		out = append(out, addr)
-	}
-	return out
-}
-
-// threePeers returns the peers of a three-node cluster on loopback, their
-// gRPC addresses and a folder for their data dirs.
-func threePeers(t testing.TB) ([]ha.Peer, []string, string) {
-	addrs := freeAddrs(t, 6)
-	var peers []ha.Peer
-	var grpcAddrs []string
-	for i := range 3 {
-		peers = append(peers, ha.Peer{ID: fmt.Sprintf("coord-%d", i+1), RaftAddr: addrs[2*i], GRPCAddr: addrs[2*i+1]})
-		grpcAddrs = append(grpcAddrs, addrs[2*i+1])
-	}
-	return peers, grpcAddrs, t.TempDir()
-}
-
-// startHANode opens the Raft node of peers[i] in dir and serves a
-// coordinator on its gRPC address.
-func startHANode(t testing.TB, peers []ha.Peer, i int, dir string, ds *Datasets, store *tracking.SQLiteStore, log *slog.Logger) *haNode {
-	return startHANodeWith(t, ha.Config{
-		HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
-	}, peers, i, dir, ds, store, log)
-}
-
-// startHANodeWith is startHANode with cfg's timeouts (zero: raft's defaults).
-func startHANodeWith(t testing.TB, cfg ha.Config, peers []ha.Peer, i int, dir string, ds *Datasets, store *tracking.SQLiteStore, log *slog.Logger) *haNode {
-	t.Helper()
-	p := peers[i]
-	cfg.ID, cfg.Peers, cfg.DataDir = p.ID, peers, filepath.Join(dir, p.ID)
-	node, err := ha.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	coord, err := server.New(server.Config{Logger: log.With("node", p.ID), SiteWait: 30 * time.Second},
-		server.Deps{Tracker: store, Replica: node,
-			Models: &prepare.Models{Trainers: &train.Factory{}, Test: ds.Test, Shape: ds.Pooled.Shape, Classes: ds.Pooled.Classes}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := listenRetry(t, p.GRPCAddr)
-	gs := grpc.NewServer()
-	coord.Register(gs)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = gs.Serve(lis) }()
-	go func() { defer wg.Done(); _ = coord.Run(ctx) }()
-	var once sync.Once
-	n := &haNode{id: p.ID, node: node, grpc: p.GRPCAddr}
-	n.stop = func() {
-		once.Do(func() {
-			gs.Stop() // connections drop at once, as in a crash
-			cancel()
-			wg.Wait()
-			if err := node.Close(); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	t.Cleanup(n.stop)
-	return n
-}
 
 const haJob = `
 name: ha
@@ -154,13 +53,20 @@ func haSetup(t testing.TB) (src []byte, ds *Datasets, store *tracking.SQLiteStor
 	return src, ds, store, log
 }
 
-// leaderCall makes call on whichever of addrs leads (followers refuse).
-func leaderCall[T any](ctx context.Context, t testing.TB, addrs []string, call func(context.Context, pb.JobsServiceClient) (T, error)) T {
+// haAgents is the site agents' config in the HA tests: quick reconnects,
+// and no drain when the test ends.
+var haAgents = client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DrainTimeout: -1}
+
+// leaderCall makes call on whichever of targets leads (followers refuse),
+// retrying every 50 ms until ctx ends.
+func leaderCall[T any](ctx context.Context, t testing.TB, sb *switchboard, targets []string, call func(context.Context, pb.JobsServiceClient) (T, error)) T {
 	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	var last error
-	for ctx.Err() == nil {
-		for _, a := range addrs {
-			cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	for {
+		for _, a := range targets {
+			cc, err := grpc.NewClient(a, sb.dialOptions()...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,43 +79,124 @@ func leaderCall[T any](ctx context.Context, t testing.TB, addrs []string, call f
 			}
 			last = err
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no coordinator of %v answered before %v: %v", targets, ctx.Err(), last)
+		case <-tick.C:
+		}
 	}
-	t.Fatalf("no coordinator of %v answered: %v", addrs, last)
-	var zero T
-	return zero
 }
+
+// waitTimeout bounds each wait of the HA tests for a round, a leader or
+// the end of a job.
+const waitTimeout = 60 * time.Second
 
 // waitRound waits until the job's arm has committed round r on node n.
 func waitRound(t testing.TB, n *haNode, jobID string, r int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if last, _, err := n.node.FSM().LastRound(jobID, "fedavg"); err == nil && last >= r {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
+	fsm := n.node.FSM()
+	last := func() int {
+		l, _, _ := fsm.LastRound(jobID, "fedavg")
+		return l
 	}
-	t.Fatalf("round %d of job %s not committed on %s within 60s", r, jobID, n.id)
+	if !waitFor(waitTimeout, func() []<-chan struct{} { return []<-chan struct{}{fsm.Changed()} }, func() bool { return last() >= r }) {
+		t.Fatalf("round %d of job %s not committed on %s within %v: its last committed round is %d", r, jobID, n.id, waitTimeout, last())
+	}
 }
 
-// waitDone waits for the job to end and returns it.
-func waitDone(ctx context.Context, t *testing.T, addrs []string, jobID string) *pb.Job {
+// waitLeader waits until one of nodes leads and returns it.
+func waitLeader(t testing.TB, nodes []*haNode) *haNode {
 	t.Helper()
-	for {
-		j := leaderCall(ctx, t, addrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.Job, error) {
-			r, err := c.GetJob(ctx, &pb.GetJobRequest{JobId: jobID})
-			return r.GetJob(), err
-		})
-		switch j.GetState() {
-		case pb.JobState_JOB_STATE_SUCCEEDED, pb.JobState_JOB_STATE_FAILED, pb.JobState_JOB_STATE_CANCELLED:
-			return j
+	var found *haNode
+	changes := func() []<-chan struct{} {
+		var out []<-chan struct{}
+		found = nil
+		for _, n := range nodes {
+			leader, changed := n.node.Leadership()
+			if leader {
+				found = n
+			}
+			out = append(out, changed)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("job %s still %v", jobID, j.GetState())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return out
 	}
+	if !waitFor(waitTimeout, changes, func() bool { return found != nil }) {
+		var states []string
+		for _, n := range nodes {
+			states = append(states, n.id+": "+n.node.Status().State)
+		}
+		t.Fatalf("no coordinator of %d leads within %v: %s", len(nodes), waitTimeout, strings.Join(states, ", "))
+	}
+	return found
+}
+
+// waitStarted waits until the job's fedavg arm has started round r on
+// node n, watching its events.
+func waitStarted(ctx context.Context, t testing.TB, sb *switchboard, n *haNode, jobID string, r int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	cc, err := grpc.NewClient(n.grpc, sb.dialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	st, err := pb.NewJobsServiceClient(cc).WatchJob(ctx, &pb.WatchJobRequest{JobId: jobID})
+	if err != nil {
+		t.Fatalf("watching job %s on %s: %v", jobID, n.id, err)
+	}
+	for {
+		ev, err := st.Recv()
+		if err != nil {
+			t.Fatalf("round %d of job %s not started on %s: %v", r, jobID, n.id, err)
+		}
+		if ev.GetKind() == "round_started" && ev.GetArm() == "fedavg" && int(ev.GetRound()) == r {
+			return
+		}
+	}
+}
+
+// waitDone waits until one of nodes holds the job as ended, then returns
+// it as the leader reports it.
+func waitDone(ctx context.Context, t *testing.T, sb *switchboard, nodes []*haNode, targets []string, jobID string) *pb.Job {
+	t.Helper()
+	var states []string
+	changes := func() []<-chan struct{} {
+		var out []<-chan struct{}
+		for _, n := range nodes {
+			out = append(out, n.node.FSM().Changed())
+		}
+		return out
+	}
+	ended := func() bool {
+		states = states[:0]
+		for _, n := range nodes {
+			j, err := n.node.FSM().Job(jobID)
+			if err == nil && (j.Status == ha.StatusSucceeded || j.Status == ha.StatusFailed || j.Status == ha.StatusCancelled) {
+				return true
+			}
+			states = append(states, fmt.Sprintf("%s: %s %v", n.id, j.Status, err))
+		}
+		return false
+	}
+	if !waitFor(waitTimeout, changes, ended) {
+		t.Fatalf("job %s not ended within %v: %s", jobID, waitTimeout, strings.Join(states, ", "))
+	}
+	// The leader sets a job's state before replicating it: once a node
+	// holds it as ended, so does the leader (or, after a failover, the
+	// new leader restores it so).
+	return leaderCall(ctx, t, sb, targets, func(ctx context.Context, c pb.JobsServiceClient) (*pb.Job, error) {
+		r, err := c.GetJob(ctx, &pb.GetJobRequest{JobId: jobID})
+		if err != nil {
+			return nil, err
+		}
+		switch j := r.GetJob(); j.GetState() {
+		case pb.JobState_JOB_STATE_SUCCEEDED, pb.JobState_JOB_STATE_FAILED, pb.JobState_JOB_STATE_CANCELLED:
+			return j, nil
+		default:
+			return nil, fmt.Errorf("the leader holds job %s as %v", jobID, j.GetState())
+		}
+	})
 }
 
 // checkTracking asserts the job's tracking after a failover: one arm run
@@ -288,23 +275,47 @@ func checkTracking(t *testing.T, store *tracking.SQLiteStore, jobRunID string, r
 	}
 }
 
+// startDiskNode opens the one-voter node "solo" on disk in dir — the
+// production path, ha.Open with raft-boltdb and file snapshots (a single
+// voter needs no raft network) — and serves its coordinator over loopback
+// TCP on the switchboard.
+func startDiskNode(t *testing.T, sb *switchboard, dir string, d coordDeps) *haNode {
+	t.Helper()
+	const id = "solo"
+	node, err := ha.Open(ha.Config{ID: id, Peers: []ha.Peer{{ID: id, GRPCAddr: target(id)}}, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, tgt := sb.listenTCP(t, id)
+	n := &haNode{id: id, node: node, grpc: tgt}
+	n.stop = serveCoordinator(t, id, lis, node, d, true, func() { sb.down(id, lis) })
+	return n
+}
+
+// startSites runs the two sites of haJob against targets until the test
+// ends.
+func startSites(t *testing.T, ctx context.Context, sb *switchboard, targets []string, d coordDeps) {
+	t.Helper()
+	ctx, stop := context.WithCancel(ctx)
+	wait := startAgents(t, ctx, []string{"site-1", "site-2"}, d.ds, targets, sb.dialOptions(), d.log, haAgents)
+	t.Cleanup(func() { stopWithin(t, "stopping the site agents", func() { stop(); wait() }) })
+}
+
 // TestCoordinatorRestartResumesJob kills a one-voter coordinator mid-job
 // and starts it again on the same data dir: the job resumes at the round
 // after the last committed one, in the same tracking runs, and finishes
 // with all its rounds.
 func TestCoordinatorRestartResumesJob(t *testing.T) {
 	src, ds, store, log := haSetup(t)
-	addrs := freeAddrs(t, 2)
-	peers := []ha.Peer{{ID: "solo", RaftAddr: addrs[0], GRPCAddr: addrs[1]}}
+	d := coordDeps{ds: ds, store: store, log: log}
+	sb := newSwitchboard()
 	dir := t.TempDir()
-	a := startHANode(t, peers, 0, dir, ds, store, log)
+	a := startDiskNode(t, sb, dir, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	agentsCtx, stopAgents := context.WithCancel(ctx)
-	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, addrs[1:], log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
-	defer func() { stopAgents(); wait() }()
+	startSites(t, ctx, sb, []string{a.grpc}, d)
 
-	sub := leaderCall(ctx, t, addrs[1:], func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
+	sub := leaderCall(ctx, t, sb, []string{a.grpc}, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
 		return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
 	})
 	id := sub.GetJob().GetJobId()
@@ -312,8 +323,8 @@ func TestCoordinatorRestartResumesJob(t *testing.T) {
 	a.stop()
 	before, _, _ := a.node.FSM().LastRound(id, "fedavg")
 
-	b := startHANode(t, peers, 0, dir, ds, store, log)
-	got := waitDone(ctx, t, addrs[1:], id)
+	b := startDiskNode(t, sb, dir, d)
+	got := waitDone(ctx, t, sb, []*haNode{b}, []string{b.grpc}, id)
 	if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job after the restart: %v %s", got.GetState(), got.GetError())
 	}
@@ -325,15 +336,13 @@ func TestCoordinatorRestartResumesJob(t *testing.T) {
 	checkTracking(t, store, got.GetTrackingRunId(), 8)
 }
 
-// clusterJob is a job running on a three-coordinator cluster with two
-// sites that list all three.
+// clusterJob is a job running on a three-coordinator cluster in memory
+// with two sites that list all three.
 type clusterJob struct {
-	nodes     []*haNode
-	peers     []ha.Peer
-	dir       string
-	grpcAddrs []string
-	id        string
-	ctx       context.Context
+	*haCluster
+	nodes []*haNode
+	id    string
+	ctx   context.Context
 }
 
 // startClusterJob starts three coordinators (node i logging into
@@ -341,33 +350,19 @@ type clusterJob struct {
 // it is accepted. Everything stops when the test ends.
 func startClusterJob(t *testing.T, src []byte, ds *Datasets, storeFor func(int) *tracking.SQLiteStore, log *slog.Logger) *clusterJob {
 	t.Helper()
-	peers, grpcAddrs, dir := threePeers(t)
-	cj := &clusterJob{peers: peers, dir: dir, grpcAddrs: grpcAddrs}
-	for i := range peers {
-		cj.nodes = append(cj.nodes, startHANode(t, peers, i, dir, ds, storeFor(i), log))
+	cj := &clusterJob{haCluster: newHACluster(t, 3, testRaft)}
+	for i := range cj.peers {
+		cj.nodes = append(cj.nodes, cj.start(i, coordDeps{ds: ds, store: storeFor(i), log: log}))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	agentsCtx, stopAgents := context.WithCancel(ctx)
-	wait := startAgents(t, agentsCtx, []string{"site-1", "site-2"}, ds, grpcAddrs, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
-	t.Cleanup(func() { stopAgents(); wait(); cancel() })
+	t.Cleanup(cancel)
 	cj.ctx = ctx
-	sub := leaderCall(ctx, t, grpcAddrs, func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
+	startSites(t, ctx, cj.sb, cj.targets(), coordDeps{ds: ds, log: log})
+	sub := leaderCall(ctx, t, cj.sb, cj.targets(), func(ctx context.Context, c pb.JobsServiceClient) (*pb.SubmitJobResponse, error) {
 		return c.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
 	})
 	cj.id = sub.GetJob().GetJobId()
 	return cj
-}
-
-// leader returns the node that leads now, failing the test if none does.
-func (cj *clusterJob) leader(t *testing.T) *haNode {
-	t.Helper()
-	for _, n := range cj.nodes {
-		if n.node.IsLeader() {
-			return n
-		}
-	}
-	t.Fatal("no coordinator leads")
-	return nil
 }
 
 // others returns the nodes but n.
@@ -388,19 +383,18 @@ func (cj *clusterJob) others(n *haNode) []*haNode {
 func TestClusterLeaderKilledMidRound(t *testing.T) {
 	src, ds, store, log := haSetup(t)
 	cj := startClusterJob(t, src, ds, func(int) *tracking.SQLiteStore { return store }, log)
-	ctx, id, nodes, peers, dir, grpcAddrs := cj.ctx, cj.id, cj.nodes, cj.peers, cj.dir, cj.grpcAddrs
-	leader := cj.leader(t)
+	ctx, id, nodes := cj.ctx, cj.id, cj.nodes
+	leader := waitLeader(t, nodes)
 	// A follower refuses the Jobs API and site joins, naming the leader.
-	for _, n := range nodes {
-		if n == leader {
-			continue
-		}
-		cc, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	for _, n := range cj.others(leader) {
+		cc, err := grpc.NewClient(n.grpc, cj.sb.dialOptions()...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = pb.NewJobsServiceClient(cc).ListJobs(ctx, &pb.ListJobsRequest{})
-		_, jerr := pb.NewCoordinatorServiceClient(cc).Join(ctx, &pb.JoinRequest{SiteName: "x"})
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = pb.NewJobsServiceClient(cc).ListJobs(cctx, &pb.ListJobsRequest{})
+		_, jerr := pb.NewCoordinatorServiceClient(cc).Join(cctx, &pb.JoinRequest{SiteName: "x"})
+		cancel()
 		cc.Close()
 		for _, e := range []error{err, jerr} {
 			if hint := leaderHint(e); status.Code(e) != codes.Unavailable || hint != leader.grpc {
@@ -409,16 +403,17 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 		}
 	}
 	waitRound(t, leader, id, 3)
-	time.Sleep(80 * time.Millisecond) // into round 4, round 3 logged
+	r0, _, _ := leader.node.FSM().LastRound(id, "fedavg")
+	waitStarted(ctx, t, cj.sb, leader, id, r0+1) // kill it mid-round
 	killed := time.Now()
 	leader.stop()
-	r0, _, _ := leader.node.FSM().LastRound(id, "fedavg")
+	r0, _, _ = leader.node.FSM().LastRound(id, "fedavg")
 	rest := cj.others(leader)
 	// The next round commits on the new leader.
 	waitRound(t, rest[0], id, r0+1)
 	t.Logf("leader %s killed after round %d; round %d committed on the new leader %.2fs later", leader.id, r0, r0+1, time.Since(killed).Seconds())
 
-	got := waitDone(ctx, t, grpcAddrs, id)
+	got := waitDone(ctx, t, cj.sb, rest, cj.targets(), id)
 	if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job after the failover: %v %s", got.GetState(), got.GetError())
 	}
@@ -428,17 +423,16 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 		}
 	}
 	checkTracking(t, store, got.GetTrackingRunId(), 8)
-	// The killed node rejoins from its data dir and catches up.
-	back := startHANode(t, peers, slices.Index(nodes, leader), dir, ds, store, log)
+	// The killed node rejoins on its stores and catches up.
+	back := cj.start(slices.Index(nodes, leader), coordDeps{ds: ds, store: store, log: log})
 	waitRound(t, back, id, 8)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		j, err := back.node.FSM().Job(id)
-		if err == nil && j.Status == ha.StatusSucceeded {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rejoined %s holds the job as %v (%v), want succeeded", back.id, j.Status, err)
-		}
+	jobStatus := func() ha.JobStatus {
+		j, _ := back.node.FSM().Job(id)
+		return j.Status
+	}
+	if !waitFor(waitTimeout, func() []<-chan struct{} { return []<-chan struct{}{back.node.FSM().Changed()} },
+		func() bool { return jobStatus() == ha.StatusSucceeded }) {
+		t.Fatalf("the rejoined %s holds the job as %q, want succeeded", back.id, jobStatus())
 	}
 	var names []string
 	for _, s := range rest[0].node.FSM().Sites() {
@@ -472,10 +466,10 @@ func TestClusterNeedsOneTrackingStore(t *testing.T) {
 		t.Cleanup(func() { own.Close() })
 		return own
 	}, log)
-	leader := cj.leader(t)
+	leader := waitLeader(t, cj.nodes)
 	waitRound(t, leader, cj.id, 2)
 	leader.stop()
-	got := waitDone(cj.ctx, t, cj.grpcAddrs, cj.id)
+	got := waitDone(cj.ctx, t, cj.sb, cj.others(leader), cj.targets(), cj.id)
 	if got.GetState() != pb.JobState_JOB_STATE_FAILED || !strings.Contains(got.GetError(), "must share one tracking store") {
 		t.Errorf("job resumed without its tracking runs: %v %q, want failed saying the coordinators must share one tracking store", got.GetState(), got.GetError())
 	}
@@ -487,18 +481,20 @@ func TestClusterNeedsOneTrackingStore(t *testing.T) {
 func TestClusterHandoff(t *testing.T) {
 	src, ds, store, log := haSetup(t)
 	cj := startClusterJob(t, src, ds, func(int) *tracking.SQLiteStore { return store }, log)
-	leader := cj.leader(t)
+	leader := waitLeader(t, cj.nodes)
 	waitRound(t, leader, cj.id, 3)
-	if err := leader.node.Handoff(); err != nil {
-		t.Fatal(err)
-	}
+	stopWithin(t, "handing the lead over", func() {
+		if err := leader.node.Handoff(); err != nil {
+			t.Errorf("Handoff: %v", err)
+		}
+	})
 	handed := time.Now()
 	r0, _, _ := leader.node.FSM().LastRound(cj.id, "fedavg")
 	next := cj.others(leader)[0]
 	waitRound(t, next, cj.id, r0+1)
 	t.Logf("handed over after round %d; round %d committed %.2fs later", r0, r0+1, time.Since(handed).Seconds())
 	leader.stop()
-	got := waitDone(cj.ctx, t, cj.grpcAddrs, cj.id)
+	got := waitDone(cj.ctx, t, cj.sb, cj.others(leader), cj.targets(), cj.id)
 	if got.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job after the handoff: %v %s", got.GetState(), got.GetError())
 	}

@@ -12,62 +12,27 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/client"
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
-	"github.com/cohortfl/cohort/server"
-	"github.com/cohortfl/cohort/server/prepare"
+	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
 	"github.com/cohortfl/cohort/train"
 )
 
-// startCoordinator serves a coordinator on addr until the returned stop is
-// called.
-func startCoordinator(t testing.TB, addr string, ds *Datasets, store *tracking.SQLiteStore, log *slog.Logger) (stop func()) {
+// startCoordinator serves a coordinator on its own in-memory replica on
+// lis until the returned stop is called (or the test ends).
+func startCoordinator(t testing.TB, name string, lis net.Listener, d coordDeps) (stop func()) {
 	t.Helper()
-	coord, err := server.New(server.Config{Logger: log, SiteWait: 30 * time.Second},
-		server.Deps{Tracker: store, Models: &prepare.Models{Trainers: &train.Factory{}, Test: ds.Test, Shape: ds.Pooled.Shape, Classes: ds.Pooled.Classes}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := listenRetry(t, addr)
-	gs := grpc.NewServer()
-	coord.Register(gs)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = gs.Serve(lis) }()
-	go func() { defer wg.Done(); _ = coord.Run(ctx) }()
-	return func() {
-		cancel()
-		gs.Stop()
-		wg.Wait()
-		_ = coord.Close()
-	}
-}
-
-// listenRetry listens on addr, retrying for a second: the port may linger
-// briefly after the last server.
-func listenRetry(t testing.TB, addr string) net.Listener {
-	t.Helper()
-	var lis net.Listener
-	var err error
-	for try := 0; try < 50; try++ {
-		if lis, err = net.Listen("tcp", addr); err == nil {
-			return lis
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal(err)
-	return nil
+	return serveCoordinator(t, name, lis, nil, d, false, nil)
 }
 
 // startAgents runs one site agent per name, each with its own connection
-// to addr and its partition of ds, until ctx ends; the returned function
-// waits for them. base supplies the other agent settings.
-func startAgents(tb testing.TB, ctx context.Context, names []string, ds *Datasets, targets []string, log *slog.Logger, base client.Config) (wait func()) {
+// to targets (dialled with dial) and its partition of ds, until ctx ends;
+// the returned function waits for them. base supplies the other agent
+// settings.
+func startAgents(tb testing.TB, ctx context.Context, names []string, ds *Datasets, targets []string, dial []grpc.DialOption, log *slog.Logger, base client.Config) (wait func()) {
 	tb.Helper()
 	var wg sync.WaitGroup
 	trainers := &train.Factory{}
@@ -75,7 +40,7 @@ func startAgents(tb testing.TB, ctx context.Context, names []string, ds *Dataset
 		sd := ds.Sites[name]
 		cfg := base
 		cfg.Name, cfg.Targets, cfg.Logger = name, targets, log
-		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		cfg.DialOptions = dial
 		a, err := client.New(cfg, siteSource{train: sd.Train, test: sd.Test}, trainers, nil)
 		if err != nil {
 			tb.Fatal(err)
@@ -112,18 +77,29 @@ arms: [{name: fedavg, strategy: fedavg}]
 		t.Fatal(err)
 	}
 	defer store.Close()
-	addr := freeAddrs(t, 1)[0]
-
-	stopA := startCoordinator(t, addr, ds, store, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	wait := startAgents(t, ctx, spec.Sites.Names, ds, []string{addr}, log, client.Config{BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
-	defer func() { cancel(); wait() }()
-	time.Sleep(100 * time.Millisecond) // let the sites join the first coordinator
+	d := coordDeps{ds: ds, store: store, log: log}
+	sb := newSwitchboard()
+	lis, addr := sb.listen("coord")
+	// The first coordinator's replica is explicit, to see the sites join.
+	node, err := ha.NewInMemory(context.Background(), ha.Config{ID: "coord", Peers: []ha.Peer{{ID: "coord"}}, DigestsOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := serveCoordinator(t, "coord", lis, node, d, true, func() { sb.down("coord", lis) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	agentsCtx, stopAgents := context.WithCancel(ctx)
+	wait := startAgents(t, agentsCtx, spec.Sites.Names, ds, []string{addr}, sb.dialOptions(), log, haAgents)
+	defer stopWithin(t, "stopping the site agents", func() { stopAgents(); wait() })
+	if !waitFor(waitTimeout, func() []<-chan struct{} { return []<-chan struct{}{node.FSM().Changed()} },
+		func() bool { return len(node.FSM().Sites()) == len(spec.Sites.Names) }) {
+		t.Fatalf("%d of %d sites joined the first coordinator within %v", len(node.FSM().Sites()), len(spec.Sites.Names), waitTimeout)
+	}
 	stopA()
 
-	stopB := startCoordinator(t, addr, ds, store, log)
-	defer stopB()
-	got, err := submitAndWatch(ctx, src, addr, []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, io.Discard)
+	lis, _ = sb.listen("coord")
+	startCoordinator(t, "coord", lis, d)
+	got, err := submitAndWatch(ctx, src, addr, sb.dialOptions(), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -55,18 +56,22 @@ deadline: {round: 2m}
 		b.Fatal(err)
 	}
 	defer store.Close()
-	addr := freeAddrs(b, 1)[0]
+	lis, err := net.Listen("tcp", "127.0.0.1:0") // held by the server: no port is reused
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := lis.Addr().String()
 
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
-	stop := startCoordinator(b, addr, ds, store, log)
+	stop := startCoordinator(b, "coord", lis, coordDeps{ds: ds, store: store, log: log})
 	defer stop()
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := startAgents(b, ctx, spec.Sites.Names, ds, []string{addr}, log, client.Config{})
-	defer func() { cancel(); wait() }()
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	wait := startAgents(b, ctx, spec.Sites.Names, ds, []string{addr}, dial, log, client.Config{})
+	defer stopWithin(b, "stopping the site agents", func() { cancel(); wait() })
 	cc, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		b.Fatal(err)
