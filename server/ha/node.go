@@ -296,6 +296,10 @@ type Node struct {
 	// closers are the transport and stores Close closes: those with a
 	// Close method.
 	closers []io.Closer
+	// transport is the transport's Close, nil without one: Close closes
+	// it early when raft's shutdown stalls.
+	transport io.Closer
+	grace     time.Duration // shutdownGrace; shorter in tests
 
 	notify chan bool     // raft's NotifyCh
 	kick   chan struct{} // leadership gained: check the cluster id now
@@ -354,6 +358,8 @@ func New(cfg Config, fsm *FSM, logs raft.LogStore, stable raft.StableStore, snap
 		putSem:    make(chan struct{}, 1),
 		changed:   make(chan struct{}),
 	}
+	n.transport, _ = trans.(io.Closer)
+	n.grace = shutdownGrace
 	for _, p := range cfg.Peers {
 		n.peers[raft.ServerID(p.ID)] = p
 	}
@@ -724,13 +730,49 @@ func (n *Node) Close() error {
 			n.stopped = ErrClosed
 		}
 		n.mu.Unlock()
-		err := n.raft.Shutdown().Error()
+		err := n.shutdownRaft(n.grace)
 		close(n.done)
 		n.wg.Wait()
 		n.setLeader(false)
 		n.closeErr = errors.Join(err, closeAll(n.closers))
 	})
 	return n.closeErr
+}
+
+// shutdownGrace is how long Close waits for raft's goroutines before it
+// closes the transport under them, and then again before it gives up.
+const shutdownGrace = 15 * time.Second
+
+// ErrShutdownStuck is returned by [Node.Close] when raft's goroutines did
+// not stop, even after the transport under them was closed: the node is
+// abandoned (its goroutines leak) rather than hang its caller.
+var ErrShutdownStuck = errors.New("raft shutdown stuck")
+
+// shutdownRaft stops raft's goroutines. Raft waits for them, and one
+// blocked on its transport would hold Close for good while the peers'
+// calls pile up behind it; after grace the transport is closed, which
+// fails what waits on it, and after another grace Close gives up.
+func (n *Node) shutdownRaft(grace time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- n.raft.Shutdown().Error() }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+	}
+	n.cfg.Logger.Warn("raft shutdown is slow; closing the transport under it", "waited", grace)
+	if n.transport != nil {
+		_ = n.transport.Close() // closeAll closes it again: raft's transports allow that
+	}
+	t.Reset(grace)
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: raft's goroutines did not stop %s after the transport closed; the node is abandoned", ErrShutdownStuck, grace)
+	}
 }
 
 // ID returns this node's id.
