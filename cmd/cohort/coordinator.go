@@ -105,6 +105,13 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// Before the node's handoff and close (deferred earlier): the
+		// site registry's writes in flight finish or give up first.
+		if err := coord.Close(); err != nil {
+			log.Warn("coordinator_close_failed", "err", err)
+		}
+	}()
 	lis, inherited, err := listenOn(socks, socketGRPC, cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w; change listen in %s or stop what holds the port", cfg.Listen, err, *path)
