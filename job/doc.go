@@ -16,7 +16,7 @@
 //	tracking: {uri: "sqlite:cohort.db", experiment: <name>}   # or uri: https://mlflow:5000
 //	data:
 //	  dataset: fashion-mnist         # required: fashion-mnist | synthetic
-//	  path: ""                       # "" = $COHORT_DATA, /usr/share/datasets/..., download
+//	  path: ""                       # "" = $COHORT_DATA, /usr/share/datasets/..., download; cohort run only
 //	  partition: {kind: iid}         # iid | dirichlet (alpha) | labels (labels) | shards (shards_per_site: 2)
 //	  test_fraction: 0.1             # each site's local test split
 //	  synthetic: {alpha: 0, beta: 0, dim: 60, classes: 10, samples_per_site: 0}   # synthetic only

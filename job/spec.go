@@ -219,8 +219,10 @@ type Data struct {
 	Dataset string
 	// Path is a folder holding the dataset's files. Empty means the
 	// loader's search order: $COHORT_DATA, /usr/share/datasets/..., then a
-	// download into the user cache. A relative path is resolved by each
-	// site against its working directory.
+	// download into the user cache. A relative path is resolved against
+	// the working directory of `cohort run`, which alone reads it: in a
+	// deployment sites read their data from site.yaml, and a job with a
+	// path is refused at submit.
 	Path string
 	// Partition says how the samples are split across sites (not used for
 	// synthetic data, which is generated per site).

@@ -59,7 +59,7 @@ type WeightsStore interface {
 // CheckSpec implements server.SpecChecker. A deployment refuses what it
 // cannot run: sites given by count alone (`cohort run`'s simulated
 // site-1 … site-N, for whom no agent would ever join), simulated
-// adversaries, an exec model without model.init or with weights not
+// adversaries, a data.path (which nothing in a deployment reads), an exec model without model.init or with weights not
 // uploaded, and a job whose evaluation needs the coordinator's test set
 // when the folder coordinator.yaml names for it does not hold the dataset.
 // A dataset coordinator.yaml does not list is no error: the job runs with
@@ -71,6 +71,9 @@ func (m *CoordinatorModels) CheckSpec(ctx context.Context, spec *job.Spec) error
 	}
 	if len(spec.Sites.Adversaries) > 0 {
 		return fmt.Errorf("sites.adversaries: simulated attackers run in `cohort run` only; a deployment's sites are real institutes, so remove sites.adversaries (site %s) from the job", spec.Sites.Adversaries[0].Site)
+	}
+	if spec.Data.Path != "" {
+		return fmt.Errorf("data.path: %q is read by `cohort run` only; in a deployment each site reads its data from site.yaml data:, and the coordinator its test set from coordinator.yaml data:, so remove data.path from the job", spec.Data.Path)
 	}
 	if needsTestSet(spec) {
 		if _, err := m.testSet(ctx, spec.Data.Dataset); err != nil {

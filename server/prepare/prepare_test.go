@@ -190,6 +190,7 @@ func TestCoordinatorModelsCheckSpec(t *testing.T) {
 		{"folder missing, eval on a site", map[string]string{job.DatasetFashionMNIST: missing}, fmnist + mlp + named + "eval: {site: kit}\n", nil},
 		{"folder missing, transfer model", map[string]string{job.DatasetFashionMNIST: missing}, fmnist + "model: {kind: transfer, params: 10}\n" + named, nil},
 		{"folder missing, other dataset", map[string]string{job.DatasetFashionMNIST: missing}, "data: {dataset: synthetic}\nmodel: {kind: logreg}\n" + named, nil},
+		{"data.path", nil, "data: {dataset: fashion-mnist, path: /srv/fmnist}\n" + mlp + named, []string{`data.path: "/srv/fmnist" is read by ` + "`cohort run`" + ` only`, "site.yaml data:", "remove data.path"}},
 		{"exec without init", nil, fmnist + "model: {kind: exec, command: [python3, t.py]}\n" + named + "eval: {site: kit}\n", []string{"model.init: missing"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
