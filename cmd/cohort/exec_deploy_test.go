@@ -37,7 +37,9 @@ func needTorch(t *testing.T) {
 // pytorch-fmnist example, made tiny) in a deployment over mutual TLS: the
 // coordinator runs no Python; unibo makes the initial weights (an init
 // task), inria evaluates every round's global model on its test set
-// (evaluate tasks), and the centralized arm trains at kit. A job whose
+// (evaluate tasks), and the centralized arm trains at kit, with one
+// trainer process per site and arm (exec mode persistent); a job with
+// uploaded initial weights runs a process per task. A job whose
 // init site never connects fails naming it, and an exec job without
 // model.init is refused at submit.
 func TestDeployedExecJob(t *testing.T) {
@@ -96,6 +98,7 @@ model:
   kind: exec
   command: [%s, train.py]
   env: {FMNIST_CONV: "4,8", FMNIST_HIDDEN: "16", FMNIST_THREADS: "1", FMNIST_DEVICE: cpu}
+  exec: {mode: persistent}
   %s
 sites: {names: [kit, unibo, inria], min_per_round: 3}
 rounds: 2
@@ -203,7 +206,7 @@ deadline: {round: 3m}
 	}
 	os.WriteFile(filepath.Join(dir, "init.safetensors"), b, 0o600)
 	const weightsJob = "weights"
-	wid := submitWith(weightsJob, strings.NewReplacer(`FMNIST_HIDDEN: "16"`, `FMNIST_HIDDEN: "512"`, "rounds: 2", "rounds: 1"),
+	wid := submitWith(weightsJob, strings.NewReplacer(`FMNIST_HIDDEN: "16"`, `FMNIST_HIDDEN: "512"`, "rounds: 2", "rounds: 1", "mode: persistent", "mode: per-task"),
 		"init: {weights: init.safetensors}")
 	if !strings.Contains(submitOut, "uploaded") {
 		t.Errorf("submit with model.init.weights printed no upload:\n%s", submitOut)
