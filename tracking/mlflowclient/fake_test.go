@@ -40,6 +40,7 @@ type fakeMLflow struct {
 	down           int // 0 up, 1 answers 503, 2 drops the connection
 	serveArtifacts bool
 	hook           func(w http.ResponseWriter, r *http.Request, endpoint string) bool // true: handled
+	refusals       []chan struct{}                                                    // closed at the next request refused while down
 }
 
 type fakeModel struct {
@@ -73,6 +74,16 @@ func (f *fakeMLflow) setDown(mode int) {
 	f.mu.Lock()
 	f.down = mode
 	f.mu.Unlock()
+}
+
+// refusal returns a channel closed the next time the fake, down, refuses
+// a request.
+func (f *fakeMLflow) refusal() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	f.refusals = append(f.refusals, ch)
+	return ch
 }
 
 func (f *fakeMLflow) countCalls(endpoint string) int {
@@ -119,6 +130,12 @@ func notExist(format string, args ...any) *mlflowErr {
 func (f *fakeMLflow) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	down, hook := f.down, f.hook
+	if down != 0 {
+		for _, ch := range f.refusals {
+			close(ch)
+		}
+		f.refusals = nil
+	}
 	f.mu.Unlock()
 	switch down {
 	case 1:

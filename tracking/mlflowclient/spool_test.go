@@ -337,9 +337,10 @@ func TestRunFinalFlushAndClose(t *testing.T) {
 	run, _ := c.CreateRun(ctx, tracking.CreateRun{})
 	done := make(chan error, 1)
 	f.setDown(1)
+	refused := f.refusal()
 	go func() { done <- c.Run(ctx) }()
 	_ = c.LogBatch(ctx, run.Info.RunID, metrics("a", 1, 3), nil, nil)
-	time.Sleep(20 * time.Millisecond)
+	awaitRefusal(t, refused) // Run tried while the server was down
 	f.setDown(0)
 	cancel() // the final flush sends what is left
 	if err := <-done; err != nil {
@@ -409,9 +410,10 @@ func TestFlushHeedsContextWhileRunRetries(t *testing.T) {
 	c := newTestClient(t, cfg)
 	run, _ := c.CreateRun(t.Context(), tracking.CreateRun{})
 	f.setDown(1)
+	refused := f.refusal()
 	stop := runInBackground(t, c)
 	_ = c.LogBatch(t.Context(), run.Info.RunID, metrics("a", 1, 1), nil, nil)
-	time.Sleep(20 * time.Millisecond)
+	awaitRefusal(t, refused) // Run is in its long backoff now
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -453,4 +455,14 @@ func BenchmarkLogBatch(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N*len(ms))/b.Elapsed().Seconds(), "points/s")
+}
+
+// awaitRefusal waits for the fake to refuse a request.
+func awaitRefusal(t *testing.T, refused <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-refused:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client sent nothing to the server that was down in 30 s")
+	}
 }
