@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ import (
 //	go test -run XXX -bench ThousandSites -benchtime 1x ./internal/federation
 func BenchmarkThousandSites(b *testing.B) {
 	const sites, rounds = 1000, 3
-	log := slog.New(slog.DiscardHandler)
+	joined := &messageCounter{msg: "site_connected", want: sites, done: make(chan struct{})}
+	log := slog.New(joined)
 	src := []byte(fmt.Sprintf(`
 name: scale
 seed: 1
@@ -81,7 +83,11 @@ deadline: {round: 2m}
 	jobs := pb.NewJobsServiceClient(cc)
 	// Wait until every site has joined: a job that names 1,000 sites
 	// starts its first round then.
-	time.Sleep(2 * time.Second)
+	select {
+	case <-joined.done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("%d of %d sites connected in 2 minutes", joined.count.Load(), sites)
+	}
 	// Two collections: gRPC pools its transport buffers in sync.Pools,
 	// which hold what they keep until the second collection; an idle
 	// process returns them, so they are not an idle site's cost.
@@ -162,3 +168,24 @@ deadline: {round: 2m}
 	b.ReportMetric(mean(wall), "s/round")
 	b.ReportMetric(mean(overhead), "s-overhead/round")
 }
+
+// messageCounter is a log handler that discards every record and closes
+// done once want records carried the message msg.
+type messageCounter struct {
+	msg   string
+	want  int64
+	count atomic.Int64
+	done  chan struct{}
+}
+
+func (m *messageCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+func (m *messageCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == m.msg && m.count.Add(1) == m.want {
+		close(m.done)
+	}
+	return nil
+}
+
+func (m *messageCounter) WithAttrs([]slog.Attr) slog.Handler { return m }
+func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
