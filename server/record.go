@@ -217,9 +217,7 @@ func (x *roundExec) finish(ctx context.Context) error {
 		}
 	}
 	a.prevNorms = a.prevNorms[:0]
-	for _, n := range x.norms {
-		a.prevNorms = append(a.prevNorms, n)
-	}
+	a.prevNorms = append(a.prevNorms, x.norms.sorted...)
 	seconds := time.Since(x.started).Seconds()
 	sent := x.rr.bytesSent.Load()
 	a.bytesSent += sent

@@ -48,7 +48,7 @@ type roundExec struct {
 	// site, the updates waiting for the adaptive bound's reference, the
 	// decisions to record, and the sites in the order they were
 	// aggregated.
-	norms  map[string]float64
+	norms  normSet
 	parked map[string]*receivedUpdate
 	notes  map[string]screenNote
 	added  []string
@@ -98,7 +98,7 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		replies: make(map[string]chan error),
 		pending: make(map[string]siteEnergyReports),
 		started: time.Now(),
-		norms:   make(map[string]float64),
+		norms:   normSet{by: make(map[string]float64)},
 		parked:  make(map[string]*receivedUpdate),
 		notes:   make(map[string]screenNote),
 	}

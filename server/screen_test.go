@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -257,5 +258,34 @@ func TestServerStateTravelsWithTheModel(t *testing.T) {
 	}
 	if err := (&armRun{strategy: &aggregators.FedAvg{}}).restoreState(state); err == nil {
 		t.Error("restoring server state into fedavg, which keeps none, should fail")
+	}
+}
+
+// TestNormSet keeps a round's norms sorted as sites report and report
+// again, and the median over them is that of the values by site.
+func TestNormSet(t *testing.T) {
+	s := normSet{by: map[string]float64{}}
+	steps := []struct {
+		site   string
+		v      float64
+		median float64
+	}{
+		{"a", 3, 3},
+		{"b", 1, 2},
+		{"c", 2, 2},
+		{"a", 0.5, 1},   // a replaces its 3
+		{"d", 10, 1.5},  // 0.5 1 2 10
+		{"b", 10, 6},    // 0.5 2 10 10
+		{"c", 10, 10},   // 0.5 10 10 10
+		{"e", 0.25, 10}, // 0.25 0.5 10 10 10
+	}
+	for i, st := range steps {
+		s.set(st.site, st.v)
+		if !slices.IsSorted(s.sorted) || len(s.sorted) != len(s.by) {
+			t.Fatalf("step %d: sorted %v, by %v: want the values of by, ascending", i, s.sorted, s.by)
+		}
+		if m := medianSorted(s.sorted); m != st.median {
+			t.Errorf("step %d (%s = %g): median %g, want %g", i, st.site, st.v, m, st.median)
+		}
 	}
 }
