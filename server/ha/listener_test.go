@@ -16,19 +16,7 @@ import (
 func TestOpenOnInheritedListener(t *testing.T) {
 	ctx := context.Background()
 	ca := newTestCA(t, "cohort")
-	var (
-		ps  []Peer
-		lns []net.Listener
-	)
-	for i := range 3 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := string(rune('a' + i))
-		ps = append(ps, Peer{ID: id, RaftAddr: ln.Addr().String(), GRPCAddr: "grpc-" + id + ":9090"})
-		lns = append(lns, ln)
-	}
+	ps, lns := loopbackPeers(t, 3)
 	var ns []*Node
 	for i, p := range ps {
 		cfg := testConfig(p.ID, ps, t.TempDir())

@@ -139,19 +139,7 @@ func memNodes(t testing.TB, cfgs []Config) []*Node {
 // taken again), with in-memory stores; tlsFor gives each node's configs.
 func tlsCluster(t *testing.T, n int, tlsFor func(id string) (server, client *tls.Config)) []*Node {
 	t.Helper()
-	var (
-		ps  []Peer
-		lns []net.Listener
-	)
-	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := string(rune('a' + i))
-		ps = append(ps, Peer{ID: id, RaftAddr: ln.Addr().String(), GRPCAddr: "grpc-" + id + ":9090"})
-		lns = append(lns, ln)
-	}
+	ps, lns := loopbackPeers(t, n)
 	var ns []*Node
 	for i, p := range ps {
 		server, client := tlsFor(p.ID)
@@ -170,6 +158,27 @@ func tlsCluster(t *testing.T, n int, tlsFor func(id string) (server, client *tls
 		ns = append(ns, node)
 	}
 	return ns
+}
+
+// loopbackPeers names n peers a, b, … whose raft addresses are loopback
+// listeners bound now and held open (no port is given up and taken
+// again).
+func loopbackPeers(t *testing.T, n int) ([]Peer, []net.Listener) {
+	t.Helper()
+	var (
+		ps  []Peer
+		lns []net.Listener
+	)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := string(rune('a' + i))
+		ps = append(ps, Peer{ID: id, RaftAddr: ln.Addr().String(), GRPCAddr: "grpc-" + id + ":9090"})
+		lns = append(lns, ln)
+	}
+	return ps, lns
 }
 
 // soloPeer is a one-voter cluster without network.
