@@ -45,7 +45,8 @@ type Options struct {
 	MaxBytes int64
 	// Grace is how old a blob or temporary file must be before Collect
 	// removes it, so that a blob just written and not yet referenced
-	// survives; zero means 10 minutes.
+	// survives; zero means 10 minutes. A Writer idle for longer loses its
+	// temporary file to Collect, and its Commit fails.
 	Grace time.Duration
 	// Statfs reports the space of the file system holding a directory;
 	// nil means the operating system's statfs. Tests inject faults here.
@@ -65,8 +66,12 @@ type Store struct {
 	log  *slog.Logger
 
 	// mu orders renames into the store with Collect's removals, so that a
-	// blob committed again (its grace restarted) is never removed.
-	mu    sync.Mutex
+	// blob committed again (its grace restarted) is never removed, and
+	// guards live.
+	mu sync.Mutex
+	// live maps the temporary file of each Writer neither committed nor
+	// aborted to it: Collect removes those idle for longer than the grace.
+	live  map[string]*Writer
 	total atomic.Int64 // bytes of committed blobs
 }
 
@@ -89,7 +94,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{dir: dir, opts: opts, log: log}
+	s := &Store{dir: dir, opts: opts, log: log, live: make(map[string]*Writer)}
 	for _, d := range []string{dir, s.path(blobDir), s.path(tmpDir)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("opening blob store: %w", err)
@@ -245,6 +250,9 @@ func (s *Store) Collect(ctx context.Context, keep func(Digest) bool) (removed in
 		if !info.ModTime().Before(cutoff) || keep(d) {
 			return nil
 		}
+		if testHookCollectSaw != nil {
+			testHookCollectSaw(d)
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		// Look again under the lock: a commit of the same content may
@@ -270,24 +278,46 @@ func (s *Store) Collect(ctx context.Context, keep func(Digest) bool) (removed in
 		return removed, freed, fmt.Errorf("collecting temporary files: %w", err)
 	}
 	for _, e := range tmps {
-		info, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // committed or aborted meanwhile
-		}
+		n, err := s.collectTmp(s.path(tmpDir, e.Name()), cutoff)
 		if err != nil {
 			return removed, freed, fmt.Errorf("collecting temporary files: %w", err)
 		}
-		if !info.ModTime().Before(cutoff) {
-			continue
-		}
-		if err := os.Remove(s.path(tmpDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, freed, fmt.Errorf("collecting temporary files: %w", err)
-		}
-		freed += info.Size()
-		s.log.Info("blob_tmp_collected", "file", e.Name(), "bytes", info.Size())
+		freed += n
 	}
 	return removed, freed, nil
 }
+
+// collectTmp removes the temporary file path when its Writer (or, for a
+// file no Writer owns, its modification) is older than cutoff, and
+// returns the bytes freed.
+func (s *Store) collectTmp(path string, cutoff time.Time) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil // committed or aborted meanwhile
+	}
+	if err != nil {
+		return 0, err
+	}
+	last := info.ModTime()
+	if w, ok := s.live[path]; ok {
+		last = time.Unix(0, w.active.Load())
+	}
+	if !last.Before(cutoff) {
+		return 0, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, err
+	}
+	delete(s.live, path)
+	s.log.Info("blob_tmp_collected", "file", filepath.Base(path), "bytes", info.Size())
+	return info.Size(), nil
+}
+
+// testHookCollectSaw, when set by a test, is called when Collect has
+// found a blob to remove and before it takes the lock to remove it.
+var testHookCollectSaw func(Digest)
 
 // walk calls fn for each stored blob; files whose names are not digests
 // of their fan-out directory are skipped.

@@ -552,3 +552,101 @@ func TestCollect(t *testing.T) {
 		t.Error("a cancelled Collect removed a blob")
 	}
 }
+
+func TestExpect(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		free int64
+		n    int64
+		want error
+		msg  string
+	}{
+		{"fits", Options{MinFree: 1 << 20}, 10 << 20, 9 << 20, nil, ""},
+		{"larger than the free space", Options{MinFree: 1 << 20}, 10 << 20, 9<<20 + 1, ErrNoSpace, "10485760 bytes free; 9437185 more bytes"},
+		{"above MaxBytes", Options{MinFree: -1, MaxBytes: 1000}, 0, 901, ErrNoSpace, "Options.MaxBytes (1000)"},
+		{"at MaxBytes", Options{MinFree: -1, MaxBytes: 1000}, 0, 900, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := &fakeFS{}
+			fs.free.Store(tt.free)
+			fs.total.Store(1 << 40)
+			tt.opts.Statfs = fs.statfs
+			s := open(t, tt.opts)
+			fs.free.Store(1 << 40)
+			put(t, s, content(100, 0))
+			fs.free.Store(tt.free)
+			w, err := s.Create(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			err = w.Expect(tt.n)
+			if !errors.Is(err, tt.want) || err != nil && !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("Expect(%d) = %v, want %v saying %q", tt.n, err, tt.want, tt.msg)
+			}
+			if err != nil {
+				if got := files(t, filepath.Join(s.Dir(), "tmp")); len(got) != 0 {
+					t.Errorf("temporary files after a refused Expect = %v, want none", got)
+				}
+			}
+		})
+	}
+}
+
+// TestCollectRacesCommit collects while the same content is committed
+// again and again, the clock passing the grace before each commit so that
+// Collect may find the blob old just as a commit restarts its grace: a
+// blob whose commit returned is in the store until the clock moves again.
+func TestCollectRacesCommit(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	s := open(t, Options{Grace: time.Minute, Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	data := content(10_000, 8)
+	nothing := func(Digest) bool { return false }
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for range 50 {
+			if _, _, err := s.Collect(t.Context(), nothing); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	for range 50 {
+		now.Add(int64(2 * time.Minute))
+		d := put(t, s, data)
+		if !s.Has(d) {
+			t.Fatal("a blob committed within the grace was collected")
+		}
+	}
+	wg.Wait()
+	now.Add(int64(2 * time.Minute))
+	removed, freed, err := s.Collect(t.Context(), nothing)
+	if removed != 1 || freed != int64(len(data)) || err != nil || s.Size() != 0 {
+		t.Errorf("Collect after the grace = %d, %d, %v (Size %d), want 1, %d, nil (Size 0)", removed, freed, err, s.Size(), len(data))
+	}
+}
+
+// TestCollectSparesARecommit commits a blob again just after Collect has
+// found it old: Collect looks again under its lock and keeps it.
+func TestCollectSparesARecommit(t *testing.T) {
+	start := time.Now()
+	now := start
+	s := open(t, Options{Grace: time.Minute, Now: func() time.Time { return now }})
+	data := content(1000, 6)
+	d := put(t, s, data)
+	now = start.Add(2 * time.Minute)
+	testHookCollectSaw = func(saw Digest) {
+		if saw == d {
+			put(t, s, data)
+		}
+	}
+	defer func() { testHookCollectSaw = nil }()
+	removed, freed, err := s.Collect(t.Context(), func(Digest) bool { return false })
+	if removed != 0 || freed != 0 || err != nil || !s.Has(d) {
+		t.Errorf("Collect racing a recommit = %d, %d, %v (Has %v), want 0, 0, nil (Has true)", removed, freed, err, s.Has(d))
+	}
+}

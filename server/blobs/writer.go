@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 )
 
 // Writer streams one blob into the store; [Store.Create] returns it. It
@@ -28,6 +29,9 @@ type Writer struct {
 	n         int64 // bytes written
 	unchecked int64 // bytes written since the last free-space check
 	err       error // sticky: the write that failed, or ErrWriterDone
+	// active is when the Writer was created or last wrote, in Unix
+	// nanoseconds by Options.Now; Collect reads it.
+	active atomic.Int64
 }
 
 var _ io.Writer = (*Writer)(nil)
@@ -44,11 +48,17 @@ func (s *Store) Create(ctx context.Context) (*Writer, error) {
 	if err := s.checkSpace(0, 0); err != nil {
 		return nil, fmt.Errorf("creating blob: %w", err)
 	}
+	// Under the lock, so that Collect sees the file and its Writer together.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	f, err := os.CreateTemp(s.path(tmpDir), tmpPattern)
 	if err != nil {
 		return nil, fmt.Errorf("creating blob: %w", err)
 	}
-	return &Writer{s: s, ctx: ctx, f: f, h: sha256.New()}, nil
+	w := &Writer{s: s, ctx: ctx, f: f, h: sha256.New()}
+	w.active.Store(s.opts.Now().UnixNano())
+	s.live[f.Name()] = w
+	return w, nil
 }
 
 // Write writes p to the blob. Every [Options.CheckEvery] bytes it checks
@@ -76,10 +86,30 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.h.Write(p[:n])
 	w.n += int64(n)
 	w.unchecked += int64(n)
+	w.active.Store(w.s.opts.Now().UnixNano())
 	if err != nil {
 		return n, w.fail(fmt.Errorf("writing blob: %w", err))
 	}
 	return n, nil
+}
+
+// Expect announces the blob's size, an upload's Content-Length, before
+// it is written: it fails at once with an error wrapping [ErrNoSpace]
+// (and aborts the Writer) when the file system would keep less than
+// [Options.MinFree] free after n more bytes or the store would grow above
+// [Options.MaxBytes], rather than after most of the bytes have arrived.
+func (w *Writer) Expect(n int64) error {
+	if w.err != nil {
+		return w.err
+	}
+	if m := w.s.opts.MaxBytes; m > 0 && w.s.total.Load()+w.n+n > m {
+		return w.fail(fmt.Errorf("expecting a blob of %d bytes: it would take the store (%d bytes) above Options.MaxBytes (%d); collect unreferenced blobs (Store.Collect) or raise the bound: %w",
+			n, w.s.total.Load(), m, ErrNoSpace))
+	}
+	if err := w.s.checkSpace(w.n, n); err != nil {
+		return w.fail(fmt.Errorf("expecting a blob of %d bytes: %w", n, err))
+	}
+	return nil
 }
 
 // Written returns the number of bytes written so far.
@@ -138,6 +168,9 @@ func (w *Writer) fail(err error) error {
 
 func (w *Writer) discard() error {
 	w.f.Close()
+	w.s.mu.Lock()
+	delete(w.s.live, w.f.Name())
+	w.s.mu.Unlock()
 	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("aborting blob: %w", err)
 	}
@@ -155,6 +188,10 @@ func (s *Store) place(tmp string, d Digest, size int64) error {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.live[tmp]; !ok {
+		return fmt.Errorf("the writer was idle longer than Options.Grace and Collect removed its temporary file; write the blob again: %w", ErrWriterDone)
+	}
+	delete(s.live, tmp)
 	if _, err := os.Lstat(dst); err == nil {
 		if err := os.Remove(tmp); err != nil {
 			return err
