@@ -82,8 +82,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		}
 		w.unchecked = 0
 	}
-	n, err := w.f.Write(p)
-	w.h.Write(p[:n])
+	n, err := w.write(p)
 	w.n += int64(n)
 	w.unchecked += int64(n)
 	w.active.Store(w.s.opts.Now().UnixNano())
@@ -110,6 +109,31 @@ func (w *Writer) Expect(n int64) error {
 		return w.fail(fmt.Errorf("expecting a blob of %d bytes: %w", n, err))
 	}
 	return nil
+}
+
+// parallelHash is the write above which the Writer hashes p while the
+// file system takes it, on another goroutine: SHA-256 and the write then
+// overlap (BenchmarkWriteRead); below it, the goroutine costs more than it
+// saves.
+const parallelHash = 256 << 10
+
+// write writes p to the file and the hash.
+func (w *Writer) write(p []byte) (int, error) {
+	if len(p) < parallelHash {
+		n, err := w.f.Write(p)
+		w.h.Write(p[:n])
+		return n, err
+	}
+	done := make(chan struct{})
+	go func() {
+		w.h.Write(p)
+		close(done)
+	}()
+	n, err := w.f.Write(p)
+	<-done
+	// On a short write the hash covers more than the file holds; the
+	// error fails the Writer, which is then never committed.
+	return n, err
 }
 
 // Written returns the number of bytes written so far.
@@ -182,8 +206,13 @@ func (w *Writer) discard() error {
 func (s *Store) place(tmp string, d Digest, size int64) error {
 	dst := s.blobPath(d)
 	fan := filepath.Dir(dst)
-	if err := os.MkdirAll(fan, 0o755); err != nil {
-		return err
+	if _, err := os.Stat(fan); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(fan, 0o755); err != nil {
+			return err
+		}
+		if err := syncDir(filepath.Dir(fan)); err != nil { // the new fan-out directory survives a crash
+			return err
+		}
 	}
 	now := s.opts.Now()
 	s.mu.Lock()
