@@ -51,8 +51,9 @@ type Options struct {
 	// Statfs reports the space of the file system holding a directory;
 	// nil means the operating system's statfs. Tests inject faults here.
 	Statfs func(dir string) (Space, error)
-	// Now is the clock Collect compares modification times with; nil
-	// means time.Now.
+	// Now is the store's clock: Commit stamps a blob's modification time
+	// with it, a Writer its last write, and Collect measures the grace by
+	// it. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives the store's logs; nil discards them.
 	Logger *slog.Logger

@@ -538,6 +538,9 @@ func TestCollect(t *testing.T) {
 	if got := files(t, filepath.Join(s.Dir(), "tmp")); len(got) != 0 {
 		t.Errorf("temporary files = %v, want the orphan collected", got)
 	}
+	if _, err := orphan.Commit(""); !errors.Is(err, ErrWriterDone) || !strings.Contains(err.Error(), "idle longer than Options.Grace") {
+		t.Errorf("Commit of a collected writer = %v, want ErrWriterDone saying it idled", err)
+	}
 	if got, err := io.ReadAll(rb); err != nil || !bytes.Equal(got, b) {
 		t.Errorf("reading b after it was collected = %d bytes, %v, want its %d bytes", len(got), err, len(b))
 	}
@@ -648,5 +651,30 @@ func TestCollectSparesARecommit(t *testing.T) {
 	removed, freed, err := s.Collect(t.Context(), func(Digest) bool { return false })
 	if removed != 0 || freed != 0 || err != nil || !s.Has(d) {
 		t.Errorf("Collect racing a recommit = %d, %d, %v (Has %v), want 0, 0, nil (Has true)", removed, freed, err, s.Has(d))
+	}
+}
+
+// TestLargeWrites writes chunks large enough to be hashed on another
+// goroutine, mixed with small ones: the digest is still the bytes'.
+func TestLargeWrites(t *testing.T) {
+	s := open(t, Options{})
+	data := content(3*parallelHash+12345, 4)
+	w, err := s.Create(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][]byte{data[:10], data[10 : 10+2*parallelHash], data[10+2*parallelHash:]} {
+		if _, err := w.Write(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := w.Commit(Sum(data)); err != nil || d != Sum(data) {
+		t.Fatalf("Commit = %s, %v, want %s", d, err, Sum(data))
+	}
+	if err := s.Verify(t.Context(), Sum(data)); err != nil {
+		t.Error(err)
+	}
+	if w.Written() != int64(len(data)) {
+		t.Errorf("Written = %d, want %d", w.Written(), len(data))
 	}
 }
