@@ -90,22 +90,25 @@ func (c *Client) State(ctx context.Context, id string) ([]string, error) {
 	if !jobIDRE.MatchString(id) {
 		return nil, fmt.Errorf("reading job %q's state: not a Slurm job id (digits only)", id)
 	}
-	out, _, err := c.run(ctx, nil, "squeue", "-h", "-t", "all", "-j", id, "-o", "%T")
+	out, sqErr, err := c.run(ctx, nil, "squeue", "-h", "-t", "all", "-j", id, "-o", "%T")
+	squeue := "squeue no longer lists it"
 	if err == nil {
 		if s := states(out); len(s) > 0 {
 			return s, nil
 		}
+	} else {
+		squeue = "squeue failed (" + msg(sqErr, err) + ")"
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	out, stderr, err := c.run(ctx, nil, "sacct", "-n", "-X", "-P", "-j", id, "-o", "State")
 	if err != nil {
-		return nil, fmt.Errorf("reading job %s's state: squeue no longer lists it and sacct failed (%s): %w", id, msg(stderr, err), ErrUnknownJob)
+		return nil, fmt.Errorf("reading job %s's state: %s and sacct failed (%s): %w", id, squeue, msg(stderr, err), ErrUnknownJob)
 	}
 	s := states(out)
 	if len(s) == 0 {
-		return nil, fmt.Errorf("reading job %s's state: neither squeue nor sacct lists it: %w", id, ErrUnknownJob)
+		return nil, fmt.Errorf("reading job %s's state: %s and sacct does not list it: %w", id, squeue, ErrUnknownJob)
 	}
 	return s, nil
 }

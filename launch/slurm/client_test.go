@@ -100,6 +100,7 @@ func TestState(t *testing.T) {
 		{"squeue empty, sacct", []call{{cmd: sq}, {cmd: sa, stdout: "FAILED\n"}}, []string{"FAILED"}, false},
 		{"nobody knows", []call{{cmd: sq, err: exit1}, {cmd: sa}}, nil, true},
 		{"no accounting", []call{{cmd: sq, err: exit1}, {cmd: sa, stderr: "Slurm accounting storage is disabled", err: exit1}}, nil, true},
+		{"no controller", []call{{cmd: sq, stderr: "slurm_load_jobs error: Unable to contact slurm controller (connect failure)", err: exit1}, {cmd: sa, stderr: "sacct: error: Problem talking to the database", err: exit1}}, []string{"Unable to contact slurm controller"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,6 +108,11 @@ func TestState(t *testing.T) {
 			if tt.unknown {
 				if !errors.Is(err, ErrUnknownJob) {
 					t.Fatalf("State = %v, %v, want ErrUnknownJob", got, err)
+				}
+				for _, w := range tt.want { // what the error must say
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("State error %q lacks %q", err, w)
+					}
 				}
 				return
 			}
