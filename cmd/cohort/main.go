@@ -29,6 +29,8 @@ Usage:
                                   a coordinator: job queue, sites over mutual TLS, jobs in a Raft
                                   log (with the peers of its cluster: section, if any)
   cohort site -c site.yaml        a site agent at an institute (dials out only)
+  cohort launch slurm --kits DIR [--sites a,b] [--partition P] [--time 1:00:00] [--gpus K] [--dry-run] [--wait]
+                                  the site agents of a kit folder as a Slurm job array
   cohort submit [--watch] JOB.yaml | jobs | status [-f] ID | cancel ID | logs [-f] ID
                                   talk to a coordinator with an admin kit (-c admin.yaml)
   cohort cluster status           each coordinator's view of the Raft cluster: leader, term, indexes
@@ -79,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return coordinatorCmd(ctx, args[1:], stdout, stderr)
 	case "site":
 		return siteCmd(ctx, args[1:], stdout, stderr)
+	case "launch":
+		return launchCmd(ctx, args[1:], stdout, stderr)
 	case "submit":
 		return submitCmd(ctx, args[1:], stdout, stderr)
 	case "jobs":

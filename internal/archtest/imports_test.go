@@ -77,6 +77,7 @@ var layers = []layer{
 	{dir: "internal/federation", may: []string{"proto", "model", "aggregators", "privacy", "energy", "tracking", "job", "server", "train", "data", "client"}, anyThird: true},
 	{dir: "internal/hclogslog", third: []string{"github.com/hashicorp/go-hclog"}},
 	{dir: "internal/strictyaml", third: yamlMod},
+	{dir: "launch/slurm"},        // sbatch scripts and Slurm's commands: stdlib only; cmd wires it
 	{dir: "internal/activation"}, // systemd socket activation: stdlib only; cmd wires it
 	{dir: "internal/archtest"},
 }
