@@ -174,11 +174,12 @@ type cnnPass struct {
 // cnnChunk is one slice of a batch: its working buffers while it runs
 // (see [cnn.borrow]) and its sum of convolution gradients.
 type cnnChunk struct {
-	cols []float32   // the patches of up to convGroup samples of the widest layer, [K, group·hw]; one sample's [hw, K] backward
-	out  []float32   // the convolution output of a group, [cout, group·hw]
-	dcol []float32   // one sample's patch gradients [hw, K]
-	din  []float32   // one sample's gradient of a layer's input
-	grad [][]float32 // per conv layer: d weight, d bias
+	cols   []float32   // the patches of up to convGroup samples of the widest layer, [K, group·hw]; one sample's [hw, K] backward
+	out    []float32   // the convolution output of a group, [cout, group·hw]
+	dcol   []float32   // one sample's patch gradients [hw, K]
+	din    []float32   // one sample's gradient of a layer's input
+	padded []float32   // one sample's layer input or its gradient with a zero border, [cin, h+4, w+4]
+	grad   [][]float32 // per conv layer: d weight, d bias
 }
 
 // convGroup is how many samples one convolution GEMM takes: their patches
@@ -211,27 +212,28 @@ func (c *cnn) scratch(n int) any {
 // trainer's pool for the time of one parallel pass, so that each Train
 // call does not allocate (and clear) tens of MB for them. Every use
 // overwrites what it reads.
-type convBufs struct{ cols, out, dcol, din []float32 }
+type convBufs struct{ cols, out, dcol, din, padded []float32 }
 
 // borrow gives ch working buffers from c's pool; release returns them.
 func (c *cnn) borrow(ch *cnnChunk) {
 	b, _ := c.bufs.Get().(*convBufs)
 	if b == nil {
-		maxCols, maxOut, maxIn := 0, 0, 0
+		maxCols, maxOut, maxIn, maxPad := 0, 0, 0, 0
 		for _, l := range c.convs {
+			maxPad = max(maxPad, l.cin*(l.h+2*pad)*(l.w+2*pad))
 			maxCols = max(maxCols, l.k()*l.hw()*convGroup)
 			maxOut = max(maxOut, l.cout*l.hw()*convGroup)
 			maxIn = max(maxIn, l.cin*l.hw())
 		}
 		b = &convBufs{cols: make([]float32, maxCols), out: make([]float32, maxOut),
-			dcol: make([]float32, maxCols/convGroup), din: make([]float32, maxIn)}
+			dcol: make([]float32, maxCols/convGroup), din: make([]float32, maxIn), padded: make([]float32, maxPad)}
 	}
-	ch.cols, ch.out, ch.dcol, ch.din = b.cols, b.out, b.dcol, b.din
+	ch.cols, ch.out, ch.dcol, ch.din, ch.padded = b.cols, b.out, b.dcol, b.din, b.padded
 }
 
 func (c *cnn) release(ch *cnnChunk) {
-	c.bufs.Put(&convBufs{ch.cols, ch.out, ch.dcol, ch.din})
-	ch.cols, ch.out, ch.dcol, ch.din = nil, nil, nil, nil
+	c.bufs.Put(&convBufs{ch.cols, ch.out, ch.dcol, ch.din, ch.padded})
+	ch.cols, ch.out, ch.dcol, ch.din, ch.padded = nil, nil, nil, nil, nil
 }
 
 // chunkRange returns the samples [lo, hi) of chunk i of k over n samples.
@@ -388,7 +390,7 @@ func (c *cnn) convBackward(w *model.Weights, p *cnnPass, ch *cnnChunk, input []f
 			in = p.pooled[li-1][s*prev : (s+1)*prev]
 		}
 		rows := ch.cols[:hw*K]
-		im2row(in, l.cin, l.h, l.w, rows)
+		im2row(in, l.cin, l.h, l.w, rows, ch.padded)
 		var dcol []float32
 		if li > 0 {
 			dcol = ch.dcol[:hw*K]
@@ -412,7 +414,7 @@ func (c *cnn) convBackward(w *model.Weights, p *cnnPass, ch *cnnChunk, input []f
 			break
 		}
 		din := ch.din[:l.cin*hw]
-		row2im(dcol, l.cin, l.h, l.w, din)
+		row2im(dcol, l.cin, l.h, l.w, din, ch.padded)
 		dpooled = din
 	}
 }
@@ -467,28 +469,28 @@ func im2col(img []float32, cin, h, w int, col []float32, ld int) {
 	}
 }
 
-// im2row is im2col transposed: [h·w, cin·25], one window per row.
-func im2row(img []float32, cin, h, w int, rows []float32) {
+// im2row is im2col transposed: [h·w, cin·25], one window per row. It
+// copies the image into padded, [cin, h+4, w+4] with a zero border, so
+// that every window is five plain 5-value copies without bounds tests.
+func im2row(img []float32, cin, h, w int, rows, padded []float32) {
 	K := cin * kernel * kernel
+	ph, pw := h+2*pad, w+2*pad
+	padded = padded[:cin*ph*pw]
+	clear(padded)
+	for ci := 0; ci < cin; ci++ {
+		for y := 0; y < h; y++ {
+			copy(padded[(ci*ph+y+pad)*pw+pad:], img[(ci*h+y)*w:(ci*h+y+1)*w])
+		}
+	}
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			row := rows[(y*w+x)*K : (y*w+x+1)*K]
 			for ci := 0; ci < cin; ci++ {
 				for ky := 0; ky < kernel; ky++ {
-					r := row[(ci*kernel+ky)*kernel : (ci*kernel+ky+1)*kernel]
-					sy := y + ky - pad
-					if sy < 0 || sy >= h {
-						clear(r)
-						continue
-					}
-					src := img[(ci*h+sy)*w : (ci*h+sy+1)*w]
-					for kx := range r {
-						if sx := x + kx - pad; sx < 0 || sx >= w {
-							r[kx] = 0
-						} else {
-							r[kx] = src[sx]
-						}
-					}
+					r := row[(ci*kernel+ky)*kernel:][:kernel:kernel]
+					off := (ci*ph+y+ky)*pw + x
+					src := padded[off : off+kernel : off+kernel]
+					r[0], r[1], r[2], r[3], r[4] = src[0], src[1], src[2], src[3], src[4]
 				}
 			}
 		}
@@ -496,28 +498,33 @@ func im2row(img []float32, cin, h, w int, rows []float32) {
 }
 
 // row2im adds [h·w, cin·25] window gradients back into a [cin, h, w] image
-// gradient, which it overwrites.
-func row2im(rows []float32, cin, h, w int, img []float32) {
-	clear(img)
+// gradient, which it overwrites. It sums into padded, [cin, h+4, w+4],
+// without bounds tests, and copies the inside out.
+func row2im(rows []float32, cin, h, w int, img, padded []float32) {
 	K := cin * kernel * kernel
+	ph, pw := h+2*pad, w+2*pad
+	padded = padded[:cin*ph*pw]
+	clear(padded)
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			row := rows[(y*w+x)*K : (y*w+x+1)*K]
 			for ci := 0; ci < cin; ci++ {
 				for ky := 0; ky < kernel; ky++ {
-					sy := y + ky - pad
-					if sy < 0 || sy >= h {
-						continue
-					}
-					r := row[(ci*kernel+ky)*kernel : (ci*kernel+ky+1)*kernel]
-					dst := img[(ci*h+sy)*w : (ci*h+sy+1)*w]
-					for kx, v := range r {
-						if sx := x + kx - pad; sx >= 0 && sx < w {
-							dst[sx] += v
-						}
-					}
+					r := row[(ci*kernel+ky)*kernel:][:kernel:kernel]
+					off := (ci*ph+y+ky)*pw + x
+					dst := padded[off : off+kernel : off+kernel]
+					dst[0] += r[0]
+					dst[1] += r[1]
+					dst[2] += r[2]
+					dst[3] += r[3]
+					dst[4] += r[4]
 				}
 			}
+		}
+	}
+	for ci := 0; ci < cin; ci++ {
+		for y := 0; y < h; y++ {
+			copy(img[(ci*h+y)*w:(ci*h+y+1)*w], padded[(ci*ph+y+pad)*pw+pad:])
 		}
 	}
 }

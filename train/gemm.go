@@ -8,7 +8,7 @@ import (
 )
 
 // The trainers' matrix products. On amd64 with AVX2 and FMA they run on
-// kern4x16 and kern4x8, register-blocked kernels (kern4x32 where the
+// kern4x16 and kern4x8, register-blocked kernels (kern8x32 and kern4x32 where the
 // CPU has AVX-512, with the same products in the same order), and axpyFMA; elsewhere on
 // gonum's BLAS. Each output value sums its products in index order
 // whatever the number of cores, so results do not depend on it (they do
@@ -31,22 +31,39 @@ func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32
 		return
 	}
 	m4, n16, n8 := m&^3, n&^15, n&^7
-	for i := 0; i < m4; i += 4 {
-		if zeroRows(a[i*lda:], lda, k) {
-			continue // adds nothing: rows of zeros, as ReLU and images leave
-		}
-		j := 0
-		if hasAVX512 {
-			for ; j+32 <= n; j += 32 {
-				kern4x32(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
-			}
-		}
+	// rest runs the 4 rows from i over the columns from j on that the
+	// 32-column kernels left.
+	rest := func(i, j int) {
 		for ; j < n16; j += 16 {
 			kern4x16(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
 		}
 		if n16 < n8 {
 			kern4x8(k, &a[i*lda], lda, &b[n16], ldb, &c[i*ldc+n16], ldc)
 		}
+	}
+	for i := 0; i < m4; {
+		if zeroRows(a[i*lda:], lda, k) {
+			i += 4
+			continue // adds nothing: rows of zeros, as ReLU and images leave
+		}
+		j := 0
+		if hasAVX512 && i+8 <= m4 && !zeroRows(a[(i+4)*lda:], lda, k) {
+			// 8 rows at once: each load of B serves twice as many products.
+			for ; j+32 <= n; j += 32 {
+				kern8x32(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
+			}
+			rest(i, j)
+			rest(i+4, j)
+			i += 8
+			continue
+		}
+		if hasAVX512 {
+			for ; j+32 <= n; j += 32 {
+				kern4x32(k, &a[i*lda], lda, &b[j], ldb, &c[i*ldc+j], ldc)
+			}
+		}
+		rest(i, j)
+		i += 4
 	}
 	// The edges: the last n mod 8 columns, then the last m mod 4 rows.
 	if n8 < n {

@@ -9,6 +9,9 @@ func kern4x16(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc i
 func kern4x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
 
 //go:noescape
+func kern8x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
+
+//go:noescape
 func kern4x8(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int)
 
 //go:noescape

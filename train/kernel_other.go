@@ -17,3 +17,7 @@ func kern4x8(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc in
 }
 
 func axpyFMA(a float32, x, y []float32) { panic("train: axpyFMA without amd64") }
+
+func kern8x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int) {
+	panic("train: kern8x32 without amd64")
+}
