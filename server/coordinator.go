@@ -137,6 +137,9 @@ type Coordinator struct {
 	regBusy    map[string]bool
 	regDone    chan struct{} // closed and replaced when a site's writer ends
 	regWG      sync.WaitGroup
+	// runners counts the job runners' goroutines, those abandoned as
+	// stuck included: Close waits for them, for up to runnerWait.
+	runners sync.WaitGroup
 	// quit is closed by Close: background proposals give up.
 	quit      chan struct{}
 	shut      bool // set by Close, under mu
@@ -285,11 +288,35 @@ func (c *Coordinator) Close() error {
 		c.mu.Unlock()
 		close(c.quit)
 		c.regWG.Wait()
+		c.waitRunners(runnerWait)
 		if c.own != nil {
 			c.closeErr = c.own.Close()
 		}
 	})
 	return c.closeErr
+}
+
+// runnerWait bounds how long Close waits for job runners that ignored
+// their cancellation.
+const runnerWait = 30 * time.Second
+
+// waitRunners waits up to d for every job runner to return, so that
+// nothing writes to the tracker or the models once Close has returned;
+// a runner still stuck then is left behind with a warning.
+func (c *Coordinator) waitRunners(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		c.runners.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		c.log.Warn("job_runners_abandoned", "waited", d,
+			"detail", "a job runner still waits on something that ignores cancellation; what it writes after this may be lost")
+	}
 }
 
 // Register registers the coordinator's services on s.

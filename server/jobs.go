@@ -301,7 +301,9 @@ func (c *Coordinator) execute(ctx context.Context, j *jobRun) {
 // runner fails the job rather than the coordinator.
 func (c *Coordinator) runBounded(ctx, jctx context.Context, j *jobRun) (stuck bool, err error) {
 	done := make(chan error, 1)
+	c.runners.Add(1)
 	go func() {
+		defer c.runners.Done()
 		defer func() {
 			if r := recover(); r != nil {
 				c.log.Error("job_runner_panicked", "job", j.id, "panic", r, "stack", string(debug.Stack()))
