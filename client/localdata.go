@@ -94,9 +94,9 @@ func (l *LocalData) Load(ctx context.Context, dataset string, kind pb.TaskKind) 
 	default:
 		return nil, nil, fmt.Errorf("this site holds no dataset %q; list it under data: in site.yaml", dataset)
 	}
-	train, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: l.Paths[dataset], NoDownload: true, Logger: l.Logger})
+	train, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: l.Paths[dataset], Setting: "site.yaml data." + dataset, NoDownload: true, Logger: l.Logger})
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w (set data.%s in site.yaml to the folder holding the four IDX files)", err, dataset)
+		return nil, nil, err
 	}
 	if l.cache == nil {
 		l.cache = make(map[string][2]*data.Dataset)

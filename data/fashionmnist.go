@@ -44,6 +44,9 @@ type LoadOptions struct {
 	// holding a fashion-mnist folder that does. When set, only it is
 	// searched, and it must exist.
 	Path string
+	// Setting names where Path was set, in errors ("site.yaml
+	// data.fashion-mnist", "--from"); empty is "data.path".
+	Setting string
 	// Getenv looks up [EnvData]; nil uses os.Getenv.
 	Getenv func(string) string
 	// SystemDir replaces [SystemFashionMNIST] (tests, other layouts).
@@ -85,8 +88,12 @@ func LoadFashionMNIST(ctx context.Context, opts LoadOptions) (train, test *Datas
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	setting := opts.Setting
+	if setting == "" {
+		setting = "data.path"
+	}
 	if opts.Path != "" {
-		return loadExplicit(ctx, opts.Path, log)
+		return loadExplicit(ctx, opts.Path, setting, log)
 	}
 
 	getenv := opts.Getenv
@@ -131,8 +138,8 @@ func LoadFashionMNIST(ctx context.Context, opts LoadOptions) (train, test *Datas
 		return train, test, err
 	}
 
-	fix := fmt.Sprintf("install Debian's package (apt-get install dataset-fashion-mnist), or set data.path or $%s to a folder holding %s (plain or .gz)",
-		EnvData, strings.Join(gzNames(), ", "))
+	fix := fmt.Sprintf("install Debian's package (apt-get install dataset-fashion-mnist), or set %s or $%s to a folder holding %s (plain or .gz)",
+		setting, EnvData, strings.Join(gzNames(), ", "))
 	if opts.NoDownload || cache == "" {
 		return nil, nil, fmt.Errorf("loading Fashion-MNIST: %w: looked in %s, and downloading is off; %s",
 			ErrNotFound, strings.Join(looked, ", "), fix)
@@ -160,26 +167,27 @@ func LoadFashionMNIST(ctx context.Context, opts LoadOptions) (train, test *Datas
 	return loadFiles(ctx, files, log)
 }
 
-// loadExplicit loads from the job's data.path, which must exist and hold
-// the files (directly or in a fashion-mnist folder): an explicit path never
-// falls through to other places.
-func loadExplicit(ctx context.Context, path string, log *slog.Logger) (*Dataset, *Dataset, error) {
+// loadExplicit loads from an explicit folder (the job's data.path, or the
+// one setting names), which must exist and hold the files (directly or in
+// a fashion-mnist folder): an explicit path never falls through to other
+// places.
+func loadExplicit(ctx context.Context, path, setting string, log *slog.Logger) (*Dataset, *Dataset, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading Fashion-MNIST: data.path %q: %w: %w; fix data.path, or leave it empty to search $%s, %s and the user cache",
-			path, ErrNotFound, err, EnvData, SystemFashionMNIST)
+		return nil, nil, fmt.Errorf("loading Fashion-MNIST: %s %q: %w: %w; fix %s, or leave it empty to search $%s, %s and the user cache",
+			setting, path, ErrNotFound, err, setting, EnvData, SystemFashionMNIST)
 	}
 	if !st.IsDir() {
-		return nil, nil, fmt.Errorf("loading Fashion-MNIST: data.path %q is a file; point it at the folder holding %s",
-			path, strings.Join(gzNames(), ", "))
+		return nil, nil, fmt.Errorf("loading Fashion-MNIST: %s %q is a file; point it at the folder holding %s",
+			setting, path, strings.Join(gzNames(), ", "))
 	}
 	files, why := findFiles(path)
 	if why != "" {
 		sub := filepath.Join(path, "fashion-mnist")
 		files2, why2 := findFiles(sub)
 		if why2 != "" {
-			return nil, nil, fmt.Errorf("loading Fashion-MNIST: %w: data.path %q %s (and %s: %s); put %s there (plain or .gz), or fix data.path",
-				ErrNotFound, path, why, sub, why2, strings.Join(gzNames(), ", "))
+			return nil, nil, fmt.Errorf("loading Fashion-MNIST: %w: %s %q %s (and %s: %s); put %s there (plain or .gz), or fix %s",
+				ErrNotFound, setting, path, why, sub, why2, strings.Join(gzNames(), ", "), setting)
 		}
 		files = files2
 	}

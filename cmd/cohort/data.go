@@ -49,7 +49,7 @@ func dataCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("site name %q cannot be a folder name; use letters, digits and dashes", s)
 		}
 	}
-	train, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: *from})
+	train, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: *from, Setting: "--from"})
 	if err != nil {
 		return err
 	}

@@ -199,9 +199,9 @@ func (m *CoordinatorModels) testSet(ctx context.Context, dataset string) (*data.
 	if !ok {
 		return nil, nil
 	}
-	_, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: path, NoDownload: true, Logger: m.Logger})
+	_, test, err := data.LoadFashionMNIST(ctx, data.LoadOptions{Path: path, Setting: "coordinator.yaml data." + dataset, NoDownload: true, Logger: m.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("the coordinator's test set: coordinator.yaml data.%s %q: %w; put the dataset's files in that folder on the coordinator, or remove data.%s from coordinator.yaml to run jobs without a coordinator test set (their accuracy is then the sites' federated evaluation, or eval.site's)", dataset, path, err, dataset)
+		return nil, fmt.Errorf("the coordinator's test set: %w; or remove data.%s from coordinator.yaml to run jobs without a coordinator test set (their accuracy is then the sites' federated evaluation, or eval.site's)", err, dataset)
 	}
 	if m.tests == nil {
 		m.tests = make(map[string]*data.Dataset)
