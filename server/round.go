@@ -56,6 +56,9 @@ type roundExec struct {
 	// weight (in the order of added) and a stateful strategy's next state.
 	weights   []float64
 	nextState *model.Weights
+
+	// sample is the round's virtual clients, ascending (virtual.go).
+	sample []int64
 }
 
 func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (err error) {
@@ -377,6 +380,7 @@ func (x *roundExec) sendTask(site string) {
 		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN,
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
 		CpuWattsPerCore:  spec.Energy.CPUWattsPerCore,
+		Virtual:          x.virtualClients(site),
 	}
 	if err := c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}}); err != nil {
 		x.queue = append(x.queue, round.SiteFailed{Site: site, Reason: err.Error()})
