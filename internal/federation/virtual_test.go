@@ -54,7 +54,7 @@ func runVirtual(t *testing.T, src string) (*Result, string) {
 // workers train the round's virtual clients.
 func TestVirtualWorkersSameAccuracy(t *testing.T) {
 	const rounds = 3
-	var want []tracking.Metric
+	var want, wantLoss []tracking.Metric
 	for _, workers := range []int{1, 2, 3} {
 		res, out := runVirtual(t, virtualJob(workers, 60, rounds))
 		if len(res.Comparison.Arms) != 1 {
@@ -64,12 +64,13 @@ func TestVirtualWorkersSameAccuracy(t *testing.T) {
 			t.Errorf("%d workers: progress lacks %q:\n%s", workers, line, out)
 		}
 		got := res.Comparison.Arms[0].AccuracyHistory
-		t.Logf("%d workers: accuracy by round %v", workers, got)
+		loss := testLoss(t, res)
+		t.Logf("%d workers: accuracy by round %v, loss %v", workers, got, loss)
 		if len(got) != rounds+1 { // the initial model, then each round
 			t.Fatalf("%d workers: %d accuracy points, want %d", workers, len(got), rounds+1)
 		}
 		if want == nil {
-			want = got
+			want, wantLoss = got, loss
 			if got[rounds].Value < 0.3 {
 				t.Errorf("accuracy after %d rounds = %.4f, want ≥ 0.3 (the clients learn)", rounds, got[rounds].Value)
 			}
@@ -80,5 +81,32 @@ func TestVirtualWorkersSameAccuracy(t *testing.T) {
 				t.Errorf("%d workers: round %d accuracy = %.6f, want %.6f (1 worker)", workers, got[i].Step, got[i].Value, want[i].Value)
 			}
 		}
+		// The loss tells weights apart that the accuracy over 1,000 test
+		// samples does not.
+		for i := range min(len(loss), len(wantLoss)) {
+			if math.Abs(loss[i].Value-wantLoss[i].Value) > 1e-7*wantLoss[i].Value {
+				t.Errorf("%d workers: round %d test loss = %.9f, want %.9f (1 worker) within 1e-7 relative", workers, loss[i].Step, loss[i].Value, wantLoss[i].Value)
+			}
+		}
+		if len(loss) != len(wantLoss) {
+			t.Errorf("%d workers: %d test-loss points, want %d", workers, len(loss), len(wantLoss))
+		}
 	}
+}
+
+// testLoss reads the arm's test loss by round from the job's tracking
+// store.
+func testLoss(t *testing.T, res *Result) []tracking.Metric {
+	t.Helper()
+	ctx := context.Background()
+	store, err := tracking.OpenSQLite(ctx, res.DBPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	h, err := store.GetMetricHistory(ctx, res.Comparison.Arms[0].RunID, tracking.MetricTestLoss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
