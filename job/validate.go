@@ -233,7 +233,8 @@ func (s *Spec) validateData(p *problems) {
 
 	pt := d.Partition
 	if synthetic {
-		if pt.Kind != PartitionIID && pt.Kind != "" {
+		// Virtual clients draw theirs from one generated pool (sites.virtual).
+		if pt.Kind != PartitionIID && pt.Kind != "" && s.Sites.Virtual == 0 {
 			p.Add("data.partition.kind", "synthetic data is generated per site, not partitioned; remove data.partition")
 		}
 		if d.Path != "" {
