@@ -3,16 +3,29 @@ package federation
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/data"
+	"github.com/cohortfl/cohort/job"
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/tracking"
+	"github.com/cohortfl/cohort/train"
 )
 
 // virtualJob is a simulation of 20M virtual clients, perRound a round,
@@ -109,4 +122,164 @@ func testLoss(t *testing.T, res *Result) []tracking.Metric {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// dyingTrainers builds trainers that train normally for the first after
+// calls, then announce (closing dying) and hang until the worker is
+// stopped: a worker that dies mid-round.
+type dyingTrainers struct {
+	inner client.TrainerFactory
+	after int64
+	calls atomic.Int64
+	once  sync.Once
+	dying chan struct{}
+	// release ends the hang, at the test's end.
+	release chan struct{}
+}
+
+func (f *dyingTrainers) Trainer(cfg train.Config) (train.Trainer, error) {
+	tr, err := f.inner.Trainer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return dyingTrainer{Trainer: tr, f: f}, nil
+}
+
+type dyingTrainer struct {
+	train.Trainer
+	f *dyingTrainers
+}
+
+func (d dyingTrainer) Train(ctx context.Context, w *model.Weights, ds *data.Dataset, cfg train.TrainConfig) (*model.Weights, train.TrainResult, error) {
+	if d.f.calls.Add(1) > d.f.after {
+		d.f.once.Do(func() { close(d.f.dying) })
+		select {
+		case <-ctx.Done():
+		case <-d.f.release:
+		}
+		return nil, train.TrainResult{}, errors.New("the worker died")
+	}
+	return d.Trainer.Train(ctx, w, ds, cfg)
+}
+
+// TestVirtualWorkerDies: a worker that dies in round 2 loses its clients'
+// updates for that round; with sites.min_per_round 1 the round commits
+// with the other worker's, and the next round gives every client to the
+// worker left.
+func TestVirtualWorkerDies(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	src := []byte(fmt.Sprintf(`
+name: virtual-dies
+seed: 3
+data: {dataset: fashion-mnist, path: %q}
+model: {kind: logreg}
+sites: {virtual: 1000000, per_round: 8, workers: 2, min_per_round: 1}
+rounds: 3
+arms: [{name: fedavg, strategy: fedavg}]
+deadline: {round: 1m}
+`, subset))
+	spec, err := job.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := Load(context.Background(), spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	stop := startCoordinator(t, "coord", lis, coordDeps{ds: ds, store: store, log: log})
+	defer stop()
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	wait := startAgents(t, ctx, []string{"worker-1"}, ds, []string{addr}, dial, log, client.Config{})
+	defer stopWithin(t, "stopping worker-1", func() { cancel(); wait() })
+
+	// worker-2 trains its 4 clients of round 1, then hangs on round 2's
+	// first while the test cuts its connection and refuses new ones: the
+	// worker's machine is gone.
+	dying := &dyingTrainers{inner: &train.Factory{}, after: 4, dying: make(chan struct{}), release: make(chan struct{})}
+	var link struct {
+		sync.Mutex
+		dead  bool
+		conns []net.Conn
+	}
+	dial2 := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			link.Lock()
+			defer link.Unlock()
+			if link.dead {
+				return nil, errors.New("worker-2's machine is gone")
+			}
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err == nil {
+				link.conns = append(link.conns, c)
+			}
+			return c, err
+		})}
+	w2, err := client.New(client.Config{Name: "worker-2", Targets: []string{addr}, DialOptions: dial2, Logger: log},
+		siteSource{train: ds.Sites["worker-2"].Train}, dying, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, stop2 := context.WithCancel(ctx)
+	done2 := make(chan struct{})
+	go func() { defer close(done2); _ = w2.Run(ctx2) }()
+	go func() {
+		select {
+		case <-dying.dying:
+			link.Lock()
+			link.dead = true
+			for _, c := range link.conns {
+				_ = c.Close()
+			}
+			link.Unlock()
+		case <-ctx.Done():
+		}
+	}()
+	defer stopWithin(t, "stopping worker-2", func() { close(dying.release); stop2(); <-done2 })
+
+	cc, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	jobs := pb.NewJobsServiceClient(cc)
+	resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: resp.GetJob().GetJobId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sites []float64
+	for {
+		ev, err := st.Recv()
+		if err != nil {
+			break
+		}
+		if ev.GetKind() == "round_committed" {
+			sites = append(sites, ev.GetMetrics()[tracking.MetricSites])
+		}
+	}
+	got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: resp.GetJob().GetJobId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := got.GetJob().GetState(); s != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v: %s; want it to succeed with the worker left", s, got.GetJob().GetError())
+	}
+	if diff := cmp.Diff([]float64{2, 1, 1}, sites); diff != "" {
+		t.Errorf("workers aggregated by round (-want +got):\n%s", diff)
+	}
 }
