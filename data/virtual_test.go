@@ -141,3 +141,35 @@ func BenchmarkVirtualClient(b *testing.B) {
 		id += 7919
 	}
 }
+
+// FuzzVirtualClient: whatever the seed, alpha, size and id, a client's
+// indices are ascending, distinct, within the dataset, and as many as
+// asked (or, with alpha, at most that many).
+func FuzzVirtualClient(f *testing.F) {
+	f.Add(int64(1), 0.5, 0, int64(0))
+	f.Add(int64(-7), 0.0, 30, int64(19_999_999))
+	f.Add(int64(3), 1e-3, 300, int64(-1))
+	ds := balanced(30, 10)
+	f.Fuzz(func(t *testing.T, seed int64, alpha float64, n int, id int64) {
+		p, err := NewVirtualPartitioner(ds, VirtualSpec{Seed: seed, Alpha: alpha, SamplesPerClient: n})
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("NewVirtualPartitioner error %v, want ErrInvalid", err)
+			}
+			return
+		}
+		got := p.Client(id)
+		if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+			t.Fatalf("Client(%d) = %v, want ascending distinct indices", id, got)
+		}
+		if len(got) > 0 && (got[0] < 0 || got[len(got)-1] >= ds.N) {
+			t.Fatalf("Client(%d) = %v, want indices in [0, %d)", id, got, ds.N)
+		}
+		if alpha == 0 && n > 0 && len(got) != n {
+			t.Fatalf("Client(%d) has %d samples, want %d", id, len(got), n)
+		}
+		if len(got) == 0 || len(got) > max(n, VirtualMaxSamples) {
+			t.Fatalf("Client(%d) has %d samples, want 1 to %d", id, len(got), max(n, VirtualMaxSamples))
+		}
+	})
+}
