@@ -1734,7 +1734,7 @@ func (x *Task) GetVirtual() *VirtualClients {
 }
 
 // VirtualClients lists the virtual clients a worker trains in a round and
-// how their data partitions are generated (data.ClientPartition).
+// how their data partitions are drawn (data.VirtualPartitioner).
 type VirtualClients struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// client_ids are the round's clients for this worker, ascending.
