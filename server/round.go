@@ -377,7 +377,7 @@ func (x *roundExec) sendTask(site string) {
 		}, aggregators.ClientParams(a.strategy)),
 		Dataset:          spec.Data.Dataset,
 		DeadlineUnixMs:   x.started.Add(spec.Deadline.Round).UnixMilli(),
-		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN,
+		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN && spec.Sites.Virtual == 0, // workers of virtual clients hold no test split of their own
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
 		CpuWattsPerCore:  spec.Energy.CPUWattsPerCore,
 		Virtual:          x.virtualClients(site),
