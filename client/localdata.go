@@ -35,6 +35,9 @@ type LocalData struct {
 	// synth is the last synthetic data generated, under its parameters.
 	synth    *pb.SyntheticData
 	synthSet [2]*data.Dataset
+	// synthVirtual says synthSet is the pool of virtual clients
+	// ([VirtualPoolData]).
+	synthVirtual bool
 }
 
 var (
@@ -58,12 +61,17 @@ func (l *LocalData) LoadTask(ctx context.Context, t *pb.Task) (*data.Dataset, *d
 	case l.Site == "":
 		return nil, nil, errors.New("this site has no name to generate its synthetic data from; set name in site.yaml")
 	}
+	virtual := t.GetVirtual() != nil // a worker of virtual clients draws them from the common pool
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.synth != nil && proto.Equal(l.synth, sd) {
+	if l.synth != nil && proto.Equal(l.synth, sd) && l.synthVirtual == virtual {
 		return l.synthSet[0], l.synthSet[1], nil
 	}
-	train, test, err := SyntheticSiteData(sd, l.Site)
+	generate := SyntheticSiteData
+	if virtual {
+		generate = func(sd *pb.SyntheticData, _ string) (*data.Dataset, *data.Dataset, error) { return VirtualPoolData(sd) }
+	}
+	train, test, err := generate(sd, l.Site)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -74,7 +82,7 @@ func (l *LocalData) LoadTask(ctx context.Context, t *pb.Task) (*data.Dataset, *d
 		}
 		l.Logger.Info("synthetic_data_generated", "site", l.Site, "seed", sd.GetSeed(), "train", train.N, "test", nTest)
 	}
-	l.synth, l.synthSet = sd, [2]*data.Dataset{train, test}
+	l.synth, l.synthSet, l.synthVirtual = sd, [2]*data.Dataset{train, test}, virtual
 	return train, test, nil
 }
 

@@ -108,7 +108,15 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 			}}})
 		},
 	}
-	updated, res, err := tr.Train(a.trainerContext(ctx, t, m), global, trainSet, cfg)
+	var updated *model.Weights
+	var res train.TrainResult
+	if vc := t.GetVirtual(); vc != nil { // a worker of virtual clients (virtual.go)
+		updated, res, err = trainVirtual(a.trainerContext(ctx, t, m), tr, global, trainSet, cfg, vc, func(done, total int, loss float64) {
+			cfg.Progress(1, done, total, loss)
+		})
+	} else {
+		updated, res, err = tr.Train(a.trainerContext(ctx, t, m), global, trainSet, cfg)
+	}
 	m.addCPU(res.CPUSeconds)
 	report := m.stop()
 	if report != nil {

@@ -89,6 +89,12 @@ func (s *Spec) Flatten() map[string]string {
 		}
 	}
 
+	if v := s.Sites; v.Virtual > 0 {
+		str("sites.virtual", strconv.FormatInt(v.Virtual, 10))
+		num("sites.per_round", v.ClientsPerRound)
+		num("sites.workers", v.Workers)
+		num("sites.samples_per_client", v.SamplesPerClient)
+	}
 	num("sites.count", s.Sites.Count)
 	str("sites.names", jsonList(s.Sites.Names))
 	num("sites.min_per_round", s.Sites.MinPerRound)

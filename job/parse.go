@@ -230,6 +230,10 @@ func (d *decoder) sites(path string, n *yaml.Node, s *Sites) {
 		{"fraction", func(p string, v *yaml.Node) { d.Float(p, v, &s.Fraction) }},
 		{"over_select", func(p string, v *yaml.Node) { d.Float(p, v, &s.OverSelect) }},
 		{"adversaries", func(p string, v *yaml.Node) { d.adversaries(p, v, &s.Adversaries) }},
+		{"virtual", func(p string, v *yaml.Node) { d.Int64(p, v, &s.Virtual) }},
+		{"per_round", func(p string, v *yaml.Node) { d.Int(p, v, &s.ClientsPerRound) }},
+		{"workers", func(p string, v *yaml.Node) { d.Int(p, v, &s.Workers) }},
+		{"samples_per_client", func(p string, v *yaml.Node) { d.Int(p, v, &s.SamplesPerClient) }},
 	})
 }
 

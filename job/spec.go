@@ -154,6 +154,13 @@ const (
 	// session, registry entry and site run per arm; a job asking for more
 	// is a typo or a simulation, which needs virtual clients, not sites.
 	MaxSites = 10_000
+	// MaxVirtualClients is the most virtual clients (sites.virtual) a
+	// simulation may have: a billion. Their partitions are drawn lazily,
+	// so the limit guards only against typos.
+	MaxVirtualClients = 1_000_000_000
+	// MaxClientsPerRound is the most virtual clients a round may train
+	// (sites.per_round): the round's client ids travel in the tasks.
+	MaxClientsPerRound = 1_000_000
 	// MaxNameLen is the longest job name, in bytes: 200. The name becomes
 	// the tracking experiment's and the job run's, lines of `cohort jobs`
 	// and file names of the comparison plot, which a longer name would
@@ -340,7 +347,28 @@ type Sites struct {
 	// are simulated; a deployment's sites are real institutes, and a
 	// coordinator refuses a submitted job that lists adversaries.
 	Adversaries []Adversary
+
+	// Virtual, when above 0, makes the job a simulation of that many
+	// virtual clients, ids 0 … Virtual−1, each holding a partition of the
+	// dataset drawn lazily from the job's seed and its id. The sites are
+	// then Workers workers named worker-1 … worker-N, each training its
+	// share of the round's clients; count, names, fraction, over_select
+	// and adversaries do not apply.
+	Virtual int64
+	// ClientsPerRound is the number of virtual clients sampled each round
+	// (key per_round), 1 ≤ per_round ≤ virtual; only with Virtual.
+	ClientsPerRound int
+	// Workers is the number of worker sites that train the virtual
+	// clients; default 1. The round's clients are split among them, and
+	// the result does not depend on how many there are.
+	Workers int
+	// SamplesPerClient fixes each virtual client's sample count; 0 (the
+	// default) draws it from a lognormal distribution (median 32).
+	SamplesPerClient int
 }
+
+// WorkerName returns the name of virtual-client worker i (1-based).
+func WorkerName(i int) string { return fmt.Sprintf("worker-%d", i) }
 
 // Attacks a simulated adversary can make.
 const (
@@ -715,6 +743,22 @@ func (s *Spec) ApplyDefaults() {
 	}
 
 	st := &s.Sites
+	if st.Virtual != 0 || set("sites.virtual") {
+		if st.Workers == 0 && !set("sites.workers") {
+			st.Workers = 1
+		}
+		if st.MinPerRound == 0 && !set("sites.min_per_round") {
+			st.MinPerRound = st.Workers
+		}
+		if st.Count == 0 && len(st.Names) == 0 && st.Workers > 0 && st.Workers <= MaxSites {
+			st.Count = st.Workers
+			st.Names = make([]string, st.Workers)
+			for i := range st.Names {
+				st.Names[i] = WorkerName(i + 1)
+			}
+			s.namesGenerated = true
+		}
+	}
 	if st.Count == 0 && !set("sites.count") {
 		st.Count = len(st.Names)
 	}

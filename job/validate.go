@@ -233,7 +233,8 @@ func (s *Spec) validateData(p *problems) {
 
 	pt := d.Partition
 	if synthetic {
-		if pt.Kind != PartitionIID && pt.Kind != "" {
+		// Virtual clients draw theirs from one generated pool (sites.virtual).
+		if pt.Kind != PartitionIID && pt.Kind != "" && s.Sites.Virtual == 0 {
 			p.Add("data.partition.kind", "synthetic data is generated per site, not partitioned; remove data.partition")
 		}
 		if d.Path != "" {
@@ -375,6 +376,15 @@ func (s *Spec) validateModel(p *problems) {
 
 func (s *Spec) validateSites(p *problems) {
 	st := s.Sites
+	if st.Virtual != 0 || s.written("sites.virtual") {
+		s.validateVirtual(p)
+		return
+	}
+	for _, k := range []string{"per_round", "workers", "samples_per_client"} {
+		if s.written("sites." + k) {
+			p.Add("sites."+k, "only used with sites.virtual (a simulation of virtual clients); remove it or set sites.virtual")
+		}
+	}
 	_, countSet := s.lines["sites.count"]
 	_, namesSet := s.lines["sites.names"]
 	switch {
@@ -744,5 +754,60 @@ func siteList(names []string) string {
 func validSite(p *problems, key, name string) {
 	if !siteName.MatchString(name) {
 		p.Add(key, "%q is not a valid site name; use letters, digits, '.', '_' and '-' (the site's certificate name)", name)
+	}
+}
+
+// written reports whether the job file wrote the key at path.
+func (s *Spec) written(path string) bool {
+	_, ok := s.lines[path]
+	return ok
+}
+
+// validateVirtual checks the sites of a simulation of virtual clients
+// (sites.virtual).
+func (s *Spec) validateVirtual(p *problems) {
+	st := s.Sites
+	switch {
+	case st.Virtual < 1:
+		p.Add("sites.virtual", "%d must be at least 1 (the number of virtual clients)", st.Virtual)
+	case st.Virtual > MaxVirtualClients:
+		p.Add("sites.virtual", "%d is more than %d virtual clients; lower it", st.Virtual, int64(MaxVirtualClients))
+	}
+	switch {
+	case !s.written("sites.per_round"):
+		p.Add("sites.per_round", "missing; set how many virtual clients train each round, e.g. per_round: 1000")
+	case st.ClientsPerRound < 1:
+		p.Add("sites.per_round", "%d must be at least 1", st.ClientsPerRound)
+	case st.ClientsPerRound > MaxClientsPerRound:
+		p.Add("sites.per_round", "%d is more than %d clients a round; lower it", st.ClientsPerRound, MaxClientsPerRound)
+	case st.Virtual >= 1 && int64(st.ClientsPerRound) > st.Virtual:
+		p.Add("sites.per_round", "%d is more than the %d virtual clients (sites.virtual); lower it", st.ClientsPerRound, st.Virtual)
+	}
+	switch {
+	case st.Workers < 1:
+		p.Add("sites.workers", "%d must be at least 1 (the worker sites that train the virtual clients)", st.Workers)
+	case st.Workers > MaxSites:
+		p.Add("sites.workers", "%d is more than %d workers; lower it", st.Workers, MaxSites)
+	case st.ClientsPerRound >= 1 && st.Workers > st.ClientsPerRound:
+		p.Add("sites.workers", "%d workers are more than the %d clients a round (sites.per_round); lower it, as a worker without clients idles", st.Workers, st.ClientsPerRound)
+	}
+	if st.SamplesPerClient < 0 {
+		p.Add("sites.samples_per_client", "%d must be at least 1, or 0 to draw client sizes from a lognormal", st.SamplesPerClient)
+	}
+	for _, k := range []string{"count", "names", "fraction", "over_select", "adversaries"} {
+		if s.written("sites." + k) {
+			p.Add("sites."+k, "not used with sites.virtual: the sites are the workers worker-1 … worker-N (sites.workers) and sites.per_round clients are sampled each round; remove it")
+		}
+	}
+	switch {
+	case st.MinPerRound < 1:
+		p.Add("sites.min_per_round", "%d must be at least 1", st.MinPerRound)
+	case st.Workers >= 1 && st.MinPerRound > st.Workers:
+		p.Add("sites.min_per_round", "%d is more than the %d workers (sites.workers); lower it: with virtual clients the quorum counts workers", st.MinPerRound, st.Workers)
+	}
+	switch k := s.Data.Partition.Kind; k {
+	case "", PartitionIID, PartitionDirichlet:
+	default:
+		p.Add("data.partition.kind", "%q is not drawn for virtual clients; use iid or dirichlet (each client's class mix drawn from Dirichlet(alpha))", k)
 	}
 }

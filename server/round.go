@@ -56,6 +56,9 @@ type roundExec struct {
 	// weight (in the order of added) and a stateful strategy's next state.
 	weights   []float64
 	nextState *model.Weights
+
+	// sample is the round's virtual clients, ascending (virtual.go).
+	sample []int64
 }
 
 func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (err error) {
@@ -374,9 +377,10 @@ func (x *roundExec) sendTask(site string) {
 		}, aggregators.ClientParams(a.strategy)),
 		Dataset:          spec.Data.Dataset,
 		DeadlineUnixMs:   x.started.Add(spec.Deadline.Round).UnixMilli(),
-		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN,
+		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN && spec.Sites.Virtual == 0, // workers of virtual clients hold no test split of their own
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
 		CpuWattsPerCore:  spec.Energy.CPUWattsPerCore,
+		Virtual:          x.virtualClients(site),
 	}
 	if err := c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}}); err != nil {
 		x.queue = append(x.queue, round.SiteFailed{Site: site, Reason: err.Error()})

@@ -54,7 +54,9 @@ func (a *armRun) screening() (job.Clip, bool) {
 // the sample count an update claims at what the site declared, unless
 // strategy.max_weight_fraction is 1, which switches weight bounds off.
 func (a *armRun) boundsWeights() bool {
-	return a.arm.Strategy != nil && a.arm.Strategy.MaxWeightFraction < 1
+	// A worker of virtual clients trains on client partitions drawn with
+	// overlap from its data: its claims may exceed the data's size.
+	return a.arm.Strategy != nil && a.arm.Strategy.MaxWeightFraction < 1 && a.j.spec.Sites.Virtual == 0
 }
 
 // vouched returns the sample count site declared, when it joined, for its

@@ -32,6 +32,9 @@ type SiteData struct {
 
 // Load reads and partitions a job's dataset.
 func Load(ctx context.Context, spec *job.Spec, baseDir string) (*Datasets, error) {
+	if spec.Sites.Virtual > 0 {
+		return loadVirtual(ctx, spec, baseDir)
+	}
 	var parts []*data.Dataset
 	var test *data.Dataset
 	switch spec.Data.Dataset {

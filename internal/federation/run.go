@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
@@ -90,7 +91,15 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v := spec.Sites; v.Virtual > 0 {
+		fmt.Fprintf(opts.Progress, "  %d virtual clients, %d a round, trained by %d workers; partitions drawn from %d samples (%s)\n",
+			v.Virtual, v.ClientsPerRound, v.Workers, ds.Pooled.N, data.PartitionSpec{Kind: spec.Data.Partition.Kind, Alpha: spec.Data.Partition.Alpha})
+		log.Info("virtual_clients", "clients", v.Virtual, "per_round", v.ClientsPerRound, "workers", v.Workers, "pool", ds.Pooled.N)
+	}
 	for _, n := range spec.Sites.Names {
+		if spec.Sites.Virtual > 0 {
+			break // the workers hold the pool, not partitions
+		}
 		s := ds.Sites[n]
 		hist := s.Train.LabelHistogram()
 		fmt.Fprintf(opts.Progress, "  %-10s %6d train %5d test  labels %v\n", n, s.Train.N, nTest(s), hist)

@@ -1583,8 +1583,12 @@ type Task struct {
 	EnergyIntervalMs int64 `protobuf:"varint,14,opt,name=energy_interval_ms,json=energyIntervalMs,proto3" json:"energy_interval_ms,omitempty"`
 	// cpu_watts_per_core is the job's wattage for the CPU-time estimate.
 	CpuWattsPerCore float64 `protobuf:"fixed64,15,opt,name=cpu_watts_per_core,json=cpuWattsPerCore,proto3" json:"cpu_watts_per_core,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// virtual, when set, makes the site a worker of a simulation with virtual
+	// clients: it trains each listed client on its lazily generated partition
+	// of the dataset and answers with one update, their sample-weighted mean.
+	Virtual       *VirtualClients `protobuf:"bytes,16,opt,name=virtual,proto3" json:"virtual,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -1722,6 +1726,89 @@ func (x *Task) GetCpuWattsPerCore() float64 {
 	return 0
 }
 
+func (x *Task) GetVirtual() *VirtualClients {
+	if x != nil {
+		return x.Virtual
+	}
+	return nil
+}
+
+// VirtualClients lists the virtual clients a worker trains in a round and
+// how their data partitions are drawn (data.VirtualPartitioner).
+type VirtualClients struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// client_ids are the round's clients for this worker, ascending.
+	ClientIds []int64 `protobuf:"varint,1,rep,packed,name=client_ids,json=clientIds,proto3" json:"client_ids,omitempty"`
+	// seed is the job's seed, from which each client's partition is drawn.
+	Seed int64 `protobuf:"varint,2,opt,name=seed,proto3" json:"seed,omitempty"`
+	// alpha is the Dirichlet concentration of a client's class mix; 0 draws
+	// the client's samples uniformly from the whole dataset.
+	Alpha float64 `protobuf:"fixed64,3,opt,name=alpha,proto3" json:"alpha,omitempty"`
+	// samples_per_client fixes each client's sample count; 0 draws it from
+	// a lognormal distribution.
+	SamplesPerClient int32 `protobuf:"varint,4,opt,name=samples_per_client,json=samplesPerClient,proto3" json:"samples_per_client,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *VirtualClients) Reset() {
+	*x = VirtualClients{}
+	mi := &file_cohort_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VirtualClients) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VirtualClients) ProtoMessage() {}
+
+func (x *VirtualClients) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VirtualClients.ProtoReflect.Descriptor instead.
+func (*VirtualClients) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VirtualClients) GetClientIds() []int64 {
+	if x != nil {
+		return x.ClientIds
+	}
+	return nil
+}
+
+func (x *VirtualClients) GetSeed() int64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *VirtualClients) GetAlpha() float64 {
+	if x != nil {
+		return x.Alpha
+	}
+	return 0
+}
+
+func (x *VirtualClients) GetSamplesPerClient() int32 {
+	if x != nil {
+		return x.SamplesPerClient
+	}
+	return 0
+}
+
 type CancelTask struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1732,7 +1819,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1831,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1844,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1784,7 +1871,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1883,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1896,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchModelRequest) GetModelId() string {
@@ -1838,7 +1925,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1937,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1950,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ModelChunk) GetOffset() int64 {
@@ -1924,7 +2011,7 @@ type GPUEnergy struct {
 
 func (x *GPUEnergy) Reset() {
 	*x = GPUEnergy{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2023,7 @@ func (x *GPUEnergy) String() string {
 func (*GPUEnergy) ProtoMessage() {}
 
 func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2036,7 @@ func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUEnergy.ProtoReflect.Descriptor instead.
 func (*GPUEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GPUEnergy) GetUuid() string {
@@ -2092,7 +2179,7 @@ type DomainEnergy struct {
 
 func (x *DomainEnergy) Reset() {
 	*x = DomainEnergy{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2191,7 @@ func (x *DomainEnergy) String() string {
 func (*DomainEnergy) ProtoMessage() {}
 
 func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2204,7 @@ func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainEnergy.ProtoReflect.Descriptor instead.
 func (*DomainEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DomainEnergy) GetName() string {
@@ -2173,7 +2260,7 @@ type EnergyEstimate struct {
 
 func (x *EnergyEstimate) Reset() {
 	*x = EnergyEstimate{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2272,7 @@ func (x *EnergyEstimate) String() string {
 func (*EnergyEstimate) ProtoMessage() {}
 
 func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2285,7 @@ func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyEstimate.ProtoReflect.Descriptor instead.
 func (*EnergyEstimate) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EnergyEstimate) GetCpuSeconds() float64 {
@@ -2245,7 +2332,7 @@ type EnergyReport struct {
 
 func (x *EnergyReport) Reset() {
 	*x = EnergyReport{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2344,7 @@ func (x *EnergyReport) String() string {
 func (*EnergyReport) ProtoMessage() {}
 
 func (x *EnergyReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2357,7 @@ func (x *EnergyReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyReport.ProtoReflect.Descriptor instead.
 func (*EnergyReport) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EnergyReport) GetSeconds() float64 {
@@ -2372,7 +2459,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2471,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2484,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpdateHeader) GetTaskId() string {
@@ -2491,7 +2578,7 @@ type DatasetInfo struct {
 
 func (x *DatasetInfo) Reset() {
 	*x = DatasetInfo{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2590,7 @@ func (x *DatasetInfo) String() string {
 func (*DatasetInfo) ProtoMessage() {}
 
 func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2603,7 @@ func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
 func (*DatasetInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DatasetInfo) GetName() string {
@@ -2560,7 +2647,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2572,7 +2659,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2585,7 +2672,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -2639,7 +2726,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2738,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2751,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -2704,7 +2791,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2803,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2816,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Job) GetJobId() string {
@@ -2832,7 +2919,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +2931,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +2944,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -2876,7 +2963,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2888,7 +2975,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2901,7 +2988,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -2919,7 +3006,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3018,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3031,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 type ListJobsResponse struct {
@@ -2956,7 +3043,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3055,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3068,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{35}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -3000,7 +3087,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3012,7 +3099,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3025,7 +3112,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{36}
+	return file_cohort_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -3044,7 +3131,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3143,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3156,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{37}
+	return file_cohort_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -3089,7 +3176,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3101,7 +3188,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3114,7 +3201,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{38}
+	return file_cohort_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -3140,7 +3227,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3239,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3252,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{39}
+	return file_cohort_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -3184,7 +3271,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3196,7 +3283,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3209,7 +3296,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{40}
+	return file_cohort_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3237,7 +3324,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[41]
+	mi := &file_cohort_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3249,7 +3336,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[41]
+	mi := &file_cohort_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3262,7 +3349,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{41}
+	return file_cohort_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -3454,7 +3541,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\bmomentum\x18\x04 \x01(\x01R\bmomentum\x12!\n" +
 	"\fweight_decay\x18\x05 \x01(\x01R\vweightDecay\x12\x0e\n" +
 	"\x02mu\x18\x06 \x01(\x01R\x02mu\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x03R\x04seed\"\x86\x04\n" +
+	"\x04seed\x18\a \x01(\x03R\x04seed\"\xbb\x04\n" +
 	"\x04Task\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -3472,7 +3559,14 @@ const file_cohort_proto_rawDesc = "" +
 	"\x10deadline_unix_ms\x18\f \x01(\x03R\x0edeadlineUnixMs\x12'\n" +
 	"\x0fevaluate_global\x18\r \x01(\bR\x0eevaluateGlobal\x12,\n" +
 	"\x12energy_interval_ms\x18\x0e \x01(\x03R\x10energyIntervalMs\x12+\n" +
-	"\x12cpu_watts_per_core\x18\x0f \x01(\x01R\x0fcpuWattsPerCore\"=\n" +
+	"\x12cpu_watts_per_core\x18\x0f \x01(\x01R\x0fcpuWattsPerCore\x123\n" +
+	"\avirtual\x18\x10 \x01(\v2\x19.cohort.v1.VirtualClientsR\avirtual\"\x87\x01\n" +
+	"\x0eVirtualClients\x12\x1d\n" +
+	"\n" +
+	"client_ids\x18\x01 \x03(\x03R\tclientIds\x12\x12\n" +
+	"\x04seed\x18\x02 \x01(\x03R\x04seed\x12\x14\n" +
+	"\x05alpha\x18\x03 \x01(\x01R\x05alpha\x12,\n" +
+	"\x12samples_per_client\x18\x04 \x01(\x05R\x10samplesPerClient\"=\n" +
 	"\n" +
 	"CancelTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
@@ -3657,7 +3751,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: cohort.v1.TaskKind
 	(JobState)(0),                 // 1: cohort.v1.JobState
@@ -3681,96 +3775,98 @@ var file_cohort_proto_goTypes = []any{
 	(*SyntheticData)(nil),         // 19: cohort.v1.SyntheticData
 	(*TrainParams)(nil),           // 20: cohort.v1.TrainParams
 	(*Task)(nil),                  // 21: cohort.v1.Task
-	(*CancelTask)(nil),            // 22: cohort.v1.CancelTask
-	(*FetchModelRequest)(nil),     // 23: cohort.v1.FetchModelRequest
-	(*ModelChunk)(nil),            // 24: cohort.v1.ModelChunk
-	(*GPUEnergy)(nil),             // 25: cohort.v1.GPUEnergy
-	(*DomainEnergy)(nil),          // 26: cohort.v1.DomainEnergy
-	(*EnergyEstimate)(nil),        // 27: cohort.v1.EnergyEstimate
-	(*EnergyReport)(nil),          // 28: cohort.v1.EnergyReport
-	(*UpdateHeader)(nil),          // 29: cohort.v1.UpdateHeader
-	(*DatasetInfo)(nil),           // 30: cohort.v1.DatasetInfo
-	(*UpdateChunk)(nil),           // 31: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil),    // 32: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                   // 33: cohort.v1.Job
-	(*SubmitJobRequest)(nil),      // 34: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 35: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),       // 36: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 37: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),         // 38: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 39: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),      // 40: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 41: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),       // 42: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),              // 43: cohort.v1.JobEvent
-	nil,                           // 44: cohort.v1.TaskResult.MetricsEntry
-	nil,                           // 45: cohort.v1.ModelSpec.EnvEntry
-	nil,                           // 46: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                           // 47: cohort.v1.JobEvent.MetricsEntry
+	(*VirtualClients)(nil),        // 22: cohort.v1.VirtualClients
+	(*CancelTask)(nil),            // 23: cohort.v1.CancelTask
+	(*FetchModelRequest)(nil),     // 24: cohort.v1.FetchModelRequest
+	(*ModelChunk)(nil),            // 25: cohort.v1.ModelChunk
+	(*GPUEnergy)(nil),             // 26: cohort.v1.GPUEnergy
+	(*DomainEnergy)(nil),          // 27: cohort.v1.DomainEnergy
+	(*EnergyEstimate)(nil),        // 28: cohort.v1.EnergyEstimate
+	(*EnergyReport)(nil),          // 29: cohort.v1.EnergyReport
+	(*UpdateHeader)(nil),          // 30: cohort.v1.UpdateHeader
+	(*DatasetInfo)(nil),           // 31: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),           // 32: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil),    // 33: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                   // 34: cohort.v1.Job
+	(*SubmitJobRequest)(nil),      // 35: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 36: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),       // 37: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 38: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),         // 39: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 40: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),      // 41: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 42: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),       // 43: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),              // 44: cohort.v1.JobEvent
+	nil,                           // 45: cohort.v1.TaskResult.MetricsEntry
+	nil,                           // 46: cohort.v1.ModelSpec.EnvEntry
+	nil,                           // 47: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                           // 48: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
 	5,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
 	5,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
 	7,  // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
-	30, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
+	31, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
 	8,  // 4: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
 	12, // 5: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
 	13, // 6: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
 	14, // 7: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
 	15, // 8: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
 	16, // 9: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
-	28, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
-	44, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
-	28, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
+	29, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
+	45, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
+	29, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
 	21, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	22, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	45, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	23, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	46, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
 	19, // 16: cohort.v1.ModelSpec.synthetic_data:type_name -> cohort.v1.SyntheticData
 	0,  // 17: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
 	18, // 18: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
 	20, // 19: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	25, // 20: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	26, // 21: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	27, // 22: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	46, // 23: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	28, // 24: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	30, // 25: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	28, // 26: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
-	29, // 27: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
-	1,  // 28: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	33, // 29: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	33, // 30: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	33, // 31: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	33, // 32: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	47, // 33: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
-	1,  // 34: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	9,  // 35: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	11, // 36: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	23, // 37: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	31, // 38: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	34, // 39: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	36, // 40: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	38, // 41: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	40, // 42: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	42, // 43: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	4,  // 44: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	2,  // 45: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
-	10, // 46: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	17, // 47: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	24, // 48: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	32, // 49: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	35, // 50: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	37, // 51: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	39, // 52: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	41, // 53: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	43, // 54: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	6,  // 55: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	3,  // 56: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
-	46, // [46:57] is the sub-list for method output_type
-	35, // [35:46] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	22, // 20: cohort.v1.Task.virtual:type_name -> cohort.v1.VirtualClients
+	26, // 21: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	27, // 22: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	28, // 23: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	47, // 24: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	29, // 25: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	31, // 26: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	29, // 27: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
+	30, // 28: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	1,  // 29: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	34, // 30: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	34, // 31: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	34, // 32: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	34, // 33: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	48, // 34: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	1,  // 35: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
+	9,  // 36: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	11, // 37: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	24, // 38: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	32, // 39: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	35, // 40: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	37, // 41: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	39, // 42: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	41, // 43: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	43, // 44: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	4,  // 45: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	2,  // 46: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
+	10, // 47: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	17, // 48: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	25, // 49: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	33, // 50: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	36, // 51: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	38, // 52: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	40, // 53: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	42, // 54: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	44, // 55: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	6,  // 56: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	3,  // 57: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
+	47, // [47:58] is the sub-list for method output_type
+	36, // [36:47] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3789,7 +3885,7 @@ func file_cohort_proto_init() {
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[29].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[30].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -3799,7 +3895,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   46,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,155 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cohortfl/cohort/client"
+	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/tracking"
+)
+
+// BenchmarkVirtualClients runs rounds of 1,000 of 20,000,000 virtual
+// clients (logistic regression on a synthetic pool) over 2 workers, in
+// one process with the coordinator. It reports a round's wall time, its
+// orchestration overhead (the wall time beyond the slowest worker's
+// training of its clients) and the heap the process holds after the job
+// beyond what it held before (the coordinator's and the workers' together).
+//
+//	go test -run XXX -bench VirtualClients -benchtime 1x ./internal/federation
+func BenchmarkVirtualClients(b *testing.B) {
+	const rounds, workers = 4, 2
+	src := []byte(fmt.Sprintf(`
+name: virtual-scale
+seed: 1
+data: {dataset: synthetic, synthetic: {alpha: 0, beta: 0}, test_fraction: 0.1, partition: {kind: dirichlet, alpha: 0.5}}
+model: {kind: logreg}
+sites: {virtual: 20000000, per_round: 1000, workers: %d}
+rounds: %d
+train: {epochs: 1, batch_size: 16, lr: 0.05}
+arms: [{name: fedavg, strategy: fedavg}]
+deadline: {round: 2m}
+`, workers, rounds))
+	spec, err := job.Parse(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ds, err := Load(context.Background(), spec, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "cohort.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	joined := &messageCounter{msg: "site_connected", want: workers, done: make(chan struct{})}
+	log := slog.New(joined)
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	stop := startCoordinator(b, "coord", lis, coordDeps{ds: ds, store: store, log: log})
+	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	wait := startAgents(b, ctx, spec.Sites.Names, ds, []string{addr}, dial, log, client.Config{})
+	defer stopWithin(b, "stopping the workers", func() { cancel(); wait() })
+	cc, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	jobs := pb.NewJobsServiceClient(cc)
+	select {
+	case <-joined.done:
+	case <-time.After(time.Minute):
+		b.Fatalf("%d of %d workers connected in a minute", joined.count.Load(), workers)
+	}
+
+	var wall, overhead []float64
+	for b.Loop() {
+		resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := resp.GetJob().GetJobId()
+		st, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var started time.Time
+		var jobWall []float64
+		for {
+			ev, err := st.Recv()
+			if err != nil {
+				break
+			}
+			switch ev.GetKind() {
+			case "round_started":
+				started = time.UnixMilli(ev.GetUnixMs())
+			case "round_committed":
+				jobWall = append(jobWall, time.UnixMilli(ev.GetUnixMs()).Sub(started).Seconds())
+			}
+		}
+		got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
+		if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+			b.Fatalf("job: %v %v", got.GetJob(), err)
+		}
+		arms, err := store.ChildRuns(ctx, got.GetJob().GetTrackingRunId())
+		if err != nil || len(arms) != 1 {
+			b.Fatalf("arm runs: %v %v", arms, err)
+		}
+		siteRuns, err := store.ChildRuns(ctx, arms[0].Info.RunID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(siteRuns) != workers {
+			b.Errorf("%d site runs, want one per worker (%d)", len(siteRuns), workers)
+		}
+		slowest := make(map[int64]float64)
+		for _, sr := range siteRuns {
+			h, err := store.GetMetricHistory(ctx, sr.Info.RunID, "train_seconds")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, m := range h {
+				slowest[m.Step] = max(slowest[m.Step], m.Value)
+			}
+		}
+		for i, w := range jobWall {
+			wall = append(wall, w)
+			overhead = append(overhead, w-slowest[int64(i+1)])
+		}
+	}
+	b.StopTimer()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	mean := func(xs []float64) float64 {
+		s := 0.0
+		for _, x := range xs {
+			s += x
+		}
+		return s / float64(max(1, len(xs)))
+	}
+	b.ReportMetric(mean(wall), "s/round")
+	b.ReportMetric(mean(overhead), "s-overhead/round")
+	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/(1<<20), "MiB-heap-held")
+	b.ReportMetric(float64(after.Sys)/(1<<20), "MiB-sys")
+}
