@@ -101,26 +101,13 @@ func mix64(s uint64) uint64 {
 	return s ^ (s >> 31)
 }
 
-// VirtualPool is the name from which every worker of a simulation with
-// virtual clients generates the synthetic data its clients' partitions
-// are drawn from, so that all workers hold the same pool.
-const VirtualPool = "virtual-clients"
-
-// VirtualPoolSamples is the size of the synthetic pool of virtual clients
-// when the job fixes no synthetic.samples_per_site.
-const VirtualPoolSamples = 60_000
-
 // VirtualPoolData generates the synthetic pool that virtual clients'
-// partitions are drawn from: one device of the job's Synthetic(α,β) named
-// [VirtualPool], of synthetic.samples_per_site samples or
-// [VirtualPoolSamples].
+// partitions are drawn from ([data.SyntheticVirtualPool]) from the
+// parameters a task carries.
 func VirtualPoolData(sd *pb.SyntheticData) (train, test *data.Dataset, err error) {
 	cfg := data.SyntheticConfig{
 		Alpha: sd.GetAlpha(), Beta: sd.GetBeta(), Dim: int(sd.GetDim()), Classes: int(sd.GetClasses()),
 		SamplesPerDevice: int(sd.GetSamplesPerSite()),
 	}
-	if cfg.SamplesPerDevice == 0 {
-		cfg.SamplesPerDevice = VirtualPoolSamples
-	}
-	return data.SyntheticSiteSplit(cfg, sd.GetSeed(), VirtualPool, sd.GetTestFraction())
+	return data.SyntheticVirtualPool(cfg, sd.GetSeed(), sd.GetTestFraction())
 }

@@ -74,3 +74,25 @@ func SyntheticTestSet(cfg SyntheticConfig, seed int64, sites []string, testFract
 	}
 	return Concat(tests...), nil
 }
+
+// VirtualPool is the name from which every worker of a simulation with
+// virtual clients generates the synthetic data its clients' partitions
+// are drawn from, so that all workers hold the same pool.
+const VirtualPool = "virtual-clients"
+
+// VirtualPoolSamples is the size of the synthetic pool of virtual clients
+// when the job fixes no synthetic.samples_per_site.
+const VirtualPoolSamples = 60_000
+
+// SyntheticVirtualPool generates the synthetic pool that a simulation's
+// virtual clients' partitions are drawn from: one device of the job's
+// Synthetic(α,β) named [VirtualPool], of cfg.SamplesPerDevice samples or
+// [VirtualPoolSamples], and its test split. Every worker trains on the
+// pool and the coordinator evaluates on its test split, in `cohort run`
+// and in a deployment alike.
+func SyntheticVirtualPool(cfg SyntheticConfig, seed int64, testFraction float64) (train, test *Dataset, err error) {
+	if cfg.SamplesPerDevice == 0 {
+		cfg.SamplesPerDevice = VirtualPoolSamples
+	}
+	return SyntheticSiteSplit(cfg, seed, VirtualPool, testFraction)
+}

@@ -58,7 +58,9 @@ type WeightsStore interface {
 
 // CheckSpec implements server.SpecChecker. A deployment refuses what it
 // cannot run: sites given by count alone (`cohort run`'s simulated
-// site-1 … site-N, for whom no agent would ever join), simulated
+// site-1 … site-N, for whom no agent would ever join; virtual clients'
+// workers, named worker-1 … worker-N, are agents a deployment starts,
+// with `cohort launch slurm` say), simulated
 // adversaries, a data.path (which nothing in a deployment reads), an exec model without model.init or with weights not
 // uploaded, and a job whose evaluation needs the coordinator's test set
 // when the folder coordinator.yaml names for it does not hold the dataset.
@@ -66,7 +68,7 @@ type WeightsStore interface {
 // no coordinator test set (the job's no_test_set). A failed load is not
 // kept, so the job can be submitted again once the files are in place.
 func (m *CoordinatorModels) CheckSpec(ctx context.Context, spec *job.Spec) error {
-	if spec.SimulatedSites() {
+	if spec.SimulatedSites() && spec.Sites.Virtual == 0 {
 		return fmt.Errorf("sites: given by count alone (%d sites, named site-1 … site-%d), which only `cohort run` simulates; a deployment's sites are institutes that join under their certificates' names, so list them: sites: {names: [kit, unibo, ...]}", spec.Sites.Count, spec.Sites.Count)
 	}
 	if len(spec.Sites.Adversaries) > 0 {
@@ -172,13 +174,21 @@ func (m *CoordinatorModels) Prepare(ctx context.Context, spec *job.Spec) (*serve
 // it; the last one made is kept, for the job's other arms and a job that
 // runs again.
 func (m *CoordinatorModels) syntheticTest(spec *job.Spec) (*data.Dataset, error) {
-	key := SyntheticData(spec).String() + "\x00" + strings.Join(spec.Sites.Names, "\x00")
+	key := SyntheticData(spec).String() + "\x00" + strings.Join(spec.Sites.Names, "\x00") + fmt.Sprintf("\x00%d", spec.Sites.Virtual)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.synthKey == key {
 		return m.synthTest, nil
 	}
-	test, err := data.SyntheticTestSet(syntheticConfig(spec), spec.Seed, spec.Sites.Names, spec.Data.TestFraction)
+	var test *data.Dataset
+	var err error
+	if spec.Sites.Virtual > 0 {
+		// Virtual clients draw from one pool; its test split is the
+		// coordinator's, as in `cohort run`.
+		_, test, err = data.SyntheticVirtualPool(syntheticConfig(spec), spec.Seed, spec.Data.TestFraction)
+	} else {
+		test, err = data.SyntheticTestSet(syntheticConfig(spec), spec.Seed, spec.Sites.Names, spec.Data.TestFraction)
+	}
 	if err != nil {
 		return nil, err
 	}

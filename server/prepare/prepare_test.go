@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
 	"github.com/cohortfl/cohort/model"
 	"github.com/cohortfl/cohort/train"
@@ -183,6 +184,7 @@ func TestCoordinatorModelsCheckSpec(t *testing.T) {
 		{"sites by count", nil, fmnist + mlp + counted,
 			[]string{"sites: given by count alone (2 sites, named site-1 … site-2)", "sites: {names: [kit, unibo, ...]}"}},
 		{"sites by count, synthetic", nil, "data: {dataset: synthetic}\nmodel: {kind: logreg}\n" + counted, []string{"sites: given by count alone"}},
+		{"virtual clients' workers", nil, "data: {dataset: synthetic}\nmodel: {kind: logreg}\nsites: {virtual: 1000000, per_round: 100, workers: 2}\n", nil},
 		{"adversaries", nil, fmnist + mlp + "sites: {names: [kit, unibo], adversaries: [{site: kit, attacks: [sign_flip]}]}\n", []string{"sites.adversaries", "site kit"}},
 		{"test set here", map[string]string{job.DatasetFashionMNIST: subset}, fmnist + mlp + named, nil},
 		{"test set folder missing", map[string]string{job.DatasetFashionMNIST: missing}, fmnist + mlp + named,
@@ -235,5 +237,38 @@ func TestCoordinatorModelsCheckSpec(t *testing.T) {
 	}
 	if p.Evaluator == nil {
 		t.Error("Prepare with the coordinator's test set: no evaluator, want one over it")
+	}
+}
+
+// TestVirtualSyntheticTestSet: a deployed coordinator evaluates a
+// simulation of virtual clients on synthetic data on the pool's test
+// split, as `cohort run` does, not on the test splits of sites named like
+// its workers (which hold no data of their own).
+func TestVirtualSyntheticTestSet(t *testing.T) {
+	spec, err := job.Parse([]byte(`name: v
+seed: 9
+data: {dataset: synthetic, synthetic: {samples_per_site: 500}}
+model: {kind: logreg}
+sites: {virtual: 1000, per_round: 10, workers: 2}
+rounds: 1
+arms: [{name: fedavg, strategy: fedavg}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &CoordinatorModels{Trainers: &train.Factory{}}
+	got, err := m.syntheticTest(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want, err := data.SyntheticVirtualPool(syntheticConfig(spec), spec.Seed, spec.Data.TestFraction)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.N != want.N || !slices.Equal(got.X, want.X) || !slices.Equal(got.Y, want.Y) {
+		t.Fatalf("the coordinator's test set of a virtual synthetic job is not the pool's test split (%v)", got)
+	}
+	if got.N != 50 {
+		t.Errorf("test split of a 500-sample pool: %d samples, want 50 (the default test fraction 0.1)", got.N)
 	}
 }
