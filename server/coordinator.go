@@ -751,8 +751,9 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 	if !ok {
 		return toStatus(fmt.Errorf("fetching model %q: %w", req.GetModelId(), ErrUnknownModel))
 	}
-	// The first chunk announces the size and checksum, even of an empty model.
-	first := &pb.ModelChunk{TotalSize: int64(len(m.data)), Sha256: m.sum[:]}
+	// The first chunk announces the size and checksum, even of an empty
+	// model. The bytes are encoded from the weights as they are sent.
+	first := &pb.ModelChunk{TotalSize: m.size, Sha256: m.sum[:]}
 	t := c.task(req.GetTaskId())
 	send := func(ch *pb.ModelChunk) error {
 		if err := stream.Send(ch); err != nil {
@@ -763,17 +764,27 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 		}
 		return nil
 	}
-	if len(m.data) == 0 {
+	if m.size == 0 {
 		return send(first)
 	}
-	for off, data := range model.Chunks(m.data, c.cfg.ChunkSize) {
+	var sendErr error // a status already
+	cw := model.NewChunkWriter(c.cfg.ChunkSize, func(off int64, data []byte) error {
 		ch := &pb.ModelChunk{Offset: off, Data: data}
 		if off == 0 {
 			ch.TotalSize, ch.Sha256 = first.TotalSize, first.Sha256
 		}
-		if err := send(ch); err != nil {
-			return err
-		}
+		sendErr = send(ch)
+		return sendErr
+	})
+	err := m.encode(cw)
+	if err == nil {
+		err = cw.Flush()
+	}
+	switch {
+	case sendErr != nil:
+		return sendErr
+	case err != nil:
+		return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
 	}
 	return nil
 }
@@ -835,7 +846,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	limit, globalSize := c.cfg.MaxUpdateBytes, int64(0)
 	switch {
 	case t.global != nil:
-		globalSize = int64(len(t.global.data))
+		globalSize = t.global.size
 		if limit <= 0 {
 			limit = 2*globalSize + 1<<20
 		}
@@ -847,37 +858,37 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
-	asm, err := model.NewAssembler(h.GetTotalSize())
+	// The update is decoded as its chunks arrive, straight into its
+	// tensors, and hashed on the way: no buffer of the encoded bytes. Its
+	// tensors are allocated as its header announces them, which is bounded
+	// by the declared size, itself bounded above by the global model's.
+	var recvErr error
+	r, err := model.NewChunkReader(h.GetTotalSize(), func() ([]byte, error) {
+		m, err := stream.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				recvErr = err
+			}
+			return nil, err
+		}
+		return m.GetData(), nil
+	})
 	if err != nil {
 		return toStatus(badInput("push update: %v", err))
 	}
-	asm.Reserve() // bounded above by the global model's size
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			// A site that disconnects mid-upload loses this update; the
-			// round hears of it from the session.
-			c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", err)
-			return toStatus(fmt.Errorf("push update: receiving chunks: %w", err))
-		}
-		if err := asm.Write(m.GetData()); err != nil {
-			err = badInput("push update: %v", err)
-			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
-			return toStatus(err)
-		}
+	w, _, err := model.DecodeSafetensors(r, h.GetTotalSize())
+	if err == nil {
+		// A checksum mismatch discards what was decoded.
+		err = r.Finish(h.GetSha256())
 	}
-	data, err := asm.Finish(h.GetSha256())
-	if err != nil {
-		err = badInput("push update: %v", err)
-		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
-		return toStatus(err)
+	if recvErr != nil {
+		// A site that disconnects mid-upload loses this update; the
+		// round hears of it from the session.
+		c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", recvErr)
+		return toStatus(fmt.Errorf("push update: receiving chunks: %w", recvErr))
 	}
-	w, _, err := model.UnmarshalSafetensors(data)
 	if err != nil {
-		err = badInput("push update: decoding safetensors: %v", err)
+		err = badInput("push update: decoding the update: %v; send the weights as safetensors of the size and SHA-256 the header declares", err)
 		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
@@ -896,7 +907,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		energy:     energy,
 		evalEnergy: evalEnergy,
 		dataset:    h.GetDataset(),
-		bytes:      int64(len(data)),
+		bytes:      h.GetTotalSize(),
 	}
 	reply := make(chan error, 1)
 	if !t.box.deliver(roundEvent{kind: evUpdate, site: t.site, taskID: t.id, update: up, reply: reply}) {

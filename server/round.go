@@ -366,7 +366,7 @@ func (x *roundExec) sendTask(site string) {
 	c.addTask(t)
 	task := &pb.Task{
 		TaskId: t.id, JobId: a.j.id, Arm: a.arm.Name, Round: int32(x.r), Kind: a.kind,
-		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: int64(len(x.stored.data)),
+		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: x.stored.size,
 		Model: a.prep.Spec,
 		Train: withClientSettings(&pb.TrainParams{
 			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: lr, Momentum: tp.Momentum,

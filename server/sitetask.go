@@ -146,7 +146,7 @@ func (e *siteEvaluator) Evaluate(ctx context.Context, w *model.Weights) (Evaluat
 	spec := e.j.spec
 	task := &pb.Task{
 		JobId: e.j.id, Kind: pb.TaskKind_TASK_KIND_EVALUATE,
-		ModelId: stored.id, ModelSha256: stored.sum[:], ModelSize: int64(len(stored.data)),
+		ModelId: stored.id, ModelSha256: stored.sum[:], ModelSize: stored.size,
 		Model: e.spec, Dataset: spec.Data.Dataset,
 		Train:            &pb.TrainParams{BatchSize: int32(spec.Train.BatchSize), Seed: spec.Seed},
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
