@@ -231,7 +231,7 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		x.timer.Reset(time.Until(act.At))
 	case round.Aggregate:
 		up := x.updates[act.Site]
-		if up == nil {
+		if up == nil || up.weights == nil { // nil weights: folded already
 			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: "update vanished before aggregation"})
 			return
 		}
@@ -242,6 +242,10 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: err.Error()})
 			return
 		}
+		// Folded: the aggregate holds what it needs (a robust rule, its
+		// own copy), so the update's weights go now, not when the round
+		// ends or the upload's call returns.
+		up.weights = nil
 		x.bytesReceived += up.bytes
 		x.added = append(x.added, act.Site)
 		x.siteReported(act.Site, up)
@@ -275,7 +279,11 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		c.log.Warn("round_ignored_event", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "reason", act.Reason)
 	case round.Commit:
 		stop := c.meterAggregation(ctx)
-		next, metrics, err := x.agg.Result()
+		result := x.agg.Result
+		if f, ok := x.agg.(aggregators.Finisher); ok {
+			result = f.Finish // the round ends here: its sum may become the next model
+		}
+		next, metrics, err := result()
 		x.account(stop())
 		if err != nil {
 			// Nothing usable came out of the aggregate: fail the round.
