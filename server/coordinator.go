@@ -35,6 +35,14 @@ type Config struct {
 	// MaxUpdateBytes bounds one uploaded update (default 0: no bound but the
 	// size of the global model the task was sent, times two).
 	MaxUpdateBytes int64
+	// MaxConcurrentUpdates bounds how many site updates the coordinator
+	// receives (decodes) at once (default 0: no bound). Each update being
+	// received holds up to a model's size of memory, so with many sites
+	// uploading together the updates in flight dominate the coordinator's
+	// memory; a bound caps them at that many models. Uploads past it wait,
+	// held back by gRPC's flow control, and the wait counts toward the
+	// round's deadline: over slow links, a low bound lengthens rounds.
+	MaxConcurrentUpdates int
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
 	SiteWait time.Duration
@@ -112,6 +120,11 @@ type Coordinator struct {
 	log    *slog.Logger
 	deps   Deps
 	models *modelStore
+	// updateSlots holds a token per update being received, nil for no
+	// bound (Config.MaxConcurrentUpdates); updateWaiting, if set, is
+	// called when an upload starts waiting for a slot (tests).
+	updateSlots   chan struct{}
+	updateWaiting func()
 
 	// joinLimit and adminLimit rate-limit Join and the JobsService
 	// calls, per caller.
@@ -248,6 +261,9 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		closed:   make(map[string]closedTask),
 		siteCond: make(chan struct{}),
 		now:      time.Now,
+	}
+	if cfg.MaxConcurrentUpdates > 0 {
+		c.updateSlots = make(chan struct{}, cfg.MaxConcurrentUpdates)
 	}
 	c.joinLimit = newLimiter("Join calls", "rate_limits.join", cfg.JoinLimit, cfg.Logger)
 	c.adminLimit = newLimiter("admin calls", "rate_limits.admin", cfg.AdminLimit, cfg.Logger)
@@ -789,6 +805,29 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 	return nil
 }
 
+// updateSlot waits for a slot to receive an update in
+// (Config.MaxConcurrentUpdates) and returns the function that frees it,
+// which may be called more than once.
+func (c *Coordinator) updateSlot(ctx context.Context) (release func(), err error) {
+	if c.updateSlots == nil {
+		return func() {}, nil
+	}
+	select {
+	case c.updateSlots <- struct{}{}:
+	default:
+		if c.updateWaiting != nil {
+			c.updateWaiting()
+		}
+		select {
+		case c.updateSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-c.updateSlots }) }, nil
+}
+
 // receivedUpdate is a decoded, validated update from a site.
 type receivedUpdate struct {
 	weights    *model.Weights
@@ -858,6 +897,11 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
+	release, err := c.updateSlot(stream.Context())
+	if err != nil {
+		return toStatus(fmt.Errorf("push update: waiting to be received: %w", err))
+	}
+	defer release()
 	// The update is decoded as its chunks arrive, straight into its
 	// tensors, and hashed on the way: no buffer of the encoded bytes. Its
 	// tensors are allocated as its header announces them, which is bounded
@@ -892,6 +936,8 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
+	// Received: the next upload may start while the round folds this one.
+	release()
 	metrics := h.GetMetrics()
 	if badEnergy || badEval {
 		metrics = maps.Clone(metrics)
