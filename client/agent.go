@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -466,6 +467,11 @@ func (a *Agent) cancelTask(id, reason string) {
 	}
 }
 
+// FreeAfterModelBytes is the model size from which a site collects its
+// garbage and returns the memory to the system when a task ends: below
+// it, a forced collection per task would cost more than it frees.
+const FreeAfterModelBytes = 64 << 20
+
 func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task) {
 	tctx, cancel := context.WithCancel(ctx)
 	if t.GetDeadlineUnixMs() > 0 {
@@ -490,6 +496,13 @@ func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, 
 			delete(a.tasks, t.GetTaskId())
 			a.mu.Unlock()
 			cancel()
+			if t.GetModelSize() >= FreeAfterModelBytes {
+				// The task's models (the global one, the trained one, the
+				// chunks that carried them) are garbage now: collected
+				// before the next task's download stacks on them, and the
+				// memory handed back to the system while the site idles.
+				debug.FreeOSMemory()
+			}
 		}()
 		log := a.log.With("task", t.GetTaskId(), "arm", t.GetArm(), "round", t.GetRound())
 		log.Debug("task_started", "kind", t.GetKind().String())
