@@ -20,6 +20,7 @@ import (
 
 	"github.com/cohortfl/cohort/client/leader"
 	"github.com/cohortfl/cohort/data"
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/train"
 )
@@ -467,11 +468,6 @@ func (a *Agent) cancelTask(id, reason string) {
 	}
 }
 
-// FreeAfterModelBytes is the model size from which a site collects its
-// garbage and returns the memory to the system when a task ends: below
-// it, a forced collection per task would cost more than it frees.
-const FreeAfterModelBytes = 64 << 20
-
 func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, s *session, t *pb.Task) {
 	tctx, cancel := context.WithCancel(ctx)
 	if t.GetDeadlineUnixMs() > 0 {
@@ -496,7 +492,7 @@ func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, 
 			delete(a.tasks, t.GetTaskId())
 			a.mu.Unlock()
 			cancel()
-			if t.GetModelSize() >= FreeAfterModelBytes {
+			if t.GetModelSize() >= model.CollectAfterBytes {
 				// The task's models (the global one, the trained one, the
 				// chunks that carried them) are garbage now: collected
 				// before the next task's download stacks on them, and the
