@@ -198,24 +198,26 @@ const maxClip = 1e30
 //
 // Under DP, acc = Σ clip(u_k − global) instead, with equal weights.
 type avgRound struct {
-	name    string
-	global  *model.Weights
-	lr      float64
-	frac    float64 // the weight cap f; 0: none
-	dp      *DP     // nil: no DP
-	opt     *optimizer
-	seed    uint64
-	round   int
-	acc     [][]float32
-	ref     float64 // n_1, the first added update's sample count
-	wsum    float64 // Σ a_k over the folded updates (under DP, their count)
-	total   float64 // Σ n_k, exact below 2^53
-	bound   float64 // Σ a_k·max|w_k|: a bound on every |acc| entry
-	updates int
-	weights []float64    // a_k of every added update, in the order of Add
-	held    []heldUpdate // updates a cap may still bind on
-	scratch []float64
-	clipped int // DP: updates whose delta was scaled down
+	name   string
+	global *model.Weights
+	lr     float64
+	frac   float64 // the weight cap f; 0: none
+	dp     *DP     // nil: no DP
+	opt    *optimizer
+	seed   uint64
+	round  int
+	acc    [][]float32
+	ref    float64 // n_1, the first added update's sample count
+	wsum   float64 // Σ a_k over the folded updates (under DP, their count)
+	// finishing is set by Finish for its Result, finished after it.
+	finishing, finished bool
+	total               float64 // Σ n_k, exact below 2^53
+	bound               float64 // Σ a_k·max|w_k|: a bound on every |acc| entry
+	updates             int
+	weights             []float64    // a_k of every added update, in the order of Add
+	held                []heldUpdate // updates a cap may still bind on
+	scratch             []float64
+	clipped             int // DP: updates whose delta was scaled down
 
 	nextState *model.Weights // the optimizer state after the latest Result
 
@@ -261,9 +263,25 @@ const maxSum = math.MaxFloat32 / 4
 var (
 	_ Round          = (*avgRound)(nil)
 	_ WeightReporter = (*avgRound)(nil)
+	_ Finisher       = (*avgRound)(nil)
 )
 
+// Finish implements [Finisher]: Result, with the next model written over
+// the running sum where the mean needs nothing else (no DP, no held
+// updates, no server optimizer).
+func (r *avgRound) Finish() (*model.Weights, map[string]float64, error) {
+	if r.finished {
+		return nil, nil, fmt.Errorf("%s: %w", r.name, ErrFinished)
+	}
+	r.finishing = true
+	defer func() { r.finished = true }()
+	return r.Result()
+}
+
 func (r *avgRound) Add(u *model.Weights, n int64) error {
+	if r.finished {
+		return fmt.Errorf("%s: %w", r.name, ErrFinished)
+	}
 	if n < 1 {
 		return fmt.Errorf("%w: %d samples; an update needs at least one", ErrBadUpdate, n)
 	}
@@ -578,8 +596,20 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 	if r.updates == 0 {
 		return nil, nil, ErrNoUpdates
 	}
+	if r.finished {
+		return nil, nil, fmt.Errorf("%s: %w", r.name, ErrFinished)
+	}
 	r.mix = r.mixture()
-	r.next = r.global.ZerosLike()
+	if r.finishing && r.dp == nil && r.opt == nil && len(r.mix.hw) == 0 {
+		// meanInto reads each sum before it writes the mean in its place.
+		r.next = &model.Weights{Tensors: make([]model.Tensor, len(r.global.Tensors))}
+		for i, t := range r.global.Tensors {
+			r.next.Tensors[i] = model.Tensor{Name: t.Name, Shape: slices.Clone(t.Shape), Data: r.acc[i]}
+		}
+		r.acc = nil
+	} else {
+		r.next = r.global.ZerosLike()
+	}
 	var state *model.Weights
 	if r.opt != nil {
 		state = r.opt.zeros(r.global)
@@ -652,7 +682,11 @@ func (r *avgRound) resultShare(w int) {
 		// Plain FedAvg: next = g + η·(acc/wsum − g), in float64, rounded
 		// once to float32.
 		for _, p := range r.plan[w] {
-			s += meanInto(r.next.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi], r.global.Tensors[p.t].Data[p.lo:p.hi], r.mix.inv, r.lr)
+			sum := r.next.Tensors[p.t].Data // Finish: the sum is next's memory
+			if r.acc != nil {
+				sum = r.acc[p.t]
+			}
+			s += meanInto(r.next.Tensors[p.t].Data[p.lo:p.hi], sum[p.lo:p.hi], r.global.Tensors[p.t].Data[p.lo:p.hi], r.mix.inv, r.lr)
 		}
 		// A value past float32's range makes its square, and so s, +Inf;
 		// nothing else can (see meanInto).

@@ -25,6 +25,9 @@ var (
 	ErrBadUpdate = errors.New("bad update")
 	// ErrNoUpdates is returned by [Round.Result] when nothing was added.
 	ErrNoUpdates = errors.New("no updates to aggregate")
+	// ErrFinished is returned by a round's Add, Result and Finish after
+	// [Finisher.Finish] ended it; begin the next round instead.
+	ErrFinished = errors.New("round already finished")
 	// ErrBadState is returned by [Stateful.SetState] and by Begin for
 	// server state that is inconsistent, not finite, or does not match the
 	// optimizer or the global model.
@@ -72,6 +75,17 @@ type Round interface {
 	// "pseudo_gradient_norm" (‖mean − global‖₂). It does not end the
 	// round: a later Add is folded in and a later Result includes it.
 	Result() (*model.Weights, map[string]float64, error)
+}
+
+// Finisher is implemented by rounds whose last Result can reuse the
+// aggregate's own memory for the next model, so that committing a round
+// costs no model's size more than the aggregate already holds (plain
+// FedAvg and FedProx; with DP, a weight cap that binds or a server
+// optimizer it allocates as Result does). Finish returns what Result would
+// and ends the round, failed or not: an Add, Result or Finish after it
+// returns [ErrFinished]. The coordinator calls it once, when it commits.
+type Finisher interface {
+	Finish() (*model.Weights, map[string]float64, error)
 }
 
 // WeightReporter is implemented by the rounds of the FedAvg family, which

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cohortfl/cohort/client/leader"
 	"github.com/cohortfl/cohort/data"
+	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/train"
 )
@@ -490,6 +492,13 @@ func (a *Agent) startTask(ctx context.Context, cli pb.CoordinatorServiceClient, 
 			delete(a.tasks, t.GetTaskId())
 			a.mu.Unlock()
 			cancel()
+			if t.GetModelSize() >= model.CollectAfterBytes {
+				// The task's models (the global one, the trained one, the
+				// chunks that carried them) are garbage now: collected
+				// before the next task's download stacks on them, and the
+				// memory handed back to the system while the site idles.
+				debug.FreeOSMemory()
+			}
 		}()
 		log := a.log.With("task", t.GetTaskId(), "arm", t.GetArm(), "round", t.GetRound())
 		log.Debug("task_started", "kind", t.GetKind().String())

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -340,31 +339,31 @@ func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	if err != nil {
 		return nil, fmt.Errorf("fetching model: %w", err)
 	}
-	asm, err := model.NewAssembler(first.GetTotalSize())
-	if err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
-	}
-	asm.Reserve() // the coordinator's size: the model the site asked for
-	sum := first.GetSha256()
-	for m := first; ; {
-		if err := asm.Write(m.GetData()); err != nil {
-			return nil, fmt.Errorf("fetching model: %w", err)
+	// Decoded as the chunks arrive, straight into the tensors, and hashed
+	// on the way; allocated as the header announces, within the size the
+	// coordinator declared for the model the site asked for.
+	total := first.GetTotalSize()
+	pending := first
+	r, err := model.NewChunkReader(total, func() ([]byte, error) {
+		if m := pending; m != nil {
+			pending = nil
+			return m.GetData(), nil
 		}
-		m, err = stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
+		m, err := stream.Recv()
 		if err != nil {
-			return nil, fmt.Errorf("fetching model: %w", err)
+			return nil, err
 		}
-	}
-	b, err := asm.Finish(sum)
+		return m.GetData(), nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("fetching model: %w", err)
 	}
-	w, _, err := model.UnmarshalSafetensors(b)
+	w, _, err := model.DecodeSafetensors(r, total)
 	if err != nil {
-		return nil, fmt.Errorf("decoding the global model: %w", err)
+		return nil, fmt.Errorf("fetching and decoding the global model: %w", err)
+	}
+	if err := r.Finish(first.GetSha256()); err != nil {
+		return nil, fmt.Errorf("fetching model: %w", err)
 	}
 	return w, nil
 }
@@ -379,30 +378,40 @@ func (e *RefusedError) Error() string { return "the coordinator refused the upda
 
 // pushUpdate uploads trained weights with their metrics and energy report.
 func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64, metrics map[string]float64, rep, evalRep *pb.EnergyReport, ds *pb.DatasetInfo) error {
-	b, err := model.MarshalSafetensors(w, nil)
+	// Encoded twice, not held: once to hash it for the header, then again
+	// as it is sent (cheap beside the network; a copy of a large model is not).
+	sum, size, err := model.DigestSafetensors(w, nil)
 	if err != nil {
 		return fmt.Errorf("encoding update: %w", err)
 	}
-	sum := sha256.Sum256(b)
 	stream, err := cli.PushUpdate(ctx)
 	if err != nil {
 		return fmt.Errorf("pushing update: %w", err)
 	}
 	h := &pb.UpdateHeader{
 		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
-		NumSamples: n, TotalSize: int64(len(b)), Sha256: sum[:], Metrics: metrics,
+		NumSamples: n, TotalSize: size, Sha256: sum[:], Metrics: metrics,
 		Energy: rep, EvalEnergy: evalRep, Dataset: ds,
 	}
 	if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
 		return fmt.Errorf("pushing update header: %w", err)
 	}
-	for off, data := range model.Chunks(b, model.ChunkSize) {
+	errAnswered := errors.New("the coordinator answered early")
+	cw := model.NewChunkWriter(model.ChunkSize, func(off int64, data []byte) error {
 		if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: data}}); err != nil {
 			if errors.Is(err, io.EOF) {
-				break // the server answered early; CloseAndRecv has its reason
+				return errAnswered // CloseAndRecv has its reason
 			}
 			return fmt.Errorf("pushing update chunk at %d: %w", off, err)
 		}
+		return nil
+	})
+	err = model.EncodeSafetensors(cw, w, nil)
+	if err == nil {
+		err = cw.Flush()
+	}
+	if err != nil && !errors.Is(err, errAnswered) {
+		return fmt.Errorf("pushing update: %w", err)
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {

@@ -13,6 +13,13 @@ import (
 // gRPC's default 4 MiB message limit.
 const ChunkSize = 1 << 20
 
+// CollectAfterBytes is the model size from which a process collects its
+// garbage and returns the memory to the system once it is done with a
+// model (a site agent after a task), so that the next one does not stack
+// on it: below it, a forced collection costs more
+// than it frees.
+const CollectAfterBytes = 64 << 20
+
 // MaxAssembly bounds the size an [Assembler] accepts (1 TiB): beyond it the
 // announced size is surely an error.
 const MaxAssembly = 1 << 40

@@ -2,6 +2,7 @@ package model
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -560,4 +561,29 @@ func parseUints(raw json.RawMessage) ([]uint64, error) {
 		out[i] = v
 	}
 	return out, nil
+}
+
+// DigestSafetensors returns the SHA-256 and the size of ws encoded as by
+// [EncodeSafetensors], without holding the encoding: for a sender that
+// announces both before it streams the bytes.
+func DigestSafetensors(ws *Weights, meta map[string]string) (sum [sha256.Size]byte, size int64, err error) {
+	h := sha256.New()
+	cw := &countingWriter{w: h}
+	if err := EncodeSafetensors(cw, ws, meta); err != nil {
+		return sum, 0, err
+	}
+	h.Sum(sum[:0])
+	return sum, cw.n, nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -35,6 +35,14 @@ type Config struct {
 	// MaxUpdateBytes bounds one uploaded update (default 0: no bound but the
 	// size of the global model the task was sent, times two).
 	MaxUpdateBytes int64
+	// MaxConcurrentUpdates bounds how many site updates the coordinator
+	// receives (decodes) at once (default 0: no bound). Each update being
+	// received holds up to a model's size of memory, so with many sites
+	// uploading together the updates in flight dominate the coordinator's
+	// memory; a bound caps them at that many models. Uploads past it wait,
+	// held back by gRPC's flow control, and the wait counts toward the
+	// round's deadline: over slow links, a low bound lengthens rounds.
+	MaxConcurrentUpdates int
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
 	SiteWait time.Duration
@@ -112,6 +120,11 @@ type Coordinator struct {
 	log    *slog.Logger
 	deps   Deps
 	models *modelStore
+	// updateSlots holds a token per update being received, nil for no
+	// bound (Config.MaxConcurrentUpdates); updateWaiting, if set, is
+	// called when an upload starts waiting for a slot (tests).
+	updateSlots   chan struct{}
+	updateWaiting func()
 
 	// joinLimit and adminLimit rate-limit Join and the JobsService
 	// calls, per caller.
@@ -248,6 +261,9 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		closed:   make(map[string]closedTask),
 		siteCond: make(chan struct{}),
 		now:      time.Now,
+	}
+	if cfg.MaxConcurrentUpdates > 0 {
+		c.updateSlots = make(chan struct{}, cfg.MaxConcurrentUpdates)
 	}
 	c.joinLimit = newLimiter("Join calls", "rate_limits.join", cfg.JoinLimit, cfg.Logger)
 	c.adminLimit = newLimiter("admin calls", "rate_limits.admin", cfg.AdminLimit, cfg.Logger)
@@ -751,8 +767,9 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 	if !ok {
 		return toStatus(fmt.Errorf("fetching model %q: %w", req.GetModelId(), ErrUnknownModel))
 	}
-	// The first chunk announces the size and checksum, even of an empty model.
-	first := &pb.ModelChunk{TotalSize: int64(len(m.data)), Sha256: m.sum[:]}
+	// The first chunk announces the size and checksum, even of an empty
+	// model. The bytes are encoded from the weights as they are sent.
+	first := &pb.ModelChunk{TotalSize: m.size, Sha256: m.sum[:]}
 	t := c.task(req.GetTaskId())
 	send := func(ch *pb.ModelChunk) error {
 		if err := stream.Send(ch); err != nil {
@@ -763,19 +780,52 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 		}
 		return nil
 	}
-	if len(m.data) == 0 {
+	if m.size == 0 {
 		return send(first)
 	}
-	for off, data := range model.Chunks(m.data, c.cfg.ChunkSize) {
+	var sendErr error // a status already
+	cw := model.NewChunkWriter(c.cfg.ChunkSize, func(off int64, data []byte) error {
 		ch := &pb.ModelChunk{Offset: off, Data: data}
 		if off == 0 {
 			ch.TotalSize, ch.Sha256 = first.TotalSize, first.Sha256
 		}
-		if err := send(ch); err != nil {
-			return err
-		}
+		sendErr = send(ch)
+		return sendErr
+	})
+	err := m.encode(cw)
+	if err == nil {
+		err = cw.Flush()
+	}
+	switch {
+	case sendErr != nil:
+		return sendErr
+	case err != nil:
+		return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
 	}
 	return nil
+}
+
+// updateSlot waits for a slot to receive an update in
+// (Config.MaxConcurrentUpdates) and returns the function that frees it,
+// which may be called more than once.
+func (c *Coordinator) updateSlot(ctx context.Context) (release func(), err error) {
+	if c.updateSlots == nil {
+		return func() {}, nil
+	}
+	select {
+	case c.updateSlots <- struct{}{}:
+	default:
+		if c.updateWaiting != nil {
+			c.updateWaiting()
+		}
+		select {
+		case c.updateSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-c.updateSlots }) }, nil
 }
 
 // receivedUpdate is a decoded, validated update from a site.
@@ -835,7 +885,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	limit, globalSize := c.cfg.MaxUpdateBytes, int64(0)
 	switch {
 	case t.global != nil:
-		globalSize = int64(len(t.global.data))
+		globalSize = t.global.size
 		if limit <= 0 {
 			limit = 2*globalSize + 1<<20
 		}
@@ -847,40 +897,47 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
-	asm, err := model.NewAssembler(h.GetTotalSize())
+	release, err := c.updateSlot(stream.Context())
+	if err != nil {
+		return toStatus(fmt.Errorf("push update: waiting to be received: %w", err))
+	}
+	defer release()
+	// The update is decoded as its chunks arrive, straight into its
+	// tensors, and hashed on the way: no buffer of the encoded bytes. Its
+	// tensors are allocated as its header announces them, which is bounded
+	// by the declared size, itself bounded above by the global model's.
+	var recvErr error
+	r, err := model.NewChunkReader(h.GetTotalSize(), func() ([]byte, error) {
+		m, err := stream.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				recvErr = err
+			}
+			return nil, err
+		}
+		return m.GetData(), nil
+	})
 	if err != nil {
 		return toStatus(badInput("push update: %v", err))
 	}
-	asm.Reserve() // bounded above by the global model's size
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			// A site that disconnects mid-upload loses this update; the
-			// round hears of it from the session.
-			c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", err)
-			return toStatus(fmt.Errorf("push update: receiving chunks: %w", err))
-		}
-		if err := asm.Write(m.GetData()); err != nil {
-			err = badInput("push update: %v", err)
-			t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
-			return toStatus(err)
-		}
+	w, _, err := model.DecodeSafetensors(r, h.GetTotalSize())
+	if err == nil {
+		// A checksum mismatch discards what was decoded.
+		err = r.Finish(h.GetSha256())
 	}
-	data, err := asm.Finish(h.GetSha256())
+	if recvErr != nil {
+		// A site that disconnects mid-upload loses this update; the
+		// round hears of it from the session.
+		c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", recvErr)
+		return toStatus(fmt.Errorf("push update: receiving chunks: %w", recvErr))
+	}
 	if err != nil {
-		err = badInput("push update: %v", err)
+		err = badInput("push update: decoding the update: %v; send the weights as safetensors of the size and SHA-256 the header declares", err)
 		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
 		return toStatus(err)
 	}
-	w, _, err := model.UnmarshalSafetensors(data)
-	if err != nil {
-		err = badInput("push update: decoding safetensors: %v", err)
-		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
-		return toStatus(err)
-	}
+	// Received: the next upload may start while the round folds this one.
+	release()
 	metrics := h.GetMetrics()
 	if badEnergy || badEval {
 		metrics = maps.Clone(metrics)
@@ -896,7 +953,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		energy:     energy,
 		evalEnergy: evalEnergy,
 		dataset:    h.GetDataset(),
-		bytes:      int64(len(data)),
+		bytes:      h.GetTotalSize(),
 	}
 	reply := make(chan error, 1)
 	if !t.box.deliver(roundEvent{kind: evUpdate, site: t.site, taskID: t.id, update: up, reply: reply}) {

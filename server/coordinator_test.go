@@ -431,11 +431,22 @@ func TestBadUpdatesAreRejectedAndRecorded(t *testing.T) {
 		b, _ := model.MarshalSafetensors(w, nil)
 		return pushBytes(ctx, cli, t, b, int64(len(b)), sha256.Sum256([]byte("other")), n)
 	}
+	trailing := func(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64) error {
+		b, _ := model.MarshalSafetensors(w, nil)
+		b = append(b, make([]byte, 8)...)
+		return pushBytes(ctx, cli, t, b, int64(len(b)), sha256.Sum256(b), n)
+	}
+	overflow := func(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, w *model.Weights, n int64) error {
+		b, _ := model.MarshalSafetensors(w, nil)
+		return pushBytes(ctx, cli, t, append(b, make([]byte, 8)...), int64(len(b)), sha256.Sum256(b), n)
+	}
 	tests := []struct {
 		name string
 		site *fakeSite
 		want string // substring of the push error
 	}{
+		{"bytes after the file", &fakeSite{update: plusOne(10), push: trailing}, "after the end of the file"},
+		{"more than declared", &fakeSite{update: plusOne(10), push: overflow}, "more data than announced"},
 		{"nan", &fakeSite{update: nan}, "non-finite"},
 		{"shape", &fakeSite{update: shape}, "incompatible weights"},
 		{"truncated", &fakeSite{update: plusOne(10), push: truncated}, "truncated"},

@@ -53,7 +53,9 @@ type jobRun struct {
 	resume bool
 	runIDs ha.RunIDs
 
-	// initial is the global model an init task made, shared by the arms.
+	// initial is the job's initial global model (the model provider's, or
+	// what an init task made), shared by the arms; nil once the last arm
+	// has taken it.
 	initMu  sync.Mutex
 	initial *model.Weights
 }

@@ -4,22 +4,33 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/cohortfl/cohort/model"
 )
 
-// storedModel is one encoded global model.
+// storedModel is one global model that sites fetch. It keeps the weights,
+// not their encoding: the safetensors bytes are encoded again for each
+// download (encoding is cheap beside the network; a second copy of a large
+// model in memory is not). The weights must not change while the model is
+// stored; a site that gets other bytes refuses them by their checksum.
 type storedModel struct {
 	id   string
-	data []byte // safetensors bytes
+	w    *model.Weights
+	size int64 // bytes of the safetensors encoding
 	sum  [sha256.Size]byte
 	refs int
 }
 
-// modelStore holds the encoded global models that sites fetch, addressed by
-// the hex SHA-256 of their bytes. Models are reference counted: the runner
-// holds one reference per model it still hands out.
+// encode writes the model's safetensors bytes to w.
+func (m *storedModel) encode(w io.Writer) error {
+	return model.EncodeSafetensors(w, m.w, nil)
+}
+
+// modelStore holds the global models that sites fetch, addressed by the hex
+// SHA-256 of their safetensors encoding. Models are reference counted: the
+// runner holds one reference per model it still hands out.
 type modelStore struct {
 	mu     sync.Mutex
 	models map[string]*storedModel
@@ -29,14 +40,14 @@ func newModelStore() *modelStore {
 	return &modelStore{models: make(map[string]*storedModel)}
 }
 
-// put encodes w and stores it, returning its id. Each put takes a reference
-// that release gives back.
+// put stores w, which must not change until released, and returns it with
+// its id (the hash of its encoding, which is not kept). Each put takes a
+// reference that release gives back.
 func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
-	b, err := model.MarshalSafetensors(w, nil)
+	sum, size, err := model.DigestSafetensors(w, nil)
 	if err != nil {
 		return nil, fmt.Errorf("encoding global model: %w", err)
 	}
-	sum := sha256.Sum256(b)
 	id := hex.EncodeToString(sum[:])
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -44,7 +55,7 @@ func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
 		m.refs++
 		return m, nil
 	}
-	m := &storedModel{id: id, data: b, sum: sum, refs: 1}
+	m := &storedModel{id: id, w: w, size: size, sum: sum, refs: 1}
 	s.models[id] = m
 	return m, nil
 }

@@ -234,7 +234,7 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		x.timer.Reset(time.Until(act.At))
 	case round.Aggregate:
 		up := x.updates[act.Site]
-		if up == nil {
+		if up == nil || up.weights == nil { // nil weights: folded already
 			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: "update vanished before aggregation"})
 			return
 		}
@@ -245,6 +245,10 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: err.Error()})
 			return
 		}
+		// Folded: the aggregate holds what it needs (a robust rule, its
+		// own copy), so the update's weights go now, not when the round
+		// ends or the upload's call returns.
+		up.weights = nil
 		x.bytesReceived += up.bytes
 		x.added = append(x.added, act.Site)
 		x.siteReported(act.Site, up)
@@ -278,7 +282,11 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		c.log.Warn("round_ignored_event", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "site", act.Site, "reason", act.Reason)
 	case round.Commit:
 		stop := c.meterAggregation(ctx)
-		next, metrics, err := x.agg.Result()
+		result := x.agg.Result
+		if f, ok := x.agg.(aggregators.Finisher); ok {
+			result = f.Finish // the round ends here: its sum may become the next model
+		}
+		next, metrics, err := result()
 		x.account(stop())
 		if err != nil {
 			// Nothing usable came out of the aggregate: fail the round.
@@ -369,7 +377,7 @@ func (x *roundExec) sendTask(site string) {
 	c.addTask(t)
 	task := &pb.Task{
 		TaskId: t.id, JobId: a.j.id, Arm: a.arm.Name, Round: int32(x.r), Kind: a.kind,
-		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: int64(len(x.stored.data)),
+		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: x.stored.size,
 		Model: a.prep.Spec,
 		Train: withClientSettings(&pb.TrainParams{
 			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: lr, Momentum: tp.Momentum,

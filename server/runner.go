@@ -150,6 +150,15 @@ func (c *Coordinator) runJob(ctx context.Context, j *jobRun) error {
 	if prep.Initial == nil && prep.InitSite == "" {
 		return errors.New("preparing the model: no initial weights; set model.init: {site: NAME} or model.init: {weights: FILE}")
 	}
+	if prep.Initial != nil {
+		// The arms take the initial weights from j.initial, and the last
+		// arm drops them: the prepared copy would otherwise hold a model
+		// besides the global one for the whole job.
+		j.initial = prep.Initial
+		p := *prep
+		p.Initial = nil
+		prep = &p
+	}
 	if prep.EvalSite != "" {
 		p := *prep
 		p.Evaluator = &siteEvaluator{c: c, j: j, site: prep.EvalSite, spec: prep.Spec}
@@ -282,7 +291,12 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 		if err != nil {
 			return err
 		}
-		a.global = init.Clone()
+		// Shared, not copied: a global model is never changed in place
+		// (each round's aggregate is a new one).
+		a.global = init
+		if arm.Name == spec.Arms[len(spec.Arms)-1].Name {
+			j.dropInitial() // the last arm: nothing else starts from it
+		}
 	}
 	j.emit(&pb.JobEvent{Kind: "arm_started", Arm: arm.Name, Rounds: int32(rounds), Message: kindTag,
 		Metrics: map[string]float64{MetricCentralized: b2f(arm.Centralized != nil)}}, func(info *pb.Job) {

@@ -146,7 +146,7 @@ func (e *siteEvaluator) Evaluate(ctx context.Context, w *model.Weights) (Evaluat
 	spec := e.j.spec
 	task := &pb.Task{
 		JobId: e.j.id, Kind: pb.TaskKind_TASK_KIND_EVALUATE,
-		ModelId: stored.id, ModelSha256: stored.sum[:], ModelSize: int64(len(stored.data)),
+		ModelId: stored.id, ModelSha256: stored.sum[:], ModelSize: stored.size,
 		Model: e.spec, Dataset: spec.Data.Dataset,
 		Train:            &pb.TrainParams{BatchSize: int32(spec.Train.BatchSize), Seed: spec.Seed},
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
@@ -180,13 +180,13 @@ func (c *Coordinator) initialModel(ctx context.Context, j *jobRun, prep *Prepare
 	if prep.Initial != nil {
 		return prep.Initial, nil
 	}
-	if prep.InitSite == "" {
-		return nil, errors.New("the model provider gave neither initial weights nor an init site; set model.init in the job")
-	}
 	j.initMu.Lock()
 	defer j.initMu.Unlock()
 	if j.initial != nil {
 		return j.initial, nil
+	}
+	if prep.InitSite == "" {
+		return nil, errors.New("the model provider gave neither initial weights nor an init site; set model.init in the job")
 	}
 	spec := j.spec
 	j.emit(&pb.JobEvent{Kind: "init", Site: prep.InitSite, Message: "initial weights from an init task on site " + prep.InitSite}, nil)
@@ -204,4 +204,12 @@ func (c *Coordinator) initialModel(ctx context.Context, j *jobRun, prep *Prepare
 	j.emit(&pb.JobEvent{Kind: "init_done", Site: prep.InitSite, Message: fmt.Sprintf("site %s made the initial weights", prep.InitSite)}, nil)
 	j.initial = out.weights
 	return j.initial, nil
+}
+
+// dropInitial forgets the job's initial weights once no arm will start
+// from them, so that they are freed when the arms' global models move on.
+func (j *jobRun) dropInitial() {
+	j.initMu.Lock()
+	defer j.initMu.Unlock()
+	j.initial = nil
 }

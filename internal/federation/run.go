@@ -131,7 +131,14 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	trainers := &train.Factory{Dir: opts.BaseDir, Logger: log.With("component", "trainer")}
 	defer trainers.Close()
 	shape := ds.Pooled.Shape
-	coord, err := server.New(server.Config{Version: opts.Version, Logger: log.With("component", "coordinator")},
+	coord, err := server.New(server.Config{
+		Version: opts.Version,
+		// The sites share this machine's memory and cores: receiving their
+		// updates one at a time costs no bandwidth and holds one update
+		// in the coordinator instead of one per site.
+		MaxConcurrentUpdates: 1,
+		Logger:               log.With("component", "coordinator"),
+	},
 		server.Deps{Tracker: tr, Meter: opts.CoordMeter, Idle: idleMeter(opts.CoordMeter), Models: &prepare.Models{Trainers: trainers, Test: ds.Test, Shape: shape, Classes: ds.Pooled.Classes}})
 	if err != nil {
 		return nil, err
