@@ -67,8 +67,9 @@ var layers = []layer{
 	{dir: "server", may: []string{"proto", "model", "aggregators", "job", "tracking", "server/ha", "server/round", "server/blobs"},
 		third: append([]string{"golang.org/x/time/rate", "golang.org/x/sync"}, append(yamlMod, grpcMods...)...)},
 	{dir: "server/round", stdlib: roundStd},
-	{dir: "server/ha", may: []string{"server/blobs"}, third: raftMods}, // models live in the blob store, out of the log
-	{dir: "server/blobs"},                                              // the content-addressed blob store on disk: standard library only
+	// server/ha keeps models in server/blobs' store, out of the raft log.
+	{dir: "server/ha", may: []string{"server/blobs"}, third: raftMods},
+	{dir: "server/blobs"}, // the content-addressed blob store on disk: standard library only
 	{dir: "server/prepare", may: []string{"server", "proto", "model", "job", "train", "data"}},
 	{dir: "train", may: []string{"model", "energy"}, third: append([]string{"golang.org/x/sys"}, gonum...)},
 	{dir: "data"},

@@ -821,6 +821,9 @@ func (n *Node) shutdownRaft(grace time.Duration) error {
 // ID returns this node's id.
 func (n *Node) ID() string { return n.cfg.ID }
 
+// Blobs returns the node's blob store ([Config.Blobs]); nil without one.
+func (n *Node) Blobs() *blobs.Store { return n.cfg.Blobs }
+
 // FSM returns the replicated state, for reading. On a follower it may lag
 // the leader; on a new leader call [Node.Barrier] first.
 func (n *Node) FSM() *FSM { return n.fsm }
