@@ -105,6 +105,11 @@ func (n *Node) replicateBlob(ctx context.Context, d blobs.Digest, size int64) er
 	if need <= 0 {
 		return nil
 	}
+	select {
+	case <-n.closing:
+		return fmt.Errorf("asking the followers to hold the model: %w", ErrClosed)
+	default:
+	}
 	self := n.peers[raft.ServerID(n.cfg.ID)]
 	type result struct {
 		peer string
