@@ -556,4 +556,22 @@ func BenchmarkCommitModel(b *testing.B) {
 			b.Logf("%d MiB: ha-3-voters %v/op, no-ha %v/op: %.2f×", *benchMB, ha, solo, float64(ha)/float64(solo))
 		}
 	})
+	// What HA cost before: the model's chunks through the log, every
+	// node holding it in memory.
+	b.Run("ha-3-voters-in-log", func(b *testing.B) {
+		var cfgs []Config
+		ps := peers(3)
+		for _, p := range ps {
+			c := testConfig(p.ID, ps, "")
+			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+			c.ApplyTimeout, c.ChunkSize = time.Minute, 0
+			cfgs = append(cfgs, c)
+		}
+		ns := memNodes(b, cfgs)
+		l := leaderOf(b, ns, nil)
+		commit(b, l)
+		if ha := b.Elapsed() / time.Duration(b.N); solo > 0 {
+			b.Logf("%d MiB: ha-3-voters-in-log %v/op, no-ha %v/op: %.2f×", *benchMB, ha, solo, float64(ha)/float64(solo))
+		}
+	})
 }
