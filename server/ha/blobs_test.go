@@ -575,3 +575,64 @@ func BenchmarkCommitModel(b *testing.B) {
 		}
 	})
 }
+
+// TestFollowerRestoresSnapshotAndFetches: a follower cut off while rounds
+// commit and the log is compacted catches up from the leader's snapshot,
+// which carries digests only, and fetches the model it lacks.
+func TestFollowerRestoresSnapshotAndFetches(t *testing.T) {
+	ctx := context.Background()
+	ns, parts, net := blobCluster(t, 3, func(c *Config) { c.TrailingLogs, c.SnapshotThreshold = 1, 1 })
+	l := leaderOf(t, ns, nil)
+	f := follower(ns, l)
+	var fi int
+	for i, n := range ns {
+		if n == f {
+			fi = i
+		}
+	}
+	if err := l.SubmitJob(ctx, "j", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Cut f off: raft's messages and blob fetches alike.
+	for i := range parts {
+		if i != fi {
+			parts[i].trans.Disconnect(parts[fi].trans.LocalAddr())
+			parts[fi].trans.Disconnect(parts[i].trans.LocalAddr())
+		}
+	}
+	net.setFail(f.ID(), errors.New("cut off"))
+	var d string
+	for r := 1; r <= 3; r++ {
+		model := randomBytes(1<<20, uint64(r))
+		var err error
+		if d, err = putStream(ctx, l, model); err != nil {
+			t.Fatalf("round %d: PutModel = %v", r, err)
+		}
+		if err := l.CommitRound(ctx, "j", "a", r, d, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if f.cfg.Blobs.Has(blobs.Digest(d)) {
+		t.Fatal("the cut-off follower holds round 3's model already")
+	}
+	net.setFail(f.ID(), nil)
+	for i := range parts {
+		if i != fi {
+			parts[i].trans.Connect(parts[fi].trans.LocalAddr(), parts[fi].trans)
+			parts[fi].trans.Connect(parts[i].trans.LocalAddr(), parts[i].trans)
+		}
+	}
+	waitUntil(t, "the follower catches up to round 3", ns, func() bool {
+		r, _, _ := f.FSM().LastRound("j", "a")
+		return r == 3
+	})
+	if st := f.Status(); st.LastSnapshotIndex == 0 {
+		t.Errorf("the follower caught up without a snapshot (status %+v); the test meant it to restore one", st)
+	}
+	if !f.cfg.Blobs.Has(blobs.Digest(d)) {
+		t.Error("the follower restored the snapshot without fetching round 3's model")
+	}
+}
