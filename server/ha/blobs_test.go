@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -633,5 +634,67 @@ func TestFollowerRestoresSnapshotAndFetches(t *testing.T) {
 	// it: f.Status() may not show it yet.)
 	if !f.cfg.Blobs.Has(blobs.Digest(d)) {
 		t.Error("the follower restored the snapshot without fetching round 3's model")
+	}
+}
+
+// TestRaftDBStaysSmall: on disk (raft-boltdb over loopback TCP), a
+// 32 MiB model committed in a cluster of 3 grows no node's raft.db by
+// 1 MiB: the log carries its digest.
+func TestRaftDBStaysSmall(t *testing.T) {
+	ctx := context.Background()
+	ps, lns := loopbackPeers(t, 3)
+	net := newMemBlobNet()
+	var ns []*Node
+	for i, p := range ps {
+		cfg := testConfig(p.ID, ps, t.TempDir())
+		cfg.RaftListener = lns[i]
+		cfg.Blobs = testStore(t, blobs.Options{})
+		cfg.BlobTransport = memBlobPeer{net: net, self: p.ID}
+		net.stores[p.ID] = cfg.Blobs
+		ns = append(ns, openNode(t, cfg))
+	}
+	net.mu.Lock()
+	for _, n := range ns {
+		net.nodes[n.ID()] = n
+	}
+	net.mu.Unlock()
+	l := leaderOf(t, ns, nil)
+	if err := l.SubmitJob(ctx, "j", nil); err != nil {
+		t.Fatal(err)
+	}
+	size := func(n *Node) int64 {
+		fi, err := os.Stat(filepath.Join(n.cfg.DataDir, "raft.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := map[string]int64{}
+	for _, n := range ns {
+		before[n.ID()] = size(n)
+	}
+	model := randomBytes(32<<20, 11)
+	d, err := putStream(ctx, l, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.CommitRound(ctx, "j", "a", 1, d, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "every node applies round 1", ns, func() bool {
+		for _, n := range ns {
+			if r, _, _ := n.FSM().LastRound("j", "a"); r != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range ns {
+		if grew := size(n) - before[n.ID()]; grew >= 1<<20 {
+			t.Errorf("%s: raft.db grew by %d bytes for a %d-byte model, want < 1 MiB", n.ID(), grew, len(model))
+		}
+		if got := readModel(t, n.FSM(), d); !bytes.Equal(got, model) {
+			t.Errorf("%s: read back %d bytes, want the %d put", n.ID(), len(got), len(model))
+		}
 	}
 }
