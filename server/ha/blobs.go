@@ -199,8 +199,45 @@ func (n *Node) HoldBlob(ctx context.Context, from string, d blobs.Digest, size i
 	return n.fetchFrom(ctx, p, d)
 }
 
-// fetchFrom copies blob d from peer p into the store.
+// fetchCall is a fetch of one blob in flight.
+type fetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+// fetchFrom copies blob d from peer p into the store. A fetch of d
+// already in flight (a follower asked to hold it, then applying its seal
+// before the first fetch ended) is waited for rather than started again.
 func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest) error {
+	n.fetchMu.Lock()
+	if c, ok := n.fetching[d]; ok {
+		n.fetchMu.Unlock()
+		select {
+		case <-c.done:
+			if c.err == nil || n.cfg.Blobs.Has(d) {
+				return nil
+			}
+			return c.err
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the fetch of blob %.12s in flight: %w", d, ctx.Err())
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	if n.fetching == nil {
+		n.fetching = map[blobs.Digest]*fetchCall{}
+	}
+	n.fetching[d] = c
+	n.fetchMu.Unlock()
+	c.err = n.fetchOnce(ctx, p, d)
+	n.fetchMu.Lock()
+	delete(n.fetching, d)
+	n.fetchMu.Unlock()
+	close(c.done)
+	return c.err
+}
+
+// fetchOnce copies blob d from peer p into the store.
+func (n *Node) fetchOnce(ctx context.Context, p Peer, d blobs.Digest) error {
 	if n.cfg.BlobTransport == nil {
 		return fmt.Errorf("fetching blob %.12s from %s: no blob transport configured", d, p.ID)
 	}

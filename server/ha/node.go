@@ -338,6 +338,9 @@ type Node struct {
 	errc        chan error
 	putSem      chan struct{} // one PutModel at a time
 
+	fetchMu  sync.Mutex
+	fetching map[blobs.Digest]*fetchCall // blob fetches in flight
+
 	mu      sync.Mutex
 	leader  bool
 	changed chan struct{}
