@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"fmt"
@@ -99,13 +100,15 @@ func (c *Coordinator) committedModel(digest string) (*model.Weights, error) {
 		return nil, fmt.Errorf("the committed global model %.12s is not on coordinator %s: %w", digest, c.rep.ID(), err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, fmt.Errorf("reading the committed global model %.12s: %w", digest, err)
-	}
-	w, _, err := model.UnmarshalSafetensors(b)
+	// Streamed from the node's blob store, never held whole as bytes; the
+	// digest was checked when the blob was stored.
+	br := bufio.NewReaderSize(rc, 1<<20)
+	w, _, err := model.DecodeSafetensors(br, 0)
 	if err != nil {
 		return nil, fmt.Errorf("decoding the committed global model %.12s: %w", digest, err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return nil, fmt.Errorf("decoding the committed global model %.12s: bytes after the safetensors data (%v): %w", digest, err, model.ErrMalformed)
 	}
 	return w, nil
 }

@@ -31,10 +31,11 @@ type memBlobNet struct {
 	stores  map[string]*blobs.Store
 	fail    map[string]error
 	corrupt map[string]bool
+	fetches map[string]int // FetchBlob calls by the fetching node
 }
 
 func newMemBlobNet() *memBlobNet {
-	return &memBlobNet{nodes: map[string]*Node{}, stores: map[string]*blobs.Store{}, fail: map[string]error{}, corrupt: map[string]bool{}}
+	return &memBlobNet{nodes: map[string]*Node{}, stores: map[string]*blobs.Store{}, fail: map[string]error{}, corrupt: map[string]bool{}, fetches: map[string]int{}}
 }
 
 // memBlobPeer is node self's view of a memBlobNet.
@@ -54,6 +55,7 @@ func (m *memBlobNet) setFail(id string, err error) {
 func (p memBlobPeer) FetchBlob(ctx context.Context, from Peer, d blobs.Digest, w io.Writer) error {
 	p.net.mu.Lock()
 	failErr, corrupt, s := p.net.fail[p.self], p.net.corrupt[from.ID], p.net.stores[from.ID]
+	p.net.fetches[p.self]++
 	p.net.mu.Unlock()
 	if failErr != nil {
 		return failErr
@@ -104,6 +106,9 @@ func blobCluster(t testing.TB, n int, tweak ...func(*Config)) ([]*Node, []memPar
 	var cfgs []Config
 	for _, p := range ps {
 		cfg := testConfig(p.ID, ps, "")
+		// Models of MiBs hashed three times on a loaded machine: a lead
+		// that holds through them.
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 		for _, f := range tweak {
 			f(&cfg)
 		}
@@ -153,7 +158,7 @@ func putStream(ctx context.Context, n *Node, data []byte) (string, error) {
 // digest only.
 func TestStoredModelReachesEveryNode(t *testing.T) {
 	ctx := context.Background()
-	ns, parts, _ := blobCluster(t, 3)
+	ns, parts, net := blobCluster(t, 3)
 	l := leaderOf(t, ns, nil)
 	if err := l.SubmitJob(ctx, "j", nil); err != nil {
 		t.Fatal(err)
@@ -192,6 +197,15 @@ func TestStoredModelReachesEveryNode(t *testing.T) {
 			t.Errorf("%s: model read back: %d bytes, err %v; want the %d bytes put", n.ID(), len(got), err, len(model))
 		}
 	}
+	// Each follower fetched it once: asked to hold it, or applying its
+	// seal while that fetch was in flight, not twice.
+	net.mu.Lock()
+	for _, n := range ns {
+		if got, want := net.fetches[n.ID()], 1; n != l && got != want {
+			t.Errorf("%s fetched the model %d times, want %d", n.ID(), got, want)
+		}
+	}
+	net.mu.Unlock()
 	for i, p := range parts {
 		if grew := logBytes(t, p.store) - before; grew > 1<<20 {
 			t.Errorf("node %d's log grew by %d bytes for a %d-byte model, want < 1 MiB", i, grew, len(model))
@@ -653,6 +667,8 @@ func TestRaftDBStaysSmall(t *testing.T) {
 	var ns []*Node
 	for i, p := range ps {
 		cfg := testConfig(p.ID, ps, t.TempDir())
+		// Over TCP on a loaded machine, 150 ms let the lead move mid-test.
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, time.Second
 		cfg.RaftListener = lns[i]
 		cfg.Blobs = testStore(t, blobs.Options{})
 		cfg.BlobTransport = memBlobPeer{net: net, self: p.ID}
