@@ -61,7 +61,7 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	}
 	w, err := n.cfg.Blobs.Create(ctx)
 	if err != nil {
-		return "", fmt.Errorf("putting model: storing it in %s: %w", n.cfg.Blobs.Dir(), err)
+		return "", n.storeErr(err)
 	}
 	bw := bufio.NewWriterSize(w, 1<<20) // an encoder's small writes, batched
 	err = write(bw)
@@ -70,12 +70,12 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	}
 	if err != nil {
 		_ = w.Abort()
-		return "", fmt.Errorf("putting model: writing it to the blob store %s: %w", n.cfg.Blobs.Dir(), err)
+		return "", n.storeErr(err)
 	}
 	size := w.Written()
 	d, err := w.Commit("")
 	if err != nil {
-		return "", fmt.Errorf("putting model: storing it in %s: %w", n.cfg.Blobs.Dir(), err)
+		return "", n.storeErr(err)
 	}
 	what := "putting model " + string(d)[:12]
 	if n.fsm.holdsStored(string(d)) {
@@ -89,6 +89,14 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 		return "", err
 	}
 	return string(d), nil
+}
+
+// storeErr words a failure to write a model into this node's store.
+func (n *Node) storeErr(err error) error {
+	if errors.Is(err, blobs.ErrNoSpace) {
+		return fmt.Errorf("putting model: the disk of the blob store %s is full: free space there, or move the coordinator's state_dir to a larger disk; the round is not committed: %w", n.cfg.Blobs.Dir(), err)
+	}
+	return fmt.Errorf("putting model: writing it to the blob store %s: %w", n.cfg.Blobs.Dir(), err)
 }
 
 // replicateBlob asks every other voter to hold blob d and returns once a
