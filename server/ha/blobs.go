@@ -294,6 +294,7 @@ func (n *Node) fetchBlob(d blobs.Digest, size int64, from string) error {
 			}
 			backoff *= 2
 		}
+		notFound := 0
 		for _, p := range order {
 			fctx, fcancel := context.WithTimeout(ctx, fetchTimeout)
 			err := n.fetchFrom(fctx, p, d)
@@ -304,7 +305,15 @@ func (n *Node) fetchBlob(d blobs.Digest, size int64, from string) error {
 			if errors.Is(err, blobs.ErrNoSpace) {
 				return err
 			}
+			if errors.Is(err, blobs.ErrNotFound) {
+				notFound++
+			}
 			errs = append(errs, err)
+		}
+		if notFound == len(order) {
+			// Every peer answered and none holds it (a log replayed at
+			// start-up sealing a model long since collected): no retry.
+			return fmt.Errorf("fetching blob %.12s: no peer holds it: %w", d, errors.Join(errs...))
 		}
 	}
 	return fmt.Errorf("fetching blob %.12s (%d bytes) from %d peers, %d attempts: %w", d, size, len(order), fetchAttempts, errors.Join(errs...))

@@ -720,3 +720,20 @@ func TestRaftDBStaysSmall(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchGivesUpWhenNoPeerHolds: a blob no peer holds (a replayed seal
+// of a model long since collected) is asked for once per peer, not
+// retried.
+func TestFetchGivesUpWhenNoPeerHolds(t *testing.T) {
+	ns, _, net := blobCluster(t, 3)
+	n := ns[0]
+	err := n.fetchBlob(blobs.Sum([]byte("collected everywhere")), 20, "")
+	if !errors.Is(err, blobs.ErrNotFound) {
+		t.Fatalf("fetchBlob of a blob no peer holds = %v, want ErrNotFound", err)
+	}
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	if got := net.fetches[n.ID()]; got != 2 {
+		t.Errorf("fetchBlob asked %d times, want 2 (each peer once)", got)
+	}
+}
