@@ -30,6 +30,10 @@ type AuthorizerConfig struct {
 	// watch); SiteRole the role the coordinator service needs (join,
 	// session, model transfer). Both required when Enforce is set.
 	AdminRole, SiteRole string
+	// CoordinatorRole is the role the blob service needs: only the
+	// cluster's coordinators fetch models from each other. Empty refuses
+	// the blob service to every caller.
+	CoordinatorRole string
 	// Logger receives refused calls; nil discards them.
 	Logger *slog.Logger
 }
@@ -69,10 +73,14 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Authorizer{cfg: cfg, log: log, roles: map[string]string{
+	roles := map[string]string{
 		pb.JobsService_ServiceDesc.ServiceName:        cfg.AdminRole,
 		pb.CoordinatorService_ServiceDesc.ServiceName: cfg.SiteRole,
-	}}, nil
+	}
+	if cfg.CoordinatorRole != "" {
+		roles[pb.BlobService_ServiceDesc.ServiceName] = cfg.CoordinatorRole
+	}
+	return &Authorizer{cfg: cfg, log: log, roles: roles}, nil
 }
 
 // Authorize returns nil when the caller of fullMethod

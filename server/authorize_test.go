@@ -52,6 +52,7 @@ func callerCtx(cn, ou string, plain bool) context.Context {
 func TestAuthorizerPerMethodAndRole(t *testing.T) {
 	jobs := "/" + pb.JobsService_ServiceDesc.ServiceName + "/"
 	coord := "/" + pb.CoordinatorService_ServiceDesc.ServiceName + "/"
+	blob := "/" + pb.BlobService_ServiceDesc.ServiceName + "/"
 	tests := []struct {
 		name     string
 		enforce  bool
@@ -84,12 +85,18 @@ func TestAuthorizerPerMethodAndRole(t *testing.T) {
 			want: codes.Unauthenticated, wantMsg: []string{"needs a cohort-site certificate", "no client certificate"}},
 		{name: "unknown service", enforce: true, method: "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", cn: "alice", role: testAdminRole,
 			want: codes.PermissionDenied, wantMsg: []string{`no certificate role may call service "grpc.reflection.v1.ServerReflection"`}},
+		{name: "coordinator fetches a blob", enforce: true, method: blob + "FetchBlob", cn: "coord-2", role: "cohort-coordinator", want: codes.OK},
+		{name: "coordinator asks a peer to hold a blob", enforce: true, method: blob + "HoldBlob", cn: "coord-1", role: "cohort-coordinator", want: codes.OK},
+		{name: "site cert fetching a blob", enforce: true, method: blob + "FetchBlob", cn: "kit", role: testSiteRole,
+			want: codes.PermissionDenied, wantMsg: []string{blob + "FetchBlob needs a cohort-coordinator certificate", `"kit" is a cohort-site certificate`}},
+		{name: "admin cert holding a blob", enforce: true, method: blob + "HoldBlob", cn: "alice", role: testAdminRole,
+			want: codes.PermissionDenied, wantMsg: []string{"needs a cohort-coordinator certificate"}},
 		{name: "no enforcement, no cert", method: jobs + "SubmitJob", plain: true, want: codes.OK},
 		{name: "no enforcement, wrong role", method: coord + "Join", cn: "alice", role: testAdminRole, want: codes.OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a, err := NewAuthorizer(AuthorizerConfig{Enforce: tt.enforce, Role: ouRole, AdminRole: testAdminRole, SiteRole: testSiteRole})
+			a, err := NewAuthorizer(AuthorizerConfig{Enforce: tt.enforce, Role: ouRole, AdminRole: testAdminRole, SiteRole: testSiteRole, CoordinatorRole: "cohort-coordinator"})
 			if err != nil {
 				t.Fatal(err)
 			}

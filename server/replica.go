@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -37,7 +38,9 @@ type Replica interface {
 	RegisterSite(ctx context.Context, name string, capabilities []byte) error
 	SetJobStatus(ctx context.Context, id string, s ha.JobStatus, reason string) error
 	SetRunIDs(ctx context.Context, id string, ids ha.RunIDs) error
-	PutModel(ctx context.Context, data []byte) (digest string, err error)
+	// PutModel replicates the model write writes (once, whole) and
+	// returns its digest; see ha.Node.PutModel.
+	PutModel(ctx context.Context, write func(io.Writer) error) (digest string, err error)
 	CommitRound(ctx context.Context, jobID, arm string, round int, digest string, totals map[string]float64) error
 }
 

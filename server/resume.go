@@ -1,10 +1,9 @@
 package server
 
 import (
+	"bufio"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
@@ -101,13 +100,15 @@ func (c *Coordinator) committedModel(digest string) (*model.Weights, error) {
 		return nil, fmt.Errorf("the committed global model %.12s is not on coordinator %s: %w", digest, c.rep.ID(), err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, fmt.Errorf("reading the committed global model %.12s: %w", digest, err)
-	}
-	w, _, err := model.UnmarshalSafetensors(b)
+	// Streamed from the node's blob store, never held whole as bytes; the
+	// digest was checked when the blob was stored.
+	br := bufio.NewReaderSize(rc, 1<<20)
+	w, _, err := model.DecodeSafetensors(br, 0)
 	if err != nil {
 		return nil, fmt.Errorf("decoding the committed global model %.12s: %w", digest, err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return nil, fmt.Errorf("decoding the committed global model %.12s: bytes after the safetensors data (%v): %w", digest, err, model.ErrMalformed)
 	}
 	return w, nil
 }
@@ -135,40 +136,16 @@ func (c *Coordinator) backfill(ctx context.Context, a *armRun, last int) {
 	a.resumed = append(a.resumed, ev)
 }
 
-// digestRecorder is a [Replica] that records models by digest only
-// (ha.Config.DigestsOnly: a one-voter cluster in memory): the coordinator
-// keeps the bytes, and need not even encode them whole.
-type digestRecorder interface {
-	DigestsOnly() bool
-	PutDigest(ctx context.Context, digest string, size int64) error
-}
-
 // replicateRound commits round r of an arm with its global model to the
-// replicated state: the model travels through the log, so once this
-// returns it is on a quorum of coordinators. A replica that records
-// digests only gets the digest, hashed as the model is encoded, without
-// the encoded bytes ever being held.
+// replicated state. The model is encoded straight into the replica
+// (ha.Node.PutModel streams it into the node's blob store, or hashes it
+// only for a replica that records digests), never held whole as bytes;
+// once this returns it is on a quorum of coordinators.
 func (c *Coordinator) replicateRound(ctx context.Context, a *armRun, r int) error {
 	w := withState(a.global, a.strategy)
-	var digest string
-	if dr, ok := c.rep.(digestRecorder); ok && dr.DigestsOnly() {
-		h := sha256.New()
-		cw := &countWriter{w: h}
-		if err := model.EncodeSafetensors(cw, w, nil); err != nil {
-			return fmt.Errorf("encoding the global model: %w", err)
-		}
-		digest = hex.EncodeToString(h.Sum(nil))
-		if err := dr.PutDigest(ctx, digest, cw.n); err != nil {
-			return fmt.Errorf("recording the global model: %w", err)
-		}
-	} else {
-		b, err := model.MarshalSafetensors(w, nil)
-		if err != nil {
-			return fmt.Errorf("encoding the global model: %w", err)
-		}
-		if digest, err = c.rep.PutModel(ctx, b); err != nil {
-			return fmt.Errorf("replicating the global model: %w", err)
-		}
+	digest, err := c.rep.PutModel(ctx, func(out io.Writer) error { return model.EncodeSafetensors(out, w, nil) })
+	if err != nil {
+		return fmt.Errorf("replicating the global model: %w", err)
 	}
 	measured := 0.0
 	if a.measuredAny {
@@ -190,18 +167,6 @@ func (c *Coordinator) replicateRound(ctx context.Context, a *armRun, r int) erro
 		return fmt.Errorf("committing the round to the cluster: %w", err)
 	}
 	return nil
-}
-
-// countWriter counts the bytes written through it.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // armRounds is how many rounds an arm runs: the job's rounds, or a

@@ -15,11 +15,14 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohortfl/cohort/deploy"
 	"github.com/cohortfl/cohort/internal/hclogslog"
 	"github.com/cohortfl/cohort/job"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/server/blobs"
 	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
@@ -72,10 +75,11 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer closeListeners(socks) // the gRPC server and the node close theirs; this, those of an early return
-	node, err := openReplica(cfg, socks[socketRaft], log)
+	node, blobStore, blobClient, err := openReplica(cfg, socks[socketRaft], log)
 	if err != nil {
 		return err
 	}
+	defer blobClient.Close() // after the node's close, deferred below: its fetches end first
 	defer func() {
 		// A planned stop hands the lead over: the next leader resumes the
 		// running job without waiting out an election.
@@ -117,7 +121,8 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("listening on %s: %w; change listen in %s or stop what holds the port", cfg.Listen, err, *path)
 	}
 	auth, err := server.NewAuthorizer(server.AuthorizerConfig{
-		Enforce: creds != nil, Role: deploy.Role, AdminRole: deploy.RoleAdmin, SiteRole: deploy.RoleSite, Logger: log,
+		Enforce: creds != nil, Role: deploy.Role, AdminRole: deploy.RoleAdmin, SiteRole: deploy.RoleSite,
+		CoordinatorRole: deploy.RoleCoordinator, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -132,6 +137,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	gs := grpc.NewServer(opts...)
 	coord.Register(gs)
+	pb.RegisterBlobServiceServer(gs, server.NewBlobServer(blobStore, node, log.With("component", "blobs")))
 	solo := cfg.Cluster == nil
 	announce := func() {
 		fmt.Fprintf(stdout, "coordinator %s listening on %s (tls: %v, state: %s, node %s of %d)\n", cfg.Name, lis.Addr(), cfg.TLS != nil, cfg.StateDir, node.ID(), len(node.Status().Peers))
@@ -169,14 +175,25 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 
 // openReplica opens the coordinator's Raft node in state_dir/raft: a
 // one-voter cluster without cluster:, else the configured peers, raft
-// serving on raftLis when the process inherited one.
-func openReplica(cfg *deploy.CoordinatorConfig, raftLis net.Listener, log *slog.Logger) (*ha.Node, error) {
+// serving on raftLis when the process inherited one. Global models live
+// in the blob store in state_dir/blobs, out of the raft log; the nodes
+// fetch them from each other through the returned client (close it after
+// the node), which dials the peers' gRPC addresses with this
+// coordinator's certificate.
+func openReplica(cfg *deploy.CoordinatorConfig, raftLis net.Listener, log *slog.Logger) (*ha.Node, *blobs.Store, *server.BlobClient, error) {
+	blobDir := filepath.Join(cfg.StateDir, "blobs")
+	store, err := blobs.Open(blobDir, blobs.Options{Logger: log.With("component", "blobs")})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("coordinator %s: opening the blob store in %s: %w", cfg.Name, blobDir, err)
+	}
 	hc := ha.Config{
 		ID:           cfg.Name,
 		DataDir:      filepath.Join(cfg.StateDir, "raft"),
 		RaftListener: raftLis,
 		Logger:       hclogslog.New(log.With("component", "raft"), hclogslog.Options{Name: "raft"}),
+		Blobs:        store,
 	}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if cl := cfg.Cluster; cl == nil {
 		hc.Peers = []ha.Peer{{ID: cfg.Name, GRPCAddr: cfg.Listen}} // no raft address: no network
 	} else {
@@ -188,20 +205,24 @@ func openReplica(cfg *deploy.CoordinatorConfig, raftLis net.Listener, log *slog.
 		if cfg.TLS != nil {
 			srv, cli, err := cfg.TLS.PeerConfigs(deploy.WithLogger(log.With("component", "raft")))
 			if err != nil {
-				return nil, err
+				return nil, nil, nil, err
 			}
 			hc.ServerTLS, hc.ClientTLS = srv, cli
+			dial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cli.Clone()))}
 		}
 	}
+	client := server.NewBlobClient(dial...)
+	hc.BlobTransport = client
 	if old, _ := filepath.Glob(filepath.Join(cfg.StateDir, "jobs", "*.json")); len(old) > 0 {
 		log.Warn("old_job_records_ignored", "dir", filepath.Join(cfg.StateDir, "jobs"), "files", len(old),
 			"hint", "Cohort now keeps jobs in state_dir/raft; the JSON records of an older version are not read (cohort jobs on the old version lists them)")
 	}
 	node, err := ha.Open(hc)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator %s: %w", cfg.Name, err)
+		_ = client.Close()
+		return nil, nil, nil, fmt.Errorf("coordinator %s: %w", cfg.Name, err)
 	}
-	return node, nil
+	return node, store, client, nil
 }
 
 // serveGRPC serves gs on lis and runs work beside it until ctx ends, then

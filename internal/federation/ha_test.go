@@ -19,6 +19,7 @@ import (
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/server/blobs"
 	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
 )
@@ -426,6 +427,20 @@ func TestClusterLeaderKilledMidRound(t *testing.T) {
 	// The killed node rejoins on its stores and catches up.
 	back := cj.start(slices.Index(nodes, leader), coordDeps{ds: ds, store: store, log: log})
 	waitRound(t, back, id, 8)
+	// The models live in the nodes' blob stores, out of the log: every
+	// node, the rejoined one included, holds the last one in its own.
+	for _, n := range append(slices.Clone(rest), back) {
+		_, d, _ := n.node.FSM().LastRound(id, "fedavg")
+		rc, err := n.node.FSM().OpenModel(d)
+		if err != nil {
+			t.Errorf("%s: OpenModel(round 8's model) = %v", n.id, err)
+			continue
+		}
+		rc.Close()
+		if !n.node.Blobs().Has(blobs.Digest(d)) {
+			t.Errorf("%s: round 8's model %.12s is not in its blob store", n.id, d)
+		}
+	}
 	jobStatus := func() ha.JobStatus {
 		j, _ := back.node.FSM().Job(id)
 		return j.Status

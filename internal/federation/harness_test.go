@@ -16,7 +16,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server"
+	"github.com/cohortfl/cohort/server/blobs"
 	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/server/prepare"
 	"github.com/cohortfl/cohort/tracking"
@@ -183,6 +185,9 @@ func serveCoordinator(t testing.TB, name string, lis net.Listener, rep *ha.Node,
 	}
 	gs := grpc.NewServer()
 	coord.Register(gs)
+	if rep != nil && rep.Blobs() != nil {
+		pb.RegisterBlobServiceServer(gs, server.NewBlobServer(rep.Blobs(), rep, d.log.With("node", name)))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -227,6 +232,7 @@ type haNode struct {
 type memParts struct {
 	store *raft.InmemStore
 	snaps *raft.InmemSnapshotStore
+	blobs *blobs.Store // the node's models, out of the log
 }
 
 // haCluster is a cluster of coordinators in memory: raft's in-memory
@@ -284,7 +290,12 @@ func (c *haCluster) start(i int, d coordDeps) *haNode {
 	c.mu.Lock()
 	parts, ok := c.parts[p.ID]
 	if !ok {
-		parts = memParts{store: raft.NewInmemStore(), snaps: raft.NewInmemSnapshotStore()}
+		bs, err := blobs.Open(t.TempDir(), blobs.Options{MinFree: -1})
+		if err != nil {
+			c.mu.Unlock()
+			t.Fatal(err)
+		}
+		parts = memParts{store: raft.NewInmemStore(), snaps: raft.NewInmemSnapshotStore(), blobs: bs}
 		c.parts[p.ID] = parts
 	}
 	c.mu.Unlock()
@@ -292,6 +303,11 @@ func (c *haCluster) start(i int, d coordDeps) *haNode {
 	_, trans := raft.NewInmemTransport(addr)
 	cfg := c.cfg
 	cfg.ID, cfg.Peers = p.ID, c.peers
+	// Models go through the blob stores, fetched over the switchboard's
+	// gRPC (BlobService), not through the log.
+	blobClient := server.NewBlobClient(c.sb.dialOptions()...)
+	t.Cleanup(func() { _ = blobClient.Close() })
+	cfg.Blobs, cfg.BlobTransport = parts.blobs, blobClient
 	node, err := ha.New(cfg, nil, parts.store, parts.store, parts.snaps, trans)
 	if err != nil {
 		t.Fatal(err)

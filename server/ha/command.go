@@ -54,6 +54,13 @@ type Command struct {
 	External bool `json:"external,omitempty"`
 	// ClusterID is the cluster's identity for [CmdSetCluster].
 	ClusterID string `json:"cluster_id,omitempty"`
+	// Stored, on [CmdSealBlob], records a blob whose bytes are in the
+	// nodes' blob stores ([Config.Blobs]), not in the log: a node lacking
+	// it fetches it from From (the node that put it), else from any peer,
+	// before the entry is applied.
+	Stored bool `json:"stored,omitempty"`
+	// From is the id of the node that put a Stored blob.
+	From string `json:"from,omitempty"`
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -7,8 +7,22 @@
 // raft finite-state machine, [FSM]. Commands are versioned and
 // checksummed ([Encode]); a round commits once only and rounds are
 // contiguous ([ErrRoundConflict]); a round may only reference a sealed
-// blob, so with the blob's chunks travelling through the Raft log a
-// committed round's model is on a quorum of nodes.
+// blob, and a blob is sealed only once a quorum of nodes holds it.
+//
+// Models stay out of the Raft log when the node has a blob store
+// ([Config.Blobs], server/blobs): the leader's [Node.PutModel] streams the
+// model into its store, asks every follower to fetch it from there
+// ([BlobTransport.HoldBlob]; the coordinators' BlobService in production)
+// and waits for a quorum, itself included, to hold it; only then does one
+// small entry record its digest and size. A follower that lacks a blob
+// when it applies that entry fetches it first (from the leader, then any
+// peer, a few times over); if it cannot, it logs so and
+// [FSM.OpenModel] fetches it when it is read. Snapshots carry digests,
+// and a restore fetches what the store lacks. Entries and snapshots of
+// older versions, which carry the bytes, still apply: the bytes go into
+// the store. [Node.CollectBlobs] (every minute) removes from the store the
+// blobs the state no longer references, after the store's grace. Without
+// a store, models travel through the log in chunks and live in memory.
 //
 // A [Node] ([Open]) wraps raft with its raft-boltdb log, file snapshots
 // and a TCP or mutual-TLS transport. Its proposing methods (SubmitJob,
@@ -21,6 +35,6 @@
 // list disagrees with the cluster's (the first leader records its hash)
 // stops itself and reports on [Node.Err]. A one-voter cluster may have no
 // raft address: it runs without network. Membership changes are not
-// supported yet; blobs live in memory (the FSM keeps the models of the
-// last two committed rounds of each arm) and in snapshots.
+// supported yet. The FSM keeps the models of the last two committed rounds
+// of each arm.
 package ha

@@ -3,6 +3,7 @@ package ha
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,7 +14,10 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/cohortfl/cohort/server/blobs"
 )
 
 // JobStatus is where a job is in its life.
@@ -96,6 +100,9 @@ type Site struct {
 }
 
 type blob struct {
+	// Data is the blob's bytes when they are held in memory: a node
+	// without a blob store (or a blob read from an old log or snapshot
+	// before it is moved into the store).
 	Data   []byte `json:"data"`
 	Sealed bool   `json:"sealed"`
 	// External is a blob recorded by digest only: its bytes are not held.
@@ -104,6 +111,10 @@ type blob struct {
 	// Committed is set once a round references the blob: when no round
 	// does any more, it goes at once (no grace).
 	Committed bool `json:"committed,omitempty"`
+	// Stored is a blob whose bytes are in the node's blob store
+	// ([Config.Blobs]), Size of them; Data is then empty.
+	Stored bool  `json:"stored,omitempty"`
+	Size   int64 `json:"size,omitempty"`
 }
 
 // state is everything the FSM replicates; its JSON is the snapshot.
@@ -132,12 +143,21 @@ type FSM struct {
 	mu      sync.RWMutex
 	st      state
 	changed chan struct{} // closed and replaced at every change of st
+
+	// store, when set, holds the blobs' bytes instead of st; fetch copies
+	// a blob the store lacks from a peer into it (from: the peer to try
+	// first). Both are set by [New] before raft starts and never change.
+	store *blobs.Store
+	fetch func(d blobs.Digest, size int64, from string) error
+	log   hclog.Logger
 }
 
 var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an empty FSM.
-func NewFSM() *FSM { return &FSM{st: newState(), changed: make(chan struct{})} }
+func NewFSM() *FSM {
+	return &FSM{st: newState(), changed: make(chan struct{}), log: hclog.NewNullLogger()}
+}
 
 // Changed returns a channel closed at the FSM's next applied command or
 // restore, for readers that wait on the state rather than poll it. Safe
@@ -165,6 +185,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 	c, err := Decode(l.Data)
 	if err != nil {
 		return fmt.Errorf("applying log entry %d: %w", l.Index, err)
+	}
+	if c.Type == CmdSealBlob && c.Stored {
+		// Outside the lock: readers go on while a lagging node fetches.
+		f.ensureStored(c.Digest, c.Size, c.From)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -228,6 +252,16 @@ func (f *FSM) apply(c Command) error {
 		b.At = c.At
 	case CmdSealBlob:
 		b := f.st.Blobs[c.Digest]
+		if c.Stored {
+			if !validDigest(c.Digest) || c.Size < 0 {
+				return fmt.Errorf("recording stored blob %q of %d bytes: %w", c.Digest, c.Size, ErrInvalid)
+			}
+			if b == nil || !b.Sealed || b.External {
+				f.st.Blobs[c.Digest] = &blob{Sealed: true, Stored: true, Size: c.Size, At: c.At}
+			}
+			f.gc(c.At)
+			return nil
+		}
 		if c.External {
 			if !validDigest(c.Digest) || c.Size < 0 {
 				return fmt.Errorf("recording blob %q of %d bytes: %w", c.Digest, c.Size, ErrInvalid)
@@ -250,6 +284,7 @@ func (f *FSM) apply(c Command) error {
 			return fmt.Errorf("sealing blob %s: %d bytes received, %d announced, or digest mismatch: %w", c.Digest, len(b.Data), c.Size, ErrBlobCorrupt)
 		}
 		b.Sealed, b.At = true, c.At
+		f.moveToStore(c.Digest, b)
 		f.gc(c.At)
 	case CmdCommitRound:
 		j, err := f.liveJob(c.JobID)
@@ -486,24 +521,108 @@ func (f *FSM) Sites() []Site {
 
 // OpenModel returns a reader of the sealed blob digest. Safe for
 // concurrent use; the reader stays valid after the blob is collected.
+//
+// A blob in the node's blob store is opened from its file (an
+// *os.File); one the store lacks — a fetch at apply or restore failed —
+// is fetched from the peers first.
 func (f *FSM) OpenModel(digest string) (io.ReadCloser, error) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
 	b := f.st.Blobs[digest]
 	if b == nil || !b.Sealed {
+		f.mu.RUnlock()
 		return nil, fmt.Errorf("model %s: %w", digest, ErrBlobMissing)
 	}
 	if b.External {
+		f.mu.RUnlock()
 		return nil, fmt.Errorf("model %s is recorded by its digest only, its bytes kept by the coordinator that put it: %w", digest, ErrBlobMissing)
 	}
-	return io.NopCloser(bytes.NewReader(b.Data)), nil
+	if !b.Stored {
+		defer f.mu.RUnlock()
+		return io.NopCloser(bytes.NewReader(b.Data)), nil
+	}
+	size := b.Size
+	f.mu.RUnlock()
+	if f.store == nil {
+		return nil, fmt.Errorf("model %s is in the coordinators' blob stores and this node has none: configure its blob store: %w", digest, ErrBlobMissing)
+	}
+	d := blobs.Digest(digest)
+	if !f.store.Has(d) && f.fetch != nil {
+		if err := f.fetch(d, size, ""); err != nil {
+			return nil, fmt.Errorf("model %s is not in this node's blob store and fetching it from the peers failed: %w: %w", digest, err, ErrBlobMissing)
+		}
+	}
+	file, err := f.store.Open(d)
+	if err != nil {
+		return nil, fmt.Errorf("opening model %s: %w: %w", digest, err, ErrBlobMissing)
+	}
+	return file, nil
 }
 
-// A snapshot (version 2) is a version byte, the length of a JSON header
+// ensureStored makes sure the store holds blob d (size bytes), put by
+// node from, fetching it if not: a node whose copy could not be fetched
+// logs why and goes on (the state records the blob all the same, so that
+// every node's state stays the same); OpenModel fetches it again.
+func (f *FSM) ensureStored(digest string, size int64, from string) {
+	if f.store == nil || !validDigest(digest) {
+		return
+	}
+	d := blobs.Digest(digest)
+	if f.store.Has(d) || f.fetch == nil {
+		return
+	}
+	if err := f.fetch(d, size, from); err != nil {
+		f.log.Error("a committed blob could not be fetched from the peers; it is fetched again when read", "digest", digest, "size", size, "from", from, "error", err)
+	}
+}
+
+// moveToStore writes b's bytes (read from an old log or snapshot) into
+// the store, and keeps only its size in memory. Without a store, or when
+// the write fails (logged), b keeps its bytes.
+func (f *FSM) moveToStore(digest string, b *blob) {
+	if f.store == nil || b.Stored || b.External || !b.Sealed {
+		return
+	}
+	if err := putBytes(f.store, blobs.Digest(digest), b.Data); err != nil {
+		f.log.Error("moving a blob of an old log entry or snapshot into the blob store failed; it stays in memory", "digest", digest, "error", err)
+		return
+	}
+	b.Stored, b.Size, b.Data = true, int64(len(b.Data)), nil
+}
+
+// putBytes stores data as blob d.
+func putBytes(s *blobs.Store, d blobs.Digest, data []byte) error {
+	if s.Has(d) {
+		return nil
+	}
+	w, err := s.Create(context.Background())
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		_ = w.Abort()
+		return err
+	}
+	_, err = w.Commit(d)
+	return err
+}
+
+// keepBlob reports whether the state still references blob d: the blob
+// store's collector keeps it.
+func (f *FSM) keepBlob(d blobs.Digest) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, ok := f.st.Blobs[string(d)]
+	return ok
+}
+
+// A snapshot (version 3) is a version byte, the length of a JSON header
 // (8 bytes, big-endian), the header — jobs, sites, the cluster id and the
-// blobs' metadata in digest order — then the blobs' bytes in that order,
-// raw, and a CRC-32C of everything before it. Version 1 (the state as
-// one JSON document, blobs in base64) is still read.
+// blobs' metadata in digest order — then the bytes of the blobs held in
+// memory in that order, raw, and a CRC-32C of everything before it. A
+// blob in the blob store ([Config.Blobs]) carries its digest and size
+// only (Stored). Version 2 (the same, every blob with its bytes) and
+// version 1 (the state as one JSON document, blobs in base64) are still
+// read; their blobs' bytes go into the store on restore.
 type snapshotHeader struct {
 	Jobs      map[string]*Job  `json:"jobs"`
 	Sites     map[string]*Site `json:"sites"`
@@ -520,9 +639,15 @@ type snapshotBlob struct {
 	Committed bool `json:"committed,omitempty"`
 	// External is the blob's External (Size is then 0).
 	External bool `json:"external,omitempty"`
+	// Stored is the blob's Stored (version 3): no bytes follow for it,
+	// Size is its size in the store.
+	Stored bool `json:"stored,omitempty"`
 }
 
-const snapshotVersion2 = 2
+const (
+	snapshotVersion2 = 2
+	snapshotVersion3 = 3
+)
 
 // Snapshot captures the state for raft: the header is encoded now, the
 // blobs' bytes are referenced (a blob only ever grows past what is
@@ -541,6 +666,10 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	data := make([][]byte, 0, len(digests))
 	for _, d := range digests {
 		b := f.st.Blobs[d]
+		if b.Stored {
+			h.Blobs = append(h.Blobs, snapshotBlob{Digest: d, Size: b.Size, Sealed: b.Sealed, At: b.At, Committed: b.Committed, Stored: true})
+			continue
+		}
 		h.Blobs = append(h.Blobs, snapshotBlob{Digest: d, Size: int64(len(b.Data)), Sealed: b.Sealed, At: b.At, Committed: b.Committed, External: b.External})
 		data = append(data, b.Data[:len(b.Data):len(b.Data)])
 	}
@@ -554,6 +683,12 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the state with a snapshot written by Snapshot. A
 // damaged snapshot is an error wrapping [ErrBadSnapshot] and leaves the
 // state as it was. Called by raft only, never concurrently with Apply.
+//
+// With a blob store, Restore fetches from the peers, before it returns,
+// every blob the snapshot records by digest that the store lacks, and
+// writes into the store the bytes an older snapshot carries. A blob it
+// cannot fetch is logged and recorded all the same: [FSM.OpenModel]
+// fetches it when it is read.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
@@ -566,18 +701,31 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restoring a snapshot of %d bytes: %w", len(b), ErrBadSnapshot)
 	case b[0] == snapshotVersion:
 		st, err = decodeSnapshotV1(b)
-	case b[0] == snapshotVersion2:
+	case b[0] == snapshotVersion2, b[0] == snapshotVersion3:
 		st, err = decodeSnapshotV2(b)
 	default:
-		return fmt.Errorf("restoring snapshot version %d (this node reads 1 and 2): %w", b[0], ErrUnsupportedVersion)
+		return fmt.Errorf("restoring snapshot version %d (this node reads 1 to 3): %w", b[0], ErrUnsupportedVersion)
 	}
 	if err != nil {
 		return err
 	}
 	for d, bl := range st.Blobs {
 		sum := sha256.Sum256(bl.Data)
-		if bl.Sealed && !bl.External && hex.EncodeToString(sum[:]) != d {
+		if bl.Sealed && !bl.External && !bl.Stored && hex.EncodeToString(sum[:]) != d {
 			return fmt.Errorf("restoring snapshot: blob %s does not match its digest: %w", d, ErrBadSnapshot)
+		}
+	}
+	digests := make([]string, 0, len(st.Blobs))
+	for d := range st.Blobs {
+		digests = append(digests, d)
+	}
+	sort.Strings(digests)
+	for _, d := range digests {
+		bl := st.Blobs[d]
+		if bl.Stored {
+			f.ensureStored(d, bl.Size, "")
+		} else {
+			f.moveToStore(d, bl)
 		}
 	}
 	f.mu.Lock()
@@ -629,6 +777,13 @@ func decodeSnapshotV2(b []byte) (state, error) {
 	}
 	st.ClusterID = h.ClusterID
 	for _, bl := range h.Blobs {
+		if bl.Stored {
+			if b[0] < snapshotVersion3 || bl.Size < 0 || bl.External || !validDigest(bl.Digest) {
+				return bad(fmt.Sprintf("stored blob %.80q of %d bytes in a version %d snapshot", bl.Digest, bl.Size, b[0]))
+			}
+			st.Blobs[bl.Digest] = &blob{Sealed: bl.Sealed, At: bl.At, Committed: bl.Committed, Stored: true, Size: bl.Size}
+			continue
+		}
 		if bl.Size < 0 || bl.Size > int64(len(rest)) {
 			return bad(fmt.Sprintf("blob %s of %d bytes past the end", bl.Digest, bl.Size))
 		}
@@ -652,7 +807,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	crc := crc32.New(castagnoli)
 	w := bufio.NewWriterSize(io.MultiWriter(sink, crc), 1<<20)
 	var pre [9]byte
-	pre[0] = snapshotVersion2
+	pre[0] = snapshotVersion3
 	binary.BigEndian.PutUint64(pre[1:], uint64(len(s.header)))
 	err := writeAll(w, pre[:], s.header)
 	for _, b := range s.blobs {

@@ -265,6 +265,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	b, _ = Encode(Command{Type: CmdPutBlobChunk, Digest: digestOf([]byte("xy")), Size: 2, Data: []byte("xy")})
 	f.Add(b)
+	b, _ = Encode(Command{Type: CmdSealBlob, Digest: digestOf([]byte("xy")), Size: 2, Stored: true, From: "a"})
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(b)
 		if err != nil {
@@ -319,6 +321,12 @@ func FuzzRestore(f *testing.F) {
 	_ = s.Persist(&sink)
 	f.Add(sink.Bytes())
 	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 2, '{', '}', 0, 0, 0, 0})
+	// A version 3 snapshot recording a blob in the store by digest.
+	fsm.Apply(entry(f, 1000, Command{Type: CmdSealBlob, At: 1, Digest: digestOf([]byte("stored")), Size: 6, Stored: true}))
+	s, _ = fsm.Snapshot()
+	var sink3 memSink
+	_ = s.Persist(&sink3)
+	f.Add(sink3.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		err := NewFSM().Restore(io.NopCloser(bytes.NewReader(b)))
 		if err != nil && !errors.Is(err, ErrBadSnapshot) && !errors.Is(err, ErrUnsupportedVersion) {

@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -21,6 +22,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/cohortfl/cohort/server/blobs"
 )
 
 // Peer is one voter of the cluster.
@@ -80,6 +83,19 @@ type Config struct {
 	// the bytes and nothing restarts from them, so holding them would only
 	// double the coordinator's memory.
 	DigestsOnly bool
+	// Blobs, when set, is this node's blob store: [Node.PutModel] writes a
+	// model into it, the log carries only its digest and size, and every
+	// node holds its copy in its own store, fetched from its peers through
+	// BlobTransport (required with several voters). Without it, models
+	// travel through the log in ChunkSize entries and live in memory.
+	Blobs *blobs.Store
+	// BlobTransport moves blobs between the nodes' stores; see
+	// [BlobTransport].
+	BlobTransport BlobTransport
+	// BlobCollectInterval is how often the node removes from Blobs the
+	// blobs the state no longer references (after the store's grace); 0
+	// is 1 minute.
+	BlobCollectInterval time.Duration
 	// Logger receives raft's logs; nil discards them.
 	Logger hclog.Logger
 }
@@ -168,6 +184,12 @@ func (c Config) validateParts() error {
 	if c.ChunkSize < 0 {
 		errs = append(errs, fmt.Errorf("chunk_size: %d is negative: give a positive size, or 0 for 1 MiB", c.ChunkSize))
 	}
+	if c.Blobs != nil && c.BlobTransport == nil && len(c.Peers) > 1 {
+		errs = append(errs, errors.New("blob transport: not set with a blob store and several voters: give the transport that fetches blobs from the peers (server.NewBlobClient), or no blob store"))
+	}
+	if c.Blobs != nil && c.DigestsOnly {
+		errs = append(errs, errors.New("blobs, digests_only: both set: a node records models by digest only, or keeps them in its blob store; choose one"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -194,6 +216,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
+	}
+	if c.BlobCollectInterval <= 0 {
+		c.BlobCollectInterval = defaultBlobCollectInterval
 	}
 	return c
 }
@@ -304,9 +329,17 @@ type Node struct {
 	notify chan bool     // raft's NotifyCh
 	kick   chan struct{} // leadership gained: check the cluster id now
 	done   chan struct{} // closed by Close
-	wg     sync.WaitGroup
-	errc   chan error
-	putSem chan struct{} // one PutModel at a time
+	// closing is closed when Close starts or the node stops itself, so
+	// that blob fetches (which may hold raft's FSM goroutine) give up
+	// before raft is shut down.
+	closing     chan struct{}
+	closingOnce sync.Once
+	wg          sync.WaitGroup
+	errc        chan error
+	putSem      chan struct{} // one PutModel at a time
+
+	fetchMu  sync.Mutex
+	fetching map[blobs.Digest]*fetchCall // blob fetches in flight
 
 	mu      sync.Mutex
 	leader  bool
@@ -354,11 +387,16 @@ func New(cfg Config, fsm *FSM, logs raft.LogStore, stable raft.StableStore, snap
 		notify:    make(chan bool, 1),
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
+		closing:   make(chan struct{}),
 		errc:      make(chan error, 1),
 		putSem:    make(chan struct{}, 1),
 		changed:   make(chan struct{}),
 	}
 	n.transport, _ = trans.(io.Closer)
+	fsm.store, fsm.log = cfg.Blobs, cfg.Logger
+	if cfg.Blobs != nil && cfg.BlobTransport != nil {
+		fsm.fetch = n.fetchBlob
+	}
 	n.grace = shutdownGrace
 	for _, p := range cfg.Peers {
 		n.peers[raft.ServerID(p.ID)] = p
@@ -396,6 +434,10 @@ func New(cfg Config, fsm *FSM, logs raft.LogStore, stable raft.StableStore, snap
 	n.wg.Add(2)
 	go n.follow()
 	go n.watch()
+	if cfg.Blobs != nil {
+		n.wg.Add(1)
+		go n.collectLoop()
+	}
 	return n, nil
 }
 
@@ -699,6 +741,7 @@ func (n *Node) stop(err error) {
 		n.stopped = err
 	}
 	n.mu.Unlock()
+	n.startClosing()
 	_ = n.raft.Shutdown().Error()
 	n.setLeader(false)
 	select {
@@ -730,6 +773,7 @@ func (n *Node) Close() error {
 			n.stopped = ErrClosed
 		}
 		n.mu.Unlock()
+		n.startClosing()
 		err := n.shutdownRaft(n.grace)
 		close(n.done)
 		n.wg.Wait()
@@ -738,6 +782,8 @@ func (n *Node) Close() error {
 	})
 	return n.closeErr
 }
+
+func (n *Node) startClosing() { n.closingOnce.Do(func() { close(n.closing) }) }
 
 // shutdownGrace is how long Close waits for raft's goroutines before it
 // closes the transport under them, and then again before it gives up.
@@ -777,6 +823,9 @@ func (n *Node) shutdownRaft(grace time.Duration) error {
 
 // ID returns this node's id.
 func (n *Node) ID() string { return n.cfg.ID }
+
+// Blobs returns the node's blob store ([Config.Blobs]); nil without one.
+func (n *Node) Blobs() *blobs.Store { return n.cfg.Blobs }
 
 // FSM returns the replicated state, for reading. On a follower it may lag
 // the leader; on a new leader call [Node.Barrier] first.
@@ -869,17 +918,66 @@ func (n *Node) PutDigest(ctx context.Context, digest string, size int64) error {
 	return n.propose(ctx, "recording model "+digest, Command{Type: CmdSealBlob, Digest: digest, Size: size, External: true})
 }
 
-// PutModel replicates data as a blob and returns its digest, the hex
-// SHA-256. The chunks enter raft back to back, so that raft batches them;
-// a blob the FSM holds already is not sent again. One PutModel runs at a
-// time per node. With [Config.DigestsOnly] only the digest enters the
-// log.
-func (n *Node) PutModel(ctx context.Context, data []byte) (string, error) {
+// PutModel replicates the model that write writes and returns its
+// digest, the hex SHA-256; write may be called once, and must write the
+// whole model or fail. One PutModel runs at a time per node.
+//
+// With a blob store ([Config.Blobs]) the model is streamed into it,
+// hashed as it is written (never held whole in memory); a quorum of
+// voters, this one included, must then hold it — each follower is asked
+// to fetch it from this node ([BlobTransport.HoldBlob]) — before its
+// digest and size are committed in one small entry. A follower that
+// missed it fetches it before it applies that entry. When too few
+// followers can fetch it, PutModel fails with an error naming each
+// follower and why, and nothing is committed.
+//
+// Without a store the model's chunks enter raft back to back ([Config.ChunkSize]
+// each, so that raft batches them); a blob the FSM holds already is not
+// sent again. With [Config.DigestsOnly] only the digest enters the log.
+func (n *Node) PutModel(ctx context.Context, write func(io.Writer) error) (string, error) {
+	if n.cfg.DigestsOnly {
+		h := sha256.New()
+		cw := &countingWriter{w: h}
+		if err := write(cw); err != nil {
+			return "", fmt.Errorf("putting model: encoding it: %w", err)
+		}
+		d := hex.EncodeToString(h.Sum(nil))
+		return d, n.PutDigest(ctx, d, cw.n)
+	}
+	if n.cfg.Blobs != nil {
+		return n.putStored(ctx, write)
+	}
+	var buf bytes.Buffer
+	if err := write(&buf); err != nil {
+		return "", fmt.Errorf("putting model: encoding it: %w", err)
+	}
+	return n.putChunks(ctx, buf.Bytes())
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// PutModelBytes is [Node.PutModel] of data.
+func (n *Node) PutModelBytes(ctx context.Context, data []byte) (string, error) {
+	return n.PutModel(ctx, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// putChunks replicates data through the log in chunks.
+func (n *Node) putChunks(ctx context.Context, data []byte) (string, error) {
 	sum := sha256.Sum256(data)
 	d := hex.EncodeToString(sum[:])
-	if n.cfg.DigestsOnly {
-		return d, n.PutDigest(ctx, d, int64(len(data)))
-	}
 	what := "putting model " + d[:12]
 	if rc, err := n.fsm.OpenModel(d); err == nil {
 		rc.Close()

@@ -104,6 +104,13 @@ func memCluster(t testing.TB, ps []Peer) []*Node {
 // in memory, every transport connected to every other.
 func memNodes(t testing.TB, cfgs []Config) []*Node {
 	t.Helper()
+	ns, _ := memNodesParts(t, cfgs)
+	return ns
+}
+
+// memNodesParts is memNodes, returning each node's parts too.
+func memNodesParts(t testing.TB, cfgs []Config) ([]*Node, []memParts) {
+	t.Helper()
 	parts := make([]memParts, len(cfgs))
 	for i, cfg := range cfgs {
 		var self Peer
@@ -131,7 +138,7 @@ func memNodes(t testing.TB, cfgs []Config) []*Node {
 		t.Cleanup(func() { _ = n.Close() })
 		ns = append(ns, n)
 	}
-	return ns
+	return ns, parts
 }
 
 // tlsCluster starts n nodes talking mutual TLS over loopback TCP, each
@@ -286,7 +293,7 @@ func readModel(t *testing.T, f *FSM, digest string) []byte {
 
 // commitNode puts "model of round r" and commits it as round r of j/a.
 func commitNode(ctx context.Context, n *Node, r int) error {
-	d, err := n.PutModel(ctx, fmt.Appendf(nil, "model of round %d", r))
+	d, err := n.PutModelBytes(ctx, fmt.Appendf(nil, "model of round %d", r))
 	if err != nil {
 		return err
 	}
@@ -302,7 +309,7 @@ func TestNodeFailover(t *testing.T) {
 		t.Fatalf("SubmitJob on the leader = %v", err)
 	}
 	model := randomBytes(2<<20, 1) // 8 chunks of 256 KiB
-	d, err := l.PutModel(ctx, model)
+	d, err := l.PutModelBytes(ctx, model)
 	if err != nil {
 		t.Fatalf("PutModel on the leader = %v", err)
 	}
@@ -363,7 +370,7 @@ func TestNodeFailover(t *testing.T) {
 	if st.State != "Leader" || st.Leader.ID != nl.ID() || len(st.Peers) != 3 || st.AppliedIndex == 0 || st.CommitIndex < st.AppliedIndex {
 		t.Errorf("Status of the new leader = %+v", st)
 	}
-	if _, err := l.PutModel(ctx, []byte("late")); !errors.Is(err, ErrClosed) {
+	if _, err := l.PutModelBytes(ctx, []byte("late")); !errors.Is(err, ErrClosed) {
 		t.Errorf("PutModel on a closed node = %v, want ErrClosed", err)
 	}
 }
@@ -764,7 +771,7 @@ func BenchmarkCommitRound10M(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			binary.BigEndian.PutUint64(model, uint64(i))
-			d, err := n.PutModel(ctx, model)
+			d, err := n.PutModelBytes(ctx, model)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -146,6 +146,191 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_cohort_proto_rawDescGZIP(), []int{1}
 }
 
+type FetchBlobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"` // the blob's SHA-256, 64 lower-case hex digits
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchBlobRequest) Reset() {
+	*x = FetchBlobRequest{}
+	mi := &file_cohort_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchBlobRequest) ProtoMessage() {}
+
+func (x *FetchBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchBlobRequest.ProtoReflect.Descriptor instead.
+func (*FetchBlobRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FetchBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// BlobChunk is one piece of a blob.
+type BlobChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobChunk) Reset() {
+	*x = BlobChunk{}
+	mi := &file_cohort_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobChunk) ProtoMessage() {}
+
+func (x *BlobChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
+func (*BlobChunk) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BlobChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type HoldBlobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`                     // the blob's SHA-256, 64 lower-case hex digits
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`                        // its size in bytes
+	FromNode      string                 `protobuf:"bytes,3,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"` // the node id of the voter that holds it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldBlobRequest) Reset() {
+	*x = HoldBlobRequest{}
+	mi := &file_cohort_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldBlobRequest) ProtoMessage() {}
+
+func (x *HoldBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldBlobRequest.ProtoReflect.Descriptor instead.
+func (*HoldBlobRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HoldBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *HoldBlobRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *HoldBlobRequest) GetFromNode() string {
+	if x != nil {
+		return x.FromNode
+	}
+	return ""
+}
+
+type HoldBlobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldBlobResponse) Reset() {
+	*x = HoldBlobResponse{}
+	mi := &file_cohort_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldBlobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldBlobResponse) ProtoMessage() {}
+
+func (x *HoldBlobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldBlobResponse.ProtoReflect.Descriptor instead.
+func (*HoldBlobResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{3}
+}
+
 // WeightsChunk is one piece of an uploaded weights file.
 type WeightsChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -158,7 +343,7 @@ type WeightsChunk struct {
 
 func (x *WeightsChunk) Reset() {
 	*x = WeightsChunk{}
-	mi := &file_cohort_proto_msgTypes[0]
+	mi := &file_cohort_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +355,7 @@ func (x *WeightsChunk) String() string {
 func (*WeightsChunk) ProtoMessage() {}
 
 func (x *WeightsChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[0]
+	mi := &file_cohort_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +368,7 @@ func (x *WeightsChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightsChunk.ProtoReflect.Descriptor instead.
 func (*WeightsChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{0}
+	return file_cohort_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WeightsChunk) GetTotalSize() int64 {
@@ -216,7 +401,7 @@ type UploadWeightsResponse struct {
 
 func (x *UploadWeightsResponse) Reset() {
 	*x = UploadWeightsResponse{}
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +413,7 @@ func (x *UploadWeightsResponse) String() string {
 func (*UploadWeightsResponse) ProtoMessage() {}
 
 func (x *UploadWeightsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +426,7 @@ func (x *UploadWeightsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadWeightsResponse.ProtoReflect.Descriptor instead.
 func (*UploadWeightsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{1}
+	return file_cohort_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UploadWeightsResponse) GetSha256() string {
@@ -259,7 +444,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +456,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +469,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{2}
+	return file_cohort_proto_rawDescGZIP(), []int{6}
 }
 
 // ClusterPeer is one voter of a coordinator cluster.
@@ -299,7 +484,7 @@ type ClusterPeer struct {
 
 func (x *ClusterPeer) Reset() {
 	*x = ClusterPeer{}
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +496,7 @@ func (x *ClusterPeer) String() string {
 func (*ClusterPeer) ProtoMessage() {}
 
 func (x *ClusterPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +509,7 @@ func (x *ClusterPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPeer.ProtoReflect.Descriptor instead.
 func (*ClusterPeer) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{3}
+	return file_cohort_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClusterPeer) GetId() string {
@@ -370,7 +555,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +567,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +580,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{4}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClusterStatusResponse) GetNodeId() string {
@@ -494,7 +679,7 @@ type GPUInfo struct {
 
 func (x *GPUInfo) Reset() {
 	*x = GPUInfo{}
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +691,7 @@ func (x *GPUInfo) String() string {
 func (*GPUInfo) ProtoMessage() {}
 
 func (x *GPUInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +704,7 @@ func (x *GPUInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUInfo.ProtoReflect.Descriptor instead.
 func (*GPUInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{5}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GPUInfo) GetIndex() int32 {
@@ -566,7 +751,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +763,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +776,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Capabilities) GetTrainers() []string {
@@ -640,7 +825,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +837,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +850,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JoinRequest) GetSiteName() string {
@@ -700,7 +885,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +897,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +910,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JoinResponse) GetSessionId() string {
@@ -765,7 +950,7 @@ type SiteMessage struct {
 
 func (x *SiteMessage) Reset() {
 	*x = SiteMessage{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +962,7 @@ func (x *SiteMessage) String() string {
 func (*SiteMessage) ProtoMessage() {}
 
 func (x *SiteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +975,7 @@ func (x *SiteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteMessage.ProtoReflect.Descriptor instead.
 func (*SiteMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SiteMessage) GetMsg() isSiteMessage_Msg {
@@ -890,7 +1075,7 @@ type SessionHello struct {
 
 func (x *SessionHello) Reset() {
 	*x = SessionHello{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1087,7 @@ func (x *SessionHello) String() string {
 func (*SessionHello) ProtoMessage() {}
 
 func (x *SessionHello) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1100,7 @@ func (x *SessionHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHello.ProtoReflect.Descriptor instead.
 func (*SessionHello) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SessionHello) GetSessionId() string {
@@ -942,7 +1127,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1139,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1152,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Heartbeat) GetUnixMs() int64 {
@@ -997,7 +1182,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1194,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1207,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -1074,7 +1259,7 @@ type TaskFailed struct {
 
 func (x *TaskFailed) Reset() {
 	*x = TaskFailed{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1271,7 @@ func (x *TaskFailed) String() string {
 func (*TaskFailed) ProtoMessage() {}
 
 func (x *TaskFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1284,7 @@ func (x *TaskFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskFailed.ProtoReflect.Descriptor instead.
 func (*TaskFailed) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskFailed) GetTaskId() string {
@@ -1136,7 +1321,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1333,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1346,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1198,7 +1383,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1395,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1408,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -1287,7 +1472,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1484,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1497,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1394,7 +1579,7 @@ type SyntheticData struct {
 
 func (x *SyntheticData) Reset() {
 	*x = SyntheticData{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1591,7 @@ func (x *SyntheticData) String() string {
 func (*SyntheticData) ProtoMessage() {}
 
 func (x *SyntheticData) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1604,7 @@ func (x *SyntheticData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyntheticData.ProtoReflect.Descriptor instead.
 func (*SyntheticData) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SyntheticData) GetSeed() int64 {
@@ -1486,7 +1671,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1683,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1696,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TrainParams) GetEpochs() int32 {
@@ -1593,7 +1778,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1790,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1803,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1753,7 +1938,7 @@ type VirtualClients struct {
 
 func (x *VirtualClients) Reset() {
 	*x = VirtualClients{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1950,7 @@ func (x *VirtualClients) String() string {
 func (*VirtualClients) ProtoMessage() {}
 
 func (x *VirtualClients) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1963,7 @@ func (x *VirtualClients) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualClients.ProtoReflect.Descriptor instead.
 func (*VirtualClients) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VirtualClients) GetClientIds() []int64 {
@@ -1819,7 +2004,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2016,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2029,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1871,7 +2056,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +2068,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2081,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FetchModelRequest) GetModelId() string {
@@ -1925,7 +2110,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2122,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2135,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ModelChunk) GetOffset() int64 {
@@ -2011,7 +2196,7 @@ type GPUEnergy struct {
 
 func (x *GPUEnergy) Reset() {
 	*x = GPUEnergy{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2208,7 @@ func (x *GPUEnergy) String() string {
 func (*GPUEnergy) ProtoMessage() {}
 
 func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2221,7 @@ func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUEnergy.ProtoReflect.Descriptor instead.
 func (*GPUEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GPUEnergy) GetUuid() string {
@@ -2179,7 +2364,7 @@ type DomainEnergy struct {
 
 func (x *DomainEnergy) Reset() {
 	*x = DomainEnergy{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2376,7 @@ func (x *DomainEnergy) String() string {
 func (*DomainEnergy) ProtoMessage() {}
 
 func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2389,7 @@ func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainEnergy.ProtoReflect.Descriptor instead.
 func (*DomainEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DomainEnergy) GetName() string {
@@ -2260,7 +2445,7 @@ type EnergyEstimate struct {
 
 func (x *EnergyEstimate) Reset() {
 	*x = EnergyEstimate{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2457,7 @@ func (x *EnergyEstimate) String() string {
 func (*EnergyEstimate) ProtoMessage() {}
 
 func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2470,7 @@ func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyEstimate.ProtoReflect.Descriptor instead.
 func (*EnergyEstimate) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EnergyEstimate) GetCpuSeconds() float64 {
@@ -2332,7 +2517,7 @@ type EnergyReport struct {
 
 func (x *EnergyReport) Reset() {
 	*x = EnergyReport{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2529,7 @@ func (x *EnergyReport) String() string {
 func (*EnergyReport) ProtoMessage() {}
 
 func (x *EnergyReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2542,7 @@ func (x *EnergyReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyReport.ProtoReflect.Descriptor instead.
 func (*EnergyReport) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EnergyReport) GetSeconds() float64 {
@@ -2459,7 +2644,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2656,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2669,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UpdateHeader) GetTaskId() string {
@@ -2578,7 +2763,7 @@ type DatasetInfo struct {
 
 func (x *DatasetInfo) Reset() {
 	*x = DatasetInfo{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2775,7 @@ func (x *DatasetInfo) String() string {
 func (*DatasetInfo) ProtoMessage() {}
 
 func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2788,7 @@ func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
 func (*DatasetInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DatasetInfo) GetName() string {
@@ -2647,7 +2832,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2844,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2857,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -2726,7 +2911,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2738,7 +2923,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2751,7 +2936,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -2791,7 +2976,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2988,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3001,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Job) GetJobId() string {
@@ -2919,7 +3104,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3116,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3129,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -2963,7 +3148,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3160,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3173,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -3006,7 +3191,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3018,7 +3203,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3031,7 +3216,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{35}
+	return file_cohort_proto_rawDescGZIP(), []int{39}
 }
 
 type ListJobsResponse struct {
@@ -3043,7 +3228,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3055,7 +3240,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3068,7 +3253,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{36}
+	return file_cohort_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -3087,7 +3272,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3284,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3297,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{37}
+	return file_cohort_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -3131,7 +3316,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3328,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3341,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{38}
+	return file_cohort_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -3176,7 +3361,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3188,7 +3373,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3201,7 +3386,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{39}
+	return file_cohort_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -3227,7 +3412,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3424,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3437,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{40}
+	return file_cohort_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -3271,7 +3456,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[41]
+	mi := &file_cohort_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3283,7 +3468,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[41]
+	mi := &file_cohort_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3296,7 +3481,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{41}
+	return file_cohort_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3324,7 +3509,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[42]
+	mi := &file_cohort_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3336,7 +3521,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[42]
+	mi := &file_cohort_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3349,7 +3534,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{42}
+	return file_cohort_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -3426,7 +3611,16 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"Y\n" +
+	"\fcohort.proto\x12\tcohort.v1\"*\n" +
+	"\x10FetchBlobRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"\x1f\n" +
+	"\tBlobChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"Z\n" +
+	"\x0fHoldBlobRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1b\n" +
+	"\tfrom_node\x18\x03 \x01(\tR\bfromNode\"\x12\n" +
+	"\x10HoldBlobResponse\"Y\n" +
 	"\fWeightsChunk\x12\x1d\n" +
 	"\n" +
 	"total_size\x18\x01 \x01(\x03R\ttotalSize\x12\x16\n" +
@@ -3736,7 +3930,10 @@ const file_cohort_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1b.cohort.v1.CancelJobRequest\x1a\x1c.cohort.v1.CancelJobResponse\x12=\n" +
 	"\bWatchJob\x12\x1a.cohort.v1.WatchJobRequest\x1a\x13.cohort.v1.JobEvent0\x01\x12R\n" +
 	"\rClusterStatus\x12\x1f.cohort.v1.ClusterStatusRequest\x1a .cohort.v1.ClusterStatusResponse\x12L\n" +
-	"\rUploadWeights\x12\x17.cohort.v1.WeightsChunk\x1a .cohort.v1.UploadWeightsResponse(\x01B5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\rUploadWeights\x12\x17.cohort.v1.WeightsChunk\x1a .cohort.v1.UploadWeightsResponse(\x012\x94\x01\n" +
+	"\vBlobService\x12@\n" +
+	"\tFetchBlob\x12\x1b.cohort.v1.FetchBlobRequest\x1a\x14.cohort.v1.BlobChunk0\x01\x12C\n" +
+	"\bHoldBlob\x12\x1a.cohort.v1.HoldBlobRequest\x1a\x1b.cohort.v1.HoldBlobResponseB5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_proto_rawDescOnce sync.Once
@@ -3751,119 +3948,127 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: cohort.v1.TaskKind
 	(JobState)(0),                 // 1: cohort.v1.JobState
-	(*WeightsChunk)(nil),          // 2: cohort.v1.WeightsChunk
-	(*UploadWeightsResponse)(nil), // 3: cohort.v1.UploadWeightsResponse
-	(*ClusterStatusRequest)(nil),  // 4: cohort.v1.ClusterStatusRequest
-	(*ClusterPeer)(nil),           // 5: cohort.v1.ClusterPeer
-	(*ClusterStatusResponse)(nil), // 6: cohort.v1.ClusterStatusResponse
-	(*GPUInfo)(nil),               // 7: cohort.v1.GPUInfo
-	(*Capabilities)(nil),          // 8: cohort.v1.Capabilities
-	(*JoinRequest)(nil),           // 9: cohort.v1.JoinRequest
-	(*JoinResponse)(nil),          // 10: cohort.v1.JoinResponse
-	(*SiteMessage)(nil),           // 11: cohort.v1.SiteMessage
-	(*SessionHello)(nil),          // 12: cohort.v1.SessionHello
-	(*Heartbeat)(nil),             // 13: cohort.v1.Heartbeat
-	(*TaskProgress)(nil),          // 14: cohort.v1.TaskProgress
-	(*TaskFailed)(nil),            // 15: cohort.v1.TaskFailed
-	(*TaskResult)(nil),            // 16: cohort.v1.TaskResult
-	(*CoordinatorMessage)(nil),    // 17: cohort.v1.CoordinatorMessage
-	(*ModelSpec)(nil),             // 18: cohort.v1.ModelSpec
-	(*SyntheticData)(nil),         // 19: cohort.v1.SyntheticData
-	(*TrainParams)(nil),           // 20: cohort.v1.TrainParams
-	(*Task)(nil),                  // 21: cohort.v1.Task
-	(*VirtualClients)(nil),        // 22: cohort.v1.VirtualClients
-	(*CancelTask)(nil),            // 23: cohort.v1.CancelTask
-	(*FetchModelRequest)(nil),     // 24: cohort.v1.FetchModelRequest
-	(*ModelChunk)(nil),            // 25: cohort.v1.ModelChunk
-	(*GPUEnergy)(nil),             // 26: cohort.v1.GPUEnergy
-	(*DomainEnergy)(nil),          // 27: cohort.v1.DomainEnergy
-	(*EnergyEstimate)(nil),        // 28: cohort.v1.EnergyEstimate
-	(*EnergyReport)(nil),          // 29: cohort.v1.EnergyReport
-	(*UpdateHeader)(nil),          // 30: cohort.v1.UpdateHeader
-	(*DatasetInfo)(nil),           // 31: cohort.v1.DatasetInfo
-	(*UpdateChunk)(nil),           // 32: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil),    // 33: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                   // 34: cohort.v1.Job
-	(*SubmitJobRequest)(nil),      // 35: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 36: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),       // 37: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 38: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),         // 39: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 40: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),      // 41: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 42: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),       // 43: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),              // 44: cohort.v1.JobEvent
-	nil,                           // 45: cohort.v1.TaskResult.MetricsEntry
-	nil,                           // 46: cohort.v1.ModelSpec.EnvEntry
-	nil,                           // 47: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                           // 48: cohort.v1.JobEvent.MetricsEntry
+	(*FetchBlobRequest)(nil),      // 2: cohort.v1.FetchBlobRequest
+	(*BlobChunk)(nil),             // 3: cohort.v1.BlobChunk
+	(*HoldBlobRequest)(nil),       // 4: cohort.v1.HoldBlobRequest
+	(*HoldBlobResponse)(nil),      // 5: cohort.v1.HoldBlobResponse
+	(*WeightsChunk)(nil),          // 6: cohort.v1.WeightsChunk
+	(*UploadWeightsResponse)(nil), // 7: cohort.v1.UploadWeightsResponse
+	(*ClusterStatusRequest)(nil),  // 8: cohort.v1.ClusterStatusRequest
+	(*ClusterPeer)(nil),           // 9: cohort.v1.ClusterPeer
+	(*ClusterStatusResponse)(nil), // 10: cohort.v1.ClusterStatusResponse
+	(*GPUInfo)(nil),               // 11: cohort.v1.GPUInfo
+	(*Capabilities)(nil),          // 12: cohort.v1.Capabilities
+	(*JoinRequest)(nil),           // 13: cohort.v1.JoinRequest
+	(*JoinResponse)(nil),          // 14: cohort.v1.JoinResponse
+	(*SiteMessage)(nil),           // 15: cohort.v1.SiteMessage
+	(*SessionHello)(nil),          // 16: cohort.v1.SessionHello
+	(*Heartbeat)(nil),             // 17: cohort.v1.Heartbeat
+	(*TaskProgress)(nil),          // 18: cohort.v1.TaskProgress
+	(*TaskFailed)(nil),            // 19: cohort.v1.TaskFailed
+	(*TaskResult)(nil),            // 20: cohort.v1.TaskResult
+	(*CoordinatorMessage)(nil),    // 21: cohort.v1.CoordinatorMessage
+	(*ModelSpec)(nil),             // 22: cohort.v1.ModelSpec
+	(*SyntheticData)(nil),         // 23: cohort.v1.SyntheticData
+	(*TrainParams)(nil),           // 24: cohort.v1.TrainParams
+	(*Task)(nil),                  // 25: cohort.v1.Task
+	(*VirtualClients)(nil),        // 26: cohort.v1.VirtualClients
+	(*CancelTask)(nil),            // 27: cohort.v1.CancelTask
+	(*FetchModelRequest)(nil),     // 28: cohort.v1.FetchModelRequest
+	(*ModelChunk)(nil),            // 29: cohort.v1.ModelChunk
+	(*GPUEnergy)(nil),             // 30: cohort.v1.GPUEnergy
+	(*DomainEnergy)(nil),          // 31: cohort.v1.DomainEnergy
+	(*EnergyEstimate)(nil),        // 32: cohort.v1.EnergyEstimate
+	(*EnergyReport)(nil),          // 33: cohort.v1.EnergyReport
+	(*UpdateHeader)(nil),          // 34: cohort.v1.UpdateHeader
+	(*DatasetInfo)(nil),           // 35: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),           // 36: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil),    // 37: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                   // 38: cohort.v1.Job
+	(*SubmitJobRequest)(nil),      // 39: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 40: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),       // 41: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 42: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),         // 43: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 44: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),      // 45: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 46: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),       // 47: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),              // 48: cohort.v1.JobEvent
+	nil,                           // 49: cohort.v1.TaskResult.MetricsEntry
+	nil,                           // 50: cohort.v1.ModelSpec.EnvEntry
+	nil,                           // 51: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                           // 52: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
-	5,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
-	5,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
-	7,  // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
-	31, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
-	8,  // 4: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
-	12, // 5: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
-	13, // 6: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
-	14, // 7: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
-	15, // 8: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
-	16, // 9: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
-	29, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
-	45, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
-	29, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
-	21, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	23, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	46, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
-	19, // 16: cohort.v1.ModelSpec.synthetic_data:type_name -> cohort.v1.SyntheticData
+	9,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
+	9,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
+	11, // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
+	35, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
+	12, // 4: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
+	16, // 5: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
+	17, // 6: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
+	18, // 7: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
+	19, // 8: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
+	20, // 9: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
+	33, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
+	49, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
+	33, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
+	25, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
+	27, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	50, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	23, // 16: cohort.v1.ModelSpec.synthetic_data:type_name -> cohort.v1.SyntheticData
 	0,  // 17: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
-	18, // 18: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
-	20, // 19: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	22, // 20: cohort.v1.Task.virtual:type_name -> cohort.v1.VirtualClients
-	26, // 21: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	27, // 22: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	28, // 23: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	47, // 24: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	29, // 25: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	31, // 26: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	29, // 27: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
-	30, // 28: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	22, // 18: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
+	24, // 19: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
+	26, // 20: cohort.v1.Task.virtual:type_name -> cohort.v1.VirtualClients
+	30, // 21: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	31, // 22: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	32, // 23: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	51, // 24: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	33, // 25: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	35, // 26: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	33, // 27: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
+	34, // 28: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
 	1,  // 29: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	34, // 30: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	34, // 31: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	34, // 32: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	34, // 33: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	48, // 34: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	38, // 30: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	38, // 31: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	38, // 32: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	38, // 33: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	52, // 34: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
 	1,  // 35: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	9,  // 36: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	11, // 37: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	24, // 38: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	32, // 39: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	35, // 40: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	37, // 41: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	39, // 42: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	41, // 43: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	43, // 44: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	4,  // 45: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	2,  // 46: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
-	10, // 47: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	17, // 48: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	25, // 49: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	33, // 50: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	36, // 51: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	38, // 52: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	40, // 53: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	42, // 54: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	44, // 55: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	6,  // 56: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	3,  // 57: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
-	47, // [47:58] is the sub-list for method output_type
-	36, // [36:47] is the sub-list for method input_type
+	13, // 36: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	15, // 37: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	28, // 38: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	36, // 39: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	39, // 40: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	41, // 41: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	43, // 42: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	45, // 43: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	47, // 44: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	8,  // 45: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	6,  // 46: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
+	2,  // 47: cohort.v1.BlobService.FetchBlob:input_type -> cohort.v1.FetchBlobRequest
+	4,  // 48: cohort.v1.BlobService.HoldBlob:input_type -> cohort.v1.HoldBlobRequest
+	14, // 49: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	21, // 50: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	29, // 51: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	37, // 52: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	40, // 53: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	42, // 54: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	44, // 55: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	46, // 56: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	48, // 57: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	10, // 58: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	7,  // 59: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
+	3,  // 60: cohort.v1.BlobService.FetchBlob:output_type -> cohort.v1.BlobChunk
+	5,  // 61: cohort.v1.BlobService.HoldBlob:output_type -> cohort.v1.HoldBlobResponse
+	49, // [49:62] is the sub-list for method output_type
+	36, // [36:49] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -3874,18 +4079,18 @@ func file_cohort_proto_init() {
 	if File_cohort_proto != nil {
 		return
 	}
-	file_cohort_proto_msgTypes[9].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[13].OneofWrappers = []any{
 		(*SiteMessage_Hello)(nil),
 		(*SiteMessage_Heartbeat)(nil),
 		(*SiteMessage_Progress)(nil),
 		(*SiteMessage_Failed)(nil),
 		(*SiteMessage_Result)(nil),
 	}
-	file_cohort_proto_msgTypes[15].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[19].OneofWrappers = []any{
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[30].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[34].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -3895,9 +4100,9 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   47,
+			NumMessages:   51,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_cohort_proto_goTypes,
 		DependencyIndexes: file_cohort_proto_depIdxs,

@@ -594,3 +594,165 @@ var JobsService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "cohort.proto",
 }
+
+const (
+	BlobService_FetchBlob_FullMethodName = "/cohort.v1.BlobService/FetchBlob"
+	BlobService_HoldBlob_FullMethodName  = "/cohort.v1.BlobService/HoldBlob"
+)
+
+// BlobServiceClient is the client API for BlobService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// BlobService is what the coordinators of a cluster call on each other (a
+// coordinator certificate is required with TLS) to move global models
+// between their blob stores, out of the Raft log.
+type BlobServiceClient interface {
+	// FetchBlob streams the blob with the given digest from the callee's
+	// blob store, in chunks of at most 1 MiB. NotFound when it lacks it.
+	FetchBlob(ctx context.Context, in *FetchBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error)
+	// HoldBlob asks the callee to hold a blob, fetching it from the voter
+	// from_node (its FetchBlob) if its store lacks it; it answers once the
+	// blob is stored.
+	HoldBlob(ctx context.Context, in *HoldBlobRequest, opts ...grpc.CallOption) (*HoldBlobResponse, error)
+}
+
+type blobServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewBlobServiceClient(cc grpc.ClientConnInterface) BlobServiceClient {
+	return &blobServiceClient{cc}
+}
+
+func (c *blobServiceClient) FetchBlob(ctx context.Context, in *FetchBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BlobService_ServiceDesc.Streams[0], BlobService_FetchBlob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchBlobRequest, BlobChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BlobService_FetchBlobClient = grpc.ServerStreamingClient[BlobChunk]
+
+func (c *blobServiceClient) HoldBlob(ctx context.Context, in *HoldBlobRequest, opts ...grpc.CallOption) (*HoldBlobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HoldBlobResponse)
+	err := c.cc.Invoke(ctx, BlobService_HoldBlob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// BlobServiceServer is the server API for BlobService service.
+// All implementations must embed UnimplementedBlobServiceServer
+// for forward compatibility.
+//
+// BlobService is what the coordinators of a cluster call on each other (a
+// coordinator certificate is required with TLS) to move global models
+// between their blob stores, out of the Raft log.
+type BlobServiceServer interface {
+	// FetchBlob streams the blob with the given digest from the callee's
+	// blob store, in chunks of at most 1 MiB. NotFound when it lacks it.
+	FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error
+	// HoldBlob asks the callee to hold a blob, fetching it from the voter
+	// from_node (its FetchBlob) if its store lacks it; it answers once the
+	// blob is stored.
+	HoldBlob(context.Context, *HoldBlobRequest) (*HoldBlobResponse, error)
+	mustEmbedUnimplementedBlobServiceServer()
+}
+
+// UnimplementedBlobServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedBlobServiceServer struct{}
+
+func (UnimplementedBlobServiceServer) FetchBlob(*FetchBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error {
+	return status.Error(codes.Unimplemented, "method FetchBlob not implemented")
+}
+func (UnimplementedBlobServiceServer) HoldBlob(context.Context, *HoldBlobRequest) (*HoldBlobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HoldBlob not implemented")
+}
+func (UnimplementedBlobServiceServer) mustEmbedUnimplementedBlobServiceServer() {}
+func (UnimplementedBlobServiceServer) testEmbeddedByValue()                     {}
+
+// UnsafeBlobServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to BlobServiceServer will
+// result in compilation errors.
+type UnsafeBlobServiceServer interface {
+	mustEmbedUnimplementedBlobServiceServer()
+}
+
+func RegisterBlobServiceServer(s grpc.ServiceRegistrar, srv BlobServiceServer) {
+	// If the following call panics, it indicates UnimplementedBlobServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&BlobService_ServiceDesc, srv)
+}
+
+func _BlobService_FetchBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchBlobRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BlobServiceServer).FetchBlob(m, &grpc.GenericServerStream[FetchBlobRequest, BlobChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BlobService_FetchBlobServer = grpc.ServerStreamingServer[BlobChunk]
+
+func _BlobService_HoldBlob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HoldBlobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlobServiceServer).HoldBlob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BlobService_HoldBlob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlobServiceServer).HoldBlob(ctx, req.(*HoldBlobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// BlobService_ServiceDesc is the grpc.ServiceDesc for BlobService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var BlobService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "cohort.v1.BlobService",
+	HandlerType: (*BlobServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "HoldBlob",
+			Handler:    _BlobService_HoldBlob_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FetchBlob",
+			Handler:       _BlobService_FetchBlob_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "cohort.proto",
+}

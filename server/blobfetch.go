@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/blobs"
+	"github.com/cohortfl/cohort/server/ha"
+)
+
+// blobChunk is the most bytes of a blob per FetchBlob message.
+const blobChunk = 1 << 20
+
+// BlobHolder is the node a [BlobServer] has hold blobs: *ha.Node.
+type BlobHolder interface {
+	// HoldBlob returns once this node's blob store holds blob d of size
+	// bytes, fetched from voter from if need be.
+	HoldBlob(ctx context.Context, from string, d blobs.Digest, size int64) error
+}
+
+// BlobServer serves BlobService: the coordinators of a cluster fetch
+// global models from each other's blob stores through it, and the leader
+// asks its followers to hold a model before it commits the model's
+// digest. Only coordinator certificates may call it ([Authorizer]). Safe
+// for concurrent use.
+type BlobServer struct {
+	pb.UnimplementedBlobServiceServer
+	store  *blobs.Store
+	holder BlobHolder
+	log    *slog.Logger
+}
+
+var _ pb.BlobServiceServer = (*BlobServer)(nil)
+
+// NewBlobServer returns the BlobService of store, holder being this
+// coordinator's node; a nil log discards.
+func NewBlobServer(store *blobs.Store, holder BlobHolder, log *slog.Logger) *BlobServer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &BlobServer{store: store, holder: holder, log: log}
+}
+
+// FetchBlob streams a blob from the store.
+func (s *BlobServer) FetchBlob(req *pb.FetchBlobRequest, stream grpc.ServerStreamingServer[pb.BlobChunk]) error {
+	d, err := blobs.ParseDigest(req.GetDigest())
+	if err != nil {
+		return blobStatus(err)
+	}
+	f, err := s.store.Open(d)
+	if err != nil {
+		return blobStatus(fmt.Errorf("fetching blob %.12s: %w", d, err))
+	}
+	defer f.Close()
+	buf := make([]byte, blobChunk)
+	ctx := stream.Context()
+	for {
+		if err := ctx.Err(); err != nil {
+			return blobStatus(err)
+		}
+		n, err := io.ReadFull(f, buf)
+		if n > 0 {
+			if err := stream.Send(&pb.BlobChunk{Data: buf[:n]}); err != nil {
+				return err
+			}
+		}
+		switch {
+		case err == io.EOF, errors.Is(err, io.ErrUnexpectedEOF):
+			return nil
+		case err != nil:
+			return blobStatus(fmt.Errorf("reading blob %.12s: %w", d, err))
+		}
+	}
+}
+
+// HoldBlob has this coordinator's node hold a blob.
+func (s *BlobServer) HoldBlob(ctx context.Context, req *pb.HoldBlobRequest) (*pb.HoldBlobResponse, error) {
+	d, err := blobs.ParseDigest(req.GetDigest())
+	if err != nil {
+		return nil, blobStatus(err)
+	}
+	if err := s.holder.HoldBlob(ctx, req.GetFromNode(), d, req.GetSize()); err != nil {
+		s.log.Warn("hold_blob_failed", "digest", string(d), "from", req.GetFromNode(), "err", err)
+		return nil, blobStatus(err)
+	}
+	return &pb.HoldBlobResponse{}, nil
+}
+
+// blobStatus maps the blob store's and the node's errors to gRPC
+// statuses; the rest goes through toStatus.
+func blobStatus(err error) error {
+	switch {
+	case errors.Is(err, blobs.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, blobs.ErrBadDigest), errors.Is(err, ha.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, blobs.ErrDigestMismatch), errors.Is(err, blobs.ErrCorrupt):
+		return status.Error(codes.DataLoss, err.Error())
+	case errors.Is(err, blobs.ErrNoSpace):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	return toStatus(err)
+}
+
+// BlobClient is the gRPC [ha.BlobTransport]: it calls the BlobService of
+// the peers at their gRPC addresses, one connection per address, kept
+// until Close. Safe for concurrent use.
+type BlobClient struct {
+	opts []grpc.DialOption
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+var _ ha.BlobTransport = (*BlobClient)(nil)
+
+// NewBlobClient returns a BlobClient that dials with opts: the
+// coordinator's own certificate (transport credentials) with TLS.
+func NewBlobClient(opts ...grpc.DialOption) *BlobClient {
+	return &BlobClient{opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (c *BlobClient) client(p ha.Peer) (pb.BlobServiceClient, error) {
+	if p.GRPCAddr == "" {
+		return nil, fmt.Errorf("peer %s has no gRPC address: give it grpc: in the cluster's peer list", p.ID)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("calling peer %s: blob client closed", p.ID)
+	}
+	cc, ok := c.conns[p.GRPCAddr]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(p.GRPCAddr, c.opts...)
+		if err != nil {
+			return nil, fmt.Errorf("dialling peer %s at %s: %w", p.ID, p.GRPCAddr, err)
+		}
+		c.conns[p.GRPCAddr] = cc
+	}
+	return pb.NewBlobServiceClient(cc), nil
+}
+
+// FetchBlob copies blob d from peer from into w.
+func (c *BlobClient) FetchBlob(ctx context.Context, from ha.Peer, d blobs.Digest, w io.Writer) error {
+	cl, err := c.client(from)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cl.FetchBlob(ctx, &pb.FetchBlobRequest{Digest: string(d)})
+	if err != nil {
+		return fetchErr(from, d, err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fetchErr(from, d, err)
+		}
+		if _, err := w.Write(msg.GetData()); err != nil {
+			return fmt.Errorf("storing blob %.12s fetched from %s: %w", d, from.ID, err)
+		}
+	}
+}
+
+func fetchErr(from ha.Peer, d blobs.Digest, err error) error {
+	if status.Code(err) == codes.NotFound {
+		return fmt.Errorf("fetching blob %.12s from %s at %s: %v: %w", d, from.ID, from.GRPCAddr, status.Convert(err).Message(), blobs.ErrNotFound)
+	}
+	return fmt.Errorf("fetching blob %.12s from %s at %s: %w", d, from.ID, from.GRPCAddr, err)
+}
+
+// HoldBlob asks peer on to hold blob d, fetching it from peer from.
+func (c *BlobClient) HoldBlob(ctx context.Context, on, from ha.Peer, d blobs.Digest, size int64) error {
+	cl, err := c.client(on)
+	if err != nil {
+		return err
+	}
+	if _, err := cl.HoldBlob(ctx, &pb.HoldBlobRequest{Digest: string(d), Size: size, FromNode: from.ID}); err != nil {
+		return fmt.Errorf("asking %s at %s to hold blob %.12s: %w", on.ID, on.GRPCAddr, d, err)
+	}
+	return nil
+}
+
+// Close closes the connections.
+func (c *BlobClient) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	var errs []error
+	for _, cc := range c.conns {
+		errs = append(errs, cc.Close())
+	}
+	c.conns = nil
+	return errors.Join(errs...)
+}

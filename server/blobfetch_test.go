@@ -1,0 +1,89 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/blobs"
+	"github.com/cohortfl/cohort/server/ha"
+)
+
+// fakeHolder records HoldBlob calls and answers err.
+type fakeHolder struct {
+	calls []string
+	err   error
+}
+
+func (h *fakeHolder) HoldBlob(_ context.Context, from string, d blobs.Digest, size int64) error {
+	h.calls = append(h.calls, from+" "+string(d))
+	return h.err
+}
+
+// blobPair serves a BlobServer over bufconn and returns a client of it.
+func blobPair(t *testing.T, holder BlobHolder) (*blobs.Store, *BlobClient) {
+	t.Helper()
+	store, err := blobs.Open(t.TempDir(), blobs.Options{MinFree: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	pb.RegisterBlobServiceServer(gs, NewBlobServer(store, holder, nil))
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	c := NewBlobClient(grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+	t.Cleanup(func() { _ = c.Close() })
+	return store, c
+}
+
+func TestBlobFetchOverGRPC(t *testing.T) {
+	ctx := context.Background()
+	holder := &fakeHolder{}
+	store, c := blobPair(t, holder)
+	peer := ha.Peer{ID: "coord-1", GRPCAddr: "passthrough:///bufnet"}
+	model := bytes.Repeat([]byte("weights!"), 300_000) // 2.4 MB: three chunks
+	w, err := store.Create(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write(model)
+	d, err := w.Commit("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if err := c.FetchBlob(ctx, peer, d, &got); err != nil {
+		t.Fatalf("FetchBlob = %v", err)
+	}
+	if !bytes.Equal(got.Bytes(), model) {
+		t.Errorf("FetchBlob copied %d bytes, want the %d stored", got.Len(), len(model))
+	}
+	missing := blobs.Sum([]byte("not stored"))
+	if err := c.FetchBlob(ctx, peer, missing, &got); !errors.Is(err, blobs.ErrNotFound) {
+		t.Errorf("FetchBlob of a blob the peer lacks = %v, want ErrNotFound", err)
+	}
+	if err := c.FetchBlob(ctx, peer, "nothex", &got); status.Code(errors.Unwrap(err)) != codes.InvalidArgument {
+		t.Errorf("FetchBlob of a malformed digest = %v, want InvalidArgument", err)
+	}
+	if err := c.HoldBlob(ctx, peer, ha.Peer{ID: "coord-2"}, d, int64(len(model))); err != nil {
+		t.Fatalf("HoldBlob = %v", err)
+	}
+	if want := "coord-2 " + string(d); len(holder.calls) != 1 || holder.calls[0] != want {
+		t.Errorf("holder calls = %q, want [%q]", holder.calls, want)
+	}
+	holder.err = blobs.ErrNoSpace
+	if err := c.HoldBlob(ctx, peer, ha.Peer{ID: "coord-2"}, d, 1); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		t.Errorf("HoldBlob on a full disk = %v, want ResourceExhausted", err)
+	}
+}

@@ -1,0 +1,369 @@
+package ha
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cohortfl/cohort/server/blobs"
+)
+
+// BlobTransport moves blobs between the coordinators' blob stores: the
+// transport of models out of the raft log. server.NewBlobClient is the
+// gRPC one; tests use one in memory. Its methods are safe for concurrent
+// use and honour ctx.
+type BlobTransport interface {
+	// FetchBlob writes blob d, as peer from holds it, to w. It returns an
+	// error wrapping [blobs.ErrNotFound] when from does not hold it.
+	FetchBlob(ctx context.Context, from Peer, d blobs.Digest, w io.Writer) error
+	// HoldBlob asks peer on to hold blob d of size bytes, fetching it from
+	// peer from if it lacks it ([Node.HoldBlob] there), and returns once
+	// on holds it.
+	HoldBlob(ctx context.Context, on, from Peer, d blobs.Digest, size int64) error
+}
+
+// ErrBlobQuorum is returned by [Node.PutModel] when fewer than a quorum
+// of voters could hold the model: nothing was committed.
+var ErrBlobQuorum = errors.New("too few voters hold the blob")
+
+const (
+	defaultBlobCollectInterval = time.Minute
+	// fetchAttempts is how many times a node fetching a blob it lacks
+	// tries every peer, fetchBackoff apart (doubling).
+	fetchAttempts = 3
+	fetchBackoff  = 200 * time.Millisecond
+	// fetchTimeout bounds one fetch of one blob from one peer.
+	fetchTimeout = 10 * time.Minute
+)
+
+// putStored writes the model into the blob store, has a quorum hold it
+// and commits its digest.
+func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (string, error) {
+	select {
+	case n.putSem <- struct{}{}:
+		defer func() { <-n.putSem }()
+	case <-ctx.Done():
+		return "", fmt.Errorf("putting model: %w", ctx.Err())
+	}
+	if err := n.stoppedErr(); err != nil {
+		return "", fmt.Errorf("putting model: %w", err)
+	}
+	if err := n.ensureCluster(ctx); err != nil {
+		return "", fmt.Errorf("putting model: %w", err)
+	}
+	w, err := n.cfg.Blobs.Create(ctx)
+	if err != nil {
+		return "", n.storeErr(err)
+	}
+	bw := bufio.NewWriterSize(w, 1<<20) // an encoder's small writes, batched
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		_ = w.Abort()
+		return "", n.storeErr(err)
+	}
+	size := w.Written()
+	d, err := w.Commit("")
+	if err != nil {
+		return "", n.storeErr(err)
+	}
+	what := "putting model " + string(d)[:12]
+	if n.fsm.holdsStored(string(d)) {
+		return string(d), nil
+	}
+	if err := n.replicateBlob(ctx, d, size); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	c := Command{Type: CmdSealBlob, Digest: string(d), Size: size, Stored: true, From: n.cfg.ID}
+	if err := n.propose(ctx, what, c); err != nil {
+		return "", err
+	}
+	return string(d), nil
+}
+
+// storeErr words a failure to write a model into this node's store.
+func (n *Node) storeErr(err error) error {
+	if errors.Is(err, blobs.ErrNoSpace) {
+		return fmt.Errorf("putting model: the disk of the blob store %s is full: free space there, or move the coordinator's state_dir to a larger disk; the round is not committed: %w", n.cfg.Blobs.Dir(), err)
+	}
+	return fmt.Errorf("putting model: writing it to the blob store %s: %w", n.cfg.Blobs.Dir(), err)
+}
+
+// replicateBlob asks every other voter to hold blob d and returns once a
+// quorum, this node included, does. The others go on fetching in the
+// background, until they hold it or the node closes.
+func (n *Node) replicateBlob(ctx context.Context, d blobs.Digest, size int64) error {
+	var others []Peer
+	for _, p := range n.cfg.Peers {
+		if p.ID != n.cfg.ID {
+			others = append(others, p)
+		}
+	}
+	need := len(n.cfg.Peers)/2 + 1 - 1 // followers needed besides this node
+	if need <= 0 {
+		return nil
+	}
+	select {
+	case <-n.closing:
+		return fmt.Errorf("asking the followers to hold the model: %w", ErrClosed)
+	default:
+	}
+	self := n.peers[raft.ServerID(n.cfg.ID)]
+	type result struct {
+		peer string
+		err  error
+	}
+	// The fetches outlive this call (they finish in the background, so
+	// that every node holds the blob before its seal entry arrives) but
+	// not the node.
+	bctx, cancel := n.lifetime()
+	results := make(chan result, len(others))
+	var wg sync.WaitGroup
+	for _, p := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fctx, fcancel := context.WithTimeout(bctx, fetchTimeout)
+			defer fcancel()
+			err := n.cfg.BlobTransport.HoldBlob(fctx, p, self, d, size)
+			results <- result{p.ID, err}
+		}()
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		wg.Wait()
+		cancel()
+	}()
+	var (
+		held   int
+		failed []string
+	)
+	for range others {
+		select {
+		case r := <-results:
+			if r.err == nil {
+				held++
+				if held >= need {
+					return nil
+				}
+				continue
+			}
+			n.cfg.Logger.Warn("a follower could not fetch a blob", "follower", r.peer, "digest", string(d), "error", r.err)
+			failed = append(failed, fmt.Sprintf("%s: %v", r.peer, r.err))
+			if len(others)-len(failed) < need {
+				sort.Strings(failed)
+				return fmt.Errorf("%d of %d voters hold the model, %d needed; followers that could not fetch it from %s: %s (check that they run and reach this coordinator's gRPC address, and have disk space): %w",
+					held+1, len(n.cfg.Peers), need+1, n.cfg.ID, strings.Join(failed, "; "), ErrBlobQuorum)
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a quorum to hold the model: %w", ctx.Err())
+		}
+	}
+	return fmt.Errorf("%d of %d voters hold the model: %w", held+1, len(n.cfg.Peers), ErrBlobQuorum)
+}
+
+// lifetime returns a context that ends when the node starts closing.
+func (n *Node) lifetime() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.closing:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
+}
+
+// HoldBlob makes this node hold blob d of size bytes, fetching it from
+// peer from (a voter's id) if its store lacks it: the server side of
+// [BlobTransport.HoldBlob]. Bytes that do not hash to d are refused
+// ([blobs.ErrDigestMismatch]) and leave the store as it was.
+func (n *Node) HoldBlob(ctx context.Context, from string, d blobs.Digest, size int64) error {
+	if n.cfg.Blobs == nil {
+		return fmt.Errorf("holding blob %.12s: coordinator %s has no blob store: give it one (cmd/cohort does, under its state dir): %w", d, n.cfg.ID, ErrInvalid)
+	}
+	if _, err := blobs.ParseDigest(string(d)); err != nil {
+		return fmt.Errorf("holding blob: %w", err)
+	}
+	if n.cfg.Blobs.Has(d) {
+		return nil
+	}
+	p, ok := n.peers[raft.ServerID(from)]
+	if !ok || from == n.cfg.ID {
+		return fmt.Errorf("holding blob %.12s: %q is not one of this node's peers %s: %w", d, from, peerList(n.cfg.Peers), ErrInvalid)
+	}
+	return n.fetchFrom(ctx, p, d)
+}
+
+// fetchCall is a fetch of one blob in flight.
+type fetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+// fetchFrom copies blob d from peer p into the store. A fetch of d
+// already in flight (a follower asked to hold it, then applying its seal
+// before the first fetch ended) is waited for rather than started again.
+func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest) error {
+	n.fetchMu.Lock()
+	if c, ok := n.fetching[d]; ok {
+		n.fetchMu.Unlock()
+		select {
+		case <-c.done:
+			if c.err == nil || n.cfg.Blobs.Has(d) {
+				return nil
+			}
+			return c.err
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the fetch of blob %.12s in flight: %w", d, ctx.Err())
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	if n.fetching == nil {
+		n.fetching = map[blobs.Digest]*fetchCall{}
+	}
+	n.fetching[d] = c
+	n.fetchMu.Unlock()
+	c.err = n.fetchOnce(ctx, p, d)
+	n.fetchMu.Lock()
+	delete(n.fetching, d)
+	n.fetchMu.Unlock()
+	close(c.done)
+	return c.err
+}
+
+// fetchOnce copies blob d from peer p into the store.
+func (n *Node) fetchOnce(ctx context.Context, p Peer, d blobs.Digest) error {
+	if n.cfg.BlobTransport == nil {
+		return fmt.Errorf("fetching blob %.12s from %s: no blob transport configured", d, p.ID)
+	}
+	w, err := n.cfg.Blobs.Create(ctx)
+	if err != nil {
+		return fmt.Errorf("fetching blob %.12s from %s: %w", d, p.ID, err)
+	}
+	if err := n.cfg.BlobTransport.FetchBlob(ctx, p, d, w); err != nil {
+		_ = w.Abort()
+		return fmt.Errorf("fetching blob %.12s from %s: %w", d, p.ID, err)
+	}
+	if _, err := w.Commit(d); err != nil {
+		return fmt.Errorf("fetching blob %.12s from %s: %w", d, p.ID, err)
+	}
+	return nil
+}
+
+// fetchBlob fetches blob d, which the store lacks, from peer from first
+// (if set), then from the other peers, fetchAttempts times over with a
+// backoff; it gives up early when the node closes. The FSM calls it.
+func (n *Node) fetchBlob(d blobs.Digest, size int64, from string) error {
+	ctx, cancel := n.lifetime()
+	defer cancel()
+	var order []Peer
+	if p, ok := n.peers[raft.ServerID(from)]; ok && from != n.cfg.ID {
+		order = append(order, p)
+	}
+	for _, p := range sortedPeers(n.cfg.Peers) {
+		if p.ID != n.cfg.ID && p.ID != from {
+			order = append(order, p)
+		}
+	}
+	if len(order) == 0 {
+		return fmt.Errorf("fetching blob %.12s: no other voter to fetch it from", d)
+	}
+	var errs []error
+	backoff := fetchBackoff
+	for attempt := range fetchAttempts {
+		if attempt > 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("fetching blob %.12s: node closed: %w", d, errors.Join(errs...))
+			}
+			backoff *= 2
+		}
+		notFound := 0
+		for _, p := range order {
+			fctx, fcancel := context.WithTimeout(ctx, fetchTimeout)
+			err := n.fetchFrom(fctx, p, d)
+			fcancel()
+			if err == nil || n.cfg.Blobs.Has(d) {
+				return nil
+			}
+			if errors.Is(err, blobs.ErrNoSpace) {
+				return err
+			}
+			if errors.Is(err, blobs.ErrNotFound) {
+				notFound++
+			}
+			errs = append(errs, err)
+		}
+		if notFound == len(order) {
+			// Every peer answered and none holds it (a log replayed at
+			// start-up sealing a model long since collected): no retry.
+			return fmt.Errorf("fetching blob %.12s: no peer holds it: %w", d, errors.Join(errs...))
+		}
+	}
+	return fmt.Errorf("fetching blob %.12s (%d bytes) from %d peers, %d attempts: %w", d, size, len(order), fetchAttempts, errors.Join(errs...))
+}
+
+// CollectBlobs removes from the blob store the blobs the replicated state
+// no longer references (the FSM's gc dropped them: no job's last
+// committed rounds use them, or they were never committed within the
+// grace), once they are older than the store's grace. It returns how many
+// it removed and the bytes freed. A node without a store does nothing.
+func (n *Node) CollectBlobs(ctx context.Context) (int, int64, error) {
+	if n.cfg.Blobs == nil {
+		return 0, 0, nil
+	}
+	removed, freed, err := n.cfg.Blobs.Collect(ctx, n.fsm.keepBlob)
+	if err != nil {
+		return removed, freed, fmt.Errorf("collecting orphaned blobs in %s: %w", n.cfg.Blobs.Dir(), err)
+	}
+	return removed, freed, nil
+}
+
+// collectLoop runs CollectBlobs every BlobCollectInterval until the node
+// closes.
+func (n *Node) collectLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.BlobCollectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := n.lifetime()
+		removed, freed, err := n.CollectBlobs(ctx)
+		cancel()
+		switch {
+		case err != nil:
+			n.cfg.Logger.Warn("collecting orphaned blobs failed", "error", err)
+		case removed > 0:
+			n.cfg.Logger.Info("collected orphaned blobs", "removed", removed, "freed_bytes", freed)
+		}
+	}
+}
+
+// holdsStored reports whether the state records blob d as sealed in the
+// stores.
+func (f *FSM) holdsStored(d string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b := f.st.Blobs[d]
+	return b != nil && b.Sealed && b.Stored
+}
