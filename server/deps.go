@@ -79,6 +79,16 @@ type Tracker interface {
 	tracking.RunReader
 }
 
+// BatchLogger is implemented by a [Tracker] that logs several runs'
+// batches in one call (*tracking.SQLiteStore: one transaction). The
+// recorder flushes a round's per-site writes through it; with a tracker
+// that lacks it, it calls LogBatch once a run.
+type BatchLogger interface {
+	// LogBatches logs each batch to its run, all or nothing where the
+	// tracker can; an error names the batch that failed.
+	LogBatches(ctx context.Context, batches []tracking.RunBatch) error
+}
+
 // ModelProvider prepares a job's model.
 type ModelProvider interface {
 	// Prepare returns the initial global model of a job, the spec the sites

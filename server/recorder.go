@@ -84,7 +84,15 @@ type recorder struct {
 	expID, jobRunID string
 	arms            map[string]*armRecord
 	failures        int
+	// pending are the batches logBatch deferred: a round's per-site
+	// writes, flushed together (see flush); deferring is set while a
+	// deferrable event is handled.
+	pending   []tracking.RunBatch
+	deferring bool
 }
+
+// maxPending bounds the batches the recorder defers before it flushes.
+const maxPending = 4096
 
 // armRecord is what the recorder knows of an arm.
 type armRecord struct {
@@ -223,6 +231,45 @@ func (r *recorder) run() {
 			}
 			r.handle(ev)
 		}
+		r.flush()
+	}
+}
+
+// deferrable reports whether ev's writes may wait in r.pending: the
+// round's metric and tag writes, which read nothing back. Any other event
+// flushes what waits before it is handled, so reads and run ends see every
+// write before them.
+func deferrable(ev Event) bool {
+	switch ev := ev.(type) {
+	case RoundStarted, UpdateAccepted, UpdateScreened, UpdateRefused, RoundClosed, RoundFailed:
+		return true
+	case Evaluated:
+		return !ev.Backfill
+	}
+	return false
+}
+
+// flush writes the deferred batches: in one call where the tracker is a
+// [BatchLogger], else one LogBatch a run. When the one call fails (a run
+// deleted under the recorder, say), each batch is tried on its own, so
+// one bad run loses only its own writes.
+func (r *recorder) flush() {
+	batches := r.pending
+	r.pending = r.pending[:0]
+	if len(batches) == 0 {
+		return
+	}
+	if bl, ok := r.tr.(BatchLogger); ok && len(batches) > 1 {
+		if bl.LogBatches(r.ctx, batches) == nil {
+			return
+		}
+		if r.ctx.Err() != nil {
+			r.failed("tracking_log_failed", r.ctx.Err(), "batches", len(batches))
+			return
+		}
+	}
+	for _, b := range batches {
+		r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, b.RunID, b.Metrics, b.Params, b.Tags), "run", b.RunID)
 	}
 }
 
@@ -240,6 +287,9 @@ func (r *recorder) failed(what string, err error, attrs ...any) {
 func (r *recorder) handle(ev Event) {
 	if r.tr == nil {
 		return
+	}
+	if r.deferring = deferrable(ev); !r.deferring {
+		r.flush()
 	}
 	switch ev := ev.(type) {
 	case JobStarted:
@@ -276,12 +326,21 @@ func (r *recorder) handle(ev Event) {
 	}
 }
 
-// logBatch logs into a run, when the run exists.
+// logBatch logs into a run, when the run exists. Within a deferrable
+// event it defers the write (to flush, after the events queued with this
+// one), flushing when enough wait; else it writes at once.
 func (r *recorder) logBatch(runID string, ms []tracking.Metric, ps []tracking.Param, tags []tracking.Tag) {
 	if runID == "" || (len(ms) == 0 && len(ps) == 0 && len(tags) == 0) {
 		return
 	}
-	r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, runID, ms, ps, tags), "run", runID)
+	if !r.deferring {
+		r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, runID, ms, ps, tags), "run", runID)
+		return
+	}
+	r.pending = append(r.pending, tracking.RunBatch{RunID: runID, Metrics: ms, Params: ps, Tags: tags})
+	if len(r.pending) >= maxPending {
+		r.flush()
+	}
 }
 
 func (r *recorder) jobStarted(ev JobStarted) {
