@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cohortfl/cohort/tracking"
+)
+
+var _ BatchLogger = (*tracking.SQLiteStore)(nil)
+
+// gatedTracker is a SQLite store whose EnsureExperiment waits for gate
+// (entered is closed once it does), so that a test queues a job's events
+// while the recorder is held on its first call.
+type gatedTracker struct {
+	*tracking.SQLiteStore
+	gate, entered chan struct{}
+	once          sync.Once
+}
+
+func (g *gatedTracker) EnsureExperiment(ctx context.Context, name string) (string, error) {
+	g.once.Do(func() { close(g.entered) })
+	<-g.gate
+	return g.SQLiteStore.EnsureExperiment(ctx, name)
+}
+
+// plainTracker hides the store's LogBatches: a tracker without it.
+type plainTracker struct{ Tracker }
+
+// batchCounter counts the store's LogBatches calls (the batches of each);
+// with fail set, each call fails instead.
+type batchCounter struct {
+	Tracker
+	store *tracking.SQLiteStore
+	fail  bool
+	mu    sync.Mutex
+	calls []int
+}
+
+func (b *batchCounter) LogBatches(ctx context.Context, batches []tracking.RunBatch) error {
+	b.mu.Lock()
+	b.calls = append(b.calls, len(batches))
+	b.mu.Unlock()
+	if b.fail {
+		return errors.New("logging batches: the tracking server refused one")
+	}
+	return b.store.LogBatches(ctx, batches)
+}
+
+// TestRecorderFlushesARoundAtOnce queues a round of sites while the
+// recorder is held, then lets it go: the round's site writes reach a
+// BatchLogger in one LogBatches call, and every tracker (one without
+// LogBatches, one whose LogBatches fails) ends up with the same records.
+func TestRecorderFlushesARoundAtOnce(t *testing.T) {
+	const sites = 5
+	for _, tc := range []struct {
+		name      string
+		wrap      func(*gatedTracker) (Tracker, *batchCounter)
+		wantCalls []int
+	}{
+		{"batching", func(g *gatedTracker) (Tracker, *batchCounter) {
+			b := &batchCounter{Tracker: g, store: g.SQLiteStore}
+			return b, b
+		}, []int{2*sites + 1}}, // each site's update and credit, and the arm's round
+		{"without LogBatches", func(g *gatedTracker) (Tracker, *batchCounter) { return plainTracker{g}, nil }, nil},
+		{"LogBatches failing", func(g *gatedTracker) (Tracker, *batchCounter) {
+			b := &batchCounter{Tracker: g, store: g.SQLiteStore, fail: true}
+			return b, b
+		}, []int{2*sites + 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := openStore(t)
+			g := &gatedTracker{SQLiteStore: store, gate: make(chan struct{}), entered: make(chan struct{})}
+			tr, counter := tc.wrap(g)
+			r, _ := newTestRecorder(t, tr, Config{})
+			r.publish(JobStarted{Experiment: "e"})
+			<-g.entered
+			r.publish(ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 1})
+			r.publish(RoundStarted{Arm: "fedavg", Round: 1, Rounds: 1, Attempt: 1})
+			fractions := make(map[string]float64)
+			for i := range sites {
+				site := fmt.Sprintf("site-%d", i)
+				fractions[site] = 1.0 / sites
+				r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: site, NumSamples: 10, Metrics: map[string]float64{"train_loss": float64(i)}})
+			}
+			r.publish(RoundClosed{Arm: "fedavg", Round: 1, Rounds: 1, Metrics: map[string]float64{tracking.MetricRoundSeconds: 1},
+				EnergyMethod: "estimated", WeightFractions: fractions})
+			r.publish(JobFinished{Interrupted: true})
+			close(g.gate)
+			r.finish(10 * time.Second)
+			if n := r.droppedCount(); n != 0 {
+				t.Fatalf("dropped %d events", n)
+			}
+			if r.failures != 0 {
+				t.Errorf("recorder failures = %d, want 0", r.failures)
+			}
+			if counter != nil {
+				if diff := cmp.Diff(tc.wantCalls, counter.calls); diff != "" {
+					t.Errorf("LogBatches calls, by batches (-want +got):\n%s", diff)
+				}
+			}
+			arm := r.arms["fedavg"]
+			if len(arm.siteRuns) != sites {
+				t.Fatalf("site runs = %v, want %d", arm.siteRuns, sites)
+			}
+			for i := range sites {
+				site := fmt.Sprintf("site-%d", i)
+				run := arm.siteRuns[site]
+				for _, m := range []struct {
+					key  string
+					want string
+				}{
+					{tracking.MetricAccepted, "[1]"},
+					{MetricWeightFraction, "[0.2]"},
+					{"train_loss", fmt.Sprintf("[%d]", i)},
+				} {
+					if got := fmt.Sprint(metricValues(t, store, run, m.key, 1)); got != m.want {
+						t.Errorf("%s %s at round 1 = %s, want %s", site, m.key, got, m.want)
+					}
+				}
+			}
+			if got := fmt.Sprint(metricValues(t, store, arm.runID, tracking.MetricRoundSeconds, 1)); got != "[1]" {
+				t.Errorf("arm %s at round 1 = %s, want [1]", tracking.MetricRoundSeconds, got)
+			}
+		})
+	}
+}
