@@ -31,7 +31,7 @@ import (
 var (
 	benchSites     = flag.Int("sites", 1000, "BenchmarkThousandSites: how many site agents to connect")
 	benchAgentProc = flag.Bool("agents-process", false, "BenchmarkThousandSites: run the site agents in a second process (the coordinator's heap is then measured alone)")
-	benchIdleHeap  = flag.String("idle-heap-profile", "", "BenchmarkThousandSites: write a heap profile to this file once every site is connected and idle")
+	benchIdleHeap  = flag.String("idle-heap-profile", "", "BenchmarkThousandSites: write a heap profile to this file, and the goroutines to FILE.goroutines, once every site is connected and idle")
 )
 
 // The helper process of BenchmarkThousandSites -agents-process: the test
@@ -191,7 +191,8 @@ func BenchmarkThousandSites(b *testing.B) {
 	stackKiB := float64(idle.StackInuse-before.StackInuse) / float64(sites) / 1024
 	goroutines := float64(runtime.NumGoroutine()) / float64(sites)
 	if *benchIdleHeap != "" {
-		writeHeapProfile(b, *benchIdleHeap)
+		writeProfile(b, "heap", *benchIdleHeap, 0)
+		writeProfile(b, "goroutine", *benchIdleHeap+".goroutines", 1)
 	}
 
 	b.ResetTimer()
@@ -271,13 +272,14 @@ func BenchmarkThousandSites(b *testing.B) {
 	b.ReportMetric(mean(overhead), "s-overhead/round")
 }
 
-// writeHeapProfile writes the heap profile as of the last collection.
-func writeHeapProfile(b *testing.B, path string) {
+// writeProfile writes a runtime profile (the heap's as of the last
+// collection) to path.
+func writeProfile(b *testing.B, name, path string, debug int) {
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+	if err := pprof.Lookup(name).WriteTo(f, debug); err != nil {
 		b.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
