@@ -163,3 +163,56 @@ func FuzzLogBatchesChecksAsLogBatch(f *testing.F) {
 		}
 	})
 }
+
+// TestCreateRuns creates runs in one call: each reads back as returned,
+// under its parent; a request that fails (named by index) creates none.
+func TestCreateRuns(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openStore(t)
+	parent := mustCreateRun(t, s, CreateRun{Name: "arm"}).Info.RunID
+	site := func(name string) CreateRun {
+		return CreateRun{Name: name, ParentRunID: parent, StartTime: ms(1), Tags: map[string]string{"cohort.site": name}}
+	}
+	runs, err := s.CreateRuns(ctx, []CreateRun{site("a"), site("b")})
+	if err != nil {
+		t.Fatalf("CreateRuns = %v", err)
+	}
+	if len(runs) != 2 || runs[0].Info.RunName != "a" || runs[1].Info.RunName != "b" {
+		t.Fatalf("CreateRuns = %+v, want runs a and b in order", runs)
+	}
+	for _, want := range runs {
+		got, err := s.GetRun(ctx, want.Info.RunID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want.Info, got.Info); diff != "" {
+			t.Errorf("GetRun(%s).Info against CreateRuns' (-want +got):\n%s", want.Info.RunName, diff)
+		}
+		if diff := cmp.Diff(want.Data.Tags, got.Data.Tags); diff != "" {
+			t.Errorf("GetRun(%s) tags against CreateRuns' (-want +got):\n%s", want.Info.RunName, diff)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		bad  CreateRun
+		want error
+	}{
+		{"no such parent", CreateRun{ParentRunID: strings.Repeat("0", 32)}, ErrNotFound},
+		{"no such experiment", CreateRun{ExperimentID: "99"}, ErrNotFound},
+		{"bad tag", CreateRun{Tags: map[string]string{"": "v"}}, ErrInvalid},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := s.CreateRuns(ctx, []CreateRun{site("c"), c.bad})
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), "run 1") {
+				t.Errorf("CreateRuns(ok, %s) = %v, want %v naming run 1", c.name, err, c.want)
+			}
+			children, err := s.ChildRuns(ctx, parent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(children) != 2 {
+				t.Errorf("after the failed CreateRuns, %d runs under the parent, want 2", len(children))
+			}
+		})
+	}
+}
