@@ -89,6 +89,9 @@ type recorder struct {
 	// deferrable event is handled.
 	pending   []tracking.RunBatch
 	deferring bool
+	// ahead are the events queued after the one being handled: siteRun
+	// creates the runs of the sites they name with the one it needs.
+	ahead []Event
 }
 
 // maxPending bounds the batches the recorder defers before it flushes.
@@ -229,8 +232,10 @@ func (r *recorder) run() {
 				r.mu.Unlock()
 				break
 			}
+			r.ahead = evs[i+1:]
 			r.handle(ev)
 		}
+		r.ahead = nil
 		r.flush()
 	}
 }
@@ -489,7 +494,9 @@ func (r *recorder) adoptSiteRuns(a *armRecord) {
 }
 
 // siteRun returns the tracking run of a site under an arm, creating it the
-// first time the site takes part; "" when it cannot be created.
+// first time the site takes part; "" when it cannot be created. With a
+// [RunsCreator] it creates, in the same call, the runs of the other sites
+// the queued events (r.ahead) have take part in the arm.
 func (r *recorder) siteRun(a *armRecord, site string) string {
 	if id, ok := a.siteRuns[site]; ok {
 		return id
@@ -497,20 +504,81 @@ func (r *recorder) siteRun(a *armRecord, site string) string {
 	if a.runID == "" {
 		return ""
 	}
-	j := r.j
-	run, err := r.tr.CreateRun(r.ctx, tracking.CreateRun{
-		ExperimentID: r.expID, Name: a.name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID, UserID: j.user,
-		Tags: r.c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: a.name, tracking.TagSite: site, tracking.TagKind: "site"}),
-	})
+	sites := []string{site}
+	if _, ok := r.tr.(RunsCreator); ok {
+		sites = r.sitesAhead(a, site)
+	}
+	created, err := r.createSiteRuns(a, sites)
+	if err != nil && len(sites) > 1 {
+		// One of the others may be the bad one: this site's run alone.
+		created, err = r.createSiteRuns(a, []string{site})
+	}
 	if err != nil {
 		r.failed("tracking_create_failed", err, "site", site)
 		return ""
 	}
-	a.siteRuns[site] = run.Info.RunID
-	if err := r.c.saveRunIDs(r.ctx, j, ha.RunIDs{Sites: map[string]map[string]string{a.name: {site: run.Info.RunID}}}); err != nil {
-		r.log.Warn("run_ids_replication_failed", "site", site, "err", err)
+	maps.Copy(a.siteRuns, created)
+	if err := r.c.saveRunIDs(r.ctx, r.j, ha.RunIDs{Sites: map[string]map[string]string{a.name: created}}); err != nil {
+		r.log.Warn("run_ids_replication_failed", "sites", len(created), "err", err)
 	}
-	return run.Info.RunID
+	return created[site]
+}
+
+// sitesAhead is site and the other sites without a run that the queued
+// events have take part in arm a, each once.
+func (r *recorder) sitesAhead(a *armRecord, site string) []string {
+	sites := []string{site}
+	seen := map[string]bool{site: true}
+	for _, ev := range r.ahead {
+		var arm, s string
+		switch ev := ev.(type) {
+		case UpdateAccepted:
+			arm, s = ev.Arm, ev.Site
+		case UpdateRefused:
+			arm, s = ev.Arm, ev.Site
+		default:
+			continue
+		}
+		if _, ok := a.siteRuns[s]; arm != a.name || ok || seen[s] {
+			continue
+		}
+		seen[s] = true
+		sites = append(sites, s)
+	}
+	return sites
+}
+
+// createSiteRuns creates the runs of sites under arm a: in one call where
+// the tracker is a [RunsCreator] and there are several.
+func (r *recorder) createSiteRuns(a *armRecord, sites []string) (map[string]string, error) {
+	j := r.j
+	now := time.Now()
+	reqs := make([]tracking.CreateRun, len(sites))
+	for i, site := range sites {
+		reqs[i] = tracking.CreateRun{
+			ExperimentID: r.expID, Name: a.name + "/" + site, StartTime: now, ParentRunID: a.runID, UserID: j.user,
+			Tags: r.c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: a.name, tracking.TagSite: site, tracking.TagKind: "site"}),
+		}
+	}
+	ids := make(map[string]string, len(sites))
+	if rc, ok := r.tr.(RunsCreator); ok && len(sites) > 1 {
+		runs, err := rc.CreateRuns(r.ctx, reqs)
+		if err != nil {
+			return nil, err
+		}
+		for i, run := range runs {
+			ids[sites[i]] = run.Info.RunID
+		}
+		return ids, nil
+	}
+	for i, req := range reqs {
+		run, err := r.tr.CreateRun(r.ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		ids[sites[i]] = run.Info.RunID
+	}
+	return ids, nil
 }
 
 func (r *recorder) evaluated(ev Evaluated) {

@@ -13,7 +13,10 @@ import (
 	"github.com/cohortfl/cohort/tracking"
 )
 
-var _ BatchLogger = (*tracking.SQLiteStore)(nil)
+var (
+	_ BatchLogger = (*tracking.SQLiteStore)(nil)
+	_ RunsCreator = (*tracking.SQLiteStore)(nil)
+)
 
 // gatedTracker is a SQLite store whose EnsureExperiment waits for gate
 // (entered is closed once it does), so that a test queues a job's events
@@ -33,14 +36,23 @@ func (g *gatedTracker) EnsureExperiment(ctx context.Context, name string) (strin
 // plainTracker hides the store's LogBatches: a tracker without it.
 type plainTracker struct{ Tracker }
 
-// batchCounter counts the store's LogBatches calls (the batches of each);
-// with fail set, each call fails instead.
+// batchCounter counts the store's LogBatches calls (the batches of each)
+// and CreateRuns calls (the runs of each); with fail set, each LogBatches
+// call fails instead.
 type batchCounter struct {
 	Tracker
-	store *tracking.SQLiteStore
-	fail  bool
-	mu    sync.Mutex
-	calls []int
+	store   *tracking.SQLiteStore
+	fail    bool
+	mu      sync.Mutex
+	calls   []int
+	creates []int
+}
+
+func (b *batchCounter) CreateRuns(ctx context.Context, reqs []tracking.CreateRun) ([]tracking.Run, error) {
+	b.mu.Lock()
+	b.creates = append(b.creates, len(reqs))
+	b.mu.Unlock()
+	return b.store.CreateRuns(ctx, reqs)
 }
 
 func (b *batchCounter) LogBatches(ctx context.Context, batches []tracking.RunBatch) error {
@@ -54,8 +66,9 @@ func (b *batchCounter) LogBatches(ctx context.Context, batches []tracking.RunBat
 }
 
 // TestRecorderFlushesARoundAtOnce queues a round of sites while the
-// recorder is held, then lets it go: the round's site writes reach a
-// BatchLogger in one LogBatches call, and every tracker (one without
+// recorder is held, then lets it go: the site runs are created in one
+// CreateRuns call, the round's site writes reach a BatchLogger in one
+// LogBatches call, and every tracker (one without
 // LogBatches, one whose LogBatches fails) ends up with the same records.
 func TestRecorderFlushesARoundAtOnce(t *testing.T) {
 	const sites = 5
@@ -103,6 +116,9 @@ func TestRecorderFlushesARoundAtOnce(t *testing.T) {
 			if counter != nil {
 				if diff := cmp.Diff(tc.wantCalls, counter.calls); diff != "" {
 					t.Errorf("LogBatches calls, by batches (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff([]int{sites}, counter.creates); diff != "" {
+					t.Errorf("CreateRuns calls, by runs (-want +got):\n%s", diff)
 				}
 			}
 			arm := r.arms["fedavg"]
