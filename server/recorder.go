@@ -241,7 +241,7 @@ func (r *recorder) run() {
 }
 
 // deferrable reports whether ev's writes may wait in r.pending: the
-// round's metric and tag writes, which read nothing back. Any other event
+// round's metric, tag and input writes, which read nothing back. Any other event
 // flushes what waits before it is handled, so reads and run ends see every
 // write before them.
 func deferrable(ev Event) bool {
@@ -274,7 +274,12 @@ func (r *recorder) flush() {
 		}
 	}
 	for _, b := range batches {
-		r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, b.RunID, b.Metrics, b.Params, b.Tags), "run", b.RunID)
+		if len(b.Metrics)+len(b.Params)+len(b.Tags) > 0 {
+			r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, b.RunID, b.Metrics, b.Params, b.Tags), "run", b.RunID)
+		}
+		if il, ok := r.tr.(tracking.InputLogger); ok && len(b.Inputs) > 0 {
+			r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, b.RunID, b.Inputs), "run", b.RunID)
+		}
 	}
 }
 

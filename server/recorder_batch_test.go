@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/tracking"
 )
 
@@ -33,8 +34,13 @@ func (g *gatedTracker) EnsureExperiment(ctx context.Context, name string) (strin
 	return g.SQLiteStore.EnsureExperiment(ctx, name)
 }
 
-// plainTracker hides the store's LogBatches: a tracker without it.
+// plainTracker hides the store's LogBatches and CreateRuns: a tracker
+// without them.
 type plainTracker struct{ Tracker }
+
+func (p plainTracker) LogInputs(ctx context.Context, runID string, inputs []tracking.DatasetInput) error {
+	return p.Tracker.(tracking.InputLogger).LogInputs(ctx, runID, inputs)
+}
 
 // batchCounter counts the store's LogBatches calls (the batches of each)
 // and CreateRuns calls (the runs of each); with fail set, each LogBatches
@@ -46,6 +52,10 @@ type batchCounter struct {
 	mu      sync.Mutex
 	calls   []int
 	creates []int
+}
+
+func (b *batchCounter) LogInputs(ctx context.Context, runID string, inputs []tracking.DatasetInput) error {
+	return b.store.LogInputs(ctx, runID, inputs)
 }
 
 func (b *batchCounter) CreateRuns(ctx context.Context, reqs []tracking.CreateRun) ([]tracking.Run, error) {
@@ -80,12 +90,12 @@ func TestRecorderFlushesARoundAtOnce(t *testing.T) {
 		{"batching", func(g *gatedTracker) (Tracker, *batchCounter) {
 			b := &batchCounter{Tracker: g, store: g.SQLiteStore}
 			return b, b
-		}, []int{2*sites + 1}}, // each site's update and credit, and the arm's round
+		}, []int{4*sites + 1}}, // each site's update, credit and input (on its run and the arm's), and the arm's round
 		{"without LogBatches", func(g *gatedTracker) (Tracker, *batchCounter) { return plainTracker{g}, nil }, nil},
 		{"LogBatches failing", func(g *gatedTracker) (Tracker, *batchCounter) {
 			b := &batchCounter{Tracker: g, store: g.SQLiteStore, fail: true}
 			return b, b
-		}, []int{2*sites + 1}},
+		}, []int{4*sites + 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store := openStore(t)
@@ -100,7 +110,8 @@ func TestRecorderFlushesARoundAtOnce(t *testing.T) {
 			for i := range sites {
 				site := fmt.Sprintf("site-%d", i)
 				fractions[site] = 1.0 / sites
-				r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: site, NumSamples: 10, Metrics: map[string]float64{"train_loss": float64(i)}})
+				r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: site, NumSamples: 10, Metrics: map[string]float64{"train_loss": float64(i)},
+					Dataset: &pb.DatasetInfo{Name: "synthetic", Sha256: fmt.Sprintf("%064d", i), NumSamples: 10}})
 			}
 			r.publish(RoundClosed{Arm: "fedavg", Round: 1, Rounds: 1, Metrics: map[string]float64{tracking.MetricRoundSeconds: 1},
 				EnergyMethod: "estimated", WeightFractions: fractions})
@@ -140,6 +151,14 @@ func TestRecorderFlushesARoundAtOnce(t *testing.T) {
 						t.Errorf("%s %s at round 1 = %s, want %s", site, m.key, got, m.want)
 					}
 				}
+			}
+			for _, run := range arm.siteRuns {
+				if got, err := store.GetRun(context.Background(), run); err != nil || len(got.Inputs) != 1 {
+					t.Errorf("site run %s: %d inputs, %v; want 1", run, len(got.Inputs), err)
+				}
+			}
+			if got, err := store.GetRun(context.Background(), arm.runID); err != nil || len(got.Inputs) != sites {
+				t.Errorf("arm run: %d inputs, %v; want %d", len(got.Inputs), err, sites)
 			}
 			if got := fmt.Sprint(metricValues(t, store, arm.runID, tracking.MetricRoundSeconds, 1)); got != "[1]" {
 				t.Errorf("arm %s at round 1 = %s, want [1]", tracking.MetricRoundSeconds, got)

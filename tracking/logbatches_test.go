@@ -66,9 +66,14 @@ func TestLogBatchesMatchesLogBatch(t *testing.T) {
 	for i, run := range []int{0, 1, 0, 2, 1} {
 		b := batch(i, run)
 		b.RunID = idsOne[run]
+		b.Inputs = []DatasetInput{{Tags: []InputTag{{Key: TagDatasetContext, Value: "training"}},
+			Dataset: Dataset{Name: fmt.Sprint("d", i%2), Digest: "abc", SourceType: "local", Source: "{}", Profile: fmt.Sprint(i)}}}
 		batches = append(batches, b)
 		if err := each.LogBatch(ctx, idsEach[run], b.Metrics, b.Params, b.Tags); err != nil {
 			t.Fatalf("LogBatch(batch %d) = %v", i, err)
+		}
+		if err := each.LogInputs(ctx, idsEach[run], b.Inputs); err != nil {
+			t.Fatalf("LogInputs(batch %d) = %v", i, err)
 		}
 	}
 	if err := one.LogBatches(ctx, batches); err != nil {
@@ -82,6 +87,17 @@ func TestLogBatchesMatchesLogBatch(t *testing.T) {
 		}
 		if diff := cmp.Diff(wantH, gotH, equateNaN); diff != "" {
 			t.Errorf("run %d's histories after LogBatches, against LogBatch (-want +got):\n%s", i, diff)
+		}
+		gotRun, err := one.GetRun(ctx, idsOne[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRun, err := each.GetRun(ctx, idsEach[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(wantRun.Inputs, gotRun.Inputs); diff != "" {
+			t.Errorf("run %d's inputs after LogBatches, against LogInputs (-want +got):\n%s", i, diff)
 		}
 	}
 	if err := one.LogBatches(ctx, nil); err != nil {
@@ -104,13 +120,15 @@ func TestLogBatchesAllOrNothing(t *testing.T) {
 	if err := s.DeleteRun(ctx, deleted); err != nil {
 		t.Fatal(err)
 	}
-	ok := RunBatch{RunID: good, Metrics: []Metric{{Key: "acc", Value: 1}}, Params: []Param{{Key: "p", Value: "v"}}, Tags: []Tag{{Key: "t", Value: "v"}}}
+	ok := RunBatch{RunID: good, Metrics: []Metric{{Key: "acc", Value: 1}}, Params: []Param{{Key: "p", Value: "v"}}, Tags: []Tag{{Key: "t", Value: "v"}},
+		Inputs: []DatasetInput{{Dataset: Dataset{Name: "d", Digest: "x", SourceType: "local", Source: "{}"}}}}
 	for _, c := range []struct {
 		name string
 		bad  RunBatch
 		want error
 	}{
 		{"bad key", RunBatch{RunID: bad, Metrics: []Metric{{Key: "a//b"}}}, ErrInvalid},
+		{"input without source", RunBatch{RunID: bad, Inputs: []DatasetInput{{Dataset: Dataset{Name: "d", Digest: "x", SourceType: "local"}}}}, ErrInvalid},
 		{"too many metrics", RunBatch{RunID: bad, Metrics: make([]Metric, MaxMetricsPerBatch+1)}, ErrInvalid},
 		{"param conflict", RunBatch{RunID: bad, Params: []Param{{Key: "lr", Value: "0.2"}}}, ErrParamConflict},
 		{"no such run", RunBatch{RunID: strings.Repeat("0", 32), Tags: []Tag{{Key: "t", Value: "v"}}}, ErrNotFound},
@@ -125,8 +143,12 @@ func TestLogBatchesAllOrNothing(t *testing.T) {
 				t.Errorf("LogBatches(ok, %s, ok) = %q, want it to name %q", c.name, err, want)
 			}
 			d, _ := runData(t, s, good)
-			if len(d.Metrics)+len(d.Params)+len(d.Tags) != 0 {
-				t.Errorf("after the failed LogBatches, run %s holds %+v, want nothing", good, d)
+			run, err := s.GetRun(ctx, good)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(d.Metrics)+len(d.Params)+len(d.Tags)+len(run.Inputs) != 0 {
+				t.Errorf("after the failed LogBatches, run %s holds %+v and inputs %+v, want nothing", good, d, run.Inputs)
 			}
 		})
 	}

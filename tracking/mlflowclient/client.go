@@ -623,7 +623,7 @@ func (c *Client) LogBatch(ctx context.Context, runID string, metrics []tracking.
 }
 
 // LogBatches logs several batches, each to its run, as [Client.LogBatch]
-// logs one: every batch is checked first, and one that fails (named by
+// logs one (and its inputs as [Client.LogInputs]): every batch is checked first, and one that fails (named by
 // index and run) spools nothing; then all are spooled, in order. MLflow
 // has no multi-run call, so the server receives one request (or more) per
 // batch, and a server that refuses one does not undo the others.
@@ -635,10 +635,17 @@ func (c *Client) LogBatches(ctx context.Context, batches []tracking.RunBatch) er
 	var ops []*op
 	for i, b := range batches {
 		bops, err := batchOps(b)
+		var in *op
+		if err == nil {
+			in, err = inputsOp(b.RunID, b.Inputs)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: batch %d, to run %s: %w", what, i, b.RunID, err)
 		}
 		ops = append(ops, bops...)
+		if in != nil {
+			ops = append(ops, in)
+		}
 	}
 	if len(ops) == 0 {
 		return nil
@@ -684,11 +691,27 @@ func (c *Client) LogInputs(ctx context.Context, runID string, inputs []tracking.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if err := validateInputs(inputs); err != nil {
+	o, err := inputsOp(runID, inputs)
+	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if len(inputs) == 0 {
+	if o == nil {
 		return nil
+	}
+	if err := c.spoolOps(o); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// inputsOp checks inputs and makes the request that logs them; nil for
+// none.
+func inputsOp(runID string, inputs []tracking.DatasetInput) (*op, error) {
+	if err := validateInputs(inputs); err != nil {
+		return nil, err
+	}
+	if len(inputs) == 0 {
+		return nil, nil
 	}
 	req := &mlflowwire.LogInputs{RunRef: mlflowwire.RunRef{RunID: runID}}
 	for _, in := range inputs {
@@ -699,10 +722,7 @@ func (c *Client) LogInputs(ctx context.Context, runID string, inputs []tracking.
 		}
 		req.Datasets = append(req.Datasets, w)
 	}
-	if err := c.spoolOps(&op{Kind: opInputs, RunID: runID, Inputs: req}); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
+	return &op{Kind: opInputs, RunID: runID, Inputs: req}, nil
 }
 
 // LogArtifact stores what r holds as the artifact relPath of a run,
