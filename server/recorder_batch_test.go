@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -163,6 +164,55 @@ func TestRecorderFlushesARoundAtOnce(t *testing.T) {
 			if got := fmt.Sprint(metricValues(t, store, arm.runID, tracking.MetricRoundSeconds, 1)); got != "[1]" {
 				t.Errorf("arm %s at round 1 = %s, want [1]", tracking.MetricRoundSeconds, got)
 			}
+		})
+	}
+}
+
+// BenchmarkRecorderRounds records a job of 1,000 sites and three rounds,
+// queued at once, into SQLite: through LogBatches and CreateRuns
+// (batched), and through the per-run calls of a tracker without them
+// (per-run, what the recorder did before it batched). It reports the
+// recorder's time per round; a round's first recording creates the sites'
+// runs and logs their inputs.
+//
+//	go test -run '^$' -bench RecorderRounds -benchtime 3x ./server
+func BenchmarkRecorderRounds(b *testing.B) {
+	const sites, rounds = 1000, 3
+	for _, bc := range []struct {
+		name string
+		wrap func(*tracking.SQLiteStore) Tracker
+	}{
+		{"batched", func(s *tracking.SQLiteStore) Tracker { return s }},
+		{"per-run", func(s *tracking.SQLiteStore) Tracker { return plainTracker{s} }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			store := openStore(b)
+			for b.Loop() {
+				// Discarded logs: the job is not in the replica, so each
+				// replication of run ids fails (at once) and warns.
+				r, _ := newRecorderLogging(b, bc.wrap(store), Config{RecordQueue: 1 << 20}, slog.New(slog.DiscardHandler))
+				r.publish(JobStarted{Experiment: "e"})
+				r.publish(ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: rounds})
+				for round := 1; round <= rounds; round++ {
+					r.publish(RoundStarted{Arm: "fedavg", Round: round, Rounds: rounds, Attempt: 1})
+					fractions := make(map[string]float64, sites)
+					for i := range sites {
+						site := fmt.Sprintf("site-%d", i)
+						fractions[site] = 1.0 / sites
+						r.publish(UpdateAccepted{Arm: "fedavg", Round: round, Site: site, NumSamples: 20, Bytes: 4000, DeltaNorm: 0.5,
+							Metrics: map[string]float64{"train_loss": 0.5, "train_accuracy": 0.8, "train_seconds": 0.01},
+							Dataset: &pb.DatasetInfo{Name: "synthetic", Sha256: fmt.Sprintf("%064d", i), NumSamples: 20}})
+					}
+					r.publish(RoundClosed{Arm: "fedavg", Round: round, Rounds: rounds, Metrics: map[string]float64{tracking.MetricRoundSeconds: 1},
+						EnergyMethod: "estimated", WeightFractions: fractions})
+				}
+				r.publish(JobFinished{Interrupted: true})
+				r.finish(time.Minute)
+				if n := r.droppedCount(); n != 0 || r.failures != 0 {
+					b.Fatalf("dropped %d events, %d tracking failures", n, r.failures)
+				}
+			}
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N*rounds), "s/round")
 		})
 	}
 }
