@@ -450,24 +450,6 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 	}
 
 	ctx := stream.Context()
-	sendErr := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				sendErr <- ctx.Err()
-				return
-			case <-conn.done:
-				sendErr <- nil
-				return
-			case m := <-conn.send:
-				if err := stream.Send(m); err != nil {
-					sendErr <- err
-					return
-				}
-			}
-		}
-	}()
 	recvErr := make(chan error, 1)
 	alive := make(chan struct{}, 1) // a message came
 	go func() {
@@ -485,31 +467,44 @@ func (c *Coordinator) Session(stream grpc.BidiStreamingServer[pb.SiteMessage, pb
 			c.handleSiteMessage(conn, m)
 		}
 	}()
-	var expired <-chan time.Time
-	if d := c.cfg.SessionTimeout; d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		expired = t.C
-		go func() { // the timer restarts at every message
-			for {
-				select {
-				case <-alive:
-					t.Reset(d)
-				case <-conn.done:
-					return
-				case <-ctx.Done():
-					return
+	var (
+		timeout = c.cfg.SessionTimeout
+		expiry  *time.Timer
+		expired <-chan time.Time
+	)
+	if timeout > 0 {
+		expiry = time.NewTimer(timeout)
+		defer expiry.Stop()
+		expired = expiry.C
+	}
+	// This goroutine sends the site's messages, restarts the session's
+	// timer at every message received and waits for the session's end:
+	// one goroutine and a receiver a session, not four, as an idle site's
+	// cost is mostly its goroutines' stacks. A send that blocks (the site
+	// reads nothing) holds the timer back until the transport gives up.
+	err = func() error {
+		for {
+			select {
+			case err := <-recvErr:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-conn.done:
+				return nil
+			case m := <-conn.send:
+				if err := stream.Send(m); err != nil {
+					return err
 				}
+			case <-alive:
+				if expiry != nil {
+					expiry.Reset(timeout)
+				}
+			case <-expired:
+				c.log.Warn("site_timed_out", "site", name, "silent_for", timeout)
+				return fmt.Errorf("%w: site %q sent nothing for %s (sites heartbeat every %s); join again", ErrSessionExpired, name, timeout, c.cfg.HeartbeatInterval)
 			}
-		}()
-	}
-	select {
-	case err = <-recvErr:
-	case err = <-sendErr:
-	case <-expired:
-		c.log.Warn("site_timed_out", "site", name, "silent_for", c.cfg.SessionTimeout)
-		err = fmt.Errorf("%w: site %q sent nothing for %s (sites heartbeat every %s); join again", ErrSessionExpired, name, c.cfg.SessionTimeout, c.cfg.HeartbeatInterval)
-	}
+		}
+	}()
 	if nl := c.notLeader(); nl != nil {
 		return nl // stepped down: the site goes to the leader this names
 	}

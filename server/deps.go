@@ -79,6 +79,26 @@ type Tracker interface {
 	tracking.RunReader
 }
 
+// BatchLogger is implemented by a [Tracker] that logs several runs'
+// batches in one call (*tracking.SQLiteStore: one transaction). The
+// recorder flushes a round's per-site writes through it; with a tracker
+// that lacks it, it calls LogBatch once a run.
+type BatchLogger interface {
+	// LogBatches logs each batch to its run, all or nothing where the
+	// tracker can; an error names the batch that failed.
+	LogBatches(ctx context.Context, batches []tracking.RunBatch) error
+}
+
+// RunsCreator is implemented by a [Tracker] that creates several runs in
+// one call (*tracking.SQLiteStore: one transaction). The recorder creates
+// the site runs of the updates it has queued through it; with a tracker
+// that lacks it, it calls CreateRun once a site.
+type RunsCreator interface {
+	// CreateRuns creates a run a request, returned in the requests'
+	// order, all or nothing where the tracker can.
+	CreateRuns(ctx context.Context, reqs []tracking.CreateRun) ([]tracking.Run, error)
+}
+
 // ModelProvider prepares a job's model.
 type ModelProvider interface {
 	// Prepare returns the initial global model of a job, the spec the sites

@@ -384,12 +384,26 @@ func (r *recorder) logDataset(a *armRecord, site, siteRunID string, ds *pb.Datas
 		Tags:    []tracking.InputTag{{Key: tracking.TagDatasetContext, Value: "training"}},
 		Dataset: tracking.Dataset{Name: ds.GetName(), Digest: digest, SourceType: "local", Source: string(source), Profile: string(profile)},
 	}
-	r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, siteRunID, []tracking.DatasetInput{in}), "site", site)
+	r.logInputs(il, siteRunID, in)
 	if a.runID == "" {
 		return
 	}
 	armIn := in
 	armIn.Tags = append(slices.Clone(in.Tags), tracking.InputTag{Key: tracking.TagDatasetSite, Value: site})
 	armIn.Dataset.Name = site + ":" + ds.GetName()
-	r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, a.runID, []tracking.DatasetInput{armIn}), "arm", a.name)
+	r.logInputs(il, a.runID, armIn)
+}
+
+// logInputs logs a dataset input on a run: deferred with the round's
+// other writes, as logBatch defers them, where the tracker takes inputs
+// in its batches (a [BatchLogger]); else at once.
+func (r *recorder) logInputs(il tracking.InputLogger, runID string, in tracking.DatasetInput) {
+	if _, ok := r.tr.(BatchLogger); ok && r.deferring {
+		r.pending = append(r.pending, tracking.RunBatch{RunID: runID, Inputs: []tracking.DatasetInput{in}})
+		if len(r.pending) >= maxPending {
+			r.flush()
+		}
+		return
+	}
+	r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, runID, []tracking.DatasetInput{in}), "run", runID)
 }

@@ -84,7 +84,18 @@ type recorder struct {
 	expID, jobRunID string
 	arms            map[string]*armRecord
 	failures        int
+	// pending are the batches logBatch deferred: a round's per-site
+	// writes, flushed together (see flush); deferring is set while a
+	// deferrable event is handled.
+	pending   []tracking.RunBatch
+	deferring bool
+	// ahead are the events queued after the one being handled: siteRun
+	// creates the runs of the sites they name with the one it needs.
+	ahead []Event
 }
+
+// maxPending bounds the batches the recorder defers before it flushes.
+const maxPending = 4096
 
 // armRecord is what the recorder knows of an arm.
 type armRecord struct {
@@ -221,7 +232,53 @@ func (r *recorder) run() {
 				r.mu.Unlock()
 				break
 			}
+			r.ahead = evs[i+1:]
 			r.handle(ev)
+		}
+		r.ahead = nil
+		r.flush()
+	}
+}
+
+// deferrable reports whether ev's writes may wait in r.pending: the
+// round's metric, tag and input writes, which read nothing back. Any other event
+// flushes what waits before it is handled, so reads and run ends see every
+// write before them.
+func deferrable(ev Event) bool {
+	switch ev := ev.(type) {
+	case RoundStarted, UpdateAccepted, UpdateScreened, UpdateRefused, RoundClosed, RoundFailed:
+		return true
+	case Evaluated:
+		return !ev.Backfill
+	}
+	return false
+}
+
+// flush writes the deferred batches: in one call where the tracker is a
+// [BatchLogger], else one LogBatch a run. When the one call fails (a run
+// deleted under the recorder, say), each batch is tried on its own, so
+// one bad run loses only its own writes.
+func (r *recorder) flush() {
+	batches := r.pending
+	r.pending = r.pending[:0]
+	if len(batches) == 0 {
+		return
+	}
+	if bl, ok := r.tr.(BatchLogger); ok && len(batches) > 1 {
+		if bl.LogBatches(r.ctx, batches) == nil {
+			return
+		}
+		if r.ctx.Err() != nil {
+			r.failed("tracking_log_failed", r.ctx.Err(), "batches", len(batches))
+			return
+		}
+	}
+	for _, b := range batches {
+		if len(b.Metrics)+len(b.Params)+len(b.Tags) > 0 {
+			r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, b.RunID, b.Metrics, b.Params, b.Tags), "run", b.RunID)
+		}
+		if il, ok := r.tr.(tracking.InputLogger); ok && len(b.Inputs) > 0 {
+			r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, b.RunID, b.Inputs), "run", b.RunID)
 		}
 	}
 }
@@ -240,6 +297,9 @@ func (r *recorder) failed(what string, err error, attrs ...any) {
 func (r *recorder) handle(ev Event) {
 	if r.tr == nil {
 		return
+	}
+	if r.deferring = deferrable(ev); !r.deferring {
+		r.flush()
 	}
 	switch ev := ev.(type) {
 	case JobStarted:
@@ -276,12 +336,21 @@ func (r *recorder) handle(ev Event) {
 	}
 }
 
-// logBatch logs into a run, when the run exists.
+// logBatch logs into a run, when the run exists. Within a deferrable
+// event it defers the write (to flush, after the events queued with this
+// one), flushing when enough wait; else it writes at once.
 func (r *recorder) logBatch(runID string, ms []tracking.Metric, ps []tracking.Param, tags []tracking.Tag) {
 	if runID == "" || (len(ms) == 0 && len(ps) == 0 && len(tags) == 0) {
 		return
 	}
-	r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, runID, ms, ps, tags), "run", runID)
+	if !r.deferring {
+		r.failed("tracking_log_failed", r.tr.LogBatch(r.ctx, runID, ms, ps, tags), "run", runID)
+		return
+	}
+	r.pending = append(r.pending, tracking.RunBatch{RunID: runID, Metrics: ms, Params: ps, Tags: tags})
+	if len(r.pending) >= maxPending {
+		r.flush()
+	}
 }
 
 func (r *recorder) jobStarted(ev JobStarted) {
@@ -430,7 +499,9 @@ func (r *recorder) adoptSiteRuns(a *armRecord) {
 }
 
 // siteRun returns the tracking run of a site under an arm, creating it the
-// first time the site takes part; "" when it cannot be created.
+// first time the site takes part; "" when it cannot be created. With a
+// [RunsCreator] it creates, in the same call, the runs of the other sites
+// the queued events (r.ahead) have take part in the arm.
 func (r *recorder) siteRun(a *armRecord, site string) string {
 	if id, ok := a.siteRuns[site]; ok {
 		return id
@@ -438,20 +509,81 @@ func (r *recorder) siteRun(a *armRecord, site string) string {
 	if a.runID == "" {
 		return ""
 	}
-	j := r.j
-	run, err := r.tr.CreateRun(r.ctx, tracking.CreateRun{
-		ExperimentID: r.expID, Name: a.name + "/" + site, StartTime: time.Now(), ParentRunID: a.runID, UserID: j.user,
-		Tags: r.c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: a.name, tracking.TagSite: site, tracking.TagKind: "site"}),
-	})
+	sites := []string{site}
+	if _, ok := r.tr.(RunsCreator); ok {
+		sites = r.sitesAhead(a, site)
+	}
+	created, err := r.createSiteRuns(a, sites)
+	if err != nil && len(sites) > 1 {
+		// One of the others may be the bad one: this site's run alone.
+		created, err = r.createSiteRuns(a, []string{site})
+	}
 	if err != nil {
 		r.failed("tracking_create_failed", err, "site", site)
 		return ""
 	}
-	a.siteRuns[site] = run.Info.RunID
-	if err := r.c.saveRunIDs(r.ctx, j, ha.RunIDs{Sites: map[string]map[string]string{a.name: {site: run.Info.RunID}}}); err != nil {
-		r.log.Warn("run_ids_replication_failed", "site", site, "err", err)
+	maps.Copy(a.siteRuns, created)
+	if err := r.c.saveRunIDs(r.ctx, r.j, ha.RunIDs{Sites: map[string]map[string]string{a.name: created}}); err != nil {
+		r.log.Warn("run_ids_replication_failed", "sites", len(created), "err", err)
 	}
-	return run.Info.RunID
+	return created[site]
+}
+
+// sitesAhead is site and the other sites without a run that the queued
+// events have take part in arm a, each once.
+func (r *recorder) sitesAhead(a *armRecord, site string) []string {
+	sites := []string{site}
+	seen := map[string]bool{site: true}
+	for _, ev := range r.ahead {
+		var arm, s string
+		switch ev := ev.(type) {
+		case UpdateAccepted:
+			arm, s = ev.Arm, ev.Site
+		case UpdateRefused:
+			arm, s = ev.Arm, ev.Site
+		default:
+			continue
+		}
+		if _, ok := a.siteRuns[s]; arm != a.name || ok || seen[s] {
+			continue
+		}
+		seen[s] = true
+		sites = append(sites, s)
+	}
+	return sites
+}
+
+// createSiteRuns creates the runs of sites under arm a: in one call where
+// the tracker is a [RunsCreator] and there are several.
+func (r *recorder) createSiteRuns(a *armRecord, sites []string) (map[string]string, error) {
+	j := r.j
+	now := time.Now()
+	reqs := make([]tracking.CreateRun, len(sites))
+	for i, site := range sites {
+		reqs[i] = tracking.CreateRun{
+			ExperimentID: r.expID, Name: a.name + "/" + site, StartTime: now, ParentRunID: a.runID, UserID: j.user,
+			Tags: r.c.sourceTags(j, map[string]string{tracking.TagJobID: j.id, tracking.TagArm: a.name, tracking.TagSite: site, tracking.TagKind: "site"}),
+		}
+	}
+	ids := make(map[string]string, len(sites))
+	if rc, ok := r.tr.(RunsCreator); ok && len(sites) > 1 {
+		runs, err := rc.CreateRuns(r.ctx, reqs)
+		if err != nil {
+			return nil, err
+		}
+		for i, run := range runs {
+			ids[sites[i]] = run.Info.RunID
+		}
+		return ids, nil
+	}
+	for i, req := range reqs {
+		run, err := r.tr.CreateRun(r.ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		ids[sites[i]] = run.Info.RunID
+	}
+	return ids, nil
 }
 
 func (r *recorder) evaluated(ev Evaluated) {

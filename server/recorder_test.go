@@ -225,13 +225,19 @@ func TestTrackingNeverHoldsUpARound(t *testing.T) {
 }
 
 // newTestRecorder returns a recorder of a one-arm job writing into tr.
-func newTestRecorder(t *testing.T, tr Tracker, cfg Config) (*recorder, *jobRun) {
+func newTestRecorder(t testing.TB, tr Tracker, cfg Config) (*recorder, *jobRun) {
+	t.Helper()
+	return newRecorderLogging(t, tr, cfg, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+// newRecorderLogging is newTestRecorder logging to log.
+func newRecorderLogging(t testing.TB, tr Tracker, cfg Config, log *slog.Logger) (*recorder, *jobRun) {
 	t.Helper()
 	spec, err := job.Parse([]byte(fmt.Sprintf(testJob, 2, "30s")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = log
 	coord, err := New(cfg, Deps{Tracker: tr, Models: &fakeModels{}})
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +285,7 @@ func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 }
 
 // openStore opens a fresh SQLite tracking store.
-func openStore(t *testing.T) *tracking.SQLiteStore {
+func openStore(t testing.TB) *tracking.SQLiteStore {
 	t.Helper()
 	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "cohort.db"))
 	if err != nil {

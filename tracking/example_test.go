@@ -180,3 +180,63 @@ func ExampleCompare() {
 	// centralized  centralized     0.8800    0.8800       1     4.0         -      80.0  estimated           -         -      -  11.000    8.00
 	// fedavg       federated       0.8700    0.8700       2     6.0     12.00     120.0  estimated           -         -      -   7.250   12.00
 }
+
+// Recording a round of many sites at once, as the coordinator's recorder
+// does: their runs in one CreateRuns transaction, their metrics in one
+// LogBatches transaction.
+func ExampleSQLiteStore_LogBatches() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "cohort-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	store, err := tracking.OpenSQLite(ctx, filepath.Join(dir, "cohort.db"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+
+	arm, err := store.CreateRun(ctx, tracking.CreateRun{Name: "fedavg"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	sites := []string{"kit", "tum", "eth"}
+	var reqs []tracking.CreateRun
+	for _, s := range sites {
+		reqs = append(reqs, tracking.CreateRun{Name: "fedavg/" + s, ParentRunID: arm.Info.RunID})
+	}
+	runs, err := store.CreateRuns(ctx, reqs)
+	if err != nil {
+		log.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	var batches []tracking.RunBatch
+	for i, run := range runs {
+		batches = append(batches, tracking.RunBatch{RunID: run.Info.RunID, Metrics: []tracking.Metric{
+			{Key: tracking.MetricAccepted, Value: 1, Timestamp: now, Step: 1},
+			{Key: "train_loss", Value: 0.5 - 0.1*float64(i), Timestamp: now, Step: 1},
+		}})
+	}
+	if err := store.LogBatches(ctx, batches); err != nil {
+		log.Fatal(err)
+	}
+	// One bad batch and nothing is written; the error names it.
+	batches[1].Metrics = append(batches[1].Metrics, tracking.Metric{Key: "a//b"})
+	err = store.LogBatches(ctx, batches)
+	fmt.Println(errors.Is(err, tracking.ErrInvalid), strings.Contains(err.Error(), "batch 1, to run "+runs[1].Info.RunID))
+
+	children, err := store.ChildRuns(ctx, arm.Info.RunID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, c := range children {
+		loss, _ := c.Data.Metric("train_loss")
+		fmt.Printf("%s train_loss %.1f\n", c.Info.RunName, loss.Value)
+	}
+	// Unordered output:
+	// true true
+	// fedavg/kit train_loss 0.5
+	// fedavg/tum train_loss 0.4
+	// fedavg/eth train_loss 0.3
+}

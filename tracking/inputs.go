@@ -72,44 +72,57 @@ var _ InputLogger = (*SQLiteStore)(nil)
 // [ErrRunDeleted].
 func (s *SQLiteStore) LogInputs(ctx context.Context, runID string, inputs []DatasetInput) error {
 	what := fmt.Sprintf("logging inputs to run %s", runID)
-	if len(inputs) > maxInputsPerLogInputsReq {
-		return fmt.Errorf("%s: %w: at most %d dataset inputs per call, got %d", what, ErrInvalid, maxInputsPerLogInputsReq, len(inputs))
-	}
-	for i, in := range inputs {
-		if err := validateDatasetInput(in); err != nil {
-			return fmt.Errorf("%s: input %d: %w", what, i, err)
-		}
+	if err := validateInputs(inputs); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return s.write(ctx, what, func(tx *sql.Tx) error {
 		if err := checkRunActive(ctx, tx, runID); err != nil {
 			return err
 		}
-		for _, in := range inputs {
-			d := in.Dataset
-			dctx := ""
-			for _, t := range in.Tags {
-				if t.Key == TagDatasetContext {
-					dctx = t.Value
-				}
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO run_inputs (run_uuid, name, digest, source_type, source, schema, profile, context)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-				ON CONFLICT (run_uuid, name, digest) DO UPDATE SET source_type = excluded.source_type, source = excluded.source,
-					schema = excluded.schema, profile = excluded.profile,
-					context = CASE WHEN excluded.context = '' THEN run_inputs.context ELSE excluded.context END`,
-				runID, d.Name, d.Digest, d.SourceType, d.Source, d.Schema, d.Profile, dctx); err != nil {
-				return err
-			}
-			for _, t := range in.Tags {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO run_input_tags (run_uuid, name, digest, key, value) VALUES (?, ?, ?, ?, ?)
-					ON CONFLICT (run_uuid, name, digest, key) DO UPDATE SET value = excluded.value`,
-					runID, d.Name, d.Digest, t.Key, t.Value); err != nil {
-					return err
-				}
+		return logInputs(ctx, tx, runID, inputs)
+	})
+}
+
+// validateInputs checks a LogInputs call's inputs.
+func validateInputs(inputs []DatasetInput) error {
+	if len(inputs) > maxInputsPerLogInputsReq {
+		return fmt.Errorf("%w: at most %d dataset inputs per call, got %d", ErrInvalid, maxInputsPerLogInputsReq, len(inputs))
+	}
+	for i, in := range inputs {
+		if err := validateDatasetInput(in); err != nil {
+			return fmt.Errorf("input %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// logInputs writes checked inputs of an active run within tx.
+func logInputs(ctx context.Context, tx *sql.Tx, runID string, inputs []DatasetInput) error {
+	for _, in := range inputs {
+		d := in.Dataset
+		dctx := ""
+		for _, t := range in.Tags {
+			if t.Key == TagDatasetContext {
+				dctx = t.Value
 			}
 		}
-		return nil
-	})
+		if _, err := tx.ExecContext(ctx, `INSERT INTO run_inputs (run_uuid, name, digest, source_type, source, schema, profile, context)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (run_uuid, name, digest) DO UPDATE SET source_type = excluded.source_type, source = excluded.source,
+				schema = excluded.schema, profile = excluded.profile,
+				context = CASE WHEN excluded.context = '' THEN run_inputs.context ELSE excluded.context END`,
+			runID, d.Name, d.Digest, d.SourceType, d.Source, d.Schema, d.Profile, dctx); err != nil {
+			return err
+		}
+		for _, t := range in.Tags {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO run_input_tags (run_uuid, name, digest, key, value) VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (run_uuid, name, digest, key) DO UPDATE SET value = excluded.value`,
+				runID, d.Name, d.Digest, t.Key, t.Value); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func validateDatasetInput(in DatasetInput) error {

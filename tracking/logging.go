@@ -27,17 +27,69 @@ func (s *SQLiteStore) LogBatch(ctx context.Context, runID string, metrics []Metr
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return s.write(ctx, what, func(tx *sql.Tx) error {
-		if err := checkRunActive(ctx, tx, runID); err != nil {
-			return err
-		}
-		if err := s.logParams(ctx, tx, runID, params); err != nil {
-			return err
-		}
-		if err := s.setTags(ctx, tx, runID, tags); err != nil {
-			return err
-		}
-		return s.logMetrics(ctx, tx, runID, metrics)
+		return s.logBatchTx(ctx, tx, RunBatch{RunID: runID, Metrics: metrics, Params: params, Tags: tags})
 	})
+}
+
+// RunBatch is one run's part of a [SQLiteStore.LogBatches] call: what
+// one [SQLiteStore.LogBatch] call takes, and dataset inputs as
+// [SQLiteStore.LogInputs] takes them.
+type RunBatch struct {
+	RunID   string
+	Metrics []Metric
+	Params  []Param
+	Tags    []Tag
+	Inputs  []DatasetInput
+}
+
+// LogBatches logs several batches, each to its run, in one transaction:
+// all or nothing. Each batch is checked as [SQLiteStore.LogBatch] checks
+// it (its limits are per batch, not per call), and the batches are
+// applied in order, so the result is that of one LogBatch call per batch
+// (a run may appear more than once), and one LogInputs call for its
+// inputs. An error names the first batch that failed, by index and run;
+// nothing is written then.
+//
+// It is for a writer of many runs at once (a round's site runs): one
+// transaction instead of one per run.
+func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error {
+	for i, b := range batches {
+		err := validateBatch(b.Metrics, b.Params, b.Tags)
+		if err == nil {
+			err = validateInputs(b.Inputs)
+		}
+		if err != nil {
+			return fmt.Errorf("logging %d batches: batch %d, to run %s: %w", len(batches), i, b.RunID, err)
+		}
+	}
+	if len(batches) == 0 {
+		return nil
+	}
+	return s.write(ctx, fmt.Sprintf("logging %d batches", len(batches)), func(tx *sql.Tx) error {
+		for i, b := range batches {
+			if err := s.logBatchTx(ctx, tx, b); err != nil {
+				return fmt.Errorf("batch %d, to run %s: %w", i, b.RunID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// logBatchTx writes one checked batch within tx.
+func (s *SQLiteStore) logBatchTx(ctx context.Context, tx *sql.Tx, b RunBatch) error {
+	if err := checkRunActive(ctx, tx, b.RunID); err != nil {
+		return err
+	}
+	if err := s.logParams(ctx, tx, b.RunID, b.Params); err != nil {
+		return err
+	}
+	if err := s.setTags(ctx, tx, b.RunID, b.Tags); err != nil {
+		return err
+	}
+	if err := s.logMetrics(ctx, tx, b.RunID, b.Metrics); err != nil {
+		return err
+	}
+	return logInputs(ctx, tx, b.RunID, b.Inputs)
 }
 
 // LogMetric logs one metric point; see LogBatch.

@@ -24,24 +24,83 @@ const runColumns = `run_uuid, name, experiment_id, user_id, status, start_time, 
 // for the defaults; the experiment must exist and be active, and a parent
 // run must exist in the same experiment unless req.UncheckedParent.
 func (s *SQLiteStore) CreateRun(ctx context.Context, req CreateRun) (Run, error) {
+	nr, err := newRun(req)
+	if err != nil {
+		return Run{}, fmt.Errorf("creating run in experiment %s: %w", cmp.Or(req.ExperimentID, DefaultExperimentID), err)
+	}
+	err = s.write(ctx, "creating run in experiment "+nr.Info.ExperimentID, func(tx *sql.Tx) error {
+		return s.insertRun(ctx, tx, &nr)
+	})
+	if err != nil {
+		return Run{}, err
+	}
+	return nr.Run, nil
+}
+
+// CreateRuns creates several runs, as CreateRun creates each, in one
+// transaction: all or nothing. The runs come back in the order of reqs.
+// An error names the first request that failed, by index; nothing is
+// created then. It is for a writer that starts many runs at once (a
+// round's site runs).
+func (s *SQLiteStore) CreateRuns(ctx context.Context, reqs []CreateRun) ([]Run, error) {
+	what := fmt.Sprintf("creating %d runs", len(reqs))
+	nrs := make([]newRunReq, len(reqs))
+	for i, req := range reqs {
+		var err error
+		if nrs[i], err = newRun(req); err != nil {
+			return nil, fmt.Errorf("%s: run %d, in experiment %s: %w", what, i, cmp.Or(req.ExperimentID, DefaultExperimentID), err)
+		}
+	}
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	err := s.write(ctx, what, func(tx *sql.Tx) error {
+		for i := range nrs {
+			if err := s.insertRun(ctx, tx, &nrs[i]); err != nil {
+				return fmt.Errorf("run %d (%s), in experiment %s: %w", i, nrs[i].Info.RunName, nrs[i].Info.ExperimentID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	runs := make([]Run, len(nrs))
+	for i, nr := range nrs {
+		runs[i] = nr.Run
+	}
+	return runs, nil
+}
+
+// newRunReq is a checked CreateRun: the run as it will be, and what its
+// insert checks.
+type newRunReq struct {
+	Run
+	expID           int64
+	proxied         bool
+	uncheckedParent bool
+}
+
+// newRun checks req and fills in its defaults and the new run's id; the
+// artifact URI waits for the experiment's location (insertRun).
+func newRun(req CreateRun) (newRunReq, error) {
 	if req.ExperimentID == "" {
 		req.ExperimentID = DefaultExperimentID
 	}
-	what := fmt.Sprintf("creating run in experiment %s", req.ExperimentID)
 	expID, err := parseExperimentID(req.ExperimentID)
 	if err != nil {
-		return Run{}, fmt.Errorf("%s: %w", what, err)
+		return newRunReq{}, err
 	}
 	tags := make(map[string]string, len(req.Tags)+3)
 	maps.Copy(tags, req.Tags)
 	if err := mergeTag(tags, TagRunName, req.Name, "Name"); err != nil {
-		return Run{}, fmt.Errorf("%s: %w", what, err)
+		return newRunReq{}, err
 	}
 	if err := mergeTag(tags, TagParentRunID, req.ParentRunID, "ParentRunID"); err != nil {
-		return Run{}, fmt.Errorf("%s: %w", what, err)
+		return newRunReq{}, err
 	}
 	if err := mergeTag(tags, TagUser, req.UserID, "UserID"); err != nil {
-		return Run{}, fmt.Errorf("%s: %w", what, err)
+		return newRunReq{}, err
 	}
 	if tags[TagRunName] == "" {
 		tags[TagRunName] = generateRunName()
@@ -49,7 +108,7 @@ func (s *SQLiteStore) CreateRun(ctx context.Context, req CreateRun) (Run, error)
 	sorted := sortedTags(tags)
 	for _, t := range sorted {
 		if err := validateTag(t); err != nil {
-			return Run{}, fmt.Errorf("%s: %w", what, err)
+			return newRunReq{}, err
 		}
 	}
 	start := req.StartTime
@@ -65,48 +124,50 @@ func (s *SQLiteStore) CreateRun(ctx context.Context, req CreateRun) (Run, error)
 		StartTime:      fromMillis(start.UnixMilli()),
 		LifecycleStage: LifecycleActive,
 	}
-	err = s.write(ctx, what, func(tx *sql.Tx) error {
-		var loc string
-		var stage LifecycleStage
-		switch err := tx.QueryRowContext(ctx, `SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?`, expID).Scan(&loc, &stage); {
+	return newRunReq{Run: Run{Info: info, Data: RunData{Tags: sorted}}, expID: expID,
+		proxied: req.ProxiedArtifacts, uncheckedParent: req.UncheckedParent}, nil
+}
+
+// insertRun inserts a checked run within tx, once its experiment (and
+// parent) checks; it sets the run's artifact URI.
+func (s *SQLiteStore) insertRun(ctx context.Context, tx *sql.Tx, nr *newRunReq) error {
+	info, expID := &nr.Info, nr.expID
+	var loc string
+	var stage LifecycleStage
+	switch err := tx.QueryRowContext(ctx, `SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?`, expID).Scan(&loc, &stage); {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("experiment %s: %w", info.ExperimentID, ErrNotFound)
+	case err != nil:
+		return err
+	case stage == LifecycleDeleted:
+		return fmt.Errorf("%w: restore experiment %s first or use another", ErrExperimentDeleted, info.ExperimentID)
+	}
+	if parent, _ := nr.Data.Tag(TagParentRunID); parent != "" && !nr.uncheckedParent {
+		var parentExp int64
+		switch err := tx.QueryRowContext(ctx, `SELECT experiment_id FROM runs WHERE run_uuid = ?`, parent).Scan(&parentExp); {
 		case errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("experiment %s: %w", req.ExperimentID, ErrNotFound)
+			return fmt.Errorf("parent run %s: %w", parent, ErrNotFound)
 		case err != nil:
 			return err
-		case stage == LifecycleDeleted:
-			return fmt.Errorf("%w: restore experiment %s first or use another", ErrExperimentDeleted, req.ExperimentID)
+		case parentExp != expID:
+			return fmt.Errorf("%w: parent run %s is in experiment %d; a nested run must be in its parent's experiment", ErrInvalid, parent, parentExp)
 		}
-		if parent := tags[TagParentRunID]; parent != "" && !req.UncheckedParent {
-			var parentExp int64
-			switch err := tx.QueryRowContext(ctx, `SELECT experiment_id FROM runs WHERE run_uuid = ?`, parent).Scan(&parentExp); {
-			case errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("parent run %s: %w", parent, ErrNotFound)
-			case err != nil:
-				return err
-			case parentExp != expID:
-				return fmt.Errorf("%w: parent run %s is in experiment %d; a nested run must be in its parent's experiment", ErrInvalid, parent, parentExp)
-			}
-		}
-		info.ArtifactURI = strings.TrimSuffix(loc, "/") + "/" + info.RunID + "/artifacts"
-		if req.ProxiedArtifacts {
-			info.ArtifactURI = fmt.Sprintf("%s:/%d/%s/artifacts", ProxyScheme, expID, info.RunID)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
-			info.RunID, info.RunName, expID, info.UserID, info.Status, info.StartTime.UnixMilli(), info.ArtifactURI, info.LifecycleStage); err != nil {
+	}
+	info.ArtifactURI = strings.TrimSuffix(loc, "/") + "/" + info.RunID + "/artifacts"
+	if nr.proxied {
+		info.ArtifactURI = fmt.Sprintf("%s:/%d/%s/artifacts", ProxyScheme, expID, info.RunID)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
+		info.RunID, info.RunName, expID, info.UserID, info.Status, info.StartTime.UnixMilli(), info.ArtifactURI, info.LifecycleStage); err != nil {
+		return err
+	}
+	ins := tx.StmtContext(ctx, s.upsertTag)
+	for _, t := range nr.Data.Tags {
+		if _, err := ins.ExecContext(ctx, info.RunID, t.Key, t.Value); err != nil {
 			return err
 		}
-		ins := tx.StmtContext(ctx, s.upsertTag)
-		for _, t := range sorted {
-			if _, err := ins.ExecContext(ctx, info.RunID, t.Key, t.Value); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return Run{}, err
 	}
-	return Run{Info: info, Data: RunData{Tags: sorted}}, nil
+	return nil
 }
 
 // mergeTag puts value under key in tags, unless value is empty; a

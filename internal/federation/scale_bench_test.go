@@ -4,10 +4,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,25 +26,26 @@ import (
 	"github.com/cohortfl/cohort/tracking"
 )
 
-// benchSites is BenchmarkThousandSites' number of sites: a process holds
-// two descriptors a site, so the open-files limit bounds it.
-var benchSites = flag.Int("sites", 1000, "BenchmarkThousandSites: how many site agents to connect")
+// BenchmarkThousandSites' flags: a process holds two descriptors a site
+// (four with the agents in it), so the open-files limit bounds -sites.
+var (
+	benchSites     = flag.Int("sites", 1000, "BenchmarkThousandSites: how many site agents to connect")
+	benchAgentProc = flag.Bool("agents-process", false, "BenchmarkThousandSites: run the site agents in a second process (the coordinator's heap is then measured alone)")
+	benchIdleHeap  = flag.String("idle-heap-profile", "", "BenchmarkThousandSites: write a heap profile to this file, and the goroutines to FILE.goroutines, once every site is connected and idle")
+)
 
-// BenchmarkThousandSites connects 1,000 site agents (-sites N), each with its own
-// gRPC connection over loopback TCP, to one coordinator and runs rounds of
-// a small model (logistic regression on Synthetic(0,0), 20 samples a
-// site). It reports the orchestration overhead of a round — its wall time
-// beyond the slowest site's task — and the memory each idle connected
-// site costs (coordinator and agent together, as both run in this
-// process).
-//
-//	go test -run XXX -bench ThousandSites -benchtime 1x ./internal/federation
-func BenchmarkThousandSites(b *testing.B) {
-	const rounds = 3
-	sites := *benchSites
-	joined := &messageCounter{msg: "site_connected", want: int64(sites), done: make(chan struct{})}
-	log := slog.New(joined)
-	src := []byte(fmt.Sprintf(`
+// The helper process of BenchmarkThousandSites -agents-process: the test
+// binary run again with these variables set runs only
+// TestHelperAgentsProcess, which connects the agents.
+const (
+	envHelperAddr  = "COHORT_BENCH_AGENTS_ADDR"
+	envHelperSites = "COHORT_BENCH_AGENTS_SITES"
+)
+
+// scaleJob is BenchmarkThousandSites' job: a small model (logistic
+// regression on Synthetic(0,0), 20 samples a site) over sites sites.
+func scaleJob(sites, rounds int) []byte {
+	return []byte(fmt.Sprintf(`
 name: scale
 seed: 1
 data: {dataset: synthetic, synthetic: {alpha: 0, beta: 0, samples_per_site: 20}, test_fraction: 0}
@@ -51,14 +57,86 @@ eval: {every: %d}
 arms: [{name: fedavg, strategy: fedavg}]
 deadline: {round: 2m}
 `, sites, rounds, rounds))
+}
+
+// loadScaleJob parses a scale job and loads its (deterministic) data.
+func loadScaleJob(tb testing.TB, src []byte) (*job.Spec, *Datasets) {
+	tb.Helper()
 	spec, err := job.Parse(src)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ds, err := Load(context.Background(), spec, "")
 	if err != nil {
+		tb.Fatal(err)
+	}
+	return spec, ds
+}
+
+// TestHelperAgentsProcess is not a test: BenchmarkThousandSites
+// -agents-process runs the test binary again with envHelperAddr set, and
+// this connects its site agents to that address until stdin closes.
+func TestHelperAgentsProcess(t *testing.T) {
+	addr := os.Getenv(envHelperAddr)
+	if addr == "" {
+		t.Skip("the helper process of BenchmarkThousandSites -agents-process")
+	}
+	raiseOpenFiles(t)
+	sites, err := strconv.Atoi(os.Getenv(envHelperSites))
+	if err != nil {
+		t.Fatalf("%s: %v", envHelperSites, err)
+	}
+	spec, ds := loadScaleJob(t, scaleJob(sites, 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	wait := startAgents(t, ctx, spec.Sites.Names, ds, []string{addr}, dial, slog.New(slog.DiscardHandler), client.Config{})
+	_, _ = io.Copy(io.Discard, os.Stdin) // the benchmark closes it when done
+	cancel()
+	wait()
+}
+
+// startAgentsProcess runs sites site agents in a second process (this
+// test binary again, as TestHelperAgentsProcess) dialling addr; the
+// returned function stops it and waits for it.
+func startAgentsProcess(b *testing.B, addr string, sites int) (stop func()) {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentsProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envHelperAddr+"="+addr, envHelperSites+"="+strconv.Itoa(sites))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
 		b.Fatal(err)
 	}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("starting the agents' process: %v", err)
+	}
+	return func() {
+		_ = stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("the agents' process: %v", err)
+		}
+	}
+}
+
+// BenchmarkThousandSites connects 1,000 site agents (-sites N), each with its own
+// gRPC connection over loopback TCP, to one coordinator and runs rounds of
+// a small model (logistic regression on Synthetic(0,0), 20 samples a
+// site). It reports the orchestration overhead of a round — its wall time
+// beyond the slowest site's task — and the memory each idle connected
+// site costs: coordinator and agent together when both run in this
+// process (KiB/idle-site), the coordinator alone with -agents-process
+// (coord-KiB/idle-site), which 5,000 sites and more need.
+//
+//	go test -run '^$' -bench ThousandSites -benchtime 1x ./internal/federation
+//	go test -run '^$' -bench ThousandSites -benchtime 1x ./internal/federation -args -sites 10000 -agents-process
+func BenchmarkThousandSites(b *testing.B) {
+	const rounds = 3
+	sites := *benchSites
+	raiseOpenFiles(b)
+	joined := &messageCounter{msg: "site_connected", want: int64(sites), done: make(chan struct{})}
+	log := slog.New(joined)
+	src := scaleJob(sites, rounds)
+	spec, ds := loadScaleJob(b, src)
 	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "cohort.db"))
 	if err != nil {
 		b.Fatal(err)
@@ -79,8 +157,13 @@ deadline: {round: 2m}
 	defer stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	wait := startAgents(b, ctx, spec.Sites.Names, ds, []string{addr}, dial, log, client.Config{})
-	defer stopWithin(b, "stopping the site agents", func() { cancel(); wait() })
+	if *benchAgentProc {
+		stopAgents := startAgentsProcess(b, addr, sites)
+		defer stopWithin(b, "stopping the site agents", func() { cancel(); stopAgents() })
+	} else {
+		wait := startAgents(b, ctx, spec.Sites.Names, ds, []string{addr}, dial, log, client.Config{})
+		defer stopWithin(b, "stopping the site agents", func() { cancel(); wait() })
+	}
 	cc, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		b.Fatal(err)
@@ -89,10 +172,11 @@ deadline: {round: 2m}
 	jobs := pb.NewJobsServiceClient(cc)
 	// Wait until every site has joined: a job that names 1,000 sites
 	// starts its first round then.
+	joinWait := max(2*time.Minute, time.Duration(sites)*30*time.Millisecond)
 	select {
 	case <-joined.done:
-	case <-time.After(2 * time.Minute):
-		b.Fatalf("%d of %d sites connected in 2 minutes", joined.count.Load(), sites)
+	case <-time.After(joinWait):
+		b.Fatalf("%d of %d sites connected in %v", joined.count.Load(), sites, joinWait)
 	}
 	// Two collections: gRPC pools its transport buffers in sync.Pools,
 	// which hold what they keep until the second collection; an idle
@@ -102,7 +186,14 @@ deadline: {round: 2m}
 	var idle runtime.MemStats
 	runtime.ReadMemStats(&idle)
 	idleKiB := float64(idle.HeapInuse-before.HeapInuse) / float64(sites) / 1024
+	// Goroutine stacks are not heap: the transport's readers and the
+	// session's goroutines cost as much again.
+	stackKiB := float64(idle.StackInuse-before.StackInuse) / float64(sites) / 1024
 	goroutines := float64(runtime.NumGoroutine()) / float64(sites)
+	if *benchIdleHeap != "" {
+		writeProfile(b, "heap", *benchIdleHeap, 0)
+		writeProfile(b, "goroutine", *benchIdleHeap+".goroutines", 1)
+	}
 
 	b.ResetTimer()
 	var overhead, wall []float64
@@ -169,10 +260,31 @@ deadline: {round: 2m}
 		}
 		return s / float64(max(1, len(xs)))
 	}
-	b.ReportMetric(idleKiB, "KiB/idle-site")
+	if *benchAgentProc {
+		b.ReportMetric(idleKiB, "coord-KiB/idle-site")
+		b.ReportMetric(stackKiB, "coord-stack-KiB/idle-site")
+	} else {
+		b.ReportMetric(idleKiB, "KiB/idle-site")
+		b.ReportMetric(stackKiB, "stack-KiB/idle-site")
+	}
 	b.ReportMetric(goroutines, "goroutines/site")
 	b.ReportMetric(mean(wall), "s/round")
 	b.ReportMetric(mean(overhead), "s-overhead/round")
+}
+
+// writeProfile writes a runtime profile (the heap's as of the last
+// collection) to path.
+func writeProfile(b *testing.B, name, path string, debug int) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.Lookup(name).WriteTo(f, debug); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // messageCounter is a log handler that discards every record and closes

@@ -609,28 +609,9 @@ func (c *Client) LogBatch(ctx context.Context, runID string, metrics []tracking.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if runID == "" {
-		return fmt.Errorf("%s: %w: the run ID is empty", what, tracking.ErrInvalid)
-	}
-	if err := validateEntities(metrics, params, tags); err != nil {
+	ops, err := batchOps(tracking.RunBatch{RunID: runID, Metrics: metrics, Params: params, Tags: tags})
+	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
-	}
-	wm := make([]mlflowwire.Metric, len(metrics))
-	for i, m := range metrics {
-		wm[i] = mlflowwire.FromMetric(m)
-	}
-	wp := make([]mlflowwire.KeyValue, len(params))
-	for i, p := range params {
-		wp[i] = mlflowwire.KeyValue{Key: p.Key, Value: p.Value}
-	}
-	wt := make([]mlflowwire.KeyValue, len(tags))
-	for i, t := range tags {
-		wt[i] = mlflowwire.KeyValue{Key: t.Key, Value: t.Value}
-	}
-	var ops []*op
-	for _, r := range splitBatch(wm, wp, wt) {
-		r.RunID = runID
-		ops = append(ops, &op{Kind: opBatch, RunID: runID, Batch: &r})
 	}
 	if len(ops) == 0 {
 		return nil
@@ -641,6 +622,68 @@ func (c *Client) LogBatch(ctx context.Context, runID string, metrics []tracking.
 	return nil
 }
 
+// LogBatches logs several batches, each to its run, as [Client.LogBatch]
+// logs one (and its inputs as [Client.LogInputs]): every batch is checked first, and one that fails (named by
+// index and run) spools nothing; then all are spooled, in order. MLflow
+// has no multi-run call, so the server receives one request (or more) per
+// batch, and a server that refuses one does not undo the others.
+func (c *Client) LogBatches(ctx context.Context, batches []tracking.RunBatch) error {
+	what := fmt.Sprintf("logging %d batches", len(batches))
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var ops []*op
+	for i, b := range batches {
+		bops, err := batchOps(b)
+		var in *op
+		if err == nil {
+			in, err = inputsOp(b.RunID, b.Inputs)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: batch %d, to run %s: %w", what, i, b.RunID, err)
+		}
+		ops = append(ops, bops...)
+		if in != nil {
+			ops = append(ops, in)
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := c.spoolOps(ops...); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// batchOps checks a batch and splits it into the requests that log it.
+func batchOps(b tracking.RunBatch) ([]*op, error) {
+	if b.RunID == "" {
+		return nil, fmt.Errorf("%w: the run ID is empty", tracking.ErrInvalid)
+	}
+	if err := validateEntities(b.Metrics, b.Params, b.Tags); err != nil {
+		return nil, err
+	}
+	wm := make([]mlflowwire.Metric, len(b.Metrics))
+	for i, m := range b.Metrics {
+		wm[i] = mlflowwire.FromMetric(m)
+	}
+	wp := make([]mlflowwire.KeyValue, len(b.Params))
+	for i, p := range b.Params {
+		wp[i] = mlflowwire.KeyValue{Key: p.Key, Value: p.Value}
+	}
+	wt := make([]mlflowwire.KeyValue, len(b.Tags))
+	for i, t := range b.Tags {
+		wt[i] = mlflowwire.KeyValue{Key: t.Key, Value: t.Value}
+	}
+	var ops []*op
+	for _, r := range splitBatch(wm, wp, wt) {
+		r.RunID = b.RunID
+		ops = append(ops, &op{Kind: opBatch, RunID: b.RunID, Batch: &r})
+	}
+	return ops, nil
+}
+
 // LogInputs records the datasets a run used (runs/log-inputs). It is
 // spooled.
 func (c *Client) LogInputs(ctx context.Context, runID string, inputs []tracking.DatasetInput) error {
@@ -648,11 +691,27 @@ func (c *Client) LogInputs(ctx context.Context, runID string, inputs []tracking.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if err := validateInputs(inputs); err != nil {
+	o, err := inputsOp(runID, inputs)
+	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if len(inputs) == 0 {
+	if o == nil {
 		return nil
+	}
+	if err := c.spoolOps(o); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// inputsOp checks inputs and makes the request that logs them; nil for
+// none.
+func inputsOp(runID string, inputs []tracking.DatasetInput) (*op, error) {
+	if err := validateInputs(inputs); err != nil {
+		return nil, err
+	}
+	if len(inputs) == 0 {
+		return nil, nil
 	}
 	req := &mlflowwire.LogInputs{RunRef: mlflowwire.RunRef{RunID: runID}}
 	for _, in := range inputs {
@@ -663,10 +722,7 @@ func (c *Client) LogInputs(ctx context.Context, runID string, inputs []tracking.
 		}
 		req.Datasets = append(req.Datasets, w)
 	}
-	if err := c.spoolOps(&op{Kind: opInputs, RunID: runID, Inputs: req}); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
+	return &op{Kind: opInputs, RunID: runID, Inputs: req}, nil
 }
 
 // LogArtifact stores what r holds as the artifact relPath of a run,

@@ -33,7 +33,13 @@ var (
 	_ tracking.RunReader   = (*Client)(nil)
 	_ tracking.InputLogger = (*Client)(nil)
 	_ coordinatorTracker   = (*Client)(nil)
+	_ batchLogger          = (*Client)(nil)
 )
+
+// batchLogger is server.BatchLogger, copied for the same reason.
+type batchLogger interface {
+	LogBatches(ctx context.Context, batches []tracking.RunBatch) error
+}
 
 type coordinatorTracker interface {
 	EnsureExperiment(ctx context.Context, name string) (string, error)
@@ -324,6 +330,12 @@ func TestInvalidWritesFailAtTheCall(t *testing.T) {
 			return c.LogBatch(ctx, id, nil, []tracking.Param{{Key: "p", Value: strings.Repeat("x", 6001)}}, nil)
 		}, tracking.ErrInvalid},
 		{"bad key", func() error { return c.LogBatch(ctx, id, []tracking.Metric{{Key: "a//b"}}, nil, nil) }, tracking.ErrInvalid},
+		{"LogBatches, bad key in the second", func() error {
+			return c.LogBatches(ctx, []tracking.RunBatch{{RunID: id, Tags: []tracking.Tag{{Key: "t", Value: "v"}}}, {RunID: id, Metrics: []tracking.Metric{{Key: "a//b"}}}})
+		}, tracking.ErrInvalid},
+		{"LogBatches, no run ID", func() error {
+			return c.LogBatches(ctx, []tracking.RunBatch{{Tags: []tracking.Tag{{Key: "t", Value: "v"}}}})
+		}, tracking.ErrInvalid},
 		{"conflicting params", func() error {
 			return c.LogBatch(ctx, id, nil, []tracking.Param{{Key: "p", Value: "1"}, {Key: "p", Value: "2"}}, nil)
 		}, tracking.ErrParamConflict},
@@ -488,4 +500,44 @@ func TestArtifacts(t *testing.T) {
 			t.Errorf("Pending = %d, want 0: a server without the proxy is reported, not retried forever", n)
 		}
 	})
+}
+
+// TestLogBatchesLogsEveryRun logs to two runs in one LogBatches call: each
+// run reads back its own metrics and tags once flushed.
+func TestLogBatchesLogsEveryRun(t *testing.T) {
+	_, srv := startFake(t)
+	c := newTestClient(t, testConfig(t, srv.URL))
+	ctx := t.Context()
+	var ids []string
+	for range 2 {
+		run, err := c.CreateRun(ctx, tracking.CreateRun{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, run.Info.RunID)
+	}
+	err := c.LogBatches(ctx, []tracking.RunBatch{
+		{RunID: ids[0], Metrics: metrics("acc", 1, 1), Tags: []tracking.Tag{{Key: "site", Value: "a"}}},
+		{RunID: ids[1], Metrics: metrics("acc", 2, 2), Tags: []tracking.Tag{{Key: "site", Value: "b"}}},
+	})
+	if err != nil {
+		t.Fatalf("LogBatches = %v", err)
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatalf("Flush = %v", err)
+	}
+	for i, want := range []struct {
+		site string
+		acc  float64
+	}{{"a", 0.01}, {"b", 0.02}} {
+		run, err := c.GetRun(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		site, _ := run.Data.Tag("site")
+		acc, _ := run.Data.Metric("acc")
+		if site != want.site || acc.Value != want.acc {
+			t.Errorf("run %d: site %q, acc %v; want %q, %v", i, site, acc.Value, want.site, want.acc)
+		}
+	}
 }
