@@ -155,8 +155,10 @@ func (c *cnn) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) 
 
 // cnnPass holds one batch's activations and gradients.
 type cnnPass struct {
-	pooled [][]float32 // [layer] n × pooled(): each conv layer's pooled output; the last is the flat FC input
-	argmax [][]int32   // [layer] n × pooled(): each pooled value's index in the sample's conv output
+	pooled [][]float32 // [layer] n × pooled(): each conv layer's pooled output, [h, w, c] (the last [c, h, w]: the flat FC input)
+	argmax [][]int32   // [layer] n × pooled(): each pooled value's index in the sample's conv output [h, w, c]
+	wT     [][]float32 // [layer] the conv weight as [K, cout], K in patch order (see im2row)
+	wp     [][]float32 // [layer] the conv weight as [cout, K], K in patch order
 	flatT  []float32   // [flat, n]: the FC input transposed
 	hidT   []float32   // [hidden, n] after ReLU
 	hid    []float32   // [n, hidden] after ReLU
@@ -174,18 +176,17 @@ type cnnPass struct {
 // cnnChunk is one slice of a batch: its working buffers while it runs
 // (see [cnn.borrow]) and its sum of convolution gradients.
 type cnnChunk struct {
-	cols   []float32   // the patches of up to convGroup samples of the widest layer, [K, group·hw]; one sample's [hw, K] backward
-	out    []float32   // the convolution output of a group, [cout, group·hw]
+	rows   []float32   // the patches of up to convGroup samples of the widest layer, [group·hw, K]
+	out    []float32   // the convolution output of a group, [group·hw, cout]
 	dcol   []float32   // one sample's patch gradients [hw, K]
 	din    []float32   // one sample's gradient of a layer's input
-	padded []float32   // one sample's layer input or its gradient with a zero border, [cin, h+4, w+4]
-	grad   [][]float32 // per conv layer: d weight, d bias
+	padded []float32   // one sample's layer input or its gradient with a zero border, [h+4, w+4, cin]
+	grad   [][]float32 // per conv layer: d weight [cout, K] in patch order, d bias
 }
 
 // convGroup is how many samples one convolution GEMM takes: their patches
-// side by side, [K, convGroup·h·w], so that the product runs over long
-// rows.
-const convGroup = 4
+// stacked, [convGroup·h·w, K].
+const convGroup = 2
 
 func (c *cnn) scratch(n int) any {
 	p := &cnnPass{
@@ -197,6 +198,8 @@ func (c *cnn) scratch(n int) any {
 	for _, l := range c.convs {
 		p.pooled = append(p.pooled, make([]float32, n*l.pooled()))
 		p.argmax = append(p.argmax, make([]int32, n*l.pooled()))
+		p.wT = append(p.wT, make([]float32, l.cout*l.k()))
+		p.wp = append(p.wp, make([]float32, l.cout*l.k()))
 	}
 	for range min(n, cnnChunks) {
 		ch := &cnnChunk{}
@@ -212,32 +215,55 @@ func (c *cnn) scratch(n int) any {
 // trainer's pool for the time of one parallel pass, so that each Train
 // call does not allocate (and clear) tens of MB for them. Every use
 // overwrites what it reads.
-type convBufs struct{ cols, out, dcol, din, padded []float32 }
+type convBufs struct{ rows, out, dcol, din, padded []float32 }
 
 // borrow gives ch working buffers from c's pool; release returns them.
 func (c *cnn) borrow(ch *cnnChunk) {
 	b, _ := c.bufs.Get().(*convBufs)
 	if b == nil {
-		maxCols, maxOut, maxIn, maxPad := 0, 0, 0, 0
+		maxRows, maxOut, maxIn, maxPad := 0, 0, 0, 0
 		for _, l := range c.convs {
 			maxPad = max(maxPad, l.cin*(l.h+2*pad)*(l.w+2*pad))
-			maxCols = max(maxCols, l.k()*l.hw()*convGroup)
+			maxRows = max(maxRows, l.k()*l.hw()*convGroup)
 			maxOut = max(maxOut, l.cout*l.hw()*convGroup)
 			maxIn = max(maxIn, l.cin*l.hw())
 		}
-		b = &convBufs{cols: make([]float32, maxCols), out: make([]float32, maxOut),
-			dcol: make([]float32, maxCols/convGroup), din: make([]float32, maxIn), padded: make([]float32, maxPad)}
+		b = &convBufs{rows: make([]float32, maxRows), out: make([]float32, maxOut),
+			dcol: make([]float32, maxRows/convGroup), din: make([]float32, maxIn), padded: make([]float32, maxPad)}
 	}
-	ch.cols, ch.out, ch.dcol, ch.din, ch.padded = b.cols, b.out, b.dcol, b.din, b.padded
+	ch.rows, ch.out, ch.dcol, ch.din, ch.padded = b.rows, b.out, b.dcol, b.din, b.padded
 }
 
 func (c *cnn) release(ch *cnnChunk) {
-	c.bufs.Put(&convBufs{ch.cols, ch.out, ch.dcol, ch.din, ch.padded})
-	ch.cols, ch.out, ch.dcol, ch.din, ch.padded = nil, nil, nil, nil, nil
+	c.bufs.Put(&convBufs{ch.rows, ch.out, ch.dcol, ch.din, ch.padded})
+	ch.rows, ch.out, ch.dcol, ch.din, ch.padded = nil, nil, nil, nil, nil
 }
 
 // chunkRange returns the samples [lo, hi) of chunk i of k over n samples.
 func chunkRange(i, k, n int) (lo, hi int) { return i * n / k, (i + 1) * n / k }
+
+// patchIndex returns the index in a patch (see im2row) of the weight
+// [out, in, 5, 5]'s value at (ci, ky, kx).
+func patchIndex(cin, ci, ky, kx int) int { return (ky*kernel+kx)*cin + ci }
+
+// prepare lays out the convolution weights of w in p as the GEMMs take
+// them: p.wp [cout, K] and p.wT [K, cout], K in patch order.
+func (c *cnn) prepare(w *model.Weights, p *cnnPass) {
+	for li, l := range c.convs {
+		wt, wp, wT := w.Tensors[2*li].Data, p.wp[li], p.wT[li]
+		K := l.k()
+		for co := 0; co < l.cout; co++ {
+			for ci := 0; ci < l.cin; ci++ {
+				for kk := 0; kk < kernel*kernel; kk++ {
+					v := wt[(co*l.cin+ci)*kernel*kernel+kk]
+					k := kk*l.cin + ci
+					wp[co*K+k] = v
+					wT[k*l.cout+co] = v
+				}
+			}
+		}
+	}
+}
 
 func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch any) (float64, int) {
 	p := scratch.(*cnnPass)
@@ -247,6 +273,7 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 	for s, j := range idx {
 		p.y[s] = ds.Y[j]
 	}
+	c.prepare(w, p)
 
 	// Convolutions forward, slices of the batch in parallel, each in
 	// groups of convGroup samples.
@@ -309,17 +336,28 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 		}
 		lo, hi := chunkRange(ci, len(chunks), n)
 		for s := lo; s < hi; s++ {
-			c.convBackward(w, p, ch, c.sampleInput(ds, idx, s), s)
+			c.convBackward(p, ch, ds, idx, s)
 		}
 	})
-	for li := 0; li < 2*nconv; li++ {
-		dst := g[li].Data
-		copy(dst, chunks[0].grad[li])
-		for _, ch := range chunks[1:] {
-			for i, v := range ch.grad[li] {
-				dst[i] += v
+	for li, l := range c.convs {
+		for part := 2 * li; part < 2*li+2; part++ {
+			sum := chunks[0].grad[part]
+			for _, ch := range chunks[1:] {
+				for i, v := range ch.grad[part] {
+					sum[i] += v
+				}
 			}
 		}
+		gw, dst := chunks[0].grad[2*li], g[2*li].Data
+		K := l.k()
+		for co := 0; co < l.cout; co++ {
+			for ci := 0; ci < l.cin; ci++ {
+				for kk := 0; kk < kernel*kernel; kk++ {
+					dst[(co*l.cin+ci)*kernel*kernel+kk] = gw[co*K+kk*l.cin+ci]
+				}
+			}
+		}
+		copy(g[2*li+1].Data, chunks[0].grad[2*li+1])
 	}
 	return loss, correct
 }
@@ -340,7 +378,8 @@ func (c *cnn) sampleInput(ds *data.Dataset, idx []int, s int) []float32 {
 	return ds.X[idx[s]*f : (idx[s]+1)*f]
 }
 
-// layerInput returns sample s's input to conv layer li.
+// layerInput returns sample s's input to conv layer li: the image
+// [c, h, w], or the previous layer's pooled output [h, w, c].
 func (c *cnn) layerInput(p *cnnPass, ds *data.Dataset, idx []int, li, s int) []float32 {
 	if li == 0 {
 		return c.sampleInput(ds, idx, s)
@@ -350,24 +389,28 @@ func (c *cnn) layerInput(p *cnnPass, ds *data.Dataset, idx []int, li, s int) []f
 }
 
 // convForward runs samples [lo, hi) of the batch through the convolutions
-// as one GEMM per layer, weight [cout, K] · patches [K, (hi−lo)·hw],
-// leaving each layer's pooled output and argmax in p; ReLU and pooling
-// run in one pass over the GEMM's output.
+// as one GEMM per layer, patches [(hi−lo)·hw, K] · weight [K, cout] (from
+// [cnn.prepare]), leaving each layer's pooled output and argmax in p;
+// ReLU and pooling run in one pass over the GEMM's output.
 func (c *cnn) convForward(w *model.Weights, p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int, lo, hi int) {
 	g := hi - lo
 	for li, l := range c.convs {
 		hw, K := l.hw(), l.k()
 		N := g * hw
-		cols := ch.cols[:K*N]
+		rows := ch.rows[:N*K]
 		for s := lo; s < hi; s++ {
-			im2col(c.layerInput(p, ds, idx, li, s), l.cin, l.h, l.w, cols[(s-lo)*hw:], N)
+			im2row(c.layerInput(p, ds, idx, li, s), li == 0, l.cin, l.h, l.w, rows[(s-lo)*hw*K:], ch.padded)
 		}
-		out := ch.out[:l.cout*N]
-		fillRows(out, w.Tensors[2*li+1].Data, N)
-		mulAdd(l.cout, N, K, w.Tensors[2*li].Data, K, cols, N, out, N)
+		out := ch.out[:N*l.cout]
+		bias := w.Tensors[2*li+1].Data
+		for r := 0; r < N; r++ {
+			copy(out[r*l.cout:(r+1)*l.cout], bias)
+		}
+		mulAdd(N, l.cout, K, rows, K, p.wT[li], l.cout, out, l.cout)
 		ps := l.pooled()
+		last := li == len(c.convs)-1
 		for s := lo; s < hi; s++ {
-			reluPool(out[(s-lo)*hw:], N, l.cout, l.h, l.w, p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps])
+			reluPool(out[(s-lo)*hw*l.cout:], l.cout, l.h, l.w, last, p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps])
 		}
 	}
 }
@@ -378,36 +421,30 @@ func (c *cnn) convForward(w *model.Weights, p *cnnPass, ch *cnnChunk, ds *data.D
 // the convolution output. So instead of a GEMM over a mostly zero output
 // gradient, each such value g at channel co and position q adds
 // g·patch(q) to d weight[co] and g·weight[co] to d patch(q).
-func (c *cnn) convBackward(w *model.Weights, p *cnnPass, ch *cnnChunk, input []float32, s int) {
+func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int, s int) {
 	dpooled := p.dflat[s*c.flat : (s+1)*c.flat]
 	for li := len(c.convs) - 1; li >= 0; li-- {
 		l := c.convs[li]
 		hw, K, ps := l.hw(), l.k(), l.pooled()
-		per := l.oh * l.ow
-		in := input
-		if li > 0 {
-			prev := c.convs[li-1].pooled()
-			in = p.pooled[li-1][s*prev : (s+1)*prev]
-		}
-		rows := ch.cols[:hw*K]
-		im2row(in, l.cin, l.h, l.w, rows, ch.padded)
+		rows := ch.rows[:hw*K]
+		im2row(c.layerInput(p, ds, idx, li, s), li == 0, l.cin, l.h, l.w, rows, ch.padded)
 		var dcol []float32
 		if li > 0 {
 			dcol = ch.dcol[:hw*K]
 			clear(dcol)
 		}
 		pooled, arg := p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps]
-		gw, gb, wt := ch.grad[2*li], ch.grad[2*li+1], w.Tensors[2*li].Data
+		gw, gb, wp := ch.grad[2*li], ch.grad[2*li+1], p.wp[li]
 		for i, gv := range dpooled {
 			if gv == 0 || pooled[i] <= 0 {
 				continue
 			}
-			co := i / per
-			q := int(arg[i]) - co*hw
+			a := int(arg[i])
+			q, co := a/l.cout, a%l.cout
 			gb[co] += gv
 			axpy(gv, rows[q*K:(q+1)*K], gw[co*K:(co+1)*K])
 			if dcol != nil {
-				axpy(gv, wt[co*K:(co+1)*K], dcol[q*K:(q+1)*K])
+				axpy(gv, wp[co*K:(co+1)*K], dcol[q*K:(q+1)*K])
 			}
 		}
 		if li == 0 {
@@ -438,94 +475,84 @@ func reluGrad(g, act []float32) {
 	}
 }
 
-// im2col lays out a [cin, h, w] image as [cin·25, h·w] patches (zero
-// padded) in the rows of col, which are ld apart: column y·w+x holds the
-// 5×5×cin window centred on (y, x), in the order of PyTorch's conv weight
-// [out, in, 5, 5].
-func im2col(img []float32, cin, h, w int, col []float32, ld int) {
-	hw := h * w
-	for ci := 0; ci < cin; ci++ {
-		for ky := 0; ky < kernel; ky++ {
-			for kx := 0; kx < kernel; kx++ {
-				k := (ci*kernel+ky)*kernel + kx
-				row := col[k*ld : k*ld+hw]
-				for y := 0; y < h; y++ {
-					sy := y + ky - pad
-					r := row[y*w : (y+1)*w]
-					if sy < 0 || sy >= h {
-						clear(r)
-						continue
-					}
-					src := img[(ci*h+sy)*w : (ci*h+sy+1)*w]
-					// x + kx − pad inside [0, w) for x in [x0, x1).
-					x0 := min(w, max(0, pad-kx))
-					x1 := max(x0, min(w, w+pad-kx))
-					clear(r[:x0])
-					copy(r[x0:x1], src[x0+kx-pad:x1+kx-pad])
-					clear(r[x1:])
+// im2row lays out an image's 5×5 windows (zero padded) as the rows of
+// rows, [h·w, cin·25]: row y·w+x holds the window centred on (y, x) in
+// patch order, ky, kx, then channel (see [patchIndex]), so that each of
+// its five window rows is one run of 5·cin values of the image stored
+// channels last. The image is [cin, h, w] when chw, else [h, w, cin]; it
+// is first copied into padded, [h+4, w+4, cin] with a zero border.
+func im2row(img []float32, chw bool, cin, h, w int, rows, padded []float32) {
+	K := cin * kernel * kernel
+	ph, pw := h+2*pad, w+2*pad
+	padded = padded[:ph*pw*cin]
+	clear(padded)
+	switch {
+	case chw && cin > 1:
+		for ci := 0; ci < cin; ci++ {
+			for y := 0; y < h; y++ {
+				src := img[(ci*h+y)*w : (ci*h+y+1)*w]
+				dst := padded[((y+pad)*pw+pad)*cin+ci:]
+				for x, v := range src {
+					dst[x*cin] = v
 				}
 			}
 		}
-	}
-}
-
-// im2row is im2col transposed: [h·w, cin·25], one window per row. It
-// copies the image into padded, [cin, h+4, w+4] with a zero border, so
-// that every window is five plain 5-value copies without bounds tests.
-func im2row(img []float32, cin, h, w int, rows, padded []float32) {
-	K := cin * kernel * kernel
-	ph, pw := h+2*pad, w+2*pad
-	padded = padded[:cin*ph*pw]
-	clear(padded)
-	for ci := 0; ci < cin; ci++ {
+	default: // [h, w, cin], or one channel
 		for y := 0; y < h; y++ {
-			copy(padded[(ci*ph+y+pad)*pw+pad:], img[(ci*h+y)*w:(ci*h+y+1)*w])
+			copy(padded[((y+pad)*pw+pad)*cin:], img[y*w*cin:(y+1)*w*cin])
 		}
 	}
+	run := kernel * cin
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			row := rows[(y*w+x)*K : (y*w+x+1)*K]
-			for ci := 0; ci < cin; ci++ {
-				for ky := 0; ky < kernel; ky++ {
-					r := row[(ci*kernel+ky)*kernel:][:kernel:kernel]
-					off := (ci*ph+y+ky)*pw + x
-					src := padded[off : off+kernel : off+kernel]
+			for ky := 0; ky < kernel; ky++ {
+				off := ((y+ky)*pw + x) * cin
+				r, src := row[ky*run:(ky+1)*run], padded[off:off+run]
+				if run == kernel {
+					r, src = r[:kernel:kernel], src[:kernel:kernel]
 					r[0], r[1], r[2], r[3], r[4] = src[0], src[1], src[2], src[3], src[4]
+					continue
 				}
+				copy(r, src)
 			}
 		}
 	}
 }
 
-// row2im adds [h·w, cin·25] window gradients back into a [cin, h, w] image
-// gradient, which it overwrites. It sums into padded, [cin, h+4, w+4],
-// without bounds tests, and copies the inside out.
+// row2im adds [h·w, cin·25] window gradients (rows as [im2row] lays them
+// out) back into an [h, w, cin] image gradient, which it overwrites. It
+// sums into padded, [h+4, w+4, cin], and copies the inside out.
 func row2im(rows []float32, cin, h, w int, img, padded []float32) {
 	K := cin * kernel * kernel
 	ph, pw := h+2*pad, w+2*pad
-	padded = padded[:cin*ph*pw]
+	padded = padded[:ph*pw*cin]
 	clear(padded)
+	run := kernel * cin
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			row := rows[(y*w+x)*K : (y*w+x+1)*K]
-			for ci := 0; ci < cin; ci++ {
-				for ky := 0; ky < kernel; ky++ {
-					r := row[(ci*kernel+ky)*kernel:][:kernel:kernel]
-					off := (ci*ph+y+ky)*pw + x
-					dst := padded[off : off+kernel : off+kernel]
-					dst[0] += r[0]
-					dst[1] += r[1]
-					dst[2] += r[2]
-					dst[3] += r[3]
-					dst[4] += r[4]
-				}
+			for ky := 0; ky < kernel; ky++ {
+				off := ((y+ky)*pw + x) * cin
+				addTo(padded[off:off+run], row[ky*run:(ky+1)*run])
 			}
 		}
 	}
-	for ci := 0; ci < cin; ci++ {
-		for y := 0; y < h; y++ {
-			copy(img[(ci*h+y)*w:(ci*h+y+1)*w], padded[(ci*ph+y+pad)*pw+pad:])
-		}
+	for y := 0; y < h; y++ {
+		copy(img[y*w*cin:(y+1)*w*cin], padded[((y+pad)*pw+pad)*cin:])
+	}
+}
+
+// addTo sets dst[i] += src[i]: with FMA as 1·src+dst, which rounds as
+// the sum does.
+func addTo(dst, src []float32) {
+	if hasFMA {
+		axpyFMA(1, src, dst[:len(src)])
+		return
+	}
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] += v
 	}
 }
 
@@ -539,39 +566,42 @@ func colSums(m []float32, n, k int, out []float32) {
 	}
 }
 
-// reluPool applies ReLU and pools 2×2 the [c, h, w] maps whose channels
-// lie ld apart in in, into [c, h/2, w/2], recording each window's maximum
-// as its index in a [c, h, w] map; an odd last row or column is dropped,
-// as in PyTorch. The maximum of the ReLU is the ReLU of the maximum; where
-// it is 0 the index is not used. After ReLU the values are ≥ +0, whose
-// bit patterns order as integers do: the comparisons run on those, which
-// the compiler turns into conditional moves instead of branches that the
+// reluPool applies ReLU and pools 2×2 the [h, w, c] maps in, into
+// [h/2, w/2, c], or [c, h/2, w/2] when chw, recording each window's
+// maximum as its index in in; an odd last row or column is dropped, as in
+// PyTorch. The maximum of the ReLU is the ReLU of the maximum; where it
+// is 0 the index is not used. After ReLU the values are ≥ +0, whose bit
+// patterns order as integers do: the comparisons run on those, which the
+// compiler turns into conditional moves instead of branches that the
 // random signs would mispredict.
-func reluPool(in []float32, ld, c, h, w int, out []float32, arg []int32) {
+func reluPool(in []float32, c, h, w int, chw bool, out []float32, arg []int32) {
 	oh, ow := h/2, w/2
 	bits := func(v float32) int32 { // ReLU, as ordered integer bits
 		u := int32(math.Float32bits(v))
 		return u &^ (u >> 31)
 	}
-	for ch := 0; ch < c; ch++ {
-		m := in[ch*ld : ch*ld+h*w]
-		for y := 0; y < oh; y++ {
-			r0, r1 := m[2*y*w:(2*y+1)*w], m[(2*y+1)*w:(2*y+2)*w]
-			r0, r1 = r0[:2*ow], r1[:2*ow]
-			o := (ch*oh + y) * ow
-			base := int32((ch*h + 2*y) * w)
-			for x := 0; x < ow; x++ {
-				best, bi := bits(r0[2*x]), int32(2*x)
-				if v := bits(r0[2*x+1]); v > best {
-					best, bi = v, int32(2*x+1)
+	for y := 0; y < oh; y++ {
+		for x := 0; x < ow; x++ {
+			p00 := (2*y*w + 2*x) * c
+			p01, p10 := p00+c, p00+w*c
+			p11 := p10 + c
+			r00, r01, r10, r11 := in[p00:p00+c], in[p01:p01+c], in[p10:p10+c], in[p11:p11+c]
+			o, stride := (y*ow+x)*c, 1
+			if chw {
+				o, stride = y*ow+x, oh*ow
+			}
+			for ch := range r00 {
+				best, bi := bits(r00[ch]), int32(p00+ch)
+				if v := bits(r01[ch]); v > best {
+					best, bi = v, int32(p01+ch)
 				}
-				if v := bits(r1[2*x]); v > best {
-					best, bi = v, int32(w+2*x)
+				if v := bits(r10[ch]); v > best {
+					best, bi = v, int32(p10+ch)
 				}
-				if v := bits(r1[2*x+1]); v > best {
-					best, bi = v, int32(w+2*x+1)
+				if v := bits(r11[ch]); v > best {
+					best, bi = v, int32(p11+ch)
 				}
-				out[o+x], arg[o+x] = math.Float32frombits(uint32(best)), base+bi
+				out[o+ch*stride], arg[o+ch*stride] = math.Float32frombits(uint32(best)), bi
 			}
 		}
 	}

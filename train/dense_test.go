@@ -433,6 +433,8 @@ func TestCNNBatchedConv(t *testing.T) {
 		ch, one := grouped.chunks[0], single.chunks[0]
 		tr.borrow(ch)
 		tr.borrow(one)
+		tr.prepare(w, grouped)
+		tr.prepare(w, single)
 		for lo := 0; lo < ds.N; lo += convGroup {
 			tr.convForward(w, grouped, ch, ds, idx, lo, min(lo+convGroup, ds.N))
 		}
