@@ -178,10 +178,13 @@ type cnnPass struct {
 type cnnChunk struct {
 	rows   []float32   // the patches of up to convGroup samples of the widest layer, [group·hw, K]
 	out    []float32   // the convolution output of a group, [group·hw, cout]
-	dcol   []float32   // one sample's patch gradients [hw, K]
 	din    []float32   // one sample's gradient of a layer's input
 	padded []float32   // one sample's layer input or its gradient with a zero border, [h+4, w+4, cin]
 	grad   [][]float32 // per conv layer: d weight [cout, K] in patch order, d bias
+	offs   []int32     // the rows [sumRows] sums for one sample, at most the widest pooled()
+	coef   []float32   // their factors
+	qstart []int32     // per conv output position q, where its values start in offs; hw+1
+	qnext  []int32     // per q, where its next value goes; hw
 }
 
 // convGroup is how many samples one convolution GEMM takes: their patches
@@ -203,6 +206,12 @@ func (c *cnn) scratch(n int) any {
 	}
 	for range min(n, cnnChunks) {
 		ch := &cnnChunk{}
+		maxPooled, maxHW := 0, 0
+		for _, l := range c.convs {
+			maxPooled, maxHW = max(maxPooled, l.pooled()), max(maxHW, l.hw())
+		}
+		ch.offs, ch.coef = make([]int32, maxPooled), make([]float32, maxPooled)
+		ch.qstart, ch.qnext = make([]int32, maxHW+1), make([]int32, maxHW)
 		for _, l := range c.convs {
 			ch.grad = append(ch.grad, make([]float32, l.cout*l.k()), make([]float32, l.cout))
 		}
@@ -215,7 +224,7 @@ func (c *cnn) scratch(n int) any {
 // trainer's pool for the time of one parallel pass, so that each Train
 // call does not allocate (and clear) tens of MB for them. Every use
 // overwrites what it reads.
-type convBufs struct{ rows, out, dcol, din, padded []float32 }
+type convBufs struct{ rows, out, din, padded []float32 }
 
 // borrow gives ch working buffers from c's pool; release returns them.
 func (c *cnn) borrow(ch *cnnChunk) {
@@ -229,14 +238,14 @@ func (c *cnn) borrow(ch *cnnChunk) {
 			maxIn = max(maxIn, l.cin*l.hw())
 		}
 		b = &convBufs{rows: make([]float32, maxRows), out: make([]float32, maxOut),
-			dcol: make([]float32, maxRows/convGroup), din: make([]float32, maxIn), padded: make([]float32, maxPad)}
+			din: make([]float32, maxIn), padded: make([]float32, maxPad)}
 	}
-	ch.rows, ch.out, ch.dcol, ch.din, ch.padded = b.rows, b.out, b.dcol, b.din, b.padded
+	ch.rows, ch.out, ch.din, ch.padded = b.rows, b.out, b.din, b.padded
 }
 
 func (c *cnn) release(ch *cnnChunk) {
-	c.bufs.Put(&convBufs{ch.rows, ch.out, ch.dcol, ch.din, ch.padded})
-	ch.rows, ch.out, ch.dcol, ch.din, ch.padded = nil, nil, nil, nil, nil
+	c.bufs.Put(&convBufs{ch.rows, ch.out, ch.din, ch.padded})
+	ch.rows, ch.out, ch.din, ch.padded = nil, nil, nil, nil
 }
 
 // chunkRange returns the samples [lo, hi) of chunk i of k over n samples.
@@ -419,39 +428,101 @@ func (c *cnn) convForward(w *model.Weights, p *cnnPass, ch *cnnChunk, ds *data.D
 // its gradient in p.dflat. Only a pooling window's maximum gets a
 // gradient, and only where it was positive (ReLU): a quarter or less of
 // the convolution output. So instead of a GEMM over a mostly zero output
-// gradient, each such value g at channel co and position q adds
-// g·patch(q) to d weight[co] and g·weight[co] to d patch(q).
+// gradient, d weight[co] sums g·patch(q) and d patch(q) sums g·weight[co]
+// over those values g at channel co and position q, with [sumRows]. A
+// patch row is a run of the padded input (see [im2row]), so both sums
+// read and write the padded input and its gradient directly, without
+// laying out patches; only the first layer, whose runs are short, reads
+// patches.
 func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int, s int) {
 	dpooled := p.dflat[s*c.flat : (s+1)*c.flat]
 	for li := len(c.convs) - 1; li >= 0; li-- {
 		l := c.convs[li]
 		hw, K, ps := l.hw(), l.k(), l.pooled()
-		rows := ch.rows[:hw*K]
-		im2row(c.layerInput(p, ds, idx, li, s), li == 0, l.cin, l.h, l.w, rows, ch.padded)
-		var dcol []float32
-		if li > 0 {
-			dcol = ch.dcol[:hw*K]
-			clear(dcol)
-		}
+		per := l.oh * l.ow
+		last := li == len(c.convs)-1
+		pw, run := l.w+2*pad, kernel*l.cin
+		in := c.layerInput(p, ds, idx, li, s)
 		pooled, arg := p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps]
 		gw, gb, wp := ch.grad[2*li], ch.grad[2*li+1], p.wp[li]
-		for i, gv := range dpooled {
-			if gv == 0 || pooled[i] <= 0 {
+		short := run < 16
+		var src []float32 // the patches, or the padded input
+		if short {
+			src = ch.rows[:hw*K]
+			im2row(in, li == 0, l.cin, l.h, l.w, src, ch.padded)
+		} else {
+			src = padInto(in, li == 0, l.cin, l.h, l.w, ch.padded)
+		}
+		// d weight and d bias, channel by channel.
+		offs, coef := ch.offs, ch.coef
+		for co := 0; co < l.cout; co++ {
+			nz := 0
+			for pos := 0; pos < per; pos++ {
+				i := pos*l.cout + co
+				if last {
+					i = co*per + pos
+				}
+				gv := dpooled[i]
+				if gv == 0 || pooled[i] <= 0 {
+					continue
+				}
+				q := int(arg[i]) / l.cout
+				o := q * K
+				if !short {
+					o = (q/l.w*pw + q%l.w) * l.cin
+				}
+				offs[nz], coef[nz] = int32(o), gv
+				gb[co] += gv
+				nz++
+			}
+			if short {
+				sumRows(gw[co*K:(co+1)*K], src, offs[:nz], coef[:nz])
 				continue
 			}
-			a := int(arg[i])
-			q, co := a/l.cout, a%l.cout
-			gb[co] += gv
-			axpy(gv, rows[q*K:(q+1)*K], gw[co*K:(co+1)*K])
-			if dcol != nil {
-				axpy(gv, wp[co*K:(co+1)*K], dcol[q*K:(q+1)*K])
+			for ky := 0; ky < kernel; ky++ {
+				sumRows(gw[co*K+ky*run:co*K+(ky+1)*run], src[ky*pw*l.cin:], offs[:nz], coef[:nz])
 			}
 		}
 		if li == 0 {
 			break
 		}
+		// d input: the values by position q, then per q its five runs.
+		start, next := ch.qstart[:hw+1], ch.qnext[:hw]
+		clear(start)
+		for i, gv := range dpooled {
+			if gv != 0 && pooled[i] > 0 {
+				start[int(arg[i])/l.cout+1]++
+			}
+		}
+		for q := 0; q < hw; q++ {
+			start[q+1] += start[q]
+		}
+		copy(next, start[:hw])
+		for i, gv := range dpooled {
+			if gv != 0 && pooled[i] > 0 {
+				a := int(arg[i])
+				q, co := a/l.cout, a%l.cout
+				offs[next[q]], coef[next[q]] = int32(co*K), gv
+				next[q]++
+			}
+		}
+		dpad := ch.padded[:(l.h+2*pad)*pw*l.cin]
+		clear(dpad)
+		for q := 0; q < hw; q++ {
+			o, e := start[q], start[q+1]
+			if o == e {
+				continue
+			}
+			y, x := q/l.w, q%l.w
+			for ky := 0; ky < kernel; ky++ {
+				at := ((y+ky)*pw + x) * l.cin
+				sumRows(dpad[at:at+run], wp[ky*run:], offs[o:e], coef[o:e])
+			}
+		}
 		din := ch.din[:l.cin*hw]
-		row2im(dcol, l.cin, l.h, l.w, din, ch.padded)
+		for y := 0; y < l.h; y++ {
+			copy(din[y*l.w*l.cin:(y+1)*l.w*l.cin], dpad[((y+pad)*pw+pad)*l.cin:])
+		}
 		dpooled = din
 	}
 }
@@ -475,14 +546,10 @@ func reluGrad(g, act []float32) {
 	}
 }
 
-// im2row lays out an image's 5×5 windows (zero padded) as the rows of
-// rows, [h·w, cin·25]: row y·w+x holds the window centred on (y, x) in
-// patch order, ky, kx, then channel (see [patchIndex]), so that each of
-// its five window rows is one run of 5·cin values of the image stored
-// channels last. The image is [cin, h, w] when chw, else [h, w, cin]; it
-// is first copied into padded, [h+4, w+4, cin] with a zero border.
-func im2row(img []float32, chw bool, cin, h, w int, rows, padded []float32) {
-	K := cin * kernel * kernel
+// padInto copies an image, [cin, h, w] when chw, else [h, w, cin], into
+// padded as [h+4, w+4, cin] with a zero border, and returns that part of
+// padded.
+func padInto(img []float32, chw bool, cin, h, w int, padded []float32) []float32 {
 	ph, pw := h+2*pad, w+2*pad
 	padded = padded[:ph*pw*cin]
 	clear(padded)
@@ -502,6 +569,19 @@ func im2row(img []float32, chw bool, cin, h, w int, rows, padded []float32) {
 			copy(padded[((y+pad)*pw+pad)*cin:], img[y*w*cin:(y+1)*w*cin])
 		}
 	}
+	return padded
+}
+
+// im2row lays out an image's 5×5 windows (zero padded) as the rows of
+// rows, [h·w, cin·25]: row y·w+x holds the window centred on (y, x) in
+// patch order, ky, kx, then channel (see [patchIndex]), so that each of
+// its five window rows is one run of 5·cin values of the image stored
+// channels last. The image is [cin, h, w] when chw, else [h, w, cin]; it
+// is first copied into padded, [h+4, w+4, cin] with a zero border.
+func im2row(img []float32, chw bool, cin, h, w int, rows, padded []float32) {
+	K := cin * kernel * kernel
+	pw := w + 2*pad
+	padded = padInto(img, chw, cin, h, w, padded)
 	run := kernel * cin
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
@@ -517,42 +597,6 @@ func im2row(img []float32, chw bool, cin, h, w int, rows, padded []float32) {
 				copy(r, src)
 			}
 		}
-	}
-}
-
-// row2im adds [h·w, cin·25] window gradients (rows as [im2row] lays them
-// out) back into an [h, w, cin] image gradient, which it overwrites. It
-// sums into padded, [h+4, w+4, cin], and copies the inside out.
-func row2im(rows []float32, cin, h, w int, img, padded []float32) {
-	K := cin * kernel * kernel
-	ph, pw := h+2*pad, w+2*pad
-	padded = padded[:ph*pw*cin]
-	clear(padded)
-	run := kernel * cin
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			row := rows[(y*w+x)*K : (y*w+x+1)*K]
-			for ky := 0; ky < kernel; ky++ {
-				off := ((y+ky)*pw + x) * cin
-				addTo(padded[off:off+run], row[ky*run:(ky+1)*run])
-			}
-		}
-	}
-	for y := 0; y < h; y++ {
-		copy(img[y*w*cin:(y+1)*w*cin], padded[((y+pad)*pw+pad)*cin:])
-	}
-}
-
-// addTo sets dst[i] += src[i]: with FMA as 1·src+dst, which rounds as
-// the sum does.
-func addTo(dst, src []float32) {
-	if hasFMA {
-		axpyFMA(1, src, dst[:len(src)])
-		return
-	}
-	dst = dst[:len(src)]
-	for i, v := range src {
-		dst[i] += v
 	}
 }
 

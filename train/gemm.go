@@ -143,3 +143,43 @@ func transposeInto(out, m []float32, rows, cols int) {
 		}
 	}
 }
+
+// sumRows sets y[i] += Σ_j coef[j]·x[offs[j]+i] for i < len(y), adding
+// each value's products in order of j as len(offs) calls of axpy would:
+// a sum of scaled rows of x picked by offset, with y kept in registers
+// over the rows where AVX-512 allows.
+func sumRows(y, x []float32, offs []int32, coef []float32) {
+	k, n := len(y), len(offs)
+	if n == 0 || k == 0 {
+		return
+	}
+	coef = coef[:n]
+	for _, o := range offs {
+		if o < 0 || int(o)+k > len(x) {
+			panic(fmt.Sprintf("train: sumRows offset %d of %d values past the %d of x", o, k, len(x)))
+		}
+	}
+	k16 := 0
+	if hasAVX512 {
+		k16 = k &^ 15
+		if k16 > 0 {
+			sumRows16(k16, &y[0], &x[0], &offs[0], &coef[0], n)
+		}
+	}
+	if k16 == k {
+		return
+	}
+	if hasFMA {
+		for j, o := range offs {
+			axpyFMA(coef[j], x[int(o)+k16:int(o)+k], y[k16:])
+		}
+		return
+	}
+	rest := y[k16:]
+	for j, o := range offs {
+		a, xs := coef[j], x[int(o)+k16:int(o)+k]
+		for i, v := range xs {
+			rest[i] += a * v
+		}
+	}
+}

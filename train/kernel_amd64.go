@@ -25,3 +25,8 @@ var hasFMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // hasAVX512 reports whether kern4x32 can run: AVX-512 F on the CPU and
 // the opmask and ZMM state enabled by the OS.
 var hasAVX512 = hasFMA && cpu.X86.HasAVX512F
+
+// sumRows16 needs n ≥ 1 and AVX-512; see sumRows.
+//
+//go:noescape
+func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int)

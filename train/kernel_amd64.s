@@ -347,3 +347,70 @@ store8x32:
 	VMOVUPS Z23, 64(R12)(BX*1)
 	VZEROUPPER
 	RET
+
+// func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int)
+//
+// y[i] += Σ_{j<n} coef[j]·x[offs[j]+i] for i < k, k a multiple of 16, on
+// AVX-512: the products of each y value are added in order of j, with
+// FMA, as n calls of axpyFMA would; y stays in registers over the j loop.
+TEXT ·sumRows16(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), CX
+	MOVQ y+8(FP), DX
+	MOVQ x+16(FP), SI
+	MOVQ offs+24(FP), R8
+	MOVQ coef+32(FP), R9
+	MOVQ n+40(FP), R10
+
+chunk64:
+	CMPQ CX, $64
+	JLT  chunk16
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	XORQ    AX, AX
+
+loop64:
+	MOVLQSX      (R8)(AX*4), BX
+	LEAQ         (SI)(BX*4), BX
+	VBROADCASTSS (R9)(AX*4), Z4
+	VFMADD231PS  (BX), Z4, Z0
+	VFMADD231PS  64(BX), Z4, Z1
+	VFMADD231PS  128(BX), Z4, Z2
+	VFMADD231PS  192(BX), Z4, Z3
+	INCQ         AX
+	CMPQ         AX, R10
+	JLT          loop64
+
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	ADDQ    $256, DX
+	ADDQ    $256, SI
+	SUBQ    $64, CX
+	JMP     chunk64
+
+chunk16:
+	CMPQ CX, $16
+	JLT  done16
+	VMOVUPS (DX), Z0
+	XORQ    AX, AX
+
+loop16:
+	MOVLQSX      (R8)(AX*4), BX
+	VBROADCASTSS (R9)(AX*4), Z4
+	VFMADD231PS  (SI)(BX*4), Z4, Z0
+	INCQ         AX
+	CMPQ         AX, R10
+	JLT          loop16
+
+	VMOVUPS Z0, (DX)
+	ADDQ    $64, DX
+	ADDQ    $64, SI
+	SUBQ    $16, CX
+	JMP     chunk16
+
+done16:
+	VZEROUPPER
+	RET
