@@ -143,3 +143,50 @@ func BenchmarkMulAdd(b *testing.B) {
 		})
 	}
 }
+
+// TestSumRows compares sumRows with a float64 sum over lengths that
+// exercise its 64- and 16-value blocks and the rest, with repeated and
+// overlapping rows, and checks that on FMA it gives the bits of the axpy
+// calls it stands for.
+func TestSumRows(t *testing.T) {
+	withKernels(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(7, 8))
+		x := randVec(r, 1000)
+		for _, tc := range []struct {
+			k    int
+			offs []int32
+		}{
+			{1, []int32{3}},
+			{5, []int32{0, 5, 10}},
+			{16, []int32{1, 2}},
+			{25, []int32{100, 0, 25, 100}},
+			{80, []int32{7}},
+			{160, []int32{0, 32, 64, 96, 640, 3, 839}},
+			{200, []int32{800, 0}},
+			{64, nil},
+		} {
+			coef := randVec(r, len(tc.offs))
+			y := randVec(r, tc.k)
+			want := make([]float64, tc.k)
+			for i := range want {
+				want[i] = float64(y[i])
+				for j, o := range tc.offs {
+					want[i] += float64(coef[j]) * float64(x[int(o)+i])
+				}
+			}
+			seq := append([]float32(nil), y...)
+			for j, o := range tc.offs {
+				axpy(coef[j], x[o:int(o)+tc.k], seq)
+			}
+			sumRows(y, x, tc.offs, coef)
+			for i, w := range want {
+				if math.Abs(float64(y[i])-w) > 1e-4*(1+math.Abs(w)) {
+					t.Fatalf("k=%d offs %v: sumRows y[%d] = %g, want %g", tc.k, tc.offs, i, y[i], w)
+				}
+			}
+			if hasFMA && !slices.Equal(y, seq) {
+				t.Errorf("k=%d offs %v: sumRows differs from %d axpy calls in the last bits", tc.k, tc.offs, len(tc.offs))
+			}
+		}
+	})
+}
