@@ -48,6 +48,9 @@ type convLayer struct {
 	cin, cout int
 	h, w      int // input and convolution output height and width
 	oh, ow    int // after pooling
+	// padOff holds per output position y·w+x the offset (y·(w+4)+x)·cin
+	// of its window in the padded input [h+4, w+4, cin].
+	padOff []int32
 }
 
 func (l convLayer) k() int      { return l.cin * kernel * kernel }
@@ -77,7 +80,11 @@ func newCNN(cfg Config) (Trainer, error) {
 		count.add(out, ch*kernel*kernel+1)
 		count.add(out*h, w) // the convolution output of one sample
 		count.add(ch*kernel*kernel*h, w)
-		c.convs = append(c.convs, convLayer{cin: ch, cout: out, h: h, w: w, oh: h / 2, ow: w / 2})
+		l := convLayer{cin: ch, cout: out, h: h, w: w, oh: h / 2, ow: w / 2, padOff: make([]int32, h*w)}
+		for q := range l.padOff {
+			l.padOff[q] = int32((q/w*(w+2*pad) + q%w) * ch)
+		}
+		c.convs = append(c.convs, l)
 		ch, h, w = out, h/2, w/2
 	}
 	c.flat = ch * h * w
@@ -156,7 +163,7 @@ func (c *cnn) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) 
 // cnnPass holds one batch's activations and gradients.
 type cnnPass struct {
 	pooled [][]float32 // [layer] n × pooled(): each conv layer's pooled output, [h, w, c] (the last [c, h, w]: the flat FC input)
-	argmax [][]int32   // [layer] n × pooled(): each pooled value's index in the sample's conv output [h, w, c]
+	argmax [][]int32   // [layer] n × pooled(): each pooled value's position y·w+x in the convolution output
 	wT     [][]float32 // [layer] the conv weight as [K, cout], K in patch order (see im2row)
 	wp     [][]float32 // [layer] the conv weight as [cout, K], K in patch order
 	flatT  []float32   // [flat, n]: the FC input transposed
@@ -183,6 +190,10 @@ type cnnChunk struct {
 	grad   [][]float32 // per conv layer: d weight [cout, K] in patch order, d bias
 	offs   []int32     // the rows [sumRows] sums for one sample, at most the widest pooled()
 	coef   []float32   // their factors
+	nzOff  []int32     // the values of one sample that get a gradient: their rows, as offs
+	nzG    []float32   // their gradients
+	nzQ    []int32     // their positions
+	coEnd  []int32     // per channel, where its values end in nzOff
 	qstart []int32     // per conv output position q, where its values start in offs; hw+1
 	qnext  []int32     // per q, where its next value goes; hw
 }
@@ -211,6 +222,12 @@ func (c *cnn) scratch(n int) any {
 			maxPooled, maxHW = max(maxPooled, l.pooled()), max(maxHW, l.hw())
 		}
 		ch.offs, ch.coef = make([]int32, maxPooled), make([]float32, maxPooled)
+		ch.nzOff, ch.nzG, ch.nzQ = make([]int32, maxPooled), make([]float32, maxPooled), make([]int32, maxPooled)
+		maxCout := 0
+		for _, l := range c.convs {
+			maxCout = max(maxCout, l.cout)
+		}
+		ch.coEnd = make([]int32, maxCout)
 		ch.qstart, ch.qnext = make([]int32, maxHW+1), make([]int32, maxHW)
 		for _, l := range c.convs {
 			ch.grad = append(ch.grad, make([]float32, l.cout*l.k()), make([]float32, l.cout))
@@ -453,58 +470,67 @@ func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int
 		} else {
 			src = padInto(in, li == 0, l.cin, l.h, l.w, ch.padded)
 		}
-		// d weight and d bias, channel by channel.
-		offs, coef := ch.offs, ch.coef
+		// The values that get a gradient, channel by channel: their rows
+		// (offsets in src), gradients and positions.
+		nzOff, nzG, nzQ := ch.nzOff, ch.nzG, ch.nzQ
+		nz := 0
+		ends := ch.coEnd[:l.cout]
 		for co := 0; co < l.cout; co++ {
-			nz := 0
-			for pos := 0; pos < per; pos++ {
-				i := pos*l.cout + co
-				if last {
-					i = co*per + pos
-				}
+			i, stride := co, l.cout
+			if last {
+				i, stride = co*per, 1
+			}
+			for pos := 0; pos < per; pos, i = pos+1, i+stride {
 				gv := dpooled[i]
 				if gv == 0 || pooled[i] <= 0 {
 					continue
 				}
-				q := int(arg[i]) / l.cout
-				o := q * K
-				if !short {
-					o = (q/l.w*pw + q%l.w) * l.cin
+				q := arg[i]
+				nzQ[nz], nzG[nz] = q, gv
+				if short {
+					nzOff[nz] = q * int32(K)
+				} else {
+					nzOff[nz] = l.padOff[q]
 				}
-				offs[nz], coef[nz] = int32(o), gv
 				gb[co] += gv
 				nz++
 			}
+			ends[co] = int32(nz)
+		}
+		// d weight, channel by channel.
+		from := int32(0)
+		for co := 0; co < l.cout; co++ {
+			offs, coef := nzOff[from:ends[co]], nzG[from:ends[co]]
+			from = ends[co]
 			if short {
-				sumRows(gw[co*K:(co+1)*K], src, offs[:nz], coef[:nz])
+				sumRows(gw[co*K:(co+1)*K], src, offs, coef)
 				continue
 			}
 			for ky := 0; ky < kernel; ky++ {
-				sumRows(gw[co*K+ky*run:co*K+(ky+1)*run], src[ky*pw*l.cin:], offs[:nz], coef[:nz])
+				sumRows(gw[co*K+ky*run:co*K+(ky+1)*run], src[ky*pw*l.cin:], offs, coef)
 			}
 		}
 		if li == 0 {
 			break
 		}
 		// d input: the values by position q, then per q its five runs.
-		start, next := ch.qstart[:hw+1], ch.qnext[:hw]
+		start, next, offs, coef := ch.qstart[:hw+1], ch.qnext[:hw], ch.offs, ch.coef
 		clear(start)
-		for i, gv := range dpooled {
-			if gv != 0 && pooled[i] > 0 {
-				start[int(arg[i])/l.cout+1]++
-			}
+		for _, q := range nzQ[:nz] {
+			start[q+1]++
 		}
 		for q := 0; q < hw; q++ {
 			start[q+1] += start[q]
 		}
 		copy(next, start[:hw])
-		for i, gv := range dpooled {
-			if gv != 0 && pooled[i] > 0 {
-				a := int(arg[i])
-				q, co := a/l.cout, a%l.cout
-				offs[next[q]], coef[next[q]] = int32(co*K), gv
+		from = 0
+		for co := 0; co < l.cout; co++ {
+			for j := from; j < ends[co]; j++ {
+				q := nzQ[j]
+				offs[next[q]], coef[next[q]] = int32(co*K), nzG[j]
 				next[q]++
 			}
+			from = ends[co]
 		}
 		dpad := ch.padded[:(l.h+2*pad)*pw*l.cin]
 		clear(dpad)
@@ -612,7 +638,7 @@ func colSums(m []float32, n, k int, out []float32) {
 
 // reluPool applies ReLU and pools 2×2 the [h, w, c] maps in, into
 // [h/2, w/2, c], or [c, h/2, w/2] when chw, recording each window's
-// maximum as its index in in; an odd last row or column is dropped, as in
+// maximum as its position y·w+x in in; an odd last row or column is dropped, as in
 // PyTorch. The maximum of the ReLU is the ReLU of the maximum; where it
 // is 0 the index is not used. After ReLU the values are ≥ +0, whose bit
 // patterns order as integers do: the comparisons run on those, which the
@@ -626,7 +652,9 @@ func reluPool(in []float32, c, h, w int, chw bool, out []float32, arg []int32) {
 	}
 	for y := 0; y < oh; y++ {
 		for x := 0; x < ow; x++ {
-			p00 := (2*y*w + 2*x) * c
+			q00 := 2*y*w + 2*x
+			q01, q10, q11 := int32(q00+1), int32(q00+w), int32(q00+w+1)
+			p00 := q00 * c
 			p01, p10 := p00+c, p00+w*c
 			p11 := p10 + c
 			r00, r01, r10, r11 := in[p00:p00+c], in[p01:p01+c], in[p10:p10+c], in[p11:p11+c]
@@ -635,15 +663,15 @@ func reluPool(in []float32, c, h, w int, chw bool, out []float32, arg []int32) {
 				o, stride = y*ow+x, oh*ow
 			}
 			for ch := range r00 {
-				best, bi := bits(r00[ch]), int32(p00+ch)
+				best, bi := bits(r00[ch]), int32(q00)
 				if v := bits(r01[ch]); v > best {
-					best, bi = v, int32(p01+ch)
+					best, bi = v, q01
 				}
 				if v := bits(r10[ch]); v > best {
-					best, bi = v, int32(p10+ch)
+					best, bi = v, q10
 				}
 				if v := bits(r11[ch]); v > best {
-					best, bi = v, int32(p11+ch)
+					best, bi = v, q11
 				}
 				out[o+ch*stride], arg[o+ch*stride] = math.Float32frombits(uint32(best)), bi
 			}
