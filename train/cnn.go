@@ -187,6 +187,8 @@ type cnnChunk struct {
 	out    []float32   // the convolution output of a group, [group·hw, cout]
 	din    []float32   // one sample's gradient of a layer's input
 	padded []float32   // one sample's layer input or its gradient with a zero border, [h+4, w+4, cin]
+	pool   []float32   // one sample's last pooled output [h, w, c], before it is transposed
+	parg   []int32     // its argmax
 	grad   [][]float32 // per conv layer: d weight [cout, K] in patch order, d bias
 	offs   []int32     // the rows [sumRows] sums for one sample, at most the widest pooled()
 	coef   []float32   // their factors
@@ -241,7 +243,10 @@ func (c *cnn) scratch(n int) any {
 // trainer's pool for the time of one parallel pass, so that each Train
 // call does not allocate (and clear) tens of MB for them. Every use
 // overwrites what it reads.
-type convBufs struct{ rows, out, din, padded []float32 }
+type convBufs struct {
+	rows, out, din, padded, pool []float32
+	parg                         []int32
+}
 
 // borrow gives ch working buffers from c's pool; release returns them.
 func (c *cnn) borrow(ch *cnnChunk) {
@@ -255,14 +260,15 @@ func (c *cnn) borrow(ch *cnnChunk) {
 			maxIn = max(maxIn, l.cin*l.hw())
 		}
 		b = &convBufs{rows: make([]float32, maxRows), out: make([]float32, maxOut),
-			din: make([]float32, maxIn), padded: make([]float32, maxPad)}
+			din: make([]float32, maxIn), padded: make([]float32, maxPad),
+			pool: make([]float32, c.flat), parg: make([]int32, c.flat)}
 	}
-	ch.rows, ch.out, ch.din, ch.padded = b.rows, b.out, b.din, b.padded
+	ch.rows, ch.out, ch.din, ch.padded, ch.pool, ch.parg = b.rows, b.out, b.din, b.padded, b.pool, b.parg
 }
 
 func (c *cnn) release(ch *cnnChunk) {
-	c.bufs.Put(&convBufs{ch.rows, ch.out, ch.din, ch.padded})
-	ch.rows, ch.out, ch.din, ch.padded = nil, nil, nil, nil
+	c.bufs.Put(&convBufs{ch.rows, ch.out, ch.din, ch.padded, ch.pool, ch.parg})
+	ch.rows, ch.out, ch.din, ch.padded, ch.pool, ch.parg = nil, nil, nil, nil, nil, nil
 }
 
 // chunkRange returns the samples [lo, hi) of chunk i of k over n samples.
@@ -436,7 +442,15 @@ func (c *cnn) convForward(w *model.Weights, p *cnnPass, ch *cnnChunk, ds *data.D
 		ps := l.pooled()
 		last := li == len(c.convs)-1
 		for s := lo; s < hi; s++ {
-			reluPool(out[(s-lo)*hw*l.cout:], l.cout, l.h, l.w, last, p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps])
+			pooled, arg := p.pooled[li][s*ps:(s+1)*ps], p.argmax[li][s*ps:(s+1)*ps]
+			if !last {
+				reluPool(out[(s-lo)*hw*l.cout:], l.cout, l.h, l.w, pooled, arg)
+				continue
+			}
+			// The FC input is channel-major, [c, h/2, w/2], as torch.flatten.
+			reluPool(out[(s-lo)*hw*l.cout:], l.cout, l.h, l.w, ch.pool[:ps], ch.parg[:ps])
+			transposeInto(pooled, ch.pool[:ps], l.oh*l.ow, l.cout)
+			transposeInto(arg, ch.parg[:ps], l.oh*l.ow, l.cout)
 		}
 	}
 }
@@ -637,15 +651,25 @@ func colSums(m []float32, n, k int, out []float32) {
 }
 
 // reluPool applies ReLU and pools 2×2 the [h, w, c] maps in, into
-// [h/2, w/2, c], or [c, h/2, w/2] when chw, recording each window's
-// maximum as its position y·w+x in in; an odd last row or column is dropped, as in
-// PyTorch. The maximum of the ReLU is the ReLU of the maximum; where it
-// is 0 the index is not used. After ReLU the values are ≥ +0, whose bit
-// patterns order as integers do: the comparisons run on those, which the
-// compiler turns into conditional moves instead of branches that the
-// random signs would mispredict.
-func reluPool(in []float32, c, h, w int, chw bool, out []float32, arg []int32) {
+// [h/2, w/2, c], recording each window's maximum as its position y·w+x
+// in in; an odd last row or column is dropped, as in PyTorch. The maximum
+// of the ReLU is the ReLU of the maximum; where it is 0 the position is
+// not used. After ReLU the values are ≥ +0, whose bit patterns order as
+// integers do: the comparisons run on those, as int32 compares in
+// poolRow16 where AVX-512 allows, else as conditional moves instead of
+// branches that the random signs would mispredict.
+func reluPool(in []float32, c, h, w int, out []float32, arg []int32) {
 	oh, ow := h/2, w/2
+	if oh == 0 || ow == 0 {
+		return
+	}
+	_, _, _ = in[(2*oh*w-1)*c], out[oh*ow*c-1], arg[oh*ow*c-1]
+	if hasAVX512 && c%16 == 0 {
+		for y := 0; y < oh; y++ {
+			poolRow16(&in[2*y*w*c], c, w, ow, &out[y*ow*c], &arg[y*ow*c], 2*y*w)
+		}
+		return
+	}
 	bits := func(v float32) int32 { // ReLU, as ordered integer bits
 		u := int32(math.Float32bits(v))
 		return u &^ (u >> 31)
@@ -658,10 +682,7 @@ func reluPool(in []float32, c, h, w int, chw bool, out []float32, arg []int32) {
 			p01, p10 := p00+c, p00+w*c
 			p11 := p10 + c
 			r00, r01, r10, r11 := in[p00:p00+c], in[p01:p01+c], in[p10:p10+c], in[p11:p11+c]
-			o, stride := (y*ow+x)*c, 1
-			if chw {
-				o, stride = y*ow+x, oh*ow
-			}
+			o, a := out[(y*ow+x)*c:][:c], arg[(y*ow+x)*c:][:c]
 			for ch := range r00 {
 				best, bi := bits(r00[ch]), int32(q00)
 				if v := bits(r01[ch]); v > best {
@@ -673,7 +694,7 @@ func reluPool(in []float32, c, h, w int, chw bool, out []float32, arg []int32) {
 				if v := bits(r11[ch]); v > best {
 					best, bi = v, q11
 				}
-				out[o+ch*stride], arg[o+ch*stride] = math.Float32frombits(uint32(best)), bi
+				o[ch], a[ch] = math.Float32frombits(uint32(best)), bi
 			}
 		}
 	}

@@ -190,3 +190,39 @@ func TestSumRows(t *testing.T) {
 		}
 	})
 }
+
+// TestReluPoolKernels checks that poolRow16 gives reluPool's values and
+// positions bit for bit, ties (zeros, repeated values) included.
+func TestReluPoolKernels(t *testing.T) {
+	if !hasAVX512 {
+		t.Skip("no AVX-512 here")
+	}
+	defer func() { hasAVX512 = true }()
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, sz := range [][3]int{{16, 2, 2}, {32, 28, 28}, {64, 14, 14}, {16, 5, 7}, {48, 3, 9}} {
+		c, h, w := sz[0], sz[1], sz[2]
+		in := randVec(r, h*w*c)
+		for i := range in {
+			switch r.IntN(4) {
+			case 0:
+				in[i] = 0
+			case 1:
+				in[i] = float32(r.IntN(3)) // ties
+			}
+		}
+		n := h / 2 * (w / 2) * c
+		var outs [2][]float32
+		var args [2][]int32
+		for k, on := range []bool{false, true} {
+			hasAVX512 = on
+			outs[k], args[k] = make([]float32, n), make([]int32, n)
+			reluPool(in, c, h, w, outs[k], args[k])
+		}
+		if !slices.Equal(outs[0], outs[1]) || !slices.Equal(args[0], args[1]) {
+			t.Errorf("c=%d h=%d w=%d: poolRow16 differs from the Go loop", c, h, w)
+		}
+		if slices.Max(outs[0]) <= 0 {
+			t.Errorf("c=%d h=%d w=%d: all outputs 0, the comparison shows nothing", c, h, w)
+		}
+	}
+}

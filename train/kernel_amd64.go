@@ -30,3 +30,8 @@ var hasAVX512 = hasFMA && cpu.X86.HasAVX512F
 //
 //go:noescape
 func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int)
+
+// poolRow16 needs AVX-512 and c a positive multiple of 16; see reluPool.
+//
+//go:noescape
+func poolRow16(in *float32, c, w, ow int, out *float32, arg *int32, q0 int)

@@ -414,3 +414,86 @@ loop16:
 done16:
 	VZEROUPPER
 	RET
+
+// func poolRow16(in *float32, c, w, ow int, out *float32, arg *int32, q0 int)
+//
+// ReLU and 2×2 max-pooling of one output row on AVX-512, c a multiple of
+// 16: in points at input row 2y of an [h, w, c] map, out and arg at the
+// output row's ow·c values; q0 = 2y·w. Each output is the largest of the
+// window's four ReLU values, compared as int32 bits (ReLU'd floats order
+// as integers); arg the position y·w+x of the first such, in the order
+// (0,0), (0,1), (1,0), (1,1), as reluPool does.
+TEXT ·poolRow16(SB), NOSPLIT, $0-56
+	MOVQ in+0(FP), SI
+	MOVQ c+8(FP), CX
+	MOVQ w+16(FP), R9
+	MOVQ ow+24(FP), DX
+	MOVQ out+32(FP), DI
+	MOVQ arg+40(FP), R10
+	MOVQ q0+48(FP), AX
+
+	MOVQ CX, R8
+	SHLQ $2, R8            // c in bytes
+	IMULQ R8, R9           // w·c in bytes
+	LEAQ (R8)(R9*1), R13   // (w+1)·c in bytes
+
+	VPXORD       Z31, Z31, Z31
+	VPBROADCASTD AX, Z20     // q00
+	MOVQ         $1, BX
+	VPBROADCASTD BX, Z24
+	MOVQ         w+16(FP), BX
+	VPBROADCASTD BX, Z25
+	INCQ         BX
+	VPBROADCASTD BX, Z26
+	MOVQ         $2, BX
+	VPBROADCASTD BX, Z27
+
+	TESTQ DX, DX
+	JZ    donepool
+
+xloop:
+	VPADDD Z24, Z20, Z21     // q01
+	VPADDD Z25, Z20, Z22     // q10
+	VPADDD Z26, Z20, Z23     // q11
+	MOVQ   SI, R12
+	MOVQ   CX, R11
+
+chloop:
+	VMOVDQU32 (R12), Z0
+	VPMAXSD   Z31, Z0, Z0
+	VMOVDQA32 Z20, Z4
+
+	VMOVDQU32 (R12)(R8*1), Z1
+	VPMAXSD   Z31, Z1, Z1
+	VPCMPGTD  Z0, Z1, K1
+	VMOVDQA32 Z1, K1, Z0
+	VMOVDQA32 Z21, K1, Z4
+
+	VMOVDQU32 (R12)(R9*1), Z1
+	VPMAXSD   Z31, Z1, Z1
+	VPCMPGTD  Z0, Z1, K1
+	VMOVDQA32 Z1, K1, Z0
+	VMOVDQA32 Z22, K1, Z4
+
+	VMOVDQU32 (R12)(R13*1), Z1
+	VPMAXSD   Z31, Z1, Z1
+	VPCMPGTD  Z0, Z1, K1
+	VMOVDQA32 Z1, K1, Z0
+	VMOVDQA32 Z23, K1, Z4
+
+	VMOVDQU32 Z0, (DI)
+	VMOVDQU32 Z4, (R10)
+	ADDQ      $64, R12
+	ADDQ      $64, DI
+	ADDQ      $64, R10
+	SUBQ      $16, R11
+	JNZ       chloop
+
+	LEAQ   (SI)(R8*2), SI
+	VPADDD Z27, Z20, Z20
+	DECQ   DX
+	JNZ    xloop
+
+donepool:
+	VZEROUPPER
+	RET

@@ -25,3 +25,7 @@ func kern8x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc i
 func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int) {
 	panic("train: sumRows16 without amd64")
 }
+
+func poolRow16(in *float32, c, w, ow int, out *float32, arg *int32, q0 int) {
+	panic("train: poolRow16 without amd64")
+}
