@@ -30,6 +30,22 @@ func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32
 			blas32.General{Rows: m, Cols: n, Stride: ldc, Data: c})
 		return
 	}
+	// Where B is larger than L2, over blocks of kBlock products, so that
+	// the rows of B a block reads stay in cache while all of A's rows pass
+	// over them. The kernels add to C in order, so each value still sums
+	// its products in index order: the same bits as one pass.
+	kBlock := k
+	if k*n > 1<<17 {
+		kBlock = 128
+	}
+	for k0 := 0; k0 < k; k0 += kBlock {
+		kb := min(kBlock, k-k0)
+		mulAddBlock(m, n, kb, a[k0:], lda, b[k0*ldb:], ldb, c, ldc)
+	}
+}
+
+// mulAddBlock is mulAdd on the kernels for one block of k.
+func mulAddBlock(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	m4, n16, n8 := m&^3, n&^15, n&^7
 	// rest runs the 4 rows from i over the columns from j on that the
 	// 32-column kernels left.
