@@ -181,6 +181,15 @@ func sumRows(y, x []float32, offs []int32, coef []float32) {
 		if k16 > 0 {
 			sumRows16(k16, &y[0], &x[0], &offs[0], &coef[0], n)
 		}
+		if rest := k - k16; rest > 0 && k16 > 0 {
+			// The last rest values as the end of a 16-value block: its
+			// first 16−rest values are sums nobody reads.
+			var tail [16]float32
+			copy(tail[16-rest:], y[k16:])
+			sumRows16(16, &tail[0], &x[k-16], &offs[0], &coef[0], n)
+			copy(y[k16:], tail[16-rest:])
+			return
+		}
 	}
 	if k16 == k {
 		return
