@@ -494,11 +494,16 @@ func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int
 			if last {
 				i, stride = co*per, 1
 			}
+			// Without branches: each value is written at nz, which moves
+			// on only where it has a gradient (pooled > 0 after ReLU, as
+			// bits, and g ≠ 0); the bias sums +0 for the others, which
+			// leaves a sum from +0 as it is.
+			sum := gb[co]
 			for pos := 0; pos < per; pos, i = pos+1, i+stride {
 				gv := dpooled[i]
-				if gv == 0 || pooled[i] <= 0 {
-					continue
-				}
+				pb := int32(math.Float32bits(pooled[i]))
+				gz := int32(math.Float32bits(gv) &^ (1 << 31))
+				keep := (-pb >> 31) & (-gz >> 31) // −1 or 0
 				q := arg[i]
 				nzQ[nz], nzG[nz] = q, gv
 				if short {
@@ -506,9 +511,10 @@ func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int
 				} else {
 					nzOff[nz] = l.padOff[q]
 				}
-				gb[co] += gv
-				nz++
+				sum += math.Float32frombits(math.Float32bits(gv) & uint32(keep))
+				nz -= int(keep)
 			}
+			gb[co] = sum
 			ends[co] = int32(nz)
 		}
 		// d weight, channel by channel.
