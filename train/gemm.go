@@ -30,12 +30,12 @@ func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32
 			blas32.General{Rows: m, Cols: n, Stride: ldc, Data: c})
 		return
 	}
-	// Where B is larger than L2, over blocks of kBlock products, so that
+	// Where B is larger than L2 (1 MB), over blocks of kBlock products, so that
 	// the rows of B a block reads stay in cache while all of A's rows pass
 	// over them. The kernels add to C in order, so each value still sums
 	// its products in index order: the same bits as one pass.
 	kBlock := k
-	if k*n > 1<<17 {
+	if k*n > 1<<18 { // 1 MB
 		kBlock = 128
 	}
 	for k0 := 0; k0 < k; k0 += kBlock {
