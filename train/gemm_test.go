@@ -47,12 +47,12 @@ func TestKernelsAgree(t *testing.T) {
 }
 
 // TestMulAdd compares mulAdd and mulAddPar with a float64 product over
-// shapes that exercise the 4×16 blocks and both edges, with leading
-// dimensions wider than the matrices.
+// shapes that exercise the 4×16 blocks, both edges and blocks of k (the
+// last), with leading dimensions wider than the matrices.
 func TestMulAdd(t *testing.T) {
 	withKernels(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(1, 2))
-		for _, sz := range [][3]int{{1, 1, 1}, {4, 16, 1}, {5, 17, 3}, {8, 32, 0}, {7, 33, 25}, {64, 784, 25}, {13, 200, 130}, {64, 1568, 80}, {130, 32, 300}, {512, 20, 110}, {9, 24, 7}, {12, 200, 784}} {
+		for _, sz := range [][3]int{{1, 1, 1}, {4, 16, 1}, {5, 17, 3}, {8, 32, 0}, {7, 33, 25}, {64, 784, 25}, {13, 200, 130}, {64, 1568, 80}, {130, 32, 300}, {512, 20, 110}, {9, 24, 7}, {12, 200, 784}, {9, 100, 3000}} {
 			m, n, k := sz[0], sz[1], sz[2]
 			lda, ldb, ldc := k+3, n+5, n+2
 			a, b, c := randVec(r, m*lda), randVec(r, max(1, k)*ldb), randVec(r, m*ldc)
