@@ -526,9 +526,8 @@ func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int
 				sumRows(gw[co*K:(co+1)*K], src, offs, coef)
 				continue
 			}
-			for ky := 0; ky < kernel; ky++ {
-				sumRows(gw[co*K+ky*run:co*K+(ky+1)*run], src[ky*pw*l.cin:], offs, coef)
-			}
+			// Five window rows: runs of gw[co] and rows of the padded input.
+			sumRowsN(run, kernel, gw[co*K:(co+1)*K], run, src, pw*l.cin, offs, coef)
 		}
 		if li == 0 {
 			break
@@ -560,10 +559,8 @@ func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int
 				continue
 			}
 			y, x := q/l.w, q%l.w
-			for ky := 0; ky < kernel; ky++ {
-				at := ((y+ky)*pw + x) * l.cin
-				sumRows(dpad[at:at+run], wp[ky*run:], offs[o:e], coef[o:e])
-			}
+			at := (y*pw + x) * l.cin
+			sumRowsN(run, kernel, dpad[at:], pw*l.cin, wp, run, offs[o:e], coef[o:e])
 		}
 		din := ch.din[:l.cin*hw]
 		for y := 0; y < l.h; y++ {

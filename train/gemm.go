@@ -165,33 +165,51 @@ func transposeInto[T float32 | int32](out, m []T, rows, cols int) {
 // a sum of scaled rows of x picked by offset, with y kept in registers
 // over the rows where AVX-512 allows.
 func sumRows(y, x []float32, offs []int32, coef []float32) {
-	k, n := len(y), len(offs)
-	if n == 0 || k == 0 {
+	sumRowsN(len(y), 1, y, 0, x, 0, offs, coef)
+}
+
+// sumRowsN is rows calls of sumRows on k values: call r on y[r·ystride:]
+// and x[r·xstride:], in one pass.
+func sumRowsN(k, rows int, y []float32, ystride int, x []float32, xstride int, offs []int32, coef []float32) {
+	n := len(offs)
+	if n == 0 || k == 0 || rows == 0 {
 		return
 	}
 	coef = coef[:n]
+	_ = y[(rows-1)*ystride+k-1]
+	xlen := len(x) - (rows-1)*xstride
 	for _, o := range offs {
-		if o < 0 || int(o)+k > len(x) {
-			panic(fmt.Sprintf("train: sumRows offset %d of %d values past the %d of x", o, k, len(x)))
+		if o < 0 || int(o)+k > xlen {
+			panic(fmt.Sprintf("train: sumRows offset %d of %d values past the %d of x", o, k, xlen))
 		}
 	}
 	k16 := 0
 	if hasAVX512 {
 		k16 = k &^ 15
 		if k16 > 0 {
-			sumRows16(k16, &y[0], &x[0], &offs[0], &coef[0], n)
-		}
-		if rest := k - k16; rest > 0 && k16 > 0 {
-			// The last rest values as the end of a 16-value block: its
-			// first 16−rest values are sums nobody reads.
-			var tail [16]float32
-			copy(tail[16-rest:], y[k16:])
-			sumRows16(16, &tail[0], &x[k-16], &offs[0], &coef[0], n)
-			copy(y[k16:], tail[16-rest:])
-			return
+			sumRows16(k16, &y[0], &x[0], &offs[0], &coef[0], n, rows, ystride, xstride)
 		}
 	}
+	for r := 0; r < rows; r++ {
+		sumRowsRest(k16, y[r*ystride:r*ystride+k], x[r*xstride:], offs, coef)
+	}
+}
+
+// sumRowsRest is sumRows for y's values from k16 on, where sumRows16 left
+// off.
+func sumRowsRest(k16 int, y, x []float32, offs []int32, coef []float32) {
+	k := len(y)
 	if k16 == k {
+		return
+	}
+	if hasAVX512 && k16 > 0 {
+		// The last values as the end of a 16-value block: its first
+		// 16−rest values are sums nobody reads.
+		rest := k - k16
+		var tail [16]float32
+		copy(tail[16-rest:], y[k16:])
+		sumRows16(16, &tail[0], &x[k-16], &offs[0], &coef[0], len(offs), 1, 0, 0)
+		copy(y[k16:], tail[16-rest:])
 		return
 	}
 	if hasFMA {

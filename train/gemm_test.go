@@ -162,7 +162,7 @@ func TestSumRows(t *testing.T) {
 			{25, []int32{100, 0, 25, 100}},
 			{80, []int32{7}},
 			{160, []int32{0, 32, 64, 96, 640, 3, 839}},
-			{200, []int32{800, 0}},
+			{200, []int32{700, 0}},
 			{64, nil},
 		} {
 			coef := randVec(r, len(tc.offs))
@@ -186,6 +186,20 @@ func TestSumRows(t *testing.T) {
 			}
 			if hasFMA && !slices.Equal(y, seq) {
 				t.Errorf("k=%d offs %v: sumRows differs from %d axpy calls in the last bits", tc.k, tc.offs, len(tc.offs))
+			}
+			if len(tc.offs) == 0 || tc.k > 200 {
+				continue
+			}
+			// sumRowsN over 3 rows of y and x, 250 and 30 apart, as 3
+			// calls of sumRows.
+			yN := randVec(r, 2*250+tc.k)
+			want32 := append([]float32(nil), yN...)
+			for row := range 3 {
+				sumRows(want32[row*250:row*250+tc.k], x[row*30:], tc.offs, coef)
+			}
+			sumRowsN(tc.k, 3, yN, 250, x, 30, tc.offs, coef)
+			if !slices.Equal(yN, want32) {
+				t.Errorf("k=%d offs %v: sumRowsN over 3 rows differs from 3 sumRows calls", tc.k, tc.offs)
 			}
 		}
 	})

@@ -26,10 +26,10 @@ var hasFMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // the opmask and ZMM state enabled by the OS.
 var hasAVX512 = hasFMA && cpu.X86.HasAVX512F
 
-// sumRows16 needs n ≥ 1 and AVX-512; see sumRows.
+// sumRows16 needs n, rows ≥ 1 and AVX-512; see sumRows.
 //
 //go:noescape
-func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int)
+func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int, rows, ystride, xstride int)
 
 // poolRow16 needs AVX-512 and c a positive multiple of 16; see reluPool.
 //

@@ -348,18 +348,28 @@ store8x32:
 	VZEROUPPER
 	RET
 
-// func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int)
+// func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int, rows, ystride, xstride int)
 //
-// y[i] += Σ_{j<n} coef[j]·x[offs[j]+i] for i < k, k a multiple of 16, on
-// AVX-512: the products of each y value are added in order of j, with
-// FMA, as n calls of axpyFMA would; y stays in registers over the j loop.
-TEXT ·sumRows16(SB), NOSPLIT, $0-48
-	MOVQ k+0(FP), CX
-	MOVQ y+8(FP), DX
-	MOVQ x+16(FP), SI
+// For r < rows: y[r·ystride+i] += Σ_{j<n} coef[j]·x[r·xstride+offs[j]+i]
+// for i < k, k a multiple of 16, on AVX-512: the products of each y value
+// are added in order of j, with FMA, as n calls of axpyFMA would; y stays
+// in registers over the j loop.
+TEXT ·sumRows16(SB), NOSPLIT, $0-72
+	MOVQ y+8(FP), R14
+	MOVQ x+16(FP), R15
 	MOVQ offs+24(FP), R8
 	MOVQ coef+32(FP), R9
 	MOVQ n+40(FP), R10
+	MOVQ rows+48(FP), R11
+	MOVQ ystride+56(FP), R12
+	SHLQ $2, R12
+	MOVQ xstride+64(FP), R13
+	SHLQ $2, R13
+
+nextrow:
+	MOVQ k+0(FP), CX
+	MOVQ R14, DX
+	MOVQ R15, SI
 
 	// Blocks of 160 values, 10 accumulators: enough independent sums to
 	// hide the FMA latency (a layer of 32 channels has rows of 160).
@@ -462,6 +472,10 @@ loop16:
 	JMP     chunk16
 
 done16:
+	ADDQ R12, R14
+	ADDQ R13, R15
+	DECQ R11
+	JNZ  nextrow
 	VZEROUPPER
 	RET
 

@@ -22,7 +22,7 @@ func kern8x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc i
 	panic("train: kern8x32 without amd64")
 }
 
-func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int) {
+func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int, rows, ystride, xstride int) {
 	panic("train: sumRows16 without amd64")
 }
 
