@@ -152,6 +152,7 @@ func TestSumRows(t *testing.T) {
 	withKernels(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(7, 8))
 		x := randVec(r, 1000)
+		x2 := append(slices.Clone(x), randVec(r, 60)...) // room for 3 rows 30 apart
 		for _, tc := range []struct {
 			k    int
 			offs []int32
@@ -195,9 +196,9 @@ func TestSumRows(t *testing.T) {
 			yN := randVec(r, 2*250+tc.k)
 			want32 := append([]float32(nil), yN...)
 			for row := range 3 {
-				sumRows(want32[row*250:row*250+tc.k], x[row*30:], tc.offs, coef)
+				sumRows(want32[row*250:row*250+tc.k], x2[row*30:], tc.offs, coef)
 			}
-			sumRowsN(tc.k, 3, yN, 250, x, 30, tc.offs, coef)
+			sumRowsN(tc.k, 3, yN, 250, x2, 30, tc.offs, coef)
 			if !slices.Equal(yN, want32) {
 				t.Errorf("k=%d offs %v: sumRowsN over 3 rows differs from 3 sumRows calls", tc.k, tc.offs)
 			}
