@@ -80,11 +80,7 @@ func newCNN(cfg Config) (Trainer, error) {
 		count.add(out, ch*kernel*kernel+1)
 		count.add(out*h, w) // the convolution output of one sample
 		count.add(ch*kernel*kernel*h, w)
-		l := convLayer{cin: ch, cout: out, h: h, w: w, oh: h / 2, ow: w / 2, padOff: make([]int32, h*w)}
-		for q := range l.padOff {
-			l.padOff[q] = int32((q/w*(w+2*pad) + q%w) * ch)
-		}
-		c.convs = append(c.convs, l)
+		c.convs = append(c.convs, convLayer{cin: ch, cout: out, h: h, w: w, oh: h / 2, ow: w / 2})
 		ch, h, w = out, h/2, w/2
 	}
 	c.flat = ch * h * w
@@ -94,6 +90,11 @@ func newCNN(cfg Config) (Trainer, error) {
 		return nil, fmt.Errorf("%w: a cnn with channels %v on %v images is larger than %d parameters or values per sample; use an external trainer (model kind exec)", ErrConfig, conv, cfg.InputShape, maxParams)
 	}
 	for i, l := range c.convs {
+		l.padOff = make([]int32, l.hw())
+		for q := range l.padOff {
+			l.padOff[q] = int32((q/l.w*(l.w+2*pad) + q%l.w) * l.cin)
+		}
+		c.convs[i] = l
 		c.layout = append(c.layout,
 			model.Tensor{Name: fmt.Sprintf("conv%d.weight", i+1), Shape: []int{l.cout, l.cin, kernel, kernel}},
 			model.Tensor{Name: fmt.Sprintf("conv%d.bias", i+1), Shape: []int{l.cout}})
