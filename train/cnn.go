@@ -596,7 +596,14 @@ func reluGrad(g, act []float32) {
 func padInto(img []float32, chw bool, cin, h, w int, padded []float32) []float32 {
 	ph, pw := h+2*pad, w+2*pad
 	padded = padded[:ph*pw*cin]
-	clear(padded)
+	// The border only: the copy below overwrites the inside.
+	row := pw * cin
+	clear(padded[:pad*row])
+	clear(padded[(pad+h)*row:])
+	for y := pad; y < pad+h; y++ {
+		clear(padded[y*row : y*row+pad*cin])
+		clear(padded[y*row+(pad+w)*cin : (y+1)*row])
+	}
 	switch {
 	case chw && cin > 1:
 		for ci := 0; ci < cin; ci++ {
