@@ -22,10 +22,15 @@ import (
 // A batch is split into at most cnnChunks fixed slices of samples that run
 // in parallel, each summing its own convolution gradients; the slices are
 // added in order afterwards, so results do not depend on the number of
-// cores. Convolutions run as im2col + GEMM over groups of convGroup
-// samples, ReLU and pooling fused on the GEMM's output; the backward pass
-// works on the patches as rows and visits only the values max-pooling and
-// ReLU pass a gradient to (a quarter or less of the output).
+// cores. Activations inside the convolutions are stored channels last,
+// [h, w, c], and a patch in the order (ky, kx, channel), so that each of
+// its five window rows is one contiguous run of the padded input; the
+// weights are permuted to match once per batch ([cnn.prepare]) and their
+// gradients back. The forward pass is patches [group·h·w, K] · weightᵀ
+// [K, cout] over groups of convGroup samples, ReLU and pooling fused on
+// the GEMM's output; the backward pass visits only the values max-pooling
+// and ReLU pass a gradient to (a quarter or less of the output) and sums
+// the rows they select straight from the padded input ([sumRowsN]).
 type cnn struct {
 	in      [3]int // C, H, W
 	convs   []convLayer
