@@ -169,7 +169,7 @@ func (c *cnn) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) 
 // cnnPass holds one batch's activations and gradients.
 type cnnPass struct {
 	pooled [][]float32 // [layer] n × pooled(): each conv layer's pooled output, [h, w, c] (the last [c, h, w]: the flat FC input)
-	argmax [][]int32   // [layer] n × pooled(): each pooled value's position y·w+x in the convolution output
+	argmax [][]int32   // [layer] n × pooled(): each pooled value's position y·w+x in the convolution output, [h, w, c] (the last too)
 	wT     [][]float32 // [layer] the conv weight as [K, cout], K in patch order (see im2row)
 	wp     [][]float32 // [layer] the conv weight as [cout, K], K in patch order
 	flatT  []float32   // [flat, n]: the FC input transposed
@@ -194,7 +194,6 @@ type cnnChunk struct {
 	din    []float32   // one sample's gradient of a layer's input
 	padded []float32   // one sample's layer input or its gradient with a zero border, [h+4, w+4, cin]
 	pool   []float32   // one sample's last pooled output [h, w, c], before it is transposed
-	parg   []int32     // its argmax
 	grad   [][]float32 // per conv layer: d weight [cout, K] in patch order, d bias
 	offs   []int32     // the rows [sumRows] sums for one sample, at most the widest pooled()
 	coef   []float32   // their factors
@@ -249,10 +248,7 @@ func (c *cnn) scratch(n int) any {
 // trainer's pool for the time of one parallel pass, so that each Train
 // call does not allocate (and clear) tens of MB for them. Every use
 // overwrites what it reads.
-type convBufs struct {
-	rows, out, din, padded, pool []float32
-	parg                         []int32
-}
+type convBufs struct{ rows, out, din, padded, pool []float32 }
 
 // borrow gives ch working buffers from c's pool; release returns them.
 func (c *cnn) borrow(ch *cnnChunk) {
@@ -267,14 +263,14 @@ func (c *cnn) borrow(ch *cnnChunk) {
 		}
 		b = &convBufs{rows: make([]float32, maxRows), out: make([]float32, maxOut),
 			din: make([]float32, maxIn), padded: make([]float32, maxPad),
-			pool: make([]float32, c.flat), parg: make([]int32, c.flat)}
+			pool: make([]float32, c.flat)}
 	}
-	ch.rows, ch.out, ch.din, ch.padded, ch.pool, ch.parg = b.rows, b.out, b.din, b.padded, b.pool, b.parg
+	ch.rows, ch.out, ch.din, ch.padded, ch.pool = b.rows, b.out, b.din, b.padded, b.pool
 }
 
 func (c *cnn) release(ch *cnnChunk) {
-	c.bufs.Put(&convBufs{ch.rows, ch.out, ch.din, ch.padded, ch.pool, ch.parg})
-	ch.rows, ch.out, ch.din, ch.padded, ch.pool, ch.parg = nil, nil, nil, nil, nil, nil
+	c.bufs.Put(&convBufs{ch.rows, ch.out, ch.din, ch.padded, ch.pool})
+	ch.rows, ch.out, ch.din, ch.padded, ch.pool = nil, nil, nil, nil, nil
 }
 
 // chunkRange returns the samples [lo, hi) of chunk i of k over n samples.
@@ -453,10 +449,10 @@ func (c *cnn) convForward(w *model.Weights, p *cnnPass, ch *cnnChunk, ds *data.D
 				reluPool(out[(s-lo)*hw*l.cout:], l.cout, l.h, l.w, pooled, arg)
 				continue
 			}
-			// The FC input is channel-major, [c, h/2, w/2], as torch.flatten.
-			reluPool(out[(s-lo)*hw*l.cout:], l.cout, l.h, l.w, ch.pool[:ps], ch.parg[:ps])
+			// The FC input is channel-major, [c, h/2, w/2], as torch.flatten;
+			// the positions stay [h/2, w/2, c].
+			reluPool(out[(s-lo)*hw*l.cout:], l.cout, l.h, l.w, ch.pool[:ps], arg)
 			transposeInto(pooled, ch.pool[:ps], l.oh*l.ow, l.cout)
-			transposeInto(arg, ch.parg[:ps], l.oh*l.ow, l.cout)
 		}
 	}
 }
@@ -496,21 +492,22 @@ func (c *cnn) convBackward(p *cnnPass, ch *cnnChunk, ds *data.Dataset, idx []int
 		nz := 0
 		ends := ch.coEnd[:l.cout]
 		for co := 0; co < l.cout; co++ {
-			i, stride := co, l.cout
+			i, stride := co, l.cout // in pooled, dpooled; arg[a] is [h/2, w/2, c]
 			if last {
 				i, stride = co*per, 1
 			}
+			a := co
 			// Without branches: each value is written at nz, which moves
 			// on only where it has a gradient (pooled > 0 after ReLU, as
 			// bits, and g ≠ 0); the bias sums +0 for the others, which
 			// leaves a sum from +0 as it is.
 			sum := gb[co]
-			for pos := 0; pos < per; pos, i = pos+1, i+stride {
+			for pos := 0; pos < per; pos, i, a = pos+1, i+stride, a+l.cout {
 				gv := dpooled[i]
 				pb := int32(math.Float32bits(pooled[i]))
 				gz := int32(math.Float32bits(gv) &^ (1 << 31))
 				keep := (-pb >> 31) & (-gz >> 31) // −1 or 0
-				q := arg[i]
+				q := arg[a]
 				nzQ[nz], nzG[nz] = q, gv
 				if short {
 					nzOff[nz] = q * int32(K)

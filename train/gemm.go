@@ -147,7 +147,7 @@ func checkMat(name string, rows, cols int, data []float32, ld int) {
 
 // transposeInto writes the cols×rows transpose of the rows×cols matrix m
 // into out.
-func transposeInto[T float32 | int32](out, m []T, rows, cols int) {
+func transposeInto(out, m []float32, rows, cols int) {
 	const blk = 32
 	for r0 := 0; r0 < rows; r0 += blk {
 		for c0 := 0; c0 < cols; c0 += blk {
