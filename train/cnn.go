@@ -287,15 +287,14 @@ func (c *cnn) prepare(w *model.Weights, p *cnnPass) {
 		wt, wp, wT := w.Tensors[2*li].Data, p.wp[li], p.wT[li]
 		K := l.k()
 		for co := 0; co < l.cout; co++ {
+			src, dst := wt[co*K:(co+1)*K], wp[co*K:(co+1)*K]
 			for ci := 0; ci < l.cin; ci++ {
-				for kk := 0; kk < kernel*kernel; kk++ {
-					v := wt[(co*l.cin+ci)*kernel*kernel+kk]
-					k := kk*l.cin + ci
-					wp[co*K+k] = v
-					wT[k*l.cout+co] = v
+				for kk, v := range src[ci*kernel*kernel : (ci+1)*kernel*kernel] {
+					dst[kk*l.cin+ci] = v
 				}
 			}
 		}
+		transposeInto(wT, wp, l.cout, K)
 	}
 }
 
@@ -354,11 +353,9 @@ func (c *cnn) batch(w, grad *model.Weights, ds *data.Dataset, idx []int, scratch
 	mulAdd(n, H, C, dlog, C, fc2, H, dhid, H)
 	reluGrad(dhid, hid)
 	transposeInto(dhidT, dhid, n, H)
-	clear(g[2*nconv].Data)
-	mulAddPar(H, F, n, dhidT, n, flat, F, g[2*nconv].Data, F)
+	mulSetPar(H, F, n, dhidT, n, flat, F, g[2*nconv].Data, F)
 	colSums(dhid, n, H, g[2*nconv+1].Data)
-	clear(dflat)
-	mulAddPar(n, F, H, dhid, H, fc1, F, dflat, F)
+	mulSetPar(n, F, H, dhid, H, fc1, F, dflat, F)
 
 	// Convolutions backward, slices in parallel, then their sums in order.
 	parallel(len(chunks), func(ci int) {

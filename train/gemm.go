@@ -119,21 +119,43 @@ func edge(row, b []float32, ldb int, crow []float32, j0 int) {
 // goroutine in the same order, so the result does not depend on the
 // number of cores.
 func mulAddPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	mulPar(m, n, k, a, lda, b, ldb, c, ldc, false)
+}
+
+// mulSetPar sets C = A·B, as mulAddPar from a C of zeros: each block of C
+// is cleared just before the product that fills it, while it is in cache.
+func mulSetPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	mulPar(m, n, k, a, lda, b, ldb, c, ldc, true)
+}
+
+func mulPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, set bool) {
 	const cblk, rblk = 64, 32 // rblk is a multiple of the kernel's 4 rows
-	if m*n*k < 1<<20 {
+	run := func(m, n int, a, b, c []float32) {
+		if set {
+			for i := 0; i < m; i++ {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
 		mulAdd(m, n, k, a, lda, b, ldb, c, ldc)
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	checkMat("C", m, n, c, ldc)
+	if m*n*k < 1<<20 {
+		run(m, n, a, b, c)
 		return
 	}
 	if cols := (n + cblk - 1) / cblk; cols >= 4 || cols >= (m+rblk-1)/rblk {
 		parallel(cols, func(i int) {
 			j0, j1 := i*cblk, min((i+1)*cblk, n)
-			mulAdd(m, j1-j0, k, a, lda, b[j0:], ldb, c[j0:], ldc)
+			run(m, j1-j0, a, b[j0:], c[j0:])
 		})
 		return
 	}
 	parallel((m+rblk-1)/rblk, func(i int) {
 		i0, i1 := i*rblk, min((i+1)*rblk, m)
-		mulAdd(i1-i0, n, k, a[i0*lda:], lda, b, ldb, c[i0*ldc:], ldc)
+		run(i1-i0, n, a[i0*lda:], b, c[i0*ldc:])
 	})
 }
 

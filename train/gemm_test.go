@@ -46,9 +46,9 @@ func TestKernelsAgree(t *testing.T) {
 	}
 }
 
-// TestMulAdd compares mulAdd and mulAddPar with a float64 product over
-// shapes that exercise the 4×16 blocks, both edges and blocks of k (the
-// last), with leading dimensions wider than the matrices.
+// TestMulAdd compares mulAdd, mulAddPar and mulSetPar with a float64
+// product over shapes that exercise the 4×16 blocks, both edges and blocks
+// of k (the last), with leading dimensions wider than the matrices.
 func TestMulAdd(t *testing.T) {
 	withKernels(t, func(t *testing.T) {
 		r := rand.New(rand.NewPCG(1, 2))
@@ -72,12 +72,16 @@ func TestMulAdd(t *testing.T) {
 			for _, f := range []struct {
 				name string
 				fn   func(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int)
-			}{{"mulAdd", mulAdd}, {"mulAddPar", mulAddPar}} {
+				set  bool // C = A·B: the initial C does not count
+			}{{"mulAdd", mulAdd, false}, {"mulAddPar", mulAddPar, false}, {"mulSetPar", mulSetPar, true}} {
 				got := append([]float32(nil), c...)
 				f.fn(m, n, k, a, lda, b, ldb, got, ldc)
 				for i := range m {
 					for j := range ldc {
 						w := want[i*ldc+j]
+						if f.set {
+							w -= float64(c[i*ldc+j])
+						}
 						if j >= n {
 							w = float64(c[i*ldc+j]) // outside the matrix: untouched
 						}
