@@ -261,9 +261,8 @@ func (c *cnn) borrow(ch *cnnChunk) {
 			maxOut = max(maxOut, l.cout*l.hw()*convGroup)
 			maxIn = max(maxIn, l.cin*l.hw())
 		}
-		// rows and padded with slack for im2row's 8-value copies.
-		b = &convBufs{rows: make([]float32, maxRows+8), out: make([]float32, maxOut),
-			din: make([]float32, maxIn), padded: make([]float32, maxPad+8),
+		b = &convBufs{rows: make([]float32, maxRows), out: make([]float32, maxOut),
+			din: make([]float32, maxIn), padded: make([]float32, maxPad),
 			pool: make([]float32, c.flat)}
 	}
 	ch.rows, ch.out, ch.din, ch.padded, ch.pool = b.rows, b.out, b.din, b.padded, b.pool
@@ -628,31 +627,12 @@ func padInto(img []float32, chw bool, cin, h, w int, padded []float32) []float32
 // patch order, ky, kx, then channel (see [patchIndex]), so that each of
 // its five window rows is one run of 5·cin values of the image stored
 // channels last. The image is [cin, h, w] when chw, else [h, w, cin]; it
-// is first copied into padded, [h+4, w+4, cin] with a zero border. With
-// one channel it may write 3 values past the windows (within rows'
-// capacity), and read 3 past the padded image.
+// is first copied into padded, [h+4, w+4, cin] with a zero border.
 func im2row(img []float32, chw bool, cin, h, w int, rows, padded []float32) {
 	K := cin * kernel * kernel
 	pw := w + 2*pad
 	padded = padInto(img, chw, cin, h, w, padded)
 	run := kernel * cin
-	if run == kernel && cap(rows) >= h*w*K+3 && cap(padded) >= len(padded)+3 {
-		// One channel: each 5-value run as one 8-value copy (two vector
-		// moves), in order, so that the 3 values past a run are
-		// overwritten by the next run or row, or land in the slack past
-		// rows.
-		rows, padded = rows[:cap(rows)], padded[:cap(padded)]
-		for y := 0; y < h; y++ {
-			for x := 0; x < w; x++ {
-				base := (y*w + x) * K
-				for ky := 0; ky < kernel; ky++ {
-					off := (y+ky)*pw + x
-					*(*[8]float32)(rows[base+ky*kernel:]) = [8]float32(padded[off : off+8])
-				}
-			}
-		}
-		return
-	}
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			row := rows[(y*w+x)*K : (y*w+x+1)*K]
