@@ -408,6 +408,9 @@ func TestCNNGradients(t *testing.T) {
 		{Config{Kind: "cnn", Conv: []int{2, 3}, InputShape: []int{1, 9, 7}, Classes: 4}, 5},
 		{Config{Kind: "cnn", Conv: []int{3}, InputShape: []int{3, 5, 6}, Classes: 2}, 5},
 		{Config{Kind: "cnn", Conv: []int{3, 4}, InputShape: []int{1, 6, 7}, Classes: 3}, 37},
+		// Layers of 4 and 16 input channels: runs of 20 and 80 values, the
+		// backward pass on the padded input instead of patches.
+		{Config{Kind: "cnn", Conv: []int{4, 16, 3}, InputShape: []int{1, 8, 9}, Classes: 3}, 5},
 	} {
 		t.Run(fmt.Sprintf("%s/n=%d", fmtShape(tc.cfg.InputShape), tc.n), func(t *testing.T) {
 			withKernels(t, func(t *testing.T) {
@@ -433,6 +436,8 @@ func TestCNNBatchedConv(t *testing.T) {
 		ch, one := grouped.chunks[0], single.chunks[0]
 		tr.borrow(ch)
 		tr.borrow(one)
+		tr.prepare(w, grouped)
+		tr.prepare(w, single)
 		for lo := 0; lo < ds.N; lo += convGroup {
 			tr.convForward(w, grouped, ch, ds, idx, lo, min(lo+convGroup, ds.N))
 		}

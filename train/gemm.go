@@ -30,6 +30,22 @@ func mulAdd(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32
 			blas32.General{Rows: m, Cols: n, Stride: ldc, Data: c})
 		return
 	}
+	// Where B is larger than L2 (1 MB), over blocks of kBlock products, so that
+	// the rows of B a block reads stay in cache while all of A's rows pass
+	// over them. The kernels add to C in order, so each value still sums
+	// its products in index order: the same bits as one pass.
+	kBlock := k
+	if k*n > 1<<18 { // 1 MB
+		kBlock = 128
+	}
+	for k0 := 0; k0 < k; k0 += kBlock {
+		kb := min(kBlock, k-k0)
+		mulAddBlock(m, n, kb, a[k0:], lda, b[k0*ldb:], ldb, c, ldc)
+	}
+}
+
+// mulAddBlock is mulAdd on the kernels for one block of k.
+func mulAddBlock(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	m4, n16, n8 := m&^3, n&^15, n&^7
 	// rest runs the 4 rows from i over the columns from j on that the
 	// 32-column kernels left.
@@ -103,21 +119,43 @@ func edge(row, b []float32, ldb int, crow []float32, j0 int) {
 // goroutine in the same order, so the result does not depend on the
 // number of cores.
 func mulAddPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	mulPar(m, n, k, a, lda, b, ldb, c, ldc, false)
+}
+
+// mulSetPar sets C = A·B, as mulAddPar from a C of zeros: each block of C
+// is cleared just before the product that fills it, while it is in cache.
+func mulSetPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	mulPar(m, n, k, a, lda, b, ldb, c, ldc, true)
+}
+
+func mulPar(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, set bool) {
 	const cblk, rblk = 64, 32 // rblk is a multiple of the kernel's 4 rows
-	if m*n*k < 1<<20 {
+	run := func(m, n int, a, b, c []float32) {
+		if set {
+			for i := 0; i < m; i++ {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
 		mulAdd(m, n, k, a, lda, b, ldb, c, ldc)
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	checkMat("C", m, n, c, ldc)
+	if m*n*k < 1<<20 {
+		run(m, n, a, b, c)
 		return
 	}
 	if cols := (n + cblk - 1) / cblk; cols >= 4 || cols >= (m+rblk-1)/rblk {
 		parallel(cols, func(i int) {
 			j0, j1 := i*cblk, min((i+1)*cblk, n)
-			mulAdd(m, j1-j0, k, a, lda, b[j0:], ldb, c[j0:], ldc)
+			run(m, j1-j0, a, b[j0:], c[j0:])
 		})
 		return
 	}
 	parallel((m+rblk-1)/rblk, func(i int) {
 		i0, i1 := i*rblk, min((i+1)*rblk, m)
-		mulAdd(i1-i0, n, k, a[i0*lda:], lda, b, ldb, c[i0*ldc:], ldc)
+		run(i1-i0, n, a[i0*lda:], b, c[i0*ldc:])
 	})
 }
 
@@ -140,6 +178,73 @@ func transposeInto(out, m []float32, rows, cols int) {
 					out[c*rows+r] = m[r*cols+c]
 				}
 			}
+		}
+	}
+}
+
+// sumRows sets y[i] += Σ_j coef[j]·x[offs[j]+i] for i < len(y), adding
+// each value's products in order of j as len(offs) calls of axpy would:
+// a sum of scaled rows of x picked by offset, with y kept in registers
+// over the rows where AVX-512 allows.
+func sumRows(y, x []float32, offs []int32, coef []float32) {
+	sumRowsN(len(y), 1, y, 0, x, 0, offs, coef)
+}
+
+// sumRowsN is rows calls of sumRows on k values: call r on y[r·ystride:]
+// and x[r·xstride:], in one pass.
+func sumRowsN(k, rows int, y []float32, ystride int, x []float32, xstride int, offs []int32, coef []float32) {
+	n := len(offs)
+	if n == 0 || k == 0 || rows == 0 {
+		return
+	}
+	coef = coef[:n]
+	_ = y[(rows-1)*ystride+k-1]
+	xlen := len(x) - (rows-1)*xstride
+	for _, o := range offs {
+		if o < 0 || int(o)+k > xlen {
+			panic(fmt.Sprintf("train: sumRows offset %d of %d values past the %d of x", o, k, xlen))
+		}
+	}
+	k16 := 0
+	if hasAVX512 {
+		k16 = k &^ 15
+		if k16 > 0 {
+			sumRows16(k16, &y[0], &x[0], &offs[0], &coef[0], n, rows, ystride, xstride)
+		}
+	}
+	for r := 0; r < rows; r++ {
+		sumRowsRest(k16, y[r*ystride:r*ystride+k], x[r*xstride:], offs, coef)
+	}
+}
+
+// sumRowsRest is sumRows for y's values from k16 on, where sumRows16 left
+// off.
+func sumRowsRest(k16 int, y, x []float32, offs []int32, coef []float32) {
+	k := len(y)
+	if k16 == k {
+		return
+	}
+	if hasAVX512 && k16 > 0 {
+		// The last values as the end of a 16-value block: its first
+		// 16−rest values are sums nobody reads.
+		rest := k - k16
+		var tail [16]float32
+		copy(tail[16-rest:], y[k16:])
+		sumRows16(16, &tail[0], &x[k-16], &offs[0], &coef[0], len(offs), 1, 0, 0)
+		copy(y[k16:], tail[16-rest:])
+		return
+	}
+	if hasFMA {
+		for j, o := range offs {
+			axpyFMA(coef[j], x[int(o)+k16:int(o)+k], y[k16:])
+		}
+		return
+	}
+	rest := y[k16:]
+	for j, o := range offs {
+		a, xs := coef[j], x[int(o)+k16:int(o)+k]
+		for i, v := range xs {
+			rest[i] += a * v
 		}
 	}
 }

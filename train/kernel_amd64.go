@@ -25,3 +25,13 @@ var hasFMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // hasAVX512 reports whether kern4x32 can run: AVX-512 F on the CPU and
 // the opmask and ZMM state enabled by the OS.
 var hasAVX512 = hasFMA && cpu.X86.HasAVX512F
+
+// sumRows16 needs n, rows ≥ 1 and AVX-512; see sumRows.
+//
+//go:noescape
+func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int, rows, ystride, xstride int)
+
+// poolRow16 needs AVX-512 and c a positive multiple of 16; see reluPool.
+//
+//go:noescape
+func poolRow16(in *float32, c, w, ow int, out *float32, arg *int32, q0 int)

@@ -347,3 +347,217 @@ store8x32:
 	VMOVUPS Z23, 64(R12)(BX*1)
 	VZEROUPPER
 	RET
+
+// func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int, rows, ystride, xstride int)
+//
+// For r < rows: y[r·ystride+i] += Σ_{j<n} coef[j]·x[r·xstride+offs[j]+i]
+// for i < k, k a multiple of 16, on AVX-512: the products of each y value
+// are added in order of j, with FMA, as n calls of axpyFMA would; y stays
+// in registers over the j loop.
+TEXT ·sumRows16(SB), NOSPLIT, $0-72
+	MOVQ y+8(FP), R14
+	MOVQ x+16(FP), R15
+	MOVQ offs+24(FP), R8
+	MOVQ coef+32(FP), R9
+	MOVQ n+40(FP), R10
+	MOVQ rows+48(FP), R11
+	MOVQ ystride+56(FP), R12
+	SHLQ $2, R12
+	MOVQ xstride+64(FP), R13
+	SHLQ $2, R13
+
+nextrow:
+	MOVQ k+0(FP), CX
+	MOVQ R14, DX
+	MOVQ R15, SI
+
+	// Blocks of 160 values, 10 accumulators: enough independent sums to
+	// hide the FMA latency (a layer of 32 channels has rows of 160).
+chunk160:
+	CMPQ CX, $160
+	JLT  chunk64
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	VMOVUPS 256(DX), Z5
+	VMOVUPS 320(DX), Z6
+	VMOVUPS 384(DX), Z7
+	VMOVUPS 448(DX), Z8
+	VMOVUPS 512(DX), Z9
+	VMOVUPS 576(DX), Z11
+	XORQ    AX, AX
+
+loop160:
+	MOVLQSX      (R8)(AX*4), BX
+	LEAQ         (SI)(BX*4), BX
+	VBROADCASTSS (R9)(AX*4), Z4
+	VFMADD231PS  (BX), Z4, Z0
+	VFMADD231PS  64(BX), Z4, Z1
+	VFMADD231PS  128(BX), Z4, Z2
+	VFMADD231PS  192(BX), Z4, Z3
+	VFMADD231PS  256(BX), Z4, Z5
+	VFMADD231PS  320(BX), Z4, Z6
+	VFMADD231PS  384(BX), Z4, Z7
+	VFMADD231PS  448(BX), Z4, Z8
+	VFMADD231PS  512(BX), Z4, Z9
+	VFMADD231PS  576(BX), Z4, Z11
+	INCQ         AX
+	CMPQ         AX, R10
+	JLT          loop160
+
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	VMOVUPS Z5, 256(DX)
+	VMOVUPS Z6, 320(DX)
+	VMOVUPS Z7, 384(DX)
+	VMOVUPS Z8, 448(DX)
+	VMOVUPS Z9, 512(DX)
+	VMOVUPS Z11, 576(DX)
+	ADDQ    $640, DX
+	ADDQ    $640, SI
+	SUBQ    $160, CX
+	JMP     chunk160
+
+chunk64:
+	CMPQ CX, $64
+	JLT  chunk16
+	VMOVUPS (DX), Z0
+	VMOVUPS 64(DX), Z1
+	VMOVUPS 128(DX), Z2
+	VMOVUPS 192(DX), Z3
+	XORQ    AX, AX
+
+loop64:
+	MOVLQSX      (R8)(AX*4), BX
+	LEAQ         (SI)(BX*4), BX
+	VBROADCASTSS (R9)(AX*4), Z4
+	VFMADD231PS  (BX), Z4, Z0
+	VFMADD231PS  64(BX), Z4, Z1
+	VFMADD231PS  128(BX), Z4, Z2
+	VFMADD231PS  192(BX), Z4, Z3
+	INCQ         AX
+	CMPQ         AX, R10
+	JLT          loop64
+
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VMOVUPS Z2, 128(DX)
+	VMOVUPS Z3, 192(DX)
+	ADDQ    $256, DX
+	ADDQ    $256, SI
+	SUBQ    $64, CX
+	JMP     chunk64
+
+chunk16:
+	CMPQ CX, $16
+	JLT  done16
+	VMOVUPS (DX), Z0
+	XORQ    AX, AX
+
+loop16:
+	MOVLQSX      (R8)(AX*4), BX
+	VBROADCASTSS (R9)(AX*4), Z4
+	VFMADD231PS  (SI)(BX*4), Z4, Z0
+	INCQ         AX
+	CMPQ         AX, R10
+	JLT          loop16
+
+	VMOVUPS Z0, (DX)
+	ADDQ    $64, DX
+	ADDQ    $64, SI
+	SUBQ    $16, CX
+	JMP     chunk16
+
+done16:
+	ADDQ R12, R14
+	ADDQ R13, R15
+	DECQ R11
+	JNZ  nextrow
+	VZEROUPPER
+	RET
+
+// func poolRow16(in *float32, c, w, ow int, out *float32, arg *int32, q0 int)
+//
+// ReLU and 2×2 max-pooling of one output row on AVX-512, c a multiple of
+// 16: in points at input row 2y of an [h, w, c] map, out and arg at the
+// output row's ow·c values; q0 = 2y·w. Each output is the largest of the
+// window's four ReLU values, compared as int32 bits (ReLU'd floats order
+// as integers); arg the position y·w+x of the first such, in the order
+// (0,0), (0,1), (1,0), (1,1), as reluPool does.
+TEXT ·poolRow16(SB), NOSPLIT, $0-56
+	MOVQ in+0(FP), SI
+	MOVQ c+8(FP), CX
+	MOVQ w+16(FP), R9
+	MOVQ ow+24(FP), DX
+	MOVQ out+32(FP), DI
+	MOVQ arg+40(FP), R10
+	MOVQ q0+48(FP), AX
+
+	MOVQ CX, R8
+	SHLQ $2, R8            // c in bytes
+	IMULQ R8, R9           // w·c in bytes
+	LEAQ (R8)(R9*1), R13   // (w+1)·c in bytes
+
+	VPXORD       Z31, Z31, Z31
+	VPBROADCASTD AX, Z20     // q00
+	MOVQ         $1, BX
+	VPBROADCASTD BX, Z24
+	MOVQ         w+16(FP), BX
+	VPBROADCASTD BX, Z25
+	INCQ         BX
+	VPBROADCASTD BX, Z26
+	MOVQ         $2, BX
+	VPBROADCASTD BX, Z27
+
+	TESTQ DX, DX
+	JZ    donepool
+
+xloop:
+	VPADDD Z24, Z20, Z21     // q01
+	VPADDD Z25, Z20, Z22     // q10
+	VPADDD Z26, Z20, Z23     // q11
+	MOVQ   SI, R12
+	MOVQ   CX, R11
+
+chloop:
+	VMOVDQU32 (R12), Z0
+	VPMAXSD   Z31, Z0, Z0
+	VMOVDQA32 Z20, Z4
+
+	VMOVDQU32 (R12)(R8*1), Z1
+	VPMAXSD   Z31, Z1, Z1
+	VPCMPGTD  Z0, Z1, K1
+	VMOVDQA32 Z1, K1, Z0
+	VMOVDQA32 Z21, K1, Z4
+
+	VMOVDQU32 (R12)(R9*1), Z1
+	VPMAXSD   Z31, Z1, Z1
+	VPCMPGTD  Z0, Z1, K1
+	VMOVDQA32 Z1, K1, Z0
+	VMOVDQA32 Z22, K1, Z4
+
+	VMOVDQU32 (R12)(R13*1), Z1
+	VPMAXSD   Z31, Z1, Z1
+	VPCMPGTD  Z0, Z1, K1
+	VMOVDQA32 Z1, K1, Z0
+	VMOVDQA32 Z23, K1, Z4
+
+	VMOVDQU32 Z0, (DI)
+	VMOVDQU32 Z4, (R10)
+	ADDQ      $64, R12
+	ADDQ      $64, DI
+	ADDQ      $64, R10
+	SUBQ      $16, R11
+	JNZ       chloop
+
+	LEAQ   (SI)(R8*2), SI
+	VPADDD Z27, Z20, Z20
+	DECQ   DX
+	JNZ    xloop
+
+donepool:
+	VZEROUPPER
+	RET

@@ -21,3 +21,11 @@ func axpyFMA(a float32, x, y []float32) { panic("train: axpyFMA without amd64") 
 func kern8x32(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int) {
 	panic("train: kern8x32 without amd64")
 }
+
+func sumRows16(k int, y *float32, x *float32, offs *int32, coef *float32, n int, rows, ystride, xstride int) {
+	panic("train: sumRows16 without amd64")
+}
+
+func poolRow16(in *float32, c, w, ow int, out *float32, arg *int32, q0 int) {
+	panic("train: poolRow16 without amd64")
+}
