@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,12 @@ type Config struct {
 	// RecordDrain is how long a job that ended waits for its tracking to
 	// catch up (default [DefaultRecordDrain]).
 	RecordDrain time.Duration
+	// SpillDir is the folder where received updates wait, as files, for
+	// their round to fold them, so that the coordinator holds no site's
+	// update in memory (default "": a new folder in [os.TempDir], removed
+	// by Close). It is created if missing; it needs room for one model
+	// per site of a round.
+	SpillDir string
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -125,6 +132,10 @@ type Coordinator struct {
 	// called when an upload starts waiting for a slot (tests).
 	updateSlots   chan struct{}
 	updateWaiting func()
+	// spillDir holds the updates waiting to be folded (spill.go);
+	// ownSpill says New created it and Close removes it.
+	spillDir string
+	ownSpill bool
 
 	// joinLimit and adminLimit rate-limit Join and the JobsService
 	// calls, per caller.
@@ -284,7 +295,30 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		// It leads already, over an empty state: nothing to restore.
 		c.leading.Store(true)
 	}
+	if err := c.makeSpillDir(); err != nil {
+		if c.own != nil {
+			c.own.Close()
+		}
+		return nil, err
+	}
 	return c, nil
+}
+
+// makeSpillDir creates the folder updates are spilled to (Config.SpillDir).
+func (c *Coordinator) makeSpillDir() error {
+	if c.cfg.SpillDir == "" {
+		dir, err := os.MkdirTemp("", "cohort-updates-*")
+		if err != nil {
+			return fmt.Errorf("creating a folder for received updates: %w; set TMPDIR or the coordinator's spill_dir to a writable folder", err)
+		}
+		c.spillDir, c.ownSpill = dir, true
+		return nil
+	}
+	if err := os.MkdirAll(c.cfg.SpillDir, 0o700); err != nil {
+		return fmt.Errorf("creating the folder for received updates: %w; set spill_dir to a writable folder", err)
+	}
+	c.spillDir = c.cfg.SpillDir
+	return nil
 }
 
 // soloID is the node id of the in-memory replica of a coordinator given
@@ -307,6 +341,9 @@ func (c *Coordinator) Close() error {
 		c.waitRunners(runnerWait)
 		if c.own != nil {
 			c.closeErr = c.own.Close()
+		}
+		if c.ownSpill {
+			c.closeErr = errors.Join(c.closeErr, os.RemoveAll(c.spillDir))
 		}
 	})
 	return c.closeErr
@@ -828,9 +865,12 @@ func (c *Coordinator) updateSlot(ctx context.Context) (release func(), err error
 	return func() { once.Do(func() { <-c.updateSlots }) }, nil
 }
 
-// receivedUpdate is a decoded, validated update from a site.
+// receivedUpdate is a validated update from a site: decoded (weights, an
+// init task's) or spilled to a file (spill, an update trained from a
+// global model), until the round folds it.
 type receivedUpdate struct {
 	weights    *model.Weights
+	spill      *spilledUpdate
 	numSamples int64
 	metrics    map[string]float64
 	energy     *pb.EnergyReport
@@ -842,6 +882,14 @@ type receivedUpdate struct {
 	claimed   int64
 	deltaNorm float64
 	arrived   time.Time // when screening parked it
+}
+
+// discard removes a spilled update's file: once the update is folded,
+// refused, replaced or its round is over. It may be called more than once.
+func (u *receivedUpdate) discard() {
+	if u != nil {
+		u.spill.remove()
+	}
 }
 
 // PushUpdate implements CoordinatorService.PushUpdate.
@@ -920,16 +968,32 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	if err != nil {
 		return toStatus(badInput("push update: %v", err))
 	}
-	w, _, err := model.DecodeSafetensors(r, h.GetTotalSize())
+	// An update trained from a global model goes to a file as it is
+	// checked (spill.go); an init task's initial weights are decoded.
+	var w *model.Weights
+	var sp *spilledUpdate
+	if t.global != nil && t.global.w != nil {
+		sp, err = spill(c.spillDir, r, h.GetTotalSize(), t.global.w)
+	} else {
+		w, _, err = model.DecodeSafetensors(r, h.GetTotalSize())
+	}
 	if err == nil {
-		// A checksum mismatch discards what was decoded.
+		// A checksum mismatch discards what was decoded or spilled.
 		err = r.Finish(h.GetSha256())
+	}
+	if err != nil || recvErr != nil {
+		sp.remove()
 	}
 	if recvErr != nil {
 		// A site that disconnects mid-upload loses this update; the
 		// round hears of it from the session.
 		c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", recvErr)
 		return toStatus(fmt.Errorf("push update: receiving chunks: %w", recvErr))
+	}
+	if errors.Is(err, errSpill) {
+		c.log.Error("update_not_spilled", "site", t.site, "task", t.id, "err", err)
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
+		return toStatus(err)
 	}
 	if err != nil {
 		err = badInput("push update: decoding the update: %v; send the weights as safetensors of the size and SHA-256 the header declares", err)
@@ -948,6 +1012,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	up := &receivedUpdate{
 		weights:    w,
+		spill:      sp,
 		numSamples: h.GetNumSamples(),
 		metrics:    metrics,
 		energy:     energy,
@@ -957,6 +1022,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	reply := make(chan error, 1)
 	if !t.box.deliver(roundEvent{kind: evUpdate, site: t.site, taskID: t.id, update: up, reply: reply}) {
+		up.discard()
 		return toStatus(fmt.Errorf("push update for task %q: %w", t.id, ErrStaleRound))
 	}
 	select {
