@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -318,6 +319,12 @@ func (c *Coordinator) makeSpillDir() error {
 		return fmt.Errorf("creating the folder for received updates: %w; set spill_dir to a writable folder", err)
 	}
 	c.spillDir = c.cfg.SpillDir
+	// Updates a previous process left (it stopped mid-round) are of
+	// rounds that will run again: their files go.
+	stale, _ := filepath.Glob(filepath.Join(c.spillDir, spillPattern))
+	for _, f := range stale {
+		os.Remove(f)
+	}
 	return nil
 }
 

@@ -26,6 +26,9 @@ import (
 // from, its file: the coordinator's fault, not the site's.
 var errSpill = errors.New("spilling the update")
 
+// spillPattern names the files of spilled updates.
+const spillPattern = "update-*.f32"
+
 // spillBuffer is the size of the buffers a spilled update is written and
 // read through.
 const spillBuffer = 1 << 20
@@ -54,7 +57,7 @@ type spilledUpdate struct {
 // a new file of dir, checking it against global on the way. On error no
 // file is left.
 func spill(dir string, r io.Reader, limit int64, global *model.Weights) (_ *spilledUpdate, err error) {
-	f, err := os.CreateTemp(dir, "update-*.f32")
+	f, err := os.CreateTemp(dir, spillPattern)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w; check that spill_dir %s exists and is writable", errSpill, err, dir)
 	}
