@@ -38,12 +38,13 @@ type Config struct {
 	// size of the global model the task was sent, times two).
 	MaxUpdateBytes int64
 	// MaxConcurrentUpdates bounds how many site updates the coordinator
-	// receives (decodes) at once (default 0: no bound). Each update being
-	// received holds up to a model's size of memory, so with many sites
-	// uploading together the updates in flight dominate the coordinator's
-	// memory; a bound caps them at that many models. Uploads past it wait,
-	// held back by gRPC's flow control, and the wait counts toward the
-	// round's deadline: over slow links, a low bound lengthens rounds.
+	// receives at once (default 0: no bound). An update trained from a
+	// global model holds a chunk of memory while it arrives (it goes to
+	// SpillDir), but an init task's initial weights are decoded in memory,
+	// and every upload costs CPU and disk bandwidth; a bound caps them.
+	// Uploads past it wait, held back by gRPC's flow control, and the wait
+	// counts toward the round's deadline: over slow links, a low bound
+	// lengthens rounds.
 	MaxConcurrentUpdates int
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
@@ -957,10 +958,9 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		return toStatus(fmt.Errorf("push update: waiting to be received: %w", err))
 	}
 	defer release()
-	// The update is decoded as its chunks arrive, straight into its
-	// tensors, and hashed on the way: no buffer of the encoded bytes. Its
-	// tensors are allocated as its header announces them, which is bounded
-	// by the declared size, itself bounded above by the global model's.
+	// The update is checked as its chunks arrive and hashed on the way:
+	// no buffer of the encoded bytes. Its size is bounded by the declared
+	// size, itself bounded above by the global model's.
 	var recvErr error
 	r, err := model.NewChunkReader(h.GetTotalSize(), func() ([]byte, error) {
 		m, err := stream.Recv()
