@@ -26,8 +26,9 @@
 // bit for bit through [Randomized].
 //
 // FedAvg and FedProx stream: each update is validated and folded into a running
-// sum as it arrives, so memory is O(params) however many sites report, and
-// an Add allocates nothing that grows with the model. The sum is float32,
+// sum as it arrives, so memory is O(params) however many sites report;
+// without a weight cap or DP a round also folds an update it reads as a
+// stream ([StreamAdder]), never holding it whole. An Add allocates nothing that grows with the model. The sum is float32,
 // folded with SIMD axpy on every core; each update is weighted by its
 // sample count relative to the first update's, and the final division, by
 // the sum of the weights applied, is float64, so a round of one site gives

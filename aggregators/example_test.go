@@ -1,8 +1,10 @@
 package aggregators_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 
 	"github.com/cohortfl/cohort/aggregators"
@@ -102,4 +104,22 @@ func ExampleClientParams() {
 	// [mu]
 	// 0.01
 	// map[mu:0]
+}
+
+// A round of the FedAvg family folds an update read as a stream — its
+// values as little-endian float32, tensor after tensor — as Add folds the
+// decoded update; a coordinator folds the updates it kept on disk so.
+func ExampleStreamAdder() {
+	s, _ := aggregators.New("fedavg", nil)
+	round, _ := s.Begin(vec(0, 0))
+	_ = round.Add(vec(1, 1), 100)
+	var b bytes.Buffer
+	_ = model.WriteFloats(&b, []float32{5, 9})
+	open := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b.Bytes())), nil }
+	if err := round.(aggregators.StreamAdder).AddStream(open, 300); err != nil {
+		fmt.Println(err)
+	}
+	next, _, _ := round.Result()
+	fmt.Println(next.Tensors[0].Data)
+	// Output: [4 7]
 }

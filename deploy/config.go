@@ -93,6 +93,7 @@ func (l LogConfig) Logger(w io.Writer) *slog.Logger {
 //	site_wait: 10m
 //	session_timeout: 30s
 //	max_model_bytes: 8GiB
+//	memory_limit: 2GiB
 //	rate_limits: {join: {rate: 1, burst: 10}, admin: {rate: 20, burst: 50}}
 //	log: {format: text, level: info}
 type CoordinatorConfig struct {
@@ -122,6 +123,14 @@ type CoordinatorConfig struct {
 	// default, a quarter of the machine's memory. YAML takes a number of
 	// bytes or a size such as "8GiB".
 	MaxModelBytes int64
+	// MemoryLimit is the Go runtime's soft memory limit for the
+	// coordinator process (runtime/debug.SetMemoryLimit): past it the
+	// garbage collector runs more often rather than let the heap grow to
+	// twice what is live. 0 (the key omitted) sets none (GOMEMLIMIT, if
+	// set, applies). Leave room above the coordinator's live memory —
+	// about three times the model — or it collects without end. YAML
+	// takes a number of bytes or a size such as "2GiB".
+	MemoryLimit int64
 	// RateLimits bound each site's Join calls and each admin's calls; a
 	// zero field is the coordinator's default.
 	RateLimits RateLimits
@@ -343,6 +352,7 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 		{"site_wait", func(p string, v *yaml.Node) { d.Duration(p, v, &c.SiteWait) }},
 		{"session_timeout", func(p string, v *yaml.Node) { d.Duration(p, v, &c.SessionTimeout) }},
 		{"max_model_bytes", func(p string, v *yaml.Node) { d.byteSize(p, v, &c.MaxModelBytes) }},
+		{"memory_limit", func(p string, v *yaml.Node) { d.byteSize(p, v, &c.MemoryLimit) }},
 		{"rate_limits", func(p string, v *yaml.Node) {
 			d.mapping(p, v, "{join: {rate: 1, burst: 10}, admin: {rate: 20, burst: 50}}", []field{
 				{"join", func(p string, v *yaml.Node) { d.rateLimit(p, v, &c.RateLimits.Join) }},
@@ -389,6 +399,9 @@ func parseCoordinatorConfig(file string, data []byte) (*CoordinatorConfig, error
 		d.Check("session_timeout", "must be positive, such as \"30s\", or 0 to end a session only when its stream breaks")
 	} else if c.SessionTimeout > 0 && c.SessionTimeout < 10*time.Second {
 		d.Check("session_timeout", "%s is under two heartbeats (sites heartbeat every 5s); use at least \"10s\", such as \"30s\"", c.SessionTimeout)
+	}
+	if c.MemoryLimit < 0 {
+		d.Check("memory_limit", "must be positive, such as \"2GiB\"; omit it for no limit")
 	}
 	if c.MaxModelBytes < 0 {
 		d.Check("max_model_bytes", "must be positive, such as \"8GiB\"; omit it for a quarter of the machine's memory")

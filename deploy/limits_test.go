@@ -29,6 +29,8 @@ func TestCoordinatorLimits(t *testing.T) {
 			&CoordinatorConfig{SessionTimeout: time.Minute, MaxModelBytes: 8 << 30, RateLimits: RateLimits{Join: RateLimit{Rate: 0.5, Burst: 4}, Admin: RateLimit{Rate: -1}}}, ""},
 		{"bytes", "max_model_bytes: 1000000\n", &CoordinatorConfig{SessionTimeout: DefaultSessionTimeout, MaxModelBytes: 1e6}, ""},
 		{"off", "session_timeout: 0s\n", &CoordinatorConfig{}, ""},
+		{"memory limit", "memory_limit: 2GiB\n", &CoordinatorConfig{SessionTimeout: DefaultSessionTimeout, MemoryLimit: 2 << 30}, ""},
+		{"negative memory limit", "memory_limit: -1\n", nil, "memory_limit: must be positive"},
 		{"bad size", "max_model_bytes: 8GB\n", nil, `max_model_bytes: "8GB" is not a number of bytes or a size such as "8GiB"`},
 		{"negative size", "max_model_bytes: -1\n", nil, "max_model_bytes: must be positive"},
 		{"short timeout", "session_timeout: 2s\n", nil, "session_timeout: 2s is under two heartbeats"},
@@ -47,7 +49,7 @@ func TestCoordinatorLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := &CoordinatorConfig{SessionTimeout: c.SessionTimeout, MaxModelBytes: c.MaxModelBytes, RateLimits: c.RateLimits}
+			got := &CoordinatorConfig{SessionTimeout: c.SessionTimeout, MaxModelBytes: c.MaxModelBytes, MemoryLimit: c.MemoryLimit, RateLimits: c.RateLimits}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("parseCoordinatorConfig (-want +got):\n%s", diff)
 			}

@@ -257,50 +257,62 @@ type entry struct {
 	begin, end uint64 // byte offsets into the data
 }
 
-// decode reads a safetensors file of size bytes from r (size −1: unknown,
-// read to the last tensor's end), refusing files above limit. trusted says
-// that allocating what the header announces is safe (it is bounded by size
-// or by a limit the caller chose).
-func decode(r io.Reader, size, limit int64, trusted bool) (*Weights, map[string]string, error) {
+// readHeader reads and validates the header of a safetensors file of
+// size bytes (−1: unknown) from r, refusing files above limit, and returns
+// its entries in data order, its metadata, the header's length and the
+// file's total size as the header announces it.
+func readHeader(r io.Reader, size, limit int64) (entries []entry, meta map[string]string, hl, total uint64, err error) {
 	var lenBuf [8]byte
 	if n, err := io.ReadFull(r, lenBuf[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, nil, fmt.Errorf("%w: %d bytes, too short for the 8-byte header length", ErrTruncated, n)
+			return nil, nil, 0, 0, fmt.Errorf("%w: %d bytes, too short for the 8-byte header length", ErrTruncated, n)
 		}
-		return nil, nil, fmt.Errorf("reading the safetensors header length: %w", err)
+		return nil, nil, 0, 0, fmt.Errorf("reading the safetensors header length: %w", err)
 	}
-	hl := binary.LittleEndian.Uint64(lenBuf[:])
+	hl = binary.LittleEndian.Uint64(lenBuf[:])
 	switch {
 	case hl > MaxHeaderSize:
-		return nil, nil, fmt.Errorf("%w: header length %d exceeds the %d-byte limit (is this a safetensors file?)", ErrMalformed, hl, MaxHeaderSize)
+		return nil, nil, 0, 0, fmt.Errorf("%w: header length %d exceeds the %d-byte limit (is this a safetensors file?)", ErrMalformed, hl, MaxHeaderSize)
 	case size >= 0 && 8+hl > uint64(size):
-		return nil, nil, fmt.Errorf("%w: header says %d bytes of header, got %d", ErrTruncated, hl, size-8)
+		return nil, nil, 0, 0, fmt.Errorf("%w: header says %d bytes of header, got %d", ErrTruncated, hl, size-8)
 	case 8+hl > uint64(limit):
-		return nil, nil, fmt.Errorf("%w: header says %d bytes of header, the limit is %d bytes in all", ErrTooLarge, hl, limit)
+		return nil, nil, 0, 0, fmt.Errorf("%w: header says %d bytes of header, the limit is %d bytes in all", ErrTooLarge, hl, limit)
 	}
 	header, err := io.ReadAll(io.LimitReader(r, int64(hl))) // grows as bytes arrive
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the safetensors header: %w", err)
+		return nil, nil, 0, 0, fmt.Errorf("reading the safetensors header: %w", err)
 	}
 	if uint64(len(header)) < hl {
-		return nil, nil, fmt.Errorf("%w: header says %d bytes of header, got %d", ErrTruncated, hl, len(header))
+		return nil, nil, 0, 0, fmt.Errorf("%w: header says %d bytes of header, got %d", ErrTruncated, hl, len(header))
 	}
-	entries, meta, err := parseHeader(header)
+	entries, meta, err = parseHeader(header)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, 0, err
 	}
 	var dataLen uint64
 	if len(entries) > 0 {
 		dataLen = entries[len(entries)-1].end
 	}
-	total := 8 + hl + dataLen // hl ≤ 1e8 and dataLen < 2^63: no overflow
+	total = 8 + hl + dataLen // hl ≤ 1e8 and dataLen < 2^63: no overflow
 	switch {
 	case size >= 0 && total < uint64(size):
-		return nil, nil, fmt.Errorf("%w: header says %d bytes, got %d: %d bytes after the last tensor", ErrMalformed, total, size, uint64(size)-total)
+		return nil, nil, 0, 0, fmt.Errorf("%w: header says %d bytes, got %d: %d bytes after the last tensor", ErrMalformed, total, size, uint64(size)-total)
 	case size >= 0 && total > uint64(size):
-		return nil, nil, fmt.Errorf("%w: header says %d bytes, got %d", ErrTruncated, total, size)
+		return nil, nil, 0, 0, fmt.Errorf("%w: header says %d bytes, got %d", ErrTruncated, total, size)
 	case total > uint64(limit):
-		return nil, nil, fmt.Errorf("%w: header says %d bytes, the limit is %d", ErrTooLarge, total, limit)
+		return nil, nil, 0, 0, fmt.Errorf("%w: header says %d bytes, the limit is %d", ErrTooLarge, total, limit)
+	}
+	return entries, meta, hl, total, nil
+}
+
+// decode reads a safetensors file of size bytes from r (size −1: unknown,
+// read to the last tensor's end), refusing files above limit. trusted says
+// that allocating what the header announces is safe (it is bounded by size
+// or by a limit the caller chose).
+func decode(r io.Reader, size, limit int64, trusted bool) (*Weights, map[string]string, error) {
+	entries, meta, hl, total, err := readHeader(r, size, limit)
+	if err != nil {
+		return nil, nil, err
 	}
 	cr := &countingReader{r: r}
 	ws := &Weights{Tensors: make([]Tensor, len(entries))}

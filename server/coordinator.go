@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -36,12 +38,13 @@ type Config struct {
 	// size of the global model the task was sent, times two).
 	MaxUpdateBytes int64
 	// MaxConcurrentUpdates bounds how many site updates the coordinator
-	// receives (decodes) at once (default 0: no bound). Each update being
-	// received holds up to a model's size of memory, so with many sites
-	// uploading together the updates in flight dominate the coordinator's
-	// memory; a bound caps them at that many models. Uploads past it wait,
-	// held back by gRPC's flow control, and the wait counts toward the
-	// round's deadline: over slow links, a low bound lengthens rounds.
+	// receives at once (default 0: no bound). An update trained from a
+	// global model holds a chunk of memory while it arrives (it goes to
+	// SpillDir), but an init task's initial weights are decoded in memory,
+	// and every upload costs CPU and disk bandwidth; a bound caps them.
+	// Uploads past it wait, held back by gRPC's flow control, and the wait
+	// counts toward the round's deadline: over slow links, a low bound
+	// lengthens rounds.
 	MaxConcurrentUpdates int
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
@@ -73,6 +76,12 @@ type Config struct {
 	// RecordDrain is how long a job that ended waits for its tracking to
 	// catch up (default [DefaultRecordDrain]).
 	RecordDrain time.Duration
+	// SpillDir is the folder where received updates wait, as files, for
+	// their round to fold them, so that the coordinator holds no site's
+	// update in memory (default "": a new folder in [os.TempDir], removed
+	// by Close). It is created if missing; it needs room for one model
+	// per site of a round.
+	SpillDir string
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -125,6 +134,10 @@ type Coordinator struct {
 	// called when an upload starts waiting for a slot (tests).
 	updateSlots   chan struct{}
 	updateWaiting func()
+	// spillDir holds the updates waiting to be folded (spill.go);
+	// ownSpill says New created it and Close removes it.
+	spillDir string
+	ownSpill bool
 
 	// joinLimit and adminLimit rate-limit Join and the JobsService
 	// calls, per caller.
@@ -284,7 +297,36 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		// It leads already, over an empty state: nothing to restore.
 		c.leading.Store(true)
 	}
+	if err := c.makeSpillDir(); err != nil {
+		if c.own != nil {
+			c.own.Close()
+		}
+		return nil, err
+	}
 	return c, nil
+}
+
+// makeSpillDir creates the folder updates are spilled to (Config.SpillDir).
+func (c *Coordinator) makeSpillDir() error {
+	if c.cfg.SpillDir == "" {
+		dir, err := os.MkdirTemp("", "cohort-updates-*")
+		if err != nil {
+			return fmt.Errorf("creating a folder for received updates: %w; set TMPDIR or the coordinator's spill_dir to a writable folder", err)
+		}
+		c.spillDir, c.ownSpill = dir, true
+		return nil
+	}
+	if err := os.MkdirAll(c.cfg.SpillDir, 0o700); err != nil {
+		return fmt.Errorf("creating the folder for received updates: %w; set spill_dir to a writable folder", err)
+	}
+	c.spillDir = c.cfg.SpillDir
+	// Updates a previous process left (it stopped mid-round) are of
+	// rounds that will run again: their files go.
+	stale, _ := filepath.Glob(filepath.Join(c.spillDir, spillPattern))
+	for _, f := range stale {
+		os.Remove(f)
+	}
+	return nil
 }
 
 // soloID is the node id of the in-memory replica of a coordinator given
@@ -307,6 +349,9 @@ func (c *Coordinator) Close() error {
 		c.waitRunners(runnerWait)
 		if c.own != nil {
 			c.closeErr = c.own.Close()
+		}
+		if c.ownSpill {
+			c.closeErr = errors.Join(c.closeErr, os.RemoveAll(c.spillDir))
 		}
 	})
 	return c.closeErr
@@ -823,9 +868,12 @@ func (c *Coordinator) updateSlot(ctx context.Context) (release func(), err error
 	return func() { once.Do(func() { <-c.updateSlots }) }, nil
 }
 
-// receivedUpdate is a decoded, validated update from a site.
+// receivedUpdate is a validated update from a site: decoded (weights, an
+// init task's) or spilled to a file (spill, an update trained from a
+// global model), until the round folds it.
 type receivedUpdate struct {
 	weights    *model.Weights
+	spill      *spilledUpdate
 	numSamples int64
 	metrics    map[string]float64
 	energy     *pb.EnergyReport
@@ -837,6 +885,14 @@ type receivedUpdate struct {
 	claimed   int64
 	deltaNorm float64
 	arrived   time.Time // when screening parked it
+}
+
+// discard removes a spilled update's file: once the update is folded,
+// refused, replaced or its round is over. It may be called more than once.
+func (u *receivedUpdate) discard() {
+	if u != nil {
+		u.spill.remove()
+	}
 }
 
 // PushUpdate implements CoordinatorService.PushUpdate.
@@ -897,10 +953,9 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		return toStatus(fmt.Errorf("push update: waiting to be received: %w", err))
 	}
 	defer release()
-	// The update is decoded as its chunks arrive, straight into its
-	// tensors, and hashed on the way: no buffer of the encoded bytes. Its
-	// tensors are allocated as its header announces them, which is bounded
-	// by the declared size, itself bounded above by the global model's.
+	// The update is checked as its chunks arrive and hashed on the way:
+	// no buffer of the encoded bytes. Its size is bounded by the declared
+	// size, itself bounded above by the global model's.
 	var recvErr error
 	r, err := model.NewChunkReader(h.GetTotalSize(), func() ([]byte, error) {
 		m, err := stream.Recv()
@@ -915,16 +970,32 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	if err != nil {
 		return toStatus(badInput("push update: %v", err))
 	}
-	w, _, err := model.DecodeSafetensors(r, h.GetTotalSize())
+	// An update trained from a global model goes to a file as it is
+	// checked (spill.go); an init task's initial weights are decoded.
+	var w *model.Weights
+	var sp *spilledUpdate
+	if t.global != nil && t.global.w != nil {
+		sp, err = spill(c.spillDir, r, h.GetTotalSize(), t.global.w)
+	} else {
+		w, _, err = model.DecodeSafetensors(r, h.GetTotalSize())
+	}
 	if err == nil {
-		// A checksum mismatch discards what was decoded.
+		// A checksum mismatch discards what was decoded or spilled.
 		err = r.Finish(h.GetSha256())
+	}
+	if err != nil || recvErr != nil {
+		sp.remove()
 	}
 	if recvErr != nil {
 		// A site that disconnects mid-upload loses this update; the
 		// round hears of it from the session.
 		c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", recvErr)
 		return toStatus(fmt.Errorf("push update: receiving chunks: %w", recvErr))
+	}
+	if errors.Is(err, errSpill) {
+		c.log.Error("update_not_spilled", "site", t.site, "task", t.id, "err", err)
+		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})
+		return toStatus(err)
 	}
 	if err != nil {
 		err = badInput("push update: decoding the update: %v; send the weights as safetensors of the size and SHA-256 the header declares", err)
@@ -943,6 +1014,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	up := &receivedUpdate{
 		weights:    w,
+		spill:      sp,
 		numSamples: h.GetNumSamples(),
 		metrics:    metrics,
 		energy:     energy,
@@ -952,6 +1024,7 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	}
 	reply := make(chan error, 1)
 	if !t.box.deliver(roundEvent{kind: evUpdate, site: t.site, taskID: t.id, update: up, reply: reply}) {
+		up.discard()
 		return toStatus(fmt.Errorf("push update for task %q: %w", t.id, ErrStaleRound))
 	}
 	select {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -248,6 +249,7 @@ func plusOne(n int64) func(*pb.Task, *model.Weights) (*model.Weights, int64, err
 
 type cluster struct {
 	coord  *Coordinator
+	spill  string // the coordinator's SpillDir
 	store  *tracking.SQLiteStore
 	models *fakeModels
 	lis    *bufconn.Listener
@@ -274,11 +276,12 @@ func newClusterWith(t *testing.T, siteWait time.Duration, models ModelProvider) 
 		models = fm
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	coord, err := New(Config{Version: "test", Logger: log, SiteWait: siteWait}, Deps{Tracker: store, Models: models})
+	spillDir := filepath.Join(t.TempDir(), "updates")
+	coord, err := New(Config{Version: "test", Logger: log, SiteWait: siteWait, SpillDir: spillDir}, Deps{Tracker: store, Models: models})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{coord: coord, store: store, models: fm, lis: bufconn.Listen(1 << 20), cancel: cancel}
+	c := &cluster{coord: coord, spill: spillDir, store: store, models: fm, lis: bufconn.Listen(1 << 20), cancel: cancel}
 	gs := grpc.NewServer()
 	coord.Register(gs)
 	c.wg.Add(2)
@@ -292,6 +295,11 @@ func newClusterWith(t *testing.T, siteWait time.Duration, models ModelProvider) 
 			t.Errorf("Close = %v", err)
 		}
 		store.Close()
+		// Every received update's file is gone once folded, refused or
+		// abandoned with its round.
+		if left, err := os.ReadDir(spillDir); err != nil || len(left) > 0 {
+			t.Errorf("spill dir after the coordinator closed: %d files left (%v), want none", len(left), err)
+		}
 	})
 	return c
 }

@@ -13,4 +13,8 @@
 // each committed round with its global model, and on gaining the lead
 // resumes the running jobs at the round after the last committed one, in
 // the same tracking runs, marking the failover on them.
+//
+// Received updates wait for their round on disk, not in memory (spill.go,
+// Config.SpillDir): checked as their chunks arrive, folded from their file
+// chunk by chunk, and removed once folded or refused.
 package server

@@ -165,6 +165,10 @@ func (x *roundExec) cleanup() {
 	}
 	x.c.closeTasks(x.a.closedTasks, &x.a.late)
 	close(x.rr.closed)
+	for site, up := range x.parked { // the round closed without them
+		up.discard()
+		delete(x.parked, site)
+	}
 	for site, reply := range x.replies {
 		reply <- fmt.Errorf("%w: round %d of %s ended before the update was used", ErrStaleRound, x.r, x.a.arm.Name)
 		delete(x.replies, site)
@@ -182,6 +186,7 @@ func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
 		}
 		x.replies[ev.site] = ev.reply
 		x.pending[ev.site] = siteEnergyReports{train: up.energy, eval: up.evalEnergy}
+		x.parked[ev.site].discard()
 		delete(x.parked, ev.site) // a newer upload replaces a parked one
 		x.admit(ctx, ev.site, up)
 	case evRejected:
@@ -191,6 +196,7 @@ func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
 		x.holdEnergy(ev.site, ev.energy)
 		x.apply(ctx, x.sm.Step(now, round.SiteFailed{Site: ev.site, Reason: ev.reason}))
 	case evDisconnected:
+		x.parked[ev.site].discard()
 		delete(x.parked, ev.site)
 		x.apply(ctx, x.sm.Step(now, round.SiteDisconnected{Site: ev.site}))
 	case evResult:
@@ -234,12 +240,12 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		x.timer.Reset(time.Until(act.At))
 	case round.Aggregate:
 		up := x.updates[act.Site]
-		if up == nil || up.weights == nil { // nil weights: folded already
+		if up == nil || (up.weights == nil && up.spill == nil) { // folded already
 			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: "update vanished before aggregation"})
 			return
 		}
 		stop := c.meterAggregation(ctx)
-		err := x.agg.Add(up.weights, act.NumSamples)
+		err := x.fold(up, act.NumSamples)
 		x.account(stop())
 		if err != nil {
 			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: err.Error()})
@@ -249,6 +255,8 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		// own copy), so the update's weights go now, not when the round
 		// ends or the upload's call returns.
 		up.weights = nil
+		up.discard()
+		up.spill = nil
 		x.bytesReceived += up.bytes
 		x.added = append(x.added, act.Site)
 		x.siteReported(act.Site, up)
@@ -303,6 +311,26 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 	case round.Fail:
 		c.log.Warn("round_failed", "job", a.j.id, "arm", a.arm.Name, "round", x.r, "err", act.Err)
 	}
+}
+
+// fold adds an update to the round's aggregate: a spilled one read from
+// its file chunk by chunk where the strategy can fold a stream, decoded
+// at this moment where it cannot.
+func (x *roundExec) fold(up *receivedUpdate, n int64) error {
+	if up.spill == nil {
+		return x.agg.Add(up.weights, n)
+	}
+	if sa, ok := x.agg.(aggregators.StreamAdder); ok {
+		err := sa.AddStream(up.spill.open, n)
+		if !errors.Is(err, aggregators.ErrNoStream) {
+			return err
+		}
+	}
+	w, err := up.spill.decode()
+	if err != nil {
+		return err
+	}
+	return x.agg.Add(w, n)
 }
 
 func (c *Coordinator) meterAggregation(ctx context.Context) func() (float64, string) {

@@ -94,14 +94,14 @@ func (x *roundExec) admit(ctx context.Context, site string, up *receivedUpdate) 
 			"claimed", up.numSamples, "declared", n, "effect", "the update is weighted by the sample count the site declared when it joined")
 		up.claimed, up.numSamples = up.numSamples, n
 	}
-	if err := a.global.Compatible(up.weights); err != nil {
+	if err := up.compatible(a.global); err != nil {
 		x.offer(ctx, offer{site: site, up: up, reason: fmt.Sprintf("update does not match the global model: %v", err)})
 		return
 	}
-	up.deltaNorm = model.DeltaNorm(up.weights, a.global)
+	up.deltaNorm = up.norm(a.global)
 	if math.IsNaN(up.deltaNorm) || math.IsInf(up.deltaNorm, 0) {
 		reason := "update holds non-finite values"
-		if err := up.weights.CheckFinite(); err != nil {
+		if err := up.checkFinite(); err != nil {
 			reason = err.Error()
 		} else {
 			reason = "update's delta norm overflows"
@@ -191,13 +191,49 @@ func (x *roundExec) screen(site string, up *receivedUpdate) string {
 	}
 	cl, _ := x.a.screening()
 	if cl.Mode == job.ClipClip {
-		model.ShrinkDelta(up.weights, x.a.global, b/up.deltaNorm)
+		up.shrinkDelta(x.a.global, b/up.deltaNorm)
 		x.screened(site, up, fmt.Sprintf("clipped: delta norm %.4g scaled to %.4g (%s)", up.deltaNorm, b, why))
 		return ""
 	}
 	reason := fmt.Sprintf("delta norm %.4g is over the bound %.4g (%s)", up.deltaNorm, b, why)
 	x.screened(site, up, "refused: "+reason)
 	return "screened: " + reason
+}
+
+// compatible is [model.Weights.Compatible] of global with the update,
+// checked as it arrived where it was spilled.
+func (up *receivedUpdate) compatible(global *model.Weights) error {
+	if up.spill != nil {
+		return up.spill.incompatible
+	}
+	return global.Compatible(up.weights)
+}
+
+// norm returns the update's delta norm against global ([model.DeltaNorm]),
+// computed as it arrived where it was spilled.
+func (up *receivedUpdate) norm(global *model.Weights) float64 {
+	if up.spill != nil {
+		return up.spill.deltaNorm
+	}
+	return model.DeltaNorm(up.weights, global)
+}
+
+// checkFinite is [model.Weights.CheckFinite] of the update.
+func (up *receivedUpdate) checkFinite() error {
+	if up.spill != nil {
+		return up.spill.nonFinite
+	}
+	return up.weights.CheckFinite()
+}
+
+// shrinkDelta is [model.ShrinkDelta]; a spilled update is shrunk as the
+// round reads it.
+func (up *receivedUpdate) shrinkDelta(global *model.Weights, s float64) {
+	if up.spill != nil {
+		up.spill.shrink = s
+		return
+	}
+	model.ShrinkDelta(up.weights, global, s)
 }
 
 // screened records a screening decision: a WARN, a job event for `cohort
@@ -249,6 +285,8 @@ func (x *roundExec) offer(ctx context.Context, offers ...offer) {
 	x.apply(ctx, acts)
 	for i, o := range offers {
 		delete(x.updates, o.site)
+		o.up.discard() // folded, refused or ignored: its file goes
+
 		if r, ok := x.replies[o.site]; ok && r == replies[i] {
 			r <- fmt.Errorf("update ignored by round %d (already answered, not selected, or late)", x.r)
 			delete(x.replies, o.site)

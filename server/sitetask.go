@@ -65,6 +65,7 @@ func (c *Coordinator) runSiteTask(ctx context.Context, site, key string, task *p
 			switch ev.kind {
 			case evUpdate:
 				if task.GetKind() != pb.TaskKind_TASK_KIND_INIT {
+					ev.update.discard()
 					ev.reply <- fmt.Errorf("a %s task returns a result, not weights", what)
 					continue
 				}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -50,6 +51,9 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	log = log.With("coordinator", cfg.Name)
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	creds, err := coordinatorCreds(cfg, log)
 	if err != nil {
 		return err
@@ -95,6 +99,7 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		SiteWait:       cfg.SiteWait,
 		SessionTimeout: cfg.SessionTimeout,
 		MaxModelBytes:  cfg.MaxModelBytes,
+		SpillDir:       filepath.Join(cfg.StateDir, "updates"),
 		JoinLimit:      server.RateLimit(cfg.RateLimits.Join),
 		AdminLimit:     server.RateLimit(cfg.RateLimits.Admin),
 		Logger:         log,

@@ -1,0 +1,168 @@
+package aggregators
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cohortfl/cohort/model"
+)
+
+// streamOf returns an open function over the values of w as AddStream
+// reads them: little-endian float32, tensor after tensor.
+func streamOf(t *testing.T, w *model.Weights, extra []byte) func() (io.ReadCloser, error) {
+	t.Helper()
+	var b bytes.Buffer
+	for _, tn := range w.Tensors {
+		if err := model.WriteFloats(&b, tn.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Write(extra)
+	data := b.Bytes()
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+}
+
+// TestAddStreamMatchesAdd checks that folding updates from streams gives
+// the next model Add gives, bit for bit, and the same metrics.
+func TestAddStreamMatchesAdd(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	global := &model.Weights{}
+	// One tensor longer than a stream chunk, so that chunks and the
+	// aggregate's work split fall differently.
+	for i, n := range []int{7, model.ScanChunk + 40_003, 1} {
+		d := make([]float32, n)
+		for j := range d {
+			d[j] = float32(r.NormFloat64())
+		}
+		global.Tensors = append(global.Tensors, model.Tensor{Name: string(rune('a' + i)), Shape: []int{n}, Data: d})
+	}
+	var updates []*model.Weights
+	for range 4 {
+		u := global.Clone()
+		for i := range u.Tensors {
+			for j := range u.Tensors[i].Data {
+				u.Tensors[i].Data[j] += float32(0.1 * r.NormFloat64())
+			}
+		}
+		updates = append(updates, u)
+	}
+	counts := []int64{10, 3000, 7, 501}
+	tests := []struct {
+		name string
+		s    Strategy
+	}{
+		{"fedavg", &FedAvg{}},
+		{"fedavg server lr", &FedAvg{ServerLR: 0.7}},
+		{"fedprox", &FedProx{Mu: 0.01}},
+		{"fedadam", &FedOpt{Optimizer: OptAdam}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ra, err := BeginRound(tt.s, global, 9, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := BeginRound(tt.s, global, 9, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sa, ok := rs.(StreamAdder)
+			if !ok {
+				t.Fatalf("%T is not a StreamAdder", rs)
+			}
+			for i, u := range updates {
+				if err := ra.Add(u, counts[i]); err != nil {
+					t.Fatalf("Add(%d) = %v", i, err)
+				}
+				if err := sa.AddStream(streamOf(t, u, nil), counts[i]); err != nil {
+					t.Fatalf("AddStream(%d) = %v", i, err)
+				}
+			}
+			wantW, wantM, err := ra.(Finisher).Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotW, gotM, err := rs.(Finisher).Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range wantW.Tensors {
+				for j, v := range wantW.Tensors[i].Data {
+					if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
+						t.Fatalf("AddStream's model[%d][%d] = %v, want Add's %v", i, j, g, v)
+					}
+				}
+			}
+			if diff := cmp.Diff(wantM, gotM); diff != "" {
+				t.Errorf("AddStream's metrics differ from Add's (-Add +AddStream):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestAddStreamRefuses checks that a bad stream is refused as Add refuses
+// its update, leaving the aggregate as it was, and that a round that
+// cannot stream says so before reading anything.
+func TestAddStreamRefuses(t *testing.T) {
+	global := weights(1, 2, 3)
+	nan := weights(1, float32(math.NaN()), 3)
+	short := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(make([]byte, 8))), nil }
+	tests := []struct {
+		name string
+		s    Strategy
+		open func() (io.ReadCloser, error)
+		n    int64
+		want error
+	}{
+		{"nan", &FedAvg{}, streamOf(t, nan, nil), 1, ErrBadUpdate},
+		{"short", &FedAvg{}, short, 1, ErrBadUpdate},
+		{"long", &FedAvg{}, streamOf(t, weights(1, 2, 3), []byte{0, 0, 0, 0}), 1, ErrBadUpdate},
+		{"no samples", &FedAvg{}, streamOf(t, weights(1, 2, 3), nil), 0, ErrBadUpdate},
+		{"overflow", &FedAvg{}, streamOf(t, weights(1, 3e38, 3), nil), 1 << 40, ErrBadUpdate},
+		{"weight cap", &FedAvg{MaxFraction: 0.5}, streamOf(t, weights(1, 2, 3), nil), 1, ErrNoStream},
+		{"dp", &FedAvg{DP: &DP{Clip: 1}}, streamOf(t, weights(1, 2, 3), nil), 1, ErrNoStream},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rd, err := BeginRound(tt.s, global, 1, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.name == "overflow" { // a first update sets the reference count
+				if err := rd.Add(weights(1, 2, 3), 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = rd.(StreamAdder).AddStream(tt.open, tt.n)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("AddStream() = %v, want %v", err, tt.want)
+			}
+			if tt.name == "overflow" {
+				return
+			}
+			if _, _, err := rd.Result(); !errors.Is(err, ErrNoUpdates) {
+				t.Errorf("Result() after a refused stream = %v, want %v", err, ErrNoUpdates)
+			}
+		})
+	}
+}
+
+// TestAddStreamNamesNonFinite checks that a refused stream names the
+// value as Add does.
+func TestAddStreamNamesNonFinite(t *testing.T) {
+	global := weights(1, 2, 3)
+	bad := weights(1, 2, float32(math.Inf(1)))
+	ra, _ := BeginRound(&FedAvg{}, global, 1, 1)
+	rs, _ := BeginRound(&FedAvg{}, global, 1, 1)
+	want := ra.Add(bad, 1)
+	got := rs.(StreamAdder).AddStream(streamOf(t, bad, nil), 1)
+	if got == nil || want == nil || got.Error() != want.Error() {
+		t.Errorf("AddStream() = %v, want Add's %v", got, want)
+	}
+}

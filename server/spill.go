@@ -1,0 +1,240 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/cohortfl/cohort/model"
+)
+
+// An update trained from a global model is not kept in memory while its
+// round waits for it: PushUpdate checks it as its chunks arrive (header
+// against the global model, finite values, the L2 norm of its delta,
+// streaming) and writes its values to a file in Config.SpillDir; the round
+// folds the file chunk by chunk into its sum (aggregators.StreamAdder), or
+// decodes it at that moment for a strategy that cannot stream, and
+// removes it once folded or refused. The coordinator's memory is then the
+// global model and the sum, whatever the number of sites.
+
+// errSpill is returned when an update cannot be written to, or read back
+// from, its file: the coordinator's fault, not the site's.
+var errSpill = errors.New("spilling the update")
+
+// spillPattern names the files of spilled updates.
+const spillPattern = "update-*.f32"
+
+// spillBuffer is the size of the buffers a spilled update is written and
+// read through.
+const spillBuffer = 1 << 20
+
+// spilledUpdate is an update kept on disk: the values of every tensor of
+// the global model it was trained from, in the global's order, as
+// little-endian float32 — or, where it does not match the global model or
+// holds a non-finite value, no file and the reason.
+type spilledUpdate struct {
+	path   string // "" where no file is kept
+	global *model.Weights
+	// incompatible is why the update does not match the global model;
+	// nonFinite names its first NaN or ±Inf. Either leaves no file.
+	incompatible error
+	nonFinite    error
+	// deltaNorm is ‖update − global‖₂ as [model.DeltaNorm] computes it.
+	deltaNorm float64
+	// shrink, where not 0, is the factor screening scaled the delta by
+	// (clip mode clip): the values are read as global + shrink·(u − global).
+	shrink float64
+
+	once sync.Once
+}
+
+// spill receives an update as [model.ScanSafetensors] reads it from r into
+// a new file of dir, checking it against global on the way. On error no
+// file is left.
+func spill(dir string, r io.Reader, limit int64, global *model.Weights) (_ *spilledUpdate, err error) {
+	f, err := os.CreateTemp(dir, spillPattern)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w; check that spill_dir %s exists and is writable", errSpill, err, dir)
+	}
+	s := &spilledUpdate{path: f.Name(), global: global}
+	defer func() {
+		if err != nil || s.path == "" {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(f, spillBuffer)
+	var writeErr error
+	var sum, s0, s1 float64 // as model.DeltaNorm: two sums per tensor
+	keep := true
+	_, err = model.ScanSafetensors(r, limit, func(shell *model.Weights) error {
+		if err := compatibleShapes(global, shell); err != nil {
+			s.incompatible, keep = err, false
+		}
+		return nil
+	}, func(t, off int, vals []float32) error {
+		if !keep {
+			return nil // read on: the checksum covers every byte
+		}
+		if _, finite := model.FiniteNorm(vals); !finite {
+			for i, v := range vals {
+				if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+					s.nonFinite = fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, global.Tensors[t].Name, v, off+i)
+					break
+				}
+			}
+			keep = false
+			return nil
+		}
+		g := global.Tensors[t].Data[off : off+len(vals)]
+		j := 0
+		for ; j+1 < len(vals); j += 2 { // off is even: pairs fall as in DeltaNorm
+			d0 := float64(vals[j]) - float64(g[j])
+			d1 := float64(vals[j+1]) - float64(g[j+1])
+			s0 += d0 * d0
+			s1 += d1 * d1
+		}
+		for ; j < len(vals); j++ {
+			d := float64(vals[j]) - float64(g[j])
+			s0 += d * d
+		}
+		if off+len(vals) == len(global.Tensors[t].Data) {
+			sum += s0 + s1
+			s0, s1 = 0, 0
+		}
+		if writeErr == nil {
+			writeErr = model.WriteFloats(bw, vals)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !keep {
+		s.path = ""
+		s.deltaNorm = math.NaN()
+		return s, nil
+	}
+	if writeErr == nil {
+		writeErr = bw.Flush()
+	}
+	if err := errors.Join(writeErr, f.Close()); err != nil {
+		return nil, fmt.Errorf("%w to %s: %w; free space there or set spill_dir elsewhere", errSpill, f.Name(), err)
+	}
+	s.deltaNorm = math.Sqrt(sum)
+	return s, nil
+}
+
+// compatibleShapes is [model.Weights.Compatible] for a header's shell
+// (tensors without data): names, order and shapes.
+func compatibleShapes(global, shell *model.Weights) error {
+	full := &model.Weights{Tensors: slices.Clone(shell.Tensors)}
+	for i := range full.Tensors {
+		if i < len(global.Tensors) {
+			// Where the shapes match, so do the counts: lend the global's.
+			full.Tensors[i].Data = global.Tensors[i].Data
+		}
+	}
+	return global.Compatible(full)
+}
+
+// open returns a reader of the update's values, shrunk toward the global
+// model where screening clipped it.
+func (s *spilledUpdate) open() (io.ReadCloser, error) {
+	f, err := os.Open(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading it back: %w", errSpill, err)
+	}
+	br := bufio.NewReaderSize(f, spillBuffer)
+	if s.shrink == 0 {
+		return readCloser{br, f}, nil
+	}
+	return readCloser{&shrinkReader{s: s, r: br}, f}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// shrinkReader reads a spilled update's values as global + shrink·(u −
+// global), each computed as [model.ShrinkDelta] does.
+type shrinkReader struct {
+	s      *spilledUpdate
+	r      io.Reader
+	t, off int // the next value's tensor and index
+	vals   []float32
+	buf    []byte // the shrunk chunk, encoded
+	out    []byte // what of buf is left to read
+}
+
+func (z *shrinkReader) Read(p []byte) (int, error) {
+	if len(z.out) == 0 {
+		if z.t >= len(z.s.global.Tensors) {
+			return 0, io.EOF
+		}
+		g := z.s.global.Tensors[z.t].Data
+		k := min(len(g)-z.off, model.ScanChunk)
+		if z.vals == nil {
+			z.vals = make([]float32, model.ScanChunk)
+		}
+		v := z.vals[:k]
+		if _, err := model.ReadFloats(z.r, v); err != nil {
+			return 0, err
+		}
+		one := &model.Weights{Tensors: []model.Tensor{{Data: v}}}
+		base := &model.Weights{Tensors: []model.Tensor{{Data: g[z.off : z.off+k]}}}
+		model.ShrinkDelta(one, base, z.s.shrink)
+		b := bufferWriter{b: z.buf[:0]}
+		_ = model.WriteFloats(&b, v)
+		z.buf, z.out = b.b, b.b
+		if z.off += k; z.off == len(g) {
+			z.t, z.off = z.t+1, 0
+		}
+	}
+	n := copy(p, z.out)
+	z.out = z.out[n:]
+	return n, nil
+}
+
+// bufferWriter appends what is written to b.
+type bufferWriter struct{ b []byte }
+
+func (w *bufferWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// decode reads the whole update into memory: for a strategy that cannot
+// fold a stream.
+func (s *spilledUpdate) decode() (*model.Weights, error) {
+	rc, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	w := s.global.ZerosLike()
+	for _, t := range w.Tensors {
+		if _, err := model.ReadFloats(rc, t.Data); err != nil {
+			return nil, fmt.Errorf("reading the spilled update %s: %w", s.path, err)
+		}
+	}
+	return w, nil
+}
+
+// remove deletes the update's file; it may be called more than once.
+func (s *spilledUpdate) remove() {
+	if s == nil {
+		return
+	}
+	s.once.Do(func() {
+		if s.path != "" {
+			os.Remove(s.path)
+		}
+	})
+}

@@ -1,0 +1,171 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// spillGlobal is a model with a tensor longer than a scan chunk and one of
+// odd length, so that chunks and value pairs fall unevenly.
+func spillGlobal() *model.Weights {
+	w := &model.Weights{}
+	for i, n := range []int{model.ScanChunk + 3, 5} {
+		d := make([]float32, n)
+		for j := range d {
+			d[j] = float32(math.Sin(float64(i*7 + j)))
+		}
+		w.Tensors = append(w.Tensors, model.Tensor{Name: fmt.Sprint("t", i), Shape: []int{n}, Data: d})
+	}
+	return w
+}
+
+// TestSpill checks that a spilled update reads back as it was sent, that
+// its norm is model.DeltaNorm's bit for bit, that shrinking it as it is
+// read is model.ShrinkDelta, and that a bad update leaves no file and the
+// reason the in-memory checks give.
+func TestSpill(t *testing.T) {
+	global := spillGlobal()
+	good := global.Clone()
+	for i := range good.Tensors {
+		for j := range good.Tensors[i].Data {
+			good.Tensors[i].Data[j] += float32(j%13) * 0.01
+		}
+	}
+	nan := good.Clone()
+	nan.Tensors[1].Data[2] = float32(math.NaN())
+	shape := &model.Weights{Tensors: []model.Tensor{good.Tensors[0], {Name: "t1", Shape: []int{1, 5}, Data: good.Tensors[1].Data}}}
+	tests := []struct {
+		name             string
+		update           *model.Weights
+		wantIncompatible error
+		wantNonFinite    error
+	}{
+		{"good", good, nil, nil},
+		{"nan", nan, nil, nan.CheckFinite()},
+		{"shape", shape, global.Compatible(shape), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			b, err := model.MarshalSafetensors(tt.update, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := spill(dir, bytes.NewReader(b), int64(len(b)), global)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.remove()
+			if fmt.Sprint(s.incompatible) != fmt.Sprint(tt.wantIncompatible) || fmt.Sprint(s.nonFinite) != fmt.Sprint(tt.wantNonFinite) {
+				t.Fatalf("spill() = incompatible %v, non-finite %v; want %v, %v", s.incompatible, s.nonFinite, tt.wantIncompatible, tt.wantNonFinite)
+			}
+			if tt.wantIncompatible != nil || tt.wantNonFinite != nil {
+				if s.path != "" || !math.IsNaN(s.deltaNorm) {
+					t.Errorf("a refused update kept file %q and norm %v", s.path, s.deltaNorm)
+				}
+				return
+			}
+			if want := model.DeltaNorm(tt.update, global); math.Float64bits(s.deltaNorm) != math.Float64bits(want) {
+				t.Errorf("spilled delta norm = %v, want DeltaNorm's %v", s.deltaNorm, want)
+			}
+			got, err := s.decode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.update, got); diff != "" {
+				t.Errorf("decoded spill differs from the update (-sent +read):\n%s", diff)
+			}
+			s.shrink = 0.3
+			got, err = s.decode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tt.update.Clone()
+			model.ShrinkDelta(want, global, 0.3)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("shrunk spill differs from ShrinkDelta (-want +got):\n%s", diff)
+			}
+			s.remove()
+			if left, _ := os.ReadDir(dir); len(left) != 0 {
+				t.Errorf("%d files left after remove, want none", len(left))
+			}
+		})
+	}
+}
+
+// TestSpillRefusesBadBytes checks that an update that cannot be decoded
+// is refused as the decoder refuses it, leaving no file.
+func TestSpillRefusesBadBytes(t *testing.T) {
+	global := spillGlobal()
+	b, _ := model.MarshalSafetensors(global, nil)
+	tests := []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"truncated", b[:len(b)/2], model.ErrTruncated},
+		{"not safetensors", []byte("hello, world"), model.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := spill(dir, bytes.NewReader(tt.b), int64(len(b)), global)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("spill() = %v, want %v", err, tt.want)
+			}
+			if left, _ := os.ReadDir(dir); len(left) != 0 {
+				t.Errorf("%d files left after a refused update, want none", len(left))
+			}
+		})
+	}
+}
+
+// TestSpilledUpdatesGoWithACancelledRound checks that the files of updates
+// parked in a round that is cancelled are removed when the round ends.
+func TestSpilledUpdatesGoWithACancelledRound(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// site-3 never answers: the two others' updates stay parked, waiting
+	// for a third norm for the adaptive bound.
+	hang := func(ctx context.Context, _ pb.CoordinatorServiceClient, _ func(*pb.SiteMessage), _ *pb.Task) bool {
+		<-ctx.Done()
+		return true
+	}
+	c.startSite(t, ctx, &fakeSite{name: "site-1", update: plusOne(100)})
+	c.startSite(t, ctx, &fakeSite{name: "site-2", update: plusOne(100)})
+	c.startSite(t, ctx, &fakeSite{name: "site-3", handle: hang})
+	j := submit(t, c, fmt.Sprintf(testJob, 3, "10m"))
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if left, _ := os.ReadDir(c.spill); len(left) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the two answering sites' updates never reached the spill dir")
+		}
+		<-tick.C
+	}
+	if _, err := c.coord.CancelJob(context.Background(), &pb.CancelJobRequest{JobId: j.GetJobId(), Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitJob(t, c, j.GetJobId()); got.GetState() != pb.JobState_JOB_STATE_CANCELLED {
+		t.Fatalf("job state = %v, want CANCELLED", got.GetState())
+	}
+	if left, _ := os.ReadDir(c.spill); len(left) != 0 {
+		t.Errorf("spill dir after the cancelled round: %d files, want none", len(left))
+	}
+}
