@@ -278,7 +278,13 @@ func (r *avgRound) Finish() (*model.Weights, map[string]float64, error) {
 	return r.Result()
 }
 
-func (r *avgRound) Add(u *model.Weights, n int64) error {
+func (r *avgRound) Add(u *model.Weights, n int64) error { return r.add(u, n, false) }
+
+// AddOwned implements [OwnedAdder]: Add, keeping u itself rather than a
+// copy when the weight cap must hold it.
+func (r *avgRound) AddOwned(u *model.Weights, n int64) error { return r.add(u, n, true) }
+
+func (r *avgRound) add(u *model.Weights, n int64, owned bool) error {
 	if r.finished {
 		return fmt.Errorf("%s: %w", r.name, ErrFinished)
 	}
@@ -330,7 +336,10 @@ func (r *avgRound) Add(u *model.Weights, n int64) error {
 				r.clipped++
 			}
 		case hold:
-			r.held = append(r.held, heldUpdate{u.Clone(), float64(wt)})
+			if !owned {
+				u = u.Clone()
+			}
+			r.held = append(r.held, heldUpdate{u, float64(wt)})
 		default:
 			r.wsum += float64(wt)
 		}

@@ -17,8 +17,10 @@ var ErrNoStream = errors.New("round cannot fold an update as a stream")
 
 // StreamAdder is implemented by rounds that can fold an update read as a
 // stream, never holding more of it than a chunk: those of the FedAvg
-// family (fedavg, fedprox, the [FedOpt] optimizers) without a weight cap
-// or DP. A coordinator that keeps received updates on disk folds them
+// family (fedavg, fedprox, the [FedOpt] optimizers) without DP; under a
+// weight cap, every update the cap does not hold back (it holds one back
+// while too few updates have arrived for the cap to be met, or while the
+// update's weight is above the cap's level). A coordinator that keeps received updates on disk folds them
 // with it, so that its memory is the global model and the sum whatever
 // the number of sites.
 type StreamAdder interface {
@@ -41,8 +43,8 @@ func (r *avgRound) AddStream(open func() (io.ReadCloser, error), n int64) error 
 	switch {
 	case r.finished:
 		return fmt.Errorf("%s: %w", r.name, ErrFinished)
-	case r.dp != nil || r.frac > 0:
-		return fmt.Errorf("%s: %w (a weight cap or DP)", r.name, ErrNoStream)
+	case r.dp != nil:
+		return fmt.Errorf("%s: %w (DP)", r.name, ErrNoStream)
 	case n < 1:
 		return fmt.Errorf("%w: %d samples; an update needs at least one", ErrBadUpdate, n)
 	}
@@ -51,6 +53,14 @@ func (r *avgRound) AddStream(open func() (io.ReadCloser, error), n int64) error 
 		ref = float64(n)
 	}
 	wt := float32(float64(n) / ref)
+	// Under a weight cap, an update the cap would hold back is Add's.
+	c, feasible := math.Inf(1), true
+	if r.frac > 0 {
+		c, feasible = r.capLevel(float64(wt))
+		if !feasible || over(float64(wt), c) {
+			return fmt.Errorf("%s: %w (the weight cap holds this update back)", r.name, ErrNoStream)
+		}
+	}
 	buf := make([]float32, model.ScanChunk)
 	var norm float32
 	err := r.readStream(open, buf, func(t, lo int, x []float32) error {
@@ -87,8 +97,21 @@ func (r *avgRound) AddStream(open func() (io.ReadCloser, error), n int64) error 
 	r.weights = append(r.weights, float64(wt))
 	r.nextState = nil
 	r.wsum += float64(wt)
+	if feasible {
+		r.release(c)
+	}
 	return nil
 }
+
+// OwnedAdder is implemented by rounds that can take an update over: the
+// caller hands u to AddOwned and never reads or writes it again, so a
+// round that must keep the update (the weight cap holds it back) keeps u
+// itself rather than a copy. Otherwise AddOwned is [Round.Add].
+type OwnedAdder interface {
+	AddOwned(u *model.Weights, n int64) error
+}
+
+var _ OwnedAdder = (*avgRound)(nil)
 
 // nonFinite names the first NaN or ±Inf of blk, which starts at index off
 // of tensor name, as [model.Weights.CheckFinite] does.

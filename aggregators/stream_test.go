@@ -166,3 +166,90 @@ func TestAddStreamNamesNonFinite(t *testing.T) {
 		t.Errorf("AddStream() = %v, want Add's %v", got, want)
 	}
 }
+
+// TestAddStreamUnderWeightCap checks the coordinator's way of folding
+// under a weight cap — AddStream, and where the cap holds the update back
+// (ErrNoStream) AddOwned of a copy it hands over — against Add alone: the
+// same model bit for bit and the same metrics, with some updates folded
+// as streams and the held ones kept without a copy.
+func TestAddStreamUnderWeightCap(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	global := weights(0, 0, 0)
+	for i := range global.Tensors {
+		for j := range global.Tensors[i].Data {
+			global.Tensors[i].Data[j] = float32(r.NormFloat64())
+		}
+	}
+	for _, tt := range []struct {
+		name   string
+		frac   float64
+		counts []int64
+	}{
+		{"equal sites", 0.5, []int64{100, 100, 100}},
+		{"one large site", 0.3, []int64{100, 100, 100, 100, 3000, 100}},
+		{"mixed sizes", 0.3, []int64{10, 3000, 7, 501, 60, 12, 9, 11, 10, 8}},
+		{"large first", 0.5, []int64{5000, 10, 10, 10}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &FedAvg{MaxFraction: tt.frac}
+			ra, err := BeginRound(s, global, 3, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := BeginRound(s, global, 3, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			streamed, owned := 0, 0
+			for i, n := range tt.counts {
+				u := global.Clone()
+				for k := range u.Tensors {
+					for j := range u.Tensors[k].Data {
+						u.Tensors[k].Data[j] += float32(0.1 * r.NormFloat64())
+					}
+				}
+				if err := ra.Add(u, n); err != nil {
+					t.Fatalf("Add(%d) = %v", i, err)
+				}
+				err := rs.(StreamAdder).AddStream(streamOf(t, u, nil), n)
+				switch {
+				case err == nil:
+					streamed++
+				case errors.Is(err, ErrNoStream):
+					mine := u.Clone()
+					if err := rs.(OwnedAdder).AddOwned(mine, n); err != nil {
+						t.Fatalf("AddOwned(%d) = %v", i, err)
+					}
+					ar := rs.(*avgRound)
+					if len(ar.held) == 0 || ar.held[len(ar.held)-1].w != mine {
+						t.Fatalf("AddOwned(%d) of an update the cap holds back did not keep it itself (held %d)", i, len(ar.held))
+					}
+					owned++
+				default:
+					t.Fatalf("AddStream(%d) = %v", i, err)
+				}
+			}
+			if streamed == 0 || owned == 0 {
+				t.Fatalf("%d streamed, %d held back: want both paths taken", streamed, owned)
+			}
+			wantW, wantM, err := ra.(Finisher).Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotW, gotM, err := rs.(Finisher).Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range wantW.Tensors {
+				for j, v := range wantW.Tensors[i].Data {
+					if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
+						t.Fatalf("model[%d][%d] = %v, want Add's %v", i, j, g, v)
+					}
+				}
+			}
+			if diff := cmp.Diff(wantM, gotM); diff != "" {
+				t.Errorf("metrics differ from Add's (-Add +stream/owned):\n%s", diff)
+			}
+		})
+	}
+}

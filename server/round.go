@@ -330,6 +330,11 @@ func (x *roundExec) fold(up *receivedUpdate, n int64) error {
 	if err != nil {
 		return err
 	}
+	if oa, ok := x.agg.(aggregators.OwnedAdder); ok {
+		// Nothing else holds w: a round that must keep it keeps it
+		// rather than a copy.
+		return oa.AddOwned(w, n)
+	}
 	return x.agg.Add(w, n)
 }
 
