@@ -92,6 +92,12 @@ type Config struct {
 	// BlobTransport moves blobs between the nodes' stores; see
 	// [BlobTransport].
 	BlobTransport BlobTransport
+	// PushBuffer is how many bytes a follower may fall behind the
+	// leader's write of a model streamed to it while it is written (when
+	// BlobTransport is a [BlobPusher]) before it is dropped from the push
+	// and fetches the model instead; 0 is 64 MiB, negative disables the
+	// push (followers fetch every model once it is written).
+	PushBuffer int64
 	// BlobCollectInterval is how often the node removes from Blobs the
 	// blobs the state no longer references (after the store's grace); 0
 	// is 1 minute.
@@ -220,6 +226,9 @@ func (c Config) withDefaults() Config {
 	if c.BlobCollectInterval <= 0 {
 		c.BlobCollectInterval = defaultBlobCollectInterval
 	}
+	if c.PushBuffer == 0 {
+		c.PushBuffer = defaultPushBuffer
+	}
 	return c
 }
 
@@ -340,6 +349,8 @@ type Node struct {
 
 	fetchMu  sync.Mutex
 	fetching map[blobs.Digest]*fetchCall // blob fetches in flight
+	pushing  int                         // blob pushes being received
+	pushIdle chan struct{}               // closed when pushing drops to 0
 
 	mu      sync.Mutex
 	leader  bool

@@ -1,0 +1,241 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cohortfl/cohort/server/blobs"
+)
+
+// BlobStream is a blob as its putter writes it. Read returns its bytes as
+// they are written and io.EOF once every byte is written and the digest
+// known; any other error means the put failed or this stream was dropped.
+// Digest, valid once Read has returned io.EOF, is what the bytes must hash
+// to. A BlobStream is read by one goroutine.
+type BlobStream interface {
+	io.Reader
+	Digest() blobs.Digest
+}
+
+// BlobPusher is the optional part of a [BlobTransport] that streams a
+// blob to a follower while the leader writes it ([Node.PutModel]): the
+// commit then costs about one write rather than a write and a fetch. A
+// transport without it replicates by [BlobTransport.HoldBlob] only.
+type BlobPusher interface {
+	// PushBlob streams b to peer to ([Node.ReceiveBlob] there), from
+	// being the putter, and returns once to holds the blob or the push
+	// failed. It honours ctx and is safe for concurrent use.
+	PushBlob(ctx context.Context, to, from Peer, b BlobStream) error
+}
+
+// ErrPushBehind is returned by a [BlobStream] whose reader fell more than
+// [Config.PushBuffer] bytes behind the putter: the push is dropped and the
+// follower fetches the blob instead.
+var ErrPushBehind = errors.New("blob push fell behind the leader's write")
+
+const (
+	defaultPushBuffer = 64 << 20
+	// pushChunk is the most bytes of one queued piece of a push.
+	pushChunk = 1 << 20
+)
+
+// blobTee writes a blob into the leader's store Writer (which hashes it,
+// once) and queues the same bytes, copied once and shared, to a stream
+// per follower. A stream more than its bound behind is dropped rather
+// than waited for. Write, finish and fail are called by the putting
+// goroutine only.
+type blobTee struct {
+	w       io.Writer
+	streams []*teeStream
+	live    int
+}
+
+// teeStream is one follower's view of a blobTee: a BlobStream.
+type teeStream struct {
+	ch     chan []byte // queued pieces; closed by the tee at the end or on a drop
+	err    error       // why ch closed early; written before close
+	digest blobs.Digest
+	cur    []byte
+	gone   bool // dropped (the tee's goroutine only)
+}
+
+var _ BlobStream = (*teeStream)(nil)
+
+// newBlobTee tees into w and n streams that may each queue about buffer
+// bytes.
+func newBlobTee(w io.Writer, n int, buffer int64) *blobTee {
+	t := &blobTee{w: w, live: n}
+	slots := max(int(buffer/pushChunk), 1)
+	for range n {
+		t.streams = append(t.streams, &teeStream{ch: make(chan []byte, slots)})
+	}
+	return t
+}
+
+// Write writes p to the store's Writer and queues it to the live streams.
+func (t *blobTee) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if t.live == 0 || n == 0 {
+		return n, err
+	}
+	for off := 0; off < n; off += pushChunk {
+		piece := append([]byte(nil), p[off:min(off+pushChunk, n)]...)
+		for _, s := range t.streams {
+			if s.gone {
+				continue
+			}
+			select {
+			case s.ch <- piece:
+			default:
+				t.drop(s, ErrPushBehind)
+			}
+		}
+	}
+	return n, err
+}
+
+func (t *blobTee) drop(s *teeStream, err error) {
+	s.gone, s.err = true, err
+	close(s.ch)
+	t.live--
+}
+
+// finish ends the live streams: their readers see io.EOF and digest d.
+func (t *blobTee) finish(d blobs.Digest) {
+	for _, s := range t.streams {
+		if !s.gone {
+			s.gone, s.digest = true, d
+			close(s.ch)
+		}
+	}
+	t.live = 0
+}
+
+// fail ends the live streams with err.
+func (t *blobTee) fail(err error) {
+	for _, s := range t.streams {
+		if !s.gone {
+			t.drop(s, err)
+		}
+	}
+}
+
+// Read returns the queued bytes, then io.EOF or why the stream ended.
+func (s *teeStream) Read(p []byte) (int, error) {
+	for len(s.cur) == 0 {
+		piece, ok := <-s.ch
+		if !ok {
+			return 0, s.end()
+		}
+		s.cur = piece
+	}
+	n := copy(p, s.cur)
+	s.cur = s.cur[n:]
+	return n, nil
+}
+
+// WriteTo writes the queued pieces to w without copying them first.
+func (s *teeStream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if len(s.cur) > 0 {
+		n, err := w.Write(s.cur)
+		total += int64(n)
+		s.cur = nil
+		if err != nil {
+			return total, err
+		}
+	}
+	for piece := range s.ch {
+		n, err := w.Write(piece)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	if err := s.end(); err != io.EOF {
+		return total, err
+	}
+	return total, nil
+}
+
+func (s *teeStream) end() error {
+	if s.err != nil {
+		return fmt.Errorf("reading the blob pushed by the leader: %w", s.err)
+	}
+	return io.EOF
+}
+
+// Digest returns the blob's digest once Read has returned io.EOF.
+func (s *teeStream) Digest() blobs.Digest { return s.digest }
+
+// ReceiveBlob writes the blob b pushed by voter from into this node's
+// store and commits it against the digest b gives at its end: the server
+// side of [BlobPusher.PushBlob]. Bytes that do not hash to it are refused
+// ([blobs.ErrDigestMismatch]) and leave the store as it was. While it
+// runs, fetches of a blob this node lacks wait for it (it may be that
+// blob).
+func (n *Node) ReceiveBlob(ctx context.Context, from string, b BlobStream) (blobs.Digest, error) {
+	if n.cfg.Blobs == nil {
+		return "", fmt.Errorf("receiving a blob from %s: coordinator %s has no blob store: give it one (cmd/cohort does, under its state dir): %w", from, n.cfg.ID, ErrInvalid)
+	}
+	done := n.pushStarted()
+	defer done()
+	w, err := n.cfg.Blobs.Create(ctx)
+	if err != nil {
+		return "", fmt.Errorf("receiving a blob from %s: %w", from, err)
+	}
+	if _, err := io.Copy(w, b); err != nil {
+		_ = w.Abort()
+		return "", fmt.Errorf("receiving a blob from %s: %w", from, err)
+	}
+	want, err := blobs.ParseDigest(string(b.Digest()))
+	if err != nil {
+		_ = w.Abort()
+		return "", fmt.Errorf("receiving a blob from %s: the push ended without a valid digest: %w", from, err)
+	}
+	d, err := w.Commit(want)
+	if err != nil {
+		return "", fmt.Errorf("receiving blob %.12s from %s: %w", want, from, err)
+	}
+	return d, nil
+}
+
+// pushStarted counts a push being received until the returned func is
+// called.
+func (n *Node) pushStarted() func() {
+	n.fetchMu.Lock()
+	n.pushing++
+	if n.pushIdle == nil {
+		n.pushIdle = make(chan struct{})
+	}
+	n.fetchMu.Unlock()
+	return func() {
+		n.fetchMu.Lock()
+		defer n.fetchMu.Unlock()
+		n.pushing--
+		if n.pushing == 0 {
+			close(n.pushIdle)
+			n.pushIdle = nil
+		}
+	}
+}
+
+// waitPushes returns once no push is being received, so that a fetch of
+// a blob a push is bringing (its seal applied before the push committed)
+// does not copy it a second time.
+func (n *Node) waitPushes(ctx context.Context) error {
+	n.fetchMu.Lock()
+	idle := n.pushIdle
+	n.fetchMu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the blob pushes being received: %w", ctx.Err())
+	}
+}
