@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 
@@ -18,10 +19,30 @@ import (
 	"github.com/cohortfl/cohort/server/ha"
 )
 
-// fakeHolder records HoldBlob calls and answers err.
+// fakeHolder records HoldBlob calls and answers err; it stores the
+// blobs pushed to it in store.
 type fakeHolder struct {
 	calls []string
 	err   error
+	store *blobs.Store
+	// received, when set, is sent to when ReceiveBlob returns.
+	received chan struct{}
+}
+
+func (h *fakeHolder) ReceiveBlob(ctx context.Context, from string, b ha.BlobStream) (blobs.Digest, error) {
+	h.calls = append(h.calls, "push from "+from)
+	if h.received != nil {
+		defer func() { h.received <- struct{}{} }()
+	}
+	w, err := h.store.Create(ctx)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(w, b); err != nil {
+		_ = w.Abort()
+		return "", err
+	}
+	return w.Commit(b.Digest())
 }
 
 func (h *fakeHolder) HoldBlob(_ context.Context, from string, d blobs.Digest, size int64) error {
@@ -85,5 +106,62 @@ func TestBlobFetchOverGRPC(t *testing.T) {
 	holder.err = blobs.ErrNoSpace
 	if err := c.HoldBlob(ctx, peer, ha.Peer{ID: "coord-2"}, d, 1); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
 		t.Errorf("HoldBlob on a full disk = %v, want ResourceExhausted", err)
+	}
+}
+
+// pushStream is an ha.BlobStream of fixed bytes, then a digest.
+type pushStream struct {
+	io.Reader
+	d blobs.Digest
+}
+
+func (s pushStream) Digest() blobs.Digest { return s.d }
+
+type failingReader struct{ err error }
+
+func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
+
+// TestBlobPushOverGRPC: PushBlob stores what the leader streams, in
+// chunks, against the digest that ends it; altered bytes are refused
+// with DataLoss and a push broken off stores nothing.
+func TestBlobPushOverGRPC(t *testing.T) {
+	model := bytes.Repeat([]byte("weights!"), 300_000) // 2.4 MB: three chunks
+	cause := errors.New("the leader's write failed")
+	tests := []struct {
+		name     string
+		stream   ha.BlobStream
+		wantCode codes.Code
+		wantErr  error // matched with errors.Is, besides the code
+		stored   bool
+	}{
+		{"pushed", pushStream{bytes.NewReader(model), blobs.Sum(model)}, codes.OK, nil, true},
+		{"digest mismatch", pushStream{bytes.NewReader(model), blobs.Sum([]byte("other"))}, codes.DataLoss, nil, false},
+		{"malformed digest", pushStream{bytes.NewReader(model), "nothex"}, codes.InvalidArgument, nil, false},
+		{"broken off by the leader", pushStream{io.MultiReader(bytes.NewReader(model), failingReader{cause}), blobs.Sum(model)}, codes.Unknown, cause, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			holder := &fakeHolder{received: make(chan struct{}, 1)}
+			store, c := blobPair(t, holder)
+			holder.store = store
+			to := ha.Peer{ID: "coord-2", GRPCAddr: "passthrough:///bufnet"}
+			err := c.PushBlob(ctx, to, ha.Peer{ID: "coord-1"}, tt.stream)
+			switch {
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("PushBlob = %v, want %v", err, tt.wantErr)
+				}
+			case status.Code(errors.Unwrap(err)) != tt.wantCode:
+				t.Fatalf("PushBlob = %v, want code %v", err, tt.wantCode)
+			}
+			<-holder.received // the handler has returned, also after a cancelled push
+			if got := store.Has(blobs.Sum(model)); got != tt.stored {
+				t.Errorf("the callee holds the model = %v, want %v", got, tt.stored)
+			}
+			if !tt.stored && store.Size() != 0 {
+				t.Errorf("the callee's store holds %d bytes after a refused push, want 0", store.Size())
+			}
+		})
 	}
 }

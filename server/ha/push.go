@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/cohortfl/cohort/server/blobs"
 )
 
@@ -179,6 +181,9 @@ func (s *teeStream) Digest() blobs.Digest { return s.digest }
 func (n *Node) ReceiveBlob(ctx context.Context, from string, b BlobStream) (blobs.Digest, error) {
 	if n.cfg.Blobs == nil {
 		return "", fmt.Errorf("receiving a blob from %s: coordinator %s has no blob store: give it one (cmd/cohort does, under its state dir): %w", from, n.cfg.ID, ErrInvalid)
+	}
+	if p, ok := n.peers[raft.ServerID(from)]; !ok || p.ID == n.cfg.ID {
+		return "", fmt.Errorf("receiving a blob: %q is not one of this node's peers %s: %w", from, peerList(n.cfg.Peers), ErrInvalid)
 	}
 	done := n.pushStarted()
 	defer done()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohortfl/cohort/server/blobs"
 )
@@ -31,7 +32,12 @@ func TestPushedModelFaults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			ns, _, net := blobCluster(t, 3, func(c *Config) { c.PushBuffer = 2 << 20 })
+			ns, _, net := blobCluster(t, 3, func(c *Config) {
+				c.PushBuffer = 2 << 20
+				// Three nodes hashing at once on a loaded machine under
+				// -race: a lead that holds through it.
+				c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+			})
 			l := leaderOf(t, ns, nil)
 			if err := l.SubmitJob(ctx, "j", nil); err != nil {
 				t.Fatal(err)
