@@ -73,12 +73,14 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	pusher, _ := n.cfg.BlobTransport.(BlobPusher)
 	var tee *blobTee
 	if pusher != nil && n.cfg.PushBuffer > 0 && len(others) > 0 {
-		tee = newBlobTee(w, len(others), n.cfg.PushBuffer)
+		tee = newBlobTee(w, len(others), (len(others)+1)/2, n.cfg.PushBuffer)
 		defer tee.fail(errPutFailed) // no-op once finished
 		dst = tee
 	}
 	results := n.startReplicas(others, pusher, tee, out)
-	bw := bufio.NewWriterSize(dst, 1<<20) // an encoder's small writes, batched
+	// An encoder's small writes, batched; writes of putBatch and more go
+	// through uncopied.
+	bw := bufio.NewWriterSize(dst, putBatch)
 	err = write(bw)
 	if err == nil {
 		err = bw.Flush()
@@ -110,6 +112,9 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	}
 	return string(d), nil
 }
+
+// putBatch is the most bytes of a put's small writes batched into one.
+const putBatch = 256 << 10
 
 // errPutFailed ends the pushes of a put whose write failed.
 var errPutFailed = errors.New("the leader's write of the model failed")

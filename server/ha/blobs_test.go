@@ -633,7 +633,7 @@ func BenchmarkCommitModel(b *testing.B) {
 		solo = b.Elapsed() / time.Duration(b.N)
 	})
 	b.Run("ha-3-voters", func(b *testing.B) {
-		ns, _, _ := blobCluster(b, 3, func(c *Config) {
+		ns, _, net := blobCluster(b, 3, func(c *Config) {
 			// A 2-core machine hashing and copying GiBs: timeouts that
 			// keep the lead through it.
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
@@ -641,8 +641,14 @@ func BenchmarkCommitModel(b *testing.B) {
 		})
 		l := leaderOf(b, ns, nil)
 		commit(b, l)
+		net.mu.Lock()
+		pushes, fetches := 0, 0
+		for _, n := range ns {
+			pushes, fetches = pushes+net.pushes[n.ID()], fetches+net.fetches[n.ID()]
+		}
+		net.mu.Unlock()
 		if ha := b.Elapsed() / time.Duration(b.N); solo > 0 {
-			b.Logf("%d MiB: ha-3-voters %v/op, no-ha %v/op: %.2f×", *benchMB, ha, solo, float64(ha)/float64(solo))
+			b.Logf("%d MiB: ha-3-voters %v/op, no-ha %v/op: %.2f×; %d pushes and %d fetches by the followers in %d commits", *benchMB, ha, solo, float64(ha)/float64(solo), pushes, fetches, b.N)
 		}
 	})
 	// What HA cost before: the model's chunks through the log, every

@@ -92,11 +92,13 @@ type Config struct {
 	// BlobTransport moves blobs between the nodes' stores; see
 	// [BlobTransport].
 	BlobTransport BlobTransport
-	// PushBuffer is how many bytes a follower may fall behind the
-	// leader's write of a model streamed to it while it is written (when
-	// BlobTransport is a [BlobPusher]) before it is dropped from the push
-	// and fetches the model instead; 0 is 64 MiB, negative disables the
-	// push (followers fetch every model once it is written).
+	// PushBuffer is how many bytes of a model streamed to a follower
+	// while the leader writes it (when BlobTransport is a [BlobPusher])
+	// may wait for the follower. The leader's write waits for a full
+	// push only while a quorum needs it (10 s at most); a follower
+	// further behind is dropped from the push and fetches the model once
+	// written. 0 is 64 MiB; negative disables the push (followers fetch
+	// every model once it is written).
 	PushBuffer int64
 	// BlobCollectInterval is how often the node removes from Blobs the
 	// blobs the state no longer references (after the store's grace); 0

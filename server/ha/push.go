@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -33,7 +36,8 @@ type BlobPusher interface {
 }
 
 // ErrPushBehind is returned by a [BlobStream] whose reader fell more than
-// [Config.PushBuffer] bytes behind the putter: the push is dropped and the
+// [Config.PushBuffer] bytes behind the putter while enough others kept up
+// for a quorum (or stalled for 10 s): the push is dropped and the
 // follower fetches the blob instead.
 var ErrPushBehind = errors.New("blob push fell behind the leader's write")
 
@@ -45,33 +49,45 @@ const (
 
 // blobTee writes a blob into the leader's store Writer (which hashes it,
 // once) and queues the same bytes, copied once and shared, to a stream
-// per follower. A stream more than its bound behind is dropped rather
-// than waited for. Write, finish and fail are called by the putting
+// per follower, each holding at most its buffer. The leader waits for a
+// full stream only while fewer than need streams (the followers a quorum
+// needs besides the leader) have taken a piece, and for pushStall at most:
+// a stream full beyond that is dropped, and its follower fetches the blob
+// once written. Write, finish and fail are called by the putting
 // goroutine only.
 type blobTee struct {
 	w       io.Writer
 	streams []*teeStream
 	live    int
+	need    int
+	room    chan struct{} // a reader took a piece
+	full    []*teeStream  // scratch
 }
+
+// pushStall is the longest the leader's write waits for a push a quorum
+// needs to make room before it drops it.
+const pushStall = 10 * time.Second
 
 // teeStream is one follower's view of a blobTee: a BlobStream.
 type teeStream struct {
-	ch     chan []byte // queued pieces; closed by the tee at the end or on a drop
-	err    error       // why ch closed early; written before close
+	ch     chan *piece // queued pieces; closed by the tee at the end or on a drop
+	room   chan<- struct{}
+	err    error // why ch closed early; written before close
 	digest blobs.Digest
-	cur    []byte
-	gone   bool // dropped (the tee's goroutine only)
+	cur    []byte // what is left of pc
+	pc     *piece
+	gone   bool // dropped or finished (the tee's goroutine only)
 }
 
 var _ BlobStream = (*teeStream)(nil)
 
 // newBlobTee tees into w and n streams that may each queue about buffer
-// bytes.
-func newBlobTee(w io.Writer, n int, buffer int64) *blobTee {
-	t := &blobTee{w: w, live: n}
+// bytes, need of which the leader waits for.
+func newBlobTee(w io.Writer, n, need int, buffer int64) *blobTee {
+	t := &blobTee{w: w, live: n, need: need, room: make(chan struct{}, 1)}
 	slots := max(int(buffer/pushChunk), 1)
 	for range n {
-		t.streams = append(t.streams, &teeStream{ch: make(chan []byte, slots)})
+		t.streams = append(t.streams, &teeStream{ch: make(chan *piece, slots), room: t.room})
 	}
 	return t
 }
@@ -83,19 +99,86 @@ func (t *blobTee) Write(p []byte) (int, error) {
 		return n, err
 	}
 	for off := 0; off < n; off += pushChunk {
-		piece := append([]byte(nil), p[off:min(off+pushChunk, n)]...)
-		for _, s := range t.streams {
-			if s.gone {
-				continue
-			}
-			select {
-			case s.ch <- piece:
-			default:
-				t.drop(s, ErrPushBehind)
-			}
-		}
+		live := t.live
+		pc := newPiece(p[off:min(off+pushChunk, n)], live)
+		t.queue(pc)
+		pc.release(live - pc.sent) // the streams that did not take it
 	}
 	return n, err
+}
+
+// piece is a part of a blob queued to the streams, shared by them: its
+// buffer returns to piecePool once each stream that took it is done with
+// it. A piece a stream drops unread is left to the collector.
+type piece struct {
+	b    []byte
+	refs atomic.Int32
+	sent int // streams that took it (the tee's goroutine only)
+}
+
+// piecePool holds pushChunk buffers: a fresh 1 MiB buffer per piece made
+// the page faults of the copies a quarter of a push's CPU.
+var piecePool = sync.Pool{New: func() any { b := make([]byte, pushChunk); return &b }}
+
+func newPiece(p []byte, refs int) *piece {
+	buf := piecePool.Get().(*[]byte)
+	pc := &piece{b: (*buf)[:copy(*buf, p)]}
+	pc.refs.Store(int32(refs))
+	return pc
+}
+
+// release drops n references to the piece.
+func (pc *piece) release(n int) {
+	if n > 0 && pc.refs.Add(-int32(n)) == 0 {
+		b := pc.b[:cap(pc.b)]
+		pc.b = nil
+		piecePool.Put(&b)
+	}
+}
+
+// queue hands piece to every live stream, waiting (pushStall at most)
+// for full ones while fewer than need have taken it, and drops the
+// streams still full.
+func (t *blobTee) queue(piece *piece) {
+	sent := 0
+	t.full = t.full[:0]
+	for _, s := range t.streams {
+		if s.gone {
+			continue
+		}
+		select {
+		case s.ch <- piece:
+			sent++
+		default:
+			t.full = append(t.full, s)
+		}
+	}
+	defer func() { piece.sent = sent }()
+	if len(t.full) > 0 && sent < t.need {
+		stall := time.NewTimer(pushStall)
+	wait:
+		for sent < t.need && len(t.full) > 0 {
+			select {
+			case <-t.room:
+			case <-stall.C:
+				break wait
+			}
+			still := t.full[:0]
+			for _, s := range t.full {
+				select {
+				case s.ch <- piece:
+					sent++
+				default:
+					still = append(still, s)
+				}
+			}
+			t.full = still
+		}
+		stall.Stop()
+	}
+	for _, s := range t.full {
+		t.drop(s, ErrPushBehind)
+	}
 }
 
 func (t *blobTee) drop(s *teeStream, err error) {
@@ -124,18 +207,36 @@ func (t *blobTee) fail(err error) {
 	}
 }
 
+// took tells the tee that a piece left this stream's queue.
+func (s *teeStream) took() {
+	select {
+	case s.room <- struct{}{}:
+	default:
+	}
+}
+
 // Read returns the queued bytes, then io.EOF or why the stream ended.
 func (s *teeStream) Read(p []byte) (int, error) {
 	for len(s.cur) == 0 {
-		piece, ok := <-s.ch
+		s.done()
+		pc, ok := <-s.ch
 		if !ok {
 			return 0, s.end()
 		}
-		s.cur = piece
+		s.pc, s.cur = pc, pc.b
+		s.took()
 	}
 	n := copy(p, s.cur)
 	s.cur = s.cur[n:]
 	return n, nil
+}
+
+// done releases the piece read.
+func (s *teeStream) done() {
+	if s.pc != nil {
+		s.pc.release(1)
+		s.pc, s.cur = nil, nil
+	}
 }
 
 // WriteTo writes the queued pieces to w without copying them first.
@@ -144,14 +245,16 @@ func (s *teeStream) WriteTo(w io.Writer) (int64, error) {
 	if len(s.cur) > 0 {
 		n, err := w.Write(s.cur)
 		total += int64(n)
-		s.cur = nil
 		if err != nil {
 			return total, err
 		}
 	}
-	for piece := range s.ch {
-		n, err := w.Write(piece)
+	s.done()
+	for pc := range s.ch {
+		s.took()
+		n, err := w.Write(pc.b)
 		total += int64(n)
+		pc.release(1)
 		if err != nil {
 			return total, err
 		}

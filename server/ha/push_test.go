@@ -170,7 +170,7 @@ func (r iotestErr) Read([]byte) (int, error) { return 0, r.err }
 // the digest.
 func TestBlobTeeDropsStreamsBehind(t *testing.T) {
 	var store bytes.Buffer
-	tee := newBlobTee(&store, 2, 2*pushChunk)
+	tee := newBlobTee(&store, 2, 0, 2*pushChunk)
 	data := randomBytes(3*pushChunk, 1)
 	var kept bytes.Buffer // stream 0, read after every write: it keeps up
 	for off := 0; off < len(data); off += pushChunk {
