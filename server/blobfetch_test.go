@@ -165,3 +165,65 @@ func TestBlobPushOverGRPC(t *testing.T) {
 		})
 	}
 }
+
+// fakePushStream is the server side of a PushBlob stream that receives
+// msgs.
+type fakePushStream struct {
+	grpc.ServerStream
+	msgs []*pb.PushBlobRequest
+}
+
+func (f *fakePushStream) Recv() (*pb.PushBlobRequest, error) {
+	if len(f.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := f.msgs[0]
+	f.msgs = f.msgs[1:]
+	return m, nil
+}
+
+func (f *fakePushStream) SendAndClose(*pb.PushBlobResponse) error { return nil }
+
+// FuzzPushReader: the pushReader decodes a PushBlob stream cut anywhere
+// into the bytes sent and the digest that ends it, by Read and by
+// WriteTo alike, and a stream without a digest into errPushTruncated.
+func FuzzPushReader(f *testing.F) {
+	f.Add([]byte("weights"), []byte{3, 0, 4}, true)
+	f.Add([]byte{}, []byte{}, false)
+	f.Add(bytes.Repeat([]byte{7}, 1000), []byte{255, 1}, true)
+	f.Fuzz(func(t *testing.T, data, cuts []byte, withDigest bool) {
+		d := blobs.Sum(data)
+		var msgs []*pb.PushBlobRequest
+		rest := data
+		for _, c := range cuts {
+			n := min(int(c), len(rest))
+			msgs = append(msgs, &pb.PushBlobRequest{Data: rest[:n]})
+			rest = rest[n:]
+		}
+		last := &pb.PushBlobRequest{Data: rest}
+		if withDigest {
+			last.Digest = string(d)
+		}
+		msgs = append(msgs, last)
+		for _, byWriteTo := range []bool{false, true} {
+			r := &pushReader{stream: &fakePushStream{msgs: append([]*pb.PushBlobRequest(nil), msgs[1:]...)}}
+			r.take(msgs[0])
+			var got bytes.Buffer
+			var err error
+			if byWriteTo {
+				_, err = r.WriteTo(&got)
+			} else {
+				_, err = io.Copy(&got, struct{ io.Reader }{r})
+			}
+			if !withDigest {
+				if !errors.Is(err, errPushTruncated) {
+					t.Fatalf("reading a push without a digest (WriteTo %v) = %v, want errPushTruncated", byWriteTo, err)
+				}
+				continue
+			}
+			if err != nil || !bytes.Equal(got.Bytes(), data) || r.Digest() != d {
+				t.Fatalf("reading a push (WriteTo %v) = %d bytes, digest %.12s, %v; want %d, %.12s, nil", byWriteTo, got.Len(), r.Digest(), err, len(data), d)
+			}
+		}
+	})
+}
