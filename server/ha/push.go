@@ -43,8 +43,10 @@ var ErrPushBehind = errors.New("blob push fell behind the leader's write")
 
 const (
 	defaultPushBuffer = 64 << 20
-	// pushChunk is the most bytes of one queued piece of a push.
-	pushChunk = 1 << 20
+	// pushChunk is the most bytes of one queued piece of a push, and of
+	// one write into the leader's store: pieces that stay in the CPU's
+	// cache while the store hashes them and the kernel copies them.
+	pushChunk = 256 << 10
 )
 
 // blobTee writes a blob into the leader's store Writer (which hashes it,
@@ -94,17 +96,25 @@ func newBlobTee(w io.Writer, n, need int, buffer int64) *blobTee {
 
 // Write writes p to the store's Writer and queues it to the live streams.
 func (t *blobTee) Write(p []byte) (int, error) {
-	n, err := t.w.Write(p)
-	if t.live == 0 || n == 0 {
-		return n, err
+	if t.live == 0 {
+		return t.w.Write(p)
 	}
-	for off := 0; off < n; off += pushChunk {
-		live := t.live
-		pc := newPiece(p[off:min(off+pushChunk, n)], live)
-		t.queue(pc)
-		pc.release(live - pc.sent) // the streams that did not take it
+	written := 0
+	for written < len(p) {
+		chunk := p[written:min(written+pushChunk, len(p))]
+		n, err := t.w.Write(chunk)
+		if n > 0 && t.live > 0 {
+			live := t.live
+			pc := newPiece(chunk[:n], live)
+			t.queue(pc)
+			pc.release(live - pc.sent) // the streams that did not take it
+		}
+		written += n
+		if err != nil {
+			return written, err
+		}
 	}
-	return n, err
+	return written, nil
 }
 
 // piece is a part of a blob queued to the streams, shared by them: its
