@@ -74,6 +74,7 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	var tee *blobTee
 	if pusher != nil && n.cfg.PushBuffer > 0 && len(others) > 0 {
 		tee = newBlobTee(w, len(others), (len(others)+1)/2, n.cfg.PushBuffer)
+		tee.stall = n.pushStall
 		defer tee.fail(errPutFailed) // no-op once finished
 		dst = tee
 	}
@@ -191,8 +192,16 @@ func (n *Node) startReplicas(others []Peer, pusher BlobPusher, tee *blobTee, out
 func (n *Node) replicate(ctx context.Context, p, self Peer, pusher BlobPusher, tee *blobTee, i int, out *putOutcome) error {
 	var pushErr error
 	if tee != nil {
+		s := tee.streams[i]
 		pctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-		pushErr = pusher.PushBlob(pctx, p, self, tee.streams[i])
+		go func() { // a dropped push ends now, even if the follower stalls
+			select {
+			case <-s.dropped:
+				cancel()
+			case <-pctx.Done():
+			}
+		}()
+		pushErr = pusher.PushBlob(pctx, p, self, s)
 		cancel()
 		if pushErr == nil {
 			return nil

@@ -336,6 +336,7 @@ type Node struct {
 	// it early when raft's shutdown stalls.
 	transport io.Closer
 	grace     time.Duration // shutdownGrace; shorter in tests
+	pushStall time.Duration // pushStall; shorter in tests
 
 	notify chan bool     // raft's NotifyCh
 	kick   chan struct{} // leadership gained: check the cluster id now
@@ -411,6 +412,7 @@ func New(cfg Config, fsm *FSM, logs raft.LogStore, stable raft.StableStore, snap
 		fsm.fetch = n.fetchBlob
 	}
 	n.grace = shutdownGrace
+	n.pushStall = pushStall
 	for _, p := range cfg.Peers {
 		n.peers[raft.ServerID(p.ID)] = p
 	}

@@ -62,6 +62,7 @@ type blobTee struct {
 	streams []*teeStream
 	live    int
 	need    int
+	stall   time.Duration // pushStall; shorter in tests
 	room    chan struct{} // a reader took a piece
 	full    []*teeStream  // scratch
 }
@@ -72,13 +73,16 @@ const pushStall = 10 * time.Second
 
 // teeStream is one follower's view of a blobTee: a BlobStream.
 type teeStream struct {
-	ch     chan *piece // queued pieces; closed by the tee at the end or on a drop
-	room   chan<- struct{}
-	err    error // why ch closed early; written before close
-	digest blobs.Digest
-	cur    []byte // what is left of pc
-	pc     *piece
-	gone   bool // dropped or finished (the tee's goroutine only)
+	ch chan *piece // queued pieces; closed by the tee at the end or on a drop
+	// dropped is closed on a drop, so that the push in flight is
+	// cancelled rather than left blocked on a follower that stalls.
+	dropped chan struct{}
+	room    chan<- struct{}
+	err     error // why ch closed early; written before close
+	digest  blobs.Digest
+	cur     []byte // what is left of pc
+	pc      *piece
+	gone    bool // dropped or finished (the tee's goroutine only)
 }
 
 var _ BlobStream = (*teeStream)(nil)
@@ -86,10 +90,10 @@ var _ BlobStream = (*teeStream)(nil)
 // newBlobTee tees into w and n streams that may each queue about buffer
 // bytes, need of which the leader waits for.
 func newBlobTee(w io.Writer, n, need int, buffer int64) *blobTee {
-	t := &blobTee{w: w, live: n, need: need, room: make(chan struct{}, 1)}
+	t := &blobTee{w: w, live: n, need: need, stall: pushStall, room: make(chan struct{}, 1)}
 	slots := max(int(buffer/pushChunk), 1)
 	for range n {
-		t.streams = append(t.streams, &teeStream{ch: make(chan *piece, slots), room: t.room})
+		t.streams = append(t.streams, &teeStream{ch: make(chan *piece, slots), dropped: make(chan struct{}), room: t.room})
 	}
 	return t
 }
@@ -165,7 +169,7 @@ func (t *blobTee) queue(piece *piece) {
 	}
 	defer func() { piece.sent = sent }()
 	if len(t.full) > 0 && sent < t.need {
-		stall := time.NewTimer(pushStall)
+		stall := time.NewTimer(t.stall)
 	wait:
 		for sent < t.need && len(t.full) > 0 {
 			select {
@@ -194,6 +198,7 @@ func (t *blobTee) queue(piece *piece) {
 func (t *blobTee) drop(s *teeStream, err error) {
 	s.gone, s.err = true, err
 	close(s.ch)
+	close(s.dropped)
 	t.live--
 }
 

@@ -95,6 +95,60 @@ func TestPushedModelFaults(t *testing.T) {
 	}
 }
 
+// TestPushStallDropsQuorum: when every follower's push stalls, the
+// leader's write waits for them no longer than the stall bound, drops
+// them, and the followers fetch the model once written: the commit still
+// reaches a quorum.
+func TestPushStallDropsQuorum(t *testing.T) {
+	ctx := context.Background()
+	ns, _, net := blobCluster(t, 3, func(c *Config) {
+		c.PushBuffer = 1 << 20
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	})
+	l := leaderOf(t, ns, nil)
+	l.pushStall = 50 * time.Millisecond
+	gate := make(chan struct{})
+	net.mu.Lock()
+	for _, n := range ns {
+		if n != l {
+			net.pushGate[n.ID()] = gate
+		}
+	}
+	net.mu.Unlock()
+	model := randomBytes(4<<20, 13)
+	d, err := putStream(ctx, l, model)
+	close(gate)
+	if err != nil {
+		t.Fatalf("PutModel with every push stalled = %v, want the followers to fetch it", err)
+	}
+	for _, n := range ns {
+		if n == l {
+			continue
+		}
+		// The quorum follower fetched it before PutModel returned, the
+		// other one in the background: HoldBlob waits for that fetch.
+		if err := n.HoldBlob(ctx, l.ID(), blobs.Digest(d), int64(len(model))); err != nil {
+			t.Fatalf("%s: HoldBlob = %v", n.ID(), err)
+		}
+		f, err := n.cfg.Blobs.Open(blobs.Digest(d))
+		if err != nil {
+			t.Fatalf("%s: opening the model = %v", n.ID(), err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || !bytes.Equal(got, model) {
+			t.Errorf("%s: read back %d bytes, %v; want the %d put", n.ID(), len(got), err, len(model))
+		}
+	}
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	for _, n := range ns {
+		if n != l && net.pushes[n.ID()] != 0 {
+			t.Errorf("%s received %d pushes, want 0 (dropped)", n.ID(), net.pushes[n.ID()])
+		}
+	}
+}
+
 // TestPushedModelWriteFails: a write that fails ends the pushes; no
 // follower stores anything.
 func TestPushedModelWriteFails(t *testing.T) {
