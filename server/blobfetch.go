@@ -25,6 +25,9 @@ type BlobHolder interface {
 	// HoldBlob returns once this node's blob store holds blob d of size
 	// bytes, fetched from voter from if need be.
 	HoldBlob(ctx context.Context, from string, d blobs.Digest, size int64) error
+	// ReceiveBlob stores the blob b pushed by voter from as it arrives and
+	// commits it against the digest b ends with.
+	ReceiveBlob(ctx context.Context, from string, b ha.BlobStream) (blobs.Digest, error)
 }
 
 // BlobServer serves BlobService: the coordinators of a cluster fetch
@@ -95,6 +98,100 @@ func (s *BlobServer) HoldBlob(ctx context.Context, req *pb.HoldBlobRequest) (*pb
 	return &pb.HoldBlobResponse{}, nil
 }
 
+// PushBlob stores a blob the leader streams while it writes it.
+func (s *BlobServer) PushBlob(stream grpc.ClientStreamingServer[pb.PushBlobRequest, pb.PushBlobResponse]) error {
+	first, err := stream.Recv()
+	if err == io.EOF {
+		return status.Error(codes.InvalidArgument, "pushing a blob: the stream ended before its first message: send from_node first")
+	}
+	if err != nil {
+		return blobStatus(err)
+	}
+	from := first.GetFromNode()
+	if from == "" {
+		return status.Error(codes.InvalidArgument, "pushing a blob: the first message has no from_node: name the pushing voter")
+	}
+	r := &pushReader{stream: stream}
+	r.take(first)
+	d, err := s.holder.ReceiveBlob(stream.Context(), from, r)
+	if err != nil {
+		s.log.Warn("push_blob_failed", "from", from, "err", err)
+		return blobStatus(err)
+	}
+	return stream.SendAndClose(&pb.PushBlobResponse{Digest: string(d)})
+}
+
+// errPushTruncated is returned by a pushReader whose stream ended without
+// the digest: the pusher gave up.
+var errPushTruncated = errors.New("the push ended before its digest: the leader gave up on it (its write failed, or this follower fell behind) and this follower fetches the blob instead")
+
+// pushReader is a PushBlob stream as an [ha.BlobStream].
+type pushReader struct {
+	stream grpc.ClientStreamingServer[pb.PushBlobRequest, pb.PushBlobResponse]
+	cur    []byte
+	digest blobs.Digest
+	ended  bool
+}
+
+var _ ha.BlobStream = (*pushReader)(nil)
+
+func (r *pushReader) take(m *pb.PushBlobRequest) {
+	r.cur = m.GetData()
+	if d := m.GetDigest(); d != "" {
+		r.digest, r.ended = blobs.Digest(d), true
+	}
+}
+
+// next receives the next message; io.EOF once the digest has come.
+func (r *pushReader) next() error {
+	if r.ended {
+		return io.EOF
+	}
+	m, err := r.stream.Recv()
+	if err == io.EOF {
+		return fmt.Errorf("receiving a pushed blob: %w", errPushTruncated)
+	}
+	if err != nil {
+		return fmt.Errorf("receiving a pushed blob: %w", err)
+	}
+	r.take(m)
+	return nil
+}
+
+func (r *pushReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if err := r.next(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// WriteTo writes each message's data to w as it arrives, uncopied.
+func (r *pushReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(r.cur) > 0 {
+			n, err := w.Write(r.cur)
+			total += int64(n)
+			r.cur = nil
+			if err != nil {
+				return total, err
+			}
+		}
+		if err := r.next(); err == io.EOF {
+			return total, nil
+		} else if err != nil {
+			return total, err
+		}
+	}
+}
+
+// Digest is the digest the last message carried.
+func (r *pushReader) Digest() blobs.Digest { return r.digest }
+
 // blobStatus maps the blob store's and the node's errors to gRPC
 // statuses; the rest goes through toStatus.
 func blobStatus(err error) error {
@@ -122,7 +219,10 @@ type BlobClient struct {
 	closed bool
 }
 
-var _ ha.BlobTransport = (*BlobClient)(nil)
+var (
+	_ ha.BlobTransport = (*BlobClient)(nil)
+	_ ha.BlobPusher    = (*BlobClient)(nil)
+)
 
 // NewBlobClient returns a BlobClient that dials with opts: the
 // coordinator's own certificate (transport credentials) with TLS.
@@ -194,6 +294,73 @@ func (c *BlobClient) HoldBlob(ctx context.Context, on, from ha.Peer, d blobs.Dig
 		return fmt.Errorf("asking %s at %s to hold blob %.12s: %w", on.ID, on.GRPCAddr, d, err)
 	}
 	return nil
+}
+
+// PushBlob streams blob b to peer to while peer from writes it.
+func (c *BlobClient) PushBlob(ctx context.Context, to, from ha.Peer, b ha.BlobStream) error {
+	cl, err := c.client(to)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // a push given up on is cancelled: the callee stores nothing
+	stream, err := cl.PushBlob(ctx)
+	if err != nil {
+		return pushErr(to, err)
+	}
+	sw := &pushSender{stream: stream}
+	if err := stream.Send(&pb.PushBlobRequest{FromNode: from.ID}); err != nil {
+		return pushErr(to, sw.status(err))
+	}
+	if _, err := io.CopyBuffer(sw, b, make([]byte, blobChunk)); err != nil {
+		if sw.err != nil {
+			return pushErr(to, sw.status(sw.err))
+		}
+		return fmt.Errorf("pushing a blob to %s: %w", to.ID, err)
+	}
+	if err := stream.Send(&pb.PushBlobRequest{Digest: string(b.Digest())}); err != nil {
+		return pushErr(to, sw.status(err))
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return pushErr(to, err)
+	}
+	if got := resp.GetDigest(); got != string(b.Digest()) {
+		return fmt.Errorf("pushing blob %.12s to %s: it stored %.12s: %w", b.Digest(), to.ID, got, blobs.ErrDigestMismatch)
+	}
+	return nil
+}
+
+// pushSender sends what is written to it as PushBlob messages of at most
+// blobChunk bytes; err is the first send's failure.
+type pushSender struct {
+	stream grpc.ClientStreamingClient[pb.PushBlobRequest, pb.PushBlobResponse]
+	err    error
+}
+
+func (s *pushSender) Write(p []byte) (int, error) {
+	for off := 0; off < len(p); off += blobChunk {
+		if err := s.stream.Send(&pb.PushBlobRequest{Data: p[off:min(off+blobChunk, len(p))]}); err != nil {
+			s.err = err
+			return off, err
+		}
+	}
+	return len(p), nil
+}
+
+// status returns the callee's status when a send failed with io.EOF (the
+// callee ended the stream).
+func (s *pushSender) status(err error) error {
+	if err == io.EOF {
+		if _, rerr := s.stream.CloseAndRecv(); rerr != nil {
+			return rerr
+		}
+	}
+	return err
+}
+
+func pushErr(to ha.Peer, err error) error {
+	return fmt.Errorf("pushing a blob to %s at %s: %w", to.ID, to.GRPCAddr, err)
 }
 
 // Close closes the connections.

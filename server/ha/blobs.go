@@ -45,7 +45,10 @@ const (
 )
 
 // putStored writes the model into the blob store, has a quorum hold it
-// and commits its digest.
+// and commits its digest. With a [BlobPusher] transport the followers
+// receive the bytes while the leader writes them (a tee, hashed once on
+// the leader by its store Writer); a follower whose push fails or falls
+// behind fetches the blob once it is written.
 func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (string, error) {
 	select {
 	case n.putSem <- struct{}{}:
@@ -63,7 +66,22 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	if err != nil {
 		return "", n.storeErr(err)
 	}
-	bw := bufio.NewWriterSize(w, 1<<20) // an encoder's small writes, batched
+	out := &putOutcome{done: make(chan struct{}), err: errPutFailed}
+	defer out.end()
+	var dst io.Writer = w
+	others := n.otherPeers()
+	pusher, _ := n.cfg.BlobTransport.(BlobPusher)
+	var tee *blobTee
+	if pusher != nil && n.cfg.PushBuffer > 0 && len(others) > 0 {
+		tee = newBlobTee(w, len(others), (len(others)+1)/2, n.cfg.PushBuffer)
+		tee.stall = n.pushStall
+		defer tee.fail(errPutFailed) // no-op once finished
+		dst = tee
+	}
+	results := n.startReplicas(others, pusher, tee, out)
+	// An encoder's small writes, batched; writes of putBatch and more go
+	// through uncopied.
+	bw := bufio.NewWriterSize(dst, putBatch)
 	err = write(bw)
 	if err == nil {
 		err = bw.Flush()
@@ -77,11 +95,16 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	if err != nil {
 		return "", n.storeErr(err)
 	}
+	if tee != nil {
+		tee.finish(d)
+	}
+	out.d, out.size, out.err = d, size, nil
+	out.end()
 	what := "putting model " + string(d)[:12]
 	if n.fsm.holdsStored(string(d)) {
 		return string(d), nil
 	}
-	if err := n.replicateBlob(ctx, d, size); err != nil {
+	if err := n.awaitQuorum(ctx, results, len(others), d); err != nil {
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	c := Command{Type: CmdSealBlob, Digest: string(d), Size: size, Stored: true, From: n.cfg.ID}
@@ -91,6 +114,24 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	return string(d), nil
 }
 
+// putBatch is the most bytes of a put's small writes batched into one.
+const putBatch = 256 << 10
+
+// errPutFailed ends the pushes of a put whose write failed.
+var errPutFailed = errors.New("the leader's write of the model failed")
+
+// putOutcome is what a put's replicas wait for: the blob written (d,
+// size) or the write failed (err).
+type putOutcome struct {
+	done chan struct{}
+	once sync.Once
+	d    blobs.Digest
+	size int64
+	err  error
+}
+
+func (o *putOutcome) end() { o.once.Do(func() { close(o.done) }) }
+
 // storeErr words a failure to write a model into this node's store.
 func (n *Node) storeErr(err error) error {
 	if errors.Is(err, blobs.ErrNoSpace) {
@@ -99,44 +140,42 @@ func (n *Node) storeErr(err error) error {
 	return fmt.Errorf("putting model: writing it to the blob store %s: %w", n.cfg.Blobs.Dir(), err)
 }
 
-// replicateBlob asks every other voter to hold blob d and returns once a
-// quorum, this node included, does. The others go on fetching in the
-// background, until they hold it or the node closes.
-func (n *Node) replicateBlob(ctx context.Context, d blobs.Digest, size int64) error {
+// otherPeers returns the voters other than this node.
+func (n *Node) otherPeers() []Peer {
 	var others []Peer
 	for _, p := range n.cfg.Peers {
 		if p.ID != n.cfg.ID {
 			others = append(others, p)
 		}
 	}
-	need := len(n.cfg.Peers)/2 + 1 - 1 // followers needed besides this node
-	if need <= 0 {
-		return nil
-	}
-	select {
-	case <-n.closing:
-		return fmt.Errorf("asking the followers to hold the model: %w", ErrClosed)
-	default:
+	return others
+}
+
+// replicaResult is whether one follower holds a put's blob.
+type replicaResult struct {
+	peer string
+	err  error
+}
+
+// startReplicas has each of others hold the blob out describes, one
+// goroutine each: through its tee stream while the blob is written (when
+// tee is set), else, or when that push fails, by [BlobTransport.HoldBlob]
+// once it is written. Each sends its result on the returned channel,
+// which has room for all. The goroutines outlive the put (every node
+// should hold the blob before its seal entry arrives) but not the node.
+func (n *Node) startReplicas(others []Peer, pusher BlobPusher, tee *blobTee, out *putOutcome) <-chan replicaResult {
+	results := make(chan replicaResult, len(others))
+	if len(others) == 0 {
+		return results
 	}
 	self := n.peers[raft.ServerID(n.cfg.ID)]
-	type result struct {
-		peer string
-		err  error
-	}
-	// The fetches outlive this call (they finish in the background, so
-	// that every node holds the blob before its seal entry arrives) but
-	// not the node.
 	bctx, cancel := n.lifetime()
-	results := make(chan result, len(others))
 	var wg sync.WaitGroup
-	for _, p := range others {
+	for i, p := range others {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fctx, fcancel := context.WithTimeout(bctx, fetchTimeout)
-			defer fcancel()
-			err := n.cfg.BlobTransport.HoldBlob(fctx, p, self, d, size)
-			results <- result{p.ID, err}
+			results <- replicaResult{p.ID, n.replicate(bctx, p, self, pusher, tee, i, out)}
 		}()
 	}
 	n.wg.Add(1)
@@ -145,6 +184,64 @@ func (n *Node) replicateBlob(ctx context.Context, d blobs.Digest, size int64) er
 		wg.Wait()
 		cancel()
 	}()
+	return results
+}
+
+// replicate has follower p hold the put's blob: pushed while written,
+// else fetched once written.
+func (n *Node) replicate(ctx context.Context, p, self Peer, pusher BlobPusher, tee *blobTee, i int, out *putOutcome) error {
+	var pushErr error
+	if tee != nil {
+		s := tee.streams[i]
+		pctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		go func() { // a dropped push ends now, even if the follower stalls
+			select {
+			case <-s.dropped:
+				cancel()
+			case <-pctx.Done():
+			}
+		}()
+		pushErr = pusher.PushBlob(pctx, p, self, s)
+		cancel()
+		if pushErr == nil {
+			return nil
+		}
+	}
+	select {
+	case <-out.done:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the model's write: %w", ctx.Err())
+	}
+	if out.err != nil {
+		return out.err
+	}
+	if pushErr != nil {
+		n.cfg.Logger.Warn("a follower did not receive a blob as it was written; it fetches it", "follower", p.ID, "digest", string(out.d), "error", pushErr)
+	}
+	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	if err := n.cfg.BlobTransport.HoldBlob(fctx, p, self, out.d, out.size); err != nil {
+		if pushErr != nil {
+			return fmt.Errorf("%w (after its push failed: %v)", err, pushErr)
+		}
+		return err
+	}
+	return nil
+}
+
+// awaitQuorum returns once a quorum of voters, this node included, holds
+// blob d, of the results of the len(others) followers.
+func (n *Node) awaitQuorum(ctx context.Context, results <-chan replicaResult, others int, d blobs.Digest) error {
+	total := others + 1
+	need := total/2 + 1 - 1 // followers needed besides this node
+	if need <= 0 {
+		return nil
+	}
+	select {
+	case <-n.closing:
+		return fmt.Errorf("asking the followers to hold the model: %w", ErrClosed)
+	default:
+	}
 	var (
 		held   int
 		failed []string
@@ -161,16 +258,16 @@ func (n *Node) replicateBlob(ctx context.Context, d blobs.Digest, size int64) er
 			}
 			n.cfg.Logger.Warn("a follower could not fetch a blob", "follower", r.peer, "digest", string(d), "error", r.err)
 			failed = append(failed, fmt.Sprintf("%s: %v", r.peer, r.err))
-			if len(others)-len(failed) < need {
+			if others-len(failed) < need {
 				sort.Strings(failed)
 				return fmt.Errorf("%d of %d voters hold the model, %d needed; followers that could not fetch it from %s: %s (check that they run and reach this coordinator's gRPC address, and have disk space): %w",
-					held+1, len(n.cfg.Peers), need+1, n.cfg.ID, strings.Join(failed, "; "), ErrBlobQuorum)
+					held+1, total, need+1, n.cfg.ID, strings.Join(failed, "; "), ErrBlobQuorum)
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for a quorum to hold the model: %w", ctx.Err())
 		}
 	}
-	return fmt.Errorf("%d of %d voters hold the model: %w", held+1, len(n.cfg.Peers), ErrBlobQuorum)
+	return fmt.Errorf("%d of %d voters hold the model: %w", held+1, total, ErrBlobQuorum)
 }
 
 // lifetime returns a context that ends when the node starts closing.
@@ -217,6 +314,12 @@ type fetchCall struct {
 // already in flight (a follower asked to hold it, then applying its seal
 // before the first fetch ended) is waited for rather than started again.
 func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest) error {
+	if err := n.waitPushes(ctx); err != nil {
+		return err
+	}
+	if n.cfg.Blobs.Has(d) {
+		return nil
+	}
 	n.fetchMu.Lock()
 	if c, ok := n.fetching[d]; ok {
 		n.fetchMu.Unlock()

@@ -92,6 +92,14 @@ type Config struct {
 	// BlobTransport moves blobs between the nodes' stores; see
 	// [BlobTransport].
 	BlobTransport BlobTransport
+	// PushBuffer is how many bytes of a model streamed to a follower
+	// while the leader writes it (when BlobTransport is a [BlobPusher])
+	// may wait for the follower. The leader's write waits for a full
+	// push only while a quorum needs it (10 s at most); a follower
+	// further behind is dropped from the push and fetches the model once
+	// written. 0 is 64 MiB; negative disables the push (followers fetch
+	// every model once it is written).
+	PushBuffer int64
 	// BlobCollectInterval is how often the node removes from Blobs the
 	// blobs the state no longer references (after the store's grace); 0
 	// is 1 minute.
@@ -220,6 +228,9 @@ func (c Config) withDefaults() Config {
 	if c.BlobCollectInterval <= 0 {
 		c.BlobCollectInterval = defaultBlobCollectInterval
 	}
+	if c.PushBuffer == 0 {
+		c.PushBuffer = defaultPushBuffer
+	}
 	return c
 }
 
@@ -325,6 +336,7 @@ type Node struct {
 	// it early when raft's shutdown stalls.
 	transport io.Closer
 	grace     time.Duration // shutdownGrace; shorter in tests
+	pushStall time.Duration // pushStall; shorter in tests
 
 	notify chan bool     // raft's NotifyCh
 	kick   chan struct{} // leadership gained: check the cluster id now
@@ -340,6 +352,8 @@ type Node struct {
 
 	fetchMu  sync.Mutex
 	fetching map[blobs.Digest]*fetchCall // blob fetches in flight
+	pushing  int                         // blob pushes being received
+	pushIdle chan struct{}               // closed when pushing drops to 0
 
 	mu      sync.Mutex
 	leader  bool
@@ -398,6 +412,7 @@ func New(cfg Config, fsm *FSM, logs raft.LogStore, stable raft.StableStore, snap
 		fsm.fetch = n.fetchBlob
 	}
 	n.grace = shutdownGrace
+	n.pushStall = pushStall
 	for _, p := range cfg.Peers {
 		n.peers[raft.ServerID(p.ID)] = p
 	}

@@ -331,6 +331,118 @@ func (*HoldBlobResponse) Descriptor() ([]byte, []int) {
 	return file_cohort_proto_rawDescGZIP(), []int{3}
 }
 
+type PushBlobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromNode      string                 `protobuf:"bytes,1,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"` // first message only: the node id of the pusher
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`                        // first message only: the size if known, else 0
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`                         // a piece of the blob, at most 1 MiB
+	Digest        string                 `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`                     // last message only: the blob's SHA-256, 64 lower-case hex digits
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushBlobRequest) Reset() {
+	*x = PushBlobRequest{}
+	mi := &file_cohort_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushBlobRequest) ProtoMessage() {}
+
+func (x *PushBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushBlobRequest.ProtoReflect.Descriptor instead.
+func (*PushBlobRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PushBlobRequest) GetFromNode() string {
+	if x != nil {
+		return x.FromNode
+	}
+	return ""
+}
+
+func (x *PushBlobRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PushBlobRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *PushBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type PushBlobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"` // the digest the callee stored the blob under
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushBlobResponse) Reset() {
+	*x = PushBlobResponse{}
+	mi := &file_cohort_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushBlobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushBlobResponse) ProtoMessage() {}
+
+func (x *PushBlobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushBlobResponse.ProtoReflect.Descriptor instead.
+func (*PushBlobResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PushBlobResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 // WeightsChunk is one piece of an uploaded weights file.
 type WeightsChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -343,7 +455,7 @@ type WeightsChunk struct {
 
 func (x *WeightsChunk) Reset() {
 	*x = WeightsChunk{}
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +467,7 @@ func (x *WeightsChunk) String() string {
 func (*WeightsChunk) ProtoMessage() {}
 
 func (x *WeightsChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +480,7 @@ func (x *WeightsChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightsChunk.ProtoReflect.Descriptor instead.
 func (*WeightsChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{4}
+	return file_cohort_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WeightsChunk) GetTotalSize() int64 {
@@ -401,7 +513,7 @@ type UploadWeightsResponse struct {
 
 func (x *UploadWeightsResponse) Reset() {
 	*x = UploadWeightsResponse{}
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +525,7 @@ func (x *UploadWeightsResponse) String() string {
 func (*UploadWeightsResponse) ProtoMessage() {}
 
 func (x *UploadWeightsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +538,7 @@ func (x *UploadWeightsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadWeightsResponse.ProtoReflect.Descriptor instead.
 func (*UploadWeightsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{5}
+	return file_cohort_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UploadWeightsResponse) GetSha256() string {
@@ -444,7 +556,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +568,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +581,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 // ClusterPeer is one voter of a coordinator cluster.
@@ -484,7 +596,7 @@ type ClusterPeer struct {
 
 func (x *ClusterPeer) Reset() {
 	*x = ClusterPeer{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +608,7 @@ func (x *ClusterPeer) String() string {
 func (*ClusterPeer) ProtoMessage() {}
 
 func (x *ClusterPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +621,7 @@ func (x *ClusterPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPeer.ProtoReflect.Descriptor instead.
 func (*ClusterPeer) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterPeer) GetId() string {
@@ -555,7 +667,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +679,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +692,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClusterStatusResponse) GetNodeId() string {
@@ -679,7 +791,7 @@ type GPUInfo struct {
 
 func (x *GPUInfo) Reset() {
 	*x = GPUInfo{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +803,7 @@ func (x *GPUInfo) String() string {
 func (*GPUInfo) ProtoMessage() {}
 
 func (x *GPUInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +816,7 @@ func (x *GPUInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUInfo.ProtoReflect.Descriptor instead.
 func (*GPUInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GPUInfo) GetIndex() int32 {
@@ -751,7 +863,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +875,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +888,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Capabilities) GetTrainers() []string {
@@ -825,7 +937,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +949,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +962,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinRequest) GetSiteName() string {
@@ -885,7 +997,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1009,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1022,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinResponse) GetSessionId() string {
@@ -950,7 +1062,7 @@ type SiteMessage struct {
 
 func (x *SiteMessage) Reset() {
 	*x = SiteMessage{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1074,7 @@ func (x *SiteMessage) String() string {
 func (*SiteMessage) ProtoMessage() {}
 
 func (x *SiteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1087,7 @@ func (x *SiteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteMessage.ProtoReflect.Descriptor instead.
 func (*SiteMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SiteMessage) GetMsg() isSiteMessage_Msg {
@@ -1075,7 +1187,7 @@ type SessionHello struct {
 
 func (x *SessionHello) Reset() {
 	*x = SessionHello{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1199,7 @@ func (x *SessionHello) String() string {
 func (*SessionHello) ProtoMessage() {}
 
 func (x *SessionHello) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1212,7 @@ func (x *SessionHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHello.ProtoReflect.Descriptor instead.
 func (*SessionHello) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SessionHello) GetSessionId() string {
@@ -1127,7 +1239,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1251,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1264,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Heartbeat) GetUnixMs() int64 {
@@ -1182,7 +1294,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1306,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1319,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskProgress) GetTaskId() string {
@@ -1259,7 +1371,7 @@ type TaskFailed struct {
 
 func (x *TaskFailed) Reset() {
 	*x = TaskFailed{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1383,7 @@ func (x *TaskFailed) String() string {
 func (*TaskFailed) ProtoMessage() {}
 
 func (x *TaskFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1396,7 @@ func (x *TaskFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskFailed.ProtoReflect.Descriptor instead.
 func (*TaskFailed) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TaskFailed) GetTaskId() string {
@@ -1321,7 +1433,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1445,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1458,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TaskResult) GetTaskId() string {
@@ -1383,7 +1495,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1507,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1520,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CoordinatorMessage) GetMsg() isCoordinatorMessage_Msg {
@@ -1472,7 +1584,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1596,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1609,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1579,7 +1691,7 @@ type SyntheticData struct {
 
 func (x *SyntheticData) Reset() {
 	*x = SyntheticData{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1703,7 @@ func (x *SyntheticData) String() string {
 func (*SyntheticData) ProtoMessage() {}
 
 func (x *SyntheticData) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1716,7 @@ func (x *SyntheticData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyntheticData.ProtoReflect.Descriptor instead.
 func (*SyntheticData) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SyntheticData) GetSeed() int64 {
@@ -1671,7 +1783,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1795,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1808,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TrainParams) GetEpochs() int32 {
@@ -1778,7 +1890,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1902,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1915,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Task) GetTaskId() string {
@@ -1938,7 +2050,7 @@ type VirtualClients struct {
 
 func (x *VirtualClients) Reset() {
 	*x = VirtualClients{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2062,7 @@ func (x *VirtualClients) String() string {
 func (*VirtualClients) ProtoMessage() {}
 
 func (x *VirtualClients) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2075,7 @@ func (x *VirtualClients) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualClients.ProtoReflect.Descriptor instead.
 func (*VirtualClients) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *VirtualClients) GetClientIds() []int64 {
@@ -2004,7 +2116,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2128,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2141,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -2056,7 +2168,7 @@ type FetchModelRequest struct {
 
 func (x *FetchModelRequest) Reset() {
 	*x = FetchModelRequest{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2180,7 @@ func (x *FetchModelRequest) String() string {
 func (*FetchModelRequest) ProtoMessage() {}
 
 func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2193,7 @@ func (x *FetchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchModelRequest.ProtoReflect.Descriptor instead.
 func (*FetchModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FetchModelRequest) GetModelId() string {
@@ -2110,7 +2222,7 @@ type ModelChunk struct {
 
 func (x *ModelChunk) Reset() {
 	*x = ModelChunk{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2234,7 @@ func (x *ModelChunk) String() string {
 func (*ModelChunk) ProtoMessage() {}
 
 func (x *ModelChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2247,7 @@ func (x *ModelChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
 func (*ModelChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ModelChunk) GetOffset() int64 {
@@ -2196,7 +2308,7 @@ type GPUEnergy struct {
 
 func (x *GPUEnergy) Reset() {
 	*x = GPUEnergy{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2320,7 @@ func (x *GPUEnergy) String() string {
 func (*GPUEnergy) ProtoMessage() {}
 
 func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2333,7 @@ func (x *GPUEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUEnergy.ProtoReflect.Descriptor instead.
 func (*GPUEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GPUEnergy) GetUuid() string {
@@ -2364,7 +2476,7 @@ type DomainEnergy struct {
 
 func (x *DomainEnergy) Reset() {
 	*x = DomainEnergy{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2488,7 @@ func (x *DomainEnergy) String() string {
 func (*DomainEnergy) ProtoMessage() {}
 
 func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2501,7 @@ func (x *DomainEnergy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainEnergy.ProtoReflect.Descriptor instead.
 func (*DomainEnergy) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DomainEnergy) GetName() string {
@@ -2445,7 +2557,7 @@ type EnergyEstimate struct {
 
 func (x *EnergyEstimate) Reset() {
 	*x = EnergyEstimate{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2569,7 @@ func (x *EnergyEstimate) String() string {
 func (*EnergyEstimate) ProtoMessage() {}
 
 func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2582,7 @@ func (x *EnergyEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyEstimate.ProtoReflect.Descriptor instead.
 func (*EnergyEstimate) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EnergyEstimate) GetCpuSeconds() float64 {
@@ -2517,7 +2629,7 @@ type EnergyReport struct {
 
 func (x *EnergyReport) Reset() {
 	*x = EnergyReport{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +2641,7 @@ func (x *EnergyReport) String() string {
 func (*EnergyReport) ProtoMessage() {}
 
 func (x *EnergyReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +2654,7 @@ func (x *EnergyReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnergyReport.ProtoReflect.Descriptor instead.
 func (*EnergyReport) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EnergyReport) GetSeconds() float64 {
@@ -2644,7 +2756,7 @@ type UpdateHeader struct {
 
 func (x *UpdateHeader) Reset() {
 	*x = UpdateHeader{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2768,7 @@ func (x *UpdateHeader) String() string {
 func (*UpdateHeader) ProtoMessage() {}
 
 func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2781,7 @@ func (x *UpdateHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHeader.ProtoReflect.Descriptor instead.
 func (*UpdateHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UpdateHeader) GetTaskId() string {
@@ -2763,7 +2875,7 @@ type DatasetInfo struct {
 
 func (x *DatasetInfo) Reset() {
 	*x = DatasetInfo{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2775,7 +2887,7 @@ func (x *DatasetInfo) String() string {
 func (*DatasetInfo) ProtoMessage() {}
 
 func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2788,7 +2900,7 @@ func (x *DatasetInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetInfo.ProtoReflect.Descriptor instead.
 func (*DatasetInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DatasetInfo) GetName() string {
@@ -2832,7 +2944,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +2956,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +2969,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UpdateChunk) GetMsg() isUpdateChunk_Msg {
@@ -2911,7 +3023,7 @@ type PushUpdateResponse struct {
 
 func (x *PushUpdateResponse) Reset() {
 	*x = PushUpdateResponse{}
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3035,7 @@ func (x *PushUpdateResponse) String() string {
 func (*PushUpdateResponse) ProtoMessage() {}
 
 func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3048,7 @@ func (x *PushUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushUpdateResponse.ProtoReflect.Descriptor instead.
 func (*PushUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{35}
+	return file_cohort_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PushUpdateResponse) GetAccepted() bool {
@@ -2976,7 +3088,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3100,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[36]
+	mi := &file_cohort_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3113,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{36}
+	return file_cohort_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Job) GetJobId() string {
@@ -3104,7 +3216,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3228,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[37]
+	mi := &file_cohort_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3241,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{37}
+	return file_cohort_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubmitJobRequest) GetJobYaml() []byte {
@@ -3148,7 +3260,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3160,7 +3272,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[38]
+	mi := &file_cohort_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3173,7 +3285,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{38}
+	return file_cohort_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -3191,7 +3303,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3203,7 +3315,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[39]
+	mi := &file_cohort_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3216,7 +3328,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{39}
+	return file_cohort_proto_rawDescGZIP(), []int{41}
 }
 
 type ListJobsResponse struct {
@@ -3228,7 +3340,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3352,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[40]
+	mi := &file_cohort_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3365,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{40}
+	return file_cohort_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -3272,7 +3384,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_cohort_proto_msgTypes[41]
+	mi := &file_cohort_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3396,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[41]
+	mi := &file_cohort_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3409,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{41}
+	return file_cohort_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -3316,7 +3428,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_cohort_proto_msgTypes[42]
+	mi := &file_cohort_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3440,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[42]
+	mi := &file_cohort_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3453,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{42}
+	return file_cohort_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -3361,7 +3473,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_cohort_proto_msgTypes[43]
+	mi := &file_cohort_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3373,7 +3485,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[43]
+	mi := &file_cohort_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3386,7 +3498,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{43}
+	return file_cohort_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -3412,7 +3524,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_cohort_proto_msgTypes[44]
+	mi := &file_cohort_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3424,7 +3536,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[44]
+	mi := &file_cohort_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3437,7 +3549,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{44}
+	return file_cohort_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -3456,7 +3568,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_cohort_proto_msgTypes[45]
+	mi := &file_cohort_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3580,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[45]
+	mi := &file_cohort_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3593,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{45}
+	return file_cohort_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -3509,7 +3621,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_cohort_proto_msgTypes[46]
+	mi := &file_cohort_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +3633,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[46]
+	mi := &file_cohort_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +3646,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{46}
+	return file_cohort_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JobEvent) GetUnixMs() int64 {
@@ -3620,7 +3732,14 @@ const file_cohort_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1b\n" +
 	"\tfrom_node\x18\x03 \x01(\tR\bfromNode\"\x12\n" +
-	"\x10HoldBlobResponse\"Y\n" +
+	"\x10HoldBlobResponse\"n\n" +
+	"\x0fPushBlobRequest\x12\x1b\n" +
+	"\tfrom_node\x18\x01 \x01(\tR\bfromNode\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest\"*\n" +
+	"\x10PushBlobResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"Y\n" +
 	"\fWeightsChunk\x12\x1d\n" +
 	"\n" +
 	"total_size\x18\x01 \x01(\x03R\ttotalSize\x12\x16\n" +
@@ -3930,10 +4049,11 @@ const file_cohort_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1b.cohort.v1.CancelJobRequest\x1a\x1c.cohort.v1.CancelJobResponse\x12=\n" +
 	"\bWatchJob\x12\x1a.cohort.v1.WatchJobRequest\x1a\x13.cohort.v1.JobEvent0\x01\x12R\n" +
 	"\rClusterStatus\x12\x1f.cohort.v1.ClusterStatusRequest\x1a .cohort.v1.ClusterStatusResponse\x12L\n" +
-	"\rUploadWeights\x12\x17.cohort.v1.WeightsChunk\x1a .cohort.v1.UploadWeightsResponse(\x012\x94\x01\n" +
+	"\rUploadWeights\x12\x17.cohort.v1.WeightsChunk\x1a .cohort.v1.UploadWeightsResponse(\x012\xdb\x01\n" +
 	"\vBlobService\x12@\n" +
 	"\tFetchBlob\x12\x1b.cohort.v1.FetchBlobRequest\x1a\x14.cohort.v1.BlobChunk0\x01\x12C\n" +
-	"\bHoldBlob\x12\x1a.cohort.v1.HoldBlobRequest\x1a\x1b.cohort.v1.HoldBlobResponseB5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\bHoldBlob\x12\x1a.cohort.v1.HoldBlobRequest\x1a\x1b.cohort.v1.HoldBlobResponse\x12E\n" +
+	"\bPushBlob\x12\x1a.cohort.v1.PushBlobRequest\x1a\x1b.cohort.v1.PushBlobResponse(\x01B5Z3github.com/cohortfl/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_proto_rawDescOnce sync.Once
@@ -3948,7 +4068,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: cohort.v1.TaskKind
 	(JobState)(0),                 // 1: cohort.v1.JobState
@@ -3956,119 +4076,123 @@ var file_cohort_proto_goTypes = []any{
 	(*BlobChunk)(nil),             // 3: cohort.v1.BlobChunk
 	(*HoldBlobRequest)(nil),       // 4: cohort.v1.HoldBlobRequest
 	(*HoldBlobResponse)(nil),      // 5: cohort.v1.HoldBlobResponse
-	(*WeightsChunk)(nil),          // 6: cohort.v1.WeightsChunk
-	(*UploadWeightsResponse)(nil), // 7: cohort.v1.UploadWeightsResponse
-	(*ClusterStatusRequest)(nil),  // 8: cohort.v1.ClusterStatusRequest
-	(*ClusterPeer)(nil),           // 9: cohort.v1.ClusterPeer
-	(*ClusterStatusResponse)(nil), // 10: cohort.v1.ClusterStatusResponse
-	(*GPUInfo)(nil),               // 11: cohort.v1.GPUInfo
-	(*Capabilities)(nil),          // 12: cohort.v1.Capabilities
-	(*JoinRequest)(nil),           // 13: cohort.v1.JoinRequest
-	(*JoinResponse)(nil),          // 14: cohort.v1.JoinResponse
-	(*SiteMessage)(nil),           // 15: cohort.v1.SiteMessage
-	(*SessionHello)(nil),          // 16: cohort.v1.SessionHello
-	(*Heartbeat)(nil),             // 17: cohort.v1.Heartbeat
-	(*TaskProgress)(nil),          // 18: cohort.v1.TaskProgress
-	(*TaskFailed)(nil),            // 19: cohort.v1.TaskFailed
-	(*TaskResult)(nil),            // 20: cohort.v1.TaskResult
-	(*CoordinatorMessage)(nil),    // 21: cohort.v1.CoordinatorMessage
-	(*ModelSpec)(nil),             // 22: cohort.v1.ModelSpec
-	(*SyntheticData)(nil),         // 23: cohort.v1.SyntheticData
-	(*TrainParams)(nil),           // 24: cohort.v1.TrainParams
-	(*Task)(nil),                  // 25: cohort.v1.Task
-	(*VirtualClients)(nil),        // 26: cohort.v1.VirtualClients
-	(*CancelTask)(nil),            // 27: cohort.v1.CancelTask
-	(*FetchModelRequest)(nil),     // 28: cohort.v1.FetchModelRequest
-	(*ModelChunk)(nil),            // 29: cohort.v1.ModelChunk
-	(*GPUEnergy)(nil),             // 30: cohort.v1.GPUEnergy
-	(*DomainEnergy)(nil),          // 31: cohort.v1.DomainEnergy
-	(*EnergyEstimate)(nil),        // 32: cohort.v1.EnergyEstimate
-	(*EnergyReport)(nil),          // 33: cohort.v1.EnergyReport
-	(*UpdateHeader)(nil),          // 34: cohort.v1.UpdateHeader
-	(*DatasetInfo)(nil),           // 35: cohort.v1.DatasetInfo
-	(*UpdateChunk)(nil),           // 36: cohort.v1.UpdateChunk
-	(*PushUpdateResponse)(nil),    // 37: cohort.v1.PushUpdateResponse
-	(*Job)(nil),                   // 38: cohort.v1.Job
-	(*SubmitJobRequest)(nil),      // 39: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 40: cohort.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),       // 41: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 42: cohort.v1.ListJobsResponse
-	(*GetJobRequest)(nil),         // 43: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 44: cohort.v1.GetJobResponse
-	(*CancelJobRequest)(nil),      // 45: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 46: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),       // 47: cohort.v1.WatchJobRequest
-	(*JobEvent)(nil),              // 48: cohort.v1.JobEvent
-	nil,                           // 49: cohort.v1.TaskResult.MetricsEntry
-	nil,                           // 50: cohort.v1.ModelSpec.EnvEntry
-	nil,                           // 51: cohort.v1.UpdateHeader.MetricsEntry
-	nil,                           // 52: cohort.v1.JobEvent.MetricsEntry
+	(*PushBlobRequest)(nil),       // 6: cohort.v1.PushBlobRequest
+	(*PushBlobResponse)(nil),      // 7: cohort.v1.PushBlobResponse
+	(*WeightsChunk)(nil),          // 8: cohort.v1.WeightsChunk
+	(*UploadWeightsResponse)(nil), // 9: cohort.v1.UploadWeightsResponse
+	(*ClusterStatusRequest)(nil),  // 10: cohort.v1.ClusterStatusRequest
+	(*ClusterPeer)(nil),           // 11: cohort.v1.ClusterPeer
+	(*ClusterStatusResponse)(nil), // 12: cohort.v1.ClusterStatusResponse
+	(*GPUInfo)(nil),               // 13: cohort.v1.GPUInfo
+	(*Capabilities)(nil),          // 14: cohort.v1.Capabilities
+	(*JoinRequest)(nil),           // 15: cohort.v1.JoinRequest
+	(*JoinResponse)(nil),          // 16: cohort.v1.JoinResponse
+	(*SiteMessage)(nil),           // 17: cohort.v1.SiteMessage
+	(*SessionHello)(nil),          // 18: cohort.v1.SessionHello
+	(*Heartbeat)(nil),             // 19: cohort.v1.Heartbeat
+	(*TaskProgress)(nil),          // 20: cohort.v1.TaskProgress
+	(*TaskFailed)(nil),            // 21: cohort.v1.TaskFailed
+	(*TaskResult)(nil),            // 22: cohort.v1.TaskResult
+	(*CoordinatorMessage)(nil),    // 23: cohort.v1.CoordinatorMessage
+	(*ModelSpec)(nil),             // 24: cohort.v1.ModelSpec
+	(*SyntheticData)(nil),         // 25: cohort.v1.SyntheticData
+	(*TrainParams)(nil),           // 26: cohort.v1.TrainParams
+	(*Task)(nil),                  // 27: cohort.v1.Task
+	(*VirtualClients)(nil),        // 28: cohort.v1.VirtualClients
+	(*CancelTask)(nil),            // 29: cohort.v1.CancelTask
+	(*FetchModelRequest)(nil),     // 30: cohort.v1.FetchModelRequest
+	(*ModelChunk)(nil),            // 31: cohort.v1.ModelChunk
+	(*GPUEnergy)(nil),             // 32: cohort.v1.GPUEnergy
+	(*DomainEnergy)(nil),          // 33: cohort.v1.DomainEnergy
+	(*EnergyEstimate)(nil),        // 34: cohort.v1.EnergyEstimate
+	(*EnergyReport)(nil),          // 35: cohort.v1.EnergyReport
+	(*UpdateHeader)(nil),          // 36: cohort.v1.UpdateHeader
+	(*DatasetInfo)(nil),           // 37: cohort.v1.DatasetInfo
+	(*UpdateChunk)(nil),           // 38: cohort.v1.UpdateChunk
+	(*PushUpdateResponse)(nil),    // 39: cohort.v1.PushUpdateResponse
+	(*Job)(nil),                   // 40: cohort.v1.Job
+	(*SubmitJobRequest)(nil),      // 41: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 42: cohort.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),       // 43: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 44: cohort.v1.ListJobsResponse
+	(*GetJobRequest)(nil),         // 45: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 46: cohort.v1.GetJobResponse
+	(*CancelJobRequest)(nil),      // 47: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 48: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),       // 49: cohort.v1.WatchJobRequest
+	(*JobEvent)(nil),              // 50: cohort.v1.JobEvent
+	nil,                           // 51: cohort.v1.TaskResult.MetricsEntry
+	nil,                           // 52: cohort.v1.ModelSpec.EnvEntry
+	nil,                           // 53: cohort.v1.UpdateHeader.MetricsEntry
+	nil,                           // 54: cohort.v1.JobEvent.MetricsEntry
 }
 var file_cohort_proto_depIdxs = []int32{
-	9,  // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
-	9,  // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
-	11, // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
-	35, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
-	12, // 4: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
-	16, // 5: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
-	17, // 6: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
-	18, // 7: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
-	19, // 8: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
-	20, // 9: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
-	33, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
-	49, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
-	33, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
-	25, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
-	27, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
-	50, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
-	23, // 16: cohort.v1.ModelSpec.synthetic_data:type_name -> cohort.v1.SyntheticData
+	11, // 0: cohort.v1.ClusterStatusResponse.leader:type_name -> cohort.v1.ClusterPeer
+	11, // 1: cohort.v1.ClusterStatusResponse.peers:type_name -> cohort.v1.ClusterPeer
+	13, // 2: cohort.v1.Capabilities.gpus:type_name -> cohort.v1.GPUInfo
+	37, // 3: cohort.v1.Capabilities.lineage:type_name -> cohort.v1.DatasetInfo
+	14, // 4: cohort.v1.JoinRequest.capabilities:type_name -> cohort.v1.Capabilities
+	18, // 5: cohort.v1.SiteMessage.hello:type_name -> cohort.v1.SessionHello
+	19, // 6: cohort.v1.SiteMessage.heartbeat:type_name -> cohort.v1.Heartbeat
+	20, // 7: cohort.v1.SiteMessage.progress:type_name -> cohort.v1.TaskProgress
+	21, // 8: cohort.v1.SiteMessage.failed:type_name -> cohort.v1.TaskFailed
+	22, // 9: cohort.v1.SiteMessage.result:type_name -> cohort.v1.TaskResult
+	35, // 10: cohort.v1.TaskFailed.energy:type_name -> cohort.v1.EnergyReport
+	51, // 11: cohort.v1.TaskResult.metrics:type_name -> cohort.v1.TaskResult.MetricsEntry
+	35, // 12: cohort.v1.TaskResult.energy:type_name -> cohort.v1.EnergyReport
+	27, // 13: cohort.v1.CoordinatorMessage.task:type_name -> cohort.v1.Task
+	29, // 14: cohort.v1.CoordinatorMessage.cancel:type_name -> cohort.v1.CancelTask
+	52, // 15: cohort.v1.ModelSpec.env:type_name -> cohort.v1.ModelSpec.EnvEntry
+	25, // 16: cohort.v1.ModelSpec.synthetic_data:type_name -> cohort.v1.SyntheticData
 	0,  // 17: cohort.v1.Task.kind:type_name -> cohort.v1.TaskKind
-	22, // 18: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
-	24, // 19: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
-	26, // 20: cohort.v1.Task.virtual:type_name -> cohort.v1.VirtualClients
-	30, // 21: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
-	31, // 22: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
-	32, // 23: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
-	51, // 24: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
-	33, // 25: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
-	35, // 26: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
-	33, // 27: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
-	34, // 28: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
+	24, // 18: cohort.v1.Task.model:type_name -> cohort.v1.ModelSpec
+	26, // 19: cohort.v1.Task.train:type_name -> cohort.v1.TrainParams
+	28, // 20: cohort.v1.Task.virtual:type_name -> cohort.v1.VirtualClients
+	32, // 21: cohort.v1.EnergyReport.gpus:type_name -> cohort.v1.GPUEnergy
+	33, // 22: cohort.v1.EnergyReport.cpu:type_name -> cohort.v1.DomainEnergy
+	34, // 23: cohort.v1.EnergyReport.estimated:type_name -> cohort.v1.EnergyEstimate
+	53, // 24: cohort.v1.UpdateHeader.metrics:type_name -> cohort.v1.UpdateHeader.MetricsEntry
+	35, // 25: cohort.v1.UpdateHeader.energy:type_name -> cohort.v1.EnergyReport
+	37, // 26: cohort.v1.UpdateHeader.dataset:type_name -> cohort.v1.DatasetInfo
+	35, // 27: cohort.v1.UpdateHeader.eval_energy:type_name -> cohort.v1.EnergyReport
+	36, // 28: cohort.v1.UpdateChunk.header:type_name -> cohort.v1.UpdateHeader
 	1,  // 29: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	38, // 30: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	38, // 31: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	38, // 32: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	38, // 33: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	52, // 34: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
+	40, // 30: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	40, // 31: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	40, // 32: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	40, // 33: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	54, // 34: cohort.v1.JobEvent.metrics:type_name -> cohort.v1.JobEvent.MetricsEntry
 	1,  // 35: cohort.v1.JobEvent.state:type_name -> cohort.v1.JobState
-	13, // 36: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
-	15, // 37: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
-	28, // 38: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
-	36, // 39: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
-	39, // 40: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	41, // 41: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	43, // 42: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
-	45, // 43: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	47, // 44: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	8,  // 45: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
-	6,  // 46: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
+	15, // 36: cohort.v1.CoordinatorService.Join:input_type -> cohort.v1.JoinRequest
+	17, // 37: cohort.v1.CoordinatorService.Session:input_type -> cohort.v1.SiteMessage
+	30, // 38: cohort.v1.CoordinatorService.FetchModel:input_type -> cohort.v1.FetchModelRequest
+	38, // 39: cohort.v1.CoordinatorService.PushUpdate:input_type -> cohort.v1.UpdateChunk
+	41, // 40: cohort.v1.JobsService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	43, // 41: cohort.v1.JobsService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	45, // 42: cohort.v1.JobsService.GetJob:input_type -> cohort.v1.GetJobRequest
+	47, // 43: cohort.v1.JobsService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	49, // 44: cohort.v1.JobsService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	10, // 45: cohort.v1.JobsService.ClusterStatus:input_type -> cohort.v1.ClusterStatusRequest
+	8,  // 46: cohort.v1.JobsService.UploadWeights:input_type -> cohort.v1.WeightsChunk
 	2,  // 47: cohort.v1.BlobService.FetchBlob:input_type -> cohort.v1.FetchBlobRequest
 	4,  // 48: cohort.v1.BlobService.HoldBlob:input_type -> cohort.v1.HoldBlobRequest
-	14, // 49: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
-	21, // 50: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
-	29, // 51: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
-	37, // 52: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
-	40, // 53: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	42, // 54: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	44, // 55: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
-	46, // 56: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	48, // 57: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
-	10, // 58: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
-	7,  // 59: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
-	3,  // 60: cohort.v1.BlobService.FetchBlob:output_type -> cohort.v1.BlobChunk
-	5,  // 61: cohort.v1.BlobService.HoldBlob:output_type -> cohort.v1.HoldBlobResponse
-	49, // [49:62] is the sub-list for method output_type
-	36, // [36:49] is the sub-list for method input_type
+	6,  // 49: cohort.v1.BlobService.PushBlob:input_type -> cohort.v1.PushBlobRequest
+	16, // 50: cohort.v1.CoordinatorService.Join:output_type -> cohort.v1.JoinResponse
+	23, // 51: cohort.v1.CoordinatorService.Session:output_type -> cohort.v1.CoordinatorMessage
+	31, // 52: cohort.v1.CoordinatorService.FetchModel:output_type -> cohort.v1.ModelChunk
+	39, // 53: cohort.v1.CoordinatorService.PushUpdate:output_type -> cohort.v1.PushUpdateResponse
+	42, // 54: cohort.v1.JobsService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	44, // 55: cohort.v1.JobsService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	46, // 56: cohort.v1.JobsService.GetJob:output_type -> cohort.v1.GetJobResponse
+	48, // 57: cohort.v1.JobsService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	50, // 58: cohort.v1.JobsService.WatchJob:output_type -> cohort.v1.JobEvent
+	12, // 59: cohort.v1.JobsService.ClusterStatus:output_type -> cohort.v1.ClusterStatusResponse
+	9,  // 60: cohort.v1.JobsService.UploadWeights:output_type -> cohort.v1.UploadWeightsResponse
+	3,  // 61: cohort.v1.BlobService.FetchBlob:output_type -> cohort.v1.BlobChunk
+	5,  // 62: cohort.v1.BlobService.HoldBlob:output_type -> cohort.v1.HoldBlobResponse
+	7,  // 63: cohort.v1.BlobService.PushBlob:output_type -> cohort.v1.PushBlobResponse
+	50, // [50:64] is the sub-list for method output_type
+	36, // [36:50] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -4079,18 +4203,18 @@ func file_cohort_proto_init() {
 	if File_cohort_proto != nil {
 		return
 	}
-	file_cohort_proto_msgTypes[13].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[15].OneofWrappers = []any{
 		(*SiteMessage_Hello)(nil),
 		(*SiteMessage_Heartbeat)(nil),
 		(*SiteMessage_Progress)(nil),
 		(*SiteMessage_Failed)(nil),
 		(*SiteMessage_Result)(nil),
 	}
-	file_cohort_proto_msgTypes[19].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[21].OneofWrappers = []any{
 		(*CoordinatorMessage_Task)(nil),
 		(*CoordinatorMessage_Cancel)(nil),
 	}
-	file_cohort_proto_msgTypes[34].OneofWrappers = []any{
+	file_cohort_proto_msgTypes[36].OneofWrappers = []any{
 		(*UpdateChunk_Header)(nil),
 		(*UpdateChunk_Data)(nil),
 	}
@@ -4100,7 +4224,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   51,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

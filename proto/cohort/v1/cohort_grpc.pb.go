@@ -598,6 +598,7 @@ var JobsService_ServiceDesc = grpc.ServiceDesc{
 const (
 	BlobService_FetchBlob_FullMethodName = "/cohort.v1.BlobService/FetchBlob"
 	BlobService_HoldBlob_FullMethodName  = "/cohort.v1.BlobService/HoldBlob"
+	BlobService_PushBlob_FullMethodName  = "/cohort.v1.BlobService/PushBlob"
 )
 
 // BlobServiceClient is the client API for BlobService service.
@@ -615,6 +616,13 @@ type BlobServiceClient interface {
 	// from_node (its FetchBlob) if its store lacks it; it answers once the
 	// blob is stored.
 	HoldBlob(ctx context.Context, in *HoldBlobRequest, opts ...grpc.CallOption) (*HoldBlobResponse, error)
+	// PushBlob streams a blob into the callee's blob store while the caller
+	// (the leader) is still writing it: the first message names the caller
+	// (from_node), the following carry data, and the last one carries the
+	// digest, known only once every byte is written. The callee commits the
+	// blob against it: DataLoss when the bytes hash to another. A stream
+	// that ends without a digest stores nothing.
+	PushBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushBlobRequest, PushBlobResponse], error)
 }
 
 type blobServiceClient struct {
@@ -654,6 +662,19 @@ func (c *blobServiceClient) HoldBlob(ctx context.Context, in *HoldBlobRequest, o
 	return out, nil
 }
 
+func (c *blobServiceClient) PushBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushBlobRequest, PushBlobResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BlobService_ServiceDesc.Streams[1], BlobService_PushBlob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushBlobRequest, PushBlobResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BlobService_PushBlobClient = grpc.ClientStreamingClient[PushBlobRequest, PushBlobResponse]
+
 // BlobServiceServer is the server API for BlobService service.
 // All implementations must embed UnimplementedBlobServiceServer
 // for forward compatibility.
@@ -669,6 +690,13 @@ type BlobServiceServer interface {
 	// from_node (its FetchBlob) if its store lacks it; it answers once the
 	// blob is stored.
 	HoldBlob(context.Context, *HoldBlobRequest) (*HoldBlobResponse, error)
+	// PushBlob streams a blob into the callee's blob store while the caller
+	// (the leader) is still writing it: the first message names the caller
+	// (from_node), the following carry data, and the last one carries the
+	// digest, known only once every byte is written. The callee commits the
+	// blob against it: DataLoss when the bytes hash to another. A stream
+	// that ends without a digest stores nothing.
+	PushBlob(grpc.ClientStreamingServer[PushBlobRequest, PushBlobResponse]) error
 	mustEmbedUnimplementedBlobServiceServer()
 }
 
@@ -684,6 +712,9 @@ func (UnimplementedBlobServiceServer) FetchBlob(*FetchBlobRequest, grpc.ServerSt
 }
 func (UnimplementedBlobServiceServer) HoldBlob(context.Context, *HoldBlobRequest) (*HoldBlobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method HoldBlob not implemented")
+}
+func (UnimplementedBlobServiceServer) PushBlob(grpc.ClientStreamingServer[PushBlobRequest, PushBlobResponse]) error {
+	return status.Error(codes.Unimplemented, "method PushBlob not implemented")
 }
 func (UnimplementedBlobServiceServer) mustEmbedUnimplementedBlobServiceServer() {}
 func (UnimplementedBlobServiceServer) testEmbeddedByValue()                     {}
@@ -735,6 +766,13 @@ func _BlobService_HoldBlob_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BlobService_PushBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(BlobServiceServer).PushBlob(&grpc.GenericServerStream[PushBlobRequest, PushBlobResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BlobService_PushBlobServer = grpc.ClientStreamingServer[PushBlobRequest, PushBlobResponse]
+
 // BlobService_ServiceDesc is the grpc.ServiceDesc for BlobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -752,6 +790,11 @@ var BlobService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "FetchBlob",
 			Handler:       _BlobService_FetchBlob_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "PushBlob",
+			Handler:       _BlobService_PushBlob_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "cohort.proto",

@@ -1,0 +1,256 @@
+package ha
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cohortfl/cohort/server/blobs"
+)
+
+// TestPushedModelFaults: a model is pushed to the followers while the
+// leader writes it; a follower whose push fails, is corrupted or falls
+// behind still ends holding it (fetched), and the commit succeeds with
+// the quorum.
+func TestPushedModelFaults(t *testing.T) {
+	cause := errors.New("stream reset")
+	tests := []struct {
+		name      string
+		fault     pushFault
+		behind    bool // the follower's push is held until the put ends
+		wantFetch bool // the faulty follower ends holding it by a fetch
+	}{
+		{name: "pushed"},
+		{name: "push fails mid-stream", fault: pushFault{failAfter: 1 << 20, err: cause}, wantFetch: true},
+		{name: "pushed bytes altered: digest mismatch", fault: pushFault{flip: true}, wantFetch: true},
+		{name: "follower behind the bounded buffer", behind: true, wantFetch: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			ns, _, net := blobCluster(t, 3, func(c *Config) {
+				c.PushBuffer = 2 << 20
+				// Three nodes hashing at once on a loaded machine under
+				// -race: a lead that holds through it.
+				c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+			})
+			l := leaderOf(t, ns, nil)
+			if err := l.SubmitJob(ctx, "j", nil); err != nil {
+				t.Fatal(err)
+			}
+			bad := follower(ns, l)
+			gate := make(chan struct{})
+			net.mu.Lock()
+			net.pushFault[bad.ID()] = tt.fault
+			if tt.behind {
+				net.pushGate[bad.ID()] = gate
+			}
+			net.mu.Unlock()
+			model := randomBytes(8<<20, 11)
+			d, err := putStream(ctx, l, model)
+			if err != nil {
+				t.Fatalf("PutModel = %v", err)
+			}
+			close(gate) // the put did not wait for the held follower
+			if err := l.CommitRound(ctx, "j", "a", 1, d, nil); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "every node applies round 1", ns, func() bool {
+				for _, n := range ns {
+					if r, _, _ := n.FSM().LastRound("j", "a"); r != 1 {
+						return false
+					}
+				}
+				return true
+			})
+			// Applying the seal fetched the blob a node lacked, so every
+			// node holds it now, and nothing else.
+			for _, n := range ns {
+				if !n.cfg.Blobs.Has(blobs.Digest(d)) || n.cfg.Blobs.Size() != int64(len(model)) {
+					t.Errorf("%s: holds the model = %v, store size %d; want true, %d", n.ID(), n.cfg.Blobs.Has(blobs.Digest(d)), n.cfg.Blobs.Size(), len(model))
+				}
+			}
+			net.mu.Lock()
+			defer net.mu.Unlock()
+			for _, n := range ns {
+				if n == l {
+					continue
+				}
+				fetched, pushed := net.fetches[n.ID()], net.pushes[n.ID()]
+				if n == bad && tt.wantFetch {
+					if fetched != 1 {
+						t.Errorf("%s (push faulty) fetched the model %d times, want 1", n.ID(), fetched)
+					}
+					continue
+				}
+				if fetched != 0 || pushed != 1 {
+					t.Errorf("%s: fetched %d times, received %d pushes; want 0 and 1", n.ID(), fetched, pushed)
+				}
+			}
+		})
+	}
+}
+
+// TestPushStallDropsQuorum: when every follower's push stalls, the
+// leader's write waits for them no longer than the stall bound, drops
+// them, and the followers fetch the model once written: the commit still
+// reaches a quorum.
+func TestPushStallDropsQuorum(t *testing.T) {
+	ctx := context.Background()
+	ns, _, net := blobCluster(t, 3, func(c *Config) {
+		c.PushBuffer = 1 << 20
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	})
+	l := leaderOf(t, ns, nil)
+	l.pushStall = 50 * time.Millisecond
+	gate := make(chan struct{})
+	net.mu.Lock()
+	for _, n := range ns {
+		if n != l {
+			net.pushGate[n.ID()] = gate
+		}
+	}
+	net.mu.Unlock()
+	model := randomBytes(4<<20, 13)
+	d, err := putStream(ctx, l, model)
+	close(gate)
+	if err != nil {
+		t.Fatalf("PutModel with every push stalled = %v, want the followers to fetch it", err)
+	}
+	for _, n := range ns {
+		if n == l {
+			continue
+		}
+		// The quorum follower fetched it before PutModel returned, the
+		// other one in the background: HoldBlob waits for that fetch.
+		if err := n.HoldBlob(ctx, l.ID(), blobs.Digest(d), int64(len(model))); err != nil {
+			t.Fatalf("%s: HoldBlob = %v", n.ID(), err)
+		}
+		f, err := n.cfg.Blobs.Open(blobs.Digest(d))
+		if err != nil {
+			t.Fatalf("%s: opening the model = %v", n.ID(), err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || !bytes.Equal(got, model) {
+			t.Errorf("%s: read back %d bytes, %v; want the %d put", n.ID(), len(got), err, len(model))
+		}
+	}
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	for _, n := range ns {
+		if n != l && net.pushes[n.ID()] != 0 {
+			t.Errorf("%s received %d pushes, want 0 (dropped)", n.ID(), net.pushes[n.ID()])
+		}
+	}
+}
+
+// TestPushedModelWriteFails: a write that fails ends the pushes; no
+// follower stores anything.
+func TestPushedModelWriteFails(t *testing.T) {
+	ctx := context.Background()
+	ns, _, _ := blobCluster(t, 3)
+	l := leaderOf(t, ns, nil)
+	cause := errors.New("encoder failed")
+	_, err := l.PutModel(ctx, func(w io.Writer) error {
+		if _, err := w.Write(randomBytes(3<<20, 3)); err != nil {
+			return err
+		}
+		return cause
+	})
+	if !errors.Is(err, cause) {
+		t.Fatalf("PutModel with a failing write = %v, want %v", err, cause)
+	}
+	for _, n := range ns {
+		if got := n.cfg.Blobs.Size(); got != 0 {
+			t.Errorf("%s: store holds %d bytes after a failed put, want 0", n.ID(), got)
+		}
+	}
+}
+
+// memStream is a BlobStream of fixed bytes and digest.
+type memStream struct {
+	io.Reader
+	d blobs.Digest
+}
+
+func (s memStream) Digest() blobs.Digest { return s.d }
+
+// TestReceiveBlobRefuses: a push whose bytes do not hash to its digest,
+// that ends without a valid digest or that breaks off is refused and
+// leaves the store untouched.
+func TestReceiveBlobRefuses(t *testing.T) {
+	ctx := context.Background()
+	ns, _, _ := blobCluster(t, 3)
+	l := leaderOf(t, ns, nil)
+	f := follower(ns, l)
+	model := []byte("the global model")
+	cause := errors.New("connection reset")
+	tests := []struct {
+		name    string
+		stream  BlobStream
+		wantErr error
+	}{
+		{"digest mismatch", memStream{bytes.NewReader(model), blobs.Sum([]byte("another model"))}, blobs.ErrDigestMismatch},
+		{"no digest at the end", memStream{bytes.NewReader(model), ""}, blobs.ErrBadDigest},
+		{"broken off", memStream{io.MultiReader(bytes.NewReader(model), iotestErr{cause}), blobs.Sum(model)}, cause},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := f.ReceiveBlob(ctx, l.ID(), tt.stream); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("ReceiveBlob = %v, want %v", err, tt.wantErr)
+			}
+			if f.cfg.Blobs.Has(blobs.Sum(model)) || f.cfg.Blobs.Size() != 0 {
+				t.Errorf("the store holds %d bytes after a refused push, want none", f.cfg.Blobs.Size())
+			}
+		})
+	}
+	d, err := f.ReceiveBlob(ctx, l.ID(), memStream{bytes.NewReader(model), blobs.Sum(model)})
+	if err != nil || d != blobs.Sum(model) || !f.cfg.Blobs.Has(d) {
+		t.Errorf("ReceiveBlob of good bytes = %s, %v; want %s held", d, err, blobs.Sum(model))
+	}
+}
+
+type iotestErr struct{ err error }
+
+func (r iotestErr) Read([]byte) (int, error) { return 0, r.err }
+
+// TestBlobTeeDropsStreamsBehind: a stream more than its buffer behind the
+// write is dropped with ErrPushBehind; the others read every byte and
+// the digest.
+func TestBlobTeeDropsStreamsBehind(t *testing.T) {
+	var store bytes.Buffer
+	tee := newBlobTee(&store, 2, 0, 2*pushChunk)
+	data := randomBytes(3*pushChunk, 1)
+	var kept bytes.Buffer // stream 0, read after every write: it keeps up
+	for off := 0; off < len(data); off += pushChunk {
+		if _, err := tee.Write(data[off : off+pushChunk]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.CopyN(&kept, tee.streams[0], pushChunk); err != nil {
+			t.Fatalf("reading the stream that keeps up: %v", err)
+		}
+	}
+	d := blobs.Sum(data)
+	tee.finish(d)
+	if n, err := io.Copy(&kept, tee.streams[0]); n != 0 || err != nil {
+		t.Errorf("the stream that kept up, at its end: %d more bytes, %v; want 0, nil (EOF)", n, err)
+	}
+	if !bytes.Equal(kept.Bytes(), data) || tee.streams[0].Digest() != d {
+		t.Errorf("the stream that kept up read %d bytes, digest %s; want %d, %s", kept.Len(), tee.streams[0].Digest(), len(data), d)
+	}
+	_, err := io.ReadAll(tee.streams[1])
+	if !errors.Is(err, ErrPushBehind) {
+		t.Errorf("reading the stream left behind = %v, want ErrPushBehind", err)
+	}
+	if !bytes.Equal(store.Bytes(), data) {
+		t.Errorf("the store got %d bytes, want %d", store.Len(), len(data))
+	}
+	if !strings.Contains(err.Error(), "pushed by the leader") {
+		t.Errorf("error %q does not say what was read", err)
+	}
+}
