@@ -61,7 +61,7 @@ func (r *avgRound) AddStream(open func() (io.ReadCloser, error), n int64) error 
 			return fmt.Errorf("%s: %w (the weight cap holds this update back)", r.name, ErrNoStream)
 		}
 	}
-	buf := make([]float32, model.ScanChunk)
+	buf := make([]float32, model.ChunkFor(r.global))
 	var norm float32
 	err := r.readStream(open, buf, func(t, lo int, x []float32) error {
 		for b := 0; b < len(x); b += foldBlock {

@@ -40,12 +40,18 @@ func ScanSafetensors(r io.Reader, limit int64, header func(*Weights) error, visi
 	cr := &countingReader{r: r}
 	var vals []float32
 	var raw []byte
+	// Buffers as large as the largest tensor, up to a chunk: a small
+	// model's update costs no 4 MiB allocation.
+	chunk := uint64(0)
+	for _, e := range entries {
+		chunk = max(chunk, min(e.n, ScanChunk))
+	}
 	for i, e := range entries {
 		size := uint64(dtypeSizes[e.dtype])
 		for done := uint64(0); done < e.n; {
 			k := int(min(e.n-done, ScanChunk))
 			if vals == nil {
-				vals = make([]float32, ScanChunk)
+				vals = make([]float32, chunk)
 			}
 			dst := vals[:k]
 			var err error
@@ -53,7 +59,7 @@ func ScanSafetensors(r io.Reader, limit int64, header func(*Weights) error, visi
 				_, err = io.ReadFull(cr, floatBytes(dst))
 			} else {
 				if raw == nil {
-					raw = make([]byte, ScanChunk*8) // F64: 8 bytes per value
+					raw = make([]byte, chunk*8) // F64: 8 bytes per value
 				}
 				b := raw[:uint64(k)*size]
 				if _, err = io.ReadFull(cr, b); err == nil {
@@ -108,4 +114,14 @@ func ReadFloats(r io.Reader, d []float32) (int, error) {
 	n, err := io.ReadFull(r, b)
 	convert("F32", b[:n/4*4], d[:n/4])
 	return n / 4, err
+}
+
+// ChunkFor is the size of a buffer that reads w's values a chunk at a
+// time: its largest tensor's length, at most [ScanChunk], at least 1.
+func ChunkFor(w *Weights) int {
+	n := 1
+	for _, t := range w.Tensors {
+		n = max(n, min(len(t.Data), ScanChunk))
+	}
+	return n
 }

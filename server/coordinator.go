@@ -82,6 +82,11 @@ type Config struct {
 	// by Close). It is created if missing; it needs room for one model
 	// per site of a round.
 	SpillDir string
+	// SpillAbove is the size in bytes past which a received update is
+	// spilled to SpillDir; a smaller one is decoded in memory, where it
+	// costs less than a file's creation, writing and reading back
+	// (default 0: 64 KiB; negative spills every update).
+	SpillAbove int64
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -304,6 +309,18 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// spillAbove is Config.SpillAbove with its default.
+func (c *Coordinator) spillAbove() int64 {
+	switch a := c.cfg.SpillAbove; {
+	case a < 0:
+		return 0
+	case a == 0:
+		return defaultSpillAbove
+	default:
+		return a
+	}
 }
 
 // makeSpillDir creates the folder updates are spilled to (Config.SpillDir).
@@ -971,10 +988,11 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		return toStatus(badInput("push update: %v", err))
 	}
 	// An update trained from a global model goes to a file as it is
-	// checked (spill.go); an init task's initial weights are decoded.
+	// checked (spill.go), unless it is small (spillAbove); an init task's
+	// initial weights are decoded.
 	var w *model.Weights
 	var sp *spilledUpdate
-	if t.global != nil && t.global.w != nil {
+	if t.global != nil && t.global.w != nil && h.GetTotalSize() > c.spillAbove() {
 		sp, err = spill(c.spillDir, r, h.GetTotalSize(), t.global.w)
 	} else {
 		w, _, err = model.DecodeSafetensors(r, h.GetTotalSize())

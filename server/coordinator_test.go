@@ -276,8 +276,10 @@ func newClusterWith(t *testing.T, siteWait time.Duration, models ModelProvider) 
 		models = fm
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Every update is spilled, however small, so that these tests cover
+	// the path a large model's updates take.
 	spillDir := filepath.Join(t.TempDir(), "updates")
-	coord, err := New(Config{Version: "test", Logger: log, SiteWait: siteWait, SpillDir: spillDir}, Deps{Tracker: store, Models: models})
+	coord, err := New(Config{Version: "test", Logger: log, SiteWait: siteWait, SpillDir: spillDir, SpillAbove: -1}, Deps{Tracker: store, Models: models})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -188,3 +188,14 @@ func TestSpilledUpdatesGoWithACancelledRound(t *testing.T) {
 		t.Errorf("spill dir after the cancelled round: %d files, want none", len(left))
 	}
 }
+
+// TestSpillAboveDefault: a coordinator spills updates past 64 KiB by
+// default, every update when told to, and past its own bound when given.
+func TestSpillAboveDefault(t *testing.T) {
+	for _, tt := range []struct{ set, want int64 }{{0, 64 << 10}, {-1, 0}, {1 << 20, 1 << 20}} {
+		c := &Coordinator{cfg: Config{SpillAbove: tt.set}}
+		if got := c.spillAbove(); got != tt.want {
+			t.Errorf("SpillAbove %d: spills past %d bytes, want %d", tt.set, got, tt.want)
+		}
+	}
+}
