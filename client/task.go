@@ -406,6 +406,8 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 		}
 		return nil
 	})
+	cw.Expect(size)
+
 	err = model.EncodeSafetensors(cw, w, nil)
 	if err == nil {
 		err = cw.Flush()

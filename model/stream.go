@@ -115,11 +115,12 @@ func (r *ChunkReader) Finish(wantSHA256 []byte) error {
 // allocated, so emit may keep it (a gRPC message may be read after Send
 // returns). A ChunkWriter is not safe for concurrent use.
 type ChunkWriter struct {
-	size int
-	emit func(off int64, p []byte) error
-	buf  []byte
-	off  int64
-	err  error
+	size  int
+	total int64 // Expect's; 0: unknown
+	emit  func(off int64, p []byte) error
+	buf   []byte
+	off   int64
+	err   error
 }
 
 // NewChunkWriter returns a ChunkWriter of chunks of size bytes (size ≤ 0:
@@ -140,7 +141,11 @@ func (w *ChunkWriter) Write(p []byte) (int, error) {
 			return n, w.err
 		}
 		if w.buf == nil {
-			w.buf = make([]byte, 0, w.size)
+			n := w.size
+			if left := w.total - w.off; left > 0 && left < int64(n) {
+				n = int(left) // a small model's one chunk is its size, not ChunkSize
+			}
+			w.buf = make([]byte, 0, n)
 		}
 		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
 		w.buf = w.buf[:len(w.buf)+k]
@@ -166,6 +171,11 @@ func (w *ChunkWriter) Flush() error {
 	w.off += int64(len(b))
 	return nil
 }
+
+// Expect tells w that total bytes will be written in all, so that the
+// last chunk's buffer is no larger than what is left (a 31 KB model sent
+// to 5,000 sites allocated 1 MiB for each). Writing more is allowed.
+func (w *ChunkWriter) Expect(total int64) { w.total = total }
 
 // Offset returns the number of bytes emitted so far.
 func (w *ChunkWriter) Offset() int64 { return w.off }

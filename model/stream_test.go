@@ -171,3 +171,32 @@ func FuzzChunkReader(f *testing.F) {
 		}
 	})
 }
+
+// TestChunkWriterExpect: told the total, a ChunkWriter allocates no chunk
+// larger than what is left to write, and cuts the same chunks.
+func TestChunkWriterExpect(t *testing.T) {
+	data := bytes.Repeat([]byte("cohort!"), 1001) // 7,007 bytes
+	for _, size := range []int{1000, 1 << 20} {
+		var got []byte
+		w := NewChunkWriter(size, func(off int64, p []byte) error {
+			if left := len(data) - int(off); cap(p) > min(size, left) {
+				t.Errorf("chunks of %d: chunk at %d has capacity %d, want at most %d", size, off, cap(p), min(size, left))
+			}
+			if len(p) != min(size, len(data)-int(off)) {
+				t.Errorf("chunks of %d: chunk at %d of %d bytes, want %d", size, off, len(p), min(size, len(data)-int(off)))
+			}
+			got = append(got, p...)
+			return nil
+		})
+		w.Expect(int64(len(data)))
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Errorf("chunks of %d: wrote %d bytes, want %d", size, len(got), len(data))
+		}
+	}
+}

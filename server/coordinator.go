@@ -849,6 +849,8 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 		sendErr = send(ch)
 		return sendErr
 	})
+	cw.Expect(m.size)
+
 	err := m.encode(cw)
 	if err == nil {
 		err = cw.Flush()
