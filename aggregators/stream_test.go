@@ -84,24 +84,7 @@ func TestAddStreamMatchesAdd(t *testing.T) {
 					t.Fatalf("AddStream(%d) = %v", i, err)
 				}
 			}
-			wantW, wantM, err := ra.(Finisher).Finish()
-			if err != nil {
-				t.Fatal(err)
-			}
-			gotW, gotM, err := rs.(Finisher).Finish()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range wantW.Tensors {
-				for j, v := range wantW.Tensors[i].Data {
-					if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
-						t.Fatalf("AddStream's model[%d][%d] = %v, want Add's %v", i, j, g, v)
-					}
-				}
-			}
-			if diff := cmp.Diff(wantM, gotM); diff != "" {
-				t.Errorf("AddStream's metrics differ from Add's (-Add +AddStream):\n%s", diff)
-			}
+			sameFinish(t, ra, rs)
 		})
 	}
 }
@@ -232,24 +215,31 @@ func TestAddStreamUnderWeightCap(t *testing.T) {
 			if streamed == 0 || owned == 0 {
 				t.Fatalf("%d streamed, %d held back: want both paths taken", streamed, owned)
 			}
-			wantW, wantM, err := ra.(Finisher).Finish()
-			if err != nil {
-				t.Fatal(err)
-			}
-			gotW, gotM, err := rs.(Finisher).Finish()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range wantW.Tensors {
-				for j, v := range wantW.Tensors[i].Data {
-					if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
-						t.Fatalf("model[%d][%d] = %v, want Add's %v", i, j, g, v)
-					}
-				}
-			}
-			if diff := cmp.Diff(wantM, gotM); diff != "" {
-				t.Errorf("metrics differ from Add's (-Add +stream/owned):\n%s", diff)
-			}
+			sameFinish(t, ra, rs)
 		})
+	}
+}
+
+// sameFinish finishes both rounds and checks that got's model is want's
+// bit for bit and its metrics the same.
+func sameFinish(t *testing.T, want, got Round) {
+	t.Helper()
+	wantW, wantM, err := want.(Finisher).Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotW, gotM, err := got.(Finisher).Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range wantW.Tensors {
+		for j, v := range wantW.Tensors[i].Data {
+			if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
+				t.Fatalf("model[%d][%d] = %v, want Add's %v", i, j, g, v)
+			}
+		}
+	}
+	if diff := cmp.Diff(wantM, gotM); diff != "" {
+		t.Errorf("metrics differ from Add's (-Add +stream):\n%s", diff)
 	}
 }
