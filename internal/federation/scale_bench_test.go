@@ -198,68 +198,10 @@ func BenchmarkThousandSites(b *testing.B) {
 	b.ResetTimer()
 	var overhead, wall []float64
 	for b.Loop() {
-		resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
-		if err != nil {
-			b.Fatal(err)
-		}
-		id := resp.GetJob().GetJobId()
-		st, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var started time.Time
-		var jobWall []float64
-		for {
-			ev, err := st.Recv()
-			if err != nil {
-				break
-			}
-			switch ev.GetKind() {
-			case "round_started":
-				started = time.UnixMilli(ev.GetUnixMs())
-			case "round_committed":
-				if ev.GetRound() == 1 {
-					continue // the first round waits for every site to connect
-				}
-				jobWall = append(jobWall, time.UnixMilli(ev.GetUnixMs()).Sub(started).Seconds())
-			}
-		}
-		got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
-		if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
-			b.Fatalf("job: %v %v", got.GetJob(), err)
-		}
-		// The slowest site's task, from its site run's train_seconds.
-		arms, err := store.ChildRuns(ctx, got.GetJob().GetTrackingRunId())
-		if err != nil || len(arms) != 1 {
-			b.Fatalf("arm runs: %v %v", arms, err)
-		}
-		siteRuns, err := store.ChildRuns(ctx, arms[0].Info.RunID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		slowest := make(map[int64]float64)
-		for _, sr := range siteRuns {
-			h, err := store.GetMetricHistory(ctx, sr.Info.RunID, "train_seconds")
-			if err != nil {
-				b.Fatal(err)
-			}
-			for _, m := range h {
-				slowest[m.Step] = max(slowest[m.Step], m.Value)
-			}
-		}
-		for i, w := range jobWall {
-			wall = append(wall, w)
-			overhead = append(overhead, w-slowest[int64(i+2)])
-		}
+		w, o, _ := timeJob(ctx, b, jobs, store, src, 2)
+		wall, overhead = append(wall, w...), append(overhead, o...)
 	}
 	b.StopTimer()
-	mean := func(xs []float64) float64 {
-		s := 0.0
-		for _, x := range xs {
-			s += x
-		}
-		return s / float64(max(1, len(xs)))
-	}
 	if *benchAgentProc {
 		b.ReportMetric(idleKiB, "coord-KiB/idle-site")
 		b.ReportMetric(stackKiB, "coord-stack-KiB/idle-site")
@@ -307,3 +249,71 @@ func (m *messageCounter) Handle(_ context.Context, r slog.Record) error {
 
 func (m *messageCounter) WithAttrs([]slog.Attr) slog.Handler { return m }
 func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
+
+// timeJob submits src, follows it to its end and returns, for each round
+// from round first on, its wall time (round_started to round_committed)
+// and what it took beyond its slowest site's training (the site runs'
+// train_seconds); and how many site runs the arm has. Earlier rounds are
+// left out (the first waits for every site to connect).
+func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32) (wall, overhead []float64, sites int) {
+	b.Helper()
+	resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := resp.GetJob().GetJobId()
+	st, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var started time.Time
+	for {
+		ev, err := st.Recv()
+		if err != nil {
+			break
+		}
+		switch ev.GetKind() {
+		case "round_started":
+			started = time.UnixMilli(ev.GetUnixMs())
+		case "round_committed":
+			if ev.GetRound() >= first {
+				wall = append(wall, time.UnixMilli(ev.GetUnixMs()).Sub(started).Seconds())
+			}
+		}
+	}
+	got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
+	if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		b.Fatalf("job: %v %v", got.GetJob(), err)
+	}
+	arms, err := store.ChildRuns(ctx, got.GetJob().GetTrackingRunId())
+	if err != nil || len(arms) != 1 {
+		b.Fatalf("arm runs: %v %v", arms, err)
+	}
+	siteRuns, err := store.ChildRuns(ctx, arms[0].Info.RunID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	slowest := make(map[int64]float64)
+	for _, sr := range siteRuns {
+		h, err := store.GetMetricHistory(ctx, sr.Info.RunID, "train_seconds")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, m := range h {
+			slowest[m.Step] = max(slowest[m.Step], m.Value)
+		}
+	}
+	for i, w := range wall {
+		overhead = append(overhead, w-slowest[int64(i)+int64(first)])
+	}
+	return wall, overhead, len(siteRuns)
+}
+
+// mean is the mean of xs, 0 for none.
+func mean(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(max(1, len(xs)))
+}

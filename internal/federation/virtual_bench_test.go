@@ -84,70 +84,16 @@ deadline: {round: 2m}
 
 	var wall, overhead []float64
 	for b.Loop() {
-		resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
-		if err != nil {
-			b.Fatal(err)
+		w, o, sites := timeJob(ctx, b, jobs, store, src, 1)
+		if sites != workers {
+			b.Errorf("%d site runs, want one per worker (%d)", sites, workers)
 		}
-		id := resp.GetJob().GetJobId()
-		st, err := jobs.WatchJob(ctx, &pb.WatchJobRequest{JobId: id})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var started time.Time
-		var jobWall []float64
-		for {
-			ev, err := st.Recv()
-			if err != nil {
-				break
-			}
-			switch ev.GetKind() {
-			case "round_started":
-				started = time.UnixMilli(ev.GetUnixMs())
-			case "round_committed":
-				jobWall = append(jobWall, time.UnixMilli(ev.GetUnixMs()).Sub(started).Seconds())
-			}
-		}
-		got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
-		if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
-			b.Fatalf("job: %v %v", got.GetJob(), err)
-		}
-		arms, err := store.ChildRuns(ctx, got.GetJob().GetTrackingRunId())
-		if err != nil || len(arms) != 1 {
-			b.Fatalf("arm runs: %v %v", arms, err)
-		}
-		siteRuns, err := store.ChildRuns(ctx, arms[0].Info.RunID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(siteRuns) != workers {
-			b.Errorf("%d site runs, want one per worker (%d)", len(siteRuns), workers)
-		}
-		slowest := make(map[int64]float64)
-		for _, sr := range siteRuns {
-			h, err := store.GetMetricHistory(ctx, sr.Info.RunID, "train_seconds")
-			if err != nil {
-				b.Fatal(err)
-			}
-			for _, m := range h {
-				slowest[m.Step] = max(slowest[m.Step], m.Value)
-			}
-		}
-		for i, w := range jobWall {
-			wall = append(wall, w)
-			overhead = append(overhead, w-slowest[int64(i+1)])
-		}
+		wall, overhead = append(wall, w...), append(overhead, o...)
 	}
 	b.StopTimer()
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
-	mean := func(xs []float64) float64 {
-		s := 0.0
-		for _, x := range xs {
-			s += x
-		}
-		return s / float64(max(1, len(xs)))
-	}
 	b.ReportMetric(mean(wall), "s/round")
 	b.ReportMetric(mean(overhead), "s-overhead/round")
 	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/(1<<20), "MiB-heap-held")
