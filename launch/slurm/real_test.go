@@ -67,14 +67,18 @@ func TestSlurmRealCluster(t *testing.T) {
 	}
 
 	// A sleeping job, cancelled: its SIGTERM reaches the exec'd command.
-	sleeper := fmt.Sprintf("#!/bin/bash\n#SBATCH --output=%s/sleeper.log\ntrap 'echo got TERM > %s/term; exit 0' TERM\nsleep 300 & wait\n", outDir, slurm.Quote(outDir))
+	// It says when its trap is set: Slurm reports RUNNING before bash has
+	// read the trap line, and a SIGTERM then kills it silently (a CI
+	// failure).
+	sleeper := fmt.Sprintf("#!/bin/bash\n#SBATCH --output=%s/sleeper.log\ntrap 'echo got TERM > %s/term; exit 0' TERM\ntouch %s/trapped\nsleep 300 & wait\n", outDir, slurm.Quote(outDir), slurm.Quote(outDir))
 	sid, err := c.Submit(ctx, []byte(sleeper))
 	if err != nil {
 		t.Fatalf("Submit(sleeper) = %v", err)
 	}
-	slurmtest.WaitFor(ctx, t, "the sleeper running", func() (bool, string) {
+	slurmtest.WaitFor(ctx, t, "the sleeper running with its trap set", func() (bool, string) {
 		s, err := c.State(ctx, sid)
-		return err == nil && fmt.Sprint(s) == "[RUNNING]", fmt.Sprint(s, err)
+		_, terr := os.Stat(filepath.Join(outDir, "trapped"))
+		return err == nil && fmt.Sprint(s) == "[RUNNING]" && terr == nil, fmt.Sprint(s, err, terr)
 	})
 	if err := c.Cancel(ctx, sid); err != nil {
 		t.Fatalf("Cancel(%s) = %v", sid, err)
