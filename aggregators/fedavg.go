@@ -4,6 +4,7 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -96,6 +97,56 @@ func (f *FedAvg) BeginSeeded(global *model.Weights, seed uint64, round int) (Rou
 	return r, nil
 }
 
+// GlobalReader reads the values of a global model kept out of memory, a
+// range at a time; [*model.TensorFile] is one.
+type GlobalReader interface {
+	// Shell returns the model's tensors' names and shapes (Data nil).
+	Shell() *model.Weights
+	// Len returns the number of values of tensor t.
+	Len(t int) int
+	// ReadFloats fills dst with tensor t's values from index off on.
+	ReadFloats(t, off int, dst []float32) error
+}
+
+// GlobalStreamer is implemented by strategies whose rounds can read the
+// global model from a [GlobalReader] instead of memory, so that a
+// coordinator holds the sum alone: the FedAvg family without DP. Such a
+// round reads the global model at Result, a block per core at a time
+// (and under DP or a server optimizer it would need it whole: those
+// answer [ErrNoStream]). The reader must go on reading the same values
+// until the round's Result (or Finish) returns.
+type GlobalStreamer interface {
+	BeginStreamed(g GlobalReader, seed uint64, round int) (Round, error)
+}
+
+var _ GlobalStreamer = (*FedAvg)(nil)
+
+// BeginStreamed implements [GlobalStreamer]: [FedAvg.BeginSeeded] over
+// the global model g reads. The values are not checked: a model read in
+// place is one the coordinator wrote (and checked) itself.
+func (f *FedAvg) BeginStreamed(g GlobalReader, seed uint64, round int) (Round, error) {
+	if f.DP != nil {
+		return nil, fmt.Errorf("%s: %w (DP needs the global model in memory)", f.Name(), ErrNoStream)
+	}
+	lr, frac, err := checkAvg(f.Name(), f.ServerLR, f.MaxFraction, nil, round)
+	if err != nil {
+		return nil, err
+	}
+	shell := g.Shell()
+	lens := make([]int, len(shell.Tensors))
+	for i := range lens {
+		lens[i] = g.Len(i)
+	}
+	r := newAvgRound(f.Name(), lr, frac, shell, lens, seed, round)
+	r.gr = g
+	r.gbuf = make([][]float32, len(r.plan))
+	for w := range r.gbuf {
+		r.gbuf[w] = make([]float32, foldBlock)
+	}
+	r.gerr = make([]error, len(r.plan))
+	return r, nil
+}
+
 // FedProx is FedProx (Li et al., 2020) on the server: aggregation is
 // FedAvg's. Mu is sent to the sites (its [FedProx.ClientSettings]), whose
 // local objective adds the proximal term μ/2·‖w − w_global‖².
@@ -127,30 +178,9 @@ func freshSeed() uint64 {
 // beginAvg validates the settings of the FedAvg family and global, and
 // starts a round.
 func beginAvg(name string, serverLR, maxFraction float64, dp *DP, global *model.Weights, seed uint64, round int) (*avgRound, error) {
-	lr := serverLR
-	if lr == 0 {
-		lr = 1
-	}
-	if !(lr > 0) || math.IsInf(lr, 0) {
-		return nil, fmt.Errorf("%s: server learning rate %v must be positive", name, serverLR)
-	}
-	if !(maxFraction >= 0) || math.IsInf(maxFraction, 0) {
-		return nil, fmt.Errorf("%s: max weight fraction %v must be from 0 to 1 (0 or 1: no cap)", name, maxFraction)
-	}
-	if maxFraction >= 1 {
-		maxFraction = 0
-	}
-	if dp != nil {
-		if !(dp.Clip > 0 && dp.Clip <= maxClip) {
-			return nil, fmt.Errorf("%s: DP clip %v must be positive and at most %g", name, dp.Clip, float64(maxClip))
-		}
-		if !(dp.Noise >= 0) || math.IsInf(dp.Noise, 0) {
-			return nil, fmt.Errorf("%s: DP noise multiplier %v must be finite and ≥ 0", name, dp.Noise)
-		}
-		maxFraction = 0 // equal weights
-	}
-	if round < 0 {
-		return nil, fmt.Errorf("%s: round %d must not be negative", name, round)
+	lr, maxFraction, err := checkAvg(name, serverLR, maxFraction, dp, round)
+	if err != nil {
+		return nil, err
 	}
 	if err := global.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadGlobal, err)
@@ -158,15 +188,53 @@ func beginAvg(name string, serverLR, maxFraction float64, dp *DP, global *model.
 	if err := global.CheckFinite(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadGlobal, err)
 	}
-	r := &avgRound{name: name, global: global, lr: lr, frac: maxFraction, acc: make([][]float32, len(global.Tensors)), seed: seed, round: round}
+	r := newAvgRound(name, lr, maxFraction, global, lensOf(global), seed, round)
 	if dp != nil {
 		d := *dp
 		r.dp = &d
 	}
-	for i, t := range global.Tensors {
-		r.acc[i] = make([]float32, len(t.Data))
+	return r, nil
+}
+
+// checkAvg validates the settings of the FedAvg family and returns the
+// server learning rate and the weight cap to use (1 and 0 for none).
+func checkAvg(name string, serverLR, maxFraction float64, dp *DP, round int) (lr, frac float64, err error) {
+	lr = serverLR
+	if lr == 0 {
+		lr = 1
 	}
-	r.plan = newPlan(global, runtime.GOMAXPROCS(0))
+	if !(lr > 0) || math.IsInf(lr, 0) {
+		return 0, 0, fmt.Errorf("%s: server learning rate %v must be positive", name, serverLR)
+	}
+	if !(maxFraction >= 0) || math.IsInf(maxFraction, 0) {
+		return 0, 0, fmt.Errorf("%s: max weight fraction %v must be from 0 to 1 (0 or 1: no cap)", name, maxFraction)
+	}
+	if maxFraction >= 1 {
+		maxFraction = 0
+	}
+	if dp != nil {
+		if !(dp.Clip > 0 && dp.Clip <= maxClip) {
+			return 0, 0, fmt.Errorf("%s: DP clip %v must be positive and at most %g", name, dp.Clip, float64(maxClip))
+		}
+		if !(dp.Noise >= 0) || math.IsInf(dp.Noise, 0) {
+			return 0, 0, fmt.Errorf("%s: DP noise multiplier %v must be finite and ≥ 0", name, dp.Noise)
+		}
+		maxFraction = 0 // equal weights
+	}
+	if round < 0 {
+		return 0, 0, fmt.Errorf("%s: round %d must not be negative", name, round)
+	}
+	return lr, maxFraction, nil
+}
+
+// newAvgRound allocates a round over a global model of tensors of lens
+// values (global's names and shapes; its values, or gr's).
+func newAvgRound(name string, lr, frac float64, global *model.Weights, lens []int, seed uint64, round int) *avgRound {
+	r := &avgRound{name: name, global: global, lens: lens, lr: lr, frac: frac, acc: make([][]float32, len(lens)), seed: seed, round: round}
+	for i, n := range lens {
+		r.acc[i] = make([]float32, n)
+	}
+	r.plan = newPlan(lens, runtime.GOMAXPROCS(0))
 	r.norms = make([]float32, len(r.plan))
 	r.okScan = make([]bool, len(r.plan))
 	r.dnorm2 = make([]float64, len(r.plan))
@@ -174,7 +242,16 @@ func beginAvg(name string, serverLR, maxFraction float64, dp *DP, global *model.
 	r.pg2 = make([]float64, len(r.plan))
 	r.finite = make([]bool, len(r.plan))
 	r.weights = make([]float64, 0, 64)
-	return r, nil
+	return r
+}
+
+// lensOf returns the number of values of each of w's tensors.
+func lensOf(w *model.Weights) []int {
+	lens := make([]int, len(w.Tensors))
+	for i, t := range w.Tensors {
+		lens[i] = len(t.Data)
+	}
+	return lens
 }
 
 // maxClip bounds DP's clip S: n clipped deltas of norm S must fit the
@@ -199,7 +276,11 @@ const maxClip = 1e30
 // Under DP, acc = Σ clip(u_k − global) instead, with equal weights.
 type avgRound struct {
 	name   string
-	global *model.Weights
+	global *model.Weights // its names and shapes; its values unless gr reads them
+	gr     GlobalReader   // nil: the global model is in memory
+	lens   []int          // the values of each tensor
+	gbuf   [][]float32    // gr: per worker, a block of the global model
+	gerr   []error        // gr: per worker, a failed read
 	lr     float64
 	frac   float64 // the weight cap f; 0: none
 	dp     *DP     // nil: no DP
@@ -239,11 +320,12 @@ type avgRound struct {
 	mix     applied        // Result: the weights of the held updates
 }
 
-// heldUpdate is a copy of an update the weight cap may bind on, with its
-// weight a_k.
+// heldUpdate is a copy of an update the weight cap may bind on, or what
+// opens its stream (AddStream), with its weight a_k.
 type heldUpdate struct {
-	w *model.Weights
-	a float64
+	w    *model.Weights
+	open func() (io.ReadCloser, error)
+	a    float64
 }
 
 // applied is how a Result combines the round: next = (acc + Σ hw[i]·held[i])
@@ -291,7 +373,7 @@ func (r *avgRound) add(u *model.Weights, n int64, owned bool) error {
 	if n < 1 {
 		return fmt.Errorf("%w: %d samples; an update needs at least one", ErrBadUpdate, n)
 	}
-	if err := r.global.Compatible(u); err != nil {
+	if err := r.compatible(u); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
 	// Every worker scans its share (finite, and a bound on the
@@ -339,12 +421,12 @@ func (r *avgRound) add(u *model.Weights, n int64, owned bool) error {
 			if !owned {
 				u = u.Clone()
 			}
-			r.held = append(r.held, heldUpdate{u, float64(wt)})
+			r.held = append(r.held, heldUpdate{w: u, a: float64(wt)})
 		default:
 			r.wsum += float64(wt)
 		}
 		if feasible {
-			r.release(c)
+			return r.release(c)
 		}
 		return nil
 	case !finite:
@@ -524,21 +606,112 @@ func cmpFloat(a, b float64) int {
 }
 
 // release folds every held update whose weight is at most the cap level c
-// into the sum with its full weight, and drops its copy.
-func (r *avgRound) release(c float64) {
+// into the sum with its full weight, and drops its copy (or its stream).
+// Should a held stream fail halfway, the round is lost.
+func (r *avgRound) release(c float64) error {
 	kept := r.held[:0]
+	var buf []float32
 	for _, h := range r.held {
 		if over(h.a, c) {
 			kept = append(kept, h)
 			continue
 		}
-		for i := range h.w.Tensors {
-			model.AxpyFlat(float32(h.a), h.w.Tensors[i].Data, r.acc[i])
+		if h.open != nil {
+			if buf == nil {
+				buf = make([]float32, r.chunk())
+			}
+			err := r.readStream(h.open, buf, func(t, lo int, x []float32) error {
+				model.AxpyFlat(float32(h.a), x, r.acc[t][lo:lo+len(x)])
+				return nil
+			})
+			if err != nil {
+				r.finished = true
+				return fmt.Errorf("%s: folding a held update from its stream failed halfway, and the round's sum with it; run the round again: %w", r.name, err)
+			}
+		} else {
+			for i := range h.w.Tensors {
+				model.AxpyFlat(float32(h.a), h.w.Tensors[i].Data, r.acc[i])
+			}
 		}
 		r.wsum += h.a
 	}
 	clear(r.held[len(kept):])
 	r.held = kept
+	return nil
+}
+
+// compatible is [model.Weights.Compatible] of the global model with u,
+// from its shell and lengths where its values are not in memory.
+func (r *avgRound) compatible(u *model.Weights) error {
+	if r.gr == nil {
+		return r.global.Compatible(u)
+	}
+	if u == nil || len(u.Tensors) != len(r.lens) {
+		return r.global.Compatible(u) // names the difference
+	}
+	for i, t := range u.Tensors {
+		if len(t.Data) != r.lens[i] {
+			return fmt.Errorf("%w: tensor %q has %d values, want %d", model.ErrIncompatible, t.Name, len(t.Data), r.lens[i])
+		}
+		if g := r.global.Tensors[i]; t.Name != g.Name || !slices.Equal(t.Shape, g.Shape) {
+			return fmt.Errorf("%w: tensor %d is %q of shape %v, want %q of shape %v", model.ErrIncompatible, i, t.Name, t.Shape, g.Name, g.Shape)
+		}
+	}
+	return nil
+}
+
+// zeros returns zero weights of the global model's names and shapes.
+func (r *avgRound) zeros() *model.Weights {
+	out := &model.Weights{Tensors: make([]model.Tensor, len(r.lens))}
+	for i, t := range r.global.Tensors {
+		out.Tensors[i] = model.Tensor{Name: t.Name, Shape: slices.Clone(t.Shape), Data: make([]float32, r.lens[i])}
+	}
+	return out
+}
+
+// chunk is the number of values a stream of an update is read in.
+func (r *avgRound) chunk() int {
+	n := 0
+	for _, l := range r.lens {
+		n = max(n, l)
+	}
+	return max(1, min(n, model.ScanChunk))
+}
+
+// globalBlock returns the global model's values [lo, hi) of tensor t,
+// hi − lo ≤ foldBlock: in place when in memory, else read into worker
+// w's buffer (a failed read is recorded in gerr[w] and reads as zeros).
+func (r *avgRound) globalBlock(w, t, lo, hi int) []float32 {
+	if r.gr == nil {
+		return r.global.Tensors[t].Data[lo:hi]
+	}
+	b := r.gbuf[w][:hi-lo]
+	if err := r.gr.ReadFloats(t, lo, b); err != nil {
+		clear(b)
+		if r.gerr[w] == nil {
+			r.gerr[w] = err
+		}
+	}
+	return b
+}
+
+// loadHeld reads every held stream into memory, for Result to combine.
+func (r *avgRound) loadHeld() error {
+	for i, h := range r.held {
+		if h.open == nil {
+			continue
+		}
+		w := r.zeros()
+		err := r.readStream(h.open, make([]float32, r.chunk()), func(t, lo int, x []float32) error {
+			copy(w.Tensors[t].Data[lo:], x)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: reading a held update from its stream: %w", r.name, err)
+		}
+		r.held[i] = heldUpdate{w: w, a: h.a}
+	}
+	return nil
 }
 
 // mixture returns how the round's updates combine now.
@@ -608,6 +781,9 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 	if r.finished {
 		return nil, nil, fmt.Errorf("%s: %w", r.name, ErrFinished)
 	}
+	if err := r.loadHeld(); err != nil {
+		return nil, nil, err
+	}
 	r.mix = r.mixture()
 	if r.finishing && r.dp == nil && r.opt == nil && len(r.mix.hw) == 0 {
 		// meanInto reads each sum before it writes the mean in its place.
@@ -617,7 +793,7 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 		}
 		r.acc = nil
 	} else {
-		r.next = r.global.ZerosLike()
+		r.next = r.zeros()
 	}
 	var state *model.Weights
 	if r.opt != nil {
@@ -632,7 +808,7 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 		var s, pg float64
 		ok := true
 		for i, t := range r.global.Tensors {
-			a, b, good := r.combine(piece{i, 0, len(t.Data)}, rng)
+			a, b, good := r.combine(piece{i, 0, len(t.Data)}, t.Data, rng)
 			s, pg, ok = s+a, pg+b, ok && good
 		}
 		for w := range r.plan {
@@ -648,6 +824,12 @@ func (r *avgRound) Result() (*model.Weights, map[string]float64, error) {
 		r.done.Wait()
 	}
 	var s, pg float64
+	for _, err := range r.gerr {
+		if err != nil {
+			r.finished = true // the sum may be the next model's memory already
+			return nil, nil, fmt.Errorf("%s: reading the global model: %w", r.name, err)
+		}
+	}
 	for w := range r.plan {
 		if !r.finite[w] {
 			r.nextState = nil
@@ -695,7 +877,14 @@ func (r *avgRound) resultShare(w int) {
 			if r.acc != nil {
 				sum = r.acc[p.t]
 			}
-			s += meanInto(r.next.Tensors[p.t].Data[p.lo:p.hi], sum[p.lo:p.hi], r.global.Tensors[p.t].Data[p.lo:p.hi], r.mix.inv, r.lr)
+			if r.gr == nil {
+				s += meanInto(r.next.Tensors[p.t].Data[p.lo:p.hi], sum[p.lo:p.hi], r.global.Tensors[p.t].Data[p.lo:p.hi], r.mix.inv, r.lr)
+				continue
+			}
+			for lo := p.lo; lo < p.hi; lo += foldBlock {
+				hi := min(p.hi, lo+foldBlock)
+				s += meanInto(r.next.Tensors[p.t].Data[lo:hi], sum[lo:hi], r.globalBlock(w, p.t, lo, hi), r.mix.inv, r.lr)
+			}
 		}
 		// A value past float32's range makes its square, and so s, +Inf;
 		// nothing else can (see meanInto).
@@ -703,8 +892,16 @@ func (r *avgRound) resultShare(w int) {
 		return
 	}
 	for _, p := range r.plan[w] {
-		a, b, good := r.combine(p, nil)
-		s, pg, ok = s+a, pg+b, ok && good
+		if r.gr == nil {
+			a, b, good := r.combine(p, r.global.Tensors[p.t].Data[p.lo:p.hi], nil)
+			s, pg, ok = s+a, pg+b, ok && good
+			continue
+		}
+		for lo := p.lo; lo < p.hi; lo += foldBlock {
+			hi := min(p.hi, lo+foldBlock)
+			a, b, good := r.combine(piece{p.t, lo, hi}, r.globalBlock(w, p.t, lo, hi), nil)
+			s, pg, ok = s+a, pg+b, ok && good
+		}
 	}
 	r.norm2[w], r.pg2[w], r.finite[w] = s, pg, ok
 }
@@ -757,14 +954,14 @@ func meanInto(out, a, g []float32, inv, lr float64) float64 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// combine writes the next model over the range p, drawing DP noise from
-// rng, and returns Σ(next − g)², Σ(mean − g)² and whether every value
+// combine writes the next model over the range p, whose global values
+// are g, drawing DP noise from rng, and returns Σ(next − g)², Σ(mean − g)² and whether every value
 // (and the optimizer state) stayed finite. The mean of a coordinate is
 // (acc + Σ hw·held)·inv, or under DP g + acc·inv + noise; the next value
 // is g + η·(mean − g), or the optimizer's step from g.
-func (r *avgRound) combine(p piece, rng *rand.Rand) (s, pg float64, ok bool) {
+func (r *avgRound) combine(p piece, g []float32, rng *rand.Rand) (s, pg float64, ok bool) {
 	ok = true
-	g, a, out := r.global.Tensors[p.t].Data[p.lo:p.hi], r.acc[p.t][p.lo:p.hi], r.next.Tensors[p.t].Data[p.lo:p.hi]
+	a, out := r.acc[p.t][p.lo:p.hi], r.next.Tensors[p.t].Data[p.lo:p.hi]
 	src := make([][]float32, len(r.held))
 	for k, h := range r.held {
 		src[k] = h.w.Tensors[p.t].Data[p.lo:p.hi]
@@ -818,10 +1015,14 @@ type piece struct{ t, lo, hi int }
 // spreading smaller work costs more than it saves.
 const serialMax = 1 << 17
 
-// newPlan splits w's parameters into one contiguous share per worker (at
-// most workers, one when w is small), each a list of tensor ranges.
-func newPlan(w *model.Weights, workers int) [][]piece {
-	total := w.NumParams()
+// newPlan splits the parameters of tensors of lens values into one
+// contiguous share per worker (at most workers, one when they are few),
+// each a list of tensor ranges.
+func newPlan(lens []int, workers int) [][]piece {
+	total := 0
+	for _, n := range lens {
+		total += n
+	}
 	if total < serialMax || workers < 1 {
 		workers = 1
 	}
@@ -829,9 +1030,9 @@ func newPlan(w *model.Weights, workers int) [][]piece {
 	plan := make([][]piece, 0, workers)
 	var cur []piece
 	left := share
-	for i, t := range w.Tensors {
-		for lo := 0; lo < len(t.Data); {
-			hi := min(len(t.Data), lo+left)
+	for i, n := range lens {
+		for lo := 0; lo < n; {
+			hi := min(n, lo+left)
 			cur = append(cur, piece{i, lo, hi})
 			left -= hi - lo
 			lo = hi

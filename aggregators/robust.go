@@ -222,7 +222,7 @@ func (r *heldRound) Result() (*model.Weights, map[string]float64, error) {
 		return nil, nil, ErrNoUpdates
 	}
 	metrics := map[string]float64{"updates": float64(n), "samples": r.samples}
-	plan := newPlan(r.global, runtime.GOMAXPROCS(0))
+	plan := newPlan(lensOf(r.global), runtime.GOMAXPROCS(0))
 	agg, held := r.rule, r.held
 	if agg == nil {
 		chosen, err := r.krumSelect(plan)

@@ -373,7 +373,7 @@ func TestNewPlanCoversEveryParameter(t *testing.T) {
 			for i, n := range sizes {
 				seen[i] = make([]int, n)
 			}
-			plan := newPlan(w, workers)
+			plan := newPlan(lensOf(w), workers)
 			if len(plan) > workers || len(plan) == 0 {
 				t.Errorf("newPlan(%v, %d) has %d shares", sizes, workers, len(plan))
 			}

@@ -36,34 +36,63 @@ type StreamAdder interface {
 	AddStream(open func() (io.ReadCloser, error), numSamples int64) error
 }
 
-var _ StreamAdder = (*avgRound)(nil)
+// StreamHolder is implemented by rounds that can also hold an update
+// back as a stream where the weight cap must (AddStream's [ErrNoStream]
+// for the cap): the round keeps open and reads the update again when the
+// cap releases it, or at Result, so that a held update takes no memory.
+type StreamHolder interface {
+	// HoldStream is [StreamAdder.AddStream], except that an update the
+	// weight cap holds back is kept as open, which must then go on
+	// reading the same bytes until the round's Result (or Finish)
+	// returns. kept reports whether it was. [ErrNoStream] (DP) says to
+	// use Add.
+	HoldStream(open func() (io.ReadCloser, error), numSamples int64) (kept bool, err error)
+}
+
+var (
+	_ StreamAdder  = (*avgRound)(nil)
+	_ StreamHolder = (*avgRound)(nil)
+)
 
 // AddStream implements [StreamAdder].
 func (r *avgRound) AddStream(open func() (io.ReadCloser, error), n int64) error {
+	_, err := r.addStream(open, n, false)
+	return err
+}
+
+// HoldStream implements [StreamHolder].
+func (r *avgRound) HoldStream(open func() (io.ReadCloser, error), n int64) (bool, error) {
+	return r.addStream(open, n, true)
+}
+
+// addStream is AddStream, or with mayHold HoldStream.
+func (r *avgRound) addStream(open func() (io.ReadCloser, error), n int64, mayHold bool) (kept bool, err error) {
 	switch {
 	case r.finished:
-		return fmt.Errorf("%s: %w", r.name, ErrFinished)
+		return false, fmt.Errorf("%s: %w", r.name, ErrFinished)
 	case r.dp != nil:
-		return fmt.Errorf("%s: %w (DP)", r.name, ErrNoStream)
+		return false, fmt.Errorf("%s: %w (DP)", r.name, ErrNoStream)
 	case n < 1:
-		return fmt.Errorf("%w: %d samples; an update needs at least one", ErrBadUpdate, n)
+		return false, fmt.Errorf("%w: %d samples; an update needs at least one", ErrBadUpdate, n)
 	}
 	ref := r.ref
 	if r.updates == 0 {
 		ref = float64(n)
 	}
 	wt := float32(float64(n) / ref)
-	// Under a weight cap, an update the cap would hold back is Add's.
-	c, feasible := math.Inf(1), true
+	// Under a weight cap, an update the cap would hold back is Add's, or
+	// held as its stream.
+	c, feasible, hold := math.Inf(1), true, false
 	if r.frac > 0 {
 		c, feasible = r.capLevel(float64(wt))
-		if !feasible || over(float64(wt), c) {
-			return fmt.Errorf("%s: %w (the weight cap holds this update back)", r.name, ErrNoStream)
+		hold = !feasible || over(float64(wt), c)
+		if hold && !mayHold {
+			return false, fmt.Errorf("%s: %w (the weight cap holds this update back)", r.name, ErrNoStream)
 		}
 	}
-	buf := make([]float32, model.ChunkFor(r.global))
+	buf := make([]float32, r.chunk())
 	var norm float32
-	err := r.readStream(open, buf, func(t, lo int, x []float32) error {
+	err = r.readStream(open, buf, func(t, lo int, x []float32) error {
 		for b := 0; b < len(x); b += foldBlock {
 			blk := x[b:min(len(x), b+foldBlock)]
 			m, finite := model.FiniteNorm(blk)
@@ -75,20 +104,22 @@ func (r *avgRound) AddStream(open func() (io.ReadCloser, error), n int64) error 
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if r.bound+float64(wt)*float64(norm) > maxSum {
-		return fmt.Errorf("%w: values of magnitude up to %g weighted by %d samples could overflow the float32 aggregate", ErrBadUpdate, norm, n)
+		return false, fmt.Errorf("%w: values of magnitude up to %g weighted by %d samples could overflow the float32 aggregate", ErrBadUpdate, norm, n)
 	}
-	// Each sum entry gets one addition, as in Add: the sum does not
-	// depend on how the update is cut.
-	err = r.readStream(open, buf, func(t, lo int, x []float32) error {
-		model.AxpyFlat(wt, x, r.acc[t][lo:lo+len(x)])
-		return nil
-	})
-	if err != nil {
-		r.finished = true
-		return fmt.Errorf("%s: folding an update from its stream failed halfway, and the round's sum with it; run the round again: %w", r.name, err)
+	if !hold {
+		// Each sum entry gets one addition, as in Add: the sum does not
+		// depend on how the update is cut.
+		err = r.readStream(open, buf, func(t, lo int, x []float32) error {
+			model.AxpyFlat(wt, x, r.acc[t][lo:lo+len(x)])
+			return nil
+		})
+		if err != nil {
+			r.finished = true
+			return false, fmt.Errorf("%s: folding an update from its stream failed halfway, and the round's sum with it; run the round again: %w", r.name, err)
+		}
 	}
 	r.bound += float64(wt) * float64(norm)
 	r.ref = ref
@@ -96,11 +127,15 @@ func (r *avgRound) AddStream(open func() (io.ReadCloser, error), n int64) error 
 	r.updates++
 	r.weights = append(r.weights, float64(wt))
 	r.nextState = nil
-	r.wsum += float64(wt)
-	if feasible {
-		r.release(c)
+	if hold {
+		r.held = append(r.held, heldUpdate{open: open, a: float64(wt)})
+	} else {
+		r.wsum += float64(wt)
 	}
-	return nil
+	if feasible {
+		return hold, r.release(c)
+	}
+	return hold, nil
 }
 
 // OwnedAdder is implemented by rounds that can take an update over: the
@@ -134,12 +169,13 @@ func (r *avgRound) readStream(open func() (io.ReadCloser, error), buf []float32,
 	}
 	defer rc.Close()
 	for t, g := range r.global.Tensors {
-		for lo := 0; lo < len(g.Data); {
-			k := min(len(g.Data)-lo, len(buf))
+		n := r.lens[t]
+		for lo := 0; lo < n; {
+			k := min(n-lo, len(buf))
 			got, err := model.ReadFloats(rc, buf[:k])
 			if err != nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					return fmt.Errorf("%w: the stream ends in tensor %q at value %d of %d", ErrBadUpdate, g.Name, lo+got, len(g.Data))
+					return fmt.Errorf("%w: the stream ends in tensor %q at value %d of %d", ErrBadUpdate, g.Name, lo+got, n)
 				}
 				return fmt.Errorf("reading the update's stream: %w", err)
 			}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -241,5 +242,144 @@ func sameFinish(t *testing.T, want, got Round) {
 	}
 	if diff := cmp.Diff(wantM, gotM); diff != "" {
 		t.Errorf("metrics differ from Add's (-Add +stream):\n%s", diff)
+	}
+}
+
+// TestBeginStreamedMatchesBegin checks a round that reads the global
+// model from its file (BeginStreamed) and holds updates back as streams
+// (HoldStream) against one with everything in memory: the same model bit
+// for bit, the same metrics but the norms, which are summed block by
+// block, and no update kept in memory until Result.
+func TestBeginStreamedMatchesBegin(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	global := &model.Weights{}
+	// A tensor longer than a stream chunk and than the workers' blocks.
+	for i, n := range []int{7, model.ScanChunk + 70_001, 1} {
+		d := make([]float32, n)
+		for j := range d {
+			d[j] = float32(r.NormFloat64())
+		}
+		global.Tensors = append(global.Tensors, model.Tensor{Name: string(rune('a' + i)), Shape: []int{n}, Data: d})
+	}
+	file, err := model.MarshalSafetensors(global, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		s      *FedAvg
+		counts []int64
+		held   bool // some update is held back as a stream
+	}{
+		{"fedavg", &FedAvg{}, []int64{10, 3000, 7}, false},
+		{"server lr", &FedAvg{ServerLR: 0.7}, []int64{10, 3000, 7}, false},
+		{"cap released", &FedAvg{MaxFraction: 0.5}, []int64{100, 100, 100}, true},
+		{"cap binds at Result", &FedAvg{MaxFraction: 0.3}, []int64{10, 3000, 7, 501, 60, 12, 9, 11, 10, 8}, true},
+		{"cap and server lr", &FedAvg{MaxFraction: 0.5, ServerLR: 0.5}, []int64{5000, 10, 10, 10}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tf, err := model.OpenTensorFile(bytes.NewReader(file), int64(len(file)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ra, err := BeginRound(tt.s, global, 3, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := tt.s.BeginStreamed(tf, 3, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := 0
+			for i, n := range tt.counts {
+				u := global.Clone()
+				for k := range u.Tensors {
+					for j := range u.Tensors[k].Data {
+						u.Tensors[k].Data[j] += float32(0.1 * r.NormFloat64())
+					}
+				}
+				if err := ra.Add(u, n); err != nil {
+					t.Fatalf("Add(%d) = %v", i, err)
+				}
+				k, err := rs.(StreamHolder).HoldStream(streamOf(t, u, nil), n)
+				if err != nil {
+					t.Fatalf("HoldStream(%d) = %v", i, err)
+				}
+				if k {
+					kept++
+				}
+			}
+			for i, h := range rs.(*avgRound).held {
+				if h.w != nil || h.open == nil {
+					t.Fatalf("held update %d is in memory before Result", i)
+				}
+			}
+			if (kept > 0) != tt.held {
+				t.Fatalf("%d updates held back as streams; want some: %v", kept, tt.held)
+			}
+			wantW, wantM, err := ra.(Finisher).Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotW, gotM, err := rs.(Finisher).Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wantW.Compatible(gotW); err != nil {
+				t.Fatal(err)
+			}
+			for i := range wantW.Tensors {
+				for j, v := range wantW.Tensors[i].Data {
+					if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
+						t.Fatalf("model[%d][%d] = %v, want %v", i, j, g, v)
+					}
+				}
+			}
+			for k, v := range wantM {
+				g := gotM[k]
+				if math.Abs(g-v) > 1e-12*math.Abs(v) {
+					t.Errorf("metric %s = %v, want %v", k, g, v)
+				}
+			}
+			if len(gotM) != len(wantM) {
+				t.Errorf("metrics %v, want %v", gotM, wantM)
+			}
+		})
+	}
+}
+
+// failingReader is a GlobalReader whose reads fail.
+type failingReader struct{ *model.TensorFile }
+
+func (failingReader) ReadFloats(int, int, []float32) error { return errors.New("disk gone") }
+
+// TestBeginStreamedRefuses checks that DP cannot read the global model in
+// place, and that a global model that cannot be read fails the round
+// with the reason instead of producing a model.
+func TestBeginStreamedRefuses(t *testing.T) {
+	global := weights(1, 2, 3)
+	file, err := model.MarshalSafetensors(global, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf, err := model.OpenTensorFile(bytes.NewReader(file), int64(len(file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&FedAvg{DP: &DP{Clip: 1}}).BeginStreamed(tf, 1, 1); !errors.Is(err, ErrNoStream) {
+		t.Fatalf("BeginStreamed under DP = %v, want ErrNoStream", err)
+	}
+	rs, err := (&FedAvg{}).BeginStreamed(failingReader{tf}, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.(StreamAdder).AddStream(streamOf(t, weights(2, 3, 4), nil), 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rs.(Finisher).Finish(); err == nil || !strings.Contains(err.Error(), "disk gone") {
+		t.Fatalf("Finish over an unreadable global model = %v, want the read's error", err)
+	}
+	if err := rs.Add(weights(2, 3), 5); !errors.Is(err, ErrFinished) && !errors.Is(err, ErrBadUpdate) {
+		t.Fatalf("Add after a failed Finish = %v", err)
 	}
 }
