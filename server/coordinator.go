@@ -23,6 +23,7 @@ import (
 
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server/blobs"
 	"github.com/cohortfl/cohort/server/ha"
 )
 
@@ -87,6 +88,12 @@ type Config struct {
 	// costs less than a file's creation, writing and reading back
 	// (default 0: 64 KiB; negative spills every update).
 	SpillAbove int64
+	// ModelDir, where set, is where a coordinator without a replica of
+	// its own (Deps.Replica nil: `cohort run`) keeps its global models,
+	// as a blob store: a model above SpillAbove is then read from its
+	// file in place rather than held in memory. Empty: global models stay
+	// in memory. It is created if missing and not removed.
+	ModelDir string
 	// Logger receives the coordinator's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -294,7 +301,15 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if c.rep == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), soloStart)
 		defer cancel()
-		node, err := ha.NewInMemory(ctx, ha.Config{ID: soloID, Peers: []ha.Peer{{ID: soloID}}, DigestsOnly: true})
+		hc := ha.Config{ID: soloID, Peers: []ha.Peer{{ID: soloID}}, DigestsOnly: true}
+		if cfg.ModelDir != "" {
+			store, err := blobs.Open(cfg.ModelDir, blobs.Options{})
+			if err != nil {
+				return nil, fmt.Errorf("opening the model dir: %w", err)
+			}
+			hc.DigestsOnly, hc.Blobs = false, store
+		}
+		node, err := ha.NewInMemory(ctx, hc)
 		if err != nil {
 			return nil, fmt.Errorf("starting the coordinator's in-memory replica: %w", err)
 		}
@@ -994,8 +1009,9 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	// initial weights are decoded.
 	var w *model.Weights
 	var sp *spilledUpdate
-	if t.global != nil && t.global.w != nil && h.GetTotalSize() > c.spillAbove() {
-		sp, err = spill(c.spillDir, r, h.GetTotalSize(), t.global.w)
+	// A model kept on disk is never held whole: neither are its updates.
+	if t.global != nil && (t.global.file != nil || t.global.w != nil && h.GetTotalSize() > c.spillAbove()) {
+		sp, err = spill(c.spillDir, r, h.GetTotalSize(), t.global.values())
 	} else {
 		w, _, err = model.DecodeSafetensors(r, h.GetTotalSize())
 	}

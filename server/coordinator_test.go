@@ -279,7 +279,9 @@ func newClusterWith(t *testing.T, siteWait time.Duration, models ModelProvider) 
 	// Every update is spilled, however small, so that these tests cover
 	// the path a large model's updates take.
 	spillDir := filepath.Join(t.TempDir(), "updates")
-	coord, err := New(Config{Version: "test", Logger: log, SiteWait: siteWait, SpillDir: spillDir, SpillAbove: -1}, Deps{Tracker: store, Models: models})
+	// Global models go to a blob store too, and are read from their files
+	// in place, however small: the path a large model takes.
+	coord, err := New(Config{Version: "test", Logger: log, SiteWait: siteWait, SpillDir: spillDir, SpillAbove: -1, ModelDir: t.TempDir()}, Deps{Tracker: store, Models: models})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,14 +18,27 @@ import (
 type storedModel struct {
 	id   string
 	w    *model.Weights
-	size int64 // bytes of the safetensors encoding
+	file *globalFile // instead of w: the model's blob, sent as it is
+	size int64       // bytes of the safetensors encoding
 	sum  [sha256.Size]byte
 	refs int
 }
 
 // encode writes the model's safetensors bytes to w.
 func (m *storedModel) encode(w io.Writer) error {
+	if m.file != nil {
+		_, err := io.Copy(w, io.NewSectionReader(m.file.f, 0, m.size))
+		return err
+	}
 	return model.EncodeSafetensors(w, m.w, nil)
+}
+
+// values returns the model's values for the check of an update.
+func (m *storedModel) values() globalSource {
+	if m.file != nil {
+		return m.file
+	}
+	return sourceOf(m.w)
 }
 
 // modelStore holds the global models that sites fetch, addressed by the hex
@@ -58,6 +71,20 @@ func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
 	m := &storedModel{id: id, w: w, size: size, sum: sum, refs: 1}
 	s.models[id] = m
 	return m, nil
+}
+
+// putFile is put of a model kept in the blob store: its blob is its
+// encoding, and its digest its id.
+func (s *modelStore) putFile(f *globalFile) *storedModel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.models[f.digest]; ok && m.file == f {
+		m.refs++
+		return m
+	}
+	m := &storedModel{id: f.digest, file: f, size: f.Size(), sum: f.sum, refs: 1}
+	s.models[f.digest] = m
+	return m
 }
 
 func (s *modelStore) get(id string) (*storedModel, bool) {

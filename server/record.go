@@ -210,7 +210,11 @@ func (x *roundExec) finish(ctx context.Context) error {
 	if x.next == nil {
 		return fmt.Errorf("round committed without a model")
 	}
+	// The round's model is read no more (a late upload to this round is
+	// stale): the committed one replaces it, in memory until replicated.
 	a.global = x.next
+	a.file.close()
+	a.file = nil
 	if st, ok := a.strategy.(aggregators.Stateful); ok && x.nextState != nil {
 		if err := st.SetState(x.nextState); err != nil {
 			return fmt.Errorf("the server optimizer's state: %w", err)
@@ -326,8 +330,12 @@ func (x *roundExec) finish(ctx context.Context) error {
 // what it cost in t: the coordinator's own measurement, the eval site's
 // report, and its seconds, which no site task overlaps.
 func (c *Coordinator) evaluate(ctx context.Context, a *armRun, t *energyTally) (Evaluation, error) {
+	w, err := a.globalWeights()
+	if err != nil {
+		return Evaluation{}, err
+	}
 	stop, began := c.meterAggregation(ctx), time.Now()
-	ev, err := a.prep.Evaluator.Evaluate(ctx, a.global)
+	ev, err := a.prep.Evaluator.Evaluate(ctx, w)
 	joules, method := stop()
 	t.addCoordinator(purposeEval, joules, method)
 	t.alone += time.Since(began).Seconds()

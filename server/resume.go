@@ -82,6 +82,11 @@ func (c *Coordinator) resumeArm(ctx context.Context, a *armRun) (int, error) {
 		c.markFailover(ctx, a, last.Round+1)
 		c.backfill(ctx, a, last.Round)
 	}
+	if c.keepsOnDisk(a, a.global) {
+		if err := c.toDisk(a, last.Digest); err != nil {
+			return 0, fmt.Errorf("resuming after round %d: %w", last.Round, err)
+		}
+	}
 	if last.Round < armRounds(j.spec, a.arm) {
 		// The redone round is the arm's first on this coordinator: like
 		// round 1 it waits for the job's sites as they reconnect from the
@@ -165,6 +170,9 @@ func (c *Coordinator) replicateRound(ctx context.Context, a *armRun, r int) erro
 	}
 	if err := c.rep.CommitRound(ctx, a.j.id, a.arm.Name, r, digest, totals); err != nil {
 		return fmt.Errorf("committing the round to the cluster: %w", err)
+	}
+	if c.keepsOnDisk(a, a.global) {
+		return c.toDisk(a, digest)
 	}
 	return nil
 }

@@ -50,6 +50,7 @@ type roundExec struct {
 	// aggregated.
 	norms  normSet
 	parked map[string]*receivedUpdate
+	held   []*spilledUpdate // folded updates the weight cap held back as their files
 	notes  map[string]screenNote
 	added  []string
 	// From the aggregate at commit: each added update's share of the
@@ -85,15 +86,17 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 	if err != nil {
 		return err
 	}
-	stored, err := c.models.put(a.global)
-	if err != nil {
-		return err
-	}
-	defer c.models.release(stored)
-	agg, err := aggregators.BeginRound(a.strategy, a.global, a.seed, r)
+	agg, err := c.beginRound(a, r)
 	if err != nil {
 		return fmt.Errorf("starting aggregation: %w", err)
 	}
+	var stored *storedModel
+	if a.file != nil {
+		stored = c.models.putFile(a.file)
+	} else if stored, err = c.models.put(a.global); err != nil {
+		return err
+	}
+	defer c.models.release(stored)
 	x := &roundExec{
 		c: c, a: a, r: r, rounds: rounds, sm: sm, agg: agg, stored: stored,
 		tasks:   make(map[string]*pendingTask),
@@ -165,6 +168,10 @@ func (x *roundExec) cleanup() {
 	}
 	x.c.closeTasks(x.a.closedTasks, &x.a.late)
 	close(x.rr.closed)
+	for _, s := range x.held { // updates the aggregate read from their files
+		s.remove()
+	}
+	x.held = nil
 	for site, up := range x.parked { // the round closed without them
 		up.discard()
 		delete(x.parked, site)
@@ -245,17 +252,22 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 			return
 		}
 		stop := c.meterAggregation(ctx)
-		err := x.fold(up, act.NumSamples)
+		kept, err := x.fold(up, act.NumSamples)
 		x.account(stop())
 		if err != nil {
 			x.queue = append(x.queue, round.UpdateRejected{Site: act.Site, Reason: err.Error()})
 			return
 		}
 		// Folded: the aggregate holds what it needs (a robust rule, its
-		// own copy), so the update's weights go now, not when the round
-		// ends or the upload's call returns.
+		// own copy; a file it reads again, kept until the round ends), so
+		// the update's weights go now, not when the round ends or the
+		// upload's call returns.
 		up.weights = nil
-		up.discard()
+		if kept {
+			x.held = append(x.held, up.spill)
+		} else {
+			up.discard()
+		}
 		up.spill = nil
 		x.bytesReceived += up.bytes
 		x.added = append(x.added, act.Site)
@@ -314,28 +326,34 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 }
 
 // fold adds an update to the round's aggregate: a spilled one read from
-// its file chunk by chunk where the strategy can fold a stream, decoded
-// at this moment where it cannot.
-func (x *roundExec) fold(up *receivedUpdate, n int64) error {
+// its file chunk by chunk where the strategy can fold a stream (and kept
+// as its file where the weight cap holds it back: kept), decoded at this
+// moment where it cannot.
+func (x *roundExec) fold(up *receivedUpdate, n int64) (kept bool, err error) {
 	if up.spill == nil {
-		return x.agg.Add(up.weights, n)
+		return false, x.agg.Add(up.weights, n)
 	}
-	if sa, ok := x.agg.(aggregators.StreamAdder); ok {
+	if sh, ok := x.agg.(aggregators.StreamHolder); ok {
+		kept, err := sh.HoldStream(up.spill.open, n)
+		if !errors.Is(err, aggregators.ErrNoStream) {
+			return kept, err
+		}
+	} else if sa, ok := x.agg.(aggregators.StreamAdder); ok {
 		err := sa.AddStream(up.spill.open, n)
 		if !errors.Is(err, aggregators.ErrNoStream) {
-			return err
+			return false, err
 		}
 	}
 	w, err := up.spill.decode()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if oa, ok := x.agg.(aggregators.OwnedAdder); ok {
 		// Nothing else holds w: a round that must keep it keeps it
 		// rather than a copy.
-		return oa.AddOwned(w, n)
+		return false, oa.AddOwned(w, n)
 	}
-	return x.agg.Add(w, n)
+	return false, x.agg.Add(w, n)
 }
 
 func (c *Coordinator) meterAggregation(ctx context.Context) func() (float64, string) {

@@ -95,7 +95,12 @@ type armRun struct {
 	runID    string
 	strategy aggregators.Strategy
 	kind     pb.TaskKind
+	// global is the arm's global model in memory; nil where file reads
+	// it from the blob store instead (globalfile.go). inMemory says the
+	// strategy turned out to need it whole: it stays in memory.
 	global   *model.Weights
+	file     *globalFile
+	inMemory bool
 	siteRuns map[string]string
 	// resumed are what resumeArm found to record (a failover, a round to
 	// backfill), published once the arm's runs are known.
@@ -286,7 +291,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 		// The arm ended before the failover; its runs may still be open.
 		return c.endArm(ctx, a, nil)
 	}
-	if a.global == nil { // no committed round to resume from
+	if a.global == nil && a.file == nil { // no committed round to resume from
 		init, err := c.initialModel(ctx, j, prep)
 		if err != nil {
 			return err
@@ -304,10 +309,16 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 		info.NoTestSet = prep.Evaluator == nil
 	})
 	defer func() { c.forgetClosed(a.closedTasks) }()
+	defer func() { a.file.close() }()
 	if last == 0 && prep.Evaluator != nil {
 		// Step 0: the initial model, so every curve starts at the same point.
 		if ev, err := c.evaluate(ctx, a, &a.carry); err == nil {
 			rec.publish(Evaluated{Arm: arm.Name, Step: 0, Accuracy: ev.Accuracy, Loss: ev.Loss, Evaluator: true})
+		}
+	}
+	if last == 0 {
+		if err := c.putInitial(ctx, a); err != nil {
+			return err
 		}
 	}
 	var armErr error
@@ -373,8 +384,15 @@ func (c *Coordinator) endArm(ctx context.Context, a *armRun, armErr error) error
 	if a.arm.Strategy != nil {
 		strategy = a.arm.Strategy.Name
 	}
+	final := a.global
+	if a.file != nil && j.spec.Register != nil { // only registration reads it
+		var err error
+		if final, err = a.file.load(); err != nil {
+			c.log.Error("final_model_unreadable", "job", j.id, "arm", a.arm.Name, "err", err)
+		}
+	}
 	a.rec.publish(ArmFinished{Arm: a.arm.Name, Status: status, Err: armErr, MeasuredAny: a.measuredAny,
-		Final: a.global, Spec: a.prep.Spec, Strategy: strategy})
+		Final: final, Spec: a.prep.Spec, Strategy: strategy})
 	// test_accuracy only where the coordinator evaluates (its test set or
 	// an eval site): without one, the arm has no test accuracy, not 0.
 	done := map[string]float64{tracking.MetricWallSeconds: time.Since(a.started).Seconds()}

@@ -43,15 +43,25 @@ const defaultSpillAbove = 64 << 10
 // spillBufferFor is the buffer for a spill file of global's updates:
 // spillBuffer, or the whole file's values where they are fewer (a 1,000-
 // site round of a small model allocated 11 MiB of buffers an update).
-func spillBufferFor(global *model.Weights) int {
+func spillBufferFor(global globalSource) int {
 	n := 0
-	for _, t := range global.Tensors {
-		n += 4 * len(t.Data)
+	for t := range global.Shell().Tensors {
+		n += 4 * global.Len(t)
 		if n >= spillBuffer {
 			return spillBuffer
 		}
 	}
 	return max(n, 16)
+}
+
+// chunkOf is [model.ChunkFor] of global: its largest tensor's length, at
+// most [model.ScanChunk], at least 1.
+func chunkOf(global globalSource) int {
+	n := 1
+	for t := range global.Shell().Tensors {
+		n = max(n, min(global.Len(t), model.ScanChunk))
+	}
+	return n
 }
 
 // spilledUpdate is an update kept on disk: the values of every tensor of
@@ -60,7 +70,7 @@ func spillBufferFor(global *model.Weights) int {
 // holds a non-finite value, no file and the reason.
 type spilledUpdate struct {
 	path   string // "" where no file is kept
-	global *model.Weights
+	global globalSource
 	// incompatible is why the update does not match the global model;
 	// nonFinite names its first NaN or ±Inf. Either leaves no file.
 	incompatible error
@@ -77,7 +87,7 @@ type spilledUpdate struct {
 // spill receives an update as [model.ScanSafetensors] reads it from r into
 // a new file of dir, checking it against global on the way. On error no
 // file is left.
-func spill(dir string, r io.Reader, limit int64, global *model.Weights) (_ *spilledUpdate, err error) {
+func spill(dir string, r io.Reader, limit int64, global globalSource) (_ *spilledUpdate, err error) {
 	f, err := os.CreateTemp(dir, spillPattern)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w; check that spill_dir %s exists and is writable", errSpill, err, dir)
@@ -90,11 +100,12 @@ func spill(dir string, r io.Reader, limit int64, global *model.Weights) (_ *spil
 		}
 	}()
 	bw := bufio.NewWriterSize(f, spillBufferFor(global))
-	var writeErr error
+	var writeErr, readErr error
 	var sum, s0, s1 float64 // as model.DeltaNorm: two sums per tensor
+	var gbuf []float32      // a block of a global model read in place
 	keep := true
 	_, err = model.ScanSafetensors(r, limit, func(shell *model.Weights) error {
-		if err := compatibleShapes(global, shell); err != nil {
+		if err := compatibleShapes(global.Shell(), shell); err != nil {
 			s.incompatible, keep = err, false
 		}
 		return nil
@@ -105,14 +116,21 @@ func spill(dir string, r io.Reader, limit int64, global *model.Weights) (_ *spil
 		if _, finite := model.FiniteNorm(vals); !finite {
 			for i, v := range vals {
 				if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
-					s.nonFinite = fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, global.Tensors[t].Name, v, off+i)
+					s.nonFinite = fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, global.Shell().Tensors[t].Name, v, off+i)
 					break
 				}
 			}
 			keep = false
 			return nil
 		}
-		g := global.Tensors[t].Data[off : off+len(vals)]
+		if len(gbuf) < len(vals) {
+			gbuf = make([]float32, chunkOf(global))
+		}
+		g, err := global.block(t, off, len(vals), gbuf)
+		if err != nil {
+			readErr, keep = err, false
+			return nil
+		}
 		j := 0
 		for ; j+1 < len(vals); j += 2 { // off is even: pairs fall as in DeltaNorm
 			d0 := float64(vals[j]) - float64(g[j])
@@ -124,7 +142,7 @@ func spill(dir string, r io.Reader, limit int64, global *model.Weights) (_ *spil
 			d := float64(vals[j]) - float64(g[j])
 			s0 += d * d
 		}
-		if off+len(vals) == len(global.Tensors[t].Data) {
+		if off+len(vals) == global.Len(t) {
 			sum += s0 + s1
 			s0, s1 = 0, 0
 		}
@@ -135,6 +153,9 @@ func spill(dir string, r io.Reader, limit int64, global *model.Weights) (_ *spil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if readErr != nil {
+		return nil, fmt.Errorf("%w: checking it against the global model: %w", errSpill, readErr)
 	}
 	if !keep {
 		s.path = ""
@@ -190,31 +211,37 @@ type shrinkReader struct {
 	r      io.Reader
 	t, off int // the next value's tensor and index
 	vals   []float32
-	buf    []byte // the shrunk chunk, encoded
-	out    []byte // what of buf is left to read
+	gbuf   []float32 // the global model's values of the chunk, read in place
+	buf    []byte    // the shrunk chunk, encoded
+	out    []byte    // what of buf is left to read
 }
 
 func (z *shrinkReader) Read(p []byte) (int, error) {
 	if len(z.out) == 0 {
-		if z.t >= len(z.s.global.Tensors) {
+		if z.t >= len(z.s.global.Shell().Tensors) {
 			return 0, io.EOF
 		}
-		g := z.s.global.Tensors[z.t].Data
-		k := min(len(g)-z.off, model.ScanChunk)
+		n := z.s.global.Len(z.t)
+		k := min(n-z.off, model.ScanChunk)
 		if z.vals == nil {
-			z.vals = make([]float32, model.ChunkFor(z.s.global))
+			z.vals = make([]float32, chunkOf(z.s.global))
+			z.gbuf = make([]float32, len(z.vals))
 		}
 		v := z.vals[:k]
 		if _, err := model.ReadFloats(z.r, v); err != nil {
 			return 0, err
 		}
+		g, err := z.s.global.block(z.t, z.off, k, z.gbuf)
+		if err != nil {
+			return 0, err
+		}
 		one := &model.Weights{Tensors: []model.Tensor{{Data: v}}}
-		base := &model.Weights{Tensors: []model.Tensor{{Data: g[z.off : z.off+k]}}}
+		base := &model.Weights{Tensors: []model.Tensor{{Data: g}}}
 		model.ShrinkDelta(one, base, z.s.shrink)
 		b := bufferWriter{b: z.buf[:0]}
 		_ = model.WriteFloats(&b, v)
 		z.buf, z.out = b.b, b.b
-		if z.off += k; z.off == len(g) {
+		if z.off += k; z.off == n {
 			z.t, z.off = z.t+1, 0
 		}
 	}
@@ -239,7 +266,11 @@ func (s *spilledUpdate) decode() (*model.Weights, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	w := s.global.ZerosLike()
+	shell := s.global.Shell()
+	w := &model.Weights{Tensors: make([]model.Tensor, len(shell.Tensors))}
+	for i, t := range shell.Tensors {
+		w.Tensors[i] = model.Tensor{Name: t.Name, Shape: slices.Clone(t.Shape), Data: make([]float32, s.global.Len(i))}
+	}
 	for _, t := range w.Tensors {
 		if _, err := model.ReadFloats(rc, t.Data); err != nil {
 			return nil, fmt.Errorf("reading the spilled update %s: %w", s.path, err)

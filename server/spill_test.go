@@ -3,10 +3,13 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -74,52 +77,82 @@ func TestSpill(t *testing.T) {
 		{"nan", nan, nil, nan.CheckFinite()},
 		{"shape", shape, global.Compatible(shape), nil},
 	}
+	sources := map[string]globalSource{"memory": sourceOf(global), "blob": globalOnDisk(t, global)}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			b, err := model.MarshalSafetensors(tt.update, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := spill(dir, bytes.NewReader(b), int64(len(b)), global)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.remove()
-			if fmt.Sprint(s.incompatible) != fmt.Sprint(tt.wantIncompatible) || fmt.Sprint(s.nonFinite) != fmt.Sprint(tt.wantNonFinite) {
-				t.Fatalf("spill() = incompatible %v, non-finite %v; want %v, %v", s.incompatible, s.nonFinite, tt.wantIncompatible, tt.wantNonFinite)
-			}
-			if tt.wantIncompatible != nil || tt.wantNonFinite != nil {
-				if s.path != "" || !math.IsNaN(s.deltaNorm) {
-					t.Errorf("a refused update kept file %q and norm %v", s.path, s.deltaNorm)
-				}
-				return
-			}
-			if want := model.DeltaNorm(tt.update, global); math.Float64bits(s.deltaNorm) != math.Float64bits(want) {
-				t.Errorf("spilled delta norm = %v, want DeltaNorm's %v", s.deltaNorm, want)
-			}
-			got, err := s.decode()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := weightsDiff(tt.update, got); diff != "" {
-				t.Errorf("decoded spill differs from the update: %s", diff)
-			}
-			s.shrink = 0.3
-			got, err = s.decode()
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := tt.update.Clone()
-			model.ShrinkDelta(want, global, 0.3)
-			if diff := weightsDiff(want, got); diff != "" {
-				t.Errorf("shrunk spill differs from ShrinkDelta: %s", diff)
-			}
-			s.remove()
-			if left, _ := os.ReadDir(dir); len(left) != 0 {
-				t.Errorf("%d files left after remove, want none", len(left))
-			}
-		})
+		for src, gs := range sources {
+			t.Run(tt.name+"/"+src, func(t *testing.T) { spillCase(t, global, gs, tt.update, tt.wantIncompatible, tt.wantNonFinite) })
+		}
+	}
+}
+
+// globalOnDisk returns w as a model kept in a blob file.
+func globalOnDisk(t *testing.T, w *model.Weights) *globalFile {
+	t.Helper()
+	b, err := model.MarshalSafetensors(w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	gf, err := openGlobalFile(f, hex.EncodeToString(sum[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gf.close)
+	return gf
+}
+
+// spillCase spills update against gs (global's values) and checks it.
+func spillCase(t *testing.T, global *model.Weights, gs globalSource, update *model.Weights, wantIncompatible, wantNonFinite error) {
+	dir := t.TempDir()
+	b, err := model.MarshalSafetensors(update, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := spill(dir, bytes.NewReader(b), int64(len(b)), gs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.remove()
+	if fmt.Sprint(s.incompatible) != fmt.Sprint(wantIncompatible) || fmt.Sprint(s.nonFinite) != fmt.Sprint(wantNonFinite) {
+		t.Fatalf("spill() = incompatible %v, non-finite %v; want %v, %v", s.incompatible, s.nonFinite, wantIncompatible, wantNonFinite)
+	}
+	if wantIncompatible != nil || wantNonFinite != nil {
+		if s.path != "" || !math.IsNaN(s.deltaNorm) {
+			t.Errorf("a refused update kept file %q and norm %v", s.path, s.deltaNorm)
+		}
+		return
+	}
+	if want := model.DeltaNorm(update, global); math.Float64bits(s.deltaNorm) != math.Float64bits(want) {
+		t.Errorf("spilled delta norm = %v, want DeltaNorm's %v", s.deltaNorm, want)
+	}
+	got, err := s.decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := weightsDiff(update, got); diff != "" {
+		t.Errorf("decoded spill differs from the update: %s", diff)
+	}
+	s.shrink = 0.3
+	got, err = s.decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := update.Clone()
+	model.ShrinkDelta(want, global, 0.3)
+	if diff := weightsDiff(want, got); diff != "" {
+		t.Errorf("shrunk spill differs from ShrinkDelta: %s", diff)
+	}
+	s.remove()
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("%d files left after remove, want none", len(left))
 	}
 }
 
@@ -139,7 +172,7 @@ func TestSpillRefusesBadBytes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			_, err := spill(dir, bytes.NewReader(tt.b), int64(len(b)), global)
+			_, err := spill(dir, bytes.NewReader(tt.b), int64(len(b)), sourceOf(global))
 			if !errors.Is(err, tt.want) {
 				t.Errorf("spill() = %v, want %v", err, tt.want)
 			}
