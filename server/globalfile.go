@@ -188,6 +188,14 @@ func (c *Coordinator) beginRound(a *armRun, r int) (aggregators.Round, error) {
 	return aggregators.BeginRound(a.strategy, a.global, a.seed, r)
 }
 
+// modelBytes is the size of the arm's global model's values.
+func (a *armRun) modelBytes() int64 {
+	if a.file != nil {
+		return 4 * int64(lenOf(a.file))
+	}
+	return a.global.Bytes()
+}
+
 // globalWeights returns the arm's global model in memory, read from the
 // blob store where the arm keeps it there.
 func (a *armRun) globalWeights() (*model.Weights, error) {

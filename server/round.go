@@ -86,6 +86,7 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 	if err != nil {
 		return err
 	}
+	defer paceGC(a.modelBytes())() // before the sum is allocated
 	agg, err := c.beginRound(a, r)
 	if err != nil {
 		return fmt.Errorf("starting aggregation: %w", err)
