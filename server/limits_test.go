@@ -623,9 +623,11 @@ func TestMemTotal(t *testing.T) {
 	}
 }
 
-// TestMaxModelBytes: a job whose 984M-parameter MLP on 3 sites needs
-// 11.8 GB is refused at submit with INVALID_ARGUMENT naming the numbers
-// and the fix; a small one is taken.
+// TestMaxModelBytes: a job whose 984M-parameter MLP needs 7.9 GB for the
+// sum and the global model is refused at submit with INVALID_ARGUMENT
+// naming the numbers and the fix; so is a 400M-parameter model under a
+// robust rule that keeps 3 sites' updates (4.8 GB), while FedAvg of the
+// same model (3.2 GB) and a small job are taken.
 func TestMaxModelBytes(t *testing.T) {
 	c := newLimitsCluster(t, Config{MaxModelBytes: 4 << 30}, nil)
 	cli := pb.NewJobsServiceClient(c.dial(t))
@@ -634,21 +636,31 @@ func TestMaxModelBytes(t *testing.T) {
 	if statusCode(err) != "InvalidArgument" {
 		t.Fatalf("SubmitJob(984M-parameter mlp) = %v, want InvalidArgument", err)
 	}
-	for _, want := range []string{"984,000,975 parameters", "× 3 sites", "11.0 GiB (11808011700 bytes)", "4.0 GiB", "smaller model", "fewer sites", "coordinator.max_model_bytes"} {
+	for _, want := range []string{"984,000,975 parameters", "× 2 (the sum and the global model)", "7.3 GiB (7872007800 bytes)", "4.0 GiB", "smaller model", "fewer sites", "coordinator.max_model_bytes"} {
 		if !contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
 	}
-	// A transfer model of 400M parameters on 3 sites: 4.8 GB.
+	// A transfer model of 400M parameters on 3 sites: 4.8 GB under the
+	// median, 3.2 GB under FedAvg.
 	transfer := strings.Replace(fmt.Sprintf(testJob, 3, "30s"), "model: {kind: logreg}", "model: {kind: transfer, params: 400000000}", 1)
-	_, err = cli.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte(transfer)})
+	median := strings.Replace(transfer, "strategy: fedavg", "strategy: median", 1)
+	_, err = cli.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte(median)})
 	if statusCode(err) != "InvalidArgument" {
-		t.Fatalf("SubmitJob(400M-parameter transfer model) = %v, want InvalidArgument", err)
+		t.Fatalf("SubmitJob(400M-parameter transfer model, median) = %v, want InvalidArgument", err)
 	}
-	for _, want := range []string{"400,000,000 parameters", "× 3 sites", "4.5 GiB (4800000000 bytes)", "model.params", "coordinator.max_model_bytes"} {
+	for _, want := range []string{"400,000,000 parameters", "× 3 (3 sites' updates, which median keeps)", "4.5 GiB (4800000000 bytes)", "model.params", "coordinator.max_model_bytes"} {
 		if !contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
+	}
+	// (Checked without submitting: a queued job would make its 1.6 GB.)
+	spec, err := job.Parse([]byte(transfer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkModelSize(spec, 4<<30); err != nil {
+		t.Errorf("400M-parameter transfer model under fedavg refused: %v", err)
 	}
 	small := fmt.Sprintf(testJob, 3, "30s")
 	resp, err := cli.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte(small)})
