@@ -193,7 +193,7 @@ func (x *roundExec) reassign(slot, worker, reason string) bool {
 	if old != nil && x.tasks[slot] != old { // the last try was not sent
 		x.tasks[slot] = old
 	}
-	v.lost = fmt.Sprintf("no worker is left to train worker %s's slice of %d virtual clients: every worker of round %d failed (%s); restart the workers (cohort site) or start more (sites.workers), then resubmit the job",
+	v.lost = fmt.Sprintf("no worker is left to train %s's slice of %d virtual clients: every worker of round %d failed (%s); restart the workers (cohort site) or start more (sites.workers), then resubmit the job",
 		slot, n, x.r, v.deadList(workers))
 	return false
 }
