@@ -162,12 +162,7 @@ func (x *roundExec) reassign(slot, worker, reason string) bool {
 	n := len(splitClients(x.sample, workers, slot))
 	old := x.tasks[slot]
 	for v.moves[slot] < len(workers)-1 {
-		helper := ""
-		for _, w := range workers {
-			if _, gone := v.dead[w]; !gone && (helper == "" || v.extra[w] < v.extra[helper]) {
-				helper = w
-			}
-		}
+		helper := v.helper(workers)
 		if helper == "" {
 			break
 		}
@@ -196,6 +191,20 @@ func (x *roundExec) reassign(slot, worker, reason string) bool {
 	v.lost = fmt.Sprintf("no worker is left to train %s's slice of %d virtual clients: every worker of round %d failed (%s); restart the workers (cohort site) or start more (sites.workers), then resubmit the job",
 		slot, n, x.r, v.deadList(workers))
 	return false
+}
+
+// helper returns the worker, among workers (in name order), that takes a
+// slice next: of those that have not failed in the round, the one with
+// the fewest extra slices, the first in name order among equals; "" when
+// every worker has failed.
+func (v *virtualRescue) helper(workers []string) string {
+	helper := ""
+	for _, w := range workers {
+		if _, gone := v.dead[w]; !gone && (helper == "" || v.extra[w] < v.extra[helper]) {
+			helper = w
+		}
+	}
+	return helper
 }
 
 // deadList says, in name order, which workers failed and why.
