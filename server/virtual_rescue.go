@@ -2,11 +2,13 @@ package server
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/round"
+	"github.com/cohortfl/cohort/tracking"
 )
 
 // A worker of virtual clients that fails mid-round (it reports an error,
@@ -95,6 +97,14 @@ func (x *roundExec) reroute(ev *roundEvent) bool {
 	switch ev.kind {
 	case evUpdate:
 		v.answered[slot] = true
+		if moved { // the slot's site run says whose update it logs
+			m := maps.Clone(ev.update.metrics)
+			if m == nil {
+				m = make(map[string]float64, 1)
+			}
+			m[tracking.MetricVirtualReassigned] = float64(len(splitClients(x.sample, x.sm.Selected(), slot)))
+			ev.update.metrics = m
+		}
 	case evFailed, evDisconnected:
 		if v.answered[slot] {
 			return false // the round has the update; it decides
@@ -182,7 +192,7 @@ func (x *roundExec) reassign(slot, worker, reason string) bool {
 		a.j.emit(&pb.JobEvent{Kind: "virtual_reassigned", Arm: a.arm.Name, Round: int32(x.r), Site: slot,
 			Message: fmt.Sprintf("%s round %d: worker %s failed (%s); its slice of %d virtual clients (worker %s's) went to %s",
 				a.arm.Name, x.r, worker, reason, n, slot, helper),
-			Metrics: map[string]float64{"virtual_clients": float64(n)}}, nil)
+			Metrics: map[string]float64{tracking.MetricVirtualReassigned: float64(n)}}, nil)
 		return true
 	}
 	if old != nil && x.tasks[slot] != old { // the last try was not sent

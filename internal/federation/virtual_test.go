@@ -191,7 +191,7 @@ func (d dyingTrainer) Train(ctx context.Context, m *model.Weights, ds *data.Data
 
 // runWorkers runs the job src on a coordinator over loopback TCP with
 // workers, and returns the job's events and its final state.
-func runWorkers(t *testing.T, src []byte, workers []*virtualWorker) ([]*pb.JobEvent, *pb.Job) {
+func runWorkers(t *testing.T, src []byte, workers []*virtualWorker) (evs []*pb.JobEvent, j *pb.Job, dbPath string) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	spec, err := job.Parse(src)
@@ -202,7 +202,8 @@ func runWorkers(t *testing.T, src []byte, workers []*virtualWorker) ([]*pb.JobEv
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "c.db"))
+	dbPath = filepath.Join(t.TempDir(), "c.db")
+	store, err := tracking.OpenSQLite(context.Background(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,6 @@ func runWorkers(t *testing.T, src []byte, workers []*virtualWorker) ([]*pb.JobEv
 	if err != nil {
 		t.Fatal(err)
 	}
-	var evs []*pb.JobEvent
 	for {
 		ev, err := st.Recv()
 		if err != nil {
@@ -254,7 +254,38 @@ func runWorkers(t *testing.T, src []byte, workers []*virtualWorker) ([]*pb.JobEv
 	if err != nil {
 		t.Fatal(err)
 	}
-	return evs, got.GetJob()
+	return evs, got.GetJob(), dbPath
+}
+
+// siteMetric returns the history of key on site's run in the first arm
+// of the job whose tracking run is jobRunID, in the store at dbPath.
+func siteMetric(t *testing.T, dbPath, jobRunID, site, key string) []tracking.Metric {
+	t.Helper()
+	ctx := context.Background()
+	store, err := tracking.OpenSQLite(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	arms, err := store.ChildRuns(ctx, jobRunID)
+	if err != nil || len(arms) == 0 {
+		t.Fatalf("job run %s: %d arm runs (%v), want 1", jobRunID, len(arms), err)
+	}
+	sites, err := store.ChildRuns(ctx, arms[0].Info.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sites {
+		if tagOf(s, tracking.TagSite) == site {
+			h, err := store.GetMetricHistory(ctx, s.Info.RunID, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h
+		}
+	}
+	t.Fatalf("arm run has no site run for %s", site)
+	return nil
 }
 
 // workers returns n workers, worker-1 … worker-n, that never die.
@@ -322,7 +353,7 @@ deadline: {round: 1m, retries: 0}
 // where no worker died.
 func TestVirtualWorkerDiesClientsReassigned(t *testing.T) {
 	src := virtualDiesJob(2, "")
-	evs, j := runWorkers(t, src, workers(3))
+	evs, j, _ := runWorkers(t, src, workers(3))
 	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("no worker dies: job %v: %s", j.GetState(), j.GetError())
 	}
@@ -330,7 +361,7 @@ func TestVirtualWorkerDiesClientsReassigned(t *testing.T) {
 
 	ws := workers(3)
 	ws[1].after = 3 // worker-2 trains its 3 clients of round 1, then dies
-	evs, j = runWorkers(t, src, ws)
+	evs, j, db := runWorkers(t, src, ws)
 	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("worker-2 dies: job %v: %s; want it to succeed, worker-2's clients trained by another worker", j.GetState(), j.GetError())
 	}
@@ -356,9 +387,29 @@ func TestVirtualWorkerDiesClientsReassigned(t *testing.T) {
 		t.Fatalf("%d virtual_reassigned events, want 1: %v", len(rs), rs)
 	}
 	r := rs[0]
-	if r.GetRound() != 2 || r.GetSite() != "worker-2" || r.GetMetrics()["virtual_clients"] != 3 || !strings.Contains(r.GetMessage(), "went to worker-1") {
+	if r.GetRound() != 2 || r.GetSite() != "worker-2" || r.GetMetrics()[tracking.MetricVirtualReassigned] != 3 || !strings.Contains(r.GetMessage(), "went to worker-1") {
 		t.Errorf("reassignment: round %d, site %q, %v clients, %q; want round 2, worker-2's 3 clients to worker-1",
-			r.GetRound(), r.GetSite(), r.GetMetrics()["virtual_clients"], r.GetMessage())
+			r.GetRound(), r.GetSite(), r.GetMetrics()[tracking.MetricVirtualReassigned], r.GetMessage())
+	}
+	// worker-2's run logs the round's update for its clients, marked as
+	// trained by another worker; worker-1's, its own only.
+	for _, c := range []struct {
+		site string
+		want []float64
+	}{{"worker-2", []float64{3}}, {"worker-1", nil}} {
+		var got []float64
+		for _, m := range siteMetric(t, db, j.GetTrackingRunId(), c.site, tracking.MetricVirtualReassigned) {
+			if m.Step != 2 {
+				t.Errorf("%s: %s at round %d, want round 2 only", c.site, tracking.MetricVirtualReassigned, m.Step)
+			}
+			got = append(got, m.Value)
+		}
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("%s's %s (-want +got):\n%s", c.site, tracking.MetricVirtualReassigned, diff)
+		}
+		if n := siteMetric(t, db, j.GetTrackingRunId(), c.site, tracking.MetricNumSamples); len(n) != 2 {
+			t.Errorf("%s's run logs samples for %d rounds, want 2", c.site, len(n))
+		}
 	}
 }
 
@@ -369,7 +420,7 @@ func TestVirtualWorkerDiesLater(t *testing.T) {
 	ws := workers(2)
 	ws[1].after = 4 // worker-2 trains its 4 clients of round 1, then dies
 	src := []byte(strings.Replace(string(virtualDiesJob(3, ", min_per_round: 1")), "per_round: 9, workers: 3", "per_round: 8, workers: 2", 1))
-	evs, j := runWorkers(t, src, ws)
+	evs, j, _ := runWorkers(t, src, ws)
 	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job %v: %s; want it to succeed with the worker left", j.GetState(), j.GetError())
 	}
@@ -390,7 +441,7 @@ func TestVirtualAllWorkersDie(t *testing.T) {
 	for _, w := range ws {
 		w.after, w.fail = 0, true
 	}
-	evs, j := runWorkers(t, virtualDiesJob(1, ""), ws)
+	evs, j, _ := runWorkers(t, virtualDiesJob(1, ""), ws)
 	if j.GetState() != pb.JobState_JOB_STATE_FAILED {
 		t.Fatalf("job %v, want FAILED", j.GetState())
 	}
