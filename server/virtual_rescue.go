@@ -189,9 +189,13 @@ func (x *roundExec) reassign(slot, worker, reason string) bool {
 		v.extra[helper]++
 		c.log.Warn("virtual_clients_reassigned", "job", a.j.id, "arm", a.arm.Name, "round", x.r,
 			"worker", worker, "slot", slot, "clients", n, "to", helper, "reassignment", v.moves[slot], "reason", reason)
+		whose := "its"
+		if slot != worker {
+			whose = slot + "'s"
+		}
 		a.j.emit(&pb.JobEvent{Kind: "virtual_reassigned", Arm: a.arm.Name, Round: int32(x.r), Site: slot,
-			Message: fmt.Sprintf("%s round %d: worker %s failed (%s); its slice of %d virtual clients (worker %s's) went to %s",
-				a.arm.Name, x.r, worker, reason, n, slot, helper),
+			Message: fmt.Sprintf("%s round %d: %s failed (%s); %s %d virtual clients went to %s",
+				a.arm.Name, x.r, worker, reason, whose, n, helper),
 			Metrics: map[string]float64{tracking.MetricVirtualReassigned: float64(n)}}, nil)
 		return true
 	}
