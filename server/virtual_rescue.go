@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/round"
@@ -106,8 +107,8 @@ func (x *roundExec) reroute(ev *roundEvent) bool {
 			ev.update.metrics = m
 		}
 	case evFailed, evDisconnected:
-		if v.answered[slot] {
-			return false // the round has the update; it decides
+		if v.answered[slot] || !x.awaits(slot) {
+			return false // the round has the update, or no longer waits; it decides
 		}
 		reason := ev.reason
 		if ev.kind == evDisconnected {
@@ -122,6 +123,12 @@ func (x *roundExec) reroute(ev *roundEvent) bool {
 		ev.kind, ev.reason = evFailed, v.lost
 	}
 	return false
+}
+
+// awaits reports whether the round still waits for slot's update and has
+// time left to train its clients elsewhere.
+func (x *roundExec) awaits(slot string) bool {
+	return time.Now().Before(x.sm.Deadline()) && slices.Contains(x.sm.Pending(), slot)
 }
 
 // dropRetired answers what a task whose slice went to another worker
