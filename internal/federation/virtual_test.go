@@ -411,6 +411,34 @@ func TestVirtualWorkerDiesClientsReassigned(t *testing.T) {
 			t.Errorf("%s's run logs samples for %d rounds, want 2", c.site, len(n))
 		}
 	}
+
+	// worker-2 dies on its first client, and worker-1, which takes its
+	// clients, fails on its fourth (its own or worker-2's): what worker-1
+	// has not answered for moves on to worker-3, and round 1 still counts
+	// every client.
+	ws = workers(3)
+	ws[1].after = 0
+	ws[0].after, ws[0].fail = 3, true
+	evs, j, _ = runWorkers(t, virtualDiesJob(1, ""), ws)
+	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("worker-2, then worker-1 die: job %v: %s; want it to succeed, their clients trained by worker-3", j.GetState(), j.GetError())
+	}
+	if got := facts(evs); len(got) != 1 || got[0].samples != want[0].samples || got[0].sites != 3 ||
+		math.Abs(got[0].loss-want[0].loss) > 1e-7*want[0].loss {
+		t.Errorf("worker-2, then worker-1 die: round 1 = %+v, want 3 updates, %v samples, loss %.9f (no worker died)", got, want[0].samples, want[0].loss)
+	}
+	var moves []string
+	for _, r := range reassigned(evs) {
+		if r.GetSite() == "worker-2" {
+			moves = append(moves, r.GetMessage()[strings.LastIndex(r.GetMessage(), " went to ")+len(" went to "):])
+		}
+	}
+	if diff := cmp.Diff([]string{"worker-1", "worker-3"}, moves); diff != "" {
+		t.Errorf("worker-2's clients went to (-want +got):\n%s", diff)
+	}
+	if n := len(reassigned(evs)); n != 2 && n != 3 {
+		t.Errorf("%d reassignments, want 2 (worker-2's twice) or 3 (and worker-1's own, if its own task failed)", n)
+	}
 }
 
 // TestVirtualWorkerDiesLater: a worker that dies in round 2 of 3, with
