@@ -60,6 +60,8 @@ type roundExec struct {
 
 	// sample is the round's virtual clients, ascending (virtual.go).
 	sample []int64
+	// virt moves the slices of workers that fail (virtual_rescue.go).
+	virt virtualRescue
 }
 
 func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (err error) {
@@ -151,7 +153,7 @@ func (c *Coordinator) runRound(ctx context.Context, a *armRun, r, rounds int) (e
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return out.Err
+		return x.virtualFailure(out.Err)
 	}
 	return x.finish(ctx)
 }
@@ -167,6 +169,7 @@ func (x *roundExec) cleanup() {
 	for _, t := range x.tasks {
 		x.a.closedTasks = append(x.a.closedTasks, t.id)
 	}
+	x.a.closedTasks = append(x.a.closedTasks, x.virt.retiredIDs()...)
 	x.c.closeTasks(x.a.closedTasks, &x.a.late)
 	close(x.rr.closed)
 	for _, s := range x.held { // updates the aggregate read from their files
@@ -185,6 +188,9 @@ func (x *roundExec) cleanup() {
 
 // handle turns a gRPC-side event into state machine events.
 func (x *roundExec) handle(ctx context.Context, ev roundEvent) {
+	if x.reroute(&ev) { // a worker of virtual clients failed
+		return
+	}
 	now := time.Now()
 	switch ev.kind {
 	case evUpdate:
@@ -243,7 +249,9 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 	c, a := x.c, x.a
 	switch act := act.(type) {
 	case round.SendTask:
-		x.sendTask(act.Site)
+		if err := x.sendTask(act.Site, act.Site); err != nil {
+			x.sendFailed(act.Site, err)
+		}
 	case round.SetTimer:
 		x.timer.Reset(time.Until(act.At))
 	case round.Aggregate:
@@ -280,7 +288,7 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 		x.queue = append(x.queue, round.UpdateAggregated{Site: act.Site})
 	case round.CancelTask:
 		if t, ok := x.tasks[act.Site]; ok {
-			_ = c.sendTo(act.Site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Cancel{Cancel: &pb.CancelTask{TaskId: t.id, Reason: act.Reason}}})
+			_ = c.sendTo(t.site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Cancel{Cancel: &pb.CancelTask{TaskId: t.id, Reason: act.Reason}}})
 		}
 	case round.RecordSite:
 		if act.Status == round.StatusOK {
@@ -416,7 +424,9 @@ func withClientSettings(p *pb.TrainParams, cs aggregators.ClientSettings) *pb.Tr
 	return p
 }
 
-func (x *roundExec) sendTask(site string) {
+// sendTask sends site the task of the round's slot, site's own or (in a
+// virtual-clients round) the slice of a worker that failed.
+func (x *roundExec) sendTask(site, slot string) error {
 	c, a := x.c, x.a
 	spec := a.j.spec
 	tp := spec.ArmTrain(a.arm)
@@ -425,7 +435,7 @@ func (x *roundExec) sendTask(site string) {
 		epochs, lr = 1, tp.EpochLR(x.r) // a centralized round is one epoch
 	}
 	t := &pendingTask{id: newID(), site: site, box: x.rr, global: x.stored, job: a.j.id, arm: a.arm.Name, round: int32(x.r)}
-	x.tasks[site] = t
+	x.tasks[slot] = t
 	c.addTask(t)
 	task := &pb.Task{
 		TaskId: t.id, JobId: a.j.id, Arm: a.arm.Name, Round: int32(x.r), Kind: a.kind,
@@ -440,9 +450,7 @@ func (x *roundExec) sendTask(site string) {
 		EvaluateGlobal:   a.kind == pb.TaskKind_TASK_KIND_TRAIN && spec.Sites.Virtual == 0, // workers of virtual clients hold no test split of their own
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
 		CpuWattsPerCore:  spec.Energy.CPUWattsPerCore,
-		Virtual:          x.virtualClients(site),
+		Virtual:          x.virtualClients(slot),
 	}
-	if err := c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}}); err != nil {
-		x.queue = append(x.queue, round.SiteFailed{Site: site, Reason: err.Error()})
-	}
+	return c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}})
 }

@@ -144,6 +144,10 @@ const (
 	// MetricEnergyRejected is 1 where the coordinator dropped the site's
 	// energy report as implausible.
 	MetricEnergyRejected = "energy_rejected"
+	// MetricVirtualReassigned is, on a worker's site run, how many of its
+	// virtual clients another worker trained in the round after it failed
+	// (the update logged there for the round is that worker's).
+	MetricVirtualReassigned = "virtual_reassigned"
 	// MetricEstimatedEnergyJoules is the CPU-time estimate a site sends
 	// beside (never summed with) measured figures.
 	MetricEstimatedEnergyJoules = "estimated_energy_joules"

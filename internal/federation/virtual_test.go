@@ -124,60 +124,76 @@ func testLoss(t *testing.T, res *Result) []tracking.Metric {
 	return h
 }
 
-// dyingTrainers builds trainers that train normally for the first after
-// calls, then announce (closing dying) and hang until the worker is
-// stopped: a worker that dies mid-round.
-type dyingTrainers struct {
-	inner client.TrainerFactory
-	after int64
+// virtualWorker is a worker agent whose machine a test can take away:
+// after its first after training calls, its next one either fails (fail)
+// or cuts the worker's connections, refuses new ones and hangs until the
+// task is cancelled: a worker that dies mid-round, after it received its
+// task and before it answers.
+type virtualWorker struct {
+	name  string
+	after int64 // training calls that succeed; negative: all of them
+	fail  bool
+
 	calls atomic.Int64
-	once  sync.Once
-	dying chan struct{}
-	// release ends the hang, at the test's end.
-	release chan struct{}
+	mu    sync.Mutex
+	dead  bool
+	conns []net.Conn
 }
 
-func (f *dyingTrainers) Trainer(cfg train.Config) (train.Trainer, error) {
-	tr, err := f.inner.Trainer(cfg)
+func (w *virtualWorker) dial(ctx context.Context, addr string) (net.Conn, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dead {
+		return nil, fmt.Errorf("%s's machine is gone", w.name)
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err == nil {
+		w.conns = append(w.conns, c)
+	}
+	return c, err
+}
+
+// cut takes the worker's machine away: its connections close and new
+// ones are refused.
+func (w *virtualWorker) cut() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.dead = true
+	for _, c := range w.conns {
+		_ = c.Close()
+	}
+}
+
+// Trainer implements client.TrainerFactory.
+func (w *virtualWorker) Trainer(cfg train.Config) (train.Trainer, error) {
+	tr, err := (&train.Factory{}).Trainer(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return dyingTrainer{Trainer: tr, f: f}, nil
+	return dyingTrainer{Trainer: tr, w: w}, nil
 }
 
 type dyingTrainer struct {
 	train.Trainer
-	f *dyingTrainers
+	w *virtualWorker
 }
 
-func (d dyingTrainer) Train(ctx context.Context, w *model.Weights, ds *data.Dataset, cfg train.TrainConfig) (*model.Weights, train.TrainResult, error) {
-	if d.f.calls.Add(1) > d.f.after {
-		d.f.once.Do(func() { close(d.f.dying) })
-		select {
-		case <-ctx.Done():
-		case <-d.f.release:
-		}
-		return nil, train.TrainResult{}, errors.New("the worker died")
+func (d dyingTrainer) Train(ctx context.Context, m *model.Weights, ds *data.Dataset, cfg train.TrainConfig) (*model.Weights, train.TrainResult, error) {
+	if d.w.after < 0 || d.w.calls.Add(1) <= d.w.after {
+		return d.Trainer.Train(ctx, m, ds, cfg)
 	}
-	return d.Trainer.Train(ctx, w, ds, cfg)
+	if !d.w.fail {
+		d.w.cut()
+		<-ctx.Done() // the session ended: the agent cancels its tasks
+	}
+	return nil, train.TrainResult{}, errors.New("the worker died")
 }
 
-// TestVirtualWorkerDies: a worker that dies in round 2 loses its clients'
-// updates for that round; with sites.min_per_round 1 the round commits
-// with the other worker's, and the next round gives every client to the
-// worker left.
-func TestVirtualWorkerDies(t *testing.T) {
+// runWorkers runs the job src on a coordinator over loopback TCP with
+// workers, and returns the job's events and its final state.
+func runWorkers(t *testing.T, src []byte, workers []*virtualWorker) (evs []*pb.JobEvent, j *pb.Job, dbPath string) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	src := []byte(fmt.Sprintf(`
-name: virtual-dies
-seed: 3
-data: {dataset: fashion-mnist, path: %q}
-model: {kind: logreg}
-sites: {virtual: 1000000, per_round: 8, workers: 2, min_per_round: 1}
-rounds: 3
-arms: [{name: fedavg, strategy: fedavg}]
-deadline: {round: 1m}
-`, subset))
 	spec, err := job.Parse(src)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +202,8 @@ deadline: {round: 1m}
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := tracking.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "c.db"))
+	dbPath = filepath.Join(t.TempDir(), "c.db")
+	store, err := tracking.OpenSQLite(context.Background(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,57 +215,21 @@ deadline: {round: 1m}
 	addr := lis.Addr().String()
 	stop := startCoordinator(t, "coord", lis, coordDeps{ds: ds, store: store, log: log})
 	defer stop()
-	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	wait := startAgents(t, ctx, []string{"worker-1"}, ds, []string{addr}, dial, log, client.Config{})
-	defer stopWithin(t, "stopping worker-1", func() { cancel(); wait() })
-
-	// worker-2 trains its 4 clients of round 1, then hangs on round 2's
-	// first while the test cuts its connection and refuses new ones: the
-	// worker's machine is gone.
-	dying := &dyingTrainers{inner: &train.Factory{}, after: 4, dying: make(chan struct{}), release: make(chan struct{})}
-	var link struct {
-		sync.Mutex
-		dead  bool
-		conns []net.Conn
-	}
-	dial2 := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			link.Lock()
-			defer link.Unlock()
-			if link.dead {
-				return nil, errors.New("worker-2's machine is gone")
-			}
-			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			if err == nil {
-				link.conns = append(link.conns, c)
-			}
-			return c, err
-		})}
-	w2, err := client.New(client.Config{Name: "worker-2", Targets: []string{addr}, DialOptions: dial2, Logger: log},
-		siteSource{train: ds.Sites["worker-2"].Train}, dying, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx2, stop2 := context.WithCancel(ctx)
-	done2 := make(chan struct{})
-	go func() { defer close(done2); _ = w2.Run(ctx2) }()
-	go func() {
-		select {
-		case <-dying.dying:
-			link.Lock()
-			link.dead = true
-			for _, c := range link.conns {
-				_ = c.Close()
-			}
-			link.Unlock()
-		case <-ctx.Done():
+	var wg sync.WaitGroup
+	defer stopWithin(t, "stopping the workers", func() { cancel(); wg.Wait() })
+	for _, w := range workers {
+		dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(w.dial)}
+		a, err := client.New(client.Config{Name: w.name, Targets: []string{addr}, DialOptions: dial, Logger: log},
+			siteSource{train: ds.Sites[w.name].Train}, w, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	defer stopWithin(t, "stopping worker-2", func() { close(dying.release); stop2(); <-done2 })
-
-	cc, err := grpc.NewClient(addr, dial...)
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.Run(ctx) }()
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,24 +243,244 @@ deadline: {round: 1m}
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sites []float64
 	for {
 		ev, err := st.Recv()
 		if err != nil {
 			break
 		}
-		if ev.GetKind() == "round_committed" {
-			sites = append(sites, ev.GetMetrics()[tracking.MetricSites])
-		}
+		evs = append(evs, ev)
 	}
 	got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: resp.GetJob().GetJobId()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := got.GetJob().GetState(); s != pb.JobState_JOB_STATE_SUCCEEDED {
-		t.Fatalf("job %v: %s; want it to succeed with the worker left", s, got.GetJob().GetError())
+	return evs, got.GetJob(), dbPath
+}
+
+// siteMetric returns the history of key on site's run in the first arm
+// of the job whose tracking run is jobRunID, in the store at dbPath.
+func siteMetric(t *testing.T, dbPath, jobRunID, site, key string) []tracking.Metric {
+	t.Helper()
+	ctx := context.Background()
+	store, err := tracking.OpenSQLite(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]float64{2, 1, 1}, sites); diff != "" {
-		t.Errorf("workers aggregated by round (-want +got):\n%s", diff)
+	defer store.Close()
+	arms, err := store.ChildRuns(ctx, jobRunID)
+	if err != nil || len(arms) == 0 {
+		t.Fatalf("job run %s: %d arm runs (%v), want 1", jobRunID, len(arms), err)
+	}
+	sites, err := store.ChildRuns(ctx, arms[0].Info.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sites {
+		if tagOf(s, tracking.TagSite) == site {
+			h, err := store.GetMetricHistory(ctx, s.Info.RunID, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h
+		}
+	}
+	t.Fatalf("arm run has no site run for %s", site)
+	return nil
+}
+
+// workers returns n workers, worker-1 … worker-n, that never die.
+func workers(n int) []*virtualWorker {
+	ws := make([]*virtualWorker, n)
+	for i := range ws {
+		ws[i] = &virtualWorker{name: fmt.Sprintf("worker-%d", i+1), after: -1}
+	}
+	return ws
+}
+
+// roundFacts are what a job's events say of each round.
+type roundFacts struct {
+	sites, samples, accuracy, loss float64
+}
+
+// facts reads, from a job's events, each committed round's workers,
+// samples (summed over the updates aggregated), test accuracy and loss.
+func facts(evs []*pb.JobEvent) []roundFacts {
+	samples := map[int32]float64{}
+	var out []roundFacts
+	for _, ev := range evs {
+		m := ev.GetMetrics()
+		switch ev.GetKind() {
+		case "site_reported":
+			samples[ev.GetRound()] += m[tracking.MetricNumSamples]
+		case "round_committed":
+			out = append(out, roundFacts{sites: m[tracking.MetricSites], samples: samples[ev.GetRound()],
+				accuracy: m[tracking.MetricTestAccuracy], loss: m[tracking.MetricTestLoss]})
+		}
+	}
+	return out
+}
+
+// reassigned returns a job's virtual_reassigned events.
+func reassigned(evs []*pb.JobEvent) []*pb.JobEvent {
+	var out []*pb.JobEvent
+	for _, ev := range evs {
+		if ev.GetKind() == "virtual_reassigned" {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// virtualDiesJob is a job of 3 virtual clients a worker a round on 3
+// workers, with the default quorum (every worker).
+func virtualDiesJob(rounds int, extra string) []byte {
+	return []byte(fmt.Sprintf(`
+name: virtual-dies
+seed: 3
+data: {dataset: fashion-mnist, path: %q}
+model: {kind: logreg}
+sites: {virtual: 1000000, per_round: 9, workers: 3%s}
+rounds: %d
+arms: [{name: fedavg, strategy: fedavg}]
+deadline: {round: 1m, retries: 0}
+`, subset, extra, rounds))
+}
+
+// TestVirtualWorkerDiesClientsReassigned is issue 17's failure check: a
+// worker that dies in round 2, after it received its task and before it
+// answers, hands its 3 clients to worker-1, and the round commits with
+// every sampled client: the same samples, accuracy and loss as the run
+// where no worker died.
+func TestVirtualWorkerDiesClientsReassigned(t *testing.T) {
+	src := virtualDiesJob(2, "")
+	evs, j, _ := runWorkers(t, src, workers(3))
+	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("no worker dies: job %v: %s", j.GetState(), j.GetError())
+	}
+	want := facts(evs)
+
+	ws := workers(3)
+	ws[1].after = 3 // worker-2 trains its 3 clients of round 1, then dies
+	evs, j, db := runWorkers(t, src, ws)
+	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("worker-2 dies: job %v: %s; want it to succeed, worker-2's clients trained by another worker", j.GetState(), j.GetError())
+	}
+	got := facts(evs)
+	t.Logf("by round, no worker dies: %+v; worker-2 dies: %+v", want, got)
+	if len(got) != 2 || len(want) != 2 {
+		t.Fatalf("committed rounds = %d with worker-2 dying, %d without; want 2", len(got), len(want))
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if g.sites != 3 || g.samples != w.samples || g.samples < 9 {
+			t.Errorf("round %d: %v updates of %v samples, want 3 of %v (the run where no worker died)", i+1, g.sites, g.samples, w.samples)
+		}
+		// The slice's update is the one worker-2 would have sent; only
+		// the order the coordinator folds the updates in (their arrival,
+		// in float32) can differ, as between any two runs.
+		if math.Abs(g.accuracy-w.accuracy) > 1e-6 || math.Abs(g.loss-w.loss) > 1e-7*w.loss {
+			t.Errorf("round %d: accuracy %.6f, loss %.9f; want %.6f, %.9f (no worker died) within 1e-7 relative", i+1, g.accuracy, g.loss, w.accuracy, w.loss)
+		}
+	}
+	rs := reassigned(evs)
+	if len(rs) != 1 {
+		t.Fatalf("%d virtual_reassigned events, want 1: %v", len(rs), rs)
+	}
+	r := rs[0]
+	if r.GetRound() != 2 || r.GetSite() != "worker-2" || r.GetMetrics()[tracking.MetricVirtualReassigned] != 3 || !strings.Contains(r.GetMessage(), "went to worker-1") {
+		t.Errorf("reassignment: round %d, site %q, %v clients, %q; want round 2, worker-2's 3 clients to worker-1",
+			r.GetRound(), r.GetSite(), r.GetMetrics()[tracking.MetricVirtualReassigned], r.GetMessage())
+	}
+	// worker-2's run logs the round's update for its clients, marked as
+	// trained by another worker; worker-1's, its own only.
+	for _, c := range []struct {
+		site string
+		want []float64
+	}{{"worker-2", []float64{3}}, {"worker-1", nil}} {
+		var got []float64
+		for _, m := range siteMetric(t, db, j.GetTrackingRunId(), c.site, tracking.MetricVirtualReassigned) {
+			if m.Step != 2 {
+				t.Errorf("%s: %s at round %d, want round 2 only", c.site, tracking.MetricVirtualReassigned, m.Step)
+			}
+			got = append(got, m.Value)
+		}
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("%s's %s (-want +got):\n%s", c.site, tracking.MetricVirtualReassigned, diff)
+		}
+		if n := siteMetric(t, db, j.GetTrackingRunId(), c.site, tracking.MetricNumSamples); len(n) != 2 {
+			t.Errorf("%s's run logs samples for %d rounds, want 2", c.site, len(n))
+		}
+	}
+
+	// worker-2 dies on its first client, and worker-1, which takes its
+	// clients, fails on its fourth (its own or worker-2's): what worker-1
+	// has not answered for moves on to worker-3, and round 1 still counts
+	// every client.
+	ws = workers(3)
+	ws[1].after = 0
+	ws[0].after, ws[0].fail = 3, true
+	evs, j, _ = runWorkers(t, virtualDiesJob(1, ""), ws)
+	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("worker-2, then worker-1 die: job %v: %s; want it to succeed, their clients trained by worker-3", j.GetState(), j.GetError())
+	}
+	if got := facts(evs); len(got) != 1 || got[0].samples != want[0].samples || got[0].sites != 3 ||
+		math.Abs(got[0].loss-want[0].loss) > 1e-7*want[0].loss {
+		t.Errorf("worker-2, then worker-1 die: round 1 = %+v, want 3 updates, %v samples, loss %.9f (no worker died)", got, want[0].samples, want[0].loss)
+	}
+	var moves []string
+	for _, r := range reassigned(evs) {
+		if r.GetSite() == "worker-2" {
+			moves = append(moves, r.GetMessage()[strings.LastIndex(r.GetMessage(), " went to ")+len(" went to "):])
+		}
+	}
+	if diff := cmp.Diff([]string{"worker-1", "worker-3"}, moves); diff != "" {
+		t.Errorf("worker-2's clients went to (-want +got):\n%s", diff)
+	}
+	if n := len(reassigned(evs)); n != 2 && n != 3 {
+		t.Errorf("%d reassignments, want 2 (worker-2's twice) or 3 (and worker-1's own, if its own task failed)", n)
+	}
+}
+
+// TestVirtualWorkerDiesLater: a worker that dies in round 2 of 3, with
+// sites.min_per_round 1: round 2 commits with its clients trained by the
+// worker left, and round 3 gives that worker every client.
+func TestVirtualWorkerDiesLater(t *testing.T) {
+	ws := workers(2)
+	ws[1].after = 4 // worker-2 trains its 4 clients of round 1, then dies
+	src := []byte(strings.Replace(string(virtualDiesJob(3, ", min_per_round: 1")), "per_round: 9, workers: 3", "per_round: 8, workers: 2", 1))
+	evs, j, _ := runWorkers(t, src, ws)
+	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v: %s; want it to succeed with the worker left", j.GetState(), j.GetError())
+	}
+	var sites []float64
+	for _, f := range facts(evs) {
+		sites = append(sites, f.sites)
+	}
+	if diff := cmp.Diff([]float64{2, 2, 1}, sites); diff != "" {
+		t.Errorf("updates aggregated by round (-want +got):\n%s", diff)
+	}
+}
+
+// TestVirtualAllWorkersDie: when every worker fails, each slice moves at
+// most once per other worker and the round fails naming the workers and
+// what to do.
+func TestVirtualAllWorkersDie(t *testing.T) {
+	ws := workers(3)
+	for _, w := range ws {
+		w.after, w.fail = 0, true
+	}
+	evs, j, _ := runWorkers(t, virtualDiesJob(1, ""), ws)
+	if j.GetState() != pb.JobState_JOB_STATE_FAILED {
+		t.Fatalf("job %v, want FAILED", j.GetState())
+	}
+	msg := j.GetError()
+	for _, want := range []string{"no worker is left to train", "worker-1: ", "worker-2: ", "worker-3: ", "the worker died", "sites.workers"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("job error lacks %q: %s", want, msg)
+		}
+	}
+	// 3 slices, each moved at most to the 2 other workers.
+	if n := len(reassigned(evs)); n < 2 || n > 6 {
+		t.Errorf("%d reassignments, want 2 to 6 (each of 3 slices at most twice)", n)
 	}
 }
