@@ -174,9 +174,11 @@ func (c *Coordinator) putInitial(ctx context.Context, a *armRun) error {
 // keeps it in memory from then on.
 func (c *Coordinator) beginRound(a *armRun, r int) (aggregators.Round, error) {
 	if a.file != nil {
-		agg, err := a.strategy.(aggregators.GlobalStreamer).BeginStreamed(a.file, a.seed, r)
-		if !errors.Is(err, aggregators.ErrNoStream) {
-			return agg, err
+		if gs, ok := a.strategy.(aggregators.GlobalStreamer); ok {
+			agg, err := gs.BeginStreamed(a.file, a.seed, r)
+			if !errors.Is(err, aggregators.ErrNoStream) {
+				return agg, err
+			}
 		}
 		w, err := a.file.load()
 		if err != nil {

@@ -74,11 +74,12 @@ func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
 }
 
 // putFile is put of a model kept in the blob store: its blob is its
-// encoding, and its digest its id.
+// encoding, and its digest its id. A model of that id stored already
+// (the same bytes) takes the reference.
 func (s *modelStore) putFile(f *globalFile) *storedModel {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if m, ok := s.models[f.digest]; ok && m.file == f {
+	if m, ok := s.models[f.digest]; ok {
 		m.refs++
 		return m
 	}

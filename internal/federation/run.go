@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -131,20 +132,28 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	trainers := &train.Factory{Dir: opts.BaseDir, Logger: log.With("component", "trainer")}
 	defer trainers.Close()
 	shape := ds.Pooled.Shape
+	// A large global model waits for its next round on disk, not in memory
+	// (server.Config.ModelDir); the folder goes with the run.
+	modelDir, err := os.MkdirTemp("", "cohort-models-*")
+	if err != nil {
+		return nil, fmt.Errorf("making a folder for the global models: %w; set TMPDIR to a writable folder", err)
+	}
+	defer os.RemoveAll(modelDir)
 	coord, err := server.New(server.Config{
 		Version: opts.Version,
 		// The sites share this machine's memory and cores: receiving their
 		// updates one at a time costs no bandwidth and holds one update
 		// in the coordinator instead of one per site.
 		MaxConcurrentUpdates: 1,
+		ModelDir:             modelDir,
 		Logger:               log.With("component", "coordinator"),
 	},
 		server.Deps{Tracker: tr, Meter: opts.CoordMeter, Idle: idleMeter(opts.CoordMeter), Models: &prepare.Models{Trainers: trainers, Test: ds.Test, Shape: shape, Classes: ds.Pooled.Classes}})
 	if err != nil {
 		return nil, err
 	}
-	// The coordinator runs on its own one-voter raft node in memory, which
-	// records models by digest only: cohort run holds no model twice.
+	// The coordinator runs on its own one-voter raft node in memory, whose
+	// blob store is modelDir: cohort run holds no model twice.
 	defer func() {
 		if err := coord.Close(); err != nil {
 			log.Warn("coordinator_close_failed", "err", err)
