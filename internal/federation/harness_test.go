@@ -176,7 +176,9 @@ func serveCoordinator(t testing.TB, name string, lis net.Listener, rep *ha.Node,
 	if rep != nil {
 		deps.Replica = rep
 	}
-	coord, err := server.New(server.Config{Logger: d.log.With("node", name), SiteWait: 30 * time.Second}, deps)
+	// SpillAbove -1: however small the model, the cluster keeps it in the
+	// blob stores between rounds and reads it in place, as a large one.
+	coord, err := server.New(server.Config{Logger: d.log.With("node", name), SiteWait: 30 * time.Second, SpillAbove: -1}, deps)
 	if err != nil {
 		if rep != nil && closeRep {
 			_ = rep.Close()
