@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/cohortfl/cohort/aggregators"
 	"github.com/cohortfl/cohort/model"
@@ -165,7 +166,16 @@ func (c *Coordinator) putInitial(ctx context.Context, a *armRun) error {
 	if err != nil {
 		return fmt.Errorf("writing the initial model to the blob store: %w", err)
 	}
-	return c.toDisk(a, digest)
+	if err := c.toDisk(a, digest); err != nil {
+		return err
+	}
+	if a.file != nil && w.Bytes() >= model.CollectAfterBytes {
+		// Where nothing else holds it (the job's last arm), the model in
+		// memory goes now rather than beside the round's sum.
+		w = nil
+		debug.FreeOSMemory()
+	}
+	return nil
 }
 
 // beginRound starts the round's aggregate: over the model in place where
