@@ -51,10 +51,6 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		return fmt.Errorf("task kind %s is not supported by this site (version %s)", t.GetKind(), a.cfg.Version)
 	}
 	arrived := time.Now()
-	global, err := fetchModel(ctx, cli, t)
-	if err != nil {
-		return err
-	}
 	trainSet, testSet, err := a.load(ctx, t)
 	if err != nil {
 		return fmt.Errorf("loading dataset %q: %w", t.GetDataset(), err)
@@ -64,12 +60,20 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		return fmt.Errorf("building trainer: %w", err)
 	}
 	a.retire(tr, t)
+	evaluate := t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0
+	if st, ok := tr.(streamTrainer); ok && !evaluate && t.GetVirtual() == nil {
+		return a.streamTask(ctx, cli, t, st, trainSet, a.taskTrainConfig(s, t), arrived, spent, log)
+	}
+	global, err := fetchModel(ctx, cli, t)
+	if err != nil {
+		return err
+	}
 	// Evaluating the received model and training are measured apart, so
 	// that the arm's evaluation energy is told from its training's.
 	metrics := make(map[string]float64)
 	var evalReport *pb.EnergyReport
 	var trainerSeconds float64
-	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
+	if evaluate {
 		m := a.startMeter(ctx, t, log)
 		ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
 		m.addCPU(ev.CPUSeconds)
@@ -85,28 +89,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	}
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()
-
-	p := t.GetTrain()
-	cs := aggregators.ReadClientSettings(p) // what the job's strategy has this site train with
-	var lastProgress time.Time
-	cfg := train.TrainConfig{
-		Epochs:      int(p.GetEpochs()),
-		BatchSize:   int(p.GetBatchSize()),
-		LR:          p.GetLr(),
-		Momentum:    p.GetMomentum(),
-		WeightDecay: p.GetWeightDecay(),
-		Mu:          cs.Mu,
-		Seed:        p.GetSeed(),
-		Progress: func(epoch, batch, batches int, loss float64) {
-			if time.Since(lastProgress) < a.cfg.ProgressInterval {
-				return
-			}
-			lastProgress = time.Now()
-			_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Progress{Progress: &pb.TaskProgress{
-				TaskId: t.GetTaskId(), Epoch: int32(epoch), Batch: int32(batch), Batches: int32(batches), Loss: loss,
-			}}})
-		},
-	}
+	cfg := a.taskTrainConfig(s, t)
 	var updated *model.Weights
 	var res train.TrainResult
 	if vc := t.GetVirtual(); vc != nil { // a worker of virtual clients (virtual.go)
@@ -124,18 +107,7 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	if err != nil {
 		return fmt.Errorf("training: %w", err)
 	}
-	metrics["train_loss"] = res.Loss
-	metrics["train_seconds"] = res.Seconds
-	metrics["num_samples"] = float64(res.NumSamples)
-	metrics["train_steps"] = float64(res.Steps)
-	if res.CPUSeconds > 0 {
-		metrics["train_cpu_seconds"] = res.CPUSeconds
-	}
-	for k, v := range res.Metrics { // an external trainer's extras
-		if _, taken := metrics[k]; !taken {
-			metrics[k] = v
-		}
-	}
+	addTrainMetrics(metrics, res)
 	if err := updated.CheckFinite(); err != nil {
 		return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
 	}
@@ -148,6 +120,49 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
 	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
 	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, evalReport, ds)
+}
+
+// addTrainMetrics adds what training reported to the update's metrics.
+func addTrainMetrics(metrics map[string]float64, res train.TrainResult) {
+	metrics["train_loss"] = res.Loss
+	metrics["train_seconds"] = res.Seconds
+	metrics["num_samples"] = float64(res.NumSamples)
+	metrics["train_steps"] = float64(res.Steps)
+	if res.CPUSeconds > 0 {
+		metrics["train_cpu_seconds"] = res.CPUSeconds
+	}
+	for k, v := range res.Metrics { // an external trainer's extras
+		if _, taken := metrics[k]; !taken {
+			metrics[k] = v
+		}
+	}
+}
+
+// taskTrainConfig is what task t has this site train with: the job's
+// settings and the strategy's, and progress sent on s at most every
+// ProgressInterval.
+func (a *Agent) taskTrainConfig(s *session, t *pb.Task) train.TrainConfig {
+	p := t.GetTrain()
+	cs := aggregators.ReadClientSettings(p) // what the job's strategy has this site train with
+	var lastProgress time.Time
+	return train.TrainConfig{
+		Epochs:      int(p.GetEpochs()),
+		BatchSize:   int(p.GetBatchSize()),
+		LR:          p.GetLr(),
+		Momentum:    p.GetMomentum(),
+		WeightDecay: p.GetWeightDecay(),
+		Mu:          cs.Mu,
+		Seed:        p.GetSeed(),
+		Progress: func(epoch, batch, batches int, loss float64) {
+			if time.Since(lastProgress) < a.cfg.ProgressInterval {
+				return
+			}
+			lastProgress = time.Now()
+			_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Progress{Progress: &pb.TaskProgress{
+				TaskId: t.GetTaskId(), Epoch: int32(epoch), Batch: int32(batch), Batches: int32(batches), Loss: loss,
+			}}})
+		},
+	}
 }
 
 // Metric names the site reports with an update (tracking's
@@ -331,20 +346,38 @@ func (a *Agent) digest(d *data.Dataset) string {
 
 // fetchModel downloads and verifies the task's global model.
 func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (*model.Weights, error) {
-	stream, err := cli.FetchModel(ctx, &pb.FetchModelRequest{ModelId: t.GetModelId(), TaskId: t.GetTaskId()})
-	if err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
-	}
-	first, err := stream.Recv()
-	if err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
-	}
 	// Decoded as the chunks arrive, straight into the tensors, and hashed
 	// on the way; allocated as the header announces, within the size the
 	// coordinator declared for the model the site asked for.
-	total := first.GetTotalSize()
+	r, total, sum, err := openModel(ctx, cli, t)
+	if err != nil {
+		return nil, err
+	}
+	w, _, err := model.DecodeSafetensors(r, total)
+	if err != nil {
+		return nil, fmt.Errorf("fetching and decoding the global model: %w", err)
+	}
+	if err := r.Finish(sum); err != nil {
+		return nil, fmt.Errorf("fetching model: %w", err)
+	}
+	return w, nil
+}
+
+// openModel starts the download of the task's global model: it returns
+// the reader of its bytes, their size and the SHA-256 the coordinator
+// announced, for the reader's Finish to check.
+func openModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (r *model.ChunkReader, total int64, sum []byte, err error) {
+	stream, err := cli.FetchModel(ctx, &pb.FetchModelRequest{ModelId: t.GetModelId(), TaskId: t.GetTaskId()})
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
+	}
+	total = first.GetTotalSize()
 	pending := first
-	r, err := model.NewChunkReader(total, func() ([]byte, error) {
+	r, err = model.NewChunkReader(total, func() ([]byte, error) {
 		if m := pending; m != nil {
 			pending = nil
 			return m.GetData(), nil
@@ -356,16 +389,9 @@ func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 		return m.GetData(), nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
+		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
 	}
-	w, _, err := model.DecodeSafetensors(r, total)
-	if err != nil {
-		return nil, fmt.Errorf("fetching and decoding the global model: %w", err)
-	}
-	if err := r.Finish(first.GetSha256()); err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
-	}
-	return w, nil
+	return r, total, first.GetSha256(), nil
 }
 
 // RefusedError is returned for an update the coordinator received and
@@ -384,14 +410,20 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	if err != nil {
 		return fmt.Errorf("encoding update: %w", err)
 	}
-	stream, err := cli.PushUpdate(ctx)
-	if err != nil {
-		return fmt.Errorf("pushing update: %w", err)
-	}
 	h := &pb.UpdateHeader{
 		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
 		NumSamples: n, TotalSize: size, Sha256: sum[:], Metrics: metrics,
 		Energy: rep, EvalEnergy: evalRep, Dataset: ds,
+	}
+	return sendUpdate(ctx, cli, h, func(out io.Writer) error { return model.EncodeSafetensors(out, w, nil) })
+}
+
+// sendUpdate uploads an update: header h, which gives its size and
+// SHA-256, then the bytes write writes, in chunks as they come.
+func sendUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, h *pb.UpdateHeader, write func(io.Writer) error) error {
+	stream, err := cli.PushUpdate(ctx)
+	if err != nil {
+		return fmt.Errorf("pushing update: %w", err)
 	}
 	if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
 		return fmt.Errorf("pushing update header: %w", err)
@@ -406,9 +438,9 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 		}
 		return nil
 	})
-	cw.Expect(size)
+	cw.Expect(h.GetTotalSize())
 
-	err = model.EncodeSafetensors(cw, w, nil)
+	err = write(cw)
 	if err == nil {
 		err = cw.Flush()
 	}

@@ -1,0 +1,214 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"os"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/cohortfl/cohort/data"
+	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/train"
+)
+
+// modelCoordinator serves one global model in chunks and records the
+// updates pushed to it.
+type modelCoordinator struct {
+	pb.UnimplementedCoordinatorServiceServer
+	global []byte
+	sum    []byte // announced; the global's own SHA-256 unless a test lies
+	pushed chan pushedUpdate
+}
+
+// pushedUpdate is an update as the coordinator received it.
+type pushedUpdate struct {
+	header *pb.UpdateHeader
+	data   []byte
+}
+
+func (c *modelCoordinator) FetchModel(_ *pb.FetchModelRequest, s grpc.ServerStreamingServer[pb.ModelChunk]) error {
+	first := true
+	for off, b := range model.Chunks(c.global, 1000) { // many chunks, cut anywhere
+		m := &pb.ModelChunk{Offset: off, Data: b}
+		if first {
+			m.TotalSize, m.Sha256, first = int64(len(c.global)), c.sum, false
+		}
+		if err := s.Send(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *modelCoordinator) PushUpdate(s grpc.ClientStreamingServer[pb.UpdateChunk, pb.PushUpdateResponse]) error {
+	var u pushedUpdate
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if h := m.GetHeader(); h != nil {
+			u.header = h
+		}
+		u.data = append(u.data, m.GetData()...)
+	}
+	c.pushed <- u
+	return s.SendAndClose(&pb.PushUpdateResponse{Accepted: true})
+}
+
+// serveModel serves c over an in-memory connection and returns a client
+// of it.
+func serveModel(t *testing.T, c *modelCoordinator) pb.CoordinatorServiceClient {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	pb.RegisterCoordinatorServiceServer(gs, c)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gs.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		gs.Stop()
+		<-done
+	})
+	return pb.NewCoordinatorServiceClient(conn)
+}
+
+// oneDataset is a site's data: a training set of 7 samples, no test set.
+type oneDataset struct{}
+
+func (oneDataset) Load(context.Context, string, pb.TaskKind) (*data.Dataset, *data.Dataset, error) {
+	return &data.Dataset{Name: "synthetic(0,0)", N: 7}, nil, nil
+}
+
+// trainerOf hands out one trainer.
+type trainerOf struct{ tr train.Trainer }
+
+func (f trainerOf) Trainer(train.Config) (train.Trainer, error) { return f.tr, nil }
+
+// inMemory hides a trainer's TrainStream: the site takes its in-memory
+// path (the model decoded, Train, the update encoded).
+type inMemory struct{ train.Trainer }
+
+// TestStreamedUpdateIsTheInMemoryOne: a transfer task whose update is made
+// as the model arrives, a chunk at a time, sends bit for bit the update of
+// the in-memory path (decode, Train, encode), under the same header, for
+// models of one and of several tensors, runs that cross chunks, odd
+// lengths and the model's metadata; both refuse a model whose SHA-256 is
+// not the announced one and send nothing, and both refuse non-finite
+// results. The update's file is removed.
+func TestStreamedUpdateIsTheInMemoryOne(t *testing.T) {
+	big, _ := train.NewTransfer(model.ScanChunk + 3)
+	bigW, _ := big.Init(1)
+	small, _ := train.NewTransfer(5)
+	several, _ := small.Init(2)
+	several.Tensors = append(several.Tensors,
+		model.Tensor{Name: "b", Shape: []int{3, 3}, Data: []float32{1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		model.Tensor{Name: "scalar", Data: []float32{-2}})
+	nan := &model.Weights{Tensors: []model.Tensor{{Name: "x", Shape: []int{3}, Data: []float32{1, float32(math.NaN()), 2}}}}
+	tests := []struct {
+		name    string
+		global  *model.Weights
+		meta    map[string]string
+		badSum  bool
+		wantErr error // of both paths, nil for an update
+		size    int64 // of the update
+	}{
+		{name: "one tensor over a chunk", global: bigW, size: 88 + 4*(model.ScanChunk+3)},                                  // a header of 75 bytes padded to 80,
+		{name: "several tensors and metadata", global: several, meta: map[string]string{"format": "pt"}, size: 192 + 4*15}, // 180 padded to 184, no metadata,
+		{name: "wrong checksum", global: several, badSum: true, wantErr: model.ErrChecksum},
+		{name: "non-finite", global: nan, wantErr: model.ErrNotFinite},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			b, err := model.MarshalSafetensors(tt.global, tt.meta)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(b)
+			c := &modelCoordinator{global: b, sum: sum[:], pushed: make(chan pushedUpdate, 1)}
+			if tt.badSum {
+				c.sum = make([]byte, sha256.Size)
+			}
+			cli := serveModel(t, c)
+			task := &pb.Task{TaskId: "t1", JobId: "j1", Arm: "fedavg", Round: 3, ModelId: "m", Dataset: "synthetic",
+				Kind: pb.TaskKind_TASK_KIND_TRAIN, Model: &pb.ModelSpec{Kind: train.TransferKind}, Train: &pb.TrainParams{Seed: 11, Epochs: 1}}
+			site, _ := train.NewTransfer(0)
+			run := func(tr train.Trainer) (pushedUpdate, error) {
+				t.Helper()
+				a, err := New(Config{Name: "kit", Targets: []string{"passthrough:///bufnet"}}, oneDataset{}, trainerOf{tr}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := a.runTask(context.Background(), cli, nil, task, &taskEnergy{}, a.log); err != nil {
+					return pushedUpdate{}, err
+				}
+				return <-c.pushed, nil
+			}
+			streamed, errStream := run(site)
+			inMem, errMem := run(inMemory{site})
+			for _, e := range []struct {
+				path string
+				err  error
+			}{{"streamed", errStream}, {"in memory", errMem}} {
+				if tt.wantErr == nil && e.err != nil || tt.wantErr != nil && !errors.Is(e.err, tt.wantErr) {
+					t.Errorf("%s: runTask() = %v, want %v", e.path, e.err, tt.wantErr)
+				}
+			}
+			if len(c.pushed) != 0 {
+				t.Errorf("%d updates pushed after a failure", len(c.pushed))
+			}
+			if left, _ := os.ReadDir(tmp); len(left) != 0 {
+				t.Errorf("the temporary folder holds %d files after the task, want none", len(left))
+			}
+			if tt.wantErr != nil {
+				return
+			}
+			if got := int64(len(streamed.data)); got != tt.size || streamed.header.GetTotalSize() != tt.size {
+				t.Errorf("streamed update of %d bytes, header says %d, want %d", got, streamed.header.GetTotalSize(), tt.size)
+			}
+			if !bytes.Equal(streamed.data, inMem.data) {
+				t.Fatalf("streamed update (%d bytes) differs from the in-memory one (%d bytes)", len(streamed.data), len(inMem.data))
+			}
+			if got := sha256.Sum256(streamed.data); !bytes.Equal(streamed.header.GetSha256(), got[:]) {
+				t.Errorf("streamed update's header SHA-256 %x, its bytes' %x", streamed.header.GetSha256(), got)
+			}
+			// Same header but the timings.
+			for _, h := range []*pb.UpdateHeader{streamed.header, inMem.header} {
+				for _, k := range []string{"train_seconds", metricTrainerSeconds, metricTaskSeconds} {
+					if h.Metrics[k] < 0 {
+						t.Errorf("metric %s = %v, want ≥ 0", k, h.Metrics[k])
+					}
+					delete(h.Metrics, k)
+				}
+			}
+			if diff := cmp.Diff(inMem.header, streamed.header, protocmp.Transform()); diff != "" {
+				t.Errorf("update header (-in memory +streamed):\n%s", diff)
+			}
+			if got := streamed.header.GetNumSamples(); got != 7 {
+				t.Errorf("update of %d samples, want 7", got)
+			}
+		})
+	}
+}
