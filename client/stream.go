@@ -18,8 +18,9 @@ import (
 // streamTrainer is a trainer whose update is a function of the model
 // applied value by value (train.Transfer): the site turns the global
 // model into the update as it arrives, holding a chunk of either, never
-// a model.
+// a model. It evaluates no model: its Evaluate gets nil weights.
 type streamTrainer interface {
+	train.Trainer
 	// TrainStream returns the function that turns a run of the model's
 	// values (tensor t's from index off) into the update's in place, bit
 	// for bit what Train returns, and what Train reports but its seconds.
@@ -33,8 +34,10 @@ var _ streamTrainer = (*train.Transfer)(nil)
 // (in os.TempDir: TMPDIR), which is then uploaded. The site's memory
 // stays at a few chunks whatever the model's size; the bytes sent are
 // those the in-memory path sends. The measurement covers the download,
-// during which the update is made.
-func (a *Agent) streamTask(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, st streamTrainer, trainSet *data.Dataset, cfg train.TrainConfig, arrived time.Time, spent *taskEnergy, log *slog.Logger) error {
+// during which the update is made. metrics, evalReport and
+// trainerSeconds are the global model's evaluation's, sent along.
+func (a *Agent) streamTask(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, st streamTrainer, trainSet *data.Dataset, cfg train.TrainConfig, arrived time.Time,
+	metrics map[string]float64, evalReport *pb.EnergyReport, trainerSeconds float64, spent *taskEnergy, log *slog.Logger) error {
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()
 	f, err := os.CreateTemp("", "cohort-update-*.safetensors")
@@ -60,15 +63,14 @@ func (a *Agent) streamTask(ctx context.Context, cli pb.CoordinatorServiceClient,
 	if err != nil {
 		return err
 	}
-	metrics := make(map[string]float64)
 	addTrainMetrics(metrics, res)
-	metrics[metricTrainerSeconds] = res.Seconds
+	metrics[metricTrainerSeconds] = trainerSeconds + res.Seconds
 	metrics[metricTaskSeconds] = time.Since(arrived).Seconds()
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
 	h := &pb.UpdateHeader{
 		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
 		NumSamples: res.NumSamples, TotalSize: size, Sha256: sum[:], Metrics: metrics,
-		Energy:  report,
+		Energy: report, EvalEnergy: evalReport,
 		Dataset: &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)},
 	}
 	return sendUpdate(ctx, cli, h, func(w io.Writer) error {

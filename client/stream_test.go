@@ -93,11 +93,16 @@ func serveModel(t *testing.T, c *modelCoordinator) pb.CoordinatorServiceClient {
 	return pb.NewCoordinatorServiceClient(conn)
 }
 
-// oneDataset is a site's data: a training set of 7 samples, no test set.
-type oneDataset struct{}
+// oneDataset is a site's data: a training set of 7 samples and, if test,
+// a test set of 3.
+type oneDataset struct{ test bool }
 
-func (oneDataset) Load(context.Context, string, pb.TaskKind) (*data.Dataset, *data.Dataset, error) {
-	return &data.Dataset{Name: "synthetic(0,0)", N: 7}, nil, nil
+func (d oneDataset) Load(context.Context, string, pb.TaskKind) (*data.Dataset, *data.Dataset, error) {
+	var test *data.Dataset
+	if d.test {
+		test = &data.Dataset{Name: "synthetic(0,0)/test", N: 3}
+	}
+	return &data.Dataset{Name: "synthetic(0,0)", N: 7}, test, nil
 }
 
 // trainerOf hands out one trainer.
@@ -113,7 +118,8 @@ type inMemory struct{ train.Trainer }
 // as the model arrives, a chunk at a time, sends bit for bit the update of
 // the in-memory path (decode, Train, encode), under the same header, for
 // models of one and of several tensors, runs that cross chunks, odd
-// lengths and the model's metadata; both refuse a model whose SHA-256 is
+// lengths and the model's metadata, with the global model evaluated
+// first (a transfer model evaluates to nothing) or not; both refuse a model whose SHA-256 is
 // not the announced one and send nothing, and both refuse non-finite
 // results. The update's file is removed.
 func TestStreamedUpdateIsTheInMemoryOne(t *testing.T) {
@@ -130,10 +136,12 @@ func TestStreamedUpdateIsTheInMemoryOne(t *testing.T) {
 		global  *model.Weights
 		meta    map[string]string
 		badSum  bool
+		eval    bool  // the site holds a test set and evaluates the global model
 		wantErr error // of both paths, nil for an update
 		size    int64 // of the update
 	}{
-		{name: "one tensor over a chunk", global: bigW, size: 88 + 4*(model.ScanChunk+3)},                                  // a header of 75 bytes padded to 80,
+		{name: "one tensor over a chunk", global: bigW, size: 88 + 4*(model.ScanChunk+3)}, // a header of 75 bytes padded to 80,
+		{name: "several tensors, evaluated", global: several, eval: true, size: 192 + 4*15},
 		{name: "several tensors and metadata", global: several, meta: map[string]string{"format": "pt"}, size: 192 + 4*15}, // 180 padded to 184, no metadata,
 		{name: "wrong checksum", global: several, badSum: true, wantErr: model.ErrChecksum},
 		{name: "non-finite", global: nan, wantErr: model.ErrNotFinite},
@@ -153,11 +161,12 @@ func TestStreamedUpdateIsTheInMemoryOne(t *testing.T) {
 			}
 			cli := serveModel(t, c)
 			task := &pb.Task{TaskId: "t1", JobId: "j1", Arm: "fedavg", Round: 3, ModelId: "m", Dataset: "synthetic",
-				Kind: pb.TaskKind_TASK_KIND_TRAIN, Model: &pb.ModelSpec{Kind: train.TransferKind}, Train: &pb.TrainParams{Seed: 11, Epochs: 1}}
+				Kind: pb.TaskKind_TASK_KIND_TRAIN, Model: &pb.ModelSpec{Kind: train.TransferKind}, Train: &pb.TrainParams{Seed: 11, Epochs: 1},
+				EvaluateGlobal: tt.eval}
 			site, _ := train.NewTransfer(0)
 			run := func(tr train.Trainer) (pushedUpdate, error) {
 				t.Helper()
-				a, err := New(Config{Name: "kit", Targets: []string{"passthrough:///bufnet"}}, oneDataset{}, trainerOf{tr}, nil)
+				a, err := New(Config{Name: "kit", Targets: []string{"passthrough:///bufnet"}}, oneDataset{test: tt.eval}, trainerOf{tr}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -208,6 +217,9 @@ func TestStreamedUpdateIsTheInMemoryOne(t *testing.T) {
 			}
 			if got := streamed.header.GetNumSamples(); got != 7 {
 				t.Errorf("update of %d samples, want 7", got)
+			}
+			if got, ok := streamed.header.Metrics["eval_samples"]; ok != tt.eval || got != 0 {
+				t.Errorf("update's eval_samples = %v (sent: %v), want 0 sent: %v", got, ok, tt.eval)
 			}
 		})
 	}

@@ -60,20 +60,22 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		return fmt.Errorf("building trainer: %w", err)
 	}
 	a.retire(tr, t)
-	evaluate := t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0
-	if st, ok := tr.(streamTrainer); ok && !evaluate && t.GetVirtual() == nil {
-		return a.streamTask(ctx, cli, t, st, trainSet, a.taskTrainConfig(s, t), arrived, spent, log)
-	}
-	global, err := fetchModel(ctx, cli, t)
-	if err != nil {
-		return err
+	// A stream trainer's update is made as the model arrives (stream.go);
+	// virtual clients each train from the same global model, held.
+	st, stream := tr.(streamTrainer)
+	stream = stream && t.GetVirtual() == nil
+	var global *model.Weights // nil for a stream trainer, which evaluates none
+	if !stream {
+		if global, err = fetchModel(ctx, cli, t); err != nil {
+			return err
+		}
 	}
 	// Evaluating the received model and training are measured apart, so
 	// that the arm's evaluation energy is told from its training's.
 	metrics := make(map[string]float64)
 	var evalReport *pb.EnergyReport
 	var trainerSeconds float64
-	if evaluate {
+	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
 		m := a.startMeter(ctx, t, log)
 		ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
 		m.addCPU(ev.CPUSeconds)
@@ -86,6 +88,9 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		metrics["eval_accuracy"] = ev.Accuracy
 		metrics["eval_samples"] = float64(ev.NumSamples)
 		trainerSeconds += positiveOr(ev.Metrics[metricTrainerSeconds], ev.Seconds)
+	}
+	if stream {
+		return a.streamTask(ctx, cli, t, st, trainSet, a.taskTrainConfig(s, t), arrived, metrics, evalReport, trainerSeconds, spent, log)
 	}
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()

@@ -127,7 +127,7 @@ func transferResult(ds *data.Dataset, cfg TrainConfig) TrainResult {
 }
 
 // Evaluate reports no samples, no loss and no accuracy: a transfer model
-// has nothing to evaluate.
+// has nothing to evaluate, and w may be nil.
 func (t *Transfer) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) (EvalResult, error) {
 	return EvalResult{}, ctx.Err()
 }
