@@ -90,7 +90,7 @@ func fetchTransformed(ctx context.Context, cli pb.CoordinatorServiceClient, t *p
 	}
 	h := sha256.New()
 	var trainErr error // f's, or non-finite values: the training's fault
-	size, err = model.TransformSafetensors(io.MultiWriter(w, h), r, total, func(i, off int, vals []float32) error {
+	size, err = model.TransformSafetensors(io.MultiWriter(w, h), r, total, nil, func(i, off int, vals []float32) error {
 		if err := f(i, off, vals); err != nil {
 			trainErr = fmt.Errorf("training: %w", err)
 			return trainErr

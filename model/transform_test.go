@@ -55,7 +55,7 @@ func TestTransformMatchesEncode(t *testing.T) {
 				}
 			}
 			var got bytes.Buffer
-			n, err := TransformSafetensors(&got, bytes.NewReader(tt.b), tt.limit, f)
+			n, err := TransformSafetensors(&got, bytes.NewReader(tt.b), tt.limit, nil, f)
 			if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
 				t.Fatalf("TransformSafetensors() = %v, want DecodeSafetensors' %v", err, wantErr)
 			}
@@ -97,7 +97,7 @@ func TestTransformErrors(t *testing.T) {
 			if tt.bad {
 				w = failWriter{errW}
 			}
-			_, err := TransformSafetensors(w, bytes.NewReader(b), 0, func(int, int, []float32) error { return tt.f })
+			_, err := TransformSafetensors(w, bytes.NewReader(b), 0, nil, func(int, int, []float32) error { return tt.f })
 			if !errors.Is(err, tt.want) {
 				t.Errorf("TransformSafetensors() = %v, want %v", err, tt.want)
 			}
@@ -105,5 +105,71 @@ func TestTransformErrors(t *testing.T) {
 				t.Errorf("TransformSafetensors() = %v, unwrapped %v, want %v", err, unwrapped, !unwrapped)
 			}
 		})
+	}
+}
+
+// TestReencodeMatchesEncode checks that ReencodeSafetensors writes, byte
+// for byte, what encoding the decoded weights in the wanted order writes,
+// whatever order and dtype the file holds them in, and refuses a file
+// whose tensors are not the wanted ones.
+func TestReencodeMatchesEncode(t *testing.T) {
+	ws := &Weights{Tensors: []Tensor{
+		{Name: "w", Shape: []int{2, ScanChunk/2 + 1}, Data: make([]float32, ScanChunk+2)},
+		{Name: "b", Shape: []int{3}, Data: []float32{1, -2, 3}},
+		{Name: "s", Data: []float32{0.5}},
+	}}
+	for i := range ws.Tensors[0].Data {
+		ws.Tensors[0].Data[i] = float32(i) / 7
+	}
+	reversed := &Weights{Tensors: []Tensor{ws.Tensors[2], ws.Tensors[0], ws.Tensors[1]}}
+	revB, _ := MarshalSafetensors(reversed, map[string]string{"format": "pt"})
+	want, _ := MarshalSafetensors(ws, nil)
+	half := header(`{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"BF16","shape":[],"data_offsets":[4,6]}}`, 0, 0x3c, 0, 0xc0, 0x80, 0x3f)
+	halfWant, _ := MarshalSafetensors(&Weights{Tensors: []Tensor{{Name: "b", Data: []float32{1}}, {Name: "a", Shape: []int{2}, Data: []float32{1, -2}}}}, nil)
+	shell := func(ts ...Tensor) *Weights {
+		w := &Weights{}
+		for _, t := range ts {
+			w.Tensors = append(w.Tensors, Tensor{Name: t.Name, Shape: t.Shape})
+		}
+		return w
+	}
+	tests := []struct {
+		name    string
+		file    []byte
+		want    *Weights
+		out     []byte
+		wantErr error
+	}{
+		{"reordered, metadata dropped", revB, shell(ws.Tensors...), want, nil},
+		{"half precision, reordered", half, shell(Tensor{Name: "b"}, Tensor{Name: "a", Shape: []int{2}}), halfWant, nil},
+		{"a tensor missing", revB, shell(append(ws.Tensors, Tensor{Name: "x", Shape: []int{1}})...), nil, ErrIncompatible},
+		{"a tensor extra", revB, shell(ws.Tensors[:2]...), nil, ErrIncompatible},
+		{"a shape differs", revB, shell(ws.Tensors[0], Tensor{Name: "b", Shape: []int{1, 3}}, ws.Tensors[2]), nil, ErrIncompatible},
+		{"truncated", revB[:len(revB)-5], shell(ws.Tensors...), nil, ErrTruncated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got bytes.Buffer
+			n, err := ReencodeSafetensors(&got, bytes.NewReader(tt.file), int64(len(tt.file)), tt.want, nil)
+			if !errors.Is(err, tt.wantErr) || (err != nil) != (tt.wantErr != nil) {
+				t.Fatalf("ReencodeSafetensors() = %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if n != int64(len(tt.out)) || !bytes.Equal(got.Bytes(), tt.out) {
+				t.Errorf("ReencodeSafetensors() wrote %d bytes (says %d) that differ from MarshalSafetensors' %d", got.Len(), n, len(tt.out))
+			}
+		})
+	}
+	errCheck := errors.New("not finite")
+	_, err := ReencodeSafetensors(io.Discard, bytes.NewReader(revB), int64(len(revB)), shell(ws.Tensors...), func(t, off int, vals []float32) error {
+		if t == 1 {
+			return errCheck
+		}
+		return nil
+	})
+	if err != errCheck {
+		t.Errorf("ReencodeSafetensors() with a failing check = %v, want its error as is", err)
 	}
 }
