@@ -67,16 +67,8 @@ func (a *Agent) streamTask(ctx context.Context, cli pb.CoordinatorServiceClient,
 	metrics[metricTrainerSeconds] = trainerSeconds + res.Seconds
 	metrics[metricTaskSeconds] = time.Since(arrived).Seconds()
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
-	h := &pb.UpdateHeader{
-		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
-		NumSamples: res.NumSamples, TotalSize: size, Sha256: sum[:], Metrics: metrics,
-		Energy: report, EvalEnergy: evalReport,
-		Dataset: &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)},
-	}
-	return sendUpdate(ctx, cli, h, func(w io.Writer) error {
-		_, err := io.Copy(w, io.NewSectionReader(f, 0, size))
-		return err
-	})
+	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
+	return sendUpdate(ctx, cli, updateHeader(t, res.NumSamples, sum, size, metrics, report, evalReport, ds), sendFile(f, size))
 }
 
 // fetchTransformed downloads task t's global model and writes to w, as it

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -61,11 +62,23 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	}
 	a.retire(tr, t)
 	// A stream trainer's update is made as the model arrives (stream.go);
-	// virtual clients each train from the same global model, held.
+	// a file trainer gets the model in a file, written as it arrives, and
+	// leaves the update in one (files.go); virtual clients each train from
+	// the same global model, held, as the built-in trainers train.
 	st, stream := tr.(streamTrainer)
 	stream = stream && t.GetVirtual() == nil
-	var global *model.Weights // nil for a stream trainer, which evaluates none
-	if !stream {
+	ft, file := tr.(fileTrainer)
+	file = file && !stream && t.GetVirtual() == nil
+	var global *model.Weights // in memory: neither stream nor file
+	var files *modelFiles
+	switch {
+	case stream: // a stream trainer evaluates no model
+	case file:
+		if files, err = fetchModelFile(ctx, cli, t); err != nil {
+			return err
+		}
+		defer files.remove()
+	default:
 		if global, err = fetchModel(ctx, cli, t); err != nil {
 			return err
 		}
@@ -77,7 +90,12 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	var trainerSeconds float64
 	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
 		m := a.startMeter(ctx, t, log)
-		ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+		var ev train.EvalResult
+		if files != nil {
+			ev, err = ft.EvaluateFile(a.trainerContext(ctx, t, m), files.global, testSet)
+		} else {
+			ev, err = tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+		}
 		m.addCPU(ev.CPUSeconds)
 		evalReport = m.stop()
 		spent.report = evalReport
@@ -97,11 +115,14 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	cfg := a.taskTrainConfig(s, t)
 	var updated *model.Weights
 	var res train.TrainResult
-	if vc := t.GetVirtual(); vc != nil { // a worker of virtual clients (virtual.go)
+	switch vc := t.GetVirtual(); {
+	case vc != nil: // a worker of virtual clients (virtual.go)
 		updated, res, err = trainVirtual(a.trainerContext(ctx, t, m), tr, global, trainSet, cfg, vc, func(done, total int, loss float64) {
 			cfg.Progress(1, done, total, loss)
 		})
-	} else {
+	case files != nil: // the update checked as the trainer writes it
+		res, err = ft.TrainFile(a.trainerContext(ctx, t, m), files.global, files.shell, trainSet, cfg, files.update)
+	default:
 		updated, res, err = tr.Train(a.trainerContext(ctx, t, m), global, trainSet, cfg)
 	}
 	m.addCPU(res.CPUSeconds)
@@ -113,8 +134,10 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		return fmt.Errorf("training: %w", err)
 	}
 	addTrainMetrics(metrics, res)
-	if err := updated.CheckFinite(); err != nil {
-		return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
+	if updated != nil {
+		if err := updated.CheckFinite(); err != nil {
+			return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
+		}
 	}
 	// The trainer's own time (an exec trainer reports it; a built-in one
 	// trains in-process) against the site's wall time for the task: what
@@ -124,6 +147,9 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	metrics[metricTaskSeconds] = time.Since(arrived).Seconds()
 	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
 	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
+	if files != nil {
+		return pushUpdateFile(ctx, cli, t, files.update, res.NumSamples, metrics, report, evalReport, ds)
+	}
 	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, evalReport, ds)
 }
 
@@ -415,12 +441,18 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	if err != nil {
 		return fmt.Errorf("encoding update: %w", err)
 	}
-	h := &pb.UpdateHeader{
+	h := updateHeader(t, n, sum, size, metrics, rep, evalRep, ds)
+	return sendUpdate(ctx, cli, h, func(out io.Writer) error { return model.EncodeSafetensors(out, w, nil) })
+}
+
+// updateHeader is the header of task t's update of size bytes with SHA-256
+// sum.
+func updateHeader(t *pb.Task, n int64, sum [sha256.Size]byte, size int64, metrics map[string]float64, rep, evalRep *pb.EnergyReport, ds *pb.DatasetInfo) *pb.UpdateHeader {
+	return &pb.UpdateHeader{
 		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
 		NumSamples: n, TotalSize: size, Sha256: sum[:], Metrics: metrics,
 		Energy: rep, EvalEnergy: evalRep, Dataset: ds,
 	}
-	return sendUpdate(ctx, cli, h, func(out io.Writer) error { return model.EncodeSafetensors(out, w, nil) })
 }
 
 // sendUpdate uploads an update: header h, which gives its size and
