@@ -27,12 +27,14 @@ type fileTrainer interface {
 	TrainFile(ctx context.Context, global string, shell *model.Weights, ds *data.Dataset, cfg train.TrainConfig, update string) (train.TrainResult, error)
 	// EvaluateFile evaluates the model in global.
 	EvaluateFile(ctx context.Context, global string, ds *data.Dataset) (train.EvalResult, error)
+	// FileDir is the folder the trainer's files go in: the task's model
+	// files go there too.
+	FileDir() (string, error)
 }
 
 var _ fileTrainer = (*train.Exec)(nil)
 
-// modelFiles are a task's model files, in a temporary folder (os.TempDir:
-// TMPDIR).
+// modelFiles are a task's model files, in a folder of their own.
 type modelFiles struct {
 	dir    string
 	global string         // the global model, as model.EncodeSafetensors writes it
@@ -43,14 +45,14 @@ type modelFiles struct {
 // remove removes the files.
 func (f *modelFiles) remove() { _ = os.RemoveAll(f.dir) }
 
-// fetchModelFile downloads task t's global model into a file, written as
-// the chunks arrive (checked as fetchModel checks them, and encoded as the
-// in-memory path hands the model to a trainer), and returns the task's
-// files.
-func fetchModelFile(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (_ *modelFiles, err error) {
-	dir, err := os.MkdirTemp("", "cohort-task-*")
+// fetchModelFile downloads task t's global model into a file in a new
+// folder under root, written as the chunks arrive (checked as fetchModel
+// checks them, and encoded as the in-memory path hands the model to a
+// trainer), and returns the task's files.
+func fetchModelFile(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, root string) (_ *modelFiles, err error) {
+	dir, err := os.MkdirTemp(root, "task-*")
 	if err != nil {
-		return nil, fmt.Errorf("creating the task's folder (the site writes the model there as it arrives, for the trainer; point TMPDIR at a writable folder): %w", err)
+		return nil, fmt.Errorf("creating the task's folder for the model's files (the site's exec.workdir or TMPDIR must be writable): %w", err)
 	}
 	files := &modelFiles{dir: dir, global: filepath.Join(dir, "global.safetensors"), update: filepath.Join(dir, "update.safetensors")}
 	defer func() {

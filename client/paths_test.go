@@ -157,6 +157,8 @@ func (f fileOf) TrainFile(ctx context.Context, global string, shell *model.Weigh
 	return res, model.WriteSafetensorsFile(update, out, nil)
 }
 
+func (f fileOf) FileDir() (string, error) { return os.TempDir(), nil }
+
 func (f fileOf) EvaluateFile(ctx context.Context, global string, ds *data.Dataset) (train.EvalResult, error) {
 	w, err := f.read(global)
 	if err != nil {

@@ -74,7 +74,11 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	switch {
 	case stream: // a stream trainer evaluates no model
 	case file:
-		if files, err = fetchModelFile(ctx, cli, t); err != nil {
+		root, err := ft.FileDir()
+		if err != nil {
+			return err
+		}
+		if files, err = fetchModelFile(ctx, cli, t, root); err != nil {
 			return err
 		}
 		defer files.remove()

@@ -298,6 +298,13 @@ func (e *Exec) TrainFile(ctx context.Context, in string, shell *model.Weights, d
 	return trainResult(cfg, m, p), nil
 }
 
+// FileDir returns the folder the trainer exchanges files with its process
+// in (Config.WorkDir, else a temporary folder made on first use, on tmpfs
+// for a persistent worker where /dev/shm is writable): where a caller of
+// [Exec.TrainFile] puts the model's files, so that they go where the
+// trainer's own would.
+func (e *Exec) FileDir() (string, error) { return e.workRoot() }
+
 // trainTask is the task file of a "train" task.
 func trainTask(cfg TrainConfig) execTask {
 	return execTask{
