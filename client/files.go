@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -113,4 +114,38 @@ func sendFile(f *os.File, size int64) func(io.Writer) error {
 		_, err := io.Copy(w, io.NewSectionReader(f, 0, size))
 		return err
 	}
+}
+
+// fileIniter is a trainer that makes the initial weights in a file
+// (train.Exec): the site sends them on from it, holding none.
+type fileIniter interface {
+	// InitFile writes the initial weights to out as Init's result
+	// encodes (finite, no metadata).
+	InitFile(ctx context.Context, seed int64, out string) error
+	// FileDir is the folder the trainer's files go in.
+	FileDir() (string, error)
+}
+
+var _ fileIniter = (*train.Exec)(nil)
+
+// initFile is initTask for a file initer; m measures it.
+func (a *Agent) initFile(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task, fi fileIniter, m *meterRun, spent *taskEnergy, log *slog.Logger) error {
+	root, err := fi.FileDir()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(root, "task-*")
+	if err != nil {
+		return fmt.Errorf("creating the task's folder for the initial weights (the site's exec.workdir or TMPDIR must be writable): %w", err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "init.safetensors")
+	err = fi.InitFile(a.trainerContext(ctx, t, m), t.GetTrain().GetSeed(), path)
+	report := m.stop()
+	spent.report = report
+	if err != nil {
+		return fmt.Errorf("making the initial weights: %w", err)
+	}
+	log.Info("task_initialised", "file", true)
+	return pushUpdateFile(ctx, cli, t, path, 0, nil, report, nil, nil)
 }

@@ -292,3 +292,47 @@ func TestUpdatePathsAgree(t *testing.T) {
 		})
 	}
 }
+
+func (f fileOf) InitFile(_ context.Context, seed int64, out string) error {
+	w, err := f.Init(seed)
+	if err != nil {
+		return err
+	}
+	return model.WriteSafetensorsFile(out, w, nil)
+}
+
+// TestInitPathsAgree: initial weights a trainer leaves in a file are sent
+// as the in-memory ones are, bit for bit and under the same header, and
+// the file is removed.
+func TestInitPathsAgree(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	c := &modelCoordinator{pushed: make(chan pushedUpdate, 1)}
+	cli := serveModel(t, c)
+	tr, _ := train.NewTransfer(1001)
+	task := &pb.Task{TaskId: "t0", JobId: "j1", Kind: pb.TaskKind_TASK_KIND_INIT, Model: &pb.ModelSpec{Kind: train.TransferKind}, Train: &pb.TrainParams{Seed: 4}}
+	var pushed []pushedUpdate
+	for _, p := range []train.Trainer{inMemory{tr}, fileOf{tr, nil}} {
+		a, err := New(Config{Name: "kit", Targets: []string{"passthrough:///bufnet"}}, oneDataset{}, trainerOf{p}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.runTask(context.Background(), cli, nil, task, &taskEnergy{}, a.log); err != nil {
+			t.Fatalf("runTask(init) with %T: %v", p, err)
+		}
+		pushed = append(pushed, <-c.pushed)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("the temporary folder holds %d files after the task, want none", len(left))
+	}
+	mem, file := pushed[0], pushed[1]
+	if want := int64(8 + 72 + 4*1001); int64(len(mem.data)) != want { // a 72-byte header, no padding
+		t.Errorf("initial weights of %d bytes, want %d", len(mem.data), want)
+	}
+	if !bytes.Equal(file.data, mem.data) {
+		t.Errorf("initial weights from a file (%d bytes) differ from the in-memory ones (%d bytes)", len(file.data), len(mem.data))
+	}
+	if diff := cmp.Diff(mem.header, file.header, protocmp.Transform()); diff != "" {
+		t.Errorf("header (-in memory +file):\n%s", diff)
+	}
+}

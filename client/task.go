@@ -306,6 +306,9 @@ func (a *Agent) initTask(ctx context.Context, cli pb.CoordinatorServiceClient, t
 	}
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()
+	if fi, ok := tr.(fileIniter); ok {
+		return a.initFile(ctx, cli, t, fi, m, spent, log)
+	}
 	var w *model.Weights
 	if ic, ok := tr.(interface {
 		InitContext(context.Context, int64) (*model.Weights, error)

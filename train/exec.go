@@ -247,20 +247,37 @@ func (e *Exec) Init(seed int64) (*model.Weights, error) {
 // weights the command wrote. Without a deadline in ctx, [Exec.InitTimeout]
 // bounds it.
 func (e *Exec) InitContext(ctx context.Context, seed int64) (*model.Weights, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		timeout := e.InitTimeout
-		if timeout <= 0 {
-			timeout = DefaultExecInitTimeout
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	ctx, cancel := e.initDeadline(ctx)
+	defer cancel()
 	w, _, _, err := e.run(ctx, execTask{Kind: "init", Seed: seed}, nil, nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	return w, nil
+}
+
+// initDeadline gives an init task without a deadline InitTimeout.
+func (e *Exec) initDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	timeout := e.InitTimeout
+	if timeout <= 0 {
+		timeout = DefaultExecInitTimeout
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+// InitFile is [Exec.InitContext] for a caller that sends the initial
+// weights on from a file: the weights the process writes are checked as
+// InitContext checks them and written to out, created or truncated, as
+// InitContext's result encodes (model.EncodeSafetensors, no metadata), a
+// chunk at a time.
+func (e *Exec) InitFile(ctx context.Context, seed int64, out string) error {
+	ctx, cancel := e.initDeadline(ctx)
+	defer cancel()
+	_, _, _, err := e.run(ctx, execTask{Kind: "init", Seed: seed}, nil, &execFiles{out: out}, nil, nil)
+	return err
 }
 
 // Train runs a "train" task: w and ds in, trained weights and metrics out.
@@ -388,9 +405,9 @@ type execProc struct {
 // execFiles are the model files of a task whose caller holds the model in
 // a file, not in memory ([Exec.TrainFile]).
 type execFiles struct {
-	in    string         // the model, as the process reads it
-	shell *model.Weights // its tensors' names and shapes
-	out   string         // where the checked update goes; "" for evaluate
+	in    string         // the model, as the process reads it; "" for init
+	shell *model.Weights // its tensors' names and shapes; nil for init
+	out   string         // where the checked weights go; "" for evaluate
 }
 
 // run is one call: write the inputs, run the command, read and check the
@@ -961,8 +978,9 @@ func readExecWeights(path string, in *model.Weights) (*model.Weights, error) {
 }
 
 // reencodeExecWeights checks the weights a process wrote to path against
-// the model it was given, as readExecWeights does, and writes them to dst
-// as model.EncodeSafetensors would in shell's order, a chunk at a time.
+// the model it was given (shell; nil for init), as readExecWeights does,
+// and writes them to dst as model.EncodeSafetensors would, in shell's
+// order (for init, the file's), a chunk at a time.
 func reencodeExecWeights(path string, shell *model.Weights, dst string) (err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -986,12 +1004,25 @@ func reencodeExecWeights(path string, shell *model.Weights, dst string) (err err
 		}
 	}()
 	bw := bufio.NewWriterSize(out, 1<<20)
-	_, err = model.ReencodeSafetensors(bw, f, st.Size(), shell, func(t, off int, vals []float32) error {
+	var names *model.Weights // the tensors, for errors
+	finite := func(t, off int, vals []float32) error {
 		if _, finite := model.FiniteNorm(vals); !finite {
-			return fmt.Errorf("the weights are not all finite (training diverged? lower train.lr): %w: tensor %q, from value %d", model.ErrNotFinite, shell.Tensors[t].Name, off)
+			return fmt.Errorf("the weights are not all finite (training diverged? lower train.lr): %w: tensor %q, from value %d", model.ErrNotFinite, names.Tensors[t].Name, off)
 		}
 		return nil
-	})
+	}
+	if shell != nil {
+		names = shell
+		_, err = model.ReencodeSafetensors(bw, f, st.Size(), shell, finite)
+	} else {
+		_, err = model.TransformSafetensors(bw, f, st.Size(), func(w *model.Weights) error {
+			if len(w.Tensors) == 0 {
+				return fmt.Errorf("the weights in %s hold no tensors", path)
+			}
+			names = w
+			return nil
+		}, finite)
+	}
 	if errors.Is(err, model.ErrIncompatible) {
 		return fmt.Errorf("the weights do not match the model it was given: %w", err)
 	}

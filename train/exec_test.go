@@ -326,6 +326,31 @@ func TestExecTrainFile(t *testing.T) {
 	}
 }
 
+// TestExecInitFile: InitFile writes, byte for byte, the encoding of what
+// InitContext returns.
+func TestExecInitFile(t *testing.T) {
+	e := pythonExec(t, "ok")
+	want, err := e.InitContext(context.Background(), 7)
+	if err != nil {
+		t.Fatalf("InitContext: %v", err)
+	}
+	wantB, err := model.MarshalSafetensors(want, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "init.safetensors")
+	if err := e.InitFile(context.Background(), 7, out); err != nil {
+		t.Fatalf("InitFile: %v", err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, wantB) {
+		t.Errorf("InitFile wrote %d bytes that differ from InitContext's result's %d", len(got), len(wantB))
+	}
+}
+
 func TestExecInit(t *testing.T) {
 	e := pythonExec(t, "ok")
 	got, err := e.Init(7)
