@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -51,10 +52,6 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		return fmt.Errorf("task kind %s is not supported by this site (version %s)", t.GetKind(), a.cfg.Version)
 	}
 	arrived := time.Now()
-	global, err := fetchModel(ctx, cli, t)
-	if err != nil {
-		return err
-	}
 	trainSet, testSet, err := a.load(ctx, t)
 	if err != nil {
 		return fmt.Errorf("loading dataset %q: %w", t.GetDataset(), err)
@@ -64,6 +61,32 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		return fmt.Errorf("building trainer: %w", err)
 	}
 	a.retire(tr, t)
+	// A stream trainer's update is made as the model arrives (stream.go);
+	// a file trainer gets the model in a file, written as it arrives, and
+	// leaves the update in one (files.go); virtual clients each train from
+	// the same global model, held, as the built-in trainers train.
+	st, stream := tr.(streamTrainer)
+	stream = stream && t.GetVirtual() == nil
+	ft, file := tr.(fileTrainer)
+	file = file && !stream && t.GetVirtual() == nil
+	var global *model.Weights // in memory: neither stream nor file
+	var files *modelFiles
+	switch {
+	case stream: // a stream trainer evaluates no model
+	case file:
+		root, err := ft.FileDir()
+		if err != nil {
+			return err
+		}
+		if files, err = fetchModelFile(ctx, cli, t, root); err != nil {
+			return err
+		}
+		defer files.remove()
+	default:
+		if global, err = fetchModel(ctx, cli, t); err != nil {
+			return err
+		}
+	}
 	// Evaluating the received model and training are measured apart, so
 	// that the arm's evaluation energy is told from its training's.
 	metrics := make(map[string]float64)
@@ -71,7 +94,12 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 	var trainerSeconds float64
 	if t.GetEvaluateGlobal() && testSet != nil && testSet.N > 0 {
 		m := a.startMeter(ctx, t, log)
-		ev, err := tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+		var ev train.EvalResult
+		if files != nil {
+			ev, err = ft.EvaluateFile(a.trainerContext(ctx, t, m), files.global, testSet)
+		} else {
+			ev, err = tr.Evaluate(a.trainerContext(ctx, t, m), global, testSet)
+		}
 		m.addCPU(ev.CPUSeconds)
 		evalReport = m.stop()
 		spent.report = evalReport
@@ -83,13 +111,76 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 		metrics["eval_samples"] = float64(ev.NumSamples)
 		trainerSeconds += positiveOr(ev.Metrics[metricTrainerSeconds], ev.Seconds)
 	}
+	if stream {
+		return a.streamTask(ctx, cli, t, st, trainSet, a.taskTrainConfig(s, t), arrived, metrics, evalReport, trainerSeconds, spent, log)
+	}
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()
+	cfg := a.taskTrainConfig(s, t)
+	var updated *model.Weights
+	var res train.TrainResult
+	switch vc := t.GetVirtual(); {
+	case vc != nil: // a worker of virtual clients (virtual.go)
+		updated, res, err = trainVirtual(a.trainerContext(ctx, t, m), tr, global, trainSet, cfg, vc, func(done, total int, loss float64) {
+			cfg.Progress(1, done, total, loss)
+		})
+	case files != nil: // the update checked as the trainer writes it
+		res, err = ft.TrainFile(a.trainerContext(ctx, t, m), files.global, files.shell, trainSet, cfg, files.update)
+	default:
+		updated, res, err = tr.Train(a.trainerContext(ctx, t, m), global, trainSet, cfg)
+	}
+	m.addCPU(res.CPUSeconds)
+	report := m.stop()
+	if report != nil {
+		spent.report = report
+	}
+	if err != nil {
+		return fmt.Errorf("training: %w", err)
+	}
+	addTrainMetrics(metrics, res)
+	if updated != nil {
+		if err := updated.CheckFinite(); err != nil {
+			return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
+		}
+	}
+	// The trainer's own time (an exec trainer reports it; a built-in one
+	// trains in-process) against the site's wall time for the task: what
+	// start-up, data handling and the weights' trips cost.
+	trainerSeconds += positiveOr(res.Metrics[metricTrainerSeconds], res.Seconds)
+	metrics[metricTrainerSeconds] = trainerSeconds
+	metrics[metricTaskSeconds] = time.Since(arrived).Seconds()
+	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
+	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
+	if files != nil {
+		return pushUpdateFile(ctx, cli, t, files.update, res.NumSamples, metrics, report, evalReport, ds)
+	}
+	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, evalReport, ds)
+}
 
+// addTrainMetrics adds what training reported to the update's metrics.
+func addTrainMetrics(metrics map[string]float64, res train.TrainResult) {
+	metrics["train_loss"] = res.Loss
+	metrics["train_seconds"] = res.Seconds
+	metrics["num_samples"] = float64(res.NumSamples)
+	metrics["train_steps"] = float64(res.Steps)
+	if res.CPUSeconds > 0 {
+		metrics["train_cpu_seconds"] = res.CPUSeconds
+	}
+	for k, v := range res.Metrics { // an external trainer's extras
+		if _, taken := metrics[k]; !taken {
+			metrics[k] = v
+		}
+	}
+}
+
+// taskTrainConfig is what task t has this site train with: the job's
+// settings and the strategy's, and progress sent on s at most every
+// ProgressInterval.
+func (a *Agent) taskTrainConfig(s *session, t *pb.Task) train.TrainConfig {
 	p := t.GetTrain()
 	cs := aggregators.ReadClientSettings(p) // what the job's strategy has this site train with
 	var lastProgress time.Time
-	cfg := train.TrainConfig{
+	return train.TrainConfig{
 		Epochs:      int(p.GetEpochs()),
 		BatchSize:   int(p.GetBatchSize()),
 		LR:          p.GetLr(),
@@ -107,47 +198,6 @@ func (a *Agent) runTask(ctx context.Context, cli pb.CoordinatorServiceClient, s 
 			}}})
 		},
 	}
-	var updated *model.Weights
-	var res train.TrainResult
-	if vc := t.GetVirtual(); vc != nil { // a worker of virtual clients (virtual.go)
-		updated, res, err = trainVirtual(a.trainerContext(ctx, t, m), tr, global, trainSet, cfg, vc, func(done, total int, loss float64) {
-			cfg.Progress(1, done, total, loss)
-		})
-	} else {
-		updated, res, err = tr.Train(a.trainerContext(ctx, t, m), global, trainSet, cfg)
-	}
-	m.addCPU(res.CPUSeconds)
-	report := m.stop()
-	if report != nil {
-		spent.report = report
-	}
-	if err != nil {
-		return fmt.Errorf("training: %w", err)
-	}
-	metrics["train_loss"] = res.Loss
-	metrics["train_seconds"] = res.Seconds
-	metrics["num_samples"] = float64(res.NumSamples)
-	metrics["train_steps"] = float64(res.Steps)
-	if res.CPUSeconds > 0 {
-		metrics["train_cpu_seconds"] = res.CPUSeconds
-	}
-	for k, v := range res.Metrics { // an external trainer's extras
-		if _, taken := metrics[k]; !taken {
-			metrics[k] = v
-		}
-	}
-	if err := updated.CheckFinite(); err != nil {
-		return fmt.Errorf("training produced non-finite weights (lower the learning rate): %w", err)
-	}
-	// The trainer's own time (an exec trainer reports it; a built-in one
-	// trains in-process) against the site's wall time for the task: what
-	// start-up, data handling and the weights' trips cost.
-	trainerSeconds += positiveOr(res.Metrics[metricTrainerSeconds], res.Seconds)
-	metrics[metricTrainerSeconds] = trainerSeconds
-	metrics[metricTaskSeconds] = time.Since(arrived).Seconds()
-	log.Debug("task_trained", "loss", res.Loss, "seconds", res.Seconds)
-	ds := &pb.DatasetInfo{Name: t.GetDataset() + "/" + trainSet.Name, Sha256: a.digest(trainSet), NumSamples: int64(trainSet.N)}
-	return pushUpdate(ctx, cli, t, updated, res.NumSamples, metrics, report, evalReport, ds)
 }
 
 // Metric names the site reports with an update (tracking's
@@ -256,6 +306,9 @@ func (a *Agent) initTask(ctx context.Context, cli pb.CoordinatorServiceClient, t
 	}
 	m := a.startMeter(ctx, t, log)
 	defer m.stop()
+	if fi, ok := tr.(fileIniter); ok {
+		return a.initFile(ctx, cli, t, fi, m, spent, log)
+	}
 	var w *model.Weights
 	if ic, ok := tr.(interface {
 		InitContext(context.Context, int64) (*model.Weights, error)
@@ -331,20 +384,38 @@ func (a *Agent) digest(d *data.Dataset) string {
 
 // fetchModel downloads and verifies the task's global model.
 func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (*model.Weights, error) {
-	stream, err := cli.FetchModel(ctx, &pb.FetchModelRequest{ModelId: t.GetModelId(), TaskId: t.GetTaskId()})
-	if err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
-	}
-	first, err := stream.Recv()
-	if err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
-	}
 	// Decoded as the chunks arrive, straight into the tensors, and hashed
 	// on the way; allocated as the header announces, within the size the
 	// coordinator declared for the model the site asked for.
-	total := first.GetTotalSize()
+	r, total, sum, err := openModel(ctx, cli, t)
+	if err != nil {
+		return nil, err
+	}
+	w, _, err := model.DecodeSafetensors(r, total)
+	if err != nil {
+		return nil, fmt.Errorf("fetching and decoding the global model: %w", err)
+	}
+	if err := r.Finish(sum); err != nil {
+		return nil, fmt.Errorf("fetching model: %w", err)
+	}
+	return w, nil
+}
+
+// openModel starts the download of the task's global model: it returns
+// the reader of its bytes, their size and the SHA-256 the coordinator
+// announced, for the reader's Finish to check.
+func openModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (r *model.ChunkReader, total int64, sum []byte, err error) {
+	stream, err := cli.FetchModel(ctx, &pb.FetchModelRequest{ModelId: t.GetModelId(), TaskId: t.GetTaskId()})
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
+	}
+	total = first.GetTotalSize()
 	pending := first
-	r, err := model.NewChunkReader(total, func() ([]byte, error) {
+	r, err = model.NewChunkReader(total, func() ([]byte, error) {
 		if m := pending; m != nil {
 			pending = nil
 			return m.GetData(), nil
@@ -356,16 +427,9 @@ func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 		return m.GetData(), nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
+		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
 	}
-	w, _, err := model.DecodeSafetensors(r, total)
-	if err != nil {
-		return nil, fmt.Errorf("fetching and decoding the global model: %w", err)
-	}
-	if err := r.Finish(first.GetSha256()); err != nil {
-		return nil, fmt.Errorf("fetching model: %w", err)
-	}
-	return w, nil
+	return r, total, first.GetSha256(), nil
 }
 
 // RefusedError is returned for an update the coordinator received and
@@ -384,14 +448,26 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 	if err != nil {
 		return fmt.Errorf("encoding update: %w", err)
 	}
-	stream, err := cli.PushUpdate(ctx)
-	if err != nil {
-		return fmt.Errorf("pushing update: %w", err)
-	}
-	h := &pb.UpdateHeader{
+	h := updateHeader(t, n, sum, size, metrics, rep, evalRep, ds)
+	return sendUpdate(ctx, cli, h, func(out io.Writer) error { return model.EncodeSafetensors(out, w, nil) })
+}
+
+// updateHeader is the header of task t's update of size bytes with SHA-256
+// sum.
+func updateHeader(t *pb.Task, n int64, sum [sha256.Size]byte, size int64, metrics map[string]float64, rep, evalRep *pb.EnergyReport, ds *pb.DatasetInfo) *pb.UpdateHeader {
+	return &pb.UpdateHeader{
 		TaskId: t.GetTaskId(), JobId: t.GetJobId(), Arm: t.GetArm(), Round: t.GetRound(),
 		NumSamples: n, TotalSize: size, Sha256: sum[:], Metrics: metrics,
 		Energy: rep, EvalEnergy: evalRep, Dataset: ds,
+	}
+}
+
+// sendUpdate uploads an update: header h, which gives its size and
+// SHA-256, then the bytes write writes, in chunks as they come.
+func sendUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, h *pb.UpdateHeader, write func(io.Writer) error) error {
+	stream, err := cli.PushUpdate(ctx)
+	if err != nil {
+		return fmt.Errorf("pushing update: %w", err)
 	}
 	if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Header{Header: h}}); err != nil {
 		return fmt.Errorf("pushing update header: %w", err)
@@ -406,9 +482,9 @@ func pushUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 		}
 		return nil
 	})
-	cw.Expect(size)
+	cw.Expect(h.GetTotalSize())
 
-	err = model.EncodeSafetensors(cw, w, nil)
+	err = write(cw)
 	if err == nil {
 		err = cw.Flush()
 	}

@@ -103,7 +103,15 @@ func encodeHeader(ws *Weights, meta map[string]string) ([]byte, error) {
 	if _, ok := ws.Lookup(metadataKey); ok {
 		return nil, fmt.Errorf("encoding safetensors: %w: %q is reserved for the metadata; rename the tensor", ErrInvalid, metadataKey)
 	}
-	h := make([]byte, 8, 8+64*len(ws.Tensors)+64)
+	return headerOf(ws.Tensors, meta)
+}
+
+// headerOf returns the 8-byte length and the padded JSON header of
+// tensors, each holding as many values as its shape's product (checked by
+// the caller: [Weights.Validate], or parseHeader for a scanned header's
+// Data-less tensors), with meta.
+func headerOf(tensors []Tensor, meta map[string]string) ([]byte, error) {
+	h := make([]byte, 8, 8+64*len(tensors)+64)
 	h = append(h, '{')
 	if len(meta) > 0 {
 		keys := make([]string, 0, len(meta))
@@ -127,7 +135,7 @@ func encodeHeader(ws *Weights, meta map[string]string) ([]byte, error) {
 		h = append(h, '}')
 	}
 	var off uint64
-	for i, t := range ws.Tensors {
+	for i, t := range tensors {
 		if i > 0 || len(meta) > 0 {
 			h = append(h, ',')
 		}
@@ -141,7 +149,11 @@ func encodeHeader(ws *Weights, meta map[string]string) ([]byte, error) {
 		}
 		h = append(h, `],"data_offsets":[`...)
 		h = strconv.AppendUint(h, off, 10)
-		off += 4 * uint64(len(t.Data))
+		n, err := NumElements(t.Shape)
+		if err != nil {
+			return nil, fmt.Errorf("encoding safetensors: %w: tensor %q: %w", ErrInvalid, t.Name, err)
+		}
+		off += 4 * n
 		h = append(h, ',')
 		h = strconv.AppendUint(h, off, 10)
 		h = append(h, "]}"...)

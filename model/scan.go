@@ -47,26 +47,13 @@ func ScanSafetensors(r io.Reader, limit int64, header func(*Weights) error, visi
 		chunk = max(chunk, min(e.n, ScanChunk))
 	}
 	for i, e := range entries {
-		size := uint64(dtypeSizes[e.dtype])
 		for done := uint64(0); done < e.n; {
 			k := int(min(e.n-done, ScanChunk))
 			if vals == nil {
 				vals = make([]float32, chunk)
 			}
 			dst := vals[:k]
-			var err error
-			if e.dtype == "F32" && nativeLittleEndian {
-				_, err = io.ReadFull(cr, floatBytes(dst))
-			} else {
-				if raw == nil {
-					raw = make([]byte, chunk*8) // F64: 8 bytes per value
-				}
-				b := raw[:uint64(k)*size]
-				if _, err = io.ReadFull(cr, b); err == nil {
-					convert(e.dtype, b, dst)
-				}
-			}
-			if err != nil {
+			if err := readRun(cr, e.dtype, dst, &raw, chunk); err != nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 					return nil, fmt.Errorf("%w: header says %d bytes, got %d (tensor %q is cut)", ErrTruncated, total, 8+hl+cr.n, e.name)
 				}
@@ -79,6 +66,25 @@ func ScanSafetensors(r io.Reader, limit int64, header func(*Weights) error, visi
 		}
 	}
 	return meta, nil
+}
+
+// readRun fills dst with the next len(dst) values of dtype from r,
+// converted to float32; raw is the conversion's scratch buffer, made for
+// chunk values of the widest dtype on first use.
+func readRun(r io.Reader, dtype string, dst []float32, raw *[]byte, chunk uint64) error {
+	if dtype == "F32" && nativeLittleEndian {
+		_, err := io.ReadFull(r, floatBytes(dst))
+		return err
+	}
+	if *raw == nil {
+		*raw = make([]byte, chunk*8) // F64: 8 bytes per value
+	}
+	b := (*raw)[:uint64(len(dst))*dtypeSizes[dtype]]
+	if _, err := io.ReadFull(r, b); err != nil {
+		return err
+	}
+	convert(dtype, b, dst)
+	return nil
 }
 
 // WriteFloats writes d to w as little-endian float32, the layout of an F32

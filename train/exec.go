@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -246,20 +247,37 @@ func (e *Exec) Init(seed int64) (*model.Weights, error) {
 // weights the command wrote. Without a deadline in ctx, [Exec.InitTimeout]
 // bounds it.
 func (e *Exec) InitContext(ctx context.Context, seed int64) (*model.Weights, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		timeout := e.InitTimeout
-		if timeout <= 0 {
-			timeout = DefaultExecInitTimeout
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	w, _, _, err := e.run(ctx, execTask{Kind: "init", Seed: seed}, nil, nil, nil)
+	ctx, cancel := e.initDeadline(ctx)
+	defer cancel()
+	w, _, _, err := e.run(ctx, execTask{Kind: "init", Seed: seed}, nil, nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	return w, nil
+}
+
+// initDeadline gives an init task without a deadline InitTimeout.
+func (e *Exec) initDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	timeout := e.InitTimeout
+	if timeout <= 0 {
+		timeout = DefaultExecInitTimeout
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+// InitFile is [Exec.InitContext] for a caller that sends the initial
+// weights on from a file: the weights the process writes are checked as
+// InitContext checks them and written to out, created or truncated, as
+// InitContext's result encodes (model.EncodeSafetensors, no metadata), a
+// chunk at a time.
+func (e *Exec) InitFile(ctx context.Context, seed int64, out string) error {
+	ctx, cancel := e.initDeadline(ctx)
+	defer cancel()
+	_, _, _, err := e.run(ctx, execTask{Kind: "init", Seed: seed}, nil, &execFiles{out: out}, nil, nil)
+	return err
 }
 
 // Train runs a "train" task: w and ds in, trained weights and metrics out.
@@ -270,19 +288,54 @@ func (e *Exec) Train(ctx context.Context, w *model.Weights, ds *data.Dataset, cf
 	if w == nil {
 		return nil, TrainResult{}, fmt.Errorf("%w: no weights to train", ErrConfig)
 	}
-	t := execTask{
-		Kind: "train", Seed: cfg.Seed, Epochs: cfg.Epochs, BatchSize: cfg.BatchSize, LR: cfg.LR,
-		Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, Mu: cfg.Mu,
-	}
-	out, m, p, err := e.run(ctx, t, w, ds, cfg.Progress)
+	out, m, p, err := e.run(ctx, trainTask(cfg), w, nil, ds, cfg.Progress)
 	if err != nil {
 		return nil, TrainResult{}, err
 	}
-	res := TrainResult{
+	return out, trainResult(cfg, m, p), nil
+}
+
+// TrainFile is [Exec.Train] for a model in a file rather than in memory,
+// for a caller that streams the model there as it downloads it: the
+// process reads in, which holds the model as Train writes the weights it
+// is given (model.EncodeSafetensors, no metadata), and shell gives its
+// tensors' names and shapes (Data unused). The weights the process writes
+// are checked as Train checks them and written to out, created or
+// truncated, as Train's result encodes (model.EncodeSafetensors, no
+// metadata, in shell's order), a chunk at a time: neither the caller nor
+// the trainer holds a model.
+func (e *Exec) TrainFile(ctx context.Context, in string, shell *model.Weights, ds *data.Dataset, cfg TrainConfig, out string) (TrainResult, error) {
+	if err := checkTrainConfig(cfg); err != nil {
+		return TrainResult{}, err
+	}
+	_, m, p, err := e.run(ctx, trainTask(cfg), nil, &execFiles{in: in, shell: shell, out: out}, ds, cfg.Progress)
+	if err != nil {
+		return TrainResult{}, err
+	}
+	return trainResult(cfg, m, p), nil
+}
+
+// FileDir returns the folder the trainer exchanges files with its process
+// in (Config.WorkDir, else a temporary folder made on first use, on tmpfs
+// for a persistent worker where /dev/shm is writable): where a caller of
+// [Exec.TrainFile] puts the model's files, so that they go where the
+// trainer's own would.
+func (e *Exec) FileDir() (string, error) { return e.workRoot() }
+
+// trainTask is the task file of a "train" task.
+func trainTask(cfg TrainConfig) execTask {
+	return execTask{
+		Kind: "train", Seed: cfg.Seed, Epochs: cfg.Epochs, BatchSize: cfg.BatchSize, LR: cfg.LR,
+		Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, Mu: cfg.Mu,
+	}
+}
+
+// trainResult is what a "train" task reports.
+func trainResult(cfg TrainConfig, m execMetrics, p execProc) TrainResult {
+	return TrainResult{
 		NumSamples: m.numSamples, Loss: m.trainLoss, Epochs: cfg.Epochs, Seconds: p.seconds,
 		Steps: int(m.steps), CPUSeconds: p.cpuSeconds, Metrics: m.extra,
 	}
-	return out, res, nil
 }
 
 // Evaluate runs an "evaluate" task and returns the loss and accuracy the
@@ -291,7 +344,17 @@ func (e *Exec) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset)
 	if w == nil {
 		return EvalResult{}, fmt.Errorf("%w: no weights to evaluate", ErrConfig)
 	}
-	_, m, p, err := e.run(ctx, execTask{Kind: "evaluate", BatchSize: execEvalBatch}, w, ds, nil)
+	return e.evaluate(ctx, w, nil, ds)
+}
+
+// EvaluateFile is [Exec.Evaluate] for a model in a file, in, as
+// [Exec.TrainFile] takes it.
+func (e *Exec) EvaluateFile(ctx context.Context, in string, ds *data.Dataset) (EvalResult, error) {
+	return e.evaluate(ctx, nil, &execFiles{in: in}, ds)
+}
+
+func (e *Exec) evaluate(ctx context.Context, w *model.Weights, files *execFiles, ds *data.Dataset) (EvalResult, error) {
+	_, m, p, err := e.run(ctx, execTask{Kind: "evaluate", BatchSize: execEvalBatch}, w, files, ds, nil)
 	if err != nil {
 		return EvalResult{}, err
 	}
@@ -339,9 +402,18 @@ type execProc struct {
 	seconds, cpuSeconds float64
 }
 
+// execFiles are the model files of a task whose caller holds the model in
+// a file, not in memory ([Exec.TrainFile]).
+type execFiles struct {
+	in    string         // the model, as the process reads it; "" for init
+	shell *model.Weights // its tensors' names and shapes; nil for init
+	out   string         // where the checked weights go; "" for evaluate
+}
+
 // run is one call: write the inputs, run the command, read and check the
-// outputs.
-func (e *Exec) run(ctx context.Context, t execTask, w *model.Weights, ds *data.Dataset, progress func(epoch, batch, batches int, loss float64)) (*model.Weights, execMetrics, execProc, error) {
+// outputs. The model is w, or the file files names, which then takes the
+// process's weights.
+func (e *Exec) run(ctx context.Context, t execTask, w *model.Weights, files *execFiles, ds *data.Dataset, progress func(epoch, batch, batches int, loss float64)) (*model.Weights, execMetrics, execProc, error) {
 	var none execMetrics
 	if err := ctx.Err(); err != nil {
 		return nil, none, execProc{}, fmt.Errorf("exec trainer %s: %w", t.Kind, err)
@@ -364,7 +436,9 @@ func (e *Exec) run(ctx context.Context, t execTask, w *model.Weights, ds *data.D
 	if d, ok := ctx.Deadline(); ok {
 		t.Deadline = float64(d.UnixMilli()) / 1000
 	}
-	if w != nil {
+	if files != nil {
+		t.WeightsIn = files.in
+	} else if w != nil {
 		t.WeightsIn = filepath.Join(callDir, "weights_in.safetensors")
 		if err := model.WriteSafetensorsFile(t.WeightsIn, w, nil); err != nil {
 			return nil, none, execProc{}, fmt.Errorf("exec trainer: writing the input weights: %w", err)
@@ -401,6 +475,12 @@ func (e *Exec) run(ctx context.Context, t execTask, w *model.Weights, ds *data.D
 			return fail(err)
 		}
 		if t.WeightsOut == "" {
+			return nil
+		}
+		if files != nil {
+			if err := reencodeExecWeights(t.WeightsOut, files.shell, files.out); err != nil {
+				return fail(err)
+			}
 			return nil
 		}
 		if out, err = readExecWeights(t.WeightsOut, w); err != nil {
@@ -895,6 +975,64 @@ func readExecWeights(path string, in *model.Weights) (*model.Weights, error) {
 		return nil, fmt.Errorf("the weights are not all finite (training diverged? lower train.lr): %w", err)
 	}
 	return out, nil
+}
+
+// reencodeExecWeights checks the weights a process wrote to path against
+// the model it was given (shell; nil for init), as readExecWeights does,
+// and writes them to dst as model.EncodeSafetensors would, in shell's
+// order (for init, the file's), a chunk at a time.
+func reencodeExecWeights(path string, shell *model.Weights, dst string) (err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("it reported success (exit 0, or ok: true) but wrote no weights to %s (the task's weights_out)", path)
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		return fmt.Errorf("writing the checked weights for the site: %w", err)
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("writing the checked weights for the site: %w", cerr)
+		}
+	}()
+	bw := bufio.NewWriterSize(out, 1<<20)
+	var names *model.Weights // the tensors, for errors
+	finite := func(t, off int, vals []float32) error {
+		if _, finite := model.FiniteNorm(vals); !finite {
+			return fmt.Errorf("the weights are not all finite (training diverged? lower train.lr): %w: tensor %q, from value %d", model.ErrNotFinite, names.Tensors[t].Name, off)
+		}
+		return nil
+	}
+	if shell != nil {
+		names = shell
+		_, err = model.ReencodeSafetensors(bw, f, st.Size(), shell, finite)
+	} else {
+		_, err = model.TransformSafetensors(bw, f, st.Size(), func(w *model.Weights) error {
+			if len(w.Tensors) == 0 {
+				return fmt.Errorf("the weights in %s hold no tensors", path)
+			}
+			names = w
+			return nil
+		}, finite)
+	}
+	if errors.Is(err, model.ErrIncompatible) {
+		return fmt.Errorf("the weights do not match the model it was given: %w", err)
+	}
+	if err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("writing the checked weights for the site: %w", err)
+	}
+	return nil
 }
 
 // inOrderOf returns out's tensors in ref's order (safetensors writers may

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -248,6 +249,108 @@ func TestExecTrain(t *testing.T) {
 	}
 }
 
+// modelFile writes w to a file as TrainFile takes it and returns its
+// path, its shell and a path for the update.
+func modelFile(t *testing.T, w *model.Weights) (in string, shell *model.Weights, out string) {
+	t.Helper()
+	dir := t.TempDir()
+	in, out = filepath.Join(dir, "global.safetensors"), filepath.Join(dir, "update.safetensors")
+	if err := model.WriteSafetensorsFile(in, w, nil); err != nil {
+		t.Fatal(err)
+	}
+	shell = &model.Weights{}
+	for _, tn := range w.Tensors {
+		shell.Tensors = append(shell.Tensors, model.Tensor{Name: tn.Name, Shape: tn.Shape})
+	}
+	return in, shell, out
+}
+
+// TestExecTrainFile: training from a model file writes, byte for byte,
+// the encoding of what Train returns — the per-task script's tensors,
+// written in reverse order, back in the model's — and reports what Train
+// reports; EvaluateFile reports what Evaluate does; in both modes.
+func TestExecTrainFile(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		exec func(t *testing.T) *Exec
+	}{
+		{ExecPerTask, func(t *testing.T) *Exec { return pythonExec(t, "ok") }},
+		{ExecPersistent, func(t *testing.T) *Exec { return helperExec(t, ExecPersistent, "ok") }},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			e := tc.exec(t)
+			ctx := WithTask(context.Background(), TaskInfo{Worker: "site-1/job/fedavg"})
+			ds, w := execTestData(), execTestWeights()
+			cfg := TrainConfig{Epochs: 1, BatchSize: 2, LR: 0.1, Seed: 3}
+			want, wantRes, err := e.Train(ctx, w, ds, cfg)
+			if err != nil {
+				t.Fatalf("Train: %v", err)
+			}
+			wantB, err := model.MarshalSafetensors(want, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, shell, out := modelFile(t, w)
+			res, err := e.TrainFile(ctx, in, shell, ds, cfg, out)
+			if err != nil {
+				t.Fatalf("TrainFile: %v", err)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, wantB) {
+				t.Errorf("TrainFile wrote %d bytes that differ from Train's result's %d", len(got), len(wantB))
+			}
+			res.Seconds, res.CPUSeconds, wantRes.Seconds, wantRes.CPUSeconds = 0, 0, 0, 0
+			delete(res.Metrics, "trainer_seconds")
+			delete(wantRes.Metrics, "trainer_seconds")
+			if diff := cmp.Diff(wantRes, res); diff != "" {
+				t.Errorf("TrainFile result (-Train's +TrainFile's):\n%s", diff)
+			}
+			wantEv, err := e.Evaluate(ctx, w, ds)
+			if err != nil {
+				t.Fatalf("Evaluate: %v", err)
+			}
+			ev, err := e.EvaluateFile(ctx, in, ds)
+			if err != nil {
+				t.Fatalf("EvaluateFile: %v", err)
+			}
+			ev.Seconds, ev.CPUSeconds, wantEv.Seconds, wantEv.CPUSeconds = 0, 0, 0, 0
+			delete(ev.Metrics, "trainer_seconds")
+			delete(wantEv.Metrics, "trainer_seconds")
+			if diff := cmp.Diff(wantEv, ev); diff != "" {
+				t.Errorf("EvaluateFile result (-Evaluate's +EvaluateFile's):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestExecInitFile: InitFile writes, byte for byte, the encoding of what
+// InitContext returns.
+func TestExecInitFile(t *testing.T) {
+	e := pythonExec(t, "ok")
+	want, err := e.InitContext(context.Background(), 7)
+	if err != nil {
+		t.Fatalf("InitContext: %v", err)
+	}
+	wantB, err := model.MarshalSafetensors(want, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "init.safetensors")
+	if err := e.InitFile(context.Background(), 7, out); err != nil {
+		t.Fatalf("InitFile: %v", err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, wantB) {
+		t.Errorf("InitFile wrote %d bytes that differ from InitContext's result's %d", len(got), len(wantB))
+	}
+}
+
 func TestExecInit(t *testing.T) {
 	e := pythonExec(t, "ok")
 	got, err := e.Init(7)
@@ -281,12 +384,20 @@ func TestExecBadOutput(t *testing.T) {
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			e := pythonExec(t, tc.mode)
-			_, _, err := e.Train(context.Background(), execTestWeights(), execTestData(), TrainConfig{Epochs: 1, BatchSize: 2, LR: 0.1})
-			if !errors.Is(err, ErrTrainerOutput) || (tc.is != nil && !errors.Is(err, tc.is)) {
-				t.Fatalf("Train with MODE=%s: error %v, want one wrapping %v and %v", tc.mode, err, ErrTrainerOutput, tc.is)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Train with MODE=%s: error %q lacks %q", tc.mode, err, tc.want)
+			cfg := TrainConfig{Epochs: 1, BatchSize: 2, LR: 0.1}
+			_, _, err := e.Train(context.Background(), execTestWeights(), execTestData(), cfg)
+			in, shell, out := modelFile(t, execTestWeights())
+			_, errFile := e.TrainFile(context.Background(), in, shell, execTestData(), cfg, out)
+			for _, c := range []struct {
+				call string
+				err  error
+			}{{"Train", err}, {"TrainFile", errFile}} {
+				if !errors.Is(c.err, ErrTrainerOutput) || (tc.is != nil && !errors.Is(c.err, tc.is)) {
+					t.Fatalf("%s with MODE=%s: error %v, want one wrapping %v and %v", c.call, tc.mode, c.err, ErrTrainerOutput, tc.is)
+				}
+				if !strings.Contains(c.err.Error(), tc.want) {
+					t.Errorf("%s with MODE=%s: error %q lacks %q", c.call, tc.mode, c.err, tc.want)
+				}
 			}
 		})
 	}

@@ -62,7 +62,7 @@ func (t *Transfer) Init(seed int64) (*model.Weights, error) {
 	for i := 0; left > 0; i++ {
 		n := min(left, TransferTensorParams)
 		d := make([]float32, n)
-		fillUniform(d, nil, mix(uint64(seed), uint64(i)), 0.05)
+		addUniform(d, d, 0, mix(uint64(seed), uint64(i)), 0.05)
 		w.Tensors = append(w.Tensors, model.Tensor{Name: fmt.Sprintf("transfer.%d", i), Shape: []int{int(n)}, Data: d})
 		left -= n
 	}
@@ -85,18 +85,49 @@ func (t *Transfer) Train(ctx context.Context, w *model.Weights, ds *data.Dataset
 			return nil, TrainResult{}, err
 		}
 		d := make([]float32, len(tn.Data))
-		fillUniform(d, tn.Data, mix(uint64(cfg.Seed), site, uint64(i)), TransferNoise)
+		addUniform(d, tn.Data, 0, noiseSeed(cfg, site, i), TransferNoise)
 		out.Tensors[i] = model.Tensor{Name: tn.Name, Shape: append([]int(nil), tn.Shape...), Data: d}
 	}
+	res := transferResult(ds, cfg)
+	res.Seconds = time.Since(start).Seconds()
+	return out, res, nil
+}
+
+// TrainStream is [Transfer.Train] for a model that the caller streams
+// past rather than holds: it returns the function that turns a run of the
+// model's values — tensor t's from index off — into the update's in place,
+// bit for bit what Train returns there, whatever the runs and their order,
+// and the result Train reports but its Seconds (the caller does the work).
+// The function returns ctx's error once ctx is done. A site agent sends
+// the update back as the global model arrives, holding neither.
+func (t *Transfer) TrainStream(ctx context.Context, ds *data.Dataset, cfg TrainConfig) (func(t, off int, vals []float32) error, TrainResult, error) {
+	site := transferSite(ctx, ds)
+	perturb := func(i, off int, vals []float32) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		addUniform(vals, vals, off, noiseSeed(cfg, site, i), TransferNoise)
+		return nil
+	}
+	return perturb, transferResult(ds, cfg), nil
+}
+
+// noiseSeed seeds the noise of tensor i of site's update.
+func noiseSeed(cfg TrainConfig, site uint64, i int) uint64 {
+	return mix(uint64(cfg.Seed), site, uint64(i))
+}
+
+// transferResult is what a transfer "training" reports but its seconds.
+func transferResult(ds *data.Dataset, cfg TrainConfig) TrainResult {
 	var n int64
 	if ds != nil {
 		n = int64(ds.N)
 	}
-	return out, TrainResult{NumSamples: n, Epochs: cfg.Epochs, Seconds: time.Since(start).Seconds()}, nil
+	return TrainResult{NumSamples: n, Epochs: cfg.Epochs}
 }
 
 // Evaluate reports no samples, no loss and no accuracy: a transfer model
-// has nothing to evaluate.
+// has nothing to evaluate, and w may be nil.
 func (t *Transfer) Evaluate(ctx context.Context, w *model.Weights, ds *data.Dataset) (EvalResult, error) {
 	return EvalResult{}, ctx.Err()
 }
@@ -116,7 +147,7 @@ func transferSite(ctx context.Context, ds *data.Dataset) uint64 {
 
 // mix combines its arguments into one seed.
 func mix(xs ...uint64) uint64 {
-	s := uint64(0x9e3779b97f4a7c15)
+	s := uint64(golden)
 	for _, x := range xs {
 		s = splitmix(s ^ x)
 	}
@@ -125,25 +156,33 @@ func mix(xs ...uint64) uint64 {
 
 // splitmix is SplitMix64's output function of state s.
 func splitmix(s uint64) uint64 {
-	s += 0x9e3779b97f4a7c15
+	s += golden
 	s = (s ^ (s >> 30)) * 0xbf58476d1ce4e5b9
 	s = (s ^ (s >> 27)) * 0x94d049bb133111eb
 	return s ^ (s >> 31)
 }
 
-// fillUniform sets d to base (zeros when nil) plus values uniform in
-// [-half, half) from a SplitMix64 stream seeded by seed: two values per
-// 64-bit draw.
-func fillUniform(d, base []float32, seed uint64, half float32) {
+// golden is SplitMix64's state increment.
+const golden = 0x9e3779b97f4a7c15
+
+// addUniform sets d to base plus values uniform in [-half, half), d and
+// base being a tensor's values from index off (base may be d: the noise
+// is added in place). The values come from a SplitMix64 stream seeded by
+// seed, two per 64-bit draw, draw k for indices 2k and 2k+1, so that any
+// run of the tensor gets what the whole tensor would.
+func addUniform(d, base []float32, off int, seed uint64, half float32) {
 	const scale = 2.0 / (1 << 24)
-	if base == nil {
-		base = d // d is zeros
-	}
 	base = base[:len(d)]
-	s := seed
-	n := len(d) &^ 1
-	for i := 0; i < n; i += 2 {
-		s += 0x9e3779b97f4a7c15
+	i := 0
+	if off%2 == 1 && len(d) > 0 { // the second value of draw off/2
+		z := splitmix(seed + uint64(off/2)*golden)
+		d[0] = base[0] + (float32((z>>8)&(1<<24-1))*scale-1)*half
+		i = 1
+	}
+	s := seed + uint64((off+i)/2)*golden
+	n := i + (len(d)-i)&^1
+	for ; i < n; i += 2 {
+		s += golden
 		z := (s ^ (s >> 30)) * 0xbf58476d1ce4e5b9
 		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 		z ^= z >> 31

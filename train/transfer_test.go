@@ -2,7 +2,9 @@ package train
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -143,5 +145,95 @@ func BenchmarkTransferTrain(b *testing.B) {
 		if _, _, err := tr.Train(context.Background(), w, ds, TrainConfig{Seed: 1}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTransferPinned pins the initial models and updates of transfer
+// models (SHA-256 of their safetensors encoding), as the trainer made them
+// before its noise could be added a run at a time: a deployment's updates
+// stay bit-identical across versions.
+func TestTransferPinned(t *testing.T) {
+	tests := []struct {
+		params       int64
+		init, update string
+	}{
+		{1, "5a3abd62ff6f7c5763d4adca21244bf86e979a9bfa10e556e867229f686a622e", "8cf5c01e7653557929c61d001c9bcf39619ab2131b3ebd8a9777d4510c06b5a7"},
+		{2, "076a1f43259f87ca1d1c47bfe3d4a678b7f22e46fe2e5d286758b674504ebc4d", "5f9e51be1d191eb0ba99db1c0ebc14414e96cf42c6f40ff9b8354d2e99e4aad9"},
+		{3, "e6c3fe4859c4aa08a430ebc0b6327ffe26bc37efe6c811e4cb650e1f25d967db", "a1705131ca2f923ee32dbb6c7d980e3cd22bc1414860b380d78537ae915639e1"},
+		{10_001, "8e31448b0700a771ce30d790401158edb29cdb2eb5f71f175cab5145b00a4ae6", "a69a5897e2b18803a6665d150293d3bd4fb06f988bd89878d95f48f77a3c10a0"},
+		{1 << 20, "af1f8d855c586d461716e6de9574d74e345a254e8bd7770cb8b558ef7efb5a24", "570708e588042c4559b6f993320f1e6185ac61e45474037fe1745719cf20fc3a"},
+	}
+	sum := func(w *model.Weights) string {
+		b, err := model.MarshalSafetensors(w, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%x", sha256.Sum256(b))
+	}
+	ctx := WithTask(context.Background(), TaskInfo{Worker: "kit/j1/fedavg"})
+	for _, tt := range tests {
+		tr, _ := NewTransfer(tt.params)
+		w, err := tr.Init(5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sum(w); got != tt.init {
+			t.Errorf("Init(5) of %d params hashes to %s, want %s", tt.params, got, tt.init)
+		}
+		out, _, err := tr.Train(ctx, w, &data.Dataset{Name: "x", N: 3}, TrainConfig{Seed: 9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sum(out); got != tt.update {
+			t.Errorf("Train() of %d params hashes to %s, want %s", tt.params, got, tt.update)
+		}
+	}
+}
+
+// TestTransferTrainStream checks that the noise TrainStream's function
+// adds run by run, whatever the runs' lengths and parities, is bit for bit
+// what Train adds to the whole tensor, and that it stops on a done context.
+func TestTransferTrainStream(t *testing.T) {
+	tr, _ := NewTransfer(1001)
+	w, _ := tr.Init(3)
+	w.Tensors = append(w.Tensors, model.Tensor{Name: "second", Shape: []int{7}, Data: []float32{1, 2, 3, 4, 5, 6, 7}})
+	ds := &data.Dataset{Name: "x", N: 11}
+	cfg := TrainConfig{Seed: 4, Epochs: 2}
+	ctx := WithTask(context.Background(), TaskInfo{Worker: "unibo/j/fedavg"})
+	want, wantRes, err := tr.Train(ctx, w, ds, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, runs := range [][]int{{1}, {2}, {3}, {7, 1, 2}, {1000}, {1001}} {
+		perturb, res, err := tr.TrainStream(ctx, ds, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.NumSamples != wantRes.NumSamples || res.Epochs != wantRes.Epochs {
+			t.Errorf("TrainStream() reported %+v, want Train's %+v but the seconds", res, wantRes)
+		}
+		got := w.Clone()
+		for i, tn := range got.Tensors {
+			for off, r := 0, 0; off < len(tn.Data); r++ {
+				end := min(off+runs[r%len(runs)], len(tn.Data))
+				if err := perturb(i, off, tn.Data[off:end]); err != nil {
+					t.Fatal(err)
+				}
+				off = end
+			}
+		}
+		for i, tn := range got.Tensors {
+			for j, v := range tn.Data {
+				if math.Float32bits(v) != math.Float32bits(want.Tensors[i].Data[j]) {
+					t.Fatalf("runs of %v: tensor %d value %d = %v, want Train's %v", runs, i, j, v, want.Tensors[i].Data[j])
+				}
+			}
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	perturb, _, _ := tr.TrainStream(cctx, ds, cfg)
+	cancel()
+	if err := perturb(0, 0, make([]float32, 4)); !errors.Is(err, context.Canceled) {
+		t.Errorf("TrainStream()'s function after cancel = %v, want context.Canceled", err)
 	}
 }
