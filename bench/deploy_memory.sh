@@ -13,7 +13,8 @@
 # once per site (its update), plus once per site on the leader (received
 # updates): a 2.5 GiB model with 6 sites and 3 coordinators peaked near
 # 40 GB. Work goes in ${OUT:-/tmp/cohort-mem}/TAG-PARAMS; MEMLIMIT sets
-# memory_limit in coordinator.yaml; PORT (default 18443) the first port.
+# memory_limit in coordinator.yaml, MAXMODEL its max_model_bytes (a 10 GiB
+# model needs 20GiB or more); PORT (default 18443) the first port.
 set -u
 BIN=$(realpath "$1"); P=$2; TAG=$3; shift 3
 SITES=("$@"); [ ${#SITES[@]} -eq 0 ] && SITES=(kit unibo inria)
@@ -46,6 +47,7 @@ EOJ
 TP=()
 for i in $(seq 1 $COORDS); do
   [ -n "${MEMLIMIT:-}" ] && echo "memory_limit: $MEMLIMIT" >> kits/coordinators/coord-$i/coordinator.yaml
+  [ -n "${MAXMODEL:-}" ] && echo "max_model_bytes: $MAXMODEL" >> kits/coordinators/coord-$i/coordinator.yaml
   /usr/bin/time -v -o coord-$i.time $BIN coordinator -c kits/coordinators/coord-$i/coordinator.yaml > coord-$i.log 2>&1 & TP+=($!)
 done
 sleep 4
