@@ -132,11 +132,10 @@ func coordinatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(8 << 20),
+	opts := append(server.GRPCOptions(),
 		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(auth.StreamInterceptor()),
-	}
+	)
 	if creds != nil {
 		opts = append(opts, creds)
 	}

@@ -185,7 +185,7 @@ func serveCoordinator(t testing.TB, name string, lis net.Listener, rep *ha.Node,
 		}
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(server.GRPCOptions()...)
 	coord.Register(gs)
 	if rep != nil && rep.Blobs() != nil {
 		pb.RegisterBlobServiceServer(gs, server.NewBlobServer(rep.Blobs(), rep, d.log.With("node", name)))

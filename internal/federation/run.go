@@ -163,7 +163,7 @@ func Run(ctx context.Context, src []byte, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on loopback: %w", err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	gs := grpc.NewServer(server.GRPCOptions()...)
 	coord.Register(gs)
 	addr := lis.Addr().String()
 
