@@ -29,29 +29,42 @@ func streamOf(t *testing.T, w *model.Weights, extra []byte) func() (io.ReadClose
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 }
 
-// TestAddStreamMatchesAdd checks that folding updates from streams gives
-// the next model Add gives, bit for bit, and the same metrics.
-func TestAddStreamMatchesAdd(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
-	global := &model.Weights{}
-	// One tensor longer than a stream chunk, so that chunks and the
-	// aggregate's work split fall differently.
-	for i, n := range []int{7, model.ScanChunk + 40_003, 1} {
+// randomWeights returns tensors of the given lengths, named a, b, …, of
+// standard normal values drawn from r.
+func randomWeights(r *rand.Rand, lens ...int) *model.Weights {
+	w := &model.Weights{}
+	for i, n := range lens {
 		d := make([]float32, n)
 		for j := range d {
 			d[j] = float32(r.NormFloat64())
 		}
-		global.Tensors = append(global.Tensors, model.Tensor{Name: string(rune('a' + i)), Shape: []int{n}, Data: d})
+		w.Tensors = append(w.Tensors, model.Tensor{Name: string(rune('a' + i)), Shape: []int{n}, Data: d})
 	}
+	return w
+}
+
+// perturbed returns a copy of w with noise of standard deviation 0.1 from
+// r added: an update trained from w.
+func perturbed(r *rand.Rand, w *model.Weights) *model.Weights {
+	u := w.Clone()
+	for i := range u.Tensors {
+		for j := range u.Tensors[i].Data {
+			u.Tensors[i].Data[j] += float32(0.1 * r.NormFloat64())
+		}
+	}
+	return u
+}
+
+// TestAddStreamMatchesAdd checks that folding updates from streams gives
+// the next model Add gives, bit for bit, and the same metrics.
+func TestAddStreamMatchesAdd(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	// One tensor longer than a stream chunk, so that chunks and the
+	// aggregate's work split fall differently.
+	global := randomWeights(r, 7, model.ScanChunk+40_003, 1)
 	var updates []*model.Weights
 	for range 4 {
-		u := global.Clone()
-		for i := range u.Tensors {
-			for j := range u.Tensors[i].Data {
-				u.Tensors[i].Data[j] += float32(0.1 * r.NormFloat64())
-			}
-		}
-		updates = append(updates, u)
+		updates = append(updates, perturbed(r, global))
 	}
 	counts := []int64{10, 3000, 7, 501}
 	tests := []struct {
@@ -186,12 +199,7 @@ func TestAddStreamUnderWeightCap(t *testing.T) {
 			}
 			streamed, owned := 0, 0
 			for i, n := range tt.counts {
-				u := global.Clone()
-				for k := range u.Tensors {
-					for j := range u.Tensors[k].Data {
-						u.Tensors[k].Data[j] += float32(0.1 * r.NormFloat64())
-					}
-				}
+				u := perturbed(r, global)
 				if err := ra.Add(u, n); err != nil {
 					t.Fatalf("Add(%d) = %v", i, err)
 				}
@@ -252,15 +260,8 @@ func sameFinish(t *testing.T, want, got Round) {
 // block, and no update kept in memory until Result.
 func TestBeginStreamedMatchesBegin(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	global := &model.Weights{}
 	// A tensor longer than a stream chunk and than the workers' blocks.
-	for i, n := range []int{7, model.ScanChunk + 70_001, 1} {
-		d := make([]float32, n)
-		for j := range d {
-			d[j] = float32(r.NormFloat64())
-		}
-		global.Tensors = append(global.Tensors, model.Tensor{Name: string(rune('a' + i)), Shape: []int{n}, Data: d})
-	}
+	global := randomWeights(r, 7, model.ScanChunk+70_001, 1)
 	file, err := model.MarshalSafetensors(global, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -292,12 +293,7 @@ func TestBeginStreamedMatchesBegin(t *testing.T) {
 			}
 			kept := 0
 			for i, n := range tt.counts {
-				u := global.Clone()
-				for k := range u.Tensors {
-					for j := range u.Tensors[k].Data {
-						u.Tensors[k].Data[j] += float32(0.1 * r.NormFloat64())
-					}
-				}
+				u := perturbed(r, global)
 				if err := ra.Add(u, n); err != nil {
 					t.Fatalf("Add(%d) = %v", i, err)
 				}

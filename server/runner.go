@@ -272,6 +272,7 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 	}
 	a.strategy = st
 	a.seed = noiseSeed()
+	defer func() { a.file.close() }() // a global model read in place
 	last, err := c.resumeArm(ctx, a)
 	if err != nil {
 		return err
@@ -309,7 +310,6 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 		info.NoTestSet = prep.Evaluator == nil
 	})
 	defer func() { c.forgetClosed(a.closedTasks) }()
-	defer func() { a.file.close() }()
 	if last == 0 && prep.Evaluator != nil {
 		// Step 0: the initial model, so every curve starts at the same point.
 		if ev, err := c.evaluate(ctx, a, &a.carry); err == nil {
