@@ -22,7 +22,7 @@ import (
 // round's aggregate (aggregators.GlobalStreamer). The coordinator's
 // memory in a round is then the sum alone (issue 17). Models the strategy
 // needs whole (DP, a server optimizer, a robust rule), models below
-// Config.SpillAbove and replicas without a blob store (`cohort run`) stay
+// Config.SpillAbove and replicas without a blob store (no Config.ModelDir) stay
 // in memory.
 
 // globalSource is the global model arriving updates are checked against
@@ -115,8 +115,9 @@ func (c *Coordinator) keepsOnDisk(a *armRun, w *model.Weights) bool {
 
 // toDisk makes the arm read its global model, committed to the replica
 // as digest, from the blob store and drops it from memory. A replica
-// that does not keep models' bytes in files (`cohort run`, a cluster
-// without blob stores) leaves it in memory.
+// that does not keep models' bytes in files (a coordinator without
+// Config.ModelDir or a replica of its own, a cluster without blob stores)
+// leaves it in memory.
 func (c *Coordinator) toDisk(a *armRun, digest string) error {
 	rc, err := c.rep.FSM().OpenModel(digest)
 	if err != nil {

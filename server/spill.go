@@ -19,8 +19,10 @@ import (
 // streaming) and writes its values to a file in Config.SpillDir; the round
 // folds the file chunk by chunk into its sum (aggregators.StreamAdder), or
 // decodes it at that moment for a strategy that cannot stream, and
-// removes it once folded or refused. The coordinator's memory is then the
-// global model and the sum, whatever the number of sites.
+// removes it once folded or refused (or, held back by the weight cap
+// as its file, when the round ends). The coordinator's memory is then the
+// sum, and the global model unless it is read in place (globalfile.go),
+// whatever the number of sites.
 
 // errSpill is returned when an update cannot be written to, or read back
 // from, its file: the coordinator's fault, not the site's.
