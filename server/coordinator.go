@@ -1179,6 +1179,10 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 		c.log.Warn("update_upload_broken", "site", t.site, "task", t.id, "err", recvErr)
 		return toStatus(fmt.Errorf("push update: receiving chunks: %w", recvErr))
 	}
+	if errors.Is(err, os.ErrClosed) {
+		// The round closed while the update arrived: its model file with it.
+		return toStatus(fmt.Errorf("push update for task %q: %w", t.id, ErrStaleRound))
+	}
 	if errors.Is(err, errSpill) {
 		c.log.Error("update_not_spilled", "site", t.site, "task", t.id, "err", err)
 		t.box.deliver(roundEvent{kind: evRejected, site: t.site, taskID: t.id, reason: err.Error(), energy: energy})

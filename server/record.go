@@ -210,11 +210,11 @@ func (x *roundExec) finish(ctx context.Context) error {
 	if x.next == nil {
 		return fmt.Errorf("round committed without a model")
 	}
-	// The round's model is read no more (a late upload to this round is
-	// stale): the committed one replaces it, in memory until replicated.
+	// The committed model replaces the round's, in memory until
+	// replicated; the round's file stays open for the uploads still
+	// arriving until the round's tasks close (cleanup).
 	a.global = x.next
-	a.file.close()
-	a.file = nil
+	x.retired, a.file = a.file, nil
 	if st, ok := a.strategy.(aggregators.Stateful); ok && x.nextState != nil {
 		if err := st.SetState(x.nextState); err != nil {
 			return fmt.Errorf("the server optimizer's state: %w", err)

@@ -51,8 +51,11 @@ type roundExec struct {
 	norms  normSet
 	parked map[string]*receivedUpdate
 	held   []*spilledUpdate // folded updates the weight cap held back as their files
-	notes  map[string]screenNote
-	added  []string
+	// retired is the round's global model file once the committed model
+	// replaced it, closed with the round's tasks.
+	retired *globalFile
+	notes   map[string]screenNote
+	added   []string
 	// From the aggregate at commit: each added update's share of the
 	// weight (in the order of added) and a stateful strategy's next state.
 	weights   []float64
@@ -172,6 +175,7 @@ func (x *roundExec) cleanup() {
 	x.a.closedTasks = append(x.a.closedTasks, x.virt.retiredIDs()...)
 	x.c.closeTasks(x.a.closedTasks, &x.a.late)
 	close(x.rr.closed)
+	x.retired.close()
 	for _, s := range x.held { // updates the aggregate read from their files
 		s.remove()
 	}
