@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
+	"os"
 	"testing"
 
 	"github.com/cohortfl/cohort/aggregators"
@@ -107,5 +109,26 @@ func TestGlobalModelOnDisk(t *testing.T) {
 				t.Fatalf("globalWeights = %v, want the initial model", err)
 			}
 		})
+	}
+}
+
+// TestSpillAgainstClosedModel: an update that arrives after its round's
+// model file closed is refused with os.ErrClosed (PushUpdate answers it
+// as stale), leaving no file.
+func TestSpillAgainstClosedModel(t *testing.T) {
+	w := spillGlobal()
+	gf := globalOnDisk(t, w)
+	gf.close()
+	b, err := model.MarshalSafetensors(w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	_, err = spill(dir, bytes.NewReader(b), int64(len(b)), gf)
+	if !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("spill against a closed model file = %v, want os.ErrClosed", err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("%d files left, want none", len(left))
 	}
 }
