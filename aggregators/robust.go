@@ -1,6 +1,7 @@
 package aggregators
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -191,9 +192,16 @@ type heldRound struct {
 	rule    func(col []float64) float64 // sorted column → value
 	krumF   int
 	krumM   int // 0: n − f
-	held    []*model.Weights
-	bytes   int64
+	held    []heldSrc
+	bytes   int64 // of the updates held in memory
 	samples float64
+}
+
+// heldSrc is an update a robust round keeps: a copy in memory, or what
+// opens its file (HoldBlocks).
+type heldSrc struct {
+	w    *model.Weights
+	open func() (BlockReader, error)
 }
 
 func (r *heldRound) Add(u *model.Weights, n int64) error {
@@ -210,7 +218,7 @@ func (r *heldRound) Add(u *model.Weights, n int64) error {
 		return fmt.Errorf("%w: %s holds %d updates (%d bytes) and this one's %d bytes would pass its memory budget of %d bytes; raise MaxBytes or select fewer sites per round",
 			ErrBadUpdate, r.name, len(r.held), r.bytes, b, r.budget)
 	}
-	r.held = append(r.held, u.Clone())
+	r.held = append(r.held, heldSrc{w: u.Clone()})
 	r.bytes += u.Bytes()
 	r.samples += float64(n)
 	return nil
@@ -234,7 +242,7 @@ func (r *heldRound) Result() (*model.Weights, map[string]float64, error) {
 			metrics["selected_index"] = float64(chosen[0])
 		}
 		agg = meanOf
-		held = make([]*model.Weights, len(chosen))
+		held = make([]heldSrc, len(chosen))
 		for i, k := range chosen {
 			held[i] = r.held[k]
 		}
@@ -242,11 +250,23 @@ func (r *heldRound) Result() (*model.Weights, map[string]float64, error) {
 	next := r.global.ZerosLike()
 	norm2 := make([]float64, len(plan))
 	finite := make([]bool, len(plan))
+	errs := make([]error, len(plan))
 	var wg sync.WaitGroup
 	for w := range plan {
-		wg.Go(func() { norm2[w], finite[w] = combine(r.global, held, r.lr, plan[w], agg, next) })
+		wg.Go(func() {
+			v, err := openViews(held)
+			if err != nil {
+				errs[w] = err
+				return
+			}
+			defer v.close()
+			norm2[w], finite[w], errs[w] = combine(r.global, v, r.lr, plan[w], agg, next)
+		})
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("%s: reading a held update from its file: %w", r.name, err)
+	}
 	var s float64
 	for w := range plan {
 		if !finite[w] {
@@ -259,18 +279,19 @@ func (r *heldRound) Result() (*model.Weights, map[string]float64, error) {
 }
 
 // combine writes next = g + η·(agg(column) − g) over the ranges of share,
-// where column is a parameter's values over held, sorted, and returns
-// Σ(next − g)² and whether every value stayed finite.
-func combine(global *model.Weights, held []*model.Weights, lr float64, share []piece, agg func([]float64) float64, next *model.Weights) (float64, bool) {
-	col := make([]float64, len(held))
-	src := make([][]float32, len(held)) // this piece of each update
+// where column is a parameter's values over the held updates v reads,
+// sorted, and returns Σ(next − g)² and whether every value stayed finite.
+func combine(global *model.Weights, v *views, lr float64, share []piece, agg func([]float64) float64, next *model.Weights) (float64, bool, error) {
+	col := make([]float64, len(v.src))
+	src := make([][]float32, len(v.src)) // this block of each update
 	var s float64
 	ok := true
-	for _, p := range share {
-		g, out := global.Tensors[p.t].Data[p.lo:p.hi], next.Tensors[p.t].Data[p.lo:p.hi]
-		for k, u := range held {
-			src[k] = u.Tensors[p.t].Data[p.lo:p.hi:p.hi]
+	for _, bp := range v.blocks(share) {
+		if err := v.at(bp, src); err != nil {
+			return 0, false, err
 		}
+		p := bp
+		g, out := global.Tensors[p.t].Data[p.lo:p.hi], next.Tensors[p.t].Data[p.lo:p.hi]
 		for j := range out {
 			for k, x := range src {
 				col[k] = float64(x[j])
@@ -287,7 +308,7 @@ func combine(global *model.Weights, held []*model.Weights, lr float64, share []p
 			s += d * d
 		}
 	}
-	return s, ok
+	return s, ok, nil
 }
 
 // sortSmall sorts x ascending: insertion sort for a round's few updates.
@@ -349,15 +370,27 @@ func (r *heldRound) krumSelect(plan [][]piece) ([]int, error) {
 	}
 	// Pairwise squared distances, each worker summing its share.
 	parts := make([][]float64, len(plan))
+	errs := make([]error, len(plan))
 	var wg sync.WaitGroup
 	for w := range plan {
 		wg.Go(func() {
+			vw, err := openViews(r.held)
+			if err != nil {
+				errs[w] = err
+				return
+			}
+			defer vw.close()
+			src := make([][]float32, n)
 			d := make([]float64, n*n)
-			for _, p := range plan[w] {
+			for _, p := range vw.blocks(plan[w]) {
+				if err := vw.at(p, src); err != nil {
+					errs[w] = err
+					return
+				}
 				for a := 0; a < n; a++ {
-					x := r.held[a].Tensors[p.t].Data[p.lo:p.hi]
+					x := src[a]
 					for b := a + 1; b < n; b++ {
-						y := r.held[b].Tensors[p.t].Data[p.lo:p.hi]
+						y := src[b]
 						var s float64
 						for j, v := range x {
 							e := float64(v) - float64(y[j])
@@ -371,6 +404,9 @@ func (r *heldRound) krumSelect(plan [][]piece) ([]int, error) {
 		})
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("%s: reading a held update from its file: %w", r.name, err)
+	}
 	dist := make([]float64, n*n)
 	for _, d := range parts {
 		for a := 0; a < n; a++ {

@@ -14,7 +14,8 @@
 # updates): a 2.5 GiB model with 6 sites and 3 coordinators peaked near
 # 40 GB. Work goes in ${OUT:-/tmp/cohort-mem}/TAG-PARAMS; MEMLIMIT sets
 # memory_limit in coordinator.yaml, MAXMODEL its max_model_bytes (a 10 GiB
-# model needs 20GiB or more); PORT (default 18443) the first port.
+# model needs 20GiB or more), STRATEGY the arm's strategy (default fedavg);
+# PORT (default 18443) the first port.
 set -u
 BIN=$(realpath "$1"); P=$2; TAG=$3; shift 3
 SITES=("$@"); [ ${#SITES[@]} -eq 0 ] && SITES=(kit unibo inria)
@@ -41,7 +42,7 @@ data: {dataset: synthetic, test_fraction: 0, synthetic: {samples_per_site: 100}}
 model: {kind: transfer, params: $P}
 sites: {names: [$SL]}
 rounds: ${ROUNDS:-1}
-arms: [{name: fedavg, strategy: fedavg}]
+arms: [{name: arm, strategy: ${STRATEGY:-fedavg}}]
 deadline: {round: 30m}
 EOJ
 TP=()

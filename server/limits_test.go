@@ -624,10 +624,11 @@ func TestMemTotal(t *testing.T) {
 }
 
 // TestMaxModelBytes: a job whose 984M-parameter MLP needs 7.9 GB for the
-// sum and the global model is refused at submit with INVALID_ARGUMENT
-// naming the numbers and the fix; so is a 400M-parameter model under a
-// robust rule that keeps 3 sites' updates (4.8 GB), while FedAvg of the
-// same model (3.2 GB) and a small job are taken.
+// global model and the next one is refused at submit with
+// INVALID_ARGUMENT naming the numbers and the fix; so is a 400M-parameter
+// model under a server optimizer, which keeps two moments besides (6.4
+// GB), while FedAvg or the median of the same model (3.2 GB) and a small
+// job are taken.
 func TestMaxModelBytes(t *testing.T) {
 	c := newLimitsCluster(t, Config{MaxModelBytes: 4 << 30}, nil)
 	cli := pb.NewJobsServiceClient(c.dial(t))
@@ -636,31 +637,33 @@ func TestMaxModelBytes(t *testing.T) {
 	if statusCode(err) != "InvalidArgument" {
 		t.Fatalf("SubmitJob(984M-parameter mlp) = %v, want InvalidArgument", err)
 	}
-	for _, want := range []string{"984,000,975 parameters", "× 2 (the sum and the global model)", "7.3 GiB (7872007800 bytes)", "4.0 GiB", "smaller model", "fewer sites", "coordinator.max_model_bytes"} {
+	for _, want := range []string{"984,000,975 parameters", "× 2 (the global model and the next one)", "7.3 GiB (7872007800 bytes)", "4.0 GiB", "smaller model", "coordinator.max_model_bytes"} {
 		if !contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
 	}
-	// A transfer model of 400M parameters on 3 sites: 4.8 GB under the
-	// median, 3.2 GB under FedAvg.
+	// A transfer model of 400M parameters on 3 sites: 6.4 GB under
+	// fedadam, 3.2 GB under FedAvg or the median.
 	transfer := strings.Replace(fmt.Sprintf(testJob, 3, "30s"), "model: {kind: logreg}", "model: {kind: transfer, params: 400000000}", 1)
-	median := strings.Replace(transfer, "strategy: fedavg", "strategy: median", 1)
-	_, err = cli.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte(median)})
+	adam := strings.Replace(transfer, "strategy: fedavg", "strategy: fedadam", 1)
+	_, err = cli.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte(adam)})
 	if statusCode(err) != "InvalidArgument" {
-		t.Fatalf("SubmitJob(400M-parameter transfer model, median) = %v, want InvalidArgument", err)
+		t.Fatalf("SubmitJob(400M-parameter transfer model, fedadam) = %v, want InvalidArgument", err)
 	}
-	for _, want := range []string{"400,000,000 parameters", "× 3 (3 sites' updates, which median keeps)", "4.5 GiB (4800000000 bytes)", "model.params", "coordinator.max_model_bytes"} {
+	for _, want := range []string{"400,000,000 parameters", "× 4 (the sum, the global model and the server optimizer's two moments (fedadam))", "6.0 GiB (6400000000 bytes)", "model.params", "coordinator.max_model_bytes"} {
 		if !contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
 	}
 	// (Checked without submitting: a queued job would make its 1.6 GB.)
-	spec, err := job.Parse([]byte(transfer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkModelSize(spec, 4<<30); err != nil {
-		t.Errorf("400M-parameter transfer model under fedavg refused: %v", err)
+	for _, src := range []string{transfer, strings.Replace(transfer, "strategy: fedavg", "strategy: median", 1)} {
+		spec, err := job.Parse([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkModelSize(spec, 4<<30); err != nil {
+			t.Errorf("400M-parameter transfer model refused: %v", err)
+		}
 	}
 	small := fmt.Sprintf(testJob, 3, "30s")
 	resp, err := cli.SubmitJob(context.Background(), &pb.SubmitJobRequest{JobYaml: []byte(small)})

@@ -109,37 +109,27 @@ func specParams(spec *job.Spec) (int64, bool) {
 // the job's parameters, as float32s. A FedAvg-family arm keeps the sum
 // and the global model (the latter on disk for a large model in a
 // deployment: the limit does not count on it), a server optimizer adds
-// its two moments, a robust rule (median, trimmed mean, Krum) keeps every
-// site's update.
+// its two moments; a robust rule (median, trimmed mean, Krum) keeps the
+// global model and the next one, reading the sites' updates from their
+// files a block at a time.
 func checkModelSize(spec *job.Spec, max int64) error {
 	params, ok := specParams(spec)
 	if !ok || max <= 0 {
 		return nil
 	}
-	sites := int64(spec.Sites.Count)
-	if sites < 1 {
-		sites = 1
-	}
-	copies, why := int64(2), "the sum and the global model"
+	copies, why := int64(2), "the global model and the next one"
 	for _, a := range spec.Arms {
 		if a.Strategy == nil {
 			continue
 		}
 		switch a.Strategy.Name {
-		case "fedavg", "fedprox":
 		case "fedadam", "fedyogi", "fedadagrad", "fedavgm":
-			if copies < 4 {
-				copies, why = 4, "the sum, the global model and the server optimizer's two moments ("+a.Strategy.Name+")"
-			}
-		default:
-			if copies < sites {
-				copies, why = sites, fmt.Sprintf("%d sites' updates, which %s keeps", sites, a.Strategy.Name)
-			}
+			copies, why = 4, "the sum, the global model and the server optimizer's two moments ("+a.Strategy.Name+")"
 		}
 	}
 	need := params * copies * 4
 	if need/copies/4 != params || need > max { // overflow, or over the limit
-		return badInput("model: %s parameters × %d (%s) × 4 bytes = %s, over this coordinator's limit of %s; use a smaller model (model.hidden, model.conv, model.params), fewer sites per round (sites.count) or a strategy that keeps fewer, or raise coordinator.max_model_bytes",
+		return badInput("model: %s parameters × %d (%s) × 4 bytes = %s, over this coordinator's limit of %s; use a smaller model (model.hidden, model.conv, model.params), a strategy that keeps fewer, or raise coordinator.max_model_bytes",
 			groupDigits(params), copies, why, byteSize(need), byteSize(max))
 	}
 	return nil

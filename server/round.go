@@ -50,7 +50,7 @@ type roundExec struct {
 	// aggregated.
 	norms  normSet
 	parked map[string]*receivedUpdate
-	held   []*spilledUpdate // folded updates the weight cap held back as their files
+	held   []*spilledUpdate // folded updates the aggregate reads again from their files
 	// retired is the round's global model file once the committed model
 	// replaced it, closed with the round's tasks.
 	retired *globalFile
@@ -345,6 +345,11 @@ func (x *roundExec) do(ctx context.Context, act round.Action) {
 func (x *roundExec) fold(up *receivedUpdate, n int64) (kept bool, err error) {
 	if up.spill == nil {
 		return false, x.agg.Add(up.weights, n)
+	}
+	if bh, ok := x.agg.(aggregators.BlockHolder); ok {
+		// A robust rule keeps every update: as its file, read a block of
+		// coordinates at a time at Result.
+		return true, bh.HoldBlocks(up.spill.openBlocks, n)
 	}
 	if sh, ok := x.agg.(aggregators.StreamHolder); ok {
 		kept, err := sh.HoldStream(up.spill.open, n)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cohortfl/cohort/aggregators"
 	"github.com/cohortfl/cohort/model"
 )
 
@@ -259,6 +261,63 @@ func (w *bufferWriter) Write(p []byte) (int, error) {
 	w.b = append(w.b, p...)
 	return len(p), nil
 }
+
+// openBlocks opens the update's file for reading a block at a time
+// (aggregators.BlockReader), shrunk toward the global model where
+// screening clipped it. Each reader is used by one goroutine.
+func (s *spilledUpdate) openBlocks() (aggregators.BlockReader, error) {
+	f, err := os.Open(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading it back: %w", errSpill, err)
+	}
+	start := make([]int64, len(s.global.Shell().Tensors))
+	var at int64
+	for t := range start {
+		start[t], at = at, at+4*int64(s.global.Len(t))
+	}
+	return &blockReader{s: s, f: f, start: start}, nil
+}
+
+// blockReader reads a spilled update's values by range.
+type blockReader struct {
+	s     *spilledUpdate
+	f     *os.File
+	start []int64 // each tensor's byte offset in the file
+	raw   []byte
+	gbuf  []float32
+}
+
+func (b *blockReader) ReadBlock(t, off int, dst []float32) error {
+	if t < 0 || t >= len(b.start) || off < 0 || off+len(dst) > b.s.global.Len(t) {
+		return fmt.Errorf("reading values [%d, %d) of tensor %d of a spilled update: out of range", off, off+len(dst), t)
+	}
+	if cap(b.raw) < 4*len(dst) {
+		b.raw = make([]byte, 4*len(dst))
+	}
+	raw := b.raw[:4*len(dst)]
+	if _, err := b.f.ReadAt(raw, b.start[t]+4*int64(off)); err != nil {
+		return fmt.Errorf("%w: reading it back: %w", errSpill, err)
+	}
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	if b.s.shrink == 0 {
+		return nil
+	}
+	if len(b.gbuf) < len(dst) {
+		b.gbuf = make([]float32, len(dst))
+	}
+	g, err := b.s.global.block(t, off, len(dst), b.gbuf)
+	if err != nil {
+		return err
+	}
+	one := &model.Weights{Tensors: []model.Tensor{{Data: dst}}}
+	base := &model.Weights{Tensors: []model.Tensor{{Data: g}}}
+	model.ShrinkDelta(one, base, b.s.shrink)
+	return nil
+}
+
+func (b *blockReader) Close() error { return b.f.Close() }
 
 // decode reads the whole update into memory: for a strategy that cannot
 // fold a stream.

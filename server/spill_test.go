@@ -150,6 +150,27 @@ func spillCase(t *testing.T, global *model.Weights, gs globalSource, update *mod
 	if diff := weightsDiff(want, got); diff != "" {
 		t.Errorf("shrunk spill differs from ShrinkDelta: %s", diff)
 	}
+	// Read a block at a time (a robust rule's way), in blocks that do
+	// not divide the tensors, it is the same.
+	br, err := s.openBlocks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := want.ZerosLike()
+	for i, tn := range blocks.Tensors {
+		for lo := 0; lo < len(tn.Data); lo += 1000 {
+			if err := br.ReadBlock(i, lo, tn.Data[lo:min(len(tn.Data), lo+1000)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := br.ReadBlock(0, len(blocks.Tensors[0].Data), make([]float32, 1)); err == nil {
+		t.Error("ReadBlock past a tensor's end: no error")
+	}
+	br.Close()
+	if diff := weightsDiff(want, blocks); diff != "" {
+		t.Errorf("spill read by blocks differs: %s", diff)
+	}
 	s.remove()
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("%d files left after remove, want none", len(left))
