@@ -82,13 +82,7 @@ func TestHoldBlocksMatchesAdd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i := range wantW.Tensors {
-				for j, v := range wantW.Tensors[i].Data {
-					if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
-						t.Fatalf("model[%d][%d] = %v, want %v", i, j, g, v)
-					}
-				}
-			}
+			sameModel(t, wantW, gotW)
 			for k, v := range wantM {
 				if gotM[k] != v {
 					t.Errorf("metric %s = %v, want %v", k, gotM[k], v)

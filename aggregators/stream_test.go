@@ -229,6 +229,21 @@ func TestAddStreamUnderWeightCap(t *testing.T) {
 	}
 }
 
+// sameModel checks that got has want's tensors and values, bit for bit.
+func sameModel(t *testing.T, want, got *model.Weights) {
+	t.Helper()
+	if err := want.Compatible(got); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want.Tensors {
+		for j, v := range want.Tensors[i].Data {
+			if g := got.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
+				t.Fatalf("model[%d][%d] = %v, want %v", i, j, g, v)
+			}
+		}
+	}
+}
+
 // sameFinish finishes both rounds and checks that got's model is want's
 // bit for bit and its metrics the same.
 func sameFinish(t *testing.T, want, got Round) {
@@ -241,13 +256,7 @@ func sameFinish(t *testing.T, want, got Round) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range wantW.Tensors {
-		for j, v := range wantW.Tensors[i].Data {
-			if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
-				t.Fatalf("model[%d][%d] = %v, want Add's %v", i, j, g, v)
-			}
-		}
-	}
+	sameModel(t, wantW, gotW)
 	if diff := cmp.Diff(wantM, gotM); diff != "" {
 		t.Errorf("metrics differ from Add's (-Add +stream):\n%s", diff)
 	}
@@ -321,16 +330,7 @@ func TestBeginStreamedMatchesBegin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := wantW.Compatible(gotW); err != nil {
-				t.Fatal(err)
-			}
-			for i := range wantW.Tensors {
-				for j, v := range wantW.Tensors[i].Data {
-					if g := gotW.Tensors[i].Data[j]; math.Float32bits(g) != math.Float32bits(v) {
-						t.Fatalf("model[%d][%d] = %v, want %v", i, j, g, v)
-					}
-				}
-			}
+			sameModel(t, wantW, gotW)
 			for k, v := range wantM {
 				g := gotM[k]
 				if math.Abs(g-v) > 1e-12*math.Abs(v) {
