@@ -2,7 +2,6 @@ package aggregators
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -61,22 +60,10 @@ func TestMeanIntoMatchesScalar(t *testing.T) {
 // bigModel returns a model spread over several workers and fold blocks,
 // with tensor sizes that divide neither, and count updates near it.
 func bigModel(r *rand.Rand, count int) (*model.Weights, []*model.Weights) {
-	g := &model.Weights{}
-	for i, n := range []int{3, serialMax + 40_001, 7} {
-		d := make([]float32, n)
-		for j := range d {
-			d[j] = float32(r.NormFloat64())
-		}
-		g.Tensors = append(g.Tensors, model.Tensor{Name: fmt.Sprintf("t%d", i), Shape: []int{n}, Data: d})
-	}
+	g := randomWeights(r, 3, serialMax+40_001, 7)
 	us := make([]*model.Weights, count)
 	for k := range us {
-		us[k] = g.Clone()
-		for i := range us[k].Tensors {
-			for j := range us[k].Tensors[i].Data {
-				us[k].Tensors[i].Data[j] += float32(0.1 * r.NormFloat64())
-			}
-		}
+		us[k] = perturbed(r, g)
 	}
 	return g, us
 }

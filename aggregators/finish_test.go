@@ -15,23 +15,10 @@ import (
 // and that the round refuses everything after it.
 func TestFinishMatchesResult(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	global := &model.Weights{}
-	for i, n := range []int{5, 40_003, 1} {
-		d := make([]float32, n)
-		for j := range d {
-			d[j] = float32(r.NormFloat64())
-		}
-		global.Tensors = append(global.Tensors, model.Tensor{Name: string(rune('a' + i)), Shape: []int{n}, Data: d})
-	}
+	global := randomWeights(r, 5, 40_003, 1)
 	var updates []*model.Weights
 	for range 5 {
-		u := global.Clone()
-		for i := range u.Tensors {
-			for j := range u.Tensors[i].Data {
-				u.Tensors[i].Data[j] += float32(0.1 * r.NormFloat64())
-			}
-		}
-		updates = append(updates, u)
+		updates = append(updates, perturbed(r, global))
 	}
 	counts := []int64{10, 3000, 7, 500, 42}
 	tests := []struct {

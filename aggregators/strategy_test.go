@@ -159,15 +159,7 @@ func TestAddRejectsBadUpdatesAndKeepsAggregate(t *testing.T) {
 // be split across cores, with tensor sizes that do not divide evenly.
 func TestStreamingMatchesNaive(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	sizes := []int{3, 70_001, 1, 65_521, 7}
-	global := &model.Weights{}
-	for i, n := range sizes {
-		d := make([]float32, n)
-		for j := range d {
-			d[j] = float32(r.NormFloat64())
-		}
-		global.Tensors = append(global.Tensors, model.Tensor{Name: fmt.Sprintf("t%d", i), Shape: []int{n}, Data: d})
-	}
+	global := randomWeights(r, 3, 70_001, 1, 65_521, 7)
 	for _, lr := range []float64{1, 0.7} {
 		round, err := (&FedAvg{ServerLR: lr}).Begin(global)
 		if err != nil {
@@ -179,12 +171,7 @@ func TestStreamingMatchesNaive(t *testing.T) {
 		var updates []*model.Weights
 		var counts []int64
 		for range 9 {
-			u := global.Clone()
-			for i := range u.Tensors {
-				for j := range u.Tensors[i].Data {
-					u.Tensors[i].Data[j] += float32(0.1 * r.NormFloat64())
-				}
-			}
+			u := perturbed(r, global)
 			n := int64(1 + r.IntN(5000))
 			if err := round.Add(u, n); err != nil {
 				t.Fatal(err)
