@@ -100,10 +100,9 @@ func (f *FedAvg) BeginSeeded(global *model.Weights, seed uint64, round int) (Rou
 // GlobalReader reads the values of a global model kept out of memory, a
 // range at a time; [*model.TensorFile] is one.
 type GlobalReader interface {
-	// Shell returns the model's tensors' names and shapes (Data nil).
+	// Shell returns the model's tensors' names and shapes (Data nil:
+	// [model.Tensor.Len] counts their values).
 	Shell() *model.Weights
-	// Len returns the number of values of tensor t.
-	Len(t int) int
 	// ReadFloats fills dst with tensor t's values from index off on.
 	ReadFloats(t, off int, dst []float32) error
 }
@@ -133,11 +132,7 @@ func (f *FedAvg) BeginStreamed(g GlobalReader, seed uint64, round int) (Round, e
 		return nil, err
 	}
 	shell := g.Shell()
-	lens := make([]int, len(shell.Tensors))
-	for i := range lens {
-		lens[i] = g.Len(i)
-	}
-	r := newAvgRound(f.Name(), lr, frac, shell, lens, seed, round)
+	r := newAvgRound(f.Name(), lr, frac, shell, lensOf(shell), seed, round)
 	r.gr = g
 	r.gbuf = make([][]float32, len(r.plan))
 	for w := range r.gbuf {
@@ -245,11 +240,12 @@ func newAvgRound(name string, lr, frac float64, global *model.Weights, lens []in
 	return r
 }
 
-// lensOf returns the number of values of each of w's tensors.
+// lensOf returns the number of values of each of w's tensors (w may be
+// a shell: [model.Tensor.Len]).
 func lensOf(w *model.Weights) []int {
 	lens := make([]int, len(w.Tensors))
 	for i, t := range w.Tensors {
-		lens[i] = len(t.Data)
+		lens[i] = t.Len()
 	}
 	return lens
 }

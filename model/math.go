@@ -12,6 +12,20 @@ import (
 	"gonum.org/v1/gonum/blas/blas32"
 )
 
+// Len returns the number of t's values: len(t.Data), or for a tensor
+// without values (Data nil: a shell, as [TensorFile.Shell] gives) the
+// number its shape says (0 for an invalid shape).
+func (t Tensor) Len() int {
+	if t.Data != nil {
+		return len(t.Data)
+	}
+	n, err := NumElements(t.Shape)
+	if err != nil || n > math.MaxInt {
+		return 0
+	}
+	return int(n)
+}
+
 // NumParams returns the number of scalar parameters.
 func (w *Weights) NumParams() int {
 	n := 0

@@ -317,3 +317,23 @@ func TestDeltaNormAndShrinkDelta(t *testing.T) {
 		t.Errorf("DeltaNorm with a NaN = %v, want NaN", got)
 	}
 }
+
+// TestTensorLen: a tensor counts its values, or without values (a shell)
+// those its shape says.
+func TestTensorLen(t *testing.T) {
+	for _, tt := range []struct {
+		t    Tensor
+		want int
+	}{
+		{Tensor{Shape: []int{2, 3}, Data: make([]float32, 5)}, 5},
+		{Tensor{Shape: []int{2, 3}}, 6},
+		{Tensor{}, 1}, // a scalar
+		{Tensor{Shape: []int{0}}, 0},
+		{Tensor{Shape: []int{-1}}, 0},
+		{Tensor{Shape: []int{1 << 40, 1 << 40}}, 0},
+	} {
+		if got := tt.t.Len(); got != tt.want {
+			t.Errorf("%v.Len() = %d, want %d", tt.t.Shape, got, tt.want)
+		}
+	}
+}

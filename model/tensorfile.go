@@ -1,7 +1,6 @@
 package model
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -43,7 +42,7 @@ func (f *TensorFile) Size() int64 { return f.size }
 
 // Shell returns the file's tensors, in data order, with their names and
 // shapes and no values (Data nil): the layout of the model, for checks
-// of shape, without its memory.
+// of shape and counts ([Tensor.Len]), without its memory.
 func (f *TensorFile) Shell() *Weights {
 	w := &Weights{Tensors: make([]Tensor, len(f.ents))}
 	for i, e := range f.ents {
@@ -51,9 +50,6 @@ func (f *TensorFile) Shell() *Weights {
 	}
 	return w
 }
-
-// Len returns the number of values of tensor t (in data order).
-func (f *TensorFile) Len(t int) int { return int(f.ents[t].n) }
 
 // ReadFloats fills dst with the values of tensor t from index off on.
 // A range past the tensor's end is an error; so is a file shorter than
@@ -67,33 +63,12 @@ func (f *TensorFile) ReadFloats(t, off int, dst []float32) error {
 		return fmt.Errorf("reading values [%d, %d) of tensor %q, which has %d", off, off+len(dst), e.name, e.n)
 	}
 	at := f.base + int64(e.begin) + 4*int64(off)
-	var err error
-	if nativeLittleEndian {
-		_, err = f.r.ReadAt(floatBytes(dst), at)
-	} else {
-		err = f.readSwapped(at, dst)
-	}
+	_, err := ReadFloats(io.NewSectionReader(f.r, at, 4*int64(len(dst))), dst)
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: tensor %q ends past the file's %d bytes", ErrTruncated, e.name, f.size)
 	}
 	if err != nil {
 		return fmt.Errorf("reading tensor %q: %w", e.name, err)
-	}
-	return nil
-}
-
-// readSwapped reads little-endian values into dst on a big-endian host.
-func (f *TensorFile) readSwapped(at int64, dst []float32) error {
-	var raw [4096]byte
-	for len(dst) > 0 {
-		k := min(len(dst), len(raw)/4)
-		if _, err := f.r.ReadAt(raw[:4*k], at); err != nil {
-			return err
-		}
-		for i := range k {
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-		}
-		dst, at = dst[k:], at+int64(4*k)
 	}
 	return nil
 }

@@ -39,7 +39,6 @@ type globalSource interface {
 type memGlobal struct{ w *model.Weights }
 
 func (m memGlobal) Shell() *model.Weights { return m.w }
-func (m memGlobal) Len(t int) int         { return len(m.w.Tensors[t].Data) }
 
 func (m memGlobal) ReadFloats(t, off int, dst []float32) error {
 	copy(dst, m.w.Tensors[t].Data[off:off+len(dst)])
@@ -91,11 +90,14 @@ func (g *globalFile) close() {
 // sourceOf returns global's values as a [globalSource].
 func sourceOf(w *model.Weights) globalSource { return memGlobal{w} }
 
-// lenOf returns the number of values of g's tensors in all.
-func lenOf(g aggregators.GlobalReader) int {
+// tensorLen returns the number of values of g's tensor t.
+func tensorLen(g globalSource, t int) int { return g.Shell().Tensors[t].Len() }
+
+// modelLen returns the number of values of g's tensors in all.
+func modelLen(g globalSource) int {
 	n := 0
-	for t := range g.Shell().Tensors {
-		n += g.Len(t)
+	for _, t := range g.Shell().Tensors {
+		n += t.Len()
 	}
 	return n
 }
@@ -204,7 +206,7 @@ func (c *Coordinator) beginRound(a *armRun, r int) (aggregators.Round, error) {
 // modelBytes is the size of the arm's global model's values.
 func (a *armRun) modelBytes() int64 {
 	if a.file != nil {
-		return 4 * int64(lenOf(a.file))
+		return 4 * int64(modelLen(a.file))
 	}
 	return a.global.Bytes()
 }

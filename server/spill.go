@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -49,8 +48,8 @@ const defaultSpillAbove = 64 << 10
 // site round of a small model allocated 11 MiB of buffers an update).
 func spillBufferFor(global globalSource) int {
 	n := 0
-	for t := range global.Shell().Tensors {
-		n += 4 * global.Len(t)
+	for _, t := range global.Shell().Tensors {
+		n += 4 * t.Len()
 		if n >= spillBuffer {
 			return spillBuffer
 		}
@@ -62,8 +61,8 @@ func spillBufferFor(global globalSource) int {
 // most [model.ScanChunk], at least 1.
 func chunkOf(global globalSource) int {
 	n := 1
-	for t := range global.Shell().Tensors {
-		n = max(n, min(global.Len(t), model.ScanChunk))
+	for _, t := range global.Shell().Tensors {
+		n = max(n, min(t.Len(), model.ScanChunk))
 	}
 	return n
 }
@@ -146,7 +145,7 @@ func spill(dir string, r io.Reader, limit int64, global globalSource) (_ *spille
 			d := float64(vals[j]) - float64(g[j])
 			s0 += d * d
 		}
-		if off+len(vals) == global.Len(t) {
+		if off+len(vals) == tensorLen(global, t) {
 			sum += s0 + s1
 			s0, s1 = 0, 0
 		}
@@ -225,7 +224,7 @@ func (z *shrinkReader) Read(p []byte) (int, error) {
 		if z.t >= len(z.s.global.Shell().Tensors) {
 			return 0, io.EOF
 		}
-		n := z.s.global.Len(z.t)
+		n := tensorLen(z.s.global, z.t)
 		k := min(n-z.off, model.ScanChunk)
 		if z.vals == nil {
 			z.vals = make([]float32, chunkOf(z.s.global))
@@ -235,13 +234,9 @@ func (z *shrinkReader) Read(p []byte) (int, error) {
 		if _, err := model.ReadFloats(z.r, v); err != nil {
 			return 0, err
 		}
-		g, err := z.s.global.block(z.t, z.off, k, z.gbuf)
-		if err != nil {
+		if err := z.s.shrinkBlock(z.t, z.off, v, z.gbuf); err != nil {
 			return 0, err
 		}
-		one := &model.Weights{Tensors: []model.Tensor{{Data: v}}}
-		base := &model.Weights{Tensors: []model.Tensor{{Data: g}}}
-		model.ShrinkDelta(one, base, z.s.shrink)
 		b := bufferWriter{b: z.buf[:0]}
 		_ = model.WriteFloats(&b, v)
 		z.buf, z.out = b.b, b.b
@@ -273,7 +268,7 @@ func (s *spilledUpdate) openBlocks() (aggregators.BlockReader, error) {
 	start := make([]int64, len(s.global.Shell().Tensors))
 	var at int64
 	for t := range start {
-		start[t], at = at, at+4*int64(s.global.Len(t))
+		start[t], at = at, at+4*int64(tensorLen(s.global, t))
 	}
 	return &blockReader{s: s, f: f, start: start}, nil
 }
@@ -283,37 +278,38 @@ type blockReader struct {
 	s     *spilledUpdate
 	f     *os.File
 	start []int64 // each tensor's byte offset in the file
-	raw   []byte
 	gbuf  []float32
 }
 
 func (b *blockReader) ReadBlock(t, off int, dst []float32) error {
-	if t < 0 || t >= len(b.start) || off < 0 || off+len(dst) > b.s.global.Len(t) {
+	if t < 0 || t >= len(b.start) || off < 0 || off+len(dst) > tensorLen(b.s.global, t) {
 		return fmt.Errorf("reading values [%d, %d) of tensor %d of a spilled update: out of range", off, off+len(dst), t)
 	}
-	if cap(b.raw) < 4*len(dst) {
-		b.raw = make([]byte, 4*len(dst))
-	}
-	raw := b.raw[:4*len(dst)]
-	if _, err := b.f.ReadAt(raw, b.start[t]+4*int64(off)); err != nil {
+	at := b.start[t] + 4*int64(off)
+	if _, err := model.ReadFloats(io.NewSectionReader(b.f, at, 4*int64(len(dst))), dst); err != nil {
 		return fmt.Errorf("%w: reading it back: %w", errSpill, err)
-	}
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	if b.s.shrink == 0 {
-		return nil
 	}
 	if len(b.gbuf) < len(dst) {
 		b.gbuf = make([]float32, len(dst))
 	}
-	g, err := b.s.global.block(t, off, len(dst), b.gbuf)
+	return b.s.shrinkBlock(t, off, dst, b.gbuf)
+}
+
+// shrinkBlock shrinks vals, the update's values of tensor t from off,
+// toward the global model as [model.ShrinkDelta] does, where screening
+// clipped the update; gbuf holds the global model's values where they
+// are read in place.
+func (s *spilledUpdate) shrinkBlock(t, off int, vals, gbuf []float32) error {
+	if s.shrink == 0 {
+		return nil
+	}
+	g, err := s.global.block(t, off, len(vals), gbuf)
 	if err != nil {
 		return err
 	}
-	one := &model.Weights{Tensors: []model.Tensor{{Data: dst}}}
+	one := &model.Weights{Tensors: []model.Tensor{{Data: vals}}}
 	base := &model.Weights{Tensors: []model.Tensor{{Data: g}}}
-	model.ShrinkDelta(one, base, b.s.shrink)
+	model.ShrinkDelta(one, base, s.shrink)
 	return nil
 }
 
@@ -330,7 +326,7 @@ func (s *spilledUpdate) decode() (*model.Weights, error) {
 	shell := s.global.Shell()
 	w := &model.Weights{Tensors: make([]model.Tensor, len(shell.Tensors))}
 	for i, t := range shell.Tensors {
-		w.Tensors[i] = model.Tensor{Name: t.Name, Shape: slices.Clone(t.Shape), Data: make([]float32, s.global.Len(i))}
+		w.Tensors[i] = model.Tensor{Name: t.Name, Shape: slices.Clone(t.Shape), Data: make([]float32, t.Len())}
 	}
 	for _, t := range w.Tensors {
 		if _, err := model.ReadFloats(rc, t.Data); err != nil {
