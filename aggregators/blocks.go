@@ -2,6 +2,7 @@ package aggregators
 
 import (
 	"fmt"
+	"iter"
 
 	"github.com/cohortfl/cohort/model"
 )
@@ -97,20 +98,25 @@ func (v *views) close() {
 	}
 }
 
-// blocks cuts share into the ranges read at a time: its own pieces where
+// blocks yields share in the ranges read at a time: its own pieces where
 // every update is in memory (so that sums run as they always did),
 // blocks of heldBlock values where some are in files.
-func (v *views) blocks(share []piece) []piece {
-	if !v.files {
-		return share
-	}
-	var out []piece
-	for _, p := range share {
-		for lo := p.lo; lo < p.hi; lo += heldBlock {
-			out = append(out, piece{p.t, lo, min(p.hi, lo+heldBlock)})
+func (v *views) blocks(share []piece) iter.Seq[piece] {
+	return func(yield func(piece) bool) {
+		for _, p := range share {
+			if !v.files {
+				if !yield(p) {
+					return
+				}
+				continue
+			}
+			for b := range p.cut(heldBlock) {
+				if !yield(b) {
+					return
+				}
+			}
 		}
 	}
-	return out
 }
 
 // at sets out[k] to update k's values over p.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"iter"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -674,15 +675,25 @@ func (r *avgRound) chunk() int {
 	return max(1, min(n, model.ScanChunk))
 }
 
-// globalBlock returns the global model's values [lo, hi) of tensor t,
-// hi − lo ≤ foldBlock: in place when in memory, else read into worker
-// w's buffer (a failed read is recorded in gerr[w] and reads as zeros).
-func (r *avgRound) globalBlock(w, t, lo, hi int) []float32 {
+// blocks yields the ranges Result works on p in: p itself where the
+// global model is in memory (so that the sums run as they always did),
+// blocks of foldBlock values where it is read in place.
+func (r *avgRound) blocks(p piece) iter.Seq[piece] {
 	if r.gr == nil {
-		return r.global.Tensors[t].Data[lo:hi]
+		return func(yield func(piece) bool) { yield(p) }
 	}
-	b := r.gbuf[w][:hi-lo]
-	if err := r.gr.ReadFloats(t, lo, b); err != nil {
+	return p.cut(foldBlock)
+}
+
+// globalBlock returns the global model's values over p (one of blocks'):
+// in place when in memory, else read into worker w's buffer (a failed
+// read is recorded in gerr[w] and reads as zeros).
+func (r *avgRound) globalBlock(w int, p piece) []float32 {
+	if r.gr == nil {
+		return r.global.Tensors[p.t].Data[p.lo:p.hi]
+	}
+	b := r.gbuf[w][:p.hi-p.lo]
+	if err := r.gr.ReadFloats(p.t, p.lo, b); err != nil {
 		clear(b)
 		if r.gerr[w] == nil {
 			r.gerr[w] = err
@@ -873,13 +884,8 @@ func (r *avgRound) resultShare(w int) {
 			if r.acc != nil {
 				sum = r.acc[p.t]
 			}
-			if r.gr == nil {
-				s += meanInto(r.next.Tensors[p.t].Data[p.lo:p.hi], sum[p.lo:p.hi], r.global.Tensors[p.t].Data[p.lo:p.hi], r.mix.inv, r.lr)
-				continue
-			}
-			for lo := p.lo; lo < p.hi; lo += foldBlock {
-				hi := min(p.hi, lo+foldBlock)
-				s += meanInto(r.next.Tensors[p.t].Data[lo:hi], sum[lo:hi], r.globalBlock(w, p.t, lo, hi), r.mix.inv, r.lr)
+			for b := range r.blocks(p) {
+				s += meanInto(r.next.Tensors[b.t].Data[b.lo:b.hi], sum[b.lo:b.hi], r.globalBlock(w, b), r.mix.inv, r.lr)
 			}
 		}
 		// A value past float32's range makes its square, and so s, +Inf;
@@ -888,15 +894,9 @@ func (r *avgRound) resultShare(w int) {
 		return
 	}
 	for _, p := range r.plan[w] {
-		if r.gr == nil {
-			a, b, good := r.combine(p, r.global.Tensors[p.t].Data[p.lo:p.hi], nil)
-			s, pg, ok = s+a, pg+b, ok && good
-			continue
-		}
-		for lo := p.lo; lo < p.hi; lo += foldBlock {
-			hi := min(p.hi, lo+foldBlock)
-			a, b, good := r.combine(piece{p.t, lo, hi}, r.globalBlock(w, p.t, lo, hi), nil)
-			s, pg, ok = s+a, pg+b, ok && good
+		for b := range r.blocks(p) {
+			x, y, good := r.combine(b, r.globalBlock(w, b), nil)
+			s, pg, ok = s+x, pg+y, ok && good
 		}
 	}
 	r.norm2[w], r.pg2[w], r.finite[w] = s, pg, ok
@@ -951,8 +951,8 @@ func meanInto(out, a, g []float32, inv, lr float64) float64 {
 }
 
 // combine writes the next model over the range p, whose global values
-// are g, drawing DP noise from rng, and returns Σ(next − g)², Σ(mean − g)² and whether every value
-// (and the optimizer state) stayed finite. The mean of a coordinate is
+// are g, drawing DP noise from rng, and returns Σ(next − g)², Σ(mean −
+// g)² and whether every value (and the optimizer state) stayed finite. The mean of a coordinate is
 // (acc + Σ hw·held)·inv, or under DP g + acc·inv + noise; the next value
 // is g + η·(mean − g), or the optimizer's step from g.
 func (r *avgRound) combine(p piece, g []float32, rng *rand.Rand) (s, pg float64, ok bool) {
@@ -1006,6 +1006,17 @@ func (r *avgRound) combine(p piece, g []float32, rng *rand.Rand) (s, pg float64,
 
 // piece is the range [lo, hi) of tensor t.
 type piece struct{ t, lo, hi int }
+
+// cut yields p in consecutive ranges of at most size values.
+func (p piece) cut(size int) iter.Seq[piece] {
+	return func(yield func(piece) bool) {
+		for lo := p.lo; lo < p.hi; lo += size {
+			if !yield(piece{p.t, lo, min(p.hi, lo+size)}) {
+				return
+			}
+		}
+	}
+}
 
 // serialMax is the model size below which a round works on one core:
 // spreading smaller work costs more than it saves.

@@ -286,11 +286,10 @@ func combine(global *model.Weights, v *views, lr float64, share []piece, agg fun
 	src := make([][]float32, len(v.src)) // this block of each update
 	var s float64
 	ok := true
-	for _, bp := range v.blocks(share) {
-		if err := v.at(bp, src); err != nil {
+	for p := range v.blocks(share) {
+		if err := v.at(p, src); err != nil {
 			return 0, false, err
 		}
-		p := bp
 		g, out := global.Tensors[p.t].Data[p.lo:p.hi], next.Tensors[p.t].Data[p.lo:p.hi]
 		for j := range out {
 			for k, x := range src {
@@ -382,7 +381,7 @@ func (r *heldRound) krumSelect(plan [][]piece) ([]int, error) {
 			defer vw.close()
 			src := make([][]float32, n)
 			d := make([]float64, n*n)
-			for _, p := range vw.blocks(plan[w]) {
+			for p := range vw.blocks(plan[w]) {
 				if err := vw.at(p, src); err != nil {
 					errs[w] = err
 					return
