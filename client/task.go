@@ -11,6 +11,7 @@ import (
 
 	"github.com/cohortfl/cohort/aggregators"
 	"github.com/cohortfl/cohort/data"
+	"github.com/cohortfl/cohort/internal/bulk"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/train"
@@ -409,19 +410,20 @@ func openModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task)
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
 	}
-	first, err := stream.Recv()
-	if err != nil {
+	// One message is received into again and again: the chunk reader
+	// keeps no chunk past the next, so each arrives in the last one's array.
+	var m pb.ModelChunk
+	if err := stream.RecvMsg(&m); err != nil {
 		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
 	}
-	total = first.GetTotalSize()
-	pending := first
+	total, sum = m.GetTotalSize(), m.GetSha256()
+	pending := true
 	r, err = model.NewChunkReader(total, func() ([]byte, error) {
-		if m := pending; m != nil {
-			pending = nil
+		if pending {
+			pending = false
 			return m.GetData(), nil
 		}
-		m, err := stream.Recv()
-		if err != nil {
+		if err := stream.RecvMsg(&m); err != nil {
 			return nil, err
 		}
 		return m.GetData(), nil
@@ -429,7 +431,7 @@ func openModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task)
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)
 	}
-	return r, total, first.GetSha256(), nil
+	return r, total, sum, nil
 }
 
 // RefusedError is returned for an update the coordinator received and
@@ -462,6 +464,10 @@ func updateHeader(t *pb.Task, n int64, sum [sha256.Size]byte, size int64, metric
 	}
 }
 
+// chunkBuffers are the buffers of the update chunks being sent: each goes
+// back once gRPC has written it.
+var chunkBuffers bulk.Buffers
+
 // sendUpdate uploads an update: header h, which gives its size and
 // SHA-256, then the bytes write writes, in chunks as they come.
 func sendUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, h *pb.UpdateHeader, write func(io.Writer) error) error {
@@ -474,7 +480,7 @@ func sendUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, h *pb.Upda
 	}
 	errAnswered := errors.New("the coordinator answered early")
 	cw := model.NewChunkWriter(model.ChunkSize, func(off int64, data []byte) error {
-		if err := stream.Send(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: data}}); err != nil {
+		if err := stream.SendMsg(bulk.Owned(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: data}}, &chunkBuffers)); err != nil {
 			if errors.Is(err, io.EOF) {
 				return errAnswered // CloseAndRecv has its reason
 			}
@@ -483,6 +489,7 @@ func sendUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, h *pb.Upda
 		return nil
 	})
 	cw.Expect(h.GetTotalSize())
+	cw.Buffers(func(n int) []byte { return *chunkBuffers.Get(n) })
 
 	err = write(cw)
 	if err == nil {

@@ -111,13 +111,15 @@ func (r *ChunkReader) Finish(wantSHA256 []byte) error {
 
 // ChunkWriter cuts what is written to it into chunks of a fixed size (the
 // last one shorter), handing each to emit with its offset: the sending end
-// of a stream that [EncodeSafetensors] writes into. Each chunk is freshly
-// allocated, so emit may keep it (a gRPC message may be read after Send
-// returns). A ChunkWriter is not safe for concurrent use.
+// of a stream that [EncodeSafetensors] writes into. Each chunk is a buffer
+// of its own, freshly allocated or from [ChunkWriter.Buffers], so emit may
+// keep it (a gRPC message may be read after Send returns). A ChunkWriter
+// is not safe for concurrent use.
 type ChunkWriter struct {
 	size  int
 	total int64 // Expect's; 0: unknown
 	emit  func(off int64, p []byte) error
+	get   func(n int) []byte
 	buf   []byte
 	off   int64
 	err   error
@@ -140,13 +142,7 @@ func (w *ChunkWriter) Write(p []byte) (int, error) {
 		if w.err != nil {
 			return n, w.err
 		}
-		if w.buf == nil {
-			n := w.size
-			if left := w.total - w.off; left > 0 && left < int64(n) {
-				n = int(left) // a small model's one chunk is its size, not ChunkSize
-			}
-			w.buf = make([]byte, 0, n)
-		}
+		w.alloc()
 		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
 		w.buf = w.buf[:len(w.buf)+k]
 		p, n = p[k:], n+k
@@ -156,6 +152,49 @@ func (w *ChunkWriter) Write(p []byte) (int, error) {
 	}
 	return n, w.err
 }
+
+// ReadFrom implements [io.ReaderFrom], so that io.Copy reads r straight
+// into the chunks' buffers, as much of a chunk at a time as r gives.
+func (w *ChunkWriter) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	for w.err == nil {
+		w.alloc()
+		k, err := r.Read(w.buf[len(w.buf):cap(w.buf)])
+		w.buf = w.buf[:len(w.buf)+k]
+		n += int64(k)
+		if len(w.buf) == cap(w.buf) {
+			w.err = w.Flush()
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return n, w.err
+		case err != nil:
+			return n, err
+		}
+	}
+	return n, w.err
+}
+
+// alloc gives w a buffer for its next chunk where it has none.
+func (w *ChunkWriter) alloc() {
+	if w.buf != nil {
+		return
+	}
+	n := w.size
+	if left := w.total - w.off; left > 0 && left < int64(n) {
+		n = int(left) // a small model's one chunk is its size, not ChunkSize
+	}
+	if w.get != nil {
+		w.buf = w.get(n)[:0:n]
+		return
+	}
+	w.buf = make([]byte, 0, n)
+}
+
+// Buffers makes w take its chunks' buffers from get, which returns one
+// of length n or more, instead of allocating them: for a sender that
+// gives them back once sent (internal/bulk.Buffers).
+func (w *ChunkWriter) Buffers(get func(n int) []byte) { w.get = get }
 
 // Flush emits what is buffered, if anything.
 func (w *ChunkWriter) Flush() error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -93,34 +94,71 @@ func TestChunkReaderDecodes(t *testing.T) {
 
 func TestChunkWriter(t *testing.T) {
 	data := bytes.Repeat([]byte("cohort!"), 1001)
-	for _, size := range []int{1, 5, 7, 1000, 1 << 20, 0} {
-		var got []byte
-		var offs []int64
-		w := NewChunkWriter(size, func(off int64, p []byte) error {
-			if off != int64(len(got)) {
-				t.Errorf("chunks of %d: chunk at %d, want %d", size, off, len(got))
+	feeds := map[string]func(w *ChunkWriter) error{
+		"writes of 333": func(w *ChunkWriter) error {
+			for lo := 0; lo < len(data); lo += 333 {
+				if _, err := w.Write(data[lo:min(lo+333, len(data))]); err != nil {
+					return err
+				}
 			}
-			offs = append(offs, off)
-			got = append(got, p...)
 			return nil
-		})
-		for lo := 0; lo < len(data); lo += 333 {
-			if _, err := w.Write(data[lo:min(lo+333, len(data))]); err != nil {
-				t.Fatal(err)
+		},
+		"read from, short reads": func(w *ChunkWriter) error {
+			n, err := io.Copy(w, iotest.HalfReader(bytes.NewReader(data)))
+			if n != int64(len(data)) {
+				t.Errorf("io.Copy copied %d bytes, want %d", n, len(data))
 			}
-		}
-		if err := w.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, data) || w.Offset() != int64(len(data)) {
-			t.Errorf("chunks of %d: wrote %d bytes (offset %d), want %d", size, len(got), w.Offset(), len(data))
-		}
-		want := (len(data) + max(size, 1) - 1) / max(size, 1)
-		if size == 0 {
-			want = 1
-		}
-		if len(offs) != want {
-			t.Errorf("chunks of %d: %d chunks, want %d", size, len(offs), want)
+			return err
+		},
+		"a write, then read from": func(w *ChunkWriter) error {
+			if _, err := w.Write(data[:10]); err != nil {
+				return err
+			}
+			_, err := w.ReadFrom(iotest.OneByteReader(bytes.NewReader(data[10:])))
+			return err
+		},
+	}
+	for name, feed := range feeds {
+		for _, pooled := range []bool{false, true} {
+			for _, size := range []int{1, 5, 7, 1000, 1 << 20, 0} {
+				var got []byte
+				var offs []int64
+				given := map[*byte]bool{}
+				w := NewChunkWriter(size, func(off int64, p []byte) error {
+					if off != int64(len(got)) {
+						t.Errorf("%s, chunks of %d: chunk at %d, want %d", name, size, off, len(got))
+					}
+					if pooled && !given[&p[:1][0]] {
+						t.Errorf("%s, chunks of %d: chunk at %d is not in a buffer from Buffers", name, size, off)
+					}
+					offs = append(offs, off)
+					got = append(got, p...)
+					return nil
+				})
+				if pooled {
+					w.Buffers(func(n int) []byte {
+						b := make([]byte, n+3) // larger than asked: chunks keep their size
+						given[&b[0]] = true
+						return b
+					})
+				}
+				if err := feed(w); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, data) || w.Offset() != int64(len(data)) {
+					t.Errorf("%s, chunks of %d: wrote %d bytes (offset %d), want %d", name, size, len(got), w.Offset(), len(data))
+				}
+				want := (len(data) + max(size, 1) - 1) / max(size, 1)
+				if size == 0 {
+					want = 1
+				}
+				if len(offs) != want {
+					t.Errorf("%s, chunks of %d: %d chunks, want %d", name, size, len(offs), want)
+				}
+			}
 		}
 	}
 	broken := errors.New("broken")
@@ -130,6 +168,14 @@ func TestChunkWriter(t *testing.T) {
 	}
 	if err := w.Flush(); !errors.Is(err, broken) {
 		t.Errorf("Flush after a failing emit = %v, want %v", err, broken)
+	}
+	w = NewChunkWriter(4, func(int64, []byte) error { return broken })
+	if _, err := w.ReadFrom(bytes.NewReader(data)); !errors.Is(err, broken) {
+		t.Errorf("ReadFrom into a failing emit = %v, want %v", err, broken)
+	}
+	w = NewChunkWriter(4, func(int64, []byte) error { return nil })
+	if _, err := w.ReadFrom(iotest.ErrReader(broken)); !errors.Is(err, broken) {
+		t.Errorf("ReadFrom a failing reader = %v, want %v", err, broken)
 	}
 }
 

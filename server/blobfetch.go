@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cohortfl/cohort/internal/bulk"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/blobs"
 	"github.com/cohortfl/cohort/server/ha"
@@ -64,17 +65,22 @@ func (s *BlobServer) FetchBlob(req *pb.FetchBlobRequest, stream grpc.ServerStrea
 		return blobStatus(fmt.Errorf("fetching blob %.12s: %w", d, err))
 	}
 	defer f.Close()
-	buf := make([]byte, blobChunk)
 	ctx := stream.Context()
 	for {
 		if err := ctx.Err(); err != nil {
 			return blobStatus(err)
 		}
-		n, err := io.ReadFull(f, buf)
+		// A buffer per message, given back once sent: the codec sends
+		// from it after Send returns (internal/bulk).
+		buf := chunkBuffers.Get(blobChunk)
+		n, err := io.ReadFull(f, *buf)
 		if n > 0 {
-			if err := stream.Send(&pb.BlobChunk{Data: buf[:n]}); err != nil {
+			*buf = (*buf)[:n]
+			if err := stream.SendMsg(bulk.Owned(&pb.BlobChunk{Data: *buf}, &chunkBuffers)); err != nil {
 				return err
 			}
+		} else {
+			chunkBuffers.Put(buf)
 		}
 		switch {
 		case err == io.EOF, errors.Is(err, io.ErrUnexpectedEOF):
@@ -128,6 +134,7 @@ var errPushTruncated = errors.New("the push ended before its digest: the leader 
 // pushReader is a PushBlob stream as an [ha.BlobStream].
 type pushReader struct {
 	stream grpc.ClientStreamingServer[pb.PushBlobRequest, pb.PushBlobResponse]
+	msg    pb.PushBlobRequest // received into again: cur is done with first
 	cur    []byte
 	digest blobs.Digest
 	ended  bool
@@ -147,14 +154,14 @@ func (r *pushReader) next() error {
 	if r.ended {
 		return io.EOF
 	}
-	m, err := r.stream.Recv()
+	err := r.stream.RecvMsg(&r.msg)
 	if err == io.EOF {
 		return fmt.Errorf("receiving a pushed blob: %w", errPushTruncated)
 	}
 	if err != nil {
 		return fmt.Errorf("receiving a pushed blob: %w", err)
 	}
-	r.take(m)
+	r.take(&r.msg)
 	return nil
 }
 
@@ -242,7 +249,7 @@ func (c *BlobClient) client(p ha.Peer) (pb.BlobServiceClient, error) {
 	cc, ok := c.conns[p.GRPCAddr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(p.GRPCAddr, c.opts...)
+		cc, err = grpc.NewClient(p.GRPCAddr, append([]grpc.DialOption{bulk.DialOption()}, c.opts...)...)
 		if err != nil {
 			return nil, fmt.Errorf("dialling peer %s at %s: %w", p.ID, p.GRPCAddr, err)
 		}
@@ -263,8 +270,9 @@ func (c *BlobClient) FetchBlob(ctx context.Context, from ha.Peer, d blobs.Digest
 	if err != nil {
 		return fetchErr(from, d, err)
 	}
+	var msg pb.BlobChunk // received into again once w has the last
 	for {
-		msg, err := stream.Recv()
+		err := stream.RecvMsg(&msg)
 		if err == io.EOF {
 			return nil
 		}
@@ -332,7 +340,9 @@ func (c *BlobClient) PushBlob(ctx context.Context, to, from ha.Peer, b ha.BlobSt
 }
 
 // pushSender sends what is written to it as PushBlob messages of at most
-// blobChunk bytes; err is the first send's failure.
+// blobChunk bytes, each copied into a buffer of its own (the writer
+// reuses p; the codec sends after Send returns); err is the first send's
+// failure.
 type pushSender struct {
 	stream grpc.ClientStreamingClient[pb.PushBlobRequest, pb.PushBlobResponse]
 	err    error
@@ -340,7 +350,9 @@ type pushSender struct {
 
 func (s *pushSender) Write(p []byte) (int, error) {
 	for off := 0; off < len(p); off += blobChunk {
-		if err := s.stream.Send(&pb.PushBlobRequest{Data: p[off:min(off+blobChunk, len(p))]}); err != nil {
+		buf := chunkBuffers.Get(min(blobChunk, len(p)-off))
+		copy(*buf, p[off:])
+		if err := s.stream.SendMsg(bulk.Owned(&pb.PushBlobRequest{Data: *buf}, &chunkBuffers)); err != nil {
 			s.err = err
 			return off, err
 		}

@@ -174,12 +174,23 @@ type fakePushStream struct {
 }
 
 func (f *fakePushStream) Recv() (*pb.PushBlobRequest, error) {
+	m := new(pb.PushBlobRequest)
+	return m, f.RecvMsg(m)
+}
+
+// RecvMsg decodes the next message into m the way the bulk codec does:
+// into m's own data array where it is large enough, so a reader that kept
+// the last message's bytes sees them overwritten.
+func (f *fakePushStream) RecvMsg(m any) error {
 	if len(f.msgs) == 0 {
-		return nil, io.EOF
+		return io.EOF
 	}
-	m := f.msgs[0]
+	dst := m.(*pb.PushBlobRequest)
+	next := f.msgs[0]
 	f.msgs = f.msgs[1:]
-	return m, nil
+	dst.Data = append(dst.Data[:0], next.Data...)
+	dst.Digest = next.Digest
+	return nil
 }
 
 func (f *fakePushStream) SendAndClose(*pb.PushBlobResponse) error { return nil }

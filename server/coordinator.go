@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cohortfl/cohort/internal/bulk"
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/blobs"
@@ -438,6 +439,7 @@ func GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.HeaderTableSize(0),
+		bulk.ServerOption(),
 	}
 }
 
@@ -984,6 +986,10 @@ func (c *Coordinator) failSiteTasks(site, reason string) {
 	}
 }
 
+// chunkBuffers are the buffers of the model chunks being sent: each goes
+// back once gRPC has written it.
+var chunkBuffers bulk.Buffers
+
 // FetchModel implements CoordinatorService.FetchModel.
 func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerStreamingServer[pb.ModelChunk]) error {
 	m, ok := c.models.get(req.GetModelId())
@@ -995,7 +1001,7 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 	first := &pb.ModelChunk{TotalSize: m.size, Sha256: m.sum[:]}
 	t := c.task(req.GetTaskId())
 	send := func(ch *pb.ModelChunk) error {
-		if err := stream.Send(ch); err != nil {
+		if err := stream.SendMsg(bulk.Owned(ch, &chunkBuffers)); err != nil {
 			return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
 		}
 		if t != nil {
@@ -1016,6 +1022,7 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 		return sendErr
 	})
 	cw.Expect(m.size)
+	cw.Buffers(func(n int) []byte { return *chunkBuffers.Get(n) })
 
 	err := m.encode(cw)
 	if err == nil {
@@ -1142,9 +1149,9 @@ func (c *Coordinator) PushUpdate(stream grpc.ClientStreamingServer[pb.UpdateChun
 	// no buffer of the encoded bytes. Its size is bounded by the declared
 	// size, itself bounded above by the global model's.
 	var recvErr error
+	var m pb.UpdateChunk // received into again: the reader keeps no chunk past the next
 	r, err := model.NewChunkReader(h.GetTotalSize(), func() ([]byte, error) {
-		m, err := stream.Recv()
-		if err != nil {
+		if err := stream.RecvMsg(&m); err != nil {
 			if !errors.Is(err, io.EOF) {
 				recvErr = err
 			}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
+	"github.com/cohortfl/cohort/internal/bulk"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
@@ -113,7 +114,8 @@ func New(cfg Config) (*Dialer, error) {
 	}
 	d := &Dialer{cfg: cfg, log: cfg.Logger, index: seen, backoff: cfg.BackoffInitial}
 	for _, t := range cfg.Targets {
-		cc, err := grpc.NewClient(t, cfg.DialOptions...)
+		// Model chunks move without protobuf's copies (internal/bulk).
+		cc, err := grpc.NewClient(t, append([]grpc.DialOption{bulk.DialOption()}, cfg.DialOptions...)...)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("coordinator address %q: %w", t, err)

@@ -1,0 +1,307 @@
+// Package bulk is the gRPC codec for Cohort's services. On the wire it is
+// protobuf, field for field; what it changes is the copies of a message
+// that carries model bytes (a ModelChunk, an UpdateChunk, a BlobChunk):
+// a large bytes field is sent from the sender's own slice, not copied
+// into the message's encoding first, and received with one copy out of
+// the transport's frames instead of two (gRPC's protobuf codec gathers
+// the frames into one buffer, then protobuf copies the field out of it).
+// Every other message, and every small one, takes gRPC's protobuf path.
+//
+// A sender must not change the bytes of a message after Send: they go
+// out after Send returns, read from its slice. Cohort's senders hand
+// each chunk a slice of its own (model.ChunkWriter).
+package bulk
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec this one falls back to
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Threshold is the size from which a bytes field is sent from its slice
+// and read straight out of the frames: below it, protobuf's copies cost
+// less than the codec's bookkeeping.
+const Threshold = 64 << 10
+
+// Codec is the codec; its zero value is ready. Its Name is "proto", so a
+// peer sees an ordinary protobuf call.
+type Codec struct {
+	// threshold overrides Threshold (tests), when positive.
+	threshold int
+}
+
+var _ encoding.CodecV2 = Codec{}
+
+// ServerOption makes a gRPC server use the codec for every call.
+func ServerOption() grpc.ServerOption { return grpc.ForceServerCodecV2(Codec{}) }
+
+// DialOption makes a client connection use the codec for every call.
+func DialOption() grpc.DialOption {
+	return grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{}))
+}
+
+// Name implements encoding.CodecV2.
+func (Codec) Name() string { return "proto" }
+
+func (c Codec) limit() int {
+	if c.threshold > 0 {
+		return c.threshold
+	}
+	return Threshold
+}
+
+func protoCodec() encoding.CodecV2 { return encoding.GetCodecV2("proto") }
+
+// Marshal implements encoding.CodecV2: the encoding of every field but
+// the first large bytes one, then that field's tag and length, then its
+// bytes as they are.
+func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
+	var pool mem.BufferPool
+	if o, ok := v.(*owned); ok {
+		v, pool = o.Message, o.pool
+	}
+	m, ok := v.(proto.Message)
+	if !ok {
+		return protoCodec().Marshal(v)
+	}
+	r := m.ProtoReflect()
+	big, data := c.largeField(r)
+	if big == nil {
+		return protoCodec().Marshal(v)
+	}
+	// The rest of the message, without touching the sender's: a shallow
+	// copy that shares every value but the large field.
+	rest := r.New()
+	r.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		if fd != big {
+			rest.Set(fd, val)
+		}
+		return true
+	})
+	head, err := proto.Marshal(rest.Interface())
+	if err != nil {
+		return nil, err
+	}
+	head = protowire.AppendTag(head, big.Number(), protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(len(data)))
+	if pool != nil {
+		// Back to the pool once the transport has written it.
+		return mem.BufferSlice{mem.SliceBuffer(head), mem.NewBuffer(&data, pool)}, nil
+	}
+	return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(data)}, nil
+}
+
+// Buffers is a pool of the buffers of outgoing chunks: a sender fills one
+// from Get, sends it in a message wrapped by [Owned], and the transport
+// gives it back once written. Its zero value is ready; it is safe for
+// concurrent use. A buffer is not cleared between uses.
+type Buffers struct {
+	pool sync.Pool // *[]byte
+}
+
+var _ mem.BufferPool = (*Buffers)(nil)
+
+// Get returns a buffer of length n, from the pool where one is large
+// enough.
+func (b *Buffers) Get(n int) *[]byte {
+	if p, ok := b.pool.Get().(*[]byte); ok {
+		if cap(*p) >= n {
+			*p = (*p)[:n]
+			return p
+		}
+	}
+	buf := make([]byte, n)
+	return &buf
+}
+
+// Put gives a buffer back to the pool.
+func (b *Buffers) Put(p *[]byte) { b.pool.Put(p) }
+
+// Owned wraps msg for SendMsg, whose large bytes field holds a buffer
+// from pool, so that the buffer goes back to pool once the transport has
+// written it. To every other codec it is msg, sent as msg would be (and
+// the buffer is left to the garbage collector).
+func Owned(msg proto.Message, pool mem.BufferPool) any {
+	return &owned{Message: msg, pool: pool}
+}
+
+// owned is a message whose large bytes field holds a buffer of pool.
+type owned struct {
+	proto.Message
+	pool mem.BufferPool
+}
+
+// largeField returns the first singular bytes field of r set to at least
+// the threshold, and its bytes; nil if none.
+func (c Codec) largeField(r protoreflect.Message) (protoreflect.FieldDescriptor, []byte) {
+	fields := bytesFields(r.Descriptor())
+	for _, fd := range fields {
+		if r.Has(fd) {
+			if b := r.Get(fd).Bytes(); len(b) >= c.limit() {
+				return fd, b
+			}
+		}
+	}
+	return nil, nil
+}
+
+var bytesFieldsOf sync.Map // protoreflect.FullName → []protoreflect.FieldDescriptor
+
+// bytesFields returns the singular bytes fields of messages of md.
+func bytesFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if fs, ok := bytesFieldsOf.Load(md.FullName()); ok {
+		return fs.([]protoreflect.FieldDescriptor)
+	}
+	var fs []protoreflect.FieldDescriptor
+	for i := range md.Fields().Len() {
+		fd := md.Fields().Get(i)
+		if fd.Kind() == protoreflect.BytesKind && fd.Cardinality() != protoreflect.Repeated {
+			fs = append(fs, fd)
+		}
+	}
+	bytesFieldsOf.Store(md.FullName(), fs)
+	return fs
+}
+
+// errFallBack sends a message the direct reader does not take (a group,
+// a malformed field) to protobuf, whose error, or result, is the answer.
+var errFallBack = errors.New("bulk: not for the direct reader")
+
+// Unmarshal implements encoding.CodecV2. A large bytes field is copied
+// once, from the frames into its own slice; the fields around it are
+// decoded by protobuf in their order, so the result is protobuf's,
+// repeated and oneof fields included. Where v already holds a large bytes
+// field (a receiver that passes the same message to RecvMsg again), its
+// array is reused: such a receiver must be done with the last message's
+// bytes.
+func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok || data.Len() < c.limit() || len(bytesFields(m.ProtoReflect().Descriptor())) == 0 {
+		return protoCodec().Unmarshal(data, v)
+	}
+	err := c.unmarshal(data, m)
+	if errors.Is(err, errFallBack) {
+		return protoCodec().Unmarshal(data, v)
+	}
+	return err
+}
+
+func (c Codec) unmarshal(data mem.BufferSlice, m proto.Message) error {
+	r := m.ProtoReflect()
+	fields := r.Descriptor().Fields()
+	// A message received into again lends its large field's array.
+	var reuse []byte
+	if fd, b := c.largeField(r); fd != nil {
+		reuse = b[:0]
+	}
+	proto.Reset(m)
+	rd := data.Reader()
+	defer rd.Close()
+	var rest []byte // fields since the last large one, for protobuf
+	flush := func() error {
+		if len(rest) == 0 {
+			return nil
+		}
+		err := proto.UnmarshalOptions{Merge: true}.Unmarshal(rest, m)
+		rest = rest[:0]
+		return err
+	}
+	for rd.Remaining() > 0 {
+		// Each field's bytes are kept as they came (a varint written in
+		// more bytes than it needs stays so, as protobuf keeps an unknown
+		// field's), but for a large bytes field's.
+		start := len(rest)
+		var tag uint64
+		var err error
+		if tag, rest, err = readVarint(rd, rest); err != nil {
+			return err
+		}
+		num, typ := protowire.DecodeTag(tag)
+		if tag>>3 > uint64(protowire.MaxValidNumber) || !num.IsValid() {
+			return errFallBack
+		}
+		switch typ {
+		case protowire.VarintType:
+			_, rest, err = readVarint(rd, rest)
+		case protowire.Fixed32Type:
+			rest, err = readN(rd, rest, 4)
+		case protowire.Fixed64Type:
+			rest, err = readN(rd, rest, 8)
+		case protowire.BytesType:
+			var n uint64
+			if n, rest, err = readVarint(rd, rest); err != nil {
+				return err
+			}
+			if n > uint64(rd.Remaining()) {
+				return errFallBack
+			}
+			if fd := fields.ByNumber(num); int(n) >= c.limit() && fd != nil && fd.Kind() == protoreflect.BytesKind && fd.Cardinality() != protoreflect.Repeated {
+				rest = rest[:start]
+				if err := flush(); err != nil {
+					return err
+				}
+				b := reuse[:0]
+				if cap(b) >= int(n) {
+					reuse = nil // once: a second large field gets its own
+				} else {
+					b = make([]byte, 0, n)
+				}
+				b = b[:n]
+				if _, err := io.ReadFull(rd, b); err != nil {
+					return fmt.Errorf("bulk: reading field %d: %w", num, err)
+				}
+				r.Set(fd, protoreflect.ValueOfBytes(b))
+				continue
+			}
+			rest, err = readN(rd, rest, int(n))
+		default: // groups, and wire types that do not exist
+			return errFallBack
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return flush()
+}
+
+// readVarint reads a varint, appending its bytes to dst, or falls back on
+// a malformed one.
+func readVarint(rd io.ByteReader, dst []byte) (uint64, []byte, error) {
+	var x uint64
+	for i := range 10 {
+		b, err := rd.ReadByte()
+		if err != nil {
+			return 0, dst, errFallBack
+		}
+		dst = append(dst, b)
+		x |= uint64(b&0x7f) << (7 * i)
+		if b < 0x80 {
+			if i == 9 && b > 1 {
+				return 0, dst, errFallBack
+			}
+			return x, dst, nil
+		}
+	}
+	return 0, dst, errFallBack
+}
+
+// readN appends the next n bytes of rd to dst, or falls back where the
+// message ends first.
+func readN(rd *mem.Reader, dst []byte, n int) ([]byte, error) {
+	if n > rd.Remaining() {
+		return dst, errFallBack
+	}
+	dst = slices.Grow(dst, n)[:len(dst)+n]
+	_, err := io.ReadFull(rd, dst[len(dst)-n:])
+	return dst, err
+}
