@@ -76,7 +76,7 @@ func (s *SQLiteStore) LogInputs(ctx context.Context, runID string, inputs []Data
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return s.write(ctx, what, func(tx *sql.Tx) error {
-		if err := checkRunActive(ctx, tx, runID); err != nil {
+		if err := s.checkRunActive(ctx, tx, runID); err != nil {
 			return err
 		}
 		return logInputs(ctx, tx, runID, inputs)

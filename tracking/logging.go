@@ -66,8 +66,12 @@ func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error 
 		return nil
 	}
 	return s.write(ctx, fmt.Sprintf("logging %d batches", len(batches)), func(tx *sql.Tx) error {
+		sctx := statementContext(ctx)
 		for i, b := range batches {
-			if err := s.logBatchTx(ctx, tx, b); err != nil {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := s.logBatchTx(sctx, tx, b); err != nil {
 				return fmt.Errorf("batch %d, to run %s: %w", i, b.RunID, err)
 			}
 		}
@@ -77,7 +81,7 @@ func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error 
 
 // logBatchTx writes one checked batch within tx.
 func (s *SQLiteStore) logBatchTx(ctx context.Context, tx *sql.Tx, b RunBatch) error {
-	if err := checkRunActive(ctx, tx, b.RunID); err != nil {
+	if err := s.checkRunActive(ctx, tx, b.RunID); err != nil {
 		return err
 	}
 	if err := s.logParams(ctx, tx, b.RunID, b.Params); err != nil {
@@ -111,7 +115,7 @@ func (s *SQLiteStore) SetTag(ctx context.Context, runID string, t Tag) error {
 // such tag.
 func (s *SQLiteStore) DeleteTag(ctx context.Context, runID, key string) error {
 	return s.write(ctx, fmt.Sprintf("deleting tag %q of run %s", key, runID), func(tx *sql.Tx) error {
-		if err := checkRunActive(ctx, tx, runID); err != nil {
+		if err := s.checkRunActive(ctx, tx, runID); err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE run_uuid = ? AND key = ?`, runID, key)

@@ -55,8 +55,12 @@ func (s *SQLiteStore) CreateRuns(ctx context.Context, reqs []CreateRun) ([]Run, 
 		return nil, nil
 	}
 	err := s.write(ctx, what, func(tx *sql.Tx) error {
+		sctx := statementContext(ctx)
 		for i := range nrs {
-			if err := s.insertRun(ctx, tx, &nrs[i]); err != nil {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := s.insertRun(sctx, tx, &nrs[i]); err != nil {
 				return fmt.Errorf("run %d (%s), in experiment %s: %w", i, nrs[i].Info.RunName, nrs[i].Info.ExperimentID, err)
 			}
 		}
@@ -208,7 +212,7 @@ func (s *SQLiteStore) UpdateRun(ctx context.Context, runID string, status RunSta
 		}
 	}
 	return s.write(ctx, what, func(tx *sql.Tx) error {
-		if err := checkRunActive(ctx, tx, runID); err != nil {
+		if err := s.checkRunActive(ctx, tx, runID); err != nil {
 			return err
 		}
 		var sets []string
@@ -234,10 +238,10 @@ func (s *SQLiteStore) UpdateRun(ctx context.Context, runID string, status RunSta
 }
 
 // checkRunActive returns ErrNotFound or ErrRunDeleted unless the run
-// exists and is active.
-func checkRunActive(ctx context.Context, q querier, runID string) error {
+// exists and is active; tx is a write transaction.
+func (s *SQLiteStore) checkRunActive(ctx context.Context, tx *sql.Tx, runID string) error {
 	var stage LifecycleStage
-	switch err := q.QueryRowContext(ctx, `SELECT lifecycle_stage FROM runs WHERE run_uuid = ?`, runID).Scan(&stage); {
+	switch err := tx.StmtContext(ctx, s.selectRunStage).QueryRowContext(ctx, runID).Scan(&stage); {
 	case errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("run %s: %w", runID, ErrNotFound)
 	case err != nil:

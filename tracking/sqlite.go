@@ -71,12 +71,14 @@ type SQLiteStore struct {
 	w         *sql.DB // one connection, BEGIN IMMEDIATE: every write
 	r         *sql.DB // read-only pool
 
-	// Prepared on w, used by LogBatch.
-	insertMetric *sql.Stmt
-	upsertLatest *sql.Stmt
-	insertParam  *sql.Stmt
-	selectParam  *sql.Stmt
-	upsertTag    *sql.Stmt
+	// Prepared on w, used by LogBatches: statements run for each run of
+	// a batch, parsed once.
+	insertMetric   *sql.Stmt
+	upsertLatest   *sql.Stmt
+	insertParam    *sql.Stmt
+	selectParam    *sql.Stmt
+	upsertTag      *sql.Stmt
+	selectRunStage *sql.Stmt
 
 	closeOnce sync.Once
 	closeErr  error
@@ -128,7 +130,10 @@ func (s *SQLiteStore) open(ctx context.Context) error {
 	uri := "file:" + (&url.URL{Path: filepath.ToSlash(s.path)}).EscapedPath()
 	pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeout.Milliseconds())
 	var err error
-	s.w, err = sql.Open("sqlite", uri+"?"+pragmas+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+	// The writer's page cache is 16 MiB, not SQLite's 2 MiB: a round of
+	// thousands of sites' metrics walks the B-trees of more pages than 2 MiB
+	// keeps, and read each miss back from the file (BenchmarkRecorderRounds).
+	s.w, err = sql.Open("sqlite", uri+"?"+pragmas+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-16384)&_txlock=immediate")
 	if err != nil {
 		return err
 	}
@@ -162,6 +167,7 @@ func (s *SQLiteStore) open(ctx context.Context) error {
 		{&s.insertParam, `INSERT INTO params (run_uuid, key, value) VALUES (?, ?, ?) ON CONFLICT (run_uuid, key) DO NOTHING`},
 		{&s.selectParam, `SELECT value FROM params WHERE run_uuid = ? AND key = ?`},
 		{&s.upsertTag, `INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value`},
+		{&s.selectRunStage, `SELECT lifecycle_stage FROM runs WHERE run_uuid = ?`},
 	} {
 		if *p.stmt, err = s.w.PrepareContext(ctx, p.query); err != nil {
 			return fmt.Errorf("preparing statement: %w", err)
@@ -221,7 +227,7 @@ func (s *SQLiteStore) ensureDefaultExperiment(ctx context.Context) error {
 func (s *SQLiteStore) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		for _, st := range []*sql.Stmt{s.insertMetric, s.upsertLatest, s.insertParam, s.selectParam, s.upsertTag} {
+		for _, st := range []*sql.Stmt{s.insertMetric, s.upsertLatest, s.insertParam, s.selectParam, s.upsertTag, s.selectRunStage} {
 			if st != nil {
 				errs = append(errs, st.Close())
 			}
@@ -254,6 +260,14 @@ func (s *SQLiteStore) write(ctx context.Context, what string, fn func(*sql.Tx) e
 	}
 	return nil
 }
+
+// statementContext is ctx for the statements of a write transaction
+// that loops over many small ones (a batch of runs or of their metrics):
+// without its cancellation, which costs each statement a goroutine of
+// the driver's that waits to interrupt it. A cancelled ctx still ends
+// the transaction: database/sql rolls it back, and the loop checks ctx
+// between items.
+func statementContext(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 // read runs fn in one read transaction, so that what it reads across
 // several queries is one consistent snapshot.

@@ -30,7 +30,7 @@ func (s *SQLiteStore) RecordLoggedModel(ctx context.Context, runID string, model
 		return fmt.Errorf("%s: %w: the model is not a JSON object", what, ErrInvalid)
 	}
 	return s.write(ctx, what, func(tx *sql.Tx) error {
-		if err := checkRunActive(ctx, tx, runID); err != nil {
+		if err := s.checkRunActive(ctx, tx, runID); err != nil {
 			return err
 		}
 		var old string
