@@ -162,6 +162,9 @@ type coordDeps struct {
 	ds    *Datasets
 	store *tracking.SQLiteStore
 	log   *slog.Logger
+	// deployedSpill keeps the coordinator's default SpillAbove, as
+	// deployed, instead of spilling every update (a benchmark's figures).
+	deployedSpill bool
 }
 
 // serveCoordinator serves a coordinator over rep (nil: its own in-memory
@@ -178,7 +181,11 @@ func serveCoordinator(t testing.TB, name string, lis net.Listener, rep *ha.Node,
 	}
 	// SpillAbove -1: however small the model, the cluster keeps it in the
 	// blob stores between rounds and reads it in place, as a large one.
-	coord, err := server.New(server.Config{Logger: d.log.With("node", name), SiteWait: 30 * time.Second, SpillAbove: -1}, deps)
+	cfg := server.Config{Logger: d.log.With("node", name), SiteWait: 30 * time.Second, SpillAbove: -1}
+	if d.deployedSpill {
+		cfg.SpillAbove = 0
+	}
+	coord, err := server.New(cfg, deps)
 	if err != nil {
 		if rep != nil && closeRep {
 			_ = rep.Close()

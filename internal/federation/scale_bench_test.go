@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,7 +126,10 @@ func startAgentsProcess(b *testing.B, addr string, sites int) (stop func()) {
 // beyond the slowest site's task — and the memory each idle connected
 // site costs: coordinator and agent together when both run in this
 // process (KiB/idle-site), the coordinator alone with -agents-process
-// (coord-KiB/idle-site), which 5,000 sites and more need.
+// (coord-KiB/idle-site), which 5,000 sites and more need; with it too,
+// the coordinator's CPU a round (coord-cpu-s/round). The coordinator runs
+// with its deployed SpillAbove, so a logistic regression's updates are
+// decoded in memory (the other tests of this package spill every one).
 //
 //	go test -run '^$' -bench ThousandSites -benchtime 1x ./internal/federation
 //	go test -run '^$' -bench ThousandSites -benchtime 1x ./internal/federation -args -sites 10000 -agents-process
@@ -153,7 +157,7 @@ func BenchmarkThousandSites(b *testing.B) {
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
-	stop := startCoordinator(b, "coord", lis, coordDeps{ds: ds, store: store, log: log})
+	stop := startCoordinator(b, "coord", lis, coordDeps{ds: ds, store: store, log: log, deployedSpill: true})
 	defer stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
@@ -197,14 +201,19 @@ func BenchmarkThousandSites(b *testing.B) {
 
 	b.ResetTimer()
 	var overhead, wall []float64
+	cpu0 := processCPU(b)
 	for b.Loop() {
 		w, o, _ := timeJob(ctx, b, jobs, store, src, 2)
 		wall, overhead = append(wall, w...), append(overhead, o...)
 	}
+	cpu := processCPU(b) - cpu0
 	b.StopTimer()
 	if *benchAgentProc {
 		b.ReportMetric(idleKiB, "coord-KiB/idle-site")
 		b.ReportMetric(stackKiB, "coord-stack-KiB/idle-site")
+		// The coordinator's own CPU (the agents' is in their process),
+		// for the whole job: its tracking included.
+		b.ReportMetric(cpu.Seconds()/float64(b.N*rounds), "coord-cpu-s/round")
 	} else {
 		b.ReportMetric(idleKiB, "KiB/idle-site")
 		b.ReportMetric(stackKiB, "stack-KiB/idle-site")
@@ -212,6 +221,15 @@ func BenchmarkThousandSites(b *testing.B) {
 	b.ReportMetric(goroutines, "goroutines/site")
 	b.ReportMetric(mean(wall), "s/round")
 	b.ReportMetric(mean(overhead), "s-overhead/round")
+}
+
+// processCPU is the CPU time, user and system, this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // writeProfile writes a runtime profile (the heap's as of the last
