@@ -480,7 +480,7 @@ func sendUpdate(ctx context.Context, cli pb.CoordinatorServiceClient, h *pb.Upda
 	}
 	errAnswered := errors.New("the coordinator answered early")
 	cw := model.NewChunkWriter(model.ChunkSize, func(off int64, data []byte) error {
-		if err := stream.SendMsg(bulk.Owned(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: data}}, &chunkBuffers)); err != nil {
+		if err := stream.SendMsg(bulk.Owned(&pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: data}}, data, &chunkBuffers)); err != nil {
 			if errors.Is(err, io.EOF) {
 				return errAnswered // CloseAndRecv has its reason
 			}

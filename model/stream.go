@@ -166,7 +166,7 @@ func (w *ChunkWriter) ReadFrom(r io.Reader) (int64, error) {
 			w.err = w.Flush()
 		}
 		switch {
-		case errors.Is(err, io.EOF):
+		case err == io.EOF: // as io.Copy: a wrapped EOF is an error
 			return n, w.err
 		case err != nil:
 			return n, err

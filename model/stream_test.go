@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"testing/iotest"
@@ -176,6 +177,11 @@ func TestChunkWriter(t *testing.T) {
 	w = NewChunkWriter(4, func(int64, []byte) error { return nil })
 	if _, err := w.ReadFrom(iotest.ErrReader(broken)); !errors.Is(err, broken) {
 		t.Errorf("ReadFrom a failing reader = %v, want %v", err, broken)
+	}
+	// A wrapped io.EOF is an error, as io.Copy has it, not the end.
+	wrapped := fmt.Errorf("decompressing: %w", io.EOF)
+	if _, err := w.ReadFrom(iotest.ErrReader(wrapped)); err != wrapped {
+		t.Errorf("ReadFrom a reader failing with a wrapped io.EOF = %v, want %v", err, wrapped)
 	}
 }
 

@@ -76,7 +76,7 @@ func (s *BlobServer) FetchBlob(req *pb.FetchBlobRequest, stream grpc.ServerStrea
 		n, err := io.ReadFull(f, *buf)
 		if n > 0 {
 			*buf = (*buf)[:n]
-			if err := stream.SendMsg(bulk.Owned(&pb.BlobChunk{Data: *buf}, &chunkBuffers)); err != nil {
+			if err := stream.SendMsg(bulk.Owned(&pb.BlobChunk{Data: *buf}, *buf, &chunkBuffers)); err != nil {
 				return err
 			}
 		} else {
@@ -352,7 +352,7 @@ func (s *pushSender) Write(p []byte) (int, error) {
 	for off := 0; off < len(p); off += blobChunk {
 		buf := chunkBuffers.Get(min(blobChunk, len(p)-off))
 		copy(*buf, p[off:])
-		if err := s.stream.SendMsg(bulk.Owned(&pb.PushBlobRequest{Data: *buf}, &chunkBuffers)); err != nil {
+		if err := s.stream.SendMsg(bulk.Owned(&pb.PushBlobRequest{Data: *buf}, *buf, &chunkBuffers)); err != nil {
 			s.err = err
 			return off, err
 		}

@@ -1001,7 +1001,7 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 	first := &pb.ModelChunk{TotalSize: m.size, Sha256: m.sum[:]}
 	t := c.task(req.GetTaskId())
 	send := func(ch *pb.ModelChunk) error {
-		if err := stream.SendMsg(bulk.Owned(ch, &chunkBuffers)); err != nil {
+		if err := stream.SendMsg(bulk.Owned(ch, ch.Data, &chunkBuffers)); err != nil {
 			return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
 		}
 		if t != nil {

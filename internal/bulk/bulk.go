@@ -66,9 +66,9 @@ func protoCodec() encoding.CodecV2 { return encoding.GetCodecV2("proto") }
 // the first large bytes one, then that field's tag and length, then its
 // bytes as they are.
 func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
-	var pool mem.BufferPool
-	if o, ok := v.(*owned); ok {
-		v, pool = o.Message, o.pool
+	o, isOwned := v.(*owned)
+	if isOwned {
+		v = o.Message
 	}
 	m, ok := v.(proto.Message)
 	if !ok {
@@ -76,8 +76,20 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	r := m.ProtoReflect()
 	big, data := c.largeField(r)
+	// An owned buffer that is not sent from its slice has been copied
+	// into the encoding once Marshal returns: it goes back at once.
+	giveBack := func() {
+		if isOwned {
+			b := o.buf
+			o.pool.Put(&b)
+		}
+	}
 	if big == nil {
+		defer giveBack()
 		return protoCodec().Marshal(v)
+	}
+	if err := proto.CheckInitialized(m); err != nil {
+		return nil, err
 	}
 	// The rest of the message, without touching the sender's: a shallow
 	// copy that shares every value but the large field.
@@ -88,16 +100,18 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return true
 	})
-	head, err := proto.Marshal(rest.Interface())
+	rest.SetUnknown(r.GetUnknown())
+	head, err := proto.MarshalOptions{AllowPartial: true}.Marshal(rest.Interface())
 	if err != nil {
 		return nil, err
 	}
 	head = protowire.AppendTag(head, big.Number(), protowire.BytesType)
 	head = protowire.AppendVarint(head, uint64(len(data)))
-	if pool != nil {
+	if isOwned && len(o.buf) > 0 && &o.buf[0] == &data[0] {
 		// Back to the pool once the transport has written it.
-		return mem.BufferSlice{mem.SliceBuffer(head), mem.NewBuffer(&data, pool)}, nil
+		return mem.BufferSlice{mem.SliceBuffer(head), mem.NewBuffer(&data, o.pool)}, nil
 	}
+	giveBack()
 	return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(data)}, nil
 }
 
@@ -127,17 +141,20 @@ func (b *Buffers) Get(n int) *[]byte {
 // Put gives a buffer back to the pool.
 func (b *Buffers) Put(p *[]byte) { b.pool.Put(p) }
 
-// Owned wraps msg for SendMsg, whose large bytes field holds a buffer
-// from pool, so that the buffer goes back to pool once the transport has
-// written it. To every other codec it is msg, sent as msg would be (and
-// the buffer is left to the garbage collector).
-func Owned(msg proto.Message, pool mem.BufferPool) any {
-	return &owned{Message: msg, pool: pool}
+// Owned wraps msg for SendMsg, one of whose bytes fields is buf, a buffer
+// from pool, so that buf goes back to pool once the transport is done
+// with it: once written where it is sent from its slice, at once where
+// the encoding copied it (a message under [Threshold]). The sender gives
+// up buf with the call. To every other codec it is msg, sent as msg
+// would be (and buf is left to the garbage collector).
+func Owned(msg proto.Message, buf []byte, pool mem.BufferPool) any {
+	return &owned{Message: msg, buf: buf, pool: pool}
 }
 
-// owned is a message whose large bytes field holds a buffer of pool.
+// owned is a message holding buf, a buffer of pool.
 type owned struct {
 	proto.Message
+	buf  []byte
 	pool mem.BufferPool
 }
 
@@ -155,11 +172,13 @@ func (c Codec) largeField(r protoreflect.Message) (protoreflect.FieldDescriptor,
 	return nil, nil
 }
 
-var bytesFieldsOf sync.Map // protoreflect.FullName → []protoreflect.FieldDescriptor
+var bytesFieldsOf sync.Map // protoreflect.MessageDescriptor → []protoreflect.FieldDescriptor
 
-// bytesFields returns the singular bytes fields of messages of md.
+// bytesFields returns the singular bytes fields of messages of md. They
+// are kept by descriptor, not name: two descriptors of one name (a
+// dynamic message's) have fields of their own.
 func bytesFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
-	if fs, ok := bytesFieldsOf.Load(md.FullName()); ok {
+	if fs, ok := bytesFieldsOf.Load(md); ok {
 		return fs.([]protoreflect.FieldDescriptor)
 	}
 	var fs []protoreflect.FieldDescriptor
@@ -169,7 +188,7 @@ func bytesFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescript
 			fs = append(fs, fd)
 		}
 	}
-	bytesFieldsOf.Store(md.FullName(), fs)
+	bytesFieldsOf.Store(md, fs)
 	return fs
 }
 
@@ -199,11 +218,9 @@ func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 func (c Codec) unmarshal(data mem.BufferSlice, m proto.Message) error {
 	r := m.ProtoReflect()
 	fields := r.Descriptor().Fields()
-	// A message received into again lends its large field's array.
-	var reuse []byte
-	if fd, b := c.largeField(r); fd != nil {
-		reuse = b[:0]
-	}
+	// A message received into again lends its large field's array to
+	// the same field.
+	reuseField, reuse := c.largeField(r)
 	proto.Reset(m)
 	rd := data.Reader()
 	defer rd.Close()
@@ -212,7 +229,9 @@ func (c Codec) unmarshal(data mem.BufferSlice, m proto.Message) error {
 		if len(rest) == 0 {
 			return nil
 		}
-		err := proto.UnmarshalOptions{Merge: true}.Unmarshal(rest, m)
+		// Partial: a required field may come in a later piece; the whole
+		// is checked at the end.
+		err := proto.UnmarshalOptions{Merge: true, AllowPartial: true}.Unmarshal(rest, m)
 		rest = rest[:0]
 		return err
 	}
@@ -250,13 +269,12 @@ func (c Codec) unmarshal(data mem.BufferSlice, m proto.Message) error {
 				if err := flush(); err != nil {
 					return err
 				}
-				b := reuse[:0]
-				if cap(b) >= int(n) {
-					reuse = nil // once: a second large field gets its own
+				var b []byte
+				if fd == reuseField && cap(reuse) >= int(n) {
+					b, reuse = reuse[:n], nil // once: the field again gets its own
 				} else {
-					b = make([]byte, 0, n)
+					b = make([]byte, n)
 				}
-				b = b[:n]
 				if _, err := io.ReadFull(rd, b); err != nil {
 					return fmt.Errorf("bulk: reading field %d: %w", num, err)
 				}
@@ -271,7 +289,10 @@ func (c Codec) unmarshal(data mem.BufferSlice, m proto.Message) error {
 			return err
 		}
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	return proto.CheckInitialized(m)
 }
 
 // readVarint reads a varint, appending its bytes to dst, or falls back on

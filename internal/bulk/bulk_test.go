@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 
@@ -13,6 +14,10 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
@@ -180,6 +185,10 @@ func FuzzUnmarshal(f *testing.F) {
 			func() proto.Message { return &pb.ModelChunk{} },
 			func() proto.Message { return &pb.UpdateChunk{} },
 			func() proto.Message { return &pb.PushBlobRequest{} },
+			// Received into again: a message holding large fields.
+			func() proto.Message { return &pb.ModelChunk{Data: payload(64), Sha256: payload(40), Offset: 9} },
+			func() proto.Message { return &pb.UpdateChunk{Msg: &pb.UpdateChunk_Data{Data: payload(64)}} },
+			func() proto.Message { return &pb.PushBlobRequest{Data: payload(64), FromNode: "zz"} },
 		} {
 			want, got := newMsg(), newMsg()
 			werr := proto.Unmarshal(b, want)
@@ -192,6 +201,174 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMarshalKeepsUnknown: a large message's unknown fields (a newer
+// peer's) are sent on, as protobuf sends them.
+func TestMarshalKeepsUnknown(t *testing.T) {
+	m := &pb.ModelChunk{Offset: 1, Data: payload(100 << 10)}
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 7)
+	m.ProtoReflect().SetUnknown(unknown)
+	enc, err := Codec{}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got pb.ModelChunk
+	if err := proto.Unmarshal(enc.Materialize(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(&got, m) {
+		t.Fatalf("unknown fields after the round trip: %x, want %x", got.ProtoReflect().GetUnknown(), unknown)
+	}
+}
+
+// proto2File is a proto2 file of dynamic messages: M {required int32 a =
+// 1; optional bytes b = 2; optional int32 x = 3} and R {required bytes r
+// = 1}. A call to it makes a new file, with descriptors of its own.
+func proto2File(t *testing.T) protoreflect.FileDescriptor {
+	t.Helper()
+	opt, req := descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(), descriptorpb.FieldDescriptorProto_LABEL_REQUIRED.Enum()
+	i32, byt := descriptorpb.FieldDescriptorProto_TYPE_INT32.Enum(), descriptorpb.FieldDescriptorProto_TYPE_BYTES.Enum()
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name: proto.String("bulktest.proto"), Package: proto.String("bulktest"), Syntax: proto.String("proto2"),
+		MessageType: []*descriptorpb.DescriptorProto{{
+			Name: proto.String("M"),
+			Field: []*descriptorpb.FieldDescriptorProto{
+				{Name: proto.String("a"), Number: proto.Int32(1), Label: req, Type: i32},
+				{Name: proto.String("b"), Number: proto.Int32(2), Label: opt, Type: byt},
+				{Name: proto.String("x"), Number: proto.Int32(3), Label: opt, Type: i32},
+			},
+		}, {
+			Name:  proto.String("R"),
+			Field: []*descriptorpb.FieldDescriptorProto{{Name: proto.String("r"), Number: proto.Int32(1), Label: req, Type: byt}},
+		}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// TestRequiredFields: a required field is checked on the whole message,
+// whichever piece it comes in, and a large required field is sent.
+func TestRequiredFields(t *testing.T) {
+	file := proto2File(t)
+	m := file.Messages().Get(0)
+	b := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), payload(100<<10))
+	a := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 5)
+	x := protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 6)
+	for _, tt := range []struct {
+		name string
+		wire []byte
+	}{
+		{"a missing, only the large b", b},
+		{"x, then b, then a", slices.Concat(x, b, a)},
+		{"a, then b", slices.Concat(a, b)},
+	} {
+		want, got := dynamicpb.NewMessage(m), dynamicpb.NewMessage(m)
+		werr := proto.Unmarshal(tt.wire, want)
+		gerr := Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(tt.wire)}, got)
+		if (werr == nil) != (gerr == nil) || werr == nil && !proto.Equal(got, want) {
+			t.Errorf("%s: the codec read %v, %v; protobuf %v, %v", tt.name, got, gerr, want, werr)
+		}
+	}
+	rd := file.Messages().Get(1)
+	r := dynamicpb.NewMessage(rd)
+	r.Set(rd.Fields().Get(0), protoreflect.ValueOfBytes(payload(100<<10)))
+	if _, err := (Codec{}).Marshal(r); err != nil {
+		t.Errorf("Marshal of a large required field: %v", err)
+	}
+	if _, err := (Codec{}).Marshal(dynamicpb.NewMessage(m)); err == nil {
+		t.Error("Marshal of a message without its required field: no error")
+	}
+}
+
+// TestSameNameDescriptors: two descriptors of one name (two dynamic
+// files) each read with their own fields.
+func TestSameNameDescriptors(t *testing.T) {
+	wire := slices.Concat(
+		protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 5),
+		protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), payload(100<<10)))
+	for i := range 2 {
+		m := dynamicpb.NewMessage(proto2File(t).Messages().Get(0))
+		if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, m); err != nil {
+			t.Fatalf("descriptor %d: %v", i, err)
+		}
+	}
+}
+
+// TestOwned: an owned buffer goes back to its pool once the transport is
+// done with it, and only it: sent from its slice, when the encoding is
+// freed; copied into the encoding (a small message, or not the field sent
+// from its slice), at once, and the large field sent is not pooled.
+func TestOwned(t *testing.T) {
+	shared := payload(100 << 10) // a digest, say, that the sender keeps
+	for _, tt := range []struct {
+		name       string
+		size       int  // of the owned buffer
+		asData     bool // the buffer is Data; else Sha256 is shared and Data the buffer
+		putAtOnce  int
+		putOnFree  int
+		sharedSent bool
+	}{
+		{"large, sent from its slice", 100 << 10, true, 0, 1, false},
+		{"small, copied", 1000, true, 1, 0, false},
+		{"small, beside a large field sent from its slice", 1000, false, 1, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var pool countingBuffers
+			buf := *pool.Get(tt.size)
+			m := &pb.ModelChunk{Data: buf}
+			if !tt.asData {
+				m.Sha256 = shared
+			}
+			enc, err := Codec{}.Marshal(Owned(m, buf, &pool))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pool.put != tt.putAtOnce {
+				t.Errorf("given back before the encoding is freed: %d, want %d", pool.put, tt.putAtOnce)
+			}
+			var got pb.ModelChunk
+			if err := proto.Unmarshal(enc.Materialize(), &got); err != nil || !proto.Equal(&got, m) {
+				t.Fatalf("sent %v, %v; want the message", &got, err)
+			}
+			enc.Free()
+			if pool.put != tt.putAtOnce+tt.putOnFree {
+				t.Errorf("given back once freed: %d, want %d", pool.put, tt.putAtOnce+tt.putOnFree)
+			}
+			if p, ok := pool.Buffers.pool.Get().(*[]byte); ok && len(*p) > 0 && &(*p)[0] == &shared[0] {
+				t.Error("the pool holds the shared Sha256 array: the next Get writes into it")
+			}
+		})
+	}
+}
+
+// TestReceiveReusesSameField: a message received into again lends its
+// large field's array to that field only.
+func TestReceiveReusesSameField(t *testing.T) {
+	got := &pb.ModelChunk{Sha256: payload(100 << 10)} // large, and kept by the receiver
+	sum := got.Sha256
+	want := &pb.ModelChunk{Data: payload(100 << 10)}
+	wire, err := proto.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, got); err != nil || !proto.Equal(got, want) {
+		t.Fatalf("read %v, %v", got, err)
+	}
+	if &got.Data[0] == &sum[0] {
+		t.Error("Data was read into the array of the last message's Sha256")
+	}
+	again := &pb.ModelChunk{Data: payload(90 << 10)}
+	wire, _ = proto.Marshal(again)
+	data := got.Data
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, got); err != nil || !proto.Equal(got, again) {
+		t.Fatalf("read %v, %v", got, err)
+	}
+	if &got.Data[0] != &data[0] {
+		t.Error("Data received again did not reuse its array")
+	}
 }
 
 // countingBuffers counts the buffers given back.
@@ -228,7 +405,7 @@ var echoDesc = grpc.ServiceDesc{
 				buf := serverBuffers.Get(len(m.Data))
 				copy(*buf, m.Data)
 				out := &pb.ModelChunk{Offset: m.Offset, Data: *buf, Sha256: m.Sha256}
-				if err := stream.SendMsg(Owned(out, &serverBuffers)); err != nil {
+				if err := stream.SendMsg(Owned(out, out.Data, &serverBuffers)); err != nil {
 					return err
 				}
 			}
@@ -287,7 +464,7 @@ func TestOverGRPC(t *testing.T) {
 					(*buf)[j] = byte(i + j)
 				}
 				want := bytes.Clone(*buf)
-				if err := stream.SendMsg(Owned(&pb.ModelChunk{Offset: int64(i), Data: *buf, Sha256: payload(32)}, &clientBuffers)); err != nil {
+				if err := stream.SendMsg(Owned(&pb.ModelChunk{Offset: int64(i), Data: *buf, Sha256: payload(32)}, *buf, &clientBuffers)); err != nil {
 					t.Fatal(err)
 				}
 				if err := stream.RecvMsg(&got); err != nil {
