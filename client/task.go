@@ -404,8 +404,23 @@ func fetchModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task
 
 // openModel starts the download of the task's global model: it returns
 // the reader of its bytes, their size and the SHA-256 the coordinator
-// announced, for the reader's Finish to check.
+// announced, for the reader's Finish to check. A small model came in the
+// task (ModelData): it is read from there, and checked the same way.
 func openModel(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (r *model.ChunkReader, total int64, sum []byte, err error) {
+	if data := t.GetModelData(); len(data) > 0 {
+		r, err = model.NewChunkReader(t.GetModelSize(), func() ([]byte, error) {
+			b := data
+			data = nil
+			if b == nil {
+				return nil, io.EOF
+			}
+			return b, nil
+		})
+		if err != nil {
+			return nil, 0, nil, fmt.Errorf("reading the model sent in the task: %w", err)
+		}
+		return r, t.GetModelSize(), t.GetModelSha256(), nil
+	}
 	stream, err := cli.FetchModel(ctx, &pb.FetchModelRequest{ModelId: t.GetModelId(), TaskId: t.GetTaskId()})
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("fetching model: %w", err)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -184,6 +185,11 @@ func fetch(ctx context.Context, cli pb.CoordinatorServiceClient, t *pb.Task) (*m
 			return nil, err
 		}
 		b = append(b, ch.GetData()...)
+	}
+	// Every round of these tests checks that a model sent in its task is
+	// the one FetchModel sends.
+	if d := t.GetModelData(); len(d) > 0 && !bytes.Equal(d, b) {
+		return nil, fmt.Errorf("the task's model_data (%d bytes) is not the model FetchModel sends (%d bytes)", len(d), len(b))
 	}
 	w, _, err := model.UnmarshalSafetensors(b)
 	return w, err

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -8,12 +9,14 @@ import (
 	"sync"
 
 	"github.com/cohortfl/cohort/model"
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
 // storedModel is one global model that sites fetch. It keeps the weights,
 // not their encoding: the safetensors bytes are encoded again for each
 // download (encoding is cheap beside the network; a second copy of a large
-// model in memory is not). The weights must not change while the model is
+// model in memory is not), but for a small model's, kept to go in its
+// tasks. The weights must not change while the model is
 // stored; a site that gets other bytes refuses them by their checksum.
 type storedModel struct {
 	id   string
@@ -21,16 +24,34 @@ type storedModel struct {
 	file *globalFile // instead of w: the model's blob, sent as it is
 	size int64       // bytes of the safetensors encoding
 	sum  [sha256.Size]byte
-	refs int
+	// inline is the encoding of a model of at most inlineModelBytes, made
+	// once: it travels in each task (pb.Task.ModelData).
+	inline []byte
+	refs   int
 }
+
+// inlineModelBytes is the largest model sent in its tasks rather than by
+// FetchModel: a round of 10,000 sites then makes 10,000 calls fewer, and
+// a task message stays small.
+const inlineModelBytes = 64 << 10
 
 // encode writes the model's safetensors bytes to w.
 func (m *storedModel) encode(w io.Writer) error {
-	if m.file != nil {
+	switch {
+	case m.inline != nil:
+		_, err := w.Write(m.inline)
+		return err
+	case m.file != nil:
 		_, err := io.Copy(w, io.NewSectionReader(m.file.f, 0, m.size))
 		return err
 	}
 	return model.EncodeSafetensors(w, m.w, nil)
+}
+
+// taskModel sets t's model: its id, size and SHA-256, and its bytes
+// where they travel in the task.
+func (m *storedModel) taskModel(t *pb.Task) {
+	t.ModelId, t.ModelSha256, t.ModelSize, t.ModelData = m.id, m.sum[:], m.size, m.inline
 }
 
 // values returns the model's values for the check of an update.
@@ -61,6 +82,14 @@ func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding global model: %w", err)
 	}
+	var inline []byte
+	if size <= inlineModelBytes {
+		var b bytes.Buffer
+		if err := model.EncodeSafetensors(&b, w, nil); err != nil {
+			return nil, fmt.Errorf("encoding global model: %w", err)
+		}
+		inline = b.Bytes()
+	}
 	id := hex.EncodeToString(sum[:])
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -68,7 +97,7 @@ func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
 		m.refs++
 		return m, nil
 	}
-	m := &storedModel{id: id, w: w, size: size, sum: sum, refs: 1}
+	m := &storedModel{id: id, w: w, size: size, sum: sum, inline: inline, refs: 1}
 	s.models[id] = m
 	return m, nil
 }
@@ -84,6 +113,13 @@ func (s *modelStore) putFile(f *globalFile) *storedModel {
 		return m
 	}
 	m := &storedModel{id: f.digest, file: f, size: f.Size(), sum: f.sum, refs: 1}
+	if m.size <= inlineModelBytes {
+		// Read once; should it fail, the sites fetch the file instead.
+		b := make([]byte, m.size)
+		if n, err := f.f.ReadAt(b, 0); n == len(b) && (err == nil || err == io.EOF) {
+			m.inline = b
+		}
+	}
 	s.models[f.digest] = m
 	return m
 }

@@ -448,7 +448,6 @@ func (x *roundExec) sendTask(site, slot string) error {
 	c.addTask(t)
 	task := &pb.Task{
 		TaskId: t.id, JobId: a.j.id, Arm: a.arm.Name, Round: int32(x.r), Kind: a.kind,
-		ModelId: x.stored.id, ModelSha256: x.stored.sum[:], ModelSize: x.stored.size,
 		Model: a.prep.Spec,
 		Train: withClientSettings(&pb.TrainParams{
 			Epochs: int32(epochs), BatchSize: int32(tp.BatchSize), Lr: lr, Momentum: tp.Momentum,
@@ -461,5 +460,10 @@ func (x *roundExec) sendTask(site, slot string) error {
 		CpuWattsPerCore:  spec.Energy.CPUWattsPerCore,
 		Virtual:          x.virtualClients(slot),
 	}
-	return c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}})
+	x.stored.taskModel(task)
+	if err := c.sendTo(site, &pb.CoordinatorMessage{Msg: &pb.CoordinatorMessage_Task{Task: task}}); err != nil {
+		return err
+	}
+	x.rr.addBytesSent(int64(len(task.ModelData))) // as FetchModel counts what it sends
+	return nil
 }

@@ -147,12 +147,12 @@ func (e *siteEvaluator) Evaluate(ctx context.Context, w *model.Weights) (Evaluat
 	spec := e.j.spec
 	task := &pb.Task{
 		JobId: e.j.id, Kind: pb.TaskKind_TASK_KIND_EVALUATE,
-		ModelId: stored.id, ModelSha256: stored.sum[:], ModelSize: stored.size,
 		Model: e.spec, Dataset: spec.Data.Dataset,
 		Train:            &pb.TrainParams{BatchSize: int32(spec.Train.BatchSize), Seed: spec.Seed},
 		EnergyIntervalMs: spec.Energy.Interval.Milliseconds(),
 		CpuWattsPerCore:  spec.Energy.CPUWattsPerCore,
 	}
+	stored.taskModel(task)
 	out, err := e.c.runSiteTask(ctx, e.site, "eval.site", task, stored, spec.Deadline.Round)
 	if err != nil {
 		return Evaluation{}, err

@@ -1883,7 +1883,11 @@ type Task struct {
 	// virtual, when set, makes the site a worker of a simulation with virtual
 	// clients: it trains each listed client on its lazily generated partition
 	// of the dataset and answers with one update, their sample-weighted mean.
-	Virtual       *VirtualClients `protobuf:"bytes,16,opt,name=virtual,proto3" json:"virtual,omitempty"`
+	Virtual *VirtualClients `protobuf:"bytes,16,opt,name=virtual,proto3" json:"virtual,omitempty"`
+	// model_data, where set, is the global model's whole safetensors encoding
+	// (model_size bytes, model_sha256 its SHA-256): a small model travels in
+	// its task, and the site does not call FetchModel. Empty: fetch it.
+	ModelData     []byte `protobuf:"bytes,17,opt,name=model_data,json=modelData,proto3" json:"model_data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2026,6 +2030,13 @@ func (x *Task) GetCpuWattsPerCore() float64 {
 func (x *Task) GetVirtual() *VirtualClients {
 	if x != nil {
 		return x.Virtual
+	}
+	return nil
+}
+
+func (x *Task) GetModelData() []byte {
+	if x != nil {
+		return x.ModelData
 	}
 	return nil
 }
@@ -3854,7 +3865,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\bmomentum\x18\x04 \x01(\x01R\bmomentum\x12!\n" +
 	"\fweight_decay\x18\x05 \x01(\x01R\vweightDecay\x12\x0e\n" +
 	"\x02mu\x18\x06 \x01(\x01R\x02mu\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x03R\x04seed\"\xbb\x04\n" +
+	"\x04seed\x18\a \x01(\x03R\x04seed\"\xda\x04\n" +
 	"\x04Task\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -3873,7 +3884,9 @@ const file_cohort_proto_rawDesc = "" +
 	"\x0fevaluate_global\x18\r \x01(\bR\x0eevaluateGlobal\x12,\n" +
 	"\x12energy_interval_ms\x18\x0e \x01(\x03R\x10energyIntervalMs\x12+\n" +
 	"\x12cpu_watts_per_core\x18\x0f \x01(\x01R\x0fcpuWattsPerCore\x123\n" +
-	"\avirtual\x18\x10 \x01(\v2\x19.cohort.v1.VirtualClientsR\avirtual\"\x87\x01\n" +
+	"\avirtual\x18\x10 \x01(\v2\x19.cohort.v1.VirtualClientsR\avirtual\x12\x1d\n" +
+	"\n" +
+	"model_data\x18\x11 \x01(\fR\tmodelData\"\x87\x01\n" +
 	"\x0eVirtualClients\x12\x1d\n" +
 	"\n" +
 	"client_ids\x18\x01 \x03(\x03R\tclientIds\x12\x12\n" +
