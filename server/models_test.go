@@ -2,10 +2,6 @@ package server
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/cohortfl/cohort/model"
@@ -45,21 +41,7 @@ func TestTaskModelInline(t *testing.T) {
 			s := newModelStore()
 			var m *storedModel
 			if tt.onDisk {
-				path := filepath.Join(t.TempDir(), "blob")
-				if err := os.WriteFile(path, enc, 0o600); err != nil {
-					t.Fatal(err)
-				}
-				f, err := os.Open(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				sum := sha256.Sum256(enc)
-				gf, err := openGlobalFile(f, hex.EncodeToString(sum[:]))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer gf.close()
-				m = s.putFile(gf)
+				m = s.putFile(globalOnDisk(t, w))
 			} else if m, err = s.put(w); err != nil {
 				t.Fatal(err)
 			}
