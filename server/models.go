@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -75,20 +74,28 @@ func newModelStore() *modelStore {
 }
 
 // put stores w, which must not change until released, and returns it with
-// its id (the hash of its encoding, which is not kept). Each put takes a
-// reference that release gives back.
+// its id (the hash of its encoding, kept only for a small model). Each put
+// takes a reference that release gives back.
 func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
-	sum, size, err := model.DigestSafetensors(w, nil)
-	if err != nil {
-		return nil, fmt.Errorf("encoding global model: %w", err)
-	}
+	// A small model is encoded once, into the bytes its tasks carry; a
+	// larger one only hashed.
 	var inline []byte
-	if size <= inlineModelBytes {
-		var b bytes.Buffer
-		if err := model.EncodeSafetensors(&b, w, nil); err != nil {
+	var sum [sha256.Size]byte
+	var size int64
+	if w.Bytes() <= inlineModelBytes {
+		b, err := model.MarshalSafetensors(w, nil)
+		if err != nil {
 			return nil, fmt.Errorf("encoding global model: %w", err)
 		}
-		inline = b.Bytes()
+		sum, size = sha256.Sum256(b), int64(len(b))
+		if size <= inlineModelBytes {
+			inline = b
+		}
+	} else {
+		var err error
+		if sum, size, err = model.DigestSafetensors(w, nil); err != nil {
+			return nil, fmt.Errorf("encoding global model: %w", err)
+		}
 	}
 	id := hex.EncodeToString(sum[:])
 	s.mu.Lock()
@@ -106,20 +113,22 @@ func (s *modelStore) put(w *model.Weights) (*storedModel, error) {
 // encoding, and its digest its id. A model of that id stored already
 // (the same bytes) takes the reference.
 func (s *modelStore) putFile(f *globalFile) *storedModel {
+	// A small model's bytes, read before the store is locked; should the
+	// read fail, its sites fetch the file instead.
+	var inline []byte
+	if size := f.Size(); size <= inlineModelBytes {
+		b := make([]byte, size)
+		if n, _ := f.f.ReadAt(b, 0); n == len(b) {
+			inline = b
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m, ok := s.models[f.digest]; ok {
 		m.refs++
 		return m
 	}
-	m := &storedModel{id: f.digest, file: f, size: f.Size(), sum: f.sum, refs: 1}
-	if m.size <= inlineModelBytes {
-		// Read once; should it fail, the sites fetch the file instead.
-		b := make([]byte, m.size)
-		if n, err := f.f.ReadAt(b, 0); n == len(b) && (err == nil || err == io.EOF) {
-			m.inline = b
-		}
-	}
+	m := &storedModel{id: f.digest, file: f, size: f.Size(), sum: f.sum, inline: inline, refs: 1}
 	s.models[f.digest] = m
 	return m
 }

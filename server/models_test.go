@@ -27,7 +27,7 @@ func TestTaskModelInline(t *testing.T) {
 	}{
 		{"small, in memory", 100, false, true},
 		{"small, in the blob store", 100, true, true},
-		{"at the limit", inlineModelBytes/4 - 40, false, true},
+		{"just under the limit", inlineModelBytes/4 - 40, false, true},
 		{"past the limit, in memory", inlineModelBytes / 4, false, false},
 		{"past the limit, in the blob store", inlineModelBytes / 4, true, false},
 	}
