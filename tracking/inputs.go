@@ -79,7 +79,7 @@ func (s *SQLiteStore) LogInputs(ctx context.Context, runID string, inputs []Data
 		if err := s.checkRunActive(ctx, tx, runID); err != nil {
 			return err
 		}
-		return logInputs(ctx, tx, runID, inputs)
+		return s.logInputs(ctx, tx, runID, inputs)
 	})
 }
 
@@ -97,7 +97,11 @@ func validateInputs(inputs []DatasetInput) error {
 }
 
 // logInputs writes checked inputs of an active run within tx.
-func logInputs(ctx context.Context, tx *sql.Tx, runID string, inputs []DatasetInput) error {
+func (s *SQLiteStore) logInputs(ctx context.Context, tx *sql.Tx, runID string, inputs []DatasetInput) error {
+	if len(inputs) == 0 {
+		return nil
+	}
+	upsert, upsertTag := tx.StmtContext(ctx, s.upsertInput), tx.StmtContext(ctx, s.upsertInputTag)
 	for _, in := range inputs {
 		d := in.Dataset
 		dctx := ""
@@ -106,18 +110,11 @@ func logInputs(ctx context.Context, tx *sql.Tx, runID string, inputs []DatasetIn
 				dctx = t.Value
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO run_inputs (run_uuid, name, digest, source_type, source, schema, profile, context)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (run_uuid, name, digest) DO UPDATE SET source_type = excluded.source_type, source = excluded.source,
-				schema = excluded.schema, profile = excluded.profile,
-				context = CASE WHEN excluded.context = '' THEN run_inputs.context ELSE excluded.context END`,
-			runID, d.Name, d.Digest, d.SourceType, d.Source, d.Schema, d.Profile, dctx); err != nil {
+		if _, err := upsert.ExecContext(ctx, runID, d.Name, d.Digest, d.SourceType, d.Source, d.Schema, d.Profile, dctx); err != nil {
 			return err
 		}
 		for _, t := range in.Tags {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO run_input_tags (run_uuid, name, digest, key, value) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (run_uuid, name, digest, key) DO UPDATE SET value = excluded.value`,
-				runID, d.Name, d.Digest, t.Key, t.Value); err != nil {
+			if _, err := upsertTag.ExecContext(ctx, runID, d.Name, d.Digest, t.Key, t.Value); err != nil {
 				return err
 			}
 		}

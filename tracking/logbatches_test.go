@@ -214,12 +214,18 @@ func TestCreateRuns(t *testing.T) {
 			t.Errorf("GetRun(%s) tags against CreateRuns' (-want +got):\n%s", want.Info.RunName, diff)
 		}
 	}
+	other, err := s.EnsureExperiment(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		bad  CreateRun
 		want error
 	}{
 		{"no such parent", CreateRun{ParentRunID: strings.Repeat("0", 32)}, ErrNotFound},
+		// The parent is checked (and remembered) for run 0 already.
+		{"parent in another experiment", CreateRun{ExperimentID: other, ParentRunID: parent}, ErrInvalid},
 		{"no such experiment", CreateRun{ExperimentID: "99"}, ErrNotFound},
 		{"bad tag", CreateRun{Tags: map[string]string{"": "v"}}, ErrInvalid},
 	} {

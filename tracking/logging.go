@@ -93,7 +93,7 @@ func (s *SQLiteStore) logBatchTx(ctx context.Context, tx *sql.Tx, b RunBatch) er
 	if err := s.logMetrics(ctx, tx, b.RunID, b.Metrics); err != nil {
 		return err
 	}
-	return logInputs(ctx, tx, b.RunID, b.Inputs)
+	return s.logInputs(ctx, tx, b.RunID, b.Inputs)
 }
 
 // LogMetric logs one metric point; see LogBatch.

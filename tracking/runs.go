@@ -29,7 +29,7 @@ func (s *SQLiteStore) CreateRun(ctx context.Context, req CreateRun) (Run, error)
 		return Run{}, fmt.Errorf("creating run in experiment %s: %w", cmp.Or(req.ExperimentID, DefaultExperimentID), err)
 	}
 	err = s.write(ctx, "creating run in experiment "+nr.Info.ExperimentID, func(tx *sql.Tx) error {
-		return s.insertRun(ctx, tx, &nr)
+		return s.runInserts(ctx, tx).insert(ctx, &nr)
 	})
 	if err != nil {
 		return Run{}, err
@@ -56,11 +56,12 @@ func (s *SQLiteStore) CreateRuns(ctx context.Context, reqs []CreateRun) ([]Run, 
 	}
 	err := s.write(ctx, what, func(tx *sql.Tx) error {
 		sctx := statementContext(ctx)
+		ins := s.runInserts(sctx, tx)
 		for i := range nrs {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := s.insertRun(sctx, tx, &nrs[i]); err != nil {
+			if err := ins.insert(sctx, &nrs[i]); err != nil {
 				return fmt.Errorf("run %d (%s), in experiment %s: %w", i, nrs[i].Info.RunName, nrs[i].Info.ExperimentID, err)
 			}
 		}
@@ -132,42 +133,73 @@ func newRun(req CreateRun) (newRunReq, error) {
 		proxied: req.ProxiedArtifacts, uncheckedParent: req.UncheckedParent}, nil
 }
 
-// insertRun inserts a checked run within tx, once its experiment (and
-// parent) checks; it sets the run's artifact URI.
-func (s *SQLiteStore) insertRun(ctx context.Context, tx *sql.Tx, nr *newRunReq) error {
+// runInserts inserts runs within tx through statements prepared once,
+// remembering the experiments and parent runs it has checked: a round's
+// thousands of site runs share one experiment and one parent.
+type runInserts struct {
+	exp, parent, run, tag *sql.Stmt
+	exps                  map[int64]experimentRow
+	parents               map[string]int64 // a parent run's experiment
+}
+
+// experimentRow is what inserting a run reads of its experiment.
+type experimentRow struct {
+	loc   string
+	stage LifecycleStage
+}
+
+func (s *SQLiteStore) runInserts(ctx context.Context, tx *sql.Tx) *runInserts {
+	return &runInserts{
+		exp:     tx.StmtContext(ctx, s.selectExperimentLoc),
+		parent:  tx.StmtContext(ctx, s.selectRunExperiment),
+		run:     tx.StmtContext(ctx, s.insertRunRow),
+		tag:     tx.StmtContext(ctx, s.upsertTag),
+		exps:    make(map[int64]experimentRow),
+		parents: make(map[string]int64),
+	}
+}
+
+// insert inserts the checked run nr: its experiment must exist and be
+// active, and its parent (unless unchecked) exist in the same experiment.
+func (ri *runInserts) insert(ctx context.Context, nr *newRunReq) error {
 	info, expID := &nr.Info, nr.expID
-	var loc string
-	var stage LifecycleStage
-	switch err := tx.QueryRowContext(ctx, `SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?`, expID).Scan(&loc, &stage); {
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("experiment %s: %w", info.ExperimentID, ErrNotFound)
-	case err != nil:
-		return err
-	case stage == LifecycleDeleted:
+	e, ok := ri.exps[expID]
+	if !ok {
+		switch err := ri.exp.QueryRowContext(ctx, expID).Scan(&e.loc, &e.stage); {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("experiment %s: %w", info.ExperimentID, ErrNotFound)
+		case err != nil:
+			return err
+		}
+		ri.exps[expID] = e
+	}
+	if e.stage == LifecycleDeleted {
 		return fmt.Errorf("%w: restore experiment %s first or use another", ErrExperimentDeleted, info.ExperimentID)
 	}
 	if parent, _ := nr.Data.Tag(TagParentRunID); parent != "" && !nr.uncheckedParent {
-		var parentExp int64
-		switch err := tx.QueryRowContext(ctx, `SELECT experiment_id FROM runs WHERE run_uuid = ?`, parent).Scan(&parentExp); {
-		case errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("parent run %s: %w", parent, ErrNotFound)
-		case err != nil:
-			return err
-		case parentExp != expID:
+		parentExp, ok := ri.parents[parent]
+		if !ok {
+			switch err := ri.parent.QueryRowContext(ctx, parent).Scan(&parentExp); {
+			case errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("parent run %s: %w", parent, ErrNotFound)
+			case err != nil:
+				return err
+			}
+			ri.parents[parent] = parentExp
+		}
+		if parentExp != expID {
 			return fmt.Errorf("%w: parent run %s is in experiment %d; a nested run must be in its parent's experiment", ErrInvalid, parent, parentExp)
 		}
 	}
-	info.ArtifactURI = strings.TrimSuffix(loc, "/") + "/" + info.RunID + "/artifacts"
+	info.ArtifactURI = strings.TrimSuffix(e.loc, "/") + "/" + info.RunID + "/artifacts"
 	if nr.proxied {
 		info.ArtifactURI = fmt.Sprintf("%s:/%d/%s/artifacts", ProxyScheme, expID, info.RunID)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
-		info.RunID, info.RunName, expID, info.UserID, info.Status, info.StartTime.UnixMilli(), info.ArtifactURI, info.LifecycleStage); err != nil {
+	if _, err := ri.run.ExecContext(ctx, info.RunID, info.RunName, expID, info.UserID, info.Status, info.StartTime.UnixMilli(), info.ArtifactURI, info.LifecycleStage); err != nil {
 		return err
 	}
-	ins := tx.StmtContext(ctx, s.upsertTag)
 	for _, t := range nr.Data.Tags {
-		if _, err := ins.ExecContext(ctx, info.RunID, t.Key, t.Value); err != nil {
+		if _, err := ri.tag.ExecContext(ctx, info.RunID, t.Key, t.Value); err != nil {
 			return err
 		}
 	}

@@ -79,6 +79,13 @@ type SQLiteStore struct {
 	selectParam    *sql.Stmt
 	upsertTag      *sql.Stmt
 	selectRunStage *sql.Stmt
+	// ... and by CreateRuns and the inputs' logging.
+	selectExperimentLoc *sql.Stmt
+	selectRunExperiment *sql.Stmt
+	insertRunRow        *sql.Stmt
+	upsertInput         *sql.Stmt
+	upsertInputTag      *sql.Stmt
+	stmts               []*sql.Stmt // every statement above, closed by Close
 
 	closeOnce sync.Once
 	closeErr  error
@@ -168,10 +175,21 @@ func (s *SQLiteStore) open(ctx context.Context) error {
 		{&s.selectParam, `SELECT value FROM params WHERE run_uuid = ? AND key = ?`},
 		{&s.upsertTag, `INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value`},
 		{&s.selectRunStage, `SELECT lifecycle_stage FROM runs WHERE run_uuid = ?`},
+		{&s.selectExperimentLoc, `SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?`},
+		{&s.selectRunExperiment, `SELECT experiment_id FROM runs WHERE run_uuid = ?`},
+		{&s.insertRunRow, `INSERT INTO runs (` + runColumns + `) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`},
+		{&s.upsertInput, `INSERT INTO run_inputs (run_uuid, name, digest, source_type, source, schema, profile, context)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (run_uuid, name, digest) DO UPDATE SET source_type = excluded.source_type, source = excluded.source,
+				schema = excluded.schema, profile = excluded.profile,
+				context = CASE WHEN excluded.context = '' THEN run_inputs.context ELSE excluded.context END`},
+		{&s.upsertInputTag, `INSERT INTO run_input_tags (run_uuid, name, digest, key, value) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (run_uuid, name, digest, key) DO UPDATE SET value = excluded.value`},
 	} {
 		if *p.stmt, err = s.w.PrepareContext(ctx, p.query); err != nil {
 			return fmt.Errorf("preparing statement: %w", err)
 		}
+		s.stmts = append(s.stmts, *p.stmt)
 	}
 	return nil
 }
@@ -227,10 +245,8 @@ func (s *SQLiteStore) ensureDefaultExperiment(ctx context.Context) error {
 func (s *SQLiteStore) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		for _, st := range []*sql.Stmt{s.insertMetric, s.upsertLatest, s.insertParam, s.selectParam, s.upsertTag, s.selectRunStage} {
-			if st != nil {
-				errs = append(errs, st.Close())
-			}
+		for _, st := range s.stmts {
+			errs = append(errs, st.Close())
 		}
 		for _, db := range []*sql.DB{s.r, s.w} {
 			if db != nil {
