@@ -180,7 +180,10 @@ func addTrainMetrics(metrics map[string]float64, res train.TrainResult) {
 func (a *Agent) taskTrainConfig(s *session, t *pb.Task) train.TrainConfig {
 	p := t.GetTrain()
 	cs := aggregators.ReadClientSettings(p) // what the job's strategy has this site train with
-	var lastProgress time.Time
+	// The first report comes an interval into the task, not at its first
+	// batch: a task shorter than that sends none (at 10,000 sites, a
+	// message each way per site and round that said nothing).
+	lastProgress := time.Now()
 	return train.TrainConfig{
 		Epochs:      int(p.GetEpochs()),
 		BatchSize:   int(p.GetBatchSize()),
