@@ -33,6 +33,7 @@ var (
 	benchSites     = flag.Int("sites", 1000, "BenchmarkThousandSites: how many site agents to connect")
 	benchAgentProc = flag.Bool("agents-process", false, "BenchmarkThousandSites: run the site agents in a second process (the coordinator's heap is then measured alone)")
 	benchIdleHeap  = flag.String("idle-heap-profile", "", "BenchmarkThousandSites: write a heap profile to this file, and the goroutines to FILE.goroutines, once every site is connected and idle")
+	benchRoundCPU  = flag.String("round-cpu-profile", "", "BenchmarkThousandSites: write a CPU profile of the measured rounds (from the second on) to this file")
 )
 
 // The helper process of BenchmarkThousandSites -agents-process: the test
@@ -203,7 +204,7 @@ func BenchmarkThousandSites(b *testing.B) {
 	var overhead, wall []float64
 	cpu0 := processCPU(b)
 	for b.Loop() {
-		w, o, _ := timeJob(ctx, b, jobs, store, src, 2)
+		w, o, _ := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU)
 		wall, overhead = append(wall, w...), append(overhead, o...)
 	}
 	cpu := processCPU(b) - cpu0
@@ -247,6 +248,24 @@ func writeProfile(b *testing.B, name, path string, debug int) {
 	}
 }
 
+// startCPUProfile starts a CPU profile written to path, and returns the
+// function that closes its file once the profile is stopped.
+func startCPUProfile(b *testing.B, path string) (closeFile func()) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
+}
+
 // messageCounter is a log handler that discards every record and closes
 // done once want records carried the message msg.
 type messageCounter struct {
@@ -272,8 +291,9 @@ func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
 // from round first on, its wall time (round_started to round_committed)
 // and what it took beyond its slowest site's training (the site runs'
 // train_seconds); and how many site runs the arm has. Earlier rounds are
-// left out (the first waits for every site to connect).
-func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32) (wall, overhead []float64, sites int) {
+// left out (the first waits for every site to connect). With profile set,
+// it writes a CPU profile of the rounds it times to that file.
+func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string) (wall, overhead []float64, sites int) {
 	b.Helper()
 	resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
 	if err != nil {
@@ -293,12 +313,16 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 		switch ev.GetKind() {
 		case "round_started":
 			started = time.UnixMilli(ev.GetUnixMs())
+			if ev.GetRound() == first && profile != "" {
+				defer startCPUProfile(b, profile)()
+			}
 		case "round_committed":
 			if ev.GetRound() >= first {
 				wall = append(wall, time.UnixMilli(ev.GetUnixMs()).Sub(started).Seconds())
 			}
 		}
 	}
+	pprof.StopCPUProfile() // the rounds' profile, if any, ends with the job
 	got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
 	if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		b.Fatalf("job: %v %v", got.GetJob(), err)
