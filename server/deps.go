@@ -99,6 +99,16 @@ type RunsCreator interface {
 	CreateRuns(ctx context.Context, reqs []tracking.CreateRun) ([]tracking.Run, error)
 }
 
+// RunsEnder is implemented by a [Tracker] that ends several runs in one
+// call (*tracking.SQLiteStore: one transaction). The recorder ends an
+// arm's site runs through it; with a tracker that lacks it, or where it
+// fails, it calls UpdateRun once a site.
+type RunsEnder interface {
+	// EndRuns sets the runs' status and end time, all or nothing where
+	// the tracker can.
+	EndRuns(ctx context.Context, runIDs []string, status tracking.RunStatus, end time.Time) error
+}
+
 // ModelProvider prepares a job's model.
 type ModelProvider interface {
 	// Prepare returns the initial global model of a job, the spec the sites

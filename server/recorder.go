@@ -718,9 +718,7 @@ func (r *recorder) armFinished(ev ArmFinished) {
 		return
 	}
 	end := time.Now()
-	for _, site := range slices.Sorted(maps.Keys(a.siteRuns)) {
-		r.failed("tracking_update_failed", r.tr.UpdateRun(r.ctx, a.siteRuns[site], ev.Status, end, ""), "site", site)
-	}
+	r.endSiteRuns(a, ev.Status, end)
 	if a.runID == "" {
 		return
 	}
@@ -732,6 +730,27 @@ func (r *recorder) armFinished(ev ArmFinished) {
 	r.failed("tracking_update_failed", r.tr.UpdateRun(r.ctx, a.runID, ev.Status, end, ""), "arm", ev.Arm)
 	if ev.Err == nil {
 		r.registerArm(a, ev)
+	}
+}
+
+// endSiteRuns ends the arm's site runs: in one call where the tracker is
+// a [RunsEnder], else (or where that fails) one by one, so that a run
+// that cannot be ended leaves the others ended.
+func (r *recorder) endSiteRuns(a *armRecord, status tracking.RunStatus, end time.Time) {
+	sites := slices.Sorted(maps.Keys(a.siteRuns))
+	if re, ok := r.tr.(RunsEnder); ok && len(sites) > 1 {
+		ids := make([]string, len(sites))
+		for i, site := range sites {
+			ids[i] = a.siteRuns[site]
+		}
+		err := re.EndRuns(r.ctx, ids, status, end)
+		if err == nil {
+			return
+		}
+		r.log.Warn("tracking_end_runs_failed", "arm", a.name, "runs", len(ids), "err", err, "effect", "the site runs are ended one by one")
+	}
+	for _, site := range sites {
+		r.failed("tracking_update_failed", r.tr.UpdateRun(r.ctx, a.siteRuns[site], status, end, ""), "site", site)
 	}
 }
 

@@ -216,3 +216,78 @@ func BenchmarkRecorderRounds(b *testing.B) {
 		})
 	}
 }
+
+// endCounter records the EndRuns calls (the runs of each) it passes on
+// to the store; with fail set, each fails instead.
+type endCounter struct {
+	*tracking.SQLiteStore
+	fail  bool
+	mu    sync.Mutex
+	calls []int
+}
+
+func (e *endCounter) EndRuns(ctx context.Context, ids []string, status tracking.RunStatus, end time.Time) error {
+	e.mu.Lock()
+	e.calls = append(e.calls, len(ids))
+	e.mu.Unlock()
+	if e.fail {
+		return errors.New("ending runs: the tracking server refused one")
+	}
+	return e.SQLiteStore.EndRuns(ctx, ids, status, end)
+}
+
+// TestRecorderEndsSiteRuns: an arm's site runs end with the arm, in one
+// EndRuns call where the tracker has it, one by one where it has not or
+// that call fails.
+func TestRecorderEndsSiteRuns(t *testing.T) {
+	const sites = 3
+	for _, tc := range []struct {
+		name      string
+		wrap      func(*tracking.SQLiteStore) (Tracker, *endCounter)
+		wantCalls []int
+	}{
+		{"EndRuns", func(s *tracking.SQLiteStore) (Tracker, *endCounter) {
+			e := &endCounter{SQLiteStore: s}
+			return e, e
+		}, []int{sites}},
+		{"without EndRuns", func(s *tracking.SQLiteStore) (Tracker, *endCounter) { return plainTracker{s}, nil }, nil},
+		{"EndRuns failing", func(s *tracking.SQLiteStore) (Tracker, *endCounter) {
+			e := &endCounter{SQLiteStore: s, fail: true}
+			return e, e
+		}, []int{sites}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := openStore(t)
+			tr, counter := tc.wrap(store)
+			r, _ := newTestRecorder(t, tr, Config{})
+			r.publish(JobStarted{Experiment: "e"})
+			r.publish(ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 1})
+			r.publish(RoundStarted{Arm: "fedavg", Round: 1, Rounds: 1, Attempt: 1})
+			for i := range sites {
+				r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: fmt.Sprintf("site-%d", i), NumSamples: 10})
+			}
+			r.publish(RoundClosed{Arm: "fedavg", Round: 1, Rounds: 1, EnergyMethod: "estimated"})
+			r.publish(ArmFinished{Arm: "fedavg", Status: tracking.StatusFailed})
+			r.publish(JobFinished{Interrupted: true})
+			r.finish(10 * time.Second)
+			if r.failures != 0 {
+				t.Errorf("recorder failures = %d, want 0", r.failures)
+			}
+			if counter != nil {
+				if diff := cmp.Diff(tc.wantCalls, counter.calls); diff != "" {
+					t.Errorf("EndRuns calls, by runs (-want +got):\n%s", diff)
+				}
+			}
+			arm := r.arms["fedavg"]
+			if len(arm.siteRuns) != sites {
+				t.Fatalf("site runs = %v, want %d", arm.siteRuns, sites)
+			}
+			for site, id := range arm.siteRuns {
+				run, err := store.GetRun(context.Background(), id)
+				if err != nil || run.Info.Status != tracking.StatusFailed || run.Info.EndTime.IsZero() {
+					t.Errorf("%s's run: %s ending %v (%v); want FAILED with an end", site, run.Info.Status, run.Info.EndTime, err)
+				}
+			}
+		})
+	}
+}

@@ -244,3 +244,47 @@ func TestCreateRuns(t *testing.T) {
 		})
 	}
 }
+
+// TestEndRuns ends runs in one call, as UpdateRun ends each; a run that
+// cannot be ended (deleted, unknown), named by index, or a bad status
+// ends none.
+func TestEndRuns(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openStore(t)
+	a := mustCreateRun(t, s, CreateRun{Name: "a", StartTime: ms(1)}).Info.RunID
+	b := mustCreateRun(t, s, CreateRun{Name: "b", StartTime: ms(1)}).Info.RunID
+	deleted := mustCreateRun(t, s, CreateRun{Name: "deleted"}).Info.RunID
+	if err := s.DeleteRun(ctx, deleted); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		ids    []string
+		status RunStatus
+		want   error
+	}{
+		{"a deleted run", []string{a, deleted}, StatusFinished, ErrRunDeleted},
+		{"an unknown run", []string{a, strings.Repeat("0", 32)}, StatusFinished, ErrNotFound},
+		{"a bad status", []string{a}, "DONE", ErrInvalid},
+	} {
+		err := s.EndRuns(ctx, c.ids, c.status, ms(9))
+		if !errors.Is(err, c.want) || c.status.Valid() && !strings.Contains(err.Error(), "run 1") {
+			t.Errorf("EndRuns(%s) = %v, want %v naming run 1", c.name, err, c.want)
+		}
+		if r, _ := s.GetRun(ctx, a); r.Info.Status != StatusRunning || !r.Info.EndTime.IsZero() {
+			t.Errorf("after EndRuns(%s) failed, run a is %s ending %v; want it running", c.name, r.Info.Status, r.Info.EndTime)
+		}
+	}
+	if err := s.EndRuns(ctx, []string{a, b}, StatusFailed, ms(9)); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{a, b} {
+		r, err := s.GetRun(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Info.Status != StatusFailed || !r.Info.EndTime.Equal(ms(9)) {
+			t.Errorf("run %s is %s ending %v, want FAILED ending %v", r.Info.RunName, r.Info.Status, r.Info.EndTime, ms(9))
+		}
+	}
+}

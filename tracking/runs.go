@@ -269,6 +269,40 @@ func (s *SQLiteStore) UpdateRun(ctx context.Context, runID string, status RunSta
 	})
 }
 
+// EndRuns sets the status and end time of several runs, as UpdateRun sets
+// each's, in one transaction: all or nothing. An error names the first
+// run that failed, by index. It is for a writer that ends many runs at
+// once (an arm's site runs).
+func (s *SQLiteStore) EndRuns(ctx context.Context, runIDs []string, status RunStatus, end time.Time) error {
+	what := fmt.Sprintf("ending %d runs", len(runIDs))
+	if !status.Valid() {
+		return fmt.Errorf("%s: %w: status %q is none of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", what, ErrInvalid, status)
+	}
+	if len(runIDs) == 0 {
+		return nil
+	}
+	return s.write(ctx, what, func(tx *sql.Tx) error {
+		sctx := statementContext(ctx)
+		upd, err := tx.PrepareContext(sctx, `UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?`)
+		if err != nil {
+			return err
+		}
+		defer upd.Close()
+		for i, id := range runIDs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := s.checkRunActive(sctx, tx, id); err != nil {
+				return fmt.Errorf("run %d: %w", i, err)
+			}
+			if _, err := upd.ExecContext(sctx, status, end.UnixMilli(), id); err != nil {
+				return fmt.Errorf("run %d (%s): %w", i, id, err)
+			}
+		}
+		return nil
+	})
+}
+
 // checkRunActive returns ErrNotFound or ErrRunDeleted unless the run
 // exists and is active; tx is a write transaction.
 func (s *SQLiteStore) checkRunActive(ctx context.Context, tx *sql.Tx, runID string) error {
