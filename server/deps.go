@@ -63,8 +63,20 @@ func (d Deps) validate() error {
 // WeightsStore keeps uploaded initial weights, addressed by the hex
 // SHA-256 of their safetensors bytes.
 type WeightsStore interface {
-	// Put stores checked safetensors bytes whose SHA-256 is digest.
-	Put(digest string, b []byte) error
+	// Create starts storing an upload, written to it as it arrives.
+	Create() (WeightsUpload, error)
+}
+
+// WeightsUpload is an upload being stored ([WeightsStore.Create]): the
+// coordinator writes its bytes as they are checked, then keeps them
+// (Commit) or drops them (Abort).
+type WeightsUpload interface {
+	io.Writer
+	// Commit keeps the bytes written as the weights whose SHA-256 is
+	// digest.
+	Commit(digest string) error
+	// Abort drops what was written; after Commit it does nothing.
+	Abort()
 }
 
 // Tracker is the part of a tracking store the coordinator logs into;

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"google.golang.org/grpc"
 
@@ -12,9 +13,11 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
-// UploadWeights implements JobsService.UploadWeights: it assembles a
-// safetensors file of at most Config.MaxInitBytes, checks its SHA-256, that
-// it decodes and that every value is finite, and keeps it in Deps.Weights.
+// UploadWeights implements JobsService.UploadWeights: it checks a
+// safetensors file of at most Config.MaxInitBytes as it arrives (that it
+// decodes, that every value is finite, then its SHA-256) and writes it to
+// Deps.Weights on the way, which keeps it once it checks. It holds a chunk
+// of the file at a time, whatever the file's size.
 func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.WeightsChunk, pb.UploadWeightsResponse]) error {
 	if err := c.limitAdmin(stream.Context()); err != nil {
 		return err
@@ -37,40 +40,87 @@ func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.Weights
 	if len(sum) != 32 {
 		return toStatus(badInput("upload weights: the first chunk must carry the file's SHA-256 (32 bytes, got %d)", len(sum)))
 	}
-	asm, err := model.NewAssembler(size)
+	// Errors of the chunks' receiving and of the store's writing, told
+	// apart from the file's own.
+	var recvErr, badChunk, storeErr error
+	var m pb.WeightsChunk // received into again: the reader keeps no chunk past the next
+	pending := first
+	r, err := model.NewChunkReader(size, func() ([]byte, error) {
+		if pending == nil {
+			if err := stream.RecvMsg(&m); err != nil {
+				if !errors.Is(err, io.EOF) {
+					recvErr = err
+				}
+				return nil, err
+			}
+			pending = &m
+		}
+		data := pending.GetData()
+		pending = nil
+		if len(data) > 4*model.ChunkSize {
+			badChunk = badInput("upload weights: a chunk of %d bytes; send chunks of at most %d", len(data), model.ChunkSize)
+			return nil, badChunk
+		}
+		return data, nil
+	})
 	if err != nil {
 		return toStatus(badInput("upload weights: %v", err))
 	}
-	for m := first; ; {
-		if len(m.GetData()) > 4*model.ChunkSize {
-			return toStatus(badInput("upload weights: a chunk of %d bytes; send chunks of at most %d", len(m.GetData()), model.ChunkSize))
-		}
-		if err := asm.Write(m.GetData()); err != nil {
-			return toStatus(badInput("upload weights: %v", err))
-		}
-		m, err = stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return toStatus(fmt.Errorf("upload weights: receiving chunks: %w", err))
-		}
-	}
-	b, err := asm.Finish(sum)
+	up, err := c.deps.Weights.Create()
 	if err != nil {
-		return toStatus(badInput("upload weights: %v", err))
-	}
-	w, _, err := model.UnmarshalSafetensors(b)
-	if err != nil {
-		return toStatus(badInput("upload weights: not a safetensors file: %v; save the initial weights with safetensors (e.g. safetensors.torch.save_file(model.state_dict(), path))", err))
-	}
-	if err := w.CheckFinite(); err != nil {
-		return toStatus(badInput("upload weights: %v; initial weights must be finite", err))
-	}
-	digest := hex.EncodeToString(sum)
-	if err := c.deps.Weights.Put(digest, b); err != nil {
 		return toStatus(fmt.Errorf("upload weights: storing: %w", err))
 	}
-	c.log.Info("weights_uploaded", "sha256", digest, "bytes", len(b), "tensors", len(w.Tensors))
+	defer up.Abort()
+	var shell *model.Weights
+	_, err = model.ScanSafetensors(io.TeeReader(r, storeWriter{up, &storeErr}), size,
+		func(w *model.Weights) error { shell = w; return nil },
+		func(t, off int, vals []float32) error {
+			for i, v := range vals {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return fmt.Errorf("%w: tensor %q has %v at index %d", errNotFinite, shell.Tensors[t].Name, v, off+i)
+				}
+			}
+			return nil
+		})
+	if err == nil {
+		err = r.Finish(sum)
+	}
+	switch {
+	case recvErr != nil:
+		return toStatus(fmt.Errorf("upload weights: receiving chunks: %w", recvErr))
+	case badChunk != nil:
+		return toStatus(badChunk)
+	case storeErr != nil:
+		return toStatus(fmt.Errorf("upload weights: storing: %w", storeErr))
+	case errors.Is(err, errNotFinite):
+		return toStatus(badInput("upload weights: %v; initial weights must be finite", err))
+	case errors.Is(err, model.ErrChecksum), errors.Is(err, model.ErrTruncated), errors.Is(err, model.ErrOverflow), errors.Is(err, model.ErrTooLarge):
+		return toStatus(badInput("upload weights: %v", err))
+	case err != nil:
+		return toStatus(badInput("upload weights: not a safetensors file: %v; save the initial weights with safetensors (e.g. safetensors.torch.save_file(model.state_dict(), path))", err))
+	}
+	digest := hex.EncodeToString(sum)
+	if err := up.Commit(digest); err != nil {
+		return toStatus(fmt.Errorf("upload weights: storing: %w", err))
+	}
+	c.log.Info("weights_uploaded", "sha256", digest, "bytes", size, "tensors", len(shell.Tensors))
 	return stream.SendAndClose(&pb.UploadWeightsResponse{Sha256: digest})
+}
+
+// errNotFinite marks an uploaded value that is NaN or infinite.
+var errNotFinite = errors.New("not finite")
+
+// storeWriter writes to an upload's store, keeping the first error in
+// err: a failure of the store's (a full disk), not of the file.
+type storeWriter struct {
+	w   io.Writer
+	err *error
+}
+
+func (s storeWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil && *s.err == nil {
+		*s.err = err
+	}
+	return n, err
 }

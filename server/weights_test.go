@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"math"
 	"net"
 	"strings"
@@ -20,16 +22,42 @@ import (
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
 
+// memWeights keeps uploads in memory; aborted counts the uploads dropped.
 type memWeights struct {
-	mu sync.Mutex
-	m  map[string][]byte
+	mu      sync.Mutex
+	m       map[string][]byte
+	aborted int
+	fail    error // every write fails with it, as a full disk would
 }
 
-func (s *memWeights) Put(digest string, b []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[digest] = append([]byte(nil), b...)
+func (s *memWeights) Create() (WeightsUpload, error) { return &memUpload{s: s}, nil }
+
+type memUpload struct {
+	s    *memWeights
+	b    bytes.Buffer
+	done bool
+}
+
+func (u *memUpload) Write(p []byte) (int, error) {
+	if u.s.fail != nil {
+		return 0, u.s.fail
+	}
+	return u.b.Write(p)
+}
+
+func (u *memUpload) Commit(digest string) error {
+	u.s.mu.Lock()
+	defer u.s.mu.Unlock()
+	u.s.m[digest], u.done = bytes.Clone(u.b.Bytes()), true
 	return nil
+}
+
+func (u *memUpload) Abort() {
+	u.s.mu.Lock()
+	defer u.s.mu.Unlock()
+	if !u.done {
+		u.s.aborted, u.done = u.s.aborted+1, true
+	}
 }
 
 func TestUploadWeights(t *testing.T) {
@@ -96,6 +124,9 @@ func TestUploadWeights(t *testing.T) {
 		{"not safetensors", []byte("hello world"), 11, sum([]byte("hello world")), "not a safetensors file"},
 		{"not finite", bad, int64(len(bad)), sum(bad), "must be finite"},
 		{"no checksum", good, int64(len(good)), nil, "must carry the file's SHA-256"},
+		{"truncated", good[:len(good)-4], int64(len(good)), sum(good), "truncated"},
+		{"bytes after the file", append(bytes.Clone(good), 0, 0), int64(len(good) + 2), sum(append(bytes.Clone(good), 0, 0)), "after the end of the file"},
+		{"more than declared", good, int64(len(good) - 4), sum(good), "header says 168 bytes, the limit is 164"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,7 +135,7 @@ func TestUploadWeights(t *testing.T) {
 				if err != nil {
 					t.Fatalf("UploadWeights = %v", err)
 				}
-				if want := hex.EncodeToString(tt.sum); got != want || store.m[want] == nil {
+				if want := hex.EncodeToString(tt.sum); got != want || !bytes.Equal(store.m[want], tt.b) {
 					t.Errorf("UploadWeights = %s (stored %v), want %s stored", got, store.m[want] != nil, want)
 				}
 				return
@@ -112,6 +143,87 @@ func TestUploadWeights(t *testing.T) {
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tt.want)) {
 				t.Errorf("UploadWeights = %v, want InvalidArgument containing %q", err, tt.want)
 			}
+			if tt.sum != nil && !bytes.Equal(tt.sum, sum(good)) && store.m[hex.EncodeToString(tt.sum)] != nil {
+				t.Errorf("refused weights were stored under %x", tt.sum)
+			}
 		})
+	}
+	// Every upload refused once its bytes began to arrive was dropped.
+	if store.aborted != 6 {
+		t.Errorf("%d uploads dropped, want 6", store.aborted)
+	}
+	// A store that cannot write (a full disk) fails the upload as the
+	// coordinator's fault, not the file's, and keeps nothing.
+	store.fail = errors.New("no space left on device")
+	other := sum(append(bytes.Clone(good), 0))
+	if _, err := upload(good, int64(len(good)), other); status.Code(err) == codes.InvalidArgument || !strings.Contains(err.Error(), "storing: no space left") {
+		t.Errorf("UploadWeights to a full store = %v, want a storing error", err)
+	}
+	if store.aborted != 7 || len(store.m) != 1 {
+		t.Errorf("after the full store: %d dropped, %d kept; want 7, 1", store.aborted, len(store.m))
+	}
+}
+
+// discardWeights is a store that keeps nothing: what an upload costs the
+// coordinator itself.
+type discardWeights struct{}
+
+func (discardWeights) Create() (WeightsUpload, error) { return discardUpload{}, nil }
+
+type discardUpload struct{}
+
+func (discardUpload) Write(p []byte) (int, error) { return len(p), nil }
+func (discardUpload) Commit(string) error         { return nil }
+func (discardUpload) Abort()                      {}
+
+// BenchmarkUploadWeights uploads initial weights of 64 MiB and reports
+// what the coordinator allocates for each (B/op): the upload is checked
+// and stored a chunk at a time, so about the chunks' size, not the file's.
+//
+//	go test -run '^$' -bench UploadWeights -benchmem ./server
+func BenchmarkUploadWeights(b *testing.B) {
+	w := &model.Weights{Tensors: []model.Tensor{{Name: "w", Shape: []int{16 << 20}, Data: make([]float32, 16<<20)}}}
+	file, err := model.MarshalSafetensors(w, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sum := sha256.Sum256(file)
+	coord, err := New(Config{}, Deps{OpenTracker: noTrackerOpener, Models: &fakeModels{}, Weights: discardWeights{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer coord.Close()
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer(GRPCOptions()...)
+	coord.Register(gs)
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	cli := pb.NewJobsServiceClient(cc)
+	b.SetBytes(int64(len(file)))
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := cli.UploadWeights(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for off := 0; off < len(file); off += model.ChunkSize {
+			ch := &pb.WeightsChunk{Data: file[off:min(off+model.ChunkSize, len(file))]}
+			if off == 0 {
+				ch.TotalSize, ch.Sha256 = int64(len(file)), sum[:]
+			}
+			if err := st.Send(ch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := st.CloseAndRecv(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

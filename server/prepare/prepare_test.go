@@ -41,8 +41,19 @@ func TestCoordinatorModelsExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	const digest = "0000000000000000000000000000000000000000000000000000000000000001"
-	if err := dir.Put(digest, b); err != nil {
+	up, err := dir.Create()
+	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := up.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Commit(digest); err != nil {
+		t.Fatal(err)
+	}
+	up.Abort() // nothing after a Commit
+	if left, _ := filepath.Glob(filepath.Join(dir.Dir, ".upload-*")); len(left) != 0 {
+		t.Errorf("temporary files left after Commit: %v", left)
 	}
 	m := &CoordinatorModels{Trainers: &train.Factory{ExecRefused: "no"}, Weights: dir}
 	ctx := context.Background()

@@ -2,7 +2,6 @@ package prepare
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,34 +30,57 @@ func (d WeightsDir) path(digest string) (string, error) {
 	return filepath.Join(d.Dir, digest+".safetensors"), nil
 }
 
-// Put implements server.WeightsStore: it writes b under its digest, through
-// a temporary file so that a reader never sees half of it.
-func (d WeightsDir) Put(digest string, b []byte) error {
-	p, err := d.path(digest)
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(p); err == nil {
-		return nil // content-addressed: already here
-	}
+// Create implements server.WeightsStore: an upload is written to a
+// temporary file in Dir and renamed to its digest's name by Commit, so
+// that a reader never sees half of it.
+func (d WeightsDir) Create() (server.WeightsUpload, error) {
 	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	f, err := os.CreateTemp(d.Dir, ".upload-*")
 	if err != nil {
+		return nil, err
+	}
+	return &dirUpload{d: d, f: f}, nil
+}
+
+// dirUpload is an upload to a WeightsDir.
+type dirUpload struct {
+	d    WeightsDir
+	f    *os.File
+	done bool // committed or aborted
+}
+
+func (u *dirUpload) Write(p []byte) (int, error) { return u.f.Write(p) }
+
+// Commit keeps the upload under digest; weights already kept under it
+// stay as they are (content-addressed: the same bytes).
+func (u *dirUpload) Commit(digest string) error {
+	p, err := u.d.path(digest)
+	if err != nil {
 		return err
 	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(f.Name())
+	if err := u.f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		os.Remove(f.Name())
+	if _, err := os.Stat(p); err == nil {
+		return nil // Abort removes the temporary file
+	}
+	if err := os.Rename(u.f.Name(), p); err != nil {
 		return err
 	}
+	u.done = true
 	return nil
+}
+
+// Abort removes the temporary file, unless Commit renamed it.
+func (u *dirUpload) Abort() {
+	if u.done {
+		return
+	}
+	u.done = true
+	_ = u.f.Close() // closed already after a Commit
+	_ = os.Remove(u.f.Name())
 }
 
 // Has reports whether the weights with digest are stored.
