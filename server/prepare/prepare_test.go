@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohortfl/cohort/data"
 	"github.com/cohortfl/cohort/job"
@@ -50,10 +51,6 @@ func TestCoordinatorModelsExec(t *testing.T) {
 	}
 	if err := up.Commit(digest); err != nil {
 		t.Fatal(err)
-	}
-	up.Abort() // nothing after a Commit
-	if left, _ := filepath.Glob(filepath.Join(dir.Dir, ".upload-*")); len(left) != 0 {
-		t.Errorf("temporary files left after Commit: %v", left)
 	}
 	m := &CoordinatorModels{Trainers: &train.Factory{ExecRefused: "no"}, Weights: dir}
 	ctx := context.Background()
@@ -281,5 +278,67 @@ arms: [{name: fedavg, strategy: fedavg}]
 	}
 	if got.N != 50 {
 		t.Errorf("test split of a 500-sample pool: %d samples, want 50 (the default test fraction 0.1)", got.N)
+	}
+}
+
+// TestWeightsDirUploads: an upload is kept under its digest by Commit and
+// leaves no temporary file, whatever ends it: Commit, Commit of weights
+// already kept (which stay as they were), Abort. An upload a crash cut
+// short a day ago is removed by the next one; one in progress is not.
+func TestWeightsDirUploads(t *testing.T) {
+	dir := WeightsDir{Dir: filepath.Join(t.TempDir(), "weights")}
+	const digest = "00000000000000000000000000000000000000000000000000000000000000aa"
+	upload := func(b string, commit bool) {
+		t.Helper()
+		up, err := dir.Create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer up.Abort()
+		if _, err := up.Write([]byte(b)); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			if err := up.Commit(digest); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	temps := func() []string {
+		left, _ := filepath.Glob(filepath.Join(dir.Dir, ".upload-*"))
+		return left
+	}
+	upload("first", true)
+	upload("second", true) // the same digest: kept as it was
+	upload("aborted", false)
+	if got, err := os.ReadFile(filepath.Join(dir.Dir, digest+".safetensors")); err != nil || string(got) != "first" {
+		t.Errorf("kept %q (%v), want the first upload's bytes", got, err)
+	}
+	if left := temps(); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	stale, fresh := filepath.Join(dir.Dir, ".upload-crashed"), filepath.Join(dir.Dir, ".upload-running")
+	for _, p := range []string{stale, fresh} {
+		if err := os.WriteFile(p, []byte("part"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	upload("next", false)
+	if left := temps(); len(left) != 1 || left[0] != fresh {
+		t.Errorf("temporary files after the next upload: %v, want only the one in progress", left)
+	}
+	if up, err := dir.Create(); err != nil {
+		t.Fatal(err)
+	} else if err := up.Commit("not-hex"); err == nil {
+		t.Error("Commit under a digest that is no SHA-256 succeeded")
+	} else {
+		up.Abort()
+	}
+	if left := temps(); len(left) != 1 {
+		t.Errorf("temporary files after a refused Commit: %v", left)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cohortfl/cohort/model"
 	"github.com/cohortfl/cohort/server"
@@ -32,16 +33,37 @@ func (d WeightsDir) path(digest string) (string, error) {
 
 // Create implements server.WeightsStore: an upload is written to a
 // temporary file in Dir and renamed to its digest's name by Commit, so
-// that a reader never sees half of it.
+// that a reader never sees half of it. The temporary files of uploads a
+// crash cut short, untouched for staleUpload, are removed first.
 func (d WeightsDir) Create() (server.WeightsUpload, error) {
 	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(d.Dir, ".upload-*")
+	d.removeStale(time.Now().Add(-staleUpload))
+	f, err := os.CreateTemp(d.Dir, uploadPattern)
 	if err != nil {
 		return nil, err
 	}
 	return &dirUpload{d: d, f: f}, nil
+}
+
+// uploadPattern names the temporary files of uploads in progress.
+const uploadPattern = ".upload-*"
+
+// staleUpload is how long an upload's temporary file may go unwritten
+// before it is taken for one a crash left behind: an upload writes every
+// chunk as it arrives.
+const staleUpload = 24 * time.Hour
+
+// removeStale removes the temporary upload files last written before
+// before; what it cannot remove stays (the next upload tries again).
+func (d WeightsDir) removeStale(before time.Time) {
+	paths, _ := filepath.Glob(filepath.Join(d.Dir, uploadPattern)) // the pattern is valid
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && fi.ModTime().Before(before) {
+			_ = os.Remove(p)
+		}
+	}
 }
 
 // dirUpload is an upload to a WeightsDir.
