@@ -60,27 +60,35 @@ func (u *memUpload) Abort() {
 	}
 }
 
-func TestUploadWeights(t *testing.T) {
-	store := &memWeights{m: map[string][]byte{}}
-	noTracker := func(context.Context, string) (Tracker, func(context.Context) error, error) { return nil, nil, nil }
-	coord, err := New(Config{MaxInitBytes: 1 << 16}, Deps{OpenTracker: noTracker, Models: &fakeModels{}, Weights: store})
+// serveWeights serves a coordinator that keeps uploads in store over an
+// in-memory connection until the test ends, and returns its client.
+func serveWeights(tb testing.TB, cfg Config, store WeightsStore) pb.JobsServiceClient {
+	tb.Helper()
+	coord, err := New(cfg, Deps{OpenTracker: noTrackerOpener, Models: &fakeModels{}, Weights: store})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer coord.Close()
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(GRPCOptions()...)
 	coord.Register(gs)
 	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer cc.Close()
-	cli := pb.NewJobsServiceClient(cc)
+	tb.Cleanup(func() {
+		cc.Close()
+		gs.Stop()
+		coord.Close()
+	})
+	return pb.NewJobsServiceClient(cc)
+}
+
+func TestUploadWeights(t *testing.T) {
+	store := &memWeights{m: map[string][]byte{}}
+	cli := serveWeights(t, Config{MaxInitBytes: 1 << 16}, store)
 
 	good, err := model.MarshalSafetensors(initialWeights(), nil)
 	if err != nil {
@@ -188,24 +196,7 @@ func BenchmarkUploadWeights(b *testing.B) {
 		b.Fatal(err)
 	}
 	sum := sha256.Sum256(file)
-	coord, err := New(Config{}, Deps{OpenTracker: noTrackerOpener, Models: &fakeModels{}, Weights: discardWeights{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer coord.Close()
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer(GRPCOptions()...)
-	coord.Register(gs)
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Close()
-	cli := pb.NewJobsServiceClient(cc)
+	cli := serveWeights(b, Config{}, discardWeights{})
 	b.SetBytes(int64(len(file)))
 	b.ReportAllocs()
 	for b.Loop() {
