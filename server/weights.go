@@ -72,7 +72,9 @@ func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.Weights
 	}
 	defer up.Abort()
 	var shell *model.Weights
-	_, err = model.ScanSafetensors(io.TeeReader(r, storeWriter{up, &storeErr}), size,
+	// The limit is the upload's, not the declared size: a file cut short
+	// then reads as truncated (its header announces more than came).
+	_, err = model.ScanSafetensors(io.TeeReader(r, storeWriter{up, &storeErr}), c.cfg.MaxInitBytes,
 		func(w *model.Weights) error { shell = w; return nil },
 		func(t, off int, vals []float32) error {
 			for i, v := range vals {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -218,6 +219,13 @@ func TestCreateRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	deleted, err := s.EnsureExperiment(ctx, "deleted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteExperiment(ctx, deleted); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		bad  CreateRun
@@ -226,6 +234,7 @@ func TestCreateRuns(t *testing.T) {
 		{"no such parent", CreateRun{ParentRunID: strings.Repeat("0", 32)}, ErrNotFound},
 		// The parent is checked (and remembered) for run 0 already.
 		{"parent in another experiment", CreateRun{ExperimentID: other, ParentRunID: parent}, ErrInvalid},
+		{"deleted experiment", CreateRun{ExperimentID: deleted}, ErrExperimentDeleted},
 		{"no such experiment", CreateRun{ExperimentID: "99"}, ErrNotFound},
 		{"bad tag", CreateRun{Tags: map[string]string{"": "v"}}, ErrInvalid},
 	} {
@@ -266,9 +275,14 @@ func TestEndRuns(t *testing.T) {
 		{"a deleted run", []string{a, deleted}, StatusFinished, ErrRunDeleted},
 		{"an unknown run", []string{a, strings.Repeat("0", 32)}, StatusFinished, ErrNotFound},
 		{"a bad status", []string{a}, "DONE", ErrInvalid},
+		{"no end time", []string{a}, StatusFinished, ErrInvalid},
 	} {
-		err := s.EndRuns(ctx, c.ids, c.status, ms(9))
-		if !errors.Is(err, c.want) || c.status.Valid() && !strings.Contains(err.Error(), "run 1") {
+		end := ms(9)
+		if c.name == "no end time" {
+			end = time.Time{}
+		}
+		err := s.EndRuns(ctx, c.ids, c.status, end)
+		if !errors.Is(err, c.want) || errors.Is(err, ErrInvalid) == strings.Contains(err.Error(), "run 1") {
 			t.Errorf("EndRuns(%s) = %v, want %v naming run 1", c.name, err, c.want)
 		}
 		if r, _ := s.GetRun(ctx, a); r.Info.Status != StatusRunning || !r.Info.EndTime.IsZero() {

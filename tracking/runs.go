@@ -87,7 +87,7 @@ type newRunReq struct {
 }
 
 // newRun checks req and fills in its defaults and the new run's id; the
-// artifact URI waits for the experiment's location (insertRun).
+// artifact URI waits for the experiment's location (runInserts.insert).
 func newRun(req CreateRun) (newRunReq, error) {
 	if req.ExperimentID == "" {
 		req.ExperimentID = DefaultExperimentID
@@ -275,8 +275,11 @@ func (s *SQLiteStore) UpdateRun(ctx context.Context, runID string, status RunSta
 // once (an arm's site runs).
 func (s *SQLiteStore) EndRuns(ctx context.Context, runIDs []string, status RunStatus, end time.Time) error {
 	what := fmt.Sprintf("ending %d runs", len(runIDs))
-	if !status.Valid() {
+	switch {
+	case !status.Valid():
 		return fmt.Errorf("%s: %w: status %q is none of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", what, ErrInvalid, status)
+	case end.IsZero():
+		return fmt.Errorf("%s: %w: no end time; give the time they ended", what, ErrInvalid)
 	}
 	if len(runIDs) == 0 {
 		return nil

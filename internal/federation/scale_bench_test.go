@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -249,20 +250,25 @@ func writeProfile(b *testing.B, name, path string, debug int) {
 }
 
 // startCPUProfile starts a CPU profile written to path, and returns the
-// function that closes its file once the profile is stopped.
-func startCPUProfile(b *testing.B, path string) (closeFile func()) {
+// function that stops it and closes its file; calls after the first do
+// nothing. It fails b where a profile runs already (go test -cpuprofile).
+func startCPUProfile(b *testing.B, path string) (stop func()) {
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
+		f.Close()
+		b.Fatalf("%s: %v (-round-cpu-profile and go test's -cpuprofile exclude each other)", path, err)
 	}
+	var once sync.Once
 	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Error(err)
-		}
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				b.Error(err)
+			}
+		})
 	}
 }
 
@@ -305,6 +311,7 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 		b.Fatal(err)
 	}
 	var started time.Time
+	var stopProfile func() // the rounds' CPU profile, once started
 	for {
 		ev, err := st.Recv()
 		if err != nil {
@@ -313,8 +320,9 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 		switch ev.GetKind() {
 		case "round_started":
 			started = time.UnixMilli(ev.GetUnixMs())
-			if ev.GetRound() == first && profile != "" {
-				defer startCPUProfile(b, profile)()
+			if ev.GetRound() == first && profile != "" && stopProfile == nil {
+				stopProfile = startCPUProfile(b, profile)
+				defer stopProfile() // on a b.Fatal too; a second call does nothing
 			}
 		case "round_committed":
 			if ev.GetRound() >= first {
@@ -322,7 +330,9 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 			}
 		}
 	}
-	pprof.StopCPUProfile() // the rounds' profile, if any, ends with the job
+	if stopProfile != nil {
+		stopProfile() // the rounds' profile ends with the job
+	}
 	got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
 	if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		b.Fatalf("job: %v %v", got.GetJob(), err)

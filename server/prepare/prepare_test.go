@@ -294,14 +294,15 @@ func TestWeightsDirUploads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer up.Abort()
 		if _, err := up.Write([]byte(b)); err != nil {
 			t.Fatal(err)
 		}
-		if commit {
-			if err := up.Commit(digest); err != nil {
-				t.Fatal(err)
-			}
+		if !commit {
+			up.Abort()
+			return
+		}
+		if err := up.Commit(digest); err != nil { // and no Abort: nothing left to drop
+			t.Fatal(err)
 		}
 	}
 	temps := func() []string {

@@ -86,7 +86,9 @@ func (u *dirUpload) Commit(digest string) error {
 		return err
 	}
 	if _, err := os.Stat(p); err == nil {
-		return nil // Abort removes the temporary file
+		u.done = true
+		_ = os.Remove(u.f.Name()) // the same bytes are kept already
+		return nil
 	}
 	if err := os.Rename(u.f.Name(), p); err != nil {
 		return err
