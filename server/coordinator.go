@@ -999,12 +999,16 @@ func (c *Coordinator) FetchModel(req *pb.FetchModelRequest, stream grpc.ServerSt
 	// The first chunk announces the size and checksum, even of an empty
 	// model. The bytes are encoded from the weights as they are sent.
 	first := &pb.ModelChunk{TotalSize: m.size, Sha256: m.sum[:]}
+	// What is sent counts toward the task's round, unless the task carried
+	// the model already (counted when it was queued): a site that fetches
+	// it anyway (one from before model_data) costs the bytes once.
 	t := c.task(req.GetTaskId())
+	count := t != nil && !(t.global == m && m.inline != nil)
 	send := func(ch *pb.ModelChunk) error {
 		if err := stream.SendMsg(bulk.Owned(ch, ch.Data, &chunkBuffers)); err != nil {
 			return toStatus(fmt.Errorf("sending model %s: %w", m.id[:12], err))
 		}
-		if t != nil {
+		if count {
 			t.box.addBytesSent(int64(len(ch.Data)))
 		}
 		return nil

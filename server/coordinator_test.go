@@ -411,6 +411,15 @@ func TestFedAvgRoundsOverTheWire(t *testing.T) {
 	if len(cmp.Arms) != 1 || cmp.Arms[0].Name != "fedavg" || cmp.Arms[0].FinalAccuracy != 3 {
 		t.Fatalf("comparison = %+v, want one fedavg arm with final accuracy 3", cmp.Arms)
 	}
+	// The model went out in every task, and these sites fetched it as
+	// well, as a site from before model_data does: counted once.
+	enc, err := model.MarshalSafetensors(initialWeights(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cmp.Arms[0].BytesSent, float64(3*3*len(enc)); got != want {
+		t.Errorf("bytes sent = %v, want %v (3 rounds × 3 sites × the %d-byte model)", got, want, len(enc))
+	}
 	sites, err := c.store.ChildRuns(context.Background(), cmp.Arms[0].RunID)
 	if err != nil {
 		t.Fatal(err)
