@@ -2,7 +2,6 @@ package model
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"io"
 	"math/rand/v2"
 	"path/filepath"
@@ -139,62 +138,4 @@ func BenchmarkAxpy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// BenchmarkAssemble400MB reassembles a 400 MB update (a 100M-parameter
-// model) from 1 MiB chunks, as the coordinator receives one, against a
-// single copy of the same bytes into a buffer of the right size (the
-// floor), in the same run:
-//
-//	go test ./model/ -run '^$' -bench Assemble400MB -benchtime 3x
-func BenchmarkAssemble400MB(b *testing.B) {
-	const size = 400 << 20
-	data := make([]byte, size)
-	for i := range data {
-		data[i] = byte(i)
-	}
-	sum := sha256.Sum256(data)
-	b.Run("assembler", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			a, err := NewAssembler(size)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for off, c := range Chunks(data, ChunkSize) {
-				if err := a.WriteAt(off, c); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if _, err := a.Finish(sum[:]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("assembler-reserved", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			a, err := NewAssembler(size)
-			if err != nil {
-				b.Fatal(err)
-			}
-			a.Reserve()
-			for off, c := range Chunks(data, ChunkSize) {
-				if err := a.WriteAt(off, c); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if _, err := a.Finish(sum[:]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("copy-and-hash", func(b *testing.B) {
-		b.SetBytes(size)
-		for b.Loop() {
-			buf := make([]byte, size)
-			copy(buf, data)
-			_ = sha256.Sum256(buf)
-		}
-	})
 }

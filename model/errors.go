@@ -20,14 +20,11 @@ var (
 	// caller allows.
 	ErrTooLarge = errors.New("weights too large")
 	// ErrTruncated is returned when fewer bytes arrived than were announced,
-	// by a safetensors header or to an [Assembler].
+	// by a safetensors header or to a [ChunkReader].
 	ErrTruncated = errors.New("truncated")
-	// ErrOverflow is returned when more bytes arrive at an [Assembler] than
-	// were announced.
+	// ErrOverflow is returned when more bytes arrive at a [ChunkReader]
+	// than were announced.
 	ErrOverflow = errors.New("more data than announced")
-	// ErrOutOfOrder is returned when a chunk reaches an [Assembler] at an
-	// offset other than the next expected one.
-	ErrOutOfOrder = errors.New("chunk out of order")
 	// ErrChecksum is returned when reassembled bytes do not match their
 	// announced SHA-256.
 	ErrChecksum = errors.New("checksum mismatch")

@@ -10,8 +10,8 @@ import (
 )
 
 // ChunkReader reads a byte stream that arrives in chunks as an [io.Reader],
-// so that a decoder ([DecodeSafetensors]) can consume it as it arrives: an
-// [Assembler] without the buffer. It refuses bytes past the size announced
+// so that a decoder ([DecodeSafetensors]) can consume it as it arrives,
+// holding no more of it than a chunk. It refuses bytes past the size announced
 // up front, hashes every byte it receives, and [ChunkReader.Finish] checks
 // the count and the SHA-256 once the decoder is done. It knows no
 // transport. A ChunkReader is not safe for concurrent use.
