@@ -103,7 +103,7 @@ func (u *dirUpload) Abort() {
 		return
 	}
 	u.done = true
-	_ = u.f.Close() // closed already after a Commit
+	_ = u.f.Close() // closed already by a Commit that failed after closing
 	_ = os.Remove(u.f.Name())
 }
 
