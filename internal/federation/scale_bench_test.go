@@ -129,7 +129,8 @@ func startAgentsProcess(b *testing.B, addr string, sites int) (stop func()) {
 // site costs: coordinator and agent together when both run in this
 // process (KiB/idle-site), the coordinator alone with -agents-process
 // (coord-KiB/idle-site), which 5,000 sites and more need; with it too,
-// the coordinator's CPU a round (coord-cpu-s/round). The coordinator runs
+// the coordinator's CPU a round (coord-cpu-s/round); and the time from
+// the last round's commit to the job's end (s-job-end). The coordinator runs
 // with its deployed SpillAbove, so a logistic regression's updates are
 // decoded in memory (the other tests of this package spill every one).
 //
@@ -202,11 +203,11 @@ func BenchmarkThousandSites(b *testing.B) {
 	}
 
 	b.ResetTimer()
-	var overhead, wall []float64
+	var overhead, wall, ends []float64
 	cpu0 := processCPU(b)
 	for b.Loop() {
-		w, o, _ := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU)
-		wall, overhead = append(wall, w...), append(overhead, o...)
+		w, o, _, end := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU)
+		wall, overhead, ends = append(wall, w...), append(overhead, o...), append(ends, end)
 	}
 	cpu := processCPU(b) - cpu0
 	b.StopTimer()
@@ -223,6 +224,9 @@ func BenchmarkThousandSites(b *testing.B) {
 	b.ReportMetric(goroutines, "goroutines/site")
 	b.ReportMetric(mean(wall), "s/round")
 	b.ReportMetric(mean(overhead), "s-overhead/round")
+	// From the last round's commit to the job's end: the job waits for
+	// its tracking to catch up and ends the site runs.
+	b.ReportMetric(mean(ends), "s-job-end")
 }
 
 // processCPU is the CPU time, user and system, this process has used.
@@ -299,7 +303,7 @@ func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
 // train_seconds); and how many site runs the arm has. Earlier rounds are
 // left out (the first waits for every site to connect). With profile set,
 // it writes a CPU profile of the rounds it times to that file.
-func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string) (wall, overhead []float64, sites int) {
+func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string) (wall, overhead []float64, sites int, end float64) {
 	b.Helper()
 	resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
 	if err != nil {
@@ -310,7 +314,7 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 	if err != nil {
 		b.Fatal(err)
 	}
-	var started time.Time
+	var started, committed time.Time
 	var stopProfile func() // the rounds' CPU profile, once started
 	for {
 		ev, err := st.Recv()
@@ -325,9 +329,12 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 				defer stopProfile() // on a b.Fatal too; a second call does nothing
 			}
 		case "round_committed":
+			committed = time.UnixMilli(ev.GetUnixMs())
 			if ev.GetRound() >= first {
-				wall = append(wall, time.UnixMilli(ev.GetUnixMs()).Sub(started).Seconds())
+				wall = append(wall, committed.Sub(started).Seconds())
 			}
+		case "job_finished":
+			end = time.UnixMilli(ev.GetUnixMs()).Sub(committed).Seconds()
 		}
 	}
 	if stopProfile != nil {
@@ -358,7 +365,7 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 	for i, w := range wall {
 		overhead = append(overhead, w-slowest[int64(i)+int64(first)])
 	}
-	return wall, overhead, len(siteRuns)
+	return wall, overhead, len(siteRuns), end
 }
 
 // mean is the mean of xs, 0 for none.
