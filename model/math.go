@@ -143,7 +143,7 @@ func (w *Weights) Compatible(other *Weights) error {
 // scanned on every core.
 func (w *Weights) CheckFinite() error {
 	for _, t := range w.Tensors {
-		if i := firstNonFinite(t.Data); i >= 0 {
+		if i := FirstNonFinite(t.Data); i >= 0 {
 			return fmt.Errorf("%w: tensor %q holds %v at index %d", ErrNotFinite, t.Name, t.Data[i], i)
 		}
 	}
@@ -193,8 +193,9 @@ func absMaxBits(d []float32) uint32 {
 // costs more than it saves.
 const parallelMin = 1 << 18
 
-// firstNonFinite returns the index of the first NaN or ±Inf in d, or −1.
-func firstNonFinite(d []float32) int {
+// FirstNonFinite returns the index of the first NaN or ±Inf in d, or −1:
+// a SIMD pass, on every core for a large d.
+func FirstNonFinite(d []float32) int {
 	p := runtime.GOMAXPROCS(0)
 	if len(d) < parallelMin || p == 1 {
 		return scanNonFinite(d)

@@ -116,13 +116,8 @@ func spill(dir string, r io.Reader, limit int64, global globalSource) (_ *spille
 		if !keep {
 			return nil // read on: the checksum covers every byte
 		}
-		if _, finite := model.FiniteNorm(vals); !finite {
-			for i, v := range vals {
-				if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
-					s.nonFinite = fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, global.Shell().Tensors[t].Name, v, off+i)
-					break
-				}
-			}
+		if i := model.FirstNonFinite(vals); i >= 0 {
+			s.nonFinite = fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, global.Shell().Tensors[t].Name, vals[i], off+i)
 			keep = false
 			return nil
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 
 	"google.golang.org/grpc"
 
@@ -77,10 +76,8 @@ func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.Weights
 	_, err = model.ScanSafetensors(io.TeeReader(r, storeWriter{up, &storeErr}), c.cfg.MaxInitBytes,
 		func(w *model.Weights) error { shell = w; return nil },
 		func(t, off int, vals []float32) error {
-			for i, v := range vals {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return fmt.Errorf("%w: tensor %q has %v at index %d", errNotFinite, shell.Tensors[t].Name, v, off+i)
-				}
+			if i := model.FirstNonFinite(vals); i >= 0 {
+				return fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, shell.Tensors[t].Name, vals[i], off+i)
 			}
 			return nil
 		})
@@ -94,7 +91,7 @@ func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.Weights
 		return toStatus(badChunk)
 	case storeErr != nil:
 		return toStatus(fmt.Errorf("upload weights: storing: %w", storeErr))
-	case errors.Is(err, errNotFinite):
+	case errors.Is(err, model.ErrNotFinite):
 		return toStatus(badInput("upload weights: %v; initial weights must be finite", err))
 	case errors.Is(err, model.ErrChecksum), errors.Is(err, model.ErrTruncated), errors.Is(err, model.ErrOverflow), errors.Is(err, model.ErrTooLarge):
 		return toStatus(badInput("upload weights: %v", err))
@@ -108,9 +105,6 @@ func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.Weights
 	c.log.Info("weights_uploaded", "sha256", digest, "bytes", size, "tensors", len(shell.Tensors))
 	return stream.SendAndClose(&pb.UploadWeightsResponse{Sha256: digest})
 }
-
-// errNotFinite marks an uploaded value that is NaN or infinite.
-var errNotFinite = errors.New("not finite")
 
 // storeWriter writes to an upload's store, keeping the first error in
 // err: a failure of the store's (a full disk), not of the file.
