@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkLogBatch measures metric points per second through the Go API:
@@ -45,6 +46,49 @@ func BenchmarkLogBatch(b *testing.B) {
 				points += len(batch)
 			}
 			b.ReportMetric(float64(points)/b.Elapsed().Seconds(), "points/s")
+		})
+	}
+}
+
+// BenchmarkEndRuns ends 1,000 runs (an arm's site runs at the end of a
+// job): in one EndRuns call, against one UpdateRun call a run, the
+// baseline, in the same run.
+//
+//	go test -run '^$' -bench EndRuns -benchtime 5x ./tracking
+func BenchmarkEndRuns(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		end  func(s *SQLiteStore, ids []string) error
+	}{
+		{"EndRuns", func(s *SQLiteStore, ids []string) error {
+			return s.EndRuns(context.Background(), ids, StatusFinished, time.Now())
+		}},
+		{"UpdateRun-each", func(s *SQLiteStore, ids []string) error {
+			for _, id := range ids {
+				if err := s.UpdateRun(context.Background(), id, StatusFinished, time.Now(), ""); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s, _ := openStore(b)
+			for b.Loop() {
+				b.StopTimer()
+				runs, err := s.CreateRuns(context.Background(), make([]CreateRun, 1000))
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids := make([]string, len(runs))
+				for i, r := range runs {
+					ids[i] = r.Info.RunID
+				}
+				b.StartTimer()
+				if err := c.end(s, ids); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }
