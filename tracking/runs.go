@@ -286,20 +286,24 @@ func (s *SQLiteStore) EndRuns(ctx context.Context, runIDs []string, status RunSt
 	}
 	return s.write(ctx, what, func(tx *sql.Tx) error {
 		sctx := statementContext(ctx)
-		upd, err := tx.PrepareContext(sctx, `UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?`)
-		if err != nil {
-			return err
-		}
-		defer upd.Close()
+		upd := tx.StmtContext(sctx, s.endActiveRun)
 		for i, id := range runIDs {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := s.checkRunActive(sctx, tx, id); err != nil {
-				return fmt.Errorf("run %d: %w", i, err)
-			}
-			if _, err := upd.ExecContext(sctx, status, end.UnixMilli(), id); err != nil {
+			res, err := upd.ExecContext(sctx, status, end.UnixMilli(), id)
+			if err != nil {
 				return fmt.Errorf("run %d (%s): %w", i, id, err)
+			}
+			n, err := res.RowsAffected()
+			if err == nil && n == 0 {
+				// Not ended: the check says why (missing or deleted).
+				if err = s.checkRunActive(sctx, tx, id); err == nil {
+					err = fmt.Errorf("run %s: %w", id, ErrNotFound)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("run %d: %w", i, err)
 			}
 		}
 		return nil

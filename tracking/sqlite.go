@@ -85,6 +85,7 @@ type SQLiteStore struct {
 	insertRunRow        *sql.Stmt
 	upsertInput         *sql.Stmt
 	upsertInputTag      *sql.Stmt
+	endActiveRun        *sql.Stmt   // by EndRuns
 	stmts               []*sql.Stmt // every statement above, closed by Close
 
 	closeOnce sync.Once
@@ -185,6 +186,7 @@ func (s *SQLiteStore) open(ctx context.Context) error {
 				context = CASE WHEN excluded.context = '' THEN run_inputs.context ELSE excluded.context END`},
 		{&s.upsertInputTag, `INSERT INTO run_input_tags (run_uuid, name, digest, key, value) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (run_uuid, name, digest, key) DO UPDATE SET value = excluded.value`},
+		{&s.endActiveRun, `UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ? AND lifecycle_stage = 'active'`},
 	} {
 		if *p.stmt, err = s.w.PrepareContext(ctx, p.query); err != nil {
 			return fmt.Errorf("preparing statement: %w", err)
