@@ -183,13 +183,18 @@ func bytesFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescript
 	}
 	var fs []protoreflect.FieldDescriptor
 	for i := range md.Fields().Len() {
-		fd := md.Fields().Get(i)
-		if fd.Kind() == protoreflect.BytesKind && fd.Cardinality() != protoreflect.Repeated {
+		if fd := md.Fields().Get(i); singularBytes(fd) {
 			fs = append(fs, fd)
 		}
 	}
 	bytesFieldsOf.Store(md, fs)
 	return fs
+}
+
+// singularBytes reports whether fd is a bytes field that is not repeated:
+// one the codec sends from its slice and reads straight out of the frames.
+func singularBytes(fd protoreflect.FieldDescriptor) bool {
+	return fd.Kind() == protoreflect.BytesKind && fd.Cardinality() != protoreflect.Repeated
 }
 
 // errFallBack sends a message the direct reader does not take (a group,
@@ -264,7 +269,7 @@ func (c Codec) unmarshal(data mem.BufferSlice, m proto.Message) error {
 			if n > uint64(rd.Remaining()) {
 				return errFallBack
 			}
-			if fd := fields.ByNumber(num); int(n) >= c.limit() && fd != nil && fd.Kind() == protoreflect.BytesKind && fd.Cardinality() != protoreflect.Repeated {
+			if fd := fields.ByNumber(num); int(n) >= c.limit() && fd != nil && singularBytes(fd) {
 				rest = rest[:start]
 				if err := flush(); err != nil {
 					return err
