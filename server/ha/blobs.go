@@ -45,10 +45,16 @@ const (
 )
 
 // putStored writes the model into the blob store, has a quorum hold it
-// and commits its digest. With a [BlobPusher] transport the followers
-// receive the bytes while the leader writes them (a tee, hashed once on
-// the leader by its store Writer); a follower whose push fails or falls
-// behind fetches the blob once it is written.
+// and commits its digest. The followers a quorum needs besides the leader
+// replicate it first: with a [BlobPusher] transport they receive the
+// bytes while the leader writes them (a tee, hashed once on the leader by
+// its store Writer), else they fetch it once written. The other followers
+// (spares) fetch it once the quorum holds it, or as soon as one of the
+// first fails, so that the commit waits for a quorum's copies only, not
+// for every follower's write on the same disks and links. The first are
+// the followers whose replication failed least recently
+// ([Node.rankedFollowers]); a follower whose push fails or falls behind
+// fetches the blob once it is written.
 func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (string, error) {
 	select {
 	case n.putSem <- struct{}{}:
@@ -66,19 +72,21 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	if err != nil {
 		return "", n.storeErr(err)
 	}
-	out := &putOutcome{done: make(chan struct{}), err: errPutFailed}
+	out := &putOutcome{done: make(chan struct{}), spares: make(chan struct{}), err: errPutFailed}
 	defer out.end()
+	defer out.releaseSpares()
 	var dst io.Writer = w
-	others := n.otherPeers()
+	others := n.rankedFollowers()
+	need := quorumFollowers(len(others))
 	pusher, _ := n.cfg.BlobTransport.(BlobPusher)
 	var tee *blobTee
-	if pusher != nil && n.cfg.PushBuffer > 0 && len(others) > 0 {
-		tee = newBlobTee(w, len(others), (len(others)+1)/2, n.cfg.PushBuffer)
+	if pusher != nil && n.cfg.PushBuffer > 0 && need > 0 {
+		tee = newBlobTee(w, need, need, n.cfg.PushBuffer)
 		tee.stall = n.pushStall
 		defer tee.fail(errPutFailed) // no-op once finished
 		dst = tee
 	}
-	results := n.startReplicas(others, pusher, tee, out)
+	results := n.startReplicas(others, need, pusher, tee, out)
 	// An encoder's small writes, batched; writes of putBatch and more go
 	// through uncopied.
 	bw := bufio.NewWriterSize(dst, putBatch)
@@ -104,7 +112,9 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	if n.fsm.holdsStored(string(d)) {
 		return string(d), nil
 	}
-	if err := n.awaitQuorum(ctx, results, len(others), d); err != nil {
+	err = n.awaitQuorum(ctx, results, len(others), d)
+	out.releaseSpares()
+	if err != nil {
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	c := Command{Type: CmdSealBlob, Digest: string(d), Size: size, Stored: true, From: n.cfg.ID}
@@ -121,16 +131,24 @@ const putBatch = 256 << 10
 var errPutFailed = errors.New("the leader's write of the model failed")
 
 // putOutcome is what a put's replicas wait for: the blob written (d,
-// size) or the write failed (err).
+// size) or the write failed (err); and, for the spare followers, that the
+// quorum holds it, one of the first failed or the put ended (spares).
 type putOutcome struct {
-	done chan struct{}
-	once sync.Once
-	d    blobs.Digest
-	size int64
-	err  error
+	done       chan struct{}
+	once       sync.Once
+	spares     chan struct{}
+	sparesOnce sync.Once
+	d          blobs.Digest
+	size       int64
+	err        error
 }
 
-func (o *putOutcome) end() { o.once.Do(func() { close(o.done) }) }
+func (o *putOutcome) end()           { o.once.Do(func() { close(o.done) }) }
+func (o *putOutcome) releaseSpares() { o.sparesOnce.Do(func() { close(o.spares) }) }
+
+// quorumFollowers is how many of others followers a quorum needs besides
+// the leader.
+func quorumFollowers(others int) int { return (others + 1) / 2 }
 
 // storeErr words a failure to write a model into this node's store.
 func (n *Node) storeErr(err error) error {
@@ -151,6 +169,34 @@ func (n *Node) otherPeers() []Peer {
 	return others
 }
 
+// rankedFollowers returns the voters other than this node, those whose
+// replication of a blob failed (or whose push fell behind) least recently
+// first, else in the configured order: a put pushes to the first ones.
+func (n *Node) rankedFollowers() []Peer {
+	others := n.otherPeers()
+	n.replicaMu.Lock()
+	defer n.replicaMu.Unlock()
+	sort.SliceStable(others, func(i, j int) bool {
+		return n.replicaFailed[others[i].ID].Before(n.replicaFailed[others[j].ID])
+	})
+	return others
+}
+
+// replicaFailedNow records that follower id's replication of a blob
+// failed, or its push fell behind, just now, with err; not where the
+// leader's own write failed.
+func (n *Node) replicaFailedNow(id string, err error) {
+	if errors.Is(err, errPutFailed) {
+		return
+	}
+	n.replicaMu.Lock()
+	defer n.replicaMu.Unlock()
+	if n.replicaFailed == nil {
+		n.replicaFailed = map[string]time.Time{}
+	}
+	n.replicaFailed[id] = time.Now()
+}
+
 // replicaResult is whether one follower holds a put's blob.
 type replicaResult struct {
 	peer string
@@ -158,12 +204,13 @@ type replicaResult struct {
 }
 
 // startReplicas has each of others hold the blob out describes, one
-// goroutine each: through its tee stream while the blob is written (when
-// tee is set), else, or when that push fails, by [BlobTransport.HoldBlob]
-// once it is written. Each sends its result on the returned channel,
+// goroutine each: the first need through their tee streams while the blob
+// is written (when tee is set), else, or when that push fails, by
+// [BlobTransport.HoldBlob] once it is written; the others by HoldBlob once
+// out releases the spares. Each sends its result on the returned channel,
 // which has room for all. The goroutines outlive the put (every node
 // should hold the blob before its seal entry arrives) but not the node.
-func (n *Node) startReplicas(others []Peer, pusher BlobPusher, tee *blobTee, out *putOutcome) <-chan replicaResult {
+func (n *Node) startReplicas(others []Peer, need int, pusher BlobPusher, tee *blobTee, out *putOutcome) <-chan replicaResult {
 	results := make(chan replicaResult, len(others))
 	if len(others) == 0 {
 		return results
@@ -175,7 +222,14 @@ func (n *Node) startReplicas(others []Peer, pusher BlobPusher, tee *blobTee, out
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results <- replicaResult{p.ID, n.replicate(bctx, p, self, pusher, tee, i, out)}
+			err := n.replicate(bctx, p, self, pusher, tee, i, need, out)
+			if err != nil {
+				n.replicaFailedNow(p.ID, err)
+				if i < need {
+					out.releaseSpares() // one may stand in
+				}
+			}
+			results <- replicaResult{p.ID, err}
 		}()
 	}
 	n.wg.Add(1)
@@ -187,11 +241,19 @@ func (n *Node) startReplicas(others []Peer, pusher BlobPusher, tee *blobTee, out
 	return results
 }
 
-// replicate has follower p hold the put's blob: pushed while written,
-// else fetched once written.
-func (n *Node) replicate(ctx context.Context, p, self Peer, pusher BlobPusher, tee *blobTee, i int, out *putOutcome) error {
+// replicate has follower p, the put's i-th, hold the put's blob: pushed
+// while written (one of the first need), else fetched once written (and,
+// for a spare, once out releases the spares).
+func (n *Node) replicate(ctx context.Context, p, self Peer, pusher BlobPusher, tee *blobTee, i, need int, out *putOutcome) error {
+	if i >= need {
+		select {
+		case <-out.spares:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the quorum's copies: %w", ctx.Err())
+		}
+	}
 	var pushErr error
-	if tee != nil {
+	if tee != nil && i < len(tee.streams) {
 		s := tee.streams[i]
 		pctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 		go func() { // a dropped push ends now, even if the follower stalls
@@ -217,6 +279,8 @@ func (n *Node) replicate(ctx context.Context, p, self Peer, pusher BlobPusher, t
 	}
 	if pushErr != nil {
 		n.cfg.Logger.Warn("a follower did not receive a blob as it was written; it fetches it", "follower", p.ID, "digest", string(out.d), "error", pushErr)
+		n.replicaFailedNow(p.ID, pushErr)
+		out.releaseSpares() // a spare may be quicker than this fetch
 	}
 	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
@@ -233,7 +297,7 @@ func (n *Node) replicate(ctx context.Context, p, self Peer, pusher BlobPusher, t
 // blob d, of the results of the len(others) followers.
 func (n *Node) awaitQuorum(ctx context.Context, results <-chan replicaResult, others int, d blobs.Digest) error {
 	total := others + 1
-	need := total/2 + 1 - 1 // followers needed besides this node
+	need := quorumFollowers(others)
 	if need <= 0 {
 		return nil
 	}
@@ -332,6 +396,10 @@ func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest) error {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the fetch of blob %.12s in flight: %w", d, ctx.Err())
 		}
+	}
+	if n.cfg.Blobs.Has(d) { // a fetch that ended since the check above
+		n.fetchMu.Unlock()
+		return nil
 	}
 	c := &fetchCall{done: make(chan struct{})}
 	if n.fetching == nil {

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,7 +29,9 @@ import (
 // injection: fail makes every fetch by a node (its HoldBlob and its own
 // fetches) and every push to it fail; corrupt makes a node serve altered
 // bytes; pushFault alters what a push to a node delivers; pushGate holds
-// pushes to a node until it is closed.
+// pushes to a node until it is closed, holdGate the leader's HoldBlob
+// calls on a node; held receives, for each HoldBlob call on a node that
+// has an entry, the nodes that held the blob then.
 type memBlobNet struct {
 	mu        sync.Mutex
 	nodes     map[string]*Node
@@ -36,6 +40,8 @@ type memBlobNet struct {
 	corrupt   map[string]bool
 	pushFault map[string]pushFault
 	pushGate  map[string]chan struct{}
+	holdGate  map[string]chan struct{}
+	held      map[string]chan []string
 	fetches   map[string]int // FetchBlob calls by the fetching node
 	pushes    map[string]int // pushes received by a node, committed
 }
@@ -50,7 +56,8 @@ type pushFault struct {
 
 func newMemBlobNet() *memBlobNet {
 	return &memBlobNet{nodes: map[string]*Node{}, stores: map[string]*blobs.Store{}, fail: map[string]error{}, corrupt: map[string]bool{},
-		pushFault: map[string]pushFault{}, pushGate: map[string]chan struct{}{}, fetches: map[string]int{}, pushes: map[string]int{}}
+		pushFault: map[string]pushFault{}, pushGate: map[string]chan struct{}{}, holdGate: map[string]chan struct{}{},
+		held: map[string]chan []string{}, fetches: map[string]int{}, pushes: map[string]int{}}
 }
 
 // memBlobPeer is node self's view of a memBlobNet.
@@ -140,10 +147,26 @@ func (s *faultyStream) Read(p []byte) (int, error) {
 
 func (p memBlobPeer) HoldBlob(ctx context.Context, on, from Peer, d blobs.Digest, size int64) error {
 	p.net.mu.Lock()
-	failErr, n := p.net.fail[on.ID], p.net.nodes[on.ID]
+	failErr, gate, n := p.net.fail[on.ID], p.net.holdGate[on.ID], p.net.nodes[on.ID]
+	if held := p.net.held[on.ID]; held != nil {
+		var holders []string
+		for _, id := range slices.Sorted(maps.Keys(p.net.stores)) {
+			if p.net.stores[id].Has(d) {
+				holders = append(holders, id)
+			}
+		}
+		held <- holders
+	}
 	p.net.mu.Unlock()
 	if failErr != nil {
 		return failErr
+	}
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return n.HoldBlob(ctx, from.ID, d, size)
 }
@@ -230,6 +253,7 @@ func TestStoredModelReachesEveryNode(t *testing.T) {
 	}
 	before := logBytes(t, parts[0].store)
 	model := randomBytes(32<<20, 7)
+	ranked := l.rankedFollowers()
 	d, err := putStream(ctx, l, model)
 	if err != nil {
 		t.Fatalf("PutModel = %v", err)
@@ -262,19 +286,20 @@ func TestStoredModelReachesEveryNode(t *testing.T) {
 			t.Errorf("%s: model read back: %d bytes, err %v; want the %d bytes put", n.ID(), len(got), err, len(model))
 		}
 	}
-	// Each follower received it once, pushed while the leader wrote it,
-	// and fetched it never: not even applying its seal while the push was
-	// still committing.
+	// The follower a quorum needs received it once, pushed while the
+	// leader wrote it, and fetched it never: not even applying its seal
+	// while the push was still committing. The spare fetched it once.
 	net.mu.Lock()
-	for _, n := range ns {
-		if n == l {
-			continue
+	for i, p := range ranked {
+		wantPushes, wantFetches := 1, 0
+		if i > 0 {
+			wantPushes, wantFetches = 0, 1
 		}
-		if got, want := net.pushes[n.ID()], 1; got != want {
-			t.Errorf("%s received %d pushes of the model, want %d", n.ID(), got, want)
+		if got := net.pushes[p.ID]; got != wantPushes {
+			t.Errorf("%s received %d pushes of the model, want %d", p.ID, got, wantPushes)
 		}
-		if got := net.fetches[n.ID()]; got != 0 {
-			t.Errorf("%s fetched the model %d times, want 0 (it was pushed)", n.ID(), got)
+		if got := net.fetches[p.ID]; got != wantFetches {
+			t.Errorf("%s fetched the model %d times, want %d", p.ID, got, wantFetches)
 		}
 	}
 	net.mu.Unlock()
@@ -586,9 +611,12 @@ var benchMB = flag.Int("mb", 256, "the model's size in MiB in BenchmarkCommitMod
 // -mb 1024 for 1 GiB) per iteration, put and committed as a round, on a
 // cluster of 3 voters in memory with a blob store each on disk
 // ("ha-3-voters": the leader streams it into its store and, as it
-// writes, to both followers over the in-memory BlobTransport; the log
-// carries its digest; "ha-3-voters-fetch": the followers fetch it once
-// written, as before the push),
+// writes, to the follower a quorum needs over the in-memory
+// BlobTransport, and the other follower fetches it once those two hold
+// it; the log carries its digest; "ha-3-voters-fetch": the first
+// follower fetches it once written, as before the push). Between
+// commits, untimed, every voter comes to hold the model, as it would
+// while a round trains;
 // against a one-voter node that records digests only ("no-ha": what a
 // coordinator without a replica of its own does, hashing the model as it
 // is encoded) and a one-voter node with a blob store on disk
@@ -611,7 +639,7 @@ func BenchmarkCommitModel(b *testing.B) {
 			return nil
 		})
 	}
-	commit := func(b *testing.B, n *Node) {
+	commit := func(b *testing.B, n *Node, ns ...*Node) {
 		ctx := context.Background()
 		if err := n.SubmitJob(ctx, "j", nil); err != nil {
 			b.Fatal(err)
@@ -626,6 +654,11 @@ func BenchmarkCommitModel(b *testing.B) {
 			if err := n.CommitRound(ctx, "j", "a", i+1, d, nil); err != nil {
 				b.Fatal(err)
 			}
+			// A round trains between commits: every voter holds the
+			// model before the next, untimed.
+			b.StopTimer()
+			waitHeld(b, n, ns, blobs.Digest(d), int64(len(model)))
+			b.StartTimer()
 		}
 		b.StopTimer()
 	}
@@ -654,7 +687,7 @@ func BenchmarkCommitModel(b *testing.B) {
 				c.PushBuffer = pushBuffer
 			})
 			l := leaderOf(b, ns, nil)
-			commit(b, l)
+			commit(b, l, ns...)
 			net.mu.Lock()
 			pushes, fetches := 0, 0
 			for _, n := range ns {
@@ -696,6 +729,16 @@ func BenchmarkCommitModel(b *testing.B) {
 			b.Logf("%d MiB: ha-3-voters-in-log %v/op, no-ha %v/op: %.2f×", *benchMB, ha, solo, float64(ha)/float64(solo))
 		}
 	})
+}
+
+// waitHeld waits until every node of ns holds blob d of size bytes
+// (HoldBlob waits for a fetch in flight), from leader l.
+func waitHeld(b *testing.B, l *Node, ns []*Node, d blobs.Digest, size int64) {
+	for _, n := range ns {
+		if err := n.HoldBlob(context.Background(), l.ID(), d, size); err != nil {
+			b.Fatalf("%s: HoldBlob = %v", n.ID(), err)
+		}
+	}
 }
 
 // TestFollowerRestoresSnapshotAndFetches: a follower cut off while rounds

@@ -12,15 +12,20 @@
 // Models stay out of the Raft log when the node has a blob store
 // ([Config.Blobs], server/blobs): the leader's [Node.PutModel] streams the
 // model into its store, hashing it once, and, as it writes, pushes the
-// same bytes to every follower ([BlobPusher], [Node.ReceiveBlob]: each
-// writes them into its own store and commits them against the digest sent
-// last), so that a commit costs about one write. A follower whose push
-// fails, or that falls [Config.PushBuffer] bytes behind while others keep
-// up for a quorum, is dropped from the push and asked to fetch the model
-// from the leader's store once written ([BlobTransport.HoldBlob]; the
-// coordinators' BlobService in production). The leader waits for a
-// quorum, itself included, to hold it; only then does one small entry
-// record its digest and size. A follower that lacks a blob
+// same bytes to the followers a quorum needs besides it (one of two in a
+// cluster of three; [BlobPusher], [Node.ReceiveBlob]: each writes them
+// into its own store and commits them against the digest sent last), so
+// that a commit costs about one write. The other followers are asked to
+// fetch the model from the leader's store once the quorum holds it
+// ([BlobTransport.HoldBlob]; the coordinators' BlobService in production),
+// so that their copies share neither the leader's links nor the disks
+// with the commit. A pushed follower whose push fails, or that stalls or
+// falls [Config.PushBuffer] bytes behind while others keep up for a
+// quorum, is dropped from the push and fetches the model once written;
+// the others are asked at once then, and the next put pushes to the
+// followers that failed least recently. The leader waits for a quorum,
+// itself included, to hold it; only then does one small entry record its
+// digest and size. A follower that lacks a blob
 // when it applies that entry fetches it first (from the leader, then any
 // peer, a few times over); if it cannot, it logs so and
 // [FSM.OpenModel] fetches it when it is read. Snapshots carry digests,

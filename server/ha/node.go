@@ -93,12 +93,12 @@ type Config struct {
 	// [BlobTransport].
 	BlobTransport BlobTransport
 	// PushBuffer is how many bytes of a model streamed to a follower
-	// while the leader writes it (when BlobTransport is a [BlobPusher])
-	// may wait for the follower. The leader's write waits for a full
-	// push only while a quorum needs it (10 s at most); a follower
-	// further behind is dropped from the push and fetches the model once
-	// written. 0 is 64 MiB; negative disables the push (followers fetch
-	// every model once it is written).
+	// while the leader writes it (when BlobTransport is a [BlobPusher];
+	// to the followers a quorum needs) may wait for the follower. The
+	// leader's write waits for a full push only while a quorum needs it
+	// (10 s at most); a follower further behind is dropped from the push
+	// and fetches the model once written. 0 is 64 MiB; negative disables
+	// the push (followers fetch every model once it is written).
 	PushBuffer int64
 	// BlobCollectInterval is how often the node removes from Blobs the
 	// blobs the state no longer references (after the store's grace); 0
@@ -354,6 +354,9 @@ type Node struct {
 	fetching map[blobs.Digest]*fetchCall // blob fetches in flight
 	pushing  int                         // blob pushes being received
 	pushIdle chan struct{}               // closed when pushing drops to 0
+
+	replicaMu     sync.Mutex
+	replicaFailed map[string]time.Time // a follower's last failed replication (rankedFollowers)
 
 	mu      sync.Mutex
 	leader  bool

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,10 +14,10 @@ import (
 	"github.com/cohortfl/cohort/server/blobs"
 )
 
-// TestPushedModelFaults: a model is pushed to the followers while the
-// leader writes it; a follower whose push fails, is corrupted or falls
-// behind still ends holding it (fetched), and the commit succeeds with
-// the quorum.
+// TestPushedModelFaults: a model is pushed to the follower a quorum
+// needs while the leader writes it; one whose push fails, is corrupted or
+// falls behind still ends holding it (fetched), the spare follower
+// fetches it, and the commit succeeds with the quorum.
 func TestPushedModelFaults(t *testing.T) {
 	cause := errors.New("stream reset")
 	tests := []struct {
@@ -49,7 +51,10 @@ func TestPushedModelFaults(t *testing.T) {
 			if err := l.SubmitJob(ctx, "j", nil); err != nil {
 				t.Fatal(err)
 			}
-			bad := follower(ns, l)
+			// The pushed follower: the put waits for the held one
+			// no longer than the stall bound.
+			bad := net.nodes[l.rankedFollowers()[0].ID]
+			l.pushStall = 50 * time.Millisecond
 			gate := make(chan struct{})
 			net.mu.Lock()
 			net.pushFault[bad.ID()] = tt.fault
@@ -62,7 +67,7 @@ func TestPushedModelFaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("PutModel = %v", err)
 			}
-			close(gate) // the put did not wait for the held follower
+			close(gate) // the put did not wait for the held follower past the stall bound
 			if err := l.CommitRound(ctx, "j", "a", 1, d, nil); err != nil {
 				t.Fatal(err)
 			}
@@ -88,17 +93,105 @@ func TestPushedModelFaults(t *testing.T) {
 					continue
 				}
 				fetched, pushed := net.fetches[n.ID()], net.pushes[n.ID()]
-				if n == bad && tt.wantFetch {
+				switch {
+				case n != bad:
+					if fetched != 1 || pushed != 0 {
+						t.Errorf("%s (spare): fetched %d times, received %d pushes; want 1 and 0", n.ID(), fetched, pushed)
+					}
+				case tt.wantFetch:
 					if fetched != 1 {
 						t.Errorf("%s (push faulty) fetched the model %d times, want 1", n.ID(), fetched)
 					}
-					continue
-				}
-				if fetched != 0 || pushed != 1 {
+				case fetched != 0 || pushed != 1:
 					t.Errorf("%s: fetched %d times, received %d pushes; want 0 and 1", n.ID(), fetched, pushed)
 				}
 			}
 		})
+	}
+}
+
+// TestPutReplicatesQuorumFirst: a put pushes the model to the follower
+// the quorum needs and asks the spare to fetch it only once that one
+// holds it; the put does not wait for the spare. A follower whose push
+// failed is the spare of the next put.
+func TestPutReplicatesQuorumFirst(t *testing.T) {
+	ctx := context.Background()
+	ns, _, net := blobCluster(t, 3, func(c *Config) {
+		c.PushBuffer = 16 << 20 // a healthy follower on a loaded machine keeps up
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	})
+	l := leaderOf(t, ns, nil)
+	ranked := l.rankedFollowers()
+	first, spare := ranked[0].ID, ranked[1].ID
+	gate, held := make(chan struct{}), make(chan []string, 8)
+	net.mu.Lock()
+	net.holdGate[spare] = gate
+	net.held[spare] = held
+	net.mu.Unlock()
+
+	// The spare is held: the put returns on the leader's and first's
+	// copies.
+	m1 := randomBytes(4<<20, 21)
+	d1, err := putStream(ctx, l, m1)
+	if err != nil {
+		t.Fatalf("PutModel with the spare held = %v", err)
+	}
+	select {
+	case holders := <-held:
+		// (The spare may hold it by then too: applying the seal fetches.)
+		if !slices.Contains(holders, l.ID()) || !slices.Contains(holders, first) {
+			t.Errorf("the spare was asked to hold the model when %q held it, want after %s and %s did", holders, l.ID(), first)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the spare was never asked to hold the model")
+	}
+	net.mu.Lock()
+	pushed := net.pushes[first]
+	net.mu.Unlock()
+	if pushed != 1 {
+		t.Errorf("%s (first) received %d pushes, want 1", first, pushed)
+	}
+	close(gate)
+	net.mu.Lock()
+	delete(net.held, spare)
+	net.mu.Unlock()
+	if err := net.nodes[spare].HoldBlob(ctx, l.ID(), blobs.Digest(d1), int64(len(m1))); err != nil {
+		t.Fatalf("the spare's HoldBlob = %v", err)
+	}
+
+	// first's push fails: it fetches, the spare is asked at once, and
+	// both end holding the model.
+	net.mu.Lock()
+	net.pushFault[first] = pushFault{failAfter: 1 << 20, err: errors.New("stream reset")}
+	net.mu.Unlock()
+	m2 := randomBytes(4<<20, 22)
+	d2, err := putStream(ctx, l, m2)
+	if err != nil {
+		t.Fatalf("PutModel with first's push failing = %v", err)
+	}
+	for _, id := range []string{first, spare} {
+		if err := net.nodes[id].HoldBlob(ctx, l.ID(), blobs.Digest(d2), int64(len(m2))); err != nil {
+			t.Fatalf("%s: HoldBlob = %v", id, err)
+		}
+	}
+	if got := l.rankedFollowers(); got[0].ID != spare || got[1].ID != first {
+		t.Fatalf("followers ranked %s, %s after %s's push failed; want %s first", got[0].ID, got[1].ID, first, spare)
+	}
+
+	// The next put pushes to the former spare.
+	net.mu.Lock()
+	delete(net.pushFault, first)
+	net.mu.Unlock()
+	if _, err := putStream(ctx, l, randomBytes(4<<20, 23)); err != nil {
+		t.Fatalf("third PutModel = %v", err)
+	}
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	if got := net.pushes[spare]; got != 1 {
+		t.Errorf("%s (now first) received %d pushes, want 1", spare, got)
+	}
+	if got := net.pushes[first]; got != 1 {
+		t.Errorf("%s (now the spare) received %d pushes in all, want 1 (the first put's)", first, got)
 	}
 }
 
@@ -259,5 +352,38 @@ func TestBlobTeeDropsStreamsBehind(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "pushed by the leader") {
 		t.Errorf("error %q does not say what was read", err)
+	}
+}
+
+// TestRankedFollowers: the followers a put pushes to first are those
+// whose replication failed least recently, in the configured order
+// otherwise; the leader's own failed write ranks no follower down.
+func TestRankedFollowers(t *testing.T) {
+	ns, _, _ := blobCluster(t, 3)
+	l := ns[0]
+	ids := func() string {
+		var s []string
+		for _, p := range l.rankedFollowers() {
+			s = append(s, p.ID)
+		}
+		return strings.Join(s, ",")
+	}
+	steps := []struct {
+		failed string
+		err    error
+		want   string
+	}{
+		{"", nil, "b,c"},
+		{"b", fmt.Errorf("pushing: %w", errPutFailed), "b,c"},
+		{"b", ErrPushBehind, "c,b"},
+		{"c", errors.New("disk full"), "b,c"},
+	}
+	for _, s := range steps {
+		if s.failed != "" {
+			l.replicaFailedNow(s.failed, s.err)
+		}
+		if got := ids(); got != s.want {
+			t.Fatalf("after %s failed with %v: ranked %s, want %s", s.failed, s.err, got, s.want)
+		}
 	}
 }
