@@ -16,8 +16,21 @@ import (
 // store also hashes, fsyncs and renames, which os.WriteFile does not, so
 // a second write baseline fsyncs the file (os-write-fsync). The store
 // streams reads through a reused 1 MiB buffer; os.ReadFile allocates the
-// whole blob.
+// whole blob. "cold" writes with CreateCold (O_DIRECT where the file
+// system takes it; read back from disk), "create" with Create (through the
+// page cache).
+//
+//	go test -run '^$' -bench WriteRead -benchtime 5x ./server/blobs
 func BenchmarkWriteRead(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		cold bool
+	}{{"cold", true}, {"create", false}} {
+		b.Run(bc.name, func(b *testing.B) { benchWriteRead(b, bc.cold) })
+	}
+}
+
+func benchWriteRead(b *testing.B, cold bool) {
 	const size = 256 << 20
 	data := content(size, 11)
 	dir := b.TempDir()
@@ -31,7 +44,11 @@ func BenchmarkWriteRead(b *testing.B) {
 	b.SetBytes(size)
 	for b.Loop() {
 		t0 := time.Now()
-		w, err := s.Create(b.Context())
+		create := s.Create
+		if cold {
+			create = s.CreateCold
+		}
+		w, err := create(b.Context())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -420,7 +420,7 @@ func (n *Node) fetchOnce(ctx context.Context, p Peer, d blobs.Digest) error {
 	if n.cfg.BlobTransport == nil {
 		return fmt.Errorf("fetching blob %.12s from %s: no blob transport configured", d, p.ID)
 	}
-	w, err := n.cfg.Blobs.Create(ctx)
+	w, err := n.cfg.Blobs.CreateCold(ctx) // a replica: not read now
 	if err != nil {
 		return fmt.Errorf("fetching blob %.12s from %s: %w", d, p.ID, err)
 	}

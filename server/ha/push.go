@@ -305,7 +305,8 @@ func (n *Node) ReceiveBlob(ctx context.Context, from string, b BlobStream) (blob
 	}
 	done := n.pushStarted()
 	defer done()
-	w, err := n.cfg.Blobs.Create(ctx)
+	// A follower keeps the model for a failover, not to read it now.
+	w, err := n.cfg.Blobs.CreateCold(ctx)
 	if err != nil {
 		return "", fmt.Errorf("receiving a blob from %s: %w", from, err)
 	}

@@ -1,0 +1,151 @@
+package blobs
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// directSupported reports whether the file system of dir takes O_DIRECT.
+func directSupported(t *testing.T, dir string) bool {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	return setDirect(f, true)
+}
+
+// TestDirectWrites: blobs of sizes around the alignment and the buffer,
+// written in pieces of several sizes, read back byte for byte and hash to
+// their digest: from CreateCold, written with O_DIRECT where the file
+// system takes it and through the page cache where it does not (tmpfs,
+// when /dev/shm is one); from Create, through the page cache.
+func TestDirectWrites(t *testing.T) {
+	dirs := map[string]string{"temp dir": ""}
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		dirs["/dev/shm"] = "/dev/shm"
+	}
+	sizes := []int{0, 1, directAlign - 1, directAlign, directAlign + 1, directBuffer - 1, directBuffer, directBuffer + 1, 2*directBuffer + 12345}
+	pieces := []int{1000, directAlign, 3 << 20, 9 << 20}
+	for name, base := range dirs {
+		for _, cold := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/cold=%v", name, cold), func(t *testing.T) {
+				dir := base
+				if dir == "" {
+					dir = t.TempDir()
+				} else {
+					var err error
+					if dir, err = os.MkdirTemp(dir, "blobs-test"); err != nil {
+						t.Skipf("%s: %v", base, err)
+					}
+					t.Cleanup(func() { os.RemoveAll(dir) })
+				}
+				s, err := Open(filepath.Join(dir, "store"), Options{MinFree: -1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				create := s.Create
+				if cold {
+					create = s.CreateCold
+				}
+				wantDirect := cold && directSupported(t, s.path(tmpDir))
+				for i, size := range sizes {
+					data := content(size, byte(i))
+					piece := pieces[i%len(pieces)]
+					w, err := create(t.Context())
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := w.direct != nil; got != wantDirect {
+						t.Fatalf("cold %v: Writer direct = %v, want %v", cold, got, wantDirect)
+					}
+					for c := range chunks(data, piece) {
+						if n, err := w.Write(c); n != len(c) || err != nil {
+							t.Fatalf("size %d: Write = %d, %v", size, n, err)
+						}
+					}
+					d, err := w.Commit(Sum(data))
+					if err != nil {
+						t.Fatalf("size %d in pieces of %d: Commit = %v", size, piece, err)
+					}
+					f, err := s.Open(d)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := io.ReadAll(f)
+					f.Close()
+					if err != nil || !bytes.Equal(got, data) {
+						t.Fatalf("size %d in pieces of %d: read back %d bytes (%v), equal %v", size, piece, len(got), err, bytes.Equal(got, data))
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestDirectWriteFails: a write the goroutine fails is returned by a
+// later Write or by finish, and stops the goroutine.
+func TestDirectWriteFails(t *testing.T) {
+	dir := t.TempDir()
+	if !directSupported(t, dir) {
+		t.Skip("the temp dir's file system refuses O_DIRECT")
+	}
+	path := filepath.Join(dir, "ro")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path) // read-only: every write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := newDirectWriter(f)
+	if d == nil {
+		t.Fatal("newDirectWriter = nil on a file system that takes O_DIRECT")
+	}
+	data := content(3*directBuffer, 1)
+	_, werr := d.Write(data) // the second full buffer waits for the first's failed write
+	ferr := d.finish()
+	if werr == nil && ferr == nil {
+		t.Fatal("Write and finish on a read-only file both succeeded")
+	}
+	select {
+	case <-d.done:
+	default:
+		t.Error("the goroutine runs on after finish")
+	}
+	d.release() // a second stop does nothing
+}
+
+// TestDirectAbortStops: aborting a Writer mid-blob stops its goroutine
+// and removes its file.
+func TestDirectAbortStops(t *testing.T) {
+	s := open(t, Options{})
+	w, err := s.CreateCold(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.direct == nil {
+		t.Skip("the temp dir's file system refuses O_DIRECT")
+	}
+	if _, err := w.Write(content(directBuffer+directAlign+7, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.direct.done:
+	default:
+		t.Error("the goroutine runs on after Abort")
+	}
+	if _, err := os.Stat(w.f.Name()); !os.IsNotExist(err) {
+		t.Errorf("the aborted blob's file: %v, want it removed", err)
+	}
+}
