@@ -461,7 +461,7 @@ func (n *Node) fetchBlob(d blobs.Digest, size int64, from string) error {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return fmt.Errorf("fetching blob %.12s: node closed: %w", d, errors.Join(errs...))
+				return fmt.Errorf("fetching blob %.12s: %w: %w", d, ErrClosed, errors.Join(errs...))
 			}
 			backoff *= 2
 		}

@@ -865,6 +865,20 @@ func TestRaftDBStaysSmall(t *testing.T) {
 	}
 }
 
+// TestFetchStopsWhenNodeCloses: a fetch that cannot reach its peers
+// gives up once the node starts closing, with an error wrapping
+// ErrClosed (which the FSM logs as no fault).
+func TestFetchStopsWhenNodeCloses(t *testing.T) {
+	ns, _, net := blobCluster(t, 3)
+	n := ns[0]
+	net.setFail(n.ID(), errors.New("peer unreachable"))
+	n.startClosing()
+	err := n.fetchBlob(blobs.Sum([]byte("a model")), 7, "")
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("fetchBlob on a closing node = %v, want it to wrap ErrClosed", err)
+	}
+}
+
 // TestFetchGivesUpWhenNoPeerHolds: a blob no peer holds (a replayed seal
 // of a model long since collected) is asked for once per peer, not
 // retried.

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -570,7 +571,11 @@ func (f *FSM) ensureStored(digest string, size int64, from string) {
 	if f.store.Has(d) || f.fetch == nil {
 		return
 	}
-	if err := f.fetch(d, size, from); err != nil {
+	if err := f.fetch(d, size, from); errors.Is(err, ErrClosed) {
+		// A spare follower still fetching the last model when the
+		// coordinator stops: no fault.
+		f.log.Info("the node closed while it fetched a committed blob; it is fetched again when read", "digest", digest, "size", size, "from", from)
+	} else if err != nil {
 		f.log.Error("a committed blob could not be fetched from the peers; it is fetched again when read", "digest", digest, "size", size, "from", from, "error", err)
 	}
 }
