@@ -1,14 +1,18 @@
 package blobs
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"unsafe"
 )
 
 // A blob from [Store.CreateCold] goes to disk with O_DIRECT where the
-// file system allows it (Linux; not tmpfs): a follower's copy of a model
+// file system allows it (Linux: ext4, XFS, and tmpfs since 6.6; where
+// fcntl refuses it, or the first write does, through the page cache): a
+// follower's copy of a model
 // of GiBs gains nothing from the page cache on its way to disk, and
 // copying it there costs more CPU than the disk's own transfer, most of
 // all on a VM whose host backs each new page cache page anew (the 2-core
@@ -56,10 +60,13 @@ type directResult struct {
 	err error
 }
 
+// directOn sets O_DIRECT on a file: setDirect, or a refusal in tests.
+var directOn = func(f *os.File) bool { return setDirect(f, true) }
+
 // newDirectWriter returns a directWriter for f, nil where f's file system
 // refuses O_DIRECT (the Writer then writes through the page cache).
 func newDirectWriter(f *os.File) *directWriter {
-	if !setDirect(f, true) {
+	if !directOn(f) {
 		return nil
 	}
 	d := &directWriter{f: f, queue: make(chan []byte, 1), free: make(chan directResult, 2), done: make(chan struct{})}
@@ -74,10 +81,21 @@ func (d *directWriter) run() {
 	var err error
 	for b := range d.queue {
 		if err == nil {
-			_, err = d.f.Write(b)
+			err = d.write(b)
 		}
 		d.free <- directResult{b: b[:0], err: err}
 	}
+}
+
+// write writes b, falling back to the page cache for the rest of the
+// file where O_DIRECT, though set, is refused (EINVAL: a file system that
+// asks for a larger alignment, or ignores the flag at fcntl).
+func (d *directWriter) write(b []byte) error {
+	_, err := d.f.Write(b)
+	if errors.Is(err, syscall.EINVAL) && setDirect(d.f, false) {
+		_, err = d.f.Write(b)
+	}
+	return err
 }
 
 // Write copies p into the buffers, handing each full one to the
@@ -108,7 +126,7 @@ func (d *directWriter) finish() error {
 	defer d.release()
 	aligned := len(d.cur) / directAlign * directAlign
 	if aligned > 0 {
-		if _, err := d.f.Write(d.cur[:aligned]); err != nil {
+		if err := d.write(d.cur[:aligned]); err != nil {
 			return err
 		}
 	}

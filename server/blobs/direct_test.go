@@ -2,7 +2,6 @@ package blobs
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -24,8 +23,9 @@ func directSupported(t *testing.T, dir string) bool {
 // TestDirectWrites: blobs of sizes around the alignment and the buffer,
 // written in pieces of several sizes, read back byte for byte and hash to
 // their digest: from CreateCold, written with O_DIRECT where the file
-// system takes it and through the page cache where it does not (tmpfs,
-// when /dev/shm is one); from Create, through the page cache.
+// system takes it and through the page cache where it does not (refused:
+// as if fcntl refused it); from Create, through the page cache. In the
+// temp dir and in /dev/shm (tmpfs: O_DIRECT since Linux 6.6).
 func TestDirectWrites(t *testing.T) {
 	dirs := map[string]string{"temp dir": ""}
 	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
@@ -34,8 +34,13 @@ func TestDirectWrites(t *testing.T) {
 	sizes := []int{0, 1, directAlign - 1, directAlign, directAlign + 1, directBuffer - 1, directBuffer, directBuffer + 1, 2*directBuffer + 12345}
 	pieces := []int{1000, directAlign, 3 << 20, 9 << 20}
 	for name, base := range dirs {
-		for _, cold := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/cold=%v", name, cold), func(t *testing.T) {
+		for _, mode := range []string{"cold", "cold-refused", "create"} {
+			t.Run(name+"/"+mode, func(t *testing.T) {
+				cold := mode != "create"
+				if mode == "cold-refused" {
+					defer func(on func(*os.File) bool) { directOn = on }(directOn)
+					directOn = func(*os.File) bool { return false }
+				}
 				dir := base
 				if dir == "" {
 					dir = t.TempDir()
@@ -54,7 +59,7 @@ func TestDirectWrites(t *testing.T) {
 				if cold {
 					create = s.CreateCold
 				}
-				wantDirect := cold && directSupported(t, s.path(tmpDir))
+				wantDirect := mode == "cold" && directSupported(t, s.path(tmpDir))
 				for i, size := range sizes {
 					data := content(size, byte(i))
 					piece := pieces[i%len(pieces)]
@@ -63,7 +68,7 @@ func TestDirectWrites(t *testing.T) {
 						t.Fatal(err)
 					}
 					if got := w.direct != nil; got != wantDirect {
-						t.Fatalf("cold %v: Writer direct = %v, want %v", cold, got, wantDirect)
+						t.Fatalf("%s: Writer direct = %v, want %v", mode, got, wantDirect)
 					}
 					for c := range chunks(data, piece) {
 						if n, err := w.Write(c); n != len(c) || err != nil {
@@ -147,5 +152,33 @@ func TestDirectAbortStops(t *testing.T) {
 	}
 	if _, err := os.Stat(w.f.Name()); !os.IsNotExist(err) {
 		t.Errorf("the aborted blob's file: %v, want it removed", err)
+	}
+}
+
+// TestDirectWriteFallsBack: a write O_DIRECT refuses (memory off the
+// alignment: EINVAL where the file system asks for it) is written through
+// the page cache instead, and so is the rest of the file.
+func TestDirectWriteFallsBack(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.CreateTemp(dir, "fallback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := newDirectWriter(f)
+	if d == nil {
+		t.Skip("the temp dir's file system refuses O_DIRECT")
+	}
+	defer d.release()
+	data := content(2*directAlign+1, 3)
+	if err := d.write(data[1 : 1+directAlign]); err != nil { // off the alignment
+		t.Fatalf("write off the alignment = %v, want it written through the page cache", err)
+	}
+	if err := d.write(data[1+directAlign:]); err != nil {
+		t.Fatalf("the write after = %v", err)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil || !bytes.Equal(got, data[1:]) {
+		t.Fatalf("file holds %d bytes (%v), equal %v; want the %d written", len(got), err, bytes.Equal(got, data[1:]), len(data)-1)
 	}
 }

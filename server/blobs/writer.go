@@ -47,10 +47,11 @@ func (s *Store) Create(ctx context.Context) (*Writer, error) { return s.create(c
 
 // CreateCold starts a blob as Create does, for one this node keeps but is
 // not about to read (a follower's copy of a model): written with
-// O_DIRECT where the file system takes it (Linux, not tmpfs; see
-// direct.go), it costs neither the page cache nor the CPU copying into
-// it. Until Commit, up to 8 MiB of it wait in the Writer's memory rather
-// than in its file.
+// O_DIRECT where the file system takes it (see direct.go), it costs
+// neither the page cache nor the CPU copying into it. Until Commit, up to
+// 8 MiB of it wait in the Writer's memory rather than in its file, and a
+// goroutine writes it: the caller must Commit or Abort the Writer, which
+// Collect cannot do for it.
 func (s *Store) CreateCold(ctx context.Context) (*Writer, error) { return s.create(ctx, true) }
 
 func (s *Store) create(ctx context.Context, cold bool) (*Writer, error) {

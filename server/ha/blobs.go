@@ -49,12 +49,13 @@ const (
 // replicate it first: with a [BlobPusher] transport they receive the
 // bytes while the leader writes them (a tee, hashed once on the leader by
 // its store Writer), else they fetch it once written. The other followers
-// (spares) fetch it once the quorum holds it, or as soon as one of the
-// first fails, so that the commit waits for a quorum's copies only, not
-// for every follower's write on the same disks and links. The first are
-// the followers whose replication failed least recently
-// ([Node.rankedFollowers]); a follower whose push fails or falls behind
-// fetches the blob once it is written.
+// (spares) fetch it once the quorum holds it, as soon as one of the first
+// fails, or pushStall after the write when the first have not all
+// answered, so that the commit waits for a quorum's copies only, not for
+// every follower's write on the same disks and links. The first are the
+// followers whose replication failed (or held the write up) least
+// recently ([Node.rankedFollowers]); a follower whose push fails or
+// stalls fetches the blob once it is written.
 func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (string, error) {
 	select {
 	case n.putSem <- struct{}{}:
@@ -87,6 +88,7 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 		dst = tee
 	}
 	results := n.startReplicas(others, need, pusher, tee, out)
+	start := time.Now()
 	// An encoder's small writes, batched; writes of putBatch and more go
 	// through uncopied.
 	bw := bufio.NewWriterSize(dst, putBatch)
@@ -105,9 +107,14 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	}
 	if tee != nil {
 		tee.finish(d)
+		n.noteSlowPushes(others, tee, time.Since(start))
 	}
 	out.d, out.size, out.err = d, size, nil
 	out.end()
+	// A pushed follower that has not answered pushStall after the write
+	// (a hung fsync, a link gone quiet) has the spares stand in.
+	hedge := time.AfterFunc(n.pushStall, out.releaseSpares)
+	defer hedge.Stop()
 	what := "putting model " + string(d)[:12]
 	if n.fsm.holdsStored(string(d)) {
 		return string(d), nil
@@ -170,8 +177,9 @@ func (n *Node) otherPeers() []Peer {
 }
 
 // rankedFollowers returns the voters other than this node, those whose
-// replication of a blob failed (or whose push fell behind) least recently
-// first, else in the configured order: a put pushes to the first ones.
+// replication of a blob failed (or whose push fell behind or held the
+// leader's write up) least recently first, else in the configured order:
+// a put pushes to the first ones.
 func (n *Node) rankedFollowers() []Peer {
 	others := n.otherPeers()
 	n.replicaMu.Lock()
@@ -180,6 +188,27 @@ func (n *Node) rankedFollowers() []Peer {
 		return n.replicaFailed[others[i].ID].Before(n.replicaFailed[others[j].ID])
 	})
 	return others
+}
+
+// slowPush is the least time the leader's write waited for a pushed
+// follower that ranks it behind the others for the next put, when it is
+// also a quarter of the write.
+const slowPush = time.Second
+
+// errSlowPush ranks a follower whose push held the leader's write up.
+var errSlowPush = errors.New("its push held the leader's write up")
+
+// noteSlowPushes ranks behind the others the pushed followers that held
+// up the leader's write of wrote for slowPush and a quarter of it: a
+// follower that is slow but never fails would otherwise set the pace of
+// every put.
+func (n *Node) noteSlowPushes(others []Peer, tee *blobTee, wrote time.Duration) {
+	for i, s := range tee.streams {
+		if s.held >= n.slowPush && s.held >= wrote/4 {
+			n.cfg.Logger.Info("a follower's push held the leader's write up; the next model is pushed to another first", "follower", others[i].ID, "held", s.held.Round(time.Millisecond), "write", wrote.Round(time.Millisecond))
+			n.replicaFailedNow(others[i].ID, errSlowPush)
+		}
+	}
 }
 
 // replicaFailedNow records that follower id's replication of a blob
@@ -486,6 +515,9 @@ func (n *Node) fetchBlob(d blobs.Digest, size int64, from string) error {
 			// start-up sealing a model long since collected): no retry.
 			return fmt.Errorf("fetching blob %.12s: no peer holds it: %w", d, errors.Join(errs...))
 		}
+	}
+	if ctx.Err() != nil { // closed during the last attempt
+		return fmt.Errorf("fetching blob %.12s: %w: %w", d, ErrClosed, errors.Join(errs...))
 	}
 	return fmt.Errorf("fetching blob %.12s (%d bytes) from %d peers, %d attempts: %w", d, size, len(order), fetchAttempts, errors.Join(errs...))
 }

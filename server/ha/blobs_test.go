@@ -30,7 +30,7 @@ import (
 // fetches) and every push to it fail; corrupt makes a node serve altered
 // bytes; pushFault alters what a push to a node delivers; pushGate holds
 // pushes to a node until it is closed, holdGate the leader's HoldBlob
-// calls on a node; held receives, for each HoldBlob call on a node that
+// calls on a node, replyGate the answer of a push a node received; held receives, for each HoldBlob call on a node that
 // has an entry, the nodes that held the blob then.
 type memBlobNet struct {
 	mu        sync.Mutex
@@ -41,6 +41,7 @@ type memBlobNet struct {
 	pushFault map[string]pushFault
 	pushGate  map[string]chan struct{}
 	holdGate  map[string]chan struct{}
+	replyGate map[string]chan struct{}
 	held      map[string]chan []string
 	fetches   map[string]int // FetchBlob calls by the fetching node
 	pushes    map[string]int // pushes received by a node, committed
@@ -56,7 +57,7 @@ type pushFault struct {
 
 func newMemBlobNet() *memBlobNet {
 	return &memBlobNet{nodes: map[string]*Node{}, stores: map[string]*blobs.Store{}, fail: map[string]error{}, corrupt: map[string]bool{},
-		pushFault: map[string]pushFault{}, pushGate: map[string]chan struct{}{}, holdGate: map[string]chan struct{}{},
+		pushFault: map[string]pushFault{}, pushGate: map[string]chan struct{}{}, holdGate: map[string]chan struct{}{}, replyGate: map[string]chan struct{}{},
 		held: map[string]chan []string{}, fetches: map[string]int{}, pushes: map[string]int{}}
 }
 
@@ -119,7 +120,15 @@ func (p memBlobPeer) PushBlob(ctx context.Context, to, from Peer, b BlobStream) 
 	}
 	p.net.mu.Lock()
 	p.net.pushes[to.ID]++
+	reply := p.net.replyGate[to.ID]
 	p.net.mu.Unlock()
+	if reply != nil {
+		select {
+		case <-reply:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 
@@ -613,8 +622,9 @@ var benchMB = flag.Int("mb", 256, "the model's size in MiB in BenchmarkCommitMod
 // ("ha-3-voters": the leader streams it into its store and, as it
 // writes, to the follower a quorum needs over the in-memory
 // BlobTransport, and the other follower fetches it once those two hold
-// it; the log carries its digest; "ha-3-voters-fetch": the first
-// follower fetches it once written, as before the push). Between
+// it; the log carries its digest; "ha-3-voters-fetch": the push off,
+// the first follower fetches it once written, the other once those two
+// hold it). Between
 // commits, untimed, every voter comes to hold the model, as it would
 // while a round trains;
 // against a one-voter node that records digests only ("no-ha": what a

@@ -19,13 +19,14 @@
 // fetch the model from the leader's store once the quorum holds it
 // ([BlobTransport.HoldBlob]; the coordinators' BlobService in production),
 // so that their copies share neither the leader's links nor the disks
-// with the commit. A pushed follower whose push fails, or that stalls or
-// falls [Config.PushBuffer] bytes behind while others keep up for a
-// quorum, is dropped from the push and fetches the model once written;
-// the others are asked at once then, and the next put pushes to the
-// followers that failed least recently. The leader waits for a quorum,
-// itself included, to hold it; only then does one small entry record its
-// digest and size. A follower that lacks a blob
+// with the commit. Beyond [Config.PushBuffer] bytes the leader's write
+// goes at the pace of the pushed followers; one whose push fails or
+// leaves the write waiting 10 s is dropped and fetches the model once
+// written. The others are asked at once then, or 10 s after the write
+// when a pushed follower has not answered, and the next put pushes first
+// to the followers that failed, or held the write up, least recently.
+// The leader waits for a quorum, itself included, to hold it; only then
+// does one small entry record its digest and size. A follower that lacks a blob
 // when it applies that entry fetches it first (from the leader, then any
 // peer, a few times over); if it cannot, it logs so and
 // [FSM.OpenModel] fetches it when it is read. Snapshots carry digests,

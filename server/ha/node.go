@@ -94,11 +94,11 @@ type Config struct {
 	BlobTransport BlobTransport
 	// PushBuffer is how many bytes of a model streamed to a follower
 	// while the leader writes it (when BlobTransport is a [BlobPusher];
-	// to the followers a quorum needs) may wait for the follower. The
-	// leader's write waits for a full push only while a quorum needs it
-	// (10 s at most); a follower further behind is dropped from the push
-	// and fetches the model once written. 0 is 64 MiB; negative disables
-	// the push (followers fetch every model once it is written).
+	// to the followers a quorum needs) may wait for the follower. Past
+	// it the leader's write waits for the follower, at its pace, and
+	// drops it after 10 s without room; a dropped follower fetches the
+	// model once written. 0 is 64 MiB; negative disables the push
+	// (followers fetch every model once it is written).
 	PushBuffer int64
 	// BlobCollectInterval is how often the node removes from Blobs the
 	// blobs the state no longer references (after the store's grace); 0
@@ -337,6 +337,7 @@ type Node struct {
 	transport io.Closer
 	grace     time.Duration // shutdownGrace; shorter in tests
 	pushStall time.Duration // pushStall; shorter in tests
+	slowPush  time.Duration // slowPush; shorter in tests
 
 	notify chan bool     // raft's NotifyCh
 	kick   chan struct{} // leadership gained: check the cluster id now
@@ -416,6 +417,7 @@ func New(cfg Config, fsm *FSM, logs raft.LogStore, stable raft.StableStore, snap
 	}
 	n.grace = shutdownGrace
 	n.pushStall = pushStall
+	n.slowPush = slowPush
 	for _, p := range cfg.Peers {
 		n.peers[raft.ServerID(p.ID)] = p
 	}

@@ -37,8 +37,9 @@ type BlobPusher interface {
 
 // ErrPushBehind is returned by a [BlobStream] whose reader fell more than
 // [Config.PushBuffer] bytes behind the putter while enough others kept up
-// for a quorum (or stalled for 10 s): the push is dropped and the
-// follower fetches the blob instead.
+// for a quorum, or left the putter waiting 10 s for room: the push is
+// dropped and the follower fetches the blob instead. (A put pushes only
+// to the followers a quorum needs, so today only the second drops one.)
 var ErrPushBehind = errors.New("blob push fell behind the leader's write")
 
 const (
@@ -74,6 +75,9 @@ const pushStall = 10 * time.Second
 // teeStream is one follower's view of a blobTee: a BlobStream.
 type teeStream struct {
 	ch chan *piece // queued pieces; closed by the tee at the end or on a drop
+	// held is how long the leader's write waited with this stream full
+	// (the tee's goroutine only).
+	held time.Duration
 	// dropped is closed on a drop, so that the push in flight is
 	// cancelled rather than left blocked on a follower that stalls.
 	dropped chan struct{}
@@ -169,6 +173,7 @@ func (t *blobTee) queue(piece *piece) {
 	}
 	defer func() { piece.sent = sent }()
 	if len(t.full) > 0 && sent < t.need {
+		start := time.Now()
 		stall := time.NewTimer(t.stall)
 	wait:
 		for sent < t.need && len(t.full) > 0 {
@@ -182,6 +187,7 @@ func (t *blobTee) queue(piece *piece) {
 				select {
 				case s.ch <- piece:
 					sent++
+					s.held += time.Since(start)
 				default:
 					still = append(still, s)
 				}
@@ -189,6 +195,9 @@ func (t *blobTee) queue(piece *piece) {
 			t.full = still
 		}
 		stall.Stop()
+		for _, s := range t.full {
+			s.held += time.Since(start)
+		}
 	}
 	for _, s := range t.full {
 		t.drop(s, ErrPushBehind)

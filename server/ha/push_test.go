@@ -387,3 +387,63 @@ func TestRankedFollowers(t *testing.T) {
 		}
 	}
 }
+
+// TestSparesStandInForASilentPush: a pushed follower that holds the
+// model but does not answer has the spare fetch it pushStall after the
+// write, and the put commits on the spare's copy.
+func TestSparesStandInForASilentPush(t *testing.T) {
+	ctx := context.Background()
+	ns, _, net := blobCluster(t, 3, func(c *Config) { c.PushBuffer = 16 << 20 })
+	l := leaderOf(t, ns, nil)
+	l.pushStall = 50 * time.Millisecond
+	ranked := l.rankedFollowers()
+	first, spare := ranked[0].ID, ranked[1].ID
+	reply := make(chan struct{})
+	defer close(reply)
+	net.mu.Lock()
+	net.replyGate[first] = reply
+	net.mu.Unlock()
+	model := randomBytes(4<<20, 31)
+	d, err := putStream(ctx, l, model)
+	if err != nil {
+		t.Fatalf("PutModel with the pushed follower silent = %v", err)
+	}
+	if !net.nodes[spare].cfg.Blobs.Has(blobs.Digest(d)) && !net.nodes[first].cfg.Blobs.Has(blobs.Digest(d)) {
+		t.Fatal("PutModel returned with no follower holding the model")
+	}
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	if got := net.fetches[spare]; got != 1 {
+		t.Errorf("the spare %s fetched %d times, want 1 (standing in)", spare, got)
+	}
+}
+
+// TestSlowPushRanksBehind: a pushed follower that holds the leader's
+// write up ranks behind the other for the next put.
+func TestSlowPushRanksBehind(t *testing.T) {
+	ctx := context.Background()
+	ns, _, net := blobCluster(t, 3, func(c *Config) { c.PushBuffer = 1 << 20 })
+	l := leaderOf(t, ns, nil)
+	l.slowPush = 50 * time.Millisecond
+	ranked := l.rankedFollowers()
+	first, spare := ranked[0].ID, ranked[1].ID
+	gate := make(chan struct{})
+	net.mu.Lock()
+	net.pushGate[first] = gate
+	net.mu.Unlock()
+	// The push starts 200 ms late: the write (4 MiB past a 1 MiB buffer)
+	// waits for it, well under pushStall.
+	time.AfterFunc(200*time.Millisecond, func() { close(gate) })
+	if _, err := putStream(ctx, l, randomBytes(4<<20, 32)); err != nil {
+		t.Fatalf("PutModel = %v", err)
+	}
+	net.mu.Lock()
+	pushed := net.pushes[first]
+	net.mu.Unlock()
+	if pushed != 1 {
+		t.Fatalf("%s received %d pushes, want 1 (slow, not dropped)", first, pushed)
+	}
+	if got := l.rankedFollowers(); got[0].ID != spare {
+		t.Errorf("after %s's push held the write up, ranked %s first, want %s", first, got[0].ID, spare)
+	}
+}
