@@ -110,6 +110,13 @@ func TestPushedModelFaults(t *testing.T) {
 	}
 }
 
+// firstAndSpare returns the follower the next put of leader l (of three
+// voters) pushes to, and the spare.
+func firstAndSpare(l *Node) (first, spare string) {
+	ranked := l.rankedFollowers()
+	return ranked[0].ID, ranked[1].ID
+}
+
 // TestPutReplicatesQuorumFirst: a put pushes the model to the follower
 // the quorum needs and asks the spare to fetch it only once that one
 // holds it; the put does not wait for the spare. A follower whose push
@@ -121,8 +128,7 @@ func TestPutReplicatesQuorumFirst(t *testing.T) {
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, time.Second
 	})
 	l := leaderOf(t, ns, nil)
-	ranked := l.rankedFollowers()
-	first, spare := ranked[0].ID, ranked[1].ID
+	first, spare := firstAndSpare(l)
 	gate, held := make(chan struct{}), make(chan []string, 8)
 	net.mu.Lock()
 	net.holdGate[spare] = gate
@@ -396,8 +402,7 @@ func TestSparesStandInForASilentPush(t *testing.T) {
 	ns, _, net := blobCluster(t, 3, func(c *Config) { c.PushBuffer = 16 << 20 })
 	l := leaderOf(t, ns, nil)
 	l.pushStall = 50 * time.Millisecond
-	ranked := l.rankedFollowers()
-	first, spare := ranked[0].ID, ranked[1].ID
+	first, spare := firstAndSpare(l)
 	reply := make(chan struct{})
 	defer close(reply)
 	net.mu.Lock()
@@ -425,8 +430,7 @@ func TestSlowPushRanksBehind(t *testing.T) {
 	ns, _, net := blobCluster(t, 3, func(c *Config) { c.PushBuffer = 1 << 20 })
 	l := leaderOf(t, ns, nil)
 	l.slowPush = 50 * time.Millisecond
-	ranked := l.rankedFollowers()
-	first, spare := ranked[0].ID, ranked[1].ID
+	first, spare := firstAndSpare(l)
 	gate := make(chan struct{})
 	net.mu.Lock()
 	net.pushGate[first] = gate
