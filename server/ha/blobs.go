@@ -212,8 +212,8 @@ func (n *Node) noteSlowPushes(others []Peer, tee *blobTee, wrote time.Duration) 
 }
 
 // replicaFailedNow records that follower id's replication of a blob
-// failed, or its push fell behind, just now, with err; not where the
-// leader's own write failed.
+// failed, or its push was dropped or held the write up, just now, with
+// err; not where the leader's own write failed.
 func (n *Node) replicaFailedNow(id string, err error) {
 	if errors.Is(err, errPutFailed) {
 		return

@@ -39,7 +39,7 @@ type BlobPusher interface {
 // [Config.PushBuffer] bytes behind the putter while enough others kept up
 // for a quorum, or left the putter waiting 10 s for room: the push is
 // dropped and the follower fetches the blob instead. (A put pushes only
-// to the followers a quorum needs, so today only the second drops one.)
+// to the followers a quorum needs, so today only a stall drops one.)
 var ErrPushBehind = errors.New("blob push fell behind the leader's write")
 
 const (
