@@ -394,7 +394,7 @@ func (n *Node) HoldBlob(ctx context.Context, from string, d blobs.Digest, size i
 	if !ok || from == n.cfg.ID {
 		return fmt.Errorf("holding blob %.12s: %q is not one of this node's peers %s: %w", d, from, peerList(n.cfg.Peers), ErrInvalid)
 	}
-	return n.fetchFrom(ctx, p, d)
+	return n.fetchFrom(ctx, p, d, true)
 }
 
 // fetchCall is a fetch of one blob in flight.
@@ -406,7 +406,7 @@ type fetchCall struct {
 // fetchFrom copies blob d from peer p into the store. A fetch of d
 // already in flight (a follower asked to hold it, then applying its seal
 // before the first fetch ended) is waited for rather than started again.
-func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest) error {
+func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest, cold bool) error {
 	if err := n.waitPushes(ctx); err != nil {
 		return err
 	}
@@ -436,7 +436,7 @@ func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest) error {
 	}
 	n.fetching[d] = c
 	n.fetchMu.Unlock()
-	c.err = n.fetchOnce(ctx, p, d)
+	c.err = n.fetchOnce(ctx, p, d, cold)
 	n.fetchMu.Lock()
 	delete(n.fetching, d)
 	n.fetchMu.Unlock()
@@ -444,12 +444,17 @@ func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest) error {
 	return c.err
 }
 
-// fetchOnce copies blob d from peer p into the store.
-func (n *Node) fetchOnce(ctx context.Context, p Peer, d blobs.Digest) error {
+// fetchOnce copies blob d from peer p into the store: with
+// [blobs.Store.CreateCold] where cold (a replica, not read now).
+func (n *Node) fetchOnce(ctx context.Context, p Peer, d blobs.Digest, cold bool) error {
 	if n.cfg.BlobTransport == nil {
 		return fmt.Errorf("fetching blob %.12s from %s: no blob transport configured", d, p.ID)
 	}
-	w, err := n.cfg.Blobs.CreateCold(ctx) // a replica: not read now
+	create := n.cfg.Blobs.Create
+	if cold {
+		create = n.cfg.Blobs.CreateCold
+	}
+	w, err := create(ctx)
 	if err != nil {
 		return fmt.Errorf("fetching blob %.12s from %s: %w", d, p.ID, err)
 	}
@@ -466,7 +471,7 @@ func (n *Node) fetchOnce(ctx context.Context, p Peer, d blobs.Digest) error {
 // fetchBlob fetches blob d, which the store lacks, from peer from first
 // (if set), then from the other peers, fetchAttempts times over with a
 // backoff; it gives up early when the node closes. The FSM calls it.
-func (n *Node) fetchBlob(d blobs.Digest, size int64, from string) error {
+func (n *Node) fetchBlob(d blobs.Digest, size int64, from string, cold bool) error {
 	ctx, cancel := n.lifetime()
 	defer cancel()
 	var order []Peer
@@ -497,7 +502,7 @@ func (n *Node) fetchBlob(d blobs.Digest, size int64, from string) error {
 		notFound := 0
 		for _, p := range order {
 			fctx, fcancel := context.WithTimeout(ctx, fetchTimeout)
-			err := n.fetchFrom(fctx, p, d)
+			err := n.fetchFrom(fctx, p, d, cold)
 			fcancel()
 			if err == nil || n.cfg.Blobs.Has(d) {
 				return nil

@@ -443,7 +443,7 @@ func TestPutModelNoSpace(t *testing.T) {
 func storedFSM(store *blobs.Store, src func() *blobs.Store) *FSM {
 	f := NewFSM()
 	f.store = store
-	f.fetch = func(d blobs.Digest, _ int64, _ string) error {
+	f.fetch = func(d blobs.Digest, _ int64, _ string, _ bool) error {
 		s := src()
 		if s == nil {
 			return errors.New("peer down")
@@ -481,8 +481,8 @@ func mustApply(t *testing.T, f *FSM, cs ...Command) {
 }
 
 // TestStoredSnapshotRestore: a snapshot carries digests, not bytes; a
-// node restoring it fetches the blobs it lacks, and one that cannot
-// fetches them when they are read.
+// node restoring it fetches the blobs it lacks (cold: a replica), and one
+// that cannot fetches them when they are read (not cold: read next).
 func TestStoredSnapshotRestore(t *testing.T) {
 	leaderStore := testStore(t, blobs.Options{})
 	model := randomBytes(4<<20, 3)
@@ -501,17 +501,24 @@ func TestStoredSnapshotRestore(t *testing.T) {
 	}
 	var up *blobs.Store
 	tests := []struct {
-		name string
-		peer func() *blobs.Store
+		name      string
+		peer      func() *blobs.Store
+		wantColds []bool // the cold flag of each fetch
 	}{
-		{"the peer serves it at once", func() *blobs.Store { return leaderStore }},
-		{"the peer is down at restore, back at read", func() *blobs.Store { return up }},
+		{"the peer serves it at once", func() *blobs.Store { return leaderStore }, []bool{true}},
+		{"the peer is down at restore, back at read", func() *blobs.Store { return up }, []bool{true, false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up = nil
 			store := testStore(t, blobs.Options{})
 			f := storedFSM(store, tt.peer)
+			var colds []bool
+			fetch := f.fetch
+			f.fetch = func(d blobs.Digest, size int64, from string, cold bool) error {
+				colds = append(colds, cold)
+				return fetch(d, size, from, cold)
+			}
 			if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
 				t.Fatalf("Restore = %v", err)
 			}
@@ -521,6 +528,9 @@ func TestStoredSnapshotRestore(t *testing.T) {
 			}
 			if !store.Has(d) {
 				t.Error("the restored node's store lacks the model after reading it")
+			}
+			if !slices.Equal(colds, tt.wantColds) {
+				t.Errorf("fetches cold = %v, want %v", colds, tt.wantColds)
 			}
 		})
 	}
@@ -883,7 +893,7 @@ func TestFetchStopsWhenNodeCloses(t *testing.T) {
 	n := ns[0]
 	net.setFail(n.ID(), errors.New("peer unreachable"))
 	n.startClosing()
-	err := n.fetchBlob(blobs.Sum([]byte("a model")), 7, "")
+	err := n.fetchBlob(blobs.Sum([]byte("a model")), 7, "", true)
 	if !errors.Is(err, ErrClosed) {
 		t.Fatalf("fetchBlob on a closing node = %v, want it to wrap ErrClosed", err)
 	}
@@ -895,7 +905,7 @@ func TestFetchStopsWhenNodeCloses(t *testing.T) {
 func TestFetchGivesUpWhenNoPeerHolds(t *testing.T) {
 	ns, _, net := blobCluster(t, 3)
 	n := ns[0]
-	err := n.fetchBlob(blobs.Sum([]byte("collected everywhere")), 20, "")
+	err := n.fetchBlob(blobs.Sum([]byte("collected everywhere")), 20, "", true)
 	if !errors.Is(err, blobs.ErrNotFound) {
 		t.Fatalf("fetchBlob of a blob no peer holds = %v, want ErrNotFound", err)
 	}

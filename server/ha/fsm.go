@@ -147,9 +147,10 @@ type FSM struct {
 
 	// store, when set, holds the blobs' bytes instead of st; fetch copies
 	// a blob the store lacks from a peer into it (from: the peer to try
-	// first). Both are set by [New] before raft starts and never change.
+	// first; cold: not to be read now, see [blobs.Store.CreateCold]). Both
+	// are set by [New] before raft starts and never change.
 	store *blobs.Store
-	fetch func(d blobs.Digest, size int64, from string) error
+	fetch func(d blobs.Digest, size int64, from string, cold bool) error
 	log   hclog.Logger
 }
 
@@ -548,7 +549,7 @@ func (f *FSM) OpenModel(digest string) (io.ReadCloser, error) {
 	}
 	d := blobs.Digest(digest)
 	if !f.store.Has(d) && f.fetch != nil {
-		if err := f.fetch(d, size, ""); err != nil {
+		if err := f.fetch(d, size, "", false); err != nil { // read next
 			return nil, fmt.Errorf("model %s is not in this node's blob store and fetching it from the peers failed: %w: %w", digest, err, ErrBlobMissing)
 		}
 	}
@@ -571,7 +572,7 @@ func (f *FSM) ensureStored(digest string, size int64, from string) {
 	if f.store.Has(d) || f.fetch == nil {
 		return
 	}
-	if err := f.fetch(d, size, from); errors.Is(err, ErrClosed) {
+	if err := f.fetch(d, size, from, true); errors.Is(err, ErrClosed) {
 		// A spare follower still fetching the last model when the
 		// coordinator stops: no fault.
 		f.log.Info("the node closed while it fetched a committed blob; it is fetched again when read", "digest", digest, "size", size, "from", from)
