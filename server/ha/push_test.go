@@ -435,9 +435,10 @@ func TestSlowPushRanksBehind(t *testing.T) {
 	net.mu.Lock()
 	net.pushGate[first] = gate
 	net.mu.Unlock()
-	// The push starts 200 ms late: the write (4 MiB past a 1 MiB buffer)
-	// waits for it, well under pushStall.
-	time.AfterFunc(200*time.Millisecond, func() { close(gate) })
+	// The push starts 500 ms late: the write (4 MiB past a 1 MiB buffer)
+	// waits for it, well under pushStall, and for more than a quarter of
+	// the write even if the rest of it takes 1.5 s on a loaded machine.
+	time.AfterFunc(500*time.Millisecond, func() { close(gate) })
 	if _, err := putStream(ctx, l, randomBytes(4<<20, 32)); err != nil {
 		t.Fatalf("PutModel = %v", err)
 	}
