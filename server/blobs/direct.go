@@ -15,12 +15,12 @@ import (
 // follower's copy of a model of GiBs gains nothing from the page cache on
 // its way to disk, and copying it there costs more CPU than the disk's
 // own transfer, most of all on a VM whose host backs each new page cache
-// page anew (the 2-core VM: 1.0–3.7 s of system time a GiB through the
-// page cache, 0.2–0.5 s direct, dd). BenchmarkWriteRead there, three
-// runs: 947–1,141 MB/s against 546–755 MB/s through the page cache; but
-// read back from disk at 1.0–2.1 GB/s against 10.8–11.9 GB/s from the
-// page cache, so a blob this node reads soon is written with
-// [Store.Create]. Reads stay buffered.
+// page anew (the 2-core VM: 0.4–3.8 s of system time a GiB through the
+// page cache, by chance, 0.2–0.5 s direct; dd and a Go program).
+// BenchmarkWriteRead there, three runs: 947–1,141 MB/s against 546–755
+// MB/s through the page cache; but read back from disk at 1.0–2.1 GB/s
+// against 10.8–11.9 GB/s from the page cache, so a blob this node reads
+// soon is written with [Store.Create]. Reads stay buffered.
 const (
 	// directAlign is the alignment O_DIRECT asks of a write's memory,
 	// length and file offset: the file system's block, 4 KiB at most on
