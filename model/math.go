@@ -143,9 +143,19 @@ func (w *Weights) Compatible(other *Weights) error {
 // scanned on every core.
 func (w *Weights) CheckFinite() error {
 	for _, t := range w.Tensors {
-		if i := FirstNonFinite(t.Data); i >= 0 {
-			return fmt.Errorf("%w: tensor %q holds %v at index %d", ErrNotFinite, t.Name, t.Data[i], i)
+		if err := CheckFiniteBlock(t.Name, 0, t.Data); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// CheckFiniteBlock returns an error wrapping [ErrNotFinite] that names the
+// first NaN or ±Inf of vals, the values of tensor name from flat index off
+// on (a block of a stream: [ScanSafetensors]), or nil.
+func CheckFiniteBlock(name string, off int, vals []float32) error {
+	if i := firstNonFinite(vals); i >= 0 {
+		return fmt.Errorf("%w: tensor %q holds %v at index %d", ErrNotFinite, name, vals[i], off+i)
 	}
 	return nil
 }
@@ -193,9 +203,9 @@ func absMaxBits(d []float32) uint32 {
 // costs more than it saves.
 const parallelMin = 1 << 18
 
-// FirstNonFinite returns the index of the first NaN or ±Inf in d, or −1:
+// firstNonFinite returns the index of the first NaN or ±Inf in d, or −1:
 // a SIMD pass, on every core for a large d.
-func FirstNonFinite(d []float32) int {
+func firstNonFinite(d []float32) int {
 	p := runtime.GOMAXPROCS(0)
 	if len(d) < parallelMin || p == 1 {
 		return scanNonFinite(d)

@@ -116,8 +116,8 @@ func spill(dir string, r io.Reader, limit int64, global globalSource) (_ *spille
 		if !keep {
 			return nil // read on: the checksum covers every byte
 		}
-		if i := model.FirstNonFinite(vals); i >= 0 {
-			s.nonFinite = fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, global.Shell().Tensors[t].Name, vals[i], off+i)
+		if err := model.CheckFiniteBlock(global.Shell().Tensors[t].Name, off, vals); err != nil {
+			s.nonFinite = err
 			keep = false
 			return nil
 		}

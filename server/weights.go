@@ -76,10 +76,7 @@ func (c *Coordinator) UploadWeights(stream grpc.ClientStreamingServer[pb.Weights
 	_, err = model.ScanSafetensors(io.TeeReader(r, storeWriter{up, &storeErr}), c.cfg.MaxInitBytes,
 		func(w *model.Weights) error { shell = w; return nil },
 		func(t, off int, vals []float32) error {
-			if i := model.FirstNonFinite(vals); i >= 0 {
-				return fmt.Errorf("%w: tensor %q holds %v at index %d", model.ErrNotFinite, shell.Tensors[t].Name, vals[i], off+i)
-			}
-			return nil
+			return model.CheckFiniteBlock(shell.Tensors[t].Name, off, vals)
 		})
 	if err == nil {
 		err = r.Finish(sum)
