@@ -37,6 +37,15 @@ func (s RunStatus) Valid() bool {
 	return false
 }
 
+// Check returns nil for a valid status, else an error wrapping
+// [ErrInvalid] that lists the valid ones.
+func (s RunStatus) Check() error {
+	if s.Valid() {
+		return nil
+	}
+	return fmt.Errorf("%w: status %q is none of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", ErrInvalid, s)
+}
+
 // Terminal reports whether s is a final status: FINISHED, FAILED or KILLED.
 func (s RunStatus) Terminal() bool {
 	return s == StatusFinished || s == StatusFailed || s == StatusKilled

@@ -235,8 +235,10 @@ func newRunID() string {
 // [ErrRunDeleted].
 func (s *SQLiteStore) UpdateRun(ctx context.Context, runID string, status RunStatus, end time.Time, name string) error {
 	what := fmt.Sprintf("updating run %s", runID)
-	if status != "" && !status.Valid() {
-		return fmt.Errorf("%s: %w: status %q is none of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", what, ErrInvalid, status)
+	if status != "" {
+		if err := status.Check(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
 	}
 	if name != "" {
 		if err := validateTag(Tag{Key: TagRunName, Value: name}); err != nil {
@@ -275,10 +277,10 @@ func (s *SQLiteStore) UpdateRun(ctx context.Context, runID string, status RunSta
 // once (an arm's site runs).
 func (s *SQLiteStore) EndRuns(ctx context.Context, runIDs []string, status RunStatus, end time.Time) error {
 	what := fmt.Sprintf("ending %d runs", len(runIDs))
-	switch {
-	case !status.Valid():
-		return fmt.Errorf("%s: %w: status %q is none of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", what, ErrInvalid, status)
-	case end.IsZero():
+	if err := status.Check(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if end.IsZero() {
 		return fmt.Errorf("%s: %w: no end time; give the time they ended", what, ErrInvalid)
 	}
 	if len(runIDs) == 0 {

@@ -579,8 +579,10 @@ func (c *Client) UpdateRun(ctx context.Context, runID string, status tracking.Ru
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if status != "" && !status.Valid() {
-		return fmt.Errorf("%s: %w: status %q is none of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED", what, tracking.ErrInvalid, status)
+	if status != "" {
+		if err := status.Check(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
 	}
 	if name != "" {
 		if err := validateTag(tracking.Tag{Key: tracking.TagRunName, Value: name}); err != nil {
