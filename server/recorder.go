@@ -747,6 +747,10 @@ func (r *recorder) endSiteRuns(a *armRecord, status tracking.RunStatus, end time
 		if err == nil {
 			return
 		}
+		if r.ctx.Err() != nil { // as flush: one by one would fail as well
+			r.failed("tracking_update_failed", r.ctx.Err(), "arm", a.name, "runs", len(ids))
+			return
+		}
 		r.log.Warn("tracking_end_runs_failed", "arm", a.name, "runs", len(ids), "err", err, "effect", "the site runs are ended one by one")
 	}
 	for _, site := range sites {
