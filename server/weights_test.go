@@ -185,8 +185,9 @@ func (discardUpload) Commit(string) error         { return nil }
 func (discardUpload) Abort()                      {}
 
 // BenchmarkUploadWeights uploads initial weights of 64 MiB and reports
-// what the coordinator allocates for each (B/op): the upload is checked
-// and stored a chunk at a time, so about the chunks' size, not the file's.
+// what is allocated for each (B/op: the coordinator and, in the same
+// process, the uploading client): the upload is checked and stored a
+// chunk at a time, so about the chunks' size, not the file's.
 //
 //	go test -run '^$' -bench UploadWeights -benchmem ./server
 func BenchmarkUploadWeights(b *testing.B) {

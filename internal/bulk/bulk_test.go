@@ -304,16 +304,15 @@ func TestSameNameDescriptors(t *testing.T) {
 func TestOwned(t *testing.T) {
 	shared := payload(100 << 10) // a digest, say, that the sender keeps
 	for _, tt := range []struct {
-		name       string
-		size       int  // of the owned buffer
-		asData     bool // the buffer is Data; else Sha256 is shared and Data the buffer
-		putAtOnce  int
-		putOnFree  int
-		sharedSent bool
+		name      string
+		size      int  // of the owned buffer
+		asData    bool // the buffer is Data; else Sha256 is shared and Data the buffer
+		putAtOnce int
+		putOnFree int
 	}{
-		{"large, sent from its slice", 100 << 10, true, 0, 1, false},
-		{"small, copied", 1000, true, 1, 0, false},
-		{"small, beside a large field sent from its slice", 1000, false, 1, 0, true},
+		{"large, sent from its slice", 100 << 10, true, 0, 1},
+		{"small, copied", 1000, true, 1, 0},
+		{"small, beside a large field sent from its slice", 1000, false, 1, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var pool countingBuffers

@@ -34,7 +34,7 @@ var (
 	benchSites     = flag.Int("sites", 1000, "BenchmarkThousandSites: how many site agents to connect")
 	benchAgentProc = flag.Bool("agents-process", false, "BenchmarkThousandSites: run the site agents in a second process (the coordinator's heap is then measured alone)")
 	benchIdleHeap  = flag.String("idle-heap-profile", "", "BenchmarkThousandSites: write a heap profile to this file, and the goroutines to FILE.goroutines, once every site is connected and idle")
-	benchRoundCPU  = flag.String("round-cpu-profile", "", "BenchmarkThousandSites: write a CPU profile of the measured rounds (from the second on) to this file")
+	benchRoundCPU  = flag.String("round-cpu-profile", "", "BenchmarkThousandSites: write a CPU profile from the second round's start to the job's end (the last iteration's job) to this file")
 )
 
 // The helper process of BenchmarkThousandSites -agents-process: the test
@@ -302,7 +302,8 @@ func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
 // and what it took beyond its slowest site's training (the site runs'
 // train_seconds); and how many site runs the arm has. Earlier rounds are
 // left out (the first waits for every site to connect). With profile set,
-// it writes a CPU profile of the rounds it times to that file.
+// it writes a CPU profile from round first's start to the job's end to
+// that file.
 func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string) (wall, overhead []float64, sites int, end float64) {
 	b.Helper()
 	resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
