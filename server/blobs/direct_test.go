@@ -94,6 +94,23 @@ func TestDirectWrites(t *testing.T) {
 	}
 }
 
+// directWriterOn opens path with open and returns a directWriter on it,
+// closed with the test; it skips the test where the file system refuses
+// O_DIRECT.
+func directWriterOn(t *testing.T, path string, open func(string) (*os.File, error)) *directWriter {
+	t.Helper()
+	f, err := open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	d := newDirectWriter(f)
+	if d == nil {
+		t.Skip("the temp dir's file system refuses O_DIRECT")
+	}
+	return d
+}
+
 // TestDirectWriteFails: a write the goroutine fails is returned by a
 // later Write or by finish, and stops the goroutine.
 func TestDirectWriteFails(t *testing.T) {
@@ -101,15 +118,7 @@ func TestDirectWriteFails(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path) // read-only: every write fails
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	d := newDirectWriter(f)
-	if d == nil {
-		t.Skip("the temp dir's file system refuses O_DIRECT")
-	}
+	d := directWriterOn(t, path, os.Open) // read-only: every write fails
 	data := content(3*directBuffer, 1)
 	_, werr := d.Write(data) // the second full buffer waits for the first's failed write
 	ferr := d.finish()
@@ -155,16 +164,8 @@ func TestDirectAbortStops(t *testing.T) {
 // alignment: EINVAL where the file system asks for it) is written through
 // the page cache instead, and so is the rest of the file.
 func TestDirectWriteFallsBack(t *testing.T) {
-	dir := t.TempDir()
-	f, err := os.CreateTemp(dir, "fallback")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	d := newDirectWriter(f)
-	if d == nil {
-		t.Skip("the temp dir's file system refuses O_DIRECT")
-	}
+	d := directWriterOn(t, filepath.Join(t.TempDir(), "fallback"), os.Create)
+	f := d.f
 	defer d.release()
 	data := content(2*directAlign+1, 3)
 	if err := d.write(data[1 : 1+directAlign]); err != nil { // off the alignment
