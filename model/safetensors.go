@@ -167,8 +167,23 @@ func headerOf(tensors []Tensor, meta map[string]string) ([]byte, error) {
 }
 
 // appendJSONString appends s as a JSON string, escaping what JSON requires
-// (and nothing for HTML, unlike encoding/json's default).
+// (and nothing for HTML, unlike encoding/json's default). A string of
+// printable ASCII without quotes or backslashes, which a tensor's name
+// almost always is, is appended as it is.
 func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return appendEscapedJSONString(b, s)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendEscapedJSONString appends s as encoding/json writes it, without
+// its HTML escapes.
+func appendEscapedJSONString(b []byte, s string) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -438,7 +453,9 @@ func halfToFloat(h uint16) float32 {
 // one object, no repeated key, "__metadata__" a map of strings, every
 // other key a tensor with a known dtype, a shape and data offsets that,
 // sorted, cover the data contiguously from 0. Entries come back in data
-// order (ties, zero-size tensors, in header order).
+// order (ties, zero-size tensors, in header order). A header written the
+// plain way (see [parsePlainHeader]) is read without encoding/json; any
+// other goes through it, with the same result.
 func parseHeader(h []byte) ([]entry, map[string]string, error) {
 	if !utf8.Valid(h) {
 		return nil, nil, fmt.Errorf("%w: the header is not valid UTF-8", ErrMalformed)
@@ -446,6 +463,37 @@ func parseHeader(h []byte) ([]entry, map[string]string, error) {
 	if t := bytes.TrimLeft(h, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, nil, fmt.Errorf("%w: the header is not a JSON object (is this a safetensors file?)", ErrMalformed)
 	}
+	entries, meta, plain, err := parsePlainHeader(h)
+	if !plain {
+		entries, meta, err = parseHeaderJSON(h)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.SliceStable(entries, func(i, j int) bool {
+		if entries[i].begin != entries[j].begin {
+			return entries[i].begin < entries[j].begin
+		}
+		return entries[i].end < entries[j].end
+	})
+	var next uint64
+	for _, e := range entries {
+		if e.begin != next {
+			what := "overlaps the previous tensor"
+			if e.begin > next {
+				what = "leaves a gap after the previous tensor"
+			}
+			return nil, nil, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] %s, which ends at %d", ErrMalformed, e.name, e.begin, e.end, what, next)
+		}
+		next = e.end
+	}
+	return entries, meta, nil
+}
+
+// parseHeaderJSON parses a header (valid UTF-8, starting with an object)
+// with encoding/json, returning its entries in header order, each
+// validated as it is read.
+func parseHeaderJSON(h []byte) ([]entry, map[string]string, error) {
 	dec := json.NewDecoder(bytes.NewReader(h))
 	dec.UseNumber()
 	if _, err := dec.Token(); err != nil { // '{'
@@ -488,23 +536,6 @@ func parseHeader(h []byte) ([]entry, map[string]string, error) {
 	if tok, err := dec.Token(); err != io.EOF {
 		return nil, nil, fmt.Errorf("%w: header JSON: %v after the object", ErrMalformed, tokenOrErr(tok, err))
 	}
-	sort.SliceStable(entries, func(i, j int) bool {
-		if entries[i].begin != entries[j].begin {
-			return entries[i].begin < entries[j].begin
-		}
-		return entries[i].end < entries[j].end
-	})
-	var next uint64
-	for _, e := range entries {
-		if e.begin != next {
-			what := "overlaps the previous tensor"
-			if e.begin > next {
-				what = "leaves a gap after the previous tensor"
-			}
-			return nil, nil, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] %s, which ends at %d", ErrMalformed, e.name, e.begin, e.end, what, next)
-		}
-		next = e.end
-	}
 	return entries, meta, nil
 }
 
@@ -518,23 +549,45 @@ func tokenOrErr(tok json.Token, err error) any {
 // parseEntry validates one tensor's header fields. Unknown fields are
 // ignored, as the reference does; names are matched exactly.
 func parseEntry(name string, raw map[string]json.RawMessage) (entry, error) {
-	e := entry{name: name}
 	for _, k := range []string{"dtype", "shape", "data_offsets"} {
 		if _, ok := raw[k]; !ok {
-			return e, fmt.Errorf("no %q", k)
+			return entry{name: name}, fmt.Errorf("no %q", k)
 		}
 	}
-	if err := json.Unmarshal(raw["dtype"], &e.dtype); err != nil {
-		return e, fmt.Errorf("dtype: %v", err)
+	var dtype string
+	if err := json.Unmarshal(raw["dtype"], &dtype); err != nil {
+		return entry{name: name}, fmt.Errorf("dtype: %v", err)
 	}
-	size, ok := dtypeSizes[e.dtype]
-	if !ok {
-		return e, fmt.Errorf("dtype %q is not read by Cohort, which reads F32, F16, BF16 and F64; convert the tensor to float32 before saving", e.dtype)
+	if err := checkDtype(dtype); err != nil {
+		return entry{name: name}, err
 	}
 	dims, err := parseUints(raw["shape"])
 	if err != nil {
-		return e, fmt.Errorf("shape: %v", err)
+		return entry{name: name}, fmt.Errorf("shape: %v", err)
 	}
+	e, err := shapedEntry(name, dtype, dims)
+	if err != nil {
+		return e, err
+	}
+	offs, err := parseUints(raw["data_offsets"])
+	if err != nil || len(offs) != 2 {
+		return e, fmt.Errorf("data_offsets must be two byte offsets [begin, end]: %s", raw["data_offsets"])
+	}
+	return e, e.setOffsets(offs[0], offs[1])
+}
+
+// checkDtype refuses a dtype Cohort does not read.
+func checkDtype(dtype string) error {
+	if _, ok := dtypeSizes[dtype]; !ok {
+		return fmt.Errorf("dtype %q is not read by Cohort, which reads F32, F16, BF16 and F64; convert the tensor to float32 before saving", dtype)
+	}
+	return nil
+}
+
+// shapedEntry is the entry of a tensor of a known dtype and shape dims,
+// which it checks: its size in bytes must fit an int64.
+func shapedEntry(name, dtype string, dims []uint64) (entry, error) {
+	e := entry{name: name, dtype: dtype}
 	if len(dims) > 0 { // a scalar keeps Shape nil
 		e.shape = make([]int, len(dims))
 	}
@@ -544,25 +597,27 @@ func parseEntry(name string, raw map[string]json.RawMessage) (entry, error) {
 		}
 		e.shape[i] = int(d)
 	}
+	var err error
 	if e.n, err = NumElements(e.shape); err != nil {
 		return e, err
 	}
-	hi, nbytes := bits.Mul64(e.n, size)
-	if hi != 0 || nbytes > math.MaxInt64 {
+	if hi, nbytes := bits.Mul64(e.n, dtypeSizes[dtype]); hi != 0 || nbytes > math.MaxInt64 {
 		return e, fmt.Errorf("shape %v is too large", e.shape)
 	}
-	offs, err := parseUints(raw["data_offsets"])
-	if err != nil || len(offs) != 2 {
-		return e, fmt.Errorf("data_offsets must be two byte offsets [begin, end]: %s", raw["data_offsets"])
-	}
-	e.begin, e.end = offs[0], offs[1]
+	return e, nil
+}
+
+// setOffsets sets e's data offsets, which must span its shape's bytes.
+func (e *entry) setOffsets(begin, end uint64) error {
+	e.begin, e.end = begin, end
+	nbytes := e.n * dtypeSizes[e.dtype] // checked by shapedEntry
 	if e.end < e.begin || e.end-e.begin != nbytes {
-		return e, fmt.Errorf("data_offsets [%d, %d] hold %d bytes, but shape %v of %s needs %d", e.begin, e.end, int64(e.end-e.begin), e.shape, e.dtype, nbytes)
+		return fmt.Errorf("data_offsets [%d, %d] hold %d bytes, but shape %v of %s needs %d", e.begin, e.end, int64(e.end-e.begin), e.shape, e.dtype, nbytes)
 	}
 	if e.end > math.MaxInt64 {
-		return e, fmt.Errorf("data_offsets [%d, %d] are too large", e.begin, e.end)
+		return fmt.Errorf("data_offsets [%d, %d] are too large", e.begin, e.end)
 	}
-	return e, nil
+	return nil
 }
 
 // parseUints decodes a JSON array of non-negative integers.
