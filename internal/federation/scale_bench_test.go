@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,6 +37,7 @@ var (
 	benchAgentProc = flag.Bool("agents-process", false, "BenchmarkThousandSites: run the site agents in a second process (the coordinator's heap is then measured alone)")
 	benchIdleHeap  = flag.String("idle-heap-profile", "", "BenchmarkThousandSites: write a heap profile to this file, and the goroutines to FILE.goroutines, once every site is connected and idle")
 	benchRoundCPU  = flag.String("round-cpu-profile", "", "BenchmarkThousandSites: write a CPU profile from the second round's start to the job's end (the last iteration's job) to this file")
+	benchAgentsCPU = flag.String("agents-cpu-profile", "", "BenchmarkThousandSites -agents-process: write a CPU profile of the agents' process, from every site's connection to its end, to this file")
 )
 
 // The helper process of BenchmarkThousandSites -agents-process: the test
@@ -43,6 +46,7 @@ var (
 const (
 	envHelperAddr  = "COHORT_BENCH_AGENTS_ADDR"
 	envHelperSites = "COHORT_BENCH_AGENTS_SITES"
+	envHelperCPU   = "COHORT_BENCH_AGENTS_CPU_PROFILE"
 )
 
 // scaleJob is BenchmarkThousandSites' job: a small model (logistic
@@ -93,6 +97,21 @@ func TestHelperAgentsProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	wait := startAgents(t, ctx, spec.Sites.Names, ds, []string{addr}, dial, slog.New(slog.DiscardHandler), client.Config{})
+	if path := os.Getenv(envHelperCPU); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
 	_, _ = io.Copy(io.Discard, os.Stdin) // the benchmark closes it when done
 	cancel()
 	wait()
@@ -100,11 +119,12 @@ func TestHelperAgentsProcess(t *testing.T) {
 
 // startAgentsProcess runs sites site agents in a second process (this
 // test binary again, as TestHelperAgentsProcess) dialling addr; the
-// returned function stops it and waits for it.
-func startAgentsProcess(b *testing.B, addr string, sites int) (stop func()) {
+// returned functions stop it and wait for it, and read the CPU time it
+// has used.
+func startAgentsProcess(b *testing.B, addr string, sites int) (stop func(), cpu func() time.Duration) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentsProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envHelperAddr+"="+addr, envHelperSites+"="+strconv.Itoa(sites))
+	cmd.Env = append(os.Environ(), envHelperAddr+"="+addr, envHelperSites+"="+strconv.Itoa(sites), envHelperCPU+"="+*benchAgentsCPU)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -113,12 +133,37 @@ func startAgentsProcess(b *testing.B, addr string, sites int) (stop func()) {
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("starting the agents' process: %v", err)
 	}
-	return func() {
+	stop = func() {
 		_ = stdin.Close()
 		if err := cmd.Wait(); err != nil {
 			b.Errorf("the agents' process: %v", err)
 		}
 	}
+	return stop, func() time.Duration { return childCPU(b, cmd.Process.Pid) }
+}
+
+// childCPU is the CPU time, user and system, the running process pid has
+// used (Linux's /proc/PID/stat, in its clock ticks of 10 ms).
+func childCPU(b *testing.B, pid int) time.Duration {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("the agents' CPU time: %v", err)
+	}
+	// Fields after the command's closing parenthesis: state is the
+	// first (field 3), utime and stime fields 14 and 15.
+	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+	if len(f) < 13 {
+		b.Fatalf("the agents' CPU time: %d fields in /proc/%d/stat", len(f), pid)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatalf("the agents' CPU time: %v", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // BenchmarkThousandSites connects 1,000 site agents (-sites N), each with its own
@@ -129,7 +174,8 @@ func startAgentsProcess(b *testing.B, addr string, sites int) (stop func()) {
 // site costs: coordinator and agent together when both run in this
 // process (KiB/idle-site), the coordinator alone with -agents-process
 // (coord-KiB/idle-site), which 5,000 sites and more need; with it too,
-// the coordinator's CPU a round (coord-cpu-s/round); and the time from
+// the coordinator's CPU a round (coord-cpu-s/round) and the agents'
+// process's (agents-cpu-s/round); and the time from
 // the last round's commit to the job's end (s-job-end). The coordinator runs
 // with its deployed SpillAbove, so a logistic regression's updates are
 // decoded in memory (the other tests of this package spill every one).
@@ -164,8 +210,10 @@ func BenchmarkThousandSites(b *testing.B) {
 	defer stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	agentsCPU := func() time.Duration { return 0 }
 	if *benchAgentProc {
-		stopAgents := startAgentsProcess(b, addr, sites)
+		var stopAgents func()
+		stopAgents, agentsCPU = startAgentsProcess(b, addr, sites)
 		defer stopWithin(b, "stopping the site agents", func() { cancel(); stopAgents() })
 	} else {
 		wait := startAgents(b, ctx, spec.Sites.Names, ds, []string{addr}, dial, log, client.Config{})
@@ -204,12 +252,12 @@ func BenchmarkThousandSites(b *testing.B) {
 
 	b.ResetTimer()
 	var overhead, wall, ends []float64
-	cpu0 := processCPU(b)
+	cpu0, agentsCPU0 := processCPU(b), agentsCPU()
 	for b.Loop() {
 		w, o, _, end := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU)
 		wall, overhead, ends = append(wall, w...), append(overhead, o...), append(ends, end)
 	}
-	cpu := processCPU(b) - cpu0
+	cpu, agentsCPU1 := processCPU(b)-cpu0, agentsCPU()-agentsCPU0
 	b.StopTimer()
 	if *benchAgentProc {
 		b.ReportMetric(idleKiB, "coord-KiB/idle-site")
@@ -217,6 +265,9 @@ func BenchmarkThousandSites(b *testing.B) {
 		// The coordinator's own CPU (the agents' is in their process),
 		// for the whole job: its tracking included.
 		b.ReportMetric(cpu.Seconds()/float64(b.N*rounds), "coord-cpu-s/round")
+		// The agents' process, for the same span: with the coordinator's,
+		// what a round costs the machine's cores.
+		b.ReportMetric(agentsCPU1.Seconds()/float64(b.N*rounds), "agents-cpu-s/round")
 	} else {
 		b.ReportMetric(idleKiB, "KiB/idle-site")
 		b.ReportMetric(stackKiB, "stack-KiB/idle-site")
