@@ -155,6 +155,43 @@ func TestLogBatchesAllOrNothing(t *testing.T) {
 	}
 }
 
+// TestLogBatchesManyRuns logs to more runs than one query of runStages
+// asks for: each run gets its batch, and a deleted run in the last chunk
+// fails the call, named by its batch.
+func TestLogBatchesManyRuns(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openStore(t)
+	const n = 2*runStagesChunk + 1
+	reqs := make([]CreateRun, n)
+	for i := range reqs {
+		reqs[i] = CreateRun{Name: fmt.Sprintf("site-%d", i)}
+	}
+	runs, err := s.CreateRuns(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := make([]RunBatch, n)
+	for i, r := range runs {
+		batches[i] = RunBatch{RunID: r.Info.RunID, Metrics: []Metric{{Key: "acc", Value: float64(i), Step: 1}}}
+	}
+	if err := s.LogBatches(ctx, batches); err != nil {
+		t.Fatalf("LogBatches(%d runs) = %v", n, err)
+	}
+	for _, i := range []int{0, runStagesChunk, n - 1} {
+		d, _ := runData(t, s, runs[i].Info.RunID)
+		if m, ok := d.Metric("acc"); !ok || m.Value != float64(i) {
+			t.Errorf("run %d: acc = %+v (%v), want %d", i, m, ok, i)
+		}
+	}
+	if err := s.DeleteRun(ctx, runs[n-1].Info.RunID); err != nil {
+		t.Fatal(err)
+	}
+	err = s.LogBatches(ctx, batches)
+	if want := fmt.Sprintf("batch %d, to run %s", n-1, runs[n-1].Info.RunID); !errors.Is(err, ErrRunDeleted) || !strings.Contains(err.Error(), want) {
+		t.Errorf("LogBatches with run %d deleted = %v, want ErrRunDeleted naming %q", n-1, err, want)
+	}
+}
+
 // FuzzLogBatchesChecksAsLogBatch checks that LogBatches accepts and
 // refuses an entry exactly as LogBatch does, and writes the same.
 func FuzzLogBatchesChecksAsLogBatch(f *testing.F) {

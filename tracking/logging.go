@@ -65,13 +65,32 @@ func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error 
 	if len(batches) == 0 {
 		return nil
 	}
+	ids := make([]string, 0, len(batches))
+	seen := make(map[string]bool, len(batches))
+	for _, b := range batches {
+		if !seen[b.RunID] {
+			seen[b.RunID] = true
+			ids = append(ids, b.RunID)
+		}
+	}
 	return s.write(ctx, fmt.Sprintf("logging %d batches", len(batches)), func(tx *sql.Tx) error {
 		sctx := statementContext(ctx)
+		// Every run's stage at once: nothing in the transaction changes
+		// one, so each batch is checked as logBatchTx would check it.
+		stages, err := runStages(sctx, tx, ids)
+		if err != nil {
+			return err
+		}
 		for i, b := range batches {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := s.logBatchTx(sctx, tx, b); err != nil {
+			stage, found := stages[b.RunID]
+			err := stageError(b.RunID, stage, found)
+			if err == nil {
+				err = s.writeBatch(sctx, tx, b)
+			}
+			if err != nil {
 				return fmt.Errorf("batch %d, to run %s: %w", i, b.RunID, err)
 			}
 		}
@@ -84,6 +103,11 @@ func (s *SQLiteStore) logBatchTx(ctx context.Context, tx *sql.Tx, b RunBatch) er
 	if err := s.checkRunActive(ctx, tx, b.RunID); err != nil {
 		return err
 	}
+	return s.writeBatch(ctx, tx, b)
+}
+
+// writeBatch writes one checked batch, its run checked active, within tx.
+func (s *SQLiteStore) writeBatch(ctx context.Context, tx *sql.Tx, b RunBatch) error {
 	if err := s.logParams(ctx, tx, b.RunID, b.Params); err != nil {
 		return err
 	}

@@ -318,13 +318,57 @@ func (s *SQLiteStore) checkRunActive(ctx context.Context, tx *sql.Tx, runID stri
 	var stage LifecycleStage
 	switch err := tx.StmtContext(ctx, s.selectRunStage).QueryRowContext(ctx, runID).Scan(&stage); {
 	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("run %s: %w", runID, ErrNotFound)
+		return stageError(runID, "", false)
 	case err != nil:
 		return err
+	default:
+		return stageError(runID, stage, true)
+	}
+}
+
+// stageError is checkRunActive's error for a run in stage (found false:
+// there is no such run), nil for an active one.
+func stageError(runID string, stage LifecycleStage, found bool) error {
+	switch {
+	case !found:
+		return fmt.Errorf("run %s: %w", runID, ErrNotFound)
 	case stage == LifecycleDeleted:
 		return fmt.Errorf("%w: restore run %s with RestoreRun to write to it", ErrRunDeleted, runID)
 	}
 	return nil
+}
+
+// runStagesChunk is how many runs one query of runStages asks for.
+const runStagesChunk = 500
+
+// runStages returns the lifecycle stage of each of ids (distinct) that
+// exists, in one query for up to runStagesChunk of them: for a writer of
+// thousands of runs, which would otherwise ask once a run.
+func runStages(ctx context.Context, tx *sql.Tx, ids []string) (map[string]LifecycleStage, error) {
+	stages := make(map[string]LifecycleStage, len(ids))
+	args := make([]any, 0, min(len(ids), runStagesChunk))
+	for len(ids) > 0 {
+		n := min(len(ids), runStagesChunk)
+		args = args[:0]
+		for _, id := range ids[:n] {
+			args = append(args, id)
+		}
+		q := `SELECT run_uuid, lifecycle_stage FROM runs WHERE run_uuid IN (?` + strings.Repeat(", ?", n-1) + `)`
+		err := eachRow(ctx, tx, q, args, func(rows *sql.Rows) error {
+			var id string
+			var stage LifecycleStage
+			if err := rows.Scan(&id, &stage); err != nil {
+				return err
+			}
+			stages[id] = stage
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		ids = ids[n:]
+	}
+	return stages, nil
 }
 
 // GetRun returns a run with its latest metrics, params and tags, active or
