@@ -72,8 +72,11 @@ type Config struct {
 	// before the job is marked CANCELLED regardless (default 30s).
 	CancelGrace time.Duration
 	// RecordQueue bounds the round events waiting for a job's tracker
-	// (default [DefaultRecordQueue]); past it they are dropped and counted:
-	// tracking never holds up a round.
+	// (default [DefaultRecordQueue]), or, where that is more, two rounds
+	// of the job's arms' events (two a site a round selects, and a few):
+	// past it they are dropped and counted, as tracking never holds up a
+	// round; within it a round's burst at thousands of sites waits for a
+	// healthy tracker.
 	RecordQueue int
 	// RecordDrain is how long a job that ended waits for its tracking to
 	// catch up (default [DefaultRecordDrain]).

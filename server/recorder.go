@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/ha"
 	"github.com/cohortfl/cohort/tracking"
@@ -53,8 +54,9 @@ const maxLoggedFailures = 10
 // fed by a queue that publish appends to without waiting:
 //   - events that create or end runs (JobStarted, ArmStarted, ArmResumed,
 //     ArmFinished, JobFinished: a few per arm) are always queued;
-//   - any other event finds at most Config.RecordQueue events waiting
-//     (besides the batch being written); over that it is dropped, counted,
+//   - any other event finds at most Config.RecordQueue events waiting, or
+//     two rounds' worth where that is more ([recordQueue]), besides the
+//     batch being written; over that it is dropped, counted,
 //     a warning is logged at the first drop, and the count is logged and
 //     tagged on the job run ([TagEventsDropped]) when the job ends.
 //
@@ -121,10 +123,21 @@ func (c *Coordinator) newRecorder(ctx context.Context, j *jobRun, tr Tracker, cl
 	r := &recorder{
 		c: c, j: j, tr: tr, closeTr: closeTr, log: c.log.With("job", j.id),
 		ctx: rctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
-		max: c.cfg.RecordQueue, arms: make(map[string]*armRecord),
+		max: recordQueue(c.cfg.RecordQueue, j.spec), arms: make(map[string]*armRecord),
 	}
 	go r.run()
 	return r
+}
+
+// recordQueue is the bound on a job's waiting round events: queue, or two
+// rounds of every arm's events where that is more. A round publishes up
+// to two events a site it selects (its screening, its update's fate) and
+// three of its own; at 10,000 sites one round's burst is 20,000 events,
+// which the default bound (4,096) would mostly drop while a healthy
+// tracker is a few seconds behind.
+func recordQueue(queue int, spec *job.Spec) int {
+	perRound := spec.Sites.PerRound()
+	return max(queue, 2*len(spec.Arms)*(2*perRound+3))
 }
 
 // publish queues ev for the tracker; it never waits (see [recorder]).

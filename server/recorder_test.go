@@ -174,8 +174,10 @@ func TestTrackingNeverHoldsUpARound(t *testing.T) {
 		}},
 		{name: "failing", tracker: func(*testing.T) Tracker { return failingTracker{} },
 			wantLogs: []string{"tracking_experiment_failed", errTrackerDown.Error()}},
+		// The queue holds two rounds of the job's events (recordQueue):
+		// what the blocked tracker never takes is dropped at the drain's end.
 		{name: "blocking", tracker: func(*testing.T) Tracker { return newBlockingTracker() }, queue: 4, drain: 200 * time.Millisecond,
-			wantLogs: []string{"tracking_events_dropped", "tracking_drain_timeout", "tracking_events_dropped_total"}},
+			wantLogs: []string{"tracking_drain_timeout", "tracking_events_dropped_total"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs syncBuffer
@@ -248,26 +250,32 @@ func newRecorderLogging(t testing.TB, tr Tracker, cfg Config, log *slog.Logger) 
 }
 
 // TestRecorderDropsWhatDoesNotFit blocks the tracker on the job's first
-// call and publishes more round events than the queue holds: the excess
-// is dropped and counted without publish waiting, run-shaping events are
-// kept, and finish returns after its bound with what was left counted too.
+// call and publishes more round events than the queue holds (two rounds
+// of the job's: 18 for its 3 sites and one arm, above the configured 4):
+// the excess is dropped and counted without publish waiting, run-shaping
+// events are kept, and finish returns after its bound with what was left
+// counted too.
 func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 	tr := newBlockingTracker()
 	r, _ := newTestRecorder(t, tr, Config{RecordQueue: 4})
+	const queue = 18
+	if r.max != queue {
+		t.Fatalf("the queue holds %d events, want %d", r.max, queue)
+	}
 	r.publish(JobStarted{Experiment: "e"})
 	<-tr.entered // the recorder is inside the tracker's first call
-	for i := range 10 {
+	for i := range queue + 6 {
 		r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: fmt.Sprintf("site-%d", i)})
 	}
 	r.publish(ArmFinished{Arm: "fedavg", Status: tracking.StatusFinished})
 	if got := r.droppedCount(); got != 6 {
-		t.Errorf("dropped after 10 events into a queue of 4 = %d, want 6", got)
+		t.Errorf("dropped after %d events into a queue of %d = %d, want 6", queue+6, queue, got)
 	}
 	r.mu.Lock()
 	queued := len(r.queue)
 	r.mu.Unlock()
-	if queued != 5 {
-		t.Errorf("queued = %d, want 5 (4 round events and ArmFinished)", queued)
+	if queued != queue+1 {
+		t.Errorf("queued = %d, want %d (the round events and ArmFinished)", queued, queue+1)
 	}
 	r.finish(20 * time.Millisecond)
 	select {
@@ -275,12 +283,43 @@ func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 	default:
 		t.Fatal("the recorder still runs after finish, though its tracker honours cancellation")
 	}
-	if got := r.droppedCount(); got != 11 {
-		t.Errorf("dropped after finish = %d, want 11 (6, and the 5 still queued)", got)
+	if got := r.droppedCount(); got != queue+7 {
+		t.Errorf("dropped after finish = %d, want %d (6, and the %d still queued)", got, queue+7, queue+1)
 	}
 	r.publish(UpdateAccepted{Arm: "fedavg", Round: 2, Site: "late"})
-	if got := r.droppedCount(); got != 12 {
-		t.Errorf("dropped after publishing to a finished recorder = %d, want 12", got)
+	if got := r.droppedCount(); got != queue+8 {
+		t.Errorf("dropped after publishing to a finished recorder = %d, want %d", got, queue+8)
+	}
+}
+
+// TestRecordQueue: a job's queue holds two rounds of its arms' events
+// where the configured bound holds fewer.
+func TestRecordQueue(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sites string
+		arms  int
+		queue int
+		want  int
+	}{
+		{"small job: the configured bound", "{count: 3}", 1, DefaultRecordQueue, DefaultRecordQueue},
+		{"10,000 sites", "{count: 10000}", 1, DefaultRecordQueue, 2 * (2*10000 + 3)},
+		{"a tenth of 10,000 sites a round, two arms", "{count: 10000, fraction: 0.1}", 2, DefaultRecordQueue, 2 * 2 * (2*1000 + 3)},
+		{"a configured bound above the job's", "{count: 10000}", 1, 1 << 20, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			arms := "arms:\n"
+			for i := range tc.arms {
+				arms += fmt.Sprintf("  - {name: a%d, strategy: fedavg}\n", i)
+			}
+			spec, err := job.Parse([]byte("name: q\ndata: {dataset: synthetic}\nmodel: {kind: logreg}\nsites: " + tc.sites + "\nrounds: 2\n" + arms))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := recordQueue(tc.queue, spec); got != tc.want {
+				t.Errorf("recordQueue(%d) = %d, want %d", tc.queue, got, tc.want)
+			}
+		})
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/cohortfl/cohort/client"
 	"github.com/cohortfl/cohort/job"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+	"github.com/cohortfl/cohort/server"
 	"github.com/cohortfl/cohort/tracking"
 )
 
@@ -395,6 +396,15 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 	got, err := jobs.GetJob(ctx, &pb.GetJobRequest{JobId: id})
 	if err != nil || got.GetJob().GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 		b.Fatalf("job: %v %v", got.GetJob(), err)
+	}
+	// Figures of a coordinator that kept up by dropping its tracking's
+	// writes would not be a round's cost.
+	jobRun, err := store.GetRun(ctx, got.GetJob().GetTrackingRunId())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if n, ok := jobRun.Data.Tag(server.TagEventsDropped); ok {
+		b.Fatalf("the recorder dropped %s round events", n)
 	}
 	arms, err := store.ChildRuns(ctx, got.GetJob().GetTrackingRunId())
 	if err != nil || len(arms) != 1 {
