@@ -79,7 +79,8 @@ type Config struct {
 	// healthy tracker.
 	RecordQueue int
 	// RecordDrain is how long a job that ended waits for its tracking to
-	// catch up (default [DefaultRecordDrain]).
+	// catch up while it makes no progress (default [DefaultRecordDrain]);
+	// while it writes, the job waits on, up to 10 such periods.
 	RecordDrain time.Duration
 	// SpillDir is the folder where received updates wait, as files, for
 	// their round to fold them, so that the coordinator holds no site's

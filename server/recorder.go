@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cohortfl/cohort/job"
@@ -24,9 +25,14 @@ const (
 	// DefaultRecordQueue is how many round events may wait for the tracker.
 	DefaultRecordQueue = 4096
 	// DefaultRecordDrain is how long a job that ended waits for its
-	// recorder to write what is queued.
+	// recorder to write what is queued, while it writes nothing.
 	DefaultRecordDrain = 30 * time.Second
 )
+
+// maxDrains bounds a job's wait for its recorder at its end: while the
+// recorder goes on writing, the wait goes on, up to this many
+// Config.RecordDrain periods.
+const maxDrains = 10
 
 // Tags about the recording itself, on the job run.
 const (
@@ -60,10 +66,11 @@ const maxLoggedFailures = 10
 //     a warning is logged at the first drop, and the count is logged and
 //     tagged on the job run ([TagEventsDropped]) when the job ends.
 //
-// When the job ends, the runner waits up to Config.RecordDrain for the
-// queue to drain; then the recorder's context is cancelled, what is still
-// queued is dropped (and counted), and the tracker is closed once its
-// last call returns.
+// When the job ends, the runner waits for the queue to drain, until a
+// Config.RecordDrain passes in which the recorder handled no event and
+// wrote no batch (or maxDrains of them in all); then the recorder's context is cancelled,
+// what is still queued is dropped (and counted), and the tracker is
+// closed once its last call returns.
 type recorder struct {
 	c       *Coordinator
 	j       *jobRun
@@ -81,6 +88,9 @@ type recorder struct {
 	max       int
 	dropped   int
 	closed    bool
+	// progress counts the events the recorder has handled and the
+	// batches it has written: finish waits on while it grows.
+	progress atomic.Int64
 
 	// Owned by the recorder's goroutine.
 	expID, jobRunID string
@@ -170,8 +180,10 @@ func (r *recorder) publish(ev Event) {
 	}
 }
 
-// finish closes the queue and waits up to drain for the recorder to write
-// what it holds; past that it cancels the recorder's calls and returns.
+// finish closes the queue and waits for the recorder to write what it
+// holds, as long as each drain period sees it handle an event (up to
+// maxDrains periods) or writes a batch; past that it cancels the
+// recorder's calls and returns.
 func (r *recorder) finish(drain time.Duration) {
 	r.mu.Lock()
 	r.closed = true
@@ -182,15 +194,25 @@ func (r *recorder) finish(drain time.Duration) {
 	}
 	t := time.NewTimer(drain)
 	defer t.Stop()
-	select {
-	case <-r.done:
-		return
-	case <-t.C:
+	waited := time.Duration(0)
+	for last := r.progress.Load(); ; {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		waited += drain
+		n := r.progress.Load()
+		if n == last || waited >= maxDrains*drain {
+			break
+		}
+		last = n
+		t.Reset(drain)
 	}
 	r.mu.Lock()
 	left := len(r.queue)
 	r.mu.Unlock()
-	r.log.Warn("tracking_drain_timeout", "waited", drain, "queued", left,
+	r.log.Warn("tracking_drain_timeout", "waited", waited, "queued", left,
 		"effect", "the job's end is not fully recorded; what is still queued is dropped")
 	r.cancel()
 	t.Reset(cancelWait)
@@ -247,6 +269,7 @@ func (r *recorder) run() {
 			}
 			r.ahead = evs[i+1:]
 			r.handle(ev)
+			r.progress.Add(1)
 		}
 		r.ahead = nil
 		r.flush()
@@ -279,6 +302,7 @@ func (r *recorder) flush() {
 	}
 	if bl, ok := r.tr.(BatchLogger); ok && len(batches) > 1 {
 		if bl.LogBatches(r.ctx, batches) == nil {
+			r.progress.Add(1)
 			return
 		}
 		if r.ctx.Err() != nil {
@@ -293,6 +317,7 @@ func (r *recorder) flush() {
 		if il, ok := r.tr.(tracking.InputLogger); ok && len(b.Inputs) > 0 {
 			r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, b.RunID, b.Inputs), "run", b.RunID)
 		}
+		r.progress.Add(1)
 	}
 }
 

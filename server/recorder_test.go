@@ -292,6 +292,62 @@ func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 	}
 }
 
+// tickedTracker is a SQLite store without LogBatches whose LogBatch calls
+// each wait for a tick: a slow tracker that keeps writing.
+type tickedTracker struct {
+	plainTracker
+	tick <-chan time.Time
+}
+
+func (g tickedTracker) LogBatch(ctx context.Context, runID string, ms []tracking.Metric, ps []tracking.Param, tags []tracking.Tag) error {
+	select {
+	case <-g.tick:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.plainTracker.LogBatch(ctx, runID, ms, ps, tags)
+}
+
+// TestRecorderDrainsWhileItWrites: a job's end waits past RecordDrain for
+// a tracker that is slow but writing, and nothing is dropped.
+func TestRecorderDrainsWhileItWrites(t *testing.T) {
+	const sites, drain = 30, 200 * time.Millisecond
+	tick := time.NewTicker(10 * time.Millisecond) // 60 site batches: 600 ms
+	defer tick.Stop()
+	store := openStore(t)
+	r, _ := newTestRecorder(t, tickedTracker{plainTracker{store}, tick.C}, Config{})
+	r.publish(JobStarted{Experiment: "e"})
+	r.publish(ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 1})
+	r.publish(RoundStarted{Arm: "fedavg", Round: 1, Rounds: 1, Attempt: 1})
+	for i := range sites {
+		r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: fmt.Sprintf("site-%d", i), NumSamples: 1})
+	}
+	r.publish(RoundClosed{Arm: "fedavg", Round: 1, Rounds: 1})
+	r.publish(ArmFinished{Arm: "fedavg", Status: tracking.StatusFinished})
+	r.publish(JobFinished{})
+	start := time.Now()
+	r.finish(drain)
+	if took := time.Since(start); took < drain {
+		t.Fatalf("finish took %v, less than one drain (%v): the tracker was not slow enough for this test", took, drain)
+	}
+	if n := r.droppedCount(); n != 0 {
+		t.Errorf("dropped %d events, want none: the tracker was writing", n)
+	}
+	runs, _, err := store.SearchRuns(context.Background(), tracking.RunQuery{Filter: "metrics.accepted = 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := 0
+	for _, run := range runs {
+		if m, ok := run.Data.Metric(tracking.MetricAccepted); ok && m.Value == 1 {
+			accepted++
+		}
+	}
+	if accepted != sites {
+		t.Errorf("%d site runs hold accepted = 1, want %d", accepted, sites)
+	}
+}
+
 // TestRecordQueue: a job's queue holds two rounds of its arms' events
 // where the configured bound holds fewer.
 func TestRecordQueue(t *testing.T) {
