@@ -68,9 +68,9 @@ const maxLoggedFailures = 10
 //
 // When the job ends, the runner waits for the queue to drain, until a
 // Config.RecordDrain passes in which the recorder handled no event and
-// wrote no batch (or maxDrains of them in all); then the recorder's context is cancelled,
-// what is still queued is dropped (and counted), and the tracker is
-// closed once its last call returns.
+// wrote no batch (or maxDrains of them in all); then the recorder's
+// context is cancelled, what is still queued is dropped (and counted),
+// and the tracker is closed once its last call returns.
 type recorder struct {
 	c       *Coordinator
 	j       *jobRun
@@ -181,9 +181,9 @@ func (r *recorder) publish(ev Event) {
 }
 
 // finish closes the queue and waits for the recorder to write what it
-// holds, as long as each drain period sees it handle an event (up to
-// maxDrains periods) or writes a batch; past that it cancels the
-// recorder's calls and returns.
+// holds, as long as each drain period sees it handle an event or write a
+// batch, up to maxDrains periods; past that it cancels the recorder's
+// calls and returns.
 func (r *recorder) finish(drain time.Duration) {
 	r.mu.Lock()
 	r.closed = true
