@@ -73,10 +73,10 @@ type Config struct {
 	CancelGrace time.Duration
 	// RecordQueue bounds the round events waiting for a job's tracker
 	// (default [DefaultRecordQueue]), or, where that is more, two rounds
-	// of the job's arms' events (two a site a round selects, and a few):
-	// past it they are dropped and counted, as tracking never holds up a
-	// round; within it a round's burst at thousands of sites waits for a
-	// healthy tracker.
+	// of the job's arms' events (two a site a round selects, and a few),
+	// and 256 MiB of them: past it they are dropped and counted, as
+	// tracking never holds up a round; within it a round's burst at
+	// thousands of sites waits for a healthy tracker.
 	RecordQueue int
 	// RecordDrain is how long a job that ended waits for its tracking to
 	// catch up while it makes no progress (default [DefaultRecordDrain]);

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"github.com/cohortfl/cohort/model"
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 	"github.com/cohortfl/cohort/server/ha"
@@ -193,6 +195,38 @@ func (RoundClosed) jobEvent()    {}
 func (RoundFailed) jobEvent()    {}
 func (ArmFinished) jobEvent()    {}
 func (JobFinished) jobEvent()    {}
+
+// eventBytes estimates the memory a queued round event holds, for the
+// recorder's bound in bytes: a fixed part (the event, its queue slot, its
+// short strings), its longer strings and maps, and the site's reports at
+// their encoded sizes.
+func eventBytes(ev Event) int {
+	const fixed = 256
+	switch ev := ev.(type) {
+	case UpdateAccepted:
+		return fixed + len(ev.Site) + len(ev.Screened) + mapBytes(ev.Metrics) +
+			proto.Size(ev.Energy) + proto.Size(ev.EvalEnergy) + proto.Size(ev.Dataset)
+	case UpdateRefused:
+		return fixed + len(ev.Site) + len(ev.Reason) + len(ev.Screened)
+	case UpdateScreened:
+		return fixed + len(ev.Site) + len(ev.Decision)
+	case RoundClosed:
+		return fixed + mapBytes(ev.Metrics) + mapBytes(ev.Previous) + mapBytes(ev.WeightFractions) + len(ev.EnergyMethod)
+	case RoundFailed:
+		return fixed + len(ev.Err)
+	}
+	return fixed
+}
+
+// mapBytes estimates the memory of a map of figures: each key, its value
+// and the map's slot for them.
+func mapBytes(m map[string]float64) int {
+	n := 0
+	for k := range m {
+		n += len(k) + 48
+	}
+	return n
+}
 
 // control reports whether ev shapes the runs themselves (their creation
 // and end): such events are never dropped, and there are O(arms) of them.

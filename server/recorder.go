@@ -29,6 +29,11 @@ const (
 	DefaultRecordDrain = 30 * time.Second
 )
 
+// maxRecordBytes bounds the memory of a job's waiting round events (as
+// eventBytes estimates it), beside their number (recordQueue): a stalled
+// tracker under a job of many sites holds no more than this.
+const maxRecordBytes = 256 << 20
+
 // maxDrains bounds a job's wait for its recorder at its end: while the
 // recorder goes on writing, the wait goes on, up to this many
 // Config.RecordDrain periods.
@@ -61,8 +66,9 @@ const maxLoggedFailures = 10
 //   - events that create or end runs (JobStarted, ArmStarted, ArmResumed,
 //     ArmFinished, JobFinished: a few per arm) are always queued;
 //   - any other event finds at most Config.RecordQueue events waiting, or
-//     two rounds' worth where that is more ([recordQueue]), besides the
-//     batch being written; over that it is dropped, counted,
+//     two rounds' worth where that is more ([recordQueue]), and at most
+//     maxRecordBytes of them, besides the batch being written; over that
+//     it is dropped, counted,
 //     a warning is logged at the first drop, and the count is logged and
 //     tagged on the job run ([TagEventsDropped]) when the job ends.
 //
@@ -85,6 +91,7 @@ type recorder struct {
 	mu        sync.Mutex
 	queue     []Event
 	droppable int // events of queue that may be dropped
+	bytes     int // their estimated memory (eventBytes)
 	max       int
 	dropped   int
 	closed    bool
@@ -155,6 +162,10 @@ func (r *recorder) publish(ev Event) {
 	if r == nil {
 		return
 	}
+	size := 0
+	if !control(ev) {
+		size = eventBytes(ev) // a round's close maps every site: not under the lock
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -162,16 +173,17 @@ func (r *recorder) publish(ev Event) {
 		return
 	}
 	if !control(ev) {
-		if r.droppable >= r.max {
+		if r.droppable >= r.max || r.bytes+size > maxRecordBytes {
 			r.dropped++
 			if r.dropped == 1 {
-				r.log.Warn("tracking_events_dropped", "queue", r.max,
+				r.log.Warn("tracking_events_dropped", "queue", r.max, "queued_bytes", r.bytes,
 					"effect", "the tracker is behind: round events are dropped (counted, and tagged "+TagEventsDropped+" on the job run); rounds go on",
 					"fix", "check the tracking server's health and latency")
 			}
 			return
 		}
 		r.droppable++
+		r.bytes += size
 	}
 	r.queue = append(r.queue, ev)
 	select {
@@ -248,7 +260,7 @@ func (r *recorder) run() {
 	for {
 		r.mu.Lock()
 		evs, closed := r.queue, r.closed
-		r.queue, r.droppable = nil, 0
+		r.queue, r.droppable, r.bytes = nil, 0, 0
 		r.mu.Unlock()
 		if len(evs) == 0 {
 			if closed || r.ctx.Err() != nil {

@@ -292,6 +292,47 @@ func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 	}
 }
 
+// TestRecorderDropsPastItsBytes: events that fit the queue's count but
+// not its memory bound are dropped and counted, without publish waiting.
+func TestRecorderDropsPastItsBytes(t *testing.T) {
+	tr := newBlockingTracker()
+	r, _ := newTestRecorder(t, tr, Config{RecordQueue: 1 << 20})
+	r.publish(JobStarted{Experiment: "e"})
+	<-tr.entered                         // the recorder is inside the tracker's first call
+	reason := strings.Repeat("x", 1<<20) // one string, counted for each event
+	const events = 300
+	ev := UpdateRefused{Arm: "fedavg", Round: 1, Site: "site-1", Status: "rejected", Reason: reason}
+	fit := maxRecordBytes / eventBytes(ev)
+	for range events {
+		r.publish(ev)
+	}
+	if fit >= events {
+		t.Fatalf("%d events of %d bytes fit %d bytes: the test needs more", events, eventBytes(ev), maxRecordBytes)
+	}
+	if got, want := r.droppedCount(), events-fit; got != want {
+		t.Errorf("dropped %d events of %d bytes, want %d (%d fit %d bytes)", got, eventBytes(ev), want, fit, maxRecordBytes)
+	}
+	r.finish(20 * time.Millisecond)
+}
+
+// TestEventBytes: an event's estimate counts what it carries: the site's
+// reports, its metrics, a round's weight for each site.
+func TestEventBytes(t *testing.T) {
+	small := UpdateAccepted{Site: "site-1"}
+	big := UpdateAccepted{Site: "site-1", Metrics: map[string]float64{"train_loss": 1},
+		Energy: &pb.EnergyReport{Json: bytes.Repeat([]byte("x"), 10_000)}, Dataset: &pb.DatasetInfo{Sha256: strings.Repeat("0", 64)}}
+	if d := eventBytes(big) - eventBytes(small); d < 10_000+64+len("train_loss") {
+		t.Errorf("an update with 10,000 bytes of energy report, a digest and a metric is %d bytes above one without", d)
+	}
+	fractions := make(map[string]float64, 1000)
+	for i := range 1000 {
+		fractions[fmt.Sprintf("site-%d", i)] = 0.001
+	}
+	if n := eventBytes(RoundClosed{WeightFractions: fractions}); n < 1000*(len("site-0")+48) {
+		t.Errorf("a round closed over 1,000 sites is %d bytes", n)
+	}
+}
+
 // tickedTracker is a SQLite store without LogBatches whose LogBatch calls
 // each wait for a tick: a slow tracker that keeps writing.
 type tickedTracker struct {
