@@ -298,8 +298,9 @@ func TestRecorderDropsPastItsBytes(t *testing.T) {
 	tr := newBlockingTracker()
 	r, _ := newTestRecorder(t, tr, Config{RecordQueue: 1 << 20})
 	r.publish(JobStarted{Experiment: "e"})
-	<-tr.entered                         // the recorder is inside the tracker's first call
-	reason := strings.Repeat("x", 1<<20) // one string, counted for each event
+	<-tr.entered // the recorder is inside the tracker's first call
+	// One string of 1 MiB, held once, counted for each event.
+	reason := strings.Repeat("x", 1<<20)
 	const events = 300
 	ev := UpdateRefused{Arm: "fedavg", Round: 1, Site: "site-1", Status: "rejected", Reason: reason}
 	fit := maxRecordBytes / eventBytes(ev)
