@@ -835,6 +835,10 @@ func (r *recorder) finishJobRun(ev JobFinished) {
 	}
 	if n := r.droppedCount(); n > 0 {
 		tags = append(tags, tracking.Tag{Key: TagEventsDropped, Value: strconv.Itoa(n)})
+		// Said where the job is watched, not only in the coordinator's log.
+		r.j.emit(&pb.JobEvent{Kind: "tracking_incomplete", Message: fmt.Sprintf(
+			"the tracker fell behind and %d round events were not recorded (tag %s on run %s); check the tracking server's health and latency",
+			n, TagEventsDropped, runID)}, nil)
 	}
 	var ms []tracking.Metric
 	if cmp, err := tracking.Compare(ctx, tr, runID); err == nil {

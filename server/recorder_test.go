@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -290,6 +291,48 @@ func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 	if got := r.droppedCount(); got != queue+8 {
 		t.Errorf("dropped after publishing to a finished recorder = %d, want %d", got, queue+8)
 	}
+}
+
+// TestRecorderSaysWhatItDropped: a tracker that falls behind and catches
+// up loses the events past the queue; the job run is tagged with their
+// number and the job's watchers are told.
+func TestRecorderSaysWhatItDropped(t *testing.T) {
+	store := openStore(t)
+	tr := &gatedTracker{SQLiteStore: store, gate: make(chan struct{}), entered: make(chan struct{})}
+	r, j := newTestRecorder(t, tr, Config{})
+	r.publish(JobStarted{Experiment: "e"})
+	<-tr.entered // the recorder waits in the tracker's first call
+	r.publish(ArmStarted{Arm: "fedavg", Kind: tracking.KindFederated, Rounds: 1})
+	r.publish(RoundStarted{Arm: "fedavg", Round: 1, Rounds: 1, Attempt: 1})
+	const over = 5
+	for i := range r.max - 1 + over { // RoundStarted took a place
+		r.publish(UpdateAccepted{Arm: "fedavg", Round: 1, Site: fmt.Sprintf("site-%d", i%3+1), NumSamples: 1})
+	}
+	close(tr.gate)
+	r.publish(ArmFinished{Arm: "fedavg", Status: tracking.StatusFinished})
+	r.publish(JobFinished{})
+	r.finish(time.Minute)
+	if n := r.droppedCount(); n != over {
+		t.Fatalf("dropped %d events, want %d", n, over)
+	}
+	run, err := store.GetRun(context.Background(), r.jobRunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := run.Data.Tag(TagEventsDropped); v != strconv.Itoa(over) {
+		t.Errorf("job run tag %s = %q, want %d", TagEventsDropped, v, over)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, ev := range j.events {
+		if ev.GetKind() == "tracking_incomplete" {
+			if !strings.Contains(ev.GetMessage(), fmt.Sprintf("%d round events were not recorded", over)) {
+				t.Errorf("tracking_incomplete says %q, want the count, %d", ev.GetMessage(), over)
+			}
+			return
+		}
+	}
+	t.Errorf("the job's events lack tracking_incomplete")
 }
 
 // TestRecorderDropsPastItsBytes: events that fit the queue's count but
