@@ -7,9 +7,9 @@ import "fmt"
 // one: strings without escapes, integers without sign, fraction or
 // exponent, tensors with exactly the fields dtype, shape and data_offsets,
 // no key repeated, "__metadata__" an object of strings. Reading such a
-// header needs none of encoding/json's generality, which was 11% of a
-// coordinator's CPU at 10,000 sites (18 µs a logistic regression's
-// header, against 1.2–1.6 µs here: BenchmarkParseHeader).
+// header needs none of encoding/json's generality, which was 6–11% of a
+// coordinator's CPU at 10,000 sites (14–18 µs a logistic regression's
+// header, against 1.1–1.6 µs here: BenchmarkParseHeader).
 //
 // plain is false where h is anything else; then nothing else is set, and
 // [parseHeaderJSON] decides (errors about the JSON are its to give).
