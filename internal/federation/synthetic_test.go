@@ -165,6 +165,18 @@ arms: [{name: fedavg, strategy: fedavg}]
 	}
 }
 
+// TestPrinterSaysTrackingIncomplete: a job whose tracking dropped events
+// says so in the progress lines (cohort run, submit --watch, status -f).
+func TestPrinterSaysTrackingIncomplete(t *testing.T) {
+	var out bytes.Buffer
+	p := &printer{out: &out, started: time.Now(), armStart: time.Now()}
+	const msg = "the tracker fell behind and 7 round events were not recorded"
+	p.event(&pb.JobEvent{Kind: "tracking_incomplete", Message: msg})
+	if !strings.Contains(out.String(), msg) {
+		t.Errorf("printed %q, want the tracking_incomplete message", out.String())
+	}
+}
+
 // TestPrinterAccuracy checks the progress lines with and without a test
 // set on the coordinator.
 func TestPrinterAccuracy(t *testing.T) {

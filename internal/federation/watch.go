@@ -99,7 +99,7 @@ func (p *printer) event(ev *pb.JobEvent) {
 		if ev.GetMetrics()[server.MetricResumed] > 0 {
 			fmt.Fprintf(p.out, "  %s\n", ev.GetMessage()) // a new leader took the job over
 		}
-	case "site_failed", "site_screened", "virtual_reassigned", "round_failed", "waiting", "job_finished", "job_interrupted":
+	case "site_failed", "site_screened", "virtual_reassigned", "round_failed", "waiting", "job_finished", "job_interrupted", "tracking_incomplete":
 		fmt.Fprintf(p.out, "  %s\n", ev.GetMessage())
 	case "arm_finished":
 		fmt.Fprintf(p.out, "arm %s done in %.1fs: %s\n", ev.GetArm(), m[tracking.MetricWallSeconds], finalAccuracy(m))
