@@ -162,8 +162,8 @@ func (r *recorder) publish(ev Event) {
 	if r == nil {
 		return
 	}
-	size := 0
-	if !control(ev) {
+	droppable, size := !control(ev), 0
+	if droppable {
 		size = eventBytes(ev) // a round's close maps every site: not under the lock
 	}
 	r.mu.Lock()
@@ -172,7 +172,7 @@ func (r *recorder) publish(ev Event) {
 		r.dropped++
 		return
 	}
-	if !control(ev) {
+	if droppable {
 		if r.droppable >= r.max || r.bytes+size > maxRecordBytes {
 			r.dropped++
 			if r.dropped == 1 {
