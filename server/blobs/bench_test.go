@@ -44,11 +44,7 @@ func benchWriteRead(b *testing.B, cold bool) {
 	b.SetBytes(size)
 	for b.Loop() {
 		t0 := time.Now()
-		create := s.Create
-		if cold {
-			create = s.CreateCold
-		}
-		w, err := create(b.Context())
+		w, err := s.create(b.Context(), cold)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -410,9 +410,6 @@ func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest, cold bool)
 	if err := n.waitPushes(ctx); err != nil {
 		return err
 	}
-	if n.cfg.Blobs.Has(d) {
-		return nil
-	}
 	n.fetchMu.Lock()
 	if c, ok := n.fetching[d]; ok {
 		n.fetchMu.Unlock()
@@ -426,7 +423,7 @@ func (n *Node) fetchFrom(ctx context.Context, p Peer, d blobs.Digest, cold bool)
 			return fmt.Errorf("waiting for the fetch of blob %.12s in flight: %w", d, ctx.Err())
 		}
 	}
-	if n.cfg.Blobs.Has(d) { // a fetch that ended since the check above
+	if n.cfg.Blobs.Has(d) { // a push or an earlier fetch brought it
 		n.fetchMu.Unlock()
 		return nil
 	}
