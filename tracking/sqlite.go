@@ -12,7 +12,8 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Option configures OpenSQLite.
@@ -51,6 +52,40 @@ func WithLogger(l *slog.Logger) Option {
 // failing with SQLITE_BUSY. Within one process writes never wait on SQLite:
 // they queue for the single write connection.
 const busyTimeout = 10 * time.Second
+
+// busyRetry is how long retryBusy waits between tries.
+const busyRetry = 20 * time.Millisecond
+
+// retryBusy calls try until it returns anything but SQLite's busy error,
+// for up to limit (or until ctx ends). The writer's first connection
+// needs it: its pragmas switch a new file to WAL, which takes the file's
+// exclusive lock, and where several processes open the same new file at
+// once (a machine's coordinators sharing one tracking file), SQLite
+// answers one of them busy at once rather than wait in its busy handler,
+// where they could deadlock.
+func retryBusy(ctx context.Context, limit time.Duration, try func() error) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := try()
+		if !isBusy(err) || !time.Now().Before(deadline) {
+			return err
+		}
+		t := time.NewTimer(busyRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+	}
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY (any of its
+// extended codes).
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
 
 // readConns bounds the read connection pool.
 const readConns = 4
@@ -147,7 +182,7 @@ func (s *SQLiteStore) open(ctx context.Context) error {
 	}
 	s.w.SetMaxOpenConns(1)
 	s.w.SetMaxIdleConns(1)
-	if err := s.w.PingContext(ctx); err != nil {
+	if err := retryBusy(ctx, busyTimeout, func() error { return s.w.PingContext(ctx) }); err != nil {
 		return fmt.Errorf("%w (does the directory exist, and may this user write to it?)", err)
 	}
 	if err := s.migrate(ctx); err != nil {
