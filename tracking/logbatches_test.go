@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,28 @@ func TestLogBatchesMatchesLogBatch(t *testing.T) {
 	}
 	if err := one.LogBatches(ctx, nil); err != nil {
 		t.Errorf("LogBatches(nil) = %v, want nil", err)
+	}
+}
+
+// TestByRun checks the order LogBatches writes in: by run ID, each run's
+// batches in the order given.
+func TestByRun(t *testing.T) {
+	for _, c := range []struct {
+		runs []string
+		want []int
+	}{
+		{nil, []int{}},
+		{[]string{"a"}, []int{0}},
+		{[]string{"c", "a", "b"}, []int{1, 2, 0}},
+		{[]string{"b", "a", "b", "a", "b"}, []int{1, 3, 0, 2, 4}},
+	} {
+		batches := make([]RunBatch, len(c.runs))
+		for i, r := range c.runs {
+			batches[i].RunID = r
+		}
+		if got := byRun(batches); !slices.Equal(got, c.want) {
+			t.Errorf("byRun(%q) = %v, want %v", c.runs, got, c.want)
+		}
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 )
 
 // LogBatch logs metrics, params and tags to a run in one transaction: all
@@ -44,11 +46,13 @@ type RunBatch struct {
 
 // LogBatches logs several batches, each to its run, in one transaction:
 // all or nothing. Each batch is checked as [SQLiteStore.LogBatch] checks
-// it (its limits are per batch, not per call), and the batches are
-// applied in order, so the result is that of one LogBatch call per batch
-// (a run may appear more than once), and one LogInputs call for its
-// inputs. An error names the first batch that failed, by index and run;
-// nothing is written then.
+// it (its limits are per batch, not per call). The batches are written
+// grouped by run (see byRun), each run's in the order given; a batch
+// touches its own run's rows only, so the result is that of one LogBatch
+// call per batch in order (a run may appear more than once), and one
+// LogInputs call for its inputs. An error names a batch that failed, by
+// its index in batches and its run; nothing is written then. Invalid
+// metrics, params, tags or inputs are found before anything is written.
 //
 // It is for a writer of many runs at once (a round's site runs): one
 // transaction instead of one per run.
@@ -81,10 +85,11 @@ func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error 
 		if err != nil {
 			return err
 		}
-		for i, b := range batches {
+		for _, i := range byRun(batches) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			b := batches[i]
 			stage, found := stages[b.RunID]
 			err := stageError(b.RunID, stage, found)
 			if err == nil {
@@ -96,6 +101,20 @@ func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error 
 		}
 		return nil
 	})
+}
+
+// byRun returns the batches' indexes in the order of their runs' IDs,
+// each run's batches in their own order. A run's rows lie together in
+// every table (keyed by run first), so writing in that order visits each
+// B-tree page once, where the order the batches came in (a round's sites
+// as they reported) jumps between pages the cache may have let go.
+func byRun(batches []RunBatch) []int {
+	order := make([]int, len(batches))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(batches[i].RunID, batches[j].RunID) })
+	return order
 }
 
 // logBatchTx writes one checked batch within tx.
