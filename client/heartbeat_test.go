@@ -1,0 +1,101 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// sentStream is a session stream that keeps what is sent on it, and fails
+// sends once failing is set.
+type sentStream struct {
+	grpc.BidiStreamingClient[pb.SiteMessage, pb.CoordinatorMessage]
+	mu      sync.Mutex
+	sent    []*pb.SiteMessage
+	failing atomic.Bool
+}
+
+func (s *sentStream) Send(m *pb.SiteMessage) error {
+	if s.failing.Load() {
+		return errors.New("stream broken")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent = append(s.sent, m)
+	return nil
+}
+
+// TestHeartbeatsOnlyWhenQuiet drives a session's heartbeats with ticks of
+// its own: a tick within half an interval of the last message sends
+// nothing, one past it a heartbeat with the running tasks, an idle site
+// beats at every tick, and a failed send ends the heartbeats.
+func TestHeartbeatsOnlyWhenQuiet(t *testing.T) {
+	const every = 10 * time.Second
+	t0 := time.Unix(1_000_000, 0)
+	stream := &sentStream{}
+	s := newSession(stream)
+	ticks := make(chan time.Time)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.heartbeats(context.Background(), ticks, every, func() []string { return []string{"task-1"} })
+	}()
+	// tick hands the loop a tick at t0+d and returns once it is handled:
+	// the same tick again is taken only then, and sends nothing (the
+	// session was either just beaten at that time or quiet for less
+	// than half an interval).
+	tick := func(d time.Duration) {
+		ticks <- t0.Add(d)
+		ticks <- t0.Add(d)
+	}
+	result := func(d time.Duration) {
+		s.now = func() time.Time { return t0.Add(d) } // the loop reads no clock
+		if err := s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Result{Result: &pb.TaskResult{TaskId: "task-0"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	result(0)
+	tick(4 * time.Second)  // 4 s after the result: nothing
+	tick(6 * time.Second)  // beats
+	tick(16 * time.Second) // idle: beats
+	result(20 * time.Second)
+	tick(24 * time.Second) // 4 s after the result: nothing
+	// The stream breaks: the next heartbeat fails and ends the loop.
+	stream.failing.Store(true)
+	ticks <- t0.Add(40 * time.Second)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("heartbeats went on after a send failed")
+	}
+
+	var got []string
+	for _, m := range stream.sent {
+		switch msg := m.Msg.(type) {
+		case *pb.SiteMessage_Result:
+			got = append(got, "result")
+		case *pb.SiteMessage_Heartbeat:
+			got = append(got, time.UnixMilli(msg.Heartbeat.GetUnixMs()).Sub(t0).String())
+			if r := msg.Heartbeat.GetRunningTasks(); len(r) != 1 || r[0] != "task-1" {
+				t.Errorf("heartbeat's running tasks = %q, want [task-1]", r)
+			}
+		}
+	}
+	want := []string{"result", "6s", "16s", "result"}
+	if len(got) != len(want) {
+		t.Fatalf("sent %q, want %q", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("sent %q, want %q", got, want)
+		}
+	}
+}
