@@ -111,8 +111,9 @@ func (n *Node) putStored(ctx context.Context, write func(io.Writer) error) (stri
 	}
 	out.d, out.size, out.err = d, size, nil
 	out.end()
-	// A pushed follower that has not answered pushStall after the write
-	// (a hung fsync, a link gone quiet) has the spares stand in.
+	// A first follower that has not answered pushStall after the write (a
+	// hung fsync, a link gone quiet, a fetch where no push was made) has
+	// the spares stand in.
 	hedge := time.AfterFunc(n.pushStall, out.releaseSpares)
 	defer hedge.Stop()
 	what := "putting model " + string(d)[:12]
