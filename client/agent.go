@@ -340,9 +340,9 @@ func (s *session) sendAt(m *pb.SiteMessage, at time.Time) error {
 // heartbeats sends a heartbeat at each tick (every apart) that finds the
 // session quiet for half an interval or more: any message tells the
 // coordinator the site is alive (it expires a session silent for three
-// intervals), and a site busy with rounds sends its results about as
-// often as it would beat, so 10,000 sites in rounds do not add 2,000
-// messages a second. The stream is never silent for more than an interval
+// intervals), and a training site sends its progress once a second, so
+// 10,000 sites training do not add 2,000 heartbeats a second to their
+// progress. The stream is never silent for more than an interval
 // and a half, and an idle site beats at every tick (half an interval
 // leaves room for the ticker's jitter). It returns when ctx ends or a
 // send fails.
