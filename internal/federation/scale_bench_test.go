@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,6 +144,102 @@ func startAgentsProcess(b *testing.B, addr string, sites int) (stop func(), cpu 
 	return stop, func() time.Duration { return childCPU(b, cmd.Process.Pid) }
 }
 
+// cpuSamples are CPU times sampled with the times they were taken.
+type cpuSamples struct {
+	mu    sync.Mutex
+	times []time.Time
+	cpu   []cpuTimes
+	done  chan struct{}
+	ended chan struct{}
+	once  sync.Once
+}
+
+// sampleCPU samples cpu every interval until stop. A cpu that fails the
+// benchmark (a /proc file it cannot read) ends the sampling goroutine
+// with it; stop does not wait for more then.
+func sampleCPU(cpu func() cpuTimes, interval time.Duration) *cpuSamples {
+	s := &cpuSamples{done: make(chan struct{}), ended: make(chan struct{})}
+	take := func() {
+		c, now := cpu(), time.Now()
+		s.mu.Lock()
+		s.times, s.cpu = append(s.times, now), append(s.cpu, c)
+		s.mu.Unlock()
+	}
+	take()
+	go func() {
+		defer close(s.ended)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.done:
+				take()
+				return
+			case <-t.C:
+				take()
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling, with a last sample; a second call does nothing.
+func (s *cpuSamples) stop() {
+	s.once.Do(func() { close(s.done) })
+	<-s.ended
+}
+
+// at is the CPU times at t, interpolated between the samples around it.
+func (s *cpuSamples) at(b *testing.B, t time.Time) cpuTimes {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(s.times, t, func(a, t time.Time) int { return a.Compare(t) })
+	if i == 0 || i == len(s.times) {
+		b.Fatalf("no CPU samples around %v (%d samples)", t, len(s.times))
+	}
+	t0, t1 := s.times[i-1], s.times[i]
+	f := float64(t.Sub(t0)) / float64(t1.Sub(t0))
+	lerp := func(a, b time.Duration) time.Duration { return a + time.Duration(f*float64(b-a)) }
+	c0, c1 := s.cpu[i-1], s.cpu[i]
+	return cpuTimes{lerp(c0.coord, c1.coord), lerp(c0.agents, c1.agents), lerp(c0.busy, c1.busy), lerp(c0.softirq, c1.softirq)}
+}
+
+// cpuTimes is CPU time: the coordinator's (this process), the agents'
+// process's, and the whole machine's busy time and its softirq part.
+type cpuTimes struct{ coord, agents, busy, softirq time.Duration }
+
+func (c cpuTimes) add(d cpuTimes) cpuTimes {
+	return cpuTimes{c.coord + d.coord, c.agents + d.agents, c.busy + d.busy, c.softirq + d.softirq}
+}
+
+func (c cpuTimes) sub(d cpuTimes) cpuTimes {
+	return cpuTimes{c.coord - d.coord, c.agents - d.agents, c.busy - d.busy, c.softirq - d.softirq}
+}
+
+// machineCPU is the time all cores have been busy since boot, and the
+// part of it in softirq (Linux's /proc/stat, in clock ticks of 10 ms):
+// user, nice, system, irq, softirq and steal; not idle or iowait.
+func machineCPU(b *testing.B) (busy, softirq time.Duration) {
+	st, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatalf("the machine's CPU time: %v", err)
+	}
+	line, _, _ := bytes.Cut(st, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		b.Fatalf("the machine's CPU time: /proc/stat begins %q", line)
+	}
+	var ticks [8]int64 // user nice system idle iowait irq softirq steal
+	for i := range ticks {
+		if ticks[i], err = strconv.ParseInt(f[1+i], 10, 64); err != nil {
+			b.Fatalf("the machine's CPU time: %v", err)
+		}
+	}
+	tick := 10 * time.Millisecond
+	busy = time.Duration(ticks[0]+ticks[1]+ticks[2]+ticks[5]+ticks[6]+ticks[7]) * tick
+	return busy, time.Duration(ticks[6]) * tick
+}
+
 // childCPU is the CPU time, user and system, the running process pid has
 // used (Linux's /proc/PID/stat, in its clock ticks of 10 ms).
 func childCPU(b *testing.B, pid int) time.Duration {
@@ -177,7 +274,8 @@ func childCPU(b *testing.B, pid int) time.Duration {
 // (coord-KiB/idle-site), which 5,000 sites and more need; with it too,
 // the coordinator's CPU a round (coord-cpu-s/round) and the agents'
 // process's (agents-cpu-s/round), both for the whole job and within the
-// rounds timed (coord-cpu-s/in-round, agents-cpu-s/in-round); and the time from
+// rounds timed (coord-cpu-s/in-round, agents-cpu-s/in-round, with the
+// whole machine's, machine-cpu-s/in-round, and its softirq part); and the time from
 // the last round's commit to the job's end (s-job-end). The coordinator runs
 // with its deployed SpillAbove, so a logistic regression's updates are
 // decoded in memory (the other tests of this package spill every one).
@@ -254,13 +352,17 @@ func BenchmarkThousandSites(b *testing.B) {
 
 	b.ResetTimer()
 	var overhead, wall, ends []float64
-	var inRounds [2]time.Duration // the coordinator's and the agents' CPU within rounds 2 on
+	var inRounds cpuTimes // within rounds 2 on
+	var lag time.Duration // the latest a round's event reached the watch stream
 	cpu0, agentsCPU0 := processCPU(b), agentsCPU()
-	sample := func() [2]time.Duration { return [2]time.Duration{processCPU(b), agentsCPU()} }
+	sample := func() cpuTimes {
+		busy, softirq := machineCPU(b)
+		return cpuTimes{coord: processCPU(b), agents: agentsCPU(), busy: busy, softirq: softirq}
+	}
 	for b.Loop() {
-		w, o, _, end, in := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU, sample)
+		w, o, _, end, in, l := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU, sample)
 		wall, overhead, ends = append(wall, w...), append(overhead, o...), append(ends, end)
-		inRounds[0], inRounds[1] = inRounds[0]+in[0], inRounds[1]+in[1]
+		inRounds, lag = inRounds.add(in), max(lag, l)
 	}
 	cpu, agentsCPU1 := processCPU(b)-cpu0, agentsCPU()-agentsCPU0
 	b.StopTimer()
@@ -277,8 +379,12 @@ func BenchmarkThousandSites(b *testing.B) {
 		// what the two processes spent while a round ran, which the
 		// round's wall time cannot be less than on this machine's cores
 		// (their sum over the cores).
-		b.ReportMetric(inRounds[0].Seconds()/float64(b.N*(rounds-1)), "coord-cpu-s/in-round")
-		b.ReportMetric(inRounds[1].Seconds()/float64(b.N*(rounds-1)), "agents-cpu-s/in-round")
+		b.ReportMetric(inRounds.coord.Seconds()/float64(b.N*(rounds-1)), "coord-cpu-s/in-round")
+		b.ReportMetric(inRounds.agents.Seconds()/float64(b.N*(rounds-1)), "agents-cpu-s/in-round")
+		// The whole machine's, all cores, and the part of it in softirq
+		// (loopback TCP is processed there, charged to no process).
+		b.ReportMetric(inRounds.busy.Seconds()/float64(b.N*(rounds-1)), "machine-cpu-s/in-round")
+		b.ReportMetric(inRounds.softirq.Seconds()/float64(b.N*(rounds-1)), "softirq-s/in-round")
 	} else {
 		b.ReportMetric(idleKiB, "KiB/idle-site")
 		b.ReportMetric(stackKiB, "stack-KiB/idle-site")
@@ -289,6 +395,10 @@ func BenchmarkThousandSites(b *testing.B) {
 	// From the last round's commit to the job's end: the job waits for
 	// its tracking to catch up and ends the site runs.
 	b.ReportMetric(mean(ends), "s-job-end")
+	// How late this process's watch stream got a round's event: the
+	// goroutines of the coordinator (and of this benchmark's watcher in
+	// its process) queue for the cores behind the sites'.
+	b.ReportMetric(lag.Seconds(), "s-event-lag-max")
 }
 
 // processCPU is the CPU time, user and system, this process has used.
@@ -367,10 +477,17 @@ func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
 // it writes a CPU profile from round first's start to the job's end to
 // that file. With cpu set, it returns what cpu measured from round
 // first's start to the last round's commit (inRounds): the CPU the
-// rounds took, without the job's end.
-func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string, cpu func() [2]time.Duration) (wall, overhead []float64, sites int, end float64, inRounds [2]time.Duration) {
+// rounds took, without the job's end. Both ends are the events' own
+// times, read from samples taken every 50 ms: the watch stream delivers
+// an event seconds late while 10,000 sites' goroutines queue for the
+// cores, and lag is the latest it delivered a round's event.
+func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string, cpu func() cpuTimes) (wall, overhead []float64, sites int, end float64, inRounds cpuTimes, lag time.Duration) {
 	b.Helper()
-	var cpuFrom, cpuTo [2]time.Duration
+	var samples *cpuSamples
+	if cpu != nil {
+		samples = sampleCPU(cpu, 50*time.Millisecond)
+		defer samples.stop() // on a b.Fatal too; a second call does nothing
+	}
 	resp, err := jobs.SubmitJob(ctx, &pb.SubmitJobRequest{JobYaml: src})
 	if err != nil {
 		b.Fatal(err)
@@ -380,34 +497,39 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 	if err != nil {
 		b.Fatal(err)
 	}
-	var started, committed time.Time
+	var started, committed, firstStarted, lastCommitted time.Time
 	var stopProfile func() // the rounds' CPU profile, once started
 	for {
 		ev, err := st.Recv()
 		if err != nil {
 			break
 		}
+		at := time.UnixMilli(ev.GetUnixMs())
 		switch ev.GetKind() {
 		case "round_started":
-			started = time.UnixMilli(ev.GetUnixMs())
-			if ev.GetRound() == first && cpu != nil && cpuFrom == ([2]time.Duration{}) {
-				cpuFrom = cpu()
+			started = at
+			lag = max(lag, time.Since(at))
+			if ev.GetRound() == first && firstStarted.IsZero() {
+				firstStarted = at
 			}
 			if ev.GetRound() == first && profile != "" && stopProfile == nil {
 				stopProfile = startCPUProfile(b, profile)
 				defer stopProfile() // on a b.Fatal too; a second call does nothing
 			}
 		case "round_committed":
-			committed = time.UnixMilli(ev.GetUnixMs())
+			committed = at
+			lag = max(lag, time.Since(at))
 			if ev.GetRound() >= first {
 				wall = append(wall, committed.Sub(started).Seconds())
-				if cpu != nil {
-					cpuTo = cpu()
-				}
+				lastCommitted = at
 			}
 		case "job_finished":
-			end = time.UnixMilli(ev.GetUnixMs()).Sub(committed).Seconds()
+			end = at.Sub(committed).Seconds()
 		}
+	}
+	if samples != nil && !firstStarted.IsZero() && !lastCommitted.IsZero() {
+		samples.stop()
+		inRounds = samples.at(b, lastCommitted).sub(samples.at(b, firstStarted))
 	}
 	if stopProfile != nil {
 		stopProfile() // the rounds' profile ends with the job
@@ -446,10 +568,7 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 	for i, w := range wall {
 		overhead = append(overhead, w-slowest[int64(i)+int64(first)])
 	}
-	for i := range inRounds {
-		inRounds[i] = cpuTo[i] - cpuFrom[i]
-	}
-	return wall, overhead, len(siteRuns), end, inRounds
+	return wall, overhead, len(siteRuns), end, inRounds, lag
 }
 
 // mean is the mean of xs, 0 for none.
