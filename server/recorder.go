@@ -61,8 +61,9 @@ const maxLoggedFailures = 10
 // tracker: the runs (job, arms, sites), params, metrics, tags, artifacts,
 // the comparison at the end and the model registry.
 //
-// Tracking never blocks a round. The recorder runs on its own goroutine,
-// fed by a queue that publish appends to without waiting:
+// Tracking never blocks a round, and a stalled tracker never holds one
+// back. The recorder runs on its own goroutine, fed by a queue that
+// publish appends to without waiting:
 //   - events that create or end runs (JobStarted, ArmStarted, ArmResumed,
 //     ArmFinished, JobFinished: a few per arm) are always queued;
 //   - any other event finds at most Config.RecordQueue events waiting, or
@@ -70,7 +71,11 @@ const maxLoggedFailures = 10
 //     maxRecordBytes of them, besides the batch being written; over that
 //     it is dropped, counted,
 //     a warning is logged at the first drop, and the count is logged and
-//     tagged on the job run ([TagEventsDropped]) when the job ends.
+//     tagged on the job run ([TagEventsDropped]) when the job ends;
+//   - before each round, the arm waits while more than a round's events
+//     are queued and the tracker keeps writing them (catchUp): a tracker
+//     slower than the rounds holds the next round back instead of losing
+//     events, one that writes nothing for Config.RecordDrain does not.
 //
 // When the job ends, the runner waits for the queue to drain, until a
 // Config.RecordDrain passes in which the recorder handled no event and
@@ -96,8 +101,13 @@ type recorder struct {
 	dropped   int
 	closed    bool
 	// progress counts the events the recorder has handled and the
-	// batches it has written: finish waits on while it grows.
+	// batches it has written: finish and catchUp wait on while it grows;
+	// moved is signalled as it does.
 	progress atomic.Int64
+	moved    chan struct{}
+	// backlog counts the events queued and not yet handled (nor dropped),
+	// those the recorder holds included.
+	backlog atomic.Int64
 
 	// Owned by the recorder's goroutine.
 	expID, jobRunID string
@@ -139,7 +149,7 @@ func (c *Coordinator) newRecorder(ctx context.Context, j *jobRun, tr Tracker, cl
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r := &recorder{
 		c: c, j: j, tr: tr, closeTr: closeTr, log: c.log.With("job", j.id),
-		ctx: rctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
+		ctx: rctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1), moved: make(chan struct{}, 1),
 		max: recordQueue(c.cfg.RecordQueue, j.spec), arms: make(map[string]*armRecord),
 	}
 	go r.run()
@@ -186,6 +196,7 @@ func (r *recorder) publish(ev Event) {
 		r.bytes += size
 	}
 	r.queue = append(r.queue, ev)
+	r.backlog.Add(1)
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -234,6 +245,51 @@ func (r *recorder) finish(drain time.Duration) {
 	}
 }
 
+// catchUp waits, before a round starts, while more than below events
+// wait for the tracker and it keeps writing them: a tracker that is
+// slower than the rounds (10,000 sites a round, every one in seconds)
+// then holds the next round back instead of losing its events past the
+// queue. It returns once the backlog is at most below, when stall
+// passes without the recorder handling an event or writing a batch (a
+// stalled or dead tracker never holds rounds up: its events are dropped
+// as before), or when ctx ends; it says how long it waited.
+func (r *recorder) catchUp(ctx context.Context, below int64, stall time.Duration) time.Duration {
+	if r == nil || r.backlog.Load() <= below {
+		return 0
+	}
+	began := time.Now()
+	t := time.NewTimer(stall)
+	defer t.Stop()
+	for last := r.progress.Load(); r.backlog.Load() > below; {
+		select {
+		case <-r.moved:
+			continue
+		case <-t.C:
+		case <-ctx.Done():
+			return time.Since(began)
+		case <-r.done:
+			return time.Since(began)
+		}
+		n := r.progress.Load()
+		if n == last {
+			break // stalled
+		}
+		last = n
+		t.Reset(stall)
+	}
+	return time.Since(began)
+}
+
+// roundBacklog is the backlog a round may start with: half the queue's
+// bound, one round of every arm's events (recordQueue), so that the
+// round's own fit beside it.
+func (r *recorder) roundBacklog() int64 {
+	if r == nil {
+		return 0
+	}
+	return int64(r.max / 2)
+}
+
 // droppedCount is how many events were dropped so far.
 func (r *recorder) droppedCount() int {
 	r.mu.Lock()
@@ -277,11 +333,13 @@ func (r *recorder) run() {
 				r.mu.Lock()
 				r.dropped += len(evs) - i
 				r.mu.Unlock()
+				r.backlog.Add(-int64(len(evs) - i))
 				break
 			}
 			r.ahead = evs[i+1:]
 			r.handle(ev)
-			r.progress.Add(1)
+			r.backlog.Add(-1)
+			r.advanced()
 		}
 		r.ahead = nil
 		r.flush()
@@ -314,7 +372,7 @@ func (r *recorder) flush() {
 	}
 	if bl, ok := r.tr.(BatchLogger); ok && len(batches) > 1 {
 		if bl.LogBatches(r.ctx, batches) == nil {
-			r.progress.Add(1)
+			r.advanced()
 			return
 		}
 		if r.ctx.Err() != nil {
@@ -329,7 +387,17 @@ func (r *recorder) flush() {
 		if il, ok := r.tr.(tracking.InputLogger); ok && len(b.Inputs) > 0 {
 			r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, b.RunID, b.Inputs), "run", b.RunID)
 		}
-		r.progress.Add(1)
+		r.advanced()
+	}
+}
+
+// advanced counts a step of the recorder's progress (an event handled, a
+// batch written) and tells catchUp.
+func (r *recorder) advanced() {
+	r.progress.Add(1)
+	select {
+	case r.moved <- struct{}{}:
+	default:
 	}
 }
 

@@ -325,6 +325,12 @@ func (c *Coordinator) runArm(ctx context.Context, j *jobRun, rec *recorder, prep
 	retries := spec.Deadline.Retries
 	a.attempt = 1
 	for r := last + 1; r <= rounds; r++ {
+		// The tracker catches up to a round's events before the next
+		// round adds its own (see recorder.catchUp).
+		if waited := rec.catchUp(ctx, rec.roundBacklog(), c.cfg.RecordDrain); waited >= time.Second {
+			c.log.Info("round_waited_for_tracking", "job", j.id, "arm", arm.Name, "round", r, "waited", waited.Round(time.Millisecond),
+				"why", "the tracker was more than a round's events behind; it catches up before the next round adds its own")
+		}
 		err := c.runRound(ctx, a, r, rounds)
 		retry := err != nil && retries > 0 && ctx.Err() == nil && retryable(err)
 		if err != nil {

@@ -351,7 +351,7 @@ func BenchmarkThousandSites(b *testing.B) {
 	}
 
 	b.ResetTimer()
-	var overhead, wall, ends []float64
+	var overhead, wall, ends, between []float64
 	var inRounds cpuTimes // within rounds 2 on
 	var lag time.Duration // the latest a round's event reached the watch stream
 	cpu0, agentsCPU0 := processCPU(b), agentsCPU()
@@ -360,8 +360,8 @@ func BenchmarkThousandSites(b *testing.B) {
 		return cpuTimes{coord: processCPU(b), agents: agentsCPU(), busy: busy, softirq: softirq}
 	}
 	for b.Loop() {
-		w, o, _, end, in, l := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU, sample)
-		wall, overhead, ends = append(wall, w...), append(overhead, o...), append(ends, end)
+		w, o, _, end, in, l, bw := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU, sample)
+		wall, overhead, ends, between = append(wall, w...), append(overhead, o...), append(ends, end), append(between, bw...)
 		inRounds, lag = inRounds.add(in), max(lag, l)
 	}
 	cpu, agentsCPU1 := processCPU(b)-cpu0, agentsCPU()-agentsCPU0
@@ -392,6 +392,9 @@ func BenchmarkThousandSites(b *testing.B) {
 	b.ReportMetric(goroutines, "goroutines/site")
 	b.ReportMetric(mean(wall), "s/round")
 	b.ReportMetric(mean(overhead), "s-overhead/round")
+	// From a round's commit to the next one's start: the arm waits there
+	// for a tracker more than a round's events behind (recorder.catchUp).
+	b.ReportMetric(mean(between), "s-between-rounds")
 	// From the last round's commit to the job's end: the job waits for
 	// its tracking to catch up and ends the site runs.
 	b.ReportMetric(mean(ends), "s-job-end")
@@ -480,8 +483,10 @@ func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
 // rounds took, without the job's end. Both ends are the events' own
 // times, read from samples taken every 50 ms: the watch stream delivers
 // an event seconds late while 10,000 sites' goroutines queue for the
-// cores, and lag is the latest it delivered a round's event.
-func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string, cpu func() cpuTimes) (wall, overhead []float64, sites int, end float64, inRounds cpuTimes, lag time.Duration) {
+// cores, and lag is the latest it delivered a round's event. between
+// are the times from a round's commit to the next one's start, from round
+// first on.
+func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string, cpu func() cpuTimes) (wall, overhead []float64, sites int, end float64, inRounds cpuTimes, lag time.Duration, between []float64) {
 	b.Helper()
 	var samples *cpuSamples
 	if cpu != nil {
@@ -507,6 +512,9 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 		at := time.UnixMilli(ev.GetUnixMs())
 		switch ev.GetKind() {
 		case "round_started":
+			if ev.GetRound() > first && !committed.IsZero() {
+				between = append(between, at.Sub(committed).Seconds())
+			}
 			started = at
 			lag = max(lag, time.Since(at))
 			if ev.GetRound() == first && firstStarted.IsZero() {
@@ -568,7 +576,7 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 	for i, w := range wall {
 		overhead = append(overhead, w-slowest[int64(i)+int64(first)])
 	}
-	return wall, overhead, len(siteRuns), end, inRounds, lag
+	return wall, overhead, len(siteRuns), end, inRounds, lag, between
 }
 
 // mean is the mean of xs, 0 for none.

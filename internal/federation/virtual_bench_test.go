@@ -84,7 +84,7 @@ deadline: {round: 2m}
 
 	var wall, overhead []float64
 	for b.Loop() {
-		w, o, sites, _, _, _ := timeJob(ctx, b, jobs, store, src, 1, "", nil)
+		w, o, sites, _, _, _, _ := timeJob(ctx, b, jobs, store, src, 1, "", nil)
 		if sites != workers {
 			b.Errorf("%d site runs, want one per worker (%d)", sites, workers)
 		}
