@@ -42,7 +42,8 @@ func behind(r *recorder, sites int) {
 
 // TestCatchUpWaitsForAWritingTracker: the next round waits while more
 // than a round's events are queued and the tracker keeps writing, and
-// returns once they are down to a round's; nothing is dropped.
+// returns once they are down to a round's, for each of two arms waiting
+// on the same recorder; nothing is dropped.
 func TestCatchUpWaitsForAWritingTracker(t *testing.T) {
 	const sites = 16
 	gate := make(chan struct{})
@@ -52,20 +53,27 @@ func TestCatchUpWaitsForAWritingTracker(t *testing.T) {
 	if n := r.backlog.Load(); n <= below {
 		t.Fatalf("backlog %d, want more than %d for this test", n, below)
 	}
+	const arms = 2
 	done := make(chan int64)
-	go func() {
-		r.catchUp(context.Background(), below, time.Minute)
-		done <- r.backlog.Load() // no event is published after: it only falls
-	}()
+	for range arms {
+		go func() {
+			r.catchUp(context.Background(), below, time.Hour) // only the backlog ends it
+			done <- r.backlog.Load()                          // no event is published after: it only falls
+		}()
+	}
 	ticks := 0
-	for left := int64(-1); left < 0; {
+	watchdog := time.After(time.Minute)
+	for returned := 0; returned < arms; {
 		select {
 		case gate <- struct{}{}:
 			ticks++
-		case left = <-done:
+		case left := <-done:
+			returned++
 			if left > below {
 				t.Fatalf("catchUp returned with %d events queued, want at most %d", left, below)
 			}
+		case <-watchdog:
+			t.Fatalf("%d of %d waiting arms went on within a minute of %d writes", returned, arms, ticks)
 		}
 	}
 	if ticks < sites-int(below) {

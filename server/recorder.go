@@ -101,10 +101,8 @@ type recorder struct {
 	dropped   int
 	closed    bool
 	// progress counts the events the recorder has handled and the
-	// batches it has written: finish and catchUp wait on while it grows;
-	// moved is signalled as it does.
+	// batches it has written: finish and catchUp wait on while it grows.
 	progress atomic.Int64
-	moved    chan struct{}
 	// backlog counts the events queued and not yet handled (nor dropped),
 	// those the recorder holds included.
 	backlog atomic.Int64
@@ -149,7 +147,7 @@ func (c *Coordinator) newRecorder(ctx context.Context, j *jobRun, tr Tracker, cl
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r := &recorder{
 		c: c, j: j, tr: tr, closeTr: closeTr, log: c.log.With("job", j.id),
-		ctx: rctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1), moved: make(chan struct{}, 1),
+		ctx: rctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
 		max: recordQueue(c.cfg.RecordQueue, j.spec), arms: make(map[string]*armRecord),
 	}
 	go r.run()
@@ -258,27 +256,29 @@ func (r *recorder) catchUp(ctx context.Context, below int64, stall time.Duration
 		return 0
 	}
 	began := time.Now()
-	t := time.NewTimer(stall)
-	defer t.Stop()
-	for last := r.progress.Load(); r.backlog.Load() > below; {
+	// Polled: several arms may wait on one recorder.
+	poll := time.NewTicker(catchUpPoll)
+	defer poll.Stop()
+	last, moved := r.progress.Load(), began
+	for r.backlog.Load() > below {
 		select {
-		case <-r.moved:
-			continue
-		case <-t.C:
 		case <-ctx.Done():
 			return time.Since(began)
 		case <-r.done:
 			return time.Since(began)
+		case now := <-poll.C:
+			if n := r.progress.Load(); n != last {
+				last, moved = n, now
+			} else if now.Sub(moved) >= stall {
+				return time.Since(began) // stalled
+			}
 		}
-		n := r.progress.Load()
-		if n == last {
-			break // stalled
-		}
-		last = n
-		t.Reset(stall)
 	}
 	return time.Since(began)
 }
+
+// catchUpPoll is how often catchUp looks at the recorder's backlog.
+const catchUpPoll = 20 * time.Millisecond
 
 // roundBacklog is the backlog a round may start with: half the queue's
 // bound, one round of every arm's events (recordQueue), so that the
@@ -339,7 +339,7 @@ func (r *recorder) run() {
 			r.ahead = evs[i+1:]
 			r.handle(ev)
 			r.backlog.Add(-1)
-			r.advanced()
+			r.progress.Add(1)
 		}
 		r.ahead = nil
 		r.flush()
@@ -372,7 +372,7 @@ func (r *recorder) flush() {
 	}
 	if bl, ok := r.tr.(BatchLogger); ok && len(batches) > 1 {
 		if bl.LogBatches(r.ctx, batches) == nil {
-			r.advanced()
+			r.progress.Add(1)
 			return
 		}
 		if r.ctx.Err() != nil {
@@ -387,17 +387,7 @@ func (r *recorder) flush() {
 		if il, ok := r.tr.(tracking.InputLogger); ok && len(b.Inputs) > 0 {
 			r.failed("tracking_inputs_failed", il.LogInputs(r.ctx, b.RunID, b.Inputs), "run", b.RunID)
 		}
-		r.advanced()
-	}
-}
-
-// advanced counts a step of the recorder's progress (an event handled, a
-// batch written) and tells catchUp.
-func (r *recorder) advanced() {
-	r.progress.Add(1)
-	select {
-	case r.moved <- struct{}{}:
-	default:
+		r.progress.Add(1)
 	}
 }
 
