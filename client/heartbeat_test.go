@@ -99,3 +99,49 @@ func TestHeartbeatsOnlyWhenQuiet(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressFollowsTheHeartbeat: a training site's progress goes at
+// most every heartbeat interval the coordinator gave, unless the site's
+// Config sets its own, and never before an interval into the task.
+func TestProgressFollowsTheHeartbeat(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	calls := []time.Duration{time.Second, 3 * time.Second, 6 * time.Second, 8 * time.Second, 12 * time.Second} // into the task
+	for _, c := range []struct {
+		name     string
+		interval time.Duration // Config.ProgressInterval
+		want     []time.Duration
+	}{
+		{"the heartbeat's 5s", 0, []time.Duration{6 * time.Second, 12 * time.Second}},
+		{"the site's own 1s", time.Second, calls},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stream := &sentStream{}
+			s := newSession(stream)
+			s.beat = 5 * time.Second
+			var clock time.Duration
+			s.now = func() time.Time { return t0.Add(clock) }
+			a := &Agent{cfg: Config{ProgressInterval: c.interval}}
+			cfg := a.taskTrainConfig(s, &pb.Task{TaskId: "task-1", Train: &pb.TrainParams{Epochs: 2}})
+			for i, d := range calls {
+				clock = d
+				cfg.Progress(1, i, 10, float64(i))
+			}
+			var got []time.Duration
+			for _, m := range stream.sent {
+				p := m.GetProgress()
+				if p == nil || p.GetTaskId() != "task-1" || p.GetBatches() != 10 || p.GetLoss() != float64(p.GetBatch()) {
+					t.Fatalf("sent %v, want task-1's progress", m)
+				}
+				got = append(got, calls[p.GetBatch()])
+			}
+			if len(got) != len(c.want) {
+				t.Fatalf("progress at %v, want %v", got, c.want)
+			}
+			for i := range got {
+				if got[i] != c.want[i] {
+					t.Fatalf("progress at %v, want %v", got, c.want)
+				}
+			}
+		})
+	}
+}

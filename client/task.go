@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -176,14 +177,16 @@ func addTrainMetrics(metrics map[string]float64, res train.TrainResult) {
 
 // taskTrainConfig is what task t has this site train with: the job's
 // settings and the strategy's, and progress sent on s at most every
-// ProgressInterval.
+// ProgressInterval, or the session's heartbeat interval where that is
+// not set.
 func (a *Agent) taskTrainConfig(s *session, t *pb.Task) train.TrainConfig {
 	p := t.GetTrain()
 	cs := aggregators.ReadClientSettings(p) // what the job's strategy has this site train with
+	every := cmp.Or(a.cfg.ProgressInterval, s.heartbeat(), 5*time.Second)
 	// The first report comes an interval into the task, not at its first
 	// batch: a task shorter than that sends none (at 10,000 sites, a
 	// message each way per site and round that said nothing).
-	lastProgress := time.Now()
+	lastProgress := s.clock()
 	return train.TrainConfig{
 		Epochs:      int(p.GetEpochs()),
 		BatchSize:   int(p.GetBatchSize()),
@@ -193,10 +196,11 @@ func (a *Agent) taskTrainConfig(s *session, t *pb.Task) train.TrainConfig {
 		Mu:          cs.Mu,
 		Seed:        p.GetSeed(),
 		Progress: func(epoch, batch, batches int, loss float64) {
-			if time.Since(lastProgress) < a.cfg.ProgressInterval {
+			now := s.clock()
+			if now.Sub(lastProgress) < every {
 				return
 			}
-			lastProgress = time.Now()
+			lastProgress = now
 			_ = s.send(&pb.SiteMessage{Msg: &pb.SiteMessage_Progress{Progress: &pb.TaskProgress{
 				TaskId: t.GetTaskId(), Epoch: int32(epoch), Batch: int32(batch), Batches: int32(batches), Loss: loss,
 			}}})
