@@ -359,12 +359,11 @@ func (s *session) sendAt(m *pb.SiteMessage, at time.Time) error {
 // heartbeats sends a heartbeat at each tick (every apart) that finds the
 // session quiet for half an interval or more: any message tells the
 // coordinator the site is alive (it expires a session silent for three
-// intervals), and a training site sends its progress once a second, so
-// 10,000 sites training do not add 2,000 heartbeats a second to their
-// progress. The stream is never silent for more than an interval
-// and a half, and an idle site beats at every tick (half an interval
-// leaves room for the ticker's jitter). It returns when ctx ends or a
-// send fails.
+// intervals), and a training site sends its progress once an interval
+// (taskTrainConfig), which then stands in for about half its beats. The
+// stream is never silent for more than an interval and a half, and an
+// idle site beats at every tick (half an interval leaves room for the
+// ticker's jitter). It returns when ctx ends or a send fails.
 func (s *session) heartbeats(ctx context.Context, ticks <-chan time.Time, every time.Duration, running func() []string) {
 	var now time.Time // the tick's
 	for {
