@@ -36,6 +36,7 @@ import (
 // (four with the agents in it), so the open-files limit bounds -sites.
 var (
 	benchSites     = flag.Int("sites", 1000, "BenchmarkThousandSites: how many site agents to connect")
+	benchRounds    = flag.Int("rounds", 3, "BenchmarkThousandSites: the job's rounds, 2 or more (the first, which waits for every site to connect, is not timed)")
 	benchAgentProc = flag.Bool("agents-process", false, "BenchmarkThousandSites: run the site agents in a second process (the coordinator's heap is then measured alone)")
 	benchIdleHeap  = flag.String("idle-heap-profile", "", "BenchmarkThousandSites: write a heap profile to this file, and the goroutines to FILE.goroutines, once every site is connected and idle")
 	benchRoundCPU  = flag.String("round-cpu-profile", "", "BenchmarkThousandSites: write a CPU profile from the second round's start to the job's end (the last iteration's job) to this file")
@@ -282,8 +283,12 @@ func childCPU(b *testing.B, pid int) time.Duration {
 //
 //	go test -run '^$' -bench ThousandSites -benchtime 1x ./internal/federation
 //	go test -run '^$' -bench ThousandSites -benchtime 1x ./internal/federation -args -sites 10000 -agents-process
+//	go test -run '^$' -bench ThousandSites -benchtime 1x ./internal/federation -args -sites 10000 -agents-process -rounds 10
 func BenchmarkThousandSites(b *testing.B) {
-	const rounds = 3
+	rounds := *benchRounds
+	if rounds < 2 {
+		b.Fatalf("-rounds %d: the benchmark times rounds 2 on; give 2 or more", rounds)
+	}
 	sites := *benchSites
 	raiseOpenFiles(b)
 	joined := &messageCounter{msg: "site_connected", want: int64(sites), done: make(chan struct{})}
