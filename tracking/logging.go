@@ -69,12 +69,11 @@ func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error 
 	if len(batches) == 0 {
 		return nil
 	}
-	ids := make([]string, 0, len(batches))
-	seen := make(map[string]bool, len(batches))
-	for _, b := range batches {
-		if !seen[b.RunID] {
-			seen[b.RunID] = true
-			ids = append(ids, b.RunID)
+	order := byRun(batches)
+	ids := make([]string, 0, len(batches)) // each run once: order keeps a run's batches together
+	for _, i := range order {
+		if id := batches[i].RunID; len(ids) == 0 || ids[len(ids)-1] != id {
+			ids = append(ids, id)
 		}
 	}
 	return s.write(ctx, fmt.Sprintf("logging %d batches", len(batches)), func(tx *sql.Tx) error {
@@ -85,7 +84,7 @@ func (s *SQLiteStore) LogBatches(ctx context.Context, batches []RunBatch) error 
 		if err != nil {
 			return err
 		}
-		for _, i := range byRun(batches) {
+		for _, i := range order {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
