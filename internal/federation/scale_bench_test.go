@@ -365,9 +365,9 @@ func BenchmarkThousandSites(b *testing.B) {
 		return cpuTimes{coord: processCPU(b), agents: agentsCPU(), busy: busy, softirq: softirq}
 	}
 	for b.Loop() {
-		w, o, _, end, in, l, bw := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU, sample)
-		wall, overhead, ends, between = append(wall, w...), append(overhead, o...), append(ends, end), append(between, bw...)
-		inRounds, lag = inRounds.add(in), max(lag, l)
+		jt := timeJob(ctx, b, jobs, store, src, 2, *benchRoundCPU, sample)
+		wall, overhead, ends, between = append(wall, jt.wall...), append(overhead, jt.overhead...), append(ends, jt.end), append(between, jt.between...)
+		inRounds, lag = inRounds.add(jt.inRounds), max(lag, jt.lag)
 	}
 	cpu, agentsCPU1 := processCPU(b)-cpu0, agentsCPU()-agentsCPU0
 	b.StopTimer()
@@ -477,21 +477,33 @@ func (m *messageCounter) Handle(_ context.Context, r slog.Record) error {
 func (m *messageCounter) WithAttrs([]slog.Attr) slog.Handler { return m }
 func (m *messageCounter) WithGroup(string) slog.Handler      { return m }
 
-// timeJob submits src, follows it to its end and returns, for each round
-// from round first on, its wall time (round_started to round_committed)
-// and what it took beyond its slowest site's training (the site runs'
-// train_seconds); and how many site runs the arm has. Earlier rounds are
-// left out (the first waits for every site to connect). With profile set,
-// it writes a CPU profile from round first's start to the job's end to
-// that file. With cpu set, it returns what cpu measured from round
-// first's start to the last round's commit (inRounds): the CPU the
-// rounds took, without the job's end. Both ends are the events' own
-// times, read from samples taken every 50 ms: the watch stream delivers
-// an event seconds late while 10,000 sites' goroutines queue for the
-// cores, and lag is the latest it delivered a round's event. between
-// are the times from a round's commit to the next one's start, from round
-// first on.
-func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string, cpu func() cpuTimes) (wall, overhead []float64, sites int, end float64, inRounds cpuTimes, lag time.Duration, between []float64) {
+// jobTimes is what timeJob measured of one job.
+type jobTimes struct {
+	// wall and overhead are, for each round from the first timed, its
+	// wall time (round_started to round_committed) and what it took
+	// beyond its slowest site's training (the site runs' train_seconds).
+	wall, overhead []float64
+	// between are the times from a round's commit to the next one's
+	// start, from the first timed round on.
+	between []float64
+	sites   int     // the arm's site runs
+	end     float64 // seconds from the last commit to the job's end
+	// inRounds is the CPU from the first timed round's start to the last
+	// commit, at the events' own times (see timeJob).
+	inRounds cpuTimes
+	// lag is the latest the watch stream delivered a round's event.
+	lag time.Duration
+}
+
+// timeJob submits src, follows it to its end and returns its times from
+// round first on. Earlier rounds are left out (the first waits for every
+// site to connect). With profile set, it writes a CPU profile from round
+// first's start to the job's end to that file. With cpu set, it measures
+// the CPU the rounds took, without the job's end: both ends are the
+// events' own times, read from samples taken every 50 ms, as the watch
+// stream delivers an event seconds late while 10,000 sites' goroutines
+// queue for the cores.
+func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store *tracking.SQLiteStore, src []byte, first int32, profile string, cpu func() cpuTimes) (jt jobTimes) {
 	b.Helper()
 	var samples *cpuSamples
 	if cpu != nil {
@@ -518,10 +530,10 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 		switch ev.GetKind() {
 		case "round_started":
 			if ev.GetRound() > first && !committed.IsZero() {
-				between = append(between, at.Sub(committed).Seconds())
+				jt.between = append(jt.between, at.Sub(committed).Seconds())
 			}
 			started = at
-			lag = max(lag, time.Since(at))
+			jt.lag = max(jt.lag, time.Since(at))
 			if ev.GetRound() == first && firstStarted.IsZero() {
 				firstStarted = at
 			}
@@ -531,18 +543,18 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 			}
 		case "round_committed":
 			committed = at
-			lag = max(lag, time.Since(at))
+			jt.lag = max(jt.lag, time.Since(at))
 			if ev.GetRound() >= first {
-				wall = append(wall, committed.Sub(started).Seconds())
+				jt.wall = append(jt.wall, committed.Sub(started).Seconds())
 				lastCommitted = at
 			}
 		case "job_finished":
-			end = at.Sub(committed).Seconds()
+			jt.end = at.Sub(committed).Seconds()
 		}
 	}
 	if samples != nil && !firstStarted.IsZero() && !lastCommitted.IsZero() {
 		samples.stop()
-		inRounds = samples.at(b, lastCommitted).sub(samples.at(b, firstStarted))
+		jt.inRounds = samples.at(b, lastCommitted).sub(samples.at(b, firstStarted))
 	}
 	if stopProfile != nil {
 		stopProfile() // the rounds' profile ends with the job
@@ -578,10 +590,11 @@ func timeJob(ctx context.Context, b *testing.B, jobs pb.JobsServiceClient, store
 			slowest[m.Step] = max(slowest[m.Step], m.Value)
 		}
 	}
-	for i, w := range wall {
-		overhead = append(overhead, w-slowest[int64(i)+int64(first)])
+	for i, w := range jt.wall {
+		jt.overhead = append(jt.overhead, w-slowest[int64(i)+int64(first)])
 	}
-	return wall, overhead, len(siteRuns), end, inRounds, lag, between
+	jt.sites = len(siteRuns)
+	return jt
 }
 
 // mean is the mean of xs, 0 for none.

@@ -84,11 +84,11 @@ deadline: {round: 2m}
 
 	var wall, overhead []float64
 	for b.Loop() {
-		w, o, sites, _, _, _, _ := timeJob(ctx, b, jobs, store, src, 1, "", nil)
-		if sites != workers {
-			b.Errorf("%d site runs, want one per worker (%d)", sites, workers)
+		jt := timeJob(ctx, b, jobs, store, src, 1, "", nil)
+		if jt.sites != workers {
+			b.Errorf("%d site runs, want one per worker (%d)", jt.sites, workers)
 		}
-		wall, overhead = append(wall, w...), append(overhead, o...)
+		wall, overhead = append(wall, jt.wall...), append(overhead, jt.overhead...)
 	}
 	b.StopTimer()
 	runtime.GC()
