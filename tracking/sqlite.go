@@ -173,19 +173,20 @@ func (s *SQLiteStore) open(ctx context.Context) error {
 	uri := "file:" + (&url.URL{Path: filepath.ToSlash(s.path)}).EscapedPath()
 	pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeout.Milliseconds())
 	var err error
-	// The writer's page cache is up to 64 MiB, not SQLite's 2 MiB: a round
-	// of thousands of sites' metrics walks the B-trees of more pages than
-	// 2 MiB keeps, and read each miss back from the file
-	// (BenchmarkRecorderRounds); at 10,000 sites the store passes 16 MiB in
-	// the first round (25 MiB, 39 MiB by the third), and a transaction's
-	// dirty pages then spill to the WAL before it commits
-	// (BenchmarkSiteRounds). The cache holds only the pages read, so a
-	// small store costs no more. The WAL is copied back into the file once
-	// it holds 8,192 pages (32 MiB at 4 KiB), not SQLite's 1,000: a round's
-	// transactions dirty many of the same pages, and each checkpoint writes
-	// each page once (BenchmarkSiteRounds: 2-12% less a round in five runs
-	// of six). The last transaction's pages come on top: at 10,000 sites
-	// the WAL file reached 62 MiB (SQLite reuses it; it is not truncated).
+	// The writer's page cache is up to 64 MiB, not SQLite's 2 MiB: a round of
+	// thousands of sites' metrics walks the B-trees of more pages than 2 MiB
+	// keeps, and read each miss back from the file (BenchmarkRecorderRounds);
+	// a store of 10,000 site runs logging ten metrics a round passes 16 MiB
+	// in the first round (25 MiB, 39 MiB by the third), and a transaction's
+	// dirty pages then spilled to the WAL before it committed (pagerStress,
+	// 2% of the coordinator's CPU in a profile of BenchmarkThousandSites).
+	// The cache holds only the pages read, so a small store costs no more.
+	// The WAL is copied back into the file once it holds 8,192 pages (32 MiB
+	// at 4 KiB), not SQLite's 1,000: a round's transactions dirty many of the
+	// same pages, and each checkpoint writes each page once
+	// (BenchmarkSiteRounds: 2-12% less a round in five runs of six). The last
+	// transaction's pages come on top: at 10,000 sites the WAL file reached
+	// 62 MiB (SQLite reuses it; it is not truncated).
 	s.w, err = sql.Open("sqlite", uri+"?"+pragmas+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(8192)&_txlock=immediate")
 	if err != nil {
 		return err
