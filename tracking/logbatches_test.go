@@ -184,7 +184,7 @@ func TestLogBatchesAllOrNothing(t *testing.T) {
 func TestLogBatchesManyRuns(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openStore(t)
-	const n = 2*runStagesChunk + 1
+	const n = 2*idChunk + 1
 	reqs := make([]CreateRun, n)
 	for i := range reqs {
 		reqs[i] = CreateRun{Name: fmt.Sprintf("site-%d", i)}
@@ -200,7 +200,7 @@ func TestLogBatchesManyRuns(t *testing.T) {
 	if err := s.LogBatches(ctx, batches); err != nil {
 		t.Fatalf("LogBatches(%d runs) = %v", n, err)
 	}
-	for _, i := range []int{0, runStagesChunk, n - 1} {
+	for _, i := range []int{0, idChunk, n - 1} {
 		d, _ := runData(t, s, runs[i].Info.RunID)
 		if m, ok := d.Metric("acc"); !ok || m.Value != float64(i) {
 			t.Errorf("run %d: acc = %+v (%v), want %d", i, m, ok, i)

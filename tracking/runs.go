@@ -338,22 +338,17 @@ func stageError(runID string, stage LifecycleStage, found bool) error {
 	return nil
 }
 
-// runStagesChunk is how many runs one query of runStages asks for.
-const runStagesChunk = 500
-
 // runStages returns the lifecycle stage of each of ids (distinct) that
-// exists, in one query for up to runStagesChunk of them: for a writer of
+// exists, in one query for up to idChunk of them: for a writer of
 // thousands of runs, which would otherwise ask once a run.
 func runStages(ctx context.Context, tx *sql.Tx, ids []string) (map[string]LifecycleStage, error) {
 	stages := make(map[string]LifecycleStage, len(ids))
-	args := make([]any, 0, min(len(ids), runStagesChunk))
-	for len(ids) > 0 {
-		n := min(len(ids), runStagesChunk)
-		args = args[:0]
-		for _, id := range ids[:n] {
-			args = append(args, id)
+	for chunk := range slices.Chunk(ids, idChunk) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
 		}
-		q := `SELECT run_uuid, lifecycle_stage FROM runs WHERE run_uuid IN (?` + strings.Repeat(", ?", n-1) + `)`
+		q := `SELECT run_uuid, lifecycle_stage FROM runs WHERE run_uuid IN (?` + strings.Repeat(", ?", len(args)-1) + `)`
 		err := eachRow(ctx, tx, q, args, func(rows *sql.Rows) error {
 			var id string
 			var stage LifecycleStage
@@ -366,7 +361,6 @@ func runStages(ctx context.Context, tx *sql.Tx, ids []string) (map[string]Lifecy
 		if err != nil {
 			return nil, err
 		}
-		ids = ids[n:]
 	}
 	return stages, nil
 }
