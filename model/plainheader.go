@@ -215,12 +215,15 @@ func (p *plainParser) tensor() (plainTensor, bool) {
 			t.shape, ok = p.uints()
 		case "data_offsets":
 			field = 2
-			var offs []uint64
-			if offs, ok = p.uints(); ok && len(offs) == 2 {
-				t.begin, t.end = offs[0], offs[1]
-			} else {
-				ok = false
+			ok = p.take('[')
+			if ok {
+				t.begin, ok = p.uint()
 			}
+			ok = ok && p.take(',')
+			if ok {
+				t.end, ok = p.uint()
+			}
+			ok = ok && p.take(']')
 		default:
 			return false
 		}
