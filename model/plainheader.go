@@ -237,7 +237,8 @@ func (p *plainParser) tensor() (plainTensor, bool) {
 }
 
 // dtypeName returns d as a string, without allocating for the dtypes
-// Cohort reads.
+// Cohort reads (dtypeSizes' keys: one added there reads right, but
+// allocates until it is added here).
 func dtypeName(d []byte) string {
 	switch string(d) {
 	case "F32":

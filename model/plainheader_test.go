@@ -67,7 +67,8 @@ func TestPlainHeader(t *testing.T) {
 			checkPlainHeader(t, []byte(tt.h))
 		})
 	}
-	// Cohort's own headers, odd names and metadata included.
+	// Cohort's own headers, without metadata and with it (an odd key
+	// and value included), take the plain path.
 	for _, meta := range []map[string]string{nil, {"format": "pt", "<": "&"}} {
 		h, err := headerOf(sample().Tensors, meta)
 		if err != nil {

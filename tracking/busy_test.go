@@ -38,9 +38,10 @@ func busyError(t *testing.T) error {
 	return err
 }
 
-// TestRetryBusy: the writer's first connection is tried again while
-// SQLite answers busy (as it does, at once, to one of several processes
-// switching the same new file to WAL), and not on any other error.
+// TestRetryBusy: retryBusy tries again while SQLite answers busy (as it
+// does, at once, to one of several processes switching the same new file
+// to WAL: open's first connection goes through it), and not on any other
+// error. open's use of it is one line, not tested here.
 func TestRetryBusy(t *testing.T) {
 	busy := busyError(t)
 	if !isBusy(busy) || !isBusy(fmt.Errorf("opening: %w", busy)) {

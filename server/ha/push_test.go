@@ -166,8 +166,10 @@ func TestPutReplicatesQuorumFirst(t *testing.T) {
 		t.Fatalf("the spare's HoldBlob = %v", err)
 	}
 
-	// first's push fails: it fetches, the spare is asked too, and both
-	// end holding the model.
+	// first's push fails: the put still commits, the spare is asked too,
+	// and first is ranked behind it. HoldBlob below brings both to hold
+	// the model (fetching where a copy is missing): it checks that they
+	// can, not that first fetched it on its own.
 	held2 := make(chan []string, 8)
 	net.mu.Lock()
 	net.pushFault[first] = pushFault{failAfter: 1 << 20, err: errors.New("stream reset")}
