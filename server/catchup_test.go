@@ -42,8 +42,9 @@ func behind(r *recorder, sites int) {
 
 // TestCatchUpWaitsForAWritingTracker: the next round waits while more
 // than a round's events are queued and the tracker keeps writing, and
-// returns once they are down to a round's, for each of two arms waiting
-// on the same recorder; nothing is dropped.
+// returns once they are down to a round's, for each of two waiters on
+// the same recorder (a job's arms run one after another today, but
+// catchUp does not count on it); nothing is dropped.
 func TestCatchUpWaitsForAWritingTracker(t *testing.T) {
 	const sites = 16
 	gate := make(chan struct{})

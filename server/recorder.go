@@ -256,7 +256,8 @@ func (r *recorder) catchUp(ctx context.Context, below int64, stall time.Duration
 		return 0
 	}
 	began := time.Now()
-	// Polled: several arms may wait on one recorder.
+	// Polled, so that any number of waiters see the backlog fall (a
+	// job's arms run one after another today: one waits at a time).
 	poll := time.NewTicker(catchUpPoll)
 	defer poll.Stop()
 	last, moved := r.progress.Load(), began
