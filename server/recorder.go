@@ -155,14 +155,15 @@ func (c *Coordinator) newRecorder(ctx context.Context, j *jobRun, tr Tracker, cl
 }
 
 // recordQueue is the bound on a job's waiting round events: queue, or two
-// rounds of every arm's events where that is more. A round publishes up
-// to two events a site it selects (its screening, its update's fate) and
-// three of its own; at 10,000 sites one round's burst is 20,000 events,
-// which the default bound (4,096) would mostly drop while a healthy
-// tracker is a few seconds behind.
+// rounds' events where that is more. A round publishes up to two events a
+// site it selects (its screening, its update's fate) and three of its own;
+// at 10,000 sites one round's burst is 20,000 events, which the default
+// bound (4,096) would mostly drop while a healthy tracker is a few seconds
+// behind. A job's arms run one after another (the runner's loop), and each
+// round waits for the backlog to fall to one round's (catchUp): two rounds
+// of one arm bound it whatever the number of arms.
 func recordQueue(queue int, spec *job.Spec) int {
-	perRound := spec.Sites.PerRound()
-	return max(queue, 2*len(spec.Arms)*(2*perRound+3))
+	return max(queue, 2*(2*spec.Sites.PerRound()+3))
 }
 
 // publish queues ev for the tracker; it never waits (see [recorder]).
@@ -204,7 +205,7 @@ func (r *recorder) publish(ev Event) {
 // finish closes the queue and waits for the recorder to write what it
 // holds, as long as each drain period sees it handle an event or write a
 // batch, up to maxDrains periods; past that it cancels the recorder's
-// calls and returns.
+// calls. It then tells the job's watchers what was not recorded.
 func (r *recorder) finish(drain time.Duration) {
 	r.mu.Lock()
 	r.closed = true
@@ -213,34 +214,47 @@ func (r *recorder) finish(drain time.Duration) {
 	case r.wake <- struct{}{}:
 	default:
 	}
-	t := time.NewTimer(drain)
-	defer t.Stop()
-	waited := time.Duration(0)
-	for last := r.progress.Load(); ; {
+	stopped := func() bool {
 		select {
 		case <-r.done:
-			return
-		case <-t.C:
+			return true
+		default:
+			return false
 		}
-		waited += drain
-		n := r.progress.Load()
-		if n == last || waited >= maxDrains*drain {
-			break
+	}
+	drained, waited := r.whileWriting(context.Background(), stopped, drain, maxDrains*drain)
+	if !drained {
+		r.log.Warn("tracking_drain_timeout", "waited", waited, "queued", r.backlog.Load(),
+			"effect", "the job's end is not fully recorded; what is still queued is dropped")
+		r.cancel()
+		t := time.NewTimer(cancelWait)
+		defer t.Stop()
+		select {
+		case <-r.done:
+		case <-t.C: // the tracker ignores cancellation; it is closed when its call returns
 		}
-		last = n
-		t.Reset(drain)
 	}
-	r.mu.Lock()
-	left := len(r.queue)
-	r.mu.Unlock()
-	r.log.Warn("tracking_drain_timeout", "waited", waited, "queued", left,
-		"effect", "the job's end is not fully recorded; what is still queued is dropped")
-	r.cancel()
-	t.Reset(cancelWait)
-	select {
-	case <-r.done:
-	case <-t.C: // the tracker ignores cancellation; it is closed when its call returns
+	r.tellDropped(drained, waited)
+}
+
+// tellDropped tells the job's watchers (the tracking_incomplete event)
+// how many events were not recorded: those past the queue while the job
+// ran (also tagged on the job run, [TagEventsDropped]) and, when the drain
+// timed out after waited, those still queued, the job's end among them.
+func (r *recorder) tellDropped(drained bool, waited time.Duration) {
+	n := r.droppedCount()
+	var msg string
+	switch {
+	case !drained:
+		msg = fmt.Sprintf("the tracker stopped writing before the job's end was recorded (waited %s): %d events were not recorded, among them the job's end, so its runs may still show RUNNING; check the tracking server's health and latency",
+			waited.Round(time.Millisecond), n)
+	case n > 0:
+		msg = fmt.Sprintf("the tracker fell behind and %d round events were not recorded (tag %s on the job run); check the tracking server's health and latency",
+			n, TagEventsDropped)
+	default:
+		return
 	}
+	r.j.emit(&pb.JobEvent{Kind: "tracking_incomplete", Message: msg}, nil)
 }
 
 // catchUp waits, before a round starts, while more than below events
@@ -252,38 +266,55 @@ func (r *recorder) finish(drain time.Duration) {
 // stalled or dead tracker never holds rounds up: its events are dropped
 // as before), or when ctx ends; it says how long it waited.
 func (r *recorder) catchUp(ctx context.Context, below int64, stall time.Duration) time.Duration {
-	if r == nil || r.backlog.Load() <= below {
+	if r == nil {
 		return 0
 	}
+	_, waited := r.whileWriting(ctx, func() bool { return r.backlog.Load() <= below }, stall, 0)
+	return waited
+}
+
+// whileWriting waits until ready holds, as long as the recorder handles
+// an event or writes a batch within every stall period; it also returns
+// when ctx ends, when the recorder stops, or after limit (0: no limit).
+// It says whether ready held and how long it waited. It polls, so that
+// any number of waiters see ready come (a job's arms run one after
+// another today: one catchUp waits at a time, beside finish).
+func (r *recorder) whileWriting(ctx context.Context, ready func() bool, stall, limit time.Duration) (bool, time.Duration) {
+	if ready() {
+		return true, 0
+	}
 	began := time.Now()
-	// Polled, so that any number of waiters see the backlog fall (a
-	// job's arms run one after another today: one waits at a time).
 	poll := time.NewTicker(catchUpPoll)
 	defer poll.Stop()
 	last, moved := r.progress.Load(), began
-	for r.backlog.Load() > below {
+	for {
 		select {
 		case <-ctx.Done():
-			return time.Since(began)
+			return ready(), time.Since(began)
 		case <-r.done:
-			return time.Since(began)
+			return ready(), time.Since(began)
 		case now := <-poll.C:
+			if ready() {
+				return true, now.Sub(began)
+			}
 			if n := r.progress.Load(); n != last {
 				last, moved = n, now
 			} else if now.Sub(moved) >= stall {
-				return time.Since(began) // stalled
+				return false, now.Sub(began) // stalled
+			}
+			if limit > 0 && now.Sub(began) >= limit {
+				return false, now.Sub(began)
 			}
 		}
 	}
-	return time.Since(began)
 }
 
-// catchUpPoll is how often catchUp looks at the recorder's backlog.
+// catchUpPoll is how often catchUp and finish look at the recorder.
 const catchUpPoll = 20 * time.Millisecond
 
 // roundBacklog is the backlog a round may start with: half the queue's
-// bound, one round of every arm's events (recordQueue), so that the
-// round's own fit beside it.
+// bound, one round's events (recordQueue), so that the round's own fit
+// beside it.
 func (r *recorder) roundBacklog() int64 {
 	if r == nil {
 		return 0
@@ -893,11 +924,8 @@ func (r *recorder) finishJobRun(ev JobFinished) {
 		tags = append(tags, tracking.Tag{Key: tracking.TagError, Value: truncate(ev.Err.Error(), 5000)})
 	}
 	if n := r.droppedCount(); n > 0 {
+		// Told where the job is watched by finish (tellDropped).
 		tags = append(tags, tracking.Tag{Key: TagEventsDropped, Value: strconv.Itoa(n)})
-		// Said where the job is watched, not only in the coordinator's log.
-		r.j.emit(&pb.JobEvent{Kind: "tracking_incomplete", Message: fmt.Sprintf(
-			"the tracker fell behind and %d round events were not recorded (tag %s on run %s); check the tracking server's health and latency",
-			n, TagEventsDropped, runID)}, nil)
 	}
 	var ms []tracking.Metric
 	if cmp, err := tracking.Compare(ctx, tr, runID); err == nil {

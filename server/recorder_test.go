@@ -251,13 +251,13 @@ func newRecorderLogging(t testing.TB, tr Tracker, cfg Config, log *slog.Logger) 
 
 // TestRecorderDropsWhatDoesNotFit blocks the tracker on the job's first
 // call and publishes more round events than the queue holds (two rounds
-// of the job's: 18 for its 3 sites and one arm, above the configured 4):
+// of the job's: 18 for its 3 sites, above the configured 4):
 // the excess is dropped and counted without publish waiting, run-shaping
 // events are kept, and finish returns after its bound with what was left
 // counted too.
 func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 	tr := newBlockingTracker()
-	r, _ := newTestRecorder(t, tr, Config{RecordQueue: 4})
+	r, j := newTestRecorder(t, tr, Config{RecordQueue: 4})
 	const queue = 18
 	if r.max != queue {
 		t.Fatalf("the queue holds %d events, want %d", r.max, queue)
@@ -285,6 +285,11 @@ func TestRecorderDropsWhatDoesNotFit(t *testing.T) {
 	}
 	if got := r.droppedCount(); got != queue+7 {
 		t.Errorf("dropped after finish = %d, want %d (6, and the %d still queued)", got, queue+7, queue+1)
+	}
+	// The job's end was among them: the watchers are told so, with the
+	// count (finishJobRun, which tags the job run, never ran).
+	if msg := incomplete(j); !strings.Contains(msg, fmt.Sprintf("%d events were not recorded, among them the job's end", queue+7)) {
+		t.Errorf("tracking_incomplete says %q, want the count, %d, and that the job's end was not recorded", msg, queue+7)
 	}
 	r.publish(UpdateAccepted{Arm: "fedavg", Round: 2, Site: "late"})
 	if got := r.droppedCount(); got != queue+8 {
@@ -321,17 +326,22 @@ func TestRecorderSaysWhatItDropped(t *testing.T) {
 	if v, _ := run.Data.Tag(TagEventsDropped); v != strconv.Itoa(over) {
 		t.Errorf("job run tag %s = %q, want %d", TagEventsDropped, v, over)
 	}
+	if msg := incomplete(j); !strings.Contains(msg, fmt.Sprintf("%d round events were not recorded", over)) {
+		t.Errorf("tracking_incomplete says %q, want the count, %d", msg, over)
+	}
+}
+
+// incomplete is the message of the job's tracking_incomplete event; ""
+// where it has none.
+func incomplete(j *jobRun) string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for _, ev := range j.events {
 		if ev.GetKind() == "tracking_incomplete" {
-			if !strings.Contains(ev.GetMessage(), fmt.Sprintf("%d round events were not recorded", over)) {
-				t.Errorf("tracking_incomplete says %q, want the count, %d", ev.GetMessage(), over)
-			}
-			return
+			return ev.GetMessage()
 		}
 	}
-	t.Errorf("the job's events lack tracking_incomplete")
+	return ""
 }
 
 // TestRecorderDropsPastItsBytes: events that fit the queue's count but
@@ -438,7 +448,8 @@ func TestRecordQueue(t *testing.T) {
 	}{
 		{"small job: the configured bound", "{count: 3}", 1, DefaultRecordQueue, DefaultRecordQueue},
 		{"10,000 sites", "{count: 10000}", 1, DefaultRecordQueue, 2 * (2*10000 + 3)},
-		{"a tenth of 10,000 sites a round, two arms", "{count: 10000, fraction: 0.1}", 2, DefaultRecordQueue, 2 * 2 * (2*1000 + 3)},
+		// The arms run one after another: two rounds of one bound the queue.
+		{"a fifth of 10,000 sites a round, two arms", "{count: 10000, fraction: 0.2}", 2, DefaultRecordQueue, 2 * (2*2000 + 3)},
 		{"a configured bound above the job's", "{count: 10000}", 1, 1 << 20, 1 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
