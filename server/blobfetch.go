@@ -249,7 +249,7 @@ func (c *BlobClient) client(p ha.Peer) (pb.BlobServiceClient, error) {
 	cc, ok := c.conns[p.GRPCAddr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(p.GRPCAddr, append([]grpc.DialOption{bulk.DialOption()}, c.opts...)...)
+		cc, err = grpc.NewClient(p.GRPCAddr, append(bulk.DialOptions(), c.opts...)...)
 		if err != nil {
 			return nil, fmt.Errorf("dialling peer %s at %s: %w", p.ID, p.GRPCAddr, err)
 		}

@@ -106,7 +106,7 @@ func BenchmarkModelTransfer(b *testing.B) {
 			defer gf.close()
 			m := c.models.putFile(gf)
 			defer c.models.release(m)
-			srvOpts, dialOpts := GRPCOptions(), []grpc.DialOption{bulk.DialOption()}
+			srvOpts, dialOpts := GRPCOptions(), bulk.DialOptions()
 			if mode.protoCodec { // gRPC's own codec: what the bulk codec saves
 				srvOpts, dialOpts = []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, nil
 			}

@@ -114,8 +114,9 @@ func New(cfg Config) (*Dialer, error) {
 	}
 	d := &Dialer{cfg: cfg, log: cfg.Logger, index: seen, backoff: cfg.BackoffInitial}
 	for _, t := range cfg.Targets {
-		// Model chunks move without protobuf's copies (internal/bulk).
-		cc, err := grpc.NewClient(t, append([]grpc.DialOption{bulk.DialOption()}, cfg.DialOptions...)...)
+		// Model chunks move without protobuf's copies, and messages
+		// without gRPC's pings beside them (internal/bulk).
+		cc, err := grpc.NewClient(t, append(bulk.DialOptions(), cfg.DialOptions...)...)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("coordinator address %q: %w", t, err)

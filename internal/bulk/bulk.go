@@ -42,12 +42,39 @@ type Codec struct {
 
 var _ encoding.CodecV2 = Codec{}
 
-// ServerOption makes a gRPC server use the codec for every call.
-func ServerOption() grpc.ServerOption { return grpc.ForceServerCodecV2(Codec{}) }
+// Window is the HTTP/2 flow-control window, of each stream and of each
+// connection, that Cohort's gRPC servers and clients announce
+// (ServerOptions, DialOptions): fixed, where gRPC would otherwise grow it
+// by its bandwidth-delay estimate. That estimate sends a PING, with a
+// connection WINDOW_UPDATE, on the first data frame a connection receives
+// once its previous PING was answered, and the peer answers it: on a
+// site's connection, whose messages come one at a time (a task, an
+// update, its answer, a heartbeat), a write and a read more on each side
+// for nearly every message. Without it, a 1,000-site job's processes made
+// 29% fewer write and 27% fewer read calls (strace -c). The estimate's
+// ceiling is 16 MiB: what it reaches on a fast link, from the start. A
+// receiver holds at most this much of a stream that its reader has not
+// taken, as it could under the estimate.
+const Window = 16 << 20
 
-// DialOption makes a client connection use the codec for every call.
-func DialOption() grpc.DialOption {
-	return grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{}))
+// ServerOptions make a gRPC server use the codec for every call, and
+// [Window].
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(Codec{}),
+		grpc.InitialWindowSize(Window),
+		grpc.InitialConnWindowSize(Window),
+	}
+}
+
+// DialOptions make a client connection use the codec for every call, and
+// [Window].
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})),
+		grpc.WithInitialWindowSize(Window),
+		grpc.WithInitialConnWindowSize(Window),
+	}
 }
 
 // Name implements encoding.CodecV2.

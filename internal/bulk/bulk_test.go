@@ -426,7 +426,7 @@ func TestOverGRPC(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var srvOpts []grpc.ServerOption
 			if tt.serverCodec {
-				srvOpts = append(srvOpts, ServerOption())
+				srvOpts = append(srvOpts, ServerOptions()...)
 			}
 			gs := grpc.NewServer(srvOpts...)
 			gs.RegisterService(&echoDesc, nil)
@@ -438,7 +438,7 @@ func TestOverGRPC(t *testing.T) {
 			defer gs.Stop()
 			dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 			if tt.clientCodec {
-				dial = append(dial, DialOption())
+				dial = append(dial, DialOptions()...)
 			}
 			cc, err := grpc.NewClient(lis.Addr().String(), dial...)
 			if err != nil {

@@ -1,0 +1,145 @@
+package bulk
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/cohortfl/cohort/proto/cohort/v1"
+)
+
+// tapListener records every byte its connections read and write.
+type tapListener struct {
+	net.Listener
+	mu        sync.Mutex
+	read, out bytes.Buffer
+}
+
+func (l *tapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &tapConn{Conn: c, l: l}, nil
+}
+
+type tapConn struct {
+	net.Conn
+	l *tapListener
+}
+
+func (c *tapConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.l.mu.Lock()
+	c.l.read.Write(p[:n])
+	c.l.mu.Unlock()
+	return n, err
+}
+
+func (c *tapConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.l.mu.Lock()
+	c.l.out.Write(p[:n])
+	c.l.mu.Unlock()
+	return n, err
+}
+
+// frameTypes counts the HTTP/2 frames of b by type.
+func frameTypes(t *testing.T, b []byte) map[byte]int {
+	t.Helper()
+	n := map[byte]int{}
+	for len(b) > 0 {
+		if len(b) < 9 {
+			t.Fatalf("%d bytes left, less than a frame header", len(b))
+		}
+		size := int(b[0])<<16 | int(binary.BigEndian.Uint16(b[1:3]))
+		if len(b) < 9+size {
+			t.Fatalf("a frame of %d bytes with %d left", size, len(b)-9)
+		}
+		n[b[3]]++
+		b = b[9+size:]
+	}
+	return n
+}
+
+const (
+	framePing         = 0x6
+	frameWindowUpdate = 0x8
+)
+
+// TestNoPingsBesideMessages sends small messages one at a time over a
+// stream, each after the answer to the one before (as a site's session
+// goes): with gRPC's defaults each side pings (its bandwidth-delay
+// estimate) and sends window updates beside them; with the package's
+// options neither side does, past the window updates that announce
+// Window when the connection opens.
+func TestNoPingsBesideMessages(t *testing.T) {
+	const messages = 10
+	for _, tt := range []struct {
+		name     string
+		srv      []grpc.ServerOption
+		dial     []grpc.DialOption
+		wantPing bool
+	}{
+		{name: "gRPC's defaults", wantPing: true},
+		{name: "ServerOptions and DialOptions", srv: ServerOptions(), dial: DialOptions()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tap := &tapListener{Listener: lis}
+			gs := grpc.NewServer(tt.srv...)
+			gs.RegisterService(&echoDesc, nil)
+			go func() { _ = gs.Serve(tap) }()
+			defer gs.Stop()
+			cc, err := grpc.NewClient(lis.Addr().String(), append(tt.dial, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			stream, err := cc.NewStream(t.Context(), &echoDesc.Streams[0], "/bulktest.Echo/Echo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got pb.ModelChunk
+			for i := range messages {
+				if err := stream.SendMsg(&pb.ModelChunk{Offset: int64(i), Data: payload(100)}); err != nil {
+					t.Fatal(err)
+				}
+				if err := stream.RecvMsg(&got); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cc.Close()
+			gs.Stop()
+
+			tap.mu.Lock()
+			defer tap.mu.Unlock()
+			const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+			in := tap.read.Bytes()
+			if !bytes.HasPrefix(in, []byte(preface)) {
+				t.Fatalf("the client's bytes do not start with HTTP/2's preface")
+			}
+			fromClient, fromServer := frameTypes(t, in[len(preface):]), frameTypes(t, tap.out.Bytes())
+			pings := fromClient[framePing] + fromServer[framePing]
+			if tt.wantPing && pings < messages {
+				t.Errorf("%d PING frames for %d messages each way, want at least %d: the control case shows nothing", pings, messages, messages)
+			}
+			if !tt.wantPing && pings != 0 {
+				t.Errorf("%d PING frames, want none", pings)
+			}
+			// One each way at most: the connection's window announced.
+			if updates := fromClient[frameWindowUpdate] + fromServer[frameWindowUpdate]; !tt.wantPing && updates > 2 {
+				t.Errorf("%d WINDOW_UPDATE frames, want at most 2 (the connections' windows announced)", updates)
+			}
+			t.Logf("frames from the client %v, from the server %v", fromClient, fromServer)
+		})
+	}
+}
