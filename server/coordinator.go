@@ -44,9 +44,10 @@ type Config struct {
 	// global model holds a chunk of memory while it arrives (it goes to
 	// SpillDir), but an init task's initial weights are decoded in memory,
 	// and every upload costs CPU and disk bandwidth; a bound caps them.
-	// Uploads past it wait, held back by gRPC's flow control, and the wait
-	// counts toward the round's deadline: over slow links, a low bound
-	// lengthens rounds.
+	// Uploads past it wait, held back by gRPC's flow control (each may
+	// hold up to a stream's window, [bulk.Window], in gRPC's buffers
+	// meanwhile), and the wait counts toward the round's deadline: over
+	// slow links, a low bound lengthens rounds.
 	MaxConcurrentUpdates int
 	// SiteWait is how long a job waits for its sites to connect before it
 	// fails (default 10m).
