@@ -119,6 +119,9 @@ type recorder struct {
 	// ahead are the events queued after the one being handled: siteRun
 	// creates the runs of the sites they name with the one it needs.
 	ahead []Event
+	// tagged says the job run was tagged with the dropped events' count
+	// ([TagEventsDropped]); finish reads it once the recorder is done.
+	tagged bool
 }
 
 // maxPending bounds the batches the recorder defers before it flushes.
@@ -249,8 +252,12 @@ func (r *recorder) tellDropped(drained bool, waited time.Duration) {
 		msg = fmt.Sprintf("the tracker stopped writing before the job's end was recorded (waited %s): %d events were not recorded, among them the job's end, so its runs may still show RUNNING; check the tracking server's health and latency",
 			waited.Round(time.Millisecond), n)
 	case n > 0:
-		msg = fmt.Sprintf("the tracker fell behind and %d round events were not recorded (tag %s on the job run); check the tracking server's health and latency",
-			n, TagEventsDropped)
+		where := ""
+		if r.tagged { // the recorder is done: drained
+			where = fmt.Sprintf(" (tag %s on the job run)", TagEventsDropped)
+		}
+		msg = fmt.Sprintf("the tracker fell behind and %d round events were not recorded%s; check the tracking server's health and latency",
+			n, where)
 	default:
 		return
 	}
@@ -926,6 +933,7 @@ func (r *recorder) finishJobRun(ev JobFinished) {
 	if n := r.droppedCount(); n > 0 {
 		// Told where the job is watched by finish (tellDropped).
 		tags = append(tags, tracking.Tag{Key: TagEventsDropped, Value: strconv.Itoa(n)})
+		r.tagged = true
 	}
 	var ms []tracking.Metric
 	if cmp, err := tracking.Compare(ctx, tr, runID); err == nil {

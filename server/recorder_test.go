@@ -326,8 +326,8 @@ func TestRecorderSaysWhatItDropped(t *testing.T) {
 	if v, _ := run.Data.Tag(TagEventsDropped); v != strconv.Itoa(over) {
 		t.Errorf("job run tag %s = %q, want %d", TagEventsDropped, v, over)
 	}
-	if msg := incomplete(j); !strings.Contains(msg, fmt.Sprintf("%d round events were not recorded", over)) {
-		t.Errorf("tracking_incomplete says %q, want the count, %d", msg, over)
+	if msg := incomplete(j); !strings.Contains(msg, fmt.Sprintf("%d round events were not recorded (tag %s on the job run)", over, TagEventsDropped)) {
+		t.Errorf("tracking_incomplete says %q, want the count, %d, and the tag", msg, over)
 	}
 }
 
