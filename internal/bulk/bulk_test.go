@@ -414,6 +414,37 @@ var echoDesc = grpc.ServiceDesc{
 
 var serverBuffers countingBuffers
 
+// loopback listens on a free loopback port.
+func loopback(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+// echoOver serves the echo service on lis with srv's options and opens
+// its stream from a client with dial's (in plain text); the server and
+// the client stop when the test ends.
+func echoOver(t *testing.T, lis net.Listener, srv []grpc.ServerOption, dial []grpc.DialOption) (*grpc.Server, *grpc.ClientConn, grpc.ClientStream) {
+	t.Helper()
+	gs := grpc.NewServer(srv...)
+	gs.RegisterService(&echoDesc, nil)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	cc, err := grpc.NewClient(lis.Addr().String(), slices.Concat(dial, []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	stream, err := cc.NewStream(t.Context(), &echoDesc.Streams[0], "/bulktest.Echo/Echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gs, cc, stream
+}
+
 // TestOverGRPC sends chunks over loopback gRPC between peers with and
 // without the codec: every pairing carries every byte, a buffer sent from
 // the pool goes back to it, and a message received into again keeps its
@@ -426,29 +457,13 @@ func TestOverGRPC(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var srvOpts []grpc.ServerOption
 			if tt.serverCodec {
-				srvOpts = append(srvOpts, ServerOptions()...)
+				srvOpts = ServerOptions()
 			}
-			gs := grpc.NewServer(srvOpts...)
-			gs.RegisterService(&echoDesc, nil)
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() { _ = gs.Serve(lis) }()
-			defer gs.Stop()
-			dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+			var dial []grpc.DialOption
 			if tt.clientCodec {
-				dial = append(dial, DialOptions()...)
+				dial = DialOptions()
 			}
-			cc, err := grpc.NewClient(lis.Addr().String(), dial...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cc.Close()
-			stream, err := cc.NewStream(t.Context(), &echoDesc.Streams[0], "/bulktest.Echo/Echo")
-			if err != nil {
-				t.Fatal(err)
-			}
+			gs, cc, stream := echoOver(t, loopback(t), srvOpts, dial)
 			serverBuffers.mu.Lock()
 			putBefore := serverBuffers.put
 			serverBuffers.mu.Unlock()

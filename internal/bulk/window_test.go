@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/cohortfl/cohort/proto/cohort/v1"
 )
@@ -90,24 +89,8 @@ func TestNoPingsBesideMessages(t *testing.T) {
 		{name: "ServerOptions and DialOptions", srv: ServerOptions(), dial: DialOptions()},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			tap := &tapListener{Listener: lis}
-			gs := grpc.NewServer(tt.srv...)
-			gs.RegisterService(&echoDesc, nil)
-			go func() { _ = gs.Serve(tap) }()
-			defer gs.Stop()
-			cc, err := grpc.NewClient(lis.Addr().String(), append(tt.dial, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cc.Close()
-			stream, err := cc.NewStream(t.Context(), &echoDesc.Streams[0], "/bulktest.Echo/Echo")
-			if err != nil {
-				t.Fatal(err)
-			}
+			tap := &tapListener{Listener: loopback(t)}
+			gs, cc, stream := echoOver(t, tap, tt.srv, tt.dial)
 			var got pb.ModelChunk
 			for i := range messages {
 				if err := stream.SendMsg(&pb.ModelChunk{Offset: int64(i), Data: payload(100)}); err != nil {
