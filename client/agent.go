@@ -356,15 +356,15 @@ func (s *session) sendAt(m *pb.SiteMessage, at time.Time) error {
 	return nil
 }
 
-// heartbeats sends a heartbeat at each tick (every apart) that finds the
-// session quiet for half an interval or more: any message tells the
+// heartbeats sends a heartbeat at each tick (one a heartbeat interval,
+// s.beat) that finds the session quiet for half an interval or more: any message tells the
 // coordinator the site is alive (it expires a session silent for three
 // intervals), and a training site sends its progress once an interval
 // (taskTrainConfig), which then stands in for about half its beats. The
 // stream is never silent for more than an interval and a half, and an
 // idle site beats at every tick (half an interval leaves room for the
 // ticker's jitter). It returns when ctx ends or a send fails.
-func (s *session) heartbeats(ctx context.Context, ticks <-chan time.Time, every time.Duration, running func() []string) {
+func (s *session) heartbeats(ctx context.Context, ticks <-chan time.Time, running func() []string) {
 	var now time.Time // the tick's
 	for {
 		select {
@@ -373,7 +373,7 @@ func (s *session) heartbeats(ctx context.Context, ticks <-chan time.Time, every 
 		case now = <-ticks:
 		}
 		s.mu.Lock()
-		quiet := now.Sub(s.sent) >= every/2
+		quiet := now.Sub(s.sent) >= s.beat/2
 		s.mu.Unlock()
 		if !quiet {
 			continue
@@ -472,7 +472,7 @@ func (a *Agent) serve(ctx context.Context, cc *grpc.ClientConn, jr *pb.JoinRespo
 	go func() {
 		t := time.NewTicker(hb)
 		defer t.Stop()
-		s.heartbeats(tctx, t.C, hb, a.running)
+		s.heartbeats(tctx, t.C, a.running)
 	}()
 	for {
 		m, err := stream.Recv()

@@ -41,11 +41,12 @@ func TestHeartbeatsOnlyWhenQuiet(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	stream := &sentStream{}
 	s := newSession(stream)
+	s.beat = every
 	ticks := make(chan time.Time)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.heartbeats(context.Background(), ticks, every, func() []string { return []string{"task-1"} })
+		s.heartbeats(context.Background(), ticks, func() []string { return []string{"task-1"} })
 	}()
 	// tick hands the loop a tick at t0+d and returns once it is handled:
 	// the same tick again is taken only then, and sends nothing (the
