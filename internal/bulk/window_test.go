@@ -34,18 +34,21 @@ type tapConn struct {
 
 func (c *tapConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	c.l.mu.Lock()
-	c.l.read.Write(p[:n])
-	c.l.mu.Unlock()
+	c.l.keep(&c.l.read, p[:n])
 	return n, err
 }
 
 func (c *tapConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	c.l.mu.Lock()
-	c.l.out.Write(p[:n])
-	c.l.mu.Unlock()
+	c.l.keep(&c.l.out, p[:n])
 	return n, err
+}
+
+// keep appends p to buf, one of l's.
+func (l *tapListener) keep(buf *bytes.Buffer, p []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	buf.Write(p)
 }
 
 // frameTypes counts the HTTP/2 frames of b by type; a last frame that the
